@@ -1,0 +1,48 @@
+//! MaxSim kernels.
+//!
+//! MaxSim of a query `Q` (`nq × dim`) against a document `D` (`nd × dim`) is
+//!
+//! ```text
+//! score(Q, D) = Σ_{i < nq} max_{j < nd} ⟨Q_i, D_j⟩
+//! ```
+//!
+//! Documents are stored as f16 (or f32) row-major token matrices; all arithmetic
+//! is f32 with f32 accumulation. This crate owns that arithmetic and nothing else.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`reference`] | scalar f64 MaxSim, the oracle for tests |
+//! | `kernel` | the fast single-document kernel and its run-time dispatch |
+//! | [`batch`] | scoring many documents of one token matrix in parallel, top-k |
+//! | [`topk`] | the bounded top-k collector shared with the engine |
+
+pub mod batch;
+mod kernel;
+pub mod reference;
+pub mod topk;
+
+pub use batch::{DocMatrix, score_docs, top_k};
+pub use half::f16;
+pub use kernel::{Query, maxsim};
+pub use topk::{Hit, TopK};
+
+/// An element type that token matrices may be stored in.
+pub trait Element: bytemuck::Pod + Send + Sync + 'static {
+    /// Converts `src` to f32 into `dst` (`dst.len() == src.len()`).
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]);
+}
+
+impl Element for f32 {
+    #[inline]
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Element for f16 {
+    #[inline]
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
