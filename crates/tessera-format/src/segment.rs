@@ -1,0 +1,649 @@
+//! Immutable segment files (`seg-NNNNNNNNNNNNNNNN.tseg`).
+//!
+//! A segment is one file: a 512-byte header, then ten sections, each starting
+//! at a 64-byte-aligned offset (zero padding between), in this order.
+//!
+//! Header (all little-endian):
+//! ```text
+//! offset size field
+//!      0    8 magic "TESSSEG\0"
+//!      8    2 major version (1)
+//!     10    2 minor version (0)
+//!     12    4 dim                    (1..=4096)
+//!     16    8 n_docs
+//!     24    8 n_tokens               (rows of the token matrix)
+//!     32    8 file length            (bytes, header included)
+//!     40    4 section count          (10 in version 1.0)
+//!     44    4 header CRC-32          (of bytes 0..512 with this field zeroed)
+//!     48   16 reserved               (zero)
+//!     64  448 section table: 14 entries × 32 bytes; entry i (i < count):
+//!              +0 u64 offset, +8 u64 length, +16 u32 CRC-32 of the section's bytes,
+//!              +20 u32 kind (= i + 1), +24 u64 reserved (zero); unused entries are zero.
+//! ```
+//! Sections (kind, content):
+//! ```text
+//! 1 TOKENS           n_tokens × dim f16, row-major: the token matrix
+//! 2 DOC_OFFSETS      (n_docs + 1) u64: doc i = token rows [o[i], o[i+1]); o[0] = 0, strictly increasing, o[n] = n_tokens
+//! 3 ID_OFFSETS       (n_docs + 1) u64 byte offsets into IDS; strictly increasing (ids are non-empty)
+//! 4 IDS              UTF-8 external ids, concatenated
+//! 5 TEXT_OFFSETS     (n_docs + 1) u64 byte offsets into TEXTS; non-decreasing
+//! 6 TEXTS            UTF-8 texts, concatenated
+//! 7 PAYLOAD_OFFSETS  (n_docs + 1) u64 byte offsets into PAYLOADS; non-decreasing
+//! 8 PAYLOADS         JSON payloads (UTF-8), concatenated
+//! 9 DOC_FLAGS        n_docs bytes: bit 0 = has text, bit 1 = has payload, other bits zero
+//! 10 ID_ORDER        n_docs u32: document indices sorted by id (bytewise); ids are unique,
+//!                    so the ids in this order are strictly increasing — lookup by binary search
+//! ```
+
+use crate::{FormatError, Result, corrupted, crc32};
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::Range;
+
+pub const MAGIC: &[u8; 8] = b"TESSSEG\0";
+pub const MAJOR: u16 = 1;
+pub const MINOR: u16 = 0;
+pub const HEADER_LEN: usize = 512;
+/// Alignment of every section's start.
+pub const ALIGN: usize = 64;
+pub const MAX_SECTIONS: usize = 14;
+pub const SECTION_COUNT: usize = 10;
+
+pub const FLAG_TEXT: u8 = 1;
+pub const FLAG_PAYLOAD: u8 = 2;
+
+/// Section kinds, in file order (kind = index + 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Section {
+    Tokens = 0,
+    DocOffsets,
+    IdOffsets,
+    Ids,
+    TextOffsets,
+    Texts,
+    PayloadOffsets,
+    Payloads,
+    DocFlags,
+    IdOrder,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct SectionEntry {
+    offset: u64,
+    len: u64,
+    crc: u32,
+    kind: u32,
+    reserved: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct Header {
+    magic: [u8; 8],
+    major: u16,
+    minor: u16,
+    dim: u32,
+    n_docs: u64,
+    n_tokens: u64,
+    file_len: u64,
+    section_count: u32,
+    header_crc: u32,
+    reserved: [u8; 16],
+    sections: [SectionEntry; MAX_SECTIONS],
+}
+
+const _: () = assert!(size_of::<Header>() == HEADER_LEN);
+const HEADER_CRC_AT: usize = 44;
+
+fn header_crc(mut h: Header) -> u32 {
+    h.header_crc = 0;
+    crc32(bytemuck::bytes_of(&h))
+}
+
+/// Streams documents into a segment file: the token matrix is written as
+/// documents arrive; the (small) tables are kept in memory and written by
+/// [`finish`](Self::finish), which then fills in the header.
+pub struct SegmentWriter<W: Write + Seek> {
+    w: W,
+    dim: usize,
+    pos: u64,
+    tokens_crc: crc32fast::Hasher,
+    n_tokens: u64,
+    doc_offsets: Vec<u64>,
+    id_offsets: Vec<u64>,
+    ids: Vec<u8>,
+    text_offsets: Vec<u64>,
+    texts: Vec<u8>,
+    payload_offsets: Vec<u64>,
+    payloads: Vec<u8>,
+    flags: Vec<u8>,
+}
+
+impl<W: Write + Seek> SegmentWriter<W> {
+    /// Starts a segment at the writer's position 0.
+    pub fn new(mut w: W, dim: usize) -> io::Result<Self> {
+        w.seek(SeekFrom::Start(0))?;
+        w.write_all(&[0u8; HEADER_LEN])?;
+        Ok(Self {
+            w,
+            dim,
+            pos: HEADER_LEN as u64,
+            tokens_crc: crc32fast::Hasher::new(),
+            n_tokens: 0,
+            doc_offsets: vec![0],
+            id_offsets: vec![0],
+            ids: Vec::new(),
+            text_offsets: vec![0],
+            texts: Vec::new(),
+            payload_offsets: vec![0],
+            payloads: Vec::new(),
+            flags: Vec::new(),
+        })
+    }
+
+    pub fn n_docs(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// Appends one document. The caller has validated it: `tokens` is a
+    /// non-empty multiple of `dim`, `id` is non-empty, `payload` is JSON.
+    pub fn add(
+        &mut self,
+        id: &str,
+        tokens: &[f16],
+        text: Option<&str>,
+        payload: Option<&str>,
+    ) -> io::Result<()> {
+        assert!(!id.is_empty() && !tokens.is_empty() && tokens.len() % self.dim == 0);
+        let bytes: &[u8] = bytemuck::cast_slice(tokens);
+        self.w.write_all(bytes)?;
+        self.tokens_crc.update(bytes);
+        self.pos += bytes.len() as u64;
+        self.n_tokens += (tokens.len() / self.dim) as u64;
+        self.doc_offsets.push(self.n_tokens);
+        self.ids.extend_from_slice(id.as_bytes());
+        self.id_offsets.push(self.ids.len() as u64);
+        self.texts.extend_from_slice(text.unwrap_or("").as_bytes());
+        self.text_offsets.push(self.texts.len() as u64);
+        self.payloads
+            .extend_from_slice(payload.unwrap_or("").as_bytes());
+        self.payload_offsets.push(self.payloads.len() as u64);
+        let flags = if text.is_some() { FLAG_TEXT } else { 0 }
+            | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
+        self.flags.push(flags);
+        Ok(())
+    }
+
+    fn pad_to_align(&mut self) -> io::Result<()> {
+        let pad = (ALIGN - (self.pos as usize % ALIGN)) % ALIGN;
+        self.w.write_all(&[0u8; ALIGN][..pad])?;
+        self.pos += pad as u64;
+        Ok(())
+    }
+
+    fn section(
+        &mut self,
+        kind: usize,
+        bytes: &[u8],
+        entries: &mut [SectionEntry],
+    ) -> io::Result<()> {
+        self.pad_to_align()?;
+        entries[kind] = SectionEntry {
+            offset: self.pos,
+            len: bytes.len() as u64,
+            crc: crc32(bytes),
+            kind: kind as u32 + 1,
+            reserved: 0,
+        };
+        self.w.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the tables and the header; returns the writer (not synced) and the file length.
+    pub fn finish(mut self) -> io::Result<(W, u64)> {
+        assert!(
+            !self.flags.is_empty(),
+            "a segment holds at least one document"
+        );
+        let mut entries = [SectionEntry::zeroed(); MAX_SECTIONS];
+        entries[0] = SectionEntry {
+            offset: HEADER_LEN as u64,
+            len: self.pos - HEADER_LEN as u64,
+            crc: self.tokens_crc.clone().finalize(),
+            kind: 1,
+            reserved: 0,
+        };
+        let tables = [
+            std::mem::take(&mut self.doc_offsets),
+            std::mem::take(&mut self.id_offsets),
+        ];
+        self.section(1, bytemuck::cast_slice(&tables[0]), &mut entries)?;
+        self.section(2, bytemuck::cast_slice(&tables[1]), &mut entries)?;
+        let ids = std::mem::take(&mut self.ids);
+        self.section(3, &ids, &mut entries)?;
+        let text_offsets = std::mem::take(&mut self.text_offsets);
+        self.section(4, bytemuck::cast_slice(&text_offsets), &mut entries)?;
+        let texts = std::mem::take(&mut self.texts);
+        self.section(5, &texts, &mut entries)?;
+        let payload_offsets = std::mem::take(&mut self.payload_offsets);
+        self.section(6, bytemuck::cast_slice(&payload_offsets), &mut entries)?;
+        let payloads = std::mem::take(&mut self.payloads);
+        self.section(7, &payloads, &mut entries)?;
+        let flags = std::mem::take(&mut self.flags);
+        self.section(8, &flags, &mut entries)?;
+        let id_at =
+            |i: u32| &ids[tables[1][i as usize] as usize..tables[1][i as usize + 1] as usize];
+        let mut order: Vec<u32> = (0..flags.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| id_at(a).cmp(id_at(b)));
+        self.section(9, bytemuck::cast_slice(&order), &mut entries)?;
+        let mut h = Header {
+            magic: *MAGIC,
+            major: MAJOR,
+            minor: MINOR,
+            dim: self.dim as u32,
+            n_docs: flags.len() as u64,
+            n_tokens: self.n_tokens,
+            file_len: self.pos,
+            section_count: SECTION_COUNT as u32,
+            header_crc: 0,
+            reserved: [0; 16],
+            sections: entries,
+        };
+        h.header_crc = header_crc(h);
+        self.w.seek(SeekFrom::Start(0))?;
+        self.w.write_all(bytemuck::bytes_of(&h))?;
+        self.w.flush()?;
+        Ok((self.w, self.pos))
+    }
+}
+
+/// A verified segment: sizes and the byte range of each section. Accessors
+/// take the same bytes that were verified (typically the memory map).
+#[derive(Debug, Clone)]
+pub struct SegmentLayout {
+    pub minor: u16,
+    pub dim: usize,
+    pub n_docs: usize,
+    pub n_tokens: usize,
+    sections: [Range<usize>; SECTION_COUNT],
+}
+
+fn table_len(n_docs: usize) -> Option<usize> {
+    n_docs.checked_add(1)?.checked_mul(8)
+}
+
+impl SegmentLayout {
+    /// Verifies the header, every section's checksum and every table's
+    /// structure. `bytes` must start at an 8-byte-aligned address (a memory map does).
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < HEADER_LEN {
+            return Err(corrupted(
+                0,
+                format!("file is {} bytes, shorter than the header", bytes.len()),
+            ));
+        }
+        if bytes.as_ptr() as usize % 8 != 0 {
+            return Err(corrupted(
+                0,
+                "segment bytes are not 8-byte aligned in memory",
+            ));
+        }
+        let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
+        if &h.magic != MAGIC {
+            return Err(corrupted(0, "bad magic: not a Tessera segment"));
+        }
+        if header_crc(h) != h.header_crc {
+            return Err(corrupted(HEADER_CRC_AT, "header checksum mismatch"));
+        }
+        if h.major != MAJOR {
+            return Err(FormatError::UnsupportedVersion {
+                major: h.major,
+                minor: h.minor,
+                supported: MAJOR,
+            });
+        }
+        if h.file_len != bytes.len() as u64 {
+            return Err(corrupted(
+                32,
+                format!("header says {} bytes, file has {}", h.file_len, bytes.len()),
+            ));
+        }
+        if (h.section_count as usize) < SECTION_COUNT || h.section_count as usize > MAX_SECTIONS {
+            return Err(corrupted(
+                40,
+                format!("section count {} unsupported", h.section_count),
+            ));
+        }
+        let (dim, n_docs, n_tokens) = (h.dim as usize, h.n_docs as usize, h.n_tokens as usize);
+        if !(1..=4096).contains(&dim) || n_docs == 0 {
+            return Err(corrupted(
+                12,
+                format!("dim {dim} / n_docs {n_docs} out of range"),
+            ));
+        }
+        let mut sections: [Range<usize>; SECTION_COUNT] = Default::default();
+        let mut prev_end = HEADER_LEN;
+        for (i, e) in h.sections.iter().take(h.section_count as usize).enumerate() {
+            let at = 64 + i * 32;
+            if e.kind as usize != i + 1 {
+                return Err(corrupted(
+                    at + 20,
+                    format!("section {i} has kind {}", e.kind),
+                ));
+            }
+            let start = e.offset as usize;
+            let end = start
+                .checked_add(e.len as usize)
+                .filter(|&end| end <= bytes.len());
+            let Some(end) = end.filter(|_| start % ALIGN == 0 && start >= prev_end) else {
+                return Err(corrupted(
+                    at,
+                    format!("section {i} range {}+{} is invalid", e.offset, e.len),
+                ));
+            };
+            if crc32(&bytes[start..end]) != e.crc {
+                return Err(corrupted(start, format!("section {i} checksum mismatch")));
+            }
+            if i < SECTION_COUNT {
+                sections[i] = start..end;
+            }
+            prev_end = end;
+        }
+        let layout = Self {
+            minor: h.minor,
+            dim,
+            n_docs,
+            n_tokens,
+            sections,
+        };
+        layout.check_sizes()?;
+        layout.check_tables(bytes)?;
+        Ok(layout)
+    }
+
+    fn check_sizes(&self) -> Result<()> {
+        let tl = table_len(self.n_docs);
+        let expect = [
+            (
+                Section::Tokens,
+                self.n_tokens
+                    .checked_mul(self.dim)
+                    .and_then(|x| x.checked_mul(2)),
+            ),
+            (Section::DocOffsets, tl),
+            (Section::IdOffsets, tl),
+            (Section::TextOffsets, tl),
+            (Section::PayloadOffsets, tl),
+            (Section::DocFlags, Some(self.n_docs)),
+            (Section::IdOrder, self.n_docs.checked_mul(4)),
+        ];
+        for (s, want) in expect {
+            let r = &self.sections[s as usize];
+            if Some(r.len()) != want {
+                return Err(corrupted(
+                    r.start,
+                    format!("section {s:?} is {} bytes, expected {want:?}", r.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_offsets(&self, bytes: &[u8], table: Section, last: usize, strict: bool) -> Result<()> {
+        let o = self.u64s(bytes, table);
+        let at = self.sections[table as usize].start;
+        if o[0] != 0 || o[self.n_docs] != last as u64 {
+            return Err(corrupted(
+                at,
+                format!("{table:?} must run from 0 to {last}"),
+            ));
+        }
+        if let Some(i) = o
+            .windows(2)
+            .position(|w| if strict { w[1] <= w[0] } else { w[1] < w[0] })
+        {
+            return Err(corrupted(
+                at + 8 * (i + 1),
+                format!("{table:?} not increasing at entry {}", i + 1),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_tables(&self, bytes: &[u8]) -> Result<()> {
+        self.check_offsets(bytes, Section::DocOffsets, self.n_tokens, true)?;
+        self.check_offsets(
+            bytes,
+            Section::IdOffsets,
+            self.sections[Section::Ids as usize].len(),
+            true,
+        )?;
+        self.check_offsets(
+            bytes,
+            Section::TextOffsets,
+            self.sections[Section::Texts as usize].len(),
+            false,
+        )?;
+        self.check_offsets(
+            bytes,
+            Section::PayloadOffsets,
+            self.sections[Section::Payloads as usize].len(),
+            false,
+        )?;
+        let flags = &bytes[self.sections[Section::DocFlags as usize].clone()];
+        for i in 0..self.n_docs {
+            let f = flags[i];
+            let at = self.sections[Section::DocFlags as usize].start + i;
+            if f & !(FLAG_TEXT | FLAG_PAYLOAD) != 0 {
+                return Err(corrupted(at, format!("unknown flag bits {f:#x}")));
+            }
+            for (sec, off_table, flag) in [
+                (Section::Ids, Section::IdOffsets, None),
+                (Section::Texts, Section::TextOffsets, Some(FLAG_TEXT)),
+                (
+                    Section::Payloads,
+                    Section::PayloadOffsets,
+                    Some(FLAG_PAYLOAD),
+                ),
+            ] {
+                let r = self.range(bytes, off_table, i);
+                if flag.is_some_and(|fl| f & fl == 0) && !r.is_empty() {
+                    return Err(corrupted(
+                        at,
+                        format!("doc {i} has {sec:?} bytes but no flag"),
+                    ));
+                }
+                let base = self.sections[sec as usize].start;
+                if std::str::from_utf8(&bytes[base + r.start..base + r.end]).is_err() {
+                    return Err(corrupted(
+                        base + r.start,
+                        format!("{sec:?} of doc {i} is not UTF-8"),
+                    ));
+                }
+            }
+        }
+        self.check_id_order(bytes)
+    }
+
+    fn check_id_order(&self, bytes: &[u8]) -> Result<()> {
+        let order = self.id_order(bytes);
+        let at = self.sections[Section::IdOrder as usize].start;
+        if let Some(p) = order.iter().position(|&r| r as usize >= self.n_docs) {
+            return Err(corrupted(at + 4 * p, "ID_ORDER entry out of range"));
+        }
+        if let Some(p) = order
+            .windows(2)
+            .position(|w| self.id(bytes, w[0] as usize) >= self.id(bytes, w[1] as usize))
+        {
+            return Err(corrupted(
+                at + 4 * (p + 1),
+                "ids not strictly increasing in ID_ORDER (duplicate or unsorted)",
+            ));
+        }
+        // Strictly increasing ids over n in-range entries: a permutation of all rows.
+        Ok(())
+    }
+
+    fn id_order<'a>(&self, bytes: &'a [u8]) -> &'a [u32] {
+        bytemuck::cast_slice(&bytes[self.sections[Section::IdOrder as usize].clone()])
+    }
+
+    /// The document index holding external id `id`, by binary search over ID_ORDER.
+    pub fn find_id(&self, bytes: &[u8], id: &str) -> Option<usize> {
+        let order = self.id_order(bytes);
+        order
+            .binary_search_by(|&r| self.id(bytes, r as usize).as_bytes().cmp(id.as_bytes()))
+            .ok()
+            .map(|p| order[p] as usize)
+    }
+
+    fn u64s<'a>(&self, bytes: &'a [u8], s: Section) -> &'a [u64] {
+        bytemuck::cast_slice(&bytes[self.sections[s as usize].clone()])
+    }
+
+    fn range(&self, bytes: &[u8], table: Section, i: usize) -> Range<usize> {
+        let o = self.u64s(bytes, table);
+        o[i] as usize..o[i + 1] as usize
+    }
+
+    fn str_of<'a>(&self, bytes: &'a [u8], table: Section, data: Section, i: usize) -> &'a str {
+        let r = self.range(bytes, table, i);
+        let base = self.sections[data as usize].start;
+        // Verified to be UTF-8 by `parse`.
+        std::str::from_utf8(&bytes[base + r.start..base + r.end]).expect("verified at open")
+    }
+
+    /// Byte range of a section within the file.
+    pub fn section_range(&self, s: Section) -> Range<usize> {
+        self.sections[s as usize].clone()
+    }
+
+    /// The whole token matrix (`n_tokens × dim`).
+    pub fn tokens<'a>(&self, bytes: &'a [u8]) -> &'a [f16] {
+        bytemuck::cast_slice(&bytes[self.sections[Section::Tokens as usize].clone()])
+    }
+
+    /// Token row offsets (`n_docs + 1`).
+    pub fn doc_offsets<'a>(&self, bytes: &'a [u8]) -> &'a [u64] {
+        self.u64s(bytes, Section::DocOffsets)
+    }
+
+    pub fn id<'a>(&self, bytes: &'a [u8], i: usize) -> &'a str {
+        self.str_of(bytes, Section::IdOffsets, Section::Ids, i)
+    }
+
+    fn flags(&self, bytes: &[u8], i: usize) -> u8 {
+        bytes[self.sections[Section::DocFlags as usize].start + i]
+    }
+
+    pub fn text<'a>(&self, bytes: &'a [u8], i: usize) -> Option<&'a str> {
+        (self.flags(bytes, i) & FLAG_TEXT != 0)
+            .then(|| self.str_of(bytes, Section::TextOffsets, Section::Texts, i))
+    }
+
+    pub fn payload<'a>(&self, bytes: &'a [u8], i: usize) -> Option<&'a str> {
+        (self.flags(bytes, i) & FLAG_PAYLOAD != 0)
+            .then(|| self.str_of(bytes, Section::PayloadOffsets, Section::Payloads, i))
+    }
+
+    /// Tokens of document `i`.
+    pub fn doc_tokens<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [f16] {
+        let o = self.doc_offsets(bytes);
+        &self.tokens(bytes)[o[i] as usize * self.dim..o[i + 1] as usize * self.dim]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// Copies bytes into 8-byte-aligned storage, as a memory map would be.
+    fn aligned(bytes: &[u8]) -> Vec<u64> {
+        let mut v = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..bytes.len()].copy_from_slice(bytes);
+        v
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3).unwrap();
+        let t = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        w.add("zeta", &t(&[1., 2., 3.]), Some("hello"), None)
+            .unwrap();
+        w.add(
+            "alpha",
+            &t(&[4., 5., 6., 7., 8., 9.]),
+            None,
+            Some("{\"a\":1}"),
+        )
+        .unwrap();
+        w.add("mid", &t(&[0.5, -1., 2.]), Some(""), Some("null"))
+            .unwrap();
+        let (c, len) = w.finish().unwrap();
+        let v = c.into_inner();
+        assert_eq!(v.len() as u64, len);
+        v
+    }
+
+    #[test]
+    fn round_trip() {
+        let raw = sample();
+        let store = aligned(&raw);
+        let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+        let l = SegmentLayout::parse(b).unwrap();
+        assert_eq!((l.dim, l.n_docs, l.n_tokens), (3, 3, 4));
+        assert_eq!(l.doc_offsets(b), &[0, 1, 3, 4]);
+        assert_eq!(
+            (l.id(b, 0), l.id(b, 1), l.id(b, 2)),
+            ("zeta", "alpha", "mid")
+        );
+        assert_eq!(
+            (l.text(b, 0), l.text(b, 1), l.text(b, 2)),
+            (Some("hello"), None, Some(""))
+        );
+        assert_eq!(
+            (l.payload(b, 0), l.payload(b, 1)),
+            (None, Some("{\"a\":1}"))
+        );
+        assert_eq!(l.doc_tokens(b, 1)[3].to_f32(), 7.0);
+        for (i, id) in ["zeta", "alpha", "mid"].iter().enumerate() {
+            assert_eq!(l.find_id(b, id), Some(i));
+        }
+        assert_eq!(l.find_id(b, "nope"), None);
+        for s in 0..SECTION_COUNT {
+            assert_eq!(l.sections[s].start % ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected_and_truncation_too() {
+        let raw = sample();
+        let good = aligned(&raw);
+        let layout =
+            SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&good)[..raw.len()]).unwrap();
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x10;
+            let store = aligned(&bad);
+            let b = &bytemuck::cast_slice::<u64, u8>(&store)[..bad.len()];
+            // Alignment padding between sections is covered by no checksum: a
+            // flip there changes nothing that is read.
+            let in_padding = i >= HEADER_LEN && !layout.sections.iter().any(|r| r.contains(&i));
+            if !in_padding {
+                assert!(
+                    SegmentLayout::parse(b).is_err(),
+                    "flip at byte {i} not detected"
+                );
+            }
+        }
+        for cut in [0, 10, HEADER_LEN, raw.len() - 1] {
+            let store = aligned(&raw[..cut]);
+            let b = &bytemuck::cast_slice::<u64, u8>(&store)[..cut];
+            assert!(SegmentLayout::parse(b).is_err());
+        }
+    }
+}

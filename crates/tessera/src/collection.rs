@@ -1,0 +1,604 @@
+//! A collection: one folder holding its manifest, WAL, segments and deletion
+//! vectors. Writes are serialised by one writer lock and acknowledged after the
+//! WAL append; each write publishes a new immutable [`Snapshot`] that readers
+//! pick up without waiting for writers.
+//!
+//! | file in the folder | what |
+//! |---|---|
+//! | `MANIFEST` | live segments, deletion vectors, current WAL, config |
+//! | `wal-N.log` | batches since the last flush |
+//! | `seg-N.tseg` | immutable segments |
+//! | `del-N.tdel` | deletion vector of a segment |
+
+use crate::config::CollectionConfig;
+use crate::doc::{Document, PreparedDoc, StoredDocument, check_id, parse_payload, prepare_batch};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::manifest::{self, Manifest, SegmentEntry};
+use crate::memtable::MemTable;
+use crate::segment::{Segment, SegmentView};
+use crate::wal::{self, Replayed, Wal};
+use std::collections::BTreeSet;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tessera_format::deletes::DeletionVector;
+use tessera_format::segment::SegmentWriter;
+
+/// What a search sees: the segments with their deletions and the memtable,
+/// as of one moment.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub segments: Vec<SegmentView>,
+    pub mem: Arc<MemTable>,
+}
+
+struct Writer {
+    manifest: Manifest,
+    wal: Wal,
+    /// Sequence number of the last batch written.
+    seq: u64,
+    segments: Vec<SegmentView>,
+    mem: Arc<MemTable>,
+    /// Segment ids whose deletion vector changed since the manifest was written.
+    dirty: BTreeSet<u64>,
+    poisoned: bool,
+}
+
+/// Sizes of a collection, as `info` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionStats {
+    pub name: String,
+    pub dim: usize,
+    pub documents: usize,
+    pub tokens: usize,
+    pub segments: usize,
+    pub memtable_documents: usize,
+    pub deleted_in_segments: usize,
+    pub bytes_on_disk: u64,
+}
+
+/// Where the live version of an id is.
+enum Loc {
+    Mem,
+    Seg(usize, u32),
+}
+
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    config: CollectionConfig,
+    snapshot: RwLock<Arc<Snapshot>>,
+    writer: Mutex<Writer>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl Collection {
+    /// Creates the files of a new collection in `dir` (which must exist and be empty).
+    pub(crate) fn create_files(dir: &Path, name: &str, config: &CollectionConfig) -> Result<()> {
+        let mut m = Manifest::new(name, config.clone());
+        Wal::create(
+            &dir.join(manifest::wal_file(m.wal)),
+            m.wal,
+            config.dim,
+            config.durability,
+        )?;
+        m.store(dir)
+    }
+
+    /// Opens the collection in `dir`: verifies every segment, replays the WAL
+    /// and removes files left over by an interrupted flush or compaction.
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::load(dir)?;
+        let config = manifest.config.clone();
+        config.validate().map_err(|e| Error::Corrupted {
+            file: dir.join(manifest::FILE),
+            offset: 0,
+            reason: format!("invalid config: {e}"),
+        })?;
+        let mut segments = Vec::with_capacity(manifest.segments.len());
+        for e in &manifest.segments {
+            segments.push(open_segment_view(dir, e, config.dim)?);
+        }
+        let wal_path = dir.join(manifest::wal_file(manifest.wal));
+        let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability)?;
+        let mut w = Writer {
+            seq: manifest.last_seq,
+            manifest,
+            wal,
+            segments,
+            mem: Arc::new(MemTable::default()),
+            dirty: BTreeSet::new(),
+            poisoned: false,
+        };
+        for (seq, ops) in batches {
+            if seq <= w.seq {
+                return Err(Error::Corrupted {
+                    file: wal_path.clone(),
+                    offset: 0,
+                    reason: format!("batch sequence {seq} does not follow {}", w.seq),
+                });
+            }
+            w.seq = seq;
+            for op in ops {
+                match op {
+                    Replayed::Upsert(d) => w.upsert(d),
+                    Replayed::Delete(id) => {
+                        w.delete(&id);
+                    }
+                }
+            }
+        }
+        remove_unreferenced(dir, &w.manifest)?;
+        let name = w.manifest.name.clone();
+        let snapshot = RwLock::new(Arc::new(w.snapshot()));
+        Ok(Self {
+            name,
+            dir: dir.into(),
+            config,
+            snapshot,
+            writer: Mutex::new(w),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    pub fn dim(&self) -> usize {
+        self.config.dim
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.poisoned {
+            return Err(Error::Poisoned(self.name.clone()));
+        }
+        Ok(w)
+    }
+
+    fn publish(&self, w: &Writer) {
+        *self.snapshot.write().expect("snapshot lock") = Arc::new(w.snapshot());
+    }
+
+    /// Inserts or replaces documents. The batch is validated as a whole, then
+    /// written to the WAL (and fsynced, by default) before this returns: either
+    /// every document is applied or none is.
+    pub fn upsert(&self, docs: &[Document]) -> Result<()> {
+        let prepared = prepare_batch(docs, self.config.dim)?;
+        self.write(prepared, Vec::new()).map(|_| ())
+    }
+
+    /// Deletes documents by id; returns how many existed. Unknown ids are ignored.
+    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        let mut seen = std::collections::HashSet::new();
+        let mut del = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = id.as_ref();
+            check_id(id)?;
+            if !seen.insert(id) {
+                return Err(Error::DuplicateId(id.into()));
+            }
+            del.push(id.to_string());
+        }
+        self.write(Vec::new(), del)
+    }
+
+    fn write(&self, upserts: Vec<PreparedDoc>, deletes: Vec<String>) -> Result<usize> {
+        if upserts.is_empty() && deletes.is_empty() {
+            return Ok(0);
+        }
+        let mut w = self.lock_writer()?;
+        let seq = w.seq + 1;
+        let payload = wal::encode(seq, &upserts, &deletes, self.config.dim);
+        if payload.len() > self.config.max_batch_bytes {
+            return Err(Error::BatchTooLarge {
+                bytes: payload.len(),
+                max: self.config.max_batch_bytes,
+            });
+        }
+        w.wal.append(&tessera_format::wal::encode_frame(&payload))?;
+        w.seq = seq;
+        let mut existed = 0;
+        for d in upserts {
+            w.upsert(d);
+        }
+        for id in &deletes {
+            existed += w.delete(id) as usize;
+        }
+        self.publish(&w);
+        if w.mem.token_bytes() >= self.config.memtable_bytes {
+            self.flush_locked(&mut w)?;
+        }
+        Ok(existed)
+    }
+
+    /// The stored document with this id.
+    pub fn get(&self, id: &str) -> Result<Option<StoredDocument>> {
+        check_id(id)?;
+        let snap = self.snapshot();
+        let dim = self.config.dim;
+        if let Some(d) = snap.mem.get(id) {
+            return Ok(Some(StoredDocument {
+                id: d.id.clone(),
+                tokens: d.tokens.clone(),
+                dim,
+                text: d.text.clone(),
+                payload: d.payload.as_deref().and_then(parse_payload),
+            }));
+        }
+        for sv in snap.segments.iter().rev() {
+            if let Some(row) = sv.find_live(id) {
+                let (s, r) = (&sv.seg, row as usize);
+                return Ok(Some(StoredDocument {
+                    id: id.into(),
+                    tokens: s.tokens(r).to_vec(),
+                    dim,
+                    text: s.text(r).map(Into::into),
+                    payload: s.payload(r).and_then(parse_payload),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of live documents.
+    pub fn len(&self) -> usize {
+        let snap = self.snapshot();
+        snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Seals the memtable into a segment and persists pending deletions; then
+    /// merges segments if there are more than `max_segments`.
+    pub fn flush(&self) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        self.flush_locked(&mut w)
+    }
+
+    /// Merges all segments into one, dropping deleted documents.
+    pub fn compact(&self) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        self.flush_locked(&mut w)?;
+        let all: Vec<usize> = (0..w.segments.len()).collect();
+        let needed = all.len() > 1 || w.segments.iter().any(|s| s.live.len() < s.seg.n_docs());
+        if needed {
+            self.merge_locked(&mut w, &all)?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> CollectionStats {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.snapshot();
+        let del_bytes: u64 = w
+            .manifest
+            .segments
+            .iter()
+            .filter_map(|e| e.deletes)
+            .filter_map(|f| std::fs::metadata(self.dir.join(manifest::deletes_file(f))).ok())
+            .map(|m| m.len())
+            .sum();
+        let seg_bytes: u64 = snap.segments.iter().map(|s| s.seg.file_len()).sum();
+        let manifest_bytes =
+            std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
+        CollectionStats {
+            name: self.name.clone(),
+            dim: self.config.dim,
+            documents: snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>(),
+            tokens: snap.mem.token_bytes() / 2 / self.config.dim
+                + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
+            segments: snap.segments.len(),
+            memtable_documents: snap.mem.len(),
+            deleted_in_segments: snap
+                .segments
+                .iter()
+                .map(|s| s.seg.n_docs() - s.live.len())
+                .sum(),
+            bytes_on_disk: seg_bytes + del_bytes + w.wal.len() + manifest_bytes,
+        }
+    }
+
+    fn flush_locked(&self, w: &mut Writer) -> Result<()> {
+        if w.mem.is_empty() && w.dirty.is_empty() && w.wal.is_empty() {
+            return Ok(());
+        }
+        let dim = self.config.dim;
+        let mut m = w.manifest.clone();
+        let mut created: Vec<PathBuf> = Vec::new();
+        let res = (|| -> Result<Option<Segment>> {
+            let mut new_seg = None;
+            if !w.mem.is_empty() {
+                let id = m.alloc_file_id();
+                let docs = w.mem.docs().map(|d| {
+                    (
+                        d.id.as_str(),
+                        &d.tokens[..],
+                        d.text.as_deref(),
+                        d.payload.as_deref(),
+                    )
+                });
+                let path = write_segment(&self.dir, id, dim, docs, &mut created)?;
+                let seg = Segment::open(&path, id, dim)?;
+                m.segments.push(SegmentEntry {
+                    id,
+                    n_docs: seg.n_docs() as u64,
+                    n_tokens: seg.n_tokens() as u64,
+                    deletes: None,
+                });
+                new_seg = Some(seg);
+            }
+            for sv in w.segments.iter().filter(|sv| w.dirty.contains(&sv.seg.id)) {
+                let fid = m.alloc_file_id();
+                let path = self.dir.join(manifest::deletes_file(fid));
+                created.push(path.clone());
+                fsutil::write_new(&path, &sv.deletes.encode())?;
+                let e = m
+                    .segments
+                    .iter_mut()
+                    .find(|e| e.id == sv.seg.id)
+                    .expect("segment in manifest");
+                e.deletes = Some(fid);
+            }
+            let wal_id = m.alloc_file_id();
+            let wal_path = self.dir.join(manifest::wal_file(wal_id));
+            created.push(wal_path.clone());
+            let wal = Wal::create(&wal_path, wal_id, dim, self.config.durability)?;
+            fsutil::sync_dir(&self.dir)?;
+            m.last_seq = w.seq;
+            m.wal = wal_id;
+            w.wal = wal;
+            Ok(new_seg)
+        })();
+        let new_seg = match res {
+            Ok(s) => s,
+            Err(e) => {
+                for p in &created {
+                    let _ = std::fs::remove_file(p);
+                }
+                // `w.wal` is replaced only on success, so the old WAL still takes writes.
+                return Err(e);
+            }
+        };
+        self.commit_manifest(w, m)?;
+        if let Some(seg) = new_seg {
+            let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
+            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+        }
+        w.mem = Arc::new(MemTable::default());
+        w.dirty.clear();
+        self.publish(w);
+        self.maybe_merge(w)
+    }
+
+    /// Replaces the manifest (the commit point), then removes the files the
+    /// old manifest referenced and the new one does not. A failure while
+    /// replacing it leaves the on-disk state uncertain, so the writer is poisoned.
+    fn commit_manifest(&self, w: &mut Writer, mut m: Manifest) -> Result<()> {
+        if let Err(e) = m.store(&self.dir) {
+            w.poisoned = true;
+            return Err(e);
+        }
+        let old = std::mem::replace(&mut w.manifest, m);
+        let keep: BTreeSet<String> = referenced_files(&w.manifest).into_iter().collect();
+        for f in referenced_files(&old) {
+            if !keep.contains(&f) {
+                fsutil::remove_if_exists(&self.dir.join(f))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_merge(&self, w: &mut Writer) -> Result<()> {
+        let n = w.segments.len();
+        if n <= self.config.max_segments {
+            return Ok(());
+        }
+        let mut by_size: Vec<usize> = (0..n).collect();
+        by_size.sort_by_key(|&i| w.segments[i].live.len());
+        let pick = (n - self.config.max_segments + 1).max(2);
+        let mut chosen = by_size[..pick].to_vec();
+        chosen.sort_unstable();
+        self.merge_locked(w, &chosen)
+    }
+
+    /// Merges the segments at `which` (indices into `w.segments`, ascending)
+    /// into one, dropping deleted rows. Pending deletions must be flushed.
+    fn merge_locked(&self, w: &mut Writer, which: &[usize]) -> Result<()> {
+        debug_assert!(w.dirty.is_empty());
+        let dim = self.config.dim;
+        let mut m = w.manifest.clone();
+        let merged: Vec<SegmentView> = which.iter().map(|&i| w.segments[i].clone()).collect();
+        let live: usize = merged.iter().map(|s| s.live.len()).sum();
+        let mut created = Vec::new();
+        let mut new_seg = None;
+        if live > 0 {
+            let id = m.alloc_file_id();
+            let docs = merged.iter().flat_map(|sv| {
+                sv.live.iter().map(move |&r| {
+                    let (s, r) = (&sv.seg, r as usize);
+                    (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
+                })
+            });
+            let res = write_segment(&self.dir, id, dim, docs, &mut created)
+                .and_then(|path| Segment::open(&path, id, dim))
+                .and_then(|seg| fsutil::sync_dir(&self.dir).map(|_| seg));
+            match res {
+                Ok(seg) => new_seg = Some(seg),
+                Err(e) => {
+                    for p in &created {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let gone: BTreeSet<u64> = merged.iter().map(|s| s.seg.id).collect();
+        m.segments.retain(|e| !gone.contains(&e.id));
+        if let Some(seg) = &new_seg {
+            m.segments.push(SegmentEntry {
+                id: seg.id,
+                n_docs: seg.n_docs() as u64,
+                n_tokens: seg.n_tokens() as u64,
+                deletes: None,
+            });
+        }
+        self.commit_manifest(w, m)?;
+        w.segments.retain(|s| !gone.contains(&s.seg.id));
+        if let Some(seg) = new_seg {
+            let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
+            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+        }
+        self.publish(w);
+        Ok(())
+    }
+}
+
+impl Writer {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            segments: self.segments.clone(),
+            mem: self.mem.clone(),
+        }
+    }
+
+    fn locate(&self, id: &str) -> Option<Loc> {
+        if self.mem.contains(id) {
+            return Some(Loc::Mem);
+        }
+        self.segments
+            .iter()
+            .enumerate()
+            .find_map(|(i, sv)| sv.find_live(id).map(|r| Loc::Seg(i, r)))
+    }
+
+    /// Marks a segment row deleted, copying the deletion vector if a snapshot shares it.
+    fn delete_row(&mut self, seg: usize, row: u32) {
+        let sv = &mut self.segments[seg];
+        let mut dv = (*sv.deletes).clone();
+        dv.delete(row);
+        self.dirty.insert(sv.seg.id);
+        *sv = SegmentView::new(sv.seg.clone(), dv);
+    }
+
+    fn upsert(&mut self, d: PreparedDoc) {
+        if let Some(Loc::Seg(s, r)) = self.locate(&d.id) {
+            self.delete_row(s, r);
+        }
+        Arc::make_mut(&mut self.mem).upsert(d);
+    }
+
+    fn delete(&mut self, id: &str) -> bool {
+        match self.locate(id) {
+            Some(Loc::Mem) => Arc::make_mut(&mut self.mem).remove(id),
+            Some(Loc::Seg(s, r)) => {
+                self.delete_row(s, r);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+type DocRef<'a> = (&'a str, &'a [half::f16], Option<&'a str>, Option<&'a str>);
+
+/// Writes a segment file under a temporary name, fsyncs it and renames it
+/// into place (the caller syncs the directory before referencing it).
+fn write_segment<'a>(
+    dir: &Path,
+    id: u64,
+    dim: usize,
+    docs: impl Iterator<Item = DocRef<'a>>,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf> {
+    let path = dir.join(manifest::segment_file(id));
+    let tmp = path.with_extension("tmp");
+    created.push(tmp.clone());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(Error::io(&tmp))?;
+    let io = Error::io(&tmp);
+    let res = (|| {
+        let mut sw = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), dim)?;
+        for (id, tokens, text, payload) in docs {
+            sw.add(id, tokens, text, payload)?;
+        }
+        let (bw, _) = sw.finish()?;
+        let file = bw.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+    })();
+    res.map_err(io)?;
+    created.push(path.clone());
+    std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+    Ok(path)
+}
+
+fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize) -> Result<SegmentView> {
+    let seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, dim)?;
+    let dv = match e.deletes {
+        None => DeletionVector::new(e.id, seg.n_docs() as u64),
+        Some(f) => {
+            let path = dir.join(manifest::deletes_file(f));
+            let dv = DeletionVector::decode(&fsutil::read(&path)?).map_err(Error::format(&path))?;
+            if dv.segment_id != e.id || dv.n_rows != seg.n_docs() as u64 {
+                return Err(Error::Corrupted {
+                    file: path,
+                    offset: tessera_format::envelope::HEADER_LEN as u64,
+                    reason: format!(
+                        "deletion vector is for segment {} with {} rows",
+                        dv.segment_id, dv.n_rows
+                    ),
+                });
+            }
+            dv
+        }
+    };
+    Ok(SegmentView::new(Arc::new(seg), dv))
+}
+
+fn referenced_files(m: &Manifest) -> Vec<String> {
+    let mut v = vec![manifest::wal_file(m.wal)];
+    for e in &m.segments {
+        v.push(manifest::segment_file(e.id));
+        v.extend(e.deletes.map(manifest::deletes_file));
+    }
+    v
+}
+
+/// Removes segment, WAL, deletion-vector and temporary files that the
+/// manifest does not reference: leftovers of an interrupted flush or merge.
+fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
+    let keep: BTreeSet<String> = referenced_files(m).into_iter().collect();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours =
+            name.ends_with(".tmp") || ["seg-", "wal-", "del-"].iter().any(|p| name.starts_with(p));
+        if ours && !keep.contains(&name) {
+            fsutil::remove_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! A database: a folder of collections, locked against a second process.
+//!
+//! ```text
+//! DIR/LOCK                      advisory lock held while open
+//! DIR/collections/NAME/         one collection (see `collection`)
+//! DIR/collections/.tmp-NAME     a collection being created (removed on open)
+//! DIR/collections/.drop-NAME-N  a collection being dropped (removed on open)
+//! ```
+
+use crate::collection::Collection;
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub struct Database {
+    dir: PathBuf,
+    _lock: File,
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("dir", &self.dir).finish()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Database {
+    /// Opens the database in `dir`, creating it if needed. Every collection is
+    /// opened: segments verified, WALs replayed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let cdir = dir.join("collections");
+        std::fs::create_dir_all(&cdir).map_err(Error::io(&cdir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
+        }
+        let mut collections = BTreeMap::new();
+        for entry in std::fs::read_dir(&cdir).map_err(Error::io(&cdir))? {
+            let entry = entry.map_err(Error::io(&cdir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with(".tmp-") || name.starts_with(".drop-") {
+                std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            } else if valid_name(&name) && path.is_dir() {
+                collections.insert(name, Arc::new(Collection::open(&path)?));
+            }
+        }
+        Ok(Self {
+            dir,
+            _lock: lock,
+            collections: RwLock::new(collections),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn cdir(&self) -> PathBuf {
+        self.dir.join("collections")
+    }
+
+    /// Creates a collection; fails if one with this name exists.
+    pub fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+    ) -> Result<Arc<Collection>> {
+        if !valid_name(name) {
+            return Err(Error::InvalidCollectionName(name.into()));
+        }
+        config.validate()?;
+        let mut map = self.collections.write().expect("collections lock");
+        if map.contains_key(name) {
+            return Err(Error::CollectionExists(name.into()));
+        }
+        let tmp = self.cdir().join(format!(".tmp-{name}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(Error::io(&tmp))?;
+        Collection::create_files(&tmp, name, &config)?;
+        fsutil::sync_dir(&tmp)?;
+        let path = self.cdir().join(name);
+        std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+        fsutil::sync_dir(&self.cdir())?;
+        let c = Arc::new(Collection::open(&path)?);
+        map.insert(name.into(), c.clone());
+        Ok(c)
+    }
+
+    /// Opens `name` if it exists with the same dim, else creates it with `config`.
+    pub fn open_or_create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+    ) -> Result<Arc<Collection>> {
+        match self.collection(name) {
+            Ok(c) if c.dim() == config.dim => Ok(c),
+            Ok(c) => Err(Error::ConfigMismatch {
+                name: name.into(),
+                reason: format!("it has dim {}, requested dim {}", c.dim(), config.dim),
+            }),
+            Err(Error::UnknownCollection(_)) => self.create_collection(name, config),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .expect("collections lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCollection(name.into()))
+    }
+
+    pub fn list_collections(&self) -> Vec<String> {
+        self.collections
+            .read()
+            .expect("collections lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Drops a collection and deletes its files. Handles to it that are still
+    /// held keep answering searches from their last snapshot.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let mut map = self.collections.write().expect("collections lock");
+        if !map.contains_key(name) {
+            return Err(Error::UnknownCollection(name.into()));
+        }
+        let path = self.cdir().join(name);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let gone = self.cdir().join(format!(".drop-{name}-{nonce}"));
+        std::fs::rename(&path, &gone).map_err(Error::io(&path))?;
+        fsutil::sync_dir(&self.cdir())?;
+        map.remove(name);
+        std::fs::remove_dir_all(&gone).map_err(Error::io(&gone))
+    }
+}

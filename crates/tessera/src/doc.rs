@@ -1,0 +1,211 @@
+//! Documents and token tensors as the API takes and returns them, and their
+//! validation: everything a batch must pass before anything is written.
+
+use crate::config::MAX_ID_BYTES;
+use crate::error::{Error, Result};
+use half::f16;
+
+/// A token tensor: `rows × dim` values, row-major, as f32 or f16.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tokens {
+    F32 { data: Vec<f32>, dim: usize },
+    F16 { data: Vec<f16>, dim: usize },
+}
+
+impl Tokens {
+    /// From rows of equal length; the row length is the dim.
+    pub fn from_rows<R: AsRef<[f32]>>(rows: &[R]) -> Result<Self> {
+        let dim = rows.first().map_or(0, |r| r.as_ref().len());
+        let mut data = Vec::with_capacity(rows.len() * dim);
+        for r in rows {
+            let r = r.as_ref();
+            if r.len() != dim {
+                return Err(Error::RaggedTensor {
+                    id: None,
+                    len: data.len() + r.len(),
+                    dim,
+                });
+            }
+            data.extend_from_slice(r);
+        }
+        Ok(Tokens::F32 { data, dim })
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Tokens::F32 { dim, .. } | Tokens::F16 { dim, .. } => *dim,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Tokens::F32 { data, .. } => data.len(),
+            Tokens::F16 { data, .. } => data.len(),
+        }
+    }
+
+    /// Checks shape and values against a collection of dimension `dim`
+    /// and converts to the stored f16 form.
+    pub(crate) fn to_f16_checked(&self, dim: usize, id: Option<&str>) -> Result<Vec<f16>> {
+        let out = match self {
+            Tokens::F32 { data, .. } => {
+                let mut v = vec![f16::ZERO; data.len()];
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut v[..], data);
+                v
+            }
+            Tokens::F16 { data, .. } => data.clone(),
+        };
+        self.check_shape(dim, id)?;
+        if let Some(p) = out.iter().position(|x| !x.is_finite()) {
+            let value = match self {
+                Tokens::F32 { data, .. } => data[p],
+                Tokens::F16 { data, .. } => data[p].to_f32(),
+            };
+            return Err(Error::InvalidValue {
+                id: id.map(Into::into),
+                row: p / dim,
+                col: p % dim,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks shape and values of a query and returns it as f32.
+    pub(crate) fn to_f32_checked(&self, dim: usize) -> Result<Vec<f32>> {
+        self.check_shape(dim, None)?;
+        let out = match self {
+            Tokens::F32 { data, .. } => data.clone(),
+            Tokens::F16 { data, .. } => data.iter().map(|x| x.to_f32()).collect(),
+        };
+        if let Some(p) = out.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidValue {
+                id: None,
+                row: p / dim,
+                col: p % dim,
+                value: out[p],
+            });
+        }
+        Ok(out)
+    }
+
+    fn check_shape(&self, dim: usize, id: Option<&str>) -> Result<()> {
+        let id = || id.map(String::from);
+        if self.dim() != dim {
+            return Err(Error::DimensionMismatch {
+                id: id(),
+                expected: dim,
+                got: self.dim(),
+            });
+        }
+        if self.len() == 0 {
+            return Err(Error::EmptyTensor { id: id() });
+        }
+        if self.len() % dim != 0 {
+            return Err(Error::RaggedTensor {
+                id: id(),
+                len: self.len(),
+                dim,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A document to upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// External id: 1..=512 bytes of UTF-8, unique in its collection.
+    pub id: String,
+    pub tokens: Tokens,
+    pub text: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+impl Document {
+    pub fn new(id: impl Into<String>, tokens: Tokens) -> Self {
+        Self {
+            id: id.into(),
+            tokens,
+            text: None,
+            payload: None,
+        }
+    }
+
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    pub fn with_payload(mut self, payload: serde_json::Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+}
+
+/// A stored document, as `get` returns it (tokens as stored: f16).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDocument {
+    pub id: String,
+    pub tokens: Vec<f16>,
+    pub dim: usize,
+    pub text: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A validated document, ready for the WAL and the memtable.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedDoc {
+    pub id: String,
+    pub tokens: Vec<f16>,
+    pub text: Option<String>,
+    /// Compact JSON.
+    pub payload: Option<String>,
+}
+
+pub(crate) fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::EmptyId);
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::IdTooLong {
+            len: id.len(),
+            max: MAX_ID_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Validates a whole batch; the first problem rejects all of it.
+pub(crate) fn prepare_batch(docs: &[Document], dim: usize) -> Result<Vec<PreparedDoc>> {
+    let mut seen = std::collections::HashSet::with_capacity(docs.len());
+    docs.iter()
+        .map(|d| {
+            check_id(&d.id)?;
+            if !seen.insert(d.id.as_str()) {
+                return Err(Error::DuplicateId(d.id.clone()));
+            }
+            let tokens = d.tokens.to_f16_checked(dim, Some(&d.id))?;
+            let payload = d.payload.as_ref().map(|p| p.to_string());
+            if let Some(t) = &d.text {
+                if t.len() > u32::MAX as usize {
+                    return Err(Error::InvalidArgument(format!(
+                        "text of {:?} exceeds 4 GiB",
+                        d.id
+                    )));
+                }
+            }
+            Ok(PreparedDoc {
+                id: d.id.clone(),
+                tokens,
+                text: d.text.clone(),
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// Parses a stored payload (verified JSON when it was written).
+pub(crate) fn parse_payload(s: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(s).ok()
+}

@@ -1,0 +1,108 @@
+//! The engine's error type: one enum, with corruption kept distinct from I/O.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupted file {file} at byte {offset}: {reason}")]
+    Corrupted {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{file}: unsupported format version {major}.{minor} (this build reads {supported}.x)")]
+    UnsupportedVersion {
+        file: PathBuf,
+        major: u16,
+        minor: u16,
+        supported: u16,
+    },
+    #[error("wrong dimension{}: got {got}, the collection has dim {expected}", at(.id))]
+    DimensionMismatch {
+        id: Option<String>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("empty tensor{}: at least one token is required", at(.id))]
+    EmptyTensor { id: Option<String> },
+    #[error("invalid value{} at token {row}, component {col}: {value} (values must be finite and within f16 range ±65504)", at(.id))]
+    InvalidValue {
+        id: Option<String>,
+        row: usize,
+        col: usize,
+        value: f32,
+    },
+    #[error("tensor{} has {len} values, not a multiple of dim {dim}", at(.id))]
+    RaggedTensor {
+        id: Option<String>,
+        len: usize,
+        dim: usize,
+    },
+    #[error("duplicate id {0:?} within one batch")]
+    DuplicateId(String),
+    #[error("id is empty")]
+    EmptyId,
+    #[error("id is {len} bytes; the limit is {max}")]
+    IdTooLong { len: usize, max: usize },
+    #[error("payload of {id:?} is invalid: {reason}")]
+    InvalidPayload { id: String, reason: String },
+    #[error("batch is {bytes} bytes encoded; the limit is {max}")]
+    BatchTooLarge { bytes: usize, max: usize },
+    #[error("unknown collection {0:?}")]
+    UnknownCollection(String),
+    #[error("collection {0:?} already exists")]
+    CollectionExists(String),
+    #[error("invalid collection name {0:?}: use 1-64 characters from A-Z a-z 0-9 _ -")]
+    InvalidCollectionName(String),
+    #[error("collection {name:?} exists with a different configuration: {reason}")]
+    ConfigMismatch { name: String, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("database {0} is already open in another process")]
+    Locked(PathBuf),
+    #[error("collection {0:?} rejects writes after an earlier write failure; reopen the database")]
+    Poisoned(String),
+}
+
+fn at(id: &Option<String>) -> String {
+    id.as_ref()
+        .map(|id| format!(" in document {id:?}"))
+        .unwrap_or_default()
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    pub(crate) fn format(
+        file: impl Into<PathBuf>,
+    ) -> impl FnOnce(tessera_format::FormatError) -> Error {
+        let file = file.into();
+        move |e| match e {
+            tessera_format::FormatError::Corrupted { offset, reason } => Error::Corrupted {
+                file,
+                offset,
+                reason,
+            },
+            tessera_format::FormatError::UnsupportedVersion {
+                major,
+                minor,
+                supported,
+            } => Error::UnsupportedVersion {
+                file,
+                major,
+                minor,
+                supported,
+            },
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Tessera's embedded engine.
+//!
+//! A [`Database`] is a folder of [`Collection`]s. A collection stores
+//! documents — an external id, a token tensor (`n × dim`, stored as f16),
+//! optional text and a JSON payload — and ranks them against a query tensor
+//! by MaxSim: `Σ_i max_j ⟨q_i, d_j⟩`.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `database` | the folder of collections, its lock, create/drop |
+//! | `collection` | writer, snapshots, flush, compaction, recovery |
+//! | `search` | the search pipeline over a snapshot |
+//! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
+//! | `doc`, `config`, `error` | the API's types |
+//!
+//! ```no_run
+//! use tessera::{CollectionConfig, Database, Document, Tokens};
+//! let db = Database::open("/tmp/db")?;
+//! let c = db.create_collection("docs", CollectionConfig::new(2))?;
+//! c.upsert(&[Document::new("a", Tokens::from_rows(&[[1.0, 0.0], [0.0, 1.0]])?)])?;
+//! let hits = c.search(&Tokens::from_rows(&[[1.0, 0.0]])?, 10)?;
+//! assert_eq!(hits[0].id, "a");
+//! # Ok::<(), tessera::Error>(())
+//! ```
+
+mod collection;
+mod config;
+mod database;
+mod doc;
+mod error;
+mod fsutil;
+mod manifest;
+mod memtable;
+mod search;
+mod segment;
+mod wal;
+
+pub use collection::{Collection, CollectionStats};
+pub use config::{CollectionConfig, Durability, MAX_DIM, MAX_ID_BYTES};
+pub use database::Database;
+pub use doc::{Document, StoredDocument, Tokens};
+pub use error::{Error, Result};
+pub use half::f16;
+pub use search::{MAX_K, SearchHit, SearchParams};

@@ -1,0 +1,91 @@
+//! The manifest: which segments (and deletion vectors) are live, which WAL
+//! file continues them, and the collection's configuration. It is a JSON body
+//! in an envelope (`TESSMAN\0`), replaced atomically as a whole.
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tessera_format::envelope;
+
+pub(crate) const FILE: &str = "MANIFEST";
+const MAGIC: &[u8; 8] = b"TESSMAN\0";
+const MAJOR: u16 = 1;
+const MINOR: u16 = 0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SegmentEntry {
+    pub id: u64,
+    pub n_docs: u64,
+    pub n_tokens: u64,
+    /// File id of the deletion vector, if any row is deleted.
+    pub deletes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub name: String,
+    pub config: CollectionConfig,
+    /// Incremented on every replacement.
+    pub generation: u64,
+    /// Sequence number of the last batch contained in the segments.
+    pub last_seq: u64,
+    /// File id of the WAL that holds every batch after `last_seq`.
+    pub wal: u64,
+    /// Next unused file id (segments, WALs and deletion vectors share the counter).
+    pub next_file_id: u64,
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl Manifest {
+    pub fn new(name: &str, config: CollectionConfig) -> Self {
+        Self {
+            name: name.into(),
+            config,
+            generation: 0,
+            last_seq: 0,
+            wal: 1,
+            next_file_id: 2,
+            segments: vec![],
+        }
+    }
+
+    pub fn alloc_file_id(&mut self) -> u64 {
+        self.next_file_id += 1;
+        self.next_file_id - 1
+    }
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE);
+        let bytes = fsutil::read(&path)?;
+        let (_, body) = envelope::decode(&bytes, MAGIC, MAJOR).map_err(Error::format(&path))?;
+        serde_json::from_slice(body).map_err(|e| Error::Corrupted {
+            file: path,
+            offset: envelope::HEADER_LEN as u64 + e.column() as u64,
+            reason: format!("manifest body: {e}"),
+        })
+    }
+
+    /// Replaces the manifest in `dir` atomically, with the generation bumped.
+    pub fn store(&mut self, dir: &Path) -> Result<()> {
+        self.generation += 1;
+        let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        fsutil::atomic_write(
+            &dir.join(FILE),
+            &envelope::encode(MAGIC, MAJOR, MINOR, &body),
+        )
+    }
+}
+
+pub(crate) fn segment_file(id: u64) -> String {
+    format!("seg-{id:016}.tseg")
+}
+
+pub(crate) fn wal_file(id: u64) -> String {
+    format!("wal-{id:016}.log")
+}
+
+pub(crate) fn deletes_file(id: u64) -> String {
+    format!("del-{id:016}.tdel")
+}

@@ -1,0 +1,66 @@
+//! The memtable: documents written since the last flush, searched exactly.
+//! Snapshots share it through an `Arc`; the writer copies it on write
+//! (`Arc::make_mut`), so readers never see a half-applied batch.
+
+use crate::doc::PreparedDoc;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone, Default)]
+pub(crate) struct MemTable {
+    /// In arrival order; `None` where a document was deleted or replaced.
+    docs: Vec<Option<Arc<PreparedDoc>>>,
+    index: HashMap<Arc<str>, usize>,
+    /// f16 token bytes of the live documents.
+    token_bytes: usize,
+}
+
+impl MemTable {
+    pub fn get(&self, id: &str) -> Option<&Arc<PreparedDoc>> {
+        self.index.get(id).and_then(|&i| self.docs[i].as_ref())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Inserts or replaces `doc`.
+    pub fn upsert(&mut self, doc: PreparedDoc) {
+        self.remove(&doc.id);
+        self.token_bytes += doc.tokens.len() * 2;
+        self.index.insert(doc.id.as_str().into(), self.docs.len());
+        self.docs.push(Some(Arc::new(doc)));
+    }
+
+    /// Removes `id`; returns whether it was present.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(i) = self.index.remove(id) else {
+            return false;
+        };
+        let old = self.docs[i].take().expect("indexed documents are present");
+        self.token_bytes -= old.tokens.len() * 2;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn token_bytes(&self) -> usize {
+        self.token_bytes
+    }
+
+    /// Live documents in arrival order.
+    pub fn docs(&self) -> impl Iterator<Item = &Arc<PreparedDoc>> {
+        self.docs.iter().flatten()
+    }
+
+    /// Live documents, for parallel iteration.
+    pub fn live(&self) -> Vec<&Arc<PreparedDoc>> {
+        self.docs().collect()
+    }
+}

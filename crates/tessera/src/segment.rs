@@ -1,0 +1,115 @@
+//! An open, verified, memory-mapped segment, and its per-snapshot view with
+//! a deletion vector.
+
+use crate::error::{Error, Result};
+use half::f16;
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use tessera_format::deletes::DeletionVector;
+use tessera_format::segment::SegmentLayout;
+use tessera_kernels::DocMatrix;
+
+pub(crate) struct Segment {
+    pub id: u64,
+    mmap: Mmap,
+    layout: SegmentLayout,
+}
+
+impl Segment {
+    /// Maps and fully verifies a segment file (every checksum and table).
+    pub fn open(path: &Path, id: u64, dim: usize) -> Result<Self> {
+        let file = File::open(path).map_err(Error::io(path))?;
+        // SAFETY: segment files are immutable once written and renamed into
+        // place; Tessera never modifies or truncates one while it is mapped.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        let layout = SegmentLayout::parse(&mmap).map_err(Error::format(path))?;
+        if layout.dim != dim {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset: 12,
+                reason: format!("segment has dim {}, collection has {dim}", layout.dim),
+            });
+        }
+        Ok(Self { id, mmap, layout })
+    }
+
+    pub fn n_docs(&self) -> usize {
+        self.layout.n_docs
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.layout.n_tokens
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    pub fn matrix(&self) -> DocMatrix<'_, f16> {
+        DocMatrix {
+            tokens: self.layout.tokens(&self.mmap),
+            offsets: self.layout.doc_offsets(&self.mmap),
+            dim: self.layout.dim,
+        }
+    }
+
+    pub fn id_of(&self, row: usize) -> &str {
+        self.layout.id(&self.mmap, row)
+    }
+
+    pub fn text(&self, row: usize) -> Option<&str> {
+        self.layout.text(&self.mmap, row)
+    }
+
+    pub fn payload(&self, row: usize) -> Option<&str> {
+        self.layout.payload(&self.mmap, row)
+    }
+
+    pub fn tokens(&self, row: usize) -> &[f16] {
+        self.layout.doc_tokens(&self.mmap, row)
+    }
+
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.layout.find_id(&self.mmap, id)
+    }
+}
+
+/// A segment as one snapshot sees it: the immutable file plus the deletions
+/// made so far, and the live rows derived from them.
+#[derive(Clone)]
+pub(crate) struct SegmentView {
+    pub seg: Arc<Segment>,
+    pub deletes: Arc<DeletionVector>,
+    pub live: Arc<Vec<u32>>,
+}
+
+impl SegmentView {
+    pub fn new(seg: Arc<Segment>, deletes: DeletionVector) -> Self {
+        let live = (0..seg.n_docs() as u32)
+            .filter(|&r| !deletes.is_deleted(r))
+            .collect();
+        Self {
+            seg,
+            deletes: Arc::new(deletes),
+            live: Arc::new(live),
+        }
+    }
+
+    /// The live row holding `id`, if any.
+    pub fn find_live(&self, id: &str) -> Option<u32> {
+        self.seg
+            .find(id)
+            .map(|r| r as u32)
+            .filter(|&r| !self.deletes.is_deleted(r))
+    }
+
+    pub fn live_tokens(&self) -> usize {
+        let o = self.seg.matrix().offsets;
+        self.live
+            .iter()
+            .map(|&r| (o[r as usize + 1] - o[r as usize]) as usize)
+            .sum()
+    }
+}

@@ -1,0 +1,166 @@
+//! The write-ahead log of one collection: append + fsync before a batch is
+//! acknowledged; on open, replay, cutting a torn tail and refusing corruption.
+
+use crate::config::Durability;
+use crate::doc::PreparedDoc;
+use crate::error::{Error, Result};
+use half::f16;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tessera_format::wal::{self, Op, Tail};
+
+pub(crate) struct Wal {
+    file: File,
+    pub path: PathBuf,
+    len: u64,
+    durability: Durability,
+}
+
+/// One replayed operation, owning its data.
+pub(crate) enum Replayed {
+    Upsert(PreparedDoc),
+    Delete(String),
+}
+
+impl Wal {
+    /// Creates a new, empty WAL file (fsynced; the caller syncs the directory).
+    pub fn create(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<Self> {
+        crate::fsutil::write_new(path, &wal::encode_header(dim as u32, id))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(Error::io(path))?;
+        Ok(Self {
+            file,
+            path: path.into(),
+            len: wal::HEADER_LEN as u64,
+            durability,
+        })
+    }
+
+    /// Opens an existing WAL: verifies it, cuts a torn tail, and returns the
+    /// batches `(sequence number, ops)` it holds, in order.
+    pub fn open(
+        path: &Path,
+        id: u64,
+        dim: usize,
+        durability: Durability,
+    ) -> Result<(Self, Vec<(u64, Vec<Replayed>)>)> {
+        let bytes = crate::fsutil::read(path)?;
+        let (wdim, wid) = wal::decode_header(&bytes).map_err(Error::format(path))?;
+        if wdim as usize != dim || wid != id {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset: 12,
+                reason: format!(
+                    "WAL header says dim {wdim}, id {wid}; expected dim {dim}, id {id}"
+                ),
+            });
+        }
+        let scan = wal::scan(&bytes);
+        if let Tail::Corrupt { offset, reason } = scan.tail {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset,
+                reason,
+            });
+        }
+        let mut batches = Vec::with_capacity(scan.frames.len());
+        for (offset, payload) in &scan.frames {
+            let base = offset + wal::FRAME_HEADER_LEN as u64;
+            let (seq, ops) = wal::decode_batch(payload, dim, base).map_err(Error::format(path))?;
+            batches.push((seq, ops.into_iter().map(owned).collect()));
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(Error::io(path))?;
+        if matches!(scan.tail, Tail::Torn { .. }) {
+            file.set_len(scan.valid_end)
+                .and_then(|_| file.sync_all())
+                .map_err(Error::io(path))?;
+        }
+        Ok((
+            Self {
+                file,
+                path: path.into(),
+                len: scan.valid_end,
+                durability,
+            },
+            batches,
+        ))
+    }
+
+    /// Appends one framed batch and makes it durable per the durability
+    /// setting. On failure the file is cut back to its previous length.
+    pub fn append(&mut self, frame: &[u8]) -> Result<()> {
+        let res = self
+            .file
+            .write_all(frame)
+            .and_then(|_| match self.durability {
+                Durability::Sync => self.file.sync_data(),
+                Durability::Buffered => Ok(()),
+            });
+        match res {
+            Ok(()) => {
+                self.len += frame.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a frame that did reach the disk would be replayed
+                // although the caller was told it failed, so remove it.
+                let _ = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|_| self.file.sync_all());
+                Err(Error::io(&self.path)(e))
+            }
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == wal::HEADER_LEN as u64
+    }
+}
+
+fn owned(op: Op<'_>) -> Replayed {
+    match op {
+        Op::Upsert {
+            id,
+            tokens,
+            rows: _,
+            text,
+            payload,
+        } => {
+            let tokens: Vec<f16> = bytemuck::pod_collect_to_vec(tokens);
+            Replayed::Upsert(PreparedDoc {
+                id: id.into(),
+                tokens,
+                text: text.map(Into::into),
+                payload: payload.map(Into::into),
+            })
+        }
+        Op::Delete { id } => Replayed::Delete(id.into()),
+    }
+}
+
+/// The WAL form of a batch.
+pub(crate) fn encode(seq: u64, upserts: &[PreparedDoc], deletes: &[String], dim: usize) -> Vec<u8> {
+    let ops: Vec<Op<'_>> = upserts
+        .iter()
+        .map(|d| Op::Upsert {
+            id: &d.id,
+            tokens: bytemuck::cast_slice(&d.tokens),
+            rows: (d.tokens.len() / dim) as u32,
+            text: d.text.as_deref(),
+            payload: d.payload.as_deref(),
+        })
+        .chain(deletes.iter().map(|id| Op::Delete { id }))
+        .collect();
+    wal::encode_batch(seq, &ops)
+}

@@ -1,0 +1,316 @@
+//! Engine behaviour through the public API: round trips, replacement,
+//! deletion across flush/compaction/reopen, bad input, corruption reports,
+//! and exact search against a naive f64 MaxSim.
+
+use tessera::{CollectionConfig, Database, Document, Error, Tokens, f16};
+use tessera_kernels::reference::maxsim_f64;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn tokens(&mut self, n: usize, dim: usize) -> Tokens {
+        Tokens::F32 {
+            data: (0..n * dim).map(|_| self.f()).collect(),
+            dim,
+        }
+    }
+}
+
+fn f16_to_f32(t: &[f16]) -> Vec<f32> {
+    t.iter().map(|x| x.to_f32()).collect()
+}
+
+#[test]
+fn upsert_get_replace_delete_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(1);
+    {
+        let db = Database::open(dir.path()).unwrap();
+        let c = db.create_collection("c", CollectionConfig::new(8)).unwrap();
+        let docs: Vec<Document> = (0..20)
+            .map(|i| {
+                Document::new(format!("d{i}"), rng.tokens(1 + i % 5, 8))
+                    .with_text(format!("text {i}"))
+                    .with_payload(serde_json::json!({ "i": i }))
+            })
+            .collect();
+        c.upsert(&docs).unwrap();
+        assert_eq!(c.len(), 20);
+        c.flush().unwrap();
+        // Replace one flushed, delete two (one flushed, one in memtable).
+        c.upsert(&[Document::new("d3", rng.tokens(2, 8))]).unwrap();
+        c.upsert(&[Document::new("new", rng.tokens(3, 8))]).unwrap();
+        assert_eq!(c.delete(&["d4", "new", "missing"]).unwrap(), 2);
+        assert_eq!(c.len(), 19);
+        let d3 = c.get("d3").unwrap().unwrap();
+        assert_eq!((d3.tokens.len(), d3.text.clone()), (16, None));
+        assert_eq!(
+            c.get("d5").unwrap().unwrap().payload,
+            Some(serde_json::json!({"i": 5}))
+        );
+        assert!(c.get("d4").unwrap().is_none());
+    }
+    // Reopen: WAL replay restores the unflushed changes.
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    assert_eq!(c.len(), 19);
+    assert!(c.get("d4").unwrap().is_none() && c.get("new").unwrap().is_none());
+    assert_eq!(c.get("d3").unwrap().unwrap().tokens.len(), 16);
+    c.compact().unwrap();
+    let s = c.stats();
+    assert_eq!((s.documents, s.segments, s.deleted_in_segments), (19, 1, 0));
+    drop((c, db));
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.collection("c").unwrap().len(), 19);
+}
+
+#[test]
+fn search_is_exact_against_naive_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let dim = 16;
+    let c = db
+        .create_collection("c", CollectionConfig::new(dim))
+        .unwrap();
+    let mut rng = Rng(7);
+    let mut stored = Vec::new();
+    for batch in 0..4 {
+        let docs: Vec<Document> = (0..50)
+            .map(|i| Document::new(format!("b{batch}-{i}"), rng.tokens(1 + (i * 7) % 30, dim)))
+            .collect();
+        c.upsert(&docs).unwrap();
+        if batch < 3 {
+            c.flush().unwrap();
+        }
+    }
+    c.delete(&["b0-1", "b3-2"]).unwrap();
+    for i in 0..200 {
+        let id = format!("b{}-{}", i / 50, i % 50);
+        if let Some(d) = c.get(&id).unwrap() {
+            stored.push((id, f16_to_f32(&d.tokens)));
+        }
+    }
+    assert_eq!(stored.len(), 198);
+    for qi in 0..5 {
+        let q = rng.tokens(1 + qi * 3, dim);
+        let Tokens::F32 { data: qv, .. } = &q else {
+            unreachable!()
+        };
+        let mut want: Vec<(f64, &str)> = stored
+            .iter()
+            .map(|(id, t)| (maxsim_f64(qv, t, dim), id.as_str()))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let got = c.search(&q, 10).unwrap();
+        assert_eq!(got.len(), 10);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.id, w.1);
+            assert!(
+                (g.score as f64 - w.0).abs() < 1e-3,
+                "{} vs {}",
+                g.score,
+                w.0
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(4)).unwrap();
+    let ok = || {
+        Document::new(
+            "ok",
+            Tokens::F32 {
+                data: vec![0.5; 4],
+                dim: 4,
+            },
+        )
+    };
+    let cases: Vec<(Document, fn(&Error) -> bool)> = vec![
+        (
+            Document::new(
+                "x",
+                Tokens::F32 {
+                    data: vec![1.0; 6],
+                    dim: 3,
+                },
+            ),
+            |e| matches!(e, Error::DimensionMismatch { got: 3, .. }),
+        ),
+        (
+            Document::new(
+                "x",
+                Tokens::F32 {
+                    data: vec![],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::EmptyTensor { .. }),
+        ),
+        (
+            Document::new(
+                "x",
+                Tokens::F32 {
+                    data: vec![1.0; 6],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::RaggedTensor { .. }),
+        ),
+        (
+            Document::new(
+                "x",
+                Tokens::F32 {
+                    data: vec![1.0, f32::NAN, 0.0, 0.0],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::InvalidValue { col: 1, .. }),
+        ),
+        (
+            Document::new(
+                "x",
+                Tokens::F32 {
+                    data: vec![1e6, 0.0, 0.0, 0.0],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::InvalidValue { .. }),
+        ),
+        (
+            Document::new(
+                "",
+                Tokens::F32 {
+                    data: vec![1.0; 4],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::EmptyId),
+        ),
+        (
+            Document::new(
+                "x".repeat(513),
+                Tokens::F32 {
+                    data: vec![1.0; 4],
+                    dim: 4,
+                },
+            ),
+            |e| matches!(e, Error::IdTooLong { .. }),
+        ),
+        (ok(), |e| matches!(e, Error::DuplicateId(_))),
+    ];
+    for (bad, is_expected) in cases {
+        let err = c.upsert(&[ok(), bad]).unwrap_err();
+        assert!(is_expected(&err), "unexpected error: {err}");
+        assert_eq!(c.len(), 0, "nothing of a rejected batch may be applied");
+    }
+    assert!(matches!(
+        db.collection("nope"),
+        Err(Error::UnknownCollection(_))
+    ));
+    assert!(matches!(
+        db.create_collection("c", CollectionConfig::new(4)),
+        Err(Error::CollectionExists(_))
+    ));
+    assert!(matches!(
+        db.create_collection("bad/name", CollectionConfig::new(4)),
+        Err(Error::InvalidCollectionName(_))
+    ));
+    assert!(matches!(
+        db.create_collection("z", CollectionConfig::new(0)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        db.create_collection("z", CollectionConfig::new(4097)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        db.open_or_create_collection("c", CollectionConfig::new(8)),
+        Err(Error::ConfigMismatch { .. })
+    ));
+    let q = Tokens::F32 {
+        data: vec![1.0; 8],
+        dim: 8,
+    };
+    assert!(matches!(
+        c.search(&q, 10),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        c.search(
+            &Tokens::F32 {
+                data: vec![1.0; 4],
+                dim: 4
+            },
+            0
+        ),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(Database::open(dir.path()), Err(Error::Locked(_))));
+}
+
+#[test]
+fn collections_list_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    db.create_collection("a", CollectionConfig::new(2)).unwrap();
+    db.create_collection("b", CollectionConfig::new(3)).unwrap();
+    assert_eq!(db.list_collections(), vec!["a", "b"]);
+    db.drop_collection("a").unwrap();
+    assert_eq!(db.list_collections(), vec!["b"]);
+    drop(db);
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.list_collections(), vec!["b"]);
+    assert_eq!(db.collection("b").unwrap().dim(), 3);
+}
+
+#[test]
+fn corruption_is_reported_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(dir.path()).unwrap();
+        let c = db.create_collection("c", CollectionConfig::new(4)).unwrap();
+        c.upsert(&[Document::new(
+            "a",
+            Tokens::F32 {
+                data: vec![0.25; 8],
+                dim: 4,
+            },
+        )])
+        .unwrap();
+        c.flush().unwrap();
+    }
+    let cdir = dir.path().join("collections/c");
+    let seg = std::fs::read_dir(&cdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tseg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[520] ^= 0xff; // inside the token matrix
+    std::fs::write(&seg, &bytes).unwrap();
+    match Database::open(dir.path()) {
+        Err(Error::Corrupted {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(file, seg);
+            assert_eq!(offset, 512);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
