@@ -1,0 +1,194 @@
+//! Synthetic corpora for the demo, tests and benchmarks: clustered, unit-norm
+//! token embeddings that behave like late-interaction output (documents on a
+//! topic share token clusters), and queries made from a source document's
+//! tokens plus noise, so the source is the expected top hit.
+
+use tessera::{Document, Tokens};
+
+/// SplitMix64: small, fast, deterministic across platforms.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// Approximately standard normal (sum of uniforms).
+    pub fn gauss(&mut self) -> f32 {
+        (0..4).map(|_| self.unit()).sum::<f32>() * 0.866
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// A generated corpus and queries.
+pub struct Corpus {
+    pub dim: usize,
+    pub docs: Vec<Document>,
+    /// Query tokens and the index of the document each was made from.
+    pub queries: Vec<(Tokens, usize)>,
+}
+
+/// `n_docs` documents of 1..=2·avg_tokens tokens over `n_topics` topics, and
+/// `n_queries` queries of `query_tokens` tokens.
+pub fn corpus(
+    n_docs: usize,
+    avg_tokens: usize,
+    dim: usize,
+    n_queries: usize,
+    query_tokens: usize,
+    seed: u64,
+) -> Corpus {
+    let mut rng = Rng::new(seed);
+    let n_centroids = 256;
+    let centroids: Vec<Vec<f32>> = (0..n_centroids)
+        .map(|_| {
+            let mut c: Vec<f32> = (0..dim).map(|_| rng.gauss()).collect();
+            normalize(&mut c);
+            c
+        })
+        .collect();
+    let token = |rng: &mut Rng, c: usize, noise: f32| {
+        let mut t: Vec<f32> = centroids[c]
+            .iter()
+            .map(|x| x + noise * rng.gauss() / (dim as f32).sqrt())
+            .collect();
+        normalize(&mut t);
+        t
+    };
+    let mut doc_tokens = Vec::with_capacity(n_docs);
+    let docs = (0..n_docs)
+        .map(|i| {
+            let n = 1 + rng.below(2 * avg_tokens);
+            // A topic: a handful of centroids this document's tokens come from.
+            let topic: Vec<usize> = (0..6).map(|_| rng.below(n_centroids)).collect();
+            let data: Vec<f32> = (0..n)
+                .flat_map(|_| {
+                    let c = topic[rng.below(topic.len())];
+                    token(&mut rng, c, 0.8)
+                })
+                .collect();
+            doc_tokens.push(data.clone());
+            Document::new(format!("doc-{i:06}"), Tokens::F32 { data, dim })
+                .with_text(format!("synthetic document {i} with {n} tokens"))
+                .with_payload(serde_json::json!({ "n_tokens": n, "shard": i % 4 }))
+        })
+        .collect();
+    let queries = (0..n_queries)
+        .map(|_| {
+            let src = rng.below(n_docs);
+            let d = &doc_tokens[src];
+            let rows = d.len() / dim;
+            let data: Vec<f32> = (0..query_tokens)
+                .flat_map(|_| {
+                    let r = rng.below(rows);
+                    let mut t: Vec<f32> = d[r * dim..(r + 1) * dim]
+                        .iter()
+                        .map(|x| x + 0.3 * rng.gauss() / (dim as f32).sqrt())
+                        .collect();
+                    normalize(&mut t);
+                    t
+                })
+                .collect();
+            (Tokens::F32 { data, dim }, src)
+        })
+        .collect();
+    Corpus { dim, docs, queries }
+}
+
+/// Writes a 1-D or 2-D little-endian .npy file (`descr` is e.g. `<f2`, `<f4`, `<u8`).
+pub fn write_npy(
+    path: &std::path::Path,
+    descr: &str,
+    shape: &[usize],
+    data: &[u8],
+) -> std::io::Result<()> {
+    let shape_s = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
+    // Magic (6) + version (2) + length (2) + dict + '\n' is padded to a multiple of 64.
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.extend_from_slice(data);
+    std::fs::write(path, out)
+}
+
+/// Writes documents as a bulk-format folder (`jsonl_name`, tokens.npy as f16, offsets.npy as uint64).
+pub fn write_bulk(
+    dir: &std::path::Path,
+    jsonl_name: &str,
+    docs: &[Document],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let dim = docs.first().map_or(1, |d| d.tokens.dim());
+    let mut lines = String::new();
+    let mut tokens: Vec<tessera::f16> = Vec::new();
+    let mut offsets = vec![0u64];
+    for d in docs {
+        let mut rec = serde_json::json!({ "id": d.id });
+        if let Some(t) = &d.text {
+            rec["text"] = t.clone().into();
+        }
+        if let Some(p) = &d.payload {
+            rec["payload"] = p.clone();
+        }
+        lines.push_str(&rec.to_string());
+        lines.push('\n');
+        match &d.tokens {
+            Tokens::F32 { data, .. } => {
+                tokens.extend(data.iter().map(|&x| tessera::f16::from_f32(x)))
+            }
+            Tokens::F16 { data, .. } => tokens.extend_from_slice(data),
+        }
+        offsets.push((tokens.len() / dim) as u64);
+    }
+    std::fs::write(dir.join(jsonl_name), lines)?;
+    write_npy(
+        &dir.join("tokens.npy"),
+        "<f2",
+        &[tokens.len() / dim, dim],
+        bytemuck::cast_slice(&tokens),
+    )?;
+    write_npy(
+        &dir.join("offsets.npy"),
+        "<u8",
+        &[offsets.len()],
+        bytemuck::cast_slice(&offsets),
+    )
+}

@@ -1,0 +1,42 @@
+//! Shared pieces of the end-to-end tests: deterministic documents derived
+//! from their id, so a checker can know what a writer wrote without being told.
+
+use tessera::{Document, Tokens, f16};
+
+pub const DIM: usize = 16;
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A stable hash of a string.
+pub fn hash(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| mix(h ^ b as u64))
+}
+
+/// The tokens of document `id` in version `version`: 1..=24 rows of DIM values in [-1, 1), as f16.
+pub fn tokens_for(id: &str, version: u64) -> Vec<f16> {
+    let mut s = hash(id) ^ version.wrapping_mul(0x1234_5678_9abc_def1);
+    let rows = 1 + (mix(s) % 24) as usize;
+    (0..rows * DIM)
+        .map(|_| {
+            s = mix(s);
+            f16::from_f32((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect()
+}
+
+pub fn doc_for(id: &str, version: u64) -> Document {
+    Document::new(
+        id,
+        Tokens::F16 {
+            data: tokens_for(id, version),
+            dim: DIM,
+        },
+    )
+    .with_text(format!("{id} v{version}"))
+}
