@@ -1,0 +1,156 @@
+//! Compatibility: databases written by each released format version, stored in
+//! `storage-format/fixtures/`, are opened and read on every run; deliberately
+//! damaged copies must be refused (or, for a torn WAL tail, repaired).
+//!
+//! Regenerate (only when adding a new format version, never to make this pass):
+//! `TESSERA_WRITE_FIXTURES=1 cargo test -p tessera-e2e --test compat`.
+
+use std::path::{Path, PathBuf};
+use tessera::{CollectionConfig, Database, Document, Error, Tokens, f16};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../storage-format/fixtures")
+}
+
+/// The documents of the v1 fixture: exact f16 values, so equality is exact.
+fn golden_doc(i: usize) -> Document {
+    let data: Vec<f16> = (0..(i + 1) * 4).map(|j| f16::from_f32((j as f32 - 3.0) * 0.25 + i as f32)).collect();
+    Document::new(format!("doc-{i}"), Tokens::F16 { data, dim: 4 })
+        .with_text(format!("text {i}"))
+        .with_payload(serde_json::json!({ "i": i }))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+/// v1 layout: doc-0..doc-4 flushed into one segment, doc-1 deleted (deletion
+/// vector), then doc-5 upserted and doc-2 deleted in the WAL only.
+fn write_v1(dir: &Path) {
+    let db = Database::open(dir).unwrap();
+    let c = db.create_collection("golden", CollectionConfig::new(4)).unwrap();
+    c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>()).unwrap();
+    c.flush().unwrap();
+    c.delete(&["doc-1"]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&[golden_doc(5)]).unwrap();
+    c.delete(&["doc-2"]).unwrap();
+    drop(db);
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+}
+
+fn file_with_prefix(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+}
+
+fn v1_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("v1/db"), tmp.path());
+    let cdir = tmp.path().join("collections/golden");
+    (tmp, cdir)
+}
+
+#[test]
+fn v1_database_opens_with_its_exact_contents() {
+    if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
+        let out = fixtures().join("v1/db");
+        let _ = std::fs::remove_dir_all(&out);
+        write_v1(&out);
+    }
+    let (tmp, _) = v1_copy();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("golden").unwrap();
+    assert_eq!(c.dim(), 4);
+    assert_eq!(c.len(), 4);
+    for i in 0..6 {
+        let got = c.get(&format!("doc-{i}")).unwrap();
+        if i == 1 || i == 2 {
+            assert!(got.is_none(), "doc-{i} was deleted");
+            continue;
+        }
+        let d = got.unwrap();
+        let want = golden_doc(i);
+        let Tokens::F16 { data, .. } = &want.tokens else { unreachable!() };
+        assert_eq!(&d.tokens, data);
+        assert_eq!((d.text, d.payload), (want.text, want.payload));
+    }
+    let q = Tokens::F32 { data: vec![1.0, 0.0, 0.0, 0.0], dim: 4 };
+    let hits = c.search(&q, 10).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["doc-5", "doc-4", "doc-3", "doc-0"]);
+}
+
+#[test]
+fn damaged_v1_segment_is_refused_with_file_and_offset() {
+    let (tmp, cdir) = v1_copy();
+    let seg = file_with_prefix(&cdir, "seg-");
+    let mut b = std::fs::read(&seg).unwrap();
+    b[600] ^= 0x01; // a token value
+    std::fs::write(&seg, b).unwrap();
+    match Database::open(tmp.path()) {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset), (seg, 512)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_v1_segment_is_refused() {
+    let (tmp, cdir) = v1_copy();
+    let seg = file_with_prefix(&cdir, "seg-");
+    let b = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &b[..b.len() - 3]).unwrap();
+    assert!(matches!(Database::open(tmp.path()), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn torn_v1_wal_tail_is_cut_and_corrupt_middle_is_refused() {
+    // A torn append (half a frame) is cut: the database opens with every complete batch.
+    let (tmp, cdir) = v1_copy();
+    let wal = file_with_prefix(&cdir, "wal-");
+    let good = std::fs::read(&wal).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&wal, &torn).unwrap();
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        assert_eq!(db.collection("golden").unwrap().len(), 4);
+    }
+    assert_eq!(std::fs::read(&wal).unwrap(), good, "the torn tail was cut back to the last good frame");
+
+    // A damaged first frame followed by a good one is corruption, not a torn tail.
+    let mut bad = good.clone();
+    bad[32 + 8 + 2] ^= 0xff;
+    std::fs::write(&wal, &bad).unwrap();
+    match Database::open(tmp.path()) {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset), (wal, 32)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_v1_manifest_and_deletion_vector_are_refused() {
+    for prefix in ["MANIFEST", "del-"] {
+        let (tmp, cdir) = v1_copy();
+        let f = file_with_prefix(&cdir, prefix);
+        let mut b = std::fs::read(&f).unwrap();
+        let at = b.len() - 2;
+        b[at] ^= 0x20;
+        std::fs::write(&f, b).unwrap();
+        match Database::open(tmp.path()) {
+            Err(Error::Corrupted { file, .. }) => assert_eq!(file, f),
+            other => panic!("{prefix}: expected Corrupted, got {other:?}"),
+        }
+    }
+}
