@@ -215,10 +215,10 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
                         model.remove(id);
                     }
                     Some(d) => {
-                        if let Some(Intent::Upsert(v, _)) = &pending {
-                            if d.tokens == tokens_for(id, *v) {
-                                model.insert(id.clone(), *v);
-                            }
+                        if let Some(Intent::Upsert(v, _)) = &pending
+                            && d.tokens == tokens_for(id, *v)
+                        {
+                            model.insert(id.clone(), *v);
                         }
                     }
                 }

@@ -63,12 +63,35 @@ enum Cmd {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Benchmarks (one JSON line per run).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Show collections, documents, tokens, segments and bytes on disk.
     Info {
         #[arg(long)]
         db: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The MaxSim kernel on random f16 documents: throughput, GFLOP/s, and in
+    /// the same run the naive pairwise loop and the measured FMA peak.
+    Maxsim {
+        #[arg(long, default_value_t = 32)]
+        query_tokens: usize,
+        #[arg(long, default_value_t = 200)]
+        doc_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 20000)]
+        docs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -146,6 +169,34 @@ fn run(cli: Cli) -> Result<()> {
                 r.percentile(0.99).as_secs_f64() * 1e3,
                 r.queries as f64 / total.max(1e-9)
             );
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Maxsim {
+                    query_tokens,
+                    doc_tokens,
+                    dim,
+                    docs,
+                    threads,
+                },
+        } => {
+            if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
+                return Err("every size must be at least 1".into());
+            }
+            let r =
+                tessera_kernels::bench::bench_maxsim(query_tokens, doc_tokens, dim, docs, threads);
+            let v = serde_json::json!({
+                "bench": "maxsim", "kernel": r.kernel, "query_tokens": r.query_tokens, "doc_tokens": r.doc_tokens,
+                "dim": r.dim, "docs": r.docs, "threads": r.threads,
+                "docs_per_s": r.docs_per_s.round(), "gflops": (r.gflops * 100.0).round() / 100.0,
+                "pairwise_docs_per_s": r.pairwise_docs_per_s.round(),
+                "pairwise_gflops": (r.pairwise_gflops * 100.0).round() / 100.0,
+                "speedup_vs_pairwise": (r.speedup_vs_pairwise * 100.0).round() / 100.0,
+                "fma_peak_gflops": (r.peak_gflops * 100.0).round() / 100.0,
+                "fraction_of_peak": (r.fraction_of_peak * 1000.0).round() / 1000.0,
+                "max_abs_diff_vs_pairwise": r.max_abs_diff,
+            });
+            writeln!(stdout, "{v}")?;
         }
         Cmd::Info { db, json } => {
             let db = Database::open(&db)?;

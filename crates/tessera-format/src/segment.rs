@@ -157,7 +157,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
         text: Option<&str>,
         payload: Option<&str>,
     ) -> io::Result<()> {
-        assert!(!id.is_empty() && !tokens.is_empty() && tokens.len() % self.dim == 0);
+        assert!(!id.is_empty() && !tokens.is_empty() && tokens.len().is_multiple_of(self.dim));
         let bytes: &[u8] = bytemuck::cast_slice(tokens);
         self.w.write_all(bytes)?;
         self.tokens_crc.update(bytes);
@@ -286,7 +286,7 @@ impl SegmentLayout {
                 format!("file is {} bytes, shorter than the header", bytes.len()),
             ));
         }
-        if bytes.as_ptr() as usize % 8 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(8) {
             return Err(corrupted(
                 0,
                 "segment bytes are not 8-byte aligned in memory",
@@ -339,7 +339,7 @@ impl SegmentLayout {
             let end = start
                 .checked_add(e.len as usize)
                 .filter(|&end| end <= bytes.len());
-            let Some(end) = end.filter(|_| start % ALIGN == 0 && start >= prev_end) else {
+            let Some(end) = end.filter(|_| start.is_multiple_of(ALIGN) && start >= prev_end) else {
                 return Err(corrupted(
                     at,
                     format!("section {i} range {}+{} is invalid", e.offset, e.len),
@@ -435,8 +435,7 @@ impl SegmentLayout {
             false,
         )?;
         let flags = &bytes[self.sections[Section::DocFlags as usize].clone()];
-        for i in 0..self.n_docs {
-            let f = flags[i];
+        for (i, &f) in flags.iter().enumerate() {
             let at = self.sections[Section::DocFlags as usize].start + i;
             if f & !(FLAG_TEXT | FLAG_PAYLOAD) != 0 {
                 return Err(corrupted(at, format!("unknown flag bits {f:#x}")));

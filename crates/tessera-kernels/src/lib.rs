@@ -12,18 +12,26 @@
 //! | module | owns |
 //! |---|---|
 //! | [`reference`] | scalar f64 MaxSim, the oracle for tests |
-//! | `kernel` | the fast single-document kernel and its run-time dispatch |
+//! | `kernel` | the fast single-document kernel, the pairwise baseline and the run-time dispatch |
+//! | `x86` | the AVX2 and AVX-512 micro-kernels (x86-64 only) |
+//! | [`bench`] | in-process benchmark and FMA peak probe |
 //! | [`batch`] | scoring many documents of one token matrix in parallel, top-k |
 //! | [`topk`] | the bounded top-k collector shared with the engine |
 
 pub mod batch;
+pub mod bench;
 mod kernel;
 pub mod reference;
 pub mod topk;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use batch::{DocMatrix, score_docs, top_k};
+pub use bench::{
+    BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops,
+};
 pub use half::f16;
-pub use kernel::{Query, maxsim};
+pub use kernel::{Kernel, Query, kernel_name, maxsim, maxsim_pairwise};
 pub use topk::{Hit, TopK};
 
 /// An element type that token matrices may be stored in.

@@ -7,11 +7,16 @@
 /// If `dim == 0`, either matrix is empty, or a length is not a multiple of `dim`.
 pub fn maxsim_f64(q: &[f32], doc: &[f32], dim: usize) -> f64 {
     assert!(dim > 0 && !q.is_empty() && !doc.is_empty());
-    assert!(q.len() % dim == 0 && doc.len() % dim == 0);
+    assert!(q.len().is_multiple_of(dim) && doc.len().is_multiple_of(dim));
     q.chunks_exact(dim)
         .map(|qi| {
             doc.chunks_exact(dim)
-                .map(|dj| qi.iter().zip(dj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
+                .map(|dj| {
+                    qi.iter()
+                        .zip(dj)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                })
                 .fold(f64::NEG_INFINITY, f64::max)
         })
         .sum()

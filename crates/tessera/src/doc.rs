@@ -101,7 +101,7 @@ impl Tokens {
         if self.len() == 0 {
             return Err(Error::EmptyTensor { id: id() });
         }
-        if self.len() % dim != 0 {
+        if !self.len().is_multiple_of(dim) {
             return Err(Error::RaggedTensor {
                 id: id(),
                 len: self.len(),
@@ -187,13 +187,13 @@ pub(crate) fn prepare_batch(docs: &[Document], dim: usize) -> Result<Vec<Prepare
             }
             let tokens = d.tokens.to_f16_checked(dim, Some(&d.id))?;
             let payload = d.payload.as_ref().map(|p| p.to_string());
-            if let Some(t) = &d.text {
-                if t.len() > u32::MAX as usize {
-                    return Err(Error::InvalidArgument(format!(
-                        "text of {:?} exceeds 4 GiB",
-                        d.id
-                    )));
-                }
+            if let Some(t) = &d.text
+                && t.len() > u32::MAX as usize
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "text of {:?} exceeds 4 GiB",
+                    d.id
+                )));
             }
             Ok(PreparedDoc {
                 id: d.id.clone(),

@@ -17,6 +17,9 @@ pub(crate) struct Wal {
     durability: Durability,
 }
 
+/// The batches a WAL holds: `(sequence number, ops)`, in order.
+pub(crate) type Batches = Vec<(u64, Vec<Replayed>)>;
+
 /// One replayed operation, owning its data.
 pub(crate) enum Replayed {
     Upsert(PreparedDoc),
@@ -46,7 +49,7 @@ impl Wal {
         id: u64,
         dim: usize,
         durability: Durability,
-    ) -> Result<(Self, Vec<(u64, Vec<Replayed>)>)> {
+    ) -> Result<(Self, Batches)> {
         let bytes = crate::fsutil::read(path)?;
         let (wdim, wid) = wal::decode_header(&bytes).map_err(Error::format(path))?;
         if wdim as usize != dim || wid != id {

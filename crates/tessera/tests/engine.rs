@@ -138,7 +138,8 @@ fn bad_input_is_rejected_whole() {
             },
         )
     };
-    let cases: Vec<(Document, fn(&Error) -> bool)> = vec![
+    type Case = (Document, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (
             Document::new(
                 "x",
@@ -313,4 +314,68 @@ fn corruption_is_reported_with_file_and_offset() {
         }
         other => panic!("expected Corrupted, got {other:?}"),
     }
+}
+
+#[test]
+fn readers_run_concurrently_with_writes_flushes_and_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let dim = 8;
+    let mut config = CollectionConfig::new(dim);
+    config.memtable_bytes = 16 << 10;
+    config.max_segments = 3;
+    let c = db.create_collection("c", config).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let (c, stop) = (&c, &stop);
+                s.spawn(move || {
+                    let mut rng = Rng(100 + t);
+                    let mut searches = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let hits = c.search(&rng.tokens(3, dim), 20).unwrap();
+                        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ranked");
+                        let ids: std::collections::HashSet<_> =
+                            hits.iter().map(|h| &h.id).collect();
+                        assert_eq!(ids.len(), hits.len(), "no id twice in one result");
+                        searches += 1;
+                    }
+                    searches
+                })
+            })
+            .collect();
+        let mut rng = Rng(5);
+        for b in 0..60 {
+            let docs: Vec<Document> = (0..20)
+                .map(|i| {
+                    Document::new(
+                        format!("d{}", (b * 20 + i) % 700),
+                        rng.tokens(1 + i % 9, dim),
+                    )
+                })
+                .collect();
+            c.upsert(&docs).unwrap();
+            if b % 7 == 0 {
+                c.delete(&[format!("d{}", b * 3)]).unwrap();
+            }
+            if b % 20 == 19 {
+                c.compact().unwrap();
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    let n = c.len();
+    drop((c, db));
+    assert_eq!(
+        Database::open(dir.path())
+            .unwrap()
+            .collection("c")
+            .unwrap()
+            .len(),
+        n
+    );
 }

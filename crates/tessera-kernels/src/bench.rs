@@ -1,0 +1,214 @@
+//! In-process MaxSim benchmark (wrapped by `tessera bench maxsim`) and the FMA
+//! peak probe that gives the "% of peak" denominator.
+
+use crate::{DocMatrix, Kernel, Query, f16, maxsim_pairwise, score_docs};
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Measured GFLOP/s of independent f32 FMAs on the calling thread (2 flops per
+/// lane per FMA), using the widest vectors of the active kernel. Runs for about
+/// `duration`.
+pub fn measure_fma_peak_gflops(duration: Duration) -> f64 {
+    fma_peak_for(Kernel::detect(), duration)
+}
+
+/// [`measure_fma_peak_gflops`] with the vectors of a given kernel.
+///
+/// # Panics
+/// If the CPU cannot run `kernel`.
+pub fn fma_peak_for(kernel: Kernel, duration: Duration) -> f64 {
+    assert!(
+        kernel.is_available(),
+        "kernel {kernel:?} is not supported on this CPU"
+    );
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        // SAFETY: checked available above.
+        Kernel::Avx512 => return unsafe { crate::x86::fma_peak_avx512(duration) },
+        // SAFETY: checked available above.
+        Kernel::Avx2 => return unsafe { crate::x86::fma_peak_avx2(duration) },
+        Kernel::Portable => {}
+    }
+    portable_peak(duration)
+}
+
+/// Multiply-add chains in plain Rust (vectorised by the compiler for the
+/// target's baseline SIMD); a and m count as 2 flops.
+fn portable_peak(duration: Duration) -> f64 {
+    const L: usize = 48;
+    let mul = std::hint::black_box(0.999_999f32);
+    let add = std::hint::black_box(1e-7f32);
+    let mut acc = [1f32; L];
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    loop {
+        for _ in 0..4096 {
+            for a in acc.iter_mut() {
+                *a = *a * mul + add;
+            }
+        }
+        rounds += 1;
+        if start.elapsed() >= duration {
+            break;
+        }
+    }
+    std::hint::black_box(acc);
+    (rounds * 4096 * L as u64 * 2) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Result of [`bench_maxsim`].
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// The blocked kernel that ran.
+    pub kernel: &'static str,
+    pub query_tokens: usize,
+    pub doc_tokens: usize,
+    pub dim: usize,
+    pub docs: usize,
+    pub threads: usize,
+    /// Blocked kernel throughput.
+    pub docs_per_s: f64,
+    /// Useful flops (2 · query_tokens · doc_tokens · dim per doc, no padding) per second.
+    pub gflops: f64,
+    /// Pairwise baseline throughput, same data, same threads, same run.
+    pub pairwise_docs_per_s: f64,
+    pub pairwise_gflops: f64,
+    /// `docs_per_s / pairwise_docs_per_s`.
+    pub speedup_vs_pairwise: f64,
+    /// Measured single-thread FMA peak times `threads`.
+    pub peak_gflops: f64,
+    /// `gflops / peak_gflops`.
+    pub fraction_of_peak: f64,
+    /// Largest |blocked − pairwise| score difference seen (sanity check).
+    pub max_abs_diff: f32,
+}
+
+/// A tiny deterministic generator (splitmix64).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Runs `f` once to warm up, then repeatedly for at least `min`; seconds per run.
+fn time_per_run(min: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut runs = 0u32;
+    while runs == 0 || start.elapsed() < min {
+        f();
+        runs += 1;
+    }
+    start.elapsed().as_secs_f64() / runs as f64
+}
+
+/// Benchmarks MaxSim of one random query (`query_tokens × dim`) against `docs`
+/// random f16 documents of `doc_tokens` tokens each, with `threads` rayon
+/// threads: the blocked kernel ([`score_docs`]) and the pairwise baseline
+/// ([`maxsim_pairwise`]) over the same data. Data come from a fixed seed.
+///
+/// # Panics
+/// If any size is zero or the thread pool cannot be built.
+pub fn bench_maxsim(
+    query_tokens: usize,
+    doc_tokens: usize,
+    dim: usize,
+    docs: usize,
+    threads: usize,
+) -> BenchReport {
+    bench_maxsim_with(
+        Kernel::detect(),
+        query_tokens,
+        doc_tokens,
+        dim,
+        docs,
+        threads,
+    )
+}
+
+/// [`bench_maxsim`] with a given kernel; the peak is measured with that
+/// kernel's vector width.
+///
+/// # Panics
+/// As [`bench_maxsim`], and if the CPU cannot run `kernel`.
+pub fn bench_maxsim_with(
+    kernel: Kernel,
+    query_tokens: usize,
+    doc_tokens: usize,
+    dim: usize,
+    docs: usize,
+    threads: usize,
+) -> BenchReport {
+    assert!(query_tokens > 0 && doc_tokens > 0 && dim > 0 && docs > 0 && threads > 0);
+    let mut rng = SplitMix64(0x7e55_e7a0_5eed);
+    let qv: Vec<f32> = (0..query_tokens * dim).map(|_| rng.next_f32()).collect();
+    let tokens: Vec<f16> = (0..docs * doc_tokens * dim)
+        .map(|_| f16::from_f32(rng.next_f32()))
+        .collect();
+    let offsets: Vec<u64> = (0..=docs as u64).map(|i| i * doc_tokens as u64).collect();
+    let m = DocMatrix {
+        tokens: &tokens,
+        offsets: &offsets,
+        dim,
+    };
+    let ids: Vec<u32> = (0..docs as u32).collect();
+    let q = Query::with_kernel(&qv, dim, kernel);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    let min = Duration::from_millis(400);
+
+    let mut out = vec![0f32; docs];
+    let blocked_s = pool.install(|| time_per_run(min, || score_docs(&q, &m, &ids, &mut out)));
+    let mut base = vec![0f32; docs];
+    let pairwise_s = pool.install(|| {
+        time_per_run(min, || {
+            base.par_chunks_mut(64)
+                .zip(ids.par_chunks(64))
+                .for_each(|(o, d)| {
+                    for (o, &d) in o.iter_mut().zip(d) {
+                        *o = maxsim_pairwise(&q, m.doc(d));
+                    }
+                })
+        })
+    });
+    let max_abs_diff = out
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+
+    let flops_per_doc = 2.0 * (query_tokens * doc_tokens * dim) as f64;
+    let docs_per_s = docs as f64 / blocked_s;
+    let pairwise_docs_per_s = docs as f64 / pairwise_s;
+    let gflops = docs_per_s * flops_per_doc / 1e9;
+    let peak_gflops = fma_peak_for(kernel, Duration::from_millis(200)) * threads as f64;
+    BenchReport {
+        kernel: q.kernel().name(),
+        query_tokens,
+        doc_tokens,
+        dim,
+        docs,
+        threads,
+        docs_per_s,
+        gflops,
+        pairwise_docs_per_s,
+        pairwise_gflops: pairwise_docs_per_s * flops_per_doc / 1e9,
+        speedup_vs_pairwise: docs_per_s / pairwise_docs_per_s,
+        peak_gflops,
+        fraction_of_peak: gflops / peak_gflops,
+        max_abs_diff,
+    }
+}

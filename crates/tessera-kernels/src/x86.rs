@@ -1,0 +1,344 @@
+//! x86-64 kernels: AVX2 + FMA + F16C and AVX-512F register-blocked MaxSim, and
+//! the FMA peak probe. See `kernel.rs` for the layout.
+
+use crate::kernel::{Doc, PANEL, Query, Scratch, sum_lanes};
+use half::f16;
+use std::arch::x86_64::*;
+use std::time::{Duration, Instant};
+
+/// Doc tokens per tile on AVX2: 2 ymm × 6 = 12 accumulators (+2 query, +1 broadcast of 16 ymm).
+pub(crate) const ND_AVX2: usize = 6;
+/// Doc tokens per tile on AVX-512: 2 zmm × 12 = 24 accumulators (+2 query of 32 zmm).
+pub(crate) const ND_AVX512: usize = 12;
+
+pub(crate) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+pub(crate) fn has_avx512() -> bool {
+    has_avx2() && is_x86_feature_detected!("avx512f")
+}
+
+/// Widens `src` into `dst` (same length) with F16C.
+#[target_feature(enable = "avx2,f16c")]
+fn convert_f16(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let n = src.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n` and both slices have length `n`; the loads and
+        // stores are unaligned.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for (d, s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = s.to_f32();
+    }
+}
+
+/// AVX2 micro-kernel: `NR` ymm (8 query lanes each) × `ND` doc tokens.
+///
+/// # Safety
+/// `qp` points at `dim` packed rows of 16 floats (64-byte aligned), `d` at
+/// `ND` rows of `dim` floats, `m` at `8 * NR` floats; AVX2 + FMA available.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // `j` indexes the accumulators and the doc rows
+unsafe fn tile_avx2<const NR: usize, const ND: usize>(
+    qp: *const f32,
+    d: *const f32,
+    dim: usize,
+    m: *mut f32,
+) {
+    // SAFETY: the caller guarantees the extents above; every access below is
+    // `qp + 16k + {0, 8}` or `d + j·dim + k` with `k < dim`, `j < ND`, or `m + 8r`.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); ND]; NR];
+        let mut q = qp;
+        let mut dk = d;
+        for _ in 0..dim {
+            let q0 = _mm256_load_ps(q);
+            let q1 = if NR == 2 {
+                _mm256_load_ps(q.add(8))
+            } else {
+                q0
+            };
+            for j in 0..ND {
+                let b = _mm256_set1_ps(*dk.add(j * dim));
+                acc[0][j] = _mm256_fmadd_ps(q0, b, acc[0][j]);
+                if NR == 2 {
+                    acc[NR - 1][j] = _mm256_fmadd_ps(q1, b, acc[NR - 1][j]);
+                }
+            }
+            q = q.add(PANEL);
+            dk = dk.add(1);
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let mut mx = _mm256_loadu_ps(m.add(8 * r));
+            for v in a {
+                mx = _mm256_max_ps(mx, *v);
+            }
+            _mm256_storeu_ps(m.add(8 * r), mx);
+        }
+    }
+}
+
+/// AVX-512 micro-kernel: `NR` zmm (one 16-lane panel each) × `ND` doc tokens.
+///
+/// # Safety
+/// `q0` (and `q1` if `NR == 2`) point at `dim` packed rows of 16 floats
+/// (64-byte aligned), `d` at `ND` rows of `dim` floats, `m` at `16 * NR`
+/// floats; AVX-512F available.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // `j` indexes the accumulators and the doc rows
+unsafe fn tile_avx512<const NR: usize, const ND: usize>(
+    q0: *const f32,
+    q1: *const f32,
+    d: *const f32,
+    dim: usize,
+    m: *mut f32,
+) {
+    // SAFETY: the caller guarantees the extents above; every access below is
+    // `q{0,1} + 16k`, `d + j·dim + k` with `k < dim`, `j < ND`, or `m + 16r`.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); ND]; NR];
+        let (mut a, mut b) = (q0, q1);
+        let mut dk = d;
+        for _ in 0..dim {
+            let va = _mm512_load_ps(a);
+            let vb = if NR == 2 { _mm512_load_ps(b) } else { va };
+            for j in 0..ND {
+                let x = _mm512_set1_ps(*dk.add(j * dim));
+                acc[0][j] = _mm512_fmadd_ps(va, x, acc[0][j]);
+                if NR == 2 {
+                    acc[NR - 1][j] = _mm512_fmadd_ps(vb, x, acc[NR - 1][j]);
+                }
+            }
+            a = a.add(PANEL);
+            if NR == 2 {
+                b = b.add(PANEL);
+            }
+            dk = dk.add(1);
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let mut mx = _mm512_loadu_ps(m.add(16 * r));
+            for v in acc {
+                mx = _mm512_max_ps(mx, *v);
+            }
+            _mm512_storeu_ps(m.add(16 * r), mx);
+        }
+    }
+}
+
+/// Points at the f32 rows `j0 .. j0 + t` of the document, converting f16 into
+/// `tile` first.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) -> *const f32 {
+    // Documents stream from memory once per query: ask for the next tile now so
+    // that it arrives while this one is computed.
+    let (bytes, elem) = match doc {
+        Doc::F32(x) => (std::mem::size_of_val(x), 4),
+        Doc::F16(x) => (std::mem::size_of_val(x), 2),
+    };
+    let base = match doc {
+        Doc::F32(x) => x.as_ptr().cast::<u8>(),
+        Doc::F16(x) => x.as_ptr().cast::<u8>(),
+    };
+    let (from, to) = (
+        (j0 + t) * dim * elem,
+        ((j0 + 2 * t) * dim * elem).min(bytes),
+    );
+    let mut off = from;
+    while off < to {
+        // SAFETY: `off < bytes`, so the address is inside the document; a
+        // prefetch never faults anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
+        off += 64;
+    }
+    match doc {
+        Doc::F32(x) => x[j0 * dim..(j0 + t) * dim].as_ptr(),
+        Doc::F16(x) => {
+            convert_f16(&x[j0 * dim..(j0 + t) * dim], &mut tile[..t * dim]);
+            tile.as_ptr()
+        }
+    }
+}
+
+fn prepare(q: &Query, s: &mut Scratch, nd_tile: usize) {
+    s.max.clear();
+    s.max.resize(q.n_panels() * PANEL, f32::NEG_INFINITY);
+    if s.tile.len() < nd_tile * q.dim() {
+        s.tile.resize(nd_tile * q.dim(), 0.0);
+    }
+}
+
+/// Expands `$m!(ND)` for the runtime tile height `$t` in `1..=$max`.
+macro_rules! by_nd {
+    ($t:expr, $call:ident, [$($n:literal),*]) => {
+        match $t {
+            $($n => $call!($n),)*
+            _ => unreachable!(),
+        }
+    };
+}
+
+/// MaxSim on AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn maxsim_avx2(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
+    let dim = q.dim();
+    let nd = doc.len() / dim;
+    let nq = q.n_tokens();
+    prepare(q, s, ND_AVX2);
+    let mut j0 = 0;
+    while j0 < nd {
+        let t = ND_AVX2.min(nd - j0);
+        let d = tile_rows(doc, j0, t, dim, &mut s.tile);
+        for p in 0..q.n_panels() {
+            let qp = q.panel(p).as_ptr().cast::<f32>();
+            let m = s.max[p * PANEL..].as_mut_ptr();
+            let two = nq - p * PANEL > 8;
+            macro_rules! go {
+                ($n:literal) => {
+                    // SAFETY: `qp` is panel `p` (dim aligned rows of 16), `d` has
+                    // `t = $n` rows of `dim` floats, `m` has 16 floats left in
+                    // `s.max`; the features are enabled on this function.
+                    unsafe {
+                        if two {
+                            tile_avx2::<2, $n>(qp, d, dim, m)
+                        } else {
+                            tile_avx2::<1, $n>(qp, d, dim, m)
+                        }
+                    }
+                };
+            }
+            by_nd!(t, go, [6, 5, 4, 3, 2, 1]);
+        }
+        j0 += t;
+    }
+    sum_lanes(&s.max, nq)
+}
+
+/// MaxSim on AVX-512F.
+///
+/// # Safety
+/// The CPU supports AVX-512F, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
+    let dim = q.dim();
+    let nd = doc.len() / dim;
+    let np = q.n_panels();
+    prepare(q, s, ND_AVX512);
+    let mut j0 = 0;
+    while j0 < nd {
+        let t = ND_AVX512.min(nd - j0);
+        let d = tile_rows(doc, j0, t, dim, &mut s.tile);
+        let mut p = 0;
+        while p < np {
+            let two = p + 1 < np;
+            let q0 = q.panel(p).as_ptr().cast::<f32>();
+            let q1 = if two {
+                q.panel(p + 1).as_ptr().cast::<f32>()
+            } else {
+                q0
+            };
+            let m = s.max[p * PANEL..].as_mut_ptr();
+            macro_rules! go {
+                ($n:literal) => {
+                    // SAFETY: `q0`/`q1` are panels `p`/`p + 1` (dim aligned rows
+                    // of 16), `d` has `t = $n` rows of `dim` floats, `m` has 16
+                    // (32 if `two`) floats left in `s.max`; the features are
+                    // enabled on this function.
+                    unsafe {
+                        if two {
+                            tile_avx512::<2, $n>(q0, q1, d, dim, m)
+                        } else {
+                            tile_avx512::<1, $n>(q0, q1, d, dim, m)
+                        }
+                    }
+                };
+            }
+            by_nd!(t, go, [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+            p += if two { 2 } else { 1 };
+        }
+        j0 += t;
+    }
+    sum_lanes(&s.max, q.n_tokens())
+}
+
+/// The pairwise baseline compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn pairwise_avx2(q: &[f32], d: &[f32], dim: usize) -> f32 {
+    crate::kernel::pairwise_generic(q, d, dim)
+}
+
+/// Independent FMA chains in the peak probe: 2 pipes × 4 cycles latency needs
+/// ≥ 8; 12 leaves headroom.
+const CHAINS: usize = 12;
+const PROBE_ITERS: usize = 1 << 14;
+
+/// GFLOP/s of `CHAINS` independent ymm FMA chains on this thread.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn fma_peak_avx2(duration: Duration) -> f64 {
+    let mul = _mm256_set1_ps(std::hint::black_box(0.999_999));
+    let add = _mm256_set1_ps(std::hint::black_box(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    loop {
+        for _ in 0..PROBE_ITERS {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, mul, add);
+            }
+        }
+        rounds += 1;
+        if start.elapsed() >= duration {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    (rounds * (PROBE_ITERS * CHAINS * 8 * 2) as u64) as f64 / secs / 1e9
+}
+
+/// GFLOP/s of `CHAINS` independent zmm FMA chains on this thread.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn fma_peak_avx512(duration: Duration) -> f64 {
+    let mul = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let add = _mm512_set1_ps(std::hint::black_box(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    loop {
+        for _ in 0..PROBE_ITERS {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, mul, add);
+            }
+        }
+        rounds += 1;
+        if start.elapsed() >= duration {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    (rounds * (PROBE_ITERS * CHAINS * 16 * 2) as u64) as f64 / secs / 1e9
+}
