@@ -42,6 +42,10 @@ struct Writer {
     mem: Arc<MemTable>,
     /// Segment ids whose deletion vector changed since the manifest was written.
     dirty: BTreeSet<u64>,
+    /// Indices of segments whose live-row list is stale within the current batch.
+    touched: BTreeSet<usize>,
+    /// Why the last automatic flush failed, if it did (the WAL still holds everything).
+    flush_error: Option<String>,
     poisoned: bool,
 }
 
@@ -56,6 +60,8 @@ pub struct CollectionStats {
     pub memtable_documents: usize,
     pub deleted_in_segments: usize,
     pub bytes_on_disk: u64,
+    /// Why the last automatic flush failed, if it did.
+    pub last_flush_error: Option<String>,
 }
 
 /// Where the live version of an id is.
@@ -117,13 +123,15 @@ impl Collection {
             segments,
             mem: Arc::new(MemTable::default()),
             dirty: BTreeSet::new(),
+            touched: BTreeSet::new(),
+            flush_error: None,
             poisoned: false,
         };
-        for (seq, ops) in batches {
+        for (offset, seq, ops) in batches {
             if seq <= w.seq {
                 return Err(Error::Corrupted {
                     file: wal_path.clone(),
-                    offset: 0,
+                    offset,
                     reason: format!("batch sequence {seq} does not follow {}", w.seq),
                 });
             }
@@ -137,6 +145,7 @@ impl Collection {
                 }
             }
         }
+        w.finish_batch();
         remove_unreferenced(dir, &w.manifest)?;
         let name = w.manifest.name.clone();
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
@@ -222,9 +231,12 @@ impl Collection {
         for id in &deletes {
             existed += w.delete(id) as usize;
         }
+        w.finish_batch();
         self.publish(&w);
         if w.mem.token_bytes() >= self.config.memtable_bytes {
-            self.flush_locked(&mut w)?;
+            // The batch is durable and applied whatever happens here: a failed
+            // flush leaves the WAL in charge and is retried on the next write.
+            w.flush_error = self.flush_locked(&mut w).err().map(|e| e.to_string());
         }
         Ok(existed)
     }
@@ -315,6 +327,7 @@ impl Collection {
                 .map(|s| s.seg.n_docs() - s.live.len())
                 .sum(),
             bytes_on_disk: seg_bytes + del_bytes + w.wal.len() + manifest_bytes,
+            last_flush_error: w.flush_error.clone(),
         }
     }
 
@@ -492,12 +505,21 @@ impl Writer {
     }
 
     /// Marks a segment row deleted, copying the deletion vector if a snapshot shares it.
+    /// Marks a segment row deleted. The deletion vector is copied only if a
+    /// snapshot shares it (once per batch); live-row lists are rebuilt by
+    /// [`finish_batch`](Self::finish_batch).
     fn delete_row(&mut self, seg: usize, row: u32) {
         let sv = &mut self.segments[seg];
-        let mut dv = (*sv.deletes).clone();
-        dv.delete(row);
+        Arc::make_mut(&mut sv.deletes).delete(row);
         self.dirty.insert(sv.seg.id);
-        *sv = SegmentView::new(sv.seg.clone(), dv);
+        self.touched.insert(seg);
+    }
+
+    /// Brings derived state up to date after a batch has been applied.
+    fn finish_batch(&mut self) {
+        for i in std::mem::take(&mut self.touched) {
+            self.segments[i].refresh_live();
+        }
     }
 
     fn upsert(&mut self, d: PreparedDoc) {

@@ -87,14 +87,23 @@ pub(crate) struct SegmentView {
 
 impl SegmentView {
     pub fn new(seg: Arc<Segment>, deletes: DeletionVector) -> Self {
-        let live = (0..seg.n_docs() as u32)
-            .filter(|&r| !deletes.is_deleted(r))
-            .collect();
-        Self {
+        let mut v = Self {
             seg,
             deletes: Arc::new(deletes),
-            live: Arc::new(live),
-        }
+            live: Arc::new(Vec::new()),
+        };
+        v.refresh_live();
+        v
+    }
+
+    /// Rebuilds the live-row list from the deletion vector.
+    pub fn refresh_live(&mut self) {
+        let d = &self.deletes;
+        self.live = Arc::new(
+            (0..self.seg.n_docs() as u32)
+                .filter(|&r| !d.is_deleted(r))
+                .collect(),
+        );
     }
 
     /// The live row holding `id`, if any.

@@ -17,8 +17,8 @@ pub(crate) struct Wal {
     durability: Durability,
 }
 
-/// The batches a WAL holds: `(sequence number, ops)`, in order.
-pub(crate) type Batches = Vec<(u64, Vec<Replayed>)>;
+/// The batches a WAL holds: `(file offset of the frame, sequence number, ops)`, in order.
+pub(crate) type Batches = Vec<(u64, u64, Vec<Replayed>)>;
 
 /// One replayed operation, owning its data.
 pub(crate) enum Replayed {
@@ -73,7 +73,7 @@ impl Wal {
         for (offset, payload) in &scan.frames {
             let base = offset + wal::FRAME_HEADER_LEN as u64;
             let (seq, ops) = wal::decode_batch(payload, dim, base).map_err(Error::format(path))?;
-            batches.push((seq, ops.into_iter().map(owned).collect()));
+            batches.push((*offset, seq, ops.into_iter().map(owned).collect()));
         }
         let file = OpenOptions::new()
             .append(true)
