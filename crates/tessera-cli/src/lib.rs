@@ -6,7 +6,9 @@
 //! | [`bulk`] | reading the bulk data format (JSONL + tokens.npy + offsets.npy) |
 //! | [`synth`] | synthetic clustered corpora and .npy/bulk writers |
 //! | [`commands`] | demo, ingest, search, info |
+//! | [`eval`] | retrieval metrics over TREC runs and qrels |
 
 pub mod bulk;
 pub mod commands;
+pub mod eval;
 pub mod synth;

@@ -179,3 +179,24 @@ fn malformed_input_names_file_and_line() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown collection \"nope\""));
 }
+
+/// The metrics reproduce the reference-quality table of the evaluation data's
+/// README (computed independently when the data set was made) from its exact run.
+#[test]
+fn metrics_match_the_evaldata_reference_table() {
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata/debdocs");
+    if !data.join("qrels.tsv").exists() {
+        println!("SKIPPED: ../shared/evaldata not present");
+        return;
+    }
+    use tessera_cli::eval::{evaluate, read_qrels, read_run};
+    let qrels = read_qrels(&data.join("qrels.tsv")).unwrap();
+    let run = read_run(&data.join("exact_top100.run")).unwrap();
+    let at = |k| evaluate(&run, &qrels, k);
+    let close = |a: f64, b: f64| (a - b).abs() < 0.0015;
+    assert_eq!(at(10).queries, 824);
+    assert!(close(at(1).hit_rate, 0.552), "{:?}", at(1));
+    assert!(close(at(5).hit_rate, 0.810), "{:?}", at(5));
+    assert!(close(at(10).hit_rate, 0.871) && close(at(10).mrr, 0.661) && close(at(10).ndcg, 0.711), "{:?}", at(10));
+    assert!(close(at(100).hit_rate, 0.956) && close(at(100).recall, 0.954), "{:?}", at(100));
+}
