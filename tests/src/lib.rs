@@ -14,8 +14,7 @@ fn mix(mut z: u64) -> u64 {
 
 /// A stable hash of a string.
 pub fn hash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| mix(h ^ b as u64))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| mix(h ^ b as u64))
 }
 
 /// The tokens of document `id` in version `version`: 1..=24 rows of DIM values in [-1, 1), as f16.
@@ -31,12 +30,5 @@ pub fn tokens_for(id: &str, version: u64) -> Vec<f16> {
 }
 
 pub fn doc_for(id: &str, version: u64) -> Document {
-    Document::new(
-        id,
-        Tokens::F16 {
-            data: tokens_for(id, version),
-            dim: DIM,
-        },
-    )
-    .with_text(format!("{id} v{version}"))
+    Document::new(id, Tokens::F16 { data: tokens_for(id, version), dim: DIM }).with_text(format!("{id} v{version}"))
 }

@@ -14,9 +14,7 @@ fn fixtures() -> PathBuf {
 
 /// The documents of the v1 fixture: exact f16 values, so equality is exact.
 fn golden_doc(i: usize) -> Document {
-    let data: Vec<f16> = (0..(i + 1) * 4)
-        .map(|j| f16::from_f32((j as f32 - 3.0) * 0.25 + i as f32))
-        .collect();
+    let data: Vec<f16> = (0..(i + 1) * 4).map(|j| f16::from_f32((j as f32 - 3.0) * 0.25 + i as f32)).collect();
     Document::new(format!("doc-{i}"), Tokens::F16 { data, dim: 4 })
         .with_text(format!("text {i}"))
         .with_payload(serde_json::json!({ "i": i }))
@@ -39,11 +37,8 @@ fn copy_dir(from: &Path, to: &Path) {
 /// vector), then doc-5 upserted and doc-2 deleted in the WAL only.
 fn write_v1(dir: &Path) {
     let db = Database::open(dir).unwrap();
-    let c = db
-        .create_collection("golden", CollectionConfig::new(4))
-        .unwrap();
-    c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>())
-        .unwrap();
+    let c = db.create_collection("golden", CollectionConfig::new(4)).unwrap();
+    c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>()).unwrap();
     c.flush().unwrap();
     c.delete(&["doc-1"]).unwrap();
     c.flush().unwrap();
@@ -88,21 +83,13 @@ fn v1_database_opens_with_its_exact_contents() {
         }
         let d = got.unwrap();
         let want = golden_doc(i);
-        let Tokens::F16 { data, .. } = &want.tokens else {
-            unreachable!()
-        };
+        let Tokens::F16 { data, .. } = &want.tokens else { unreachable!() };
         assert_eq!(&d.tokens, data);
         assert_eq!((d.text, d.payload), (want.text, want.payload));
     }
-    let q = Tokens::F32 {
-        data: vec![1.0, 0.0, 0.0, 0.0],
-        dim: 4,
-    };
+    let q = Tokens::F32 { data: vec![1.0, 0.0, 0.0, 0.0], dim: 4 };
     let hits = c.search(&q, 10).unwrap();
-    assert_eq!(
-        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
-        ["doc-5", "doc-4", "doc-3", "doc-0"]
-    );
+    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["doc-5", "doc-4", "doc-3", "doc-0"]);
 }
 
 #[test]
@@ -124,10 +111,7 @@ fn truncated_v1_segment_is_refused() {
     let seg = file_with_prefix(&cdir, "seg-");
     let b = std::fs::read(&seg).unwrap();
     std::fs::write(&seg, &b[..b.len() - 3]).unwrap();
-    assert!(matches!(
-        Database::open(tmp.path()),
-        Err(Error::Corrupted { .. })
-    ));
+    assert!(matches!(Database::open(tmp.path()), Err(Error::Corrupted { .. })));
 }
 
 #[test]
@@ -143,11 +127,7 @@ fn torn_v1_wal_tail_is_cut_and_corrupt_middle_is_refused() {
         let db = Database::open(tmp.path()).unwrap();
         assert_eq!(db.collection("golden").unwrap().len(), 4);
     }
-    assert_eq!(
-        std::fs::read(&wal).unwrap(),
-        good,
-        "the torn tail was cut back to the last good frame"
-    );
+    assert_eq!(std::fs::read(&wal).unwrap(), good, "the torn tail was cut back to the last good frame");
 
     // A damaged first frame followed by a good one is corruption, not a torn tail.
     let mut bad = good.clone();

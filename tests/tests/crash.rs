@@ -26,10 +26,7 @@ enum Intent {
 fn parse(line: &str) -> Intent {
     let mut w = line.split(' ');
     match w.next() {
-        Some("U") => Intent::Upsert(
-            w.next().unwrap().parse().unwrap(),
-            w.map(String::from).collect(),
-        ),
+        Some("U") => Intent::Upsert(w.next().unwrap().parse().unwrap(), w.map(String::from).collect()),
         Some("D") => Intent::Delete(w.map(String::from).collect()),
         _ => Intent::Other,
     }
@@ -48,12 +45,7 @@ fn apply(model: &mut Model, intent: &Intent) {
 }
 
 /// Runs one child until killed after `delay`; returns the operation in flight (if any).
-fn run_child(
-    dir: &std::path::Path,
-    seed: u64,
-    delay: Duration,
-    model: &mut Model,
-) -> (Option<Intent>, usize) {
+fn run_child(dir: &std::path::Path, seed: u64, delay: Duration, model: &mut Model) -> (Option<Intent>, usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(seed.to_string())
@@ -106,9 +98,7 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
         return;
     };
     let uncertain: BTreeSet<&str> = match pending {
-        Some(Intent::Upsert(_, ids)) | Some(Intent::Delete(ids)) => {
-            ids.iter().map(|s| s.as_str()).collect()
-        }
+        Some(Intent::Upsert(_, ids)) | Some(Intent::Delete(ids)) => ids.iter().map(|s| s.as_str()).collect(),
         _ => BTreeSet::new(),
     };
     let mut present = 0;
@@ -123,62 +113,26 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
             };
             let ok = match &got {
                 None => want.is_none() || alt.is_none(),
-                Some(d) => [want.copied(), alt]
-                    .iter()
-                    .flatten()
-                    .any(|&v| d.tokens == tokens_for(&id, v)),
+                Some(d) => [want.copied(), alt].iter().flatten().any(|&v| d.tokens == tokens_for(&id, v)),
             };
-            assert!(
-                ok,
-                "{id}: neither the acknowledged state nor the in-flight one"
-            );
+            assert!(ok, "{id}: neither the acknowledged state nor the in-flight one");
         } else {
             match (want, &got) {
                 (None, None) => {}
                 (Some(&v), Some(d)) => {
-                    assert_eq!(
-                        d.tokens,
-                        tokens_for(&id, v),
-                        "{id}: tokens differ from the acknowledged version {v}"
-                    );
+                    assert_eq!(d.tokens, tokens_for(&id, v), "{id}: tokens differ from the acknowledged version {v}");
                     assert_eq!(d.text.as_deref(), Some(format!("{id} v{v}").as_str()));
                 }
-                (w, g) => panic!(
-                    "{id}: acknowledged state {w:?}, found present={}",
-                    g.is_some()
-                ),
+                (w, g) => panic!("{id}: acknowledged state {w:?}, found present={}", g.is_some()),
             }
         }
         present += got.is_some() as usize;
     }
-    assert_eq!(
-        c.len(),
-        present,
-        "len() counts exactly the present documents"
-    );
+    assert_eq!(c.len(), present, "len() counts exactly the present documents");
     // Search still answers, and its scores are true MaxSim values of the stored documents.
-    let q: Vec<f32> = tokens_for("query", present as u64)
-        .iter()
-        .map(|x| x.to_f32())
-        .collect();
-    for h in c
-        .search(
-            &Tokens::F32 {
-                data: q.clone(),
-                dim: DIM,
-            },
-            5,
-        )
-        .unwrap()
-    {
-        let d: Vec<f32> = c
-            .get(&h.id)
-            .unwrap()
-            .unwrap()
-            .tokens
-            .iter()
-            .map(|x| x.to_f32())
-            .collect();
+    let q: Vec<f32> = tokens_for("query", present as u64).iter().map(|x| x.to_f32()).collect();
+    for h in c.search(&Tokens::F32 { data: q.clone(), dim: DIM }, 5).unwrap() {
+        let d: Vec<f32> = c.get(&h.id).unwrap().unwrap().tokens.iter().map(|x| x.to_f32()).collect();
         assert!((h.score as f64 - maxsim_f64(&q, &d, DIM)).abs() < 1e-3);
     }
 }
@@ -186,17 +140,9 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
 #[test]
 fn kill_dash_nine_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let seed0 = std::env::var("TESSERA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261127u64);
-    let rounds: u64 = std::env::var("TESSERA_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    println!(
-        "crash test seed {seed0}, {rounds} rounds (TESSERA_CRASH_SEED / TESSERA_CRASH_ROUNDS to change)"
-    );
+    let seed0 = std::env::var("TESSERA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261127u64);
+    let rounds: u64 = std::env::var("TESSERA_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    println!("crash test seed {seed0}, {rounds} rounds (TESSERA_CRASH_SEED / TESSERA_CRASH_ROUNDS to change)");
     let mut model = Model::new();
     let mut total_acked = 0;
     for round in 0..rounds {
@@ -229,8 +175,5 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
         "{rounds} kills, {total_acked} acknowledged operations checked, {} live documents at the end",
         model.len()
     );
-    assert!(
-        total_acked > rounds as usize,
-        "the child must get work done between kills"
-    );
+    assert!(total_acked > rounds as usize, "the child must get work done between kills");
 }

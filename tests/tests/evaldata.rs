@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use tessera::Database;
+use tessera::{Database, SearchParams};
 use tessera_cli::bulk::BulkReader;
 use tessera_kernels::reference::maxsim_f64;
 
@@ -25,9 +25,7 @@ fn read_run(path: &std::path::Path) -> Run {
     let mut run: Run = HashMap::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        run.entry(f[0].into())
-            .or_default()
-            .push((f[2].into(), f[4].parse().unwrap()));
+        run.entry(f[0].into()).or_default().push((f[2].into(), f[4].parse().unwrap()));
     }
     run
 }
@@ -39,21 +37,13 @@ fn assert_same_ranking(qid: &str, ours: &[(String, f64)], reference: &[(String, 
     let ref_score: HashMap<&str, f64> = reference.iter().map(|(d, s)| (d.as_str(), *s)).collect();
     let last = reference.last().unwrap().1;
     for (r, ((oid, os), (rid, rs))) in ours.iter().zip(reference).enumerate() {
-        assert!(
-            (os - rs).abs() <= tol,
-            "{qid} rank {}: score {os} vs {rs}",
-            r + 1
-        );
+        assert!((os - rs).abs() <= tol, "{qid} rank {}: score {os} vs {rs}", r + 1);
         if oid != rid {
             let tied = match ref_score.get(oid.as_str()) {
                 Some(s) => (s - rs).abs() <= tol,
                 None => (rs - last).abs() <= tol,
             };
-            assert!(
-                tied,
-                "{qid} rank {}: {oid} instead of {rid} and they are not tied",
-                r + 1
-            );
+            assert!(tied, "{qid} rank {}: {oid} instead of {rid} and they are not tied", r + 1);
         }
     }
 }
@@ -66,8 +56,7 @@ fn exact_search_reproduces_the_reference_top100() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let r = tessera_cli::commands::ingest(&db, "deb", &data.join("corpus"), &mut std::io::sink())
-        .unwrap();
+    let r = tessera_cli::commands::ingest(&db, "deb", &data.join("corpus"), None, &mut std::io::sink()).unwrap();
     assert_eq!(r.docs, 2600);
     let c = db.collection("deb").unwrap();
     let reference = read_run(&data.join("exact_top100.run"));
@@ -75,11 +64,8 @@ fn exact_search_reproduces_the_reference_top100() {
     let mut n = 0;
     let mut corpus: Option<Vec<(String, Vec<f32>)>> = None;
     while let Some(q) = queries.next_doc().unwrap() {
-        let hits = c.search(&q.tokens, 100).unwrap();
-        let ours: Vec<(String, f64)> = hits
-            .iter()
-            .map(|h| (h.id.clone(), h.score as f64))
-            .collect();
+        let hits = c.search_with(&q.tokens, &SearchParams::exact(100)).unwrap();
+        let ours: Vec<(String, f64)> = hits.iter().map(|h| (h.id.clone(), h.score as f64)).collect();
         assert_same_ranking(&q.id, &ours, &reference[&q.id], 1e-3);
         if n % 100 == 0 {
             // Independent check: naive f64 MaxSim over every stored document.
@@ -87,28 +73,17 @@ fn exact_search_reproduces_the_reference_top100() {
                 let mut all = BulkReader::open(&data.join("corpus"), "docs.jsonl").unwrap();
                 let mut v = Vec::new();
                 while let Some(d) = all.next_doc().unwrap() {
-                    let t = c
-                        .get(&d.id)
-                        .unwrap()
-                        .unwrap()
-                        .tokens
-                        .iter()
-                        .map(|x| x.to_f32())
-                        .collect();
+                    let t = c.get(&d.id).unwrap().unwrap().tokens.iter().map(|x| x.to_f32()).collect();
                     v.push((d.id, t));
                 }
                 v
             });
             let qv = match &q.tokens {
-                tessera::Tokens::F16 { data, .. } => {
-                    data.iter().map(|x| x.to_f32()).collect::<Vec<_>>()
-                }
+                tessera::Tokens::F16 { data, .. } => data.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
                 tessera::Tokens::F32 { data, .. } => data.clone(),
             };
-            let mut naive: Vec<(String, f64)> = docs
-                .iter()
-                .map(|(id, t)| (id.clone(), maxsim_f64(&qv, t, 128)))
-                .collect();
+            let mut naive: Vec<(String, f64)> =
+                docs.iter().map(|(id, t)| (id.clone(), maxsim_f64(&qv, t, 128))).collect();
             naive.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             naive.truncate(100);
             assert_same_ranking(&q.id, &ours, &naive, 1e-3);

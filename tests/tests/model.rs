@@ -48,18 +48,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // Later duplicates in one batch are rejected by the engine; keep the first.
                 let mut seen = std::collections::BTreeSet::new();
                 let items: Vec<_> = items.iter().filter(|(i, _)| seen.insert(*i)).collect();
-                let docs: Vec<_> = items
-                    .iter()
-                    .map(|(i, v)| doc_for(&format!("k{i}"), *v))
-                    .collect();
+                let docs: Vec<_> = items.iter().map(|(i, v)| doc_for(&format!("k{i}"), *v)).collect();
                 c.upsert(&docs).unwrap();
                 for (i, v) in items {
                     model.insert(format!("k{i}"), *v);
                 }
             }
             Op::Delete(ids) => {
-                let ids: std::collections::BTreeSet<String> =
-                    ids.iter().map(|i| format!("k{i}")).collect();
+                let ids: std::collections::BTreeSet<String> = ids.iter().map(|i| format!("k{i}")).collect();
                 let ids: Vec<String> = ids.into_iter().collect();
                 let existed = c.delete(&ids).unwrap();
                 let want = ids.iter().filter(|id| model.remove(*id).is_some()).count();
@@ -74,19 +70,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Search(seed, k) => {
                 let q = f32s(&tokens_for("q", *seed));
-                let got = c
-                    .search(
-                        &Tokens::F32 {
-                            data: q.clone(),
-                            dim: DIM,
-                        },
-                        *k,
-                    )
-                    .unwrap();
-                let mut want: Vec<f64> = model
-                    .iter()
-                    .map(|(id, v)| maxsim_f64(&q, &f32s(&tokens_for(id, *v)), DIM))
-                    .collect();
+                let got = c.search(&Tokens::F32 { data: q.clone(), dim: DIM }, *k).unwrap();
+                let mut want: Vec<f64> =
+                    model.iter().map(|(id, v)| maxsim_f64(&q, &f32s(&tokens_for(id, *v)), DIM)).collect();
                 want.sort_by(|a, b| b.total_cmp(a));
                 want.truncate(*k);
                 prop_assert_eq!(got.len(), want.len());

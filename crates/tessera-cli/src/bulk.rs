@@ -37,10 +37,7 @@ fn npy_header(path: &Path, bytes: &[u8]) -> Result<(npyz::NpyHeader, usize)> {
     let h = npyz::NpyHeader::from_reader(&mut rest)
         .map_err(|e| format!("{}: not a valid .npy file: {e}", path.display()))?;
     if h.order() != npyz::Order::C {
-        return err(format!(
-            "{}: Fortran-order arrays are not supported; save with C order",
-            path.display()
-        ));
+        return err(format!("{}: Fortran-order arrays are not supported; save with C order", path.display()));
     }
     Ok((h, bytes.len() - rest.len()))
 }
@@ -58,18 +55,11 @@ impl NpyMatrix {
             "<f2" => Dtype::F16,
             "<f4" => Dtype::F32,
             d => {
-                return err(format!(
-                    "{}: dtype {d} unsupported; use little-endian float16 or float32",
-                    path.display()
-                ));
+                return err(format!("{}: dtype {d} unsupported; use little-endian float16 or float32", path.display()));
             }
         };
         let &[rows, cols] = h.shape() else {
-            return err(format!(
-                "{}: expected a 2-D array, got shape {:?}",
-                path.display(),
-                h.shape()
-            ));
+            return err(format!("{}: expected a 2-D array, got shape {:?}", path.display(), h.shape()));
         };
         let (rows, cols) = (rows as usize, cols as usize);
         let width = if dtype == Dtype::F16 { 2 } else { 4 };
@@ -81,13 +71,7 @@ impl NpyMatrix {
                 rows * cols * width
             ));
         }
-        Ok(Self {
-            mmap,
-            data_at,
-            rows,
-            cols,
-            dtype,
-        })
+        Ok(Self { mmap, data_at, rows, cols, dtype })
     }
 
     /// Rows `a..b` as a token tensor (copied: the engine takes ownership).
@@ -96,17 +80,11 @@ impl NpyMatrix {
         match self.dtype {
             Dtype::F16 => {
                 let raw = &bytes[a * self.cols * 2..b * self.cols * 2];
-                Tokens::F16 {
-                    data: bytemuck::pod_collect_to_vec::<u8, f16>(raw),
-                    dim: self.cols,
-                }
+                Tokens::F16 { data: bytemuck::pod_collect_to_vec::<u8, f16>(raw), dim: self.cols }
             }
             Dtype::F32 => {
                 let raw = &bytes[a * self.cols * 4..b * self.cols * 4];
-                Tokens::F32 {
-                    data: bytemuck::pod_collect_to_vec::<u8, f32>(raw),
-                    dim: self.cols,
-                }
+                Tokens::F32 { data: bytemuck::pod_collect_to_vec::<u8, f32>(raw), dim: self.cols }
             }
         }
     }
@@ -117,22 +95,13 @@ pub fn read_offsets(path: &Path) -> Result<Vec<u64>> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (h, at) = npy_header(path, &bytes)?;
     let &[n] = h.shape() else {
-        return err(format!(
-            "{}: expected a 1-D array, got shape {:?}",
-            path.display(),
-            h.shape()
-        ));
+        return err(format!("{}: expected a 1-D array, got shape {:?}", path.display(), h.shape()));
     };
     let data = &bytes[at..];
     if data.len() != n as usize * 8 {
-        return err(format!(
-            "{}: data size does not match shape",
-            path.display()
-        ));
+        return err(format!("{}: data size does not match shape", path.display()));
     }
-    let words = data
-        .chunks_exact(8)
-        .map(|c| <[u8; 8]>::try_from(c).expect("8 bytes"));
+    let words = data.chunks_exact(8).map(|c| <[u8; 8]>::try_from(c).expect("8 bytes"));
     let v: Vec<u64> = match h.dtype().descr().trim_matches('\'') {
         "<u8" => words.map(u64::from_le_bytes).collect(),
         "<i8" => {
@@ -143,21 +112,14 @@ pub fn read_offsets(path: &Path) -> Result<Vec<u64>> {
             v.into_iter().map(|x| x as u64).collect()
         }
         d => {
-            return err(format!(
-                "{}: dtype {d} unsupported; use int64 or uint64",
-                path.display()
-            ));
+            return err(format!("{}: dtype {d} unsupported; use int64 or uint64", path.display()));
         }
     };
     if v.first() != Some(&0) {
         return err(format!("{}: offsets must start at 0", path.display()));
     }
     if let Some(p) = v.windows(2).position(|w| w[1] < w[0]) {
-        return err(format!(
-            "{}: offsets decrease at index {}",
-            path.display(),
-            p + 1
-        ));
+        return err(format!("{}: offsets decrease at index {}", path.display(), p + 1));
     }
     Ok(v)
 }
@@ -198,13 +160,7 @@ impl BulkReader {
                 tokens.rows
             ));
         }
-        Ok(Self {
-            jsonl,
-            lines: BufReader::new(f).lines(),
-            line_no: 0,
-            tokens,
-            offsets,
-        })
+        Ok(Self { jsonl, lines: BufReader::new(f).lines(), line_no: 0, tokens, offsets })
     }
 
     pub fn n_docs(&self) -> usize {
@@ -233,10 +189,7 @@ impl BulkReader {
         let line = line.map_err(|e| format!("{at}: {e}"))?;
         let i = self.line_no - 1;
         if i >= self.n_docs() {
-            return err(format!(
-                "{at}: more records than offsets.npy describes ({})",
-                self.n_docs()
-            ));
+            return err(format!("{at}: more records than offsets.npy describes ({})", self.n_docs()));
         }
         let r: Record = serde_json::from_str(&line).map_err(|e| format!("{at}: {e}"))?;
         let id = match r.id {
@@ -250,29 +203,20 @@ impl BulkReader {
             (Some(serde_json::Value::Object(mut p)), false) => {
                 for (k, v) in r.extra {
                     if p.contains_key(&k) {
-                        return err(format!(
-                            "{at}: field {k:?} is both a top-level field and a payload field"
-                        ));
+                        return err(format!("{at}: field {k:?} is both a top-level field and a payload field"));
                     }
                     p.insert(k, v);
                 }
                 Some(serde_json::Value::Object(p))
             }
             (Some(_), false) => {
-                return err(format!(
-                    "{at}: payload must be an object when the record has other fields"
-                ));
+                return err(format!("{at}: payload must be an object when the record has other fields"));
             }
         };
         let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         if a == b {
             return err(format!("{at}: document {id:?} has no tokens"));
         }
-        Ok(Some(Document {
-            id,
-            tokens: self.tokens.tokens(a, b),
-            text: r.text,
-            payload,
-        }))
+        Ok(Some(Document { id, tokens: self.tokens.tokens(a, b), text: r.text, payload }))
     }
 }

@@ -5,7 +5,7 @@ use crate::synth;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tessera::{CollectionConfig, Database, Document};
+use tessera::{CollectionConfig, Database, Document, IndexConfig, SearchParams};
 
 /// Documents per write batch, and the token bytes at which a batch is cut early.
 const BATCH_DOCS: usize = 512;
@@ -24,16 +24,19 @@ fn doc_values(d: &Document) -> usize {
     }
 }
 
-/// Streams a bulk-format folder into `collection` (created with the data's dim if absent).
+/// Streams a bulk-format folder into `collection`. If the collection does
+/// not exist it is created with the data's dim and the coarse `index`.
 pub fn ingest(
     db: &Database,
     collection: &str,
     data: &Path,
+    index: Option<IndexConfig>,
     progress: &mut dyn Write,
 ) -> Result<IngestReport> {
     let start = Instant::now();
     let mut reader = BulkReader::open(data, "docs.jsonl")?;
-    let c = db.open_or_create_collection(collection, CollectionConfig::new(reader.dim()))?;
+    let config = CollectionConfig { index, ..CollectionConfig::new(reader.dim()) };
+    let c = db.open_or_create_collection(collection, config)?;
     let total = reader.n_docs();
     let (mut docs, mut tokens, mut batch, mut batch_bytes) = (0, 0, Vec::new(), 0);
     let mut last_report = Instant::now();
@@ -47,10 +50,7 @@ pub fn ingest(
         if (done && !batch.is_empty()) || batch.len() >= BATCH_DOCS || batch_bytes >= BATCH_BYTES {
             c.upsert(&batch)?;
             docs += batch.len();
-            tokens += batch
-                .iter()
-                .map(|d| doc_values(d) / reader.dim())
-                .sum::<usize>();
+            tokens += batch.iter().map(|d| doc_values(d) / reader.dim()).sum::<usize>();
             batch.clear();
             batch_bytes = 0;
             if last_report.elapsed() > Duration::from_secs(2) {
@@ -67,11 +67,7 @@ pub fn ingest(
         }
     }
     c.flush()?;
-    Ok(IngestReport {
-        docs,
-        tokens,
-        elapsed: start.elapsed(),
-    })
+    Ok(IngestReport { docs, tokens, elapsed: start.elapsed() })
 }
 
 pub struct SearchReport {
@@ -83,9 +79,7 @@ impl SearchReport {
     pub fn percentile(&self, p: f64) -> Duration {
         let mut l = self.latencies.clone();
         l.sort();
-        l.get(((l.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
+        l.get(((l.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
     }
 }
 
@@ -95,7 +89,7 @@ pub fn search(
     db: &Database,
     collection: &str,
     queries: &Path,
-    k: usize,
+    params: &SearchParams,
     run: &mut dyn Write,
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
@@ -103,26 +97,14 @@ pub fn search(
     let mut latencies = Vec::with_capacity(reader.n_docs());
     while let Some(q) = reader.next_doc()? {
         let t = Instant::now();
-        let hits = c
-            .search(&q.tokens, k)
-            .map_err(|e| format!("query {:?}: {e}", q.id))?;
+        let hits = c.search_with(&q.tokens, params).map_err(|e| format!("query {:?}: {e}", q.id))?;
         latencies.push(t.elapsed());
         for (rank, h) in hits.iter().enumerate() {
-            writeln!(
-                run,
-                "{} Q0 {} {} {:.6} tessera",
-                q.id,
-                h.id,
-                rank + 1,
-                h.score
-            )?;
+            writeln!(run, "{} Q0 {} {} {:.6} tessera", q.id, h.id, rank + 1, h.score)?;
         }
     }
     run.flush()?;
-    Ok(SearchReport {
-        queries: latencies.len(),
-        latencies,
-    })
+    Ok(SearchReport { queries: latencies.len(), latencies })
 }
 
 /// Prints every collection's sizes.
@@ -143,11 +125,7 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "path": db.path(), "collections": v })
-        )?;
+        writeln!(out, "{}", serde_json::json!({ "path": db.path(), "collections": v }))?;
         return Ok(());
     }
     writeln!(out, "database {}", db.path().display())?;
@@ -184,14 +162,7 @@ pub struct DemoOptions {
 /// and the time taken. Returns how many queries ranked their source first.
 pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize> {
     let t = Instant::now();
-    let corpus = synth::corpus(
-        o.docs,
-        o.avg_tokens,
-        o.dim,
-        o.queries,
-        o.query_tokens,
-        o.seed,
-    );
+    let corpus = synth::corpus(o.docs, o.avg_tokens, o.dim, o.queries, o.query_tokens, o.seed);
     let n_tokens: usize = corpus.docs.iter().map(|d| doc_values(d) / o.dim).sum();
     writeln!(
         out,
@@ -224,20 +195,9 @@ pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize
         let want = &corpus.docs[*src].id;
         first += (hits.first().map(|h| &h.id) == Some(want)) as usize;
         if qi < 3 {
-            writeln!(
-                out,
-                "\nquery {qi} ({} tokens, made from {want}):",
-                o.query_tokens
-            )?;
+            writeln!(out, "\nquery {qi} ({} tokens, made from {want}):", o.query_tokens)?;
             for (r, h) in hits.iter().take(5).enumerate() {
-                writeln!(
-                    out,
-                    "  {}. {}  score {:.4}  {}",
-                    r + 1,
-                    h.id,
-                    h.score,
-                    h.text.as_deref().unwrap_or("")
-                )?;
+                writeln!(out, "  {}. {}  score {:.4}  {}", r + 1, h.id, h.score, h.text.as_deref().unwrap_or(""))?;
             }
         }
     }
@@ -252,10 +212,6 @@ pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize
         ms(lat[(lat.len() - 1) * 99 / 100]),
         lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64()
     )?;
-    writeln!(
-        out,
-        "source document ranked first for {first}/{} queries",
-        lat.len()
-    )?;
+    writeln!(out, "source document ranked first for {first}/{} queries", lat.len())?;
     Ok(first)
 }

@@ -35,7 +35,8 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
             [qid, _, doc, rel] => (qid, doc, rel),
             _ => return Err(format!("{}:{}: expected 3 (BEIR) or 4 (TREC) fields", path.display(), n + 1).into()),
         };
-        let rel: f64 = rel.parse().map_err(|_| format!("{}:{}: judgment {rel:?} is not a number", path.display(), n + 1))?;
+        let rel: f64 =
+            rel.parse().map_err(|_| format!("{}:{}: judgment {rel:?} is not a number", path.display(), n + 1))?;
         q.entry(qid.to_string()).or_default().insert(doc.to_string(), rel);
     }
     Ok(q)
@@ -123,7 +124,8 @@ pub fn recall_against(run: &Run, reference: &Run, k: usize) -> f64 {
         if want.is_empty() {
             continue;
         }
-        let got: std::collections::HashSet<&String> = run.get(qid).map(|v| v[..v.len().min(k)].iter().collect()).unwrap_or_default();
+        let got: std::collections::HashSet<&String> =
+            run.get(qid).map(|v| v[..v.len().min(k)].iter().collect()).unwrap_or_default();
         total += want.iter().filter(|d| got.contains(d)).count() as f64 / want.len() as f64;
         n += 1;
     }

@@ -8,6 +8,7 @@
 //! | [`commands`] | demo, ingest, search, info |
 //! | [`eval`] | retrieval metrics over TREC runs and qrels |
 
+pub mod bench;
 pub mod bulk;
 pub mod commands;
 pub mod eval;

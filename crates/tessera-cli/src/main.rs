@@ -3,16 +3,12 @@
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::Database;
+use tessera::{Database, IndexConfig, SearchParams};
 use tessera_cli::bulk::Result;
 use tessera_cli::commands;
 
 #[derive(Parser)]
-#[command(
-    name = "tessera",
-    version,
-    about = "Tessera: late-interaction (MaxSim) vector database"
-)]
+#[command(name = "tessera", version, about = "Tessera: late-interaction (MaxSim) vector database")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -47,6 +43,9 @@ enum Cmd {
         #[arg(long)]
         collection: String,
         data: PathBuf,
+        /// Coarse index of a new collection: muvera, pooled, or none (every search exact).
+        #[arg(long, value_enum, default_value = "muvera")]
+        index: IndexKind,
     },
     /// Search with every query of a bulk-format folder; write a TREC run file.
     Search {
@@ -62,6 +61,8 @@ enum Cmd {
         /// Output run file (`-` for stdout).
         #[arg(long)]
         run: PathBuf,
+        #[command(flatten)]
+        stage: StageArgs,
     },
     /// Benchmarks (one JSON line per run).
     Bench {
@@ -75,6 +76,48 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IndexKind {
+    Muvera,
+    Pooled,
+    None,
+}
+
+impl IndexKind {
+    fn config(self) -> Option<IndexConfig> {
+        match self {
+            IndexKind::Muvera => Some(IndexConfig::muvera()),
+            IndexKind::Pooled => Some(IndexConfig::pooled()),
+            IndexKind::None => None,
+        }
+    }
+}
+
+/// How the search runs: two-stage (coarse candidates, exact rerank) or exact.
+#[derive(clap::Args)]
+struct StageArgs {
+    /// Candidates the coarse stage hands to the exact MaxSim rerank.
+    #[arg(long, default_value_t = tessera::DEFAULT_CANDIDATES)]
+    candidates: usize,
+    /// HNSW beam width (default: the number of candidates).
+    #[arg(long)]
+    ef: Option<usize>,
+    /// Score every document exactly (no coarse stage).
+    #[arg(long)]
+    exact: bool,
+}
+
+impl StageArgs {
+    fn params(&self, k: usize) -> SearchParams {
+        let p = if self.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
+        let p = p.with_candidates(self.candidates);
+        match self.ef {
+            Some(ef) => p.with_ef(ef),
+            None => p,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -93,21 +136,35 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Two-stage search against exact search on a collection: recall@k of the
+    /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
+    Search {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        collection: String,
+        #[arg(long)]
+        queries: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Candidate counts to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [50usize, 100, 200, 400])]
+        candidates: Vec<usize>,
+        #[arg(long)]
+        ef: Option<usize>,
+        /// Relevance judgments (BEIR tsv or TREC qrels) for MRR@10 and nDCG@10.
+        #[arg(long)]
+        qrels: Option<PathBuf>,
+        /// One JSON object per setting instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Demo {
-            db,
-            docs,
-            avg_tokens,
-            dim,
-            queries,
-            query_tokens,
-            k,
-            seed,
-        } => {
+        Cmd::Demo { db, docs, avg_tokens, dim, queries, query_tokens, k, seed } => {
             let tmp;
             let path = match db {
                 Some(p) => p,
@@ -117,24 +174,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let db = Database::open(&path)?;
-            let o = commands::DemoOptions {
-                docs,
-                avg_tokens,
-                dim,
-                queries,
-                query_tokens,
-                k,
-                seed,
-            };
+            let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
             commands::demo(&db, &o, stdout)?;
         }
-        Cmd::Ingest {
-            db,
-            collection,
-            data,
-        } => {
+        Cmd::Ingest { db, collection, data, index } => {
             let db = Database::open(&db)?;
-            let r = commands::ingest(&db, &collection, &data, &mut std::io::stderr())?;
+            let r = commands::ingest(&db, &collection, &data, index.config(), &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
                 stdout,
@@ -145,13 +190,7 @@ fn run(cli: Cli) -> Result<()> {
                 r.tokens as f64 / s
             )?;
         }
-        Cmd::Search {
-            db,
-            collection,
-            queries,
-            k,
-            run,
-        } => {
+        Cmd::Search { db, collection, queries, k, run, stage } => {
             let db = Database::open(&db)?;
             let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
                 Box::new(std::io::stdout())
@@ -160,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::File::create(&run).map_err(|e| format!("{}: {e}", run.display()))?,
                 ))
             };
-            let r = commands::search(&db, &collection, &queries, k, &mut out)?;
+            let r = commands::search(&db, &collection, &queries, &stage.params(k), &mut out)?;
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             eprintln!(
                 "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms, {:.0} queries/s",
@@ -170,21 +209,11 @@ fn run(cli: Cli) -> Result<()> {
                 r.queries as f64 / total.max(1e-9)
             );
         }
-        Cmd::Bench {
-            what:
-                BenchCmd::Maxsim {
-                    query_tokens,
-                    doc_tokens,
-                    dim,
-                    docs,
-                    threads,
-                },
-        } => {
+        Cmd::Bench { what: BenchCmd::Maxsim { query_tokens, doc_tokens, dim, docs, threads } } => {
             if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
                 return Err("every size must be at least 1".into());
             }
-            let r =
-                tessera_kernels::bench::bench_maxsim(query_tokens, doc_tokens, dim, docs, threads);
+            let r = tessera_kernels::bench::bench_maxsim(query_tokens, doc_tokens, dim, docs, threads);
             let v = serde_json::json!({
                 "bench": "maxsim", "kernel": r.kernel, "query_tokens": r.query_tokens, "doc_tokens": r.doc_tokens,
                 "dim": r.dim, "docs": r.docs, "threads": r.threads,
@@ -197,6 +226,11 @@ fn run(cli: Cli) -> Result<()> {
                 "max_abs_diff_vs_pairwise": r.max_abs_diff,
             });
             writeln!(stdout, "{v}")?;
+        }
+        Cmd::Bench { what: BenchCmd::Search { db, collection, queries, k, candidates, ef, qrels, json } } => {
+            let db = Database::open(&db)?;
+            let o = tessera_cli::bench::SearchBench { collection, queries, k, candidates, ef, qrels };
+            tessera_cli::bench::search(&db, &o, json, stdout)?;
         }
         Cmd::Info { db, json } => {
             let db = Database::open(&db)?;

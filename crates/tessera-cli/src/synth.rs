@@ -71,10 +71,7 @@ pub fn corpus(
         })
         .collect();
     let token = |rng: &mut Rng, c: usize, noise: f32| {
-        let mut t: Vec<f32> = centroids[c]
-            .iter()
-            .map(|x| x + noise * rng.gauss() / (dim as f32).sqrt())
-            .collect();
+        let mut t: Vec<f32> = centroids[c].iter().map(|x| x + noise * rng.gauss() / (dim as f32).sqrt()).collect();
         normalize(&mut t);
         t
     };
@@ -104,10 +101,8 @@ pub fn corpus(
             let data: Vec<f32> = (0..query_tokens)
                 .flat_map(|_| {
                     let r = rng.below(rows);
-                    let mut t: Vec<f32> = d[r * dim..(r + 1) * dim]
-                        .iter()
-                        .map(|x| x + 0.3 * rng.gauss() / (dim as f32).sqrt())
-                        .collect();
+                    let mut t: Vec<f32> =
+                        d[r * dim..(r + 1) * dim].iter().map(|x| x + 0.3 * rng.gauss() / (dim as f32).sqrt()).collect();
                     normalize(&mut t);
                     t
                 })
@@ -119,22 +114,10 @@ pub fn corpus(
 }
 
 /// Writes a 1-D or 2-D little-endian .npy file (`descr` is e.g. `<f2`, `<f4`, `<u8`).
-pub fn write_npy(
-    path: &std::path::Path,
-    descr: &str,
-    shape: &[usize],
-    data: &[u8],
-) -> std::io::Result<()> {
+pub fn write_npy(path: &std::path::Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result<()> {
     let shape_s = match shape {
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
     // Magic (6) + version (2) + length (2) + dict + '\n' is padded to a multiple of 64.
@@ -150,11 +133,7 @@ pub fn write_npy(
 }
 
 /// Writes documents as a bulk-format folder (`jsonl_name`, tokens.npy as f16, offsets.npy as uint64).
-pub fn write_bulk(
-    dir: &std::path::Path,
-    jsonl_name: &str,
-    docs: &[Document],
-) -> std::io::Result<()> {
+pub fn write_bulk(dir: &std::path::Path, jsonl_name: &str, docs: &[Document]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let dim = docs.first().map_or(1, |d| d.tokens.dim());
     let mut lines = String::new();
@@ -171,24 +150,12 @@ pub fn write_bulk(
         lines.push_str(&rec.to_string());
         lines.push('\n');
         match &d.tokens {
-            Tokens::F32 { data, .. } => {
-                tokens.extend(data.iter().map(|&x| tessera::f16::from_f32(x)))
-            }
+            Tokens::F32 { data, .. } => tokens.extend(data.iter().map(|&x| tessera::f16::from_f32(x))),
             Tokens::F16 { data, .. } => tokens.extend_from_slice(data),
         }
         offsets.push((tokens.len() / dim) as u64);
     }
     std::fs::write(dir.join(jsonl_name), lines)?;
-    write_npy(
-        &dir.join("tokens.npy"),
-        "<f2",
-        &[tokens.len() / dim, dim],
-        bytemuck::cast_slice(&tokens),
-    )?;
-    write_npy(
-        &dir.join("offsets.npy"),
-        "<u8",
-        &[offsets.len()],
-        bytemuck::cast_slice(&offsets),
-    )
+    write_npy(&dir.join("tokens.npy"), "<f2", &[tokens.len() / dim, dim], bytemuck::cast_slice(&tokens))?;
+    write_npy(&dir.join("offsets.npy"), "<u8", &[offsets.len()], bytemuck::cast_slice(&offsets))
 }

@@ -9,28 +9,18 @@ use tessera_cli::synth;
 use tessera_kernels::reference::maxsim_f64;
 
 fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("run tessera")
+    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
 }
 
 fn ok(args: &[&str]) -> String {
     let o = tessera(args);
-    assert!(
-        o.status.success(),
-        "tessera {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
 
 fn f32s(t: &Tokens) -> Vec<f32> {
     match t {
-        Tokens::F32 { data, .. } => data
-            .iter()
-            .map(|&x| tessera::f16::from_f32(x).to_f32())
-            .collect(),
+        Tokens::F32 { data, .. } => data.iter().map(|&x| tessera::f16::from_f32(x).to_f32()).collect(),
         Tokens::F16 { data, .. } => data.iter().map(|x| x.to_f32()).collect(),
     }
 }
@@ -39,53 +29,29 @@ fn f32s(t: &Tokens) -> Vec<f32> {
 fn demo_runs_and_finds_the_source_documents() {
     let out = ok(&["demo", "--docs", "400", "--queries", "20", "--dim", "32"]);
     assert!(out.contains("source document ranked first for"), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("source document ranked first"))
-        .unwrap();
-    let found: usize = line
-        .split_whitespace()
-        .nth(5)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let line = out.lines().find(|l| l.starts_with("source document ranked first")).unwrap();
+    let found: usize = line.split_whitespace().nth(5).unwrap().split('/').next().unwrap().parse().unwrap();
     assert!(found >= 18, "{line}");
 }
 
 #[test]
 fn ingest_info_search_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, qdir, db) = (
-        tmp.path().join("data"),
-        tmp.path().join("queries"),
-        tmp.path().join("db"),
-    );
+    let (data, qdir, db) = (tmp.path().join("data"), tmp.path().join("queries"), tmp.path().join("db"));
     let dim = 24;
     let c = synth::corpus(300, 12, dim, 8, 5, 3);
     synth::write_bulk(&data, "docs.jsonl", &c.docs).unwrap();
-    let queries: Vec<_> = c
-        .queries
-        .iter()
-        .enumerate()
-        .map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone()))
-        .collect();
+    let queries: Vec<_> =
+        c.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
     synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
     let out = ok(&["ingest", "--db", &s(&db), "--collection", "c", &s(&data)]);
     assert!(out.contains("ingested 300 documents"), "{out}");
-    let info: serde_json::Value =
-        serde_json::from_str(&ok(&["info", "--db", &s(&db), "--json"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", &s(&db), "--json"])).unwrap();
     let col = &info["collections"][0];
     assert_eq!(
-        (
-            col["name"].as_str(),
-            col["documents"].as_u64(),
-            col["dim"].as_u64()
-        ),
+        (col["name"].as_str(), col["documents"].as_u64(), col["dim"].as_u64()),
         (Some("c"), Some(300), Some(dim as u64))
     );
     let total_tokens: usize = c.docs.iter().map(|d| f32s(&d.tokens).len() / dim).sum();
@@ -93,39 +59,27 @@ fn ingest_info_search_round_trip() {
     assert!(ok(&["info", "--db", &s(&db)]).contains("c "));
 
     let run = tmp.path().join("run.txt");
-    ok(&[
-        "search",
-        "--db",
-        &s(&db),
-        "--collection",
-        "c",
-        "--queries",
-        &s(&qdir),
-        "--k",
-        "7",
-        "--run",
-        &s(&run),
-    ]);
-    let run = std::fs::read_to_string(run).unwrap();
+    let (db_s, q_s, run_s) = (s(&db), s(&qdir), s(&run));
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", "--db", &db_s, "--collection", "c", "--queries", &q_s, "--k", "7", "--run", &run_s];
+        args.extend_from_slice(extra);
+        ok(&args);
+        std::fs::read_to_string(&run).unwrap()
+    };
+    let exact = search(&["--exact"]);
+    // Two-stage with at least as many candidates as documents gives the exact ranking.
+    assert_eq!(search(&["--candidates", "300"]), exact);
+    let run = exact;
     for (i, q) in queries.iter().enumerate() {
         let qv = f32s(&q.tokens);
-        let mut want: Vec<(f64, &str)> = c
-            .docs
-            .iter()
-            .map(|d| (maxsim_f64(&qv, &f32s(&d.tokens), dim), d.id.as_str()))
-            .collect();
+        let mut want: Vec<(f64, &str)> =
+            c.docs.iter().map(|d| (maxsim_f64(&qv, &f32s(&d.tokens), dim), d.id.as_str())).collect();
         want.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let got: Vec<Vec<&str>> = run
-            .lines()
-            .map(|l| l.split(' ').collect::<Vec<_>>())
-            .filter(|f| f[0] == format!("q{i}"))
-            .collect();
+        let got: Vec<Vec<&str>> =
+            run.lines().map(|l| l.split(' ').collect::<Vec<_>>()).filter(|f| f[0] == format!("q{i}")).collect();
         assert_eq!(got.len(), 7);
         for (r, (f, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(
-                (f[1], f[3], f[5]),
-                ("Q0", (r + 1).to_string().as_str(), "tessera")
-            );
+            assert_eq!((f[1], f[3], f[5]), ("Q0", (r + 1).to_string().as_str(), "tessera"));
             assert_eq!(f[2], w.1, "query q{i} rank {}", r + 1);
             assert!((f[4].parse::<f64>().unwrap() - w.0).abs() < 1e-3);
         }
@@ -151,32 +105,15 @@ fn malformed_input_names_file_and_line() {
     assert!(err.contains("docs.jsonl:3"), "{err}");
 
     // One record too few for offsets.npy.
-    std::fs::write(
-        &jsonl,
-        good.lines().take(4).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
+    std::fs::write(&jsonl, good.lines().take(4).collect::<Vec<_>>().join("\n") + "\n").unwrap();
     let o = tessera(&["ingest", "--db", &s(&db), "--collection", "c", &s(&data)]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr)
-            .contains("4 records but offsets.npy describes 5 documents")
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("4 records but offsets.npy describes 5 documents"));
 
     // Missing tokens file, unknown collection, wrong dim.
     std::fs::remove_file(data.join("tokens.npy")).unwrap();
     let o = tessera(&["ingest", "--db", &s(&db), "--collection", "c", &s(&data)]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("tokens.npy"));
-    let o = tessera(&[
-        "search",
-        "--db",
-        &s(&db),
-        "--collection",
-        "nope",
-        "--queries",
-        &s(&data),
-        "--run",
-        "-",
-    ]);
+    let o = tessera(&["search", "--db", &s(&db), "--collection", "nope", "--queries", &s(&data), "--run", "-"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown collection \"nope\""));
 }
 

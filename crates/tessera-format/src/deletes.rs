@@ -26,11 +26,7 @@ pub struct DeletionVector {
 
 impl DeletionVector {
     pub fn new(segment_id: u64, n_rows: u64) -> Self {
-        Self {
-            segment_id,
-            n_rows,
-            words: vec![0; n_rows.div_ceil(64) as usize],
-        }
+        Self { segment_id, n_rows, words: vec![0; n_rows.div_ceil(64) as usize] }
     }
 
     #[inline]
@@ -71,27 +67,15 @@ impl DeletionVector {
         let n_deleted = r.u64("deleted count")?;
         let n_words = n_rows.div_ceil(64);
         if r.remaining() as u64 != n_words * 8 {
-            return Err(corrupted(
-                base + r.pos(),
-                format!("bitmap must hold {n_words} words"),
-            ));
+            return Err(corrupted(base + r.pos(), format!("bitmap must hold {n_words} words")));
         }
-        let words: Vec<u64> = (0..n_words)
-            .map(|_| r.u64("bitmap word"))
-            .collect::<Result<_>>()?;
-        let dv = Self {
-            segment_id,
-            n_rows,
-            words,
-        };
+        let words: Vec<u64> = (0..n_words).map(|_| r.u64("bitmap word")).collect::<Result<_>>()?;
+        let dv = Self { segment_id, n_rows, words };
         if n_rows % 64 != 0 && dv.words.last().is_some_and(|w| w >> (n_rows % 64) != 0) {
             return Err(corrupted(bytes.len() - 8, "bits set past the last row"));
         }
         if dv.count() != n_deleted {
-            return Err(corrupted(
-                base + 16,
-                "deleted count does not match the bitmap",
-            ));
+            return Err(corrupted(base + 16, "deleted count does not match the bitmap"));
         }
         Ok(dv)
     }

@@ -39,10 +39,7 @@ pub fn encode(magic: &[u8; 8], major: u16, minor: u16, body: &[u8]) -> Vec<u8> {
 pub fn decode<'a>(bytes: &'a [u8], magic: &[u8; 8], major: u16) -> Result<(u16, &'a [u8])> {
     let mut r = Reader::new(bytes, 0);
     if &r.array::<8>("magic")? != magic {
-        return Err(corrupted(
-            0,
-            format!("bad magic (expected {:?})", String::from_utf8_lossy(magic)),
-        ));
+        return Err(corrupted(0, format!("bad magic (expected {:?})", String::from_utf8_lossy(magic))));
     }
     let (maj, min) = (r.u16("major version")?, r.u16("minor version")?);
     r.u32("reserved")?;
@@ -53,19 +50,12 @@ pub fn decode<'a>(bytes: &'a [u8], magic: &[u8; 8], major: u16) -> Result<(u16, 
         return Err(corrupted(28, "header checksum mismatch"));
     }
     if maj != major {
-        return Err(FormatError::UnsupportedVersion {
-            major: maj,
-            minor: min,
-            supported: major,
-        });
+        return Err(FormatError::UnsupportedVersion { major: maj, minor: min, supported: major });
     }
     if body_len != (bytes.len() - HEADER_LEN) as u64 {
         return Err(corrupted(
             16,
-            format!(
-                "body length {body_len} but file holds {} body bytes",
-                bytes.len() - HEADER_LEN
-            ),
+            format!("body length {body_len} but file holds {} body bytes", bytes.len() - HEADER_LEN),
         ));
     }
     let body = &bytes[HEADER_LEN..];
@@ -82,17 +72,11 @@ mod tests {
     #[test]
     fn round_trip_and_every_flipped_byte_is_caught() {
         let enc = encode(b"TESTMAGC", 1, 3, b"hello body");
-        assert_eq!(
-            decode(&enc, b"TESTMAGC", 1).unwrap(),
-            (3, &b"hello body"[..])
-        );
+        assert_eq!(decode(&enc, b"TESTMAGC", 1).unwrap(), (3, &b"hello body"[..]));
         for i in 0..enc.len() {
             let mut bad = enc.clone();
             bad[i] ^= 0x40;
-            assert!(
-                decode(&bad, b"TESTMAGC", 1).is_err(),
-                "flip at {i} not detected"
-            );
+            assert!(decode(&bad, b"TESTMAGC", 1).is_err(), "flip at {i} not detected");
         }
         assert!(decode(&enc[..enc.len() - 1], b"TESTMAGC", 1).is_err());
         assert!(matches!(

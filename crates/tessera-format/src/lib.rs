@@ -12,9 +12,7 @@
 //! | [`deletes`] | per-segment deletion bitmaps |
 
 #[cfg(target_endian = "big")]
-compile_error!(
-    "Tessera's files are little-endian and read in place; big-endian hosts are not supported"
-);
+compile_error!("Tessera's files are little-endian and read in place; big-endian hosts are not supported");
 
 pub mod deletes;
 pub mod envelope;
@@ -30,20 +28,13 @@ pub enum FormatError {
     #[error("corrupted at byte {offset}: {reason}")]
     Corrupted { offset: u64, reason: String },
     #[error("unsupported format version {major}.{minor} (this build reads {supported}.x)")]
-    UnsupportedVersion {
-        major: u16,
-        minor: u16,
-        supported: u16,
-    },
+    UnsupportedVersion { major: u16, minor: u16, supported: u16 },
 }
 
 pub type Result<T> = std::result::Result<T, FormatError>;
 
 pub(crate) fn corrupted(offset: usize, reason: impl Into<String>) -> FormatError {
-    FormatError::Corrupted {
-        offset: offset as u64,
-        reason: reason.into(),
-    }
+    FormatError::Corrupted { offset: offset as u64, reason: reason.into() }
 }
 
 /// CRC-32 (IEEE, as computed by `crc32fast`) of `bytes`.
@@ -74,10 +65,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if self.remaining() < n {
-            return Err(corrupted(
-                self.base + self.pos,
-                format!("truncated {what}: need {n} bytes"),
-            ));
+            return Err(corrupted(self.base + self.pos, format!("truncated {what}: need {n} bytes")));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -106,7 +94,6 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn str(&mut self, n: usize, what: &str) -> Result<&'a str> {
         let at = self.base + self.pos;
-        std::str::from_utf8(self.bytes(n, what)?)
-            .map_err(|_| corrupted(at, format!("{what} is not UTF-8")))
+        std::str::from_utf8(self.bytes(n, what)?).map_err(|_| corrupted(at, format!("{what} is not UTF-8")))
     }
 }

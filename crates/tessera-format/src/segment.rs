@@ -150,13 +150,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
 
     /// Appends one document. The caller has validated it: `tokens` is a
     /// non-empty multiple of `dim`, `id` is non-empty, `payload` is JSON.
-    pub fn add(
-        &mut self,
-        id: &str,
-        tokens: &[f16],
-        text: Option<&str>,
-        payload: Option<&str>,
-    ) -> io::Result<()> {
+    pub fn add(&mut self, id: &str, tokens: &[f16], text: Option<&str>, payload: Option<&str>) -> io::Result<()> {
         assert!(!id.is_empty() && !tokens.is_empty() && tokens.len().is_multiple_of(self.dim));
         let bytes: &[u8] = bytemuck::cast_slice(tokens);
         self.w.write_all(bytes)?;
@@ -168,11 +162,9 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.id_offsets.push(self.ids.len() as u64);
         self.texts.extend_from_slice(text.unwrap_or("").as_bytes());
         self.text_offsets.push(self.texts.len() as u64);
-        self.payloads
-            .extend_from_slice(payload.unwrap_or("").as_bytes());
+        self.payloads.extend_from_slice(payload.unwrap_or("").as_bytes());
         self.payload_offsets.push(self.payloads.len() as u64);
-        let flags = if text.is_some() { FLAG_TEXT } else { 0 }
-            | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
+        let flags = if text.is_some() { FLAG_TEXT } else { 0 } | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
         self.flags.push(flags);
         Ok(())
     }
@@ -184,12 +176,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
         Ok(())
     }
 
-    fn section(
-        &mut self,
-        kind: usize,
-        bytes: &[u8],
-        entries: &mut [SectionEntry],
-    ) -> io::Result<()> {
+    fn section(&mut self, kind: usize, bytes: &[u8], entries: &mut [SectionEntry]) -> io::Result<()> {
         self.pad_to_align()?;
         entries[kind] = SectionEntry {
             offset: self.pos,
@@ -205,10 +192,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
 
     /// Writes the tables and the header; returns the writer (not synced) and the file length.
     pub fn finish(mut self) -> io::Result<(W, u64)> {
-        assert!(
-            !self.flags.is_empty(),
-            "a segment holds at least one document"
-        );
+        assert!(!self.flags.is_empty(), "a segment holds at least one document");
         let mut entries = [SectionEntry::zeroed(); MAX_SECTIONS];
         entries[0] = SectionEntry {
             offset: HEADER_LEN as u64,
@@ -217,10 +201,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
             kind: 1,
             reserved: 0,
         };
-        let tables = [
-            std::mem::take(&mut self.doc_offsets),
-            std::mem::take(&mut self.id_offsets),
-        ];
+        let tables = [std::mem::take(&mut self.doc_offsets), std::mem::take(&mut self.id_offsets)];
         self.section(1, bytemuck::cast_slice(&tables[0]), &mut entries)?;
         self.section(2, bytemuck::cast_slice(&tables[1]), &mut entries)?;
         let ids = std::mem::take(&mut self.ids);
@@ -235,8 +216,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.section(7, &payloads, &mut entries)?;
         let flags = std::mem::take(&mut self.flags);
         self.section(8, &flags, &mut entries)?;
-        let id_at =
-            |i: u32| &ids[tables[1][i as usize] as usize..tables[1][i as usize + 1] as usize];
+        let id_at = |i: u32| &ids[tables[1][i as usize] as usize..tables[1][i as usize + 1] as usize];
         let mut order: Vec<u32> = (0..flags.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| id_at(a).cmp(id_at(b)));
         self.section(9, bytemuck::cast_slice(&order), &mut entries)?;
@@ -281,16 +261,10 @@ impl SegmentLayout {
     /// structure. `bytes` must start at an 8-byte-aligned address (a memory map does).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < HEADER_LEN {
-            return Err(corrupted(
-                0,
-                format!("file is {} bytes, shorter than the header", bytes.len()),
-            ));
+            return Err(corrupted(0, format!("file is {} bytes, shorter than the header", bytes.len())));
         }
         if !(bytes.as_ptr() as usize).is_multiple_of(8) {
-            return Err(corrupted(
-                0,
-                "segment bytes are not 8-byte aligned in memory",
-            ));
+            return Err(corrupted(0, "segment bytes are not 8-byte aligned in memory"));
         }
         let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
         if &h.magic != MAGIC {
@@ -300,50 +274,29 @@ impl SegmentLayout {
             return Err(corrupted(HEADER_CRC_AT, "header checksum mismatch"));
         }
         if h.major != MAJOR {
-            return Err(FormatError::UnsupportedVersion {
-                major: h.major,
-                minor: h.minor,
-                supported: MAJOR,
-            });
+            return Err(FormatError::UnsupportedVersion { major: h.major, minor: h.minor, supported: MAJOR });
         }
         if h.file_len != bytes.len() as u64 {
-            return Err(corrupted(
-                32,
-                format!("header says {} bytes, file has {}", h.file_len, bytes.len()),
-            ));
+            return Err(corrupted(32, format!("header says {} bytes, file has {}", h.file_len, bytes.len())));
         }
         if (h.section_count as usize) < SECTION_COUNT || h.section_count as usize > MAX_SECTIONS {
-            return Err(corrupted(
-                40,
-                format!("section count {} unsupported", h.section_count),
-            ));
+            return Err(corrupted(40, format!("section count {} unsupported", h.section_count)));
         }
         let (dim, n_docs, n_tokens) = (h.dim as usize, h.n_docs as usize, h.n_tokens as usize);
         if !(1..=4096).contains(&dim) || n_docs == 0 {
-            return Err(corrupted(
-                12,
-                format!("dim {dim} / n_docs {n_docs} out of range"),
-            ));
+            return Err(corrupted(12, format!("dim {dim} / n_docs {n_docs} out of range")));
         }
         let mut sections: [Range<usize>; SECTION_COUNT] = Default::default();
         let mut prev_end = HEADER_LEN;
         for (i, e) in h.sections.iter().take(h.section_count as usize).enumerate() {
             let at = 64 + i * 32;
             if e.kind as usize != i + 1 {
-                return Err(corrupted(
-                    at + 20,
-                    format!("section {i} has kind {}", e.kind),
-                ));
+                return Err(corrupted(at + 20, format!("section {i} has kind {}", e.kind)));
             }
             let start = e.offset as usize;
-            let end = start
-                .checked_add(e.len as usize)
-                .filter(|&end| end <= bytes.len());
+            let end = start.checked_add(e.len as usize).filter(|&end| end <= bytes.len());
             let Some(end) = end.filter(|_| start.is_multiple_of(ALIGN) && start >= prev_end) else {
-                return Err(corrupted(
-                    at,
-                    format!("section {i} range {}+{} is invalid", e.offset, e.len),
-                ));
+                return Err(corrupted(at, format!("section {i} range {}+{} is invalid", e.offset, e.len)));
             };
             if crc32(&bytes[start..end]) != e.crc {
                 return Err(corrupted(start, format!("section {i} checksum mismatch")));
@@ -353,13 +306,7 @@ impl SegmentLayout {
             }
             prev_end = end;
         }
-        let layout = Self {
-            minor: h.minor,
-            dim,
-            n_docs,
-            n_tokens,
-            sections,
-        };
+        let layout = Self { minor: h.minor, dim, n_docs, n_tokens, sections };
         layout.check_sizes()?;
         layout.check_tables(bytes)?;
         Ok(layout)
@@ -368,12 +315,7 @@ impl SegmentLayout {
     fn check_sizes(&self) -> Result<()> {
         let tl = table_len(self.n_docs);
         let expect = [
-            (
-                Section::Tokens,
-                self.n_tokens
-                    .checked_mul(self.dim)
-                    .and_then(|x| x.checked_mul(2)),
-            ),
+            (Section::Tokens, self.n_tokens.checked_mul(self.dim).and_then(|x| x.checked_mul(2))),
             (Section::DocOffsets, tl),
             (Section::IdOffsets, tl),
             (Section::TextOffsets, tl),
@@ -384,10 +326,7 @@ impl SegmentLayout {
         for (s, want) in expect {
             let r = &self.sections[s as usize];
             if Some(r.len()) != want {
-                return Err(corrupted(
-                    r.start,
-                    format!("section {s:?} is {} bytes, expected {want:?}", r.len()),
-                ));
+                return Err(corrupted(r.start, format!("section {s:?} is {} bytes, expected {want:?}", r.len())));
             }
         }
         Ok(())
@@ -397,43 +336,19 @@ impl SegmentLayout {
         let o = self.u64s(bytes, table);
         let at = self.sections[table as usize].start;
         if o[0] != 0 || o[self.n_docs] != last as u64 {
-            return Err(corrupted(
-                at,
-                format!("{table:?} must run from 0 to {last}"),
-            ));
+            return Err(corrupted(at, format!("{table:?} must run from 0 to {last}")));
         }
-        if let Some(i) = o
-            .windows(2)
-            .position(|w| if strict { w[1] <= w[0] } else { w[1] < w[0] })
-        {
-            return Err(corrupted(
-                at + 8 * (i + 1),
-                format!("{table:?} not increasing at entry {}", i + 1),
-            ));
+        if let Some(i) = o.windows(2).position(|w| if strict { w[1] <= w[0] } else { w[1] < w[0] }) {
+            return Err(corrupted(at + 8 * (i + 1), format!("{table:?} not increasing at entry {}", i + 1)));
         }
         Ok(())
     }
 
     fn check_tables(&self, bytes: &[u8]) -> Result<()> {
         self.check_offsets(bytes, Section::DocOffsets, self.n_tokens, true)?;
-        self.check_offsets(
-            bytes,
-            Section::IdOffsets,
-            self.sections[Section::Ids as usize].len(),
-            true,
-        )?;
-        self.check_offsets(
-            bytes,
-            Section::TextOffsets,
-            self.sections[Section::Texts as usize].len(),
-            false,
-        )?;
-        self.check_offsets(
-            bytes,
-            Section::PayloadOffsets,
-            self.sections[Section::Payloads as usize].len(),
-            false,
-        )?;
+        self.check_offsets(bytes, Section::IdOffsets, self.sections[Section::Ids as usize].len(), true)?;
+        self.check_offsets(bytes, Section::TextOffsets, self.sections[Section::Texts as usize].len(), false)?;
+        self.check_offsets(bytes, Section::PayloadOffsets, self.sections[Section::Payloads as usize].len(), false)?;
         let flags = &bytes[self.sections[Section::DocFlags as usize].clone()];
         for (i, &f) in flags.iter().enumerate() {
             let at = self.sections[Section::DocFlags as usize].start + i;
@@ -443,25 +358,15 @@ impl SegmentLayout {
             for (sec, off_table, flag) in [
                 (Section::Ids, Section::IdOffsets, None),
                 (Section::Texts, Section::TextOffsets, Some(FLAG_TEXT)),
-                (
-                    Section::Payloads,
-                    Section::PayloadOffsets,
-                    Some(FLAG_PAYLOAD),
-                ),
+                (Section::Payloads, Section::PayloadOffsets, Some(FLAG_PAYLOAD)),
             ] {
                 let r = self.range(bytes, off_table, i);
                 if flag.is_some_and(|fl| f & fl == 0) && !r.is_empty() {
-                    return Err(corrupted(
-                        at,
-                        format!("doc {i} has {sec:?} bytes but no flag"),
-                    ));
+                    return Err(corrupted(at, format!("doc {i} has {sec:?} bytes but no flag")));
                 }
                 let base = self.sections[sec as usize].start;
                 if std::str::from_utf8(&bytes[base + r.start..base + r.end]).is_err() {
-                    return Err(corrupted(
-                        base + r.start,
-                        format!("{sec:?} of doc {i} is not UTF-8"),
-                    ));
+                    return Err(corrupted(base + r.start, format!("{sec:?} of doc {i} is not UTF-8")));
                 }
             }
         }
@@ -474,14 +379,8 @@ impl SegmentLayout {
         if let Some(p) = order.iter().position(|&r| r as usize >= self.n_docs) {
             return Err(corrupted(at + 4 * p, "ID_ORDER entry out of range"));
         }
-        if let Some(p) = order
-            .windows(2)
-            .position(|w| self.id(bytes, w[0] as usize) >= self.id(bytes, w[1] as usize))
-        {
-            return Err(corrupted(
-                at + 4 * (p + 1),
-                "ids not strictly increasing in ID_ORDER (duplicate or unsorted)",
-            ));
+        if let Some(p) = order.windows(2).position(|w| self.id(bytes, w[0] as usize) >= self.id(bytes, w[1] as usize)) {
+            return Err(corrupted(at + 4 * (p + 1), "ids not strictly increasing in ID_ORDER (duplicate or unsorted)"));
         }
         // Strictly increasing ids over n in-range entries: a permutation of all rows.
         Ok(())
@@ -540,8 +439,7 @@ impl SegmentLayout {
     }
 
     pub fn text<'a>(&self, bytes: &'a [u8], i: usize) -> Option<&'a str> {
-        (self.flags(bytes, i) & FLAG_TEXT != 0)
-            .then(|| self.str_of(bytes, Section::TextOffsets, Section::Texts, i))
+        (self.flags(bytes, i) & FLAG_TEXT != 0).then(|| self.str_of(bytes, Section::TextOffsets, Section::Texts, i))
     }
 
     pub fn payload<'a>(&self, bytes: &'a [u8], i: usize) -> Option<&'a str> {
@@ -571,17 +469,9 @@ mod tests {
     fn sample() -> Vec<u8> {
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3).unwrap();
         let t = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-        w.add("zeta", &t(&[1., 2., 3.]), Some("hello"), None)
-            .unwrap();
-        w.add(
-            "alpha",
-            &t(&[4., 5., 6., 7., 8., 9.]),
-            None,
-            Some("{\"a\":1}"),
-        )
-        .unwrap();
-        w.add("mid", &t(&[0.5, -1., 2.]), Some(""), Some("null"))
-            .unwrap();
+        w.add("zeta", &t(&[1., 2., 3.]), Some("hello"), None).unwrap();
+        w.add("alpha", &t(&[4., 5., 6., 7., 8., 9.]), None, Some("{\"a\":1}")).unwrap();
+        w.add("mid", &t(&[0.5, -1., 2.]), Some(""), Some("null")).unwrap();
         let (c, len) = w.finish().unwrap();
         let v = c.into_inner();
         assert_eq!(v.len() as u64, len);
@@ -596,18 +486,9 @@ mod tests {
         let l = SegmentLayout::parse(b).unwrap();
         assert_eq!((l.dim, l.n_docs, l.n_tokens), (3, 3, 4));
         assert_eq!(l.doc_offsets(b), &[0, 1, 3, 4]);
-        assert_eq!(
-            (l.id(b, 0), l.id(b, 1), l.id(b, 2)),
-            ("zeta", "alpha", "mid")
-        );
-        assert_eq!(
-            (l.text(b, 0), l.text(b, 1), l.text(b, 2)),
-            (Some("hello"), None, Some(""))
-        );
-        assert_eq!(
-            (l.payload(b, 0), l.payload(b, 1)),
-            (None, Some("{\"a\":1}"))
-        );
+        assert_eq!((l.id(b, 0), l.id(b, 1), l.id(b, 2)), ("zeta", "alpha", "mid"));
+        assert_eq!((l.text(b, 0), l.text(b, 1), l.text(b, 2)), (Some("hello"), None, Some("")));
+        assert_eq!((l.payload(b, 0), l.payload(b, 1)), (None, Some("{\"a\":1}")));
         assert_eq!(l.doc_tokens(b, 1)[3].to_f32(), 7.0);
         for (i, id) in ["zeta", "alpha", "mid"].iter().enumerate() {
             assert_eq!(l.find_id(b, id), Some(i));
@@ -622,8 +503,7 @@ mod tests {
     fn every_flipped_byte_is_detected_and_truncation_too() {
         let raw = sample();
         let good = aligned(&raw);
-        let layout =
-            SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&good)[..raw.len()]).unwrap();
+        let layout = SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&good)[..raw.len()]).unwrap();
         for i in 0..raw.len() {
             let mut bad = raw.clone();
             bad[i] ^= 0x10;
@@ -633,10 +513,7 @@ mod tests {
             // flip there changes nothing that is read.
             let in_padding = i >= HEADER_LEN && !layout.sections.iter().any(|r| r.contains(&i));
             if !in_padding {
-                assert!(
-                    SegmentLayout::parse(b).is_err(),
-                    "flip at byte {i} not detected"
-                );
+                assert!(SegmentLayout::parse(b).is_err(), "flip at byte {i} not detected");
             }
         }
         for cut in [0, 10, HEADER_LEN, raw.len() - 1] {

@@ -74,11 +74,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(u32, u64)> {
         return Err(corrupted(28, "WAL header checksum mismatch"));
     }
     if major != MAJOR {
-        return Err(FormatError::UnsupportedVersion {
-            major,
-            minor,
-            supported: MAJOR,
-        });
+        return Err(FormatError::UnsupportedVersion { major, minor, supported: MAJOR });
     }
     Ok((dim, id))
 }
@@ -127,10 +123,7 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
         if rest.is_empty() {
             break Tail::Clean;
         }
-        let torn = |reason: &str| Tail::Torn {
-            offset: pos as u64,
-            reason: reason.into(),
-        };
+        let torn = |reason: &str| Tail::Torn { offset: pos as u64, reason: reason.into() };
         if rest.iter().all(|&b| b == 0) {
             break torn("zero fill after the last frame");
         }
@@ -140,10 +133,7 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         if len == 0 || len > MAX_FRAME {
-            break Tail::Corrupt {
-                offset: pos as u64,
-                reason: format!("frame length {len} out of range"),
-            };
+            break Tail::Corrupt { offset: pos as u64, reason: format!("frame length {len} out of range") };
         }
         let end = FRAME_HEADER_LEN + len;
         if rest.len() < end {
@@ -156,22 +146,13 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
             if rest.len() == end {
                 break torn("checksum mismatch in the final frame");
             }
-            break Tail::Corrupt {
-                offset: pos as u64,
-                reason: "frame checksum mismatch".into(),
-            };
+            break Tail::Corrupt { offset: pos as u64, reason: "frame checksum mismatch".into() };
         }
         frames.push((pos as u64, &rest[FRAME_HEADER_LEN..end]));
         pos += end;
     };
-    let valid_end = frames.last().map_or(HEADER_LEN as u64, |(o, p)| {
-        o + (FRAME_HEADER_LEN + p.len()) as u64
-    });
-    Scan {
-        frames,
-        valid_end,
-        tail,
-    }
+    let valid_end = frames.last().map_or(HEADER_LEN as u64, |(o, p)| o + (FRAME_HEADER_LEN + p.len()) as u64);
+    Scan { frames, valid_end, tail }
 }
 
 /// One operation of a batch, borrowing its data.
@@ -197,34 +178,20 @@ pub fn encode_batch(seq: u64, ops: &[Op<'_>]) -> Vec<u8> {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     let put_str16 = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(
-            &u16::try_from(s.len())
-                .expect("id length checked")
-                .to_le_bytes(),
-        );
+        out.extend_from_slice(&u16::try_from(s.len()).expect("id length checked").to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     };
     let put_str32 = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(
-            &u32::try_from(s.len())
-                .expect("length checked")
-                .to_le_bytes(),
-        );
+        out.extend_from_slice(&u32::try_from(s.len()).expect("length checked").to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     };
     for op in ops {
         match op {
-            Op::Upsert {
-                id,
-                tokens,
-                rows,
-                text,
-                payload,
-            } => {
+            Op::Upsert { id, tokens, rows, text, payload } => {
                 out.push(OP_UPSERT);
                 put_str16(&mut out, id);
-                let flags = if text.is_some() { FLAG_TEXT } else { 0 }
-                    | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
+                let flags =
+                    if text.is_some() { FLAG_TEXT } else { 0 } | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
                 out.push(flags);
                 out.extend_from_slice(&rows.to_le_bytes());
                 if let Some(t) = text {
@@ -277,17 +244,10 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
                 } else {
                     None
                 };
-                let n_bytes = (rows as usize)
-                    .checked_mul(dim * 2)
-                    .ok_or_else(|| corrupted(at, "token size overflows"))?;
+                let n_bytes =
+                    (rows as usize).checked_mul(dim * 2).ok_or_else(|| corrupted(at, "token size overflows"))?;
                 let tokens = r.bytes(n_bytes, "tokens")?;
-                ops.push(Op::Upsert {
-                    id,
-                    tokens,
-                    rows,
-                    text,
-                    payload,
-                });
+                ops.push(Op::Upsert { id, tokens, rows, text, payload });
             }
             OP_DELETE => {
                 let id_len = r.u16("id length")? as usize;
@@ -301,10 +261,7 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
         }
     }
     if r.remaining() != 0 {
-        return Err(corrupted(
-            base as usize + r.pos(),
-            "trailing bytes after the last op",
-        ));
+        return Err(corrupted(base as usize + r.pos(), "trailing bytes after the last op"));
     }
     Ok((seq, ops))
 }
@@ -325,20 +282,8 @@ mod tests {
     fn batch_round_trip() {
         let tok = [1u8, 2, 3, 4, 5, 6, 7, 8];
         let ops = vec![
-            Op::Upsert {
-                id: "a",
-                tokens: &tok,
-                rows: 2,
-                text: Some("hi"),
-                payload: None,
-            },
-            Op::Upsert {
-                id: "b",
-                tokens: &tok[..4],
-                rows: 1,
-                text: None,
-                payload: Some("{\"x\":1}"),
-            },
+            Op::Upsert { id: "a", tokens: &tok, rows: 2, text: Some("hi"), payload: None },
+            Op::Upsert { id: "b", tokens: &tok[..4], rows: 1, text: None, payload: Some("{\"x\":1}") },
             Op::Delete { id: "c" },
         ];
         let enc = encode_batch(42, &ops);
@@ -359,11 +304,7 @@ mod tests {
         for cut in first_end + 1..f.len() {
             let s = scan(&f[..cut]);
             assert_eq!(s.frames.len(), 1);
-            assert!(
-                matches!(s.tail, Tail::Torn { .. }),
-                "cut {cut}: {:?}",
-                s.tail
-            );
+            assert!(matches!(s.tail, Tail::Torn { .. }), "cut {cut}: {:?}", s.tail);
             assert_eq!(s.valid_end, first_end as u64);
         }
         // A flipped byte in the last frame: torn; in the first frame: corrupt.

@@ -23,44 +23,29 @@ fn data(nq: usize, nd: usize, dim: usize) -> (Vec<f32>, Vec<f16>) {
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     };
     let q = (0..nq * dim).map(|_| next()).collect();
-    let d = (0..DOCS * nd * dim)
-        .map(|_| f16::from_f32(next()))
-        .collect();
+    let d = (0..DOCS * nd * dim).map(|_| f16::from_f32(next())).collect();
     (q, d)
 }
 
 fn bench(c: &mut Criterion) {
     for k in Kernel::available() {
         let peak = tessera_kernels::fma_peak_for(k, Duration::from_millis(500));
-        eprintln!(
-            "single-core FMA peak ({} vectors): {peak:.1} GFLOP/s",
-            k.name()
-        );
+        eprintln!("single-core FMA peak ({} vectors): {peak:.1} GFLOP/s", k.name());
     }
     for (nq, nd, dim) in [(32usize, 200usize, 128usize), (11, 218, 128)] {
         let (qv, docs) = data(nq, nd, dim);
         let mut g = c.benchmark_group(format!("maxsim_{nq}x{nd}x{dim}_f16"));
         g.throughput(Throughput::Elements(DOCS as u64));
-        g.sample_size(20)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3));
+        g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         for k in Kernel::available() {
             let q = Query::with_kernel(&qv, dim, k);
             g.bench_function(format!("blocked/{}", k.name()), |b| {
-                b.iter(|| {
-                    docs.chunks_exact(nd * dim)
-                        .map(|d| maxsim(&q, black_box(d)))
-                        .sum::<f32>()
-                })
+                b.iter(|| docs.chunks_exact(nd * dim).map(|d| maxsim(&q, black_box(d))).sum::<f32>())
             });
         }
         let q = Query::new(&qv, dim);
         g.bench_function("pairwise", |b| {
-            b.iter(|| {
-                docs.chunks_exact(nd * dim)
-                    .map(|d| maxsim_pairwise(&q, black_box(d)))
-                    .sum::<f32>()
-            })
+            b.iter(|| docs.chunks_exact(nd * dim).map(|d| maxsim_pairwise(&q, black_box(d))).sum::<f32>())
         });
         g.finish();
     }

@@ -4,10 +4,7 @@
 use tessera_kernels::{Kernel, bench_maxsim_with};
 
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|s| s.parse().expect("usize argument"))
-        .collect();
+    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().expect("usize argument")).collect();
     let g = |i: usize, d: usize| a.get(i).copied().unwrap_or(d);
     for k in Kernel::available() {
         let r = bench_maxsim_with(k, g(0, 32), g(1, 200), g(2, 128), g(3, 2000), g(4, 1));

@@ -22,10 +22,7 @@ impl<'a, T: Element> DocMatrix<'a, T> {
     /// The tokens of document `i`.
     #[inline]
     pub fn doc(&self, i: u32) -> &'a [T] {
-        let (a, b) = (
-            self.offsets[i as usize] as usize,
-            self.offsets[i as usize + 1] as usize,
-        );
+        let (a, b) = (self.offsets[i as usize] as usize, self.offsets[i as usize + 1] as usize);
         &self.tokens[a * self.dim..b * self.dim]
     }
 }
@@ -37,13 +34,11 @@ const CHUNK: usize = 64;
 pub fn score_docs<T: Element>(q: &Query, m: &DocMatrix<'_, T>, docs: &[u32], out: &mut [f32]) {
     assert_eq!(q.dim(), m.dim, "query and matrix dims differ");
     assert_eq!(docs.len(), out.len());
-    out.par_chunks_mut(CHUNK)
-        .zip(docs.par_chunks(CHUNK))
-        .for_each(|(o, d)| {
-            for (o, &d) in o.iter_mut().zip(d) {
-                *o = maxsim(q, m.doc(d));
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(docs.par_chunks(CHUNK)).for_each(|(o, d)| {
+        for (o, &d) in o.iter_mut().zip(d) {
+            *o = maxsim(q, m.doc(d));
+        }
+    });
 }
 
 /// The `k` best of `docs` by MaxSim, best first (ties: smaller document index first).

@@ -17,10 +17,7 @@ pub fn measure_fma_peak_gflops(duration: Duration) -> f64 {
 /// # Panics
 /// If the CPU cannot run `kernel`.
 pub fn fma_peak_for(kernel: Kernel, duration: Duration) -> f64 {
-    assert!(
-        kernel.is_available(),
-        "kernel {kernel:?} is not supported on this CPU"
-    );
+    assert!(kernel.is_available(), "kernel {kernel:?} is not supported on this CPU");
     #[cfg(target_arch = "x86_64")]
     match kernel {
         // SAFETY: checked available above.
@@ -120,21 +117,8 @@ fn time_per_run(min: Duration, mut f: impl FnMut()) -> f64 {
 ///
 /// # Panics
 /// If any size is zero or the thread pool cannot be built.
-pub fn bench_maxsim(
-    query_tokens: usize,
-    doc_tokens: usize,
-    dim: usize,
-    docs: usize,
-    threads: usize,
-) -> BenchReport {
-    bench_maxsim_with(
-        Kernel::detect(),
-        query_tokens,
-        doc_tokens,
-        dim,
-        docs,
-        threads,
-    )
+pub fn bench_maxsim(query_tokens: usize, doc_tokens: usize, dim: usize, docs: usize, threads: usize) -> BenchReport {
+    bench_maxsim_with(Kernel::detect(), query_tokens, doc_tokens, dim, docs, threads)
 }
 
 /// [`bench_maxsim`] with a given kernel; the peak is measured with that
@@ -153,21 +137,12 @@ pub fn bench_maxsim_with(
     assert!(query_tokens > 0 && doc_tokens > 0 && dim > 0 && docs > 0 && threads > 0);
     let mut rng = SplitMix64(0x7e55_e7a0_5eed);
     let qv: Vec<f32> = (0..query_tokens * dim).map(|_| rng.next_f32()).collect();
-    let tokens: Vec<f16> = (0..docs * doc_tokens * dim)
-        .map(|_| f16::from_f32(rng.next_f32()))
-        .collect();
+    let tokens: Vec<f16> = (0..docs * doc_tokens * dim).map(|_| f16::from_f32(rng.next_f32())).collect();
     let offsets: Vec<u64> = (0..=docs as u64).map(|i| i * doc_tokens as u64).collect();
-    let m = DocMatrix {
-        tokens: &tokens,
-        offsets: &offsets,
-        dim,
-    };
+    let m = DocMatrix { tokens: &tokens, offsets: &offsets, dim };
     let ids: Vec<u32> = (0..docs as u32).collect();
     let q = Query::with_kernel(&qv, dim, kernel);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let min = Duration::from_millis(400);
 
     let mut out = vec![0f32; docs];
@@ -175,20 +150,14 @@ pub fn bench_maxsim_with(
     let mut base = vec![0f32; docs];
     let pairwise_s = pool.install(|| {
         time_per_run(min, || {
-            base.par_chunks_mut(64)
-                .zip(ids.par_chunks(64))
-                .for_each(|(o, d)| {
-                    for (o, &d) in o.iter_mut().zip(d) {
-                        *o = maxsim_pairwise(&q, m.doc(d));
-                    }
-                })
+            base.par_chunks_mut(64).zip(ids.par_chunks(64)).for_each(|(o, d)| {
+                for (o, &d) in o.iter_mut().zip(d) {
+                    *o = maxsim_pairwise(&q, m.doc(d));
+                }
+            })
         })
     });
-    let max_abs_diff = out
-        .iter()
-        .zip(&base)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max_abs_diff = out.iter().zip(&base).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
 
     let flops_per_doc = 2.0 * (query_tokens * doc_tokens * dim) as f64;
     let docs_per_s = docs as f64 / blocked_s;

@@ -128,14 +128,8 @@ impl Query {
     /// As [`Query::new`], and if the CPU cannot run `kernel`.
     pub fn with_kernel(tokens: &[f32], dim: usize, kernel: Kernel) -> Self {
         assert!(dim > 0, "dim must be positive");
-        assert!(
-            !tokens.is_empty() && tokens.len().is_multiple_of(dim),
-            "query must be n × dim with n ≥ 1"
-        );
-        assert!(
-            kernel.is_available(),
-            "kernel {kernel:?} is not supported on this CPU"
-        );
+        assert!(!tokens.is_empty() && tokens.len().is_multiple_of(dim), "query must be n × dim with n ≥ 1");
+        assert!(kernel.is_available(), "kernel {kernel:?} is not supported on this CPU");
         let n = tokens.len() / dim;
         let panels = n.div_ceil(PANEL);
         let mut packed = vec![Row([0.0; PANEL]); panels * dim];
@@ -145,12 +139,7 @@ impl Query {
                 packed[p * dim + k].0[l] = v;
             }
         }
-        Self {
-            dim,
-            tokens: tokens.to_vec(),
-            packed,
-            kernel,
-        }
+        Self { dim, tokens: tokens.to_vec(), packed, kernel }
     }
 
     /// Builds a query from tokens of any element type (f16 queries are widened exactly).
@@ -236,10 +225,7 @@ thread_local! {
 #[inline]
 pub fn maxsim<T: Element>(q: &Query, doc: &[T]) -> f32 {
     let dim = q.dim;
-    assert!(
-        !doc.is_empty() && doc.len().is_multiple_of(dim),
-        "document must be n × dim with n ≥ 1"
-    );
+    assert!(!doc.is_empty() && doc.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
     let doc = Doc::of(doc);
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
@@ -289,10 +275,7 @@ fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
         let d: &[f32] = match doc {
             Doc::F32(x) => &x[j0 * dim..(j0 + t) * dim],
             Doc::F16(x) => {
-                <f16 as Element>::to_f32_slice(
-                    &x[j0 * dim..(j0 + t) * dim],
-                    &mut s.tile[..t * dim],
-                );
+                <f16 as Element>::to_f32_slice(&x[j0 * dim..(j0 + t) * dim], &mut s.tile[..t * dim]);
                 &s.tile[..t * dim]
             }
         };
@@ -302,10 +285,8 @@ fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
                 if p * PANEL + h >= nq {
                     break;
                 }
-                let m: &mut [f32; LW_PORTABLE] = (&mut s.max
-                    [p * PANEL + h..p * PANEL + h + LW_PORTABLE])
-                    .try_into()
-                    .unwrap();
+                let m: &mut [f32; LW_PORTABLE] =
+                    (&mut s.max[p * PANEL + h..p * PANEL + h + LW_PORTABLE]).try_into().unwrap();
                 match t {
                     4 => tile_portable::<4>(panel, h, d, dim, m),
                     3 => tile_portable::<3>(panel, h, d, dim, m),
@@ -320,13 +301,7 @@ fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
 }
 
 #[inline(always)]
-fn tile_portable<const ND: usize>(
-    panel: &[Row],
-    h: usize,
-    d: &[f32],
-    dim: usize,
-    m: &mut [f32; LW_PORTABLE],
-) {
+fn tile_portable<const ND: usize>(panel: &[Row], h: usize, d: &[f32], dim: usize, m: &mut [f32; LW_PORTABLE]) {
     let mut acc = [[0f32; LW_PORTABLE]; ND];
     let panel = &panel[..dim];
     let rows: [&[f32]; ND] = std::array::from_fn(|j| &d[j * dim..][..dim]);
@@ -356,10 +331,7 @@ fn tile_portable<const ND: usize>(
 /// If `doc` is empty or its length is not a multiple of `q.dim()`.
 pub fn maxsim_pairwise<T: Element>(q: &Query, doc: &[T]) -> f32 {
     let dim = q.dim;
-    assert!(
-        !doc.is_empty() && doc.len().is_multiple_of(dim),
-        "document must be n × dim with n ≥ 1"
-    );
+    assert!(!doc.is_empty() && doc.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         s.tile.resize(doc.len(), 0.0);
@@ -374,13 +346,7 @@ pub fn maxsim_pairwise<T: Element>(q: &Query, doc: &[T]) -> f32 {
 }
 
 pub(crate) fn pairwise_generic(q: &[f32], d: &[f32], dim: usize) -> f32 {
-    q.chunks_exact(dim)
-        .map(|qi| {
-            d.chunks_exact(dim)
-                .map(|dj| dot(qi, dj))
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .sum()
+    q.chunks_exact(dim).map(|qi| d.chunks_exact(dim).map(|dj| dot(qi, dj)).fold(f32::NEG_INFINITY, f32::max)).sum()
 }
 
 /// Dot product with 16 independent lanes so that the loop vectorises.

@@ -27,9 +27,7 @@ pub mod topk;
 mod x86;
 
 pub use batch::{DocMatrix, score_docs, top_k};
-pub use bench::{
-    BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops,
-};
+pub use bench::{BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops};
 pub use half::f16;
 pub use kernel::{Kernel, Query, kernel_name, maxsim, maxsim_pairwise};
 pub use topk::{Hit, TopK};

@@ -11,12 +11,7 @@ pub fn maxsim_f64(q: &[f32], doc: &[f32], dim: usize) -> f64 {
     q.chunks_exact(dim)
         .map(|qi| {
             doc.chunks_exact(dim)
-                .map(|dj| {
-                    qi.iter()
-                        .zip(dj)
-                        .map(|(a, b)| *a as f64 * *b as f64)
-                        .sum::<f64>()
-                })
+                .map(|dj| qi.iter().zip(dj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
                 .fold(f64::NEG_INFINITY, f64::max)
         })
         .sum()

@@ -44,10 +44,7 @@ pub struct TopK<K> {
 
 impl<K: Ord> TopK<K> {
     pub fn new(k: usize) -> Self {
-        Self {
-            k,
-            heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
-        }
+        Self { k, heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1) }
     }
 
     /// The score a new hit must beat (or tie with a smaller key) to enter, once full.
@@ -101,21 +98,10 @@ mod tests {
     #[test]
     fn keeps_best_k_with_key_tiebreak() {
         let mut t = TopK::new(3);
-        for (s, k) in [
-            (1.0, 5u32),
-            (3.0, 1),
-            (2.0, 9),
-            (3.0, 0),
-            (0.5, 2),
-            (2.0, 3),
-        ] {
+        for (s, k) in [(1.0, 5u32), (3.0, 1), (2.0, 9), (3.0, 0), (0.5, 2), (2.0, 3)] {
             t.push(s, k);
         }
-        let got: Vec<(f32, u32)> = t
-            .into_sorted_vec()
-            .iter()
-            .map(|h| (h.score, h.key))
-            .collect();
+        let got: Vec<(f32, u32)> = t.into_sorted_vec().iter().map(|h| (h.score, h.key)).collect();
         assert_eq!(got, vec![(3.0, 0), (3.0, 1), (2.0, 3)]);
     }
 

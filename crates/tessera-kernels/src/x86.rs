@@ -12,9 +12,7 @@ pub(crate) const ND_AVX2: usize = 6;
 pub(crate) const ND_AVX512: usize = 12;
 
 pub(crate) fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
 pub(crate) fn has_avx512() -> bool {
@@ -49,12 +47,7 @@ fn convert_f16(src: &[f16], dst: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // `j` indexes the accumulators and the doc rows
-unsafe fn tile_avx2<const NR: usize, const ND: usize>(
-    qp: *const f32,
-    d: *const f32,
-    dim: usize,
-    m: *mut f32,
-) {
+unsafe fn tile_avx2<const NR: usize, const ND: usize>(qp: *const f32, d: *const f32, dim: usize, m: *mut f32) {
     // SAFETY: the caller guarantees the extents above; every access below is
     // `qp + 16k + {0, 8}` or `d + j·dim + k` with `k < dim`, `j < ND`, or `m + 8r`.
     unsafe {
@@ -63,11 +56,7 @@ unsafe fn tile_avx2<const NR: usize, const ND: usize>(
         let mut dk = d;
         for _ in 0..dim {
             let q0 = _mm256_load_ps(q);
-            let q1 = if NR == 2 {
-                _mm256_load_ps(q.add(8))
-            } else {
-                q0
-            };
+            let q1 = if NR == 2 { _mm256_load_ps(q.add(8)) } else { q0 };
             for j in 0..ND {
                 let b = _mm256_set1_ps(*dk.add(j * dim));
                 acc[0][j] = _mm256_fmadd_ps(q0, b, acc[0][j]);
@@ -151,10 +140,7 @@ fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) ->
         Doc::F32(x) => x.as_ptr().cast::<u8>(),
         Doc::F16(x) => x.as_ptr().cast::<u8>(),
     };
-    let (from, to) = (
-        (j0 + t) * dim * elem,
-        ((j0 + 2 * t) * dim * elem).min(bytes),
-    );
+    let (from, to) = ((j0 + t) * dim * elem, ((j0 + 2 * t) * dim * elem).min(bytes));
     let mut off = from;
     while off < to {
         // SAFETY: `off < bytes`, so the address is inside the document; a
@@ -212,13 +198,7 @@ pub(crate) unsafe fn maxsim_avx2(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f3
                     // SAFETY: `qp` is panel `p` (dim aligned rows of 16), `d` has
                     // `t = $n` rows of `dim` floats, `m` has 16 floats left in
                     // `s.max`; the features are enabled on this function.
-                    unsafe {
-                        if two {
-                            tile_avx2::<2, $n>(qp, d, dim, m)
-                        } else {
-                            tile_avx2::<1, $n>(qp, d, dim, m)
-                        }
-                    }
+                    unsafe { if two { tile_avx2::<2, $n>(qp, d, dim, m) } else { tile_avx2::<1, $n>(qp, d, dim, m) } }
                 };
             }
             by_nd!(t, go, [6, 5, 4, 3, 2, 1]);
@@ -246,11 +226,7 @@ pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> 
         while p < np {
             let two = p + 1 < np;
             let q0 = q.panel(p).as_ptr().cast::<f32>();
-            let q1 = if two {
-                q.panel(p + 1).as_ptr().cast::<f32>()
-            } else {
-                q0
-            };
+            let q1 = if two { q.panel(p + 1).as_ptr().cast::<f32>() } else { q0 };
             let m = s.max[p * PANEL..].as_mut_ptr();
             macro_rules! go {
                 ($n:literal) => {

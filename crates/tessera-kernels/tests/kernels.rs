@@ -44,12 +44,7 @@ fn abs_mass(q: &[f32], d: &[f32], dim: usize) -> f64 {
     q.chunks_exact(dim)
         .map(|qi| {
             d.chunks_exact(dim)
-                .map(|dj| {
-                    qi.iter()
-                        .zip(dj)
-                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                        .sum::<f64>()
-                })
+                .map(|dj| qi.iter().zip(dj).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>())
                 .fold(0.0, f64::max)
         })
         .sum()
@@ -123,11 +118,7 @@ fn one_by_one_dim_one() {
     for (a, b) in [(2.0f32, 3.0f32), (-1.5, 0.25), (0.0, 7.0), (-2.0, -0.5)] {
         check_all(&[a], &[b], 1).unwrap();
         for k in Kernel::available() {
-            assert_eq!(
-                maxsim(&Query::with_kernel(&[a], 1, k), &[b]),
-                a * b,
-                "{k:?}"
-            );
+            assert_eq!(maxsim(&Query::with_kernel(&[a], 1, k), &[b]), a * b, "{k:?}");
         }
     }
 }
@@ -198,16 +189,8 @@ fn score_docs_and_top_k_match_reference() {
     let dim = 48;
     let lens: Vec<u64> = (0..300).map(|i| 1 + (i * 37 % 71) as u64).collect();
     let (h, f, offsets) = matrix(&mut rng, &lens, dim);
-    let mh = DocMatrix {
-        tokens: &h[..],
-        offsets: &offsets,
-        dim,
-    };
-    let mf = DocMatrix {
-        tokens: &f[..],
-        offsets: &offsets,
-        dim,
-    };
+    let mh = DocMatrix { tokens: &h[..], offsets: &offsets, dim };
+    let mf = DocMatrix { tokens: &f[..], offsets: &offsets, dim };
     let qv = rng.vec(13 * dim);
     // A candidate subset, out of order.
     let cands: Vec<u32> = (0..300u32).filter(|i| i % 3 != 1).rev().collect();
@@ -221,11 +204,7 @@ fn score_docs_and_top_k_match_reference() {
             let d = mf.doc(c);
             let r = maxsim_f64(&qv, d, dim);
             let tol = bound(&qv, d, dim);
-            assert!(
-                (out_h[i] as f64 - r).abs() <= tol,
-                "{k:?} doc {c}: {} vs {r}",
-                out_h[i]
-            );
+            assert!((out_h[i] as f64 - r).abs() <= tol, "{k:?} doc {c}: {} vs {r}", out_h[i]);
             // f16 and f32 storage of the same values score identically.
             assert_eq!(out_h[i], out_f[i], "{k:?} doc {c}");
         }
@@ -233,24 +212,14 @@ fn score_docs_and_top_k_match_reference() {
         let mut all: Vec<(f32, u32)> = out_h.iter().copied().zip(cands.iter().copied()).collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         for kk in [0usize, 1, 10, 199, 200, 201, 1000] {
-            let got: Vec<(f32, u32)> = top_k(&q, &mh, &cands, kk)
-                .iter()
-                .map(|h| (h.score, h.key))
-                .collect();
+            let got: Vec<(f32, u32)> = top_k(&q, &mh, &cands, kk).iter().map(|h| (h.score, h.key)).collect();
             assert_eq!(got, all[..kk.min(all.len())], "{k:?} k={kk}");
         }
         // The reference ranking agrees on the top 10 (random data: no near ties).
-        let mut refs: Vec<(f64, u32)> = cands
-            .iter()
-            .map(|&c| (maxsim_f64(&qv, mf.doc(c), dim), c))
-            .collect();
+        let mut refs: Vec<(f64, u32)> = cands.iter().map(|&c| (maxsim_f64(&qv, mf.doc(c), dim), c)).collect();
         refs.sort_by(|a, b| b.0.total_cmp(&a.0));
         let top: Vec<u32> = top_k(&q, &mh, &cands, 10).iter().map(|h| h.key).collect();
-        assert_eq!(
-            top,
-            refs[..10].iter().map(|r| r.1).collect::<Vec<_>>(),
-            "{k:?}"
-        );
+        assert_eq!(top, refs[..10].iter().map(|r| r.1).collect::<Vec<_>>(), "{k:?}");
     }
     assert!(top_k(&Query::new(&qv, dim), &mh, &[], 5).is_empty());
 }
@@ -258,8 +227,6 @@ fn score_docs_and_top_k_match_reference() {
 #[test]
 fn bench_report_is_consistent() {
     let r = tessera_kernels::bench_maxsim(5, 9, 16, 20, 1);
-    assert!(
-        r.docs_per_s > 0.0 && r.gflops > 0.0 && r.peak_gflops > 0.0 && r.pairwise_docs_per_s > 0.0
-    );
+    assert!(r.docs_per_s > 0.0 && r.gflops > 0.0 && r.peak_gflops > 0.0 && r.pairwise_docs_per_s > 0.0);
     assert!(r.max_abs_diff < 1e-3, "{r:?}");
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry};
 use crate::memtable::MemTable;
-use crate::segment::{Segment, SegmentView};
+use crate::segment::{Segment, SegmentView, VectorIndex};
 use crate::wal::{self, Replayed, Wal};
 use std::collections::BTreeSet;
 use std::io::BufWriter;
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::SegmentWriter;
+use tessera_index::Encoder;
 
 /// What a search sees: the segments with their deletions and the memtable,
 /// as of one moment.
@@ -74,16 +75,15 @@ pub struct Collection {
     name: String,
     dir: PathBuf,
     config: CollectionConfig,
+    /// The single-vector encoder of the coarse stage, if the collection has one.
+    pub(crate) encoder: Option<Arc<Encoder>>,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: Mutex<Writer>,
 }
 
 impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collection")
-            .field("name", &self.name)
-            .field("dir", &self.dir)
-            .finish()
+        f.debug_struct("Collection").field("name", &self.name).field("dir", &self.dir).finish()
     }
 }
 
@@ -91,12 +91,7 @@ impl Collection {
     /// Creates the files of a new collection in `dir` (which must exist and be empty).
     pub(crate) fn create_files(dir: &Path, name: &str, config: &CollectionConfig) -> Result<()> {
         let mut m = Manifest::new(name, config.clone());
-        Wal::create(
-            &dir.join(manifest::wal_file(m.wal)),
-            m.wal,
-            config.dim,
-            config.durability,
-        )?;
+        Wal::create(&dir.join(manifest::wal_file(m.wal)), m.wal, config.dim, config.durability)?;
         m.store(dir)
     }
 
@@ -110,9 +105,11 @@ impl Collection {
             offset: 0,
             reason: format!("invalid config: {e}"),
         })?;
+        let encoder = config.index.as_ref().map(|ix| Arc::new(Encoder::new(&ix.encoder, config.dim)));
+        let enc_dim = encoder.as_ref().map_or(0, |e| e.dim());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for e in &manifest.segments {
-            segments.push(open_segment_view(dir, e, config.dim)?);
+            segments.push(open_segment_view(dir, e, config.dim, enc_dim)?);
         }
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
         let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability)?;
@@ -149,13 +146,7 @@ impl Collection {
         remove_unreferenced(dir, &w.manifest)?;
         let name = w.manifest.name.clone();
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
-        Ok(Self {
-            name,
-            dir: dir.into(),
-            config,
-            snapshot,
-            writer: Mutex::new(w),
-        })
+        Ok(Self { name, dir: dir.into(), config, encoder, snapshot, writer: Mutex::new(w) })
     }
 
     pub fn name(&self) -> &str {
@@ -217,10 +208,7 @@ impl Collection {
         let seq = w.seq + 1;
         let payload = wal::encode(seq, &upserts, &deletes, self.config.dim);
         if payload.len() > self.config.max_batch_bytes {
-            return Err(Error::BatchTooLarge {
-                bytes: payload.len(),
-                max: self.config.max_batch_bytes,
-            });
+            return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config.max_batch_bytes });
         }
         w.wal.append(&tessera_format::wal::encode_frame(&payload))?;
         w.seq = seq;
@@ -310,9 +298,9 @@ impl Collection {
             .filter_map(|f| std::fs::metadata(self.dir.join(manifest::deletes_file(f))).ok())
             .map(|m| m.len())
             .sum();
-        let seg_bytes: u64 = snap.segments.iter().map(|s| s.seg.file_len()).sum();
-        let manifest_bytes =
-            std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
+        let seg_bytes: u64 =
+            snap.segments.iter().map(|s| s.seg.file_len() + s.seg.index.as_ref().map_or(0, |i| i.file_len())).sum();
+        let manifest_bytes = std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
         CollectionStats {
             name: self.name.clone(),
             dim: self.config.dim,
@@ -321,11 +309,7 @@ impl Collection {
                 + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
-            deleted_in_segments: snap
-                .segments
-                .iter()
-                .map(|s| s.seg.n_docs() - s.live.len())
-                .sum(),
+            deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
             bytes_on_disk: seg_bytes + del_bytes + w.wal.len() + manifest_bytes,
             last_flush_error: w.flush_error.clone(),
         }
@@ -342,22 +326,10 @@ impl Collection {
             let mut new_seg = None;
             if !w.mem.is_empty() {
                 let id = m.alloc_file_id();
-                let docs = w.mem.docs().map(|d| {
-                    (
-                        d.id.as_str(),
-                        &d.tokens[..],
-                        d.text.as_deref(),
-                        d.payload.as_deref(),
-                    )
-                });
+                let docs =
+                    w.mem.docs().map(|d| (d.id.as_str(), &d.tokens[..], d.text.as_deref(), d.payload.as_deref()));
                 let path = write_segment(&self.dir, id, dim, docs, &mut created)?;
-                let seg = Segment::open(&path, id, dim)?;
-                m.segments.push(SegmentEntry {
-                    id,
-                    n_docs: seg.n_docs() as u64,
-                    n_tokens: seg.n_tokens() as u64,
-                    deletes: None,
-                });
+                let seg = self.seal(&path, id, &mut m, &mut created)?;
                 new_seg = Some(seg);
             }
             for sv in w.segments.iter().filter(|sv| w.dirty.contains(&sv.seg.id)) {
@@ -365,11 +337,7 @@ impl Collection {
                 let path = self.dir.join(manifest::deletes_file(fid));
                 created.push(path.clone());
                 fsutil::write_new(&path, &sv.deletes.encode())?;
-                let e = m
-                    .segments
-                    .iter_mut()
-                    .find(|e| e.id == sv.seg.id)
-                    .expect("segment in manifest");
+                let e = m.segments.iter_mut().find(|e| e.id == sv.seg.id).expect("segment in manifest");
                 e.deletes = Some(fid);
             }
             let wal_id = m.alloc_file_id();
@@ -421,6 +389,30 @@ impl Collection {
         Ok(())
     }
 
+    /// Opens a freshly written segment, builds and writes its coarse index
+    /// (if the collection has an encoder), and adds its manifest entry.
+    fn seal(&self, path: &Path, id: u64, m: &mut Manifest, created: &mut Vec<PathBuf>) -> Result<Segment> {
+        let mut seg = Segment::open(path, id, self.config.dim)?;
+        let mut index = None;
+        if let (Some(enc), Some(ix)) = (&self.encoder, &self.config.index) {
+            let fid = m.alloc_file_id();
+            let ipath = self.dir.join(manifest::index_file(fid));
+            created.push(ipath.clone());
+            let vectors = encode_segment(&seg, enc);
+            fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &ix.hnsw))?;
+            seg.index = Some(VectorIndex::open(&ipath, fid, seg.n_docs(), enc.dim())?);
+            index = Some(fid);
+        }
+        m.segments.push(SegmentEntry {
+            id,
+            n_docs: seg.n_docs() as u64,
+            n_tokens: seg.n_tokens() as u64,
+            deletes: None,
+            index,
+        });
+        Ok(seg)
+    }
+
     fn maybe_merge(&self, w: &mut Writer) -> Result<()> {
         let n = w.segments.len();
         if n <= self.config.max_segments {
@@ -453,7 +445,7 @@ impl Collection {
                 })
             });
             let res = write_segment(&self.dir, id, dim, docs, &mut created)
-                .and_then(|path| Segment::open(&path, id, dim))
+                .and_then(|path| self.seal(&path, id, &mut m, &mut created))
                 .and_then(|seg| fsutil::sync_dir(&self.dir).map(|_| seg));
             match res {
                 Ok(seg) => new_seg = Some(seg),
@@ -467,14 +459,6 @@ impl Collection {
         }
         let gone: BTreeSet<u64> = merged.iter().map(|s| s.seg.id).collect();
         m.segments.retain(|e| !gone.contains(&e.id));
-        if let Some(seg) = &new_seg {
-            m.segments.push(SegmentEntry {
-                id: seg.id,
-                n_docs: seg.n_docs() as u64,
-                n_tokens: seg.n_tokens() as u64,
-                deletes: None,
-            });
-        }
         self.commit_manifest(w, m)?;
         w.segments.retain(|s| !gone.contains(&s.seg.id));
         if let Some(seg) = new_seg {
@@ -488,20 +472,14 @@ impl Collection {
 
 impl Writer {
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            segments: self.segments.clone(),
-            mem: self.mem.clone(),
-        }
+        Snapshot { segments: self.segments.clone(), mem: self.mem.clone() }
     }
 
     fn locate(&self, id: &str) -> Option<Loc> {
         if self.mem.contains(id) {
             return Some(Loc::Mem);
         }
-        self.segments
-            .iter()
-            .enumerate()
-            .find_map(|(i, sv)| sv.find_live(id).map(|r| Loc::Seg(i, r)))
+        self.segments.iter().enumerate().find_map(|(i, sv)| sv.find_live(id).map(|r| Loc::Seg(i, r)))
     }
 
     /// Marks a segment row deleted, copying the deletion vector if a snapshot shares it.
@@ -555,12 +533,8 @@ fn write_segment<'a>(
     let path = dir.join(manifest::segment_file(id));
     let tmp = path.with_extension("tmp");
     created.push(tmp.clone());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(Error::io(&tmp))?;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(Error::io(&tmp))?;
     let io = Error::io(&tmp);
     let res = (|| {
         let mut sw = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), dim)?;
@@ -577,8 +551,22 @@ fn write_segment<'a>(
     Ok(path)
 }
 
-fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize) -> Result<SegmentView> {
-    let seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, dim)?;
+/// One coarse vector per document of `seg` (row-major, `n_docs × enc.dim()`), in parallel.
+fn encode_segment(seg: &Segment, enc: &Encoder) -> Vec<f32> {
+    use rayon::prelude::*;
+    let d = enc.dim();
+    let mut out = vec![0f32; seg.n_docs() * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(r, v)| enc.encode_doc(seg.tokens(r), v));
+    out
+}
+
+/// Opens a segment, its coarse index (if any) and its deletion vector.
+/// `enc_dim` is the collection encoder's output dim (0: no encoder).
+fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize, enc_dim: usize) -> Result<SegmentView> {
+    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, dim)?;
+    if let Some(fid) = e.index.filter(|_| enc_dim > 0) {
+        seg.index = Some(VectorIndex::open(&dir.join(manifest::index_file(fid)), fid, seg.n_docs(), enc_dim)?);
+    }
     let dv = match e.deletes {
         None => DeletionVector::new(e.id, seg.n_docs() as u64),
         Some(f) => {
@@ -588,10 +576,7 @@ fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize) -> Result<Segment
                 return Err(Error::Corrupted {
                     file: path,
                     offset: tessera_format::envelope::HEADER_LEN as u64,
-                    reason: format!(
-                        "deletion vector is for segment {} with {} rows",
-                        dv.segment_id, dv.n_rows
-                    ),
+                    reason: format!("deletion vector is for segment {} with {} rows", dv.segment_id, dv.n_rows),
                 });
             }
             dv
@@ -605,6 +590,7 @@ fn referenced_files(m: &Manifest) -> Vec<String> {
     for e in &m.segments {
         v.push(manifest::segment_file(e.id));
         v.extend(e.deletes.map(manifest::deletes_file));
+        v.extend(e.index.map(manifest::index_file));
     }
     v
 }
@@ -616,8 +602,7 @@ fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours =
-            name.ends_with(".tmp") || ["seg-", "wal-", "del-"].iter().any(|p| name.starts_with(p));
+        let ours = name.ends_with(".tmp") || ["seg-", "wal-", "del-", "hnsw-"].iter().any(|p| name.starts_with(p));
         if ours && !keep.contains(&name) {
             fsutil::remove_if_exists(&entry.path())?;
         }

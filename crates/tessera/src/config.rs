@@ -1,6 +1,7 @@
 //! Collection configuration, stored in the manifest when a collection is created.
 
 use serde::{Deserialize, Serialize};
+pub use tessera_index::{EncoderConfig, HnswParams};
 
 /// Largest supported token dimension.
 pub const MAX_DIM: usize = 4096;
@@ -20,6 +21,33 @@ pub enum Durability {
     Buffered,
 }
 
+/// The coarse stage of two-stage search: one vector per document (the
+/// encoder) in an HNSW graph per segment, built when the segment is sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexConfig {
+    pub encoder: EncoderConfig,
+    #[serde(default)]
+    pub hnsw: HnswParams,
+}
+
+impl IndexConfig {
+    /// Mean-pooled, normalised tokens.
+    pub fn pooled() -> Self {
+        Self { encoder: EncoderConfig::Pooled, hnsw: HnswParams::default() }
+    }
+
+    /// MUVERA fixed-dimensional encoding with the default parameters.
+    pub fn muvera() -> Self {
+        Self { encoder: EncoderConfig::muvera_default(), hnsw: HnswParams::default() }
+    }
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self::muvera()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CollectionConfig {
@@ -32,6 +60,8 @@ pub struct CollectionConfig {
     pub max_segments: usize,
     /// Largest encoded write batch accepted.
     pub max_batch_bytes: usize,
+    /// The coarse index for two-stage search; `None`: every search is exact.
+    pub index: Option<IndexConfig>,
 }
 
 impl Default for CollectionConfig {
@@ -42,6 +72,7 @@ impl Default for CollectionConfig {
             memtable_bytes: 64 << 20,
             max_segments: 16,
             max_batch_bytes: 256 << 20,
+            index: Some(IndexConfig::default()),
         }
     }
 }
@@ -49,10 +80,7 @@ impl Default for CollectionConfig {
 impl CollectionConfig {
     /// The default configuration for `dim`-dimensional tokens.
     pub fn new(dim: usize) -> Self {
-        Self {
-            dim,
-            ..Self::default()
-        }
+        Self { dim, ..Self::default() }
     }
 
     pub(crate) fn validate(&self) -> crate::Result<()> {
@@ -64,10 +92,13 @@ impl CollectionConfig {
             return bad("max_segments must be at least 1".into());
         }
         if !(1024..=tessera_format::wal::MAX_FRAME).contains(&self.max_batch_bytes) {
-            return bad(format!(
-                "max_batch_bytes must be in 1024..={}",
-                tessera_format::wal::MAX_FRAME
-            ));
+            return bad(format!("max_batch_bytes must be in 1024..={}", tessera_format::wal::MAX_FRAME));
+        }
+        if let Some(ix) = &self.index {
+            ix.encoder.validate(self.dim).map_err(|e| crate::Error::InvalidArgument(format!("index encoder: {e}")))?;
+            if !(2..=256).contains(&ix.hnsw.m) || !(1..=10_000).contains(&ix.hnsw.ef_construction) {
+                return bad("hnsw.m must be in 2..=256 and hnsw.ef_construction in 1..=10000".into());
+            }
         }
         Ok(())
     }

@@ -29,10 +29,7 @@ impl std::fmt::Debug for Database {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Database {
@@ -65,11 +62,7 @@ impl Database {
                 collections.insert(name, Arc::new(Collection::open(&path)?));
             }
         }
-        Ok(Self {
-            dir,
-            _lock: lock,
-            collections: RwLock::new(collections),
-        })
+        Ok(Self { dir, _lock: lock, collections: RwLock::new(collections) })
     }
 
     pub fn path(&self) -> &Path {
@@ -81,11 +74,7 @@ impl Database {
     }
 
     /// Creates a collection; fails if one with this name exists.
-    pub fn create_collection(
-        &self,
-        name: &str,
-        config: CollectionConfig,
-    ) -> Result<Arc<Collection>> {
+    pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Arc<Collection>> {
         if !valid_name(name) {
             return Err(Error::InvalidCollectionName(name.into()));
         }
@@ -108,11 +97,7 @@ impl Database {
     }
 
     /// Opens `name` if it exists with the same dim, else creates it with `config`.
-    pub fn open_or_create_collection(
-        &self,
-        name: &str,
-        config: CollectionConfig,
-    ) -> Result<Arc<Collection>> {
+    pub fn open_or_create_collection(&self, name: &str, config: CollectionConfig) -> Result<Arc<Collection>> {
         match self.collection(name) {
             Ok(c) if c.dim() == config.dim => Ok(c),
             Ok(c) => Err(Error::ConfigMismatch {
@@ -134,12 +119,7 @@ impl Database {
     }
 
     pub fn list_collections(&self) -> Vec<String> {
-        self.collections
-            .read()
-            .expect("collections lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.collections.read().expect("collections lock").keys().cloned().collect()
     }
 
     /// Drops a collection and deletes its files. Handles to it that are still
@@ -150,9 +130,7 @@ impl Database {
             return Err(Error::UnknownCollection(name.into()));
         }
         let path = self.cdir().join(name);
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let gone = self.cdir().join(format!(".drop-{name}-{nonce}"));
         std::fs::rename(&path, &gone).map_err(Error::io(&path))?;
         fsutil::sync_dir(&self.cdir())?;

@@ -20,11 +20,7 @@ impl Tokens {
         for r in rows {
             let r = r.as_ref();
             if r.len() != dim {
-                return Err(Error::RaggedTensor {
-                    id: None,
-                    len: data.len() + r.len(),
-                    dim,
-                });
+                return Err(Error::RaggedTensor { id: None, len: data.len() + r.len(), dim });
             }
             data.extend_from_slice(r);
         }
@@ -61,12 +57,7 @@ impl Tokens {
                 Tokens::F32 { data, .. } => data[p],
                 Tokens::F16 { data, .. } => data[p].to_f32(),
             };
-            return Err(Error::InvalidValue {
-                id: id.map(Into::into),
-                row: p / dim,
-                col: p % dim,
-                value,
-            });
+            return Err(Error::InvalidValue { id: id.map(Into::into), row: p / dim, col: p % dim, value });
         }
         Ok(out)
     }
@@ -79,12 +70,7 @@ impl Tokens {
             Tokens::F16 { data, .. } => data.iter().map(|x| x.to_f32()).collect(),
         };
         if let Some(p) = out.iter().position(|x| !x.is_finite()) {
-            return Err(Error::InvalidValue {
-                id: None,
-                row: p / dim,
-                col: p % dim,
-                value: out[p],
-            });
+            return Err(Error::InvalidValue { id: None, row: p / dim, col: p % dim, value: out[p] });
         }
         Ok(out)
     }
@@ -92,21 +78,13 @@ impl Tokens {
     fn check_shape(&self, dim: usize, id: Option<&str>) -> Result<()> {
         let id = || id.map(String::from);
         if self.dim() != dim {
-            return Err(Error::DimensionMismatch {
-                id: id(),
-                expected: dim,
-                got: self.dim(),
-            });
+            return Err(Error::DimensionMismatch { id: id(), expected: dim, got: self.dim() });
         }
         if self.len() == 0 {
             return Err(Error::EmptyTensor { id: id() });
         }
         if !self.len().is_multiple_of(dim) {
-            return Err(Error::RaggedTensor {
-                id: id(),
-                len: self.len(),
-                dim,
-            });
+            return Err(Error::RaggedTensor { id: id(), len: self.len(), dim });
         }
         Ok(())
     }
@@ -124,12 +102,7 @@ pub struct Document {
 
 impl Document {
     pub fn new(id: impl Into<String>, tokens: Tokens) -> Self {
-        Self {
-            id: id.into(),
-            tokens,
-            text: None,
-            payload: None,
-        }
+        Self { id: id.into(), tokens, text: None, payload: None }
     }
 
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
@@ -168,10 +141,7 @@ pub(crate) fn check_id(id: &str) -> Result<()> {
         return Err(Error::EmptyId);
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(Error::IdTooLong {
-            len: id.len(),
-            max: MAX_ID_BYTES,
-        });
+        return Err(Error::IdTooLong { len: id.len(), max: MAX_ID_BYTES });
     }
     Ok(())
 }
@@ -190,17 +160,9 @@ pub(crate) fn prepare_batch(docs: &[Document], dim: usize) -> Result<Vec<Prepare
             if let Some(t) = &d.text
                 && t.len() > u32::MAX as usize
             {
-                return Err(Error::InvalidArgument(format!(
-                    "text of {:?} exceeds 4 GiB",
-                    d.id
-                )));
+                return Err(Error::InvalidArgument(format!("text of {:?} exceeds 4 GiB", d.id)));
             }
-            Ok(PreparedDoc {
-                id: d.id.clone(),
-                tokens,
-                text: d.text.clone(),
-                payload,
-            })
+            Ok(PreparedDoc { id: d.id.clone(), tokens, text: d.text.clone(), payload })
         })
         .collect()
 }

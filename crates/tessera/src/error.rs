@@ -5,44 +5,19 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("corrupted file {file} at byte {offset}: {reason}")]
-    Corrupted {
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupted { file: PathBuf, offset: u64, reason: String },
     #[error("{file}: unsupported format version {major}.{minor} (this build reads {supported}.x)")]
-    UnsupportedVersion {
-        file: PathBuf,
-        major: u16,
-        minor: u16,
-        supported: u16,
-    },
+    UnsupportedVersion { file: PathBuf, major: u16, minor: u16, supported: u16 },
     #[error("wrong dimension{}: got {got}, the collection has dim {expected}", at(.id))]
-    DimensionMismatch {
-        id: Option<String>,
-        expected: usize,
-        got: usize,
-    },
+    DimensionMismatch { id: Option<String>, expected: usize, got: usize },
     #[error("empty tensor{}: at least one token is required", at(.id))]
     EmptyTensor { id: Option<String> },
     #[error("invalid value{} at token {row}, component {col}: {value} (values must be finite and within f16 range ±65504)", at(.id))]
-    InvalidValue {
-        id: Option<String>,
-        row: usize,
-        col: usize,
-        value: f32,
-    },
+    InvalidValue { id: Option<String>, row: usize, col: usize, value: f32 },
     #[error("tensor{} has {len} values, not a multiple of dim {dim}", at(.id))]
-    RaggedTensor {
-        id: Option<String>,
-        len: usize,
-        dim: usize,
-    },
+    RaggedTensor { id: Option<String>, len: usize, dim: usize },
     #[error("duplicate id {0:?} within one batch")]
     DuplicateId(String),
     #[error("id is empty")]
@@ -70,9 +45,7 @@ pub enum Error {
 }
 
 fn at(id: &Option<String>) -> String {
-    id.as_ref()
-        .map(|id| format!(" in document {id:?}"))
-        .unwrap_or_default()
+    id.as_ref().map(|id| format!(" in document {id:?}")).unwrap_or_default()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,26 +56,13 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
-    pub(crate) fn format(
-        file: impl Into<PathBuf>,
-    ) -> impl FnOnce(tessera_format::FormatError) -> Error {
+    pub(crate) fn format(file: impl Into<PathBuf>) -> impl FnOnce(tessera_format::FormatError) -> Error {
         let file = file.into();
         move |e| match e {
-            tessera_format::FormatError::Corrupted { offset, reason } => Error::Corrupted {
-                file,
-                offset,
-                reason,
-            },
-            tessera_format::FormatError::UnsupportedVersion {
-                major,
-                minor,
-                supported,
-            } => Error::UnsupportedVersion {
-                file,
-                major,
-                minor,
-                supported,
-            },
+            tessera_format::FormatError::Corrupted { offset, reason } => Error::Corrupted { file, offset, reason },
+            tessera_format::FormatError::UnsupportedVersion { major, minor, supported } => {
+                Error::UnsupportedVersion { file, major, minor, supported }
+            }
         }
     }
 }

@@ -7,38 +7,23 @@ use std::io::Write;
 use std::path::Path;
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }
 
 /// Writes `bytes` to `path` so that after a crash the file holds either its
 /// old content or all of `bytes`, never a mix.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(Error::io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(Error::io(&tmp))?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(Error::io(&tmp))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(Error::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(Error::io(path))?;
     sync_dir(path.parent().expect("file in a directory"))
 }
 
 /// Writes a new file that must not exist yet, fsynced (the caller syncs the directory).
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(Error::io(path))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(Error::io(path))
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(Error::io(path))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(Error::io(path))
 }
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {

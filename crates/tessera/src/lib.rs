@@ -36,9 +36,9 @@ mod segment;
 mod wal;
 
 pub use collection::{Collection, CollectionStats};
-pub use config::{CollectionConfig, Durability, MAX_DIM, MAX_ID_BYTES};
+pub use config::{CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, MAX_DIM, MAX_ID_BYTES};
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, Result};
 pub use half::f16;
-pub use search::{MAX_K, SearchHit, SearchParams};
+pub use search::{DEFAULT_CANDIDATES, MAX_K, SearchHit, SearchParams};

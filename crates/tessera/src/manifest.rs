@@ -21,6 +21,9 @@ pub(crate) struct SegmentEntry {
     pub n_tokens: u64,
     /// File id of the deletion vector, if any row is deleted.
     pub deletes: Option<u64>,
+    /// File id of the segment's coarse (HNSW) index, if it has one.
+    #[serde(default)]
+    pub index: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,15 +43,7 @@ pub(crate) struct Manifest {
 
 impl Manifest {
     pub fn new(name: &str, config: CollectionConfig) -> Self {
-        Self {
-            name: name.into(),
-            config,
-            generation: 0,
-            last_seq: 0,
-            wal: 1,
-            next_file_id: 2,
-            segments: vec![],
-        }
+        Self { name: name.into(), config, generation: 0, last_seq: 0, wal: 1, next_file_id: 2, segments: vec![] }
     }
 
     pub fn alloc_file_id(&mut self) -> u64 {
@@ -71,10 +66,7 @@ impl Manifest {
     pub fn store(&mut self, dir: &Path) -> Result<()> {
         self.generation += 1;
         let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        fsutil::atomic_write(
-            &dir.join(FILE),
-            &envelope::encode(MAGIC, MAJOR, MINOR, &body),
-        )
+        fsutil::atomic_write(&dir.join(FILE), &envelope::encode(MAGIC, MAJOR, MINOR, &body))
     }
 }
 
@@ -88,4 +80,8 @@ pub(crate) fn wal_file(id: u64) -> String {
 
 pub(crate) fn deletes_file(id: u64) -> String {
     format!("del-{id:016}.tdel")
+}
+
+pub(crate) fn index_file(id: u64) -> String {
+    format!("hnsw-{id:016}.tidx")
 }

@@ -10,10 +10,13 @@ use crate::error::{Error, Result};
 use crate::memtable::MemTable;
 use rayon::prelude::*;
 use std::cmp::Ordering;
+use tessera_index::Encoder;
 use tessera_kernels::{Query, TopK};
 
-/// Largest `k` a search accepts.
+/// Largest `k`, `candidates` and `ef` a search accepts.
 pub const MAX_K: usize = 100_000;
+/// Candidates the coarse stage hands to the exact rerank unless told otherwise.
+pub const DEFAULT_CANDIDATES: usize = 256;
 
 /// How to search.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,11 +24,49 @@ pub const MAX_K: usize = 100_000;
 pub struct SearchParams {
     /// Number of results.
     pub k: usize,
+    /// Two-stage search: how many documents the coarse stage (one vector per
+    /// document, HNSW) retrieves for the exact MaxSim rerank, over all
+    /// segments (at least `k` are used). The memtable and segments without a
+    /// coarse index are always scored exactly.
+    pub candidates: usize,
+    /// HNSW beam width; `None`: `candidates` (it is never below that).
+    pub ef: Option<usize>,
+    /// Score every live document exactly, skipping the coarse stage.
+    pub exact: bool,
 }
 
 impl SearchParams {
+    /// Two-stage search for `k` results with the default candidates.
     pub fn new(k: usize) -> Self {
-        Self { k }
+        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false }
+    }
+
+    /// Exact search for `k` results.
+    pub fn exact(k: usize) -> Self {
+        Self { exact: true, ..Self::new(k) }
+    }
+
+    pub fn with_candidates(mut self, candidates: usize) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
+    pub fn with_ef(mut self, ef: usize) -> Self {
+        self.ef = Some(ef);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let check = |name: &str, v: usize| {
+            if (1..=MAX_K).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument(format!("{name} must be in 1..={MAX_K}, got {v}")))
+            }
+        };
+        check("k", self.k)?;
+        check("candidates", self.candidates)?;
+        self.ef.map_or(Ok(()), |ef| check("ef", ef))
     }
 }
 
@@ -65,36 +106,60 @@ impl PartialOrd for Cand<'_> {
 }
 
 impl Collection {
-    /// The `k` documents with the highest MaxSim score against `query`
-    /// (`n × dim` tokens), best first; ties are broken by id.
+    /// The `k` best documents for `query` (`n × dim` tokens) by MaxSim, best
+    /// first, ties broken by id: two-stage search with the default candidates
+    /// when the collection has a coarse index, exact otherwise.
     pub fn search(&self, query: &Tokens, k: usize) -> Result<Vec<SearchHit>> {
         self.search_with(query, &SearchParams::new(k))
     }
 
     pub fn search_with(&self, query: &Tokens, params: &SearchParams) -> Result<Vec<SearchHit>> {
-        if !(1..=MAX_K).contains(&params.k) {
-            return Err(Error::InvalidArgument(format!(
-                "k must be in 1..={MAX_K}, got {}",
-                params.k
-            )));
-        }
+        params.validate()?;
         let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
         let snap = self.snapshot();
-        Ok(exact(&snap, &q, params.k))
+        let picks = match (&self.encoder, params.exact) {
+            (Some(enc), false) => coarse(&snap, enc, &q, params),
+            _ => vec![None; snap.segments.len()],
+        };
+        Ok(rank(&snap, &q, params.k, &picks))
     }
 }
 
-fn exact(snap: &Snapshot, q: &Query, k: usize) -> Vec<SearchHit> {
+/// The coarse stage: per segment with an index, the rows to rerank (the
+/// global best `candidates` by coarse score, deleted rows filtered inside the
+/// graph search); `None` for a segment without an index (scored exactly).
+fn coarse(snap: &Snapshot, enc: &Encoder, q: &Query, p: &SearchParams) -> Vec<Option<Vec<u32>>> {
+    let n = p.candidates.max(p.k);
+    let ef = p.ef.unwrap_or(n).max(n);
+    let mut qv = vec![0f32; enc.dim()];
+    enc.encode_query(q.tokens(), &mut qv);
+    let per_segment: Vec<Option<Vec<(u32, f32)>>> = snap
+        .segments
+        .par_iter()
+        .map(|sv| sv.seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, |r| !sv.deletes.is_deleted(r))))
+        .collect();
+    let mut all: Vec<(f32, usize, u32)> = per_segment
+        .iter()
+        .enumerate()
+        .flat_map(|(si, hits)| hits.iter().flatten().map(move |&(r, s)| (s, si, r)))
+        .collect();
+    all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    all.truncate(n);
+    let mut picks: Vec<Option<Vec<u32>>> = per_segment.iter().map(|h| h.as_ref().map(|_| Vec::new())).collect();
+    for (_, si, r) in all {
+        picks[si].as_mut().expect("indexed segment").push(r);
+    }
+    picks
+}
+
+/// Exact MaxSim of the picked rows of each segment (`None`: every live row)
+/// and of the memtable, merged into one top-k.
+fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>]) -> Vec<SearchHit> {
     let mut top: TopK<Cand<'_>> = TopK::new(k);
     for (si, sv) in snap.segments.iter().enumerate() {
-        for h in tessera_kernels::top_k(q, &sv.seg.matrix(), &sv.live, k) {
-            top.push(
-                h.score,
-                Cand {
-                    id: sv.seg.id_of(h.key as usize),
-                    src: Src::Seg(si, h.key),
-                },
-            );
+        let rows = picks[si].as_deref().unwrap_or(&sv.live);
+        for h in tessera_kernels::top_k(q, &sv.seg.matrix(), rows, k) {
+            top.push(h.score, Cand { id: sv.seg.id_of(h.key as usize), src: Src::Seg(si, h.key) });
         }
     }
     for (score, id) in score_memtable(&snap.mem, q) {
@@ -104,10 +169,7 @@ fn exact(snap: &Snapshot, q: &Query, k: usize) -> Vec<SearchHit> {
         .into_iter()
         .map(|h| match h.key.src {
             Src::Mem => {
-                let d = snap
-                    .mem
-                    .get(h.key.id)
-                    .expect("memtable document of this snapshot");
+                let d = snap.mem.get(h.key.id).expect("memtable document of this snapshot");
                 SearchHit {
                     id: d.id.clone(),
                     score: h.score,
@@ -129,8 +191,5 @@ fn exact(snap: &Snapshot, q: &Query, k: usize) -> Vec<SearchHit> {
 }
 
 fn score_memtable<'a>(mem: &'a MemTable, q: &Query) -> Vec<(f32, &'a str)> {
-    mem.live()
-        .par_iter()
-        .map(|d| (tessera_kernels::maxsim(q, &d.tokens), d.id.as_str()))
-        .collect()
+    mem.live().par_iter().map(|d| (tessera_kernels::maxsim(q, &d.tokens), d.id.as_str())).collect()
 }

@@ -9,21 +9,63 @@ use std::path::Path;
 use std::sync::Arc;
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::SegmentLayout;
+use tessera_index::HnswLayout;
 use tessera_kernels::DocMatrix;
 
 pub(crate) struct Segment {
     pub id: u64,
     mmap: Mmap,
     layout: SegmentLayout,
+    /// The coarse index over the segment's documents (node i = row i).
+    pub index: Option<VectorIndex>,
+}
+
+/// A memory-mapped, verified HNSW index file of one segment.
+pub(crate) struct VectorIndex {
+    pub file_id: u64,
+    mmap: Mmap,
+    layout: HnswLayout,
+}
+
+impl VectorIndex {
+    pub fn open(path: &Path, file_id: u64, n_docs: usize, dim: usize) -> Result<Self> {
+        let mmap = map(path)?;
+        let layout = HnswLayout::parse(&mmap).map_err(Error::format(path))?;
+        if layout.len() != n_docs || layout.dim() != dim {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset: 0,
+                reason: format!(
+                    "index has {} vectors of dim {}, segment has {n_docs} documents and the encoder dim {dim}",
+                    layout.len(),
+                    layout.dim()
+                ),
+            });
+        }
+        Ok(Self { file_id, mmap, layout })
+    }
+
+    /// The best `k` accepted rows by coarse score, best first.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, accept: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        self.layout.search(&self.mmap, query, k, ef, accept)
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+}
+
+fn map(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    // SAFETY: segment and index files are immutable once written and renamed
+    // into place; Tessera never modifies or truncates one while it is mapped.
+    unsafe { Mmap::map(&file) }.map_err(Error::io(path))
 }
 
 impl Segment {
     /// Maps and fully verifies a segment file (every checksum and table).
     pub fn open(path: &Path, id: u64, dim: usize) -> Result<Self> {
-        let file = File::open(path).map_err(Error::io(path))?;
-        // SAFETY: segment files are immutable once written and renamed into
-        // place; Tessera never modifies or truncates one while it is mapped.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        let mmap = map(path)?;
         let layout = SegmentLayout::parse(&mmap).map_err(Error::format(path))?;
         if layout.dim != dim {
             return Err(Error::Corrupted {
@@ -32,7 +74,7 @@ impl Segment {
                 reason: format!("segment has dim {}, collection has {dim}", layout.dim),
             });
         }
-        Ok(Self { id, mmap, layout })
+        Ok(Self { id, mmap, layout, index: None })
     }
 
     pub fn n_docs(&self) -> usize {
@@ -87,11 +129,7 @@ pub(crate) struct SegmentView {
 
 impl SegmentView {
     pub fn new(seg: Arc<Segment>, deletes: DeletionVector) -> Self {
-        let mut v = Self {
-            seg,
-            deletes: Arc::new(deletes),
-            live: Arc::new(Vec::new()),
-        };
+        let mut v = Self { seg, deletes: Arc::new(deletes), live: Arc::new(Vec::new()) };
         v.refresh_live();
         v
     }
@@ -99,26 +137,16 @@ impl SegmentView {
     /// Rebuilds the live-row list from the deletion vector.
     pub fn refresh_live(&mut self) {
         let d = &self.deletes;
-        self.live = Arc::new(
-            (0..self.seg.n_docs() as u32)
-                .filter(|&r| !d.is_deleted(r))
-                .collect(),
-        );
+        self.live = Arc::new((0..self.seg.n_docs() as u32).filter(|&r| !d.is_deleted(r)).collect());
     }
 
     /// The live row holding `id`, if any.
     pub fn find_live(&self, id: &str) -> Option<u32> {
-        self.seg
-            .find(id)
-            .map(|r| r as u32)
-            .filter(|&r| !self.deletes.is_deleted(r))
+        self.seg.find(id).map(|r| r as u32).filter(|&r| !self.deletes.is_deleted(r))
     }
 
     pub fn live_tokens(&self) -> usize {
         let o = self.seg.matrix().offsets;
-        self.live
-            .iter()
-            .map(|&r| (o[r as usize + 1] - o[r as usize]) as usize)
-            .sum()
+        self.live.iter().map(|&r| (o[r as usize + 1] - o[r as usize]) as usize).sum()
     }
 }

@@ -30,44 +30,25 @@ impl Wal {
     /// Creates a new, empty WAL file (fsynced; the caller syncs the directory).
     pub fn create(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<Self> {
         crate::fsutil::write_new(path, &wal::encode_header(dim as u32, id))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(Error::io(path))?;
-        Ok(Self {
-            file,
-            path: path.into(),
-            len: wal::HEADER_LEN as u64,
-            durability,
-        })
+        let file = OpenOptions::new().append(true).open(path).map_err(Error::io(path))?;
+        Ok(Self { file, path: path.into(), len: wal::HEADER_LEN as u64, durability })
     }
 
     /// Opens an existing WAL: verifies it, cuts a torn tail, and returns the
     /// batches `(sequence number, ops)` it holds, in order.
-    pub fn open(
-        path: &Path,
-        id: u64,
-        dim: usize,
-        durability: Durability,
-    ) -> Result<(Self, Batches)> {
+    pub fn open(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<(Self, Batches)> {
         let bytes = crate::fsutil::read(path)?;
         let (wdim, wid) = wal::decode_header(&bytes).map_err(Error::format(path))?;
         if wdim as usize != dim || wid != id {
             return Err(Error::Corrupted {
                 file: path.into(),
                 offset: 12,
-                reason: format!(
-                    "WAL header says dim {wdim}, id {wid}; expected dim {dim}, id {id}"
-                ),
+                reason: format!("WAL header says dim {wdim}, id {wid}; expected dim {dim}, id {id}"),
             });
         }
         let scan = wal::scan(&bytes);
         if let Tail::Corrupt { offset, reason } = scan.tail {
-            return Err(Error::Corrupted {
-                file: path.into(),
-                offset,
-                reason,
-            });
+            return Err(Error::Corrupted { file: path.into(), offset, reason });
         }
         let mut batches = Vec::with_capacity(scan.frames.len());
         for (offset, payload) in &scan.frames {
@@ -75,36 +56,20 @@ impl Wal {
             let (seq, ops) = wal::decode_batch(payload, dim, base).map_err(Error::format(path))?;
             batches.push((*offset, seq, ops.into_iter().map(owned).collect()));
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(Error::io(path))?;
+        let file = OpenOptions::new().append(true).open(path).map_err(Error::io(path))?;
         if matches!(scan.tail, Tail::Torn { .. }) {
-            file.set_len(scan.valid_end)
-                .and_then(|_| file.sync_all())
-                .map_err(Error::io(path))?;
+            file.set_len(scan.valid_end).and_then(|_| file.sync_all()).map_err(Error::io(path))?;
         }
-        Ok((
-            Self {
-                file,
-                path: path.into(),
-                len: scan.valid_end,
-                durability,
-            },
-            batches,
-        ))
+        Ok((Self { file, path: path.into(), len: scan.valid_end, durability }, batches))
     }
 
     /// Appends one framed batch and makes it durable per the durability
     /// setting. On failure the file is cut back to its previous length.
     pub fn append(&mut self, frame: &[u8]) -> Result<()> {
-        let res = self
-            .file
-            .write_all(frame)
-            .and_then(|_| match self.durability {
-                Durability::Sync => self.file.sync_data(),
-                Durability::Buffered => Ok(()),
-            });
+        let res = self.file.write_all(frame).and_then(|_| match self.durability {
+            Durability::Sync => self.file.sync_data(),
+            Durability::Buffered => Ok(()),
+        });
         match res {
             Ok(()) => {
                 self.len += frame.len() as u64;
@@ -113,10 +78,7 @@ impl Wal {
             Err(e) => {
                 // Best effort: a frame that did reach the disk would be replayed
                 // although the caller was told it failed, so remove it.
-                let _ = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|_| self.file.sync_all());
+                let _ = self.file.set_len(self.len).and_then(|_| self.file.sync_all());
                 Err(Error::io(&self.path)(e))
             }
         }
@@ -133,13 +95,7 @@ impl Wal {
 
 fn owned(op: Op<'_>) -> Replayed {
     match op {
-        Op::Upsert {
-            id,
-            tokens,
-            rows: _,
-            text,
-            payload,
-        } => {
+        Op::Upsert { id, tokens, rows: _, text, payload } => {
             let tokens: Vec<f16> = bytemuck::pod_collect_to_vec(tokens);
             Replayed::Upsert(PreparedDoc {
                 id: id.into(),

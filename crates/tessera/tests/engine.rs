@@ -18,10 +18,7 @@ impl Rng {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
     fn tokens(&mut self, n: usize, dim: usize) -> Tokens {
-        Tokens::F32 {
-            data: (0..n * dim).map(|_| self.f()).collect(),
-            dim,
-        }
+        Tokens::F32 { data: (0..n * dim).map(|_| self.f()).collect(), dim }
     }
 }
 
@@ -53,10 +50,7 @@ fn upsert_get_replace_delete_and_reopen() {
         assert_eq!(c.len(), 19);
         let d3 = c.get("d3").unwrap().unwrap();
         assert_eq!((d3.tokens.len(), d3.text.clone()), (16, None));
-        assert_eq!(
-            c.get("d5").unwrap().unwrap().payload,
-            Some(serde_json::json!({"i": 5}))
-        );
+        assert_eq!(c.get("d5").unwrap().unwrap().payload, Some(serde_json::json!({"i": 5})));
         assert!(c.get("d4").unwrap().is_none());
     }
     // Reopen: WAL replay restores the unflushed changes.
@@ -78,15 +72,12 @@ fn search_is_exact_against_naive_reference() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     let dim = 16;
-    let c = db
-        .create_collection("c", CollectionConfig::new(dim))
-        .unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(dim)).unwrap();
     let mut rng = Rng(7);
     let mut stored = Vec::new();
     for batch in 0..4 {
-        let docs: Vec<Document> = (0..50)
-            .map(|i| Document::new(format!("b{batch}-{i}"), rng.tokens(1 + (i * 7) % 30, dim)))
-            .collect();
+        let docs: Vec<Document> =
+            (0..50).map(|i| Document::new(format!("b{batch}-{i}"), rng.tokens(1 + (i * 7) % 30, dim))).collect();
         c.upsert(&docs).unwrap();
         if batch < 3 {
             c.flush().unwrap();
@@ -102,24 +93,14 @@ fn search_is_exact_against_naive_reference() {
     assert_eq!(stored.len(), 198);
     for qi in 0..5 {
         let q = rng.tokens(1 + qi * 3, dim);
-        let Tokens::F32 { data: qv, .. } = &q else {
-            unreachable!()
-        };
-        let mut want: Vec<(f64, &str)> = stored
-            .iter()
-            .map(|(id, t)| (maxsim_f64(qv, t, dim), id.as_str()))
-            .collect();
+        let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+        let mut want: Vec<(f64, &str)> = stored.iter().map(|(id, t)| (maxsim_f64(qv, t, dim), id.as_str())).collect();
         want.sort_by(|a, b| b.0.total_cmp(&a.0));
         let got = c.search(&q, 10).unwrap();
         assert_eq!(got.len(), 10);
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.id, w.1);
-            assert!(
-                (g.score as f64 - w.0).abs() < 1e-3,
-                "{} vs {}",
-                g.score,
-                w.0
-            );
+            assert!((g.score as f64 - w.0).abs() < 1e-3, "{} vs {}", g.score, w.0);
         }
     }
 }
@@ -129,87 +110,24 @@ fn bad_input_is_rejected_whole() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     let c = db.create_collection("c", CollectionConfig::new(4)).unwrap();
-    let ok = || {
-        Document::new(
-            "ok",
-            Tokens::F32 {
-                data: vec![0.5; 4],
-                dim: 4,
-            },
-        )
-    };
+    let ok = || Document::new("ok", Tokens::F32 { data: vec![0.5; 4], dim: 4 });
     type Case = (Document, fn(&Error) -> bool);
     let cases: Vec<Case> = vec![
-        (
-            Document::new(
-                "x",
-                Tokens::F32 {
-                    data: vec![1.0; 6],
-                    dim: 3,
-                },
-            ),
-            |e| matches!(e, Error::DimensionMismatch { got: 3, .. }),
-        ),
-        (
-            Document::new(
-                "x",
-                Tokens::F32 {
-                    data: vec![],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::EmptyTensor { .. }),
-        ),
-        (
-            Document::new(
-                "x",
-                Tokens::F32 {
-                    data: vec![1.0; 6],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::RaggedTensor { .. }),
-        ),
-        (
-            Document::new(
-                "x",
-                Tokens::F32 {
-                    data: vec![1.0, f32::NAN, 0.0, 0.0],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::InvalidValue { col: 1, .. }),
-        ),
-        (
-            Document::new(
-                "x",
-                Tokens::F32 {
-                    data: vec![1e6, 0.0, 0.0, 0.0],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::InvalidValue { .. }),
-        ),
-        (
-            Document::new(
-                "",
-                Tokens::F32 {
-                    data: vec![1.0; 4],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::EmptyId),
-        ),
-        (
-            Document::new(
-                "x".repeat(513),
-                Tokens::F32 {
-                    data: vec![1.0; 4],
-                    dim: 4,
-                },
-            ),
-            |e| matches!(e, Error::IdTooLong { .. }),
-        ),
+        (Document::new("x", Tokens::F32 { data: vec![1.0; 6], dim: 3 }), |e| {
+            matches!(e, Error::DimensionMismatch { got: 3, .. })
+        }),
+        (Document::new("x", Tokens::F32 { data: vec![], dim: 4 }), |e| matches!(e, Error::EmptyTensor { .. })),
+        (Document::new("x", Tokens::F32 { data: vec![1.0; 6], dim: 4 }), |e| matches!(e, Error::RaggedTensor { .. })),
+        (Document::new("x", Tokens::F32 { data: vec![1.0, f32::NAN, 0.0, 0.0], dim: 4 }), |e| {
+            matches!(e, Error::InvalidValue { col: 1, .. })
+        }),
+        (Document::new("x", Tokens::F32 { data: vec![1e6, 0.0, 0.0, 0.0], dim: 4 }), |e| {
+            matches!(e, Error::InvalidValue { .. })
+        }),
+        (Document::new("", Tokens::F32 { data: vec![1.0; 4], dim: 4 }), |e| matches!(e, Error::EmptyId)),
+        (Document::new("x".repeat(513), Tokens::F32 { data: vec![1.0; 4], dim: 4 }), |e| {
+            matches!(e, Error::IdTooLong { .. })
+        }),
         (ok(), |e| matches!(e, Error::DuplicateId(_))),
     ];
     for (bad, is_expected) in cases {
@@ -217,48 +135,15 @@ fn bad_input_is_rejected_whole() {
         assert!(is_expected(&err), "unexpected error: {err}");
         assert_eq!(c.len(), 0, "nothing of a rejected batch may be applied");
     }
-    assert!(matches!(
-        db.collection("nope"),
-        Err(Error::UnknownCollection(_))
-    ));
-    assert!(matches!(
-        db.create_collection("c", CollectionConfig::new(4)),
-        Err(Error::CollectionExists(_))
-    ));
-    assert!(matches!(
-        db.create_collection("bad/name", CollectionConfig::new(4)),
-        Err(Error::InvalidCollectionName(_))
-    ));
-    assert!(matches!(
-        db.create_collection("z", CollectionConfig::new(0)),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.create_collection("z", CollectionConfig::new(4097)),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.open_or_create_collection("c", CollectionConfig::new(8)),
-        Err(Error::ConfigMismatch { .. })
-    ));
-    let q = Tokens::F32 {
-        data: vec![1.0; 8],
-        dim: 8,
-    };
-    assert!(matches!(
-        c.search(&q, 10),
-        Err(Error::DimensionMismatch { .. })
-    ));
-    assert!(matches!(
-        c.search(
-            &Tokens::F32 {
-                data: vec![1.0; 4],
-                dim: 4
-            },
-            0
-        ),
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(db.collection("nope"), Err(Error::UnknownCollection(_))));
+    assert!(matches!(db.create_collection("c", CollectionConfig::new(4)), Err(Error::CollectionExists(_))));
+    assert!(matches!(db.create_collection("bad/name", CollectionConfig::new(4)), Err(Error::InvalidCollectionName(_))));
+    assert!(matches!(db.create_collection("z", CollectionConfig::new(0)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.create_collection("z", CollectionConfig::new(4097)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.open_or_create_collection("c", CollectionConfig::new(8)), Err(Error::ConfigMismatch { .. })));
+    let q = Tokens::F32 { data: vec![1.0; 8], dim: 8 };
+    assert!(matches!(c.search(&q, 10), Err(Error::DimensionMismatch { .. })));
+    assert!(matches!(c.search(&Tokens::F32 { data: vec![1.0; 4], dim: 4 }, 0), Err(Error::InvalidArgument(_))));
     assert!(matches!(Database::open(dir.path()), Err(Error::Locked(_))));
 }
 
@@ -283,14 +168,7 @@ fn corruption_is_reported_with_file_and_offset() {
     {
         let db = Database::open(dir.path()).unwrap();
         let c = db.create_collection("c", CollectionConfig::new(4)).unwrap();
-        c.upsert(&[Document::new(
-            "a",
-            Tokens::F32 {
-                data: vec![0.25; 8],
-                dim: 4,
-            },
-        )])
-        .unwrap();
+        c.upsert(&[Document::new("a", Tokens::F32 { data: vec![0.25; 8], dim: 4 })]).unwrap();
         c.flush().unwrap();
     }
     let cdir = dir.path().join("collections/c");
@@ -303,11 +181,7 @@ fn corruption_is_reported_with_file_and_offset() {
     bytes[520] ^= 0xff; // inside the token matrix
     std::fs::write(&seg, &bytes).unwrap();
     match Database::open(dir.path()) {
-        Err(Error::Corrupted {
-            file,
-            offset,
-            reason,
-        }) => {
+        Err(Error::Corrupted { file, offset, reason }) => {
             assert_eq!(file, seg);
             assert_eq!(offset, 512);
             assert!(reason.contains("checksum"), "{reason}");
@@ -336,8 +210,7 @@ fn readers_run_concurrently_with_writes_flushes_and_compactions() {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let hits = c.search(&rng.tokens(3, dim), 20).unwrap();
                         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ranked");
-                        let ids: std::collections::HashSet<_> =
-                            hits.iter().map(|h| &h.id).collect();
+                        let ids: std::collections::HashSet<_> = hits.iter().map(|h| &h.id).collect();
                         assert_eq!(ids.len(), hits.len(), "no id twice in one result");
                         searches += 1;
                     }
@@ -348,12 +221,7 @@ fn readers_run_concurrently_with_writes_flushes_and_compactions() {
         let mut rng = Rng(5);
         for b in 0..60 {
             let docs: Vec<Document> = (0..20)
-                .map(|i| {
-                    Document::new(
-                        format!("d{}", (b * 20 + i) % 700),
-                        rng.tokens(1 + i % 9, dim),
-                    )
-                })
+                .map(|i| Document::new(format!("d{}", (b * 20 + i) % 700), rng.tokens(1 + i % 9, dim)))
                 .collect();
             c.upsert(&docs).unwrap();
             if b % 7 == 0 {
@@ -370,12 +238,81 @@ fn readers_run_concurrently_with_writes_flushes_and_compactions() {
     });
     let n = c.len();
     drop((c, db));
-    assert_eq!(
-        Database::open(dir.path())
+    assert_eq!(Database::open(dir.path()).unwrap().collection("c").unwrap().len(), n);
+}
+
+fn two_stage_collection(dir: &std::path::Path, index: tessera::IndexConfig) -> std::sync::Arc<tessera::Collection> {
+    let db = Database::open(dir).unwrap();
+    let mut config = CollectionConfig::new(16);
+    config.index = Some(index);
+    let c = db.create_collection("c", config).unwrap();
+    let mut rng = Rng(11);
+    for b in 0..3 {
+        let docs: Vec<Document> =
+            (0..100).map(|i| Document::new(format!("d{b}-{i}"), rng.tokens(1 + (i * 5) % 17, 16))).collect();
+        c.upsert(&docs).unwrap();
+        if b < 2 {
+            c.flush().unwrap(); // two indexed segments, one memtable
+        }
+    }
+    c.delete(&["d0-3", "d1-4", "d2-5"]).unwrap();
+    // The database handle may go: the collection keeps its files.
+    c
+}
+
+#[test]
+fn two_stage_equals_exact_when_candidates_cover_the_collection() {
+    for index in [tessera::IndexConfig::pooled(), tessera::IndexConfig::muvera()] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = two_stage_collection(dir.path(), index.clone());
+        let mut rng = Rng(3);
+        for _ in 0..10 {
+            let q = rng.tokens(5, 16);
+            let exact = c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap();
+            let two = c.search_with(&q, &tessera::SearchParams::new(10).with_candidates(300)).unwrap();
+            assert_eq!(exact, two, "{index:?}");
+            // With few candidates results are still true MaxSim scores of live documents, ranked.
+            let few = c.search_with(&q, &tessera::SearchParams::new(10).with_candidates(20)).unwrap();
+            assert_eq!(few.len(), 10);
+            assert!(few.windows(2).all(|w| w[0].score >= w[1].score));
+            for h in &few {
+                assert!(!["d0-3", "d1-4", "d2-5"].contains(&h.id.as_str()), "deleted document returned");
+                let d = f16_to_f32(&c.get(&h.id).unwrap().unwrap().tokens);
+                let Tokens::F32 { data, .. } = &q else { unreachable!() };
+                assert!((h.score as f64 - maxsim_f64(data, &d, 16)).abs() < 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
+fn restart_keeps_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_files = |d: &std::path::Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(d.join("collections/c"))
             .unwrap()
-            .collection("c")
-            .unwrap()
-            .len(),
-        n
-    );
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tidx"))
+            .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let q = Rng(9).tokens(4, 16);
+    let params = tessera::SearchParams::new(10).with_candidates(40);
+    let (before, files) = {
+        let c = two_stage_collection(dir.path(), tessera::IndexConfig::muvera());
+        c.flush().unwrap();
+        (c.search_with(&q, &params).unwrap(), index_files(dir.path()))
+    };
+    assert_eq!(files.len(), 3, "one index per segment");
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    assert_eq!(index_files(dir.path()), files, "reopening must not rebuild the index");
+    assert_eq!(c.search_with(&q, &params).unwrap(), before);
+    // Compaction builds one index for the merged segment and removes the old ones.
+    c.compact().unwrap();
+    assert_eq!(index_files(dir.path()).len(), 1);
+    let after = c.search_with(&q, &tessera::SearchParams::new(10).with_candidates(1000)).unwrap();
+    assert_eq!(after, c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap());
 }

@@ -22,9 +22,7 @@ fn main() {
     let mut config = CollectionConfig::new(DIM);
     config.memtable_bytes = 24 << 10; // flush often
     config.max_segments = 3; // merge often
-    let c = db
-        .open_or_create_collection("crash", config)
-        .expect("collection");
+    let c = db.open_or_create_collection("crash", config).expect("collection");
     let mut out = std::io::stdout().lock();
     let mut r = seed;
     let mut next = |n: u64| {
@@ -45,25 +43,18 @@ fn main() {
                 c.compact().expect("compact");
             }
             2..=4 => {
-                let ids: std::collections::BTreeSet<String> = (0..1 + next(4))
-                    .map(|_| format!("id{}", next(400)))
-                    .collect();
+                let ids: std::collections::BTreeSet<String> =
+                    (0..1 + next(4)).map(|_| format!("id{}", next(400))).collect();
                 let ids: Vec<String> = ids.into_iter().collect();
                 writeln!(out, "D {}", ids.join(" ")).unwrap();
                 out.flush().unwrap();
                 c.delete(&ids).expect("delete");
             }
             _ => {
-                let ids: std::collections::BTreeSet<String> = (0..1 + next(8))
-                    .map(|_| format!("id{}", next(400)))
-                    .collect();
+                let ids: std::collections::BTreeSet<String> =
+                    (0..1 + next(8)).map(|_| format!("id{}", next(400))).collect();
                 let docs: Vec<_> = ids.iter().map(|id| doc_for(id, version)).collect();
-                writeln!(
-                    out,
-                    "U {version} {}",
-                    ids.into_iter().collect::<Vec<_>>().join(" ")
-                )
-                .unwrap();
+                writeln!(out, "U {version} {}", ids.into_iter().collect::<Vec<_>>().join(" ")).unwrap();
                 out.flush().unwrap();
                 c.upsert(&docs).expect("upsert");
             }
