@@ -34,10 +34,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// v1 layout: doc-0..doc-4 flushed into one segment, doc-1 deleted (deletion
-/// vector), then doc-5 upserted and doc-2 deleted in the WAL only.
-fn write_v1(dir: &Path) {
+/// vector), then doc-5 upserted and doc-2 deleted in the WAL only. `db-index`
+/// is the same with a pooled HNSW index per segment.
+fn write_v1(dir: &Path, index: Option<tessera::IndexConfig>) {
     let db = Database::open(dir).unwrap();
-    let c = db.create_collection("golden", CollectionConfig::new(4)).unwrap();
+    let c = db.create_collection("golden", CollectionConfig { index, ..CollectionConfig::new(4) }).unwrap();
     c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>()).unwrap();
     c.flush().unwrap();
     c.delete(&["doc-1"]).unwrap();
@@ -57,8 +58,12 @@ fn file_with_prefix(dir: &Path, prefix: &str) -> PathBuf {
 }
 
 fn v1_copy() -> (tempfile::TempDir, PathBuf) {
+    v1_copy_of("db")
+}
+
+fn v1_copy_of(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures().join("v1/db"), tmp.path());
+    copy_dir(&fixtures().join("v1").join(name), tmp.path());
     let cdir = tmp.path().join("collections/golden");
     (tmp, cdir)
 }
@@ -66,11 +71,19 @@ fn v1_copy() -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn v1_database_opens_with_its_exact_contents() {
     if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
-        let out = fixtures().join("v1/db");
-        let _ = std::fs::remove_dir_all(&out);
-        write_v1(&out);
+        for (name, index) in [("db", None), ("db-index", Some(tessera::IndexConfig::pooled()))] {
+            let out = fixtures().join("v1").join(name);
+            let _ = std::fs::remove_dir_all(&out);
+            write_v1(&out, index);
+        }
     }
-    let (tmp, _) = v1_copy();
+    for name in ["db", "db-index"] {
+        check_v1_contents(name);
+    }
+}
+
+fn check_v1_contents(name: &str) {
+    let (tmp, _) = v1_copy_of(name);
     let db = Database::open(tmp.path()).unwrap();
     let c = db.collection("golden").unwrap();
     assert_eq!(c.dim(), 4);
@@ -88,8 +101,23 @@ fn v1_database_opens_with_its_exact_contents() {
         assert_eq!((d.text, d.payload), (want.text, want.payload));
     }
     let q = Tokens::F32 { data: vec![1.0, 0.0, 0.0, 0.0], dim: 4 };
-    let hits = c.search(&q, 10).unwrap();
-    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["doc-5", "doc-4", "doc-3", "doc-0"]);
+    for params in [tessera::SearchParams::exact(10), tessera::SearchParams::new(10).with_candidates(2)] {
+        let hits = c.search_with(&q, &params).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["doc-5", "doc-4", "doc-3", "doc-0"]);
+    }
+}
+
+#[test]
+fn damaged_v1_index_is_refused_with_file_and_offset() {
+    let (tmp, cdir) = v1_copy_of("db-index");
+    let ix = file_with_prefix(&cdir, "hnsw-");
+    let mut b = std::fs::read(&ix).unwrap();
+    b[384 + 1] ^= 0x04; // a stored vector: the first section follows the 384-byte header
+    std::fs::write(&ix, b).unwrap();
+    match Database::open(tmp.path()) {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset), (ix, 384)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
 }
 
 #[test]

@@ -85,8 +85,8 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
     let pct = |l: &[Duration], p: f64| l[((l.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
     let (exact_run, exact_lat, q1, q2) = measure(&c, &queries, &SearchParams::exact(o.k))?;
     let exact_p50 = pct(&exact_lat, 0.5);
-    let mut settings: Vec<(String, Option<usize>, Run, Vec<Duration>, f64, f64)> =
-        vec![("exact".into(), None, exact_run.clone(), exact_lat, q1, q2)];
+    type Measured = (String, Option<usize>, Run, Vec<Duration>, f64, f64);
+    let mut settings: Vec<Measured> = vec![("exact".into(), None, exact_run.clone(), exact_lat, q1, q2)];
     for &n in &o.candidates {
         let mut p = SearchParams::new(o.k).with_candidates(n);
         if let Some(ef) = o.ef {

@@ -43,8 +43,8 @@ enum Cmd {
         #[arg(long)]
         collection: String,
         data: PathBuf,
-        /// Coarse index of a new collection: muvera, pooled, or none (every search exact).
-        #[arg(long, value_enum, default_value = "muvera")]
+        /// Coarse index of a new collection: pooled, muvera, or none (every search exact).
+        #[arg(long, value_enum, default_value = "pooled")]
         index: IndexKind,
     },
     /// Search with every query of a bulk-format folder; write a TREC run file.
@@ -80,8 +80,8 @@ enum Cmd {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum IndexKind {
-    Muvera,
     Pooled,
+    Muvera,
     None,
 }
 

@@ -61,7 +61,8 @@ fn ingest_info_search_round_trip() {
     let run = tmp.path().join("run.txt");
     let (db_s, q_s, run_s) = (s(&db), s(&qdir), s(&run));
     let search = |extra: &[&str]| {
-        let mut args = vec!["search", "--db", &db_s, "--collection", "c", "--queries", &q_s, "--k", "7", "--run", &run_s];
+        let mut args =
+            vec!["search", "--db", &db_s, "--collection", "c", "--queries", &q_s, "--k", "7", "--run", &run_s];
         args.extend_from_slice(extra);
         ok(&args);
         std::fs::read_to_string(&run).unwrap()

@@ -400,7 +400,7 @@ impl Collection {
             created.push(ipath.clone());
             let vectors = encode_segment(&seg, enc);
             fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &ix.hnsw))?;
-            seg.index = Some(VectorIndex::open(&ipath, fid, seg.n_docs(), enc.dim())?);
+            seg.index = Some(VectorIndex::open(&ipath, seg.n_docs(), enc.dim())?);
             index = Some(fid);
         }
         m.segments.push(SegmentEntry {
@@ -565,7 +565,7 @@ fn encode_segment(seg: &Segment, enc: &Encoder) -> Vec<f32> {
 fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize, enc_dim: usize) -> Result<SegmentView> {
     let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, dim)?;
     if let Some(fid) = e.index.filter(|_| enc_dim > 0) {
-        seg.index = Some(VectorIndex::open(&dir.join(manifest::index_file(fid)), fid, seg.n_docs(), enc_dim)?);
+        seg.index = Some(VectorIndex::open(&dir.join(manifest::index_file(fid)), seg.n_docs(), enc_dim)?);
     }
     let dv = match e.deletes {
         None => DeletionVector::new(e.id, seg.n_docs() as u64),

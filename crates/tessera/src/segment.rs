@@ -22,13 +22,12 @@ pub(crate) struct Segment {
 
 /// A memory-mapped, verified HNSW index file of one segment.
 pub(crate) struct VectorIndex {
-    pub file_id: u64,
     mmap: Mmap,
     layout: HnswLayout,
 }
 
 impl VectorIndex {
-    pub fn open(path: &Path, file_id: u64, n_docs: usize, dim: usize) -> Result<Self> {
+    pub fn open(path: &Path, n_docs: usize, dim: usize) -> Result<Self> {
         let mmap = map(path)?;
         let layout = HnswLayout::parse(&mmap).map_err(Error::format(path))?;
         if layout.len() != n_docs || layout.dim() != dim {
@@ -42,7 +41,7 @@ impl VectorIndex {
                 ),
             });
         }
-        Ok(Self { file_id, mmap, layout })
+        Ok(Self { mmap, layout })
     }
 
     /// The best `k` accepted rows by coarse score, best first.
