@@ -64,6 +64,13 @@ enum Cmd {
         #[command(flatten)]
         stage: StageArgs,
     },
+    /// Merge a collection's segments into one, dropping deleted documents.
+    Compact {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        collection: String,
+    },
     /// Benchmarks (one JSON line per run).
     Bench {
         #[command(subcommand)]
@@ -231,6 +238,20 @@ fn run(cli: Cli) -> Result<()> {
             let db = Database::open(&db)?;
             let o = tessera_cli::bench::SearchBench { collection, queries, k, candidates, ef, qrels };
             tessera_cli::bench::search(&db, &o, json, stdout)?;
+        }
+        Cmd::Compact { db, collection } => {
+            let db = Database::open(&db)?;
+            let c = db.collection(&collection)?;
+            let t = std::time::Instant::now();
+            c.compact()?;
+            let st = c.stats();
+            writeln!(
+                stdout,
+                "compacted {collection} in {:.2} s: {} documents in {} segment(s)",
+                t.elapsed().as_secs_f64(),
+                st.documents,
+                st.segments
+            )?;
         }
         Cmd::Info { db, json } => {
             let db = Database::open(&db)?;
