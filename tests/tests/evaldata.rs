@@ -56,7 +56,14 @@ fn exact_search_reproduces_the_reference_top100() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let r = tessera_cli::commands::ingest(&db, "deb", &data.join("corpus"), None, &mut std::io::sink()).unwrap();
+    let r = tessera_cli::ingest::ingest(
+        &db,
+        "deb",
+        &data.join("corpus"),
+        &tessera_cli::ingest::IngestOptions { index: None, ..Default::default() },
+        &mut std::io::sink(),
+    )
+    .unwrap();
     assert_eq!(r.docs, 2600);
     let c = db.collection("deb").unwrap();
     let reference = read_run(&data.join("exact_top100.run"));

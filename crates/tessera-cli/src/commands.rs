@@ -5,69 +5,16 @@ use crate::synth;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tessera::{CollectionConfig, Database, Document, IndexConfig, SearchParams};
+use tessera::{CollectionConfig, Database, Document, SearchParams};
 
-/// Documents per write batch, and the token bytes at which a batch is cut early.
+/// Documents per write batch of the demo.
 const BATCH_DOCS: usize = 512;
-const BATCH_BYTES: usize = 16 << 20;
-
-pub struct IngestReport {
-    pub docs: usize,
-    pub tokens: usize,
-    pub elapsed: Duration,
-}
 
 fn doc_values(d: &Document) -> usize {
     match &d.tokens {
         tessera::Tokens::F32 { data, .. } => data.len(),
         tessera::Tokens::F16 { data, .. } => data.len(),
     }
-}
-
-/// Streams a bulk-format folder into `collection`. If the collection does
-/// not exist it is created with the data's dim and the coarse `index`.
-pub fn ingest(
-    db: &Database,
-    collection: &str,
-    data: &Path,
-    index: Option<IndexConfig>,
-    progress: &mut dyn Write,
-) -> Result<IngestReport> {
-    let start = Instant::now();
-    let mut reader = BulkReader::open(data, "docs.jsonl")?;
-    let config = CollectionConfig { index, ..CollectionConfig::new(reader.dim()) };
-    let c = db.open_or_create_collection(collection, config)?;
-    let total = reader.n_docs();
-    let (mut docs, mut tokens, mut batch, mut batch_bytes) = (0, 0, Vec::new(), 0);
-    let mut last_report = Instant::now();
-    loop {
-        let next = reader.next_doc()?;
-        let done = next.is_none();
-        if let Some(d) = next {
-            batch_bytes += doc_values(&d) * 2;
-            batch.push(d);
-        }
-        if (done && !batch.is_empty()) || batch.len() >= BATCH_DOCS || batch_bytes >= BATCH_BYTES {
-            c.upsert(&batch)?;
-            docs += batch.len();
-            tokens += batch.iter().map(|d| doc_values(d) / reader.dim()).sum::<usize>();
-            batch.clear();
-            batch_bytes = 0;
-            if last_report.elapsed() > Duration::from_secs(2) {
-                writeln!(
-                    progress,
-                    "ingest: {docs}/{total} documents ({:.0} docs/s)",
-                    docs as f64 / start.elapsed().as_secs_f64()
-                )?;
-                last_report = Instant::now();
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    c.flush()?;
-    Ok(IngestReport { docs, tokens, elapsed: start.elapsed() })
 }
 
 pub struct SearchReport {

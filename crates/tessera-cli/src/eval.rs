@@ -132,6 +132,31 @@ pub fn recall_against(run: &Run, reference: &Run, k: usize) -> f64 {
     if n == 0 { 0.0 } else { total / n as f64 }
 }
 
+/// How a run and the judgments line up: judged queries (with a relevant
+/// document), those of them absent from the run (scored 0), and run queries
+/// without any relevant judgment (ignored by the averages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Coverage {
+    pub judged: usize,
+    pub missing_from_run: usize,
+    pub unjudged_in_run: usize,
+}
+
+pub fn coverage(run: &Run, qrels: &Qrels) -> Coverage {
+    let judged = |q: &String| qrels.get(q).is_some_and(|r| r.values().any(|&x| x > 0.0));
+    let judged_ids: Vec<&String> = qrels.keys().filter(|q| judged(q)).collect();
+    Coverage {
+        judged: judged_ids.len(),
+        missing_from_run: judged_ids.iter().filter(|q| !run.contains_key(**q)).count(),
+        unjudged_in_run: run.keys().filter(|q| !judged(q)).count(),
+    }
+}
+
+/// [`evaluate`] at every cutoff of `ks`, in order.
+pub fn evaluate_at(run: &Run, qrels: &Qrels, ks: &[usize]) -> Vec<Metrics> {
+    ks.iter().map(|&k| evaluate(run, qrels, k)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,17 @@
 //! | [`synth`] | synthetic clustered corpora and .npy/bulk writers |
 //! | [`commands`] | demo, ingest, search, info |
 //! | [`eval`] | retrieval metrics over TREC runs and qrels |
+//! | [`eval_cmd`] | `tessera eval` (and `search --qrels`): metric tables and JSON |
+//! | [`mine`] | `tessera mine-negatives`: hard negatives for fine-tuning |
+//! | [`inspect`] | `tessera inspect`: headers, counts and checksums of a collection's files |
+//! | [`ingest`] | `tessera ingest`: batching, validation, progress, --on-error, --resume |
 
 pub mod bench;
 pub mod bulk;
 pub mod commands;
 pub mod eval;
+pub mod eval_cmd;
+pub mod ingest;
+pub mod inspect;
+pub mod mine;
 pub mod synth;

@@ -42,10 +42,21 @@ enum Cmd {
         db: PathBuf,
         #[arg(long)]
         collection: String,
+        /// A bulk folder (docs.jsonl + tokens.npy + offsets.npy, or + tokens.safetensors),
+        /// a JSONL file with inline "tokens", or `-` for JSONL on standard input.
         data: PathBuf,
         /// Coarse index of a new collection: pooled, muvera, or none (every search exact).
         #[arg(long, value_enum, default_value = "pooled")]
         index: IndexKind,
+        /// What to do with a bad record: abort (nothing of its batch is written) or skip it.
+        #[arg(long, value_enum, default_value = "abort")]
+        on_error: tessera_cli::ingest::OnError,
+        /// Continue after the last batch an interrupted ingest of the same input acknowledged.
+        #[arg(long)]
+        resume: bool,
+        /// Documents per write batch (each is one WAL append + fsync).
+        #[arg(long, default_value_t = 512)]
+        batch_docs: usize,
     },
     /// Search with every query of a bulk-format folder; write a TREC run file.
     Search {
@@ -63,6 +74,9 @@ enum Cmd {
         run: PathBuf,
         #[command(flatten)]
         stage: StageArgs,
+        /// Evaluate the run just written against these judgments (as `tessera eval`).
+        #[arg(long)]
+        qrels: Option<PathBuf>,
     },
     /// Merge a collection's segments into one, dropping deleted documents.
     Compact {
@@ -83,6 +97,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Hit-Rate@K, MRR@K, nDCG@K, Recall@K of a TREC run against qrels (and recall against an exact run).
+    Eval(tessera_cli::eval_cmd::EvalArgs),
+    /// Hard negatives for fine-tuning: retrieve, drop positives, sample a rank range (JSONL out).
+    MineNegatives(tessera_cli::mine::MineArgs),
+    /// Dump headers, counts and checksums of segments, deletion vectors, WALs, HNSW indexes and
+    /// manifests, and verify them all (exit code 1 if anything is corrupt).
+    Inspect(tessera_cli::inspect::InspectArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -184,20 +205,28 @@ fn run(cli: Cli) -> Result<()> {
             let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
             commands::demo(&db, &o, stdout)?;
         }
-        Cmd::Ingest { db, collection, data, index } => {
+        Cmd::Ingest { db, collection, data, index, on_error, resume, batch_docs } => {
             let db = Database::open(&db)?;
-            let r = commands::ingest(&db, &collection, &data, index.config(), &mut std::io::stderr())?;
+            let opts = tessera_cli::ingest::IngestOptions { index: index.config(), on_error, resume, batch_docs };
+            let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
                 stdout,
-                "ingested {} documents, {} tokens in {s:.2} s ({:.0} docs/s, {:.0} tokens/s)",
+                "ingested {} documents, {} tokens in {s:.2} s ({:.0} docs/s, {:.0} tokens/s); {} bad records skipped{}",
                 r.docs,
                 r.tokens,
                 r.docs as f64 / s,
-                r.tokens as f64 / s
+                r.tokens as f64 / s,
+                r.skipped,
+                if r.resumed_after > 0 {
+                    format!("; resumed after {} records", r.resumed_after)
+                } else {
+                    String::new()
+                }
             )?;
         }
-        Cmd::Search { db, collection, queries, k, run, stage } => {
+        Cmd::Search { db, collection, queries, k, run, stage, qrels } => {
+            tessera_cli::eval_cmd::check_search_run(&run, qrels.as_deref())?;
             let db = Database::open(&db)?;
             let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
                 Box::new(std::io::stdout())
@@ -215,6 +244,9 @@ fn run(cli: Cli) -> Result<()> {
                 r.percentile(0.99).as_secs_f64() * 1e3,
                 r.queries as f64 / total.max(1e-9)
             );
+            if let Some(q) = qrels {
+                tessera_cli::eval_cmd::after_search(&run, &q, k, stdout)?;
+            }
         }
         Cmd::Bench { what: BenchCmd::Maxsim { query_tokens, doc_tokens, dim, docs, threads } } => {
             if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
@@ -257,6 +289,9 @@ fn run(cli: Cli) -> Result<()> {
             let db = Database::open(&db)?;
             commands::info(&db, stdout, json)?;
         }
+        Cmd::Eval(a) => tessera_cli::eval_cmd::eval(&a, stdout)?,
+        Cmd::MineNegatives(a) => tessera_cli::mine::run(&a, stdout)?,
+        Cmd::Inspect(a) => tessera_cli::inspect::run(&a, stdout)?,
     }
     Ok(())
 }

@@ -108,7 +108,7 @@ fn malformed_input_names_file_and_line() {
     // One record too few for offsets.npy.
     std::fs::write(&jsonl, good.lines().take(4).collect::<Vec<_>>().join("\n") + "\n").unwrap();
     let o = tessera(&["ingest", "--db", &s(&db), "--collection", "c", &s(&data)]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("4 records but offsets.npy describes 5 documents"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("4 records but the offsets describe 5 documents"));
 
     // Missing tokens file, unknown collection, wrong dim.
     std::fs::remove_file(data.join("tokens.npy")).unwrap();

@@ -81,6 +81,20 @@ impl DeletionVector {
     }
 }
 
+/// What [`inspect`] found in a deletion-vector file.
+#[derive(Debug, Clone)]
+pub struct DeletesReport {
+    /// The envelope header; `None` if the file is shorter than it.
+    pub envelope: Option<envelope::EnvelopeReport>,
+    /// The complete verification, [`DeletionVector::decode`].
+    pub verdict: Result<DeletionVector>,
+}
+
+/// Reports a deletion vector's envelope and checksums, and decodes it. Never panics.
+pub fn inspect(bytes: &[u8]) -> DeletesReport {
+    DeletesReport { envelope: envelope::inspect(bytes), verdict: DeletionVector::decode(bytes) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

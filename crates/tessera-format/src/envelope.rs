@@ -65,6 +65,41 @@ pub fn decode<'a>(bytes: &'a [u8], magic: &[u8; 8], major: u16) -> Result<(u16, 
     Ok((min, body))
 }
 
+/// The header fields of an envelope as stored, with the checksums its bytes have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeReport {
+    pub magic: [u8; 8],
+    pub major: u16,
+    pub minor: u16,
+    pub body_len: u64,
+    /// Body bytes actually present (`file length − 32`).
+    pub actual_body_len: u64,
+    pub body_crc_stored: u32,
+    /// CRC-32 of the bytes after the header.
+    pub body_crc_computed: u32,
+    pub header_crc_stored: u32,
+    pub header_crc_computed: u32,
+}
+
+/// Reads an envelope's header without verifying it; `None` if the file is
+/// shorter than the header. Verification is [`decode`].
+pub fn inspect(bytes: &[u8]) -> Option<EnvelopeReport> {
+    let h = bytes.get(..HEADER_LEN)?;
+    let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+    Some(EnvelopeReport {
+        magic: h[..8].try_into().expect("8 bytes"),
+        major: u16_at(8),
+        minor: u16_at(10),
+        body_len: u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")),
+        actual_body_len: (bytes.len() - HEADER_LEN) as u64,
+        body_crc_stored: u32_at(24),
+        body_crc_computed: crc32(&bytes[HEADER_LEN..]),
+        header_crc_stored: u32_at(28),
+        header_crc_computed: crc32(&h[..28]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +114,10 @@ mod tests {
             assert!(decode(&bad, b"TESTMAGC", 1).is_err(), "flip at {i} not detected");
         }
         assert!(decode(&enc[..enc.len() - 1], b"TESTMAGC", 1).is_err());
+        let r = inspect(&enc).unwrap();
+        assert_eq!((r.minor, r.body_len, r.body_crc_stored), (3, 10, r.body_crc_computed));
+        assert_eq!(r.header_crc_stored, r.header_crc_computed);
+        assert!(inspect(&enc[..31]).is_none());
         assert!(matches!(
             decode(&encode(b"TESTMAGC", 2, 0, b"x"), b"TESTMAGC", 1),
             Err(FormatError::UnsupportedVersion { major: 2, .. })

@@ -10,12 +10,14 @@
 //! | [`segment`] | immutable segment files: header, section table, token matrix, tables |
 //! | [`wal`] | write-ahead-log file header, frames and batch records |
 //! | [`deletes`] | per-segment deletion bitmaps |
+//! | [`inspect`] | non-failing reports of headers, section tables and stored vs computed checksums |
 
 #[cfg(target_endian = "big")]
 compile_error!("Tessera's files are little-endian and read in place; big-endian hosts are not supported");
 
 pub mod deletes;
 pub mod envelope;
+pub mod inspect;
 pub mod segment;
 pub mod wal;
 

@@ -454,6 +454,79 @@ impl SegmentLayout {
     }
 }
 
+/// Name of a section kind (1-based, as stored), for reports.
+pub fn section_name(kind: u32) -> &'static str {
+    const NAMES: [&str; SECTION_COUNT] = [
+        "TOKENS",
+        "DOC_OFFSETS",
+        "ID_OFFSETS",
+        "IDS",
+        "TEXT_OFFSETS",
+        "TEXTS",
+        "PAYLOAD_OFFSETS",
+        "PAYLOADS",
+        "DOC_FLAGS",
+        "ID_ORDER",
+    ];
+    (kind as usize).checked_sub(1).and_then(|i| NAMES.get(i)).copied().unwrap_or("?")
+}
+
+/// The header fields of a segment as stored, with the header checksum its bytes have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeaderReport {
+    pub magic: [u8; 8],
+    pub major: u16,
+    pub minor: u16,
+    pub dim: u32,
+    pub n_docs: u64,
+    pub n_tokens: u64,
+    pub file_len: u64,
+    pub section_count: u32,
+    pub stored_crc: u32,
+    pub computed_crc: u32,
+}
+
+/// What [`inspect`] found in a segment file.
+#[derive(Debug, Clone)]
+pub struct SegmentReport {
+    /// Bytes actually present.
+    pub len: u64,
+    /// `None` when the file is shorter than the header.
+    pub header: Option<SegmentHeaderReport>,
+    /// The section table's entries (up to the stored count, at most [`MAX_SECTIONS`]).
+    pub sections: Vec<crate::inspect::SectionReport>,
+    /// The result of the complete verification, [`SegmentLayout::parse`].
+    pub verdict: Result<()>,
+}
+
+/// Where a segment's section table is.
+pub const TABLE_SPEC: crate::inspect::TableSpec =
+    crate::inspect::TableSpec { table_at: 64, max_sections: MAX_SECTIONS };
+
+/// Reports a segment's header, section table and checksums, and runs the
+/// full verification. Never fails or panics, whatever the bytes.
+pub fn inspect(bytes: &[u8]) -> SegmentReport {
+    let verdict = crate::inspect::with_aligned(bytes, |b| SegmentLayout::parse(b).map(|_| ()));
+    let header = (bytes.len() >= HEADER_LEN).then(|| {
+        let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
+        SegmentHeaderReport {
+            magic: h.magic,
+            major: h.major,
+            minor: h.minor,
+            dim: h.dim,
+            n_docs: h.n_docs,
+            n_tokens: h.n_tokens,
+            file_len: h.file_len,
+            section_count: h.section_count,
+            stored_crc: h.header_crc,
+            computed_crc: header_crc(h),
+        }
+    });
+    let count = header.as_ref().map_or(0, |h| h.section_count as usize);
+    let sections = crate::inspect::section_table(bytes, &TABLE_SPEC, count);
+    SegmentReport { len: bytes.len() as u64, header, sections, verdict }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +569,27 @@ mod tests {
         assert_eq!(l.find_id(b, "nope"), None);
         for s in 0..SECTION_COUNT {
             assert_eq!(l.sections[s].start % ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn inspect_reports_checksums_and_never_panics() {
+        let raw = sample();
+        let r = inspect(&raw[1..].iter().copied().chain([0]).collect::<Vec<_>>());
+        assert!(r.verdict.is_err());
+        let r = inspect(&raw);
+        assert!(r.verdict.is_ok());
+        let h = r.header.unwrap();
+        assert_eq!((h.dim, h.n_docs, h.n_tokens, h.stored_crc), (3, 3, 4, h.computed_crc));
+        assert_eq!(r.sections.len(), SECTION_COUNT);
+        assert!(r.sections.iter().all(|s| s.ok()));
+        assert_eq!(section_name(r.sections[9].kind), "ID_ORDER");
+        let mut bad = raw.clone();
+        bad[r.sections[5].offset as usize] ^= 1;
+        let r = inspect(&bad);
+        assert!(r.verdict.is_err() && !r.sections[5].ok() && r.sections[4].ok());
+        for cut in 0..raw.len() {
+            assert!(inspect(&raw[..cut]).verdict.is_err());
         }
     }
 

@@ -266,6 +266,89 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
     Ok((seq, ops))
 }
 
+/// The WAL file header as stored, with the checksum its bytes have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalHeaderReport {
+    pub magic: [u8; 8],
+    pub major: u16,
+    pub minor: u16,
+    pub dim: u32,
+    pub wal_id: u64,
+    pub stored_crc: u32,
+    pub computed_crc: u32,
+}
+
+/// What [`inspect`] found in a WAL file.
+#[derive(Debug, Clone)]
+pub struct WalReport {
+    pub len: u64,
+    /// `None` if the file is shorter than the header.
+    pub header: Option<WalHeaderReport>,
+    /// [`decode_header`]'s verdict; frames are only scanned when it is `Ok`.
+    pub header_check: Result<()>,
+    /// Good frames (length and checksum verified).
+    pub frames: usize,
+    /// End of the last good frame.
+    pub valid_end: u64,
+    /// What follows it.
+    pub tail: Tail,
+    /// Sequence numbers of the first and last batch, and the op counts of all good frames.
+    pub seqs: Option<(u64, u64)>,
+    pub upserts: usize,
+    pub deletes: usize,
+    /// The first good frame whose batch does not decode (with the header's
+    /// dim), or whose sequence number does not increase: corruption.
+    pub batch_error: Option<FormatError>,
+}
+
+/// Reports a WAL's header, frames and tail, decoding every batch. Never panics.
+pub fn inspect(bytes: &[u8]) -> WalReport {
+    let header = bytes.get(..HEADER_LEN).map(|h| {
+        let le = |a: usize, b: usize| h[a..b].iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64);
+        WalHeaderReport {
+            magic: h[..8].try_into().expect("8 bytes"),
+            major: le(8, 10) as u16,
+            minor: le(10, 12) as u16,
+            dim: le(12, 16) as u32,
+            wal_id: le(16, 24),
+            stored_crc: le(28, 32) as u32,
+            computed_crc: crc32(&h[..28]),
+        }
+    });
+    let mut r = WalReport {
+        len: bytes.len() as u64,
+        header,
+        header_check: decode_header(bytes).map(|_| ()),
+        frames: 0,
+        valid_end: HEADER_LEN.min(bytes.len()) as u64,
+        tail: Tail::Clean,
+        seqs: None,
+        upserts: 0,
+        deletes: 0,
+        batch_error: None,
+    };
+    let Ok((dim, _)) = decode_header(bytes) else { return r };
+    let s = scan(bytes);
+    (r.frames, r.valid_end, r.tail) = (s.frames.len(), s.valid_end, s.tail);
+    for &(at, payload) in &s.frames {
+        let base = at + FRAME_HEADER_LEN as u64;
+        match decode_batch(payload, dim as usize, base) {
+            Ok((seq, _)) if r.seqs.is_some_and(|(_, last)| seq <= last) => {
+                r.batch_error = Some(corrupted(base as usize, format!("sequence number {seq} does not increase")));
+            }
+            Ok((seq, ops)) => {
+                r.seqs = Some((r.seqs.map_or(seq, |(first, _)| first), seq));
+                r.upserts += ops.iter().filter(|o| matches!(o, Op::Upsert { .. })).count();
+                r.deletes += ops.iter().filter(|o| matches!(o, Op::Delete { .. })).count();
+                continue;
+            }
+            Err(e) => r.batch_error = Some(e),
+        }
+        break;
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +397,13 @@ mod tests {
         let mut g = f.clone();
         g[HEADER_LEN + FRAME_HEADER_LEN] ^= 1;
         assert!(matches!(scan(&g).tail, Tail::Corrupt { .. }));
+        let r = inspect(&f);
+        assert_eq!((r.frames, r.seqs, r.deletes, r.tail.clone()), (2, Some((1, 2)), 2, Tail::Clean));
+        assert!(r.header_check.is_ok() && r.batch_error.is_none());
+        assert!(inspect(&f[..20]).header_check.is_err());
+        let mut g = f.clone();
+        g[HEADER_LEN + FRAME_HEADER_LEN] ^= 1;
+        assert!(matches!(inspect(&g).tail, Tail::Corrupt { .. }));
         // Zero fill after good frames is torn.
         let mut g = f.clone();
         g.extend([0u8; 100]);

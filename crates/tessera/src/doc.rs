@@ -105,6 +105,27 @@ impl Document {
         Self { id: id.into(), tokens, text: None, payload: None }
     }
 
+    /// Checks this document as `upsert` would for a collection of dimension
+    /// `dim` (id, shape, finite values within f16 range), without converting
+    /// it. Lets a bulk loader report a bad record by its position.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        check_id(&self.id)?;
+        self.tokens.check_shape(dim, Some(&self.id))?;
+        // f32 values at or beyond 65520 round to infinity in f16.
+        let bad = match &self.tokens {
+            Tokens::F32 { data, .. } => {
+                data.iter().position(|x| x.is_nan() || x.abs() >= 65520.0).map(|p| (p, data[p]))
+            }
+            Tokens::F16 { data, .. } => data.iter().position(|x| !x.is_finite()).map(|p| (p, data[p].to_f32())),
+        };
+        match bad {
+            Some((p, value)) => {
+                Err(Error::InvalidValue { id: Some(self.id.clone()), row: p / dim, col: p % dim, value })
+            }
+            None => Ok(()),
+        }
+    }
+
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
         self

@@ -1,0 +1,295 @@
+//! `tessera ingest`: streams any input format into a collection.
+//!
+//! A reader thread parses and validates records (JSONL chunks in parallel)
+//! into batches and hands them over a bounded channel, so at most a few
+//! batches are in memory whatever the input size; the main thread upserts
+//! each batch (one WAL append + fsync) and then records the number of input
+//! records consumed in a checkpoint file, so an interrupted ingest can
+//! `--resume` where its last acknowledged batch ended. Re-running from the
+//! start is also safe: upserts are idempotent.
+//!
+//! A bad record (unparsable, wrong dim, NaN, missing tokens, …) is reported
+//! with `file:line`; `--on-error skip` skips it, `abort` (the default) stops
+//! before anything of its batch is written.
+
+use crate::bulk::{ReadError, Record, RecordSource, Result, open_source};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+use tessera::{CollectionConfig, Database, IndexConfig};
+
+/// What to do with a bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Report it and go on without it.
+    Skip,
+    /// Stop; nothing of the batch holding it is written.
+    Abort,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Coarse index of a collection created by this ingest.
+    pub index: Option<IndexConfig>,
+    pub on_error: OnError,
+    /// Continue after the last batch an interrupted run acknowledged.
+    pub resume: bool,
+    /// Documents per write batch (cut earlier at 16 MiB of tokens).
+    pub batch_docs: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self { index: Some(IndexConfig::default()), on_error: OnError::Abort, resume: false, batch_docs: 512 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// Documents written by this run.
+    pub docs: usize,
+    pub tokens: usize,
+    /// Bad records skipped (`--on-error skip`).
+    pub skipped: usize,
+    /// Records passed over because an earlier run had written them (`--resume`).
+    pub resumed_after: usize,
+    pub elapsed: Duration,
+}
+
+const BATCH_BYTES: usize = 16 << 20;
+
+/// One batch from the reader thread.
+struct Batch {
+    records: Vec<Record>,
+    /// Bad records of this batch, in input order: `(file:line, reason)`.
+    bad: Vec<(String, String)>,
+    /// Input records consumed up to the end of this batch (this run's count).
+    consumed: usize,
+    fatal: Option<String>,
+}
+
+fn token_values(r: &Record) -> usize {
+    match &r.doc.tokens {
+        tessera::Tokens::F32 { data, .. } => data.len(),
+        tessera::Tokens::F16 { data, .. } => data.len(),
+    }
+}
+
+/// Reads, validates and batches records on its own thread.
+fn spawn_reader(mut src: Box<dyn RecordSource>, dim: usize, batch_docs: usize) -> Receiver<Batch> {
+    let (tx, rx) = sync_channel::<Batch>(2);
+    std::thread::spawn(move || {
+        let mut consumed = 0;
+        loop {
+            let mut b = Batch { records: Vec::new(), bad: Vec::new(), consumed, fatal: None };
+            let mut bytes = 0;
+            let mut done = false;
+            while b.records.len() < batch_docs && bytes < BATCH_BYTES {
+                match src.next_record() {
+                    Ok(None) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(Some(r)) => {
+                        consumed += 1;
+                        match r.doc.validate(dim) {
+                            Ok(()) => {
+                                bytes += token_values(&r) * 2;
+                                b.records.push(r);
+                            }
+                            Err(e) => b.bad.push((r.at, e.to_string())),
+                        }
+                    }
+                    Err(ReadError::Bad { at, reason }) => {
+                        consumed += 1;
+                        b.bad.push((at, reason));
+                    }
+                    Err(ReadError::Fatal(e)) => {
+                        b.fatal = Some(e.to_string());
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            b.consumed = consumed;
+            if tx.send(b).is_err() || done {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The checkpoint of an ingest into one collection: which input, how far.
+struct Checkpoint {
+    path: PathBuf,
+    source: String,
+}
+
+impl Checkpoint {
+    fn new(db: &Database, collection: &str, source: String) -> Self {
+        Self { path: db.path().join("ingest-checkpoints").join(format!("{collection}.json")), source }
+    }
+
+    /// Records an earlier run of the same input consumed, if any.
+    fn load(&self) -> Result<Option<usize>> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else { return Ok(None) };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: unreadable checkpoint ({e}); delete it", self.path.display()))?;
+        if v["source"].as_str() != Some(&self.source) {
+            return Err(format!(
+                "{}: the checkpoint is for another input (or the input changed): {}; delete it or run without --resume",
+                self.path.display(),
+                v["source"]
+            )
+            .into());
+        }
+        Ok(v["records"].as_u64().map(|n| n as usize))
+    }
+
+    fn save(&self, records: usize) -> Result<()> {
+        std::fs::create_dir_all(self.path.parent().expect("has a parent"))?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::json!({ "source": self.source, "records": records }).to_string())?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Progress on a terminal (a bar with documents/s, tokens/s, ETA), plain
+/// periodic lines otherwise.
+enum Progress {
+    Bar(ProgressBar),
+    Lines { last: Instant },
+}
+
+impl Progress {
+    fn new(total: Option<usize>) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines { last: Instant::now() };
+        }
+        let bar = match total {
+            Some(n) => ProgressBar::new(n as u64),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = if total.is_some() {
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} docs, {per_sec}, ETA {eta} {msg}"
+        } else {
+            "{spinner} {elapsed_precise} {pos} docs, {per_sec} {msg}"
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+        Progress::Bar(bar)
+    }
+
+    fn update(&mut self, records: usize, tokens: usize, total: Option<usize>, start: Instant, log: &mut dyn Write) {
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        match self {
+            Progress::Bar(b) => {
+                b.set_position(records as u64);
+                b.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
+            }
+            Progress::Lines { last } if last.elapsed() >= Duration::from_secs(2) => {
+                let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                let _ = writeln!(
+                    log,
+                    "ingest: {records}{of} records, {:.0} docs/s, {:.0} tokens/s",
+                    records as f64 / secs,
+                    tokens as f64 / secs
+                );
+                *last = Instant::now();
+            }
+            Progress::Lines { .. } => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Streams `input` (a bulk folder, a JSONL file, or `-` for JSONL on stdin)
+/// into `collection`, creating it (with the input's dim and `opts.index`) if needed.
+pub fn ingest(
+    db: &Database,
+    collection: &str,
+    input: &Path,
+    opts: &IngestOptions,
+    log: &mut dyn Write,
+) -> Result<IngestReport> {
+    let start = Instant::now();
+    let mut src = open_source(input)?;
+    let existing = db.collection(collection).ok();
+    let dim = match (src.dim(), &existing) {
+        (Some(d), _) => d,
+        (None, Some(c)) => c.dim(),
+        (None, None) => return Err(format!("{}: no valid record to learn the token dim from", input.display()).into()),
+    };
+    let c = db.open_or_create_collection(
+        collection,
+        CollectionConfig { index: opts.index.clone(), ..CollectionConfig::new(dim) },
+    )?;
+    let checkpoint = Checkpoint::new(db, collection, src.fingerprint());
+    let mut report = IngestReport::default();
+    if let Some(n) = if opts.resume { checkpoint.load()? } else { None } {
+        src.skip(n)?;
+        report.resumed_after = n;
+        writeln!(log, "resuming after {n} records acknowledged by an earlier run")?;
+    }
+    let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
+    let mut progress = Progress::new(total);
+    let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1));
+    let mut consumed = 0;
+    for batch in rx {
+        if let Some(e) = batch.fatal {
+            progress.finish();
+            return Err(aborted(&e, &report, report.resumed_after + consumed).into());
+        }
+        if let Some((at, reason)) = batch.bad.first() {
+            if opts.on_error == OnError::Abort {
+                progress.finish();
+                return Err(aborted(&format!("{at}: {reason}"), &report, report.resumed_after + consumed).into());
+            }
+            for (at, reason) in &batch.bad {
+                writeln!(log, "skipped {at}: {reason}")?;
+            }
+            report.skipped += batch.bad.len();
+        }
+        if !batch.records.is_empty() {
+            let docs: Vec<_> = batch.records.into_iter().map(|r| r.doc).collect();
+            c.upsert(&docs)?;
+            report.docs += docs.len();
+            report.tokens += docs
+                .iter()
+                .map(|d| match &d.tokens {
+                    tessera::Tokens::F32 { data, .. } => data.len(),
+                    tessera::Tokens::F16 { data, .. } => data.len(),
+                })
+                .sum::<usize>()
+                / dim;
+        }
+        consumed = batch.consumed;
+        checkpoint.save(report.resumed_after + consumed)?;
+        progress.update(consumed, report.tokens, total, start, log);
+    }
+    progress.finish();
+    c.flush()?;
+    checkpoint.remove();
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+fn aborted(what: &str, r: &IngestReport, acknowledged: usize) -> String {
+    format!(
+        "{what}\ningest aborted: nothing of this record's batch was written; {} documents written by this run, \
+         {acknowledged} input records acknowledged in all. Fix the record and re-run with --resume, or use --on-error skip.",
+        r.docs
+    )
+}

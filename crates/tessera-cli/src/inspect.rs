@@ -1,0 +1,442 @@
+//! `tessera inspect`: dump the headers, counts and checksums of a
+//! collection's files and verify every checksum, without opening the
+//! database (no lock is taken, nothing is written).
+//!
+//! Each file is told apart by its name (`seg-*.tseg`, `del-*.tdel`,
+//! `wal-*.log`, `hnsw-*.tidx`, `MANIFEST`), else by its magic. The reports
+//! come from `tessera_format` (`segment::inspect`, `deletes::inspect`,
+//! `wal::inspect`, `envelope::inspect`) and, for HNSW files, from
+//! `tessera_index::HnswLayout::parse` plus the shared section-table walk. A
+//! torn WAL tail is a warning (the engine cuts it on open); anything else
+//! that fails makes the command exit with 1.
+
+use crate::bulk::Result;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tessera_format::inspect::{SectionReport, TableSpec, crc_with_field_zeroed, section_table, with_aligned};
+use tessera_format::{FormatError, deletes, envelope, segment, wal};
+
+/// The command line of `tessera inspect`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["files", "db"])))]
+pub struct InspectArgs {
+    /// Files to inspect: segments, deletion vectors, WALs, HNSW indexes, MANIFEST.
+    pub files: Vec<PathBuf>,
+    /// Inspect every file of every collection of this database (read only).
+    #[arg(long, conflicts_with = "files")]
+    pub db: Option<PathBuf>,
+    /// Only this collection of --db.
+    #[arg(long, requires = "db")]
+    pub collection: Option<String>,
+}
+
+/// Magic of the manifest envelope (SPEC.md, "Manifest").
+const MANIFEST_MAGIC: &[u8; 8] = b"TESSMAN\0";
+/// The HNSW index file's header and section table (SPEC.md, "HNSW index file").
+const HNSW_HEADER_LEN: usize = 384;
+const HNSW_TABLE: TableSpec = TableSpec { table_at: 128, max_sections: 8 };
+const HNSW_NAMES: [&str; 5] = ["VECTORS", "LEVELS", "LAYER0", "UPPER_OFFSETS", "UPPER_LINKS"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Segment,
+    Deletes,
+    Wal,
+    Hnsw,
+    Manifest,
+}
+
+fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let by_name = [
+        ("seg-", ".tseg", Kind::Segment),
+        ("del-", ".tdel", Kind::Deletes),
+        ("wal-", ".log", Kind::Wal),
+        ("hnsw-", ".tidx", Kind::Hnsw),
+    ];
+    if name == "MANIFEST" {
+        return Some(Kind::Manifest);
+    }
+    if let Some(&(_, _, k)) = by_name.iter().find(|(p, s, _)| name.starts_with(p) && name.ends_with(s)) {
+        return Some(k);
+    }
+    match bytes.get(..8)? {
+        m if m == segment::MAGIC => Some(Kind::Segment),
+        m if m == deletes::MAGIC => Some(Kind::Deletes),
+        m if m == wal::MAGIC => Some(Kind::Wal),
+        m if m == tessera_index::hnsw::MAGIC => Some(Kind::Hnsw),
+        m if m == MANIFEST_MAGIC => Some(Kind::Manifest),
+        _ => None,
+    }
+}
+
+/// A file's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Warning(String),
+    Corrupt(String),
+}
+
+fn ok_or_mismatch(stored: u32, computed: Option<u32>) -> String {
+    match computed {
+        Some(c) if c == stored => format!("stored {stored:#010x}  computed {c:#010x}  OK"),
+        Some(c) => format!("stored {stored:#010x}  computed {c:#010x}  MISMATCH"),
+        None => format!("stored {stored:#010x}  computed (bytes outside the file)  MISMATCH"),
+    }
+}
+
+fn verdict_of<T>(r: &std::result::Result<T, FormatError>) -> Verdict {
+    match r {
+        Ok(_) => Verdict::Ok,
+        Err(e) => Verdict::Corrupt(e.to_string()),
+    }
+}
+
+fn print_sections(out: &mut dyn Write, sections: &[SectionReport], name: impl Fn(u32) -> &'static str) -> Result<()> {
+    writeln!(out, "  {:>2} {:>4} {:<16} {:>12} {:>12}  checksum", "#", "kind", "section", "offset", "length")?;
+    for s in sections {
+        writeln!(
+            out,
+            "  {:>2} {:>4} {:<16} {:>12} {:>12}  {}",
+            s.index,
+            s.kind,
+            name(s.kind),
+            s.offset,
+            s.len,
+            ok_or_mismatch(s.stored_crc, s.computed_crc)
+        )?;
+    }
+    Ok(())
+}
+
+fn segment_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    let r = segment::inspect(bytes);
+    match &r.header {
+        None => writeln!(out, "  file is {} bytes, shorter than the {}-byte header", r.len, segment::HEADER_LEN)?,
+        Some(h) => {
+            writeln!(
+                out,
+                "  magic \"{}\"  version {}.{}  dim {}  documents {}  tokens {}  length {} (file has {})  sections {}",
+                h.magic.escape_ascii(),
+                h.major,
+                h.minor,
+                h.dim,
+                h.n_docs,
+                h.n_tokens,
+                h.file_len,
+                r.len,
+                h.section_count
+            )?;
+            writeln!(out, "  header checksum  {}", ok_or_mismatch(h.stored_crc, Some(h.computed_crc)))?;
+            print_sections(out, &r.sections, segment::section_name)?;
+        }
+    }
+    Ok(verdict_of(&r.verdict))
+}
+
+fn envelope_lines(bytes: &[u8], out: &mut dyn Write) -> Result<()> {
+    let Some(e) = envelope::inspect(bytes) else {
+        writeln!(out, "  file is {} bytes, shorter than the {}-byte header", bytes.len(), envelope::HEADER_LEN)?;
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "  magic \"{}\"  version {}.{}  body length {} (file holds {})",
+        e.magic.escape_ascii(),
+        e.major,
+        e.minor,
+        e.body_len,
+        e.actual_body_len
+    )?;
+    writeln!(out, "  header checksum  {}", ok_or_mismatch(e.header_crc_stored, Some(e.header_crc_computed)))?;
+    writeln!(out, "  body checksum    {}", ok_or_mismatch(e.body_crc_stored, Some(e.body_crc_computed)))?;
+    Ok(())
+}
+
+fn deletes_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    envelope_lines(bytes, out)?;
+    let r = deletes::inspect(bytes);
+    if let Ok(dv) = &r.verdict {
+        writeln!(out, "  segment {}  rows {}  deleted {}", dv.segment_id, dv.n_rows, dv.count())?;
+    }
+    Ok(verdict_of(&r.verdict))
+}
+
+/// File ids the manifest names, by kind prefix ("seg", "del", "hnsw", "wal").
+type Named = Vec<(&'static str, u64)>;
+
+fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option<Named>)> {
+    envelope_lines(bytes, out)?;
+    let body = match envelope::decode(bytes, MANIFEST_MAGIC, 1) {
+        Ok((_, body)) => body,
+        Err(e) => return Ok((Verdict::Corrupt(e.to_string()), None)),
+    };
+    let m: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Ok((Verdict::Corrupt(format!("body is not JSON: {e}")), None)),
+    };
+    let segs = m["segments"].as_array().cloned().unwrap_or_default();
+    writeln!(
+        out,
+        "  collection {}  dim {}  generation {}  last_seq {}  wal {}  next_file_id {}  segments {}",
+        m["name"],
+        m["config"]["dim"],
+        m["generation"],
+        m["last_seq"],
+        m["wal"],
+        m["next_file_id"],
+        segs.len()
+    )?;
+    let mut named: Named = m["wal"].as_u64().map(|w| ("wal", w)).into_iter().collect();
+    for s in &segs {
+        writeln!(
+            out,
+            "    segment {}  documents {}  tokens {}  deletes {}  index {}",
+            s["id"], s["n_docs"], s["n_tokens"], s["deletes"], s["index"]
+        )?;
+        for (key, kind) in [("id", "seg"), ("deletes", "del"), ("index", "hnsw")] {
+            named.extend(s[key].as_u64().map(|id| (kind, id)));
+        }
+    }
+    Ok((Verdict::Ok, Some(named)))
+}
+
+fn wal_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    let r = wal::inspect(bytes);
+    let Some(h) = &r.header else {
+        writeln!(out, "  file is {} bytes, shorter than the {}-byte header", r.len, wal::HEADER_LEN)?;
+        return Ok(verdict_of(&r.header_check));
+    };
+    writeln!(
+        out,
+        "  magic \"{}\"  version {}.{}  dim {}  wal id {}",
+        h.magic.escape_ascii(),
+        h.major,
+        h.minor,
+        h.dim,
+        h.wal_id
+    )?;
+    writeln!(out, "  header checksum  {}", ok_or_mismatch(h.stored_crc, Some(h.computed_crc)))?;
+    if r.header_check.is_err() {
+        return Ok(verdict_of(&r.header_check));
+    }
+    let seqs = r.seqs.map_or("none".into(), |(a, b)| format!("{a}..={b}"));
+    writeln!(
+        out,
+        "  frames {}  sequence numbers {seqs}  upserts {}  deletes {}  valid end {} of {} bytes",
+        r.frames, r.upserts, r.deletes, r.valid_end, r.len
+    )?;
+    let tail = match &r.tail {
+        wal::Tail::Clean => Verdict::Ok,
+        wal::Tail::Torn { offset, reason } => {
+            Verdict::Warning(format!("torn tail at byte {offset} ({reason}): the engine cuts it on open"))
+        }
+        wal::Tail::Corrupt { offset, reason } => Verdict::Corrupt(format!("at byte {offset}: {reason}")),
+    };
+    Ok(match (&r.batch_error, tail) {
+        (_, Verdict::Corrupt(e)) => Verdict::Corrupt(e),
+        (Some(e), _) => Verdict::Corrupt(e.to_string()),
+        (None, t) => t,
+    })
+}
+
+fn le(bytes: &[u8], at: usize, n: usize) -> u64 {
+    bytes[at..at + n].iter().rev().fold(0, |acc, &b| acc << 8 | b as u64)
+}
+
+fn hnsw_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    if bytes.len() < HNSW_HEADER_LEN {
+        writeln!(out, "  file is {} bytes, shorter than the {HNSW_HEADER_LEN}-byte header", bytes.len())?;
+    } else {
+        writeln!(
+            out,
+            "  magic \"{}\"  version {}.{}  dim {}  nodes {}  length {} (file has {})  sections {}",
+            bytes[..8].escape_ascii(),
+            le(bytes, 8, 2),
+            le(bytes, 10, 2),
+            le(bytes, 12, 4),
+            le(bytes, 16, 8),
+            le(bytes, 24, 8),
+            bytes.len(),
+            le(bytes, 52, 4)
+        )?;
+        let computed = crc_with_field_zeroed(bytes, HNSW_HEADER_LEN, 72);
+        writeln!(out, "  header checksum  {}", ok_or_mismatch(le(bytes, 72, 4) as u32, computed))?;
+        let sections = section_table(bytes, &HNSW_TABLE, le(bytes, 52, 4) as usize);
+        let name = |k: u32| (k as usize).checked_sub(1).and_then(|i| HNSW_NAMES.get(i)).copied().unwrap_or("?");
+        print_sections(out, &sections, name)?;
+    }
+    let parsed = with_aligned(bytes, tessera_index::HnswLayout::parse);
+    if let Ok(l) = &parsed {
+        writeln!(
+            out,
+            "  graph: nodes {}  dim {}  m {}  m0 {}  ef_construction {}  max level {}  (minor {})",
+            l.len(),
+            l.dim(),
+            l.m,
+            l.m0,
+            l.ef_construction,
+            l.max_level,
+            l.minor
+        )?;
+    }
+    Ok(verdict_of(&parsed))
+}
+
+/// Reads a file, through a memory map when possible (page-aligned, not copied).
+fn read(path: &Path) -> std::io::Result<Bytes> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the map is only read; a file truncated concurrently by another
+    // process could fault, which inspecting a database in use accepts.
+    match unsafe { memmap2::Mmap::map(&f) } {
+        Ok(m) => Ok(Bytes::Map(m)),
+        Err(_) => std::fs::read(path).map(Bytes::Heap),
+    }
+}
+
+enum Bytes {
+    Map(memmap2::Mmap),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Heap(v) => v,
+        }
+    }
+}
+
+/// Inspects one file; prints its report; returns its verdict and, for a
+/// manifest, the files it names.
+fn inspect_file(path: &Path, out: &mut dyn Write) -> Result<(Verdict, Option<Named>)> {
+    let bytes = match read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            writeln!(out, "{}: cannot read: {e}", path.display())?;
+            return Ok((Verdict::Corrupt(format!("cannot read: {e}")), None));
+        }
+    };
+    let kind = kind_of(path, &bytes);
+    let label = kind.map_or("unknown".into(), |k| format!("{k:?}").to_lowercase());
+    writeln!(out, "{} ({label}, {} bytes)", path.display(), bytes.len())?;
+    let (v, named) = match kind {
+        Some(Kind::Segment) => (segment_report(&bytes, out)?, None),
+        Some(Kind::Deletes) => (deletes_report(&bytes, out)?, None),
+        Some(Kind::Wal) => (wal_report(&bytes, out)?, None),
+        Some(Kind::Hnsw) => (hnsw_report(&bytes, out)?, None),
+        Some(Kind::Manifest) => manifest_report(&bytes, out)?,
+        None => (Verdict::Corrupt("not a Tessera file (unknown name and magic)".into()), None),
+    };
+    match &v {
+        Verdict::Ok => writeln!(out, "  verdict: OK")?,
+        Verdict::Warning(w) => writeln!(out, "  verdict: OK with a warning: {w}")?,
+        Verdict::Corrupt(e) => writeln!(out, "  verdict: CORRUPT: {e}")?,
+    }
+    writeln!(out)?;
+    Ok((v, named))
+}
+
+/// Tallies of a run.
+#[derive(Default)]
+struct Tally {
+    files: usize,
+    warnings: usize,
+    corrupt: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, path: &Path, v: &Verdict) {
+        self.files += 1;
+        match v {
+            Verdict::Ok => {}
+            Verdict::Warning(_) => self.warnings += 1,
+            Verdict::Corrupt(_) => self.corrupt.push(path.display().to_string()),
+        }
+    }
+}
+
+fn file_name_of(kind: &str, id: u64) -> String {
+    match kind {
+        "seg" => format!("seg-{id:016}.tseg"),
+        "del" => format!("del-{id:016}.tdel"),
+        "hnsw" => format!("hnsw-{id:016}.tidx"),
+        _ => format!("wal-{id:016}.log"),
+    }
+}
+
+/// Inspects a collection folder: the manifest, then every file it names
+/// (a missing one is corruption); files it does not name are listed as
+/// leftovers of an interrupted flush (deleted on open) and not verified.
+fn inspect_collection(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
+    let manifest = dir.join("MANIFEST");
+    let (v, named) = inspect_file(&manifest, out)?;
+    t.add(&manifest, &v);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "MANIFEST")
+        .collect();
+    names.sort();
+    let named: Vec<String> = named.unwrap_or_default().iter().map(|(k, id)| file_name_of(k, *id)).collect();
+    for n in &named {
+        let p = dir.join(n);
+        if !names.contains(n) {
+            writeln!(out, "{}: named by the manifest but missing\n  verdict: CORRUPT\n", p.display())?;
+            t.add(&p, &Verdict::Corrupt("missing".into()));
+        } else {
+            let (v, _) = inspect_file(&p, out)?;
+            t.add(&p, &v);
+        }
+    }
+    for n in names.iter().filter(|n| !named.contains(n)) {
+        writeln!(
+            out,
+            "{}: not named by the manifest (a leftover, deleted on open); not verified\n",
+            dir.join(n).display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `tessera inspect`: prints every report and a summary; an error (exit code
+/// 1) when anything failed verification.
+pub fn run(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
+    let mut t = Tally::default();
+    if let Some(db) = &a.db {
+        let root = db.join("collections");
+        let mut cols: Vec<String> = match &a.collection {
+            Some(c) => vec![c.clone()],
+            None => std::fs::read_dir(&root)
+                .map_err(|e| format!("{}: {e}", root.display()))?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+        };
+        cols.sort();
+        if cols.is_empty() {
+            writeln!(out, "{}: no collections", db.display())?;
+        }
+        for c in &cols {
+            let dir = root.join(c);
+            if !dir.is_dir() {
+                return Err(format!("{}: no such collection folder", dir.display()).into());
+            }
+            inspect_collection(&dir, &mut t, out)?;
+        }
+    }
+    for f in &a.files {
+        let (v, _) = inspect_file(f, out)?;
+        t.add(f, &v);
+    }
+    if t.corrupt.is_empty() {
+        writeln!(out, "{} file(s) inspected: all verified ({} warning(s))", t.files, t.warnings)?;
+        return Ok(());
+    }
+    writeln!(out, "{} file(s) inspected: {} CORRUPT: {}", t.files, t.corrupt.len(), t.corrupt.join(", "))?;
+    out.flush()?;
+    Err(format!("{} of {} file(s) failed verification", t.corrupt.len(), t.files).into())
+}

@@ -1,0 +1,405 @@
+//! `tessera eval`, `tessera mine-negatives` and `tessera inspect` end to end,
+//! through the real binary: hand-computed metrics (TREC and BEIR qrels giving
+//! the same numbers), the evaluation data's reference table, mined negatives
+//! checked against an exact run, and inspection of a healthy database and of
+//! damaged copies of each kind of file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tessera::{CollectionConfig, Database, Document};
+use tessera_cli::synth;
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tessera(args);
+    assert!(o.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+// ---------------------------------------------------------------- eval
+
+const RUN: &str = "\
+q1 Q0 d3 1 9.0 t
+q1 Q0 d1 2 8.0 t
+q1 Q0 d9 3 7.0 t
+q1 Q0 d2 4 6.0 t
+q2 Q0 d4 1 5.0 t
+q2 Q0 d6 2 4.0 t
+q4 Q0 d8 1 1.0 t
+qx Q0 d1 1 1.0 t
+";
+const EXACT: &str = "\
+q1 Q0 d1 1 9.0 t
+q1 Q0 d3 2 8.0 t
+q2 Q0 d5 1 5.0 t
+q2 Q0 d4 2 4.0 t
+";
+/// q1: graded (d1 = 2, d2 = 1, d9 judged 0); q2: its relevant doc is not
+/// retrieved; q3: missing from the run; q4: no relevant document (ignored).
+const TREC_QRELS: &str = "q1 0 d1 2\nq1 0 d2 1\nq1 0 d9 0\nq2 0 d5 1\nq3 0 d7 1\nq4 0 d8 0\n";
+const BEIR_QRELS: &str =
+    "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq1\td9\t0\nq2\td5\t1\nq3\td7\t1\nq4\td8\t0\n";
+
+fn eval_json(run: &Path, qrels: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["eval".to_string(), "--run".into(), s(run), "--qrels".into(), s(qrels), "--json".into()];
+    args.extend(extra.iter().map(|x| x.to_string()));
+    serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap()
+}
+
+#[test]
+fn eval_hand_computed_trec_and_beir_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str, text: &str| {
+        let p = tmp.path().join(n);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (run, exact, trec, beir) =
+        (p("run", RUN), p("exact", EXACT), p("qrels.trec", TREC_QRELS), p("qrels.tsv", BEIR_QRELS));
+    let v = eval_json(&run, &trec, &["--k", "1,2,5", "--exact-run", &s(&exact)]);
+    assert_eq!(v, eval_json(&run, &beir, &["--k", "1,2,5", "--exact-run", &s(&exact)]));
+    assert_eq!(
+        (v["judged"].as_u64(), v["missing_from_run"].as_u64(), v["unjudged_in_run"].as_u64()),
+        (Some(3), Some(1), Some(2))
+    );
+    let m = |i: usize, f: &str| v["metrics"][i][f].as_f64().unwrap();
+    let l3 = 3f64.log2();
+    // K = 1: nobody's top document is relevant.
+    for f in ["hit_rate", "mrr", "ndcg", "recall"] {
+        assert_eq!(m(0, f), 0.0, "{f}@1");
+    }
+    // K = 2: q1 finds d1 (gain 2) at rank 2; q2, q3 score 0; averaged over 3 queries.
+    assert!(close(m(1, "hit_rate"), 1.0 / 3.0) && close(m(1, "mrr"), 0.5 / 3.0));
+    assert!(close(m(1, "ndcg"), (2.0 / l3) / (2.0 + 1.0 / l3) / 3.0), "{v}");
+    assert!(close(m(1, "recall"), 0.5 / 3.0));
+    // K = 5: q1 also finds d2 (gain 1) at rank 4.
+    assert!(close(m(2, "ndcg"), (2.0 / l3 + 1.0 / 5f64.log2()) / (2.0 + 1.0 / l3) / 3.0));
+    assert!(close(m(2, "recall"), 1.0 / 3.0) && close(m(2, "mrr"), 0.5 / 3.0));
+    assert_eq!(m(2, "queries"), 3.0);
+    // Recall of the exact run's top-K: K=1 nothing; K=2 q1 all, q2 half.
+    let e: Vec<f64> = v["recall_vs_exact"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(e, [0.0, 0.75, 0.75]);
+
+    let table = ok(&["eval", "--run", &s(&run), "--qrels", &s(&trec), "--k", "2"]);
+    assert!(table.contains("HR@K") && table.contains("nDCG@K") && table.contains("3 judged queries"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2", "0.3333", "0.1667", "0.1599", "0.1667"]),
+        "{table}"
+    );
+    // Usage errors.
+    assert_eq!(tessera(&["eval", "--run", &s(&run), "--qrels", &s(&trec), "--k", "0"]).status.code(), Some(1));
+    assert_eq!(tessera(&["eval", "--run", &s(&run)]).status.code(), Some(2));
+}
+
+#[test]
+fn eval_reproduces_the_evaldata_reference_table() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata/debdocs");
+    if !data.join("qrels.tsv").exists() {
+        println!("SKIPPED: ../shared/evaldata not present");
+        return;
+    }
+    let v = eval_json(&data.join("exact_top100.run"), &data.join("qrels.tsv"), &["--k", "1,5,10,100"]);
+    let m = |i: usize, f: &str| v["metrics"][i][f].as_f64().unwrap();
+    assert_eq!(v["judged"].as_u64(), Some(824));
+    let got = [m(0, "hit_rate"), m(1, "hit_rate"), m(2, "hit_rate"), m(3, "hit_rate")];
+    let got = [got[0], got[1], got[2], got[3], m(2, "mrr"), m(2, "ndcg"), m(3, "recall")];
+    let want = [0.552, 0.810, 0.871, 0.956, 0.661, 0.711, 0.954];
+    // Within half a unit of the third decimal, and a little more: the README's
+    // HR@5 is 667/824 = 0.80946, shown as 0.810 (rounded from 0.8095).
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 0.0006, "{got:?} vs {want:?}");
+    }
+}
+
+// ---------------------------------------------------------------- a small database
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    db: PathBuf,
+    qdir: PathBuf,
+    docs: Vec<Document>,
+}
+
+/// 300 generated documents ingested through the binary, and 8 queries with texts.
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let (data, qdir, db) = (root.join("data"), root.join("queries"), root.join("db"));
+    let c = synth::corpus(300, 12, 24, 8, 5, 11);
+    synth::write_bulk(&data, "docs.jsonl", &c.docs).unwrap();
+    let queries: Vec<_> = c
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| Document::new(format!("q{i}"), t.clone()).with_text(format!("query text {i}")))
+        .collect();
+    synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    ok(&["ingest", "--db", &s(&db), "--collection", "c", &s(&data)]);
+    Fixture { _tmp: tmp, root, db, qdir, docs: c.docs }
+}
+
+/// qid → [(docid, score)] best first.
+fn read_run(path: &Path) -> HashMap<String, Vec<(String, f64)>> {
+    let mut m: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    for l in std::fs::read_to_string(path).unwrap().lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        m.entry(f[0].into()).or_default().push((f[2].into(), f[4].parse().unwrap()));
+    }
+    m
+}
+
+#[test]
+fn search_with_qrels_prints_the_same_table_as_eval() {
+    let f = fixture();
+    let (run, qrels) = (f.root.join("run"), f.root.join("qrels"));
+    let c = synth::corpus(300, 12, 24, 8, 5, 11);
+    let lines: String = c.queries.iter().enumerate().map(|(i, (_, src))| format!("q{i} 0 doc-{src:06} 1\n")).collect();
+    std::fs::write(&qrels, lines).unwrap();
+    let (db, q, r, qr) = (s(&f.db), s(&f.qdir), s(&run), s(&qrels));
+    let args = ["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "20", "--run", &r, "--exact"];
+    let out = ok(&[&args[..], &["--qrels", &qr]].concat());
+    assert_eq!(out, ok(&["eval", "--run", &r, "--qrels", &qr, "--k", "1,5,10,20"]));
+    assert!(out.contains("8 judged queries"), "{out}");
+    let o = tessera(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--run", "-", "--qrels", &qr]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--qrels needs --run FILE"));
+}
+
+// ---------------------------------------------------------------- mine-negatives
+
+#[test]
+fn mined_negatives_respect_positives_range_guard_and_seed() {
+    let f = fixture();
+    let (db, q) = (s(&f.db), s(&f.qdir));
+    let exact_run = f.root.join("exact.run");
+    ok(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "40", "--run", &s(&exact_run), "--exact"]);
+    let exact = read_run(&exact_run);
+    // Positives: the top hit and the one ranked 12th (inside the range); rank 15 judged 0
+    // (not a positive). q7 has no judgments; q6 only a judged-irrelevant document.
+    let mut qrels = String::new();
+    let mut positives: HashMap<String, HashSet<String>> = HashMap::new();
+    for i in 0..6 {
+        let qid = format!("q{i}");
+        let r = &exact[&qid];
+        qrels += &format!("{qid} 0 {} 1\n{qid} 0 {} 2\n{qid} 0 {} 0\n", r[0].0, r[11].0, r[14].0);
+        positives.insert(qid, [r[0].0.clone(), r[11].0.clone()].into());
+    }
+    qrels += "q6 0 doc-000001 0\n";
+    let qrels_path = f.root.join("qrels");
+    std::fs::write(&qrels_path, qrels).unwrap();
+    let mine = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["mine-negatives", "--db", &db, "--collection", "c", "--queries", &q];
+        let (qp, op) = (s(&qrels_path), s(out));
+        args.extend_from_slice(&["--qrels", &qp, "--out", &op, "--range", "10:30", "--per-query", "5", "--exact"]);
+        args.extend_from_slice(extra);
+        let summary = ok(&args);
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (summary, lines)
+    };
+    let text_of: HashMap<&str, &str> = f.docs.iter().map(|d| (d.id.as_str(), d.text.as_deref().unwrap())).collect();
+    let (summary, lines) = mine(&f.root.join("a.jsonl"), &["--seed", "7"]);
+    assert!(summary.contains("8 queries: 6 written") && summary.contains("2 without a positive"), "{summary}");
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        let qid = l["query_id"].as_str().unwrap();
+        let i: usize = qid[1..].parse().unwrap();
+        assert_eq!(l["query"].as_str().unwrap(), format!("query text {i}"));
+        let ids =
+            |k: &str| l[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let texts =
+            |k: &str| l[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let (pos_ids, neg_ids) = (ids("pos_ids"), ids("neg_ids"));
+        assert_eq!(pos_ids.iter().cloned().collect::<HashSet<_>>(), positives[qid]);
+        assert_eq!(neg_ids.len(), 5);
+        for (id, t) in pos_ids.iter().zip(texts("pos")).chain(neg_ids.iter().zip(texts("neg"))) {
+            assert_eq!(text_of[id.as_str()], t);
+        }
+        let rank = |id: &str| exact[qid].iter().position(|(d, _)| d == id).unwrap() + 1;
+        for n in &neg_ids {
+            assert!(!positives[qid].contains(n), "{qid}: positive {n} mined as a negative");
+            assert!((10..=30).contains(&rank(n)), "{qid}: {n} has rank {}", rank(n));
+        }
+    }
+    // Deterministic for a seed; another seed draws other negatives.
+    let (_, again) = mine(&f.root.join("b.jsonl"), &["--seed", "7"]);
+    assert_eq!(again, lines);
+    let (_, other) = mine(&f.root.join("c.jsonl"), &["--seed", "8"]);
+    assert_ne!(other, lines);
+
+    // The guard: no negative above X × the best positive's score.
+    // X = score(rank 20) / score(rank 1) of q0 (rank 1 is its best positive): ranks 10..20 of q0 go.
+    let x = exact["q0"][19].1 / exact["q0"][0].1;
+    let (summary, guarded) =
+        mine(&f.root.join("d.jsonl"), &["--seed", "7", "--exclude-above-score", &format!("{x:.6}")]);
+    assert!(!summary.contains(" 0 candidates dropped by the score guard"), "{summary}");
+    for l in &guarded {
+        let qid = l["query_id"].as_str().unwrap();
+        let score = |id: &str| exact[qid].iter().find(|(d, _)| d == id).unwrap().1;
+        let best = positives[qid].iter().map(|p| score(p)).fold(f64::MIN, f64::max);
+        for n in l["neg_ids"].as_array().unwrap() {
+            assert!(score(n.as_str().unwrap()) <= x * best + 1e-4, "{qid}: {n} above the guard");
+        }
+    }
+    // Bad ranges are usage errors.
+    let o = tessera(&[
+        "mine-negatives",
+        "--db",
+        &db,
+        "--collection",
+        "c",
+        "--queries",
+        &q,
+        "--qrels",
+        "x",
+        "--out",
+        "y",
+        "--range",
+        "0:5",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------- inspect
+
+/// A database with every kind of file: two flushed segments with HNSW
+/// indexes, a deletion vector, and a WAL holding two unflushed batches.
+fn inspect_fixture(root: &Path) -> PathBuf {
+    let path = root.join("db");
+    let db = Database::open(&path).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(16)).unwrap();
+    let corpus = synth::corpus(120, 6, 16, 0, 1, 5);
+    c.upsert(&corpus.docs[..60]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&corpus.docs[60..100]).unwrap();
+    c.delete(&["doc-000003", "doc-000007"]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&corpus.docs[100..110]).unwrap();
+    c.upsert(&corpus.docs[110..]).unwrap();
+    drop(c);
+    drop(db);
+    path
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn file_starting(dir: &Path, prefix: &str) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    v.sort();
+    v.into_iter().next().unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 0x20;
+    std::fs::write(path, b).unwrap();
+}
+
+/// A byte inside section `i` of a file with a section table (segment or HNSW).
+fn in_section(path: &Path, table_at: usize, i: usize) -> usize {
+    let b = std::fs::read(path).unwrap();
+    let spec = tessera_format::inspect::TableSpec { table_at, max_sections: 14 };
+    let s = &tessera_format::inspect::section_table(&b, &spec, i + 1)[i];
+    assert!(s.len > 0);
+    (s.offset + s.len / 2) as usize
+}
+
+/// A file-name prefix and how to damage that file.
+type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+
+#[test]
+fn inspect_verifies_a_healthy_database_and_names_every_damaged_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = inspect_fixture(tmp.path());
+    let out = ok(&["inspect", "--db", &s(&db)]);
+    for kind in ["MANIFEST (manifest", "seg-", "del-", "hnsw-", "wal-"] {
+        assert!(out.contains(kind), "{kind} not listed:\n{out}");
+    }
+    assert!(!out.contains("MISMATCH") && !out.contains("CORRUPT"), "{out}");
+    assert!(out.contains("frames 2"), "{out}");
+    let n_files = out.matches("verdict: OK").count();
+    assert_eq!(n_files, 1 + 2 + 1 + 2 + 1, "{out}");
+    let col = db.join("collections/c");
+    let seg = file_starting(&col, "seg-");
+    assert!(
+        ok(&["inspect", &s(&seg), &s(&file_starting(&col, "hnsw-"))]).contains("2 file(s) inspected: all verified")
+    );
+
+    let damage: [Damage; 7] = [
+        ("seg-", &|p| flip(p, in_section(p, 64, 5))),   // TEXTS
+        ("seg-", &|p| flip(p, 20)),                     // header (n_docs)
+        ("hnsw-", &|p| flip(p, in_section(p, 128, 2))), // LAYER0
+        ("del-", &|p| flip(p, std::fs::metadata(p).unwrap().len() as usize - 1)), // bitmap
+        ("MANIFEST", &|p| flip(p, std::fs::metadata(p).unwrap().len() as usize - 3)), // JSON body
+        ("wal-", &|p| flip(p, 12)),                     // header (dim)
+        ("wal-", &|p| flip(p, 32 + 8 + 3)),             // first of two frames
+    ];
+    for (i, (prefix, hurt)) in damage.iter().enumerate() {
+        let copy = tmp.path().join(format!("damaged-{i}"));
+        copy_dir(&db, &copy);
+        let target = file_starting(&copy.join("collections/c"), prefix);
+        hurt(&target);
+        let o = tessera(&["inspect", "--db", &s(&copy)]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "damage {i} ({prefix}) not detected:\n{out}");
+        let name = target.file_name().unwrap().to_str().unwrap();
+        let bad =
+            out.split("\n\n").find(|b| b.contains(name) && b.contains("CORRUPT")).unwrap_or_else(|| panic!("{out}"));
+        if i != 6 {
+            assert!(bad.contains("MISMATCH"), "damage {i}:\n{bad}");
+        }
+        assert!(out.contains(&format!("1 CORRUPT: {}", target.display())), "{out}");
+    }
+
+    // A truncated segment: reported, exit 1, no panic.
+    let copy = tmp.path().join("truncated");
+    copy_dir(&db, &copy);
+    let seg = file_starting(&copy.join("collections/c"), "seg-");
+    for len in [std::fs::metadata(&seg).unwrap().len() / 2, 100, 0] {
+        std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len).unwrap();
+        let o = tessera(&["inspect", &s(&seg)]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.contains("CORRUPT") && out.contains("seg-"), "{out}");
+    }
+
+    // A torn WAL tail is a warning: the engine cuts it on open.
+    let copy = tmp.path().join("torn");
+    copy_dir(&db, &copy);
+    let wal = file_starting(&copy.join("collections/c"), "wal-");
+    let mut b = std::fs::read(&wal).unwrap();
+    b.extend([7u8, 0, 0]);
+    std::fs::write(&wal, b).unwrap();
+    let out = ok(&["inspect", "--db", &s(&copy)]);
+    assert!(out.contains("torn tail") && out.contains("1 warning(s)"), "{out}");
+    assert_eq!(tessera(&["inspect"]).status.code(), Some(2));
+}
