@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`envelope`] | the 32-byte header of small whole-file blobs (manifest, deletion vectors) |
+//! | [`sections`] | section tables (offset, length, CRC, kind) of sectioned files, verified alike |
 //! | [`segment`] | immutable segment files: header, section table, token matrix, tables |
 //! | [`wal`] | write-ahead-log file header, frames and batch records |
 //! | [`deletes`] | per-segment deletion bitmaps |
@@ -18,6 +19,7 @@ compile_error!("Tessera's files are little-endian and read in place; big-endian 
 pub mod deletes;
 pub mod envelope;
 pub mod inspect;
+pub mod sections;
 pub mod segment;
 pub mod wal;
 

@@ -35,6 +35,7 @@
 //!                    so the ids in this order are strictly increasing — lookup by binary search
 //! ```
 
+use crate::sections::{self, SectionEntry};
 use crate::{FormatError, Result, corrupted, crc32};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -46,7 +47,7 @@ pub const MAJOR: u16 = 1;
 pub const MINOR: u16 = 0;
 pub const HEADER_LEN: usize = 512;
 /// Alignment of every section's start.
-pub const ALIGN: usize = 64;
+pub use crate::sections::ALIGN;
 pub const MAX_SECTIONS: usize = 14;
 pub const SECTION_COUNT: usize = 10;
 
@@ -67,16 +68,6 @@ pub enum Section {
     Payloads,
     DocFlags,
     IdOrder,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct SectionEntry {
-    offset: u64,
-    len: u64,
-    crc: u32,
-    kind: u32,
-    reserved: u64,
 }
 
 #[repr(C)]
@@ -178,13 +169,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
 
     fn section(&mut self, kind: usize, bytes: &[u8], entries: &mut [SectionEntry]) -> io::Result<()> {
         self.pad_to_align()?;
-        entries[kind] = SectionEntry {
-            offset: self.pos,
-            len: bytes.len() as u64,
-            crc: crc32(bytes),
-            kind: kind as u32 + 1,
-            reserved: 0,
-        };
+        entries[kind] = SectionEntry::new(kind, self.pos, bytes);
         self.w.write_all(bytes)?;
         self.pos += bytes.len() as u64;
         Ok(())
@@ -286,26 +271,8 @@ impl SegmentLayout {
         if !(1..=4096).contains(&dim) || n_docs == 0 {
             return Err(corrupted(12, format!("dim {dim} / n_docs {n_docs} out of range")));
         }
-        let mut sections: [Range<usize>; SECTION_COUNT] = Default::default();
-        let mut prev_end = HEADER_LEN;
-        for (i, e) in h.sections.iter().take(h.section_count as usize).enumerate() {
-            let at = 64 + i * 32;
-            if e.kind as usize != i + 1 {
-                return Err(corrupted(at + 20, format!("section {i} has kind {}", e.kind)));
-            }
-            let start = e.offset as usize;
-            let end = start.checked_add(e.len as usize).filter(|&end| end <= bytes.len());
-            let Some(end) = end.filter(|_| start.is_multiple_of(ALIGN) && start >= prev_end) else {
-                return Err(corrupted(at, format!("section {i} range {}+{} is invalid", e.offset, e.len)));
-            };
-            if crc32(&bytes[start..end]) != e.crc {
-                return Err(corrupted(start, format!("section {i} checksum mismatch")));
-            }
-            if i < SECTION_COUNT {
-                sections[i] = start..end;
-            }
-            prev_end = end;
-        }
+        let entries = &h.sections[..h.section_count as usize];
+        let sections = sections::verify::<SECTION_COUNT>(bytes, entries, 64, HEADER_LEN)?;
         let layout = Self { minor: h.minor, dim, n_docs, n_tokens, sections };
         layout.check_sizes()?;
         layout.check_tables(bytes)?;

@@ -46,14 +46,13 @@ use crate::dot::dot_f16;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 use std::ops::Range;
+use tessera_format::sections::{self, SectionEntry};
 use tessera_format::{FormatError, crc32};
 
 pub const MAGIC: &[u8; 8] = b"TESSHNW\0";
 pub const MAJOR: u16 = 1;
 pub const MINOR: u16 = 0;
 pub const HEADER_LEN: usize = 384;
-/// Alignment of every section's start.
-pub const ALIGN: usize = 64;
 pub const MAX_SECTIONS: usize = 8;
 pub const SECTION_COUNT: usize = 5;
 const MAX_DIM: usize = 65536;
@@ -69,16 +68,6 @@ enum Section {
     Layer0,
     UpperOffsets,
     UpperLinks,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct SectionEntry {
-    offset: u64,
-    len: u64,
-    crc: u32,
-    kind: u32,
-    reserved: u64,
 }
 
 #[repr(C)]
@@ -119,23 +108,15 @@ fn corrupted(offset: usize, reason: impl Into<String>) -> FormatError {
 pub(crate) fn write(vectors: &[f16], dim: usize, p: &HnswParams, g: &Graph) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     let mut entries = [SectionEntry::zeroed(); MAX_SECTIONS];
-    let sections: [&[u8]; SECTION_COUNT] = [
+    let parts: [&[u8]; SECTION_COUNT] = [
         bytemuck::cast_slice(vectors),
         &g.levels,
         bytemuck::cast_slice(&g.layer0),
         bytemuck::cast_slice(&g.upper_off),
         bytemuck::cast_slice(&g.upper),
     ];
-    for (i, bytes) in sections.iter().enumerate() {
-        out.resize(out.len().next_multiple_of(ALIGN), 0);
-        entries[i] = SectionEntry {
-            offset: out.len() as u64,
-            len: bytes.len() as u64,
-            crc: crc32(bytes),
-            kind: i as u32 + 1,
-            reserved: 0,
-        };
-        out.extend_from_slice(bytes);
+    for (i, bytes) in parts.iter().enumerate() {
+        entries[i] = sections::append(&mut out, i, bytes);
     }
     let mut h = Header {
         magic: *MAGIC,
@@ -205,26 +186,8 @@ impl HnswLayout {
         if h.max_level > MAX_LEVEL || !empty_ok || (n > 0 && h.entry as usize >= n) {
             return Err(corrupted(44, format!("max level {} / entry point {} invalid", h.max_level, h.entry)));
         }
-        let mut sections: [Range<usize>; SECTION_COUNT] = Default::default();
-        let mut prev_end = HEADER_LEN;
-        for (i, e) in h.sections.iter().take(h.section_count as usize).enumerate() {
-            let at = TABLE_AT + i * 32;
-            if e.kind as usize != i + 1 {
-                return Err(corrupted(at + 20, format!("section {i} has kind {}", e.kind)));
-            }
-            let start = usize::try_from(e.offset).unwrap_or(usize::MAX);
-            let end = usize::try_from(e.len).ok().and_then(|l| start.checked_add(l)).filter(|&x| x <= bytes.len());
-            let Some(end) = end.filter(|_| start.is_multiple_of(ALIGN) && start >= prev_end) else {
-                return Err(corrupted(at, format!("section {i} range {}+{} is invalid", e.offset, e.len)));
-            };
-            if crc32(&bytes[start..end]) != e.crc {
-                return Err(corrupted(start, format!("section {i} checksum mismatch")));
-            }
-            if i < SECTION_COUNT {
-                sections[i] = start..end;
-            }
-            prev_end = end;
-        }
+        let entries = &h.sections[..h.section_count as usize];
+        let sections = sections::verify::<SECTION_COUNT>(bytes, entries, TABLE_AT, HEADER_LEN)?;
         Ok(Self {
             minor: h.minor,
             dim,
