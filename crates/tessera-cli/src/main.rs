@@ -135,16 +135,23 @@ struct StageArgs {
     /// Score every document exactly (no coarse stage).
     #[arg(long)]
     exact: bool,
+    /// Payload filter, as JSON: {"field": "lang", "eq": "en"}, in, range, exists, and/or/not
+    /// (see docs/FILTERS.md).
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 impl StageArgs {
-    fn params(&self, k: usize) -> SearchParams {
+    fn params(&self, k: usize) -> Result<SearchParams> {
         let p = if self.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
-        let p = p.with_candidates(self.candidates);
-        match self.ef {
-            Some(ef) => p.with_ef(ef),
-            None => p,
+        let mut p = p.with_candidates(self.candidates);
+        if let Some(ef) = self.ef {
+            p = p.with_ef(ef);
         }
+        if let Some(f) = &self.filter {
+            p = p.with_filter(tessera::Filter::parse(f)?);
+        }
+        Ok(p)
     }
 }
 
@@ -235,7 +242,7 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::File::create(&run).map_err(|e| format!("{}: {e}", run.display()))?,
                 ))
             };
-            let r = commands::search(&db, &collection, &queries, &stage.params(k), &mut out)?;
+            let r = commands::search(&db, &collection, &queries, &stage.params(k)?, &mut out)?;
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             eprintln!(
                 "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms, {:.0} queries/s",

@@ -67,6 +67,13 @@ fn ingest_info_search_round_trip() {
         ok(&args);
         std::fs::read_to_string(&run).unwrap()
     };
+    // A payload filter (synth payloads carry "shard": i % 4): every hit is in shard 1.
+    let filtered = search(&["--filter", r#"{"field": "shard", "eq": 1}"#]);
+    assert_eq!(filtered.lines().count(), 8 * 7);
+    for l in filtered.lines() {
+        let doc: usize = l.split(' ').nth(2).unwrap().trim_start_matches("doc-").parse().unwrap();
+        assert_eq!(doc % 4, 1, "{l}");
+    }
     let exact = search(&["--exact"]);
     // Two-stage with at least as many candidates as documents gives the exact ranking.
     assert_eq!(search(&["--candidates", "300"]), exact);

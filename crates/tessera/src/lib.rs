@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `database` | the folder of collections, its lock, create/drop |
 //! | `collection` | writer, snapshots, flush, compaction, recovery |
-//! | `search` | the search pipeline over a snapshot |
+//! | `search` | the search pipeline over a snapshot, rerank of given ids |
+//! | `filter` | the payload filter language |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
 //! | `doc`, `config`, `error` | the API's types |
 //!
@@ -28,6 +29,7 @@ mod config;
 mod database;
 mod doc;
 mod error;
+mod filter;
 mod fsutil;
 mod manifest;
 mod memtable;
@@ -40,5 +42,6 @@ pub use config::{CollectionConfig, Durability, EncoderConfig, HnswParams, IndexC
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, Result};
+pub use filter::Filter;
 pub use half::f16;
-pub use search::{DEFAULT_CANDIDATES, MAX_K, SearchHit, SearchParams};
+pub use search::{DEFAULT_CANDIDATES, MAX_K, Reranked, SearchHit, SearchParams};

@@ -1,12 +1,15 @@
-//! The search pipeline over one snapshot. Today: exact MaxSim over every live
-//! document (segments through the batch kernel, straight from the memory map;
-//! the memtable document by document), merged into one top-k. The two-stage
-//! search (coarse candidates, then exact rerank) slots in behind
-//! [`SearchParams`].
+//! The search pipeline over one snapshot: the coarse stage (per-segment HNSW
+//! over one vector per document) picks candidates, exact MaxSim ranks them
+//! (segments through the batch kernel, straight from the memory map; the
+//! memtable document by document), and everything merges into one top-k.
+//! Exact search skips the coarse stage. A payload [`Filter`] applies in every
+//! stage: inside the graph traversal, to the rows scored exactly, and to the
+//! memtable. [`Collection::rerank`] scores caller-chosen ids.
 
 use crate::collection::{Collection, Snapshot};
 use crate::doc::{Tokens, parse_payload};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::memtable::MemTable;
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -33,12 +36,14 @@ pub struct SearchParams {
     pub ef: Option<usize>,
     /// Score every live document exactly, skipping the coarse stage.
     pub exact: bool,
+    /// Only documents whose payload matches are returned.
+    pub filter: Option<Filter>,
 }
 
 impl SearchParams {
     /// Two-stage search for `k` results with the default candidates.
     pub fn new(k: usize) -> Self {
-        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false }
+        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false, filter: None }
     }
 
     /// Exact search for `k` results.
@@ -53,6 +58,11 @@ impl SearchParams {
 
     pub fn with_ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
+        self
+    }
+
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
         self
     }
 
@@ -113,22 +123,104 @@ impl Collection {
         self.search_with(query, &SearchParams::new(k))
     }
 
+    /// Search with every option. With a filter, the result holds `k`
+    /// documents whenever `k` live documents match: should the coarse stage
+    /// find fewer (a very selective filter), the matching documents are
+    /// scored exactly instead.
     pub fn search_with(&self, query: &Tokens, params: &SearchParams) -> Result<Vec<SearchHit>> {
         params.validate()?;
         let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
         let snap = self.snapshot();
-        let picks = match (&self.encoder, params.exact) {
-            (Some(enc), false) => coarse(&snap, enc, &q, params),
-            _ => vec![None; snap.segments.len()],
+        let f = params.filter.as_ref();
+        let allowed = f.map(|f| allowed_rows(&snap, f));
+        let exact_picks = || -> Vec<Option<Vec<u32>>> {
+            match &allowed {
+                None => vec![None; snap.segments.len()],
+                Some(a) => snap
+                    .segments
+                    .iter()
+                    .zip(a)
+                    .map(|(sv, ok)| Some(sv.live.iter().copied().filter(|&r| ok[r as usize]).collect()))
+                    .collect(),
+            }
         };
-        Ok(rank(&snap, &q, params.k, &picks))
+        let hits = match (&self.encoder, params.exact) {
+            (Some(enc), false) => {
+                let hits = rank(&snap, &q, params.k, &coarse(&snap, enc, &q, params, allowed.as_deref()), f);
+                let available = match &allowed {
+                    None => snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>(),
+                    Some(_) => {
+                        let mem = snap.mem.docs().filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref())));
+                        exact_picks().iter().flatten().map(Vec::len).sum::<usize>() + mem.count()
+                    }
+                };
+                if hits.len() < params.k.min(available) { rank(&snap, &q, params.k, &exact_picks(), f) } else { hits }
+            }
+            _ => rank(&snap, &q, params.k, &exact_picks(), f),
+        };
+        Ok(hits)
+    }
+
+    /// Exact MaxSim scores of the live documents among `ids`, best first
+    /// (ties by id), and the ids that are not live documents of the
+    /// collection (unknown or deleted), in the order given.
+    pub fn rerank<S: AsRef<str>>(&self, query: &Tokens, ids: &[S]) -> Result<Reranked> {
+        if ids.len() > MAX_K {
+            return Err(Error::InvalidArgument(format!("at most {MAX_K} ids can be reranked, got {}", ids.len())));
+        }
+        for id in ids {
+            crate::doc::check_id(id.as_ref())?;
+        }
+        let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
+        let snap = self.snapshot();
+        let mut seen = std::collections::HashSet::new();
+        let (mut picks, mut mem_ids, mut missing) =
+            (vec![Some(Vec::new()); snap.segments.len()], Vec::new(), Vec::new());
+        for id in ids.iter().map(AsRef::as_ref).filter(|id| seen.insert(*id)) {
+            if snap.mem.get(id).is_some() {
+                mem_ids.push(id);
+            } else if let Some((si, r)) =
+                snap.segments.iter().enumerate().find_map(|(si, sv)| sv.find_live(id).map(|r| (si, r)))
+            {
+                picks[si].as_mut().expect("some").push(r);
+            } else {
+                missing.push(id.to_string());
+            }
+        }
+        let n = picks.iter().flatten().map(Vec::len).sum::<usize>() + mem_ids.len();
+        let mem = MemSel::Only(&mem_ids);
+        let hits = if n == 0 { Vec::new() } else { rank_sel(&snap, &q, n, &picks, None, mem) };
+        Ok(Reranked { hits, missing })
     }
 }
 
+/// The result of [`Collection::rerank`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reranked {
+    pub hits: Vec<SearchHit>,
+    /// Requested ids that are not live documents (never written, or deleted).
+    pub missing: Vec<String>,
+}
+
+/// Per segment, whether each row's payload matches `f` (deleted rows included).
+fn allowed_rows(snap: &Snapshot, f: &Filter) -> Vec<Vec<bool>> {
+    snap.segments
+        .iter()
+        .map(|sv| (0..sv.seg.n_docs()).into_par_iter().map(|r| f.matches_text(sv.seg.payload(r))).collect())
+        .collect()
+}
+
 /// The coarse stage: per segment with an index, the rows to rerank (the
-/// global best `candidates` by coarse score, deleted rows filtered inside the
-/// graph search); `None` for a segment without an index (scored exactly).
-fn coarse(snap: &Snapshot, enc: &Encoder, q: &Query, p: &SearchParams) -> Vec<Option<Vec<u32>>> {
+/// global best `candidates` by coarse score; deleted and filtered-out rows are
+/// skipped inside the graph search); `None` for a segment without an index
+/// (scored exactly).
+fn coarse(
+    snap: &Snapshot,
+    enc: &Encoder,
+    q: &Query,
+    p: &SearchParams,
+    allowed: Option<&[Vec<bool>]>,
+) -> Vec<Option<Vec<u32>>> {
     let n = p.candidates.max(p.k);
     let ef = p.ef.unwrap_or(n).max(n);
     let mut qv = vec![0f32; enc.dim()];
@@ -136,7 +228,12 @@ fn coarse(snap: &Snapshot, enc: &Encoder, q: &Query, p: &SearchParams) -> Vec<Op
     let per_segment: Vec<Option<Vec<(u32, f32)>>> = snap
         .segments
         .par_iter()
-        .map(|sv| sv.seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, |r| !sv.deletes.is_deleted(r))))
+        .enumerate()
+        .map(|(si, sv)| {
+            let ok = allowed.map(|a| &a[si]);
+            let accept = |r: u32| !sv.deletes.is_deleted(r) && ok.is_none_or(|ok| ok[r as usize]);
+            sv.seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, accept))
+        })
         .collect();
     let mut all: Vec<(f32, usize, u32)> = per_segment
         .iter()
@@ -145,16 +242,44 @@ fn coarse(snap: &Snapshot, enc: &Encoder, q: &Query, p: &SearchParams) -> Vec<Op
         .collect();
     all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     all.truncate(n);
-    let mut picks: Vec<Option<Vec<u32>>> = per_segment.iter().map(|h| h.as_ref().map(|_| Vec::new())).collect();
+    let mut picks: Vec<Option<Vec<u32>>> = per_segment
+        .iter()
+        .enumerate()
+        .map(|(si, h)| match h {
+            Some(_) => Some(Vec::new()),
+            // No index: every live row that passes the filter is scored exactly.
+            None => allowed.map(|a| snap.segments[si].live.iter().copied().filter(|&r| a[si][r as usize]).collect()),
+        })
+        .collect();
     for (_, si, r) in all {
         picks[si].as_mut().expect("indexed segment").push(r);
     }
     picks
 }
 
+/// Which memtable documents a ranking considers.
+#[derive(Clone, Copy)]
+enum MemSel<'a> {
+    /// Every live document (that passes the filter).
+    All,
+    /// Only these ids.
+    Only(&'a [&'a str]),
+}
+
 /// Exact MaxSim of the picked rows of each segment (`None`: every live row)
-/// and of the memtable, merged into one top-k.
-fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>]) -> Vec<SearchHit> {
+/// and of the memtable documents that pass the filter, merged into one top-k.
+fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>], f: Option<&Filter>) -> Vec<SearchHit> {
+    rank_sel(snap, q, k, picks, f, MemSel::All)
+}
+
+fn rank_sel(
+    snap: &Snapshot,
+    q: &Query,
+    k: usize,
+    picks: &[Option<Vec<u32>>],
+    f: Option<&Filter>,
+    mem: MemSel<'_>,
+) -> Vec<SearchHit> {
     let mut top: TopK<Cand<'_>> = TopK::new(k);
     for (si, sv) in snap.segments.iter().enumerate() {
         let rows = picks[si].as_deref().unwrap_or(&sv.live);
@@ -162,7 +287,7 @@ fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>]) -> Vec
             top.push(h.score, Cand { id: sv.seg.id_of(h.key as usize), src: Src::Seg(si, h.key) });
         }
     }
-    for (score, id) in score_memtable(&snap.mem, q) {
+    for (score, id) in score_memtable(&snap.mem, q, f, mem) {
         top.push(score, Cand { id, src: Src::Mem });
     }
     top.into_sorted_vec()
@@ -190,6 +315,13 @@ fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>]) -> Vec
         .collect()
 }
 
-fn score_memtable<'a>(mem: &'a MemTable, q: &Query) -> Vec<(f32, &'a str)> {
-    mem.live().par_iter().map(|d| (tessera_kernels::maxsim(q, &d.tokens), d.id.as_str())).collect()
+fn score_memtable<'a>(mem: &'a MemTable, q: &Query, f: Option<&Filter>, sel: MemSel<'_>) -> Vec<(f32, &'a str)> {
+    let docs: Vec<_> = match sel {
+        MemSel::All => mem.live(),
+        MemSel::Only(ids) => ids.iter().filter_map(|id| mem.get(id)).collect(),
+    };
+    docs.par_iter()
+        .filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref())))
+        .map(|d| (tessera_kernels::maxsim(q, &d.tokens), d.id.as_str()))
+        .collect()
 }

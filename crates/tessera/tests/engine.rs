@@ -316,3 +316,115 @@ fn restart_keeps_the_index() {
     let after = c.search_with(&q, &tessera::SearchParams::new(10).with_candidates(1000)).unwrap();
     assert_eq!(after, c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap());
 }
+
+/// A live document as the tests know it: id, tokens (f16 values as f32), payload.
+type Known = (String, Vec<f32>, serde_json::Value);
+
+/// 300 documents over two flushed segments and the memtable, with payloads
+/// to filter on; returns the collection and every live document's (id, tokens, payload).
+fn filtered_collection(dir: &std::path::Path) -> (std::sync::Arc<tessera::Collection>, Vec<Known>) {
+    let db = Database::open(dir).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(16)).unwrap();
+    let mut rng = Rng(21);
+    let mut all = Vec::new();
+    for b in 0..3 {
+        let docs: Vec<Document> = (0..100)
+            .map(|i| {
+                let n = b * 100 + i;
+                let lang = ["en", "de", "fr"][n % 3];
+                let mut p = serde_json::json!({ "i": n, "lang": lang, "meta": { "year": 2000 + n % 25 } });
+                if n % 7 == 0 {
+                    p["author"] = "x".into();
+                }
+                Document::new(format!("d{n}"), rng.tokens(1 + n % 13, 16)).with_payload(p)
+            })
+            .collect();
+        for d in &docs {
+            let Tokens::F32 { data, .. } = &d.tokens else { unreachable!() };
+            let t: Vec<f32> = data.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+            all.push((d.id.clone(), t, d.payload.clone().unwrap()));
+        }
+        c.upsert(&docs).unwrap();
+        if b < 2 {
+            c.flush().unwrap();
+        }
+    }
+    c.delete(&["d5", "d150", "d250"]).unwrap();
+    all.retain(|(id, _, _)| !["d5", "d150", "d250"].contains(&id.as_str()));
+    (c, all)
+}
+
+#[test]
+fn every_filter_operator_in_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, all) = filtered_collection(dir.path());
+    let filters = [
+        r#"{"field": "lang", "eq": "de"}"#,
+        r#"{"field": "lang", "in": ["fr", "xx"]}"#,
+        r#"{"field": "meta.year", "range": {"gte": 2010, "lt": 2013}}"#,
+        r#"{"field": "author", "exists": true}"#,
+        r#"{"field": "author", "exists": false}"#,
+        r#"{"and": [{"field": "lang", "eq": "en"}, {"field": "meta.year", "range": {"gt": 2020}}]}"#,
+        r#"{"or": [{"field": "i", "eq": 3}, {"field": "i", "eq": 299}, {"field": "i", "eq": 5}]}"#,
+        r#"{"not": {"field": "lang", "in": ["en", "de"]}}"#,
+    ];
+    let mut rng = Rng(77);
+    for text in filters {
+        let f = tessera::Filter::parse(text).unwrap();
+        let q = rng.tokens(4, 16);
+        let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+        let mut want: Vec<(f64, &str)> = all
+            .iter()
+            .filter(|(_, _, p)| f.matches(Some(p)))
+            .map(|(id, t, _)| (maxsim_f64(qv, t, 16), id.as_str()))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0));
+        want.truncate(10);
+        // Exact stage, two-stage covering everything, and two-stage with few candidates
+        // (the filter then acts inside the graph traversal).
+        for params in [
+            tessera::SearchParams::exact(10),
+            tessera::SearchParams::new(10).with_candidates(400),
+            tessera::SearchParams::new(10).with_candidates(10),
+        ] {
+            let got = c.search_with(&q, &params.clone().with_filter(f.clone())).unwrap();
+            assert_eq!(got.len(), want.len(), "{text}: k results whenever k documents match ({params:?})");
+            for h in &got {
+                assert!(f.matches(h.payload.as_ref()), "{text}: {} does not match", h.id);
+            }
+            if params.exact || params.candidates >= 300 {
+                let ids: Vec<&str> = got.iter().map(|h| h.id.as_str()).collect();
+                assert_eq!(ids, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{text} {params:?}");
+            }
+        }
+    }
+    // A filter that matches only memtable documents, and one that matches nothing.
+    let f = tessera::Filter::parse(r#"{"field": "i", "range": {"gte": 290}}"#).unwrap();
+    let got = c.search_with(&rng.tokens(2, 16), &tessera::SearchParams::new(20).with_filter(f)).unwrap();
+    assert_eq!(got.len(), 10);
+    let none = tessera::Filter::parse(r#"{"field": "lang", "eq": "zz"}"#).unwrap();
+    assert!(c.search_with(&rng.tokens(2, 16), &tessera::SearchParams::new(5).with_filter(none)).unwrap().is_empty());
+}
+
+#[test]
+fn rerank_scores_given_ids_and_reports_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, all) = filtered_collection(dir.path());
+    let q = Rng(8).tokens(6, 16);
+    let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+    // Segment and memtable documents, a deleted one, an unknown one, a duplicate.
+    let ids = ["d1", "d150", "d120", "nope", "d280", "d1", "d5", "d42"];
+    let r = c.rerank(&q, &ids).unwrap();
+    assert_eq!(r.missing, vec!["d150", "nope", "d5"]);
+    let mut want: Vec<(f64, &str)> = ["d1", "d120", "d280", "d42"]
+        .iter()
+        .map(|id| (maxsim_f64(qv, &all.iter().find(|d| d.0 == *id).unwrap().1, 16), *id))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    assert_eq!(r.hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), want.iter().map(|w| w.1).collect::<Vec<_>>());
+    for (h, w) in r.hits.iter().zip(&want) {
+        assert!((h.score as f64 - w.0).abs() < 1e-3);
+    }
+    assert!(c.rerank(&q, &["nope"]).unwrap().hits.is_empty());
+    assert!(matches!(c.rerank(&q, &[""]), Err(Error::EmptyId)));
+}
