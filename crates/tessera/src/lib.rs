@@ -11,6 +11,7 @@
 //! | `collection` | writer, snapshots, flush, compaction, recovery |
 //! | `search` | the search pipeline over a snapshot, rerank of given ids |
 //! | `filter` | the payload filter language |
+//! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
 //! | `doc`, `config`, `error` | the API's types |
 //!
@@ -31,6 +32,7 @@ mod doc;
 mod error;
 mod filter;
 mod fsutil;
+mod hybrid;
 mod manifest;
 mod memtable;
 mod search;
@@ -44,4 +46,5 @@ pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, Result};
 pub use filter::Filter;
 pub use half::f16;
+pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use search::{DEFAULT_CANDIDATES, MAX_K, Reranked, SearchHit, SearchParams};

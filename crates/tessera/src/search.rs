@@ -194,6 +194,64 @@ impl Collection {
     }
 }
 
+impl Collection {
+    /// The coarse stage alone: the `n` best live documents (passing `f`) by
+    /// the inner product of encoded query and encoded document, best first.
+    /// Documents without an index (memtable, unindexed segments) are encoded
+    /// on the fly.
+    pub(crate) fn coarse_candidates(&self, query: &Tokens, n: usize, f: Option<&Filter>) -> Result<Vec<(String, f32)>> {
+        let enc = self
+            .encoder
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("the vector source needs a collection with a coarse index".into()))?;
+        let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
+        let snap = self.snapshot();
+        let allowed = f.map(|f| allowed_rows(&snap, f));
+        let mut qv = vec![0f32; enc.dim()];
+        enc.encode_query(q.tokens(), &mut qv);
+        let coarse_score = |tokens: &[half::f16]| {
+            let mut v = vec![0f32; enc.dim()];
+            enc.encode_doc(tokens, &mut v);
+            qv.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>()
+        };
+        let mut all: Vec<(f32, String)> = Vec::new();
+        for (si, sv) in snap.segments.iter().enumerate() {
+            let ok = |r: u32| !sv.deletes.is_deleted(r) && allowed.as_ref().is_none_or(|a| a[si][r as usize]);
+            match &sv.seg.index {
+                Some(ix) => all.extend(
+                    ix.search(&qv, n, n, ok).into_iter().map(|(r, s)| (s, sv.seg.id_of(r as usize).to_string())),
+                ),
+                None => all.extend(
+                    sv.live
+                        .iter()
+                        .filter(|&&r| ok(r))
+                        .map(|&r| (coarse_score(sv.seg.tokens(r as usize)), sv.seg.id_of(r as usize).into())),
+                ),
+            }
+        }
+        for d in snap.mem.docs().filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref()))) {
+            all.push((coarse_score(&d.tokens), d.id.clone()));
+        }
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        all.truncate(n);
+        Ok(all.into_iter().map(|(s, id)| (id, s)).collect())
+    }
+
+    /// The ids among `ids` (in order, once each) that are live documents whose payload matches `f`.
+    pub(crate) fn live_matching(&self, ids: &[String], f: &Filter) -> Result<Vec<String>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+            if let Some(d) = self.get(id)? {
+                if f.matches(d.payload.as_ref()) {
+                    out.push(id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The result of [`Collection::rerank`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reranked {

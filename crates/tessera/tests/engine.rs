@@ -428,3 +428,70 @@ fn rerank_scores_given_ids_and_reports_missing_ones() {
     assert!(c.rerank(&q, &["nope"]).unwrap().hits.is_empty());
     assert!(matches!(c.rerank(&q, &[""]), Err(Error::EmptyId)));
 }
+
+#[test]
+fn fusion_arithmetic_matches_a_hand_checked_example() {
+    use tessera::{Fusion, Source, fuse};
+    let l = |v: &[(&str, f32)]| v.iter().map(|(i, s)| (i.to_string(), *s)).collect::<Vec<_>>();
+    let lists =
+        vec![(Source::Tensor, l(&[("a", 3.0), ("b", 2.0), ("c", 1.0)])), (Source::Ids, l(&[("c", 10.0), ("a", 0.0)]))];
+    // RRF, k0 = 60: a = 1/61 + 1/62, c = 1/63 + 1/61, b = 1/62.
+    let r = fuse(&lists, &Fusion::Rrf { k0: 60.0 }, &Default::default());
+    let got: Vec<(&str, f64)> = r.iter().map(|x| (x.0.as_str(), x.1)).collect();
+    let want = [("a", 1.0 / 61.0 + 1.0 / 62.0), ("c", 1.0 / 63.0 + 1.0 / 61.0), ("b", 1.0 / 62.0)];
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0);
+        assert!((g.1 - w.1).abs() < 1e-12);
+    }
+    assert_eq!(r[0].2.iter().map(|s| (s.source, s.rank)).collect::<Vec<_>>(), [(Source::Tensor, 1), (Source::Ids, 2)]);
+    // Weighted, tensor weight 2: min-max gives tensor a 1, b 0.5, c 0 and ids c 1, a 0:
+    // a = 2, b = 1, c = 1 (tie broken by id).
+    let w = [(Source::Tensor, 2.0)].into_iter().collect();
+    let r = fuse(&lists, &Fusion::Weighted, &w);
+    assert_eq!(r.iter().map(|x| (x.0.as_str(), x.1)).collect::<Vec<_>>(), [("a", 2.0), ("b", 1.0), ("c", 1.0)]);
+}
+
+#[test]
+fn hybrid_queries_fuse_sources_and_rerank_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, all) = filtered_collection(dir.path());
+    let q = Rng(31).tokens(5, 16);
+    let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+    let exact = |id: &str| maxsim_f64(qv, &all.iter().find(|d| d.0 == id).unwrap().1, 16);
+    // Tensor + vector + caller ids: every result is scored by exact MaxSim, and a
+    // caller-supplied document enters the fused set even if the other sources miss it.
+    let weak = all.iter().min_by(|a, b| exact(&a.0).total_cmp(&exact(&b.0))).unwrap().0.clone();
+    let hq = tessera::HybridQuery::new(300)
+        .with_tensor(q.clone())
+        .with_ids(vec![weak.clone(), "nope".into()])
+        .with_candidates(20);
+    let hits = c.query(&hq).unwrap();
+    assert!(hits.windows(2).all(|w| w[0].hit.score >= w[1].hit.score));
+    for h in &hits {
+        assert!((h.hit.score as f64 - exact(&h.hit.id)).abs() < 1e-3);
+        assert!(!h.sources.is_empty());
+    }
+    let w = hits.iter().find(|h| h.hit.id == weak).expect("caller candidate present");
+    assert!(w.sources.iter().any(|s| s.source == tessera::Source::Ids && s.rank == 1));
+    assert!(hits.iter().all(|h| h.hit.id != "nope"));
+    // Tensor alone with candidates covering the collection equals exact search.
+    let hq = tessera::HybridQuery::new(10).with_tensor(q.clone()).with_candidates(400);
+    let ids: Vec<String> = c.query(&hq).unwrap().into_iter().map(|h| h.hit.id).collect();
+    let want: Vec<String> =
+        c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap().into_iter().map(|h| h.id).collect();
+    assert_eq!(ids, want);
+    // Ids alone: fused order is the given order, deleted and unknown ids dropped, filter applied.
+    let ids = vec!["d9".to_string(), "d5".into(), "d3".into(), "zz".into(), "d4".into()];
+    let got: Vec<String> =
+        c.query(&tessera::HybridQuery::new(10).with_ids(ids.clone())).unwrap().into_iter().map(|h| h.hit.id).collect();
+    assert_eq!(got, ["d9", "d3", "d4"]);
+    let f = tessera::Filter::parse(r#"{"field": "lang", "eq": "en"}"#).unwrap(); // i % 3 == 0
+    let got: Vec<String> = c
+        .query(&tessera::HybridQuery::new(10).with_ids(ids).with_filter(f))
+        .unwrap()
+        .into_iter()
+        .map(|h| h.hit.id)
+        .collect();
+    assert_eq!(got, ["d9", "d3"]);
+    assert!(matches!(c.query(&tessera::HybridQuery::new(10)), Err(Error::InvalidArgument(_))));
+}

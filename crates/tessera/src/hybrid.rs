@@ -1,0 +1,223 @@
+//! Hybrid queries: candidates from several sources, fused, then reranked
+//! with exact MaxSim when query tokens are given.
+//!
+//! Sources today: the single-vector coarse stage (`vector`), the two-stage
+//! MaxSim ranking (`tensor`), and caller-supplied candidate ids (`ids`, ranked
+//! in the order given). BM25 full text joins as another source.
+//!
+//! Fusion of the sources' ranked lists, for a document `d`:
+//! - reciprocal rank fusion: `Σ_s w_s / (k0 + rank_s(d))`, ranks from 1;
+//! - weighted score fusion: `Σ_s w_s · (score_s(d) − min_s) / (max_s − min_s)`
+//!   (min-max over source `s`'s list; a list whose scores are all equal gives 1).
+//!
+//! A document absent from a source's list contributes nothing for it. The
+//! best `candidates` by fused score are reranked by exact MaxSim when a tensor
+//! is given (the result's score is then MaxSim); otherwise the fused score is
+//! the result's score.
+
+use crate::collection::Collection;
+use crate::doc::Tokens;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::search::{MAX_K, SearchHit, SearchParams};
+use std::collections::HashMap;
+
+/// A candidate source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Two-stage MaxSim ranking of the query tokens.
+    Tensor,
+    /// The coarse stage alone: one vector per document, HNSW.
+    Vector,
+    /// Candidate ids supplied by the caller.
+    Ids,
+}
+
+/// How ranked lists are combined.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fusion {
+    /// Reciprocal rank fusion with constant `k0` (60 is customary).
+    Rrf { k0: f64 },
+    /// Weighted sum of min-max normalised scores.
+    Weighted,
+}
+
+/// A hybrid query. At least one source must be chosen.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HybridQuery {
+    pub k: usize,
+    /// Query tokens: the `tensor` source when `use_tensor`, the encoded query
+    /// of the `vector` source, and the final exact rerank.
+    pub tensor: Option<Tokens>,
+    pub use_tensor: bool,
+    pub use_vector: bool,
+    pub ids: Option<Vec<String>>,
+    pub fusion: Fusion,
+    /// Per-source weights (default 1).
+    pub weights: HashMap<Source, f64>,
+    /// How many documents each source contributes, and how many fused
+    /// candidates the final rerank sees.
+    pub candidates: usize,
+    pub filter: Option<Filter>,
+}
+
+impl HybridQuery {
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            tensor: None,
+            use_tensor: false,
+            use_vector: false,
+            ids: None,
+            fusion: Fusion::Rrf { k0: 60.0 },
+            weights: HashMap::new(),
+            candidates: crate::search::DEFAULT_CANDIDATES,
+            filter: None,
+        }
+    }
+
+    /// Query tokens used as the `tensor` and `vector` sources and for the rerank.
+    pub fn with_tensor(mut self, tokens: Tokens) -> Self {
+        (self.tensor, self.use_tensor, self.use_vector) = (Some(tokens), true, true);
+        self
+    }
+
+    pub fn with_ids(mut self, ids: Vec<String>) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    pub fn with_fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
+        self
+    }
+
+    pub fn with_weight(mut self, source: Source, w: f64) -> Self {
+        self.weights.insert(source, w);
+        self
+    }
+
+    pub fn with_candidates(mut self, n: usize) -> Self {
+        self.candidates = n;
+        self
+    }
+
+    pub fn with_filter(mut self, f: Filter) -> Self {
+        self.filter = Some(f);
+        self
+    }
+}
+
+/// One source's view of a result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceRank {
+    pub source: Source,
+    /// 1-based rank in the source's list.
+    pub rank: usize,
+    pub score: f32,
+}
+
+/// A hybrid result: the hit, its fused score, and how each source ranked it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HybridHit {
+    pub hit: SearchHit,
+    pub fused: f64,
+    pub sources: Vec<SourceRank>,
+}
+
+/// Fuses ranked lists (`(source, [(id, score)])`, best first) into
+/// `(id, fused score, per-source ranks)`, best first, ties by id.
+pub fn fuse(
+    lists: &[(Source, Vec<(String, f32)>)],
+    fusion: &Fusion,
+    weights: &HashMap<Source, f64>,
+) -> Vec<(String, f64, Vec<SourceRank>)> {
+    let mut acc: HashMap<&str, (f64, Vec<SourceRank>)> = HashMap::new();
+    for (source, list) in lists {
+        let w = weights.get(source).copied().unwrap_or(1.0);
+        let (lo, hi) =
+            list.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (_, s)| (lo.min(*s), hi.max(*s)));
+        for (i, (id, score)) in list.iter().enumerate() {
+            let part = match fusion {
+                Fusion::Rrf { k0 } => w / (k0 + (i + 1) as f64),
+                Fusion::Weighted if hi > lo => w * ((score - lo) / (hi - lo)) as f64,
+                Fusion::Weighted => w,
+            };
+            let e = acc.entry(id.as_str()).or_default();
+            e.0 += part;
+            e.1.push(SourceRank { source: *source, rank: i + 1, score: *score });
+        }
+    }
+    let mut out: Vec<(String, f64, Vec<SourceRank>)> =
+        acc.into_iter().map(|(id, (f, r))| (id.to_string(), f, r)).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+impl Collection {
+    /// Runs a hybrid query: each chosen source's candidates, fused, reranked
+    /// by exact MaxSim when tokens are given.
+    pub fn query(&self, q: &HybridQuery) -> Result<Vec<HybridHit>> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        if !(1..=MAX_K).contains(&q.k) || !(1..=MAX_K).contains(&q.candidates) {
+            return bad("k and candidates must be in 1..=100000");
+        }
+        if (q.use_tensor || q.use_vector) && q.tensor.is_none() {
+            return bad("the tensor and vector sources need query tokens");
+        }
+        if !q.use_tensor && !q.use_vector && q.ids.is_none() {
+            return bad("a hybrid query needs at least one source: tensor, vector or ids");
+        }
+        let n = q.candidates.max(q.k);
+        let filtered = |p: SearchParams| match &q.filter {
+            Some(f) => p.with_filter(f.clone()),
+            None => p,
+        };
+        let as_list = |hits: Vec<SearchHit>| hits.into_iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
+        let mut lists = Vec::new();
+        if let (true, Some(t)) = (q.use_tensor, &q.tensor) {
+            lists.push((
+                Source::Tensor,
+                as_list(self.search_with(t, &filtered(SearchParams::new(n).with_candidates(n)))?),
+            ));
+        }
+        if let (true, Some(t)) = (q.use_vector, &q.tensor) {
+            lists.push((Source::Vector, self.coarse_candidates(t, n, q.filter.as_ref())?));
+        }
+        if let Some(ids) = &q.ids {
+            // Only live documents (that pass the filter) are candidates; an empty `and` matches all.
+            let list = self.live_matching(ids, q.filter.as_ref().unwrap_or(&Filter::And(Vec::new())))?;
+            let len = list.len();
+            lists.push((Source::Ids, list.into_iter().enumerate().map(|(i, id)| (id, (len - i) as f32)).collect()));
+        }
+        let mut fused = fuse(&lists, &q.fusion, &q.weights);
+        fused.truncate(n);
+        let mut out: Vec<HybridHit> = match &q.tensor {
+            Some(t) => {
+                let ids: Vec<&str> = fused.iter().map(|f| f.0.as_str()).collect();
+                let by_id: HashMap<&str, &(String, f64, Vec<SourceRank>)> =
+                    fused.iter().map(|f| (f.0.as_str(), f)).collect();
+                self.rerank(t, &ids)?
+                    .hits
+                    .into_iter()
+                    .map(|hit| {
+                        let f = by_id[hit.id.as_str()];
+                        HybridHit { fused: f.1, sources: f.2.clone(), hit }
+                    })
+                    .collect()
+            }
+            None => fused
+                .into_iter()
+                .filter_map(|(id, fscore, sources)| {
+                    let d = self.get(&id).ok().flatten()?;
+                    let hit = SearchHit { id, score: fscore as f32, text: d.text, payload: d.payload };
+                    Some(HybridHit { hit, fused: fscore, sources })
+                })
+                .collect(),
+        };
+        out.truncate(q.k);
+        Ok(out)
+    }
+}
