@@ -242,10 +242,8 @@ impl Collection {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
-            if let Some(d) = self.get(id)? {
-                if f.matches(d.payload.as_ref()) {
-                    out.push(id.clone());
-                }
+            if self.get(id)?.is_some_and(|d| f.matches(d.payload.as_ref())) {
+                out.push(id.clone());
             }
         }
         Ok(out)
