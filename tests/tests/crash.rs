@@ -129,6 +129,20 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
         present += got.is_some() as usize;
     }
     assert_eq!(c.len(), present, "len() counts exactly the present documents");
+    // Full text agrees with the tensors: a document's text ("idN vV") is found by BM25
+    // exactly when the document is present, with the version it has.
+    for i in (0..400).step_by(7) {
+        let id = format!("id{i}");
+        let hits = c.search_text(&id, 5, None).unwrap();
+        match c.get(&id).unwrap() {
+            Some(d) => {
+                let hit =
+                    hits.iter().find(|h| h.id == id).unwrap_or_else(|| panic!("{id} present but not found by text"));
+                assert_eq!(hit.text, d.text, "{id}: text index and document disagree");
+            }
+            None => assert!(hits.iter().all(|h| h.id != id), "{id} absent but found by text"),
+        }
+    }
     // Search still answers, and its scores are true MaxSim values of the stored documents.
     let q: Vec<f32> = tokens_for("query", present as u64).iter().map(|x| x.to_f32()).collect();
     for h in c.search(&Tokens::F32 { data: q.clone(), dim: DIM }, 5).unwrap() {

@@ -36,7 +36,7 @@ pub fn search(
     db: &Database,
     collection: &str,
     queries: &Path,
-    params: &SearchParams,
+    mode: &SearchMode,
     run: &mut dyn Write,
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
@@ -44,7 +44,7 @@ pub fn search(
     let mut latencies = Vec::with_capacity(reader.n_docs());
     while let Some(q) = reader.next_doc()? {
         let t = Instant::now();
-        let hits = c.search_with(&q.tokens, params).map_err(|e| format!("query {:?}: {e}", q.id))?;
+        let hits = mode.run(&c, &q).map_err(|e| format!("query {:?}: {e}", q.id))?;
         latencies.push(t.elapsed());
         for (rank, h) in hits.iter().enumerate() {
             writeln!(run, "{} Q0 {} {} {:.6} tessera", q.id, h.id, rank + 1, h.score)?;
@@ -52,6 +52,44 @@ pub fn search(
     }
     run.flush()?;
     Ok(SearchReport { queries: latencies.len(), latencies })
+}
+
+/// How `tessera search` ranks.
+#[derive(Debug, Clone)]
+pub enum SearchMode {
+    /// Query tokens: two-stage or exact MaxSim.
+    Tensor(SearchParams),
+    /// BM25 over the query's text alone.
+    Text { k: usize, filter: Option<tessera::Filter> },
+    /// Two-stage MaxSim candidates and BM25 candidates of the query's text,
+    /// fused, reranked by exact MaxSim.
+    Hybrid { params: SearchParams, fusion: tessera::Fusion },
+}
+
+impl SearchMode {
+    pub fn run(
+        &self,
+        c: &tessera::Collection,
+        q: &Document,
+    ) -> std::result::Result<Vec<tessera::SearchHit>, tessera::Error> {
+        let text = || q.text.as_deref().unwrap_or("");
+        match self {
+            SearchMode::Tensor(p) => c.search_with(&q.tokens, p),
+            SearchMode::Text { k, filter } => c.search_text(text(), *k, filter.as_ref()),
+            SearchMode::Hybrid { params, fusion } => {
+                let mut h = tessera::HybridQuery::new(params.k)
+                    .with_tensor(q.tokens.clone())
+                    .with_text(text())
+                    .with_candidates(params.candidates)
+                    .with_fusion(fusion.clone());
+                h.use_vector = false;
+                if let Some(f) = &params.filter {
+                    h = h.with_filter(f.clone());
+                }
+                Ok(c.query(&h)?.into_iter().map(|h| h.hit).collect())
+            }
+        }
+    }
 }
 
 /// Prints every collection's sizes.

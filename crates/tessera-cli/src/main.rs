@@ -139,6 +139,22 @@ struct StageArgs {
     /// (see docs/FILTERS.md).
     #[arg(long)]
     filter: Option<String>,
+    /// Hybrid: also recall candidates by BM25 of each query's `text`, fuse with the
+    /// two-stage MaxSim candidates, rerank the fused set by exact MaxSim.
+    #[arg(long, conflicts_with = "exact")]
+    bm25: bool,
+    /// BM25 of each query's `text` alone (no tensors).
+    #[arg(long, conflicts_with_all = ["exact", "bm25"])]
+    bm25_only: bool,
+    /// How --bm25 fuses the candidate lists: rrf (reciprocal rank, k0 = 60) or weighted (min-max scores).
+    #[arg(long, value_enum, default_value = "rrf")]
+    fusion: FusionKind,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FusionKind {
+    Rrf,
+    Weighted,
 }
 
 impl StageArgs {
@@ -152,6 +168,21 @@ impl StageArgs {
             p = p.with_filter(tessera::Filter::parse(f)?);
         }
         Ok(p)
+    }
+
+    fn mode(&self, k: usize) -> Result<commands::SearchMode> {
+        let p = self.params(k)?;
+        Ok(if self.bm25_only {
+            commands::SearchMode::Text { k, filter: p.filter }
+        } else if self.bm25 {
+            let fusion = match self.fusion {
+                FusionKind::Rrf => tessera::Fusion::Rrf { k0: 60.0 },
+                FusionKind::Weighted => tessera::Fusion::Weighted,
+            };
+            commands::SearchMode::Hybrid { params: p, fusion }
+        } else {
+            commands::SearchMode::Tensor(p)
+        })
     }
 }
 
@@ -242,7 +273,7 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::File::create(&run).map_err(|e| format!("{}: {e}", run.display()))?,
                 ))
             };
-            let r = commands::search(&db, &collection, &queries, &stage.params(k)?, &mut out)?;
+            let r = commands::search(&db, &collection, &queries, &stage.mode(k)?, &mut out)?;
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             eprintln!(
                 "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms, {:.0} queries/s",

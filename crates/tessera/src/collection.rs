@@ -109,7 +109,7 @@ impl Collection {
         let enc_dim = encoder.as_ref().map_or(0, |e| e.dim());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for e in &manifest.segments {
-            segments.push(open_segment_view(dir, e, config.dim, enc_dim)?);
+            segments.push(open_segment_view(dir, e, &config, enc_dim)?);
         }
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
         let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability)?;
@@ -354,7 +354,7 @@ impl Collection {
             Ok(s) => s,
             Err(e) => {
                 for p in &created {
-                    let _ = std::fs::remove_file(p);
+                    let _ = fsutil::remove_if_exists(p);
                 }
                 // `w.wal` is replaced only on success, so the old WAL still takes writes.
                 return Err(e);
@@ -403,12 +403,25 @@ impl Collection {
             seg.index = Some(VectorIndex::open(&ipath, seg.n_docs(), enc.dim())?);
             index = Some(fid);
         }
+        let mut text = None;
+        if let Some(tc) = &self.config.text {
+            let fid = m.alloc_file_id();
+            let tdir = self.dir.join(manifest::text_dir(fid));
+            created.push(tdir.clone());
+            std::fs::create_dir(&tdir).map_err(Error::io(&tdir))?;
+            let docs = (0..seg.n_docs()).filter_map(|r| seg.text(r).map(|t| (r as u32, t.to_string())));
+            tessera_text::build(&tdir, tc.language, docs).map_err(text_error(&tdir))?;
+            fsutil::sync_dir(&tdir)?;
+            seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
+            text = Some(fid);
+        }
         m.segments.push(SegmentEntry {
             id,
             n_docs: seg.n_docs() as u64,
             n_tokens: seg.n_tokens() as u64,
             deletes: None,
             index,
+            text,
         });
         Ok(seg)
     }
@@ -451,7 +464,7 @@ impl Collection {
                 Ok(seg) => new_seg = Some(seg),
                 Err(e) => {
                     for p in &created {
-                        let _ = std::fs::remove_file(p);
+                        let _ = fsutil::remove_if_exists(p);
                     }
                     return Err(e);
                 }
@@ -562,8 +575,12 @@ fn encode_segment(seg: &Segment, enc: &Encoder) -> Vec<f32> {
 
 /// Opens a segment, its coarse index (if any) and its deletion vector.
 /// `enc_dim` is the collection encoder's output dim (0: no encoder).
-fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize, enc_dim: usize) -> Result<SegmentView> {
-    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, dim)?;
+fn open_segment_view(dir: &Path, e: &SegmentEntry, config: &CollectionConfig, enc_dim: usize) -> Result<SegmentView> {
+    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config.dim)?;
+    if let (Some(fid), Some(tc)) = (e.text, &config.text) {
+        let tdir = dir.join(manifest::text_dir(fid));
+        seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
+    }
     if let Some(fid) = e.index.filter(|_| enc_dim > 0) {
         seg.index = Some(VectorIndex::open(&dir.join(manifest::index_file(fid)), seg.n_docs(), enc_dim)?);
     }
@@ -585,12 +602,19 @@ fn open_segment_view(dir: &Path, e: &SegmentEntry, dim: usize, enc_dim: usize) -
     Ok(SegmentView::new(Arc::new(seg), dv))
 }
 
+/// A full-text index that cannot be built or opened is reported as corruption of its directory.
+fn text_error(dir: &Path) -> impl FnOnce(tessera_text::TextError) -> Error {
+    let file = dir.to_path_buf();
+    move |e| Error::Corrupted { file, offset: 0, reason: format!("full-text index: {e}") }
+}
+
 fn referenced_files(m: &Manifest) -> Vec<String> {
     let mut v = vec![manifest::wal_file(m.wal)];
     for e in &m.segments {
         v.push(manifest::segment_file(e.id));
         v.extend(e.deletes.map(manifest::deletes_file));
         v.extend(e.index.map(manifest::index_file));
+        v.extend(e.text.map(manifest::text_dir));
     }
     v
 }
@@ -602,7 +626,8 @@ fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name.ends_with(".tmp") || ["seg-", "wal-", "del-", "hnsw-"].iter().any(|p| name.starts_with(p));
+        let ours =
+            name.ends_with(".tmp") || ["seg-", "wal-", "del-", "hnsw-", "text-"].iter().any(|p| name.starts_with(p));
         if ours && !keep.contains(&name) {
             fsutil::remove_if_exists(&entry.path())?;
         }

@@ -2,6 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 pub use tessera_index::{EncoderConfig, HnswParams};
+pub use tessera_text::Language;
+
+/// Full-text (BM25) indexing of documents' `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TextConfig {
+    #[serde(default)]
+    pub language: Language,
+}
 
 /// Largest supported token dimension.
 pub const MAX_DIM: usize = 4096;
@@ -67,6 +75,10 @@ pub struct CollectionConfig {
     /// (A manifest written before indexes existed has none.)
     #[serde(default)]
     pub index: Option<IndexConfig>,
+    /// BM25 over documents' text, one index per segment; `None`: no full text.
+    /// (A manifest written before full text existed has none.)
+    #[serde(default)]
+    pub text: Option<TextConfig>,
 }
 
 impl Default for CollectionConfig {
@@ -78,6 +90,7 @@ impl Default for CollectionConfig {
             max_segments: 16,
             max_batch_bytes: 256 << 20,
             index: Some(IndexConfig::default()),
+            text: Some(TextConfig::default()),
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum Error {
     Locked(PathBuf),
     #[error("collection {0:?} rejects writes after an earlier write failure; reopen the database")]
     Poisoned(String),
+    #[error("full-text index: {0}")]
+    Text(String),
 }
 
 fn at(id: &Option<String>) -> String {

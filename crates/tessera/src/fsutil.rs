@@ -30,8 +30,10 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(Error::io(path))
 }
 
+/// Removes a file, or a directory with its contents; absent is fine.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+    let res = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match res {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
         _ => Ok(()),
     }

@@ -1,9 +1,9 @@
 //! Hybrid queries: candidates from several sources, fused, then reranked
 //! with exact MaxSim when query tokens are given.
 //!
-//! Sources today: the single-vector coarse stage (`vector`), the two-stage
-//! MaxSim ranking (`tensor`), and caller-supplied candidate ids (`ids`, ranked
-//! in the order given). BM25 full text joins as another source.
+//! Sources: the single-vector coarse stage (`vector`), the two-stage MaxSim
+//! ranking (`tensor`), BM25 over the documents' text (`text`), and
+//! caller-supplied candidate ids (`ids`, ranked in the order given).
 //!
 //! Fusion of the sources' ranked lists, for a document `d`:
 //! - reciprocal rank fusion: `Σ_s w_s / (k0 + rank_s(d))`, ranks from 1;
@@ -32,6 +32,8 @@ pub enum Source {
     Vector,
     /// Candidate ids supplied by the caller.
     Ids,
+    /// BM25 over the documents' text.
+    Text,
 }
 
 /// How ranked lists are combined.
@@ -54,6 +56,8 @@ pub struct HybridQuery {
     pub use_tensor: bool,
     pub use_vector: bool,
     pub ids: Option<Vec<String>>,
+    /// A BM25 query string.
+    pub text: Option<String>,
     pub fusion: Fusion,
     /// Per-source weights (default 1).
     pub weights: HashMap<Source, f64>,
@@ -71,6 +75,7 @@ impl HybridQuery {
             use_tensor: false,
             use_vector: false,
             ids: None,
+            text: None,
             fusion: Fusion::Rrf { k0: 60.0 },
             weights: HashMap::new(),
             candidates: crate::search::DEFAULT_CANDIDATES,
@@ -86,6 +91,17 @@ impl HybridQuery {
 
     pub fn with_ids(mut self, ids: Vec<String>) -> Self {
         self.ids = Some(ids);
+        self
+    }
+
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    /// Drops the tensor and vector sources, keeping the tokens for the final rerank.
+    pub fn rerank_only(mut self) -> Self {
+        (self.use_tensor, self.use_vector) = (false, false);
         self
     }
 
@@ -167,8 +183,8 @@ impl Collection {
         if (q.use_tensor || q.use_vector) && q.tensor.is_none() {
             return bad("the tensor and vector sources need query tokens");
         }
-        if !q.use_tensor && !q.use_vector && q.ids.is_none() {
-            return bad("a hybrid query needs at least one source: tensor, vector or ids");
+        if !q.use_tensor && !q.use_vector && q.ids.is_none() && q.text.is_none() {
+            return bad("a hybrid query needs at least one source: tensor, vector, text or ids");
         }
         let n = q.candidates.max(q.k);
         let filtered = |p: SearchParams| match &q.filter {
@@ -185,6 +201,9 @@ impl Collection {
         }
         if let (true, Some(t)) = (q.use_vector, &q.tensor) {
             lists.push((Source::Vector, self.coarse_candidates(t, n, q.filter.as_ref())?));
+        }
+        if let Some(text) = &q.text {
+            lists.push((Source::Text, as_list(self.search_text(text, n, q.filter.as_ref())?)));
         }
         if let Some(ids) = &q.ids {
             // Only live documents (that pass the filter) are candidates; an empty `and` matches all.

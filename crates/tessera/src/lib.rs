@@ -11,6 +11,7 @@
 //! | `collection` | writer, snapshots, flush, compaction, recovery |
 //! | `search` | the search pipeline over a snapshot, rerank of given ids |
 //! | `filter` | the payload filter language |
+//! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
 //! | `doc`, `config`, `error` | the API's types |
@@ -37,10 +38,13 @@ mod manifest;
 mod memtable;
 mod search;
 mod segment;
+mod text;
 mod wal;
 
 pub use collection::{Collection, CollectionStats};
-pub use config::{CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, MAX_DIM, MAX_ID_BYTES};
+pub use config::{
+    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, Language, MAX_DIM, MAX_ID_BYTES, TextConfig,
+};
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, Result};

@@ -24,6 +24,9 @@ pub(crate) struct SegmentEntry {
     /// File id of the segment's coarse (HNSW) index, if it has one.
     #[serde(default)]
     pub index: Option<u64>,
+    /// File id of the segment's full-text (BM25) index directory, if it has one.
+    #[serde(default)]
+    pub text: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,4 +87,8 @@ pub(crate) fn deletes_file(id: u64) -> String {
 
 pub(crate) fn index_file(id: u64) -> String {
     format!("hnsw-{id:016}.tidx")
+}
+
+pub(crate) fn text_dir(id: u64) -> String {
+    format!("text-{id:016}")
 }

@@ -259,7 +259,7 @@ pub struct Reranked {
 }
 
 /// Per segment, whether each row's payload matches `f` (deleted rows included).
-fn allowed_rows(snap: &Snapshot, f: &Filter) -> Vec<Vec<bool>> {
+pub(crate) fn allowed_rows(snap: &Snapshot, f: &Filter) -> Vec<Vec<bool>> {
     snap.segments
         .iter()
         .map(|sv| (0..sv.seg.n_docs()).into_par_iter().map(|r| f.matches_text(sv.seg.payload(r))).collect())

@@ -18,6 +18,8 @@ pub(crate) struct Segment {
     layout: SegmentLayout,
     /// The coarse index over the segment's documents (node i = row i).
     pub index: Option<VectorIndex>,
+    /// The BM25 index over the segment's texts (keyed by row).
+    pub text: Option<tessera_text::TextIndex>,
 }
 
 /// A memory-mapped, verified HNSW index file of one segment.
@@ -73,7 +75,7 @@ impl Segment {
                 reason: format!("segment has dim {}, collection has {dim}", layout.dim),
             });
         }
-        Ok(Self { id, mmap, layout, index: None })
+        Ok(Self { id, mmap, layout, index: None, text: None })
     }
 
     pub fn n_docs(&self) -> usize {

@@ -495,3 +495,78 @@ fn hybrid_queries_fuse_sources_and_rerank_exactly() {
     assert_eq!(got, ["d9", "d3"]);
     assert!(matches!(c.query(&tessera::HybridQuery::new(10)), Err(Error::InvalidArgument(_))));
 }
+
+fn words(rng: &mut Rng, n: usize) -> String {
+    const VOCAB: [&str; 12] = [
+        "copy",
+        "files",
+        "directories",
+        "remove",
+        "network",
+        "socket",
+        "print",
+        "string",
+        "perl",
+        "python",
+        "list",
+        "sort",
+    ];
+    (0..n).map(|_| VOCAB[(rng.next() % 12) as usize]).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn bm25_is_the_same_across_segments_and_memtable_and_respects_deletes_and_filters() {
+    let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Database::open(da.path()).unwrap(), Database::open(db_.path()).unwrap());
+    let (ca, cb) = (
+        a.create_collection("c", CollectionConfig::new(4)).unwrap(),
+        b.create_collection("c", CollectionConfig::new(4)).unwrap(),
+    );
+    let mut rng = Rng(99);
+    let docs: Vec<Document> = (0..300)
+        .map(|i| {
+            let n = 1 + (rng.next() % 15) as usize;
+            Document::new(format!("t{i}"), rng.tokens(1, 4))
+                .with_text(words(&mut rng, n))
+                .with_payload(serde_json::json!({ "odd": i % 2 == 1 }))
+        })
+        .collect();
+    // A: two segments and a memtable. B: one compacted segment.
+    for (i, chunk) in docs.chunks(100).enumerate() {
+        ca.upsert(chunk).unwrap();
+        if i < 2 {
+            ca.flush().unwrap();
+        }
+    }
+    cb.upsert(&docs).unwrap();
+    cb.compact().unwrap();
+    for q in ["copy files", "network socket perl", "sort list of strings", "python"] {
+        let (ra, rb) = (ca.search_text(q, 20, None).unwrap(), cb.search_text(q, 20, None).unwrap());
+        assert_eq!(ra.len(), 20, "{q}");
+        for (x, y) in ra.iter().zip(&rb) {
+            assert!((x.score - y.score).abs() < 1e-4, "{q}: {} {} vs {} {}", x.id, x.score, y.id, y.score);
+        }
+        let ids = |r: &[tessera::SearchHit]| {
+            r.iter().map(|h| (h.id.clone(), (h.score * 1e3).round() as i64)).collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(ids(&ra), ids(&rb), "{q}: same documents with the same scores");
+        for h in &ra {
+            let text = h.text.as_deref().unwrap();
+            assert!(q.split(' ').any(|w| text.contains(w.trim_end_matches('s'))), "{q}: {text}");
+        }
+    }
+    // Deleted documents are never returned; a filter applies.
+    let top = ca.search_text("copy", 5, None).unwrap();
+    ca.delete(&[top[0].id.clone(), top[1].id.clone()]).unwrap();
+    let after = ca.search_text("copy", 50, None).unwrap();
+    assert!(after.iter().all(|h| h.id != top[0].id && h.id != top[1].id));
+    let odd = tessera::Filter::parse(r#"{"field": "odd", "eq": true}"#).unwrap();
+    let hits = ca.search_text("copy files", 30, Some(&odd)).unwrap();
+    assert!(!hits.is_empty() && hits.iter().all(|h| h.payload.as_ref().unwrap()["odd"] == true));
+    assert!(ca.search_text("zzzz", 5, None).unwrap().is_empty());
+    // Hybrid: text + tensor sources, reranked by MaxSim.
+    let q = tessera::HybridQuery::new(5).with_tensor(rng.tokens(2, 4)).with_text("network socket").with_candidates(50);
+    let hits = ca.query(&q).unwrap();
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().any(|h| h.sources.iter().any(|s| s.source == tessera::Source::Text)));
+}
