@@ -19,7 +19,7 @@ use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{MAX_K, SearchHit, SearchParams};
+use crate::search::{MAX_K, Ranked, SearchHit, SearchParams, locate, materialize};
 use std::collections::HashMap;
 
 /// A candidate source.
@@ -187,55 +187,58 @@ impl Collection {
             return bad("a hybrid query needs at least one source: tensor, vector, text or ids");
         }
         let n = q.candidates.max(q.k);
-        let filtered = |p: SearchParams| match &q.filter {
-            Some(f) => p.with_filter(f.clone()),
-            None => p,
-        };
-        let as_list = |hits: Vec<SearchHit>| hits.into_iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
+        let snap = self.snapshot();
+        let f = q.filter.as_ref();
         let mut lists = Vec::new();
+        // Tensor-source scores are exact MaxSim already: the final rerank reuses them.
+        let mut known: HashMap<String, Ranked> = HashMap::new();
         if let (true, Some(t)) = (q.use_tensor, &q.tensor) {
-            lists.push((
-                Source::Tensor,
-                as_list(self.search_with(t, &filtered(SearchParams::new(n).with_candidates(n)))?),
-            ));
+            let mut p = SearchParams::new(n).with_candidates(n);
+            p.filter = q.filter.clone();
+            let ranked = self.search_ranked(&snap, t, &p)?;
+            lists.push((Source::Tensor, ranked.iter().map(|r| (r.id.clone(), r.score)).collect()));
+            known.extend(ranked.into_iter().map(|r| (r.id.clone(), r)));
         }
         if let (true, Some(t)) = (q.use_vector, &q.tensor) {
-            lists.push((Source::Vector, self.coarse_candidates(t, n, q.filter.as_ref())?));
+            lists.push((Source::Vector, self.coarse_candidates(&snap, t, n, f)?));
         }
         if let Some(text) = &q.text {
-            lists.push((Source::Text, as_list(self.search_text(text, n, q.filter.as_ref())?)));
+            let ranked = self.search_text_ranked(&snap, text, n, f)?;
+            lists.push((Source::Text, ranked.into_iter().map(|r| (r.id, r.score)).collect()));
         }
         if let Some(ids) = &q.ids {
             // Only live documents (that pass the filter) are candidates; an empty `and` matches all.
-            let list = self.live_matching(ids, q.filter.as_ref().unwrap_or(&Filter::And(Vec::new())))?;
+            let list = self.live_matching(&snap, ids, f.unwrap_or(&Filter::And(Vec::new())));
             let len = list.len();
             lists.push((Source::Ids, list.into_iter().enumerate().map(|(i, id)| (id, (len - i) as f32)).collect()));
         }
         let mut fused = fuse(&lists, &q.fusion, &q.weights);
         fused.truncate(n);
-        let mut out: Vec<HybridHit> = match &q.tensor {
+        let mut ranked: Vec<Ranked> = match &q.tensor {
             Some(t) => {
-                let ids: Vec<&str> = fused.iter().map(|f| f.0.as_str()).collect();
-                let by_id: HashMap<&str, &(String, f64, Vec<SourceRank>)> =
-                    fused.iter().map(|f| (f.0.as_str(), f)).collect();
-                self.rerank(t, &ids)?
-                    .hits
-                    .into_iter()
-                    .map(|hit| {
-                        let f = by_id[hit.id.as_str()];
-                        HybridHit { fused: f.1, sources: f.2.clone(), hit }
-                    })
-                    .collect()
+                let todo: Vec<&str> =
+                    fused.iter().map(|x| x.0.as_str()).filter(|id| !known.contains_key(*id)).collect();
+                let (mut r, _) = self.rerank_ranked(&snap, t, &todo)?;
+                r.extend(fused.iter().filter_map(|x| known.remove(&x.0)));
+                r.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+                r
             }
             None => fused
-                .into_iter()
-                .filter_map(|(id, fscore, sources)| {
-                    let d = self.get(&id).ok().flatten()?;
-                    let hit = SearchHit { id, score: fscore as f32, text: d.text, payload: d.payload };
-                    Some(HybridHit { hit, fused: fscore, sources })
+                .iter()
+                .filter_map(|(id, fscore, _)| {
+                    locate(&snap, id).map(|at| Ranked { id: id.clone(), score: *fscore as f32, at })
                 })
                 .collect(),
         };
+        ranked.truncate(q.k);
+        let by_id: HashMap<&str, &(String, f64, Vec<SourceRank>)> = fused.iter().map(|x| (x.0.as_str(), x)).collect();
+        let mut out: Vec<HybridHit> = materialize(&snap, ranked)
+            .into_iter()
+            .map(|hit| {
+                let x = by_id[hit.id.as_str()];
+                HybridHit { fused: x.1, sources: x.2.clone(), hit }
+            })
+            .collect();
         out.truncate(q.k);
         Ok(out)
     }

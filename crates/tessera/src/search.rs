@@ -128,11 +128,17 @@ impl Collection {
     /// find fewer (a very selective filter), the matching documents are
     /// scored exactly instead.
     pub fn search_with(&self, query: &Tokens, params: &SearchParams) -> Result<Vec<SearchHit>> {
+        let snap = self.snapshot();
+        let hits = self.search_ranked(&snap, query, params)?;
+        Ok(materialize(&snap, hits))
+    }
+
+    /// [`search_with`](Self::search_with) on a given snapshot, without fetching texts and payloads.
+    pub(crate) fn search_ranked(&self, snap: &Snapshot, query: &Tokens, params: &SearchParams) -> Result<Vec<Ranked>> {
         params.validate()?;
         let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-        let snap = self.snapshot();
         let f = params.filter.as_ref();
-        let allowed = f.map(|f| allowed_rows(&snap, f));
+        let allowed = f.map(|f| allowed_rows(snap, f));
         let exact_picks = || -> Vec<Option<Vec<u32>>> {
             match &allowed {
                 None => vec![None; snap.segments.len()],
@@ -146,7 +152,7 @@ impl Collection {
         };
         let hits = match (&self.encoder, params.exact) {
             (Some(enc), false) => {
-                let hits = rank(&snap, &q, params.k, &coarse(&snap, enc, &q, params, allowed.as_deref()), f);
+                let hits = rank(snap, &q, params.k, &coarse(snap, enc, &q, params, allowed.as_deref()), f);
                 let available = match &allowed {
                     None => snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>(),
                     Some(_) => {
@@ -154,9 +160,9 @@ impl Collection {
                         exact_picks().iter().flatten().map(Vec::len).sum::<usize>() + mem.count()
                     }
                 };
-                if hits.len() < params.k.min(available) { rank(&snap, &q, params.k, &exact_picks(), f) } else { hits }
+                if hits.len() < params.k.min(available) { rank(snap, &q, params.k, &exact_picks(), f) } else { hits }
             }
-            _ => rank(&snap, &q, params.k, &exact_picks(), f),
+            _ => rank(snap, &q, params.k, &exact_picks(), f),
         };
         Ok(hits)
     }
@@ -165,6 +171,18 @@ impl Collection {
     /// (ties by id), and the ids that are not live documents of the
     /// collection (unknown or deleted), in the order given.
     pub fn rerank<S: AsRef<str>>(&self, query: &Tokens, ids: &[S]) -> Result<Reranked> {
+        let snap = self.snapshot();
+        let (hits, missing) = self.rerank_ranked(&snap, query, ids)?;
+        Ok(Reranked { hits: materialize(&snap, hits), missing })
+    }
+
+    /// [`rerank`](Self::rerank) on a given snapshot: `(ranked hits, missing ids)`.
+    pub(crate) fn rerank_ranked<S: AsRef<str>>(
+        &self,
+        snap: &Snapshot,
+        query: &Tokens,
+        ids: &[S],
+    ) -> Result<(Vec<Ranked>, Vec<String>)> {
         if ids.len() > MAX_K {
             return Err(Error::InvalidArgument(format!("at most {MAX_K} ids can be reranked, got {}", ids.len())));
         }
@@ -172,25 +190,20 @@ impl Collection {
             crate::doc::check_id(id.as_ref())?;
         }
         let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-        let snap = self.snapshot();
         let mut seen = std::collections::HashSet::new();
         let (mut picks, mut mem_ids, mut missing) =
             (vec![Some(Vec::new()); snap.segments.len()], Vec::new(), Vec::new());
         for id in ids.iter().map(AsRef::as_ref).filter(|id| seen.insert(*id)) {
-            if snap.mem.get(id).is_some() {
-                mem_ids.push(id);
-            } else if let Some((si, r)) =
-                snap.segments.iter().enumerate().find_map(|(si, sv)| sv.find_live(id).map(|r| (si, r)))
-            {
-                picks[si].as_mut().expect("some").push(r);
-            } else {
-                missing.push(id.to_string());
+            match locate(snap, id) {
+                Some(Loc::Mem) => mem_ids.push(id),
+                Some(Loc::Seg(si, r)) => picks[si].as_mut().expect("some").push(r),
+                None => missing.push(id.to_string()),
             }
         }
         let n = picks.iter().flatten().map(Vec::len).sum::<usize>() + mem_ids.len();
         let mem = MemSel::Only(&mem_ids);
-        let hits = if n == 0 { Vec::new() } else { rank_sel(&snap, &q, n, &picks, None, mem) };
-        Ok(Reranked { hits, missing })
+        let hits = if n == 0 { Vec::new() } else { rank_sel(snap, &q, n, &picks, None, mem) };
+        Ok((hits, missing))
     }
 }
 
@@ -199,14 +212,20 @@ impl Collection {
     /// the inner product of encoded query and encoded document, best first.
     /// Documents without an index (memtable, unindexed segments) are encoded
     /// on the fly.
-    pub(crate) fn coarse_candidates(&self, query: &Tokens, n: usize, f: Option<&Filter>) -> Result<Vec<(String, f32)>> {
+    pub(crate) fn coarse_candidates(
+        &self,
+        snap: &Snapshot,
+        query: &Tokens,
+        n: usize,
+        f: Option<&Filter>,
+    ) -> Result<Vec<(String, f32)>> {
         let enc = self
             .encoder
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("the vector source needs a collection with a coarse index".into()))?;
         let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-        let snap = self.snapshot();
-        let allowed = f.map(|f| allowed_rows(&snap, f));
+
+        let allowed = f.map(|f| allowed_rows(snap, f));
         let mut qv = vec![0f32; enc.dim()];
         enc.encode_query(q.tokens(), &mut qv);
         let coarse_score = |tokens: &[half::f16]| {
@@ -237,17 +256,31 @@ impl Collection {
         Ok(all.into_iter().map(|(s, id)| (id, s)).collect())
     }
 
-    /// The ids among `ids` (in order, once each) that are live documents whose payload matches `f`.
-    pub(crate) fn live_matching(&self, ids: &[String], f: &Filter) -> Result<Vec<String>> {
+    /// The ids among `ids` (in order, once each) that are live documents of
+    /// the snapshot whose payload matches `f`.
+    pub(crate) fn live_matching(&self, snap: &Snapshot, ids: &[String], f: &Filter) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
-            if self.get(id)?.is_some_and(|d| f.matches(d.payload.as_ref())) {
-                out.push(id.clone());
-            }
-        }
-        Ok(out)
+        ids.iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter(|id| {
+                let payload = match locate(snap, id) {
+                    None => return false,
+                    Some(Loc::Mem) => snap.mem.get(id).and_then(|d| d.payload.as_deref()),
+                    Some(Loc::Seg(si, r)) => snap.segments[si].seg.payload(r as usize),
+                };
+                f.matches_text(payload)
+            })
+            .cloned()
+            .collect()
     }
+}
+
+/// Where the live version of `id` is in the snapshot.
+pub(crate) fn locate(snap: &Snapshot, id: &str) -> Option<Loc> {
+    if snap.mem.get(id).is_some() {
+        return Some(Loc::Mem);
+    }
+    snap.segments.iter().enumerate().find_map(|(si, sv)| sv.find_live(id).map(|r| Loc::Seg(si, r)))
 }
 
 /// The result of [`Collection::rerank`].
@@ -324,7 +357,7 @@ enum MemSel<'a> {
 
 /// Exact MaxSim of the picked rows of each segment (`None`: every live row)
 /// and of the memtable documents that pass the filter, merged into one top-k.
-fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>], f: Option<&Filter>) -> Vec<SearchHit> {
+fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>], f: Option<&Filter>) -> Vec<Ranked> {
     rank_sel(snap, q, k, picks, f, MemSel::All)
 }
 
@@ -335,7 +368,7 @@ fn rank_sel(
     picks: &[Option<Vec<u32>>],
     f: Option<&Filter>,
     mem: MemSel<'_>,
-) -> Vec<SearchHit> {
+) -> Vec<Ranked> {
     let mut top: TopK<Cand<'_>> = TopK::new(k);
     for (si, sv) in snap.segments.iter().enumerate() {
         let rows = picks[si].as_deref().unwrap_or(&sv.live);
@@ -348,21 +381,51 @@ fn rank_sel(
     }
     top.into_sorted_vec()
         .into_iter()
-        .map(|h| match h.key.src {
-            Src::Mem => {
-                let d = snap.mem.get(h.key.id).expect("memtable document of this snapshot");
+        .map(|h| Ranked {
+            id: h.key.id.to_string(),
+            score: h.score,
+            at: match h.key.src {
+                Src::Mem => Loc::Mem,
+                Src::Seg(si, row) => Loc::Seg(si, row),
+            },
+        })
+        .collect()
+}
+
+/// A ranked document of one snapshot, before its text and payload are fetched.
+#[derive(Debug, Clone)]
+pub(crate) struct Ranked {
+    pub id: String,
+    pub score: f32,
+    pub at: Loc,
+}
+
+/// Where a document of a snapshot lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Loc {
+    Mem,
+    Seg(usize, u32),
+}
+
+/// Fetches text and payload of ranked documents from the snapshot they were ranked in.
+pub(crate) fn materialize(snap: &Snapshot, ranked: Vec<Ranked>) -> Vec<SearchHit> {
+    ranked
+        .into_iter()
+        .map(|r| match r.at {
+            Loc::Mem => {
+                let d = snap.mem.get(&r.id).expect("memtable document of this snapshot");
                 SearchHit {
-                    id: d.id.clone(),
-                    score: h.score,
+                    id: r.id,
+                    score: r.score,
                     text: d.text.clone(),
                     payload: d.payload.as_deref().and_then(parse_payload),
                 }
             }
-            Src::Seg(si, row) => {
+            Loc::Seg(si, row) => {
                 let s = &snap.segments[si].seg;
                 SearchHit {
-                    id: h.key.id.to_string(),
-                    score: h.score,
+                    id: r.id,
+                    score: r.score,
                     text: s.text(row as usize).map(Into::into),
                     payload: s.payload(row as usize).and_then(parse_payload),
                 }

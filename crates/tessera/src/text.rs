@@ -6,7 +6,7 @@
 use crate::collection::{Collection, Snapshot};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{MAX_K, SearchHit, allowed_rows};
+use crate::search::{Loc, MAX_K, Ranked, SearchHit, allowed_rows, materialize};
 use tessera_kernels::TopK;
 use tessera_text::Stats;
 
@@ -15,6 +15,18 @@ impl Collection {
     /// `filter` if given), best first, ties by id. Documents without text
     /// never match.
     pub fn search_text(&self, query: &str, n: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>> {
+        let snap = self.snapshot();
+        Ok(materialize(&snap, self.search_text_ranked(&snap, query, n, filter)?))
+    }
+
+    /// [`search_text`](Self::search_text) on a given snapshot, without fetching texts and payloads.
+    pub(crate) fn search_text_ranked(
+        &self,
+        snap: &Snapshot,
+        query: &str,
+        n: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Ranked>> {
         let tc =
             self.config().text.ok_or_else(|| Error::InvalidArgument("the collection has no full-text index".into()))?;
         if !(1..=MAX_K).contains(&n) {
@@ -24,8 +36,7 @@ impl Collection {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let snap = self.snapshot();
-        bm25(&snap, tc.language, &terms, n, filter)
+        bm25(snap, tc.language, &terms, n, filter)
     }
 }
 
@@ -35,7 +46,7 @@ fn bm25(
     terms: &[String],
     n: usize,
     f: Option<&Filter>,
-) -> Result<Vec<SearchHit>> {
+) -> Result<Vec<Ranked>> {
     // Statistics count every document with text, as the segment indexes do
     // (whatever the filter); the filter only decides which may be returned.
     let mem: Vec<(&crate::doc::PreparedDoc, Vec<String>)> =
@@ -70,14 +81,8 @@ fn bm25(
         .into_iter()
         .map(|h| {
             let (id, si, r) = h.key;
-            let (text, payload) = if si == usize::MAX {
-                let d = mem[r as usize].0;
-                (d.text.clone(), d.payload.as_deref().and_then(crate::doc::parse_payload))
-            } else {
-                let s = &snap.segments[si].seg;
-                (s.text(r as usize).map(Into::into), s.payload(r as usize).and_then(crate::doc::parse_payload))
-            };
-            SearchHit { id, score: h.score, text, payload }
+            let at = if si == usize::MAX { Loc::Mem } else { Loc::Seg(si, r) };
+            Ranked { id, score: h.score, at }
         })
         .collect())
 }
