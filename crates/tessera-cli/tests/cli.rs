@@ -41,8 +41,13 @@ fn ingest_info_search_round_trip() {
     let dim = 24;
     let c = synth::corpus(300, 12, dim, 8, 5, 3);
     synth::write_bulk(&data, "docs.jsonl", &c.docs).unwrap();
-    let queries: Vec<_> =
-        c.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
+    // Query text names the source document's number, which BM25 finds as a token.
+    let queries: Vec<_> = c
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, (t, src))| tessera::Document::new(format!("q{i}"), t.clone()).with_text(format!("document {src}")))
+        .collect();
     synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
@@ -74,6 +79,18 @@ fn ingest_info_search_round_trip() {
         let doc: usize = l.split(' ').nth(2).unwrap().trim_start_matches("doc-").parse().unwrap();
         assert_eq!(doc % 4, 1, "{l}");
     }
+    // BM25 alone: the top hit holds the query's rare term (the number; "document" is in
+    // every text), and the source document is among the hits. Hybrid returns k ranked hits.
+    let bm25 = search(&["--bm25-only"]);
+    let text_of = |id: &str| c.docs.iter().find(|d| d.id == id).unwrap().text.clone().unwrap();
+    for (i, (_, src)) in c.queries.iter().enumerate() {
+        let lines: Vec<&str> = bm25.lines().filter(|l| l.starts_with(&format!("q{i} "))).collect();
+        let first = lines[0].split(' ').nth(2).unwrap();
+        assert!(text_of(first).split(' ').any(|w| w == src.to_string()), "{}", lines[0]);
+        assert!(lines.iter().any(|l| l.split(' ').nth(2) == Some(&format!("doc-{src:06}"))), "q{i}");
+    }
+    let hybrid = search(&["--bm25", "--candidates", "20"]);
+    assert_eq!(hybrid.lines().count(), 8 * 7);
     let exact = search(&["--exact"]);
     // Two-stage with at least as many candidates as documents gives the exact ranking.
     assert_eq!(search(&["--candidates", "300"]), exact);

@@ -336,7 +336,8 @@ fn filtered_collection(dir: &std::path::Path) -> (std::sync::Arc<tessera::Collec
                 if n % 7 == 0 {
                     p["author"] = "x".into();
                 }
-                Document::new(format!("d{n}"), rng.tokens(1 + n % 13, 16)).with_payload(p)
+                let text = words(&mut rng, 1 + n % 9);
+                Document::new(format!("d{n}"), rng.tokens(1 + n % 13, 16)).with_payload(p).with_text(text)
             })
             .collect();
         for d in &docs {
@@ -397,6 +398,17 @@ fn every_filter_operator_in_every_stage() {
                 assert_eq!(ids, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{text} {params:?}");
             }
         }
+        // BM25 stage: every hit matches, and all matching documents that contain a
+        // query term are found when fewer than n exist.
+        let hits = c.search_text("copy network", 200, Some(&f)).unwrap();
+        let texts: std::collections::HashMap<String, String> =
+            all.iter().map(|(id, _, _)| (id.clone(), c.get(id).unwrap().unwrap().text.unwrap())).collect();
+        let expected = all
+            .iter()
+            .filter(|(id, _, p)| f.matches(Some(p)) && texts[id].split(' ').any(|w| w == "copy" || w == "network"))
+            .count();
+        assert_eq!(hits.len(), expected.min(200), "{text}: BM25 under the filter");
+        assert!(hits.iter().all(|h| f.matches(h.payload.as_ref())), "{text}: BM25 hit outside the filter");
     }
     // A filter that matches only memtable documents, and one that matches nothing.
     let f = tessera::Filter::parse(r#"{"field": "i", "range": {"gte": 290}}"#).unwrap();
