@@ -36,9 +36,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// v1 layout: doc-0..doc-4 flushed into one segment, doc-1 deleted (deletion
 /// vector), then doc-5 upserted and doc-2 deleted in the WAL only. `db-index`
 /// is the same with a pooled HNSW index per segment.
-fn write_v1(dir: &Path, index: Option<tessera::IndexConfig>) {
+fn write_v1(dir: &Path, index: Option<tessera::IndexConfig>, text: Option<tessera::TextConfig>) {
     let db = Database::open(dir).unwrap();
-    let c = db.create_collection("golden", CollectionConfig { index, ..CollectionConfig::new(4) }).unwrap();
+    let c = db.create_collection("golden", CollectionConfig { index, text, ..CollectionConfig::new(4) }).unwrap();
     c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>()).unwrap();
     c.flush().unwrap();
     c.delete(&["doc-1"]).unwrap();
@@ -71,13 +71,15 @@ fn v1_copy_of(name: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn v1_database_opens_with_its_exact_contents() {
     if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
-        for (name, index) in [("db", None), ("db-index", Some(tessera::IndexConfig::pooled()))] {
+        let pooled = Some(tessera::IndexConfig::pooled());
+        let text = Some(tessera::TextConfig::default());
+        for (name, index, text) in [("db", None, None), ("db-index", pooled.clone(), None), ("db-text", pooled, text)] {
             let out = fixtures().join("v1").join(name);
             let _ = std::fs::remove_dir_all(&out);
-            write_v1(&out, index);
+            write_v1(&out, index, text);
         }
     }
-    for name in ["db", "db-index"] {
+    for name in ["db", "db-index", "db-text"] {
         check_v1_contents(name);
     }
 }
@@ -104,6 +106,14 @@ fn check_v1_contents(name: &str) {
     for params in [tessera::SearchParams::exact(10), tessera::SearchParams::new(10).with_candidates(2)] {
         let hits = c.search_with(&q, &params).unwrap();
         assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["doc-5", "doc-4", "doc-3", "doc-0"]);
+    }
+    if name == "db-text" {
+        // Full text from the segment's index (doc-0, doc-3, doc-4) and the WAL-replayed memtable (doc-5).
+        for i in [0, 3, 4, 5] {
+            let hits = c.search_text(&format!("text {i}"), 1, None).unwrap();
+            assert_eq!(hits[0].id, format!("doc-{i}"));
+        }
+        assert!(c.search_text("1", 5, None).unwrap().is_empty(), "deleted doc-1 is not found");
     }
 }
 
