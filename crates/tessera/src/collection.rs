@@ -221,7 +221,7 @@ impl Collection {
         }
         w.finish_batch();
         self.publish(&w);
-        if w.mem.token_bytes() >= self.config.memtable_bytes {
+        if w.mem.bytes() >= self.config.memtable_bytes {
             // The batch is durable and applied whatever happens here: a failed
             // flush leaves the WAL in charge and is retried on the next write.
             w.flush_error = self.flush_locked(&mut w).err().map(|e| e.to_string());

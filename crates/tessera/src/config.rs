@@ -65,7 +65,8 @@ pub struct CollectionConfig {
     /// Token embedding dimension (1..=4096).
     pub dim: usize,
     pub durability: Durability,
-    /// The memtable is sealed into a segment once its token data exceeds this.
+    /// The memtable is sealed into a segment once its data (tokens, texts,
+    /// payloads) exceeds this many bytes.
     pub memtable_bytes: usize,
     /// After a flush, segments are merged while there are more than this many.
     pub max_segments: usize,

@@ -13,6 +13,8 @@ pub(crate) struct MemTable {
     index: HashMap<Arc<str>, usize>,
     /// f16 token bytes of the live documents.
     token_bytes: usize,
+    /// Text and payload bytes of the live documents.
+    other_bytes: usize,
 }
 
 impl MemTable {
@@ -28,6 +30,7 @@ impl MemTable {
     pub fn upsert(&mut self, doc: PreparedDoc) {
         self.remove(&doc.id);
         self.token_bytes += doc.tokens.len() * 2;
+        self.other_bytes += extra_bytes(&doc);
         self.index.insert(doc.id.as_str().into(), self.docs.len());
         self.docs.push(Some(Arc::new(doc)));
     }
@@ -39,6 +42,7 @@ impl MemTable {
         };
         let old = self.docs[i].take().expect("indexed documents are present");
         self.token_bytes -= old.tokens.len() * 2;
+        self.other_bytes -= extra_bytes(&old);
         true
     }
 
@@ -54,6 +58,11 @@ impl MemTable {
         self.token_bytes
     }
 
+    /// Bytes held for the live documents: tokens, texts and payloads.
+    pub fn bytes(&self) -> usize {
+        self.token_bytes + self.other_bytes
+    }
+
     /// Live documents in arrival order.
     pub fn docs(&self) -> impl Iterator<Item = &Arc<PreparedDoc>> {
         self.docs.iter().flatten()
@@ -63,4 +72,8 @@ impl MemTable {
     pub fn live(&self) -> Vec<&Arc<PreparedDoc>> {
         self.docs().collect()
     }
+}
+
+fn extra_bytes(d: &PreparedDoc) -> usize {
+    d.text.as_ref().map_or(0, String::len) + d.payload.as_ref().map_or(0, String::len)
 }
