@@ -3,20 +3,12 @@
 //! clear errors for malformed input.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use tessera::Tokens;
 use tessera_cli::synth;
 use tessera_kernels::reference::maxsim_f64;
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tessera(args);
-    assert!(o.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+mod common;
+use common::{ok, tessera};
 
 fn f32s(t: &Tokens) -> Vec<f32> {
     match t {

@@ -6,19 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use tessera::{CollectionConfig, Database, Document};
 use tessera_cli::synth;
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tessera(args);
-    assert!(o.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+mod common;
+use common::{ok, tessera};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
