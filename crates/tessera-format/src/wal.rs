@@ -130,6 +130,12 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
         if rest.len() < FRAME_HEADER_LEN {
             break torn("incomplete frame header");
         }
+        // A real frame is never zero after its length field (its CRC and its
+        // payload's sequence number ≥ 1 are not): zeros from there to the end
+        // of the file are a length written in part, then zero fill.
+        if rest[4..].iter().all(|&b| b == 0) {
+            break torn("partly written frame header followed by zero fill");
+        }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         if len == 0 || len > MAX_FRAME {
@@ -404,6 +410,13 @@ mod tests {
         let mut g = f.clone();
         g[HEADER_LEN + FRAME_HEADER_LEN] ^= 1;
         assert!(matches!(inspect(&g).tail, Tail::Corrupt { .. }));
+        // A length field torn after 2 of its 4 bytes, then zero fill: torn, not corrupt.
+        let mut g = file_with(std::slice::from_ref(&b1));
+        let at = g.len();
+        g.extend_from_slice(&[0x70, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let s = scan(&g);
+        assert_eq!((s.frames.len(), s.valid_end), (1, at as u64));
+        assert!(matches!(s.tail, Tail::Torn { .. }), "{:?}", s.tail);
         // Zero fill after good frames is torn.
         let mut g = f.clone();
         g.extend([0u8; 100]);

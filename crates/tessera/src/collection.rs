@@ -165,8 +165,21 @@ impl Collection {
         self.snapshot.read().expect("snapshot lock").clone()
     }
 
+    /// Refuses every later write (the collection was dropped).
+    pub(crate) fn retire(&self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).poisoned = true;
+    }
+
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let w = match self.writer.lock() {
+            Ok(w) => w,
+            // A panic while writing may have left the writer half-updated.
+            Err(p) => {
+                let mut w = p.into_inner();
+                w.poisoned = true;
+                w
+            }
+        };
         if w.poisoned {
             return Err(Error::Poisoned(self.name.clone()));
         }
@@ -210,7 +223,12 @@ impl Collection {
         if payload.len() > self.config.max_batch_bytes {
             return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config.max_batch_bytes });
         }
-        w.wal.append(&tessera_format::wal::encode_frame(&payload))?;
+        if let Err(e) = w.wal.append(&tessera_format::wal::encode_frame(&payload)) {
+            // The WAL's state on disk is uncertain: accept no further writes
+            // until a reopen replays what is really there.
+            w.poisoned = true;
+            return Err(e);
+        }
         w.seq = seq;
         let mut existed = 0;
         for d in upserts {
@@ -383,7 +401,9 @@ impl Collection {
         let keep: BTreeSet<String> = referenced_files(&w.manifest).into_iter().collect();
         for f in referenced_files(&old) {
             if !keep.contains(&f) {
-                fsutil::remove_if_exists(&self.dir.join(f))?;
+                // Past the commit point: a file that cannot be removed now is
+                // unreferenced and is removed when the collection next opens.
+                let _ = fsutil::remove_if_exists(&self.dir.join(f));
             }
         }
         Ok(())

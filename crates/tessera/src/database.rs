@@ -126,15 +126,19 @@ impl Database {
     /// held keep answering searches from their last snapshot.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let mut map = self.collections.write().expect("collections lock");
-        if !map.contains_key(name) {
+        let Some(c) = map.get(name) else {
             return Err(Error::UnknownCollection(name.into()));
-        }
+        };
+        // Handles still held elsewhere must not write into a folder that is going away.
+        c.retire();
         let path = self.cdir().join(name);
         let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let gone = self.cdir().join(format!(".drop-{name}-{nonce}"));
         std::fs::rename(&path, &gone).map_err(Error::io(&path))?;
         fsutil::sync_dir(&self.cdir())?;
         map.remove(name);
-        std::fs::remove_dir_all(&gone).map_err(Error::io(&gone))
+        // Dropped whatever happens next: a leftover `.drop-*` folder is removed on open.
+        let _ = std::fs::remove_dir_all(&gone);
+        Ok(())
     }
 }

@@ -40,7 +40,7 @@ pub enum Error {
     InvalidArgument(String),
     #[error("database {0} is already open in another process")]
     Locked(PathBuf),
-    #[error("collection {0:?} rejects writes after an earlier write failure; reopen the database")]
+    #[error("collection {0:?} accepts no more writes (it was dropped, or a write failed); reopen the database")]
     Poisoned(String),
     #[error("full-text index: {0}")]
     Text(String),

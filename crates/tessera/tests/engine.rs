@@ -151,10 +151,13 @@ fn bad_input_is_rejected_whole() {
 fn collections_list_and_drop() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    db.create_collection("a", CollectionConfig::new(2)).unwrap();
+    let a = db.create_collection("a", CollectionConfig::new(2)).unwrap();
     db.create_collection("b", CollectionConfig::new(3)).unwrap();
     assert_eq!(db.list_collections(), vec!["a", "b"]);
     db.drop_collection("a").unwrap();
+    // A handle held across the drop refuses writes instead of acknowledging lost ones.
+    let doc = Document::new("x", Tokens::F32 { data: vec![1.0, 0.0], dim: 2 });
+    assert!(matches!(a.upsert(&[doc]), Err(Error::Poisoned(_))));
     assert_eq!(db.list_collections(), vec!["b"]);
     drop(db);
     let db = Database::open(dir.path()).unwrap();
