@@ -82,7 +82,6 @@ impl SearchMode {
                     .with_text(text())
                     .with_candidates(params.candidates)
                     .with_fusion(fusion.clone());
-                h.use_vector = false;
                 if let Some(f) = &params.filter {
                     h = h.with_filter(f.clone());
                 }

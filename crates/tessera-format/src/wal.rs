@@ -223,7 +223,8 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
     let mut r = Reader::new(payload, base as usize);
     let seq = r.u64("sequence number")?;
     let n = r.u32("op count")? as usize;
-    let mut ops = Vec::with_capacity(n.min(payload.len()));
+    // An op takes at least 3 bytes: do not trust a crafted count for the allocation.
+    let mut ops = Vec::with_capacity(n.min(payload.len() / 3));
     for _ in 0..n {
         let at = base as usize + r.pos();
         match r.u8("op kind")? {

@@ -38,7 +38,15 @@ impl Database {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let cdir = dir.join("collections");
+        let fresh = !cdir.exists();
         std::fs::create_dir_all(&cdir).map_err(Error::io(&cdir))?;
+        if fresh {
+            // Make the new folders' entries durable before anything is acknowledged in them.
+            fsutil::sync_dir(&dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsutil::sync_dir(parent)?;
+            }
+        }
         let lock_path = dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()
             .create(true)

@@ -83,9 +83,16 @@ impl HybridQuery {
         }
     }
 
-    /// Query tokens used as the `tensor` and `vector` sources and for the rerank.
+    /// Query tokens: the `tensor` source (two-stage MaxSim) and the final rerank.
     pub fn with_tensor(mut self, tokens: Tokens) -> Self {
-        (self.tensor, self.use_tensor, self.use_vector) = (Some(tokens), true, true);
+        (self.tensor, self.use_tensor) = (Some(tokens), true);
+        self
+    }
+
+    /// Adds the `vector` source: the coarse stage alone, from the query tokens
+    /// (the collection needs a coarse index).
+    pub fn with_vector_source(mut self) -> Self {
+        self.use_vector = true;
         self
     }
 
@@ -179,6 +186,12 @@ impl Collection {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
         if !(1..=MAX_K).contains(&q.k) || !(1..=MAX_K).contains(&q.candidates) {
             return bad("k and candidates must be in 1..=100000");
+        }
+        if matches!(q.fusion, Fusion::Rrf { k0 } if !(k0.is_finite() && k0 >= 0.0)) {
+            return bad("the RRF constant k0 must be finite and ≥ 0");
+        }
+        if q.weights.values().any(|w| !w.is_finite()) {
+            return bad("fusion weights must be finite");
         }
         if (q.use_tensor || q.use_vector) && q.tensor.is_none() {
             return bad("the tensor and vector sources need query tokens");
