@@ -78,3 +78,65 @@ pub fn verify<const N: usize>(
     }
     Ok(ranges)
 }
+
+/// Reads the fixed header (a plain-old-data struct of `size_of::<H>()`
+/// bytes) at the start of a sectioned file, after checking that the file is
+/// long enough and starts 8-byte aligned in memory (tables are read in place).
+/// `what` names the file kind in errors.
+pub fn read_header<H: Pod>(bytes: &[u8], what: &str) -> Result<H> {
+    let len = size_of::<H>();
+    if bytes.len() < len {
+        return Err(corrupted(0, format!("file is {} bytes, shorter than the {what} header", bytes.len())));
+    }
+    if !(bytes.as_ptr() as usize).is_multiple_of(8) {
+        return Err(corrupted(0, format!("{what} bytes are not 8-byte aligned in memory")));
+    }
+    Ok(bytemuck::pod_read_unaligned(&bytes[..len]))
+}
+
+/// The checks every sectioned file's header passes, in this order: magic,
+/// header checksum, major version, file length, section count. Offsets name
+/// the fields in error reports.
+#[derive(Debug, Clone)]
+pub struct Prelude<'a> {
+    pub what: &'a str,
+    pub magic: [u8; 8],
+    pub expected_magic: &'a [u8; 8],
+    pub crc_ok: bool,
+    pub crc_at: usize,
+    pub major: u16,
+    pub minor: u16,
+    pub supported_major: u16,
+    pub file_len: u64,
+    pub file_len_at: usize,
+    pub section_count: u32,
+    pub section_count_at: usize,
+    /// Section counts this version reads (newer minors may add sections).
+    pub sections: std::ops::RangeInclusive<usize>,
+}
+
+impl Prelude<'_> {
+    pub fn check(&self, bytes: &[u8]) -> Result<()> {
+        if &self.magic != self.expected_magic {
+            return Err(corrupted(0, format!("bad magic: not a Tessera {}", self.what)));
+        }
+        if !self.crc_ok {
+            return Err(corrupted(self.crc_at, "header checksum mismatch"));
+        }
+        if self.major != self.supported_major {
+            return Err(crate::FormatError::UnsupportedVersion {
+                major: self.major,
+                minor: self.minor,
+                supported: self.supported_major,
+            });
+        }
+        if self.file_len != bytes.len() as u64 {
+            let msg = format!("header says {} bytes, file has {}", self.file_len, bytes.len());
+            return Err(corrupted(self.file_len_at, msg));
+        }
+        if !self.sections.contains(&(self.section_count as usize)) {
+            return Err(corrupted(self.section_count_at, format!("section count {} unsupported", self.section_count)));
+        }
+        Ok(())
+    }
+}

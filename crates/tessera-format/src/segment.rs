@@ -36,7 +36,7 @@
 //! ```
 
 use crate::sections::{self, SectionEntry};
-use crate::{FormatError, Result, corrupted, crc32};
+use crate::{Result, corrupted, crc32};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -245,28 +245,23 @@ impl SegmentLayout {
     /// Verifies the header, every section's checksum and every table's
     /// structure. `bytes` must start at an 8-byte-aligned address (a memory map does).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < HEADER_LEN {
-            return Err(corrupted(0, format!("file is {} bytes, shorter than the header", bytes.len())));
+        let h: Header = sections::read_header(bytes, "segment")?;
+        sections::Prelude {
+            what: "segment",
+            magic: h.magic,
+            expected_magic: MAGIC,
+            crc_ok: header_crc(h) == h.header_crc,
+            crc_at: HEADER_CRC_AT,
+            major: h.major,
+            minor: h.minor,
+            supported_major: MAJOR,
+            file_len: h.file_len,
+            file_len_at: 32,
+            section_count: h.section_count,
+            section_count_at: 40,
+            sections: SECTION_COUNT..=MAX_SECTIONS,
         }
-        if !(bytes.as_ptr() as usize).is_multiple_of(8) {
-            return Err(corrupted(0, "segment bytes are not 8-byte aligned in memory"));
-        }
-        let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
-        if &h.magic != MAGIC {
-            return Err(corrupted(0, "bad magic: not a Tessera segment"));
-        }
-        if header_crc(h) != h.header_crc {
-            return Err(corrupted(HEADER_CRC_AT, "header checksum mismatch"));
-        }
-        if h.major != MAJOR {
-            return Err(FormatError::UnsupportedVersion { major: h.major, minor: h.minor, supported: MAJOR });
-        }
-        if h.file_len != bytes.len() as u64 {
-            return Err(corrupted(32, format!("header says {} bytes, file has {}", h.file_len, bytes.len())));
-        }
-        if (h.section_count as usize) < SECTION_COUNT || h.section_count as usize > MAX_SECTIONS {
-            return Err(corrupted(40, format!("section count {} unsupported", h.section_count)));
-        }
+        .check(bytes)?;
         let (dim, n_docs, n_tokens) = (h.dim as usize, h.n_docs as usize, h.n_tokens as usize);
         if !(1..=4096).contains(&dim) || n_docs == 0 {
             return Err(corrupted(12, format!("dim {dim} / n_docs {n_docs} out of range")));

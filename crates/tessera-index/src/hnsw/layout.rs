@@ -344,28 +344,23 @@ impl HnswLayout {
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
-    if bytes.len() < HEADER_LEN {
-        return Err(corrupted(0, format!("file is {} bytes, shorter than the header", bytes.len())));
+    let h: Header = sections::read_header(bytes, "HNSW index")?;
+    sections::Prelude {
+        what: "HNSW index",
+        magic: h.magic,
+        expected_magic: MAGIC,
+        crc_ok: header_crc(h) == h.header_crc,
+        crc_at: HEADER_CRC_AT,
+        major: h.major,
+        minor: h.minor,
+        supported_major: MAJOR,
+        file_len: h.file_len,
+        file_len_at: 24,
+        section_count: h.section_count,
+        section_count_at: 52,
+        sections: SECTION_COUNT..=MAX_SECTIONS,
     }
-    if !(bytes.as_ptr() as usize).is_multiple_of(8) {
-        return Err(corrupted(0, "index bytes are not 8-byte aligned in memory"));
-    }
-    let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
-    if &h.magic != MAGIC {
-        return Err(corrupted(0, "bad magic: not a Tessera HNSW index"));
-    }
-    if header_crc(h) != h.header_crc {
-        return Err(corrupted(HEADER_CRC_AT, "header checksum mismatch"));
-    }
-    if h.major != MAJOR {
-        return Err(FormatError::UnsupportedVersion { major: h.major, minor: h.minor, supported: MAJOR });
-    }
-    if h.file_len != bytes.len() as u64 {
-        return Err(corrupted(24, format!("header says {} bytes, file has {}", h.file_len, bytes.len())));
-    }
-    if !(SECTION_COUNT..=MAX_SECTIONS).contains(&(h.section_count as usize)) {
-        return Err(corrupted(52, format!("section count {} unsupported", h.section_count)));
-    }
+    .check(bytes)?;
     Ok(h)
 }
 
