@@ -11,6 +11,7 @@
 //! | [`mine`] | `tessera mine-negatives`: hard negatives for fine-tuning |
 //! | [`inspect`] | `tessera inspect`: headers, counts and checksums of a collection's files |
 //! | [`ingest`] | `tessera ingest`: batching, validation, progress, --on-error, --resume |
+//! | [`serve`] | `tessera serve` (the query server) and `tessera bench serve` (its load test) |
 
 pub mod bench;
 pub mod bulk;
@@ -20,4 +21,5 @@ pub mod eval_cmd;
 pub mod ingest;
 pub mod inspect;
 pub mod mine;
+pub mod serve;
 pub mod synth;

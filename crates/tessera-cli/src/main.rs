@@ -104,6 +104,9 @@ enum Cmd {
     /// Dump headers, counts and checksums of segments, deletion vectors, WALs, HNSW indexes and
     /// manifests, and verify them all (exit code 1 if anything is corrupt).
     Inspect(tessera_cli::inspect::InspectArgs),
+    /// Serve a database over HTTP (JSON) and gRPC until ctrl-c or SIGTERM
+    /// (then drain requests in flight, flush and exit 0). See docs/SERVER.md.
+    Serve(tessera_cli::serve::ServeArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -188,6 +191,9 @@ impl StageArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Load test of a running server's search route: QPS and p50/p99 latency
+    /// at each number of concurrent clients.
+    Serve(tessera_cli::serve::LoadArgs),
     /// The MaxSim kernel on random f16 documents: throughput, GFLOP/s, and in
     /// the same run the naive pairwise loop and the measured FMA peak.
     Maxsim {
@@ -330,6 +336,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Eval(a) => tessera_cli::eval_cmd::eval(&a, stdout)?,
         Cmd::MineNegatives(a) => tessera_cli::mine::run(&a, stdout)?,
         Cmd::Inspect(a) => tessera_cli::inspect::run(&a, stdout)?,
+        Cmd::Serve(a) => tessera_cli::serve::serve(&a)?,
+        Cmd::Bench { what: BenchCmd::Serve(a) } => tessera_cli::serve::load(&a, stdout)?,
     }
     Ok(())
 }

@@ -32,6 +32,10 @@ use tessera_index::Encoder;
 pub(crate) struct Snapshot {
     pub segments: Vec<SegmentView>,
     pub mem: Arc<MemTable>,
+    /// WAL length when the snapshot was published.
+    pub wal_bytes: u64,
+    /// The manifest's deletion-vector files.
+    pub delete_files: Vec<u64>,
 }
 
 struct Writer {
@@ -45,8 +49,6 @@ struct Writer {
     dirty: BTreeSet<u64>,
     /// Indices of segments whose live-row list is stale within the current batch.
     touched: BTreeSet<usize>,
-    /// Why the last automatic flush failed, if it did (the WAL still holds everything).
-    flush_error: Option<String>,
     poisoned: bool,
 }
 
@@ -79,6 +81,9 @@ pub struct Collection {
     pub(crate) encoder: Option<Arc<Encoder>>,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: Mutex<Writer>,
+    /// Why the last automatic flush failed, if it did (the WAL still holds
+    /// everything). Apart from the writer so that `stats` never waits on it.
+    flush_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -121,7 +126,6 @@ impl Collection {
             mem: Arc::new(MemTable::default()),
             dirty: BTreeSet::new(),
             touched: BTreeSet::new(),
-            flush_error: None,
             poisoned: false,
         };
         for (offset, seq, ops) in batches {
@@ -146,7 +150,15 @@ impl Collection {
         remove_unreferenced(dir, &w.manifest)?;
         let name = w.manifest.name.clone();
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
-        Ok(Self { name, dir: dir.into(), config, encoder, snapshot, writer: Mutex::new(w) })
+        Ok(Self {
+            name,
+            dir: dir.into(),
+            config,
+            encoder,
+            snapshot,
+            writer: Mutex::new(w),
+            flush_error: Mutex::new(None),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -242,7 +254,8 @@ impl Collection {
         if w.mem.bytes() >= self.config.memtable_bytes {
             // The batch is durable and applied whatever happens here: a failed
             // flush leaves the WAL in charge and is retried on the next write.
-            w.flush_error = self.flush_locked(&mut w).err().map(|e| e.to_string());
+            let error = self.flush_locked(&mut w).err().map(|e| e.to_string());
+            *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
         }
         Ok(existed)
     }
@@ -305,15 +318,14 @@ impl Collection {
         Ok(())
     }
 
+    /// Counts and sizes from the latest snapshot: never waits for a write,
+    /// flush or compaction in progress.
     pub fn stats(&self) -> CollectionStats {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let snap = self.snapshot();
-        let del_bytes: u64 = w
-            .manifest
-            .segments
+        let del_bytes: u64 = snap
+            .delete_files
             .iter()
-            .filter_map(|e| e.deletes)
-            .filter_map(|f| std::fs::metadata(self.dir.join(manifest::deletes_file(f))).ok())
+            .filter_map(|&f| std::fs::metadata(self.dir.join(manifest::deletes_file(f))).ok())
             .map(|m| m.len())
             .sum();
         let seg_bytes: u64 =
@@ -328,8 +340,8 @@ impl Collection {
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
             deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
-            bytes_on_disk: seg_bytes + del_bytes + w.wal.len() + manifest_bytes,
-            last_flush_error: w.flush_error.clone(),
+            bytes_on_disk: seg_bytes + del_bytes + snap.wal_bytes + manifest_bytes,
+            last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -505,7 +517,12 @@ impl Collection {
 
 impl Writer {
     fn snapshot(&self) -> Snapshot {
-        Snapshot { segments: self.segments.clone(), mem: self.mem.clone() }
+        Snapshot {
+            segments: self.segments.clone(),
+            mem: self.mem.clone(),
+            wal_bytes: self.wal.len(),
+            delete_files: self.manifest.segments.iter().filter_map(|e| e.deletes).collect(),
+        }
     }
 
     fn locate(&self, id: &str) -> Option<Loc> {

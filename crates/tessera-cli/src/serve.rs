@@ -1,0 +1,166 @@
+//! `tessera serve` (the query server) and `tessera bench serve` (a load test
+//! of a running server).
+
+use crate::bulk::{BulkReader, Result};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_server::{ApiKeys, Limits, ServerConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Database folder (created if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// HTTP (JSON) address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub http: SocketAddr,
+    /// gRPC address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub grpc: SocketAddr,
+    /// Serve no HTTP.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Serve no gRPC.
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// API keys file: lines `rw:KEY` (read-write) or `ro:KEY` (read-only).
+    /// Keys are also read from the environment variable TESSERA_API_KEYS
+    /// (same syntax, comma-separated). With any key, every request but
+    /// /health and /openapi.json needs one.
+    #[arg(long)]
+    pub api_keys: Option<PathBuf>,
+    /// Search threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Log one JSON object per line (stderr) instead of text. The level is
+    /// set by TESSERA_LOG (default info).
+    #[arg(long)]
+    pub log_json: bool,
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    #[arg(long, default_value_t = Limits::default().max_query_tokens)]
+    pub max_query_tokens: usize,
+    #[arg(long, default_value_t = Limits::default().max_doc_tokens)]
+    pub max_doc_tokens: usize,
+    #[arg(long, default_value_t = Limits::default().max_batch_docs)]
+    pub max_batch_docs: usize,
+    #[arg(long, default_value_t = Limits::default().max_k)]
+    pub max_k: usize,
+    #[arg(long, default_value_t = Limits::default().max_candidates)]
+    pub max_candidates: usize,
+    #[arg(long, default_value_t = Limits::default().max_ids)]
+    pub max_ids: usize,
+}
+
+fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
+    let mut text = String::new();
+    if let Some(f) = file {
+        text += &std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        text.push('\n');
+    }
+    if let Ok(env) = std::env::var("TESSERA_API_KEYS") {
+        text += &env;
+    }
+    Ok(ApiKeys::parse(&text).map_err(|e| format!("API keys: {e}"))?)
+}
+
+/// Serves until ctrl-c or SIGTERM; prints one line with the bound addresses
+/// to stdout when ready.
+pub fn serve(a: &ServeArgs) -> Result<()> {
+    tessera_server::init_logging(a.log_json);
+    let limits = Limits {
+        max_body_bytes: a.max_body_bytes,
+        max_query_tokens: a.max_query_tokens,
+        max_doc_tokens: a.max_doc_tokens,
+        max_batch_docs: a.max_batch_docs,
+        max_k: a.max_k,
+        max_candidates: a.max_candidates,
+        max_ids: a.max_ids,
+    };
+    let config = ServerConfig {
+        db: a.db.clone(),
+        http: (!a.no_http).then_some(a.http),
+        grpc: (!a.no_grpc).then_some(a.grpc),
+        limits,
+        keys: keys(a.api_keys.as_ref())?,
+        threads: a.threads,
+    };
+    let auth = if config.keys.is_empty() { "off" } else { "on" };
+    tessera_server::serve_blocking(config, |http, grpc| {
+        let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "tessera serve: http={} grpc={} auth={auth}", show(http), show(grpc));
+        let _ = out.flush();
+    })?;
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7700")]
+    pub url: String,
+    #[arg(long)]
+    pub collection: String,
+    /// Queries in the bulk format (queries.jsonl + tokens).
+    #[arg(long)]
+    pub queries: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Exact (exhaustive) search instead of two-stage.
+    #[arg(long)]
+    pub exact: bool,
+    /// Concurrent clients to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8, 16])]
+    pub clients: Vec<usize>,
+    /// Seconds per setting.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// One JSON object per setting instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Closed-loop load on a running server's search route. The API key, if the
+/// server needs one, comes from TESSERA_API_KEY.
+pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
+    if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
+        return Err("--seconds must be in (0, 3600]".into());
+    }
+    let mut reader = BulkReader::open(&a.queries, "queries.jsonl")?;
+    let mut bodies = Vec::new();
+    while let Some(q) = reader.next_doc()? {
+        bodies.push(tessera_server::load::search_body(&q.tokens, a.k, a.candidates, a.exact));
+    }
+    let bodies = Arc::new(bodies);
+    let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
+    let key = std::env::var("TESSERA_API_KEY").ok();
+    if !a.json {
+        writeln!(
+            out,
+            "{} queries, k={}, {}; {} s per setting\n\n| clients | QPS | p50 ms | p99 ms | max ms | errors |\n|---:|---:|---:|---:|---:|---:|",
+            bodies.len(),
+            a.k,
+            if a.exact { "exact".to_string() } else { format!("two-stage, candidates {:?}", a.candidates) },
+            a.seconds
+        )?;
+    }
+    for &c in &a.clients {
+        let r = tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, Duration::from_secs_f64(a.seconds))?;
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+        } else {
+            writeln!(
+                out,
+                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                r.clients, r.qps, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The gRPC adapter (tonic). The service definition is `proto/tessera.proto`,
+//! compiled at build time by protox (no system `protoc`).
+
+use crate::auth::{Access, credential};
+use crate::error::ApiError;
+use crate::pb;
+use crate::service::{self, CollectionInfo, CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera::{Document, SourceRank, Tokens};
+use tonic::{Request, Response, Status};
+
+/// The gRPC service over the shared service layer.
+pub struct Grpc {
+    s: Arc<Service>,
+}
+
+impl Grpc {
+    pub fn new(s: Arc<Service>) -> Self {
+        Self { s }
+    }
+
+    /// The tonic server for this service, with the message size limit.
+    pub fn server(s: Arc<Service>) -> pb::tessera_server::TesseraServer<Grpc> {
+        let max = s.limits.max_body_bytes;
+        pb::tessera_server::TesseraServer::new(Grpc::new(s))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// Authorises, runs, and records metrics for one call.
+    async fn call<Q, R, F, Fut>(&self, rpc: &'static str, need: Option<Access>, req: Request<Q>, f: F) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Arc<Service>, Q) -> Fut,
+        Fut: Future<Output = Result<R, ApiError>>,
+    {
+        let start = Instant::now();
+        let _in_flight = self.s.metrics.start();
+        let md = req.metadata();
+        let header = |name| md.get(name).map(|v: &tonic::metadata::MetadataValue<_>| v.to_str().unwrap_or(""));
+        let key = credential(header("authorization"), header("x-api-key"));
+        let authorized = match need {
+            Some(need) => self.s.authorize(key, need),
+            None => Ok(()),
+        };
+        let result = match authorized {
+            Ok(()) => f(self.s.clone(), req.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.grpc_code(),
+        };
+        let elapsed = start.elapsed();
+        self.s.metrics.observe("grpc", rpc, &format!("{code:?}"), elapsed);
+        if code == tonic::Code::Internal {
+            tracing::warn!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, "request failed");
+        } else {
+            tracing::debug!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, "request");
+        }
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+fn tensor(t: Option<pb::Tensor>, what: &str) -> Result<Tokens, ApiError> {
+    let t = t.ok_or_else(|| ApiError::bad_request(format!("{what} is required")))?;
+    let dtype = match pb::Dtype::try_from(t.dtype) {
+        Ok(pb::Dtype::F32) => DType::F32,
+        Ok(pb::Dtype::F16) => DType::F16,
+        _ => return Err(ApiError::bad_request(format!("{what}: dtype must be DTYPE_F32 or DTYPE_F16"))),
+    };
+    decode_tensor(dtype, &t.shape, &t.data).map_err(|e| ApiError { message: format!("{what}: {}", e.message), ..e })
+}
+
+fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("{what} is not valid JSON: {e}")))
+}
+
+fn json_string(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+fn nonempty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn info(c: CollectionInfo) -> pb::CollectionInfo {
+    pb::CollectionInfo {
+        name: c.name,
+        dim: c.dim as u32,
+        index: c.index.into(),
+        text: c.text.into(),
+        durability: c.durability.into(),
+        documents: c.documents as u64,
+        tokens: c.tokens as u64,
+        segments: c.segments as u64,
+        memtable_documents: c.memtable_documents as u64,
+        deleted_in_segments: c.deleted_in_segments as u64,
+        bytes_on_disk: c.bytes_on_disk,
+        last_flush_error: c.last_flush_error,
+    }
+}
+
+fn hit(h: service::Hit) -> pb::Hit {
+    pb::Hit {
+        id: h.id,
+        score: h.score,
+        text: h.text,
+        payload_json: h.payload.as_ref().map(json_string),
+        fused: h.fused,
+        sources: h
+            .sources
+            .into_iter()
+            .map(|SourceRank { source, rank, score }| pb::SourceRank {
+                source: serde_json::to_value(source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                rank: rank as u32,
+                score,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::tessera_server::Tessera for Grpc {
+    async fn health(&self, req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        self.call("Health", None, req, |s, _| async move {
+            let h = s.health();
+            Ok(pb::HealthResponse { status: h.status.into(), version: h.version.into(), collections: h.collections as u64 })
+        })
+        .await
+    }
+
+    async fn list_collections(
+        &self,
+        req: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        self.call("ListCollections", Some(Access::Read), req, |s, _| async move {
+            let collections = s.list_collections().await?.into_iter().map(info).collect();
+            Ok(pb::ListCollectionsResponse { collections })
+        })
+        .await
+    }
+
+    async fn create_collection(
+        &self,
+        req: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        self.call("CreateCollection", Some(Access::Write), req, |s, r| async move {
+            let spec = CollectionSpec {
+                name: r.name,
+                dim: r.dim as usize,
+                index: nonempty(r.index),
+                text: nonempty(r.text),
+                durability: nonempty(r.durability),
+                if_not_exists: r.if_not_exists,
+            };
+            Ok(info(s.create_collection(spec).await?))
+        })
+        .await
+    }
+
+    async fn drop_collection(
+        &self,
+        req: Request<pb::CollectionRequest>,
+    ) -> Result<Response<pb::DropCollectionResponse>, Status> {
+        self.call("DropCollection", Some(Access::Write), req, |s, r| async move {
+            s.drop_collection(&r.collection).await?;
+            Ok(pb::DropCollectionResponse {})
+        })
+        .await
+    }
+
+    async fn get_collection(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
+        self.call("GetCollection", Some(Access::Read), req, |s, r| async move {
+            Ok(info(s.collection_info(&r.collection).await?))
+        })
+        .await
+    }
+
+    async fn upsert(&self, req: Request<pb::UpsertRequest>) -> Result<Response<pb::UpsertResponse>, Status> {
+        self.call("Upsert", Some(Access::Write), req, |s, r| async move {
+            let mut docs = Vec::with_capacity(r.documents.len());
+            for d in r.documents {
+                let what = format!("document {:?} tokens", d.id);
+                let tokens = tensor(d.tokens, &what)?;
+                let payload = match d.payload_json {
+                    Some(p) => Some(json(&p, &format!("document {:?} payload_json", d.id))?).filter(|p| !p.is_null()),
+                    None => None,
+                };
+                docs.push(Document { id: d.id, tokens, text: d.text, payload });
+            }
+            Ok(pb::UpsertResponse { upserted: s.upsert(&r.collection, docs).await? as u64 })
+        })
+        .await
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.call("Delete", Some(Access::Write), req, |s, r| async move {
+            Ok(pb::DeleteResponse { deleted: s.delete(&r.collection, r.ids).await? as u64 })
+        })
+        .await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.call("Get", Some(Access::Read), req, |s, r| async move {
+            let g = s.get(&r.collection, r.ids).await?;
+            let documents = g
+                .documents
+                .into_iter()
+                .map(|d| pb::Document {
+                    tokens: (!r.omit_tokens).then(|| pb::Tensor {
+                        dtype: pb::Dtype::F16.into(),
+                        shape: vec![(d.tokens.len() / d.dim) as u64, d.dim as u64],
+                        data: f16_bytes(&d.tokens),
+                    }),
+                    id: d.id,
+                    text: d.text,
+                    payload_json: d.payload.as_ref().map(json_string),
+                })
+                .collect();
+            Ok(pb::GetResponse { documents, missing: g.missing })
+        })
+        .await
+    }
+
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        self.call("Search", Some(Access::Read), req, |s, r| async move {
+            let fusion = match pb::Fusion::try_from(r.fusion) {
+                Ok(pb::Fusion::Unspecified) => None,
+                Ok(pb::Fusion::Rrf) => Some("rrf".to_string()),
+                Ok(pb::Fusion::Weighted) => Some("weighted".to_string()),
+                Err(_) => return Err(ApiError::bad_request(format!("unknown fusion {}", r.fusion))),
+            };
+            let req = SearchRequest {
+                tokens: r.query.map(|q| tensor(Some(q), "query")).transpose()?,
+                k: if r.k == 0 { 10 } else { r.k as usize },
+                candidates: r.candidates.map(|c| c as usize),
+                ef: r.ef.map(|c| c as usize),
+                exact: r.exact,
+                filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?,
+                text: r.text,
+                ids: r.ids,
+                vector: r.vector,
+                rerank_only: r.rerank_only,
+                fusion,
+                rrf_k0: r.rrf_k0,
+                weights: r.weights.into_iter().collect(),
+                include_text: !r.omit_text,
+                include_payload: !r.omit_payload,
+            };
+            let out = s.search(&r.collection, req).await?;
+            Ok(pb::SearchResponse { mode: out.mode.into(), hits: out.hits.into_iter().map(hit).collect() })
+        })
+        .await
+    }
+
+    async fn rerank(&self, req: Request<pb::RerankRequest>) -> Result<Response<pb::RerankResponse>, Status> {
+        self.call("Rerank", Some(Access::Read), req, |s, r| async move {
+            let tokens = tensor(r.query, "query")?;
+            let out = s.rerank(&r.collection, tokens, r.ids, !r.omit_text, !r.omit_payload).await?;
+            Ok(pb::RerankResponse { hits: out.hits.into_iter().map(hit).collect(), missing: out.missing })
+        })
+        .await
+    }
+
+    async fn flush(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
+        self.call("Flush", Some(Access::Write), req, |s, r| async move { Ok(info(s.flush(&r.collection).await?)) })
+            .await
+    }
+
+    async fn compact(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
+        self.call("Compact", Some(Access::Write), req, |s, r| async move { Ok(info(s.compact(&r.collection).await?)) })
+            .await
+    }
+}

@@ -1,0 +1,455 @@
+//! The JSON HTTP adapter (axum). Routes are listed in [`router`] and
+//! documented in `openapi.json` (served at `/openapi.json`).
+//!
+//! Every error is JSON, `{"error": {"code", "message", "limit"?}}`, with the
+//! status of its [`ErrorKind`](crate::error::ErrorKind): bodies are parsed by
+//! our own extractor so that malformed JSON, wrong types and oversize bodies
+//! get the same shape as every other error.
+
+use crate::auth::{Access, credential};
+use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
+use crate::service::{
+    CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera::{Document, Tokens};
+
+/// The OpenAPI 3 description of this adapter.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+type AppState = Arc<Service>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.kind, message: &self.message, limit: self.limit } };
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+/// The HTTP router over a service.
+pub fn router(service: Arc<Service>) -> Router {
+    let limit = service.limits.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/collections", get(list_collections).post(create_collection))
+        .route("/v1/collections/{name}", get(collection_info).delete(drop_collection))
+        .route("/v1/collections/{name}/upsert", post(upsert))
+        .route("/v1/collections/{name}/delete", post(delete))
+        .route("/v1/collections/{name}/get", post(get_documents))
+        .route("/v1/collections/{name}/search", post(search))
+        .route("/v1/collections/{name}/rerank", post(rerank))
+        .route("/v1/collections/{name}/flush", post(flush))
+        .route("/v1/collections/{name}/compact", post(compact))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(service)
+}
+
+/// Records metrics and a log line for every request (never its headers).
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let _in_flight = s.metrics.start();
+    let method = req.method().clone();
+    // Labels come only from our routes and the standard methods, so clients
+    // cannot grow the metrics without bound.
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => {
+            let m = match method {
+                Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD => method.as_str(),
+                _ => "OTHER",
+            };
+            format!("{m} {}", p.as_str())
+        }
+        None => "unmatched".to_string(),
+    };
+    let response = next.run(req).await;
+    let status = response.status();
+    let elapsed = start.elapsed();
+    s.metrics.observe("http", &route, status.as_str(), elapsed);
+    if status.is_server_error() {
+        tracing::warn!(%route, status = status.as_u16(), ms = elapsed.as_secs_f64() * 1e3, "request failed");
+    } else {
+        tracing::debug!(%route, status = status.as_u16(), ms = elapsed.as_secs_f64() * 1e3, "request");
+    }
+    response
+}
+
+/// Checks the request's API key: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+struct Authorized<const WRITE: bool>;
+
+impl<const WRITE: bool> FromRequestParts<AppState> for Authorized<WRITE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or(""));
+        let key = credential(header("authorization"), header("x-api-key"));
+        s.authorize(key, if WRITE { Access::Write } else { Access::Read })?;
+        Ok(Self)
+    }
+}
+
+type Read = Authorized<false>;
+type Write = Authorized<true>;
+
+/// The `{name}` path parameter.
+struct Name(String);
+
+impl FromRequestParts<AppState> for Name {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, s).await {
+            Ok(Path(name)) => Ok(Self(name)),
+            Err(e) => Err(ApiError::bad_request(format!("collection name in the path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// A JSON body, within `max_body_bytes`, with serde's message on failure.
+struct Json<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, ApiError> {
+        let bytes = match Bytes::from_request(req, s).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let max = s.limits.max_body_bytes;
+                return Err(ApiError {
+                    kind: ErrorKind::TooLarge,
+                    message: format!("the request body is over the limit max_body_bytes = {max}"),
+                    limit: Some("max_body_bytes"),
+                });
+            }
+            Err(e) => return Err(ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))),
+        };
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("the request body is empty; a JSON object is expected"));
+        }
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
+/// A successful JSON response.
+fn ok<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorKind::MethodNotAllowed, format!("{method} is not served on {}", uri.path()))
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let h = s.health();
+    let status = if s.is_draining() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    ok(status, &h)
+}
+
+async fn metrics(State(s): State<AppState>, _: Read) -> Response {
+    let body = s.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn list_collections(State(s): State<AppState>, _: Read) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Out<T> {
+        collections: T,
+    }
+    Ok(ok(StatusCode::OK, &Out { collections: s.list_collections().await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    dim: usize,
+    index: Option<String>,
+    text: Option<String>,
+    durability: Option<String>,
+    #[serde(default)]
+    if_not_exists: bool,
+}
+
+async fn create_collection(
+    State(s): State<AppState>,
+    _: Write,
+    Json(b): Json<CreateBody>,
+) -> Result<Response, ApiError> {
+    let spec = CollectionSpec {
+        name: b.name,
+        dim: b.dim,
+        index: b.index,
+        text: b.text,
+        durability: b.durability,
+        if_not_exists: b.if_not_exists,
+    };
+    Ok(ok(StatusCode::CREATED, &s.create_collection(spec).await?))
+}
+
+async fn collection_info(State(s): State<AppState>, _: Read, Name(name): Name) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.collection_info(&name).await?))
+}
+
+async fn drop_collection(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
+    s.drop_collection(&name).await?;
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "dropped": name })))
+}
+
+/// A tensor in JSON: nested rows `[[f32; dim]; tokens]`, or packed
+/// `{"dtype": "f16"|"f32", "shape": [tokens, dim], "data": base64 little-endian}`.
+struct TensorJson(Tokens);
+
+impl<'de> Deserialize<'de> for TensorJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TensorVisitor)
+    }
+}
+
+struct TensorVisitor;
+
+impl<'de> Visitor<'de> for TensorVisitor {
+    type Value = TensorJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"a tensor: [[numbers]] or {"dtype", "shape", "data"}"#)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TensorJson, A::Error> {
+        let mut data: Vec<f32> = Vec::new();
+        let mut dim = 0;
+        let mut row_index = 0usize;
+        while let Some(row) = seq.next_element::<Vec<f32>>()? {
+            if row_index == 0 {
+                dim = row.len();
+                if dim == 0 {
+                    return Err(de::Error::custom("tensor row 0 is empty"));
+                }
+            } else if row.len() != dim {
+                return Err(de::Error::custom(format!(
+                    "tensor row {row_index} has {} values; row 0 has {dim}",
+                    row.len()
+                )));
+            }
+            data.extend_from_slice(&row);
+            row_index += 1;
+        }
+        if row_index == 0 {
+            return Err(de::Error::custom("empty tensor: at least one token is required"));
+        }
+        Ok(TensorJson(Tokens::F32 { data, dim }))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TensorJson, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Packed {
+            dtype: String,
+            shape: Vec<u64>,
+            data: String,
+        }
+        let p = Packed::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let dtype = DType::parse(&p.dtype).map_err(de::Error::custom)?;
+        let bytes = B64.decode(p.data.as_bytes()).map_err(|e| de::Error::custom(format!("tensor data: invalid base64: {e}")))?;
+        decode_tensor(dtype, &p.shape, &bytes).map(TensorJson).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocBody {
+    id: String,
+    tokens: TensorJson,
+    text: Option<String>,
+    payload: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertBody {
+    documents: Vec<DocBody>,
+}
+
+async fn upsert(State(s): State<AppState>, _: Write, Name(name): Name, Json(b): Json<UpsertBody>) -> Result<Response, ApiError> {
+    let docs = b
+        .documents
+        .into_iter()
+        .map(|d| Document { id: d.id, tokens: d.tokens.0, text: d.text, payload: d.payload.filter(|p| !p.is_null()) })
+        .collect();
+    let n = s.upsert(&name, docs).await?;
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "upserted": n })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsBody {
+    ids: Vec<String>,
+}
+
+async fn delete(State(s): State<AppState>, _: Write, Name(name): Name, Json(b): Json<IdsBody>) -> Result<Response, ApiError> {
+    let n = s.delete(&name, b.ids).await?;
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "deleted": n })))
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum TokensFormat {
+    /// Nested rows of numbers (the f16 values, exactly).
+    #[default]
+    Json,
+    /// `{"dtype": "f16", "shape", "data": base64}`.
+    F16,
+    /// No tokens.
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBody {
+    ids: Vec<String>,
+    #[serde(default)]
+    tokens: TokensFormat,
+}
+
+#[derive(Serialize)]
+struct DocOut {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<serde_json::Value>,
+}
+
+async fn get_documents(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<GetBody>) -> Result<Response, ApiError> {
+    let r = s.get(&name, b.ids).await?;
+    let documents: Vec<DocOut> = r
+        .documents
+        .into_iter()
+        .map(|d| {
+            let tokens = match b.tokens {
+                TokensFormat::None => None,
+                TokensFormat::Json => {
+                    let rows: Vec<Vec<f32>> =
+                        d.tokens.chunks(d.dim).map(|r| r.iter().map(|x| x.to_f32()).collect()).collect();
+                    Some(serde_json::json!(rows))
+                }
+                TokensFormat::F16 => Some(serde_json::json!({
+                    "dtype": "f16",
+                    "shape": [d.tokens.len() / d.dim, d.dim],
+                    "data": B64.encode(f16_bytes(&d.tokens)),
+                })),
+            };
+            DocOut { id: d.id, tokens, text: d.text, payload: d.payload }
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "documents": documents, "missing": r.missing })))
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ten() -> usize {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    tokens: Option<TensorJson>,
+    #[serde(default = "ten")]
+    k: usize,
+    candidates: Option<usize>,
+    ef: Option<usize>,
+    #[serde(default)]
+    exact: bool,
+    filter: Option<serde_json::Value>,
+    text: Option<String>,
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    vector: bool,
+    #[serde(default)]
+    rerank_only: bool,
+    fusion: Option<String>,
+    rrf_k0: Option<f64>,
+    #[serde(default)]
+    weights: BTreeMap<String, f64>,
+    #[serde(default = "yes")]
+    include_text: bool,
+    #[serde(default = "yes")]
+    include_payload: bool,
+}
+
+async fn search(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<SearchBody>) -> Result<Response, ApiError> {
+    let req = SearchRequest {
+        tokens: b.tokens.map(|t| t.0),
+        k: b.k,
+        candidates: b.candidates,
+        ef: b.ef,
+        exact: b.exact,
+        filter: b.filter.filter(|f| !f.is_null()),
+        text: b.text,
+        ids: b.ids,
+        vector: b.vector,
+        rerank_only: b.rerank_only,
+        fusion: b.fusion,
+        rrf_k0: b.rrf_k0,
+        weights: b.weights.into_iter().collect(),
+        include_text: b.include_text,
+        include_payload: b.include_payload,
+    };
+    Ok(ok(StatusCode::OK, &s.search(&name, req).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerankBody {
+    tokens: TensorJson,
+    ids: Vec<String>,
+    #[serde(default = "yes")]
+    include_text: bool,
+    #[serde(default = "yes")]
+    include_payload: bool,
+}
+
+async fn rerank(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<RerankBody>) -> Result<Response, ApiError> {
+    let r = s.rerank(&name, b.tokens.0, b.ids, b.include_text, b.include_payload).await?;
+    Ok(ok(StatusCode::OK, &r))
+}
+
+async fn flush(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.flush(&name).await?))
+}
+
+async fn compact(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.compact(&name).await?))
+}

@@ -1,0 +1,236 @@
+//! The Tessera query server: one service layer ([`service`]) with two thin
+//! adapters, JSON over HTTP ([`http`], axum) and gRPC ([`grpc`], tonic).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tessera_server::ServeError> {
+//! use tessera_server::{Server, ServerConfig};
+//! let config = ServerConfig::new("data/db");
+//! let server = Server::bind(config).await?;
+//! println!("http on {:?}", server.http_addr());
+//! server.run(tessera_server::shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! Shutdown: when the signal future resolves the listeners stop accepting,
+//! requests in flight complete, every collection is flushed, and
+//! [`Server::run`] returns.
+
+pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod service;
+
+/// Types generated from `proto/tessera.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("tessera.v1");
+}
+
+pub use auth::{Access, ApiKeys};
+pub use error::{ApiError, ErrorKind};
+pub use service::{Limits, Service};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tessera::Database;
+use tokio::net::TcpListener;
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub db: PathBuf,
+    /// HTTP address; `None`: no HTTP. Port 0 picks a free port.
+    pub http: Option<SocketAddr>,
+    /// gRPC address; `None`: no gRPC.
+    pub grpc: Option<SocketAddr>,
+    pub limits: Limits,
+    pub keys: ApiKeys,
+    /// Search threads (0: one per core).
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// Loopback HTTP on 7700 and gRPC on 7701, default limits, no keys.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 7700))),
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 7701))),
+            limits: Limits::default(),
+            keys: ApiKeys::default(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Database(#[from] tessera::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+    #[error("server: {0}")]
+    Serve(String),
+    #[error("flushing {collection} at shutdown: {error}")]
+    Flush { collection: String, error: tessera::Error },
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    service: Arc<Service>,
+    http: Option<TcpListener>,
+    grpc: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("http", &self.http_addr()).field("grpc", &self.grpc_addr()).finish()
+    }
+}
+
+async fn listen(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, ServeError> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|source| ServeError::Bind { addr, source }),
+    }
+}
+
+impl Server {
+    /// Opens (or creates) the database and binds the listeners.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        if config.http.is_none() && config.grpc.is_none() {
+            return Err(ServeError::Setup("nothing to serve: give an HTTP or a gRPC address".into()));
+        }
+        let exposed = [config.http, config.grpc].into_iter().flatten().any(|a| !a.ip().is_loopback());
+        if exposed && config.keys.is_empty() {
+            tracing::warn!("listening beyond loopback without API keys: anyone who can connect may read and write");
+        }
+        let path = config.db.clone();
+        let db = tokio::task::spawn_blocking(move || Database::open(path))
+            .await
+            .map_err(|e| ServeError::Setup(format!("opening the database: {e}")))??;
+        let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
+            .map_err(|e| ServeError::Setup(e.message))?;
+        Ok(Self { service: Arc::new(service), http: listen(config.http).await?, grpc: listen(config.grpc).await? })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Serves until `shutdown` resolves; then drains requests in flight,
+    /// flushes every collection and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            service.begin_drain();
+            tracing::info!("shutting down: no new connections; draining requests in flight");
+            let _ = tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.http {
+            let app = http::router(self.service.clone());
+            let signal = stopped(rx.clone());
+            tasks.spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(signal).await.map_err(|e| ServeError::Serve(e.to_string()))
+            });
+        }
+        if let Some(listener) = self.grpc {
+            let svc = grpc::Grpc::server(self.service.clone());
+            let signal = stopped(rx.clone());
+            tasks.spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), signal)
+                    .await
+                    .map_err(|e| ServeError::Serve(e.to_string()))
+            });
+        }
+        let mut result = Ok(());
+        while let Some(r) = tasks.join_next().await {
+            let r = r.map_err(|e| ServeError::Serve(e.to_string())).and_then(|r| r);
+            if r.is_err() && result.is_ok() {
+                result = r;
+            }
+        }
+        let service = self.service.clone();
+        let failed = tokio::task::spawn_blocking(move || service.flush_all())
+            .await
+            .map_err(|e| ServeError::Serve(format!("flush at shutdown: {e}")))?;
+        if let Some((collection, error)) = failed.into_iter().next() {
+            return Err(ServeError::Flush { collection, error });
+        }
+        tracing::info!("shut down cleanly");
+        result
+    }
+}
+
+/// Resolves on ctrl-c (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Logs to stderr: human-readable, or one JSON object per line. The level
+/// comes from `TESSERA_LOG` (e.g. `info`, `tessera_server=debug`), default `info`.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Runs a server on its own tokio runtime until ctrl-c or SIGTERM. `ready`
+/// is called once the listeners are bound, with their addresses.
+pub fn serve_blocking(
+    config: ServerConfig,
+    ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-io")
+        .build()
+        .map_err(|e| ServeError::Setup(format!("tokio runtime: {e}")))?;
+    rt.block_on(async move {
+        let server = Server::bind(config).await?;
+        ready(server.http_addr(), server.grpc_addr());
+        server.run(shutdown_signal()).await
+    })
+}

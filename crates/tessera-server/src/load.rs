@@ -1,0 +1,112 @@
+//! A closed-loop HTTP load generator for `tessera bench serve`: `clients`
+//! concurrent keep-alive connections each send the next request as soon as
+//! the previous answer is read, for a fixed time. Reports throughput and
+//! latency percentiles; any non-2xx answer or transport error is counted.
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub requests: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub qps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// POSTs `bodies` (round robin; client `i` starts at body `i`) to `url` from
+/// `clients` concurrent connections for `duration`.
+pub async fn run(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if bodies.is_empty() || clients == 0 {
+        return Err("need at least one request body and one client".into());
+    }
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, uri, bodies, auth) = (client.clone(), uri.clone(), bodies.clone(), auth.clone());
+        tasks.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/json");
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                let req = req.body(Full::new(bodies[i % bodies.len()].clone())).expect("request");
+                i += 1;
+                let t = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        resp.into_body().collect().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        let (l, e) = r.map_err(|e| e.to_string())?;
+        lat.extend(l);
+        errors += e;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| if lat.is_empty() { f64::NAN } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+    Ok(LoadReport {
+        clients,
+        requests: lat.len(),
+        errors,
+        seconds,
+        qps: lat.len() as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// A search request body with the query packed as base64 little-endian f32.
+pub fn search_body(tokens: &tessera::Tokens, k: usize, candidates: Option<usize>, exact: bool) -> Bytes {
+    use base64::Engine as _;
+    let (data, dim): (Vec<u8>, usize) = match tokens {
+        tessera::Tokens::F32 { data, dim } => (data.iter().flat_map(|x| x.to_le_bytes()).collect(), *dim),
+        tessera::Tokens::F16 { data, dim } => (data.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(), *dim),
+    };
+    let n = data.len() / 4 / dim.max(1);
+    let mut body = serde_json::json!({
+        "tokens": {"dtype": "f32", "shape": [n, dim], "data": base64::engine::general_purpose::STANDARD.encode(data)},
+        "k": k,
+        "exact": exact,
+        "include_text": false,
+        "include_payload": false,
+    });
+    if let Some(c) = candidates {
+        body["candidates"] = c.into();
+    }
+    Bytes::from(body.to_string())
+}
+
+/// [`run`] on a fresh runtime.
+pub fn run_blocking(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(run(url, key, bodies, clients, duration))
+}

@@ -1,0 +1,657 @@
+//! The service layer: every operation the server offers, with limits and
+//! validation, independent of the wire protocol. The HTTP and gRPC adapters
+//! only translate their requests into these calls and the results back.
+//!
+//! Threads: searches, reranks and reads run on a rayon pool sized to the
+//! machine (the engine's MaxSim scoring parallelises inside it); writes run
+//! on tokio's blocking pool and return only after the engine acknowledged
+//! them (WAL fsync with the default durability). The engine serialises
+//! writes per collection and readers never wait on writers: a search reads
+//! the latest published snapshot.
+
+use crate::auth::{Access, ApiKeys};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use serde::Serialize;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tessera::{
+    CollectionConfig, Database, Document, Durability, Filter, Fusion, HybridQuery, IndexConfig, Language,
+    SearchParams, Source, SourceRank, StoredDocument, TextConfig, Tokens, f16,
+};
+
+/// Configurable request limits. Each has a name (the field's) that errors report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_bytes: usize,
+    /// Most tokens in a query tensor.
+    pub max_query_tokens: usize,
+    /// Most tokens in one document.
+    pub max_doc_tokens: usize,
+    /// Most documents in one upsert.
+    pub max_batch_docs: usize,
+    /// Largest `k`.
+    pub max_k: usize,
+    /// Largest `candidates`.
+    pub max_candidates: usize,
+    /// Most ids in a delete, get, rerank or search-by-ids request.
+    pub max_ids: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            max_query_tokens: 1024,
+            max_doc_tokens: 16_384,
+            max_batch_docs: 10_000,
+            max_k: 1000,
+            max_candidates: 10_000,
+            max_ids: 10_000,
+        }
+    }
+}
+
+/// Element type of a packed tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    F32,
+}
+
+impl DType {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "f16" | "float16" => Ok(DType::F16),
+            "f32" | "float32" => Ok(DType::F32),
+            _ => Err(ApiError::bad_request(format!("unknown dtype {s:?}: use \"f16\" or \"f32\""))),
+        }
+    }
+}
+
+/// A packed little-endian row-major `[tokens, dim]` tensor (base64 over HTTP,
+/// bytes over gRPC) as engine tokens.
+pub fn decode_tensor(dtype: DType, shape: &[u64], data: &[u8]) -> Result<Tokens, ApiError> {
+    let [n, dim] = shape else {
+        return Err(ApiError::bad_request(format!(
+            "tensor shape must be [tokens, dim], got {} dimensions",
+            shape.len()
+        )));
+    };
+    if *dim == 0 {
+        return Err(ApiError::bad_request("tensor shape: dim must be at least 1"));
+    }
+    if *n == 0 {
+        return Err(ApiError::bad_request("empty tensor: at least one token is required"));
+    }
+    let width = match dtype {
+        DType::F16 => 2u64,
+        DType::F32 => 4,
+    };
+    let expected = n.checked_mul(*dim).and_then(|v| v.checked_mul(width));
+    if expected != Some(data.len() as u64) {
+        return Err(ApiError::bad_request(format!(
+            "tensor data is {} bytes; shape [{n}, {dim}] of {dtype:?} needs {}",
+            data.len(),
+            expected.map_or("more than 2^64".to_string(), |e| e.to_string())
+        )));
+    }
+    let dim = *dim as usize;
+    Ok(match dtype {
+        DType::F16 => Tokens::F16 {
+            data: data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+            dim,
+        },
+        DType::F32 => Tokens::F32 {
+            data: data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            dim,
+        },
+    })
+}
+
+/// f16 tokens as little-endian bytes.
+pub fn f16_bytes(tokens: &[f16]) -> Vec<u8> {
+    tokens.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// How many tokens a tensor holds.
+pub fn n_tokens(t: &Tokens) -> usize {
+    let len = match t {
+        Tokens::F32 { data, .. } => data.len(),
+        Tokens::F16 { data, .. } => data.len(),
+    };
+    len / t.dim().max(1)
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dim: usize,
+    /// `pooled` (default), `muvera` or `none`.
+    pub index: Option<String>,
+    /// `english` (default), `plain`, `cjk` or `none`.
+    pub text: Option<String>,
+    /// `sync` (default) or `buffered`.
+    pub durability: Option<String>,
+    /// Return the existing collection if its configuration matches.
+    pub if_not_exists: bool,
+}
+
+impl CollectionSpec {
+    fn config(&self) -> Result<CollectionConfig, ApiError> {
+        let mut c = CollectionConfig::new(self.dim);
+        c.index = match self.index.as_deref().unwrap_or("pooled") {
+            "pooled" => Some(IndexConfig::pooled()),
+            "muvera" => Some(IndexConfig::muvera()),
+            "none" => None,
+            s => return Err(ApiError::bad_request(format!("unknown index {s:?}: use pooled, muvera or none"))),
+        };
+        c.text = match self.text.as_deref().unwrap_or("english") {
+            "english" => Some(TextConfig { language: Language::English }),
+            "plain" => Some(TextConfig { language: Language::Plain }),
+            "cjk" => Some(TextConfig { language: Language::Cjk }),
+            "none" => None,
+            s => return Err(ApiError::bad_request(format!("unknown text {s:?}: use english, plain, cjk or none"))),
+        };
+        c.durability = match self.durability.as_deref().unwrap_or("sync") {
+            "sync" => Durability::Sync,
+            "buffered" => Durability::Buffered,
+            s => return Err(ApiError::bad_request(format!("unknown durability {s:?}: use sync or buffered"))),
+        };
+        Ok(c)
+    }
+}
+
+/// A collection's configuration and counts.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub dim: usize,
+    pub index: &'static str,
+    pub text: &'static str,
+    pub durability: &'static str,
+    pub documents: usize,
+    pub tokens: usize,
+    pub segments: usize,
+    pub memtable_documents: usize,
+    pub deleted_in_segments: usize,
+    pub bytes_on_disk: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_flush_error: Option<String>,
+}
+
+impl CollectionInfo {
+    fn of(c: &tessera::Collection) -> Self {
+        let s = c.stats();
+        let cfg = c.config();
+        Self {
+            name: s.name,
+            dim: s.dim,
+            index: match cfg.index.as_ref().map(|i| &i.encoder) {
+                None => "none",
+                Some(tessera::EncoderConfig::Pooled) => "pooled",
+                Some(_) => "muvera",
+            },
+            text: match cfg.text.map(|t| t.language) {
+                None => "none",
+                Some(Language::English) => "english",
+                Some(Language::Plain) => "plain",
+                Some(Language::Cjk) => "cjk",
+            },
+            durability: match cfg.durability {
+                Durability::Sync => "sync",
+                Durability::Buffered => "buffered",
+            },
+            documents: s.documents,
+            tokens: s.tokens,
+            segments: s.segments,
+            memtable_documents: s.memtable_documents,
+            deleted_in_segments: s.deleted_in_segments,
+            bytes_on_disk: s.bytes_on_disk,
+            last_flush_error: s.last_flush_error,
+        }
+    }
+}
+
+/// A search. Without `text`, `ids`, `vector`, `fusion` or `weights` it is a
+/// two-stage (or, with `exact`, exhaustive) MaxSim search of `tokens`;
+/// otherwise a hybrid query fusing the chosen sources.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub tokens: Option<Tokens>,
+    pub k: usize,
+    pub candidates: Option<usize>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+    pub filter: Option<serde_json::Value>,
+    pub text: Option<String>,
+    pub ids: Vec<String>,
+    pub vector: bool,
+    /// Use the tokens only for the final rerank, not as a source.
+    pub rerank_only: bool,
+    /// `rrf` (default) or `weighted`.
+    pub fusion: Option<String>,
+    pub rrf_k0: Option<f64>,
+    /// Per-source weights: `tensor`, `vector`, `text`, `ids`.
+    pub weights: Vec<(String, f64)>,
+    pub include_text: bool,
+    pub include_payload: bool,
+}
+
+impl SearchRequest {
+    fn is_hybrid(&self) -> bool {
+        self.text.is_some()
+            || !self.ids.is_empty()
+            || self.vector
+            || self.rerank_only
+            || self.fusion.is_some()
+            || self.rrf_k0.is_some()
+            || !self.weights.is_empty()
+    }
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    /// MaxSim when query tokens were given; otherwise the fused (or BM25) score.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// Hybrid queries: the fused score and each source's rank and score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRank>,
+}
+
+impl Hit {
+    fn of(h: tessera::SearchHit, text: bool, payload: bool) -> Self {
+        Hit {
+            id: h.id,
+            score: h.score,
+            text: h.text.filter(|_| text),
+            payload: h.payload.filter(|_| payload),
+            fused: None,
+            sources: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SearchResponse {
+    /// `two_stage`, `exact` or `hybrid`.
+    pub mode: &'static str,
+    pub hits: Vec<Hit>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RerankResponse {
+    pub hits: Vec<Hit>,
+    /// Requested ids that are not in the collection.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetResponse {
+    pub documents: Vec<StoredDocument>,
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// `ok`, or `draining` once shutdown started.
+    pub status: &'static str,
+    pub version: &'static str,
+    pub collections: usize,
+}
+
+/// The service: the database, limits, keys, the search pool and metrics.
+pub struct Service {
+    db: Arc<Database>,
+    pub limits: Limits,
+    pub keys: ApiKeys,
+    pool: rayon::ThreadPool,
+    pub metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("db", &self.db.path()).field("limits", &self.limits).finish()
+    }
+}
+
+impl Service {
+    /// `threads`: size of the search pool (0: one per core).
+    pub fn new(db: Arc<Database>, limits: Limits, keys: ApiKeys, threads: usize) -> Result<Self, ApiError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tessera-search-{i}"))
+            .build()
+            .map_err(|e| ApiError::internal(format!("search pool: {e}")))?;
+        let metrics = Metrics::new(db.clone());
+        Ok(Self { db, limits, keys, pool, metrics, draining: AtomicBool::new(false) })
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn authorize(&self, presented: Option<&str>, need: Access) -> Result<(), ApiError> {
+        self.keys.check(presented, need)
+    }
+
+    /// Runs a read on the search pool; a panic becomes an internal error.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+        });
+        match rx.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ApiError::internal("the request panicked (a bug: please report it)")),
+            Err(_) => Err(ApiError::internal("the search pool dropped the request")),
+        }
+    }
+
+    /// Runs a write on the blocking pool; it completes even if the client goes away.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::internal("the write panicked (a bug: please report it)")),
+        }
+    }
+
+    fn collection(&self, name: &str) -> Result<Arc<tessera::Collection>, ApiError> {
+        Ok(self.db.collection(name)?)
+    }
+
+    fn check_ids(&self, n: usize) -> Result<(), ApiError> {
+        if n > self.limits.max_ids {
+            return Err(ApiError::too_large("max_ids", "the number of ids", n, self.limits.max_ids));
+        }
+        Ok(())
+    }
+
+    fn check_query(&self, t: &Tokens) -> Result<(), ApiError> {
+        let n = n_tokens(t);
+        if n > self.limits.max_query_tokens {
+            return Err(ApiError::too_large("max_query_tokens", "the query's token count", n, self.limits.max_query_tokens));
+        }
+        Ok(())
+    }
+
+    fn check_k(&self, k: usize) -> Result<(), ApiError> {
+        if k == 0 {
+            return Err(ApiError::bad_request("k must be at least 1"));
+        }
+        if k > self.limits.max_k {
+            return Err(ApiError::out_of_range("max_k", "k", k, self.limits.max_k));
+        }
+        Ok(())
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            status: if self.is_draining() { "draining" } else { "ok" },
+            version: env!("CARGO_PKG_VERSION"),
+            collections: self.db.list_collections().len(),
+        }
+    }
+
+    pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>, ApiError> {
+        let db = self.db.clone();
+        self.read(move || {
+            let mut names = db.list_collections();
+            names.sort();
+            // A collection dropped meanwhile is skipped.
+            Ok(names.iter().filter_map(|n| db.collection(n).ok()).map(|c| CollectionInfo::of(&c)).collect())
+        })
+        .await
+    }
+
+    pub async fn create_collection(&self, spec: CollectionSpec) -> Result<CollectionInfo, ApiError> {
+        let config = spec.config()?;
+        let db = self.db.clone();
+        self.write(move || {
+            let c = if spec.if_not_exists {
+                db.open_or_create_collection(&spec.name, config)?
+            } else {
+                db.create_collection(&spec.name, config)?
+            };
+            Ok(CollectionInfo::of(&c))
+        })
+        .await
+    }
+
+    pub async fn drop_collection(&self, name: &str) -> Result<(), ApiError> {
+        let (db, name) = (self.db.clone(), name.to_string());
+        self.write(move || Ok(db.drop_collection(&name)?)).await
+    }
+
+    pub async fn collection_info(&self, name: &str) -> Result<CollectionInfo, ApiError> {
+        let c = self.collection(name)?;
+        self.read(move || Ok(CollectionInfo::of(&c))).await
+    }
+
+    /// Inserts or replaces documents; returns once the batch is durable.
+    pub async fn upsert(&self, name: &str, docs: Vec<Document>) -> Result<usize, ApiError> {
+        let c = self.collection(name)?;
+        let l = &self.limits;
+        if docs.is_empty() {
+            return Err(ApiError::bad_request("documents: at least one document is required"));
+        }
+        if docs.len() > l.max_batch_docs {
+            return Err(ApiError::too_large("max_batch_docs", "the batch's document count", docs.len(), l.max_batch_docs));
+        }
+        for d in &docs {
+            let n = n_tokens(&d.tokens);
+            if n > l.max_doc_tokens {
+                let mut e = ApiError::too_large("max_doc_tokens", "the token count", n, l.max_doc_tokens);
+                e.message = format!("document {:?}: {}", d.id, e.message);
+                return Err(e);
+            }
+        }
+        let n = docs.len();
+        self.write(move || Ok(c.upsert(&docs).map(|_| n)?)).await
+    }
+
+    /// Deletes documents; returns how many existed.
+    pub async fn delete(&self, name: &str, ids: Vec<String>) -> Result<usize, ApiError> {
+        let c = self.collection(name)?;
+        self.check_ids(ids.len())?;
+        self.write(move || Ok(c.delete(&ids)?)).await
+    }
+
+    pub async fn get(&self, name: &str, ids: Vec<String>) -> Result<GetResponse, ApiError> {
+        let c = self.collection(name)?;
+        self.check_ids(ids.len())?;
+        self.read(move || {
+            let (mut documents, mut missing) = (Vec::new(), Vec::new());
+            for id in ids {
+                match c.get(&id)? {
+                    Some(d) => documents.push(d),
+                    None => missing.push(id),
+                }
+            }
+            Ok(GetResponse { documents, missing })
+        })
+        .await
+    }
+
+    pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
+        let c = self.collection(name)?;
+        self.check_k(req.k)?;
+        if let Some(t) = &req.tokens {
+            self.check_query(t)?;
+        }
+        if let Some(n) = req.candidates {
+            if n == 0 {
+                return Err(ApiError::bad_request("candidates must be at least 1"));
+            }
+            if n > self.limits.max_candidates {
+                return Err(ApiError::out_of_range("max_candidates", "candidates", n, self.limits.max_candidates));
+            }
+        }
+        if let Some(ef) = req.ef
+            && ef > self.limits.max_candidates
+        {
+            return Err(ApiError::out_of_range("max_candidates", "ef", ef, self.limits.max_candidates));
+        }
+        self.check_ids(req.ids.len())?;
+        let filter = req.filter.as_ref().map(Filter::from_json).transpose()?;
+        let (text, payload) = (req.include_text, req.include_payload);
+        if !req.is_hybrid() {
+            let Some(tokens) = req.tokens else {
+                return Err(ApiError::bad_request("a search needs query tokens, text or ids"));
+            };
+            let mut params = if req.exact { SearchParams::exact(req.k) } else { SearchParams::new(req.k) };
+            if let Some(n) = req.candidates {
+                params = params.with_candidates(n);
+            }
+            if let Some(ef) = req.ef {
+                params = params.with_ef(ef);
+            }
+            if let Some(f) = filter {
+                params = params.with_filter(f);
+            }
+            let mode = if req.exact { "exact" } else { "two_stage" };
+            return self
+                .read(move || {
+                    let hits = c.search_with(&tokens, &params)?;
+                    Ok(SearchResponse { mode, hits: hits.into_iter().map(|h| Hit::of(h, text, payload)).collect() })
+                })
+                .await;
+        }
+        if req.exact || req.ef.is_some() {
+            return Err(ApiError::bad_request(
+                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, fusion or weights) takes candidates",
+            ));
+        }
+        let mut q = HybridQuery::new(req.k);
+        if let Some(t) = req.tokens {
+            q = q.with_tensor(t);
+        }
+        if req.vector {
+            q = q.with_vector_source();
+        }
+        if req.rerank_only {
+            if q.tensor.is_none() {
+                return Err(ApiError::bad_request("rerank_only needs query tokens"));
+            }
+            q = q.rerank_only();
+        }
+        if !req.ids.is_empty() {
+            q = q.with_ids(req.ids);
+        }
+        if let Some(t) = req.text {
+            q = q.with_text(t);
+        }
+        match req.fusion.as_deref() {
+            None | Some("rrf") => q = q.with_fusion(Fusion::Rrf { k0: req.rrf_k0.unwrap_or(60.0) }),
+            Some("weighted") if req.rrf_k0.is_none() => q = q.with_fusion(Fusion::Weighted),
+            Some("weighted") => return Err(ApiError::bad_request("rrf_k0 applies to rrf fusion only")),
+            Some(s) => return Err(ApiError::bad_request(format!("unknown fusion {s:?}: use rrf or weighted"))),
+        }
+        for (source, w) in req.weights {
+            let source = match source.as_str() {
+                "tensor" => Source::Tensor,
+                "vector" => Source::Vector,
+                "text" => Source::Text,
+                "ids" => Source::Ids,
+                s => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown source {s:?} in weights: use tensor, vector, text or ids"
+                    )));
+                }
+            };
+            q = q.with_weight(source, w);
+        }
+        if let Some(n) = req.candidates {
+            q = q.with_candidates(n);
+        }
+        if let Some(f) = filter {
+            q = q.with_filter(f);
+        }
+        self.read(move || {
+            let hits = c.query(&q)?;
+            let hits = hits
+                .into_iter()
+                .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
+                .collect();
+            Ok(SearchResponse { mode: "hybrid", hits })
+        })
+        .await
+    }
+
+    /// Exact MaxSim of the query against the given documents, best first.
+    pub async fn rerank(
+        &self,
+        name: &str,
+        tokens: Tokens,
+        ids: Vec<String>,
+        include_text: bool,
+        include_payload: bool,
+    ) -> Result<RerankResponse, ApiError> {
+        let c = self.collection(name)?;
+        self.check_query(&tokens)?;
+        self.check_ids(ids.len())?;
+        self.read(move || {
+            let r = c.rerank(&tokens, &ids)?;
+            let hits = r.hits.into_iter().map(|h| Hit::of(h, include_text, include_payload)).collect();
+            Ok(RerankResponse { hits, missing: r.missing })
+        })
+        .await
+    }
+
+    pub async fn flush(&self, name: &str) -> Result<CollectionInfo, ApiError> {
+        let c = self.collection(name)?;
+        self.write(move || {
+            c.flush()?;
+            Ok(CollectionInfo::of(&c))
+        })
+        .await
+    }
+
+    pub async fn compact(&self, name: &str) -> Result<CollectionInfo, ApiError> {
+        let c = self.collection(name)?;
+        self.write(move || {
+            c.compact()?;
+            Ok(CollectionInfo::of(&c))
+        })
+        .await
+    }
+
+    /// Flushes every collection (at shutdown): the next start replays no WAL.
+    pub fn flush_all(&self) -> Vec<(String, tessera::Error)> {
+        let mut failed = Vec::new();
+        for name in self.db.list_collections() {
+            if let Ok(c) = self.db.collection(&name)
+                && let Err(e) = c.flush()
+            {
+                failed.push((name, e));
+            }
+        }
+        failed
+    }
+}
