@@ -151,7 +151,13 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     for &c in &a.clients {
-        let r = tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, Duration::from_secs_f64(a.seconds))?;
+        let r = tessera_server::load::run_blocking(
+            &url,
+            key.as_deref(),
+            bodies.clone(),
+            c,
+            Duration::from_secs_f64(a.seconds),
+        )?;
         if a.json {
             writeln!(out, "{}", serde_json::to_string(&r)?)?;
         } else {

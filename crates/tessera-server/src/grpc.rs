@@ -28,9 +28,41 @@ impl Grpc {
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX)
     }
+}
 
+/// tonic rejects a message over the size limit with OUT_OF_RANGE and its own
+/// wording; this maps that answer to RESOURCE_EXHAUSTED naming our limit,
+/// like every other size limit.
+pub fn body_limit_status(
+    max: usize,
+) -> impl Fn(axum::http::Response<tonic::body::Body>) -> axum::http::Response<tonic::body::Body> + Clone {
+    move |mut resp| {
+        if let Some(st) = Status::from_header_map(resp.headers())
+            && st.code() == tonic::Code::OutOfRange
+            && st.message().contains("message length too large")
+        {
+            let found = st.message().split("found ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("?");
+            let named = Status::resource_exhausted(format!(
+                "the request message is {found} bytes, over the limit max_body_bytes = {max} [limit max_body_bytes]"
+            ));
+            let h = resp.headers_mut();
+            h.remove("grpc-status");
+            h.remove("grpc-message");
+            let _ = named.add_header(h);
+        }
+        resp
+    }
+}
+
+impl Grpc {
     /// Authorises, runs, and records metrics for one call.
-    async fn call<Q, R, F, Fut>(&self, rpc: &'static str, need: Option<Access>, req: Request<Q>, f: F) -> Result<Response<R>, Status>
+    async fn call<Q, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        need: Option<Access>,
+        req: Request<Q>,
+        f: F,
+    ) -> Result<Response<R>, Status>
     where
         F: FnOnce(Arc<Service>, Q) -> Fut,
         Fut: Future<Output = Result<R, ApiError>>,
@@ -113,7 +145,10 @@ fn hit(h: service::Hit) -> pb::Hit {
             .sources
             .into_iter()
             .map(|SourceRank { source, rank, score }| pb::SourceRank {
-                source: serde_json::to_value(source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                source: serde_json::to_value(source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
                 rank: rank as u32,
                 score,
             })
@@ -126,7 +161,11 @@ impl pb::tessera_server::Tessera for Grpc {
     async fn health(&self, req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
         self.call("Health", None, req, |s, _| async move {
             let h = s.health();
-            Ok(pb::HealthResponse { status: h.status.into(), version: h.version.into(), collections: h.collections as u64 })
+            Ok(pb::HealthResponse {
+                status: h.status.into(),
+                version: h.version.into(),
+                collections: h.collections as u64,
+            })
         })
         .await
     }
@@ -171,7 +210,10 @@ impl pb::tessera_server::Tessera for Grpc {
         .await
     }
 
-    async fn get_collection(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
+    async fn get_collection(
+        &self,
+        req: Request<pb::CollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
         self.call("GetCollection", Some(Access::Read), req, |s, r| async move {
             Ok(info(s.collection_info(&r.collection).await?))
         })

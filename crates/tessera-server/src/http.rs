@@ -8,9 +8,7 @@
 
 use crate::auth::{Access, credential};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-use crate::service::{
-    CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes,
-};
+use crate::service::{CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
@@ -73,7 +71,9 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let route = match req.extensions().get::<MatchedPath>() {
         Some(p) => {
             let m = match method {
-                Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD => method.as_str(),
+                Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::HEAD => {
+                    method.as_str()
+                }
                 _ => "OTHER",
             };
             format!("{m} {}", p.as_str())
@@ -145,7 +145,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         if bytes.is_empty() {
             return Err(ApiError::bad_request("the request body is empty; a JSON object is expected"));
         }
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        serde_json::from_slice(&bytes)
+            .map(Json)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }
 
@@ -276,7 +278,9 @@ impl<'de> Visitor<'de> for TensorVisitor {
         }
         let p = Packed::deserialize(de::value::MapAccessDeserializer::new(map))?;
         let dtype = DType::parse(&p.dtype).map_err(de::Error::custom)?;
-        let bytes = B64.decode(p.data.as_bytes()).map_err(|e| de::Error::custom(format!("tensor data: invalid base64: {e}")))?;
+        let bytes = B64
+            .decode(p.data.as_bytes())
+            .map_err(|e| de::Error::custom(format!("tensor data: invalid base64: {e}")))?;
         decode_tensor(dtype, &p.shape, &bytes).map(TensorJson).map_err(de::Error::custom)
     }
 }
@@ -296,7 +300,12 @@ struct UpsertBody {
     documents: Vec<DocBody>,
 }
 
-async fn upsert(State(s): State<AppState>, _: Write, Name(name): Name, Json(b): Json<UpsertBody>) -> Result<Response, ApiError> {
+async fn upsert(
+    State(s): State<AppState>,
+    _: Write,
+    Name(name): Name,
+    Json(b): Json<UpsertBody>,
+) -> Result<Response, ApiError> {
     let docs = b
         .documents
         .into_iter()
@@ -312,7 +321,12 @@ struct IdsBody {
     ids: Vec<String>,
 }
 
-async fn delete(State(s): State<AppState>, _: Write, Name(name): Name, Json(b): Json<IdsBody>) -> Result<Response, ApiError> {
+async fn delete(
+    State(s): State<AppState>,
+    _: Write,
+    Name(name): Name,
+    Json(b): Json<IdsBody>,
+) -> Result<Response, ApiError> {
     let n = s.delete(&name, b.ids).await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "deleted": n })))
 }
@@ -348,7 +362,12 @@ struct DocOut {
     payload: Option<serde_json::Value>,
 }
 
-async fn get_documents(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<GetBody>) -> Result<Response, ApiError> {
+async fn get_documents(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<GetBody>,
+) -> Result<Response, ApiError> {
     let r = s.get(&name, b.ids).await?;
     let documents: Vec<DocOut> = r
         .documents
@@ -409,7 +428,12 @@ struct SearchBody {
     include_payload: bool,
 }
 
-async fn search(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<SearchBody>) -> Result<Response, ApiError> {
+async fn search(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<SearchBody>,
+) -> Result<Response, ApiError> {
     let req = SearchRequest {
         tokens: b.tokens.map(|t| t.0),
         k: b.k,
@@ -441,7 +465,12 @@ struct RerankBody {
     include_payload: bool,
 }
 
-async fn rerank(State(s): State<AppState>, _: Read, Name(name): Name, Json(b): Json<RerankBody>) -> Result<Response, ApiError> {
+async fn rerank(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<RerankBody>,
+) -> Result<Response, ApiError> {
     let r = s.rerank(&name, b.tokens.0, b.ids, b.include_text, b.include_payload).await?;
     Ok(ok(StatusCode::OK, &r))
 }

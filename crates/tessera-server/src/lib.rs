@@ -152,14 +152,19 @@ impl Server {
             let app = http::router(self.service.clone());
             let signal = stopped(rx.clone());
             tasks.spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(signal).await.map_err(|e| ServeError::Serve(e.to_string()))
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+                    .map_err(|e| ServeError::Serve(e.to_string()))
             });
         }
         if let Some(listener) = self.grpc {
             let svc = grpc::Grpc::server(self.service.clone());
+            let max_body = self.service.limits.max_body_bytes;
             let signal = stopped(rx.clone());
             tasks.spawn(async move {
                 tonic::transport::Server::builder()
+                    .layer(tower::util::MapResponseLayer::new(grpc::body_limit_status(max_body)))
                     .add_service(svc)
                     .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), signal)
                     .await
@@ -212,7 +217,9 @@ pub async fn shutdown_signal() {
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

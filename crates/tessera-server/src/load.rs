@@ -24,12 +24,19 @@ pub struct LoadReport {
 
 /// POSTs `bodies` (round robin; client `i` starts at body `i`) to `url` from
 /// `clients` concurrent connections for `duration`.
-pub async fn run(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+pub async fn run(
+    url: &str,
+    key: Option<&str>,
+    bodies: Arc<Vec<Bytes>>,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     if bodies.is_empty() || clients == 0 {
         return Err("need at least one request body and one client".into());
     }
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
     let auth = key.map(|k| format!("Bearer {k}"));
     let start = Instant::now();
     let deadline = start + duration;
@@ -106,7 +113,13 @@ pub fn search_body(tokens: &tessera::Tokens, k: usize, candidates: Option<usize>
 }
 
 /// [`run`] on a fresh runtime.
-pub fn run_blocking(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+pub fn run_blocking(
+    url: &str,
+    key: Option<&str>,
+    bodies: Arc<Vec<Bytes>>,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport, String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(run(url, key, bodies, clients, duration))
 }

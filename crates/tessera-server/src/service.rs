@@ -17,8 +17,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tessera::{
-    CollectionConfig, Database, Document, Durability, Filter, Fusion, HybridQuery, IndexConfig, Language,
-    SearchParams, Source, SourceRank, StoredDocument, TextConfig, Tokens, f16,
+    CollectionConfig, Database, Document, Durability, Filter, Fusion, HybridQuery, IndexConfig, Language, SearchParams,
+    Source, SourceRank, StoredDocument, TextConfig, Tokens, f16,
 };
 
 /// Configurable request limits. Each has a name (the field's) that errors report.
@@ -100,10 +100,9 @@ pub fn decode_tensor(dtype: DType, shape: &[u64], data: &[u8]) -> Result<Tokens,
     }
     let dim = *dim as usize;
     Ok(match dtype {
-        DType::F16 => Tokens::F16 {
-            data: data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
-            dim,
-        },
+        DType::F16 => {
+            Tokens::F16 { data: data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(), dim }
+        }
         DType::F32 => Tokens::F32 {
             data: data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             dim,
@@ -388,7 +387,12 @@ impl Service {
     fn check_query(&self, t: &Tokens) -> Result<(), ApiError> {
         let n = n_tokens(t);
         if n > self.limits.max_query_tokens {
-            return Err(ApiError::too_large("max_query_tokens", "the query's token count", n, self.limits.max_query_tokens));
+            return Err(ApiError::too_large(
+                "max_query_tokens",
+                "the query's token count",
+                n,
+                self.limits.max_query_tokens,
+            ));
         }
         Ok(())
     }
@@ -462,7 +466,12 @@ impl Service {
             return Err(ApiError::bad_request("documents: at least one document is required"));
         }
         if docs.len() > l.max_batch_docs {
-            return Err(ApiError::too_large("max_batch_docs", "the batch's document count", docs.len(), l.max_batch_docs));
+            return Err(ApiError::too_large(
+                "max_batch_docs",
+                "the batch's document count",
+                docs.len(),
+                l.max_batch_docs,
+            ));
         }
         for d in &docs {
             let n = n_tokens(&d.tokens);

@@ -1,0 +1,323 @@
+//! The gRPC API against a real server on a loopback port: every rpc, the
+//! status codes of errors and limits, auth metadata, and that gRPC and HTTP
+//! see the same data.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tessera_server::pb;
+use tessera_server::{ApiKeys, Limits};
+use tonic::Code;
+
+const DIM: usize = 8;
+
+fn tensor(rows: &[Vec<f32>], f16: bool) -> pb::Tensor {
+    let data = if f16 {
+        rows.iter().flatten().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
+    } else {
+        rows.iter().flatten().flat_map(|&x| x.to_le_bytes()).collect()
+    };
+    pb::Tensor {
+        dtype: if f16 { pb::Dtype::F16 } else { pb::Dtype::F32 }.into(),
+        shape: vec![rows.len() as u64, rows[0].len() as u64],
+        data,
+    }
+}
+
+fn rows_of_tensor(t: &pb::Tensor) -> Vec<Vec<f32>> {
+    assert_eq!(t.dtype, i32::from(pb::Dtype::F16));
+    let flat: Vec<f32> = t.data.chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+    flat.chunks(t.shape[1] as usize).map(<[f32]>::to_vec).collect()
+}
+
+fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    let e = r.expect_err("expected an error");
+    (e.code(), e.message().to_string())
+}
+
+#[test]
+fn every_rpc_against_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    let h = rt.block_on(c.health(pb::HealthRequest {})).unwrap().into_inner();
+    assert_eq!(h.status, "ok");
+
+    let info = rt
+        .block_on(c.create_collection(pb::CreateCollectionRequest {
+            name: "g".into(),
+            dim: DIM as u32,
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.index.as_str(), info.text.as_str(), info.durability.as_str()), ("pooled", "english", "sync"));
+    let again = pb::CreateCollectionRequest { name: "g".into(), dim: DIM as u32, ..Default::default() };
+    assert_eq!(code(rt.block_on(c.create_collection(again))).0, Code::AlreadyExists);
+
+    let mut rng = Rng(11);
+    let docs: Vec<(String, Vec<Vec<f32>>)> = (0..80)
+        .map(|i| {
+            let n = 2 + rng.below(12);
+            (format!("d{i}"), rng.tokens(n, DIM))
+        })
+        .collect();
+    let documents = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, rows))| pb::Document {
+            id: id.clone(),
+            tokens: Some(tensor(rows, i % 2 == 0)),
+            text: Some(format!("gamma term{i}")),
+            payload_json: Some(json!({"i": i}).to_string()),
+        })
+        .collect();
+    let up = rt.block_on(c.upsert(pb::UpsertRequest { collection: "g".into(), documents })).unwrap().into_inner();
+    assert_eq!(up.upserted, 80);
+
+    // Get: f16 tokens exactly as stored; text and payload.
+    let got = rt
+        .block_on(c.get(pb::GetRequest {
+            collection: "g".into(),
+            ids: vec!["d3".into(), "zz".into()],
+            omit_tokens: false,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.missing, ["zz"]);
+    assert_eq!(rows_of_tensor(got.documents[0].tokens.as_ref().unwrap()), f16_round(&docs[3].1));
+    assert_eq!(got.documents[0].payload_json.as_deref(), Some(r#"{"i":3}"#));
+
+    // Exact and two-stage search equal the reference.
+    let q: Vec<Vec<f32>> = docs[40].1.iter().take(3).cloned().collect();
+    let mut want: Vec<(String, f64)> = docs.iter().map(|(id, r)| (id.clone(), maxsim(&q, &f16_round(r)))).collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for exact in [true, false] {
+        let r = rt
+            .block_on(c.search(pb::SearchRequest {
+                collection: "g".into(),
+                query: Some(tensor(&q, false)),
+                k: 5,
+                exact,
+                candidates: Some(80),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.mode, if exact { "exact" } else { "two_stage" });
+        assert_eq!(r.hits.len(), 5);
+        for (h, (_, score)) in r.hits.iter().zip(&want) {
+            assert!((h.score as f64 - score).abs() < 1e-3, "{} {score}", h.score);
+        }
+        assert_eq!(r.hits[0].id, "d40");
+    }
+    // Hybrid with text, filter and sources.
+    let r = rt
+        .block_on(c.search(pb::SearchRequest {
+            collection: "g".into(),
+            query: Some(tensor(&q, true)),
+            text: Some("term40".into()),
+            filter_json: Some(r#"{"field": "i", "range": {"gte": 40}}"#.into()),
+            fusion: pb::Fusion::Rrf.into(),
+            k: 3,
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.mode, "hybrid");
+    assert_eq!(r.hits[0].id, "d40");
+    let sources: Vec<&str> = r.hits[0].sources.iter().map(|s| s.source.as_str()).collect();
+    assert_eq!(sources, ["tensor", "text"]);
+    assert!(
+        r.hits
+            .iter()
+            .all(
+                |h| h.payload_json.as_ref().unwrap().parse::<serde_json::Value>().unwrap()["i"].as_u64().unwrap() >= 40
+            )
+    );
+
+    // Rerank.
+    let r = rt
+        .block_on(c.rerank(pb::RerankRequest {
+            collection: "g".into(),
+            query: Some(tensor(&q, false)),
+            ids: vec!["d1".into(), "d2".into(), "nope".into()],
+            omit_text: true,
+            omit_payload: true,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.missing, ["nope"]);
+    assert_eq!(r.hits.len(), 2);
+    assert!(r.hits.iter().all(|h| h.text.is_none() && h.payload_json.is_none()));
+    for h in &r.hits {
+        let i: usize = h.id[1..].parse().unwrap();
+        assert!((h.score as f64 - maxsim(&q, &f16_round(&docs[i].1))).abs() < 1e-3);
+    }
+
+    // Delete, flush, compact, info, list; HTTP sees the same collection.
+    let d = rt
+        .block_on(c.delete(pb::DeleteRequest { collection: "g".into(), ids: vec!["d0".into(), "d0x".into()] }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.deleted, 1);
+    let i = rt.block_on(c.flush(pb::CollectionRequest { collection: "g".into() })).unwrap().into_inner();
+    assert_eq!((i.documents, i.segments, i.memtable_documents), (79, 1, 0));
+    let i = rt.block_on(c.compact(pb::CollectionRequest { collection: "g".into() })).unwrap().into_inner();
+    assert_eq!((i.documents, i.deleted_in_segments), (79, 0));
+    let i = rt.block_on(c.get_collection(pb::CollectionRequest { collection: "g".into() })).unwrap().into_inner();
+    assert_eq!(i.tokens as usize, docs[1..].iter().map(|d| d.1.len()).sum::<usize>());
+    assert_eq!(get(s.http, "/v1/collections/g").json()["documents"], 79);
+    let l = rt.block_on(c.list_collections(pb::ListCollectionsRequest {})).unwrap().into_inner();
+    assert_eq!(l.collections.len(), 1);
+    let m = get(s.http, "/metrics").body;
+    assert!(m.contains(r#"tessera_requests_total{protocol="grpc",route="Search",status="Ok"}"#), "{m}");
+    rt.block_on(c.drop_collection(pb::CollectionRequest { collection: "g".into() })).unwrap();
+    assert_eq!(code(rt.block_on(c.get_collection(pb::CollectionRequest { collection: "g".into() }))).0, Code::NotFound);
+}
+
+#[test]
+fn errors_and_limits_map_to_status_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_body_bytes: 4096,
+        max_query_tokens: 4,
+        max_doc_tokens: 5,
+        max_batch_docs: 3,
+        max_k: 7,
+        max_candidates: 50,
+        max_ids: 4,
+    };
+    let s = TestServer::start(dir.path(), limits, ApiKeys::default());
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    rt.block_on(c.create_collection(pb::CreateCollectionRequest { name: "g".into(), dim: 2, ..Default::default() }))
+        .unwrap();
+    let row = vec![1.0f32, 0.0];
+    let t = |n: usize| Some(tensor(&vec![row.clone(); n], false));
+    let doc = |id: &str, n: usize| pb::Document { id: id.into(), tokens: t(n), text: None, payload_json: None };
+    let up = |docs: Vec<pb::Document>| pb::UpsertRequest { collection: "g".into(), documents: docs };
+    let search = |f: &dyn Fn(&mut pb::SearchRequest)| {
+        let mut r = pb::SearchRequest { collection: "g".into(), query: t(1), k: 3, ..Default::default() };
+        f(&mut r);
+        r
+    };
+    let five: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+    let cases: Vec<(Code, &str, (Code, String))> = vec![
+        (Code::ResourceExhausted, "max_doc_tokens", code(rt.block_on(c.upsert(up(vec![doc("a", 6)]))))),
+        (
+            Code::ResourceExhausted,
+            "max_batch_docs",
+            code(rt.block_on(c.upsert(up(vec![doc("a", 1), doc("b", 1), doc("c", 1), doc("d", 1)])))),
+        ),
+        (Code::ResourceExhausted, "max_query_tokens", code(rt.block_on(c.search(search(&|r| r.query = t(5)))))),
+        (Code::OutOfRange, "max_k", code(rt.block_on(c.search(search(&|r| r.k = 8))))),
+        (Code::OutOfRange, "max_candidates", code(rt.block_on(c.search(search(&|r| r.candidates = Some(51)))))),
+        (
+            Code::ResourceExhausted,
+            "max_ids",
+            code(rt.block_on(c.delete(pb::DeleteRequest { collection: "g".into(), ids: five.clone() }))),
+        ),
+        (
+            Code::ResourceExhausted,
+            "max_body_bytes",
+            code(rt.block_on(c.upsert(up(vec![pb::Document { text: Some("x".repeat(5000)), ..doc("big", 1) }])))),
+        ),
+        (
+            Code::InvalidArgument,
+            "wrong dimension",
+            code(rt.block_on(c.search(search(&|r| r.query = Some(tensor(&[vec![1.0; 3]], false)))))),
+        ),
+        (Code::InvalidArgument, "dtype", code(rt.block_on(c.search(search(&|r| r.query.as_mut().unwrap().dtype = 0))))),
+        (
+            Code::InvalidArgument,
+            "needs 8",
+            code(rt.block_on(c.search(search(&|r| r.query.as_mut().unwrap().data.pop().map(|_| ()).unwrap())))),
+        ),
+        (
+            Code::InvalidArgument,
+            "shape",
+            code(rt.block_on(c.search(search(&|r| r.query.as_mut().unwrap().shape = vec![2])))),
+        ),
+        (
+            Code::InvalidArgument,
+            "invalid value",
+            code(rt.block_on(c.search(search(&|r| r.query = Some(tensor(&[vec![f32::NAN, 0.0]], false)))))),
+        ),
+        (
+            Code::InvalidArgument,
+            "filter_json",
+            code(rt.block_on(c.search(search(&|r| r.filter_json = Some("{".into()))))),
+        ),
+        (
+            Code::InvalidArgument,
+            "query is required",
+            code(rt.block_on(c.rerank(pb::RerankRequest {
+                collection: "g".into(),
+                ids: vec!["a".into()],
+                ..Default::default()
+            }))),
+        ),
+        (
+            Code::InvalidArgument,
+            "payload_json",
+            code(rt.block_on(c.upsert(up(vec![pb::Document { payload_json: Some("nope".into()), ..doc("p", 1) }])))),
+        ),
+        (
+            Code::NotFound,
+            "unknown collection",
+            code(rt.block_on(c.search(pb::SearchRequest {
+                collection: "zz".into(),
+                query: t(1),
+                ..Default::default()
+            }))),
+        ),
+        (
+            Code::InvalidArgument,
+            "dim must be",
+            code(rt.block_on(c.create_collection(pb::CreateCollectionRequest {
+                name: "x".into(),
+                dim: 0,
+                ..Default::default()
+            }))),
+        ),
+    ];
+    for (want, needle, (got, msg)) in cases {
+        assert_eq!(got, want, "{needle}: {msg}");
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    // Nothing was applied.
+    let i = rt.block_on(c.get_collection(pb::CollectionRequest { collection: "g".into() })).unwrap().into_inner();
+    assert_eq!(i.documents, 0);
+}
+
+#[test]
+fn grpc_keys_in_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rw, ro) = ("grpc-rw-0123456789abcdef", "grpc-ro-0123456789abcdef");
+    let s = TestServer::start(dir.path(), Limits::default(), ApiKeys::parse(&format!("rw:{rw},ro:{ro}")).unwrap());
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    let with = |key: Option<&str>, m: pb::CreateCollectionRequest| {
+        let mut r = tonic::Request::new(m);
+        if let Some(k) = key {
+            r.metadata_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    };
+    let create = || pb::CreateCollectionRequest { name: "g".into(), dim: 2, ..Default::default() };
+    assert!(rt.block_on(c.health(pb::HealthRequest {})).is_ok(), "health needs no key");
+    assert_eq!(code(rt.block_on(c.create_collection(with(None, create())))).0, Code::Unauthenticated);
+    assert_eq!(
+        code(rt.block_on(c.create_collection(with(Some("bad-key-0123456789abc"), create())))).0,
+        Code::Unauthenticated
+    );
+    assert_eq!(code(rt.block_on(c.create_collection(with(Some(ro), create())))).0, Code::PermissionDenied);
+    rt.block_on(c.create_collection(with(Some(rw), create()))).unwrap();
+    let mut list = tonic::Request::new(pb::ListCollectionsRequest {});
+    list.metadata_mut().insert("x-api-key", ro.parse().unwrap());
+    assert_eq!(rt.block_on(c.list_collections(list)).unwrap().into_inner().collections.len(), 1);
+    assert_eq!(code(rt.block_on(c.list_collections(pb::ListCollectionsRequest {}))).0, Code::Unauthenticated);
+}

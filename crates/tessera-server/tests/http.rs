@@ -1,0 +1,550 @@
+//! The HTTP API against a real server on a loopback port: every route, auth,
+//! every limit, a table of malformed requests, concurrent readers and
+//! writers, and graceful shutdown.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tessera_server::{ApiKeys, Limits};
+
+const DIM: usize = 16;
+
+/// Documents with random tokens; even ones carry text and a payload.
+fn corpus(rng: &mut Rng, n: usize) -> Vec<(String, Vec<Vec<f32>>)> {
+    (0..n)
+        .map(|i| {
+            let len = 3 + rng.below(10);
+            (format!("doc-{i}"), rng.tokens(len, DIM))
+        })
+        .collect()
+}
+
+fn doc_json(i: usize, id: &str, rows: &[Vec<f32>]) -> Value {
+    // Alternate the three tensor encodings.
+    let tokens = match i % 3 {
+        0 => json!(rows),
+        1 => packed(rows, true),
+        _ => packed(rows, false),
+    };
+    if i % 2 == 0 {
+        json!({"id": id, "tokens": tokens, "text": format!("alpha word{i} common"), "payload": {"n": i, "even": true}})
+    } else {
+        json!({"id": id, "tokens": tokens})
+    }
+}
+
+fn upsert_all(addr: std::net::SocketAddr, coll: &str, docs: &[(String, Vec<Vec<f32>>)]) {
+    let batch: Vec<Value> = docs.iter().enumerate().map(|(i, (id, rows))| doc_json(i, id, rows)).collect();
+    let r = ok(addr, &format!("/v1/collections/{coll}/upsert"), &json!({ "documents": batch }));
+    assert_eq!(r["upserted"], docs.len());
+}
+
+/// Expected ranking by the naive reference (score desc, id asc on ties).
+fn reference_top(q: &[Vec<f32>], docs: &[(String, Vec<Vec<f32>>)], k: usize) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = docs.iter().map(|(id, rows)| (id.clone(), maxsim(q, &f16_round(rows)))).collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+fn assert_hits_match(hits: &Value, expected: &[(String, f64)]) {
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), expected.len(), "{hits:?}");
+    for (h, (id, score)) in hits.iter().zip(expected) {
+        let got = h["score"].as_f64().unwrap();
+        assert!((got - score).abs() < 1e-3, "score of {}: {got} vs reference {score} ({id})", h["id"]);
+    }
+    // Ids must match as sets of equal scores (ties may order either way).
+    let got: BTreeSet<&str> = hits.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    let want: BTreeSet<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
+    if got != want {
+        let last = expected.last().unwrap().1;
+        for h in hits {
+            let id = h["id"].as_str().unwrap();
+            assert!(want.contains(id) || (h["score"].as_f64().unwrap() - last).abs() < 1e-3, "unexpected hit {id}");
+        }
+    }
+}
+
+#[test]
+fn every_route_against_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    assert_eq!(get(a, "/health").json()["status"], "ok");
+
+    // Collections: create, conflict, if_not_exists, list, info.
+    let r = post(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["index"], "pooled");
+    assert_eq!(post(a, "/v1/collections", &json!({"name": "c", "dim": DIM})).status, 409);
+    let r = post(a, "/v1/collections", &json!({"name": "c", "dim": DIM, "if_not_exists": true}));
+    assert_eq!(r.status, 201);
+    ok(
+        a,
+        "/v1/collections",
+        &json!({"name": "exact_only", "dim": DIM, "index": "none", "text": "none", "durability": "buffered"}),
+    );
+    let list = get(a, "/v1/collections").json();
+    let names: Vec<&str> =
+        list["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["c", "exact_only"]);
+    assert_eq!(get(a, "/v1/collections/exact_only").json()["durability"], "buffered");
+
+    // Upsert in all three encodings; get returns them exactly (f16-rounded).
+    let mut rng = Rng(7);
+    let docs = corpus(&mut rng, 120);
+    upsert_all(a, "c", &docs[..60]);
+    ok(a, "/v1/collections/c/flush", &json!({}));
+    upsert_all(a, "c", &docs[60..]);
+    let info = get(a, "/v1/collections/c").json();
+    assert_eq!(info["documents"], 120);
+    assert_eq!(info["segments"], 1);
+    assert_eq!(info["tokens"], docs.iter().map(|d| d.1.len()).sum::<usize>());
+    for fmt in ["json", "f16"] {
+        let r = ok(a, "/v1/collections/c/get", &json!({"ids": ["doc-0", "doc-61", "nope"], "tokens": fmt}));
+        assert_eq!(r["missing"], json!(["nope"]));
+        for d in r["documents"].as_array().unwrap() {
+            let i: usize = d["id"].as_str().unwrap()[4..].parse().unwrap();
+            let rows = if fmt == "json" {
+                rows_of(&d["tokens"])
+            } else {
+                use base64::Engine as _;
+                let bytes =
+                    base64::engine::general_purpose::STANDARD.decode(d["tokens"]["data"].as_str().unwrap()).unwrap();
+                let flat: Vec<f32> = bytes.chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+                flat.chunks(DIM).map(<[f32]>::to_vec).collect()
+            };
+            assert_eq!(rows, f16_round(&docs[i].1), "tokens of doc-{i} ({fmt})");
+            assert_eq!(d["text"].is_string(), i % 2 == 0);
+        }
+    }
+    let r = ok(a, "/v1/collections/c/get", &json!({"ids": ["doc-0"], "tokens": "none"}));
+    assert!(r["documents"][0].get("tokens").is_none());
+
+    // Exact search equals the naive reference; two-stage agrees on this easy set.
+    for qi in [3usize, 64, 99] {
+        let q: Vec<Vec<f32>> =
+            docs[qi].1.iter().take(4).map(|r| r.iter().map(|x| x + 0.05 * rng.f32()).collect()).collect();
+        let expected = reference_top(&q, &docs, 10);
+        let r = ok(a, "/v1/collections/c/search", &json!({"tokens": q, "k": 10, "exact": true}));
+        assert_eq!(r["mode"], "exact");
+        assert_hits_match(&r["hits"], &expected);
+        let r = ok(a, "/v1/collections/c/search", &json!({"tokens": packed(&q, false), "k": 10, "candidates": 120}));
+        assert_eq!(r["mode"], "two_stage");
+        assert_hits_match(&r["hits"], &expected);
+        assert_eq!(r["hits"][0]["id"], format!("doc-{qi}"));
+    }
+
+    // Filters, include flags, hybrid with text, ids, weighted fusion, rerank_only.
+    let q = docs[10].1.clone();
+    let r = ok(
+        a,
+        "/v1/collections/c/search",
+        &json!({"tokens": q, "k": 5, "filter": {"field": "even", "eq": true}, "exact": true}),
+    );
+    for h in r["hits"].as_array().unwrap() {
+        assert_eq!(h["payload"]["even"], true);
+    }
+    let r = ok(
+        a,
+        "/v1/collections/c/search",
+        &json!({"tokens": q, "k": 5, "include_text": false, "include_payload": false}),
+    );
+    assert!(r["hits"][0].get("text").is_none() && r["hits"][0].get("payload").is_none());
+    let r = ok(a, "/v1/collections/c/search", &json!({"text": "word10", "k": 3}));
+    assert_eq!(r["mode"], "hybrid");
+    assert_eq!(r["hits"][0]["id"], "doc-10");
+    assert_eq!(r["hits"][0]["sources"][0]["source"], "text");
+    let r = ok(
+        a,
+        "/v1/collections/c/search",
+        &json!({"tokens": q, "text": "word10", "k": 3, "fusion": "weighted", "weights": {"text": 2.0, "tensor": 1.0}, "vector": true}),
+    );
+    assert_eq!(r["hits"][0]["id"], "doc-10");
+    let want = maxsim(&q, &f16_round(&docs[10].1));
+    assert!((r["hits"][0]["score"].as_f64().unwrap() - want).abs() < 1e-3);
+    let ids = ["doc-1", "doc-2", "doc-3"];
+    let r = ok(a, "/v1/collections/c/search", &json!({"tokens": q, "ids": ids, "rerank_only": true, "k": 3}));
+    let expected = reference_top(&q, &docs[1..4], 3);
+    assert_hits_match(&r["hits"], &expected);
+
+    // Rerank reports missing ids and scores exactly.
+    let r = ok(a, "/v1/collections/c/rerank", &json!({"tokens": q, "ids": ["doc-5", "doc-6", "ghost"]}));
+    assert_eq!(r["missing"], json!(["ghost"]));
+    assert_hits_match(&r["hits"], &reference_top(&q, &docs[5..7], 2));
+
+    // Delete, compact, info.
+    let r = ok(a, "/v1/collections/c/delete", &json!({"ids": ["doc-0", "doc-70", "ghost"]}));
+    assert_eq!(r["deleted"], 2);
+    let info = ok(a, "/v1/collections/c/compact", &json!({}));
+    assert_eq!(info["documents"], 118);
+    assert_eq!(info["segments"], 1);
+    assert_eq!(info["memtable_documents"], 0);
+    let r = ok(a, "/v1/collections/c/search", &json!({"tokens": docs[0].1, "k": 1, "exact": true}));
+    assert_ne!(r["hits"][0]["id"], "doc-0");
+
+    // Metrics: request counters by route and status, collection gauges.
+    let m = get(a, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.headers.contains("text/plain; version=0.0.4"));
+    assert!(m.body.contains(
+        r#"tessera_requests_total{protocol="http",route="POST /v1/collections/{name}/search",status="200"}"#
+    ));
+    assert!(m.body.contains(r#"tessera_collection_documents{collection="c"} 118"#), "{}", m.body);
+    assert!(m.body.contains("tessera_request_duration_seconds_bucket"));
+
+    // OpenAPI: valid JSON describing every route this test called.
+    let spec = get(a, "/openapi.json").json();
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/health", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/collections", "get"),
+        ("/v1/collections", "post"),
+        ("/v1/collections/{name}", "get"),
+        ("/v1/collections/{name}", "delete"),
+        ("/v1/collections/{name}/upsert", "post"),
+        ("/v1/collections/{name}/delete", "post"),
+        ("/v1/collections/{name}/get", "post"),
+        ("/v1/collections/{name}/search", "post"),
+        ("/v1/collections/{name}/rerank", "post"),
+        ("/v1/collections/{name}/flush", "post"),
+        ("/v1/collections/{name}/compact", "post"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "openapi.json lacks {method} {path}");
+    }
+    assert_eq!(
+        paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(),
+        14,
+        "routes not served are documented"
+    );
+
+    // Drop.
+    assert_eq!(http(a, "DELETE", "/v1/collections/exact_only", None, None).status, 200);
+    assert_eq!(get(a, "/v1/collections/exact_only").status, 404);
+    s.stop().unwrap();
+}
+
+#[test]
+fn keys_gate_reads_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rw, ro) = ("rw-key-0123456789abcdef", "ro-key-0123456789abcdef");
+    let keys = ApiKeys::parse(&format!("rw:{rw}\nro:{ro}")).unwrap();
+    let s = TestServer::start(dir.path(), Limits::default(), keys);
+    let a = s.http;
+    let create = json!({"name": "c", "dim": 2}).to_string();
+    // Open routes.
+    assert_eq!(http(a, "GET", "/health", None, None).status, 200);
+    assert_eq!(http(a, "GET", "/openapi.json", None, None).status, 200);
+    // No key, wrong key, wrong scheme: 401.
+    for key in [None, Some("wrong-key-0123456789abc")] {
+        let r = http(a, "POST", "/v1/collections", key, Some(&create));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], "unauthenticated");
+        assert_eq!(http(a, "GET", "/v1/collections", key, None).status, 401);
+        assert_eq!(http(a, "GET", "/metrics", key, None).status, 401);
+    }
+    let basic = format!(
+        "POST /v1/collections HTTP/1.1\r\nAuthorization: Basic {rw}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{create}",
+        create.len()
+    );
+    assert_eq!(raw(a, basic.as_bytes()).status, 401);
+    // Read-only key: reads yes, writes 403.
+    let r = http(a, "POST", "/v1/collections", Some(ro), Some(&create));
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "permission_denied");
+    assert_eq!(http(a, "POST", "/v1/collections", Some(rw), Some(&create)).status, 201);
+    let up = json!({"documents": [{"id": "x", "tokens": [[1.0, 0.0]]}]}).to_string();
+    assert_eq!(http(a, "POST", "/v1/collections/c/upsert", Some(ro), Some(&up)).status, 403);
+    assert_eq!(http(a, "POST", "/v1/collections/c/upsert", Some(rw), Some(&up)).status, 200);
+    for (method, path, body) in [
+        ("GET", "/v1/collections", None),
+        ("GET", "/v1/collections/c", None),
+        ("GET", "/metrics", None),
+        ("POST", "/v1/collections/c/search", Some(r#"{"tokens": [[1, 0]]}"#)),
+        ("POST", "/v1/collections/c/rerank", Some(r#"{"tokens": [[1, 0]], "ids": ["x"]}"#)),
+        ("POST", "/v1/collections/c/get", Some(r#"{"ids": ["x"]}"#)),
+    ] {
+        assert_eq!(http(a, method, path, Some(ro), body).status, 200, "{method} {path} with the read-only key");
+    }
+    for (method, path, body) in [
+        ("POST", "/v1/collections/c/delete", Some(r#"{"ids": ["x"]}"#)),
+        ("POST", "/v1/collections/c/flush", None),
+        ("POST", "/v1/collections/c/compact", None),
+        ("DELETE", "/v1/collections/c", None),
+    ] {
+        assert_eq!(http(a, method, path, Some(ro), body).status, 403, "{method} {path} with the read-only key");
+    }
+    // x-api-key works too; the key is never in the metrics or errors.
+    let r = raw(a, format!("GET /v1/collections HTTP/1.1\r\nx-api-key: {ro}\r\nConnection: close\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 200);
+    let m = http(a, "GET", "/metrics", Some(ro), None).body;
+    assert!(!m.contains(ro) && !m.contains(rw));
+    // Auth is checked before the body is parsed.
+    assert_eq!(http(a, "POST", "/v1/collections/c/upsert", None, Some("{not json")).status, 401);
+}
+
+#[test]
+fn every_limit_is_enforced_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_body_bytes: 4096,
+        max_query_tokens: 4,
+        max_doc_tokens: 5,
+        max_batch_docs: 3,
+        max_k: 7,
+        max_candidates: 50,
+        max_ids: 4,
+    };
+    let s = TestServer::start(dir.path(), limits, ApiKeys::default());
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    let row = json!([1.0, 0.0]);
+    let tok = |n: usize| json!(vec![row.clone(); n]);
+    let doc = |id: &str, n: usize| json!({"id": id, "tokens": tok(n)});
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        ("upsert", json!({"documents": [doc("a", 6)]}), 413, "max_doc_tokens"),
+        ("upsert", json!({"documents": [doc("a", 1), doc("b", 1), doc("c", 1), doc("d", 1)]}), 413, "max_batch_docs"),
+        ("search", json!({"tokens": tok(5), "k": 3}), 413, "max_query_tokens"),
+        ("search", json!({"tokens": tok(1), "k": 8}), 400, "max_k"),
+        ("search", json!({"tokens": tok(1), "k": 3, "candidates": 51}), 400, "max_candidates"),
+        ("search", json!({"tokens": tok(1), "k": 3, "ef": 51}), 400, "max_candidates"),
+        ("search", json!({"text": "x", "k": 3, "ids": ["1", "2", "3", "4", "5"]}), 413, "max_ids"),
+        ("rerank", json!({"tokens": tok(5), "ids": ["a"]}), 413, "max_query_tokens"),
+        ("rerank", json!({"tokens": tok(1), "ids": ["1", "2", "3", "4", "5"]}), 413, "max_ids"),
+        ("delete", json!({"ids": ["1", "2", "3", "4", "5"]}), 413, "max_ids"),
+        ("get", json!({"ids": ["1", "2", "3", "4", "5"]}), 413, "max_ids"),
+        (
+            "upsert",
+            json!({"documents": [{"id": "big", "tokens": tok(1), "text": "x".repeat(5000)}]}),
+            413,
+            "max_body_bytes",
+        ),
+    ];
+    for (route, body, status, limit) in cases {
+        let r = post(a, &format!("/v1/collections/c/{route}"), &body);
+        assert_eq!(r.status, status, "{route} {limit}: {}", r.body);
+        let e = r.json();
+        assert_eq!(e["error"]["limit"], limit, "{}", r.body);
+        assert!(e["error"]["message"].as_str().unwrap().contains(limit));
+    }
+    // At the limits everything passes.
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [doc("a", 5), doc("b", 1), doc("c", 2)]}));
+    ok(a, "/v1/collections/c/search", &json!({"tokens": tok(4), "k": 7, "candidates": 50}));
+    assert_eq!(get(a, "/v1/collections/c").json()["documents"], 3);
+}
+
+/// At least 30 malformed requests: each gets a 4xx with a JSON error (never a
+/// 500, never a dropped connection), and nothing is half-applied.
+#[test]
+fn malformed_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "keep", "tokens": [[0.5, 0.5]]}]}));
+    let good = r#"{"id": "g1", "tokens": [[1, 0]]}"#;
+    let b64_short = r#"{"dtype": "f32", "shape": [1, 2], "data": "AAAAAA=="}"#;
+    #[rustfmt::skip]
+    let table: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("POST", "/v1/collections/c/upsert", "{".into(), 400, "invalid request body"),
+        ("POST", "/v1/collections/c/upsert", "".into(), 400, "body is empty"),
+        ("POST", "/v1/collections/c/upsert", "[]".into(), 400, "invalid request body"),
+        ("POST", "/v1/collections/c/upsert", r#"{"docs": []}"#.into(), 400, "unknown field"),
+        ("POST", "/v1/collections/c/upsert", r#"{"documents": []}"#.into(), 400, "at least one document"),
+        ("POST", "/v1/collections/c/upsert", r#"{"documents": {}}"#.into(), 400, "invalid type"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0, 0]]}}]}}"#), 400, "wrong dimension"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": []}}]}}"#), 400, "empty tensor"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0], [1]]}}]}}"#), 400, "row 1 has 1 values"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, "x"]]}}]}}"#), 400, "invalid type"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1e39, 0]]}}]}}"#), 400, "invalid value"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[70000, 0]]}}]}}"#), 400, "f16 range"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f32", "shape": [1, 2], "data": "AADAfwAAAAA="}}}}]}}"#), 400, "invalid value"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {b64_short}}}]}}"#), 400, "needs 8"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f64", "shape": [1, 2], "data": ""}}}}]}}"#), 400, "unknown dtype"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [2], "data": ""}}}}]}}"#), 400, "shape must be"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [1, 2], "data": "!!!"}}}}]}}"#), 400, "base64"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [4294967296, 4294967296], "data": ""}}}}]}}"#), 400, "needs"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {good}]}}"#), 400, "duplicate id"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "", "tokens": [[1, 0]]}}]}}"#), 400, "id is empty"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "{}", "tokens": [[1, 0]]}}]}}"#, "x".repeat(600)), 400, "the limit is 512"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0]], "extra": 1}}]}}"#), 400, "unknown field"),
+        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": 5, "tokens": [[1, 0]]}}]}}"#), 400, "invalid type"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": 0}"#.into(), 400, "k must be at least 1"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": -1}"#.into(), 400, "invalid value"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": "ten"}"#.into(), 400, "invalid type"),
+        ("POST", "/v1/collections/c/search", r#"{"k": 3}"#.into(), 400, "needs query tokens"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0, 1]]}"#.into(), 400, "wrong dimension"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "filter": {"$bogus": 1}}"#.into(), 400, ""),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "fusion": "max"}"#.into(), 400, "unknown fusion"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "text": "x", "exact": true}"#.into(), 400, "tensor-only"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "weights": {"bm25": 1}}"#.into(), 400, "unknown source"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "candidates": 0}"#.into(), 400, "candidates must be"),
+        ("POST", "/v1/collections/c/search", r#"{"text": "x", "rerank_only": true}"#.into(), 400, "rerank_only needs"),
+        ("POST", "/v1/collections/c/rerank", r#"{"ids": ["keep"]}"#.into(), 400, "missing field"),
+        ("POST", "/v1/collections/c/rerank", r#"{"tokens": [[1, 0]], "ids": [""]}"#.into(), 400, "id is empty"),
+        ("POST", "/v1/collections/c/get", r#"{"ids": ["keep"], "tokens": "yaml"}"#.into(), 400, "unknown variant"),
+        ("POST", "/v1/collections/c/delete", r#"{"ids": "keep"}"#.into(), 400, "invalid type"),
+        ("POST", "/v1/collections", r#"{"name": "bad name!", "dim": 2}"#.into(), 400, "invalid collection name"),
+        ("POST", "/v1/collections", r#"{"name": "d", "dim": 0}"#.into(), 400, "dim must be"),
+        ("POST", "/v1/collections", r#"{"name": "d", "dim": 2, "index": "ivf"}"#.into(), 400, "unknown index"),
+        ("POST", "/v1/collections", r#"{"name": "c", "dim": 3, "if_not_exists": true}"#.into(), 409, "different configuration"),
+        ("POST", "/v1/collections/missing/search", r#"{"tokens": [[1, 0]]}"#.into(), 404, "unknown collection"),
+        ("GET", "/v1/collections/missing", String::new(), 404, "unknown collection"),
+        ("GET", "/v2/whatever", String::new(), 404, "no route"),
+        ("PUT", "/v1/collections/c/upsert", String::new(), 405, "not served"),
+        ("DELETE", "/v1/collections/c/search", String::new(), 405, "not served"),
+    ];
+    assert!(table.len() >= 30);
+    for (method, path, body, status, needle) in &table {
+        let r = http(a, method, path, None, (!body.is_empty() || *method == "POST").then_some(body.as_str()));
+        assert_eq!(r.status, *status, "{method} {path} {body}: {}", r.body);
+        let e = r.json();
+        let msg = e["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {}", r.body));
+        assert!(
+            msg.to_lowercase().contains(&needle.to_lowercase()),
+            "{method} {path} {body}: {msg:?} lacks {needle:?}"
+        );
+    }
+    // Broken HTTP itself: the server answers 4xx or closes, and keeps serving.
+    for bad in [
+        "POST /v1/collections/c/search HTTP/1.1\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"tokens\"",
+        "GARBAGE\r\n\r\n",
+        "POST /v1/collections/c/search HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+    ] {
+        let mut st = std::net::TcpStream::connect(a).unwrap();
+        use std::io::{Read, Write};
+        st.write_all(bad.as_bytes()).unwrap();
+        st.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        let _ = st.read_to_string(&mut out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 4"), "{bad:?} -> {out:?}");
+    }
+    // Nothing of a rejected batch was applied; the server still serves.
+    let r = ok(a, "/v1/collections/c/get", &json!({"ids": ["keep", "g1", "bad"], "tokens": "none"}));
+    assert_eq!(r["missing"], json!(["g1", "bad"]));
+    assert_eq!(get(a, "/v1/collections/c").json()["documents"], 1);
+    let m = get(a, "/metrics").body;
+    assert!(!m.contains("status=\"500\""), "{m}");
+}
+
+/// Writers and readers at once over HTTP: every search succeeds and every
+/// acknowledged document is there afterwards, bit for bit.
+#[test]
+fn concurrent_readers_and_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    // A small memtable so that flushes and merges run under the load.
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "seed", "tokens": Rng(1).tokens(4, DIM)}]}));
+    let acked: Arc<Mutex<BTreeMap<String, Vec<Vec<f32>>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let acked = acked.clone();
+        writers.push(std::thread::spawn(move || {
+            let mut rng = Rng(100 + w);
+            for b in 0..25 {
+                let docs: Vec<(String, Vec<Vec<f32>>)> = (0..8)
+                    .map(|i| {
+                        let len = 2 + rng.below(20);
+                        (format!("w{w}-b{b}-{i}"), rng.tokens(len, DIM))
+                    })
+                    .collect();
+                let batch: Vec<Value> = docs.iter().enumerate().map(|(i, (id, t))| doc_json(i, id, t)).collect();
+                let r = post(a, "/v1/collections/c/upsert", &json!({ "documents": batch }));
+                assert_eq!(r.status, 200, "{}", r.body);
+                acked.lock().unwrap().extend(docs);
+                if b % 10 == 9 {
+                    ok(a, "/v1/collections/c/flush", &json!({}));
+                }
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let stop = stop.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut rng = Rng(900 + r);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let q = rng.tokens(4, DIM);
+                let body = match n % 3 {
+                    0 => json!({"tokens": q, "k": 5}),
+                    1 => json!({"tokens": q, "k": 5, "exact": true}),
+                    _ => json!({"tokens": q, "k": 5, "text": "common"}),
+                };
+                let resp = post(a, "/v1/collections/c/search", &body);
+                assert_eq!(resp.status, 200, "{}", resp.body);
+                let hits = resp.json()["hits"].as_array().unwrap().len();
+                assert!(hits >= 1);
+                n += 1;
+            }
+            n
+        }));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let searches: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(searches >= 60);
+    let acked = acked.lock().unwrap();
+    assert_eq!(acked.len(), 3 * 25 * 8);
+    let ids: Vec<&String> = acked.keys().collect();
+    for chunk in ids.chunks(200) {
+        let r = ok(a, "/v1/collections/c/get", &json!({"ids": chunk, "tokens": "json"}));
+        assert_eq!(r["missing"], json!([]));
+        for d in r["documents"].as_array().unwrap() {
+            assert_eq!(rows_of(&d["tokens"]), f16_round(&acked[d["id"].as_str().unwrap()]));
+        }
+    }
+    assert_eq!(get(a, "/v1/collections/c").json()["documents"], acked.len() + 1);
+}
+
+/// Shutdown drains requests in flight, then flushes: the WAL is empty on
+/// the next open and every document is in a segment.
+#[test]
+fn graceful_shutdown_drains_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    let mut rng = Rng(3);
+    let docs = corpus(&mut rng, 300);
+    upsert_all(a, "c", &docs[..100]);
+    // Requests racing the shutdown: each is either answered 200 (and then
+    // durable) or never got in (refused or closed unread), never half-applied.
+    let racing: Vec<_> = (0..4)
+        .map(|t| {
+            let docs = docs[100 + t * 50..150 + t * 50].to_vec();
+            std::thread::spawn(move || {
+                let batch: Vec<Value> = docs.iter().enumerate().map(|(i, (id, r))| doc_json(i, id, r)).collect();
+                let body = json!({ "documents": batch }).to_string();
+                let req = format!(
+                    "POST /v1/collections/c/upsert HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                try_raw(a, req.as_bytes()).ok().map(|r| r.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.stop().unwrap();
+    let answered: Vec<Option<u16>> = racing.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(answered.iter().flatten().all(|&s| s == 200), "{answered:?}");
+    let acked = answered.iter().filter(|s| s.is_some()).count();
+    let db = tessera::Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    let st = c.stats();
+    assert_eq!(st.documents, 100 + 50 * acked, "{answered:?}");
+    assert_eq!(st.memtable_documents, 0, "shutdown flushed the memtable");
+    assert!(st.segments >= 1);
+}
