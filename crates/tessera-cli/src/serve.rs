@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Search threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// At shutdown, how long to wait for requests in flight before closing
+    /// their connections (then collections are flushed and the server exits).
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_seconds: f64,
     /// Log one JSON object per line (stderr) instead of text. The level is
     /// set by TESSERA_LOG (default info).
     #[arg(long)]
@@ -70,6 +74,9 @@ fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
 /// Serves until ctrl-c or SIGTERM; prints one line with the bound addresses
 /// to stdout when ready.
 pub fn serve(a: &ServeArgs) -> Result<()> {
+    if !(a.drain_seconds >= 0.0 && a.drain_seconds <= 86_400.0) {
+        return Err("--drain-seconds must be in [0, 86400]".into());
+    }
     tessera_server::init_logging(a.log_json);
     let limits = Limits {
         max_body_bytes: a.max_body_bytes,
@@ -87,6 +94,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         limits,
         keys: keys(a.api_keys.as_ref())?,
         threads: a.threads,
+        drain_timeout: Duration::from_secs_f64(a.drain_seconds),
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {

@@ -37,6 +37,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera::Database;
 use tokio::net::TcpListener;
 
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub keys: ApiKeys,
     /// Search threads (0: one per core).
     pub threads: usize,
+    /// How long shutdown waits for requests in flight before it closes
+    /// their connections (writes already running still complete and are flushed).
+    pub drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -64,6 +68,7 @@ impl ServerConfig {
             limits: Limits::default(),
             keys: ApiKeys::default(),
             threads: 0,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +90,7 @@ pub enum ServeError {
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     service: Arc<Service>,
+    drain_timeout: Duration,
     http: Option<TcpListener>,
     grpc: Option<TcpListener>,
 }
@@ -118,7 +124,14 @@ impl Server {
             .map_err(|e| ServeError::Setup(format!("opening the database: {e}")))??;
         let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
             .map_err(|e| ServeError::Setup(e.message))?;
-        Ok(Self { service: Arc::new(service), http: listen(config.http).await?, grpc: listen(config.grpc).await? })
+        let server = Self {
+            service: Arc::new(service),
+            drain_timeout: config.drain_timeout,
+            http: listen(config.http).await?,
+            grpc: listen(config.grpc).await?,
+        };
+        tracing::info!(db = %config.db.display(), http = ?server.http_addr(), grpc = ?server.grpc_addr(), "serving");
+        Ok(server)
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -172,8 +185,32 @@ impl Server {
             });
         }
         let mut result = Ok(());
-        while let Some(r) = tasks.join_next().await {
-            let r = r.map_err(|e| ServeError::Serve(e.to_string())).and_then(|r| r);
+        let mut deadline = None;
+        loop {
+            let drained = match deadline {
+                None => tokio::select! {
+                    r = tasks.join_next() => r,
+                    _ = stopped(rx.clone()) => {
+                        deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+                        continue;
+                    }
+                },
+                Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("requests still in flight after the drain timeout: closing their connections");
+                        tasks.abort_all();
+                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                        continue;
+                    }
+                },
+            };
+            let Some(r) = drained else { break };
+            let r = match r {
+                Ok(r) => r,
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(ServeError::Serve(e.to_string())),
+            };
             if r.is_err() && result.is_ok() {
                 result = r;
             }

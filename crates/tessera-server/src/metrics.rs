@@ -51,7 +51,8 @@ impl Collector for Collections {
         let mut names = self.0.list_collections();
         names.sort();
         let stats: Vec<_> = names.iter().filter_map(|n| self.0.collection(n).ok()).map(|c| c.stats()).collect();
-        let gauges: [(&str, &str, fn(&tessera::CollectionStats) -> i64); 5] = [
+        type Row = (&'static str, &'static str, fn(&tessera::CollectionStats) -> i64);
+        let gauges: [Row; 5] = [
             ("tessera_collection_documents", "Live documents", |s| s.documents as i64),
             ("tessera_collection_tokens", "Token embeddings of live documents", |s| s.tokens as i64),
             ("tessera_collection_segments", "Immutable segments", |s| s.segments as i64),

@@ -316,6 +316,10 @@ pub struct Service {
     pub limits: Limits,
     pub keys: ApiKeys,
     pool: rayon::ThreadPool,
+    /// Reads admitted to the pool at once: one per thread. The rest wait
+    /// here in arrival order; inside rayon a waiting thread may steal a whole
+    /// other search, which costs the tail latency dearly under load.
+    read_slots: tokio::sync::Semaphore,
     pub metrics: Metrics,
     draining: AtomicBool,
 }
@@ -335,7 +339,8 @@ impl Service {
             .build()
             .map_err(|e| ApiError::internal(format!("search pool: {e}")))?;
         let metrics = Metrics::new(db.clone());
-        Ok(Self { db, limits, keys, pool, metrics, draining: AtomicBool::new(false) })
+        let read_slots = tokio::sync::Semaphore::new(pool.current_num_threads());
+        Ok(Self { db, limits, keys, pool, read_slots, metrics, draining: AtomicBool::new(false) })
     }
 
     pub fn database(&self) -> &Arc<Database> {
@@ -351,6 +356,7 @@ impl Service {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let _slot = self.read_slots.acquire().await.map_err(|_| ApiError::internal("the search pool is closed"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
             let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));

@@ -30,7 +30,7 @@ fn doc_json(i: usize, id: &str, rows: &[Vec<f32>]) -> Value {
         1 => packed(rows, true),
         _ => packed(rows, false),
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         json!({"id": id, "tokens": tokens, "text": format!("alpha word{i} common"), "payload": {"n": i, "even": true}})
     } else {
         json!({"id": id, "tokens": tokens})
@@ -120,7 +120,7 @@ fn every_route_against_the_reference() {
                 flat.chunks(DIM).map(<[f32]>::to_vec).collect()
             };
             assert_eq!(rows, f16_round(&docs[i].1), "tokens of doc-{i} ({fmt})");
-            assert_eq!(d["text"].is_string(), i % 2 == 0);
+            assert_eq!(d["text"].is_string(), i.is_multiple_of(2));
         }
     }
     let r = ok(a, "/v1/collections/c/get", &json!({"ids": ["doc-0"], "tokens": "none"}));
@@ -220,7 +220,11 @@ fn every_route_against_the_reference() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "openapi.json lacks {method} {path}");
     }
     assert_eq!(
-        paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(),
+        paths
+            .values()
+            .flat_map(|p| p.as_object().unwrap().keys())
+            .filter(|k| ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&k.as_str()))
+            .count(),
         14,
         "routes not served are documented"
     );

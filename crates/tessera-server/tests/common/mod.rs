@@ -29,6 +29,7 @@ impl TestServer {
             limits,
             keys,
             threads: 2,
+            drain_timeout: Duration::from_secs(30),
         };
         let server = rt.block_on(Server::bind(config)).unwrap();
         let (http, grpc) = (server.http_addr().unwrap(), server.grpc_addr().unwrap());
