@@ -101,16 +101,19 @@ impl ApiKeys {
 }
 
 /// Extracts the key from an `authorization` header value (`Bearer KEY`) or
-/// an `x-api-key` value.
+/// an `x-api-key` value. An `authorization` header of another scheme counts
+/// only when there is no `x-api-key` (and then matches no key).
 pub fn credential<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
-    if let Some(v) = authorization {
-        let v = v.trim();
-        return match v.split_once(' ') {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Some(key.trim()),
-            _ => Some(""),
-        };
+    let bearer = authorization.map(|v| match v.trim().split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Some(key.trim()),
+        _ => None,
+    });
+    match (bearer, x_api_key) {
+        (Some(Some(key)), _) => Some(key),
+        (_, Some(key)) => Some(key.trim()),
+        (Some(None), None) => Some(""),
+        (None, None) => None,
     }
-    x_api_key.map(str::trim)
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -153,6 +156,8 @@ mod tests {
         assert_eq!(credential(Some("bearer  abc "), None), Some("abc"));
         assert_eq!(credential(Some("Basic abc"), None), Some(""));
         assert_eq!(credential(None, Some("abc")), Some("abc"));
+        assert_eq!(credential(Some("Basic xyz"), Some("abc")), Some("abc"));
+        assert_eq!(credential(Some("Bearer abc"), Some("xyz")), Some("abc"));
         assert_eq!(credential(None, None), None);
     }
 }

@@ -24,7 +24,7 @@ pub enum ErrorKind {
     TooLarge,
     /// A parameter is outside its configured range (400 / OUT_OF_RANGE).
     OutOfRange,
-    /// The server is shutting down or the collection refuses writes (503 / UNAVAILABLE).
+    /// The collection refuses writes after a failed write, or the database is locked (503 / UNAVAILABLE).
     Unavailable,
     /// A fault of the server or its storage (500 / INTERNAL). Never caused by input.
     Internal,

@@ -194,7 +194,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 durability: nonempty(r.durability),
                 if_not_exists: r.if_not_exists,
             };
-            Ok(info(s.create_collection(spec).await?))
+            Ok(info(s.create_collection(spec).await?.0))
         })
         .await
     }
@@ -276,7 +276,7 @@ impl pb::tessera_server::Tessera for Grpc {
             };
             let req = SearchRequest {
                 tokens: r.query.map(|q| tensor(Some(q), "query")).transpose()?,
-                k: if r.k == 0 { 10 } else { r.k as usize },
+                k: (r.k != 0).then_some(r.k as usize),
                 candidates: r.candidates.map(|c| c as usize),
                 ef: r.ef.map(|c| c as usize),
                 exact: r.exact,

@@ -142,8 +142,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
             }
             Err(e) => return Err(ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))),
         };
-        if bytes.is_empty() {
-            return Err(ApiError::bad_request("the request body is empty; a JSON object is expected"));
+        // serde would also take a struct as a positional array: only objects are accepted.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(ApiError::bad_request("the request body is empty; a JSON object is expected")),
+            Some(b'{') => {}
+            Some(_) => return Err(ApiError::bad_request("the request body must be a JSON object")),
         }
         serde_json::from_slice(&bytes)
             .map(Json)
@@ -212,7 +215,8 @@ async fn create_collection(
         durability: b.durability,
         if_not_exists: b.if_not_exists,
     };
-    Ok(ok(StatusCode::CREATED, &s.create_collection(spec).await?))
+    let (info, created) = s.create_collection(spec).await?;
+    Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, &info))
 }
 
 async fn collection_info(State(s): State<AppState>, _: Read, Name(name): Name) -> Result<Response, ApiError> {
@@ -396,16 +400,11 @@ fn yes() -> bool {
     true
 }
 
-fn ten() -> usize {
-    10
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchBody {
     tokens: Option<TensorJson>,
-    #[serde(default = "ten")]
-    k: usize,
+    k: Option<usize>,
     candidates: Option<usize>,
     ef: Option<usize>,
     #[serde(default)]

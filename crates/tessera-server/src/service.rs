@@ -215,13 +215,15 @@ impl CollectionInfo {
     }
 }
 
-/// A search. Without `text`, `ids`, `vector`, `fusion` or `weights` it is a
+/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0` or `weights` it is a
 /// two-stage (or, with `exact`, exhaustive) MaxSim search of `tokens`;
 /// otherwise a hybrid query fusing the chosen sources.
 #[derive(Debug, Clone, Default)]
 pub struct SearchRequest {
     pub tokens: Option<Tokens>,
-    pub k: usize,
+    /// Default 10 (or `max_k` if lower).
+    pub k: Option<usize>,
+    /// Default 256 (or `max_candidates` if lower).
     pub candidates: Option<usize>,
     pub ef: Option<usize>,
     pub exact: bool,
@@ -440,16 +442,33 @@ impl Service {
         .await
     }
 
-    pub async fn create_collection(&self, spec: CollectionSpec) -> Result<CollectionInfo, ApiError> {
+    /// Creates a collection; with `if_not_exists`, an existing collection of
+    /// the same configuration is returned instead. The flag tells whether it
+    /// was created.
+    pub async fn create_collection(&self, spec: CollectionSpec) -> Result<(CollectionInfo, bool), ApiError> {
         let config = spec.config()?;
         let db = self.db.clone();
-        self.write(move || {
-            let c = if spec.if_not_exists {
-                db.open_or_create_collection(&spec.name, config)?
-            } else {
-                db.create_collection(&spec.name, config)?
-            };
-            Ok(CollectionInfo::of(&c))
+        self.write(move || match db.create_collection(&spec.name, config.clone()) {
+            Ok(c) => Ok((CollectionInfo::of(&c), true)),
+            Err(tessera::Error::CollectionExists(_)) if spec.if_not_exists => {
+                let c = db.collection(&spec.name)?;
+                let have = c.config();
+                let differs = [
+                    (have.dim != config.dim, "dim"),
+                    (have.index != config.index, "index"),
+                    (have.text != config.text, "text"),
+                    (have.durability != config.durability, "durability"),
+                ];
+                match differs.iter().find(|(d, _)| *d) {
+                    None => Ok((CollectionInfo::of(&c), false)),
+                    Some((_, what)) => Err(tessera::Error::ConfigMismatch {
+                        name: spec.name.clone(),
+                        reason: format!("its {what} differs from the request"),
+                    }
+                    .into()),
+                }
+            }
+            Err(e) => Err(e.into()),
         })
         .await
     }
@@ -516,7 +535,8 @@ impl Service {
 
     pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
         let c = self.collection(name)?;
-        self.check_k(req.k)?;
+        let k = req.k.unwrap_or(10.min(self.limits.max_k));
+        self.check_k(k)?;
         if let Some(t) = &req.tokens {
             self.check_query(t)?;
         }
@@ -534,16 +554,15 @@ impl Service {
             return Err(ApiError::out_of_range("max_candidates", "ef", ef, self.limits.max_candidates));
         }
         self.check_ids(req.ids.len())?;
+        let candidates = req.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES.min(self.limits.max_candidates));
         let filter = req.filter.as_ref().map(Filter::from_json).transpose()?;
         let (text, payload) = (req.include_text, req.include_payload);
         if !req.is_hybrid() {
             let Some(tokens) = req.tokens else {
                 return Err(ApiError::bad_request("a search needs query tokens, text or ids"));
             };
-            let mut params = if req.exact { SearchParams::exact(req.k) } else { SearchParams::new(req.k) };
-            if let Some(n) = req.candidates {
-                params = params.with_candidates(n);
-            }
+            let mut params = if req.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
+            params = params.with_candidates(candidates);
             if let Some(ef) = req.ef {
                 params = params.with_ef(ef);
             }
@@ -560,10 +579,15 @@ impl Service {
         }
         if req.exact || req.ef.is_some() {
             return Err(ApiError::bad_request(
-                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, fusion or weights) takes candidates",
+                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
             ));
         }
-        let mut q = HybridQuery::new(req.k);
+        if req.vector && req.rerank_only {
+            return Err(ApiError::bad_request(
+                "rerank_only drops the tensor and vector sources; do not combine it with vector",
+            ));
+        }
+        let mut q = HybridQuery::new(k).with_candidates(candidates);
         if let Some(t) = req.tokens {
             q = q.with_tensor(t);
         }
@@ -601,9 +625,6 @@ impl Service {
                 }
             };
             q = q.with_weight(source, w);
-        }
-        if let Some(n) = req.candidates {
-            q = q.with_candidates(n);
         }
         if let Some(f) = filter {
             q = q.with_filter(f);

@@ -83,7 +83,10 @@ fn every_route_against_the_reference() {
     assert_eq!(r.json()["index"], "pooled");
     assert_eq!(post(a, "/v1/collections", &json!({"name": "c", "dim": DIM})).status, 409);
     let r = post(a, "/v1/collections", &json!({"name": "c", "dim": DIM, "if_not_exists": true}));
-    assert_eq!(r.status, 201);
+    assert_eq!(r.status, 200, "exists already: not created");
+    let r = post(a, "/v1/collections", &json!({"name": "c", "dim": DIM, "index": "none", "if_not_exists": true}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("index differs"));
     ok(
         a,
         "/v1/collections",
@@ -288,6 +291,14 @@ fn keys_gate_reads_and_writes() {
     // x-api-key works too; the key is never in the metrics or errors.
     let r = raw(a, format!("GET /v1/collections HTTP/1.1\r\nx-api-key: {ro}\r\nConnection: close\r\n\r\n").as_bytes());
     assert_eq!(r.status, 200);
+    let r = raw(
+        a,
+        format!(
+            "GET /v1/collections HTTP/1.1\r\nAuthorization: Basic eDp5\r\nx-api-key: {ro}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "a non-Bearer Authorization does not hide x-api-key");
     let m = http(a, "GET", "/metrics", Some(ro), None).body;
     assert!(!m.contains(ro) && !m.contains(rw));
     // Auth is checked before the body is parsed.
@@ -338,6 +349,9 @@ fn every_limit_is_enforced_and_named() {
         assert_eq!(e["error"]["limit"], limit, "{}", r.body);
         assert!(e["error"]["message"].as_str().unwrap().contains(limit));
     }
+    // Omitted k and candidates default to at most the limits (10 > max_k = 7, 256 > 50).
+    let r = ok(a, "/v1/collections/c/search", &json!({"tokens": tok(1)}));
+    assert_eq!(r["mode"], "two_stage");
     // At the limits everything passes.
     ok(a, "/v1/collections/c/upsert", &json!({"documents": [doc("a", 5), doc("b", 1), doc("c", 2)]}));
     ok(a, "/v1/collections/c/search", &json!({"tokens": tok(4), "k": 7, "candidates": 50}));
@@ -359,7 +373,8 @@ fn malformed_requests_get_clear_errors() {
     let table: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/v1/collections/c/upsert", "{".into(), 400, "invalid request body"),
         ("POST", "/v1/collections/c/upsert", "".into(), 400, "body is empty"),
-        ("POST", "/v1/collections/c/upsert", "[]".into(), 400, "invalid request body"),
+        ("POST", "/v1/collections/c/upsert", "[]".into(), 400, "must be a JSON object"),
+        ("POST", "/v1/collections", r#"["positional", 2, null, null, null, false]"#.into(), 400, "must be a JSON object"),
         ("POST", "/v1/collections/c/upsert", r#"{"docs": []}"#.into(), 400, "unknown field"),
         ("POST", "/v1/collections/c/upsert", r#"{"documents": []}"#.into(), 400, "at least one document"),
         ("POST", "/v1/collections/c/upsert", r#"{"documents": {}}"#.into(), 400, "invalid type"),
