@@ -147,3 +147,43 @@ fn sigterm_drains_flushes_and_exits_0() {
     let st = db.collection("c").unwrap().stats();
     assert_eq!((st.documents, st.memtable_documents), (50, 0), "flushed at shutdown");
 }
+
+/// The documented Python client (docs/python_client.py, `requests` + numpy)
+/// against `tessera serve` with API keys. Skips when python3 lacks them.
+#[test]
+fn python_client_example_runs() {
+    let have = Command::new("python3").args(["-c", "import requests, numpy"]).output();
+    if !matches!(have, Ok(o) if o.status.success()) {
+        eprintln!("skipped: python3 with requests and numpy is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = "py-rw-key-0123456789abcdef";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--db"])
+        .arg(dir.path().join("db"))
+        .args(["--http", "127.0.0.1:0", "--no-grpc"])
+        .env("TESSERA_API_KEYS", format!("rw:{key}"))
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("auth=on") && line.contains("grpc=off"), "{line}");
+    let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/python_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--url", &format!("http://{http}"), "--api-key", key])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    // Without the key the server refuses it.
+    let out = Command::new("python3").arg(&script).args(["--url", &format!("http://{http}")]).output().unwrap();
+    assert!(!out.status.success());
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
