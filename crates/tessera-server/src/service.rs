@@ -321,7 +321,7 @@ pub struct Service {
     /// Reads admitted to the pool at once: one per thread. The rest wait
     /// here in arrival order; inside rayon a waiting thread may steal a whole
     /// other search, which costs the tail latency dearly under load.
-    read_slots: tokio::sync::Semaphore,
+    read_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Metrics,
     draining: AtomicBool,
 }
@@ -341,7 +341,7 @@ impl Service {
             .build()
             .map_err(|e| ApiError::internal(format!("search pool: {e}")))?;
         let metrics = Metrics::new(db.clone());
-        let read_slots = tokio::sync::Semaphore::new(pool.current_num_threads());
+        let read_slots = Arc::new(tokio::sync::Semaphore::new(pool.current_num_threads()));
         Ok(Self { db, limits, keys, pool, read_slots, metrics, draining: AtomicBool::new(false) })
     }
 
@@ -358,9 +358,13 @@ impl Service {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _slot = self.read_slots.acquire().await.map_err(|_| ApiError::internal("the search pool is closed"))?;
+        let slot = self.read_slots.clone().acquire_owned().await;
+        let slot = slot.map_err(|_| ApiError::internal("the search pool is closed"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
+            // The slot is held until the work is done, even if the client
+            // went away and nobody awaits the answer.
+            let _slot = slot;
             let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
         });
         match rx.await {

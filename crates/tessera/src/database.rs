@@ -98,10 +98,21 @@ impl Database {
         fsutil::sync_dir(&tmp)?;
         let path = self.cdir().join(name);
         std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        fsutil::sync_dir(&self.cdir())?;
-        let c = Arc::new(Collection::open(&path)?);
-        map.insert(name.into(), c.clone());
-        Ok(c)
+        let opened = fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path));
+        match opened {
+            Ok(c) => {
+                let c = Arc::new(c);
+                map.insert(name.into(), c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                // The create failed: the folder must not turn up as a
+                // collection on the next open, nor block a retry.
+                let _ = std::fs::remove_dir_all(&path);
+                let _ = fsutil::sync_dir(&self.cdir());
+                Err(e)
+            }
+        }
     }
 
     /// Opens `name` if it exists with the same dim, else creates it with `config`.

@@ -62,7 +62,10 @@ fn bm25(
     for (si, sv) in snap.segments.iter().enumerate() {
         let Some(ti) = &sv.seg.text else { continue };
         let ok = allowed.as_ref().map(|a| &a[si]);
-        let accept = |r: u32| !sv.deletes.is_deleted(r) && ok.is_none_or(|ok| ok[r as usize]);
+        // A row beyond the segment (an index that disagrees with its segment
+        // despite valid checksums) is never returned, rather than panicking.
+        let rows = sv.seg.n_docs();
+        let accept = |r: u32| (r as usize) < rows && !sv.deletes.is_deleted(r) && ok.is_none_or(|ok| ok[r as usize]);
         for (r, score) in ti.try_search(terms, n, &global, &accept).map_err(text_err)? {
             top.push(score, (sv.seg.id_of(r as usize).to_string(), si, r));
         }
