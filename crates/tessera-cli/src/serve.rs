@@ -57,6 +57,8 @@ pub struct ServeArgs {
     pub max_candidates: usize,
     #[arg(long, default_value_t = Limits::default().max_ids)]
     pub max_ids: usize,
+    #[arg(long, default_value_t = Limits::default().max_response_bytes)]
+    pub max_response_bytes: usize,
 }
 
 fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
@@ -68,7 +70,15 @@ fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
     if let Ok(env) = std::env::var("TESSERA_API_KEYS") {
         text += &env;
     }
-    Ok(ApiKeys::parse(&text).map_err(|e| format!("API keys: {e}"))?)
+    let keys = ApiKeys::parse(&text).map_err(|e| format!("API keys: {e}"))?;
+    if let Some(f) = file
+        && keys.is_empty()
+    {
+        return Err(
+            format!("{}: no keys (lines rw:KEY or ro:KEY); without --api-keys, auth is off", f.display()).into()
+        );
+    }
+    Ok(keys)
 }
 
 /// Serves until ctrl-c or SIGTERM; prints one line with the bound addresses
@@ -86,6 +96,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_k: a.max_k,
         max_candidates: a.max_candidates,
         max_ids: a.max_ids,
+        max_response_bytes: a.max_response_bytes,
     };
     let config = ServerConfig {
         db: a.db.clone(),

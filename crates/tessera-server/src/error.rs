@@ -102,12 +102,37 @@ impl ApiError {
     }
 }
 
+/// Messages may quote client input (an id, a filter): they are cut to this
+/// many bytes so that an error cannot be larger than a header or trailer allows.
+const MAX_MESSAGE: usize = 1024;
+
+impl ApiError {
+    /// The message, cut to [`MAX_MESSAGE`] bytes.
+    pub fn short_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.message.len() <= MAX_MESSAGE {
+            return self.message.as_str().into();
+        }
+        let mut end = MAX_MESSAGE;
+        while !self.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes in all)", &self.message[..end], self.message.len()).into()
+    }
+
+    /// Server faults are logged with their message (client errors are not).
+    pub fn log_if_internal(&self, route: &str) {
+        if self.kind == ErrorKind::Internal {
+            tracing::error!(route, error = %self.short_message(), "internal error");
+        }
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let code = e.grpc_code();
         let message = match e.limit {
-            Some(limit) => format!("{} [limit {limit}]", e.message),
-            None => e.message,
+            Some(limit) => format!("{} [limit {limit}]", e.short_message()),
+            None => e.short_message().into_owned(),
         };
         tonic::Status::new(code, message)
     }

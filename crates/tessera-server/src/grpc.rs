@@ -30,6 +30,83 @@ impl Grpc {
     }
 }
 
+/// Checks the API key from the request headers before tonic reads and
+/// decodes the message, so that an unauthenticated client cannot make the
+/// server buffer messages. (Each rpc checks again: defence in depth.)
+#[derive(Clone)]
+pub struct AuthLayer(pub Arc<Service>);
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner, s: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    s: Arc<Service>,
+}
+
+/// The access an rpc needs, from its path `/tessera.v1.Tessera/Method`.
+fn access_of(path: &str) -> Option<Access> {
+    match path.rsplit('/').next().unwrap_or("") {
+        "Health" => None,
+        "ListCollections" | "GetCollection" | "Get" | "Search" | "Rerank" => Some(Access::Read),
+        _ => Some(Access::Write),
+    }
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Auth<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let header = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        let key = credential(header("authorization"), header("x-api-key"));
+        let denied = access_of(req.uri().path()).and_then(|need| self.s.authorize(key, need).err());
+        match denied {
+            Some(e) => {
+                // Metrics labels only from the service's own rpc names.
+                let name = req.uri().path().rsplit('/').next().unwrap_or("");
+                let rpc = KNOWN_RPCS.iter().find(|r| **r == name).copied().unwrap_or("unknown");
+                self.s.metrics.observe("grpc", rpc, &format!("{:?}", e.grpc_code()), std::time::Duration::ZERO);
+                Box::pin(std::future::ready(Ok(Status::from(e).into_http())))
+            }
+            None => Box::pin(self.inner.call(req)),
+        }
+    }
+}
+
+const KNOWN_RPCS: [&str; 12] = [
+    "Health",
+    "ListCollections",
+    "CreateCollection",
+    "DropCollection",
+    "GetCollection",
+    "Upsert",
+    "Delete",
+    "Get",
+    "Search",
+    "Rerank",
+    "Flush",
+    "Compact",
+];
+
 /// tonic rejects a message over the size limit with OUT_OF_RANGE and its own
 /// wording; this maps that answer to RESOURCE_EXHAUSTED naming our limit,
 /// like every other size limit.
@@ -86,11 +163,10 @@ impl Grpc {
         };
         let elapsed = start.elapsed();
         self.s.metrics.observe("grpc", rpc, &format!("{code:?}"), elapsed);
-        if code == tonic::Code::Internal {
-            tracing::warn!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, "request failed");
-        } else {
-            tracing::debug!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, "request");
+        if let Err(e) = &result {
+            e.log_if_internal(rpc);
         }
+        tracing::debug!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, "request");
         result.map(Response::new).map_err(Status::from)
     }
 }
@@ -246,14 +322,14 @@ impl pb::tessera_server::Tessera for Grpc {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         self.call("Get", Some(Access::Read), req, |s, r| async move {
-            let g = s.get(&r.collection, r.ids).await?;
+            let g = s.get(&r.collection, r.ids, if r.omit_tokens { 0 } else { 2 }).await?;
             let documents = g
                 .documents
                 .into_iter()
                 .map(|d| pb::Document {
                     tokens: (!r.omit_tokens).then(|| pb::Tensor {
                         dtype: pb::Dtype::F16.into(),
-                        shape: vec![(d.tokens.len() / d.dim) as u64, d.dim as u64],
+                        shape: vec![d.n_tokens as u64, d.dim as u64],
                         data: f16_bytes(&d.tokens),
                     }),
                     id: d.id,
@@ -280,7 +356,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 candidates: r.candidates.map(|c| c as usize),
                 ef: r.ef.map(|c| c as usize),
                 exact: r.exact,
-                filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?,
+                filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null()),
                 text: r.text,
                 ids: r.ids,
                 vector: r.vector,

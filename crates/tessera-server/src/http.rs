@@ -33,8 +33,14 @@ type AppState = Arc<Service>;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.kind, message: &self.message, limit: self.limit } };
-        (self.http_status(), axum::Json(body)).into_response()
+        self.log_if_internal("http");
+        let message = self.short_message();
+        let body = ErrorBody { error: ErrorDetail { code: self.kind, message: &message, limit: self.limit } };
+        let mut r = (self.http_status(), axum::Json(body)).into_response();
+        if self.kind == ErrorKind::Unauthenticated {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
     }
 }
 
@@ -123,10 +129,13 @@ impl FromRequestParts<AppState> for Name {
     }
 }
 
+/// Bodies up to this size are parsed where they arrive.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+
 /// A JSON body, within `max_body_bytes`, with serde's message on failure.
 struct Json<T>(T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, ApiError> {
@@ -148,9 +157,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
             Some(b'{') => {}
             Some(_) => return Err(ApiError::bad_request("the request body must be a JSON object")),
         }
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        let parse = |bytes: &[u8]| {
+            serde_json::from_slice(bytes)
+                .map(Json)
+                .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        };
+        // A large body (a write batch) is parsed on the blocking pool, not on
+        // the threads that serve every connection.
+        if bytes.len() <= INLINE_PARSE_BYTES {
+            return parse(&bytes);
+        }
+        tokio::task::spawn_blocking(move || parse(&bytes))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::internal("parsing the request body panicked (a bug: please report it)")))
     }
 }
 
@@ -174,7 +193,8 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>, _: Read) -> Response {
-    let body = s.metrics.render();
+    // Collection gauges read file sizes: off the async threads.
+    let body = tokio::task::spawn_blocking(move || s.metrics.render()).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -355,15 +375,56 @@ struct GetBody {
     tokens: TokensFormat,
 }
 
+/// A stored document's tokens as the client asked for them, serialised
+/// straight from the f16 values (no intermediate JSON tree).
+enum TokensOut {
+    Rows(Vec<half::f16>, usize),
+    Packed { shape: [usize; 2], data: String },
+}
+
+impl Serialize for TokensOut {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            TokensOut::Rows(values, dim) => {
+                struct Row<'a>(&'a [half::f16]);
+                impl Serialize for Row<'_> {
+                    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                        ser.collect_seq(self.0.iter().map(|x| x.to_f32()))
+                    }
+                }
+                let mut seq = ser.serialize_seq(Some(values.len() / dim))?;
+                for row in values.chunks(*dim) {
+                    seq.serialize_element(&Row(row))?;
+                }
+                seq.end()
+            }
+            TokensOut::Packed { shape, data } => {
+                let mut m = ser.serialize_map(Some(3))?;
+                m.serialize_entry("dtype", "f16")?;
+                m.serialize_entry("shape", shape)?;
+                m.serialize_entry("data", data)?;
+                m.end()
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct DocOut {
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tokens: Option<serde_json::Value>,
+    tokens: Option<TokensOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct GetOut {
+    documents: Vec<DocOut>,
+    missing: Vec<String>,
 }
 
 async fn get_documents(
@@ -372,28 +433,28 @@ async fn get_documents(
     Name(name): Name,
     Json(b): Json<GetBody>,
 ) -> Result<Response, ApiError> {
-    let r = s.get(&name, b.ids).await?;
+    // Bytes per token value in the answer, for max_response_bytes.
+    let value_bytes = match b.tokens {
+        TokensFormat::None => 0,
+        TokensFormat::Json => 12,
+        TokensFormat::F16 => 3,
+    };
+    let r = s.get(&name, b.ids, value_bytes).await?;
     let documents: Vec<DocOut> = r
         .documents
         .into_iter()
         .map(|d| {
             let tokens = match b.tokens {
                 TokensFormat::None => None,
-                TokensFormat::Json => {
-                    let rows: Vec<Vec<f32>> =
-                        d.tokens.chunks(d.dim).map(|r| r.iter().map(|x| x.to_f32()).collect()).collect();
-                    Some(serde_json::json!(rows))
+                TokensFormat::Json => Some(TokensOut::Rows(d.tokens, d.dim)),
+                TokensFormat::F16 => {
+                    Some(TokensOut::Packed { shape: [d.n_tokens, d.dim], data: B64.encode(f16_bytes(&d.tokens)) })
                 }
-                TokensFormat::F16 => Some(serde_json::json!({
-                    "dtype": "f16",
-                    "shape": [d.tokens.len() / d.dim, d.dim],
-                    "data": B64.encode(f16_bytes(&d.tokens)),
-                })),
             };
             DocOut { id: d.id, tokens, text: d.text, payload: d.payload }
         })
         .collect();
-    Ok(ok(StatusCode::OK, &serde_json::json!({ "documents": documents, "missing": r.missing })))
+    Ok(ok(StatusCode::OK, &GetOut { documents, missing: r.missing }))
 }
 
 fn yes() -> bool {

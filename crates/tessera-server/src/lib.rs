@@ -12,8 +12,8 @@
 //! ```
 //!
 //! Shutdown: when the signal future resolves the listeners stop accepting,
-//! requests in flight complete, every collection is flushed, and
-//! [`Server::run`] returns.
+//! requests in flight complete (for up to the drain timeout), later writes
+//! are refused, every collection is flushed, and [`Server::run`] returns.
 
 pub mod auth;
 pub mod error;
@@ -41,6 +41,9 @@ use std::time::Duration;
 use tessera::Database;
 use tokio::net::TcpListener;
 
+/// Concurrent gRPC streams (requests) one connection may have open.
+const GRPC_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// Where and how to serve.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -53,8 +56,9 @@ pub struct ServerConfig {
     pub keys: ApiKeys,
     /// Search threads (0: one per core).
     pub threads: usize,
-    /// How long shutdown waits for requests in flight before it closes
-    /// their connections (writes already running still complete and are flushed).
+    /// How long shutdown waits for requests in flight. After it, writes are
+    /// refused (503 / UNAVAILABLE), the writes running complete, everything is
+    /// flushed and `run` returns; connections still open end with the runtime.
     pub drain_timeout: Duration,
 }
 
@@ -146,8 +150,9 @@ impl Server {
         &self.service
     }
 
-    /// Serves until `shutdown` resolves; then drains requests in flight,
-    /// flushes every collection and returns.
+    /// Serves until `shutdown` resolves; then drains requests in flight
+    /// (up to the drain timeout), refuses later writes, flushes every
+    /// collection and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let service = self.service.clone();
@@ -174,9 +179,13 @@ impl Server {
         if let Some(listener) = self.grpc {
             let svc = grpc::Grpc::server(self.service.clone());
             let max_body = self.service.limits.max_body_bytes;
+            let auth_service = self.service.clone();
             let signal = stopped(rx.clone());
             tasks.spawn(async move {
                 tonic::transport::Server::builder()
+                    .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
+                    .concurrency_limit_per_connection(GRPC_STREAMS_PER_CONNECTION as usize)
+                    .layer(grpc::AuthLayer(auth_service))
                     .layer(tower::util::MapResponseLayer::new(grpc::body_limit_status(max_body)))
                     .add_service(svc)
                     .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), signal)
@@ -187,7 +196,7 @@ impl Server {
         let mut result = Ok(());
         let mut deadline = None;
         loop {
-            let drained = match deadline {
+            let finished = match deadline {
                 None => tokio::select! {
                     r = tasks.join_next() => r,
                     _ = stopped(rx.clone()) => {
@@ -198,27 +207,31 @@ impl Server {
                 Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::warn!("requests still in flight after the drain timeout: closing their connections");
-                        tasks.abort_all();
-                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
-                        continue;
+                        // The connections left are not ours to close (the
+                        // servers spawned them); their writes are refused
+                        // from here on, and they end with the runtime.
+                        tracing::warn!(
+                            "requests still in flight after the drain timeout: refusing their writes and flushing"
+                        );
+                        break;
                     }
                 },
             };
-            let Some(r) = drained else { break };
-            let r = match r {
-                Ok(r) => r,
-                Err(e) if e.is_cancelled() => Ok(()),
-                Err(e) => Err(ServeError::Serve(e.to_string())),
-            };
+            let Some(r) = finished else { break };
+            let r = r.map_err(|e| ServeError::Serve(e.to_string())).and_then(|r| r);
             if r.is_err() && result.is_ok() {
                 result = r;
             }
         }
+        // No write may land after the flush: refuse new ones, wait for those running.
+        self.service.close_writes().await;
         let service = self.service.clone();
         let failed = tokio::task::spawn_blocking(move || service.flush_all())
             .await
             .map_err(|e| ServeError::Serve(format!("flush at shutdown: {e}")))?;
+        for (collection, error) in &failed {
+            tracing::error!(%collection, %error, "flush at shutdown failed; the WAL keeps every write");
+        }
         if let Some((collection, error)) = failed.into_iter().next() {
             return Err(ServeError::Flush { collection, error });
         }
@@ -227,25 +240,34 @@ impl Server {
     }
 }
 
-/// Resolves on ctrl-c (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on ctrl-c (SIGINT) or SIGTERM. The handlers are installed when
+/// this is called (inside a runtime), not when the future is first polled,
+/// so a signal that arrives before the server runs is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+        async move {
+            tokio::select! {
+                _ = recv(term.as_mut()) => {},
+                _ = recv(int.as_mut()) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(unix)]
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -273,8 +295,9 @@ pub fn serve_blocking(
         .build()
         .map_err(|e| ServeError::Setup(format!("tokio runtime: {e}")))?;
     rt.block_on(async move {
+        let signal = shutdown_signal();
         let server = Server::bind(config).await?;
         ready(server.http_addr(), server.grpc_addr());
-        server.run(shutdown_signal()).await
+        server.run(signal).await
     })
 }

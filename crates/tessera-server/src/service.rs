@@ -10,12 +10,12 @@
 //! the latest published snapshot.
 
 use crate::auth::{Access, ApiKeys};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
 use serde::Serialize;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
     CollectionConfig, Database, Document, Durability, Filter, Fusion, HybridQuery, IndexConfig, Language, SearchParams,
     Source, SourceRank, StoredDocument, TextConfig, Tokens, f16,
@@ -38,6 +38,35 @@ pub struct Limits {
     pub max_candidates: usize,
     /// Most ids in a delete, get, rerank or search-by-ids request.
     pub max_ids: usize,
+    /// Largest `get` answer, in bytes (estimated as it is assembled, so that
+    /// it is refused before it is built).
+    pub max_response_bytes: usize,
+}
+
+impl Limits {
+    /// Every limit must be at least 1, and `k`, `candidates` and ids within
+    /// what the engine accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_query_tokens", self.max_query_tokens),
+            ("max_doc_tokens", self.max_doc_tokens),
+            ("max_batch_docs", self.max_batch_docs),
+            ("max_k", self.max_k),
+            ("max_candidates", self.max_candidates),
+            ("max_ids", self.max_ids),
+            ("max_response_bytes", self.max_response_bytes),
+        ];
+        if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        for (name, v) in [("max_k", self.max_k), ("max_candidates", self.max_candidates), ("max_ids", self.max_ids)] {
+            if v > tessera::MAX_K {
+                return Err(format!("{name} is {v}; the engine's most is {}", tessera::MAX_K));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +79,7 @@ impl Default for Limits {
             max_k: 1000,
             max_candidates: 10_000,
             max_ids: 10_000,
+            max_response_bytes: 64 << 20,
         }
     }
 }
@@ -312,6 +342,23 @@ pub struct Health {
     pub collections: usize,
 }
 
+#[derive(Default)]
+struct WriteGate {
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// Counts a write finished when dropped (with the blocking work, not the request).
+struct WriteDone(Arc<WriteGate>);
+
+impl Drop for WriteDone {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
+}
+
 /// The service: the database, limits, keys, the search pool and metrics.
 pub struct Service {
     db: Arc<Database>,
@@ -324,6 +371,9 @@ pub struct Service {
     read_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Metrics,
     draining: AtomicBool,
+    /// Writes running, and whether shutdown still takes writes; see
+    /// [`close_writes`](Self::close_writes).
+    writes: Arc<WriteGate>,
 }
 
 impl std::fmt::Debug for Service {
@@ -342,7 +392,17 @@ impl Service {
             .map_err(|e| ApiError::internal(format!("search pool: {e}")))?;
         let metrics = Metrics::new(db.clone());
         let read_slots = Arc::new(tokio::sync::Semaphore::new(pool.current_num_threads()));
-        Ok(Self { db, limits, keys, pool, read_slots, metrics, draining: AtomicBool::new(false) })
+        limits.validate().map_err(|e| ApiError::bad_request(format!("limits: {e}")))?;
+        Ok(Self {
+            db,
+            limits,
+            keys,
+            pool,
+            read_slots,
+            metrics,
+            draining: AtomicBool::new(false),
+            writes: Arc::default(),
+        })
     }
 
     pub fn database(&self) -> &Arc<Database> {
@@ -379,9 +439,33 @@ impl Service {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        match tokio::task::spawn_blocking(f).await {
+        // Count first, then check: `close_writes` sets the flag, then waits
+        // for the count, so no write it did not wait for gets in.
+        self.writes.in_flight.fetch_add(1, Ordering::SeqCst);
+        let done = WriteDone(self.writes.clone());
+        if self.writes.closed.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ErrorKind::Unavailable, "the server is shutting down and takes no more writes"));
+        }
+        let run = move || {
+            let _done = done;
+            f()
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::internal("the write panicked (a bug: please report it)")),
+        }
+    }
+
+    /// Refuses every later write (503), then waits for the writes running:
+    /// after this, a flush is the last word.
+    pub async fn close_writes(&self) {
+        self.writes.closed.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.writes.done.notified();
+            if self.writes.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -521,13 +605,40 @@ impl Service {
         self.write(move || Ok(c.delete(&ids)?)).await
     }
 
-    pub async fn get(&self, name: &str, ids: Vec<String>) -> Result<GetResponse, ApiError> {
+    /// Documents by id, from one snapshot; repeated ids are answered once.
+    /// `value_bytes`: the answer's bytes per token value (the encoding's), for
+    /// the `max_response_bytes` limit; 0 leaves the tokens out.
+    pub async fn get(&self, name: &str, ids: Vec<String>, value_bytes: usize) -> Result<GetResponse, ApiError> {
         let c = self.collection(name)?;
         self.check_ids(ids.len())?;
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        let max = self.limits.max_response_bytes;
         self.read(move || {
+            let found = c.get_many(&ids, false)?;
+            // Sizes first, from the documents without tokens: the limit is
+            // checked before any token is copied. (The answer itself comes
+            // from one snapshot; the estimate may be from an older one.)
+            let dim = c.dim();
+            let mut bytes = 0usize;
+            for d in found.iter().flatten() {
+                bytes += d.id.len() + d.text.as_ref().map_or(0, String::len) + 64;
+                bytes += d.payload.as_ref().map_or(0, |p| p.to_string().len());
+                bytes += d.n_tokens * dim * value_bytes;
+                if bytes > max {
+                    return Err(ApiError {
+                        kind: ErrorKind::TooLarge,
+                        message: format!(
+                            "the answer would be over {max} bytes, the limit max_response_bytes; ask for fewer ids or no tokens"
+                        ),
+                        limit: Some("max_response_bytes"),
+                    });
+                }
+            }
+            let found = if value_bytes == 0 { found } else { c.get_many(&ids, true)? };
             let (mut documents, mut missing) = (Vec::new(), Vec::new());
-            for id in ids {
-                match c.get(&id)? {
+            for (id, d) in ids.into_iter().zip(found) {
+                match d {
                     Some(d) => documents.push(d),
                     None => missing.push(id),
                 }
@@ -693,5 +804,30 @@ impl Service {
             }
         }
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(Limits::default().validate().is_ok());
+        let e = Limits { max_k: 0, ..Limits::default() }.validate().unwrap_err();
+        assert!(e.contains("max_k"), "{e}");
+        let e = Limits { max_candidates: tessera::MAX_K + 1, ..Limits::default() }.validate().unwrap_err();
+        assert!(e.contains("max_candidates"), "{e}");
+    }
+
+    #[test]
+    fn packed_tensors_are_checked_before_allocation() {
+        let e = decode_tensor(DType::F16, &[u64::MAX, 2], &[]).unwrap_err();
+        assert!(e.message.contains("more than 2^64"), "{}", e.message);
+        let e = decode_tensor(DType::F32, &[1, 2], &[0; 7]).unwrap_err();
+        assert!(e.message.contains("needs 8"), "{}", e.message);
+        let t = decode_tensor(DType::F32, &[1, 2], &[0, 0, 128, 63, 0, 0, 0, 64]).unwrap();
+        assert_eq!(t, Tokens::F32 { data: vec![1.0, 2.0], dim: 2 });
+        assert_eq!(n_tokens(&t), 1);
     }
 }

@@ -189,6 +189,7 @@ fn errors_and_limits_map_to_status_codes() {
         max_k: 7,
         max_candidates: 50,
         max_ids: 4,
+        max_response_bytes: 1 << 20,
     };
     let s = TestServer::start(dir.path(), limits, ApiKeys::default());
     let mut c = s.grpc_client();
@@ -320,4 +321,12 @@ fn grpc_keys_in_metadata() {
     list.metadata_mut().insert("x-api-key", ro.parse().unwrap());
     assert_eq!(rt.block_on(c.list_collections(list)).unwrap().into_inner().collections.len(), 1);
     assert_eq!(code(rt.block_on(c.list_collections(pb::ListCollectionsRequest {}))).0, Code::Unauthenticated);
+    // The key is checked before the message is read: an oversize message
+    // without a key is refused as unauthenticated, not decoded.
+    let big = pb::UpsertRequest {
+        collection: "g".into(),
+        documents: vec![pb::Document { id: "x".into(), text: Some("z".repeat(70 << 20)), ..Default::default() }],
+    };
+    let (got, msg) = code(rt.block_on(c.upsert(big)));
+    assert_eq!(got, Code::Unauthenticated, "{msg}");
 }

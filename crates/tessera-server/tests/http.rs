@@ -254,6 +254,7 @@ fn keys_gate_reads_and_writes() {
         let r = http(a, "POST", "/v1/collections", key, Some(&create));
         assert_eq!(r.status, 401, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "unauthenticated");
+        assert!(r.headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{}", r.headers);
         assert_eq!(http(a, "GET", "/v1/collections", key, None).status, 401);
         assert_eq!(http(a, "GET", "/metrics", key, None).status, 401);
     }
@@ -316,6 +317,7 @@ fn every_limit_is_enforced_and_named() {
         max_k: 7,
         max_candidates: 50,
         max_ids: 4,
+        max_response_bytes: 2000,
     };
     let s = TestServer::start(dir.path(), limits, ApiKeys::default());
     let a = s.http;
@@ -352,6 +354,27 @@ fn every_limit_is_enforced_and_named() {
     // Omitted k and candidates default to at most the limits (10 > max_k = 7, 256 > 50).
     let r = ok(a, "/v1/collections/c/search", &json!({"tokens": tok(1)}));
     assert_eq!(r["mode"], "two_stage");
+    // The size of a get's answer is checked before it is built; repeated ids count once.
+    let big: Vec<Value> = (0..4).map(|i| doc(&format!("g{i}"), 5)).collect();
+    for chunk in big.chunks(2) {
+        ok(a, "/v1/collections/c/upsert", &json!({ "documents": chunk }));
+    }
+    let ids = json!(["g0", "g1", "g2", "g3"]);
+    let r = post(a, "/v1/collections/c/get", &json!({"ids": ids, "tokens": "json"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut big_rows = Vec::new();
+    for i in 0..4 {
+        big_rows.push(json!({"id": format!("h{i}"), "tokens": tok(5), "text": "y".repeat(600)}));
+    }
+    ok(a, "/v1/collections/c/upsert", &json!({ "documents": big_rows[..2] }));
+    ok(a, "/v1/collections/c/upsert", &json!({ "documents": big_rows[2..] }));
+    let r = post(a, "/v1/collections/c/get", &json!({"ids": ["h0", "h1", "h2", "h3"], "tokens": "none"}));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"]["limit"], "max_response_bytes");
+    let r = ok(a, "/v1/collections/c/get", &json!({"ids": ["h0", "h0", "h0", "h0"], "tokens": "json"}));
+    assert_eq!(r["documents"].as_array().unwrap().len(), 1);
+    ok(a, "/v1/collections/c/delete", &json!({"ids": ["g0", "g1", "g2", "g3"]}));
+    ok(a, "/v1/collections/c/delete", &json!({"ids": ["h0", "h1", "h2", "h3"]}));
     // At the limits everything passes.
     ok(a, "/v1/collections/c/upsert", &json!({"documents": [doc("a", 5), doc("b", 1), doc("c", 2)]}));
     ok(a, "/v1/collections/c/search", &json!({"tokens": tok(4), "k": 7, "candidates": 50}));
@@ -400,6 +423,7 @@ fn malformed_requests_get_clear_errors() {
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": "ten"}"#.into(), 400, "invalid type"),
         ("POST", "/v1/collections/c/search", r#"{"k": 3}"#.into(), 400, "needs query tokens"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0, 1]]}"#.into(), 400, "wrong dimension"),
+        ("POST", "/v1/collections/c/search", r#"{"tokens": [[3e38, 3e38]], "exact": true}"#.into(), 400, "f16 range"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "filter": {"$bogus": 1}}"#.into(), 400, ""),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "fusion": "max"}"#.into(), 400, "unknown fusion"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "text": "x", "exact": true}"#.into(), 400, "tensor-only"),

@@ -177,9 +177,15 @@ impl Collection {
         self.snapshot.read().expect("snapshot lock").clone()
     }
 
-    /// Refuses every later write (the collection was dropped).
-    pub(crate) fn retire(&self) {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).poisoned = true;
+    /// Refuses every later write (the collection is being dropped); returns
+    /// whether it refused writes already, for [`unretire`](Self::unretire).
+    pub(crate) fn retire(&self) -> bool {
+        std::mem::replace(&mut self.writer.lock().unwrap_or_else(|p| p.into_inner()).poisoned, true)
+    }
+
+    /// Undoes [`retire`](Self::retire) when the drop failed.
+    pub(crate) fn unretire(&self, was_poisoned: bool) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).poisoned = was_poisoned;
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
@@ -199,7 +205,11 @@ impl Collection {
     }
 
     fn publish(&self, w: &Writer) {
-        *self.snapshot.write().expect("snapshot lock") = Arc::new(w.snapshot());
+        let new = Arc::new(w.snapshot());
+        let old = std::mem::replace(&mut *self.snapshot.write().expect("snapshot lock"), new);
+        // Freeing the old snapshot (after a flush, a whole memtable) happens
+        // outside the lock, so readers do not wait for it.
+        drop(old);
     }
 
     /// Inserts or replaces documents. The batch is validated as a whole, then
@@ -263,30 +273,45 @@ impl Collection {
     /// The stored document with this id.
     pub fn get(&self, id: &str) -> Result<Option<StoredDocument>> {
         check_id(id)?;
+        Ok(self.get_in(&self.snapshot(), id, true))
+    }
+
+    /// Several documents from one snapshot (so a batch written meanwhile is
+    /// seen whole or not at all); without `tokens`, their tokens are left empty.
+    pub fn get_many<S: AsRef<str>>(&self, ids: &[S], tokens: bool) -> Result<Vec<Option<StoredDocument>>> {
+        for id in ids {
+            check_id(id.as_ref())?;
+        }
         let snap = self.snapshot();
+        Ok(ids.iter().map(|id| self.get_in(&snap, id.as_ref(), tokens)).collect())
+    }
+
+    fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
         let dim = self.config.dim;
         if let Some(d) = snap.mem.get(id) {
-            return Ok(Some(StoredDocument {
+            return Some(StoredDocument {
                 id: d.id.clone(),
-                tokens: d.tokens.clone(),
+                tokens: if tokens { d.tokens.clone() } else { Vec::new() },
+                n_tokens: d.tokens.len() / dim,
                 dim,
                 text: d.text.clone(),
                 payload: d.payload.as_deref().and_then(parse_payload),
-            }));
+            });
         }
         for sv in snap.segments.iter().rev() {
             if let Some(row) = sv.find_live(id) {
                 let (s, r) = (&sv.seg, row as usize);
-                return Ok(Some(StoredDocument {
+                return Some(StoredDocument {
                     id: id.into(),
-                    tokens: s.tokens(r).to_vec(),
+                    tokens: if tokens { s.tokens(r).to_vec() } else { Vec::new() },
+                    n_tokens: s.tokens(r).len() / dim,
                     dim,
                     text: s.text(r).map(Into::into),
                     payload: s.payload(r).and_then(parse_payload),
-                }));
+                });
             }
         }
-        Ok(None)
+        None
     }
 
     /// Number of live documents.
@@ -303,7 +328,9 @@ impl Collection {
     /// merges segments if there are more than `max_segments`.
     pub fn flush(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
-        self.flush_locked(&mut w)
+        self.flush_locked(&mut w)?;
+        *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Merges all segments into one, dropping deleted documents.

@@ -11,15 +11,17 @@ use crate::collection::Collection;
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub struct Database {
     dir: PathBuf,
     _lock: File,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// Names whose files are being written by `create_collection`.
+    creating: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -70,7 +72,7 @@ impl Database {
                 collections.insert(name, Arc::new(Collection::open(&path)?));
             }
         }
-        Ok(Self { dir, _lock: lock, collections: RwLock::new(collections) })
+        Ok(Self { dir, _lock: lock, collections: RwLock::new(collections), creating: Mutex::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -81,16 +83,23 @@ impl Database {
         self.dir.join("collections")
     }
 
-    /// Creates a collection; fails if one with this name exists.
+    /// Creates a collection; fails if one with this name exists. The files
+    /// are written without holding the collection map's lock, so searches and
+    /// writes of other collections never wait for a create.
     pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Arc<Collection>> {
         if !valid_name(name) {
             return Err(Error::InvalidCollectionName(name.into()));
         }
         config.validate()?;
-        let mut map = self.collections.write().expect("collections lock");
-        if map.contains_key(name) {
-            return Err(Error::CollectionExists(name.into()));
-        }
+        let _creating = {
+            // Creators serialise here; a name leaves `creating` only after it
+            // entered the map, so a second creator sees one or the other.
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if self.collections.read().expect("collections lock").contains_key(name) || !creating.insert(name.into()) {
+                return Err(Error::CollectionExists(name.into()));
+            }
+            Creating { set: &self.creating, name }
+        };
         let tmp = self.cdir().join(format!(".tmp-{name}"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).map_err(Error::io(&tmp))?;
@@ -102,7 +111,7 @@ impl Database {
         match opened {
             Ok(c) => {
                 let c = Arc::new(c);
-                map.insert(name.into(), c.clone());
+                self.collections.write().expect("collections lock").insert(name.into(), c.clone());
                 Ok(c)
             }
             Err(e) => {
@@ -144,20 +153,41 @@ impl Database {
     /// Drops a collection and deletes its files. Handles to it that are still
     /// held keep answering searches from their last snapshot.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let c = self.collection(name)?;
+        // Handles still held elsewhere must not write into a folder that is
+        // going away. This waits for the collection's own write in progress
+        // (a flush, a compaction), not holding the map's lock meanwhile.
+        let was_retired = c.retire();
         let mut map = self.collections.write().expect("collections lock");
-        let Some(c) = map.get(name) else {
+        if !map.get(name).is_some_and(|m| Arc::ptr_eq(m, &c)) {
+            // Dropped (and perhaps re-created) by someone else meanwhile.
             return Err(Error::UnknownCollection(name.into()));
-        };
-        // Handles still held elsewhere must not write into a folder that is going away.
-        c.retire();
+        }
         let path = self.cdir().join(name);
         let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let gone = self.cdir().join(format!(".drop-{name}-{nonce}"));
-        std::fs::rename(&path, &gone).map_err(Error::io(&path))?;
-        fsutil::sync_dir(&self.cdir())?;
+        if let Err(e) = std::fs::rename(&path, &gone) {
+            c.unretire(was_retired);
+            return Err(Error::io(&path)(e));
+        }
         map.remove(name);
-        // Dropped whatever happens next: a leftover `.drop-*` folder is removed on open.
+        drop(map);
+        // Dropped whatever happens next: the rename is made durable here, and
+        // a leftover `.drop-*` folder is removed on open.
+        fsutil::sync_dir(&self.cdir())?;
         let _ = std::fs::remove_dir_all(&gone);
         Ok(())
+    }
+}
+
+/// Removes a name from the set of collections being created when dropped.
+struct Creating<'a> {
+    set: &'a Mutex<BTreeSet<String>>,
+    name: &'a str,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(self.name);
     }
 }

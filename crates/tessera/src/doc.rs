@@ -69,7 +69,8 @@ impl Tokens {
             Tokens::F32 { data, .. } => data.clone(),
             Tokens::F16 { data, .. } => data.iter().map(|x| x.to_f32()).collect(),
         };
-        if let Some(p) = out.iter().position(|x| !x.is_finite()) {
+        // The same bound as documents: beyond it products can overflow f32.
+        if let Some(p) = out.iter().position(|x| !x.is_finite() || x.abs() >= 65520.0) {
             return Err(Error::InvalidValue { id: None, row: p / dim, col: p % dim, value: out[p] });
         }
         Ok(out)
@@ -141,7 +142,10 @@ impl Document {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDocument {
     pub id: String,
+    /// `n_tokens × dim` values, row-major (empty when not asked for).
     pub tokens: Vec<f16>,
+    /// Number of tokens (also when `tokens` was not asked for).
+    pub n_tokens: usize,
     pub dim: usize,
     pub text: Option<String>,
     pub payload: Option<serde_json::Value>,

@@ -585,3 +585,73 @@ fn bm25_is_the_same_across_segments_and_memtable_and_respects_deletes_and_filter
     assert_eq!(hits.len(), 5);
     assert!(hits.iter().any(|h| h.sources.iter().any(|s| s.source == tessera::Source::Text)));
 }
+
+#[test]
+fn get_many_reads_one_snapshot_and_can_leave_tokens_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(9);
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(4)).unwrap();
+    let docs: Vec<Document> = (0..6).map(|i| Document::new(format!("d{i}"), rng.tokens(1 + i, 4))).collect();
+    c.upsert(&docs[..3]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&docs[3..]).unwrap();
+    let ids = ["d0", "nope", "d4", "d0"];
+    let full = c.get_many(&ids, true).unwrap();
+    let bare = c.get_many(&ids, false).unwrap();
+    for ((id, f), b) in ids.iter().zip(&full).zip(&bare) {
+        assert_eq!(f.as_ref(), c.get(id).unwrap().as_ref());
+        match (f, b) {
+            (Some(f), Some(b)) => {
+                assert!(b.tokens.is_empty());
+                assert_eq!((b.n_tokens, f.n_tokens), (f.tokens.len() / 4, f.tokens.len() / 4));
+            }
+            (None, None) => assert_eq!(*id, "nope"),
+            _ => panic!("{id}: found with tokens but not without"),
+        }
+    }
+    assert!(matches!(c.get_many(&[""], false), Err(Error::EmptyId)));
+}
+
+#[test]
+fn query_values_beyond_f16_range_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(2)).unwrap();
+    c.upsert(&[Document::new("a", Tokens::F32 { data: vec![1.0, 1.0], dim: 2 })]).unwrap();
+    for bad in [3e38f32, 70000.0, f32::NAN, f32::INFINITY] {
+        let q = Tokens::F32 { data: vec![bad, 0.0], dim: 2 };
+        assert!(matches!(c.search(&q, 1), Err(Error::InvalidValue { .. })), "{bad}");
+    }
+    assert!(c.search(&Tokens::F32 { data: vec![65504.0, 0.0], dim: 2 }, 1).is_ok());
+}
+
+#[test]
+fn concurrent_creates_of_one_name_and_drops_are_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(Database::open(dir.path()).unwrap());
+    // Racing creators of one name: exactly one wins, the others see it exists.
+    let results: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || db.create_collection("same", CollectionConfig::new(4)).map(|_| ()))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Error::CollectionExists(_))));
+    // Drop, then create again; a held handle refuses writes.
+    let held = db.collection("same").unwrap();
+    db.drop_collection("same").unwrap();
+    assert!(matches!(
+        held.upsert(&[Document::new("x", Tokens::F32 { data: vec![1.0; 4], dim: 4 })]),
+        Err(Error::Poisoned(_))
+    ));
+    assert!(matches!(db.drop_collection("same"), Err(Error::UnknownCollection(_))));
+    db.create_collection("same", CollectionConfig::new(4)).unwrap();
+    drop(db);
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.list_collections(), ["same"]);
+}
