@@ -35,8 +35,9 @@ pub struct ServeArgs {
     /// Search threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// At shutdown, how long to wait for requests in flight before closing
-    /// their connections (then collections are flushed and the server exits).
+    /// At shutdown, how long to wait for requests in flight; after it, writes
+    /// are refused, running writes complete, collections are flushed and the
+    /// server exits (connections still open end with it).
     #[arg(long, default_value_t = 30.0)]
     pub drain_seconds: f64,
     /// Log one JSON object per line (stderr) instead of text. The level is

@@ -24,7 +24,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A parameter is outside its configured range (400 / OUT_OF_RANGE).
     OutOfRange,
-    /// The collection refuses writes after a failed write, or the database is locked (503 / UNAVAILABLE).
+    /// The server is shutting down and takes no more writes, or the collection
+    /// refuses writes after a failed write (503 / UNAVAILABLE).
     Unavailable,
     /// A fault of the server or its storage (500 / INTERNAL). Never caused by input.
     Internal,
