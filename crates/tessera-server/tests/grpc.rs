@@ -181,16 +181,7 @@ fn every_rpc_against_the_reference() {
 #[test]
 fn errors_and_limits_map_to_status_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_body_bytes: 4096,
-        max_query_tokens: 4,
-        max_doc_tokens: 5,
-        max_batch_docs: 3,
-        max_k: 7,
-        max_candidates: 50,
-        max_ids: 4,
-        max_response_bytes: 1 << 20,
-    };
+    let limits = small_limits();
     let s = TestServer::start(dir.path(), limits, ApiKeys::default());
     let mut c = s.grpc_client();
     let rt = &s.rt;

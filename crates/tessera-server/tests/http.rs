@@ -309,16 +309,7 @@ fn keys_gate_reads_and_writes() {
 #[test]
 fn every_limit_is_enforced_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_body_bytes: 4096,
-        max_query_tokens: 4,
-        max_doc_tokens: 5,
-        max_batch_docs: 3,
-        max_k: 7,
-        max_candidates: 50,
-        max_ids: 4,
-        max_response_bytes: 2000,
-    };
+    let limits = small_limits();
     let s = TestServer::start(dir.path(), limits, ApiKeys::default());
     let a = s.http;
     ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));

@@ -68,6 +68,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Small limits, so that tests can reach each of them.
+pub fn small_limits() -> Limits {
+    Limits {
+        max_body_bytes: 4096,
+        max_query_tokens: 4,
+        max_doc_tokens: 5,
+        max_batch_docs: 3,
+        max_k: 7,
+        max_candidates: 50,
+        max_ids: 4,
+        max_response_bytes: 2000,
+    }
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: String,
