@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// server exits (connections still open end with it).
     #[arg(long, default_value_t = 30.0)]
     pub drain_seconds: f64,
+    /// Open HTTP connections at most; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Log one JSON object per line (stderr) instead of text. The level is
     /// set by TESSERA_LOG (default info).
     #[arg(long)]
@@ -107,6 +110,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         keys: keys(a.api_keys.as_ref())?,
         threads: a.threads,
         drain_timeout: Duration::from_secs_f64(a.drain_seconds),
+        max_connections: a.max_connections as usize,
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {

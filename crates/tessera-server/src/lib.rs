@@ -56,10 +56,13 @@ pub struct ServerConfig {
     pub keys: ApiKeys,
     /// Search threads (0: one per core).
     pub threads: usize,
-    /// How long shutdown waits for requests in flight. After it, writes are
-    /// refused (503 / UNAVAILABLE), the writes running complete, everything is
-    /// flushed and `run` returns; connections still open end with the runtime.
+    /// How long shutdown waits for requests in flight. After it, HTTP
+    /// connections are closed, writes are refused (503 / UNAVAILABLE), the
+    /// writes running complete, everything is flushed and `run` returns; gRPC
+    /// connections still open end with the runtime.
     pub drain_timeout: Duration,
+    /// Open HTTP connections at most; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -73,6 +76,7 @@ impl ServerConfig {
             keys: ApiKeys::default(),
             threads: 0,
             drain_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -95,6 +99,7 @@ pub enum ServeError {
 pub struct Server {
     service: Arc<Service>,
     drain_timeout: Duration,
+    max_connections: usize,
     http: Option<TcpListener>,
     grpc: Option<TcpListener>,
 }
@@ -131,6 +136,7 @@ impl Server {
         let server = Self {
             service: Arc::new(service),
             drain_timeout: config.drain_timeout,
+            max_connections: config.max_connections.max(1),
             http: listen(config.http).await?,
             grpc: listen(config.grpc).await?,
         };
@@ -168,12 +174,10 @@ impl Server {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.http {
             let app = http::router(self.service.clone());
-            let signal = stopped(rx.clone());
+            let (stop, max) = (rx.clone(), self.max_connections);
             tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(signal)
-                    .await
-                    .map_err(|e| ServeError::Serve(e.to_string()))
+                serve_http(listener, app, stop, max).await;
+                Ok(())
             });
         }
         if let Some(listener) = self.grpc {
@@ -207,12 +211,15 @@ impl Server {
                 Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
                     Ok(r) => r,
                     Err(_) => {
-                        // The connections left are not ours to close (the
-                        // servers spawned them); their writes are refused
-                        // from here on, and they end with the runtime.
+                        // Aborting the HTTP server closes its connections
+                        // (they are its tasks). gRPC connections are tonic's:
+                        // their writes are refused from here on, and they end
+                        // with the runtime.
                         tracing::warn!(
-                            "requests still in flight after the drain timeout: refusing their writes and flushing"
+                            "requests still in flight after the drain timeout: closing HTTP connections, refusing writes, flushing"
                         );
+                        tasks.abort_all();
+                        while tasks.join_next().await.is_some() {}
                         break;
                     }
                 },
@@ -238,6 +245,66 @@ impl Server {
         tracing::info!("shut down cleanly");
         result
     }
+}
+
+/// How long a client may take to send a request's headers (also the idle
+/// time of a kept-alive connection before its next request).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP accept loop: at most `max` connections (more wait in the
+/// backlog), a header read timeout, and on `stop` a graceful close: requests
+/// in flight finish, idle connections close, no new ones are accepted. The
+/// connections are tasks of this future: dropping it closes them all.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    max: usize,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = until_stop(&mut stop) => break,
+        };
+        let stream = loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => break Some(stream),
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, retry.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = until_stop(&mut stop) => break None,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        };
+        let Some(stream) = stream else { break };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            let _slot = slot;
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    while conns.join_next().await.is_some() {}
+}
+
+async fn until_stop(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, never held across an await.
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on ctrl-c (SIGINT) or SIGTERM. The handlers are installed when

@@ -582,3 +582,44 @@ fn graceful_shutdown_drains_and_flushes() {
     assert_eq!(st.memtable_documents, 0, "shutdown flushed the memtable");
     assert!(st.segments >= 1);
 }
+
+/// A request that never finishes (its body never arrives) holds the drain
+/// only until the drain timeout: then its connection is closed and the
+/// server stops, flushed. Connections beyond the cap wait, then are served.
+#[test]
+fn drain_timeout_closes_stuck_connections_and_the_cap_queues() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), |c| {
+        c.drain_timeout = std::time::Duration::from_millis(500);
+        c.max_connections = 2;
+    });
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "x", "tokens": [[1, 0]]}]}));
+    let stuck = |a| {
+        let mut st = std::net::TcpStream::connect(a).unwrap();
+        st.write_all(b"POST /v1/collections/c/upsert HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"documents\"").unwrap();
+        st
+    };
+    // Two stuck connections fill the cap; a third request waits, then gets
+    // served once one of them goes away.
+    let (s1, s2) = (stuck(a), stuck(a));
+    let waiting = std::thread::spawn(move || get(a, "/health").status);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "served beyond the connection cap");
+    drop(s1);
+    assert_eq!(waiting.join().unwrap(), 200);
+    let mut s2 = s2;
+    let t = std::time::Instant::now();
+    s.stop().unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "shutdown waited {:?}", t.elapsed());
+    s2.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    if let Err(e) = s2.read_to_end(&mut rest) {
+        let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+        assert!(!timed_out, "the stuck connection is still open");
+    }
+    let db = tessera::Database::open(dir.path()).unwrap();
+    assert_eq!(db.collection("c").unwrap().stats().memtable_documents, 0);
+}

@@ -21,16 +21,27 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(db: &Path, limits: Limits, keys: ApiKeys) -> Self {
+        Self::start_with(db, |c| {
+            c.limits = limits;
+            c.keys = keys;
+        })
+    }
+
+    /// A server with the test defaults changed by `edit`.
+    pub fn start_with(db: &Path, edit: impl FnOnce(&mut ServerConfig)) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config = ServerConfig {
             db: db.to_path_buf(),
             http: Some("127.0.0.1:0".parse().unwrap()),
             grpc: Some("127.0.0.1:0".parse().unwrap()),
-            limits,
-            keys,
+            limits: Limits::default(),
+            keys: ApiKeys::default(),
             threads: 2,
             drain_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         };
+        let mut config = config;
+        edit(&mut config);
         let server = rt.block_on(Server::bind(config)).unwrap();
         let (http, grpc) = (server.http_addr().unwrap(), server.grpc_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
