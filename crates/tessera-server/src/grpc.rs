@@ -392,3 +392,29 @@ impl pb::tessera_server::Tessera for Grpc {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_needs_the_access_its_http_route_needs() {
+        let reads = ["ListCollections", "GetCollection", "Get", "Search", "Rerank"];
+        for rpc in KNOWN_RPCS {
+            let want = match rpc {
+                "Health" => None,
+                r if reads.contains(&r) => Some(Access::Read),
+                _ => Some(Access::Write),
+            };
+            assert_eq!(access_of(&format!("/tessera.v1.Tessera/{rpc}")), want, "{rpc}");
+        }
+        assert_eq!(access_of("/tessera.v1.Tessera/Unknown"), Some(Access::Write));
+        // The list is the service's: the generated server has these methods.
+        let proto = include_str!("../proto/tessera.proto");
+        let rpcs = proto.lines().filter(|l| l.trim_start().starts_with("rpc ")).count();
+        assert_eq!(rpcs, KNOWN_RPCS.len());
+        for rpc in KNOWN_RPCS {
+            assert!(proto.contains(&format!("rpc {rpc}(")), "{rpc}");
+        }
+    }
+}

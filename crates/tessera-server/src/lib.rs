@@ -168,9 +168,7 @@ impl Server {
             tracing::info!("shutting down: no new connections; draining requests in flight");
             let _ = tx.send(true);
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move { until_stop(&mut rx).await };
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.http {
             let app = http::router(self.service.clone());
