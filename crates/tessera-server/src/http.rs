@@ -210,31 +210,11 @@ async fn list_collections(State(s): State<AppState>, _: Read) -> Result<Response
     Ok(ok(StatusCode::OK, &Out { collections: s.list_collections().await? }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    name: String,
-    dim: usize,
-    index: Option<String>,
-    text: Option<String>,
-    durability: Option<String>,
-    #[serde(default)]
-    if_not_exists: bool,
-}
-
 async fn create_collection(
     State(s): State<AppState>,
     _: Write,
-    Json(b): Json<CreateBody>,
+    Json(spec): Json<CollectionSpec>,
 ) -> Result<Response, ApiError> {
-    let spec = CollectionSpec {
-        name: b.name,
-        dim: b.dim,
-        index: b.index,
-        text: b.text,
-        durability: b.durability,
-        if_not_exists: b.if_not_exists,
-    };
     let (info, created) = s.create_collection(spec).await?;
     Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, &info))
 }

@@ -154,8 +154,9 @@ pub fn n_tokens(t: &Tokens) -> usize {
     len / t.dim().max(1)
 }
 
-/// What to create.
-#[derive(Debug, Clone)]
+/// What to create (also the HTTP body of `POST /v1/collections`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CollectionSpec {
     pub name: String,
     pub dim: usize,
@@ -166,6 +167,7 @@ pub struct CollectionSpec {
     /// `sync` (default) or `buffered`.
     pub durability: Option<String>,
     /// Return the existing collection if its configuration matches.
+    #[serde(default)]
     pub if_not_exists: bool,
 }
 
