@@ -194,19 +194,20 @@ fn nonempty(s: String) -> Option<String> {
 }
 
 fn info(c: CollectionInfo) -> pb::CollectionInfo {
+    let s = c.stats;
     pb::CollectionInfo {
-        name: c.name,
-        dim: c.dim as u32,
+        name: s.name,
+        dim: s.dim as u32,
         index: c.index.into(),
         text: c.text.into(),
         durability: c.durability.into(),
-        documents: c.documents as u64,
-        tokens: c.tokens as u64,
-        segments: c.segments as u64,
-        memtable_documents: c.memtable_documents as u64,
-        deleted_in_segments: c.deleted_in_segments as u64,
-        bytes_on_disk: c.bytes_on_disk,
-        last_flush_error: c.last_flush_error,
+        documents: s.documents as u64,
+        tokens: s.tokens as u64,
+        segments: s.segments as u64,
+        memtable_documents: s.memtable_documents as u64,
+        deleted_in_segments: s.deleted_in_segments as u64,
+        bytes_on_disk: s.bytes_on_disk,
+        last_flush_error: s.last_flush_error,
     }
 }
 

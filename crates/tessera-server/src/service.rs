@@ -199,28 +199,18 @@ impl CollectionSpec {
 /// A collection's configuration and counts.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CollectionInfo {
-    pub name: String,
-    pub dim: usize,
     pub index: &'static str,
     pub text: &'static str,
     pub durability: &'static str,
-    pub documents: usize,
-    pub tokens: usize,
-    pub segments: usize,
-    pub memtable_documents: usize,
-    pub deleted_in_segments: usize,
-    pub bytes_on_disk: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_flush_error: Option<String>,
+    /// Name, dim and the engine's counts.
+    #[serde(flatten)]
+    pub stats: tessera::CollectionStats,
 }
 
 impl CollectionInfo {
     fn of(c: &tessera::Collection) -> Self {
-        let s = c.stats();
         let cfg = c.config();
         Self {
-            name: s.name,
-            dim: s.dim,
             index: match cfg.index.as_ref().map(|i| &i.encoder) {
                 None => "none",
                 Some(tessera::EncoderConfig::Pooled) => "pooled",
@@ -236,13 +226,7 @@ impl CollectionInfo {
                 Durability::Sync => "sync",
                 Durability::Buffered => "buffered",
             },
-            documents: s.documents,
-            tokens: s.tokens,
-            segments: s.segments,
-            memtable_documents: s.memtable_documents,
-            deleted_in_segments: s.deleted_in_segments,
-            bytes_on_disk: s.bytes_on_disk,
-            last_flush_error: s.last_flush_error,
+            stats: c.stats(),
         }
     }
 }

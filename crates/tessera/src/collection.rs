@@ -53,7 +53,7 @@ struct Writer {
 }
 
 /// Sizes of a collection, as `info` reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CollectionStats {
     pub name: String,
     pub dim: usize,
@@ -64,6 +64,7 @@ pub struct CollectionStats {
     pub deleted_in_segments: usize,
     pub bytes_on_disk: u64,
     /// Why the last automatic flush failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_error: Option<String>,
 }
 
