@@ -185,10 +185,6 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
     serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("{what} is not valid JSON: {e}")))
 }
 
-fn json_string(v: &serde_json::Value) -> String {
-    v.to_string()
-}
-
 fn nonempty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -216,7 +212,7 @@ fn hit(h: service::Hit) -> pb::Hit {
         id: h.id,
         score: h.score,
         text: h.text,
-        payload_json: h.payload.as_ref().map(json_string),
+        payload_json: h.payload.as_ref().map(ToString::to_string),
         fused: h.fused,
         sources: h
             .sources
@@ -335,7 +331,7 @@ impl pb::tessera_server::Tessera for Grpc {
                     }),
                     id: d.id,
                     text: d.text,
-                    payload_json: d.payload.as_ref().map(json_string),
+                    payload_json: d.payload.as_ref().map(ToString::to_string),
                 })
                 .collect();
             Ok(pb::GetResponse { documents, missing: g.missing })
