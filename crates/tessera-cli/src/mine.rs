@@ -1,19 +1,39 @@
 //! `tessera mine-negatives`: hard negatives for reranker / embedding
-//! fine-tuning. For each query of a bulk-format folder: retrieve the top
-//! `END` documents, drop the known positives (qrels judgment > 0), keep the
-//! candidates ranked `START..=END`, optionally drop those scoring above a
-//! fraction of the best positive's score (likely unjudged positives), sample
-//! `per_query` of them with a seeded generator, and write one JSON line
-//! `{"query", "pos", "neg", "query_id", "pos_ids", "neg_ids"}` — the training
-//! format of FlagEmbedding and sentence-transformers, with ids alongside.
+//! fine-tuning. For each query of a bulk-format folder the engine's
+//! [`Collection::mine_negatives`] retrieves the top `END` documents, drops
+//! the known positives (qrels judgment > 0), keeps the candidates ranked
+//! `START..=END`, optionally drops those scoring above a fraction of the best
+//! positive's score (likely unjudged positives), and samples `per_query` of
+//! them with a seeded generator. Written as JSON lines in one of two layouts:
+//!
+//! - `flag-embedding` (default): one line per query,
+//!   `{"query", "pos", "neg", "query_id", "pos_ids", "neg_ids"}` (FlagEmbedding's
+//!   fine-tuning format, with ids alongside);
+//! - `sentence-transformers`: one row per positive,
+//!   `{"anchor", "positive", "negative_1", …, "negative_N"}` (a Hugging Face
+//!   dataset for MultipleNegativesRankingLoss; every row has all N negatives,
+//!   so queries with fewer are left out and counted).
+//!
+//! With `--scores`, the MaxSim scores for distillation: `pos_scores` and
+//! `neg_scores` (lists, FlagEmbedding's keys), or per row `pos_score` and
+//! `neg_scores` (the margins `pos_score − neg_scores[i]` are MarginMSE labels).
 
 use crate::bulk::{BulkReader, Result};
 use crate::eval;
-use crate::synth::Rng;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::{Collection, Database, SearchHit, SearchParams};
+use tessera::{Collection, Database, MineParams};
+
+/// The training-set layout of `tessera mine-negatives`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// One line per query: query, pos, neg (+ ids).
+    #[default]
+    FlagEmbedding,
+    /// One row per positive: anchor, positive, negative_1..N.
+    SentenceTransformers,
+}
 
 /// The command line of `tessera mine-negatives`.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,6 +76,12 @@ pub struct MineArgs {
     /// Retrieve with exact MaxSim over every document (no coarse stage).
     #[arg(long)]
     pub exact: bool,
+    /// Output layout.
+    #[arg(long, value_enum, default_value_t = Layout::FlagEmbedding)]
+    pub layout: Layout,
+    /// Also write the MaxSim scores of positives and negatives (for distillation).
+    #[arg(long)]
+    pub scores: bool,
 }
 
 /// Parses `START:END` (1 ≤ START ≤ END ≤ tessera::MAX_K).
@@ -80,6 +106,10 @@ pub struct MineReport {
     pub skipped_no_candidates: usize,
     /// Written queries with fewer than `per_query` negatives.
     pub short: usize,
+    /// sentence-transformers layout: queries left out for having fewer than `per_query` negatives.
+    pub skipped_short: usize,
+    /// Rows written (queries, or positives in the sentence-transformers layout).
+    pub rows: usize,
     pub negatives: usize,
     /// Candidates in range dropped by the score guard.
     pub guarded: usize,
@@ -93,52 +123,10 @@ struct Line<'a> {
     query_id: &'a str,
     pos_ids: Vec<&'a str>,
     neg_ids: Vec<&'a str>,
-}
-
-/// The candidates of one query, in rank order: hits ranked within `range`
-/// (1-based, counted before positives are dropped), not positive, with a
-/// text, and not above the guard. Returns them and how many the guard dropped.
-pub fn candidates<'a>(
-    hits: &'a [SearchHit],
-    positives: &HashSet<&str>,
-    range: (usize, usize),
-    exclude_above: Option<f32>,
-) -> (Vec<&'a SearchHit>, usize) {
-    let best_pos = hits.iter().filter(|h| positives.contains(h.id.as_str())).map(|h| h.score).reduce(f32::max);
-    let reference = best_pos.or(hits.first().map(|h| h.score));
-    let limit = exclude_above.zip(reference).map(|(x, r)| x * r);
-    let mut guarded = 0;
-    let mut out = Vec::new();
-    for (i, h) in hits.iter().enumerate() {
-        if !(range.0..=range.1).contains(&(i + 1)) || positives.contains(h.id.as_str()) || h.text.is_none() {
-            continue;
-        }
-        if limit.is_some_and(|l| h.score > l) {
-            guarded += 1;
-            continue;
-        }
-        out.push(h);
-    }
-    (out, guarded)
-}
-
-/// FNV-1a of a query id: mixed into the seed so each query has its own stream.
-fn id_hash(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// `n` of `pool` uniformly without replacement (partial Fisher–Yates), returned in rank order.
-fn sample<'a>(pool: &[&'a SearchHit], n: usize, seed: u64, qid: &str) -> Vec<&'a SearchHit> {
-    let mut idx: Vec<usize> = (0..pool.len()).collect();
-    let mut rng = Rng::new(seed ^ id_hash(qid));
-    let n = n.min(idx.len());
-    for i in 0..n {
-        let j = i + rng.below(idx.len() - i);
-        idx.swap(i, j);
-    }
-    let mut picked = idx[..n].to_vec();
-    picked.sort_unstable();
-    picked.into_iter().map(|i| pool[i]).collect()
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pos_scores: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    neg_scores: Option<Vec<f32>>,
 }
 
 /// Positives of a query that are stored with a text, as `(id, text)`, by id.
@@ -162,8 +150,15 @@ fn positive_texts(c: &Collection, qrels: &eval::Qrels, qid: &str) -> Result<Opti
 pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineReport> {
     let c = db.collection(&a.collection)?;
     let qrels = eval::read_qrels(&a.qrels)?;
-    let params = if a.exact { SearchParams::exact(a.range.1) } else { SearchParams::new(a.range.1) }
-        .with_candidates(a.candidates.max(a.range.1));
+    let params = MineParams {
+        range: a.range,
+        per_query: a.per_query,
+        exclude_above_score: a.exclude_above_score,
+        seed: a.seed,
+        candidates: a.candidates,
+        exact: a.exact,
+        require_text: true,
+    };
     let mut reader = BulkReader::open(&a.queries, "queries.jsonl")?;
     let mut r = MineReport::default();
     while let Some(q) = reader.next_doc()? {
@@ -180,29 +175,58 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
             r.skipped_no_query_text += 1;
             continue;
         };
-        let hits = c.search_with(&q.tokens, &params).map_err(|e| format!("query {:?}: {e}", q.id))?;
-        let judged: HashSet<&str> =
-            qrels[&q.id].iter().filter(|(_, rel)| **rel > 0.0).map(|(d, _)| d.as_str()).collect();
-        let (pool, guarded) = candidates(&hits, &judged, a.range, a.exclude_above_score);
-        r.guarded += guarded;
-        let neg = sample(&pool, a.per_query, a.seed, &q.id);
+        let judged: Vec<&str> = qrels[&q.id].iter().filter(|(_, rel)| **rel > 0.0).map(|(d, _)| d.as_str()).collect();
+        let m = c.mine_negatives(&q.id, &q.tokens, &judged, &params).map_err(|e| format!("query {:?}: {e}", q.id))?;
+        r.guarded += m.guarded;
+        let neg = &m.negatives;
         if neg.is_empty() {
             r.skipped_no_candidates += 1;
             continue;
         }
-        r.short += (neg.len() < a.per_query) as usize;
+        let short = neg.len() < a.per_query;
+        r.short += short as usize;
+        if a.layout == Layout::SentenceTransformers && short {
+            r.skipped_short += 1;
+            continue;
+        }
         r.negatives += neg.len();
         r.written += 1;
-        let line = Line {
-            query: text,
-            pos: pos.iter().map(|p| p.1.as_str()).collect(),
-            neg: neg.iter().map(|h| h.text.as_deref().unwrap_or_default()).collect(),
-            query_id: &q.id,
-            pos_ids: pos.iter().map(|p| p.0.as_str()).collect(),
-            neg_ids: neg.iter().map(|h| h.id.as_str()).collect(),
-        };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
+        let pos_score: HashMap<&str, f32> = m.positives.iter().map(|h| (h.id.as_str(), h.score)).collect();
+        let neg_scores = || neg.iter().map(|h| h.score).collect::<Vec<f32>>();
+        match a.layout {
+            Layout::FlagEmbedding => {
+                let line = Line {
+                    query: text,
+                    pos: pos.iter().map(|p| p.1.as_str()).collect(),
+                    neg: neg.iter().map(|h| h.text.as_deref().unwrap_or_default()).collect(),
+                    query_id: &q.id,
+                    pos_ids: pos.iter().map(|p| p.0.as_str()).collect(),
+                    neg_ids: neg.iter().map(|h| h.id.as_str()).collect(),
+                    pos_scores: a.scores.then(|| pos.iter().map(|p| pos_score[p.0.as_str()]).collect()),
+                    neg_scores: a.scores.then(neg_scores),
+                };
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")?;
+                r.rows += 1;
+            }
+            Layout::SentenceTransformers => {
+                for (id, pos_text) in &pos {
+                    let mut row = serde_json::Map::new();
+                    row.insert("anchor".into(), text.into());
+                    row.insert("positive".into(), pos_text.as_str().into());
+                    for (i, h) in neg.iter().enumerate() {
+                        row.insert(format!("negative_{}", i + 1), h.text.as_deref().unwrap_or_default().into());
+                    }
+                    if a.scores {
+                        row.insert("pos_score".into(), pos_score[id.as_str()].into());
+                        row.insert("neg_scores".into(), neg_scores().into());
+                    }
+                    serde_json::to_writer(&mut *out, &row)?;
+                    out.write_all(b"\n")?;
+                    r.rows += 1;
+                }
+            }
+        }
     }
     out.flush()?;
     Ok(r)
@@ -224,15 +248,21 @@ pub fn run(a: &MineArgs, summary: &mut dyn Write) -> Result<()> {
 fn print_summary(r: &MineReport, a: &MineArgs, out: &mut dyn Write) -> Result<()> {
     writeln!(
         out,
-        "{} queries: {} written to {}, skipped {} without a positive in the qrels, {} whose positives have no stored text, \
-         {} without query text, {} without a negative candidate",
+        "{} queries: {} written to {} ({} rows), skipped {} without a positive in the qrels, {} whose positives have no stored text, \
+         {} without query text, {} without a negative candidate{}",
         r.queries,
         r.written,
         a.out.display(),
+        r.rows,
         r.skipped_no_positive,
         r.skipped_no_positive_text,
         r.skipped_no_query_text,
-        r.skipped_no_candidates
+        r.skipped_no_candidates,
+        if a.layout == Layout::SentenceTransformers {
+            format!(", {} with fewer than {} negatives (every row needs all of them)", r.skipped_short, a.per_query)
+        } else {
+            String::new()
+        }
     )?;
     writeln!(
         out,

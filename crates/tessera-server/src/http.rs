@@ -393,6 +393,7 @@ impl Serialize for TokensOut {
 #[derive(Serialize)]
 struct DocOut {
     id: String,
+    n_tokens: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     tokens: Option<TokensOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -431,7 +432,7 @@ async fn get_documents(
                     Some(TokensOut::Packed { shape: [d.n_tokens, d.dim], data: B64.encode(f16_bytes(&d.tokens)) })
                 }
             };
-            DocOut { id: d.id, tokens, text: d.text, payload: d.payload }
+            DocOut { id: d.id, n_tokens: d.n_tokens, tokens, text: d.text, payload: d.payload }
         })
         .collect();
     Ok(ok(StatusCode::OK, &GetOut { documents, missing: r.missing }))

@@ -17,8 +17,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
-    CollectionConfig, Database, Document, Durability, Filter, Fusion, HybridQuery, IndexConfig, Language, SearchParams,
-    Source, SourceRank, StoredDocument, TextConfig, Tokens, f16,
+    CollectionConfig, Database, Document, Filter, Fusion, IndexConfig, SearchResults, SourceRank, StoredDocument,
+    TextConfig, Tokens, f16,
 };
 
 /// Configurable request limits. Each has a name (the field's) that errors report.
@@ -174,24 +174,9 @@ pub struct CollectionSpec {
 impl CollectionSpec {
     fn config(&self) -> Result<CollectionConfig, ApiError> {
         let mut c = CollectionConfig::new(self.dim);
-        c.index = match self.index.as_deref().unwrap_or("pooled") {
-            "pooled" => Some(IndexConfig::pooled()),
-            "muvera" => Some(IndexConfig::muvera()),
-            "none" => None,
-            s => return Err(ApiError::bad_request(format!("unknown index {s:?}: use pooled, muvera or none"))),
-        };
-        c.text = match self.text.as_deref().unwrap_or("english") {
-            "english" => Some(TextConfig { language: Language::English }),
-            "plain" => Some(TextConfig { language: Language::Plain }),
-            "cjk" => Some(TextConfig { language: Language::Cjk }),
-            "none" => None,
-            s => return Err(ApiError::bad_request(format!("unknown text {s:?}: use english, plain, cjk or none"))),
-        };
-        c.durability = match self.durability.as_deref().unwrap_or("sync") {
-            "sync" => Durability::Sync,
-            "buffered" => Durability::Buffered,
-            s => return Err(ApiError::bad_request(format!("unknown durability {s:?}: use sync or buffered"))),
-        };
+        c.index = IndexConfig::from_name(self.index.as_deref().unwrap_or("pooled"))?;
+        c.text = TextConfig::from_name(self.text.as_deref().unwrap_or("english"))?;
+        c.durability = self.durability.as_deref().unwrap_or("sync").parse()?;
         Ok(c)
     }
 }
@@ -211,21 +196,9 @@ impl CollectionInfo {
     fn of(c: &tessera::Collection) -> Self {
         let cfg = c.config();
         Self {
-            index: match cfg.index.as_ref().map(|i| &i.encoder) {
-                None => "none",
-                Some(tessera::EncoderConfig::Pooled) => "pooled",
-                Some(_) => "muvera",
-            },
-            text: match cfg.text.map(|t| t.language) {
-                None => "none",
-                Some(Language::English) => "english",
-                Some(Language::Plain) => "plain",
-                Some(Language::Cjk) => "cjk",
-            },
-            durability: match cfg.durability {
-                Durability::Sync => "sync",
-                Durability::Buffered => "buffered",
-            },
+            index: IndexConfig::name_of(cfg.index.as_ref()),
+            text: TextConfig::name_of(cfg.text.as_ref()),
+            durability: cfg.durability.as_str(),
             stats: c.stats(),
         }
     }
@@ -256,18 +229,6 @@ pub struct SearchRequest {
     pub weights: Vec<(String, f64)>,
     pub include_text: bool,
     pub include_payload: bool,
-}
-
-impl SearchRequest {
-    fn is_hybrid(&self) -> bool {
-        self.text.is_some()
-            || !self.ids.is_empty()
-            || self.vector
-            || self.rerank_only
-            || self.fusion.is_some()
-            || self.rrf_k0.is_some()
-            || !self.weights.is_empty()
-    }
 }
 
 /// One result.
@@ -526,16 +487,9 @@ impl Service {
             Ok(c) => Ok((CollectionInfo::of(&c), true)),
             Err(tessera::Error::CollectionExists(_)) if spec.if_not_exists => {
                 let c = db.collection(&spec.name)?;
-                let have = c.config();
-                let differs = [
-                    (have.dim != config.dim, "dim"),
-                    (have.index != config.index, "index"),
-                    (have.text != config.text, "text"),
-                    (have.durability != config.durability, "durability"),
-                ];
-                match differs.iter().find(|(d, _)| *d) {
+                match c.config().differs_from(&config) {
                     None => Ok((CollectionInfo::of(&c), false)),
-                    Some((_, what)) => Err(tessera::Error::ConfigMismatch {
+                    Some(what) => Err(tessera::Error::ConfigMismatch {
                         name: spec.name.clone(),
                         reason: format!("its {what} differs from the request"),
                     }
@@ -655,88 +609,27 @@ impl Service {
             return Err(ApiError::out_of_range("max_candidates", "ef", ef, self.limits.max_candidates));
         }
         self.check_ids(req.ids.len())?;
-        let candidates = req.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES.min(self.limits.max_candidates));
-        let filter = req.filter.as_ref().map(Filter::from_json).transpose()?;
+        let mut q = tessera::SearchRequest::empty(k);
+        q.candidates = Some(req.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES.min(self.limits.max_candidates)));
+        q.filter = req.filter.as_ref().map(Filter::from_json).transpose()?;
+        q.fusion = Fusion::from_parts(req.fusion.as_deref(), req.rrf_k0)?;
+        q.weights = req.weights.iter().map(|(s, w)| Ok((s.parse()?, *w))).collect::<tessera::Result<_>>()?;
+        (q.tokens, q.ef, q.exact, q.text, q.ids) = (req.tokens, req.ef, req.exact, req.text, req.ids);
+        (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
         let (text, payload) = (req.include_text, req.include_payload);
-        if !req.is_hybrid() {
-            let Some(tokens) = req.tokens else {
-                return Err(ApiError::bad_request("a search needs query tokens, text or ids"));
-            };
-            let mut params = if req.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
-            params = params.with_candidates(candidates);
-            if let Some(ef) = req.ef {
-                params = params.with_ef(ef);
-            }
-            if let Some(f) = filter {
-                params = params.with_filter(f);
-            }
-            let mode = if req.exact { "exact" } else { "two_stage" };
-            return self
-                .read(move || {
-                    let hits = c.search_with(&tokens, &params)?;
-                    Ok(SearchResponse { mode, hits: hits.into_iter().map(|h| Hit::of(h, text, payload)).collect() })
-                })
-                .await;
-        }
-        if req.exact || req.ef.is_some() {
-            return Err(ApiError::bad_request(
-                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
-            ));
-        }
-        if req.vector && req.rerank_only {
-            return Err(ApiError::bad_request(
-                "rerank_only drops the tensor and vector sources; do not combine it with vector",
-            ));
-        }
-        let mut q = HybridQuery::new(k).with_candidates(candidates);
-        if let Some(t) = req.tokens {
-            q = q.with_tensor(t);
-        }
-        if req.vector {
-            q = q.with_vector_source();
-        }
-        if req.rerank_only {
-            if q.tensor.is_none() {
-                return Err(ApiError::bad_request("rerank_only needs query tokens"));
-            }
-            q = q.rerank_only();
-        }
-        if !req.ids.is_empty() {
-            q = q.with_ids(req.ids);
-        }
-        if let Some(t) = req.text {
-            q = q.with_text(t);
-        }
-        match req.fusion.as_deref() {
-            None | Some("rrf") => q = q.with_fusion(Fusion::Rrf { k0: req.rrf_k0.unwrap_or(60.0) }),
-            Some("weighted") if req.rrf_k0.is_none() => q = q.with_fusion(Fusion::Weighted),
-            Some("weighted") => return Err(ApiError::bad_request("rrf_k0 applies to rrf fusion only")),
-            Some(s) => return Err(ApiError::bad_request(format!("unknown fusion {s:?}: use rrf or weighted"))),
-        }
-        for (source, w) in req.weights {
-            let source = match source.as_str() {
-                "tensor" => Source::Tensor,
-                "vector" => Source::Vector,
-                "text" => Source::Text,
-                "ids" => Source::Ids,
-                s => {
-                    return Err(ApiError::bad_request(format!(
-                        "unknown source {s:?} in weights: use tensor, vector, text or ids"
-                    )));
-                }
-            };
-            q = q.with_weight(source, w);
-        }
-        if let Some(f) = filter {
-            q = q.with_filter(f);
-        }
         self.read(move || {
-            let hits = c.query(&q)?;
-            let hits = hits
-                .into_iter()
-                .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
-                .collect();
-            Ok(SearchResponse { mode: "hybrid", hits })
+            let out = c.search_request(&q)?;
+            let mode = out.mode();
+            let hits = match out {
+                SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
+                    hits.into_iter().map(|h| Hit::of(h, text, payload)).collect()
+                }
+                SearchResults::Hybrid(hits) => hits
+                    .into_iter()
+                    .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
+                    .collect(),
+            };
+            Ok(SearchResponse { mode, hits })
         })
         .await
     }

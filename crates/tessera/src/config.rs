@@ -50,6 +50,76 @@ impl IndexConfig {
     }
 }
 
+/// The presets the interfaces name: `pooled`, `muvera`, or `none` (no
+/// coarse index: every search is exact).
+impl IndexConfig {
+    pub fn from_name(name: &str) -> crate::Result<Option<Self>> {
+        match name {
+            "pooled" => Ok(Some(Self::pooled())),
+            "muvera" => Ok(Some(Self::muvera())),
+            "none" => Ok(None),
+            s => Err(crate::Error::InvalidArgument(format!("unknown index {s:?}: use pooled, muvera or none"))),
+        }
+    }
+
+    /// The name of a collection's index (`muvera` for any MUVERA parameters).
+    pub fn name_of(index: Option<&Self>) -> &'static str {
+        match index.map(|i| &i.encoder) {
+            None => "none",
+            Some(EncoderConfig::Pooled) => "pooled",
+            Some(EncoderConfig::Muvera { .. }) => "muvera",
+        }
+    }
+}
+
+/// The names of full-text settings: a language, or `none`.
+impl TextConfig {
+    pub fn from_name(name: &str) -> crate::Result<Option<Self>> {
+        let language = match name {
+            "english" => Language::English,
+            "plain" => Language::Plain,
+            "cjk" => Language::Cjk,
+            "none" => return Ok(None),
+            s => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "unknown text {s:?}: use english, plain, cjk or none"
+                )));
+            }
+        };
+        Ok(Some(Self { language }))
+    }
+
+    pub fn name_of(text: Option<&Self>) -> &'static str {
+        match text.map(|t| t.language) {
+            None => "none",
+            Some(Language::English) => "english",
+            Some(Language::Plain) => "plain",
+            Some(Language::Cjk) => "cjk",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "buffered" => Ok(Durability::Buffered),
+            s => Err(crate::Error::InvalidArgument(format!("unknown durability {s:?}: use sync or buffered"))),
+        }
+    }
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Buffered => "buffered",
+        }
+    }
+}
+
 /// Pooled by default: on the real evaluation data it recalls the exact top-10
 /// as well as the best MUVERA settings measured, with 1/16 of their dims
 /// (docs/PERFORMANCE.md).
@@ -100,6 +170,19 @@ impl CollectionConfig {
     /// The default configuration for `dim`-dimensional tokens.
     pub fn new(dim: usize) -> Self {
         Self { dim, ..Self::default() }
+    }
+
+    /// The first setting an interface can choose (dim, index, text,
+    /// durability) in which `self` and `other` differ.
+    pub fn differs_from(&self, other: &CollectionConfig) -> Option<&'static str> {
+        [
+            (self.dim != other.dim, "dim"),
+            (self.index != other.index, "index"),
+            (self.text != other.text, "text"),
+            (self.durability != other.durability, "durability"),
+        ]
+        .into_iter()
+        .find_map(|(d, what)| d.then_some(what))
     }
 
     pub(crate) fn validate(&self) -> crate::Result<()> {

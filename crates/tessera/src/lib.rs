@@ -13,6 +13,8 @@
 //! | `filter` | the payload filter language |
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
+//! | `mine` | hard-negative mining for training sets |
+//! | `request` | the flat search request the interfaces take, interpreted once |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
 //! | `doc`, `config`, `error` | the API's types |
 //!
@@ -36,6 +38,8 @@ mod fsutil;
 mod hybrid;
 mod manifest;
 mod memtable;
+mod mine;
+mod request;
 mod search;
 mod segment;
 mod text;
@@ -51,4 +55,6 @@ pub use error::{Error, Result};
 pub use filter::Filter;
 pub use half::f16;
 pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};
+pub use mine::{MineParams, Mined, SplitMix64};
+pub use request::{SearchRequest, SearchResults};
 pub use search::{DEFAULT_CANDIDATES, MAX_K, Reranked, SearchHit, SearchParams};

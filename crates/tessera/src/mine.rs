@@ -1,0 +1,142 @@
+//! Hard-negative mining for reranker and embedding fine-tuning: for one
+//! query, retrieve the top `END` documents, drop the known positives, keep
+//! the candidates ranked `START..=END`, optionally drop those scoring above a
+//! fraction of the best positive's score (likely unjudged positives), and
+//! sample `per_query` of them with a generator seeded by the seed and the
+//! query's id — so a query's negatives do not depend on the other queries.
+//! The positives come back with their exact MaxSim scores, for distillation.
+
+use crate::collection::Collection;
+use crate::doc::Tokens;
+use crate::error::{Error, Result};
+use crate::search::{MAX_K, SearchHit, SearchParams};
+use std::collections::HashSet;
+
+/// SplitMix64: small, fast, deterministic across platforms.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// How to mine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MineParams {
+    /// Ranks START..=END (1-based) to sample from, counted in the retrieved
+    /// list before the positives are dropped; END documents are retrieved.
+    pub range: (usize, usize),
+    /// Negatives per query (fewer when fewer candidates remain).
+    pub per_query: usize,
+    /// Drop candidates scoring above this fraction of the best retrieved
+    /// positive's score (of the top score when no positive was retrieved).
+    pub exclude_above_score: Option<f32>,
+    pub seed: u64,
+    /// Candidates of the two-stage search (at least END are used).
+    pub candidates: usize,
+    /// Retrieve by exact MaxSim over every document.
+    pub exact: bool,
+    /// Only documents with a stored text are negatives (for text training sets).
+    pub require_text: bool,
+}
+
+impl Default for MineParams {
+    fn default() -> Self {
+        Self {
+            range: (10, 100),
+            per_query: 7,
+            exclude_above_score: None,
+            seed: 42,
+            candidates: crate::search::DEFAULT_CANDIDATES,
+            exact: false,
+            require_text: true,
+        }
+    }
+}
+
+/// One query's mining result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mined {
+    /// The sampled negatives in rank order, with their MaxSim scores.
+    pub negatives: Vec<SearchHit>,
+    /// The positives that are live documents, best first, with exact MaxSim scores.
+    pub positives: Vec<SearchHit>,
+    /// Candidates in range dropped by the score guard.
+    pub guarded: usize,
+}
+
+/// FNV-1a of a query id: mixed into the seed so each query has its own stream.
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Collection {
+    /// Mines hard negatives of one query (see the module documentation).
+    pub fn mine_negatives<S: AsRef<str>>(
+        &self,
+        query_id: &str,
+        query: &Tokens,
+        positives: &[S],
+        p: &MineParams,
+    ) -> Result<Mined> {
+        let (start, end) = p.range;
+        if start == 0 || start > end || end > MAX_K {
+            return Err(Error::InvalidArgument(format!(
+                "range must be 1 <= START <= END <= {MAX_K}, got {start}:{end}"
+            )));
+        }
+        if p.exclude_above_score.is_some_and(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument("exclude_above_score must be finite".into()));
+        }
+        let params = if p.exact { SearchParams::exact(end) } else { SearchParams::new(end) }
+            .with_candidates(p.candidates.max(end));
+        let hits = self.search_with(query, &params)?;
+        let judged: HashSet<&str> = positives.iter().map(AsRef::as_ref).collect();
+        let best_pos = hits.iter().filter(|h| judged.contains(h.id.as_str())).map(|h| h.score).reduce(f32::max);
+        let limit = p.exclude_above_score.zip(best_pos.or(hits.first().map(|h| h.score))).map(|(x, r)| x * r);
+        let mut guarded = 0;
+        let mut pool = Vec::new();
+        for (i, h) in hits.into_iter().enumerate() {
+            if !(start..=end).contains(&(i + 1))
+                || judged.contains(h.id.as_str())
+                || (p.require_text && h.text.is_none())
+            {
+                continue;
+            }
+            if limit.is_some_and(|l| h.score > l) {
+                guarded += 1;
+                continue;
+            }
+            pool.push(h);
+        }
+        // n of the pool uniformly without replacement (partial Fisher–Yates), kept in rank order.
+        let mut idx: Vec<usize> = (0..pool.len()).collect();
+        let mut rng = SplitMix64::new(p.seed ^ id_hash(query_id));
+        let n = p.per_query.min(idx.len());
+        for i in 0..n {
+            let j = i + rng.below(idx.len() - i);
+            idx.swap(i, j);
+        }
+        let mut picked = idx[..n].to_vec();
+        picked.sort_unstable();
+        let mut pool: Vec<Option<SearchHit>> = pool.into_iter().map(Some).collect();
+        let negatives = picked.into_iter().filter_map(|i| pool[i].take()).collect();
+        let positives = self.rerank(query, positives)?.hits;
+        Ok(Mined { negatives, positives, guarded })
+    }
+}

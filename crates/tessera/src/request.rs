@@ -1,0 +1,179 @@
+//! A search as the interfaces (server, Python) take it: one flat request
+//! that is a two-stage or exact MaxSim search, or a hybrid query as soon as
+//! any hybrid option is set. Its interpretation lives here, once, so that
+//! every interface accepts and refuses the same requests with the same words.
+
+use crate::collection::Collection;
+use crate::doc::Tokens;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::hybrid::{Fusion, HybridHit, HybridQuery, Source};
+use crate::search::{DEFAULT_CANDIDATES, SearchHit, SearchParams};
+use std::str::FromStr;
+
+/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion` or
+/// `weights` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
+/// of `tokens`; otherwise a hybrid query fusing the chosen sources.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SearchRequest {
+    pub tokens: Option<Tokens>,
+    pub k: usize,
+    /// Default [`DEFAULT_CANDIDATES`].
+    pub candidates: Option<usize>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+    pub filter: Option<Filter>,
+    /// A BM25 query string (hybrid).
+    pub text: Option<String>,
+    /// Caller-supplied candidate ids (hybrid).
+    pub ids: Vec<String>,
+    /// The coarse vector stage as a source (hybrid).
+    pub vector: bool,
+    /// Use the tokens only for the final rerank, not as a source (hybrid).
+    pub rerank_only: bool,
+    /// How sources are fused (hybrid); see [`Fusion::from_parts`].
+    pub fusion: Option<Fusion>,
+    /// Per-source weights (hybrid).
+    pub weights: Vec<(Source, f64)>,
+}
+
+impl SearchRequest {
+    /// A two-stage search of `tokens` for `k` results.
+    pub fn new(tokens: Tokens, k: usize) -> Self {
+        Self { tokens: Some(tokens), ..Self::empty(k) }
+    }
+
+    /// A request with no source yet (set `tokens`, `text` or `ids`).
+    pub fn empty(k: usize) -> Self {
+        Self {
+            tokens: None,
+            k,
+            candidates: None,
+            ef: None,
+            exact: false,
+            filter: None,
+            text: None,
+            ids: Vec::new(),
+            vector: false,
+            rerank_only: false,
+            fusion: None,
+            weights: Vec::new(),
+        }
+    }
+
+    /// Whether this is a hybrid query.
+    pub fn is_hybrid(&self) -> bool {
+        self.text.is_some()
+            || !self.ids.is_empty()
+            || self.vector
+            || self.rerank_only
+            || self.fusion.is_some()
+            || !self.weights.is_empty()
+    }
+}
+
+/// What [`Collection::search_request`] ran, and its hits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchResults {
+    TwoStage(Vec<SearchHit>),
+    Exact(Vec<SearchHit>),
+    Hybrid(Vec<HybridHit>),
+}
+
+impl SearchResults {
+    /// `two_stage`, `exact` or `hybrid`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            SearchResults::TwoStage(_) => "two_stage",
+            SearchResults::Exact(_) => "exact",
+            SearchResults::Hybrid(_) => "hybrid",
+        }
+    }
+}
+
+impl Fusion {
+    /// A fusion from its name (`rrf`, `weighted`; none: RRF) and the RRF
+    /// constant; `None` when neither is given.
+    pub fn from_parts(name: Option<&str>, rrf_k0: Option<f64>) -> Result<Option<Fusion>> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        match (name, rrf_k0) {
+            (None, None) => Ok(None),
+            (None | Some("rrf"), k0) => Ok(Some(Fusion::Rrf { k0: k0.unwrap_or(60.0) })),
+            (Some("weighted"), None) => Ok(Some(Fusion::Weighted)),
+            (Some("weighted"), Some(_)) => bad("rrf_k0 applies to rrf fusion only".into()),
+            (Some(s), _) => bad(format!("unknown fusion {s:?}: use rrf or weighted")),
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tensor" => Ok(Source::Tensor),
+            "vector" => Ok(Source::Vector),
+            "text" => Ok(Source::Text),
+            "ids" => Ok(Source::Ids),
+            s => {
+                Err(Error::InvalidArgument(format!("unknown source {s:?} in weights: use tensor, vector, text or ids")))
+            }
+        }
+    }
+}
+
+impl Collection {
+    /// Runs a [`SearchRequest`]: refuses options that do not apply to its
+    /// kind of search, then searches.
+    pub fn search_request(&self, req: &SearchRequest) -> Result<SearchResults> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        let candidates = req.candidates.unwrap_or(DEFAULT_CANDIDATES);
+        if !req.is_hybrid() {
+            let Some(tokens) = &req.tokens else {
+                return bad("a search needs query tokens, text or ids");
+            };
+            let mut params = if req.exact { SearchParams::exact(req.k) } else { SearchParams::new(req.k) };
+            params = params.with_candidates(candidates);
+            params.ef = req.ef;
+            params.filter = req.filter.clone();
+            let hits = self.search_with(tokens, &params)?;
+            return Ok(if req.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) });
+        }
+        if req.exact || req.ef.is_some() {
+            return bad(
+                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
+            );
+        }
+        if req.vector && req.rerank_only {
+            return bad("rerank_only drops the tensor and vector sources; do not combine it with vector");
+        }
+        let mut q = HybridQuery::new(req.k).with_candidates(candidates);
+        if let Some(t) = &req.tokens {
+            q = q.with_tensor(t.clone());
+        }
+        if req.vector {
+            q = q.with_vector_source();
+        }
+        if req.rerank_only {
+            if q.tensor.is_none() {
+                return bad("rerank_only needs query tokens");
+            }
+            q = q.rerank_only();
+        }
+        if !req.ids.is_empty() {
+            q = q.with_ids(req.ids.clone());
+        }
+        if let Some(t) = &req.text {
+            q = q.with_text(t.clone());
+        }
+        if let Some(f) = &req.fusion {
+            q = q.with_fusion(f.clone());
+        }
+        for (source, w) in &req.weights {
+            q = q.with_weight(*source, *w);
+        }
+        q.filter = req.filter.clone();
+        Ok(SearchResults::Hybrid(self.query(&q)?))
+    }
+}

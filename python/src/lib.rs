@@ -1,0 +1,852 @@
+//! `tessera._tessera`: the embedded engine for Python. It sits on the engine
+//! as the server does: Python values in, engine calls out, with the GIL
+//! released around every engine call so Python threads search in parallel.
+//!
+//! Input is checked here, under the GIL, into owned engine types (tokens are
+//! read straight from numpy buffers of float16/float32); the engine call
+//! then runs detached from the interpreter. Exceptions are the classes of
+//! `tessera.errors`, chosen exhaustively from the engine's `Error`.
+
+use numpy::{PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use tessera::{CollectionConfig, Fusion, IndexConfig, SearchRequest, SearchResults, TextConfig, Tokens, f16};
+
+// ---------------------------------------------------------------- errors
+
+/// The `tessera.errors` class for an engine error.
+fn error_class(e: &tessera::Error) -> &'static str {
+    use tessera::Error as E;
+    match e {
+        E::DimensionMismatch { .. }
+        | E::EmptyTensor { .. }
+        | E::InvalidValue { .. }
+        | E::RaggedTensor { .. }
+        | E::DuplicateId(_)
+        | E::EmptyId
+        | E::IdTooLong { .. }
+        | E::InvalidPayload { .. }
+        | E::BatchTooLarge { .. }
+        | E::InvalidCollectionName(_)
+        | E::InvalidArgument(_) => "InvalidInputError",
+        E::UnknownCollection(_) => "NotFoundError",
+        E::CollectionExists(_) | E::ConfigMismatch { .. } => "AlreadyExistsError",
+        E::Corrupted { .. } | E::UnsupportedVersion { .. } => "CorruptionError",
+        E::Io { .. } | E::Text(_) => "TesseraIOError",
+        E::Locked(_) | E::Poisoned(_) => "UnavailableError",
+    }
+}
+
+/// A `tessera.errors` exception of class `class` with `message`.
+fn py_error(py: Python<'_>, class: &str, message: String) -> PyErr {
+    let made = py.import("tessera.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((message.clone(),)));
+    match made {
+        Ok(v) => PyErr::from_value(v),
+        Err(e) => e,
+    }
+}
+
+fn engine_error(py: Python<'_>, e: tessera::Error) -> PyErr {
+    py_error(py, error_class(&e), e.to_string())
+}
+
+fn invalid(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    py_error(py, "InvalidInputError", message.into())
+}
+
+trait OrPy<T> {
+    fn or_py(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> OrPy<T> for tessera::Result<T> {
+    fn or_py(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| engine_error(py, e))
+    }
+}
+
+// ---------------------------------------------------------------- input
+
+/// A numpy `[tokens, dim]` float16/float32 array as engine tokens: one copy
+/// straight from a C-contiguous buffer; any other layout (Fortran order,
+/// strided views) is read element by element in row-major order.
+fn tokens_of(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyResult<Tokens> {
+    let Ok(arr) = obj.cast::<PyUntypedArray>() else {
+        let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(invalid(py, format!("{} must be a numpy array of float16 or float32, got {ty}", what())));
+    };
+    if arr.ndim() != 2 {
+        return Err(invalid(py, format!("{} must be 2-d [tokens, dim], got shape {:?}", what(), arr.shape())));
+    }
+    let dim = arr.shape()[1];
+    let dtype = arr.dtype();
+    if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+        let a = arr.cast::<PyArray2<f32>>()?.readonly();
+        let data = match a.as_slice() {
+            Ok(s) if arr.is_c_contiguous() => s.to_vec(),
+            _ => a.as_array().iter().copied().collect(),
+        };
+        Ok(Tokens::F32 { data, dim })
+    } else if dtype.is_equiv_to(&numpy::dtype::<f16>(py)) {
+        let a = arr.cast::<PyArray2<f16>>()?.readonly();
+        let data = match a.as_slice() {
+            Ok(s) if arr.is_c_contiguous() => s.to_vec(),
+            _ => a.as_array().iter().copied().collect(),
+        };
+        Ok(Tokens::F16 { data, dim })
+    } else {
+        Err(invalid(py, format!("{} has dtype {dtype}; use float16 or float32 (e.g. arr.astype(np.float32))", what())))
+    }
+}
+
+/// A sequence argument (list, tuple, …; not a str, not a numpy array) as its items.
+fn items<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if obj.is_instance_of::<PyString>() || obj.cast::<PyUntypedArray>().is_ok() {
+        return Err(invalid(py, format!("{name} must be a list, got {}", obj.get_type().name()?)));
+    }
+    match obj.try_iter() {
+        Ok(it) => it.collect(),
+        Err(_) => Err(invalid(py, format!("{name} must be a list, got {}", obj.get_type().name()?))),
+    }
+}
+
+fn ids_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    items(py, obj, "ids")?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| match x.cast::<PyString>() {
+            Ok(s) => s.extract::<String>(),
+            Err(_) => Err(invalid(py, format!("ids[{i}] must be a str, got {}", x.get_type().name()?))),
+        })
+        .collect()
+}
+
+/// Compact JSON of a Python value, by `json.dumps` (NaN and Infinity refused).
+fn json_text(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyResult<String> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("allow_nan", false)?;
+    kwargs.set_item("separators", (",", ":"))?;
+    match py.import("json")?.getattr("dumps")?.call((obj,), Some(&kwargs)) {
+        Ok(s) => s.extract(),
+        Err(e) => Err(invalid(py, format!("{} is not JSON: {}", what(), e.value(py)))),
+    }
+}
+
+fn json_value(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyResult<serde_json::Value> {
+    let text = json_text(py, obj, what)?;
+    serde_json::from_str(&text).map_err(|e| invalid(py, format!("{}: {e}", what())))
+}
+
+fn filter_of(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<tessera::Filter>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    let filter = match obj.cast::<PyString>() {
+        Ok(s) => tessera::Filter::parse(&s.extract::<String>()?),
+        Err(_) => tessera::Filter::from_json(&json_value(py, obj, &|| "filter".into())?),
+    };
+    filter.map(Some).or_py(py)
+}
+
+fn to_python<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, v).map_err(PyErr::from)
+}
+
+// ---------------------------------------------------------------- results
+
+/// One search result.
+#[pyclass(frozen, module = "tessera")]
+pub struct Hit {
+    /// The document's id.
+    #[pyo3(get)]
+    id: String,
+    /// MaxSim score when query tokens were given; otherwise the fused (or BM25) score.
+    #[pyo3(get)]
+    score: f32,
+    /// The document's text, if it has one.
+    #[pyo3(get)]
+    text: Option<String>,
+    /// The document's payload (a JSON value), if it has one.
+    #[pyo3(get)]
+    payload: Py<PyAny>,
+    /// Hybrid queries: the fused score.
+    #[pyo3(get)]
+    fused: Option<f64>,
+    /// Hybrid queries: how each source ranked the document, as dicts
+    /// `{"source", "rank", "score"}`.
+    #[pyo3(get)]
+    sources: Py<PyAny>,
+}
+
+#[pymethods]
+impl Hit {
+    #[new]
+    #[pyo3(signature = (id, score, text=None, payload=None, fused=None, sources=None))]
+    fn new(
+        py: Python<'_>,
+        id: String,
+        score: f32,
+        text: Option<String>,
+        payload: Option<Py<PyAny>>,
+        fused: Option<f64>,
+        sources: Option<Py<PyAny>>,
+    ) -> Self {
+        let sources = sources.unwrap_or_else(|| PyList::empty(py).into_any().unbind());
+        Hit { id, score, text, payload: payload.unwrap_or_else(|| py.None()), fused, sources }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (id, text) = (self.id.as_str().into_pyobject(py)?.repr()?, self.text.as_deref().into_pyobject(py)?.repr()?);
+        let payload = self.payload.bind(py).repr()?;
+        Ok(format!("Hit(id={id}, score={}, text={text}, payload={payload})", self.score))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(o) = other.cast::<Hit>() else { return Ok(false) };
+        let o = o.get();
+        Ok(self.id == o.id
+            && self.score == o.score
+            && self.text == o.text
+            && self.fused == o.fused
+            && self.payload.bind(py).eq(o.payload.bind(py))?
+            && self.sources.bind(py).eq(o.sources.bind(py))?)
+    }
+}
+
+impl Hit {
+    fn of(py: Python<'_>, h: tessera::SearchHit) -> PyResult<Self> {
+        let payload = match &h.payload {
+            Some(p) => to_python(py, p)?.unbind(),
+            None => py.None(),
+        };
+        Ok(Hit {
+            id: h.id,
+            score: h.score,
+            text: h.text,
+            payload,
+            fused: None,
+            sources: PyList::empty(py).into_any().unbind(),
+        })
+    }
+
+    fn list(py: Python<'_>, results: SearchResults) -> PyResult<Vec<Hit>> {
+        match results {
+            SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
+                hits.into_iter().map(|h| Hit::of(py, h)).collect()
+            }
+            SearchResults::Hybrid(hits) => hits
+                .into_iter()
+                .map(|h| {
+                    let sources = pythonize::pythonize(py, &h.sources)?.unbind();
+                    Ok(Hit { fused: Some(h.fused), sources, ..Hit::of(py, h.hit)? })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A stored document, as `Collection.get` returns it.
+#[pyclass(frozen, module = "tessera")]
+pub struct Document {
+    #[pyo3(get)]
+    id: String,
+    /// `[n_tokens, dim]` float16 array, or None when tokens were not asked for.
+    #[pyo3(get)]
+    tokens: Py<PyAny>,
+    #[pyo3(get)]
+    n_tokens: usize,
+    #[pyo3(get)]
+    text: Option<String>,
+    #[pyo3(get)]
+    payload: Py<PyAny>,
+}
+
+#[pymethods]
+impl Document {
+    #[new]
+    #[pyo3(signature = (id, n_tokens, tokens=None, text=None, payload=None))]
+    fn new(
+        py: Python<'_>,
+        id: String,
+        n_tokens: usize,
+        tokens: Option<Py<PyAny>>,
+        text: Option<String>,
+        payload: Option<Py<PyAny>>,
+    ) -> Self {
+        Document {
+            id,
+            tokens: tokens.unwrap_or_else(|| py.None()),
+            n_tokens,
+            text,
+            payload: payload.unwrap_or_else(|| py.None()),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (id, text) = (self.id.as_str().into_pyobject(py)?.repr()?, self.text.as_deref().into_pyobject(py)?.repr()?);
+        Ok(format!("Document(id={id}, n_tokens={}, text={text})", self.n_tokens))
+    }
+}
+
+/// The result of `Collection.rerank`: hits best first, and the requested ids
+/// that are not live documents.
+#[pyclass(frozen, module = "tessera")]
+pub struct Reranked {
+    #[pyo3(get)]
+    hits: Py<PyAny>,
+    #[pyo3(get)]
+    missing: Vec<String>,
+}
+
+#[pymethods]
+impl Reranked {
+    #[new]
+    fn new(hits: Py<PyAny>, missing: Vec<String>) -> Self {
+        Reranked { hits, missing }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let missing = self.missing.clone().into_pyobject(py)?.repr()?;
+        Ok(format!("Reranked(hits={}, missing={missing})", self.hits.bind(py).repr()?))
+    }
+}
+
+// ---------------------------------------------------------------- database
+
+/// The open engine database, shared by a `Database` and its collections;
+/// `None` once closed. Taken for reading by every call, for writing by close.
+type Shared = Arc<RwLock<Option<Arc<tessera::Database>>>>;
+
+fn open_db(py: Python<'_>, shared: &Shared) -> PyResult<Arc<tessera::Database>> {
+    let db = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+    db.ok_or_else(|| py_error(py, "UnavailableError", "the database is closed".into()))
+}
+
+/// A Tessera database: a folder of collections, opened in this process.
+///
+/// `Database(path)` opens the folder (creating it if needed), verifies every
+/// segment and replays the write-ahead logs. Only one process may have a
+/// database open; `close()` (or leaving a `with` block) releases it.
+#[pyclass(frozen, module = "tessera")]
+pub struct Database {
+    shared: Shared,
+    path: String,
+}
+
+/// Keyword settings of a new collection as a config; `None` keeps the default.
+fn config_of(
+    py: Python<'_>,
+    dim: usize,
+    index: Option<&str>,
+    text: Option<&str>,
+    durability: Option<&str>,
+) -> PyResult<CollectionConfig> {
+    let mut c = CollectionConfig::new(dim);
+    if let Some(i) = index {
+        c.index = IndexConfig::from_name(i).or_py(py)?;
+    }
+    if let Some(t) = text {
+        c.text = TextConfig::from_name(t).or_py(py)?;
+    }
+    if let Some(d) = durability {
+        c.durability = d.parse().or_py(py)?;
+    }
+    Ok(c)
+}
+
+#[pymethods]
+impl Database {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let shown = path.display().to_string();
+        let db = py.detach(|| tessera::Database::open(&path)).or_py(py)?;
+        Ok(Database { shared: Arc::new(RwLock::new(Some(Arc::new(db)))), path: shown })
+    }
+
+    /// The database folder.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Creates a collection of `dim`-dimensional tokens.
+    ///
+    /// index: "pooled" (default), "muvera" or "none"; text: "english"
+    /// (default), "plain", "cjk" or "none"; durability: "sync" (default:
+    /// fsync before every acknowledgement) or "buffered".
+    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None))]
+    fn create_collection(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dim: usize,
+        index: Option<&str>,
+        text: Option<&str>,
+        durability: Option<&str>,
+    ) -> PyResult<Collection> {
+        let config = config_of(py, dim, index, text, durability)?;
+        let db = open_db(py, &self.shared)?;
+        let c = py.detach(|| db.create_collection(name, config)).or_py(py)?;
+        Ok(Collection { shared: self.shared.clone(), inner: c })
+    }
+
+    /// Opens the collection `name`; raises NotFoundError if there is none.
+    fn collection(&self, py: Python<'_>, name: &str) -> PyResult<Collection> {
+        let c = open_db(py, &self.shared)?.collection(name).or_py(py)?;
+        Ok(Collection { shared: self.shared.clone(), inner: c })
+    }
+
+    /// Opens `name`, or creates it as `create_collection` would. The settings
+    /// given must match an existing collection's (AlreadyExistsError if not);
+    /// settings left out are not compared.
+    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None))]
+    fn open_or_create_collection(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dim: usize,
+        index: Option<&str>,
+        text: Option<&str>,
+        durability: Option<&str>,
+    ) -> PyResult<Collection> {
+        let wanted = config_of(py, dim, index, text, durability)?;
+        let db = open_db(py, &self.shared)?;
+        let c = match db.collection(name) {
+            Ok(c) => {
+                let have = c.config();
+                let mut asked = have.clone();
+                asked.dim = dim;
+                if index.is_some() {
+                    asked.index = wanted.index.clone();
+                }
+                if text.is_some() {
+                    asked.text = wanted.text;
+                }
+                if durability.is_some() {
+                    asked.durability = wanted.durability;
+                }
+                if let Some(what) = have.differs_from(&asked) {
+                    let reason = format!("its {what} differs from the request");
+                    return Err(engine_error(py, tessera::Error::ConfigMismatch { name: name.into(), reason }));
+                }
+                c
+            }
+            Err(tessera::Error::UnknownCollection(_)) => py.detach(|| db.create_collection(name, wanted)).or_py(py)?,
+            Err(e) => return Err(engine_error(py, e)),
+        };
+        Ok(Collection { shared: self.shared.clone(), inner: c })
+    }
+
+    /// The names of the collections, sorted.
+    fn list_collections(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let mut names = open_db(py, &self.shared)?.list_collections();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Drops a collection and deletes its files.
+    fn drop_collection(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let db = open_db(py, &self.shared)?;
+        py.detach(|| db.drop_collection(name)).or_py(py)
+    }
+
+    /// Closes the database: it and its collections refuse every later call,
+    /// and the lock is released once calls already running have finished.
+    /// Closing twice is fine.
+    fn close(&self, py: Python<'_>) {
+        let db = py.detach(|| self.shared.write().unwrap_or_else(|p| p.into_inner()).take());
+        // The engine database is freed (and its lock released) once calls
+        // holding it finish.
+        drop(db);
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.close(py);
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Database({:?})", self.path)
+    }
+}
+
+// ---------------------------------------------------------------- collection
+
+/// A collection of documents: an id, a token tensor, optional text and a
+/// JSON payload each, ranked against a query tensor by MaxSim.
+#[pyclass(frozen, module = "tessera")]
+pub struct Collection {
+    shared: Shared,
+    inner: Arc<tessera::Collection>,
+}
+
+/// The options of `search` and `search_batch`, as Python passes them.
+struct SearchOptions<'a, 'py> {
+    k: usize,
+    candidates: Option<usize>,
+    ef: Option<usize>,
+    exact: bool,
+    filter: Option<&'a Bound<'py, PyAny>>,
+    text: Option<String>,
+    ids: Option<&'a Bound<'py, PyAny>>,
+    vector: bool,
+    rerank_only: bool,
+    fusion: Option<&'a str>,
+    rrf_k0: Option<f64>,
+    weights: Option<&'a Bound<'py, PyDict>>,
+}
+
+impl SearchOptions<'_, '_> {
+    fn request(&self, py: Python<'_>, tokens: Option<Tokens>) -> PyResult<SearchRequest> {
+        let mut q = SearchRequest::empty(self.k);
+        (q.tokens, q.candidates, q.ef, q.exact) = (tokens, self.candidates, self.ef, self.exact);
+        q.filter = filter_of(py, self.filter)?;
+        q.text = self.text.clone();
+        if let Some(ids) = self.ids.filter(|i| !i.is_none()) {
+            q.ids = ids_of(py, ids)?;
+        }
+        (q.vector, q.rerank_only) = (self.vector, self.rerank_only);
+        q.fusion = Fusion::from_parts(self.fusion, self.rrf_k0).or_py(py)?;
+        if let Some(w) = self.weights {
+            for (source, weight) in w.iter() {
+                let source: String = source.extract().map_err(|_| invalid(py, "weights: keys must be str"))?;
+                let weight: f64 = weight.extract().map_err(|_| invalid(py, "weights: values must be numbers"))?;
+                q.weights.push((source.parse().or_py(py)?, weight));
+            }
+        }
+        Ok(q)
+    }
+}
+
+impl Collection {
+    fn live(&self, py: Python<'_>) -> PyResult<(Arc<tessera::Database>, &Arc<tessera::Collection>)> {
+        Ok((open_db(py, &self.shared)?, &self.inner))
+    }
+
+    fn query_of(&self, py: Python<'_>, query: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Tokens>> {
+        match query.filter(|q| !q.is_none()) {
+            None => Ok(None),
+            Some(q) => tokens_of(py, q, &|| what.to_string()).map(Some),
+        }
+    }
+
+    /// The batch as engine documents, each checked as the engine will check
+    /// it, so that an error names the document's position.
+    fn documents<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        tokens: &Bound<'py, PyAny>,
+        texts: Option<&Bound<'py, PyAny>>,
+        payloads: Option<&Bound<'py, PyAny>>,
+        offsets: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Document_>> {
+        let ids = ids_of(py, ids)?;
+        let n = ids.len();
+        let column = |obj: Option<&Bound<'py, PyAny>>, name: &str| -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+            let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+            let v = items(py, obj, name)?;
+            if v.len() != n {
+                return Err(invalid(py, format!("{name} has {} entries for {n} ids", v.len())));
+            }
+            Ok(Some(v))
+        };
+        let tokens: Vec<Tokens> = match offsets.filter(|o| !o.is_none()) {
+            None => {
+                if tokens.cast::<PyUntypedArray>().is_ok() {
+                    return Err(invalid(
+                        py,
+                        "tokens is one array: pass a list of [n_i, dim] arrays, or a flat [N, dim] array with offsets",
+                    ));
+                }
+                let t = column(Some(tokens), "tokens")?.unwrap_or_default();
+                t.iter()
+                    .enumerate()
+                    .map(|(i, x)| tokens_of(py, x, &|| format!("tokens[{i}]")))
+                    .collect::<PyResult<_>>()?
+            }
+            Some(off) => {
+                let all = tokens_of(py, tokens, &|| "tokens".to_string())?;
+                let offs: Vec<i64> =
+                    off.extract().map_err(|_| invalid(py, "offsets must be a sequence of n + 1 integers"))?;
+                split_flat(py, all, &offs, n)?
+            }
+        };
+        let texts = column(texts, "texts")?;
+        let payloads = column(payloads, "payloads")?;
+        let dim = self.inner.dim();
+        let mut seen = HashSet::with_capacity(n);
+        let mut docs = Vec::with_capacity(n);
+        for (i, (id, tokens)) in ids.into_iter().zip(tokens).enumerate() {
+            let at = |e: String| invalid(py, format!("documents[{i}] (id {id:?}): {e}"));
+            if !seen.insert(id.clone()) {
+                return Err(at(format!(
+                    "the id appears twice in the batch (first at documents[{}])",
+                    first(&docs, &id)
+                )));
+            }
+            let mut d = Document_::new(id.clone(), tokens);
+            if let Some(t) = texts.as_ref().map(|t| &t[i]).filter(|t| !t.is_none()) {
+                d.text = Some(t.extract().map_err(|_| at("texts: must be a str or None".into()))?);
+            }
+            if let Some(p) = payloads.as_ref().map(|p| &p[i]).filter(|p| !p.is_none()) {
+                d.payload = Some(json_value(py, p, &|| "payload".into()).map_err(|e| at(e.value(py).to_string()))?);
+            }
+            d.validate(dim).map_err(|e| at(e.to_string()))?;
+            docs.push(d);
+        }
+        Ok(docs)
+    }
+}
+
+type Document_ = tessera::Document;
+
+fn first(docs: &[Document_], id: &str) -> usize {
+    docs.iter().position(|d| d.id == id).unwrap_or_default()
+}
+
+/// A flat `[N, dim]` tensor cut at `offsets` (n + 1 of them, 0 first, N last).
+fn split_flat(py: Python<'_>, all: Tokens, offs: &[i64], n: usize) -> PyResult<Vec<Tokens>> {
+    let dim = all.dim();
+    let rows = match &all {
+        Tokens::F32 { data, .. } => data.len() / dim.max(1),
+        Tokens::F16 { data, .. } => data.len() / dim.max(1),
+    };
+    if offs.len() != n + 1 {
+        return Err(invalid(py, format!("offsets has {} entries; {n} documents need {}", offs.len(), n + 1)));
+    }
+    if offs[0] != 0 || offs[n] != rows as i64 {
+        return Err(invalid(py, format!("offsets must start at 0 and end at the {rows} rows of tokens")));
+    }
+    if let Some(i) = (0..n).find(|&i| offs[i + 1] < offs[i]) {
+        return Err(invalid(py, format!("offsets decrease at documents[{i}]: {} > {}", offs[i], offs[i + 1])));
+    }
+    let span = |i: usize| (offs[i] as usize * dim)..(offs[i + 1] as usize * dim);
+    Ok((0..n)
+        .map(|i| match &all {
+            Tokens::F32 { data, .. } => Tokens::F32 { data: data[span(i)].to_vec(), dim },
+            Tokens::F16 { data, .. } => Tokens::F16 { data: data[span(i)].to_vec(), dim },
+        })
+        .collect())
+}
+
+#[pymethods]
+impl Collection {
+    /// The collection's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The token dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Inserts or replaces documents, durably (WAL fsync) before returning.
+    ///
+    /// `tokens` is a list of `[n_i, dim]` float16/float32 arrays, or one flat
+    /// `[N, dim]` array with `offsets` (n + 1 integers: document i is rows
+    /// `offsets[i]:offsets[i+1]`). `texts` and `payloads` (JSON values) are
+    /// optional lists of the same length, None entries allowed. The batch is
+    /// checked whole: on any error nothing is written, and the message names
+    /// the offending document's index. Returns the number of documents.
+    #[pyo3(signature = (ids, tokens, texts=None, payloads=None, *, offsets=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        tokens: &Bound<'_, PyAny>,
+        texts: Option<&Bound<'_, PyAny>>,
+        payloads: Option<&Bound<'_, PyAny>>,
+        offsets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let (_db, c) = self.live(py)?;
+        let docs = self.documents(py, ids, tokens, texts, payloads, offsets)?;
+        let n = docs.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        py.detach(|| c.upsert(&docs)).or_py(py)?;
+        Ok(n)
+    }
+
+    /// Deletes documents by id; returns how many existed.
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (_db, c) = self.live(py)?;
+        let ids = ids_of(py, ids)?;
+        py.detach(|| c.delete(&ids)).or_py(py)
+    }
+
+    /// Documents by id, from one consistent snapshot: a list aligned with
+    /// `ids`, None where an id is not a live document. With `tokens=True`
+    /// each document's tokens come back as a `[n, dim]` float16 array.
+    #[pyo3(signature = (ids, tokens=false))]
+    fn get(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, tokens: bool) -> PyResult<Vec<Option<Document>>> {
+        let (_db, c) = self.live(py)?;
+        let ids = ids_of(py, ids)?;
+        let found = py.detach(|| c.get_many(&ids, tokens)).or_py(py)?;
+        found
+            .into_iter()
+            .map(|d| {
+                let Some(d) = d else { return Ok(None) };
+                let toks = if tokens {
+                    PyArray1::from_vec(py, d.tokens).reshape([d.n_tokens, d.dim])?.into_any().unbind()
+                } else {
+                    py.None()
+                };
+                let payload = match &d.payload {
+                    Some(p) => to_python(py, p)?.unbind(),
+                    None => py.None(),
+                };
+                Ok(Some(Document { id: d.id, tokens: toks, n_tokens: d.n_tokens, text: d.text, payload }))
+            })
+            .collect()
+    }
+
+    /// The `k` best documents for `query` (a `[n, dim]` float16/float32
+    /// array), best first.
+    ///
+    /// Two-stage by default: the coarse index recalls `candidates` documents
+    /// (default 256) that exact MaxSim reranks; `exact=True` scores every
+    /// document. `filter` is a payload filter (a dict or its JSON text, see
+    /// docs/FILTERS.md). Any of `text` (BM25 query), `ids` (candidate ids),
+    /// `vector`, `rerank_only`, `fusion` ("rrf" or "weighted"), `rrf_k0` or
+    /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) makes it a hybrid
+    /// query: the sources' candidates fused, then reranked by MaxSim when a
+    /// query is given.
+    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: Option<&Bound<'_, PyAny>>,
+        k: usize,
+        candidates: Option<usize>,
+        ef: Option<usize>,
+        exact: bool,
+        filter: Option<&Bound<'_, PyAny>>,
+        text: Option<String>,
+        ids: Option<&Bound<'_, PyAny>>,
+        vector: bool,
+        rerank_only: bool,
+        fusion: Option<&str>,
+        rrf_k0: Option<f64>,
+        weights: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<Hit>> {
+        let (_db, c) = self.live(py)?;
+        let opts =
+            SearchOptions { k, candidates, ef, exact, filter, text, ids, vector, rerank_only, fusion, rrf_k0, weights };
+        let req = opts.request(py, self.query_of(py, query, "query")?)?;
+        let out = py.detach(|| c.search_request(&req)).or_py(py)?;
+        Hit::list(py, out)
+    }
+
+    /// `search` for each of `queries` (a list of arrays), run in parallel on
+    /// the engine's thread pool; one list of hits per query, in order. The
+    /// options are `search`'s and apply to every query. A bad query raises
+    /// (naming its index) and nothing is searched.
+    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: usize,
+        candidates: Option<usize>,
+        ef: Option<usize>,
+        exact: bool,
+        filter: Option<&Bound<'_, PyAny>>,
+        text: Option<String>,
+        ids: Option<&Bound<'_, PyAny>>,
+        vector: bool,
+        rerank_only: bool,
+        fusion: Option<&str>,
+        rrf_k0: Option<f64>,
+        weights: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<Vec<Hit>>> {
+        let (_db, c) = self.live(py)?;
+        let opts =
+            SearchOptions { k, candidates, ef, exact, filter, text, ids, vector, rerank_only, fusion, rrf_k0, weights };
+        let reqs = items(py, queries, "queries")?
+            .iter()
+            .enumerate()
+            .map(|(i, q)| opts.request(py, self.query_of(py, Some(q), &format!("queries[{i}]"))?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let outs = py.detach(|| {
+            reqs.par_iter()
+                .enumerate()
+                .map(|(i, r)| c.search_request(r).map_err(|e| (i, e)))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match outs {
+            Ok(outs) => outs.into_iter().map(|o| Hit::list(py, o)).collect(),
+            Err((i, e)) => Err(py_error(py, error_class(&e), format!("queries[{i}]: {e}"))),
+        }
+    }
+
+    /// Exact MaxSim of `query` against the documents `ids`, best first, and
+    /// the ids that are not live documents.
+    fn rerank(&self, py: Python<'_>, query: &Bound<'_, PyAny>, ids: &Bound<'_, PyAny>) -> PyResult<Reranked> {
+        let (_db, c) = self.live(py)?;
+        let tokens = tokens_of(py, query, &|| "query".to_string())?;
+        let ids = ids_of(py, ids)?;
+        let r = py.detach(|| c.rerank(&tokens, &ids)).or_py(py)?;
+        let hits = r.hits.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>()?;
+        Ok(Reranked { hits: hits.into_pyobject(py)?.into_any().unbind(), missing: r.missing })
+    }
+
+    /// Seals the memtable into a segment (building its indexes) and persists deletions.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let (_db, c) = self.live(py)?;
+        py.detach(|| c.flush()).or_py(py)
+    }
+
+    /// Merges all segments into one, dropping deleted documents.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        let (_db, c) = self.live(py)?;
+        py.detach(|| c.compact()).or_py(py)
+    }
+
+    /// Configuration and counts: name, dim, index, text, durability,
+    /// documents, tokens, segments, memtable_documents, deleted_in_segments,
+    /// bytes_on_disk (and last_flush_error when the last automatic flush failed).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (_db, c) = self.live(py)?;
+        let stats = py.detach(|| c.stats());
+        let cfg = c.config();
+        let mut v = serde_json::to_value(&stats).map_err(|e| invalid(py, e.to_string()))?;
+        v["index"] = IndexConfig::name_of(cfg.index.as_ref()).into();
+        v["text"] = TextConfig::name_of(cfg.text.as_ref()).into();
+        v["durability"] = cfg.durability.as_str().into();
+        to_python(py, &v)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let (_db, c) = self.live(py)?;
+        Ok(c.len())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Collection({:?}, dim={})", self.inner.name(), self.inner.dim())
+    }
+}
+
+/// The extension module `tessera._tessera` (re-exported by `tessera`).
+#[pymodule]
+fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Database>()?;
+    m.add_class::<Collection>()?;
+    m.add_class::<Hit>()?;
+    m.add_class::<Document>()?;
+    m.add_class::<Reranked>()?;
+    m.add("MAX_K", tessera::MAX_K)?;
+    m.add("DEFAULT_CANDIDATES", tessera::DEFAULT_CANDIDATES)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

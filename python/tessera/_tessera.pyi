@@ -1,0 +1,152 @@
+"""Type stubs of the extension module (python/src/lib.rs)."""
+
+import os
+from types import TracebackType
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+MAX_K: int
+DEFAULT_CANDIDATES: int
+
+TokenArray = npt.NDArray[Union[np.float16, np.float32]]
+Filter = Union[Mapping[str, Any], str]
+
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    text: Optional[str]
+    payload: Any
+    fused: Optional[float]
+    sources: List[Dict[str, Any]]
+    def __init__(
+        self,
+        id: str,
+        score: float,
+        text: Optional[str] = None,
+        payload: Any = None,
+        fused: Optional[float] = None,
+        sources: Optional[List[Dict[str, Any]]] = None,
+    ) -> None: ...
+
+class Document:
+    """A stored document, as ``Collection.get`` returns it."""
+
+    id: str
+    tokens: Optional[npt.NDArray[np.float16]]
+    n_tokens: int
+    text: Optional[str]
+    payload: Any
+    def __init__(
+        self,
+        id: str,
+        n_tokens: int,
+        tokens: Optional[npt.NDArray[np.float16]] = None,
+        text: Optional[str] = None,
+        payload: Any = None,
+    ) -> None: ...
+
+class Reranked:
+    """Hits of ``Collection.rerank`` best first, and the ids that are not live documents."""
+
+    hits: List[Hit]
+    missing: List[str]
+    def __init__(self, hits: List[Hit], missing: List[str]) -> None: ...
+
+class Collection:
+    """A collection of documents ranked by MaxSim."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    def upsert(
+        self,
+        ids: Sequence[str],
+        tokens: Union[Sequence[TokenArray], TokenArray],
+        texts: Optional[Sequence[Optional[str]]] = None,
+        payloads: Optional[Sequence[Any]] = None,
+        *,
+        offsets: Optional[Sequence[int]] = None,
+    ) -> int: ...
+    def delete(self, ids: Sequence[str]) -> int: ...
+    def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]: ...
+    def search(
+        self,
+        query: Optional[TokenArray] = None,
+        k: int = 10,
+        *,
+        candidates: Optional[int] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+        filter: Optional[Filter] = None,
+        text: Optional[str] = None,
+        ids: Optional[Sequence[str]] = None,
+        vector: bool = False,
+        rerank_only: bool = False,
+        fusion: Optional[str] = None,
+        rrf_k0: Optional[float] = None,
+        weights: Optional[Dict[str, float]] = None,
+    ) -> List[Hit]: ...
+    def search_batch(
+        self,
+        queries: Sequence[TokenArray],
+        k: int = 10,
+        *,
+        candidates: Optional[int] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+        filter: Optional[Filter] = None,
+        text: Optional[str] = None,
+        ids: Optional[Sequence[str]] = None,
+        vector: bool = False,
+        rerank_only: bool = False,
+        fusion: Optional[str] = None,
+        rrf_k0: Optional[float] = None,
+        weights: Optional[Dict[str, float]] = None,
+    ) -> List[List[Hit]]: ...
+    def rerank(self, query: TokenArray, ids: Sequence[str]) -> Reranked: ...
+    def flush(self) -> None: ...
+    def compact(self) -> None: ...
+    def stats(self) -> Dict[str, Any]: ...
+    def __len__(self) -> int: ...
+
+class Database:
+    """A Tessera database folder, opened in this process."""
+
+    def __init__(self, path: Union[str, os.PathLike[str]]) -> None: ...
+    @property
+    def path(self) -> str: ...
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        index: Optional[str] = None,
+        text: Optional[str] = None,
+        durability: Optional[str] = None,
+    ) -> Collection: ...
+    def collection(self, name: str) -> Collection: ...
+    def open_or_create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        index: Optional[str] = None,
+        text: Optional[str] = None,
+        durability: Optional[str] = None,
+    ) -> Collection: ...
+    def list_collections(self) -> List[str]: ...
+    def drop_collection(self, name: str) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Database": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...

@@ -1,0 +1,474 @@
+"""A client of ``tessera serve`` with the embedded engine's API.
+
+``Client(url)`` has the methods of :class:`tessera.Database`, and its
+collections (:class:`RemoteCollection`) those of :class:`tessera.Collection`,
+returning the same types (:class:`tessera.Hit`, :class:`tessera.Document`,
+:class:`tessera.Reranked`) and raising the same :mod:`tessera.errors` — so
+moving from embedded to server is one line.
+
+Over the wire (docs/SERVER.md): JSON over HTTP, tensors packed as base64 of
+little-endian float16 (documents; what the engine stores) or float32
+(queries, so scores equal the embedded engine's to the bit). An ``upsert``
+too large for one request is split into several under the server's body and
+batch limits; the whole call is checked here first (shapes, dtypes, values,
+ids) so that a bad document is refused before anything is sent. Only the
+standard library is used (``http.client``), with one keep-alive connection
+per thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+import urllib.parse
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import errors
+from ._tessera import Document, Hit, Reranked
+
+_F16_MAX = 65520.0  # values at or beyond this round to infinity in float16
+
+_ERRORS = {
+    "bad_request": errors.InvalidInputError,
+    "out_of_range": errors.InvalidInputError,
+    "too_large": errors.InvalidInputError,
+    "not_found": errors.NotFoundError,
+    "conflict": errors.AlreadyExistsError,
+    "unauthenticated": errors.AuthenticationError,
+    "permission_denied": errors.AuthenticationError,
+    "unavailable": errors.UnavailableError,
+}
+
+
+def _f32(x: float) -> float:
+    """A JSON score back to the f32 the server computed (as the engine returns it)."""
+    return float(np.float32(x))
+
+
+def _pack(a: np.ndarray) -> dict:
+    dtype = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}[a.dtype]
+    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    return {"dtype": dtype, "shape": list(a.shape), "data": base64.b64encode(data).decode("ascii")}
+
+
+def _array(x: Any, what: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise errors.InvalidInputError(
+            f"{what} must be a numpy array of float16 or float32, got {type(x).__name__}"
+        )
+    if x.ndim != 2:
+        raise errors.InvalidInputError(f"{what} must be 2-d [tokens, dim], got shape {x.shape}")
+    if x.dtype not in (np.float16, np.float32):
+        raise errors.InvalidInputError(
+            f"{what} has dtype {x.dtype}; use float16 or float32 (e.g. arr.astype(np.float32))"
+        )
+    return x
+
+
+def _check_values(a: np.ndarray, dim: int, where: str) -> None:
+    """The engine's checks of one tensor, so a bad document is refused before anything is sent."""
+    if a.shape[1] != dim:
+        raise errors.InvalidInputError(f"{where}wrong dimension: got {a.shape[1]}, the collection has dim {dim}")
+    if a.shape[0] == 0:
+        raise errors.InvalidInputError(f"{where}empty tensor: at least one token is required")
+    bad = ~np.isfinite(a) | (np.abs(a.astype(np.float32)) >= _F16_MAX)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise errors.InvalidInputError(
+            f"{where}invalid value at token {r}, component {c}: {a[r, c]} "
+            "(values must be finite and within f16 range ±65504)"
+        )
+
+
+def _ids(ids: Any) -> List[str]:
+    if isinstance(ids, (str, np.ndarray)) or not hasattr(ids, "__iter__"):
+        raise errors.InvalidInputError(f"ids must be a list, got {type(ids).__name__}")
+    out = list(ids)
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise errors.InvalidInputError(f"ids[{i}] must be a str, got {type(x).__name__}")
+    return out
+
+
+def _column(v: Any, name: str, n: int) -> Optional[list]:
+    if v is None:
+        return None
+    if isinstance(v, (str, np.ndarray)) or not hasattr(v, "__iter__"):
+        raise errors.InvalidInputError(f"{name} must be a list, got {type(v).__name__}")
+    v = list(v)
+    if len(v) != n:
+        raise errors.InvalidInputError(f"{name} has {len(v)} entries for {n} ids")
+    return v
+
+
+class Client:
+    """A Tessera server, with the methods of :class:`tessera.Database`.
+
+    ``url``: the server's HTTP address; ``api_key``: sent as a bearer token;
+    ``max_body_bytes`` and ``max_batch_docs``: the server's limits (its
+    defaults), under which ``upsert`` splits large calls; ``timeout``: seconds
+    per request.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:7700",
+        api_key: Optional[str] = None,
+        *,
+        timeout: float = 120.0,
+        max_body_bytes: int = 64 << 20,
+        max_batch_docs: int = 10_000,
+    ):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise errors.InvalidInputError(f"url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
+        self.url = url.rstrip("/")
+        self._scheme, self._host, self._port = u.scheme, u.hostname, u.port
+        self._prefix = u.path.rstrip("/")
+        self._timeout = timeout
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_docs = max_batch_docs
+        self._local = threading.local()
+        self._conns: List[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------ transport
+
+    def _conn(self) -> http.client.HTTPConnection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            c = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        if self._closed:
+            raise errors.UnavailableError("the client is closed")
+        data = None if body is None else json.dumps(body, allow_nan=False).encode()
+        for attempt in (0, 1):
+            c = self._conn()
+            try:
+                c.request(method, self._prefix + path, body=data, headers=self._headers)
+                r = c.getresponse()
+                raw = r.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                # A kept-alive connection the server closed: reconnect once.
+                c.close()
+                self._local.conn = None
+                if attempt:
+                    raise errors.UnavailableError(f"{method} {path}: the server closed the connection: {e}") from e
+            except OSError as e:
+                c.close()
+                self._local.conn = None
+                raise errors.UnavailableError(f"{method} {path}: cannot reach {self.url}: {e}") from e
+        if 200 <= r.status < 300:
+            return json.loads(raw) if raw else None
+        try:
+            e = json.loads(raw)["error"]
+            code, message, limit = e["code"], e["message"], e.get("limit")
+        except (ValueError, KeyError, TypeError):
+            code, message, limit = "http_error", raw.decode("utf-8", "replace").strip(), None
+        cls = _ERRORS.get(code, errors.TesseraError)
+        suffix = f" [limit {limit}]" if limit else ""
+        raise cls(f"{message}{suffix}", code=code, limit=limit)
+
+    def close(self) -> None:
+        """Closes the connections; later calls raise UnavailableError."""
+        self._closed = True
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # ------------------------------------------------------------ database
+
+    def health(self) -> dict:
+        """The server's status, version and collection count."""
+        return self._call("GET", "/health")
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        index: Optional[str] = None,
+        text: Optional[str] = None,
+        durability: Optional[str] = None,
+    ) -> "RemoteCollection":
+        """As :meth:`tessera.Database.create_collection`."""
+        body: Dict[str, Any] = {"name": name, "dim": dim}
+        for k, v in (("index", index), ("text", text), ("durability", durability)):
+            if v is not None:
+                body[k] = v
+        info = self._call("POST", "/v1/collections", body)
+        return RemoteCollection(self, info["name"], info["dim"])
+
+    def collection(self, name: str) -> "RemoteCollection":
+        """As :meth:`tessera.Database.collection`."""
+        info = self._call("GET", f"/v1/collections/{urllib.parse.quote(name, safe='')}")
+        return RemoteCollection(self, info["name"], info["dim"])
+
+    def open_or_create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        index: Optional[str] = None,
+        text: Optional[str] = None,
+        durability: Optional[str] = None,
+    ) -> "RemoteCollection":
+        """As :meth:`tessera.Database.open_or_create_collection`: settings
+        given must match an existing collection's; settings left out are not compared."""
+        try:
+            c = self.collection(name)
+        except errors.NotFoundError:
+            try:
+                return self.create_collection(name, dim, index=index, text=text, durability=durability)
+            except errors.AlreadyExistsError:
+                c = self.collection(name)  # created meanwhile: compare as below
+        info = c.stats()
+        for what, want in (("dim", dim), ("index", index), ("text", text), ("durability", durability)):
+            if want is not None and info[what] != want:
+                raise errors.AlreadyExistsError(
+                    f"collection {name!r} exists with a different configuration: its {what} differs from the request",
+                    code="conflict",
+                )
+        return c
+
+    def list_collections(self) -> List[str]:
+        """The names of the collections, sorted."""
+        return sorted(c["name"] for c in self._call("GET", "/v1/collections")["collections"])
+
+    def drop_collection(self, name: str) -> None:
+        """As :meth:`tessera.Database.drop_collection`."""
+        self._call("DELETE", f"/v1/collections/{urllib.parse.quote(name, safe='')}")
+
+
+def _hit(h: dict) -> Hit:
+    sources = [{"source": s["source"], "rank": s["rank"], "score": _f32(s["score"])} for s in h.get("sources", [])]
+    return Hit(h["id"], _f32(h["score"]), h.get("text"), h.get("payload"), h.get("fused"), sources)
+
+
+class RemoteCollection:
+    """A collection on a server, with the methods of :class:`tessera.Collection`."""
+
+    def __init__(self, client: Client, name: str, dim: int):
+        self._client = client
+        self.name = name
+        self.dim = dim
+        self._path = f"/v1/collections/{urllib.parse.quote(name, safe='')}"
+
+    def __repr__(self) -> str:
+        return f"RemoteCollection({self.name!r}, dim={self.dim})"
+
+    def _post(self, op: str, body: Any = None) -> Any:
+        return self._client._call("POST", f"{self._path}/{op}", body)
+
+    # ------------------------------------------------------------ writes
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        tokens: Any,
+        texts: Optional[Sequence[Optional[str]]] = None,
+        payloads: Optional[Sequence[Any]] = None,
+        *,
+        offsets: Any = None,
+    ) -> int:
+        """As :meth:`tessera.Collection.upsert`. The call is checked whole
+        before anything is sent; if it is larger than one request allows it
+        is sent as several batches, each durable when answered."""
+        ids = _ids(ids)
+        n = len(ids)
+        if offsets is None:
+            if isinstance(tokens, np.ndarray):
+                raise errors.InvalidInputError(
+                    "tokens is one array: pass a list of [n_i, dim] arrays, or a flat [N, dim] array with offsets"
+                )
+            tokens = _column(tokens, "tokens", n) or []
+            arrays = [_array(t, f"tokens[{i}]") for i, t in enumerate(tokens)]
+        else:
+            flat = _array(tokens, "tokens")
+            try:
+                offs = [int(o) for o in offsets]
+            except (TypeError, ValueError):
+                raise errors.InvalidInputError("offsets must be a sequence of n + 1 integers") from None
+            if len(offs) != n + 1:
+                raise errors.InvalidInputError(f"offsets has {len(offs)} entries; {n} documents need {n + 1}")
+            if offs[0] != 0 or offs[-1] != flat.shape[0]:
+                raise errors.InvalidInputError(
+                    f"offsets must start at 0 and end at the {flat.shape[0]} rows of tokens"
+                )
+            for i in range(n):
+                if offs[i + 1] < offs[i]:
+                    raise errors.InvalidInputError(f"offsets decrease at documents[{i}]: {offs[i]} > {offs[i + 1]}")
+            arrays = [flat[offs[i] : offs[i + 1]] for i in range(n)]
+        texts = _column(texts, "texts", n)
+        payloads = _column(payloads, "payloads", n)
+        docs, seen = [], {}
+        for i, (id_, a) in enumerate(zip(ids, arrays)):
+            where = f"documents[{i}] (id {id_!r}): "
+            if id_ in seen:
+                raise errors.InvalidInputError(
+                    f"{where}the id appears twice in the batch (first at documents[{seen[id_]}])"
+                )
+            seen[id_] = i
+            if not id_:
+                raise errors.InvalidInputError(f"{where}id is empty")
+            if len(id_.encode()) > 512:
+                raise errors.InvalidInputError(f"{where}id is {len(id_.encode())} bytes; the limit is 512")
+            _check_values(a, self.dim, where)
+            d: Dict[str, Any] = {"id": id_, "tokens": _pack(a.astype(np.float16))}
+            if texts is not None and texts[i] is not None:
+                if not isinstance(texts[i], str):
+                    raise errors.InvalidInputError(f"{where}texts: must be a str or None")
+                d["text"] = texts[i]
+            if payloads is not None and payloads[i] is not None:
+                try:
+                    json.dumps(payloads[i], allow_nan=False)
+                except (TypeError, ValueError) as e:
+                    raise errors.InvalidInputError(f"{where}payload is not JSON: {e}") from None
+                d["payload"] = payloads[i]
+            docs.append(d)
+        # Batches under the body limit (with room for the JSON around the documents).
+        budget = max(1024, int(self._client.max_body_bytes * 0.9))
+        batch: List[dict] = []
+        size = 0
+        for d in docs:
+            ds = len(json.dumps(d, allow_nan=False)) + 1
+            if batch and (size + ds > budget or len(batch) >= self._client.max_batch_docs):
+                self._post("upsert", {"documents": batch})
+                batch, size = [], 0
+            batch.append(d)
+            size += ds
+        if batch:
+            self._post("upsert", {"documents": batch})
+        return n
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """As :meth:`tessera.Collection.delete`."""
+        return self._post("delete", {"ids": _ids(ids)})["deleted"]
+
+    def flush(self) -> None:
+        """As :meth:`tessera.Collection.flush`."""
+        self._post("flush")
+
+    def compact(self) -> None:
+        """As :meth:`tessera.Collection.compact`."""
+        self._post("compact")
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]:
+        """As :meth:`tessera.Collection.get`."""
+        ids = _ids(ids)
+        r = self._post("get", {"ids": ids, "tokens": "f16" if tokens else "none"})
+        found = {}
+        for d in r["documents"]:
+            t = None
+            if tokens:
+                p = d["tokens"]
+                t = np.frombuffer(base64.b64decode(p["data"]), dtype="<f2").reshape(p["shape"]).astype(np.float16)
+            found[d["id"]] = Document(d["id"], int(d["n_tokens"]), t, d.get("text"), d.get("payload"))
+        return [found.get(id_) for id_ in ids]
+
+    def _query(self, query: Any, what: str) -> Optional[dict]:
+        if query is None:
+            return None
+        q = _array(query, what)
+        if q.shape[1] != self.dim:
+            raise errors.InvalidInputError(
+                f"{what}: wrong dimension: got {q.shape[1]}, the collection has dim {self.dim}"
+            )
+        return _pack(q)
+
+    def _search_body(self, query: Any, what: str, k: int, **opts: Any) -> dict:
+        body: Dict[str, Any] = {"k": k}
+        q = self._query(query, what)
+        if q is not None:
+            body["tokens"] = q
+        for key, v in opts.items():
+            if key == "ids" and v is not None:
+                v = _ids(v)
+            if key == "filter" and isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except ValueError as e:
+                    raise errors.InvalidInputError(f"invalid argument: filter: not JSON: {e}") from None
+            if v is not None and v is not False:
+                body[key] = v
+        return body
+
+    def search(
+        self,
+        query: Any = None,
+        k: int = 10,
+        *,
+        candidates: Optional[int] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+        filter: Any = None,
+        text: Optional[str] = None,
+        ids: Optional[Sequence[str]] = None,
+        vector: bool = False,
+        rerank_only: bool = False,
+        fusion: Optional[str] = None,
+        rrf_k0: Optional[float] = None,
+        weights: Optional[Dict[str, float]] = None,
+    ) -> List[Hit]:
+        """As :meth:`tessera.Collection.search`."""
+        body = self._search_body(
+            query, "query", k, candidates=candidates, ef=ef, exact=exact, filter=filter, text=text, ids=ids,
+            vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
+        )  # fmt: skip
+        return [_hit(h) for h in self._post("search", body)["hits"]]
+
+    def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:
+        """As :meth:`tessera.Collection.search_batch` (one request per query:
+        every query is checked before the first is sent)."""
+        if isinstance(queries, (str, np.ndarray)) or not hasattr(queries, "__iter__"):
+            raise errors.InvalidInputError(f"queries must be a list, got {type(queries).__name__}")
+        bodies = [self._search_body(q, f"queries[{i}]", k, **opts) for i, q in enumerate(queries)]
+        out = []
+        for i, b in enumerate(bodies):
+            try:
+                out.append([_hit(h) for h in self._post("search", b)["hits"]])
+            except errors.TesseraError as e:
+                raise type(e)(f"queries[{i}]: {e.message}", code=e.code, limit=e.limit) from None
+        return out
+
+    def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:
+        """As :meth:`tessera.Collection.rerank`."""
+        r = self._post("rerank", {"tokens": self._query(query, "query"), "ids": _ids(ids)})
+        return Reranked([_hit(h) for h in r["hits"]], r["missing"])
+
+    def stats(self) -> dict:
+        """As :meth:`tessera.Collection.stats`."""
+        return self._client._call("GET", self._path)
+
+    def __len__(self) -> int:
+        return int(self.stats()["documents"])
+
+
+__all__ = ["Client", "RemoteCollection"]

@@ -1,0 +1,131 @@
+"""Shared fixtures: databases in temporary folders, a naive numpy MaxSim
+reference, and a real `tessera serve` on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tessera
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def maxsim(query: np.ndarray, doc: np.ndarray) -> float:
+    """Naive MaxSim in f64 over the values as stored (f16)."""
+    q = query.astype(np.float32).astype(np.float64)
+    d = doc.astype(np.float16).astype(np.float64)
+    return float((q @ d.T).max(axis=1).sum())
+
+
+def ranking(query: np.ndarray, docs: dict, k: int) -> list:
+    """(id, score) of the k best documents by naive MaxSim, ties by id."""
+    scored = sorted(((-maxsim(query, t), i) for i, t in docs.items()))
+    return [(i, -s) for s, i in scored[:k]]
+
+
+def corpus(rng: np.random.Generator, n: int, dim: int, lo: int = 3, hi: int = 40) -> dict:
+    """n documents of unit-norm float32 tokens, ids doc-000…"""
+    out = {}
+    for i in range(n):
+        t = rng.standard_normal((int(rng.integers(lo, hi)), dim)).astype(np.float32)
+        out[f"doc-{i:04d}"] = t / np.linalg.norm(t, axis=1, keepdims=True)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    seed = int(os.environ.get("TESSERA_TEST_SEED", "20261201"))
+    print(f"seed {seed} (TESSERA_TEST_SEED)")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def db(tmp_path):
+    with tessera.Database(tmp_path / "db") as d:
+        yield d
+
+
+def _tessera_bin() -> Path | None:
+    env = os.environ.get("TESSERA_BIN")
+    if env:
+        return Path(env)
+    for p in (REPO / "target/release/tessera", REPO / "target/debug/tessera"):
+        if p.exists():
+            return p
+    found = shutil.which("tessera")
+    return Path(found) if found else None
+
+
+class Server:
+    def __init__(self, root: Path, api_keys: str | None = None):
+        binary = _tessera_bin()
+        if binary is None or not binary.exists():
+            msg = "no tessera binary: run `cargo build -p tessera-cli` or set TESSERA_BIN"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            http_port = s.getsockname()[1]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            grpc_port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{http_port}"
+        args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", f"127.0.0.1:{http_port}",
+                "--grpc", f"127.0.0.1:{grpc_port}"]  # fmt: skip
+        env = dict(os.environ)
+        if api_keys is not None:
+            keys = root / "keys"
+            keys.write_text(api_keys)
+            args += ["--api-keys", str(keys)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tessera serve exited: {self.proc.stdout.read().decode()}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("tessera serve did not answer /health within 60 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    started = []
+
+    def make(api_keys: str | None = None) -> Server:
+        s = Server(tmp_path, api_keys)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()

@@ -1,0 +1,151 @@
+"""tessera.Client against a real `tessera serve`: the embedded API's answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessera
+from conftest import corpus, maxsim
+
+DIM = 16
+
+
+def load(col, docs: dict) -> None:
+    ids = list(docs)
+    col.upsert(
+        ids,
+        [docs[i] for i in ids],
+        texts=[f"passage {i} on topic {int(i[-4:]) % 4}" for i in ids],
+        payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
+    )
+
+
+def test_client_answers_as_the_embedded_engine(server, tmp_path, rng):
+    docs = corpus(rng, 150, DIM)
+    client = tessera.Client(server.url)
+    with tessera.Database(tmp_path / "embedded") as db:
+        remote = client.create_collection("c", DIM)
+        local = db.create_collection("c", DIM)
+        for col in (remote, local):
+            load(col, docs)
+        assert len(remote) == len(local) == 150
+        queries = [rng.standard_normal((int(rng.integers(1, 9)), DIM)).astype(np.float32) for _ in range(6)]
+        options = [
+            dict(k=10),
+            dict(k=10, exact=True),
+            dict(k=5, candidates=20, filter={"field": "even", "eq": True}),
+            dict(k=5, text="topic 2"),
+            dict(k=5, text="topic 1", fusion="weighted", weights={"text": 2.0}),
+            dict(k=5, ids=["doc-0001", "doc-0005", "doc-0009"], rerank_only=True),
+        ]
+        for q in queries:
+            for o in options:
+                assert remote.search(q, **o) == local.search(q, **o), o
+            # Scores are the engine's f32 values, bit for bit, and true MaxSim.
+            for h in remote.search(q, k=3, exact=True):
+                assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
+        assert remote.search(text="passage doc-0011", k=3) == local.search(text="passage doc-0011", k=3)
+        assert remote.search_batch(queries, k=4) == local.search_batch(queries, k=4)
+        r, l = remote.rerank(queries[0], ["doc-0002", "nope", "doc-0003"]), local.rerank(queries[0], ["doc-0002", "nope", "doc-0003"])
+        assert r.hits == l.hits and r.missing == l.missing == ["nope"]
+        for a, b in zip(remote.get(["doc-0004", "nope"], tokens=True), local.get(["doc-0004", "nope"], tokens=True)):
+            if b is None:
+                assert a is None
+                continue
+            assert (a.id, a.n_tokens, a.text, a.payload) == (b.id, b.n_tokens, b.text, b.payload)
+            np.testing.assert_array_equal(a.tokens, b.tokens)
+            assert a.tokens.dtype == np.float16
+        g = remote.get(["doc-0004"])[0]
+        assert g.tokens is None and g.n_tokens == docs["doc-0004"].shape[0]
+        assert remote.delete(["doc-0001", "nope"]) == local.delete(["doc-0001", "nope"]) == 1
+        remote.flush()
+        local.flush()
+        rs, ls = remote.stats(), local.stats()
+        for key in ("name", "dim", "index", "text", "durability", "documents", "tokens", "segments"):
+            assert rs[key] == ls[key], key
+        remote.compact()
+        assert len(remote) == 149
+    assert client.list_collections() == ["c"]
+    assert client.open_or_create_collection("c", DIM).name == "c"
+    client.drop_collection("c")
+    assert client.list_collections() == []
+    client.close()
+
+
+def test_client_raises_the_embedded_error_classes_and_writes_nothing_on_bad_input(server, rng):
+    with tessera.Client(server.url) as client:
+        col = client.create_collection("c", DIM)
+        ok = rng.standard_normal((3, DIM)).astype(np.float32)
+        col.upsert(["keep"], [ok])
+        nan = ok.copy()
+        nan[1, 1] = np.nan
+        bad = [
+            dict(ids=["x"], tokens=[ok.astype(np.int64)]),
+            dict(ids=["x", "y"], tokens=[ok, ok[:, :4].copy()]),
+            dict(ids=["x", "y"], tokens=[ok, nan]),
+            dict(ids=["x"], tokens=[ok[0]]),
+            dict(ids=[1], tokens=[ok]),
+            dict(ids=["x", "x"], tokens=[ok, ok]),
+            dict(ids=["x"], tokens=[ok[:0]]),
+            dict(ids=["x", "y"], tokens=[ok]),
+        ]
+        for kwargs in bad:
+            with pytest.raises(tessera.InvalidInputError):
+                col.upsert(**kwargs)
+        assert len(col) == 1 and col.get(["x", "y"]) == [None, None]
+        with pytest.raises(tessera.InvalidInputError, match="k must be"):
+            col.search(ok, k=0)
+        with pytest.raises(tessera.InvalidInputError, match="unknown fusion"):
+            col.search(ok, text="a", fusion="max")
+        with pytest.raises(tessera.NotFoundError):
+            client.collection("nope")
+        with pytest.raises(tessera.AlreadyExistsError):
+            client.create_collection("c", DIM)
+        with pytest.raises(tessera.AlreadyExistsError, match="dim"):
+            client.open_or_create_collection("c", DIM * 2)
+        with pytest.raises(tessera.InvalidInputError, match="unknown index"):
+            client.create_collection("d", DIM, index="ivf")
+
+
+def test_large_upserts_are_split_under_the_body_limit(server, rng):
+    docs = corpus(rng, 300, DIM, 20, 60)
+    client = tessera.Client(server.url, max_body_bytes=64 << 10, max_batch_docs=50)
+    col = client.create_collection("c", DIM)
+    ids = list(docs)
+    assert col.upsert(ids, [docs[i] for i in ids]) == 300
+    assert len(col) == 300
+    got = col.get(ids[::37], tokens=True)
+    for d in got:
+        np.testing.assert_array_equal(d.tokens, docs[d.id].astype(np.float16))
+    # The same through tessera.ingest with a flat array and offsets.
+    flat = np.concatenate([docs[i] for i in ids])
+    offsets = np.concatenate([[0], np.cumsum([docs[i].shape[0] for i in ids])])
+    col2 = client.create_collection("flat", DIM)
+    assert col2.upsert(ids, flat, offsets=offsets) == 300
+    q = rng.standard_normal((4, DIM)).astype(np.float32)
+    assert col2.search(q, k=10, exact=True) == col.search(q, k=10, exact=True)
+
+
+def test_api_keys(make_server, rng):
+    rw, ro = "rw-key-0123456789abcdef", "ro-key-0123456789abcdef"
+    server = make_server(f"rw:{rw}\nro:{ro}\n")
+    with pytest.raises(tessera.AuthenticationError):
+        tessera.Client(server.url).list_collections()
+    with pytest.raises(tessera.AuthenticationError):
+        tessera.Client(server.url, api_key="wrong-key-0123456789").list_collections()
+    writer = tessera.Client(server.url, api_key=rw)
+    col = writer.create_collection("c", DIM)
+    col.upsert(["a"], [rng.standard_normal((2, DIM)).astype(np.float32)])
+    reader = tessera.Client(server.url, api_key=ro).collection("c")
+    assert [h.id for h in reader.search(np.ones((1, DIM), np.float32), k=1)] == ["a"]
+    with pytest.raises(tessera.AuthenticationError) as e:
+        reader.upsert(["b"], [np.ones((1, DIM), np.float32)])
+    assert e.value.code == "permission_denied"
+
+
+def test_unreachable_server_and_bad_urls():
+    with pytest.raises(tessera.InvalidInputError):
+        tessera.Client("localhost:7700")
+    with pytest.raises(tessera.UnavailableError, match="cannot reach"):
+        tessera.Client("http://127.0.0.1:9", timeout=2).list_collections()

@@ -1,0 +1,317 @@
+"""The embedded engine from Python, against a naive numpy MaxSim."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tessera
+from conftest import corpus, maxsim, ranking
+
+DIM = 16
+
+
+def fill(col, docs: dict, texts: bool = True) -> None:
+    ids = list(docs)
+    col.upsert(
+        ids,
+        [docs[i] for i in ids],
+        texts=[f"passage {i} about topic {int(i[-4:]) % 5}" for i in ids] if texts else None,
+        payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
+    )
+
+
+def assert_matches(hits, expected, tol=1e-3):
+    assert len(hits) == len(expected)
+    exp_score = dict(expected)
+    for h, (eid, es) in zip(hits, expected):
+        assert abs(h.score - es) <= tol, (h.id, h.score, eid, es)
+        if h.id != eid:  # a tie
+            assert abs(exp_score.get(h.id, es) - es) <= tol, (h.id, eid)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_exact_and_two_stage_search_equal_naive_maxsim(db, rng, flush):
+    docs = corpus(rng, 300, DIM)
+    col = db.create_collection("c", DIM)
+    fill(col, docs)
+    if flush:
+        col.flush()
+    assert len(col) == 300
+    for _ in range(10):
+        q = rng.standard_normal((int(rng.integers(1, 12)), DIM)).astype(np.float32)
+        expected = ranking(q, docs, 10)
+        assert_matches(col.search(q, k=10, exact=True), expected)
+        # With every document a candidate, two-stage is exact.
+        assert_matches(col.search(q, k=10, candidates=300), expected)
+        hits = col.search(q, k=10)  # the default: approximate, but true MaxSim scores
+        for h in hits:
+            assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
+
+
+def test_hits_carry_text_and_payload_and_get_returns_f16_tokens(db, rng):
+    docs = corpus(rng, 20, DIM)
+    col = db.create_collection("c", DIM)
+    fill(col, docs)
+    h = col.search(docs["doc-0007"], k=1, exact=True)[0]
+    assert h.id == "doc-0007"
+    assert h.text == "passage doc-0007 about topic 2"
+    assert h.payload == {"n": 7, "even": False}
+    got = col.get(["doc-0003", "missing", "doc-0003"], tokens=True)
+    assert got[1] is None
+    d = got[0]
+    assert d.id == "doc-0003" and d.n_tokens == docs["doc-0003"].shape[0]
+    assert d.tokens.dtype == np.float16 and d.tokens.shape == docs["doc-0003"].shape
+    np.testing.assert_array_equal(d.tokens, docs["doc-0003"].astype(np.float16))
+    assert got[2].id == "doc-0003"
+    assert col.get(["doc-0003"])[0].tokens is None
+
+
+def test_flat_tokens_with_offsets_equal_a_list_and_noncontiguous_arrays_are_read_in_order(tmp_path, rng):
+    docs = corpus(rng, 40, DIM)
+    ids = list(docs)
+    flat = np.concatenate([docs[i] for i in ids]).astype(np.float16)
+    offsets = np.concatenate([[0], np.cumsum([docs[i].shape[0] for i in ids])]).astype(np.uint64)
+    with tessera.Database(tmp_path / "a") as a, tessera.Database(tmp_path / "b") as b:
+        ca, cb = a.create_collection("c", DIM), b.create_collection("c", DIM)
+        ca.upsert(ids, flat, offsets=offsets)
+        # Transposed copies: the same values, not C-contiguous.
+        cb.upsert(ids, [np.asfortranarray(docs[i].astype(np.float16)) for i in ids])
+        assert not np.asfortranarray(docs[ids[0]]).flags.c_contiguous
+        for i in ids[:5]:
+            np.testing.assert_array_equal(ca.get([i], tokens=True)[0].tokens, cb.get([i], tokens=True)[0].tokens)
+        q = rng.standard_normal((5, DIM)).astype(np.float32)
+        assert ca.search(q, k=10, exact=True) == cb.search(q, k=10, exact=True)
+        # A non-contiguous query gives the same answer as its contiguous copy.
+        qt = np.ascontiguousarray(q.T).T
+        assert not qt.flags.c_contiguous
+        assert ca.search(qt, k=5, exact=True) == ca.search(q, k=5, exact=True)
+
+
+def bad_batches(rng):
+    ok = rng.standard_normal((4, DIM)).astype(np.float32)
+    nan = ok.copy()
+    nan[2, 3] = np.nan
+    inf = ok.copy()
+    inf[0, 0] = np.inf
+    big = ok.copy()
+    big[1, 1] = 70000.0
+    return [
+        ("int64 dtype", dict(ids=["x"], tokens=[ok.astype(np.int64)]), "dtype int64"),
+        ("float64 dtype", dict(ids=["x"], tokens=[ok.astype(np.float64)]), "dtype float64"),
+        ("wrong dim", dict(ids=["x", "y"], tokens=[ok, ok[:, :8].copy()]), "documents[1]"),
+        ("1-d array", dict(ids=["x"], tokens=[ok[0]]), "2-d"),
+        ("3-d array", dict(ids=["x"], tokens=[ok[None]]), "2-d"),
+        ("nested lists", dict(ids=["x"], tokens=[ok.tolist()]), "numpy array"),
+        ("ragged: fewer tensors than ids", dict(ids=["x", "y"], tokens=[ok]), "tokens has 1 entries for 2 ids"),
+        ("NaN", dict(ids=["x", "y"], tokens=[ok, nan]), "documents[1]"),
+        ("Inf", dict(ids=["x"], tokens=[inf]), "documents[0]"),
+        ("beyond f16", dict(ids=["x"], tokens=[big]), "f16 range"),
+        ("empty tensor", dict(ids=["x"], tokens=[ok[:0]]), "empty tensor"),
+        ("non-string id", dict(ids=[7], tokens=[ok]), "ids[0] must be a str"),
+        ("str as ids", dict(ids="x", tokens=[ok]), "ids must be a list"),
+        ("empty id", dict(ids=[""], tokens=[ok]), "id is empty"),
+        ("id too long", dict(ids=["x" * 513], tokens=[ok]), "513 bytes"),
+        ("duplicate ids", dict(ids=["x", "y", "x"], tokens=[ok, ok, ok]), "documents[2]"),
+        ("one array without offsets", dict(ids=["x"], tokens=ok), "offsets"),
+        ("offsets too short", dict(ids=["x", "y"], tokens=ok, offsets=[0, 4]), "offsets has 2 entries"),
+        ("offsets past the end", dict(ids=["x"], tokens=ok, offsets=[0, 5]), "end at the 4 rows"),
+        ("offsets decrease", dict(ids=["x", "y"], tokens=ok, offsets=[0, 5, 4]), "decrease at documents[1]"),
+        ("empty document by offsets", dict(ids=["x", "y"], tokens=ok, offsets=[0, 0, 4]), "documents[0]"),
+        ("texts length", dict(ids=["x"], tokens=[ok], texts=["a", "b"]), "texts has 2 entries"),
+        ("text not a str", dict(ids=["x"], tokens=[ok], texts=[3]), "texts: must be a str"),
+        ("payload not JSON", dict(ids=["x"], tokens=[ok], payloads=[{"a": object()}]), "not JSON"),
+        ("payload NaN", dict(ids=["x"], tokens=[ok], payloads=[{"a": float("nan")}]), "not JSON"),
+    ]
+
+
+def test_every_bad_batch_raises_invalid_input_and_writes_nothing(db, rng):
+    col = db.create_collection("c", DIM)
+    good = rng.standard_normal((3, DIM)).astype(np.float32)
+    col.upsert(["keep"], [good], texts=["kept"])
+    before = (len(col), col.stats()["tokens"])
+    for name, kwargs, needle in bad_batches(rng):
+        with pytest.raises(tessera.InvalidInputError) as e:
+            col.upsert(**kwargs)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, tessera.TesseraError), name
+        assert needle in str(e.value), f"{name}: {e.value}"
+        assert (len(col), col.stats()["tokens"]) == before, name
+        assert col.get(["x", "y"]) == [None, None], name
+
+
+def test_bad_queries_and_options_raise_invalid_input(db, rng):
+    col = db.create_collection("c", DIM)
+    fill(col, corpus(rng, 10, DIM))
+    q = rng.standard_normal((3, DIM)).astype(np.float32)
+    cases = [
+        (dict(query=q[:, :4].copy()), "wrong dimension"),
+        (dict(query=q.astype(np.int64)), "dtype int64"),
+        (dict(query=q[0]), "2-d"),
+        (dict(query=q[:0]), "empty tensor"),
+        (dict(query=np.full((2, DIM), np.nan, dtype=np.float32)), "invalid value"),
+        (dict(query=q, k=0), "k must be in"),
+        (dict(query=q, k=tessera.MAX_K + 1), "k must be in"),
+        (dict(query=q, fusion="max", text="x"), "unknown fusion"),
+        (dict(query=q, weights={"bm25": 1.0}), "unknown source"),
+        (dict(query=q, text="x", exact=True), "exact and ef apply"),
+        (dict(text="x", rerank_only=True), "rerank_only needs"),
+        (dict(query=q, filter={"field": "n", "near": 3}), "filter"),
+        (dict(query=q, filter="{not json"), "filter"),
+        (dict(), "a search needs"),
+    ]
+    for kwargs, needle in cases:
+        with pytest.raises(tessera.InvalidInputError, match=needle):
+            col.search(**kwargs)
+    with pytest.raises(tessera.InvalidInputError, match=r"queries\[1\]"):
+        col.search_batch([q, q.astype(np.int64)])
+    with pytest.raises(tessera.InvalidInputError, match="wrong dimension"):
+        col.rerank(q[:, :4].copy(), ["doc-0001"])
+
+
+def test_filters_hybrid_text_and_rerank(db, rng):
+    docs = corpus(rng, 60, DIM)
+    col = db.create_collection("c", DIM)
+    fill(col, docs)
+    q = rng.standard_normal((4, DIM)).astype(np.float32)
+    even = {i: t for i, t in docs.items() if int(i[-4:]) % 2 == 0}
+    assert_matches(col.search(q, k=5, exact=True, filter={"field": "even", "eq": True}), ranking(q, even, 5))
+    assert_matches(col.search(q, k=5, exact=True, filter='{"field": "even", "eq": true}'), ranking(q, even, 5))
+    # Hybrid: BM25 candidates reranked by MaxSim; every hit mentions the topic word.
+    hits = col.search(q, k=5, text="topic 3", candidates=60)
+    assert hits and all(h.fused is not None for h in hits)
+    for h in hits:
+        assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
+        assert {s["source"] for s in h.sources} <= {"tensor", "text"}
+    bm25 = col.search(text="passage doc-0042", k=3)
+    assert bm25[0].id == "doc-0042"
+    r = col.rerank(q, ["doc-0001", "nope", "doc-0002", "doc-0001"])
+    assert r.missing == ["nope"]
+    assert_matches(r.hits, ranking(q, {i: docs[i] for i in ("doc-0001", "doc-0002")}, 2))
+
+
+def test_search_batch_equals_one_by_one(db, rng):
+    docs = corpus(rng, 200, DIM)
+    col = db.create_collection("c", DIM)
+    fill(col, docs)
+    col.flush()
+    queries = [rng.standard_normal((int(rng.integers(2, 10)), DIM)).astype(np.float32) for _ in range(17)]
+    for kwargs in (dict(k=7), dict(k=7, exact=True), dict(k=3, text="topic 1")):
+        assert col.search_batch(queries, **kwargs) == [col.search(q, **kwargs) for q in queries]
+
+
+def test_delete_flush_compact_stats(db, rng):
+    docs = corpus(rng, 50, DIM)
+    col = db.create_collection("c", DIM, index="none", text="plain", durability="buffered")
+    fill(col, docs)
+    col.flush()
+    assert col.delete(["doc-0001", "doc-0002", "nope"]) == 2
+    s = col.stats()
+    assert (s["index"], s["text"], s["durability"]) == ("none", "plain", "buffered")
+    assert s["documents"] == 48 and s["segments"] == 1 and s["deleted_in_segments"] == 2
+    col.compact()
+    s = col.stats()
+    assert s["documents"] == 48 and s["deleted_in_segments"] == 0
+    assert s["tokens"] == sum(t.shape[0] for i, t in docs.items() if i not in ("doc-0001", "doc-0002"))
+    remaining = {i: t for i, t in docs.items() if i not in ("doc-0001", "doc-0002")}
+    q = rng.standard_normal((3, DIM)).astype(np.float32)
+    assert_matches(col.search(q, k=10), ranking(q, remaining, 10))  # index none: exact
+
+
+def test_collections_and_error_classes(tmp_path, rng):
+    with tessera.Database(tmp_path / "db") as db:
+        assert db.list_collections() == []
+        db.create_collection("b", 4)
+        db.create_collection("a", 8)
+        assert db.list_collections() == ["a", "b"]
+        with pytest.raises(tessera.AlreadyExistsError):
+            db.create_collection("a", 8)
+        with pytest.raises(tessera.NotFoundError) as e:
+            db.collection("zzz")
+        assert isinstance(e.value, LookupError) and "zzz" in str(e.value)
+        with pytest.raises(tessera.InvalidInputError, match="invalid collection name"):
+            db.create_collection("no spaces", 8)
+        with pytest.raises(tessera.InvalidInputError, match="unknown index"):
+            db.create_collection("x", 8, index="ivf")
+        with pytest.raises(tessera.InvalidInputError, match="dim"):
+            db.create_collection("x", 0)
+        assert db.open_or_create_collection("a", 8).dim == 8
+        assert db.open_or_create_collection("a", 8, index="pooled", text="english").dim == 8
+        with pytest.raises(tessera.AlreadyExistsError, match="dim"):
+            db.open_or_create_collection("a", 16)
+        with pytest.raises(tessera.AlreadyExistsError, match="index"):
+            db.open_or_create_collection("a", 8, index="muvera")
+        assert db.open_or_create_collection("new", 8, index="muvera").stats()["index"] == "muvera"
+        held = db.collection("b")
+        db.drop_collection("b")
+        with pytest.raises(tessera.NotFoundError):
+            db.drop_collection("b")
+        with pytest.raises(tessera.UnavailableError):
+            held.upsert(["x"], [np.ones((1, 4), np.float32)])
+        # A second open of the same folder is refused while this one holds it.
+        with pytest.raises(tessera.UnavailableError, match="already open"):
+            tessera.Database(tmp_path / "db")
+        col = db.collection("a")
+    with pytest.raises(tessera.UnavailableError, match="closed"):
+        col.search(np.ones((1, 8), np.float32))
+    with pytest.raises(tessera.UnavailableError, match="closed"):
+        db.list_collections()
+    db.close()  # twice is fine
+    # Closed: the folder can be opened again.
+    with tessera.Database(tmp_path / "db") as again:
+        assert again.list_collections() == ["a", "new"]
+
+
+def test_corruption_is_reported_as_corruption_error(tmp_path, rng):
+    with tessera.Database(tmp_path / "db") as db:
+        col = db.create_collection("c", DIM, index="none", text="none")
+        fill(col, corpus(rng, 20, DIM), texts=False)
+        col.flush()
+    seg = next((tmp_path / "db" / "collections" / "c").glob("seg-*"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    seg.write_bytes(bytes(data))
+    with pytest.raises(tessera.CorruptionError, match="corrupted"):
+        tessera.Database(tmp_path / "db")
+
+
+def test_data_survives_reopen_in_a_new_process(tmp_path, rng):
+    docs = corpus(rng, 30, DIM)
+    path = tmp_path / "db"
+    with tessera.Database(path) as db:
+        fill(db.create_collection("c", DIM), docs)  # memtable only: recovered from the WAL
+    q = rng.standard_normal((3, DIM)).astype(np.float32)
+    np.save(tmp_path / "q.npy", q)
+    script = textwrap.dedent(
+        f"""
+        import json, numpy as np, tessera
+        with tessera.Database({str(path)!r}) as db:
+            c = db.collection("c")
+            hits = c.search(np.load({str(tmp_path / "q.npy")!r}), k=5, exact=True)
+            print(json.dumps([len(c)] + [[h.id, h.score, h.payload] for h in hits]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    import json
+
+    n, *hits = json.loads(out)
+    assert n == 30
+    assert_matches([tessera.Hit(i, s) for i, s, _ in hits], ranking(q, docs, 5))
+    assert hits[0][2]["n"] == int(hits[0][0][-4:])
+
+
+def test_float16_input_equals_float32_input(tmp_path, rng):
+    docs = corpus(rng, 30, DIM)
+    with tessera.Database(tmp_path / "a") as a:
+        c16 = a.create_collection("h", DIM)
+        c32 = a.create_collection("f", DIM)
+        ids = list(docs)
+        c16.upsert(ids, [docs[i].astype(np.float16) for i in ids])
+        c32.upsert(ids, [docs[i] for i in ids])
+        q = rng.standard_normal((4, DIM)).astype(np.float32)
+        assert c16.search(q, k=10, exact=True) == c32.search(q, k=10, exact=True)
+        hits16 = c16.search(q.astype(np.float16), k=10, exact=True)
+        assert_matches(hits16, ranking(q.astype(np.float16), docs, 10))

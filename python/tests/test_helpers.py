@@ -1,0 +1,76 @@
+"""to_tokens (PyLate-style model output) and ingest (batches, progress)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessera
+from conftest import corpus, ranking
+
+DIM = 12
+
+
+def test_to_tokens_takes_lists_3d_arrays_and_single_matrices(rng):
+    docs = [rng.standard_normal((n, DIM)).astype(np.float32) for n in (3, 7, 1)]
+    out = tessera.to_tokens(docs)
+    assert [a.shape for a in out] == [(3, DIM), (7, DIM), (1, DIM)]
+    assert all(a.flags.c_contiguous and a.dtype == np.float32 for a in out)
+    # float64 (numpy's default) becomes float32; float16 is kept; dtype= converts.
+    assert tessera.to_tokens([docs[0].astype(np.float64)])[0].dtype == np.float32
+    assert tessera.to_tokens([docs[0].astype(np.float16)])[0].dtype == np.float16
+    assert tessera.to_tokens(docs, dtype=np.float16)[1].dtype == np.float16
+    batch = rng.standard_normal((4, 5, DIM))
+    assert [a.shape for a in tessera.to_tokens(batch)] == [(5, DIM)] * 4
+    assert len(tessera.to_tokens(docs[1])) == 1
+    # Fortran-order input comes back C-contiguous with the same values.
+    f = np.asfortranarray(docs[1])
+    np.testing.assert_array_equal(tessera.to_tokens([f])[0], docs[1])
+    with pytest.raises(tessera.InvalidInputError, match="floats"):
+        tessera.to_tokens([np.ones((2, DIM), dtype=np.int64)])
+    with pytest.raises(tessera.InvalidInputError, match="2-d"):
+        tessera.to_tokens([np.ones(DIM, dtype=np.float32)])
+    with pytest.raises(tessera.InvalidInputError, match="float16 or float32"):
+        tessera.to_tokens(docs, dtype=np.float64)
+
+
+def test_to_tokens_takes_torch_tensors():
+    torch = pytest.importorskip("torch", reason="torch is not installed (the helper's torch path is untested here)")
+    t = [torch.randn(4, DIM, dtype=torch.bfloat16), torch.randn(2, DIM)]
+    out = tessera.to_tokens(t)
+    assert [a.dtype for a in out] == [np.float32, np.float32]
+    np.testing.assert_array_equal(out[1], t[1].numpy())
+
+
+def test_model_output_goes_straight_into_upsert_and_search(db, rng):
+    """The PyLate flow: encode -> to_tokens -> upsert / search_batch (generated arrays, no model)."""
+    embeddings = [rng.standard_normal((int(rng.integers(2, 30)), DIM)) for _ in range(50)]  # float64, as models may
+    col = db.create_collection("c", DIM)
+    ids = [f"d{i}" for i in range(50)]
+    tokens = tessera.to_tokens(embeddings)
+    col.upsert(ids, tokens)
+    queries = tessera.to_tokens([rng.standard_normal((6, DIM)) for _ in range(3)])
+    docs = dict(zip(ids, tokens))
+    for q, hits in zip(queries, col.search_batch(queries, k=5, exact=True)):
+        assert [h.id for h in hits] == [i for i, _ in ranking(q, docs, 5)]
+
+
+def test_ingest_in_batches_with_and_without_progress(db, rng, capsys):
+    docs = corpus(rng, 95, DIM)
+    ids = list(docs)
+    col = db.create_collection("c", DIM)
+    assert tessera.ingest(col, ids, [docs[i] for i in ids], batch_size=10, progress=False) == 95
+    assert len(col) == 95
+    col2 = db.create_collection("d", DIM)
+    assert tessera.ingest(col2, ids, [docs[i] for i in ids], texts=ids, batch_size=30, progress=True) == 95
+    assert "95/95" in capsys.readouterr().err
+    assert col2.get(["doc-0003"])[0].text == "doc-0003"
+    # A bad document in the third batch: the first two are written, and the error says so.
+    bad = [docs[i] for i in ids]
+    bad[25] = bad[25][:, :5].copy()
+    col3 = db.create_collection("e", DIM)
+    with pytest.raises(tessera.InvalidInputError) as e:
+        tessera.ingest(col3, ids, bad, batch_size=10, progress=False)
+    assert e.value.written == 20 and len(col3) == 20
+    with pytest.raises(tessera.InvalidInputError, match="batch_size"):
+        tessera.ingest(col3, ids, bad, batch_size=0)
