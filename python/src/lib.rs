@@ -7,11 +7,15 @@
 //! then runs detached from the interpreter. Exceptions are the classes of
 //! `tessera.errors`, chosen exhaustively from the engine's `Error`.
 
-use numpy::{PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::{Arc, RwLock};
 use tessera::{CollectionConfig, Fusion, IndexConfig, SearchRequest, SearchResults, TextConfig, Tokens, f16};
 
@@ -19,24 +23,14 @@ use tessera::{CollectionConfig, Fusion, IndexConfig, SearchRequest, SearchResult
 
 /// The `tessera.errors` class for an engine error.
 fn error_class(e: &tessera::Error) -> &'static str {
-    use tessera::Error as E;
-    match e {
-        E::DimensionMismatch { .. }
-        | E::EmptyTensor { .. }
-        | E::InvalidValue { .. }
-        | E::RaggedTensor { .. }
-        | E::DuplicateId(_)
-        | E::EmptyId
-        | E::IdTooLong { .. }
-        | E::InvalidPayload { .. }
-        | E::BatchTooLarge { .. }
-        | E::InvalidCollectionName(_)
-        | E::InvalidArgument(_) => "InvalidInputError",
-        E::UnknownCollection(_) => "NotFoundError",
-        E::CollectionExists(_) | E::ConfigMismatch { .. } => "AlreadyExistsError",
-        E::Corrupted { .. } | E::UnsupportedVersion { .. } => "CorruptionError",
-        E::Io { .. } | E::Text(_) => "TesseraIOError",
-        E::Locked(_) | E::Poisoned(_) => "UnavailableError",
+    use tessera::ErrorKind as K;
+    match e.kind() {
+        K::InvalidInput | K::TooLarge => "InvalidInputError",
+        K::NotFound => "NotFoundError",
+        K::AlreadyExists => "AlreadyExistsError",
+        K::Corruption => "CorruptionError",
+        K::Io => "TesseraIOError",
+        K::Unavailable => "UnavailableError",
     }
 }
 
@@ -69,10 +63,46 @@ impl<T> OrPy<T> for tessera::Result<T> {
 
 // ---------------------------------------------------------------- input
 
-/// A numpy `[tokens, dim]` float16/float32 array as engine tokens: one copy
-/// straight from a C-contiguous buffer; any other layout (Fortran order,
-/// strided views) is read element by element in row-major order.
-fn tokens_of(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyResult<Tokens> {
+/// The values of a numpy `[tokens, dim]` array: borrowed from a C-contiguous
+/// buffer, or read out element by element in row-major order from any other
+/// layout (Fortran order, strided views).
+enum Rows<'a> {
+    F32(Cow<'a, [f32]>),
+    F16(Cow<'a, [f16]>),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(d) => d.len(),
+            Rows::F16(d) => d.len(),
+        }
+    }
+
+    /// Values `span` (a range of values, not rows) as engine tokens: one copy.
+    fn tokens(&self, span: Range<usize>, dim: usize) -> Tokens {
+        match self {
+            Rows::F32(d) => Tokens::F32 { data: d[span].to_vec(), dim },
+            Rows::F16(d) => Tokens::F16 { data: d[span].to_vec(), dim },
+        }
+    }
+}
+
+fn values<'a, T: numpy::Element + Copy>(a: &'a PyReadonlyArray2<'_, T>, c_contiguous: bool) -> Cow<'a, [T]> {
+    match a.as_slice() {
+        Ok(s) if c_contiguous => Cow::Borrowed(s),
+        _ => Cow::Owned(a.as_array().iter().copied().collect()),
+    }
+}
+
+/// Calls `f` with the values and dim of `obj`, which must be a 2-d numpy
+/// array of float16 or float32 (no other dtype is converted).
+fn with_rows<R>(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    what: &dyn Fn() -> String,
+    f: impl FnOnce(Rows<'_>, usize) -> PyResult<R>,
+) -> PyResult<R> {
     let Ok(arr) = obj.cast::<PyUntypedArray>() else {
         let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         return Err(invalid(py, format!("{} must be a numpy array of float16 or float32, got {ty}", what())));
@@ -80,25 +110,22 @@ fn tokens_of(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) 
     if arr.ndim() != 2 {
         return Err(invalid(py, format!("{} must be 2-d [tokens, dim], got shape {:?}", what(), arr.shape())));
     }
-    let dim = arr.shape()[1];
+    let (dim, c) = (arr.shape()[1], arr.is_c_contiguous());
     let dtype = arr.dtype();
     if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
         let a = arr.cast::<PyArray2<f32>>()?.readonly();
-        let data = match a.as_slice() {
-            Ok(s) if arr.is_c_contiguous() => s.to_vec(),
-            _ => a.as_array().iter().copied().collect(),
-        };
-        Ok(Tokens::F32 { data, dim })
+        f(Rows::F32(values(&a, c)), dim)
     } else if dtype.is_equiv_to(&numpy::dtype::<f16>(py)) {
         let a = arr.cast::<PyArray2<f16>>()?.readonly();
-        let data = match a.as_slice() {
-            Ok(s) if arr.is_c_contiguous() => s.to_vec(),
-            _ => a.as_array().iter().copied().collect(),
-        };
-        Ok(Tokens::F16 { data, dim })
+        f(Rows::F16(values(&a, c)), dim)
     } else {
         Err(invalid(py, format!("{} has dtype {dtype}; use float16 or float32 (e.g. arr.astype(np.float32))", what())))
     }
+}
+
+/// A numpy `[tokens, dim]` float16/float32 array as engine tokens.
+fn tokens_of(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyResult<Tokens> {
+    with_rows(py, obj, what, |rows, dim| Ok(rows.tokens(0..rows.len(), dim)))
 }
 
 /// A sequence argument (list, tuple, …; not a str, not a numpy array) as its items.
@@ -570,10 +597,9 @@ impl Collection {
                     .collect::<PyResult<_>>()?
             }
             Some(off) => {
-                let all = tokens_of(py, tokens, &|| "tokens".to_string())?;
                 let offs: Vec<i64> =
                     off.extract().map_err(|_| invalid(py, "offsets must be a sequence of n + 1 integers"))?;
-                split_flat(py, all, &offs, n)?
+                with_rows(py, tokens, &|| "tokens".to_string(), |rows, dim| split_flat(py, &rows, dim, &offs, n))?
             }
         };
         let texts = column(texts, "texts")?;
@@ -609,13 +635,10 @@ fn first(docs: &[Document_], id: &str) -> usize {
     docs.iter().position(|d| d.id == id).unwrap_or_default()
 }
 
-/// A flat `[N, dim]` tensor cut at `offsets` (n + 1 of them, 0 first, N last).
-fn split_flat(py: Python<'_>, all: Tokens, offs: &[i64], n: usize) -> PyResult<Vec<Tokens>> {
-    let dim = all.dim();
-    let rows = match &all {
-        Tokens::F32 { data, .. } => data.len() / dim.max(1),
-        Tokens::F16 { data, .. } => data.len() / dim.max(1),
-    };
+/// A flat `[N, dim]` tensor cut at `offsets` (n + 1 of them, 0 first, N
+/// last): each document's tokens copied once, straight from the array.
+fn split_flat(py: Python<'_>, all: &Rows<'_>, dim: usize, offs: &[i64], n: usize) -> PyResult<Vec<Tokens>> {
+    let rows = all.len() / dim.max(1);
     if offs.len() != n + 1 {
         return Err(invalid(py, format!("offsets has {} entries; {n} documents need {}", offs.len(), n + 1)));
     }
@@ -625,13 +648,7 @@ fn split_flat(py: Python<'_>, all: Tokens, offs: &[i64], n: usize) -> PyResult<V
     if let Some(i) = (0..n).find(|&i| offs[i + 1] < offs[i]) {
         return Err(invalid(py, format!("offsets decrease at documents[{i}]: {} > {}", offs[i], offs[i + 1])));
     }
-    let span = |i: usize| (offs[i] as usize * dim)..(offs[i + 1] as usize * dim);
-    Ok((0..n)
-        .map(|i| match &all {
-            Tokens::F32 { data, .. } => Tokens::F32 { data: data[span(i)].to_vec(), dim },
-            Tokens::F16 { data, .. } => Tokens::F16 { data: data[span(i)].to_vec(), dim },
-        })
-        .collect())
+    Ok((0..n).map(|i| all.tokens(offs[i] as usize * dim..offs[i + 1] as usize * dim, dim)).collect())
 }
 
 #[pymethods]
@@ -799,6 +816,46 @@ impl Collection {
         let r = py.detach(|| c.rerank(&tokens, &ids)).or_py(py)?;
         let hits = r.hits.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>()?;
         Ok(Reranked { hits: hits.into_pyobject(py)?.into_any().unbind(), missing: r.missing })
+    }
+
+    /// Hard negatives of one query for training: the top `range[1]`
+    /// documents, without the `positives` (ids), ranked within `range`
+    /// (1-based, counted before positives are dropped), not above
+    /// `exclude_above_score` × the best positive's score, `per_query` of them
+    /// sampled with a generator seeded by `seed` and `query_id`. Returns
+    /// `(negatives, positives)`: hits in rank order, and the live positives
+    /// with their exact MaxSim scores, best first. As `tessera mine-negatives`.
+    #[pyo3(signature = (query_id, query, positives, *, range=(10, 100), per_query=7, exclude_above_score=None, seed=42, candidates=None, exact=false, require_text=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn mine_negatives(
+        &self,
+        py: Python<'_>,
+        query_id: &str,
+        query: &Bound<'_, PyAny>,
+        positives: &Bound<'_, PyAny>,
+        range: (usize, usize),
+        per_query: usize,
+        exclude_above_score: Option<f32>,
+        seed: u64,
+        candidates: Option<usize>,
+        exact: bool,
+        require_text: bool,
+    ) -> PyResult<(Vec<Hit>, Vec<Hit>)> {
+        let (_db, c) = self.live(py)?;
+        let tokens = tokens_of(py, query, &|| "query".to_string())?;
+        let positives = ids_of(py, positives)?;
+        let p = tessera::MineParams {
+            range,
+            per_query,
+            exclude_above_score,
+            seed,
+            candidates: candidates.unwrap_or(tessera::DEFAULT_CANDIDATES),
+            exact,
+            require_text,
+        };
+        let m = py.detach(|| c.mine_negatives(query_id, &tokens, &positives, &p)).or_py(py)?;
+        let hits = |v: Vec<tessera::SearchHit>| v.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>();
+        Ok((hits(m.negatives)?, hits(m.positives)?))
     }
 
     /// Seals the memtable into a segment (building its indexes) and persists deletions.

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -110,6 +110,20 @@ class Collection:
         weights: Optional[Dict[str, float]] = None,
     ) -> List[List[Hit]]: ...
     def rerank(self, query: TokenArray, ids: Sequence[str]) -> Reranked: ...
+    def mine_negatives(
+        self,
+        query_id: str,
+        query: TokenArray,
+        positives: Sequence[str],
+        *,
+        range: Tuple[int, int] = (10, 100),
+        per_query: int = 7,
+        exclude_above_score: Optional[float] = None,
+        seed: int = 42,
+        candidates: Optional[int] = None,
+        exact: bool = False,
+        require_text: bool = True,
+    ) -> Tuple[List[Hit], List[Hit]]: ...
     def flush(self) -> None: ...
     def compact(self) -> None: ...
     def stats(self) -> Dict[str, Any]: ...

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -65,33 +64,37 @@ def _tessera_bin() -> Path | None:
     return Path(found) if found else None
 
 
+def require_tessera_bin() -> Path:
+    """The `tessera` binary (TESSERA_BIN, else target/{release,debug}, else PATH);
+    skips the test without one — fails it in CI, where ./test.sh builds it."""
+    binary = _tessera_bin()
+    if binary is None or not binary.exists():
+        msg = "no tessera binary: run `cargo build -p tessera-cli` or set TESSERA_BIN"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return binary
+
+
 class Server:
     def __init__(self, root: Path, api_keys: str | None = None):
-        binary = _tessera_bin()
-        if binary is None or not binary.exists():
-            msg = "no tessera binary: run `cargo build -p tessera-cli` or set TESSERA_BIN"
-            if os.environ.get("CI"):
-                pytest.fail(msg)
-            pytest.skip(msg)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            http_port = s.getsockname()[1]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            grpc_port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{http_port}"
-        args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", f"127.0.0.1:{http_port}",
-                "--grpc", f"127.0.0.1:{grpc_port}"]  # fmt: skip
-        env = dict(os.environ)
+        binary = require_tessera_bin()
+        args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", "127.0.0.1:0", "--no-grpc"]
         if api_keys is not None:
             keys = root / "keys"
             keys.write_text(api_keys)
             args += ["--api-keys", str(keys)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        env = dict(os.environ, TESSERA_LOG="warn")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+        # The ready line names the address bound (port 0: a free one, no race).
+        line = self.proc.stdout.readline()
+        http = next((w[len("http="):] for w in line.split() if w.startswith("http=")), None)
+        if http is None:
+            self.stop()
+            raise RuntimeError(f"tessera serve did not print its ready line: {line!r}")
+        self.url = f"http://{http}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tessera serve exited: {self.proc.stdout.read().decode()}")
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=1).read()
                 return

@@ -74,3 +74,29 @@ def test_ingest_in_batches_with_and_without_progress(db, rng, capsys):
     assert e.value.written == 20 and len(col3) == 20
     with pytest.raises(tessera.InvalidInputError, match="batch_size"):
         tessera.ingest(col3, ids, bad, batch_size=0)
+
+
+def test_mine_negatives_against_the_exact_ranking(db, rng):
+    docs = corpus(rng, 120, DIM)
+    col = db.create_collection("c", DIM)
+    ids = list(docs)
+    col.upsert(ids, [docs[i] for i in ids], texts=[f"text {i}" for i in ids])
+    q = rng.standard_normal((5, DIM)).astype(np.float32)
+    exact = ranking(q, docs, 40)
+    order = [i for i, _ in exact]
+    positives = [order[0], order[14], "not-a-doc"]
+    neg, pos = col.mine_negatives("q1", q, positives, range=(10, 30), per_query=6, exact=True)
+    assert len(neg) == 6
+    ranks = [order.index(h.id) + 1 for h in neg]
+    assert ranks == sorted(ranks) and all(10 <= r <= 30 for r in ranks)
+    assert not {h.id for h in neg} & set(positives)
+    assert [h.id for h in pos] == [order[0], order[14]]
+    score = dict(exact)
+    for h in neg + pos:
+        assert abs(h.score - score[h.id]) <= 1e-3
+    # Deterministic for (seed, query id); another seed, other negatives.
+    again, _ = col.mine_negatives("q1", q, positives, range=(10, 30), per_query=6, exact=True)
+    other, _ = col.mine_negatives("q1", q, positives, range=(10, 30), per_query=6, exact=True, seed=1)
+    assert [h.id for h in again] == [h.id for h in neg] and [h.id for h in other] != [h.id for h in neg]
+    with pytest.raises(tessera.InvalidInputError, match="range"):
+        col.mine_negatives("q1", q, positives, range=(0, 5))

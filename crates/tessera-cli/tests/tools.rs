@@ -267,6 +267,75 @@ fn mined_negatives_respect_positives_range_guard_and_seed() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+#[test]
+fn mined_negatives_in_the_sentence_transformers_layout_with_scores() {
+    let f = fixture();
+    let (db, q) = (s(&f.db), s(&f.qdir));
+    let exact_run = f.root.join("exact.run");
+    ok(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "40", "--run", &s(&exact_run), "--exact"]);
+    let exact = read_run(&exact_run);
+    // Two positives per query (ranks 1 and 12), so two rows per written query.
+    let mut qrels = String::new();
+    for i in 0..6 {
+        let r = &exact[&format!("q{i}")];
+        qrels += &format!("q{i} 0 {} 1\nq{i} 0 {} 1\n", r[0].0, r[11].0);
+    }
+    let qrels_path = f.root.join("qrels");
+    std::fs::write(&qrels_path, qrels).unwrap();
+    let out = f.root.join("st.jsonl");
+    let (qp, op) = (s(&qrels_path), s(&out));
+    let mine = |per_query: &str| {
+        ok(&[
+            "mine-negatives",
+            "--db",
+            &db,
+            "--collection",
+            "c",
+            "--queries",
+            &q,
+            "--qrels",
+            &qp,
+            "--out",
+            &op,
+            "--range",
+            "10:30",
+            "--per-query",
+            per_query,
+            "--exact",
+            "--layout",
+            "sentence-transformers",
+            "--scores",
+        ])
+    };
+    let summary = mine("5");
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(summary.contains("6 written") && summary.contains("(12 rows)"), "{summary}");
+    assert_eq!(rows.len(), 12);
+    let text_of: HashMap<&str, &str> = f.docs.iter().map(|d| (d.id.as_str(), d.text.as_deref().unwrap())).collect();
+    let id_of: HashMap<&str, &str> = text_of.iter().map(|(i, t)| (*t, *i)).collect();
+    for row in &rows {
+        let o = row.as_object().unwrap();
+        let anchor = o["anchor"].as_str().unwrap();
+        let qid = format!("q{}", anchor.trim_start_matches("query text "));
+        let score = |id: &str| exact[&qid].iter().find(|(d, _)| d == id).unwrap().1;
+        let pos = id_of[o["positive"].as_str().unwrap()];
+        assert!(pos == exact[&qid][0].0 || pos == exact[&qid][11].0, "{qid}: {pos}");
+        assert!((o["pos_score"].as_f64().unwrap() - score(pos)).abs() < 1e-3);
+        let negs: Vec<&str> = (1..=5).map(|i| id_of[o[&format!("negative_{i}")].as_str().unwrap()]).collect();
+        assert!(!o.contains_key("negative_6"));
+        let neg_scores = o["neg_scores"].as_array().unwrap();
+        for (n, sc) in negs.iter().zip(neg_scores) {
+            assert!(*n != exact[&qid][0].0 && *n != exact[&qid][11].0, "{qid}: positive {n} mined");
+            assert!((sc.as_f64().unwrap() - score(n)).abs() < 1e-3);
+        }
+        assert_eq!(o.len(), 2 + 5 + 2);
+    }
+    // Rows need every negative: asking for more than the range holds leaves every query out.
+    let summary = mine("25");
+    assert!(summary.contains("0 written") && summary.contains("6 with fewer than 25 negatives"), "{summary}");
+}
+
 // ---------------------------------------------------------------- inspect
 
 /// A database with every kind of file: two flushed segments with HNSW

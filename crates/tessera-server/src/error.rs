@@ -141,25 +141,16 @@ impl From<ApiError> for tonic::Status {
 
 impl From<tessera::Error> for ApiError {
     fn from(e: tessera::Error) -> Self {
-        use tessera::Error as E;
-        let kind = match &e {
-            E::DimensionMismatch { .. }
-            | E::EmptyTensor { .. }
-            | E::InvalidValue { .. }
-            | E::RaggedTensor { .. }
-            | E::DuplicateId(_)
-            | E::EmptyId
-            | E::IdTooLong { .. }
-            | E::InvalidPayload { .. }
-            | E::InvalidCollectionName(_)
-            | E::InvalidArgument(_) => ErrorKind::BadRequest,
-            E::BatchTooLarge { .. } => ErrorKind::TooLarge,
-            E::UnknownCollection(_) => ErrorKind::NotFound,
-            E::CollectionExists(_) | E::ConfigMismatch { .. } => ErrorKind::Conflict,
-            E::Poisoned(_) | E::Locked(_) => ErrorKind::Unavailable,
-            E::Io { .. } | E::Corrupted { .. } | E::UnsupportedVersion { .. } | E::Text(_) => ErrorKind::Internal,
+        use tessera::ErrorKind as K;
+        let kind = match e.kind() {
+            K::InvalidInput => ErrorKind::BadRequest,
+            K::TooLarge => ErrorKind::TooLarge,
+            K::NotFound => ErrorKind::NotFound,
+            K::AlreadyExists => ErrorKind::Conflict,
+            K::Unavailable => ErrorKind::Unavailable,
+            K::Corruption | K::Io => ErrorKind::Internal,
         };
-        let limit = matches!(e, E::BatchTooLarge { .. }).then_some("max_batch_bytes");
+        let limit = (e.kind() == K::TooLarge).then_some("max_batch_bytes");
         ApiError { kind, message: e.to_string(), limit }
     }
 }

@@ -57,7 +57,7 @@ fn every_rpc_against_the_reference() {
     let again = pb::CreateCollectionRequest { name: "g".into(), dim: DIM as u32, ..Default::default() };
     assert_eq!(code(rt.block_on(c.create_collection(again))).0, Code::AlreadyExists);
 
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let docs: Vec<(String, Vec<Vec<f32>>)> = (0..80)
         .map(|i| {
             let n = 2 + rng.below(12);

@@ -99,7 +99,7 @@ fn every_route_against_the_reference() {
     assert_eq!(get(a, "/v1/collections/exact_only").json()["durability"], "buffered");
 
     // Upsert in all three encodings; get returns them exactly (f16-rounded).
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let docs = corpus(&mut rng, 120);
     upsert_all(a, "c", &docs[..60]);
     ok(a, "/v1/collections/c/flush", &json!({}));
@@ -477,14 +477,14 @@ fn concurrent_readers_and_writers() {
     let a = s.http;
     // A small memtable so that flushes and merges run under the load.
     ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
-    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "seed", "tokens": Rng(1).tokens(4, DIM)}]}));
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "seed", "tokens": Rng::new(1).tokens(4, DIM)}]}));
     let acked: Arc<Mutex<BTreeMap<String, Vec<Vec<f32>>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..3u64 {
         let acked = acked.clone();
         writers.push(std::thread::spawn(move || {
-            let mut rng = Rng(100 + w);
+            let mut rng = Rng::new(100 + w);
             for b in 0..25 {
                 let docs: Vec<(String, Vec<Vec<f32>>)> = (0..8)
                     .map(|i| {
@@ -506,7 +506,7 @@ fn concurrent_readers_and_writers() {
     for r in 0..3u64 {
         let stop = stop.clone();
         readers.push(std::thread::spawn(move || {
-            let mut rng = Rng(900 + r);
+            let mut rng = Rng::new(900 + r);
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) || n < 20 {
                 let q = rng.tokens(4, DIM);
@@ -551,7 +551,7 @@ fn graceful_shutdown_drains_and_flushes() {
     let s = TestServer::default(dir.path());
     let a = s.http;
     ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let docs = corpus(&mut rng, 300);
     upsert_all(a, "c", &docs[..100]);
     // Requests racing the shutdown: each is either answered 200 (and then

@@ -46,6 +46,50 @@ pub enum Error {
     Text(String),
 }
 
+/// What kind of failure an [`Error`] is: the one classification every
+/// interface maps to its own codes (HTTP status, gRPC code, Python class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input was refused (nothing was written).
+    InvalidInput,
+    /// A batch over the size limit.
+    TooLarge,
+    /// No such collection.
+    NotFound,
+    /// The collection exists (perhaps with another configuration).
+    AlreadyExists,
+    /// A file failed verification, or has a version this build cannot read.
+    Corruption,
+    /// The file system (or the full-text index underneath) failed.
+    Io,
+    /// The database is open elsewhere, or the collection refuses writes.
+    Unavailable,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use Error as E;
+        match self {
+            E::DimensionMismatch { .. }
+            | E::EmptyTensor { .. }
+            | E::InvalidValue { .. }
+            | E::RaggedTensor { .. }
+            | E::DuplicateId(_)
+            | E::EmptyId
+            | E::IdTooLong { .. }
+            | E::InvalidPayload { .. }
+            | E::InvalidCollectionName(_)
+            | E::InvalidArgument(_) => ErrorKind::InvalidInput,
+            E::BatchTooLarge { .. } => ErrorKind::TooLarge,
+            E::UnknownCollection(_) => ErrorKind::NotFound,
+            E::CollectionExists(_) | E::ConfigMismatch { .. } => ErrorKind::AlreadyExists,
+            E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
+            E::Io { .. } | E::Text(_) => ErrorKind::Io,
+            E::Poisoned(_) | E::Locked(_) => ErrorKind::Unavailable,
+        }
+    }
+}
+
 fn at(id: &Option<String>) -> String {
     id.as_ref().map(|id| format!(" in document {id:?}")).unwrap_or_default()
 }

@@ -51,7 +51,7 @@ pub use config::{
 };
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use half::f16;
 pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};

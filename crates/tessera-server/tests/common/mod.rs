@@ -167,16 +167,16 @@ pub fn ok(addr: SocketAddr, path: &str, body: &Value) -> Value {
     r.json()
 }
 
-/// Deterministic pseudo-random numbers (splitmix64).
-pub struct Rng(pub u64);
+/// Deterministic pseudo-random numbers (the engine's splitmix64).
+pub struct Rng(tessera::SplitMix64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(tessera::SplitMix64::new(seed))
+    }
+
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     pub fn f32(&mut self) -> f32 {
