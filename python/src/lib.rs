@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use tessera::{CollectionConfig, Fusion, IndexConfig, SearchRequest, SearchResults, TextConfig, Tokens, f16};
 
 // ---------------------------------------------------------------- errors
@@ -59,6 +59,27 @@ impl<T> OrPy<T> for tessera::Result<T> {
     fn or_py(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|e| engine_error(py, e))
     }
+}
+
+// ---------------------------------------------------------------- threads
+
+/// The engine's thread pool: one thread per core (or `RAYON_NUM_THREADS`).
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("tessera-{i}"))
+            .build()
+            .expect("the engine's thread pool")
+    })
+}
+
+/// Runs an engine call with the GIL released, on the engine's pool: the
+/// whole call is handed to a pool thread once, so the engine's own parallel
+/// steps run inside the pool instead of each being handed over from the
+/// calling Python thread.
+fn engine<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    py.detach(|| pool().install(f))
 }
 
 // ---------------------------------------------------------------- input
@@ -386,7 +407,7 @@ impl Database {
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let shown = path.display().to_string();
-        let db = py.detach(|| tessera::Database::open(&path)).or_py(py)?;
+        let db = engine(py, || tessera::Database::open(&path)).or_py(py)?;
         Ok(Database { shared: Arc::new(RwLock::new(Some(Arc::new(db)))), path: shown })
     }
 
@@ -413,7 +434,7 @@ impl Database {
     ) -> PyResult<Collection> {
         let config = config_of(py, dim, index, text, durability)?;
         let db = open_db(py, &self.shared)?;
-        let c = py.detach(|| db.create_collection(name, config)).or_py(py)?;
+        let c = engine(py, || db.create_collection(name, config)).or_py(py)?;
         Ok(Collection { shared: self.shared.clone(), inner: c })
     }
 
@@ -458,7 +479,7 @@ impl Database {
                 }
                 c
             }
-            Err(tessera::Error::UnknownCollection(_)) => py.detach(|| db.create_collection(name, wanted)).or_py(py)?,
+            Err(tessera::Error::UnknownCollection(_)) => engine(py, || db.create_collection(name, wanted)).or_py(py)?,
             Err(e) => return Err(engine_error(py, e)),
         };
         Ok(Collection { shared: self.shared.clone(), inner: c })
@@ -474,7 +495,7 @@ impl Database {
     /// Drops a collection and deletes its files.
     fn drop_collection(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let db = open_db(py, &self.shared)?;
-        py.detach(|| db.drop_collection(name)).or_py(py)
+        engine(py, || db.drop_collection(name)).or_py(py)
     }
 
     /// Closes the database: it and its collections refuse every later call,
@@ -604,7 +625,6 @@ impl Collection {
         };
         let texts = column(texts, "texts")?;
         let payloads = column(payloads, "payloads")?;
-        let dim = self.inner.dim();
         let mut seen = HashSet::with_capacity(n);
         let mut docs = Vec::with_capacity(n);
         for (i, (id, tokens)) in ids.into_iter().zip(tokens).enumerate() {
@@ -622,7 +642,13 @@ impl Collection {
             if let Some(p) = payloads.as_ref().map(|p| &p[i]).filter(|p| !p.is_none()) {
                 d.payload = Some(json_value(py, p, &|| "payload".into()).map_err(|e| at(e.value(py).to_string()))?);
             }
-            d.validate(dim).map_err(|e| at(e.to_string()))?;
+            // The values are checked by the engine, once; ids here, for the position.
+            if d.id.is_empty() {
+                return Err(at("id is empty".into()));
+            }
+            if d.id.len() > tessera::MAX_ID_BYTES {
+                return Err(at(format!("id is {} bytes; the limit is {}", d.id.len(), tessera::MAX_ID_BYTES)));
+            }
             docs.push(d);
         }
         Ok(docs)
@@ -689,15 +715,21 @@ impl Collection {
         if n == 0 {
             return Ok(0);
         }
-        py.detach(|| c.upsert(&docs)).or_py(py)?;
-        Ok(n)
+        match engine(py, || c.upsert(&docs)) {
+            Ok(()) => Ok(n),
+            // An error about one document names its position in the batch.
+            Err(e) => match e.document_id().and_then(|id| docs.iter().position(|d| d.id == id)) {
+                Some(i) => Err(py_error(py, error_class(&e), format!("documents[{i}] (id {:?}): {e}", docs[i].id))),
+                None => Err(engine_error(py, e)),
+            },
+        }
     }
 
     /// Deletes documents by id; returns how many existed.
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
         let (_db, c) = self.live(py)?;
         let ids = ids_of(py, ids)?;
-        py.detach(|| c.delete(&ids)).or_py(py)
+        engine(py, || c.delete(&ids)).or_py(py)
     }
 
     /// Documents by id, from one consistent snapshot: a list aligned with
@@ -707,7 +739,7 @@ impl Collection {
     fn get(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, tokens: bool) -> PyResult<Vec<Option<Document>>> {
         let (_db, c) = self.live(py)?;
         let ids = ids_of(py, ids)?;
-        let found = py.detach(|| c.get_many(&ids, tokens)).or_py(py)?;
+        let found = engine(py, || c.get_many(&ids, tokens)).or_py(py)?;
         found
             .into_iter()
             .map(|d| {
@@ -760,7 +792,7 @@ impl Collection {
         let opts =
             SearchOptions { k, candidates, ef, exact, filter, text, ids, vector, rerank_only, fusion, rrf_k0, weights };
         let req = opts.request(py, self.query_of(py, query, "query")?)?;
-        let out = py.detach(|| c.search_request(&req)).or_py(py)?;
+        let out = engine(py, || c.search_request(&req)).or_py(py)?;
         Hit::list(py, out)
     }
 
@@ -795,7 +827,7 @@ impl Collection {
             .enumerate()
             .map(|(i, q)| opts.request(py, self.query_of(py, Some(q), &format!("queries[{i}]"))?))
             .collect::<PyResult<Vec<_>>>()?;
-        let outs = py.detach(|| {
+        let outs = engine(py, || {
             reqs.par_iter()
                 .enumerate()
                 .map(|(i, r)| c.search_request(r).map_err(|e| (i, e)))
@@ -813,7 +845,7 @@ impl Collection {
         let (_db, c) = self.live(py)?;
         let tokens = tokens_of(py, query, &|| "query".to_string())?;
         let ids = ids_of(py, ids)?;
-        let r = py.detach(|| c.rerank(&tokens, &ids)).or_py(py)?;
+        let r = engine(py, || c.rerank(&tokens, &ids)).or_py(py)?;
         let hits = r.hits.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>()?;
         Ok(Reranked { hits: hits.into_pyobject(py)?.into_any().unbind(), missing: r.missing })
     }
@@ -853,7 +885,7 @@ impl Collection {
             exact,
             require_text,
         };
-        let m = py.detach(|| c.mine_negatives(query_id, &tokens, &positives, &p)).or_py(py)?;
+        let m = engine(py, || c.mine_negatives(query_id, &tokens, &positives, &p)).or_py(py)?;
         let hits = |v: Vec<tessera::SearchHit>| v.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>();
         Ok((hits(m.negatives)?, hits(m.positives)?))
     }
@@ -861,13 +893,13 @@ impl Collection {
     /// Seals the memtable into a segment (building its indexes) and persists deletions.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let (_db, c) = self.live(py)?;
-        py.detach(|| c.flush()).or_py(py)
+        engine(py, || c.flush()).or_py(py)
     }
 
     /// Merges all segments into one, dropping deleted documents.
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         let (_db, c) = self.live(py)?;
-        py.detach(|| c.compact()).or_py(py)
+        engine(py, || c.compact()).or_py(py)
     }
 
     /// Configuration and counts: name, dim, index, text, durability,
@@ -875,7 +907,7 @@ impl Collection {
     /// bytes_on_disk (and last_flush_error when the last automatic flush failed).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
-        let stats = py.detach(|| c.stats());
+        let stats = engine(py, || c.stats());
         let cfg = c.config();
         let mut v = serde_json::to_value(&stats).map_err(|e| invalid(py, e.to_string()))?;
         v["index"] = IndexConfig::name_of(cfg.index.as_ref()).into();

@@ -67,6 +67,18 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// The id of the document an input error is about, when it names one.
+    pub fn document_id(&self) -> Option<&str> {
+        match self {
+            Error::DimensionMismatch { id, .. }
+            | Error::EmptyTensor { id }
+            | Error::InvalidValue { id, .. }
+            | Error::RaggedTensor { id, .. } => id.as_deref(),
+            Error::DuplicateId(id) | Error::InvalidPayload { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         use Error as E;
         match self {
