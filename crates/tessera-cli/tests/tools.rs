@@ -174,13 +174,19 @@ fn search_with_qrels_prints_the_same_table_as_eval() {
 
 // ---------------------------------------------------------------- mine-negatives
 
+/// The fixture's exact top-40 of every query, by `tessera search --exact`.
+fn exact_top40(f: &Fixture) -> HashMap<String, Vec<(String, f64)>> {
+    let exact_run = f.root.join("exact.run");
+    let (db, q, run) = (s(&f.db), s(&f.qdir), s(&exact_run));
+    ok(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "40", "--run", &run, "--exact"]);
+    read_run(&exact_run)
+}
+
 #[test]
 fn mined_negatives_respect_positives_range_guard_and_seed() {
     let f = fixture();
     let (db, q) = (s(&f.db), s(&f.qdir));
-    let exact_run = f.root.join("exact.run");
-    ok(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "40", "--run", &s(&exact_run), "--exact"]);
-    let exact = read_run(&exact_run);
+    let exact = exact_top40(&f);
     // Positives: the top hit and the one ranked 12th (inside the range); rank 15 judged 0
     // (not a positive). q7 has no judgments; q6 only a judged-irrelevant document.
     let mut qrels = String::new();
@@ -271,9 +277,7 @@ fn mined_negatives_respect_positives_range_guard_and_seed() {
 fn mined_negatives_in_the_sentence_transformers_layout_with_scores() {
     let f = fixture();
     let (db, q) = (s(&f.db), s(&f.qdir));
-    let exact_run = f.root.join("exact.run");
-    ok(&["search", "--db", &db, "--collection", "c", "--queries", &q, "--k", "40", "--run", &s(&exact_run), "--exact"]);
-    let exact = read_run(&exact_run);
+    let exact = exact_top40(&f);
     // Two positives per query (ranks 1 and 12), so two rows per written query.
     let mut qrels = String::new();
     for i in 0..6 {
