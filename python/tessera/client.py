@@ -152,10 +152,12 @@ class Client:
                 self._conns.append(c)
         return c
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, data: Optional[bytes] = None) -> Any:
+        """One request: `body` encoded as JSON, or `data` already encoded."""
         if self._closed:
             raise errors.UnavailableError("the client is closed")
-        data = None if body is None else json.dumps(body, allow_nan=False).encode()
+        if body is not None:
+            data = json.dumps(body, allow_nan=False).encode()
         for attempt in (0, 1):
             c = self._conn()
             try:
@@ -285,6 +287,9 @@ class RemoteCollection:
     def _post(self, op: str, body: Any = None) -> Any:
         return self._client._call("POST", f"{self._path}/{op}", body)
 
+    def _post_raw(self, op: str, data: bytes) -> Any:
+        return self._client._call("POST", f"{self._path}/{op}", data=data)
+
     # ------------------------------------------------------------ writes
 
     def upsert(
@@ -326,7 +331,8 @@ class RemoteCollection:
             arrays = [flat[offs[i] : offs[i + 1]] for i in range(n)]
         texts = _column(texts, "texts", n)
         payloads = _column(payloads, "payloads", n)
-        docs, seen = [], {}
+        docs: List[bytes] = []
+        seen: Dict[str, int] = {}
         for i, (id_, a) in enumerate(zip(ids, arrays)):
             where = f"documents[{i}] (id {id_!r}): "
             if id_ in seen:
@@ -345,25 +351,25 @@ class RemoteCollection:
                     raise errors.InvalidInputError(f"{where}texts: must be a str or None")
                 d["text"] = texts[i]
             if payloads is not None and payloads[i] is not None:
-                try:
-                    json.dumps(payloads[i], allow_nan=False)
-                except (TypeError, ValueError) as e:
-                    raise errors.InvalidInputError(f"{where}payload is not JSON: {e}") from None
                 d["payload"] = payloads[i]
-            docs.append(d)
+            # Each document is encoded once: the encoding is both the check
+            # (only the payload can fail) and what is sent.
+            try:
+                docs.append(json.dumps(d, allow_nan=False).encode())
+            except (TypeError, ValueError) as e:
+                raise errors.InvalidInputError(f"{where}payload is not JSON: {e}") from None
         # Batches under the body limit (with room for the JSON around the documents).
         budget = max(1024, int(self._client.max_body_bytes * 0.9))
-        batch: List[dict] = []
+        batch: List[bytes] = []
         size = 0
         for d in docs:
-            ds = len(json.dumps(d, allow_nan=False)) + 1
-            if batch and (size + ds > budget or len(batch) >= self._client.max_batch_docs):
-                self._post("upsert", {"documents": batch})
+            if batch and (size + len(d) + 1 > budget or len(batch) >= self._client.max_batch_docs):
+                self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + b"]}")
                 batch, size = [], 0
             batch.append(d)
-            size += ds
+            size += len(d) + 1
         if batch:
-            self._post("upsert", {"documents": batch})
+            self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + b"]}")
         return n
 
     def delete(self, ids: Sequence[str]) -> int:

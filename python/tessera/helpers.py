@@ -4,7 +4,7 @@ token arrays, and long ingests in batches with a progress bar."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 

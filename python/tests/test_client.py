@@ -89,6 +89,8 @@ def test_client_raises_the_embedded_error_classes_and_writes_nothing_on_bad_inpu
             dict(ids=["x", "x"], tokens=[ok, ok]),
             dict(ids=["x"], tokens=[ok[:0]]),
             dict(ids=["x", "y"], tokens=[ok]),
+            dict(ids=["x"], tokens=[ok], payloads=[{"a": float("nan")}]),
+            dict(ids=["x"], tokens=[ok], payloads=[{"a": object()}]),
         ]
         for kwargs in bad:
             with pytest.raises(tessera.InvalidInputError):
