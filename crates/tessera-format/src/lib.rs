@@ -9,6 +9,7 @@
 //! | [`envelope`] | the 32-byte header of small whole-file blobs (manifest, deletion vectors) |
 //! | [`sections`] | section tables (offset, length, CRC, kind) of sectioned files, verified alike |
 //! | [`segment`] | immutable segment files: header, section table, token matrix, tables |
+//! | [`tokens`] | the token types (f16, int8) and screening codes a segment stores, and their sizes |
 //! | [`wal`] | write-ahead-log file header, frames and batch records |
 //! | [`deletes`] | per-segment deletion bitmaps |
 //! | [`inspect`] | non-failing reports of headers, section tables and stored vs computed checksums |
@@ -21,9 +22,11 @@ pub mod envelope;
 pub mod inspect;
 pub mod sections;
 pub mod segment;
+pub mod tokens;
 pub mod wal;
 
 pub use half::f16;
+pub use tokens::{Screening, TokenType};
 
 /// Why bytes could not be decoded. `offset` is relative to the start of the
 /// buffer that was handed in (the file, for whole-file decoders).

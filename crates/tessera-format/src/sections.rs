@@ -106,6 +106,8 @@ pub struct Prelude<'a> {
     pub crc_at: usize,
     pub major: u16,
     pub minor: u16,
+    /// Major versions this build reads: `oldest_major..=supported_major`.
+    pub oldest_major: u16,
     pub supported_major: u16,
     pub file_len: u64,
     pub file_len_at: usize,
@@ -123,7 +125,7 @@ impl Prelude<'_> {
         if !self.crc_ok {
             return Err(corrupted(self.crc_at, "header checksum mismatch"));
         }
-        if self.major != self.supported_major {
+        if !(self.oldest_major..=self.supported_major).contains(&self.major) {
             return Err(crate::FormatError::UnsupportedVersion {
                 major: self.major,
                 minor: self.minor,

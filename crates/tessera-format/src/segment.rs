@@ -1,28 +1,32 @@
 //! Immutable segment files (`seg-NNNNNNNNNNNNNNNN.tseg`).
 //!
-//! A segment is one file: a 512-byte header, then ten sections, each starting
+//! A segment is one file: a 512-byte header, then its sections, each starting
 //! at a 64-byte-aligned offset (zero padding between), in this order.
+//! Version 2 names the token type and screening codes in the header and adds
+//! two sections (SCALES, CODES); version 1 (f16 tokens, ten sections) is still read.
 //!
 //! Header (all little-endian):
 //! ```text
 //! offset size field
 //!      0    8 magic "TESSSEG\0"
-//!      8    2 major version (1)
+//!      8    2 major version (2; 1 is read)
 //!     10    2 minor version (0)
 //!     12    4 dim                    (1..=4096)
 //!     16    8 n_docs
 //!     24    8 n_tokens               (rows of the token matrix)
 //!     32    8 file length            (bytes, header included)
-//!     40    4 section count          (10 in version 1.0)
+//!     40    4 section count          (12 in version 2.0, 10 in 1.0)
 //!     44    4 header CRC-32          (of bytes 0..512 with this field zeroed)
-//!     48   16 reserved               (zero)
+//!     48    2 token type             (v2: 1 = f16, 2 = int8; v1: reserved zero, tokens are f16)
+//!     50    2 screening              (v2: 0 = none, 1 = binary; v1: reserved zero)
+//!     52   12 reserved               (zero)
 //!     64  448 section table: 14 entries × 32 bytes; entry i (i < count):
 //!              +0 u64 offset, +8 u64 length, +16 u32 CRC-32 of the section's bytes,
 //!              +20 u32 kind (= i + 1), +24 u64 reserved (zero); unused entries are zero.
 //! ```
 //! Sections (kind, content):
 //! ```text
-//! 1 TOKENS           n_tokens × dim f16, row-major: the token matrix
+//! 1 TOKENS           n_tokens rows of the token type (f16: dim × f16; int8: dim × i8), row-major
 //! 2 DOC_OFFSETS      (n_docs + 1) u64: doc i = token rows [o[i], o[i+1]); o[0] = 0, strictly increasing, o[n] = n_tokens
 //! 3 ID_OFFSETS       (n_docs + 1) u64 byte offsets into IDS; strictly increasing (ids are non-empty)
 //! 4 IDS              UTF-8 external ids, concatenated
@@ -33,23 +37,30 @@
 //! 9 DOC_FLAGS        n_docs bytes: bit 0 = has text, bit 1 = has payload, other bits zero
 //! 10 ID_ORDER        n_docs u32: document indices sorted by id (bytewise); ids are unique,
 //!                    so the ids in this order are strictly increasing — lookup by binary search
+//! 11 SCALES          (v2) int8: n_tokens f32 per-token scales (finite, ≥ 0); f16: empty
+//! 12 CODES           (v2) binary: n_tokens × ⌈dim/64⌉ u64 sign codes (bits ≥ dim zero); none: empty
 //! ```
 
 use crate::sections::{self, SectionEntry};
+use crate::tokens::{Screening, TokenType};
 use crate::{Result, corrupted, crc32};
 use bytemuck::{Pod, Zeroable};
-use half::f16;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Range;
 
 pub const MAGIC: &[u8; 8] = b"TESSSEG\0";
-pub const MAJOR: u16 = 1;
+pub const MAJOR: u16 = 2;
+/// The oldest major version this build reads.
+pub const OLDEST_MAJOR: u16 = 1;
 pub const MINOR: u16 = 0;
 pub const HEADER_LEN: usize = 512;
 /// Alignment of every section's start.
 pub use crate::sections::ALIGN;
 pub const MAX_SECTIONS: usize = 14;
-pub const SECTION_COUNT: usize = 10;
+/// Sections of a version 2 segment.
+pub const SECTION_COUNT: usize = 12;
+/// Sections of a version 1 segment.
+pub const SECTION_COUNT_V1: usize = 10;
 
 pub const FLAG_TEXT: u8 = 1;
 pub const FLAG_PAYLOAD: u8 = 2;
@@ -68,6 +79,8 @@ pub enum Section {
     Payloads,
     DocFlags,
     IdOrder,
+    Scales,
+    Codes,
 }
 
 #[repr(C)]
@@ -82,7 +95,9 @@ struct Header {
     file_len: u64,
     section_count: u32,
     header_crc: u32,
-    reserved: [u8; 16],
+    token_type: u16,
+    screening: u16,
+    reserved: [u8; 12],
     sections: [SectionEntry; MAX_SECTIONS],
 }
 
@@ -94,12 +109,24 @@ fn header_crc(mut h: Header) -> u32 {
     crc32(bytemuck::bytes_of(&h))
 }
 
+/// One document's tokens in a segment's stored form: `rows` are TOKENS bytes
+/// of the token type, `scales` its per-token scales (empty for f16), `codes`
+/// its screening codes (empty without screening).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRows<'a> {
+    pub rows: &'a [u8],
+    pub scales: &'a [f32],
+    pub codes: &'a [u64],
+}
+
 /// Streams documents into a segment file: the token matrix is written as
-/// documents arrive; the (small) tables are kept in memory and written by
-/// [`finish`](Self::finish), which then fills in the header.
+/// documents arrive; the (small) tables, scales and codes are kept in memory
+/// and written by [`finish`](Self::finish), which then fills in the header.
 pub struct SegmentWriter<W: Write + Seek> {
     w: W,
     dim: usize,
+    token_type: TokenType,
+    screening: Screening,
     pos: u64,
     tokens_crc: crc32fast::Hasher,
     n_tokens: u64,
@@ -111,16 +138,20 @@ pub struct SegmentWriter<W: Write + Seek> {
     payload_offsets: Vec<u64>,
     payloads: Vec<u8>,
     flags: Vec<u8>,
+    scales: Vec<f32>,
+    codes: Vec<u64>,
 }
 
 impl<W: Write + Seek> SegmentWriter<W> {
     /// Starts a segment at the writer's position 0.
-    pub fn new(mut w: W, dim: usize) -> io::Result<Self> {
+    pub fn new(mut w: W, dim: usize, token_type: TokenType, screening: Screening) -> io::Result<Self> {
         w.seek(SeekFrom::Start(0))?;
         w.write_all(&[0u8; HEADER_LEN])?;
         Ok(Self {
             w,
             dim,
+            token_type,
+            screening,
             pos: HEADER_LEN as u64,
             tokens_crc: crc32fast::Hasher::new(),
             n_tokens: 0,
@@ -132,6 +163,8 @@ impl<W: Write + Seek> SegmentWriter<W> {
             payload_offsets: vec![0],
             payloads: Vec::new(),
             flags: Vec::new(),
+            scales: Vec::new(),
+            codes: Vec::new(),
         })
     }
 
@@ -139,15 +172,21 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.flags.len()
     }
 
-    /// Appends one document. The caller has validated it: `tokens` is a
-    /// non-empty multiple of `dim`, `id` is non-empty, `payload` is JSON.
-    pub fn add(&mut self, id: &str, tokens: &[f16], text: Option<&str>, payload: Option<&str>) -> io::Result<()> {
-        assert!(!id.is_empty() && !tokens.is_empty() && tokens.len().is_multiple_of(self.dim));
-        let bytes: &[u8] = bytemuck::cast_slice(tokens);
-        self.w.write_all(bytes)?;
-        self.tokens_crc.update(bytes);
-        self.pos += bytes.len() as u64;
-        self.n_tokens += (tokens.len() / self.dim) as u64;
+    /// Appends one document. The caller has validated it: `t` holds `n ≥ 1`
+    /// rows of the segment's token type (and `n` scales, `n` codes where the
+    /// type and screening have them), `id` is non-empty, `payload` is JSON.
+    pub fn add(&mut self, id: &str, t: StoredRows<'_>, text: Option<&str>, payload: Option<&str>) -> io::Result<()> {
+        let row = self.token_type.row_bytes(self.dim);
+        let n = t.rows.len() / row;
+        assert!(!id.is_empty() && n > 0 && t.rows.len() == n * row);
+        assert_eq!(t.scales.len() * 4, n * self.token_type.scale_bytes());
+        assert_eq!(t.codes.len(), n * self.screening.code_words(self.dim));
+        self.w.write_all(t.rows)?;
+        self.tokens_crc.update(t.rows);
+        self.pos += t.rows.len() as u64;
+        self.scales.extend_from_slice(t.scales);
+        self.codes.extend_from_slice(t.codes);
+        self.n_tokens += n as u64;
         self.doc_offsets.push(self.n_tokens);
         self.ids.extend_from_slice(id.as_bytes());
         self.id_offsets.push(self.ids.len() as u64);
@@ -205,6 +244,10 @@ impl<W: Write + Seek> SegmentWriter<W> {
         let mut order: Vec<u32> = (0..flags.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| id_at(a).cmp(id_at(b)));
         self.section(9, bytemuck::cast_slice(&order), &mut entries)?;
+        let scales = std::mem::take(&mut self.scales);
+        self.section(10, bytemuck::cast_slice(&scales), &mut entries)?;
+        let codes = std::mem::take(&mut self.codes);
+        self.section(11, bytemuck::cast_slice(&codes), &mut entries)?;
         let mut h = Header {
             magic: *MAGIC,
             major: MAJOR,
@@ -215,7 +258,9 @@ impl<W: Write + Seek> SegmentWriter<W> {
             file_len: self.pos,
             section_count: SECTION_COUNT as u32,
             header_crc: 0,
-            reserved: [0; 16],
+            token_type: self.token_type.id(),
+            screening: self.screening.id(),
+            reserved: [0; 12],
             sections: entries,
         };
         h.header_crc = header_crc(h);
@@ -230,10 +275,14 @@ impl<W: Write + Seek> SegmentWriter<W> {
 /// take the same bytes that were verified (typically the memory map).
 #[derive(Debug, Clone)]
 pub struct SegmentLayout {
+    /// Format version of the file (1 or 2).
+    pub major: u16,
     pub minor: u16,
     pub dim: usize,
     pub n_docs: usize,
     pub n_tokens: usize,
+    pub token_type: TokenType,
+    pub screening: Screening,
     sections: [Range<usize>; SECTION_COUNT],
 }
 
@@ -246,6 +295,7 @@ impl SegmentLayout {
     /// structure. `bytes` must start at an 8-byte-aligned address (a memory map does).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let h: Header = sections::read_header(bytes, "segment")?;
+        let known = if h.major == 1 { SECTION_COUNT_V1 } else { SECTION_COUNT };
         sections::Prelude {
             what: "segment",
             magic: h.magic,
@@ -254,41 +304,72 @@ impl SegmentLayout {
             crc_at: HEADER_CRC_AT,
             major: h.major,
             minor: h.minor,
+            oldest_major: OLDEST_MAJOR,
             supported_major: MAJOR,
             file_len: h.file_len,
             file_len_at: 32,
             section_count: h.section_count,
             section_count_at: 40,
-            sections: SECTION_COUNT..=MAX_SECTIONS,
+            sections: known..=MAX_SECTIONS,
         }
         .check(bytes)?;
         let (dim, n_docs, n_tokens) = (h.dim as usize, h.n_docs as usize, h.n_tokens as usize);
         if !(1..=4096).contains(&dim) || n_docs == 0 {
             return Err(corrupted(12, format!("dim {dim} / n_docs {n_docs} out of range")));
         }
+        let (token_type, screening) = if h.major == 1 {
+            (TokenType::F16, Screening::None)
+        } else {
+            let t = TokenType::from_id(h.token_type)
+                .ok_or_else(|| corrupted(48, format!("unknown token type {}", h.token_type)))?;
+            let s = Screening::from_id(h.screening)
+                .ok_or_else(|| corrupted(50, format!("unknown screening {}", h.screening)))?;
+            (t, s)
+        };
         let entries = &h.sections[..h.section_count as usize];
         let sections = sections::verify::<SECTION_COUNT>(bytes, entries, 64, HEADER_LEN)?;
-        let layout = Self { minor: h.minor, dim, n_docs, n_tokens, sections };
+        let layout = Self { major: h.major, minor: h.minor, dim, n_docs, n_tokens, token_type, screening, sections };
         layout.check_sizes()?;
         layout.check_tables(bytes)?;
+        layout.check_scales_and_codes(bytes)?;
         Ok(layout)
     }
 
     fn check_sizes(&self) -> Result<()> {
         let tl = table_len(self.n_docs);
+        let per_token = |b: usize| self.n_tokens.checked_mul(b);
         let expect = [
-            (Section::Tokens, self.n_tokens.checked_mul(self.dim).and_then(|x| x.checked_mul(2))),
+            (Section::Tokens, per_token(self.token_type.row_bytes(self.dim))),
             (Section::DocOffsets, tl),
             (Section::IdOffsets, tl),
             (Section::TextOffsets, tl),
             (Section::PayloadOffsets, tl),
             (Section::DocFlags, Some(self.n_docs)),
             (Section::IdOrder, self.n_docs.checked_mul(4)),
+            (Section::Scales, per_token(self.token_type.scale_bytes())),
+            (Section::Codes, per_token(self.screening.code_words(self.dim) * 8)),
         ];
         for (s, want) in expect {
             let r = &self.sections[s as usize];
             if Some(r.len()) != want {
                 return Err(corrupted(r.start, format!("section {s:?} is {} bytes, expected {want:?}", r.len())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scales are finite and non-negative; code bits past `dim` are zero.
+    fn check_scales_and_codes(&self, bytes: &[u8]) -> Result<()> {
+        let at = self.sections[Section::Scales as usize].start;
+        if let Some(p) = self.scales(bytes).iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(corrupted(at + 4 * p, "scale is not a finite non-negative number"));
+        }
+        let w = self.screening.code_words(self.dim);
+        if w > 0 && !self.dim.is_multiple_of(64) {
+            let mask = !0u64 << (self.dim % 64);
+            let at = self.sections[Section::Codes as usize].start;
+            if let Some(t) = self.codes(bytes).chunks_exact(w).position(|c| c[w - 1] & mask != 0) {
+                return Err(corrupted(at + 8 * (t * w + w - 1), "code bits past dim are set"));
             }
         }
         Ok(())
@@ -382,9 +463,19 @@ impl SegmentLayout {
         self.sections[s as usize].clone()
     }
 
-    /// The whole token matrix (`n_tokens × dim`).
-    pub fn tokens<'a>(&self, bytes: &'a [u8]) -> &'a [f16] {
-        bytemuck::cast_slice(&bytes[self.sections[Section::Tokens as usize].clone()])
+    /// The whole token matrix: `n_tokens` rows of the token type.
+    pub fn token_rows<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        &bytes[self.sections[Section::Tokens as usize].clone()]
+    }
+
+    /// Per-token scales (`n_tokens`; empty unless the token type has them).
+    pub fn scales<'a>(&self, bytes: &'a [u8]) -> &'a [f32] {
+        bytemuck::cast_slice(&bytes[self.sections[Section::Scales as usize].clone()])
+    }
+
+    /// Screening codes (`n_tokens × code words`; empty without screening).
+    pub fn codes<'a>(&self, bytes: &'a [u8]) -> &'a [u64] {
+        bytemuck::cast_slice(&bytes[self.sections[Section::Codes as usize].clone()])
     }
 
     /// Token row offsets (`n_docs + 1`).
@@ -409,10 +500,17 @@ impl SegmentLayout {
             .then(|| self.str_of(bytes, Section::PayloadOffsets, Section::Payloads, i))
     }
 
-    /// Tokens of document `i`.
-    pub fn doc_tokens<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [f16] {
+    /// The stored tokens of document `i`.
+    pub fn doc_rows<'a>(&self, bytes: &'a [u8], i: usize) -> StoredRows<'a> {
         let o = self.doc_offsets(bytes);
-        &self.tokens(bytes)[o[i] as usize * self.dim..o[i + 1] as usize * self.dim]
+        let (a, b) = (o[i] as usize, o[i + 1] as usize);
+        let (row, w) = (self.token_type.row_bytes(self.dim), self.screening.code_words(self.dim));
+        let scales = self.scales(bytes);
+        StoredRows {
+            rows: &self.token_rows(bytes)[a * row..b * row],
+            scales: if scales.is_empty() { &[] } else { &scales[a..b] },
+            codes: &self.codes(bytes)[a * w..b * w],
+        }
     }
 }
 
@@ -429,6 +527,8 @@ pub fn section_name(kind: u32) -> &'static str {
         "PAYLOADS",
         "DOC_FLAGS",
         "ID_ORDER",
+        "SCALES",
+        "CODES",
     ];
     (kind as usize).checked_sub(1).and_then(|i| NAMES.get(i)).copied().unwrap_or("?")
 }
@@ -444,6 +544,9 @@ pub struct SegmentHeaderReport {
     pub n_tokens: u64,
     pub file_len: u64,
     pub section_count: u32,
+    /// As stored (zero in version 1).
+    pub token_type: u16,
+    pub screening: u16,
     pub stored_crc: u32,
     pub computed_crc: u32,
 }
@@ -480,6 +583,8 @@ pub fn inspect(bytes: &[u8]) -> SegmentReport {
             n_tokens: h.n_tokens,
             file_len: h.file_len,
             section_count: h.section_count,
+            token_type: h.token_type,
+            screening: h.screening,
             stored_crc: h.header_crc,
             computed_crc: header_crc(h),
         }
@@ -501,12 +606,40 @@ mod tests {
         v
     }
 
+    fn f16_rows(xs: &[f32]) -> Vec<u8> {
+        let v: Vec<half::f16> = xs.iter().map(|&x| half::f16::from_f32(x)).collect();
+        bytemuck::cast_slice(&v).to_vec()
+    }
+
     fn sample() -> Vec<u8> {
-        let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3).unwrap();
-        let t = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-        w.add("zeta", &t(&[1., 2., 3.]), Some("hello"), None).unwrap();
-        w.add("alpha", &t(&[4., 5., 6., 7., 8., 9.]), None, Some("{\"a\":1}")).unwrap();
-        w.add("mid", &t(&[0.5, -1., 2.]), Some(""), Some("null")).unwrap();
+        sample_of(TokenType::F16, Screening::None)
+    }
+
+    /// Three documents of dim 3; int8 rows are the values themselves (scale 1)
+    /// and codes their sign bits.
+    fn sample_of(t: TokenType, s: Screening) -> Vec<u8> {
+        let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3, t, s).unwrap();
+        let docs: [(&str, &[f32], Option<&str>, Option<&str>); 3] = [
+            ("zeta", &[1., 2., 3.], Some("hello"), None),
+            ("alpha", &[4., 5., 6., 7., 8., 9.], None, Some("{\"a\":1}")),
+            ("mid", &[0.5, -1., 2.], Some(""), Some("null")),
+        ];
+        for (id, xs, text, payload) in docs {
+            let n = xs.len() / 3;
+            let rows = match t {
+                TokenType::F16 => f16_rows(xs),
+                TokenType::Int8 => xs.iter().map(|&x| x as i8 as u8).collect(),
+            };
+            let scales = vec![1.0f32; if t == TokenType::Int8 { n } else { 0 }];
+            let codes: Vec<u64> = match s {
+                Screening::None => Vec::new(),
+                Screening::Binary => xs
+                    .chunks(3)
+                    .map(|r| r.iter().enumerate().fold(0, |c, (k, &x)| c | (((x > 0.0) as u64) << k)))
+                    .collect(),
+            };
+            w.add(id, StoredRows { rows: &rows, scales: &scales, codes: &codes }, text, payload).unwrap();
+        }
         let (c, len) = w.finish().unwrap();
         let v = c.into_inner();
         assert_eq!(v.len() as u64, len);
@@ -524,13 +657,47 @@ mod tests {
         assert_eq!((l.id(b, 0), l.id(b, 1), l.id(b, 2)), ("zeta", "alpha", "mid"));
         assert_eq!((l.text(b, 0), l.text(b, 1), l.text(b, 2)), (Some("hello"), None, Some("")));
         assert_eq!((l.payload(b, 0), l.payload(b, 1)), (None, Some("{\"a\":1}")));
-        assert_eq!(l.doc_tokens(b, 1)[3].to_f32(), 7.0);
+        let rows: &[half::f16] = bytemuck::cast_slice(l.doc_rows(b, 1).rows);
+        assert_eq!(rows[3].to_f32(), 7.0);
+        assert_eq!((l.token_type, l.screening, l.major), (TokenType::F16, Screening::None, MAJOR));
         for (i, id) in ["zeta", "alpha", "mid"].iter().enumerate() {
             assert_eq!(l.find_id(b, id), Some(i));
         }
         assert_eq!(l.find_id(b, "nope"), None);
         for s in 0..SECTION_COUNT {
             assert_eq!(l.sections[s].start % ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn int8_and_binary_sections_round_trip_and_are_verified() {
+        let raw = sample_of(TokenType::Int8, Screening::Binary);
+        let store = aligned(&raw);
+        let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+        let l = SegmentLayout::parse(b).unwrap();
+        assert_eq!((l.token_type, l.screening), (TokenType::Int8, Screening::Binary));
+        let d = l.doc_rows(b, 1);
+        assert_eq!(d.rows, &[4, 5, 6, 7, 8, 9]);
+        assert_eq!((d.scales, d.codes), (&[1.0f32, 1.0][..], &[0b111u64, 0b111][..]));
+        assert_eq!(l.doc_rows(b, 2).codes, &[0b101]);
+        assert_eq!(section_name(12), "CODES");
+        // A code bit past dim, and a negative scale, are refused even with a
+        // valid checksum.
+        for (sec, value) in [(Section::Codes, 1u64 << 3), (Section::Scales, (-1.0f32).to_bits() as u64)] {
+            let mut bad = raw.clone();
+            let at = l.section_range(sec).start;
+            let width = if sec == Section::Codes { 8 } else { 4 };
+            bad[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+            let r = &l.section_range(sec);
+            let crc = crc32(&bad[r.clone()]);
+            let entry = 64 + 32 * sec as usize + 16;
+            bad[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
+            let mut h: Header = bytemuck::pod_read_unaligned(&bad[..HEADER_LEN]);
+            h.header_crc = header_crc(h);
+            bad[..HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+            let store = aligned(&bad);
+            let err = SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&store)[..bad.len()]).unwrap_err();
+            assert!(matches!(err, crate::FormatError::Corrupted { offset, .. } if offset == at as u64), "{err}");
         }
     }
 
@@ -557,7 +724,13 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_is_detected_and_truncation_too() {
-        let raw = sample();
+        for (t, s) in [(TokenType::F16, Screening::None), (TokenType::Int8, Screening::Binary)] {
+            every_flip_detected(&sample_of(t, s));
+        }
+    }
+
+    fn every_flip_detected(raw: &[u8]) {
+        let raw = raw.to_vec();
         let good = aligned(&raw);
         let layout = SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&good)[..raw.len()]).unwrap();
         for i in 0..raw.len() {

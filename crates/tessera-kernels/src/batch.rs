@@ -2,7 +2,7 @@
 //! needs. Documents are scored in parallel with rayon; top-k keeps a bounded
 //! heap per worker and merges them.
 
-use crate::{Element, Hit, Query, TopK, maxsim};
+use crate::{Element, Hit, Query, maxsim};
 use rayon::prelude::*;
 
 /// Token matrix of many documents: row-major `rows × dim`, document `i` is rows
@@ -44,22 +44,5 @@ pub fn score_docs<T: Element>(q: &Query, m: &DocMatrix<'_, T>, docs: &[u32], out
 /// The `k` best of `docs` by MaxSim, best first (ties: smaller document index first).
 pub fn top_k<T: Element>(q: &Query, m: &DocMatrix<'_, T>, docs: &[u32], k: usize) -> Vec<Hit<u32>> {
     assert_eq!(q.dim(), m.dim, "query and matrix dims differ");
-    docs.par_chunks(CHUNK)
-        .fold(
-            || TopK::new(k),
-            |mut t, chunk| {
-                for &d in chunk {
-                    t.push(maxsim(q, m.doc(d)), d);
-                }
-                t
-            },
-        )
-        .reduce(
-            || TopK::new(k),
-            |mut a, b| {
-                a.merge(b);
-                a
-            },
-        )
-        .into_sorted_vec()
+    crate::repr::top_k_by(docs, k, |d| maxsim(q, m.doc(d)))
 }

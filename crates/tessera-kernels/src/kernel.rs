@@ -183,6 +183,8 @@ impl Query {
 pub(crate) enum Doc<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
+    /// Row-major codes and one scale per token: value = code × scale.
+    I8(&'a [i8], &'a [f32]),
 }
 
 impl<'a> Doc<'a> {
@@ -202,6 +204,19 @@ impl<'a> Doc<'a> {
         match self {
             Doc::F32(s) => s.len(),
             Doc::F16(s) => s.len(),
+            Doc::I8(s, _) => s.len(),
+        }
+    }
+}
+
+/// Writes the f32 values of int8 rows `j0 .. j0 + t` (codes × their token's scale) into `dst`.
+#[inline]
+pub(crate) fn dequantize_rows(codes: &[i8], scales: &[f32], j0: usize, t: usize, dim: usize, dst: &mut [f32]) {
+    for j in 0..t {
+        let s = scales[j0 + j];
+        let src = &codes[(j0 + j) * dim..(j0 + j + 1) * dim];
+        for (d, &c) in dst[j * dim..(j + 1) * dim].iter_mut().zip(src) {
+            *d = c as f32 * s;
         }
     }
 }
@@ -226,7 +241,25 @@ thread_local! {
 pub fn maxsim<T: Element>(q: &Query, doc: &[T]) -> f32 {
     let dim = q.dim;
     assert!(!doc.is_empty() && doc.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
-    let doc = Doc::of(doc);
+    maxsim_doc(q, Doc::of(doc))
+}
+
+/// MaxSim of `q` against one int8 document: row-major `n × q.dim()` codes and
+/// `n` per-token scales (token `j` is `codes[j] × scales[j]`). The document is
+/// widened to f32 tile by tile, so the arithmetic is the f32 kernel's.
+///
+/// # Panics
+/// If `codes` is empty, not a multiple of `q.dim()`, or `scales` is not one per row.
+#[inline]
+pub fn maxsim_int8(q: &Query, codes: &[i8], scales: &[f32]) -> f32 {
+    let dim = q.dim;
+    assert!(!codes.is_empty() && codes.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
+    assert_eq!(codes.len() / dim, scales.len(), "one scale per token");
+    maxsim_doc(q, Doc::I8(codes, scales))
+}
+
+#[inline]
+fn maxsim_doc(q: &Query, doc: Doc<'_>) -> f32 {
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         match q.kernel {
@@ -276,6 +309,10 @@ fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
             Doc::F32(x) => &x[j0 * dim..(j0 + t) * dim],
             Doc::F16(x) => {
                 <f16 as Element>::to_f32_slice(&x[j0 * dim..(j0 + t) * dim], &mut s.tile[..t * dim]);
+                &s.tile[..t * dim]
+            }
+            Doc::I8(c, sc) => {
+                dequantize_rows(c, sc, j0, t, dim, &mut s.tile[..t * dim]);
                 &s.tile[..t * dim]
             }
         };

@@ -6,8 +6,8 @@
 //! score(Q, D) = Σ_{i < nq} max_{j < nd} ⟨Q_i, D_j⟩
 //! ```
 //!
-//! Documents are stored as f16 (or f32) row-major token matrices; all arithmetic
-//! is f32 with f32 accumulation. This crate owns that arithmetic and nothing else.
+//! Documents are stored as f16 or int8 (or f32) row-major token matrices; all
+//! arithmetic is f32 with f32 accumulation (int8 rows are widened times their scale). This crate owns that arithmetic and nothing else.
 //!
 //! | module | owns |
 //! |---|---|
@@ -15,21 +15,27 @@
 //! | `kernel` | the fast single-document kernel, the pairwise baseline and the run-time dispatch |
 //! | `x86` | the AVX2 and AVX-512 micro-kernels (x86-64 only) |
 //! | [`bench`] | in-process benchmark and FMA peak probe |
-//! | [`batch`] | scoring many documents of one token matrix in parallel, top-k |
+//! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
+//! | [`repr`] | stored token types (f16, int8): one [`TokenRepr`] impl each, typed views, top-k over a segment's tokens |
+//! | [`codes`] | 1-bit sign codes and the Hamming MaxSim that screens candidates with them |
 //! | [`topk`] | the bounded top-k collector shared with the engine |
 
 pub mod batch;
 pub mod bench;
+pub mod codes;
 mod kernel;
 pub mod reference;
+pub mod repr;
 pub mod topk;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use batch::{DocMatrix, score_docs, top_k};
 pub use bench::{BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops};
+pub use codes::{CodeKernel, CodeQuery, hamming_maxsim};
 pub use half::f16;
-pub use kernel::{Kernel, Query, kernel_name, maxsim, maxsim_pairwise};
+pub use kernel::{Kernel, Query, kernel_name, maxsim, maxsim_int8, maxsim_pairwise};
+pub use repr::{EncodedTokens, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored};
 pub use topk::{Hit, TopK};
 
 /// An element type that token matrices may be stored in.

@@ -125,20 +125,41 @@ unsafe fn tile_avx512<const NR: usize, const ND: usize>(
     }
 }
 
-/// Points at the f32 rows `j0 .. j0 + t` of the document, converting f16 into
-/// `tile` first.
+/// Widens int8 rows `j0 .. j0 + t` times their scales into `dst` with AVX2.
+#[target_feature(enable = "avx2")]
+fn convert_i8(codes: &[i8], scales: &[f32], j0: usize, t: usize, dim: usize, dst: &mut [f32]) {
+    if !dim.is_multiple_of(8) {
+        return crate::kernel::dequantize_rows(codes, scales, j0, t, dim, dst);
+    }
+    let src = &codes[j0 * dim..(j0 + t) * dim];
+    let dst = &mut dst[..t * dim];
+    for j in 0..t {
+        let s = _mm256_set1_ps(scales[j0 + j]);
+        let mut k = j * dim;
+        while k < (j + 1) * dim {
+            // SAFETY: `k + 8 <= (j + 1) * dim <= t * dim`, the length of both
+            // `src` and `dst`; the loads and stores are unaligned.
+            unsafe {
+                let c = _mm_loadl_epi64(src.as_ptr().add(k).cast::<__m128i>());
+                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
+                _mm256_storeu_ps(dst.as_mut_ptr().add(k), _mm256_mul_ps(v, s));
+            }
+            k += 8;
+        }
+    }
+}
+
+/// Points at the f32 rows `j0 .. j0 + t` of the document, converting f16 or
+/// int8 into `tile` first.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) -> *const f32 {
     // Documents stream from memory once per query: ask for the next tile now so
     // that it arrives while this one is computed.
-    let (bytes, elem) = match doc {
-        Doc::F32(x) => (std::mem::size_of_val(x), 4),
-        Doc::F16(x) => (std::mem::size_of_val(x), 2),
-    };
-    let base = match doc {
-        Doc::F32(x) => x.as_ptr().cast::<u8>(),
-        Doc::F16(x) => x.as_ptr().cast::<u8>(),
+    let (bytes, elem, base) = match doc {
+        Doc::F32(x) => (std::mem::size_of_val(x), 4, x.as_ptr().cast::<u8>()),
+        Doc::F16(x) => (std::mem::size_of_val(x), 2, x.as_ptr().cast::<u8>()),
+        Doc::I8(x, _) => (x.len(), 1, x.as_ptr().cast::<u8>()),
     };
     let (from, to) = ((j0 + t) * dim * elem, ((j0 + 2 * t) * dim * elem).min(bytes));
     let mut off = from;
@@ -152,6 +173,10 @@ fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) ->
         Doc::F32(x) => x[j0 * dim..(j0 + t) * dim].as_ptr(),
         Doc::F16(x) => {
             convert_f16(&x[j0 * dim..(j0 + t) * dim], &mut tile[..t * dim]);
+            tile.as_ptr()
+        }
+        Doc::I8(c, s) => {
+            convert_i8(c, s, j0, t, dim, tile);
             tile.as_ptr()
         }
     }
@@ -317,4 +342,81 @@ pub(crate) unsafe fn fma_peak_avx512(duration: Duration) -> f64 {
     let secs = start.elapsed().as_secs_f64();
     std::hint::black_box(acc);
     (rounds * (PROBE_ITERS * CHAINS * 16 * 2) as u64) as f64 / secs / 1e9
+}
+
+pub(crate) fn has_avx512_vpopcntdq() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+/// Query blocks (zmm of `8 / w` query codes) kept in registers per pass over a document.
+const CODE_BLOCKS: usize = 4;
+
+/// `Σ_i min_j hamming(q_i, d_j)` with AVX-512 VPOPCNTDQ, for codes of `w` ∈
+/// {1, 2, 4, 8} words: each zmm holds `8 / w` query codes, every document code
+/// is broadcast to all of them, XOR + popcount per word, the `w` word counts of
+/// a code are summed by lane shuffles, and a running minimum is kept per lane.
+///
+/// # Safety
+/// The CPU supports AVX-512F and VPOPCNTDQ; `w` ∈ {1, 2, 4, 8}; `q` and `doc`
+/// are whole numbers of `w`-word codes.
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+pub(crate) unsafe fn sum_min_hamming_avx512(q: &[u64], doc: &[u64], w: usize) -> u64 {
+    debug_assert!(matches!(w, 1 | 2 | 4 | 8) && q.len().is_multiple_of(w) && doc.len().is_multiple_of(w));
+    let per = 8 / w;
+    let nq = q.len() / w;
+    let nd = doc.len() / w;
+    // Query codes padded to whole zmm blocks; padded lanes are never summed.
+    let blocks = nq.div_ceil(per);
+    let mut qp = vec![0u64; blocks * 8];
+    qp[..q.len()].copy_from_slice(q);
+    let mut total = 0u64;
+    let mut b0 = 0;
+    while b0 < blocks {
+        let nb = CODE_BLOCKS.min(blocks - b0);
+        // SAFETY: `b0 + nb <= blocks`, so every block read is inside `qp`; the
+        // document reads are `doc[j·w .. (j+1)·w]` with `j < nd`.
+        let mins = unsafe {
+            let mut qv = [_mm512_setzero_si512(); CODE_BLOCKS];
+            let mut mv = [_mm512_set1_epi64(i64::MAX); CODE_BLOCKS];
+            for b in 0..nb {
+                qv[b] = _mm512_loadu_si512(qp.as_ptr().add((b0 + b) * 8).cast());
+            }
+            for j in 0..nd {
+                let p = doc.as_ptr().add(j * w);
+                let d = match w {
+                    1 => _mm512_set1_epi64(*p as i64),
+                    2 => _mm512_broadcast_i32x4(_mm_loadu_si128(p.cast())),
+                    4 => _mm512_broadcast_i64x4(_mm256_loadu_si256(p.cast())),
+                    _ => _mm512_loadu_si512(p.cast()),
+                };
+                for b in 0..nb {
+                    let mut c = _mm512_popcnt_epi64(_mm512_xor_si512(qv[b], d));
+                    if w >= 2 {
+                        c = _mm512_add_epi64(c, _mm512_shuffle_epi32::<0x4E>(c));
+                    }
+                    if w >= 4 {
+                        c = _mm512_add_epi64(c, _mm512_shuffle_i64x2::<0xB1>(c, c));
+                    }
+                    if w >= 8 {
+                        c = _mm512_add_epi64(c, _mm512_shuffle_i64x2::<0x4E>(c, c));
+                    }
+                    mv[b] = _mm512_min_epu64(mv[b], c);
+                }
+            }
+            let mut out = [[0u64; 8]; CODE_BLOCKS];
+            for b in 0..nb {
+                _mm512_storeu_si512(out[b].as_mut_ptr().cast(), mv[b]);
+            }
+            out
+        };
+        for (b, m) in mins.iter().enumerate().take(nb) {
+            for l in 0..per {
+                if (b0 + b) * per + l < nq {
+                    total += m[l * w];
+                }
+            }
+        }
+        b0 += nb;
+    }
+    total
 }

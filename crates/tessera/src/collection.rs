@@ -11,32 +11,22 @@
 //! | `del-N.tdel` | deletion vector of a segment |
 
 use crate::config::CollectionConfig;
-use crate::doc::{Document, PreparedDoc, StoredDocument, check_id, parse_payload, prepare_batch};
+use crate::doc::{Document, MemDoc, StoredDocument, WalDoc, check_id, parse_payload, prepare_batch};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry};
 use crate::memtable::MemTable;
 use crate::segment::{Segment, SegmentView, VectorIndex};
+pub(crate) use crate::snapshot::Snapshot;
+use crate::snapshot::{Loc, locate_in};
 use crate::wal::{self, Replayed, Wal};
 use std::collections::BTreeSet;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tessera_format::deletes::DeletionVector;
-use tessera_format::segment::SegmentWriter;
+use tessera_format::segment::{SegmentWriter, StoredRows};
 use tessera_index::Encoder;
-
-/// What a search sees: the segments with their deletions and the memtable,
-/// as of one moment.
-#[derive(Clone)]
-pub(crate) struct Snapshot {
-    pub segments: Vec<SegmentView>,
-    pub mem: Arc<MemTable>,
-    /// WAL length when the snapshot was published.
-    pub wal_bytes: u64,
-    /// The manifest's deletion-vector files.
-    pub delete_files: Vec<u64>,
-}
 
 struct Writer {
     manifest: Manifest,
@@ -53,7 +43,7 @@ struct Writer {
 }
 
 /// Sizes of a collection, as `info` reports them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CollectionStats {
     pub name: String,
     pub dim: usize,
@@ -63,15 +53,17 @@ pub struct CollectionStats {
     pub memtable_documents: usize,
     pub deleted_in_segments: usize,
     pub bytes_on_disk: u64,
+    /// How token values are stored (`f16` or `int8`) and the screening codes beside them.
+    pub storage: &'static str,
+    pub screening: &'static str,
+    /// Bytes one token costs in a segment: its row, scale and code.
+    pub bytes_per_token: usize,
+    /// Segment and coarse-index bytes per token in segments, tables and ids included
+    /// (0 without segments).
+    pub segment_bytes_per_token: f64,
     /// Why the last automatic flush failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_error: Option<String>,
-}
-
-/// Where the live version of an id is.
-enum Loc {
-    Mem,
-    Seg(usize, u32),
 }
 
 pub struct Collection {
@@ -140,7 +132,10 @@ impl Collection {
             w.seq = seq;
             for op in ops {
                 match op {
-                    Replayed::Upsert(d) => w.upsert(d),
+                    Replayed::Upsert(d) => {
+                        let tokens = d.encode(&config);
+                        w.upsert(d.into_mem(tokens, config.dim))
+                    }
                     Replayed::Delete(id) => {
                         w.delete(&id);
                     }
@@ -217,7 +212,7 @@ impl Collection {
     /// written to the WAL (and fsynced, by default) before this returns: either
     /// every document is applied or none is.
     pub fn upsert(&self, docs: &[Document]) -> Result<()> {
-        let prepared = prepare_batch(docs, self.config.dim)?;
+        let prepared = prepare_batch(docs, &self.config)?;
         self.write(prepared, Vec::new()).map(|_| ())
     }
 
@@ -236,13 +231,15 @@ impl Collection {
         self.write(Vec::new(), del)
     }
 
-    fn write(&self, upserts: Vec<PreparedDoc>, deletes: Vec<String>) -> Result<usize> {
+    /// Writes a batch: upserts (each as the WAL records it and in stored
+    /// form) and deletes.
+    fn write(&self, upserts: Vec<(WalDoc, tessera_kernels::EncodedTokens)>, deletes: Vec<String>) -> Result<usize> {
         if upserts.is_empty() && deletes.is_empty() {
             return Ok(0);
         }
         let mut w = self.lock_writer()?;
         let seq = w.seq + 1;
-        let payload = wal::encode(seq, &upserts, &deletes, self.config.dim);
+        let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, self.config.dim);
         if payload.len() > self.config.max_batch_bytes {
             return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config.max_batch_bytes });
         }
@@ -254,8 +251,8 @@ impl Collection {
         }
         w.seq = seq;
         let mut existed = 0;
-        for d in upserts {
-            w.upsert(d);
+        for (d, tokens) in upserts {
+            w.upsert(d.into_mem(tokens, self.config.dim));
         }
         for id in &deletes {
             existed += w.delete(id) as usize;
@@ -289,11 +286,20 @@ impl Collection {
 
     fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
         let dim = self.config.dim;
+        let values = |t: tessera_kernels::TokenType, rows: StoredRows<'_>| -> Vec<half::f16> {
+            if !tokens {
+                return Vec::new();
+            }
+            if t == tessera_kernels::TokenType::F16 {
+                return bytemuck::pod_collect_to_vec(rows.rows);
+            }
+            tessera_kernels::decode_stored(t, rows, dim).into_iter().map(half::f16::from_f32).collect()
+        };
         if let Some(d) = snap.mem.get(id) {
             return Some(StoredDocument {
                 id: d.id.clone(),
-                tokens: if tokens { d.tokens.clone() } else { Vec::new() },
-                n_tokens: d.tokens.len() / dim,
+                tokens: values(self.config.storage, d.tokens.view()),
+                n_tokens: d.n_tokens,
                 dim,
                 text: d.text.clone(),
                 payload: d.payload.as_deref().and_then(parse_payload),
@@ -304,8 +310,8 @@ impl Collection {
                 let (s, r) = (&sv.seg, row as usize);
                 return Some(StoredDocument {
                     id: id.into(),
-                    tokens: if tokens { s.tokens(r).to_vec() } else { Vec::new() },
-                    n_tokens: s.tokens(r).len() / dim,
+                    tokens: values(s.matrix().token_type, s.tokens(r)),
+                    n_tokens: s.n_tokens_of(r),
                     dim,
                     text: s.text(r).map(Into::into),
                     payload: s.payload(r).and_then(parse_payload),
@@ -317,8 +323,7 @@ impl Collection {
 
     /// Number of live documents.
     pub fn len(&self) -> usize {
-        let snap = self.snapshot();
-        snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>()
+        self.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -362,13 +367,19 @@ impl Collection {
         CollectionStats {
             name: self.name.clone(),
             dim: self.config.dim,
-            documents: snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>(),
-            tokens: snap.mem.token_bytes() / 2 / self.config.dim
-                + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
+            documents: snap.len(),
+            tokens: snap.mem.n_tokens() + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
             deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
             bytes_on_disk: seg_bytes + del_bytes + snap.wal_bytes + manifest_bytes,
+            storage: self.config.storage.name(),
+            screening: self.config.screening.name(),
+            bytes_per_token: self.config.bytes_per_token(),
+            segment_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
+                0 => 0.0,
+                n => seg_bytes as f64 / n as f64,
+            },
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -385,8 +396,8 @@ impl Collection {
             if !w.mem.is_empty() {
                 let id = m.alloc_file_id();
                 let docs =
-                    w.mem.docs().map(|d| (d.id.as_str(), &d.tokens[..], d.text.as_deref(), d.payload.as_deref()));
-                let path = write_segment(&self.dir, id, dim, docs, &mut created)?;
+                    w.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
+                let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
                 let seg = self.seal(&path, id, &mut m, &mut created)?;
                 new_seg = Some(seg);
             }
@@ -452,7 +463,7 @@ impl Collection {
     /// Opens a freshly written segment, builds and writes its coarse index
     /// (if the collection has an encoder), and adds its manifest entry.
     fn seal(&self, path: &Path, id: u64, m: &mut Manifest, created: &mut Vec<PathBuf>) -> Result<Segment> {
-        let mut seg = Segment::open(path, id, self.config.dim)?;
+        let mut seg = Segment::open(path, id, &self.config)?;
         let mut index = None;
         if let (Some(enc), Some(ix)) = (&self.encoder, &self.config.index) {
             let fid = m.alloc_file_id();
@@ -503,7 +514,6 @@ impl Collection {
     /// into one, dropping deleted rows. Pending deletions must be flushed.
     fn merge_locked(&self, w: &mut Writer, which: &[usize]) -> Result<()> {
         debug_assert!(w.dirty.is_empty());
-        let dim = self.config.dim;
         let mut m = w.manifest.clone();
         let merged: Vec<SegmentView> = which.iter().map(|&i| w.segments[i].clone()).collect();
         let live: usize = merged.iter().map(|s| s.live.len()).sum();
@@ -517,7 +527,7 @@ impl Collection {
                     (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
                 })
             });
-            let res = write_segment(&self.dir, id, dim, docs, &mut created)
+            let res = write_segment(&self.dir, id, &self.config, docs, &mut created)
                 .and_then(|path| self.seal(&path, id, &mut m, &mut created))
                 .and_then(|seg| fsutil::sync_dir(&self.dir).map(|_| seg));
             match res {
@@ -554,10 +564,7 @@ impl Writer {
     }
 
     fn locate(&self, id: &str) -> Option<Loc> {
-        if self.mem.contains(id) {
-            return Some(Loc::Mem);
-        }
-        self.segments.iter().enumerate().find_map(|(i, sv)| sv.find_live(id).map(|r| Loc::Seg(i, r)))
+        locate_in(&self.mem, &self.segments, id)
     }
 
     /// Marks a segment row deleted, copying the deletion vector if a snapshot shares it.
@@ -578,7 +585,7 @@ impl Writer {
         }
     }
 
-    fn upsert(&mut self, d: PreparedDoc) {
+    fn upsert(&mut self, d: MemDoc) {
         if let Some(Loc::Seg(s, r)) = self.locate(&d.id) {
             self.delete_row(s, r);
         }
@@ -597,14 +604,14 @@ impl Writer {
     }
 }
 
-type DocRef<'a> = (&'a str, &'a [half::f16], Option<&'a str>, Option<&'a str>);
+type DocRef<'a> = (&'a str, StoredRows<'a>, Option<&'a str>, Option<&'a str>);
 
 /// Writes a segment file under a temporary name, fsyncs it and renames it
 /// into place (the caller syncs the directory before referencing it).
 fn write_segment<'a>(
     dir: &Path,
     id: u64,
-    dim: usize,
+    config: &CollectionConfig,
     docs: impl Iterator<Item = DocRef<'a>>,
     created: &mut Vec<PathBuf>,
 ) -> Result<PathBuf> {
@@ -615,7 +622,8 @@ fn write_segment<'a>(
         std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(Error::io(&tmp))?;
     let io = Error::io(&tmp);
     let res = (|| {
-        let mut sw = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), dim)?;
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let mut sw = SegmentWriter::new(out, config.dim, config.storage, config.screening)?;
         for (id, tokens, text, payload) in docs {
             sw.add(id, tokens, text, payload)?;
         }
@@ -634,14 +642,15 @@ fn encode_segment(seg: &Segment, enc: &Encoder) -> Vec<f32> {
     use rayon::prelude::*;
     let d = enc.dim();
     let mut out = vec![0f32; seg.n_docs() * d];
-    out.par_chunks_mut(d).enumerate().for_each(|(r, v)| enc.encode_doc(seg.tokens(r), v));
+    let m = seg.matrix();
+    out.par_chunks_mut(d).enumerate().for_each(|(r, v)| enc.encode_doc(&m.decode(r as u32), v));
     out
 }
 
 /// Opens a segment, its coarse index (if any) and its deletion vector.
 /// `enc_dim` is the collection encoder's output dim (0: no encoder).
 fn open_segment_view(dir: &Path, e: &SegmentEntry, config: &CollectionConfig, enc_dim: usize) -> Result<SegmentView> {
-    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config.dim)?;
+    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config)?;
     if let (Some(fid), Some(tc)) = (e.text, &config.text) {
         let tdir = dir.join(manifest::text_dir(fid));
         seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);

@@ -1,6 +1,7 @@
 //! Collection configuration, stored in the manifest when a collection is created.
 
 use serde::{Deserialize, Serialize};
+pub use tessera_format::{Screening, TokenType};
 pub use tessera_index::{EncoderConfig, HnswParams};
 pub use tessera_text::Language;
 
@@ -150,6 +151,45 @@ pub struct CollectionConfig {
     /// (A manifest written before full text existed has none.)
     #[serde(default)]
     pub text: Option<TextConfig>,
+    /// How token values are stored: `f16` (as given) or `int8` (per-token
+    /// scale, ~half the bytes). A manifest written before int8 existed is f16.
+    #[serde(with = "names::token_type")]
+    pub storage: TokenType,
+    /// Codes stored beside the tokens to screen candidates before the exact
+    /// rerank: `none` or `binary` (one sign bit per dimension).
+    #[serde(with = "names::screening")]
+    pub screening: Screening,
+}
+
+/// Token types and screening modes are stored in the manifest by name.
+mod names {
+    macro_rules! by_name {
+        ($m:ident, $t:ty, $what:literal) => {
+            pub mod $m {
+                use serde::{Deserialize, Deserializer, Serializer, de::Error};
+                pub fn serialize<S: Serializer>(v: &$t, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_str(v.name())
+                }
+                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                    let name = String::deserialize(d)?;
+                    <$t>::from_name(&name).ok_or_else(|| D::Error::custom(format!("unknown {} {name:?}", $what)))
+                }
+            }
+        };
+    }
+    by_name!(token_type, tessera_format::TokenType, "storage");
+    by_name!(screening, tessera_format::Screening, "screening");
+}
+
+/// The names the interfaces use for storage and screening settings.
+pub fn storage_from_name(name: &str) -> crate::Result<TokenType> {
+    TokenType::from_name(name)
+        .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown storage {name:?}: use f16 or int8")))
+}
+
+pub fn screening_from_name(name: &str) -> crate::Result<Screening> {
+    Screening::from_name(name)
+        .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown screening {name:?}: use none or binary")))
 }
 
 impl Default for CollectionConfig {
@@ -162,6 +202,8 @@ impl Default for CollectionConfig {
             max_batch_bytes: 256 << 20,
             index: Some(IndexConfig::default()),
             text: Some(TextConfig::default()),
+            storage: TokenType::F16,
+            screening: Screening::None,
         }
     }
 }
@@ -173,16 +215,23 @@ impl CollectionConfig {
     }
 
     /// The first setting an interface can choose (dim, index, text,
-    /// durability) in which `self` and `other` differ.
+    /// durability, storage, screening) in which `self` and `other` differ.
     pub fn differs_from(&self, other: &CollectionConfig) -> Option<&'static str> {
         [
             (self.dim != other.dim, "dim"),
             (self.index != other.index, "index"),
             (self.text != other.text, "text"),
             (self.durability != other.durability, "durability"),
+            (self.storage != other.storage, "storage"),
+            (self.screening != other.screening, "screening"),
         ]
         .into_iter()
         .find_map(|(d, what)| d.then_some(what))
+    }
+
+    /// Bytes one token costs in this collection's segments (tokens, scales, codes).
+    pub fn bytes_per_token(&self) -> usize {
+        tessera_format::tokens::bytes_per_token(self.storage, self.screening, self.dim)
     }
 
     pub(crate) fn validate(&self) -> crate::Result<()> {

@@ -1,9 +1,10 @@
 //! Documents and token tensors as the API takes and returns them, and their
 //! validation: everything a batch must pass before anything is written.
 
-use crate::config::MAX_ID_BYTES;
+use crate::config::{CollectionConfig, MAX_ID_BYTES};
 use crate::error::{Error, Result};
 use half::f16;
+use tessera_kernels::EncodedTokens;
 
 /// A token tensor: `rows × dim` values, row-major, as f32 or f16.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +139,8 @@ impl Document {
     }
 }
 
-/// A stored document, as `get` returns it (tokens as stored: f16).
+/// A stored document, as `get` returns it (tokens as f16: as stored in an
+/// f16 collection, the dequantised values `code × scale` rounded to f16 in an int8 one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDocument {
     pub id: String,
@@ -151,14 +153,37 @@ pub struct StoredDocument {
     pub payload: Option<serde_json::Value>,
 }
 
-/// A validated document, ready for the WAL and the memtable.
+/// A validated document as the WAL records it: tokens in f16, as given.
 #[derive(Debug, Clone)]
-pub(crate) struct PreparedDoc {
+pub(crate) struct WalDoc {
     pub id: String,
     pub tokens: Vec<f16>,
     pub text: Option<String>,
     /// Compact JSON.
     pub payload: Option<String>,
+}
+
+/// A document as the memtable holds it: tokens in the collection's stored form.
+#[derive(Debug, Clone)]
+pub(crate) struct MemDoc {
+    pub id: String,
+    pub tokens: EncodedTokens,
+    pub n_tokens: usize,
+    pub text: Option<String>,
+    pub payload: Option<String>,
+}
+
+impl WalDoc {
+    /// The stored form of the tokens (`encode` is deterministic, so a WAL
+    /// replay rebuilds exactly what was acknowledged).
+    pub fn encode(&self, config: &CollectionConfig) -> EncodedTokens {
+        EncodedTokens::encode(config.storage, config.screening, &self.tokens, config.dim)
+    }
+
+    pub fn into_mem(self, tokens: EncodedTokens, dim: usize) -> MemDoc {
+        let n_tokens = self.tokens.len() / dim;
+        MemDoc { id: self.id, tokens, n_tokens, text: self.text, payload: self.payload }
+    }
 }
 
 pub(crate) fn check_id(id: &str) -> Result<()> {
@@ -171,25 +196,30 @@ pub(crate) fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Validates a whole batch; the first problem rejects all of it.
-pub(crate) fn prepare_batch(docs: &[Document], dim: usize) -> Result<Vec<PreparedDoc>> {
+/// Validates a whole batch (the first problem rejects all of it) and encodes
+/// each document's tokens in the collection's stored form, in parallel.
+pub(crate) fn prepare_batch(docs: &[Document], config: &CollectionConfig) -> Result<Vec<(WalDoc, EncodedTokens)>> {
+    use rayon::prelude::*;
     let mut seen = std::collections::HashSet::with_capacity(docs.len());
-    docs.iter()
+    let wal: Vec<WalDoc> = docs
+        .iter()
         .map(|d| {
             check_id(&d.id)?;
             if !seen.insert(d.id.as_str()) {
                 return Err(Error::DuplicateId(d.id.clone()));
             }
-            let tokens = d.tokens.to_f16_checked(dim, Some(&d.id))?;
+            let tokens = d.tokens.to_f16_checked(config.dim, Some(&d.id))?;
             let payload = d.payload.as_ref().map(|p| p.to_string());
             if let Some(t) = &d.text
                 && t.len() > u32::MAX as usize
             {
                 return Err(Error::InvalidArgument(format!("text of {:?} exceeds 4 GiB", d.id)));
             }
-            Ok(PreparedDoc { id: d.id.clone(), tokens, text: d.text.clone(), payload })
+            Ok(WalDoc { id: d.id.clone(), tokens, text: d.text.clone(), payload })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let encoded: Vec<EncodedTokens> = wal.par_iter().map(|d| d.encode(config)).collect();
+    Ok(wal.into_iter().zip(encoded).collect())
 }
 
 /// Parses a stored payload (verified JSON when it was written).

@@ -19,7 +19,8 @@ use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{MAX_K, Ranked, SearchHit, SearchParams, locate, materialize};
+use crate::search::{MAX_K, SearchHit, SearchParams};
+use crate::snapshot::{Ranked, materialize};
 use std::collections::HashMap;
 
 /// A candidate source.
@@ -239,7 +240,7 @@ impl Collection {
             None => fused
                 .iter()
                 .filter_map(|(id, fscore, _)| {
-                    locate(&snap, id).map(|at| Ranked { id: id.clone(), score: *fscore as f32, at })
+                    snap.locate(id).map(|at| Ranked { id: id.clone(), score: *fscore as f32, at })
                 })
                 .collect(),
         };

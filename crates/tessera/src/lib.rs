@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `database` | the folder of collections, its lock, create/drop |
 //! | `collection` | writer, snapshots, flush, compaction, recovery |
-//! | `search` | the search pipeline over a snapshot, rerank of given ids |
+//! | `search` | the search pipeline over a snapshot (one `Searcher`: coarse, screening, exact), rerank of given ids |
+//! | `snapshot` | what a read sees, where a document lives in it, ranked results |
 //! | `filter` | the payload filter language |
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
@@ -42,12 +43,14 @@ mod mine;
 mod request;
 mod search;
 mod segment;
+mod snapshot;
 mod text;
 mod wal;
 
 pub use collection::{Collection, CollectionStats};
 pub use config::{
-    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, Language, MAX_DIM, MAX_ID_BYTES, TextConfig,
+    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, Language, MAX_DIM, MAX_ID_BYTES, Screening,
+    TextConfig, TokenType, screening_from_name, storage_from_name,
 };
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
@@ -57,4 +60,4 @@ pub use half::f16;
 pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use request::{SearchRequest, SearchResults};
-pub use search::{DEFAULT_CANDIDATES, MAX_K, Reranked, SearchHit, SearchParams};
+pub use search::{DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_K, Reranked, SearchHit, SearchParams};

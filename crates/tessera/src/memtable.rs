@@ -2,23 +2,23 @@
 //! Snapshots share it through an `Arc`; the writer copies it on write
 //! (`Arc::make_mut`), so readers never see a half-applied batch.
 
-use crate::doc::PreparedDoc;
+use crate::doc::MemDoc;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Clone, Default)]
 pub(crate) struct MemTable {
     /// In arrival order; `None` where a document was deleted or replaced.
-    docs: Vec<Option<Arc<PreparedDoc>>>,
+    docs: Vec<Option<Arc<MemDoc>>>,
     index: HashMap<Arc<str>, usize>,
-    /// f16 token bytes of the live documents.
+    /// Stored token bytes (rows, scales, codes) of the live documents.
     token_bytes: usize,
     /// Text and payload bytes of the live documents.
     other_bytes: usize,
 }
 
 impl MemTable {
-    pub fn get(&self, id: &str) -> Option<&Arc<PreparedDoc>> {
+    pub fn get(&self, id: &str) -> Option<&Arc<MemDoc>> {
         self.index.get(id).and_then(|&i| self.docs[i].as_ref())
     }
 
@@ -27,9 +27,9 @@ impl MemTable {
     }
 
     /// Inserts or replaces `doc`.
-    pub fn upsert(&mut self, doc: PreparedDoc) {
+    pub fn upsert(&mut self, doc: MemDoc) {
         self.remove(&doc.id);
-        self.token_bytes += doc.tokens.len() * 2;
+        self.token_bytes += doc.tokens.bytes();
         self.other_bytes += extra_bytes(&doc);
         self.index.insert(doc.id.as_str().into(), self.docs.len());
         self.docs.push(Some(Arc::new(doc)));
@@ -41,7 +41,7 @@ impl MemTable {
             return false;
         };
         let old = self.docs[i].take().expect("indexed documents are present");
-        self.token_bytes -= old.tokens.len() * 2;
+        self.token_bytes -= old.tokens.bytes();
         self.other_bytes -= extra_bytes(&old);
         true
     }
@@ -54,8 +54,9 @@ impl MemTable {
         self.index.is_empty()
     }
 
-    pub fn token_bytes(&self) -> usize {
-        self.token_bytes
+    /// Tokens of the live documents.
+    pub fn n_tokens(&self) -> usize {
+        self.docs().map(|d| d.n_tokens).sum()
     }
 
     /// Bytes held for the live documents: tokens, texts and payloads.
@@ -64,16 +65,16 @@ impl MemTable {
     }
 
     /// Live documents in arrival order.
-    pub fn docs(&self) -> impl Iterator<Item = &Arc<PreparedDoc>> {
+    pub fn docs(&self) -> impl Iterator<Item = &Arc<MemDoc>> {
         self.docs.iter().flatten()
     }
 
     /// Live documents, for parallel iteration.
-    pub fn live(&self) -> Vec<&Arc<PreparedDoc>> {
+    pub fn live(&self) -> Vec<&Arc<MemDoc>> {
         self.docs().collect()
     }
 }
 
-fn extra_bytes(d: &PreparedDoc) -> usize {
+fn extra_bytes(d: &MemDoc) -> usize {
     d.text.as_ref().map_or(0, String::len) + d.payload.as_ref().map_or(0, String::len)
 }

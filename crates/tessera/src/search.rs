@@ -1,25 +1,32 @@
-//! The search pipeline over one snapshot: the coarse stage (per-segment HNSW
-//! over one vector per document) picks candidates, exact MaxSim ranks them
-//! (segments through the batch kernel, straight from the memory map; the
-//! memtable document by document), and everything merges into one top-k.
-//! Exact search skips the coarse stage. A payload [`Filter`] applies in every
-//! stage: inside the graph traversal, to the rows scored exactly, and to the
-//! memtable. [`Collection::rerank`] scores caller-chosen ids.
+//! The search pipeline over one snapshot, in one place: a [`Searcher`].
+//!
+//! Two-stage search: the coarse stage (per-segment HNSW over one vector per
+//! document) picks `candidates`; on a collection with screening codes, their
+//! Hamming MaxSim keeps the best `rerank`; exact MaxSim ranks what is left
+//! (segments through their token type's kernel, straight from the memory map;
+//! the memtable document by document), and everything merges into one top-k.
+//! Exact search skips the coarse stage and the screening. A payload
+//! [`Filter`] applies in every stage: inside the graph traversal, to the rows
+//! screened and scored, and to the memtable. [`Collection::rerank`] scores
+//! caller-chosen ids exactly.
 
-use crate::collection::{Collection, Snapshot};
-use crate::doc::{Tokens, parse_payload};
+use crate::collection::Collection;
+use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::memtable::MemTable;
+use crate::snapshot::{Loc, Ranked, Snapshot, allowed_rows, materialize};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use tessera_index::Encoder;
-use tessera_kernels::{Query, TopK};
+use tessera_kernels::{CodeQuery, Query, Screening, TokenType, TopK, decode_stored, maxsim_stored};
 
-/// Largest `k`, `candidates` and `ef` a search accepts.
+/// Largest `k`, `candidates`, `rerank` and `ef` a search accepts.
 pub const MAX_K: usize = 100_000;
-/// Candidates the coarse stage hands to the exact rerank unless told otherwise.
+/// Candidates the coarse stage hands on unless told otherwise.
 pub const DEFAULT_CANDIDATES: usize = 256;
+/// Candidates the screening stage hands to the exact rerank unless told
+/// otherwise (never fewer than `k`).
+pub const DEFAULT_RERANK: usize = 64;
 
 /// How to search.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,12 +45,17 @@ pub struct SearchParams {
     pub exact: bool,
     /// Only documents whose payload matches are returned.
     pub filter: Option<Filter>,
+    /// Screened two-stage search (collections with `screening: binary`): how
+    /// many of the coarse candidates, ranked by their screening codes, are
+    /// scored by exact MaxSim (at least `k`); `None`: [`DEFAULT_RERANK`].
+    /// Refused on exact search and on collections without screening codes.
+    pub rerank: Option<usize>,
 }
 
 impl SearchParams {
     /// Two-stage search for `k` results with the default candidates.
     pub fn new(k: usize) -> Self {
-        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false, filter: None }
+        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false, filter: None, rerank: None }
     }
 
     /// Exact search for `k` results.
@@ -66,6 +78,11 @@ impl SearchParams {
         self
     }
 
+    pub fn with_rerank(mut self, rerank: usize) -> Self {
+        self.rerank = Some(rerank);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let check = |name: &str, v: usize| {
             if (1..=MAX_K).contains(&v) {
@@ -76,6 +93,10 @@ impl SearchParams {
         };
         check("k", self.k)?;
         check("candidates", self.candidates)?;
+        self.rerank.map_or(Ok(()), |r| check("rerank", r))?;
+        if self.exact && self.rerank.is_some() {
+            return Err(Error::InvalidArgument("rerank applies to two-stage search, not to exact search".into()));
+        }
         self.ef.map_or(Ok(()), |ef| check("ef", ef))
     }
 }
@@ -95,13 +116,7 @@ pub struct SearchHit {
 #[derive(PartialEq, Eq)]
 struct Cand<'a> {
     id: &'a str,
-    src: Src,
-}
-
-#[derive(PartialEq, Eq)]
-enum Src {
-    Mem,
-    Seg(usize, u32),
+    at: Loc,
 }
 
 impl Ord for Cand<'_> {
@@ -115,10 +130,283 @@ impl PartialOrd for Cand<'_> {
     }
 }
 
+/// The rows of one segment that a stage considers.
+#[derive(Debug, Clone)]
+pub(crate) enum RowSet {
+    /// Every live row.
+    Live,
+    /// These rows (live ones only).
+    Rows(Vec<u32>),
+}
+
+impl RowSet {
+    fn rows<'a>(&'a self, live: &'a [u32]) -> &'a [u32] {
+        match self {
+            RowSet::Live => live,
+            RowSet::Rows(r) => r,
+        }
+    }
+}
+
+/// Which memtable documents a ranking considers.
+#[derive(Clone, Copy)]
+enum MemSel<'a> {
+    /// Every live document (that passes the filter).
+    All,
+    /// Only these ids.
+    Only(&'a [&'a str]),
+}
+
+/// One query against one snapshot: the prepared query, the filter's verdict
+/// per row, and every stage of the pipeline.
+pub(crate) struct Searcher<'a> {
+    snap: &'a Snapshot,
+    encoder: Option<&'a Encoder>,
+    screening: Screening,
+    /// The memtable's token type (the collection's).
+    storage: TokenType,
+    q: Query,
+    filter: Option<&'a Filter>,
+    /// Per segment, whether each row's payload matches the filter.
+    allowed: Option<Vec<Vec<bool>>>,
+}
+
+impl<'a> Searcher<'a> {
+    pub fn new(col: &'a Collection, snap: &'a Snapshot, query: &Tokens, filter: Option<&'a Filter>) -> Result<Self> {
+        let q = Query::new(&query.to_f32_checked(col.dim())?, col.dim());
+        Ok(Self {
+            snap,
+            encoder: col.encoder.as_deref(),
+            screening: col.config().screening,
+            storage: col.config().storage,
+            q,
+            filter,
+            allowed: filter.map(|f| allowed_rows(snap, f)),
+        })
+    }
+
+    /// Whether row `r` of segment `si` is live and passes the filter.
+    fn accept(&self, si: usize, r: u32) -> bool {
+        !self.snap.segments[si].deletes.is_deleted(r) && self.allowed.as_ref().is_none_or(|a| a[si][r as usize])
+    }
+
+    /// Every live row of segment `si` that passes the filter.
+    fn all_of(&self, si: usize) -> RowSet {
+        match &self.allowed {
+            None => RowSet::Live,
+            Some(a) => {
+                RowSet::Rows(self.snap.segments[si].live.iter().copied().filter(|&r| a[si][r as usize]).collect())
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<RowSet> {
+        (0..self.snap.segments.len()).map(|si| self.all_of(si)).collect()
+    }
+
+    fn mem_passes(&self, payload: Option<&str>) -> bool {
+        self.filter.is_none_or(|f| f.matches_text(payload))
+    }
+
+    /// Live documents that pass the filter.
+    fn available(&self) -> usize {
+        let segs: usize = match &self.allowed {
+            None => self.snap.segments.iter().map(|s| s.live.len()).sum(),
+            Some(_) => self.all().iter().zip(&self.snap.segments).map(|(s, sv)| s.rows(&sv.live).len()).sum(),
+        };
+        segs + self.snap.mem.docs().filter(|d| self.mem_passes(d.payload.as_deref())).count()
+    }
+
+    /// The query's vector in the coarse encoder's space.
+    fn coarse_query(&self, enc: &Encoder) -> Vec<f32> {
+        let mut qv = vec![0f32; enc.dim()];
+        enc.encode_query(self.q.tokens(), &mut qv);
+        qv
+    }
+
+    /// The coarse stage: per segment with an index, its rows among the global
+    /// best `n` by coarse score (deleted and filtered-out rows are skipped
+    /// inside the graph search); every accepted row of a segment without one.
+    fn coarse(&self, enc: &Encoder, n: usize, ef: usize) -> Vec<RowSet> {
+        let qv = self.coarse_query(enc);
+        let per_segment: Vec<Option<Vec<(u32, f32)>>> = (0..self.snap.segments.len())
+            .into_par_iter()
+            .map(|si| self.snap.segments[si].seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, |r| self.accept(si, r))))
+            .collect();
+        let mut all: Vec<(f32, usize, u32)> = per_segment
+            .iter()
+            .enumerate()
+            .flat_map(|(si, hits)| hits.iter().flatten().map(move |&(r, s)| (s, si, r)))
+            .collect();
+        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        all.truncate(n);
+        let mut sets: Vec<RowSet> = per_segment
+            .iter()
+            .enumerate()
+            .map(|(si, h)| if h.is_some() { RowSet::Rows(Vec::new()) } else { self.all_of(si) })
+            .collect();
+        for (_, si, r) in all {
+            if let RowSet::Rows(v) = &mut sets[si] {
+                v.push(r);
+            }
+        }
+        sets
+    }
+
+    /// The screening stage: of the given rows, the global best `n` by the
+    /// Hamming MaxSim of their codes (segments without codes keep theirs).
+    fn screen(&self, sets: Vec<RowSet>, n: usize) -> Vec<RowSet> {
+        let cq = CodeQuery::new(self.q.tokens(), self.q.dim());
+        let screened: Vec<Option<Vec<(f32, u32)>>> = sets
+            .par_iter()
+            .enumerate()
+            .map(|(si, set)| {
+                let sv = &self.snap.segments[si];
+                let m = sv.seg.matrix();
+                (m.screening == Screening::Binary)
+                    .then(|| m.screen_top_k(&cq, set.rows(&sv.live), n).into_iter().map(|h| (h.score, h.key)).collect())
+            })
+            .collect();
+        let mut all: Vec<(f32, usize, u32)> =
+            screened.iter().enumerate().flat_map(|(si, h)| h.iter().flatten().map(move |&(s, r)| (s, si, r))).collect();
+        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        all.truncate(n);
+        let mut out: Vec<RowSet> = sets
+            .into_iter()
+            .zip(&screened)
+            .map(|(set, s)| if s.is_some() { RowSet::Rows(Vec::new()) } else { set })
+            .collect();
+        for (_, si, r) in all {
+            if let RowSet::Rows(v) = &mut out[si] {
+                v.push(r);
+            }
+        }
+        out
+    }
+
+    /// Exact MaxSim of the given rows of each segment and of the memtable
+    /// documents chosen (that pass the filter), merged into one top-k.
+    fn rank(&self, sets: &[RowSet], k: usize, mem: MemSel<'_>) -> Vec<Ranked> {
+        let mut top: TopK<Cand<'_>> = TopK::new(k);
+        for (si, sv) in self.snap.segments.iter().enumerate() {
+            for h in sv.seg.matrix().top_k(&self.q, sets[si].rows(&sv.live), k) {
+                top.push(h.score, Cand { id: sv.seg.id_of(h.key as usize), at: Loc::Seg(si, h.key) });
+            }
+        }
+        let mem_docs: Vec<_> = match mem {
+            MemSel::All => self.snap.mem.live(),
+            MemSel::Only(ids) => ids.iter().filter_map(|id| self.snap.mem.get(id)).collect(),
+        };
+        let storage = self.storage;
+        let scored: Vec<(f32, &str)> = mem_docs
+            .par_iter()
+            .filter(|d| self.mem_passes(d.payload.as_deref()))
+            .map(|d| (maxsim_stored(storage, &self.q, d.tokens.view()), d.id.as_str()))
+            .collect();
+        for (score, id) in scored {
+            top.push(score, Cand { id, at: Loc::Mem });
+        }
+        top.into_sorted_vec()
+            .into_iter()
+            .map(|h| Ranked { id: h.key.id.to_string(), score: h.score, at: h.key.at })
+            .collect()
+    }
+
+    /// The pipeline: exact, or coarse → (screen) → exact rerank. With a
+    /// filter, should the stages find fewer than `k` of the matching
+    /// documents (a very selective filter), those are scored exactly instead.
+    pub fn search(&self, p: &SearchParams) -> Result<Vec<Ranked>> {
+        p.validate()?;
+        let screened = self.screening != Screening::None;
+        if p.rerank.is_some() && !screened {
+            return Err(Error::InvalidArgument(
+                "rerank applies to collections with screening codes (screening: binary); this one has none".into(),
+            ));
+        }
+        if p.exact || (self.encoder.is_none() && !screened) {
+            return Ok(self.rank(&self.all(), p.k, MemSel::All));
+        }
+        let n = p.candidates.max(p.k);
+        let mut sets = match self.encoder {
+            Some(enc) => self.coarse(enc, n, p.ef.unwrap_or(n).max(n)),
+            None => self.all(),
+        };
+        if screened {
+            sets = self.screen(sets, p.rerank.unwrap_or(DEFAULT_RERANK).max(p.k));
+        }
+        let hits = self.rank(&sets, p.k, MemSel::All);
+        if hits.len() < p.k.min(self.available()) {
+            return Ok(self.rank(&self.all(), p.k, MemSel::All));
+        }
+        Ok(hits)
+    }
+
+    /// Exact MaxSim of the live documents among `ids`, and the ids that are not live.
+    pub fn rerank_ids<S: AsRef<str>>(&self, ids: &[S]) -> (Vec<Ranked>, Vec<String>) {
+        let mut seen = std::collections::HashSet::new();
+        let mut sets = vec![RowSet::Rows(Vec::new()); self.snap.segments.len()];
+        let (mut mem_ids, mut missing) = (Vec::new(), Vec::new());
+        for id in ids.iter().map(AsRef::as_ref).filter(|id| seen.insert(*id)) {
+            match self.snap.locate(id) {
+                Some(Loc::Mem) => mem_ids.push(id),
+                Some(Loc::Seg(si, r)) => {
+                    if let RowSet::Rows(v) = &mut sets[si] {
+                        v.push(r)
+                    }
+                }
+                None => missing.push(id.to_string()),
+            }
+        }
+        let n = sets.iter().map(|s| s.rows(&[]).len()).sum::<usize>() + mem_ids.len();
+        let hits = if n == 0 { Vec::new() } else { self.rank(&sets, n, MemSel::Only(&mem_ids)) };
+        (hits, missing)
+    }
+
+    /// The coarse stage alone: the `n` best live documents (passing the
+    /// filter) by the inner product of encoded query and encoded document,
+    /// best first. Documents without an index (memtable, unindexed segments)
+    /// are encoded on the fly.
+    pub fn coarse_list(&self, enc: &Encoder, n: usize) -> Vec<(String, f32)> {
+        let qv = self.coarse_query(enc);
+        let storage = self.storage;
+        let dim = self.q.dim();
+        let coarse_score = |tokens: &[f32]| {
+            let mut v = vec![0f32; enc.dim()];
+            enc.encode_doc(tokens, &mut v);
+            qv.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>()
+        };
+        let mut all: Vec<(f32, String)> = Vec::new();
+        for (si, sv) in self.snap.segments.iter().enumerate() {
+            match &sv.seg.index {
+                Some(ix) => all.extend(
+                    ix.search(&qv, n, n, |r| self.accept(si, r))
+                        .into_iter()
+                        .map(|(r, s)| (s, sv.seg.id_of(r as usize).to_string())),
+                ),
+                None => {
+                    let m = sv.seg.matrix();
+                    all.extend(
+                        self.all_of(si)
+                            .rows(&sv.live)
+                            .iter()
+                            .map(|&r| (coarse_score(&m.decode(r)), sv.seg.id_of(r as usize).into())),
+                    )
+                }
+            }
+        }
+        for d in self.snap.mem.docs().filter(|d| self.mem_passes(d.payload.as_deref())) {
+            all.push((coarse_score(&decode_stored(storage, d.tokens.view(), dim)), d.id.clone()));
+        }
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        all.truncate(n);
+        all.into_iter().map(|(s, id)| (id, s)).collect()
+    }
+}
+
 impl Collection {
     /// The `k` best documents for `query` (`n × dim` tokens) by MaxSim, best
     /// first, ties broken by id: two-stage search with the default candidates
-    /// when the collection has a coarse index, exact otherwise.
+    /// when the collection has a coarse index or screening codes, exact otherwise.
     pub fn search(&self, query: &Tokens, k: usize) -> Result<Vec<SearchHit>> {
         self.search_with(query, &SearchParams::new(k))
     }
@@ -136,35 +424,7 @@ impl Collection {
     /// [`search_with`](Self::search_with) on a given snapshot, without fetching texts and payloads.
     pub(crate) fn search_ranked(&self, snap: &Snapshot, query: &Tokens, params: &SearchParams) -> Result<Vec<Ranked>> {
         params.validate()?;
-        let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-        let f = params.filter.as_ref();
-        let allowed = f.map(|f| allowed_rows(snap, f));
-        let exact_picks = || -> Vec<Option<Vec<u32>>> {
-            match &allowed {
-                None => vec![None; snap.segments.len()],
-                Some(a) => snap
-                    .segments
-                    .iter()
-                    .zip(a)
-                    .map(|(sv, ok)| Some(sv.live.iter().copied().filter(|&r| ok[r as usize]).collect()))
-                    .collect(),
-            }
-        };
-        let hits = match (&self.encoder, params.exact) {
-            (Some(enc), false) => {
-                let hits = rank(snap, &q, params.k, &coarse(snap, enc, &q, params, allowed.as_deref()), f);
-                let available = match &allowed {
-                    None => snap.mem.len() + snap.segments.iter().map(|s| s.live.len()).sum::<usize>(),
-                    Some(_) => {
-                        let mem = snap.mem.docs().filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref())));
-                        exact_picks().iter().flatten().map(Vec::len).sum::<usize>() + mem.count()
-                    }
-                };
-                if hits.len() < params.k.min(available) { rank(snap, &q, params.k, &exact_picks(), f) } else { hits }
-            }
-            _ => rank(snap, &q, params.k, &exact_picks(), f),
-        };
-        Ok(hits)
+        Searcher::new(self, snap, query, params.filter.as_ref())?.search(params)
     }
 
     /// Exact MaxSim scores of the live documents among `ids`, best first
@@ -189,29 +449,11 @@ impl Collection {
         for id in ids {
             crate::doc::check_id(id.as_ref())?;
         }
-        let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-        let mut seen = std::collections::HashSet::new();
-        let (mut picks, mut mem_ids, mut missing) =
-            (vec![Some(Vec::new()); snap.segments.len()], Vec::new(), Vec::new());
-        for id in ids.iter().map(AsRef::as_ref).filter(|id| seen.insert(*id)) {
-            match locate(snap, id) {
-                Some(Loc::Mem) => mem_ids.push(id),
-                Some(Loc::Seg(si, r)) => picks[si].as_mut().expect("some").push(r),
-                None => missing.push(id.to_string()),
-            }
-        }
-        let n = picks.iter().flatten().map(Vec::len).sum::<usize>() + mem_ids.len();
-        let mem = MemSel::Only(&mem_ids);
-        let hits = if n == 0 { Vec::new() } else { rank_sel(snap, &q, n, &picks, None, mem) };
-        Ok((hits, missing))
+        Ok(Searcher::new(self, snap, query, None)?.rerank_ids(ids))
     }
-}
 
-impl Collection {
     /// The coarse stage alone: the `n` best live documents (passing `f`) by
-    /// the inner product of encoded query and encoded document, best first.
-    /// Documents without an index (memtable, unindexed segments) are encoded
-    /// on the fly.
+    /// the coarse score, best first.
     pub(crate) fn coarse_candidates(
         &self,
         snap: &Snapshot,
@@ -223,37 +465,7 @@ impl Collection {
             .encoder
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("the vector source needs a collection with a coarse index".into()))?;
-        let q = Query::new(&query.to_f32_checked(self.dim())?, self.dim());
-
-        let allowed = f.map(|f| allowed_rows(snap, f));
-        let mut qv = vec![0f32; enc.dim()];
-        enc.encode_query(q.tokens(), &mut qv);
-        let coarse_score = |tokens: &[half::f16]| {
-            let mut v = vec![0f32; enc.dim()];
-            enc.encode_doc(tokens, &mut v);
-            qv.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>()
-        };
-        let mut all: Vec<(f32, String)> = Vec::new();
-        for (si, sv) in snap.segments.iter().enumerate() {
-            let ok = |r: u32| !sv.deletes.is_deleted(r) && allowed.as_ref().is_none_or(|a| a[si][r as usize]);
-            match &sv.seg.index {
-                Some(ix) => all.extend(
-                    ix.search(&qv, n, n, ok).into_iter().map(|(r, s)| (s, sv.seg.id_of(r as usize).to_string())),
-                ),
-                None => all.extend(
-                    sv.live
-                        .iter()
-                        .filter(|&&r| ok(r))
-                        .map(|&r| (coarse_score(sv.seg.tokens(r as usize)), sv.seg.id_of(r as usize).into())),
-                ),
-            }
-        }
-        for d in snap.mem.docs().filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref()))) {
-            all.push((coarse_score(&d.tokens), d.id.clone()));
-        }
-        all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        all.truncate(n);
-        Ok(all.into_iter().map(|(s, id)| (id, s)).collect())
+        Ok(Searcher::new(self, snap, query, f)?.coarse_list(enc, n))
     }
 
     /// The ids among `ids` (in order, once each) that are live documents of
@@ -262,25 +474,10 @@ impl Collection {
         let mut seen = std::collections::HashSet::new();
         ids.iter()
             .filter(|id| seen.insert(id.as_str()))
-            .filter(|id| {
-                let payload = match locate(snap, id) {
-                    None => return false,
-                    Some(Loc::Mem) => snap.mem.get(id).and_then(|d| d.payload.as_deref()),
-                    Some(Loc::Seg(si, r)) => snap.segments[si].seg.payload(r as usize),
-                };
-                f.matches_text(payload)
-            })
+            .filter(|id| snap.locate(id).is_some_and(|at| f.matches_text(snap.payload(at, id))))
             .cloned()
             .collect()
     }
-}
-
-/// Where the live version of `id` is in the snapshot.
-pub(crate) fn locate(snap: &Snapshot, id: &str) -> Option<Loc> {
-    if snap.mem.get(id).is_some() {
-        return Some(Loc::Mem);
-    }
-    snap.segments.iter().enumerate().find_map(|(si, sv)| sv.find_live(id).map(|r| Loc::Seg(si, r)))
 }
 
 /// The result of [`Collection::rerank`].
@@ -289,158 +486,4 @@ pub struct Reranked {
     pub hits: Vec<SearchHit>,
     /// Requested ids that are not live documents (never written, or deleted).
     pub missing: Vec<String>,
-}
-
-/// Per segment, whether each row's payload matches `f` (deleted rows included).
-pub(crate) fn allowed_rows(snap: &Snapshot, f: &Filter) -> Vec<Vec<bool>> {
-    snap.segments
-        .iter()
-        .map(|sv| (0..sv.seg.n_docs()).into_par_iter().map(|r| f.matches_text(sv.seg.payload(r))).collect())
-        .collect()
-}
-
-/// The coarse stage: per segment with an index, the rows to rerank (the
-/// global best `candidates` by coarse score; deleted and filtered-out rows are
-/// skipped inside the graph search); `None` for a segment without an index
-/// (scored exactly).
-fn coarse(
-    snap: &Snapshot,
-    enc: &Encoder,
-    q: &Query,
-    p: &SearchParams,
-    allowed: Option<&[Vec<bool>]>,
-) -> Vec<Option<Vec<u32>>> {
-    let n = p.candidates.max(p.k);
-    let ef = p.ef.unwrap_or(n).max(n);
-    let mut qv = vec![0f32; enc.dim()];
-    enc.encode_query(q.tokens(), &mut qv);
-    let per_segment: Vec<Option<Vec<(u32, f32)>>> = snap
-        .segments
-        .par_iter()
-        .enumerate()
-        .map(|(si, sv)| {
-            let ok = allowed.map(|a| &a[si]);
-            let accept = |r: u32| !sv.deletes.is_deleted(r) && ok.is_none_or(|ok| ok[r as usize]);
-            sv.seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, accept))
-        })
-        .collect();
-    let mut all: Vec<(f32, usize, u32)> = per_segment
-        .iter()
-        .enumerate()
-        .flat_map(|(si, hits)| hits.iter().flatten().map(move |&(r, s)| (s, si, r)))
-        .collect();
-    all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-    all.truncate(n);
-    let mut picks: Vec<Option<Vec<u32>>> = per_segment
-        .iter()
-        .enumerate()
-        .map(|(si, h)| match h {
-            Some(_) => Some(Vec::new()),
-            // No index: every live row that passes the filter is scored exactly.
-            None => allowed.map(|a| snap.segments[si].live.iter().copied().filter(|&r| a[si][r as usize]).collect()),
-        })
-        .collect();
-    for (_, si, r) in all {
-        picks[si].as_mut().expect("indexed segment").push(r);
-    }
-    picks
-}
-
-/// Which memtable documents a ranking considers.
-#[derive(Clone, Copy)]
-enum MemSel<'a> {
-    /// Every live document (that passes the filter).
-    All,
-    /// Only these ids.
-    Only(&'a [&'a str]),
-}
-
-/// Exact MaxSim of the picked rows of each segment (`None`: every live row)
-/// and of the memtable documents that pass the filter, merged into one top-k.
-fn rank(snap: &Snapshot, q: &Query, k: usize, picks: &[Option<Vec<u32>>], f: Option<&Filter>) -> Vec<Ranked> {
-    rank_sel(snap, q, k, picks, f, MemSel::All)
-}
-
-fn rank_sel(
-    snap: &Snapshot,
-    q: &Query,
-    k: usize,
-    picks: &[Option<Vec<u32>>],
-    f: Option<&Filter>,
-    mem: MemSel<'_>,
-) -> Vec<Ranked> {
-    let mut top: TopK<Cand<'_>> = TopK::new(k);
-    for (si, sv) in snap.segments.iter().enumerate() {
-        let rows = picks[si].as_deref().unwrap_or(&sv.live);
-        for h in tessera_kernels::top_k(q, &sv.seg.matrix(), rows, k) {
-            top.push(h.score, Cand { id: sv.seg.id_of(h.key as usize), src: Src::Seg(si, h.key) });
-        }
-    }
-    for (score, id) in score_memtable(&snap.mem, q, f, mem) {
-        top.push(score, Cand { id, src: Src::Mem });
-    }
-    top.into_sorted_vec()
-        .into_iter()
-        .map(|h| Ranked {
-            id: h.key.id.to_string(),
-            score: h.score,
-            at: match h.key.src {
-                Src::Mem => Loc::Mem,
-                Src::Seg(si, row) => Loc::Seg(si, row),
-            },
-        })
-        .collect()
-}
-
-/// A ranked document of one snapshot, before its text and payload are fetched.
-#[derive(Debug, Clone)]
-pub(crate) struct Ranked {
-    pub id: String,
-    pub score: f32,
-    pub at: Loc,
-}
-
-/// Where a document of a snapshot lives.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Loc {
-    Mem,
-    Seg(usize, u32),
-}
-
-/// Fetches text and payload of ranked documents from the snapshot they were ranked in.
-pub(crate) fn materialize(snap: &Snapshot, ranked: Vec<Ranked>) -> Vec<SearchHit> {
-    ranked
-        .into_iter()
-        .map(|r| match r.at {
-            Loc::Mem => {
-                let d = snap.mem.get(&r.id).expect("memtable document of this snapshot");
-                SearchHit {
-                    id: r.id,
-                    score: r.score,
-                    text: d.text.clone(),
-                    payload: d.payload.as_deref().and_then(parse_payload),
-                }
-            }
-            Loc::Seg(si, row) => {
-                let s = &snap.segments[si].seg;
-                SearchHit {
-                    id: r.id,
-                    score: r.score,
-                    text: s.text(row as usize).map(Into::into),
-                    payload: s.payload(row as usize).and_then(parse_payload),
-                }
-            }
-        })
-        .collect()
-}
-
-fn score_memtable<'a>(mem: &'a MemTable, q: &Query, f: Option<&Filter>, sel: MemSel<'_>) -> Vec<(f32, &'a str)> {
-    let docs: Vec<_> = match sel {
-        MemSel::All => mem.live(),
-        MemSel::Only(ids) => ids.iter().filter_map(|id| mem.get(id)).collect(),
-    };
-    docs.par_iter()
-        .filter(|d| f.is_none_or(|f| f.matches_text(d.payload.as_deref())))
-        .map(|d| (tessera_kernels::maxsim(q, &d.tokens), d.id.as_str()))
-        .collect()
 }

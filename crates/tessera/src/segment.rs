@@ -2,7 +2,6 @@
 //! a deletion vector.
 
 use crate::error::{Error, Result};
-use half::f16;
 use memmap2::Mmap;
 use std::fs::File;
 use std::path::Path;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::SegmentLayout;
 use tessera_index::HnswLayout;
-use tessera_kernels::DocMatrix;
+use tessera_kernels::{StoredRows, TokenMatrix};
 
 pub(crate) struct Segment {
     pub id: u64,
@@ -64,16 +63,26 @@ fn map(path: &Path) -> Result<Mmap> {
 }
 
 impl Segment {
-    /// Maps and fully verifies a segment file (every checksum and table).
-    pub fn open(path: &Path, id: u64, dim: usize) -> Result<Self> {
+    /// Maps and fully verifies a segment file (every checksum and table),
+    /// and checks that it stores tokens as the collection does.
+    pub fn open(path: &Path, id: u64, config: &crate::CollectionConfig) -> Result<Self> {
         let mmap = map(path)?;
         let layout = SegmentLayout::parse(&mmap).map_err(Error::format(path))?;
-        if layout.dim != dim {
-            return Err(Error::Corrupted {
-                file: path.into(),
-                offset: 12,
-                reason: format!("segment has dim {}, collection has {dim}", layout.dim),
-            });
+        let mismatch = |offset: u64, reason: String| Err(Error::Corrupted { file: path.into(), offset, reason });
+        if layout.dim != config.dim {
+            return mismatch(12, format!("segment has dim {}, collection has {}", layout.dim, config.dim));
+        }
+        if (layout.token_type, layout.screening) != (config.storage, config.screening) {
+            return mismatch(
+                48,
+                format!(
+                    "segment stores {} tokens with screening {}, the collection {} with {}",
+                    layout.token_type.name(),
+                    layout.screening.name(),
+                    config.storage.name(),
+                    config.screening.name()
+                ),
+            );
         }
         Ok(Self { id, mmap, layout, index: None, text: None })
     }
@@ -90,11 +99,17 @@ impl Segment {
         self.mmap.len() as u64
     }
 
-    pub fn matrix(&self) -> DocMatrix<'_, f16> {
-        DocMatrix {
-            tokens: self.layout.tokens(&self.mmap),
-            offsets: self.layout.doc_offsets(&self.mmap),
+    /// The segment's token data, typed by its token type.
+    pub fn matrix(&self) -> TokenMatrix<'_> {
+        let b = &self.mmap[..];
+        TokenMatrix {
+            token_type: self.layout.token_type,
+            screening: self.layout.screening,
             dim: self.layout.dim,
+            rows: self.layout.token_rows(b),
+            scales: self.layout.scales(b),
+            codes: self.layout.codes(b),
+            offsets: self.layout.doc_offsets(b),
         }
     }
 
@@ -110,8 +125,15 @@ impl Segment {
         self.layout.payload(&self.mmap, row)
     }
 
-    pub fn tokens(&self, row: usize) -> &[f16] {
-        self.layout.doc_tokens(&self.mmap, row)
+    /// The stored tokens of a row.
+    pub fn tokens(&self, row: usize) -> StoredRows<'_> {
+        self.layout.doc_rows(&self.mmap, row)
+    }
+
+    /// Tokens of a row.
+    pub fn n_tokens_of(&self, row: usize) -> usize {
+        let o = self.layout.doc_offsets(&self.mmap);
+        (o[row + 1] - o[row]) as usize
     }
 
     pub fn find(&self, id: &str) -> Option<usize> {
@@ -147,7 +169,6 @@ impl SegmentView {
     }
 
     pub fn live_tokens(&self) -> usize {
-        let o = self.seg.matrix().offsets;
-        self.live.iter().map(|&r| (o[r as usize + 1] - o[r as usize]) as usize).sum()
+        self.live.iter().map(|&r| self.seg.n_tokens_of(r as usize)).sum()
     }
 }

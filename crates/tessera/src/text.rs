@@ -6,7 +6,8 @@
 use crate::collection::{Collection, Snapshot};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{Loc, MAX_K, Ranked, SearchHit, allowed_rows, materialize};
+use crate::search::{MAX_K, SearchHit};
+use crate::snapshot::{Loc, Ranked, allowed_rows, materialize};
 use tessera_kernels::TopK;
 use tessera_text::Stats;
 
@@ -49,7 +50,7 @@ fn bm25(
 ) -> Result<Vec<Ranked>> {
     // Statistics count every document with text, as the segment indexes do
     // (whatever the filter); the filter only decides which may be returned.
-    let mem: Vec<(&crate::doc::PreparedDoc, Vec<String>)> =
+    let mem: Vec<(&crate::doc::MemDoc, Vec<String>)> =
         snap.mem.docs().filter_map(|d| d.text.as_deref().map(|t| (&**d, tessera_text::analyze(lang, t)))).collect();
     let mut global = Stats::of_docs(mem.iter().map(|(_, t)| t.as_slice()), terms);
     for sv in &snap.segments {

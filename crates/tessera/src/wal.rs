@@ -2,7 +2,7 @@
 //! acknowledged; on open, replay, cutting a torn tail and refusing corruption.
 
 use crate::config::Durability;
-use crate::doc::PreparedDoc;
+use crate::doc::WalDoc;
 use crate::error::{Error, Result};
 use half::f16;
 use std::fs::{File, OpenOptions};
@@ -22,7 +22,7 @@ pub(crate) type Batches = Vec<(u64, u64, Vec<Replayed>)>;
 
 /// One replayed operation, owning its data.
 pub(crate) enum Replayed {
-    Upsert(PreparedDoc),
+    Upsert(WalDoc),
     Delete(String),
 }
 
@@ -97,7 +97,7 @@ fn owned(op: Op<'_>) -> Replayed {
     match op {
         Op::Upsert { id, tokens, rows: _, text, payload } => {
             let tokens: Vec<f16> = bytemuck::pod_collect_to_vec(tokens);
-            Replayed::Upsert(PreparedDoc {
+            Replayed::Upsert(WalDoc {
                 id: id.into(),
                 tokens,
                 text: text.map(Into::into),
@@ -109,9 +109,13 @@ fn owned(op: Op<'_>) -> Replayed {
 }
 
 /// The WAL form of a batch.
-pub(crate) fn encode(seq: u64, upserts: &[PreparedDoc], deletes: &[String], dim: usize) -> Vec<u8> {
+pub(crate) fn encode<'a>(
+    seq: u64,
+    upserts: impl Iterator<Item = &'a WalDoc>,
+    deletes: &[String],
+    dim: usize,
+) -> Vec<u8> {
     let ops: Vec<Op<'_>> = upserts
-        .iter()
         .map(|d| Op::Upsert {
             id: &d.id,
             tokens: bytemuck::cast_slice(&d.tokens),

@@ -353,6 +353,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         crc_at: HEADER_CRC_AT,
         major: h.major,
         minor: h.minor,
+        oldest_major: MAJOR,
         supported_major: MAJOR,
         file_len: h.file_len,
         file_len_at: 24,

@@ -1,0 +1,112 @@
+//! The element types a segment's token matrix can be stored in, and the
+//! screening codes stored beside it. These are data of the format: a segment
+//! header names its token type and screening, and the byte sizes of its
+//! TOKENS, SCALES and CODES sections follow from them. The arithmetic on each
+//! type lives in `tessera-kernels` (one trait impl per type).
+//!
+//! ```text
+//! token_type  name  TOKENS row      SCALES per token
+//!          1  f16   dim × 2 bytes   none (empty section)
+//!          2  int8  dim × 1 byte    one f32: row r holds round(x / scale) ∈ [-127, 127]
+//!
+//! screening   name    CODES per token
+//!         0   none    none (empty section)
+//!         1   binary  ⌈dim / 64⌉ u64 words: bit k % 64 of word k / 64 is set iff value k > 0
+//! ```
+
+/// How a segment stores token values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u16)]
+pub enum TokenType {
+    /// IEEE binary16, as given.
+    #[default]
+    F16 = 1,
+    /// Per-token symmetric int8: value ≈ scale × code, scale = max |x| / 127.
+    Int8 = 2,
+}
+
+impl TokenType {
+    pub const ALL: [TokenType; 2] = [TokenType::F16, TokenType::Int8];
+
+    /// The value stored in a segment header.
+    pub fn id(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_id(id: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenType::F16 => "f16",
+            TokenType::Int8 => "int8",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Bytes of one token row in the TOKENS section.
+    pub fn row_bytes(self, dim: usize) -> usize {
+        match self {
+            TokenType::F16 => dim * 2,
+            TokenType::Int8 => dim,
+        }
+    }
+
+    /// Bytes per token in the SCALES section.
+    pub fn scale_bytes(self) -> usize {
+        match self {
+            TokenType::F16 => 0,
+            TokenType::Int8 => 4,
+        }
+    }
+}
+
+/// Codes stored beside the tokens for a cheap screening stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u16)]
+pub enum Screening {
+    #[default]
+    None = 0,
+    /// One sign bit per dimension.
+    Binary = 1,
+}
+
+impl Screening {
+    pub const ALL: [Screening; 2] = [Screening::None, Screening::Binary];
+
+    pub fn id(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_id(id: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Screening::None => "none",
+            Screening::Binary => "binary",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// u64 words of one token's code.
+    pub fn code_words(self, dim: usize) -> usize {
+        match self {
+            Screening::None => 0,
+            Screening::Binary => dim.div_ceil(64),
+        }
+    }
+}
+
+/// Bytes one token costs in a segment's TOKENS, SCALES and CODES sections.
+pub fn bytes_per_token(t: TokenType, s: Screening, dim: usize) -> usize {
+    t.row_bytes(dim) + t.scale_bytes() + s.code_words(dim) * 8
+}

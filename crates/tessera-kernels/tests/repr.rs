@@ -1,0 +1,194 @@
+//! Stored token types and screening codes against independent references:
+//! int8 quantisation against a naive per-token computation, every MaxSim
+//! kernel on int8 documents against the f64 MaxSim of the dequantised values
+//! (the error bound of `kernels.rs` applies unchanged: the kernels widen
+//! `code × scale` to f32 exactly as the reference input is formed), and every
+//! screening kernel against a ±1 MaxSim computed from the values' signs.
+
+use proptest::prelude::*;
+use tessera_kernels::codes::{CodeKernel, CodeQuery, hamming_maxsim, sign_codes};
+use tessera_kernels::reference::maxsim_f64;
+use tessera_kernels::{EncodedTokens, Kernel, Query, Screening, TokenMatrix, TokenType, f16, maxsim_stored};
+
+fn rng_vec(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn halves(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+/// Naive per-token symmetric int8: (codes, scales).
+fn naive_int8(v: &[f16], dim: usize) -> (Vec<i8>, Vec<f32>) {
+    let (mut codes, mut scales) = (Vec::new(), Vec::new());
+    for t in v.chunks(dim) {
+        let max = t.iter().map(|x| x.to_f32().abs()).fold(0.0, f32::max);
+        let scale = max / 127.0;
+        for x in t {
+            let c = if max == 0.0 { 0.0 } else { (x.to_f32() / scale).round() };
+            codes.push(c.clamp(-127.0, 127.0) as i8);
+        }
+        scales.push(scale);
+    }
+    (codes, scales)
+}
+
+fn bound(q: &[f32], d: &[f32], dim: usize) -> f64 {
+    let s: f64 = q
+        .chunks_exact(dim)
+        .map(|qi| {
+            d.chunks_exact(dim)
+                .map(|dj| qi.iter().zip(dj).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>())
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    1.01 * (dim + q.len() / dim + 1) as f64 * (f32::EPSILON as f64 / 2.0) * s + 1e-30
+}
+
+/// ±1 MaxSim from the signs of the values (x > 0 ↦ +1, else −1).
+fn naive_screen(q: &[f32], d: &[f32], dim: usize) -> f32 {
+    let sign = |x: f32| if x > 0.0 { 1i64 } else { -1 };
+    q.chunks_exact(dim)
+        .map(|qi| {
+            d.chunks_exact(dim)
+                .map(|dj| qi.iter().zip(dj).map(|(a, b)| sign(*a) * sign(*b)).sum::<i64>())
+                .max()
+                .unwrap()
+        })
+        .sum::<i64>() as f32
+}
+
+fn check_int8(qv: &[f32], dv: &[f32], dim: usize) -> Result<(), String> {
+    let dh = halves(dv);
+    let (codes, scales) = naive_int8(&dh, dim);
+    let e = EncodedTokens::encode(TokenType::Int8, Screening::None, &dh, dim);
+    let got_codes: &[i8] = bytemuck::cast_slice(&e.rows);
+    if got_codes != codes || e.scales != scales {
+        return Err(format!("quantisation differs from the naive one at dim {dim}"));
+    }
+    // Dequantised error is at most half a step per value.
+    for (i, (c, x)) in codes.iter().zip(&dh).enumerate() {
+        let s = scales[i / dim];
+        if (*c as f32 * s - x.to_f32()).abs() > s * 0.5 + 1e-7 {
+            return Err(format!("value {i} quantised to {c}×{s}, from {x}"));
+        }
+    }
+    let deq: Vec<f32> = codes.iter().enumerate().map(|(i, &c)| c as f32 * scales[i / dim]).collect();
+    let r = maxsim_f64(qv, &deq, dim);
+    let tol = bound(qv, &deq, dim);
+    for k in Kernel::available() {
+        let q = Query::with_kernel(qv, dim, k);
+        let got = maxsim_stored(TokenType::Int8, &q, e.view()) as f64;
+        if (got - r).abs() > tol || got.is_nan() {
+            return Err(format!("{k:?} int8 nq={} nd={} dim={dim}: {got} vs {r}", qv.len() / dim, dv.len() / dim));
+        }
+    }
+    Ok(())
+}
+
+fn check_screen(qv: &[f32], dv: &[f32], dim: usize) -> Result<(), String> {
+    let want = naive_screen(qv, dv, dim);
+    let mut codes = Vec::new();
+    sign_codes(dv, dim, &mut codes);
+    for k in CodeKernel::available(dim) {
+        let got = hamming_maxsim(&CodeQuery::with_kernel(qv, dim, k), &codes);
+        if got != want {
+            return Err(format!("{k:?} nq={} nd={} dim={dim}: {got} vs {want}", qv.len() / dim, dv.len() / dim));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn int8_kernels_match_f64_reference(nq in 1usize..40, nd in 1usize..30, dim in 1usize..200, seed: u64) {
+        let qv = rng_vec(seed, nq * dim);
+        let dv = rng_vec(seed ^ 0xABCD, nd * dim);
+        prop_assert_eq!(check_int8(&qv, &dv, dim), Ok(()));
+    }
+
+    #[test]
+    fn screening_kernels_match_sign_maxsim(nq in 1usize..40, nd in 1usize..30, dim in 1usize..600, seed: u64) {
+        let qv = rng_vec(seed, nq * dim);
+        let dv = rng_vec(seed ^ 0x1234, nd * dim);
+        prop_assert_eq!(check_screen(&qv, &dv, dim), Ok(()));
+    }
+}
+
+#[test]
+fn int8_edge_cases() {
+    // All-zero tokens (scale 0), one huge value, f16 extremes, and the shapes
+    // at the AVX2 tile (6) and AVX-512 tile (12) boundaries with dim 8 and 128.
+    let mut d = vec![0.0f32; 3 * 8];
+    d[9] = 65504.0;
+    d[17] = -65504.0;
+    check_int8(&rng_vec(1, 2 * 8), &d, 8).unwrap();
+    for nd in [5, 6, 7, 11, 12, 13, 25] {
+        for dim in [8, 128] {
+            check_int8(&rng_vec(nd as u64, 33 * dim), &rng_vec(99, nd * dim), dim).unwrap();
+        }
+    }
+}
+
+#[test]
+fn screening_kernels_at_every_word_count_the_wide_path_takes() {
+    let avail = CodeKernel::available(128);
+    if !avail.contains(&CodeKernel::Avx512Vpopcntdq) {
+        eprintln!("skipped: this CPU lacks AVX-512 VPOPCNTDQ; the portable and POPCNT paths are tested");
+    }
+    for dim in [1, 63, 64, 65, 127, 128, 200, 256, 300, 512, 513] {
+        for nq in [1, 3, 4, 5, 16, 17, 33] {
+            check_screen(&rng_vec(dim as u64, nq * dim), &rng_vec(7, 9 * dim), dim).unwrap();
+        }
+    }
+}
+
+#[test]
+fn token_matrix_top_k_and_screening_match_brute_force() {
+    let dim = 16;
+    let lens = [3usize, 1, 7, 12, 5, 9, 2, 13, 6, 4];
+    let mut offsets = vec![0u64];
+    for l in lens {
+        offsets.push(offsets.last().unwrap() + l as u64);
+    }
+    let n = *offsets.last().unwrap() as usize;
+    let values = halves(&rng_vec(5, n * dim));
+    let qv = rng_vec(6, 4 * dim);
+    let q = Query::new(&qv, dim);
+    let cq = CodeQuery::new(&qv, dim);
+    for t in TokenType::ALL {
+        let e = EncodedTokens::encode(t, Screening::Binary, &values, dim);
+        let m = TokenMatrix {
+            token_type: t,
+            screening: Screening::Binary,
+            dim,
+            rows: &e.rows,
+            scales: &e.scales,
+            codes: &e.codes,
+            offsets: &offsets,
+        };
+        let docs: Vec<u32> = (0..lens.len() as u32).collect();
+        let deq = |i: u32| m.decode(i);
+        let mut want: Vec<(f64, u32)> = docs.iter().map(|&d| (maxsim_f64(&qv, &deq(d), dim), d)).collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got: Vec<u32> = m.top_k(&q, &docs, 4).iter().map(|h| h.key).collect();
+        assert_eq!(got, want[..4].iter().map(|w| w.1).collect::<Vec<_>>(), "{t:?}");
+        let f32_values: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+        let doc_vals = |d: u32| &f32_values[offsets[d as usize] as usize * dim..offsets[d as usize + 1] as usize * dim];
+        let mut want: Vec<(f32, u32)> = docs.iter().map(|&d| (naive_screen(&qv, doc_vals(d), dim), d)).collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got: Vec<(f32, u32)> = m.screen_top_k(&cq, &docs, 5).iter().map(|h| (h.score, h.key)).collect();
+        assert_eq!(got, want[..5].to_vec(), "{t:?}");
+    }
+}
