@@ -16,6 +16,8 @@ pub struct SearchBench {
     pub queries: PathBuf,
     pub k: usize,
     pub candidates: Vec<usize>,
+    /// Rerank counts measured with each candidate count (empty: the default).
+    pub rerank: Vec<usize>,
     pub ef: Option<usize>,
     pub qrels: Option<PathBuf>,
 }
@@ -25,6 +27,8 @@ pub struct SearchBench {
 pub struct Row {
     pub setting: String,
     pub candidates: Option<usize>,
+    /// Candidates scored exactly after the screening (`None`: the default, or no screening).
+    pub rerank: Option<usize>,
     pub recall_at_k: f64,
     pub mrr_at_10: Option<f64>,
     pub ndcg_at_10: Option<f64>,
@@ -85,23 +89,38 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
     let pct = |l: &[Duration], p: f64| l[((l.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
     let (exact_run, exact_lat, q1, q2) = measure(&c, &queries, &SearchParams::exact(o.k))?;
     let exact_p50 = pct(&exact_lat, 0.5);
-    type Measured = (String, Option<usize>, Run, Vec<Duration>, f64, f64);
-    let mut settings: Vec<Measured> = vec![("exact".into(), None, exact_run.clone(), exact_lat, q1, q2)];
+    type Measured = (String, Option<usize>, Option<usize>, Run, Vec<Duration>, f64, f64);
+    let mut settings: Vec<Measured> = vec![("exact".into(), None, None, exact_run.clone(), exact_lat, q1, q2)];
+    let reranks: Vec<Option<usize>> =
+        if o.rerank.is_empty() { vec![None] } else { o.rerank.iter().copied().map(Some).collect() };
     for &n in &o.candidates {
-        let mut p = SearchParams::new(o.k).with_candidates(n);
-        if let Some(ef) = o.ef {
-            p = p.with_ef(ef);
+        for &r in &reranks {
+            let mut p = SearchParams::new(o.k).with_candidates(n);
+            if let Some(ef) = o.ef {
+                p = p.with_ef(ef);
+            }
+            if let Some(r) = r {
+                p = p.with_rerank(r);
+            }
+            let (run, lat, q1, q2) = measure(&c, &queries, &p)?;
+            let screened = c.config().screening != tessera::Screening::None;
+            let setting = match r {
+                Some(r) if r < n => format!("screened c={n} rerank={r}"),
+                None if screened => format!("screened c={n} rerank={}", tessera::DEFAULT_RERANK),
+                _ => format!("two-stage candidates={n}"),
+            };
+            settings.push((setting, Some(n), r, run, lat, q1, q2));
         }
-        let (run, lat, q1, q2) = measure(&c, &queries, &p)?;
-        settings.push((format!("two-stage candidates={n}"), Some(n), run, lat, q1, q2));
     }
     let mut rows = Vec::new();
     if !json {
         writeln!(
             out,
-            "{} queries, {} documents, k={}; recall@{} is against the exact top-{} of the same run",
+            "{} queries, {} documents ({} tokens, screening {}), k={}; recall@{} is against the exact top-{} of the same run",
             queries.len(),
             c.len(),
+            c.config().storage.name(),
+            c.config().screening.name(),
             o.k,
             o.k,
             o.k
@@ -112,11 +131,12 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
             "setting", "recall@k", "MRR@10", "nDCG@10", "p50 ms", "p99 ms", "QPS 1t", "QPS 2t", "speedup", "RSS MB"
         )?;
     }
-    for (setting, candidates, run, lat, qps1, qps2) in settings {
+    for (setting, candidates, rerank, run, lat, qps1, qps2) in settings {
         let m10 = qrels.as_ref().map(|q| eval::evaluate(&run, q, 10));
         let row = Row {
             setting,
             candidates,
+            rerank,
             recall_at_k: eval::recall_against(&run, &exact_run, o.k),
             mrr_at_10: m10.map(|m| m.mrr),
             ndcg_at_10: m10.map(|m| m.ndcg),

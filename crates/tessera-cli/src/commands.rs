@@ -106,6 +106,8 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
                     "name": s.name, "dim": s.dim, "documents": s.documents, "tokens": s.tokens,
                     "segments": s.segments, "memtable_documents": s.memtable_documents,
                     "deleted_in_segments": s.deleted_in_segments, "bytes_on_disk": s.bytes_on_disk,
+                    "storage": s.storage, "screening": s.screening, "bytes_per_token": s.bytes_per_token,
+                    "segment_bytes_per_token": s.segment_bytes_per_token,
                 })
             })
             .collect();
@@ -115,14 +117,22 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     writeln!(out, "database {}", db.path().display())?;
     writeln!(
         out,
-        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14}",
-        "collection", "dim", "documents", "tokens", "segments", "bytes on disk"
+        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9}",
+        "collection", "dim", "documents", "tokens", "segments", "bytes on disk", "storage", "screening", "B/token"
     )?;
     for s in &stats {
         writeln!(
             out,
-            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14}",
-            s.name, s.dim, s.documents, s.tokens, s.segments, s.bytes_on_disk
+            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9}",
+            s.name,
+            s.dim,
+            s.documents,
+            s.tokens,
+            s.segments,
+            s.bytes_on_disk,
+            s.storage,
+            s.screening,
+            s.bytes_per_token
         )?;
     }
     if stats.is_empty() {

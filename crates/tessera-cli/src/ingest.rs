@@ -18,7 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
-use tessera::{CollectionConfig, Database, IndexConfig};
+use tessera::{CollectionConfig, Database, IndexConfig, Screening, TokenType};
 
 /// What to do with a bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,8 +31,12 @@ pub enum OnError {
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
-    /// Coarse index of a collection created by this ingest.
-    pub index: Option<IndexConfig>,
+    /// Settings of a collection this ingest creates. A setting given
+    /// (`Some`) must agree with an existing collection's; one left out
+    /// (`None`) takes the default at creation and is not compared.
+    pub index: Option<Option<IndexConfig>>,
+    pub storage: Option<TokenType>,
+    pub screening: Option<Screening>,
     pub on_error: OnError,
     /// Continue after the last batch an interrupted run acknowledged.
     pub resume: bool,
@@ -42,7 +46,7 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        Self { index: Some(IndexConfig::default()), on_error: OnError::Abort, resume: false, batch_docs: 512 }
+        Self { index: None, storage: None, screening: None, on_error: OnError::Abort, resume: false, batch_docs: 512 }
     }
 }
 
@@ -215,6 +219,40 @@ impl Progress {
     }
 }
 
+impl IngestOptions {
+    /// The configuration of a collection this ingest creates.
+    pub fn config(&self, dim: usize) -> CollectionConfig {
+        let d = CollectionConfig::new(dim);
+        CollectionConfig {
+            index: self.index.clone().unwrap_or(d.index.clone()),
+            storage: self.storage.unwrap_or(d.storage),
+            screening: self.screening.unwrap_or(d.screening),
+            ..d
+        }
+    }
+}
+
+/// Refuses explicit settings that disagree with an existing collection.
+fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
+    let have = c.config();
+    let mismatch = [
+        opts.index.as_ref().filter(|i| **i != have.index).map(|i| {
+            ("--index", IndexConfig::name_of(i.as_ref()), IndexConfig::name_of(have.index.as_ref()))
+        }),
+        opts.storage.filter(|s| *s != have.storage).map(|s| ("--storage", s.name(), have.storage.name())),
+        opts.screening.filter(|s| *s != have.screening).map(|s| ("--screening", s.name(), have.screening.name())),
+    ];
+    match mismatch.into_iter().flatten().next() {
+        Some((flag, want, have)) => Err(format!(
+            "collection {:?} exists with {} {have}; {flag} {want} applies only when the collection is created",
+            c.name(),
+            &flag[2..]
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Streams `input` (a bulk folder, a JSONL file, or `-` for JSONL on stdin)
 /// into `collection`, creating it (with the input's dim and `opts.index`) if needed.
 pub fn ingest(
@@ -232,10 +270,13 @@ pub fn ingest(
         (None, Some(c)) => c.dim(),
         (None, None) => return Err(format!("{}: no valid record to learn the token dim from", input.display()).into()),
     };
-    let c = db.open_or_create_collection(
-        collection,
-        CollectionConfig { index: opts.index.clone(), ..CollectionConfig::new(dim) },
-    )?;
+    let c = match existing {
+        Some(c) => {
+            check_settings(&c, opts)?;
+            c
+        }
+        None => db.open_or_create_collection(collection, opts.config(dim))?,
+    };
     let checkpoint = Checkpoint::new(db, collection, src.fingerprint());
     let mut report = IngestReport::default();
     if let Some(n) = if opts.resume { checkpoint.load()? } else { None } {

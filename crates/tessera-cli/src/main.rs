@@ -45,9 +45,18 @@ enum Cmd {
         /// A bulk folder (docs.jsonl + tokens.npy + offsets.npy, or + tokens.safetensors),
         /// a JSONL file with inline "tokens", or `-` for JSONL on standard input.
         data: PathBuf,
-        /// Coarse index of a new collection: pooled, muvera, or none (every search exact).
-        #[arg(long, value_enum, default_value = "pooled")]
-        index: IndexKind,
+        /// Coarse index of a new collection: pooled (the default), muvera, or none (every
+        /// search exact, or screened with --screening binary).
+        #[arg(long, value_enum)]
+        index: Option<IndexKind>,
+        /// How a new collection stores token values: f16 (the default) or int8 (per-token
+        /// scale, about half the bytes).
+        #[arg(long, value_enum)]
+        storage: Option<StorageKind>,
+        /// Codes a new collection stores beside its tokens to screen candidates before the
+        /// exact rerank: none (the default) or binary (one sign bit per dimension).
+        #[arg(long, value_enum)]
+        screening: Option<ScreeningKind>,
         /// What to do with a bad record: abort (nothing of its batch is written) or skip it.
         #[arg(long, value_enum, default_value = "abort")]
         on_error: tessera_cli::ingest::OnError,
@@ -110,6 +119,36 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum StorageKind {
+    F16,
+    Int8,
+}
+
+impl StorageKind {
+    fn token_type(self) -> tessera::TokenType {
+        match self {
+            StorageKind::F16 => tessera::TokenType::F16,
+            StorageKind::Int8 => tessera::TokenType::Int8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScreeningKind {
+    None,
+    Binary,
+}
+
+impl ScreeningKind {
+    fn screening(self) -> tessera::Screening {
+        match self {
+            ScreeningKind::None => tessera::Screening::None,
+            ScreeningKind::Binary => tessera::Screening::Binary,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum IndexKind {
     Pooled,
     Muvera,
@@ -133,9 +172,14 @@ struct StageArgs {
     #[arg(long, default_value_t = tessera::DEFAULT_CANDIDATES)]
     candidates: usize,
     /// HNSW beam width (default: the number of candidates).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     ef: Option<usize>,
-    /// Score every document exactly (no coarse stage).
+    /// Screened search (collections with --screening binary): how many of the candidates,
+    /// ranked by their codes, the exact MaxSim scores (default 64; at least k; a value ≥
+    /// --candidates skips the screening).
+    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
+    rerank: Option<usize>,
+    /// Score every document exactly (no coarse stage, no screening).
     #[arg(long)]
     exact: bool,
     /// Payload filter, as JSON: {"field": "lang", "eq": "en"}, in, range, exists, and/or/not
@@ -166,6 +210,9 @@ impl StageArgs {
         let mut p = p.with_candidates(self.candidates);
         if let Some(ef) = self.ef {
             p = p.with_ef(ef);
+        }
+        if let Some(r) = self.rerank {
+            p = p.with_rerank(r);
         }
         if let Some(f) = &self.filter {
             p = p.with_filter(tessera::Filter::parse(f)?);
@@ -222,6 +269,10 @@ enum BenchCmd {
         /// Candidate counts to measure (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [50usize, 100, 200, 400])]
         candidates: Vec<usize>,
+        /// Screened collections: rerank counts to measure with each candidate count
+        /// (comma-separated; a value ≥ the candidates is plain two-stage search).
+        #[arg(long, value_delimiter = ',')]
+        rerank: Vec<usize>,
         #[arg(long)]
         ef: Option<usize>,
         /// Relevance judgments (BEIR tsv or TREC qrels) for MRR@10 and nDCG@10.
@@ -249,9 +300,16 @@ fn run(cli: Cli) -> Result<()> {
             let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
             commands::demo(&db, &o, stdout)?;
         }
-        Cmd::Ingest { db, collection, data, index, on_error, resume, batch_docs } => {
+        Cmd::Ingest { db, collection, data, index, storage, screening, on_error, resume, batch_docs } => {
             let db = Database::open(&db)?;
-            let opts = tessera_cli::ingest::IngestOptions { index: index.config(), on_error, resume, batch_docs };
+            let opts = tessera_cli::ingest::IngestOptions {
+                index: index.map(IndexKind::config),
+                storage: storage.map(StorageKind::token_type),
+                screening: screening.map(ScreeningKind::screening),
+                on_error,
+                resume,
+                batch_docs,
+            };
             let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
@@ -310,9 +368,9 @@ fn run(cli: Cli) -> Result<()> {
             });
             writeln!(stdout, "{v}")?;
         }
-        Cmd::Bench { what: BenchCmd::Search { db, collection, queries, k, candidates, ef, qrels, json } } => {
+        Cmd::Bench { what: BenchCmd::Search { db, collection, queries, k, candidates, rerank, ef, qrels, json } } => {
             let db = Database::open(&db)?;
-            let o = tessera_cli::bench::SearchBench { collection, queries, k, candidates, ef, qrels };
+            let o = tessera_cli::bench::SearchBench { collection, queries, k, candidates, rerank, ef, qrels };
             tessera_cli::bench::search(&db, &o, json, stdout)?;
         }
         Cmd::Compact { db, collection } => {

@@ -47,8 +47,9 @@ pub struct SearchParams {
     pub filter: Option<Filter>,
     /// Screened two-stage search (collections with `screening: binary`): how
     /// many of the coarse candidates, ranked by their screening codes, are
-    /// scored by exact MaxSim (at least `k`); `None`: [`DEFAULT_RERANK`].
-    /// Refused on exact search and on collections without screening codes.
+    /// scored by exact MaxSim (at least `k`; one of at least `candidates`
+    /// skips the screening); `None`: [`DEFAULT_RERANK`]. Refused on exact
+    /// search and on collections without screening codes.
     pub rerank: Option<usize>,
 }
 
@@ -331,8 +332,10 @@ impl<'a> Searcher<'a> {
             Some(enc) => self.coarse(enc, n, p.ef.unwrap_or(n).max(n)),
             None => self.all(),
         };
-        if screened {
-            sets = self.screen(sets, p.rerank.unwrap_or(DEFAULT_RERANK).max(p.k));
+        let rerank = p.rerank.unwrap_or(DEFAULT_RERANK).max(p.k);
+        // A rerank of at least the candidates keeps them all: nothing to screen.
+        if screened && (rerank < n || self.encoder.is_none()) {
+            sets = self.screen(sets, rerank);
         }
         let hits = self.rank(&sets, p.k, MemSel::All);
         if hits.len() < p.k.min(self.available()) {
