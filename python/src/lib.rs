@@ -381,25 +381,36 @@ pub struct Database {
     path: String,
 }
 
-/// Keyword settings of a new collection as a config; `None` keeps the default.
-fn config_of(
-    py: Python<'_>,
-    dim: usize,
-    index: Option<&str>,
-    text: Option<&str>,
-    durability: Option<&str>,
-) -> PyResult<CollectionConfig> {
-    let mut c = CollectionConfig::new(dim);
-    if let Some(i) = index {
-        c.index = IndexConfig::from_name(i).or_py(py)?;
+/// The keyword settings of a collection, as Python passes them; `None`: not given.
+#[derive(Clone, Copy)]
+struct Settings<'a> {
+    index: Option<&'a str>,
+    text: Option<&'a str>,
+    durability: Option<&'a str>,
+    storage: Option<&'a str>,
+    screening: Option<&'a str>,
+}
+
+impl Settings<'_> {
+    /// `base` with the given settings applied.
+    fn apply(&self, py: Python<'_>, mut c: CollectionConfig) -> PyResult<CollectionConfig> {
+        if let Some(i) = self.index {
+            c.index = IndexConfig::from_name(i).or_py(py)?;
+        }
+        if let Some(t) = self.text {
+            c.text = TextConfig::from_name(t).or_py(py)?;
+        }
+        if let Some(d) = self.durability {
+            c.durability = d.parse().or_py(py)?;
+        }
+        if let Some(s) = self.storage {
+            c.storage = tessera::storage_from_name(s).or_py(py)?;
+        }
+        if let Some(s) = self.screening {
+            c.screening = tessera::screening_from_name(s).or_py(py)?;
+        }
+        Ok(c)
     }
-    if let Some(t) = text {
-        c.text = TextConfig::from_name(t).or_py(py)?;
-    }
-    if let Some(d) = durability {
-        c.durability = d.parse().or_py(py)?;
-    }
-    Ok(c)
 }
 
 #[pymethods]
@@ -421,8 +432,12 @@ impl Database {
     ///
     /// index: "pooled" (default), "muvera" or "none"; text: "english"
     /// (default), "plain", "cjk" or "none"; durability: "sync" (default:
-    /// fsync before every acknowledgement) or "buffered".
-    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None))]
+    /// fsync before every acknowledgement) or "buffered"; storage: "f16"
+    /// (default) or "int8" (per-token scale, about half the bytes);
+    /// screening: "none" (default) or "binary" (sign codes that screen
+    /// candidates before the exact rerank).
+    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None, storage=None, screening=None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create_collection(
         &self,
         py: Python<'_>,
@@ -431,8 +446,11 @@ impl Database {
         index: Option<&str>,
         text: Option<&str>,
         durability: Option<&str>,
+        storage: Option<&str>,
+        screening: Option<&str>,
     ) -> PyResult<Collection> {
-        let config = config_of(py, dim, index, text, durability)?;
+        let settings = Settings { index, text, durability, storage, screening };
+        let config = settings.apply(py, CollectionConfig::new(dim))?;
         let db = open_db(py, &self.shared)?;
         let c = engine(py, || db.create_collection(name, config)).or_py(py)?;
         Ok(Collection { shared: self.shared.clone(), inner: c })
@@ -447,7 +465,8 @@ impl Database {
     /// Opens `name`, or creates it as `create_collection` would. The settings
     /// given must match an existing collection's (AlreadyExistsError if not);
     /// settings left out are not compared.
-    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None))]
+    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None, storage=None, screening=None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn open_or_create_collection(
         &self,
         py: Python<'_>,
@@ -456,23 +475,17 @@ impl Database {
         index: Option<&str>,
         text: Option<&str>,
         durability: Option<&str>,
+        storage: Option<&str>,
+        screening: Option<&str>,
     ) -> PyResult<Collection> {
-        let wanted = config_of(py, dim, index, text, durability)?;
+        let settings = Settings { index, text, durability, storage, screening };
+        let wanted = settings.apply(py, CollectionConfig::new(dim))?;
         let db = open_db(py, &self.shared)?;
         let c = match db.collection(name) {
             Ok(c) => {
                 let have = c.config();
-                let mut asked = have.clone();
+                let mut asked = settings.apply(py, have.clone())?;
                 asked.dim = dim;
-                if index.is_some() {
-                    asked.index = wanted.index.clone();
-                }
-                if text.is_some() {
-                    asked.text = wanted.text;
-                }
-                if durability.is_some() {
-                    asked.durability = wanted.durability;
-                }
                 if let Some(what) = have.differs_from(&asked) {
                     let reason = format!("its {what} differs from the request");
                     return Err(engine_error(py, tessera::Error::ConfigMismatch { name: name.into(), reason }));
@@ -537,6 +550,7 @@ struct SearchOptions<'a, 'py> {
     k: usize,
     candidates: Option<usize>,
     ef: Option<usize>,
+    rerank: Option<usize>,
     exact: bool,
     filter: Option<&'a Bound<'py, PyAny>>,
     text: Option<String>,
@@ -552,6 +566,7 @@ impl SearchOptions<'_, '_> {
     fn request(&self, py: Python<'_>, tokens: Option<Tokens>) -> PyResult<SearchRequest> {
         let mut q = SearchRequest::empty(self.k);
         (q.tokens, q.candidates, q.ef, q.exact) = (tokens, self.candidates, self.ef, self.exact);
+        q.rerank = self.rerank;
         q.filter = filter_of(py, self.filter)?;
         q.text = self.text.clone();
         if let Some(ids) = self.ids.filter(|i| !i.is_none()) {
@@ -762,14 +777,15 @@ impl Collection {
     /// array), best first.
     ///
     /// Two-stage by default: the coarse index recalls `candidates` documents
-    /// (default 256) that exact MaxSim reranks; `exact=True` scores every
-    /// document. `filter` is a payload filter (a dict or its JSON text, see
+    /// (default 256) that exact MaxSim reranks; on a collection with
+    /// `screening="binary"` their sign codes first keep the best `rerank`
+    /// (default 64); `exact=True` scores every document. `filter` is a payload filter (a dict or its JSON text, see
     /// docs/FILTERS.md). Any of `text` (BM25 query), `ids` (candidate ids),
     /// `vector`, `rerank_only`, `fusion` ("rrf" or "weighted"), `rrf_k0` or
     /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) makes it a hybrid
     /// query: the sources' candidates fused, then reranked by MaxSim when a
     /// query is given.
-    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -778,6 +794,7 @@ impl Collection {
         k: usize,
         candidates: Option<usize>,
         ef: Option<usize>,
+        rerank: Option<usize>,
         exact: bool,
         filter: Option<&Bound<'_, PyAny>>,
         text: Option<String>,
@@ -789,8 +806,21 @@ impl Collection {
         weights: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Hit>> {
         let (_db, c) = self.live(py)?;
-        let opts =
-            SearchOptions { k, candidates, ef, exact, filter, text, ids, vector, rerank_only, fusion, rrf_k0, weights };
+        let opts = SearchOptions {
+            k,
+            candidates,
+            ef,
+            rerank,
+            exact,
+            filter,
+            text,
+            ids,
+            vector,
+            rerank_only,
+            fusion,
+            rrf_k0,
+            weights,
+        };
         let req = opts.request(py, self.query_of(py, query, "query")?)?;
         let out = engine(py, || c.search_request(&req)).or_py(py)?;
         Hit::list(py, out)
@@ -800,7 +830,7 @@ impl Collection {
     /// the engine's thread pool; one list of hits per query, in order. The
     /// options are `search`'s and apply to every query. A bad query raises
     /// (naming its index) and nothing is searched.
-    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -809,6 +839,7 @@ impl Collection {
         k: usize,
         candidates: Option<usize>,
         ef: Option<usize>,
+        rerank: Option<usize>,
         exact: bool,
         filter: Option<&Bound<'_, PyAny>>,
         text: Option<String>,
@@ -820,8 +851,21 @@ impl Collection {
         weights: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let (_db, c) = self.live(py)?;
-        let opts =
-            SearchOptions { k, candidates, ef, exact, filter, text, ids, vector, rerank_only, fusion, rrf_k0, weights };
+        let opts = SearchOptions {
+            k,
+            candidates,
+            ef,
+            rerank,
+            exact,
+            filter,
+            text,
+            ids,
+            vector,
+            rerank_only,
+            fusion,
+            rrf_k0,
+            weights,
+        };
         let reqs = items(py, queries, "queries")?
             .iter()
             .enumerate()
@@ -903,8 +947,10 @@ impl Collection {
     }
 
     /// Configuration and counts: name, dim, index, text, durability,
-    /// documents, tokens, segments, memtable_documents, deleted_in_segments,
-    /// bytes_on_disk (and last_flush_error when the last automatic flush failed).
+    /// storage, screening, documents, tokens, segments, memtable_documents,
+    /// deleted_in_segments, bytes_on_disk, bytes_per_token (a token's row,
+    /// scale and code), segment_bytes_per_token (segment bytes on disk per
+    /// token) and last_flush_error when the last automatic flush failed.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
         let stats = engine(py, || c.stats());

@@ -82,6 +82,7 @@ class Collection:
         *,
         candidates: Optional[int] = None,
         ef: Optional[int] = None,
+        rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
         text: Optional[str] = None,
@@ -99,6 +100,7 @@ class Collection:
         *,
         candidates: Optional[int] = None,
         ef: Optional[int] = None,
+        rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
         text: Optional[str] = None,
@@ -143,6 +145,8 @@ class Database:
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
+        storage: Optional[str] = None,
+        screening: Optional[str] = None,
     ) -> Collection: ...
     def collection(self, name: str) -> Collection: ...
     def open_or_create_collection(
@@ -153,6 +157,8 @@ class Database:
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
+        storage: Optional[str] = None,
+        screening: Optional[str] = None,
     ) -> Collection: ...
     def list_collections(self) -> List[str]: ...
     def drop_collection(self, name: str) -> None: ...

@@ -217,10 +217,13 @@ class Client:
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
+        storage: Optional[str] = None,
+        screening: Optional[str] = None,
     ) -> "RemoteCollection":
         """As :meth:`tessera.Database.create_collection`."""
         body: Dict[str, Any] = {"name": name, "dim": dim}
-        for k, v in (("index", index), ("text", text), ("durability", durability)):
+        settings = (("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
+        for k, v in settings:
             if v is not None:
                 body[k] = v
         info = self._call("POST", "/v1/collections", body)
@@ -239,6 +242,8 @@ class Client:
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
+        storage: Optional[str] = None,
+        screening: Optional[str] = None,
     ) -> "RemoteCollection":
         """As :meth:`tessera.Database.open_or_create_collection`: settings
         given must match an existing collection's; settings left out are not compared."""
@@ -246,11 +251,14 @@ class Client:
             c = self.collection(name)
         except errors.NotFoundError:
             try:
-                return self.create_collection(name, dim, index=index, text=text, durability=durability)
+                return self.create_collection(
+                    name, dim, index=index, text=text, durability=durability, storage=storage, screening=screening
+                )
             except errors.AlreadyExistsError:
                 c = self.collection(name)  # created meanwhile: compare as below
         info = c.stats()
-        for what, want in (("dim", dim), ("index", index), ("text", text), ("durability", durability)):
+        wanted = (("dim", dim), ("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
+        for what, want in wanted:
             if want is not None and info[what] != want:
                 raise errors.AlreadyExistsError(
                     f"collection {name!r} exists with a different configuration: its {what} differs from the request",
@@ -433,6 +441,7 @@ class RemoteCollection:
         *,
         candidates: Optional[int] = None,
         ef: Optional[int] = None,
+        rerank: Optional[int] = None,
         exact: bool = False,
         filter: Any = None,
         text: Optional[str] = None,
@@ -445,7 +454,7 @@ class RemoteCollection:
     ) -> List[Hit]:
         """As :meth:`tessera.Collection.search`."""
         body = self._search_body(
-            query, "query", k, candidates=candidates, ef=ef, exact=exact, filter=filter, text=text, ids=ids,
+            query, "query", k, candidates=candidates, ef=ef, rerank=rerank, exact=exact, filter=filter, text=text, ids=ids,
             vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
         )  # fmt: skip
         return [_hit(h) for h in self._post("search", body)["hits"]]

@@ -204,6 +204,9 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         deleted_in_segments: s.deleted_in_segments as u64,
         bytes_on_disk: s.bytes_on_disk,
         last_flush_error: s.last_flush_error,
+        storage: s.storage.into(),
+        screening: s.screening.into(),
+        bytes_per_token: s.bytes_per_token as u32,
     }
 }
 
@@ -265,6 +268,8 @@ impl pb::tessera_server::Tessera for Grpc {
                 index: nonempty(r.index),
                 text: nonempty(r.text),
                 durability: nonempty(r.durability),
+                storage: nonempty(r.storage),
+                screening: nonempty(r.screening),
                 if_not_exists: r.if_not_exists,
             };
             Ok(info(s.create_collection(spec).await?.0))
@@ -352,6 +357,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 k: (r.k != 0).then_some(r.k as usize),
                 candidates: r.candidates.map(|c| c as usize),
                 ef: r.ef.map(|c| c as usize),
+                rerank: r.rerank.map(|c| c as usize),
                 exact: r.exact,
                 filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null()),
                 text: r.text,

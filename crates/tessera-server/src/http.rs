@@ -449,6 +449,7 @@ struct SearchBody {
     k: Option<usize>,
     candidates: Option<usize>,
     ef: Option<usize>,
+    rerank: Option<usize>,
     #[serde(default)]
     exact: bool,
     filter: Option<serde_json::Value>,
@@ -480,6 +481,7 @@ async fn search(
         k: b.k,
         candidates: b.candidates,
         ef: b.ef,
+        rerank: b.rerank,
         exact: b.exact,
         filter: b.filter.filter(|f| !f.is_null()),
         text: b.text,

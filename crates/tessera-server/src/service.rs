@@ -166,6 +166,10 @@ pub struct CollectionSpec {
     pub text: Option<String>,
     /// `sync` (default) or `buffered`.
     pub durability: Option<String>,
+    /// `f16` (default) or `int8`.
+    pub storage: Option<String>,
+    /// `none` (default) or `binary`.
+    pub screening: Option<String>,
     /// Return the existing collection if its configuration matches.
     #[serde(default)]
     pub if_not_exists: bool,
@@ -177,6 +181,8 @@ impl CollectionSpec {
         c.index = IndexConfig::from_name(self.index.as_deref().unwrap_or("pooled"))?;
         c.text = TextConfig::from_name(self.text.as_deref().unwrap_or("english"))?;
         c.durability = self.durability.as_deref().unwrap_or("sync").parse()?;
+        c.storage = tessera::storage_from_name(self.storage.as_deref().unwrap_or("f16"))?;
+        c.screening = tessera::screening_from_name(self.screening.as_deref().unwrap_or("none"))?;
         Ok(c)
     }
 }
@@ -215,6 +221,8 @@ pub struct SearchRequest {
     /// Default 256 (or `max_candidates` if lower).
     pub candidates: Option<usize>,
     pub ef: Option<usize>,
+    /// Screened collections: candidates scored exactly after the screening.
+    pub rerank: Option<usize>,
     pub exact: bool,
     pub filter: Option<serde_json::Value>,
     pub text: Option<String>,
@@ -603,10 +611,12 @@ impl Service {
                 return Err(ApiError::out_of_range("max_candidates", "candidates", n, self.limits.max_candidates));
             }
         }
-        if let Some(ef) = req.ef
-            && ef > self.limits.max_candidates
-        {
-            return Err(ApiError::out_of_range("max_candidates", "ef", ef, self.limits.max_candidates));
+        for (what, v) in [("ef", req.ef), ("rerank", req.rerank)] {
+            if let Some(v) = v
+                && v > self.limits.max_candidates
+            {
+                return Err(ApiError::out_of_range("max_candidates", what, v, self.limits.max_candidates));
+            }
         }
         self.check_ids(req.ids.len())?;
         let mut q = tessera::SearchRequest::empty(k);
@@ -615,6 +625,7 @@ impl Service {
         q.fusion = Fusion::from_parts(req.fusion.as_deref(), req.rrf_k0)?;
         q.weights = req.weights.iter().map(|(s, w)| Ok((s.parse()?, *w))).collect::<tessera::Result<_>>()?;
         (q.tokens, q.ef, q.exact, q.text, q.ids) = (req.tokens, req.ef, req.exact, req.text, req.ids);
+        q.rerank = req.rerank;
         (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
         let (text, payload) = (req.include_text, req.include_payload);
         self.read(move || {

@@ -22,6 +22,8 @@ pub struct SearchRequest {
     /// Default [`DEFAULT_CANDIDATES`].
     pub candidates: Option<usize>,
     pub ef: Option<usize>,
+    /// Screened collections: candidates scored exactly after the screening.
+    pub rerank: Option<usize>,
     pub exact: bool,
     pub filter: Option<Filter>,
     /// A BM25 query string (hybrid).
@@ -51,6 +53,7 @@ impl SearchRequest {
             k,
             candidates: None,
             ef: None,
+            rerank: None,
             exact: false,
             filter: None,
             text: None,
@@ -136,13 +139,14 @@ impl Collection {
             let mut params = if req.exact { SearchParams::exact(req.k) } else { SearchParams::new(req.k) };
             params = params.with_candidates(candidates);
             params.ef = req.ef;
+            params.rerank = req.rerank;
             params.filter = req.filter.clone();
             let hits = self.search_with(tokens, &params)?;
             return Ok(if req.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) });
         }
-        if req.exact || req.ef.is_some() {
+        if req.exact || req.ef.is_some() || req.rerank.is_some() {
             return bad(
-                "exact and ef apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
+                "exact, ef and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
             );
         }
         if req.vector && req.rerank_only {
