@@ -32,3 +32,30 @@ pub fn tokens_for(id: &str, version: u64) -> Vec<f16> {
 pub fn doc_for(id: &str, version: u64) -> Document {
     Document::new(id, Tokens::F16 { data: tokens_for(id, version), dim: DIM }).with_text(format!("{id} v{version}"))
 }
+
+/// The token settings the end-to-end tests run each collection kind with:
+/// (storage, screening).
+pub const KINDS: [(tessera::TokenType, tessera::Screening); 2] =
+    [(tessera::TokenType::F16, tessera::Screening::None), (tessera::TokenType::Int8, tessera::Screening::Binary)];
+
+/// The values a collection storing `storage` holds for `tokens`, as f32:
+/// f16 as given; int8 by an independent naive per-token quantisation
+/// (scale = max |x| / 127, code = round(x / scale)), dequantised as code × scale.
+pub fn stored_values(tokens: &[f16], storage: tessera::TokenType) -> Vec<f32> {
+    match storage {
+        tessera::TokenType::F16 => tokens.iter().map(|x| x.to_f32()).collect(),
+        tessera::TokenType::Int8 => tokens
+            .chunks(DIM)
+            .flat_map(|t| {
+                let max = t.iter().map(|x| x.to_f32().abs()).fold(0.0, f32::max);
+                let scale = max / 127.0;
+                t.iter().map(move |x| if max == 0.0 { 0.0 } else { (x.to_f32() / scale).round() * scale })
+            })
+            .collect(),
+    }
+}
+
+/// What `get` returns for a document written with `tokens`: the stored values as f16.
+pub fn stored_f16(tokens: &[f16], storage: tessera::TokenType) -> Vec<f16> {
+    stored_values(tokens, storage).into_iter().map(f16::from_f32).collect()
+}

@@ -3,14 +3,15 @@
 //! the same database. After each kill the database must open, hold every
 //! acknowledged write exactly (tokens bit for bit), and nothing else — except
 //! that the one operation in flight when the child died may or may not have
-//! been applied.
+//! been applied. It runs on an f16 collection and on an int8 collection with
+//! binary screening codes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera::{Database, Tokens};
-use tessera_e2e::{DIM, hash, tokens_for};
+use tessera_e2e::{DIM, KINDS, hash, stored_f16, stored_values, tokens_for};
 use tessera_kernels::reference::maxsim_f64;
 
 /// What the parent knows: id → version of the last acknowledged upsert
@@ -45,10 +46,17 @@ fn apply(model: &mut Model, intent: &Intent) {
 }
 
 /// Runs one child until killed after `delay`; returns the operation in flight (if any).
-fn run_child(dir: &std::path::Path, seed: u64, delay: Duration, model: &mut Model) -> (Option<Intent>, usize) {
+fn run_child(
+    dir: &std::path::Path,
+    seed: u64,
+    delay: Duration,
+    kind: Kind,
+    model: &mut Model,
+) -> (Option<Intent>, usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(seed.to_string())
+        .args([kind.0.name(), kind.1.name()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -91,7 +99,10 @@ fn run_child(dir: &std::path::Path, seed: u64, delay: Duration, model: &mut Mode
     (pending, acked)
 }
 
-fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
+type Kind = (tessera::TokenType, tessera::Screening);
+
+fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>, storage: tessera::TokenType) {
+    let stored = |id: &str, v: u64| stored_f16(&tokens_for(id, v), storage);
     let db = Database::open(dir).expect("database must open after kill -9");
     let Ok(c) = db.collection("crash") else {
         assert!(model.is_empty(), "collection lost");
@@ -113,14 +124,14 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
             };
             let ok = match &got {
                 None => want.is_none() || alt.is_none(),
-                Some(d) => [want.copied(), alt].iter().flatten().any(|&v| d.tokens == tokens_for(&id, v)),
+                Some(d) => [want.copied(), alt].iter().flatten().any(|&v| d.tokens == stored(&id, v)),
             };
             assert!(ok, "{id}: neither the acknowledged state nor the in-flight one");
         } else {
             match (want, &got) {
                 (None, None) => {}
                 (Some(&v), Some(d)) => {
-                    assert_eq!(d.tokens, tokens_for(&id, v), "{id}: tokens differ from the acknowledged version {v}");
+                    assert_eq!(d.tokens, stored(&id, v), "{id}: tokens differ from the acknowledged version {v}");
                     assert_eq!(d.text.as_deref(), Some(format!("{id} v{v}").as_str()));
                 }
                 (w, g) => panic!("{id}: acknowledged state {w:?}, found present={}", g.is_some()),
@@ -145,26 +156,41 @@ fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>) {
     }
     // Search still answers, and its scores are true MaxSim values of the stored documents.
     let q: Vec<f32> = tokens_for("query", present as u64).iter().map(|x| x.to_f32()).collect();
+    let alt = match pending {
+        Some(Intent::Upsert(v, _)) => Some(*v),
+        _ => None,
+    };
     for h in c.search(&Tokens::F32 { data: q.clone(), dim: DIM }, 5).unwrap() {
-        let d: Vec<f32> = c.get(&h.id).unwrap().unwrap().tokens.iter().map(|x| x.to_f32()).collect();
-        assert!((h.score as f64 - maxsim_f64(&q, &d, DIM)).abs() < 1e-3);
+        let d = c.get(&h.id).unwrap().unwrap().tokens;
+        // The version stored (acknowledged or in flight), and its values as the collection keeps them.
+        let v = [model.get(&h.id).copied(), alt].into_iter().flatten().find(|&v| d == stored(&h.id, v)).unwrap();
+        let values = stored_values(&tokens_for(&h.id, v), storage);
+        assert!((h.score as f64 - maxsim_f64(&q, &values, DIM)).abs() < 1e-3);
     }
 }
 
 #[test]
 fn kill_dash_nine_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
     let seed0 = std::env::var("TESSERA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261127u64);
-    let rounds: u64 = std::env::var("TESSERA_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    println!("crash test seed {seed0}, {rounds} rounds (TESSERA_CRASH_SEED / TESSERA_CRASH_ROUNDS to change)");
+    let rounds: u64 = std::env::var("TESSERA_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    println!(
+        "crash test seed {seed0}, {rounds} rounds per collection kind (TESSERA_CRASH_SEED / TESSERA_CRASH_ROUNDS to change)"
+    );
+    for kind in KINDS {
+        kill_loop(kind, seed0, rounds);
+    }
+}
+
+fn kill_loop(kind: Kind, seed0: u64, rounds: u64) {
+    let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
     let mut total_acked = 0;
     for round in 0..rounds {
         let seed = seed0.wrapping_add(round);
         let delay = Duration::from_millis(30 + hash(&seed.to_string()) % 400);
-        let (pending, acked) = run_child(dir.path(), seed, delay, &mut model);
+        let (pending, acked) = run_child(dir.path(), seed, delay, kind, &mut model);
         total_acked += acked;
-        check(dir.path(), &model, &pending);
+        check(dir.path(), &model, &pending, kind.0);
         // The in-flight operation is now settled one way or the other: adopt what the database holds.
         if let Some(Intent::Upsert(_, ids) | Intent::Delete(ids)) = &pending {
             let db = Database::open(dir.path()).unwrap();
@@ -176,7 +202,7 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
                     }
                     Some(d) => {
                         if let Some(Intent::Upsert(v, _)) = &pending
-                            && d.tokens == tokens_for(id, *v)
+                            && d.tokens == stored_f16(&tokens_for(id, *v), kind.0)
                         {
                             model.insert(id.clone(), *v);
                         }
@@ -186,7 +212,9 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
         }
     }
     println!(
-        "{rounds} kills, {total_acked} acknowledged operations checked, {} live documents at the end",
+        "{} {}: {rounds} kills, {total_acked} acknowledged operations checked, {} live documents at the end",
+        kind.0.name(),
+        kind.1.name(),
         model.len()
     );
     assert!(total_acked > rounds as usize, "the child must get work done between kills");

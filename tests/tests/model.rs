@@ -1,11 +1,13 @@
 //! Model-based test: random sequences of upsert / delete / flush / compact /
 //! reopen / search run against the engine and against an in-memory reference
 //! that computes MaxSim naively (f64); after every step the two must agree.
+//! Each sequence runs on an f16 collection and on an int8 collection with
+//! binary screening codes (the reference quantises independently).
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tessera::{CollectionConfig, Database, Tokens};
-use tessera_e2e::{DIM, doc_for, tokens_for};
+use tessera_e2e::{DIM, KINDS, doc_for, stored_f16, stored_values, tokens_for};
 use tessera_kernels::reference::maxsim_f64;
 
 #[derive(Debug, Clone)]
@@ -33,9 +35,9 @@ fn f32s(t: &[tessera::f16]) -> Vec<f32> {
     t.iter().map(|x| x.to_f32()).collect()
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, storage: tessera::TokenType, screening: tessera::Screening) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = CollectionConfig::new(DIM);
+    let mut config = CollectionConfig { storage, screening, ..CollectionConfig::new(DIM) };
     config.memtable_bytes = 4 << 10; // automatic flushes
     config.max_segments = 2; // automatic merges
     let mut db = Some(Database::open(dir.path()).unwrap());
@@ -71,8 +73,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Search(seed, k) => {
                 let q = f32s(&tokens_for("q", *seed));
                 let got = c.search(&Tokens::F32 { data: q.clone(), dim: DIM }, *k).unwrap();
-                let mut want: Vec<f64> =
-                    model.iter().map(|(id, v)| maxsim_f64(&q, &f32s(&tokens_for(id, *v)), DIM)).collect();
+                let stored = |id: &str, v: u64| stored_values(&tokens_for(id, v), storage);
+                let mut want: Vec<f64> = model.iter().map(|(id, v)| maxsim_f64(&q, &stored(id, *v), DIM)).collect();
                 want.sort_by(|a, b| b.total_cmp(a));
                 want.truncate(*k);
                 prop_assert_eq!(got.len(), want.len());
@@ -80,7 +82,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     // Ranked scores agree, and each hit's score is its document's true MaxSim.
                     prop_assert!((h.score as f64 - w).abs() < 1e-3, "{} vs {}", h.score, w);
                     let v = model.get(&h.id).expect("hit is a live document");
-                    let own = maxsim_f64(&q, &f32s(&tokens_for(&h.id, *v)), DIM);
+                    let own = maxsim_f64(&q, &stored(&h.id, *v), DIM);
                     prop_assert!((h.score as f64 - own).abs() < 1e-3);
                 }
             }
@@ -94,7 +96,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 None => prop_assert!(got.is_none(), "{} should be absent after {:?}", id, op),
                 Some(v) => {
                     let d = got.expect("present");
-                    prop_assert_eq!(&d.tokens, &tokens_for(&id, *v));
+                    prop_assert_eq!(&d.tokens, &stored_f16(&tokens_for(&id, *v), storage));
                     prop_assert_eq!(d.text, Some(format!("{id} v{v}")));
                 }
             }
@@ -107,6 +109,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn engine_matches_reference_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops)?;
+        for (storage, screening) in KINDS {
+            run(ops.clone(), storage, screening)?;
+        }
     }
 }

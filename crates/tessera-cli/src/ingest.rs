@@ -236,9 +236,10 @@ impl IngestOptions {
 fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
     let have = c.config();
     let mismatch = [
-        opts.index.as_ref().filter(|i| **i != have.index).map(|i| {
-            ("--index", IndexConfig::name_of(i.as_ref()), IndexConfig::name_of(have.index.as_ref()))
-        }),
+        opts.index
+            .as_ref()
+            .filter(|i| **i != have.index)
+            .map(|i| ("--index", IndexConfig::name_of(i.as_ref()), IndexConfig::name_of(have.index.as_ref()))),
         opts.storage.filter(|s| *s != have.storage).map(|s| ("--storage", s.name(), have.storage.name())),
         opts.screening.filter(|s| *s != have.screening).map(|s| ("--screening", s.name(), have.screening.name())),
     ];

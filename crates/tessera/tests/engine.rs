@@ -655,3 +655,139 @@ fn concurrent_creates_of_one_name_and_drops_are_safe() {
     let db = Database::open(dir.path()).unwrap();
     assert_eq!(db.list_collections(), ["same"]);
 }
+
+/// The values an int8 collection stores for f16 input `t`: an independent
+/// naive per-token quantisation (scale = max |x| / 127, code = round(x / scale)).
+fn naive_int8(t: &[f32], dim: usize) -> Vec<f32> {
+    t.chunks(dim)
+        .flat_map(|r| {
+            let max = r.iter().map(|x| x.abs()).fold(0.0, f32::max);
+            let s = max / 127.0;
+            r.iter().map(move |&x| if max == 0.0 { 0.0 } else { (x / s).round() * s })
+        })
+        .collect()
+}
+
+/// The ±1 MaxSim of the signs of the input values (x > 0 ↦ +1), naively.
+fn naive_screen(q: &[f32], d: &[f32], dim: usize) -> i64 {
+    let sign = |x: f32| if x > 0.0 { 1i64 } else { -1 };
+    q.chunks(dim)
+        .map(|qi| {
+            d.chunks(dim).map(|dj| qi.iter().zip(dj).map(|(a, b)| sign(*a) * sign(*b)).sum::<i64>()).max().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn int8_and_screened_collections_against_naive_reference() {
+    use tessera::{Screening, TokenType};
+    let dim = 24;
+    let kinds = [
+        (TokenType::Int8, Screening::None, Some(tessera::IndexConfig::pooled())),
+        (TokenType::Int8, Screening::Binary, None),
+        (TokenType::F16, Screening::Binary, Some(tessera::IndexConfig::pooled())),
+        (TokenType::Int8, Screening::Binary, Some(tessera::IndexConfig::muvera())),
+    ];
+    for (storage, screening, index) in kinds {
+        let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexConfig::name_of(index.as_ref()));
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let config = CollectionConfig { storage, screening, index, ..CollectionConfig::new(dim) };
+        let c = db.create_collection("c", config).unwrap();
+        assert_eq!(c.stats().bytes_per_token, tessera_format_bytes(storage, screening, dim));
+        let mut rng = Rng(41);
+        // id → (f16-rounded input values, in a segment?)
+        let mut input: std::collections::BTreeMap<String, (Vec<f32>, bool)> = Default::default();
+        for b in 0..4 {
+            let docs: Vec<Document> =
+                (0..60).map(|i| Document::new(format!("d{b}-{i}"), rng.tokens(1 + (i * 7) % 19, dim))).collect();
+            for d in &docs {
+                let Tokens::F32 { data, .. } = &d.tokens else { unreachable!() };
+                let v = data.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+                input.insert(d.id.clone(), (v, b < 3));
+            }
+            c.upsert(&docs).unwrap();
+            if b < 3 {
+                c.flush().unwrap(); // three segments, one memtable
+            }
+        }
+        c.delete(&["d0-3", "d2-5", "d3-7"]).unwrap();
+        for id in ["d0-3", "d2-5", "d3-7"] {
+            input.remove(id);
+        }
+        let stored = |v: &[f32]| if storage == TokenType::Int8 { naive_int8(v, dim) } else { v.to_vec() };
+        for (id, (v, _)) in input.iter().step_by(13) {
+            let got = c.get(id).unwrap().unwrap();
+            let want: Vec<f16> = stored(v).into_iter().map(f16::from_f32).collect();
+            assert_eq!(got.tokens, want, "{what}: {id}");
+        }
+        for qi in 0..6 {
+            let q = rng.tokens(1 + qi * 2, dim);
+            let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+            let mut want: Vec<(f64, &str)> =
+                input.iter().map(|(id, (v, _))| (maxsim_f64(qv, &stored(v), dim), id.as_str())).collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            let exact = c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap();
+            for (g, w) in exact.iter().zip(&want) {
+                assert_eq!(g.id, w.1, "{what}");
+                assert!((g.score as f64 - w.0).abs() < 1e-3, "{what}: {} vs {}", g.score, w.0);
+            }
+            // Candidates and rerank covering the collection: two-stage equals exact.
+            let mut all = tessera::SearchParams::new(10).with_candidates(1000);
+            if screening == Screening::Binary {
+                all = all.with_rerank(1000);
+            }
+            assert_eq!(c.search_with(&q, &all).unwrap(), exact, "{what}");
+            if screening == Screening::None {
+                let e = c.search_with(&q, &tessera::SearchParams::new(10).with_rerank(20)).unwrap_err();
+                assert!(matches!(e, Error::InvalidArgument(_)), "{what}: rerank without screening: {e}");
+                continue;
+            }
+            // Screened: segment rows keep the best `r` by the codes (memtable rows are
+            // scored exactly); the hits are the exact top-k of what was kept.
+            let r = 12;
+            let p = tessera::SearchParams::new(10).with_candidates(1000).with_rerank(r);
+            let got = c.search_with(&q, &p).unwrap();
+            let mut screen: Vec<i64> =
+                input.values().filter(|(_, seg)| *seg).map(|(v, _)| naive_screen(qv, v, dim)).collect();
+            screen.sort_by(|a, b| b.cmp(a));
+            let thr = screen[r - 1];
+            let kept = |id: &str, strict: bool| {
+                let (v, seg) = &input[id];
+                let s = naive_screen(qv, v, dim);
+                !seg || if strict { s > thr } else { s >= thr }
+            };
+            assert_eq!(got.len(), 10, "{what}");
+            assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+            for h in &got {
+                assert!(kept(&h.id, false), "{what}: {} was screened out", h.id);
+                assert!((h.score as f64 - maxsim_f64(qv, &stored(&input[&h.id].0), dim)).abs() < 1e-3);
+            }
+            let last = got.last().unwrap().score as f64;
+            for (id, (v, _)) in &input {
+                if kept(id, true) && !got.iter().any(|h| &h.id == id) {
+                    assert!(maxsim_f64(qv, &stored(v), dim) <= last + 1e-3, "{what}: {id} kept but missed");
+                }
+            }
+            for bad in [
+                tessera::SearchParams::exact(10).with_rerank(20),
+                tessera::SearchParams::new(10).with_rerank(0),
+                tessera::SearchParams::new(10).with_rerank(tessera::MAX_K + 1),
+            ] {
+                assert!(matches!(c.search_with(&q, &bad), Err(Error::InvalidArgument(_))), "{what}: {bad:?}");
+            }
+        }
+        // The settings survive a reopen; a collection of other settings is not mistaken for it.
+        drop(c);
+        drop(db);
+        let db = Database::open(dir.path()).unwrap();
+        let c = db.collection("c").unwrap();
+        assert_eq!((c.config().storage, c.config().screening), (storage, screening));
+        assert_eq!(c.len(), input.len());
+    }
+}
+
+fn tessera_format_bytes(t: tessera::TokenType, s: tessera::Screening, dim: usize) -> usize {
+    let row = if t == tessera::TokenType::Int8 { dim + 4 } else { dim * 2 };
+    row + if s == tessera::Screening::Binary { dim.div_ceil(64) * 8 } else { 0 }
+}

@@ -1,6 +1,6 @@
 //! Child process of the crash test: writes to a database until it is killed.
 //!
-//! Usage: `crash-writer DIR SEED`. Before each operation it prints an intent
+//! Usage: `crash-writer DIR SEED [STORAGE SCREENING]` (default f16 none). Before each operation it prints an intent
 //! line, after it returns `OK`; the parent kills it with SIGKILL at a random
 //! moment and then checks every acknowledged write:
 //!
@@ -20,6 +20,10 @@ fn main() {
     let (dir, seed): (&str, u64) = (&args[1], args[2].parse().expect("seed"));
     let db = Database::open(dir).expect("open");
     let mut config = CollectionConfig::new(DIM);
+    if let (Some(t), Some(s)) = (args.get(3), args.get(4)) {
+        config.storage = tessera::storage_from_name(t).expect("storage");
+        config.screening = tessera::screening_from_name(s).expect("screening");
+    }
     config.memtable_bytes = 24 << 10; // flush often
     config.max_segments = 3; // merge often
     let c = db.open_or_create_collection("crash", config).expect("collection");
