@@ -315,3 +315,53 @@ def test_float16_input_equals_float32_input(tmp_path, rng):
         assert c16.search(q, k=10, exact=True) == c32.search(q, k=10, exact=True)
         hits16 = c16.search(q.astype(np.float16), k=10, exact=True)
         assert_matches(hits16, ranking(q.astype(np.float16), docs, 10))
+
+
+def int8_values(doc: np.ndarray) -> np.ndarray:
+    """What an int8 collection stores, by numpy: per-token scale max|x|/127 of
+    the f16 values, codes rounded half away from zero, dequantised."""
+    x = doc.astype(np.float16).astype(np.float32)
+    scale = np.abs(x).max(axis=1, keepdims=True) / np.float32(127)
+    safe = np.where(scale == 0, np.float32(1), scale)
+    codes = np.clip(np.trunc(x / safe + np.copysign(np.float32(0.5), x)), -127, 127)
+    return np.where(scale == 0, 0, codes * scale).astype(np.float32)
+
+
+def maxsim_f32(query: np.ndarray, doc: np.ndarray) -> float:
+    """Naive MaxSim in f64 of f32 values (no f16 rounding)."""
+    return float((query.astype(np.float64) @ doc.astype(np.float64).T).max(axis=1).sum())
+
+
+@pytest.mark.parametrize("screening", ["none", "binary"])
+def test_int8_collections_store_and_rank_the_quantised_values(db, rng, screening):
+    docs = corpus(rng, 200, DIM)
+    col = db.create_collection("q", DIM, storage="int8", screening=screening)
+    fill(col, dict(list(docs.items())[:120]))
+    col.flush()
+    fill(col, dict(list(docs.items())[120:]))
+    st = col.stats()
+    assert (st["storage"], st["screening"]) == ("int8", screening)
+    assert st["bytes_per_token"] == DIM + 4 + (8 if screening == "binary" else 0)
+    stored = {i: int8_values(t) for i, t in docs.items()}
+    for d, i in zip(col.get(["doc-0003", "doc-0150"], tokens=True), ["doc-0003", "doc-0150"]):
+        np.testing.assert_array_equal(d.tokens, stored[i].astype(np.float16))
+    for _ in range(4):
+        q = rng.standard_normal((5, DIM)).astype(np.float32)
+        want = [(i, -s) for s, i in sorted((-maxsim_f32(q, t), i) for i, t in stored.items())[:10]]
+        assert_matches(col.search(q, 10, exact=True), want)
+        if screening == "binary":
+            assert_matches(col.search(q, 10, candidates=1000, rerank=1000), want)
+            hits = col.search(q, 10, rerank=12)
+            assert len(hits) == 10
+            for h in hits:
+                assert abs(h.score - maxsim_f32(q, stored[h.id])) < 1e-3
+        else:
+            with pytest.raises(tessera.InvalidInputError, match="screening"):
+                col.search(q, 10, rerank=12)
+    with pytest.raises(tessera.InvalidInputError, match="exact"):
+        col.search(q, 10, rerank=12, exact=True)
+    with pytest.raises(tessera.InvalidInputError, match="storage"):
+        db.create_collection("bad", DIM, storage="int4")
+    with pytest.raises(tessera.AlreadyExistsError, match="storage"):
+        db.open_or_create_collection("q", DIM, storage="f16")
+    assert db.open_or_create_collection("q", DIM, storage="int8").stats()["documents"] == 200

@@ -128,6 +128,17 @@ fn segment_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
                 r.len,
                 h.section_count
             )?;
+            if h.major >= 2 {
+                let name = |known: Option<&'static str>, id: u16| known.map_or(format!("unknown ({id})"), String::from);
+                writeln!(
+                    out,
+                    "  token type {}  screening {}",
+                    name(tessera_format::TokenType::from_id(h.token_type).map(|t| t.name()), h.token_type),
+                    name(tessera_format::Screening::from_id(h.screening).map(|s| s.name()), h.screening)
+                )?;
+            } else {
+                writeln!(out, "  token type f16  screening none  (version 1)")?;
+            }
             writeln!(out, "  header checksum  {}", ok_or_mismatch(h.stored_crc, Some(h.computed_crc)))?;
             print_sections(out, &r.sections, segment::section_name)?;
         }
@@ -179,9 +190,11 @@ fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option
     let segs = m["segments"].as_array().cloned().unwrap_or_default();
     writeln!(
         out,
-        "  collection {}  dim {}  generation {}  last_seq {}  wal {}  next_file_id {}  segments {}",
+        "  collection {}  dim {}  storage {}  screening {}  generation {}  last_seq {}  wal {}  next_file_id {}  segments {}",
         m["name"],
         m["config"]["dim"],
+        m["config"].get("storage").and_then(|v| v.as_str()).unwrap_or("f16"),
+        m["config"].get("screening").and_then(|v| v.as_str()).unwrap_or("none"),
         m["generation"],
         m["last_seq"],
         m["wal"],

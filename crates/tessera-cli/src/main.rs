@@ -255,6 +255,21 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Stored representations in one run: exact MaxSim over f16 and int8 copies of
+    /// the same random documents and the screening score over their sign codes
+    /// (one JSON line each: docs/s, GB/s of token bytes, ratio to f16).
+    Storage {
+        #[arg(long, default_value_t = 32)]
+        query_tokens: usize,
+        #[arg(long, default_value_t = 200)]
+        doc_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 20000)]
+        docs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Two-stage search against exact search on a collection: recall@k of the
     /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
     Search {
@@ -348,6 +363,20 @@ fn run(cli: Cli) -> Result<()> {
             );
             if let Some(q) = qrels {
                 tessera_cli::eval_cmd::after_search(&run, &q, k, stdout)?;
+            }
+        }
+        Cmd::Bench { what: BenchCmd::Storage { query_tokens, doc_tokens, dim, docs, threads } } => {
+            if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
+                return Err("every size must be at least 1".into());
+            }
+            for r in tessera_kernels::bench::bench_storage(query_tokens, doc_tokens, dim, docs, threads) {
+                let v = serde_json::json!({
+                    "bench": "storage", "repr": r.repr, "kernel": r.kernel, "bytes_per_token": r.bytes_per_token,
+                    "query_tokens": query_tokens, "doc_tokens": doc_tokens, "dim": dim, "docs": docs,
+                    "threads": threads, "docs_per_s": r.docs_per_s.round(),
+                    "gb_per_s": (r.gb_per_s * 100.0).round() / 100.0, "vs_f16": (r.vs_f16 * 100.0).round() / 100.0,
+                });
+                writeln!(stdout, "{v}")?;
             }
         }
         Cmd::Bench { what: BenchCmd::Maxsim { query_tokens, doc_tokens, dim, docs, threads } } => {

@@ -154,3 +154,92 @@ fn metrics_match_the_evaldata_reference_table() {
     assert!(close(at(10).hit_rate, 0.871) && close(at(10).mrr, 0.661) && close(at(10).ndcg, 0.711), "{:?}", at(10));
     assert!(close(at(100).hit_rate, 0.956) && close(at(100).recall, 0.954), "{:?}", at(100));
 }
+
+#[test]
+fn storage_and_screening_are_set_at_creation_and_checked_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, qdir, db) = (tmp.path().join("data"), tmp.path().join("queries"), tmp.path().join("db"));
+    let dim = 24;
+    let c = synth::corpus(300, 12, dim, 8, 5, 3);
+    synth::write_bulk(&data, "docs.jsonl", &c.docs).unwrap();
+    let queries: Vec<_> =
+        c.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
+    synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    let (db_s, data_s, q_s) = (db.to_str().unwrap(), data.to_str().unwrap(), qdir.to_str().unwrap());
+    let ingest = |name: &str, extra: &[&str]| {
+        let mut args = vec!["ingest", "--db", db_s, "--collection", name, data_s];
+        args.extend_from_slice(extra);
+        tessera(&args)
+    };
+    assert!(ingest("q", &["--storage", "int8", "--screening", "binary", "--index", "none"]).status.success());
+    assert!(ingest("plain", &[]).status.success());
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
+    let by_name = |n: &str| info["collections"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    let (q, plain) = (by_name("q"), by_name("plain"));
+    assert_eq!((q["storage"].as_str(), q["screening"].as_str()), (Some("int8"), Some("binary")));
+    assert_eq!(q["bytes_per_token"].as_u64(), Some(dim as u64 + 4 + 8));
+    assert_eq!((plain["storage"].as_str(), plain["bytes_per_token"].as_u64()), (Some("f16"), Some(2 * dim as u64)));
+    // An explicit setting that disagrees with the existing collection is refused, not ignored.
+    for (flag, value) in [("--storage", "f16"), ("--screening", "none"), ("--index", "pooled")] {
+        let o = ingest("q", &[flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(&format!("{flag} {value} applies only when")), "{err}");
+    }
+    // Agreeing or absent settings ingest again (replacing every document).
+    assert!(ingest("q", &["--storage", "int8"]).status.success());
+    let run = tmp.path().join("run.txt");
+    let search = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            "--db",
+            db_s,
+            "--collection",
+            name,
+            "--queries",
+            q_s,
+            "--k",
+            "7",
+            "--run",
+            run.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        (
+            o.status.success(),
+            std::fs::read_to_string(&run).unwrap_or_default(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok_exact, exact, _) = search("q", &["--exact"]);
+    assert!(ok_exact && exact.lines().count() == 8 * 7);
+    // A rerank covering the collection screens nothing away: the exact ranking.
+    let (ok_all, all, _) = search("q", &["--rerank", "1000"]);
+    assert!(ok_all);
+    assert_eq!(all, exact);
+    let (ok_few, few, _) = search("q", &["--rerank", "10"]);
+    assert!(ok_few && few.lines().count() == 8 * 7);
+    let (refused, _, err) = search("plain", &["--rerank", "10"]);
+    assert!(!refused && err.contains("screening"), "{err}");
+    let (refused, _, err) = search("q", &["--rerank", "10", "--exact"]);
+    assert!(!refused && err.contains("cannot be used with"), "{err}");
+    // The bench grid: one row per candidates × rerank, each naming its rerank.
+    let out = ok(&[
+        "bench",
+        "search",
+        "--db",
+        db_s,
+        "--collection",
+        "q",
+        "--queries",
+        q_s,
+        "--candidates",
+        "50",
+        "--rerank",
+        "10,1000",
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!((rows[1]["rerank"].as_u64(), rows[2]["rerank"].as_u64()), (Some(10), Some(1000)));
+    assert_eq!(rows[2]["recall_at_k"].as_f64(), Some(1.0), "rerank ≥ the collection is exact");
+}

@@ -181,3 +181,89 @@ pub fn bench_maxsim_with(
         max_abs_diff,
     }
 }
+
+/// One stored representation measured by [`bench_storage`].
+#[derive(Debug, Clone)]
+pub struct StorageRow {
+    /// `f16`, `int8` (exact MaxSim) or `binary` (screening score over the sign codes).
+    pub repr: &'static str,
+    pub kernel: &'static str,
+    /// Bytes a token costs in that representation (rows + scales, or codes).
+    pub bytes_per_token: usize,
+    pub docs_per_s: f64,
+    /// Token bytes read per second.
+    pub gb_per_s: f64,
+    /// `docs_per_s` over f16's, measured in the same run.
+    pub vs_f16: f64,
+}
+
+/// Exact MaxSim over f16 and int8 copies of the same random documents, and
+/// the screening score over their sign codes, in one run: `docs` documents of
+/// `doc_tokens` tokens scored against one query with `threads` threads.
+/// With few documents they stay in cache; with many they stream from memory.
+///
+/// # Panics
+/// If any size is zero or the thread pool cannot be built.
+pub fn bench_storage(
+    query_tokens: usize,
+    doc_tokens: usize,
+    dim: usize,
+    docs: usize,
+    threads: usize,
+) -> Vec<StorageRow> {
+    use crate::{CodeQuery, EncodedTokens, Screening, TokenMatrix, TokenType};
+    assert!(query_tokens > 0 && doc_tokens > 0 && dim > 0 && docs > 0 && threads > 0);
+    let mut rng = SplitMix64(0x5707_a6e5);
+    let qv: Vec<f32> = (0..query_tokens * dim).map(|_| rng.next_f32() - 0.5).collect();
+    let values: Vec<f16> = (0..docs * doc_tokens * dim).map(|_| f16::from_f32(rng.next_f32() - 0.5)).collect();
+    let offsets: Vec<u64> = (0..=docs as u64).map(|i| i * doc_tokens as u64).collect();
+    let ids: Vec<u32> = (0..docs as u32).collect();
+    let (q, cq) = (Query::new(&qv, dim), CodeQuery::new(&qv, dim));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let min = Duration::from_millis(400);
+    let mut rows = Vec::new();
+    let mut f16_rate = 0.0;
+    for t in TokenType::ALL {
+        let e = EncodedTokens::encode(t, Screening::Binary, &values, dim);
+        let m = TokenMatrix {
+            token_type: t,
+            screening: Screening::Binary,
+            dim,
+            rows: &e.rows,
+            scales: &e.scales,
+            codes: &e.codes,
+            offsets: &offsets,
+        };
+        let bpt = t.row_bytes(dim) + t.scale_bytes();
+        if t == TokenType::F16 {
+            let s = pool.install(|| time_per_run(min, || drop(std::hint::black_box(m.top_k(&q, &ids, 10)))));
+            f16_rate = docs as f64 / s;
+            rows.push((t.name(), q.kernel().name(), bpt, f16_rate));
+        } else {
+            // Every int8 kernel this CPU has, the default first.
+            for k in crate::Int8Kernel::available(dim) {
+                let score = |d: u32| {
+                    let doc = m.doc(d);
+                    crate::maxsim_int8_with(&q, bytemuck::cast_slice(doc.rows), doc.scales, k)
+                };
+                let s = pool.install(|| {
+                    time_per_run(min, || drop(std::hint::black_box(crate::repr::top_k_by(&ids, 10, score))))
+                });
+                rows.push((t.name(), k.name(), bpt, docs as f64 / s));
+            }
+
+            let s = pool.install(|| time_per_run(min, || drop(std::hint::black_box(m.screen_top_k(&cq, &ids, 10)))));
+            rows.push(("binary", cq.kernel().name(), Screening::Binary.code_words(dim) * 8, docs as f64 / s));
+        }
+    }
+    rows.into_iter()
+        .map(|(repr, kernel, bytes_per_token, docs_per_s)| StorageRow {
+            repr,
+            kernel,
+            bytes_per_token,
+            docs_per_s,
+            gb_per_s: docs_per_s * (doc_tokens * bytes_per_token) as f64 / 1e9,
+            vs_f16: docs_per_s / f16_rate,
+        })
+        .collect()
+}

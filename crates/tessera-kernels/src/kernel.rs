@@ -104,6 +104,61 @@ pub fn kernel_name() -> &'static str {
     Kernel::detect().name()
 }
 
+/// Which implementation scores int8 documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// The query's f32 [`Kernel`] on tiles widened to f32 (`code × scale`): exact
+    /// f32 arithmetic on the stored values.
+    Widen,
+    /// x86-64 AVX-512 VNNI integer dot products with the query in two int8
+    /// limbs (see `vnni.rs`: a query rounding of at most 1/65278 of each token's
+    /// largest value). Needs `dim % 4 == 0`.
+    Avx512Vnni,
+    /// The same on AVX-VNNI (256-bit).
+    AvxVnni,
+}
+
+impl Int8Kernel {
+    /// Every int8 kernel this CPU can run at `dim`, the default first; `Widen` is always available.
+    pub fn available(dim: usize) -> Vec<Int8Kernel> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if dim.is_multiple_of(4) {
+            if crate::vnni::has_avx512_vnni() {
+                v.push(Int8Kernel::Avx512Vnni);
+            }
+            if crate::vnni::has_avx_vnni() {
+                v.push(Int8Kernel::AvxVnni);
+            }
+        }
+        let _ = dim;
+        v.push(Int8Kernel::Widen);
+        v
+    }
+
+    /// The default int8 kernel at `dim` (CPU features detected once).
+    pub fn detect(dim: usize) -> Int8Kernel {
+        static FEATURES: OnceLock<(bool, bool)> = OnceLock::new();
+        #[cfg(target_arch = "x86_64")]
+        let (wide, narrow) = *FEATURES.get_or_init(|| (crate::vnni::has_avx512_vnni(), crate::vnni::has_avx_vnni()));
+        #[cfg(not(target_arch = "x86_64"))]
+        let (wide, narrow) = *FEATURES.get_or_init(|| (false, false));
+        match (dim.is_multiple_of(4), wide, narrow) {
+            (true, true, _) => Int8Kernel::Avx512Vnni,
+            (true, false, true) => Int8Kernel::AvxVnni,
+            _ => Int8Kernel::Widen,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Widen => "int8-widen-f32",
+            Int8Kernel::Avx512Vnni => "int8-avx512-vnni-2limb-16x12",
+            Int8Kernel::AvxVnni => "int8-avx-vnni-2limb-8x6",
+        }
+    }
+}
+
 /// A query prepared for scoring: row-major f32 tokens (`n_tokens × dim`) plus
 /// the packed, lane-major copy the kernels read.
 #[derive(Debug, Clone)]
@@ -113,6 +168,9 @@ pub struct Query {
     /// `n_panels × dim` rows; row `p * dim + k` holds `Q[16p + l][k]` for `l < 16`.
     packed: Vec<Row>,
     kernel: Kernel,
+    /// The two-limb int8 form for the VNNI kernels, made at first use.
+    #[cfg(target_arch = "x86_64")]
+    vnni: OnceLock<crate::vnni::VnniQuery>,
 }
 
 impl Query {
@@ -139,7 +197,14 @@ impl Query {
                 packed[p * dim + k].0[l] = v;
             }
         }
-        Self { dim, tokens: tokens.to_vec(), packed, kernel }
+        Self {
+            dim,
+            tokens: tokens.to_vec(),
+            packed,
+            kernel,
+            #[cfg(target_arch = "x86_64")]
+            vnni: OnceLock::new(),
+        }
     }
 
     /// Builds a query from tokens of any element type (f16 queries are widened exactly).
@@ -250,12 +315,38 @@ pub fn maxsim<T: Element>(q: &Query, doc: &[T]) -> f32 {
 ///
 /// # Panics
 /// If `codes` is empty, not a multiple of `q.dim()`, or `scales` is not one per row.
+/// Scored with [`Int8Kernel::detect`].
 #[inline]
 pub fn maxsim_int8(q: &Query, codes: &[i8], scales: &[f32]) -> f32 {
+    maxsim_int8_with(q, codes, scales, Int8Kernel::detect(q.dim))
+}
+
+/// [`maxsim_int8`] with a given int8 kernel (tests, benchmarks).
+///
+/// # Panics
+/// As [`maxsim_int8`], and if the CPU cannot run `kernel` at this dim.
+pub fn maxsim_int8_with(q: &Query, codes: &[i8], scales: &[f32], kernel: Int8Kernel) -> f32 {
     let dim = q.dim;
     assert!(!codes.is_empty() && codes.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
     assert_eq!(codes.len() / dim, scales.len(), "one scale per token");
-    maxsim_doc(q, Doc::I8(codes, scales))
+    match kernel {
+        Int8Kernel::Widen => maxsim_doc(q, Doc::I8(codes, scales)),
+        #[cfg(target_arch = "x86_64")]
+        k => {
+            assert!(Int8Kernel::available(dim).contains(&k), "{k:?} is not available at dim {dim}");
+            let vq = q.vnni.get_or_init(|| crate::vnni::VnniQuery::new(q));
+            // SAFETY: the kernel's features were just checked, and with them `dim % 4 == 0`.
+            unsafe {
+                if k == Int8Kernel::Avx512Vnni {
+                    crate::vnni::maxsim_avx512_vnni(q, vq, codes, scales)
+                } else {
+                    crate::vnni::maxsim_avx_vnni(q, vq, codes, scales)
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        k => panic!("{k:?} is not available on this CPU"),
+    }
 }
 
 #[inline]

@@ -14,6 +14,7 @@
 //! | [`reference`] | scalar f64 MaxSim, the oracle for tests |
 //! | `kernel` | the fast single-document kernel, the pairwise baseline and the run-time dispatch |
 //! | `x86` | the AVX2 and AVX-512 micro-kernels (x86-64 only) |
+//! | `vnni` | int8 MaxSim with AVX-512 VNNI / AVX-VNNI integer dot products, the query in two int8 limbs |
 //! | [`bench`] | in-process benchmark and FMA peak probe |
 //! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
 //! | [`repr`] | stored token types (f16, int8): one [`TokenRepr`] impl each, typed views, top-k over a segment's tokens |
@@ -28,13 +29,15 @@ pub mod reference;
 pub mod repr;
 pub mod topk;
 #[cfg(target_arch = "x86_64")]
+mod vnni;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use batch::{DocMatrix, score_docs, top_k};
 pub use bench::{BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops};
 pub use codes::{CodeKernel, CodeQuery, hamming_maxsim};
 pub use half::f16;
-pub use kernel::{Kernel, Query, kernel_name, maxsim, maxsim_int8, maxsim_pairwise};
+pub use kernel::{Int8Kernel, Kernel, Query, kernel_name, maxsim, maxsim_int8, maxsim_int8_with, maxsim_pairwise};
 pub use repr::{EncodedTokens, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored};
 pub use topk::{Hit, TopK};
 

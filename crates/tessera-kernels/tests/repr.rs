@@ -1,14 +1,21 @@
 //! Stored token types and screening codes against independent references:
 //! int8 quantisation against a naive per-token computation, every MaxSim
-//! kernel on int8 documents against the f64 MaxSim of the dequantised values
-//! (the error bound of `kernels.rs` applies unchanged: the kernels widen
-//! `code × scale` to f32 exactly as the reference input is formed), and every
-//! screening kernel against a ±1 MaxSim computed from the values' signs.
+//! kernel on int8 documents against the f64 MaxSim of the dequantised values,
+//! and every screening kernel against a ±1 MaxSim computed from the values' signs.
+//!
+//! Int8 error bounds. The widening kernels form `code × scale` in f32 exactly
+//! as the reference input is formed, so the bound of `kernels.rs` applies
+//! unchanged. The VNNI kernels round each query token `i` to 16 bits (step
+//! `s_i = max_k |q_ik| / 32639`, error ≤ `s_i/2` per value) and sum integers
+//! exactly; their error is at most `Σ_i s_i/2 · max_j t_j·Σ_k |c_jk|` plus the
+//! f32 rounding of the final products and sum, `(nq + 5)·u·S`.
 
 use proptest::prelude::*;
 use tessera_kernels::codes::{CodeKernel, CodeQuery, hamming_maxsim, sign_codes};
 use tessera_kernels::reference::maxsim_f64;
-use tessera_kernels::{EncodedTokens, Kernel, Query, Screening, TokenMatrix, TokenType, f16, maxsim_stored};
+use tessera_kernels::{
+    EncodedTokens, Int8Kernel, Kernel, Query, Screening, TokenMatrix, TokenType, f16, maxsim_int8_with, maxsim_stored,
+};
 
 fn rng_vec(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
@@ -85,12 +92,34 @@ fn check_int8(qv: &[f32], dv: &[f32], dim: usize) -> Result<(), String> {
     let deq: Vec<f32> = codes.iter().enumerate().map(|(i, &c)| c as f32 * scales[i / dim]).collect();
     let r = maxsim_f64(qv, &deq, dim);
     let tol = bound(qv, &deq, dim);
+    let shape = format!("nq={} nd={} dim={dim}", qv.len() / dim, dv.len() / dim);
     for k in Kernel::available() {
         let q = Query::with_kernel(qv, dim, k);
-        let got = maxsim_stored(TokenType::Int8, &q, e.view()) as f64;
+        let got = maxsim_int8_with(&q, &codes, &scales, Int8Kernel::Widen) as f64;
         if (got - r).abs() > tol || got.is_nan() {
-            return Err(format!("{k:?} int8 nq={} nd={} dim={dim}: {got} vs {r}", qv.len() / dim, dv.len() / dim));
+            return Err(format!("{k:?} int8 {shape}: {got} vs {r}"));
         }
+    }
+    // The VNNI kernels: the query's 16-bit rounding adds a bound of its own.
+    let l1_max = (0..dv.len() / dim)
+        .map(|j| scales[j] as f64 * codes[j * dim..(j + 1) * dim].iter().map(|&c| (c as f64).abs()).sum::<f64>())
+        .fold(0.0, f64::max);
+    let quant: f64 =
+        qv.chunks(dim).map(|t| t.iter().fold(0f32, |m, x| m.max(x.abs())) as f64 / 32639.0 / 2.0 * l1_max).sum();
+    let s_mass = bound(qv, &deq, dim) / (1.01 * (dim + qv.len() / dim + 1) as f64);
+    let tol_vnni = quant * 1.001 + 1.01 * (qv.len() / dim + 5) as f64 * s_mass + 1e-30;
+    let q = Query::new(qv, dim);
+    for k in Int8Kernel::available(dim) {
+        let got = maxsim_int8_with(&q, &codes, &scales, k) as f64;
+        let tol = if k == Int8Kernel::Widen { tol } else { tol_vnni };
+        if (got - r).abs() > tol || got.is_nan() {
+            return Err(format!("{k:?} int8 {shape}: {got} vs {r}, err {:e} > {tol:e}", (got - r).abs()));
+        }
+    }
+    // The default path (what a segment uses) is one of them.
+    let got = maxsim_stored(TokenType::Int8, &q, e.view()) as f64;
+    if (got - r).abs() > tol.max(tol_vnni) {
+        return Err(format!("default int8 {shape}: {got} vs {r}"));
     }
     Ok(())
 }
@@ -134,8 +163,12 @@ fn int8_edge_cases() {
     d[9] = 65504.0;
     d[17] = -65504.0;
     check_int8(&rng_vec(1, 2 * 8), &d, 8).unwrap();
+    let vnni = Int8Kernel::available(128);
+    if vnni.len() < 3 {
+        eprintln!("note: this CPU runs only these int8 kernels, the others are compiled but untested here: {vnni:?}");
+    }
     for nd in [5, 6, 7, 11, 12, 13, 25] {
-        for dim in [8, 128] {
+        for dim in [8, 12, 128] {
             check_int8(&rng_vec(nd as u64, 33 * dim), &rng_vec(99, nd * dim), dim).unwrap();
         }
     }

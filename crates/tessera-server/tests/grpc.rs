@@ -321,3 +321,46 @@ fn grpc_keys_in_metadata() {
     let (got, msg) = code(rt.block_on(c.upsert(big)));
     assert_eq!(got, Code::Unauthenticated, "{msg}");
 }
+
+#[test]
+fn storage_screening_and_rerank_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    let create = pb::CreateCollectionRequest {
+        name: "q".into(),
+        dim: DIM as u32,
+        storage: "int8".into(),
+        screening: "binary".into(),
+        ..Default::default()
+    };
+    let info = rt.block_on(c.create_collection(create)).unwrap().into_inner();
+    assert_eq!((info.storage.as_str(), info.screening.as_str(), info.bytes_per_token), ("int8", "binary", 8 + 4 + 8));
+    let bad =
+        pb::CreateCollectionRequest { name: "x".into(), dim: DIM as u32, storage: "f8".into(), ..Default::default() };
+    assert_eq!(code(rt.block_on(c.create_collection(bad))).0, Code::InvalidArgument);
+    let mut rng = Rng::new(3);
+    let documents = (0..40)
+        .map(|i| {
+            let n = 1 + rng.below(9);
+            pb::Document { id: format!("d{i}"), tokens: Some(tensor(&rng.tokens(n, DIM), false)), ..Default::default() }
+        })
+        .collect();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "q".into(), documents })).unwrap();
+    let query = Some(tensor(&rng.tokens(2, DIM), false));
+    let search = |rerank: Option<u32>, exact: bool| pb::SearchRequest {
+        collection: "q".into(),
+        query: query.clone(),
+        k: 5,
+        rerank,
+        exact,
+        ..Default::default()
+    };
+    let ids = |r: pb::SearchResponse| r.hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let exact = ids(rt.block_on(c.search(search(None, true))).unwrap().into_inner());
+    let all = ids(rt.block_on(c.search(search(Some(1000), false))).unwrap().into_inner());
+    assert_eq!(exact, all);
+    let (code_, msg) = code(rt.block_on(c.search(search(Some(10), true))));
+    assert!(code_ == Code::InvalidArgument && msg.contains("exact"), "{msg}");
+}

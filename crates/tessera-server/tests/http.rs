@@ -623,3 +623,59 @@ fn drain_timeout_closes_stuck_connections_and_the_cap_queues() {
     let db = tessera::Database::open(dir.path()).unwrap();
     assert_eq!(db.collection("c").unwrap().stats().memtable_documents, 0);
 }
+
+#[test]
+fn storage_screening_and_rerank_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let spec = json!({"name": "q", "dim": DIM, "storage": "int8", "screening": "binary"});
+    let r = post(a, "/v1/collections", &spec);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let info = r.json();
+    assert_eq!((info["storage"].as_str(), info["screening"].as_str()), (Some("int8"), Some("binary")));
+    assert_eq!(info["bytes_per_token"], DIM + 4 + 8);
+    ok(a, "/v1/collections", &json!({"name": "plain", "dim": DIM}));
+    assert_eq!(get(a, "/v1/collections/plain").json()["storage"], "f16");
+    let r = post(a, "/v1/collections", &json!({"name": "q", "dim": DIM, "storage": "f16", "if_not_exists": true}));
+    assert!(r.status == 409 && r.body.contains("storage differs"), "{}", r.body);
+    for (field, value) in [("storage", "int4"), ("screening", "pq")] {
+        let r = post(a, "/v1/collections", &json!({"name": "x", "dim": DIM, field: value}));
+        assert!(r.status == 400 && r.body.contains(&format!("unknown {field}")), "{}", r.body);
+    }
+    let mut rng = Rng::new(5);
+    let docs = corpus(&mut rng, 90);
+    for coll in ["q", "plain"] {
+        upsert_all(a, coll, &docs[..60]);
+        ok(a, &format!("/v1/collections/{coll}/flush"), &json!({}));
+        upsert_all(a, coll, &docs[60..]);
+    }
+    let q = rng.tokens(3, DIM);
+    let search = |coll: &str, extra: Value| {
+        let mut body = json!({"tokens": q, "k": 8});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post(a, &format!("/v1/collections/{coll}/search"), &body)
+    };
+    // A rerank covering the collection is the exact ranking; hits are true MaxSim
+    // scores of the stored (int8) values, which `get` returns.
+    let exact = search("q", json!({"exact": true})).json();
+    let all = search("q", json!({"rerank": 1000})).json();
+    assert_eq!(exact["hits"], all["hits"]);
+    let few = search("q", json!({"rerank": 10, "candidates": 80}));
+    assert_eq!(few.status, 200, "{}", few.body);
+    for h in few.json()["hits"].as_array().unwrap() {
+        let d = ok(a, "/v1/collections/q/get", &json!({"ids": [h["id"]], "tokens": "json"}));
+        let rows = rows_of(&d["documents"][0]["tokens"]);
+        assert!((h["score"].as_f64().unwrap() - maxsim(&q, &rows)).abs() < 2e-2, "{h}");
+    }
+    for (coll, extra, words) in [
+        ("plain", json!({"rerank": 10}), "screening"),
+        ("q", json!({"rerank": 10, "exact": true}), "exact"),
+        ("q", json!({"rerank": 10, "text": "alpha"}), "tensor-only"),
+        ("q", json!({"rerank": 0}), "rerank"),
+        ("q", json!({"rerank": 20_000}), "max_candidates"),
+    ] {
+        let r = search(coll, extra.clone());
+        assert!(r.status == 400 && r.body.contains(words), "{extra}: {} {}", r.status, r.body);
+    }
+}
