@@ -157,7 +157,7 @@ def test_bad_queries_and_options_raise_invalid_input(db, rng):
         (dict(query=q, k=tessera.MAX_K + 1), "k must be in"),
         (dict(query=q, fusion="max", text="x"), "unknown fusion"),
         (dict(query=q, weights={"bm25": 1.0}), "unknown source"),
-        (dict(query=q, text="x", exact=True), "exact and ef apply"),
+        (dict(query=q, text="x", exact=True), "exact, ef and rerank apply"),
         (dict(text="x", rerank_only=True), "rerank_only needs"),
         (dict(query=q, filter={"field": "n", "near": 3}), "filter"),
         (dict(query=q, filter="{not json"), "filter"),

@@ -619,7 +619,8 @@ mod tests {
     /// and codes their sign bits.
     fn sample_of(t: TokenType, s: Screening) -> Vec<u8> {
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3, t, s).unwrap();
-        let docs: [(&str, &[f32], Option<&str>, Option<&str>); 3] = [
+        type Doc<'a> = (&'a str, &'a [f32], Option<&'a str>, Option<&'a str>);
+        let docs: [Doc<'_>; 3] = [
             ("zeta", &[1., 2., 3.], Some("hello"), None),
             ("alpha", &[4., 5., 6., 7., 8., 9.], None, Some("{\"a\":1}")),
             ("mid", &[0.5, -1., 2.], Some(""), Some("null")),

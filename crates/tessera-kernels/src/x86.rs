@@ -378,8 +378,8 @@ pub(crate) unsafe fn sum_min_hamming_avx512(q: &[u64], doc: &[u64], w: usize) ->
         let mins = unsafe {
             let mut qv = [_mm512_setzero_si512(); CODE_BLOCKS];
             let mut mv = [_mm512_set1_epi64(i64::MAX); CODE_BLOCKS];
-            for b in 0..nb {
-                qv[b] = _mm512_loadu_si512(qp.as_ptr().add((b0 + b) * 8).cast());
+            for (b, v) in qv.iter_mut().enumerate().take(nb) {
+                *v = _mm512_loadu_si512(qp.as_ptr().add((b0 + b) * 8).cast());
             }
             for j in 0..nd {
                 let p = doc.as_ptr().add(j * w);

@@ -426,7 +426,6 @@ impl Collection {
 
     /// [`search_with`](Self::search_with) on a given snapshot, without fetching texts and payloads.
     pub(crate) fn search_ranked(&self, snap: &Snapshot, query: &Tokens, params: &SearchParams) -> Result<Vec<Ranked>> {
-        params.validate()?;
         Searcher::new(self, snap, query, params.filter.as_ref())?.search(params)
     }
 
