@@ -236,6 +236,31 @@ impl StageArgs {
     }
 }
 
+/// The random data of the kernel benchmarks.
+#[derive(clap::Args)]
+struct Shape {
+    #[arg(long, default_value_t = 32)]
+    query_tokens: usize,
+    #[arg(long, default_value_t = 200)]
+    doc_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    #[arg(long, default_value_t = 20000)]
+    docs: usize,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl Shape {
+    fn checked(&self) -> Result<(usize, usize, usize, usize, usize)> {
+        let v = (self.query_tokens, self.doc_tokens, self.dim, self.docs, self.threads);
+        if [v.0, v.1, v.2, v.3, v.4].contains(&0) {
+            return Err("every size must be at least 1".into());
+        }
+        Ok(v)
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Load test of a running server's search route: QPS and p50/p99 latency
@@ -243,33 +268,11 @@ enum BenchCmd {
     Serve(tessera_cli::serve::LoadArgs),
     /// The MaxSim kernel on random f16 documents: throughput, GFLOP/s, and in
     /// the same run the naive pairwise loop and the measured FMA peak.
-    Maxsim {
-        #[arg(long, default_value_t = 32)]
-        query_tokens: usize,
-        #[arg(long, default_value_t = 200)]
-        doc_tokens: usize,
-        #[arg(long, default_value_t = 128)]
-        dim: usize,
-        #[arg(long, default_value_t = 20000)]
-        docs: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-    },
+    Maxsim(Shape),
     /// Stored representations in one run: exact MaxSim over f16 and int8 copies of
     /// the same random documents and the screening score over their sign codes
     /// (one JSON line each: docs/s, GB/s of token bytes, ratio to f16).
-    Storage {
-        #[arg(long, default_value_t = 32)]
-        query_tokens: usize,
-        #[arg(long, default_value_t = 200)]
-        doc_tokens: usize,
-        #[arg(long, default_value_t = 128)]
-        dim: usize,
-        #[arg(long, default_value_t = 20000)]
-        docs: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-    },
+    Storage(Shape),
     /// Two-stage search against exact search on a collection: recall@k of the
     /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
     Search {
@@ -365,10 +368,8 @@ fn run(cli: Cli) -> Result<()> {
                 tessera_cli::eval_cmd::after_search(&run, &q, k, stdout)?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Storage { query_tokens, doc_tokens, dim, docs, threads } } => {
-            if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
-                return Err("every size must be at least 1".into());
-            }
+        Cmd::Bench { what: BenchCmd::Storage(shape) } => {
+            let (query_tokens, doc_tokens, dim, docs, threads) = shape.checked()?;
             for r in tessera_kernels::bench::bench_storage(query_tokens, doc_tokens, dim, docs, threads) {
                 let v = serde_json::json!({
                     "bench": "storage", "repr": r.repr, "kernel": r.kernel, "bytes_per_token": r.bytes_per_token,
@@ -379,10 +380,8 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "{v}")?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Maxsim { query_tokens, doc_tokens, dim, docs, threads } } => {
-            if query_tokens == 0 || doc_tokens == 0 || dim == 0 || docs == 0 || threads == 0 {
-                return Err("every size must be at least 1".into());
-            }
+        Cmd::Bench { what: BenchCmd::Maxsim(shape) } => {
+            let (query_tokens, doc_tokens, dim, docs, threads) = shape.checked()?;
             let r = tessera_kernels::bench::bench_maxsim(query_tokens, doc_tokens, dim, docs, threads);
             let v = serde_json::json!({
                 "bench": "maxsim", "kernel": r.kernel, "query_tokens": r.query_tokens, "doc_tokens": r.doc_tokens,

@@ -14,6 +14,34 @@
 //!         1   binary  ⌈dim / 64⌉ u64 words: bit k % 64 of word k / 64 is set iff value k > 0
 //! ```
 
+/// `ALL`, `id` (the value a segment header stores), `from_id`, `name` and
+/// `from_name` of a fieldless `#[repr(u16)]` enum.
+macro_rules! named_ids {
+    ($t:ident, [$($v:path => $name:literal),*]) => {
+        impl $t {
+            pub const ALL: [$t; [$($name),*].len()] = [$($v),*];
+
+            pub fn id(self) -> u16 {
+                self as u16
+            }
+
+            pub fn from_id(id: u16) -> Option<Self> {
+                Self::ALL.into_iter().find(|t| t.id() == id)
+            }
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($v => $name,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|t| t.name() == name)
+            }
+        }
+    };
+}
+
 /// How a segment stores token values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(u16)]
@@ -25,29 +53,9 @@ pub enum TokenType {
     Int8 = 2,
 }
 
+named_ids!(TokenType, [TokenType::F16 => "f16", TokenType::Int8 => "int8"]);
+
 impl TokenType {
-    pub const ALL: [TokenType; 2] = [TokenType::F16, TokenType::Int8];
-
-    /// The value stored in a segment header.
-    pub fn id(self) -> u16 {
-        self as u16
-    }
-
-    pub fn from_id(id: u16) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TokenType::F16 => "f16",
-            TokenType::Int8 => "int8",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Bytes of one token row in the TOKENS section.
     pub fn row_bytes(self, dim: usize) -> usize {
         match self {
@@ -75,28 +83,9 @@ pub enum Screening {
     Binary = 1,
 }
 
+named_ids!(Screening, [Screening::None => "none", Screening::Binary => "binary"]);
+
 impl Screening {
-    pub const ALL: [Screening; 2] = [Screening::None, Screening::Binary];
-
-    pub fn id(self) -> u16 {
-        self as u16
-    }
-
-    pub fn from_id(id: u16) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Screening::None => "none",
-            Screening::Binary => "binary",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// u64 words of one token's code.
     pub fn code_words(self, dim: usize) -> usize {
         match self {
@@ -109,4 +98,24 @@ impl Screening {
 /// Bytes one token costs in a segment's TOKENS, SCALES and CODES sections.
 pub fn bytes_per_token(t: TokenType, s: Screening, dim: usize) -> usize {
     t.row_bytes(dim) + t.scale_bytes() + s.code_words(dim) * 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names_round_trip_and_sizes_follow_the_spec() {
+        for t in TokenType::ALL {
+            assert_eq!((TokenType::from_id(t.id()), TokenType::from_name(t.name())), (Some(t), Some(t)));
+        }
+        for s in Screening::ALL {
+            assert_eq!((Screening::from_id(s.id()), Screening::from_name(s.name())), (Some(s), Some(s)));
+        }
+        assert_eq!((TokenType::from_id(0), TokenType::from_name("int4"), Screening::from_id(9)), (None, None, None));
+        assert_eq!(bytes_per_token(TokenType::F16, Screening::None, 128), 256);
+        assert_eq!(bytes_per_token(TokenType::Int8, Screening::None, 128), 132);
+        assert_eq!(bytes_per_token(TokenType::Int8, Screening::Binary, 128), 148);
+        assert_eq!(bytes_per_token(TokenType::F16, Screening::Binary, 65), 130 + 16);
+    }
 }
