@@ -126,6 +126,20 @@ fn spawn_reader(mut src: Box<dyn RecordSource>, dim: usize, batch_docs: usize) -
     rx
 }
 
+/// A later record of an id replaces an earlier one (docs/BULK_FORMAT.md) —
+/// also inside one batch, so that the result never depends on where batch
+/// boundaries fall: keeps each id's last document, in input order.
+fn last_of_each_id(docs: Vec<tessera::Document>) -> Vec<tessera::Document> {
+    let mut last = std::collections::HashMap::with_capacity(docs.len());
+    for (i, d) in docs.iter().enumerate() {
+        last.insert(d.id.clone(), i);
+    }
+    if last.len() == docs.len() {
+        return docs;
+    }
+    docs.into_iter().enumerate().filter(|(i, d)| last[&d.id] == *i).map(|(_, d)| d).collect()
+}
+
 /// The checkpoint of an ingest into one collection: which input, how far.
 struct Checkpoint {
     path: PathBuf,
@@ -305,7 +319,7 @@ pub fn ingest(
             report.skipped += batch.bad.len();
         }
         if !batch.records.is_empty() {
-            let docs: Vec<_> = batch.records.into_iter().map(|r| r.doc).collect();
+            let docs = last_of_each_id(batch.records.into_iter().map(|r| r.doc).collect());
             c.upsert(&docs)?;
             report.docs += docs.len();
             report.tokens += docs

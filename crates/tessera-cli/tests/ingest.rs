@@ -192,3 +192,28 @@ fn kill_dash_nine_then_resume_completes_the_ingest() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_holds_exactly(&db, &docs);
 }
+
+/// Issue #16, fault 3: a repeated id inside one batch used to abort the ingest
+/// (even with `--on-error skip`), so whether a file ingested depended on where
+/// batch boundaries fell. The later record replaces the earlier one at every
+/// batch size.
+#[test]
+fn a_repeated_id_is_replaced_by_its_later_record_at_every_batch_size() {
+    let docs = corpus(6);
+    // Input: d0 d1 d2(as d0, v2) d3 d4(as d0, v3) d5(as d1, v2)
+    let mut input = docs.clone();
+    input[2].id = docs[0].id.clone();
+    input[4].id = docs[0].id.clone();
+    input[5].id = docs[1].id.clone();
+    let jsonl: String = input.iter().map(|d| jsonl_line(d) + "\n").collect();
+    // What must be stored: each id's last record.
+    let want = vec![input[3].clone(), input[4].clone(), input[5].clone()];
+    for batch in ["1", "2", "3", "4", "512"] {
+        for on_error in ["abort", "skip"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = ingest(tmp.path(), "-", &["--batch-docs", batch, "--on-error", on_error], Some(&jsonl));
+            assert!(o.status.success(), "batch {batch}: {}", String::from_utf8_lossy(&o.stderr));
+            assert_holds_exactly(tmp.path(), &want);
+        }
+    }
+}

@@ -23,4 +23,4 @@ pub mod hnsw;
 mod rng;
 
 pub use encoder::{Encoder, EncoderConfig};
-pub use hnsw::{HnswLayout, HnswParams, build_index};
+pub use hnsw::{HnswLayout, HnswParams, M_RANGE, build_index};

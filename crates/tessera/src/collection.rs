@@ -98,7 +98,7 @@ impl Collection {
     pub(crate) fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let config = manifest.config.clone();
-        config.validate().map_err(|e| Error::Corrupted {
+        config.validate_stored().map_err(|e| Error::Corrupted {
             file: dir.join(manifest::FILE),
             offset: 0,
             reason: format!("invalid config: {e}"),
@@ -470,7 +470,8 @@ impl Collection {
             let ipath = self.dir.join(manifest::index_file(fid));
             created.push(ipath.clone());
             let vectors = encode_segment(&seg, enc);
-            fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &ix.hnsw))?;
+            let params = CollectionConfig::hnsw_build_params(ix);
+            fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &params))?;
             seg.index = Some(VectorIndex::open(&ipath, seg.n_docs(), enc.dim())?);
             index = Some(fid);
         }

@@ -234,7 +234,31 @@ impl CollectionConfig {
         tessera_format::tokens::bytes_per_token(self.storage, self.screening, self.dim)
     }
 
+    /// Checks a configuration for a new collection.
     pub(crate) fn validate(&self) -> crate::Result<()> {
+        if let Some(ix) = &self.index
+            && !tessera_index::M_RANGE.contains(&ix.hnsw.m)
+        {
+            let r = tessera_index::M_RANGE;
+            return Err(crate::Error::InvalidArgument(format!(
+                "hnsw.m must be in {}..={}, got {}",
+                r.start(),
+                r.end(),
+                ix.hnsw.m
+            )));
+        }
+        self.validate_stored()
+    }
+
+    /// The HNSW parameters segments are built with: a stored `m` above what
+    /// the builder takes (accepted at creation before that was checked, and
+    /// never flushed since: the build panicked) is built at the largest `m`.
+    pub(crate) fn hnsw_build_params(ix: &IndexConfig) -> HnswParams {
+        HnswParams { m: ix.hnsw.m.min(*tessera_index::M_RANGE.end()), ..ix.hnsw }
+    }
+
+    /// Checks a configuration read from a manifest (what older versions accepted).
+    pub(crate) fn validate_stored(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::InvalidArgument(m));
         if !(1..=MAX_DIM).contains(&self.dim) {
             return bad(format!("dim must be in 1..={MAX_DIM}, got {}", self.dim));

@@ -791,3 +791,28 @@ fn tessera_format_bytes(t: tessera::TokenType, s: tessera::Screening, dim: usize
     let row = if t == tessera::TokenType::Int8 { dim + 4 } else { dim * 2 };
     row + if s == tessera::Screening::Binary { dim.div_ceil(64) * 8 } else { 0 }
 }
+
+/// Issue #16, fault 8: `hnsw.m` in 129..=256 passed validation and then
+/// panicked at the first flush (the builder takes at most 128), poisoning the
+/// collection. Creation now refuses what the builder does not take.
+#[test]
+fn hnsw_m_beyond_what_the_builder_takes_is_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let with_m = |m: usize| {
+        let mut ix = tessera::IndexConfig::pooled();
+        ix.hnsw.m = m;
+        CollectionConfig { index: Some(ix), ..CollectionConfig::new(4) }
+    };
+    for m in [129, 200, 256, 1] {
+        match db.create_collection(&format!("m{m}"), with_m(m)) {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.contains("hnsw.m"), "{msg}"),
+            other => panic!("m = {m}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    let c = db.create_collection("m128", with_m(128)).unwrap();
+    let mut rng = Rng(5);
+    c.upsert(&(0..50).map(|i| Document::new(format!("d{i}"), rng.tokens(3, 4))).collect::<Vec<_>>()).unwrap();
+    c.flush().unwrap();
+    assert_eq!(c.search(&rng.tokens(2, 4), 5).unwrap().len(), 5);
+}

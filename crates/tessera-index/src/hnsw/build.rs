@@ -34,7 +34,7 @@ const FILL_OWN: bool = true;
 /// of `dim`, `n ≥ 2^32 − 1`, `m` is not in 2..=128 or `ef_construction == 0`.
 pub fn build_index(vectors: &[f32], dim: usize, params: &HnswParams) -> Vec<u8> {
     assert!(dim >= 1 && vectors.len().is_multiple_of(dim), "vectors must be n × {dim}");
-    assert!((2..=128).contains(&params.m), "m must be in 2..=128");
+    assert!(super::M_RANGE.contains(&params.m), "m must be in {:?}", super::M_RANGE);
     assert!(params.ef_construction >= 1, "ef_construction must be ≥ 1");
     let n = vectors.len() / dim;
     assert!(n < NONE as usize, "at most 2^32 − 2 nodes");

@@ -18,6 +18,9 @@ mod layout;
 pub use build::build_index;
 pub use layout::{HnswLayout, MAGIC, MAJOR, MINOR};
 
+/// The range of `m` that [`build_index`] accepts.
+pub const M_RANGE: std::ops::RangeInclusive<usize> = 2..=128;
+
 /// Construction parameters, recorded in the file header.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HnswParams {
