@@ -93,6 +93,7 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
     let mut settings: Vec<Measured> = vec![("exact".into(), None, None, exact_run.clone(), exact_lat, q1, q2)];
     let reranks: Vec<Option<usize>> =
         if o.rerank.is_empty() { vec![None] } else { o.rerank.iter().copied().map(Some).collect() };
+    let screened = c.config().screening != tessera::Screening::None;
     for &n in &o.candidates {
         for &r in &reranks {
             let mut p = SearchParams::new(o.k).with_candidates(n);
@@ -103,7 +104,6 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
                 p = p.with_rerank(r);
             }
             let (run, lat, q1, q2) = measure(&c, &queries, &p)?;
-            let screened = c.config().screening != tessera::Screening::None;
             let setting = match r {
                 Some(r) if r < n => format!("screened c={n} rerank={r}"),
                 None if screened => format!("screened c={n} rerank={}", tessera::DEFAULT_RERANK),

@@ -20,7 +20,6 @@
 //! | `Popcnt` | x86-64 with POPCNT: the portable loop compiled with the instruction |
 //! | `Portable` | everywhere |
 
-use half::f16;
 use std::sync::OnceLock;
 
 /// u64 words per token code at `dim`.
@@ -40,11 +39,6 @@ pub fn sign_codes<T: crate::Element>(src: &[T], dim: usize, out: &mut Vec<u64>) 
             out[at + k / 64] |= ((x > 0.0) as u64) << (k % 64);
         }
     }
-}
-
-/// Appends the sign codes of f16 rows; equal to [`sign_codes`] of the same values.
-pub fn sign_codes_f16(src: &[f16], dim: usize, out: &mut Vec<u64>) {
-    sign_codes(src, dim, out)
 }
 
 /// Which screening implementation a [`CodeQuery`] uses.
