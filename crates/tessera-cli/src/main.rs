@@ -261,6 +261,28 @@ impl Shape {
     }
 }
 
+/// Which kernels a benchmark runs.
+#[derive(clap::Args)]
+struct KernelChoice {
+    /// Run this kernel (e.g. avx512, avx2, portable) instead of the default.
+    #[arg(long, conflicts_with = "all")]
+    kernel: Option<String>,
+    /// Run every kernel this CPU has, one JSON line each ("default": true on the chosen one).
+    #[arg(long)]
+    all: bool,
+}
+
+impl KernelChoice {
+    fn kernels(&self) -> Result<Vec<tessera_kernels::Kernel>> {
+        use tessera_kernels::Kernel;
+        Ok(match (&self.kernel, self.all) {
+            (Some(name), _) => vec![Kernel::from_name(name)?],
+            (None, true) => Kernel::available(),
+            (None, false) => vec![Kernel::detect()],
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Load test of a running server's search route: QPS and p50/p99 latency
@@ -268,7 +290,16 @@ enum BenchCmd {
     Serve(tessera_cli::serve::LoadArgs),
     /// The MaxSim kernel on random f16 documents: throughput, GFLOP/s, and in
     /// the same run the naive pairwise loop and the measured FMA peak.
-    Maxsim(Shape),
+    Maxsim {
+        #[command(flatten)]
+        shape: Shape,
+        #[command(flatten)]
+        kernels: KernelChoice,
+        /// Multi-query batch sizes to measure instead (comma-separated): one
+        /// JSON line each, queries × documents per second and the ratio to batch 1.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        batch: Vec<usize>,
+    },
     /// Stored representations in one run: exact MaxSim over f16 and int8 copies of
     /// the same random documents and the screening score over their sign codes
     /// (one JSON line each: docs/s, GB/s of token bytes, ratio to f16).
@@ -380,21 +411,43 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "{v}")?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Maxsim(shape) } => {
+        Cmd::Bench { what: BenchCmd::Maxsim { shape, kernels, batch } } => {
             let (query_tokens, doc_tokens, dim, docs, threads) = shape.checked()?;
-            let r = tessera_kernels::bench::bench_maxsim(query_tokens, doc_tokens, dim, docs, threads);
-            let v = serde_json::json!({
-                "bench": "maxsim", "kernel": r.kernel, "query_tokens": r.query_tokens, "doc_tokens": r.doc_tokens,
-                "dim": r.dim, "docs": r.docs, "threads": r.threads,
-                "docs_per_s": r.docs_per_s.round(), "gflops": (r.gflops * 100.0).round() / 100.0,
-                "pairwise_docs_per_s": r.pairwise_docs_per_s.round(),
-                "pairwise_gflops": (r.pairwise_gflops * 100.0).round() / 100.0,
-                "speedup_vs_pairwise": (r.speedup_vs_pairwise * 100.0).round() / 100.0,
-                "fma_peak_gflops": (r.peak_gflops * 100.0).round() / 100.0,
-                "fraction_of_peak": (r.fraction_of_peak * 1000.0).round() / 1000.0,
-                "max_abs_diff_vs_pairwise": r.max_abs_diff,
-            });
-            writeln!(stdout, "{v}")?;
+            let chosen = tessera_kernels::Kernel::detect();
+            for k in kernels.kernels()? {
+                if !batch.is_empty() {
+                    if batch.contains(&0) {
+                        return Err("batch sizes must be at least 1".into());
+                    }
+                    let rows = tessera_kernels::bench_batch(k, query_tokens, doc_tokens, dim, docs, threads, &batch);
+                    for r in rows {
+                        let v = serde_json::json!({
+                            "bench": "maxsim_batch", "kernel": r.kernel, "default": k == chosen, "batch": r.batch,
+                            "query_tokens": query_tokens, "doc_tokens": doc_tokens, "dim": dim, "docs": docs,
+                            "threads": threads, "pairs_per_s": r.pairs_per_s.round(),
+                            "gflops": (r.gflops * 100.0).round() / 100.0,
+                            "vs_batch_1": (r.vs_batch_1 * 100.0).round() / 100.0,
+                            "max_abs_diff_vs_alone": r.max_abs_diff_vs_alone,
+                        });
+                        writeln!(stdout, "{v}")?;
+                    }
+                    continue;
+                }
+                let r = tessera_kernels::bench_maxsim_with(k, query_tokens, doc_tokens, dim, docs, threads);
+                let v = serde_json::json!({
+                    "bench": "maxsim", "kernel": r.kernel, "default": k == chosen,
+                    "query_tokens": r.query_tokens, "doc_tokens": r.doc_tokens,
+                    "dim": r.dim, "docs": r.docs, "threads": r.threads,
+                    "docs_per_s": r.docs_per_s.round(), "gflops": (r.gflops * 100.0).round() / 100.0,
+                    "pairwise_docs_per_s": r.pairwise_docs_per_s.round(),
+                    "pairwise_gflops": (r.pairwise_gflops * 100.0).round() / 100.0,
+                    "speedup_vs_pairwise": (r.speedup_vs_pairwise * 100.0).round() / 100.0,
+                    "fma_peak_gflops": (r.peak_gflops * 100.0).round() / 100.0,
+                    "fraction_of_peak": (r.fraction_of_peak * 1000.0).round() / 1000.0,
+                    "max_abs_diff_vs_pairwise": r.max_abs_diff,
+                });
+                writeln!(stdout, "{v}")?;
+            }
         }
         Cmd::Bench { what: BenchCmd::Search { db, collection, queries, k, candidates, rerank, ef, qrels, json } } => {
             let db = Database::open(&db)?;

@@ -55,34 +55,70 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The default kernel for this CPU (detected once, then cached).
+    /// Every kernel this build knows, whether or not this CPU can run it.
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+
+    /// The default kernel for this process: `TESSERA_KERNEL` if set (see
+    /// [`Kernel::from_env`]), else the fastest available one by a
+    /// calibration of a few milliseconds at first use ([`calibrate`]);
+    /// decided once, then cached.
+    ///
+    /// # Panics
+    /// If `TESSERA_KERNEL` names no kernel this CPU can run (the engine checks
+    /// it when a database opens, with [`Kernel::from_env`], so that a bad
+    /// value is a clear error there).
     pub fn detect() -> Kernel {
         static K: OnceLock<Kernel> = OnceLock::new();
-        *K.get_or_init(|| {
-            let all = Kernel::available();
-            // `available` lists the default first.
-            all[0]
+        *K.get_or_init(|| match Kernel::from_env() {
+            Ok(Some(k)) => k,
+            Ok(None) => calibrate().chosen,
+            Err(e) => panic!("{e}"),
         })
     }
 
-    /// Every kernel this CPU can run, the default first; `Portable` is always last.
-    pub fn available() -> Vec<Kernel> {
-        let mut v = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            // AVX2 first: on Zen 4 (512-bit FMAs double-pumped) the AVX-512
-            // kernel measured no faster — equal with the documents in cache,
-            // ~15% slower streaming them from memory — so it is only used
-            // when asked for explicitly.
-            if crate::x86::has_avx2() {
-                v.push(Kernel::Avx2);
-            }
-            if crate::x86::has_avx512() {
-                v.push(Kernel::Avx512);
-            }
+    /// The kernel `TESSERA_KERNEL` asks for: `None` when unset or empty, an
+    /// error when it names no kernel or one this CPU cannot run.
+    pub fn from_env() -> Result<Option<Kernel>, String> {
+        match std::env::var(KERNEL_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{KERNEL_ENV} is not valid UTF-8")),
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => Kernel::from_name(v.trim()).map(Some).map_err(|e| format!("{KERNEL_ENV}: {e}")),
         }
-        v.push(Kernel::Portable);
-        v
+    }
+
+    /// The kernel called `name` (its short name, e.g. `avx512`, or its full
+    /// [`name`](Self::name)), if this CPU can run it.
+    pub fn from_name(name: &str) -> Result<Kernel, String> {
+        let k = Kernel::ALL.into_iter().find(|k| k.short_name() == name || k.name() == name).ok_or_else(|| {
+            let names: Vec<_> = Kernel::ALL.iter().map(|k| k.short_name()).collect();
+            format!("unknown kernel {name:?}; kernels are {}", names.join(", "))
+        })?;
+        if !k.is_available() {
+            let names: Vec<_> = Kernel::available().iter().map(|k| k.short_name()).collect();
+            return Err(format!("kernel {name:?} cannot run on this CPU; it can run {}", names.join(", ")));
+        }
+        Ok(k)
+    }
+
+    /// Every kernel this CPU can run, widest first; `Portable` is always last.
+    pub fn available() -> Vec<Kernel> {
+        static V: OnceLock<Vec<Kernel>> = OnceLock::new();
+        V.get_or_init(|| {
+            let mut v = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if crate::x86::has_avx512() {
+                    v.push(Kernel::Avx512);
+                }
+                if crate::x86::has_avx2() {
+                    v.push(Kernel::Avx2);
+                }
+            }
+            v.push(Kernel::Portable);
+            v
+        })
+        .clone()
     }
 
     /// Whether this CPU can run the kernel.
@@ -90,6 +126,16 @@ impl Kernel {
         Kernel::available().contains(&self)
     }
 
+    /// The name `TESSERA_KERNEL` and `--kernel` take.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+        }
+    }
+
+    /// The descriptive name benches and `tessera info` report.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Portable => "portable-blocked",
@@ -97,6 +143,63 @@ impl Kernel {
             Kernel::Avx512 => "avx512f-blocked-32x12",
         }
     }
+}
+
+/// The environment variable that overrides the calibrated kernel choice.
+pub const KERNEL_ENV: &str = "TESSERA_KERNEL";
+
+/// What [`calibrate`] measured: seconds per round of each available kernel
+/// (best of several rounds) and the fastest.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub chosen: Kernel,
+    pub seconds: Vec<(Kernel, f64)>,
+}
+
+/// Times every available SIMD kernel (the portable one only where there is
+/// none: it is never the fastest where one exists) on the same small f16 data that stays in
+/// cache — 32- and 11-token queries (the long and the short shapes search
+/// sees) against 8 documents of 200 tokens at dim 128 — alternating kernels
+/// round by round and keeping each one's best round, so a moment of noise
+/// cannot pick a slow kernel. Takes a few milliseconds.
+pub fn calibrate() -> Calibration {
+    const DIM: usize = 128;
+    const DOC_TOKENS: usize = 200;
+    const DOCS: usize = 8;
+    const ROUNDS: usize = 7;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let docs: Vec<f16> = (0..DOCS * DOC_TOKENS * DIM).map(|_| f16::from_f32(next())).collect();
+    let long: Vec<f32> = (0..32 * DIM).map(|_| next()).collect();
+    let short: Vec<f32> = (0..11 * DIM).map(|_| next()).collect();
+    let mut kernels = Kernel::available();
+    if kernels.len() > 1 {
+        kernels.retain(|&k| k != Kernel::Portable);
+    }
+    let queries: Vec<[Query; 2]> =
+        kernels.iter().map(|&k| [Query::with_kernel(&long, DIM, k), Query::with_kernel(&short, DIM, k)]).collect();
+    let mut best = vec![f64::INFINITY; kernels.len()];
+    for _ in 0..ROUNDS {
+        for (b, qs) in best.iter_mut().zip(&queries) {
+            let t = std::time::Instant::now();
+            let mut acc = 0f32;
+            for q in qs {
+                for d in docs.chunks_exact(DOC_TOKENS * DIM) {
+                    acc += maxsim(q, d);
+                }
+            }
+            std::hint::black_box(acc);
+            *b = b.min(t.elapsed().as_secs_f64());
+        }
+    }
+    let seconds: Vec<(Kernel, f64)> = kernels.into_iter().zip(best).collect();
+    let chosen = seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|s| s.0).unwrap_or(Kernel::Portable);
+    Calibration { chosen, seconds }
 }
 
 /// Name of the kernel that [`Query::new`] selects on this machine.
@@ -304,18 +407,28 @@ thread_local! {
 /// If `doc` is empty or its length is not a multiple of `q.dim()`.
 #[inline]
 pub fn maxsim<T: Element>(q: &Query, doc: &[T]) -> f32 {
-    let dim = q.dim;
-    assert!(!doc.is_empty() && doc.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
-    maxsim_doc(q, Doc::of(doc))
+    check_doc(q, doc.len());
+    with_maxima(q, Doc::of(doc), None, |max| sum_lanes(max, q.n_tokens()))
+}
+
+/// MaxSim of each query of `b` against one document (`n × dim` tokens) in one
+/// pass over it, into `out` (`out.len() == b.len()`). Each score is
+/// bit-identical to [`maxsim`] of that query alone with the same kernel.
+///
+/// # Panics
+/// As [`maxsim`], and if `out.len() != b.len()`.
+#[inline]
+pub fn maxsim_batch<T: Element>(b: &QueryBatch, doc: &[T], out: &mut [f32]) {
+    check_doc(&b.q, doc.len());
+    with_maxima(&b.q, Doc::of(doc), None, |max| b.sums(max, out))
 }
 
 /// MaxSim of `q` against one int8 document: row-major `n × q.dim()` codes and
-/// `n` per-token scales (token `j` is `codes[j] × scales[j]`). The document is
-/// widened to f32 tile by tile, so the arithmetic is the f32 kernel's.
+/// `n` per-token scales (token `j` is `codes[j] × scales[j]`).
+/// Scored with [`Int8Kernel::detect`].
 ///
 /// # Panics
 /// If `codes` is empty, not a multiple of `q.dim()`, or `scales` is not one per row.
-/// Scored with [`Int8Kernel::detect`].
 #[inline]
 pub fn maxsim_int8(q: &Query, codes: &[i8], scales: &[f32]) -> f32 {
     maxsim_int8_with(q, codes, scales, Int8Kernel::detect(q.dim))
@@ -326,50 +439,140 @@ pub fn maxsim_int8(q: &Query, codes: &[i8], scales: &[f32]) -> f32 {
 /// # Panics
 /// As [`maxsim_int8`], and if the CPU cannot run `kernel` at this dim.
 pub fn maxsim_int8_with(q: &Query, codes: &[i8], scales: &[f32], kernel: Int8Kernel) -> f32 {
-    let dim = q.dim;
-    assert!(!codes.is_empty() && codes.len().is_multiple_of(dim), "document must be n × dim with n ≥ 1");
-    assert_eq!(codes.len() / dim, scales.len(), "one scale per token");
-    match kernel {
-        Int8Kernel::Widen => maxsim_doc(q, Doc::I8(codes, scales)),
-        #[cfg(target_arch = "x86_64")]
-        k => {
-            assert!(Int8Kernel::available(dim).contains(&k), "{k:?} is not available at dim {dim}");
-            let vq = q.vnni.get_or_init(|| crate::vnni::VnniQuery::new(q));
-            // SAFETY: the kernel's features were just checked, and with them `dim % 4 == 0`.
-            unsafe {
-                if k == Int8Kernel::Avx512Vnni {
-                    crate::vnni::maxsim_avx512_vnni(q, vq, codes, scales)
-                } else {
-                    crate::vnni::maxsim_avx_vnni(q, vq, codes, scales)
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        k => panic!("{k:?} is not available on this CPU"),
-    }
+    check_int8(q, codes, scales);
+    with_maxima(q, Doc::I8(codes, scales), Some(kernel), |max| sum_lanes(max, q.n_tokens()))
 }
 
+/// [`maxsim_batch`] for an int8 document, with [`Int8Kernel::detect`].
+///
+/// # Panics
+/// As [`maxsim_int8`], and if `out.len() != b.len()`.
+pub fn maxsim_int8_batch(b: &QueryBatch, codes: &[i8], scales: &[f32], out: &mut [f32]) {
+    maxsim_int8_batch_with(b, codes, scales, Int8Kernel::detect(b.q.dim), out)
+}
+
+/// [`maxsim_int8_batch`] with a given int8 kernel.
+///
+/// # Panics
+/// As [`maxsim_int8_with`], and if `out.len() != b.len()`.
+pub fn maxsim_int8_batch_with(b: &QueryBatch, codes: &[i8], scales: &[f32], kernel: Int8Kernel, out: &mut [f32]) {
+    check_int8(&b.q, codes, scales);
+    with_maxima(&b.q, Doc::I8(codes, scales), Some(kernel), |max| b.sums(max, out))
+}
+
+fn check_doc(q: &Query, len: usize) {
+    assert!(len > 0 && len.is_multiple_of(q.dim), "document must be n × dim with n ≥ 1");
+}
+
+fn check_int8(q: &Query, codes: &[i8], scales: &[f32]) {
+    check_doc(q, codes.len());
+    assert_eq!(codes.len() / q.dim, scales.len(), "one scale per token");
+}
+
+/// Runs the kernel over `doc` — the query's f32 kernel, or for an int8
+/// document the `int8` kernel — and hands `f` the running maximum of every
+/// padded query lane.
 #[inline]
-fn maxsim_doc(q: &Query, doc: Doc<'_>) -> f32 {
+fn with_maxima<R>(q: &Query, doc: Doc<'_>, int8: Option<Int8Kernel>, f: impl FnOnce(&[f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
-        match q.kernel {
+        match int8 {
+            None | Some(Int8Kernel::Widen) => lane_maxima(q, doc, s),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a query only carries Avx512 if `with_kernel` checked that
-            // the CPU supports it.
-            Kernel::Avx512 => unsafe { crate::x86::maxsim_avx512(q, doc, s) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above, Avx2 was checked available in `with_kernel`.
-            Kernel::Avx2 => unsafe { crate::x86::maxsim_avx2(q, doc, s) },
-            _ => maxsim_portable(q, doc, s),
+            Some(k) => {
+                let dim = q.dim;
+                assert!(Int8Kernel::available(dim).contains(&k), "{k:?} is not available at dim {dim}");
+                let Doc::I8(codes, scales) = doc else { unreachable!("int8 kernels take int8 documents") };
+                let vq = q.vnni.get_or_init(|| crate::vnni::VnniQuery::new(q));
+                // SAFETY: the kernel's features were just checked, and with them `dim % 4 == 0`.
+                unsafe {
+                    if k == Int8Kernel::Avx512Vnni {
+                        crate::vnni::maxsim_avx512_vnni(q, vq, codes, scales, &mut s.max)
+                    } else {
+                        crate::vnni::maxsim_avx_vnni(q, vq, codes, scales, &mut s.max)
+                    }
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Some(k) => panic!("{k:?} is not available on this CPU"),
         }
+        f(&s.max)
     })
+}
+
+/// The running maximum over the document's tokens of every padded query
+/// lane, into `s.max`, with the query's f32 kernel.
+#[inline]
+fn lane_maxima(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
+    match q.kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a query only carries Avx512 if `with_kernel` checked that
+        // the CPU supports it.
+        Kernel::Avx512 => unsafe { crate::x86::maxsim_avx512(q, doc, s) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, Avx2 was checked available in `with_kernel`.
+        Kernel::Avx2 => unsafe { crate::x86::maxsim_avx2(q, doc, s) },
+        _ => maxsim_portable(q, doc, s),
+    }
 }
 
 /// Sum of the first `n` running maxima.
 #[inline]
 pub(crate) fn sum_lanes(max: &[f32], n: usize) -> f32 {
     max[..n].iter().sum()
+}
+
+/// Several queries of one dim scored together: their tokens packed one after
+/// another into one set of panels, so that a pass over a document (one
+/// conversion of each tile, one stream from memory) serves them all, and
+/// short queries fill the lanes that one alone leaves empty. Query `b`'s
+/// score is the sum of its own lanes' maxima, in the same order as alone.
+#[derive(Debug, Clone)]
+pub struct QueryBatch {
+    q: Query,
+    /// Query `b` is lanes `bounds[b] .. bounds[b + 1]`.
+    bounds: Vec<usize>,
+}
+
+impl QueryBatch {
+    /// # Panics
+    /// If `queries` is empty, or their dims or kernels differ.
+    pub fn new(queries: &[&Query]) -> Self {
+        assert!(!queries.is_empty(), "a batch needs at least one query");
+        let (dim, kernel) = (queries[0].dim, queries[0].kernel);
+        let mut tokens = Vec::with_capacity(queries.iter().map(|q| q.tokens.len()).sum());
+        let mut bounds = vec![0];
+        for q in queries {
+            assert!(q.dim == dim && q.kernel == kernel, "queries of a batch share their dim and kernel");
+            tokens.extend_from_slice(&q.tokens);
+            bounds.push(tokens.len() / dim);
+        }
+        Self { q: Query::with_kernel(&tokens, dim, kernel), bounds }
+    }
+
+    /// Number of queries.
+    pub fn len(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.q.dim
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.q.kernel
+    }
+
+    fn sums(&self, max: &[f32], out: &mut [f32]) {
+        assert_eq!(out.len(), self.len(), "one output per query");
+        for (o, w) in out.iter_mut().zip(self.bounds.windows(2)) {
+            *o = max[w[0]..w[1]].iter().sum();
+        }
+    }
 }
 
 /// Doc tokens per tile in the portable kernel.
@@ -384,7 +587,7 @@ const LW_PORTABLE: usize = 8;
 
 /// The blocked kernel in plain Rust: a `LW_PORTABLE`-lane × 4-token
 /// accumulator block, left to the auto-vectoriser.
-fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
+fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
     let dim = q.dim;
     let nd = doc.len() / dim;
     let nq = q.n_tokens();
@@ -425,7 +628,6 @@ fn maxsim_portable(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
         }
         j0 += t;
     }
-    sum_lanes(&s.max, nq)
 }
 
 #[inline(always)]

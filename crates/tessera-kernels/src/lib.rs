@@ -12,7 +12,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`reference`] | scalar f64 MaxSim, the oracle for tests |
-//! | `kernel` | the fast single-document kernel, the pairwise baseline and the run-time dispatch |
+//! | `kernel` | the fast single-document kernel, the multi-query batch over one document, the pairwise baseline, and the run-time choice of kernel (calibrated, or `TESSERA_KERNEL`) |
 //! | `x86` | the AVX2 and AVX-512 micro-kernels (x86-64 only) |
 //! | `vnni` | int8 MaxSim with AVX-512 VNNI / AVX-VNNI integer dot products, the query in two int8 limbs |
 //! | [`bench`] | in-process benchmark and FMA peak probe |
@@ -34,11 +34,19 @@ mod vnni;
 mod x86;
 
 pub use batch::{DocMatrix, score_docs, top_k};
-pub use bench::{BenchReport, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops};
+pub use bench::{
+    BatchRow, BenchReport, bench_batch, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops,
+};
 pub use codes::{CodeKernel, CodeQuery, hamming_maxsim};
 pub use half::f16;
-pub use kernel::{Int8Kernel, Kernel, Query, kernel_name, maxsim, maxsim_int8, maxsim_int8_with, maxsim_pairwise};
-pub use repr::{EncodedTokens, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored};
+pub use kernel::{
+    Calibration, Int8Kernel, KERNEL_ENV, Kernel, Query, QueryBatch, calibrate, kernel_name, maxsim, maxsim_batch,
+    maxsim_int8, maxsim_int8_batch, maxsim_int8_batch_with, maxsim_int8_with, maxsim_pairwise,
+};
+pub use repr::{
+    EncodedTokens, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored,
+    maxsim_stored_batch,
+};
 pub use topk::{Hit, TopK};
 
 /// An element type that token matrices may be stored in.

@@ -9,7 +9,7 @@
 //! and sizes), one `TokenRepr` impl here, and one arm in [`with_repr!`].
 
 use crate::codes::{CodeQuery, hamming_maxsim, sign_codes};
-use crate::{Hit, Query, TopK};
+use crate::{Hit, Query, QueryBatch, TopK};
 use half::f16;
 use rayon::prelude::*;
 pub use tessera_format::segment::StoredRows;
@@ -33,6 +33,10 @@ pub trait TokenRepr: sealed::Sealed + Send + Sync + 'static {
 
     /// MaxSim of `q` against one document.
     fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32;
+
+    /// MaxSim of every query of `b` against one document in one pass, into
+    /// `out` (one score per query, each equal to [`maxsim`](Self::maxsim) alone).
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]);
 }
 
 /// f16 tokens, stored as given.
@@ -67,6 +71,11 @@ impl TokenRepr for F16 {
     fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32 {
         crate::maxsim(q, &f16_rows(doc.rows))
     }
+
+    #[inline]
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+        crate::maxsim_batch(b, &f16_rows(doc.rows), out)
+    }
 }
 
 impl TokenRepr for Int8 {
@@ -90,6 +99,11 @@ impl TokenRepr for Int8 {
     #[inline]
     fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32 {
         crate::maxsim_int8(q, bytemuck::cast_slice(doc.rows), doc.scales)
+    }
+
+    #[inline]
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+        crate::maxsim_int8_batch(b, bytemuck::cast_slice(doc.rows), doc.scales, out)
     }
 }
 
@@ -142,6 +156,11 @@ impl EncodedTokens {
 /// MaxSim of `q` against one stored document of type `t`.
 pub fn maxsim_stored(t: TokenType, q: &Query, doc: StoredRows<'_>) -> f32 {
     with_repr!(t, R => R::maxsim(q, doc))
+}
+
+/// MaxSim of every query of `b` against one stored document of type `t`, into `out`.
+pub fn maxsim_stored_batch(t: TokenType, b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+    with_repr!(t, R => R::maxsim_batch(b, doc, out))
 }
 
 /// The f32 values of one stored document of type `t` (`n × dim`).
@@ -200,6 +219,54 @@ impl<'a> TokenMatrix<'a> {
     pub fn top_k(&self, q: &Query, docs: &[u32], k: usize) -> Vec<Hit<u32>> {
         assert_eq!(q.dim(), self.dim, "query and matrix dims differ");
         with_repr!(self.token_type, R => top_k_by(docs, k, |d| R::maxsim(q, self.doc(d))))
+    }
+
+    /// For every query of `b`, the `k` best of `docs` by exact MaxSim, best
+    /// first: one pass over each document serves the whole batch.
+    pub fn top_k_batch(&self, b: &QueryBatch, docs: &[u32], k: usize) -> Vec<Vec<Hit<u32>>> {
+        assert_eq!(b.dim(), self.dim, "query and matrix dims differ");
+        let n = b.len();
+        let fresh = || (0..n).map(|_| TopK::new(k)).collect::<Vec<_>>();
+        with_repr!(self.token_type, R => docs
+        .par_chunks(CHUNK)
+        .fold(
+            || (fresh(), vec![0f32; n]),
+            |(mut tops, mut scores), chunk| {
+                for &d in chunk {
+                    R::maxsim_batch(b, self.doc(d), &mut scores);
+                    for (t, &s) in tops.iter_mut().zip(&scores) {
+                        t.push(s, d);
+                    }
+                }
+                (tops, scores)
+            },
+        )
+        .map(|(tops, _)| tops)
+        .reduce(fresh, |mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.merge(y);
+            }
+            a
+        }))
+        .into_iter()
+        .map(TopK::into_sorted_vec)
+        .collect()
+    }
+
+    /// The exact MaxSim of every query of `b` against each of `docs`, in
+    /// parallel: `out[i * b.len() + q]` is query `q`'s score of `docs[i]`.
+    pub fn score_batch(&self, b: &QueryBatch, docs: &[u32], out: &mut [f32]) {
+        assert_eq!(b.dim(), self.dim, "query and matrix dims differ");
+        assert_eq!(out.len(), docs.len() * b.len(), "one score per query and document");
+        let n = b.len();
+        with_repr!(self.token_type, R => out
+        .par_chunks_mut(CHUNK * n)
+        .zip(docs.par_chunks(CHUNK))
+        .for_each(|(o, d)| {
+            for (o, &d) in o.chunks_exact_mut(n).zip(d) {
+                R::maxsim_batch(b, self.doc(d), o);
+            }
+        }))
     }
 
     /// The `k` best of `docs` by the screening score over their codes, best first.

@@ -36,7 +36,7 @@
 //! of tile tokens × 2 limbs accumulates the whole `k` loop, then the lanes'
 //! running maxima are updated, as in the f32 kernel. Requires `dim % 4 == 0`.
 
-use crate::kernel::{PANEL, Query, sum_lanes};
+use crate::kernel::{PANEL, Query};
 use std::arch::x86_64::*;
 
 /// Query tokens per VNNI panel (one zmm of i32 lanes).
@@ -222,16 +222,18 @@ fn prefetch_next(codes: &[i8], from: usize, to: usize) {
     }
 }
 
-/// Int8 MaxSim on AVX-512 VNNI.
+/// Int8 MaxSim on AVX-512 VNNI: the running maximum of every query lane
+/// over the document's tokens, into `max`.
 ///
 /// # Safety
 /// The CPU supports AVX-512F and AVX-512 VNNI; `q.dim() % 4 == 0`; `codes` is
 /// `n × dim` with `n = scales.len() ≥ 1`.
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub(crate) unsafe fn maxsim_avx512_vnni(q: &Query, vq: &VnniQuery, codes: &[i8], scales: &[f32]) -> f32 {
+pub(crate) unsafe fn maxsim_avx512_vnni(q: &Query, vq: &VnniQuery, codes: &[i8], scales: &[f32], max: &mut Vec<f32>) {
     let dim = q.dim();
     let nd = scales.len();
-    let mut max = vec![f32::NEG_INFINITY; vq.panels.len() * LANES];
+    max.clear();
+    max.resize(vq.panels.len() * LANES, f32::NEG_INFINITY);
     let mut j0 = 0;
     while j0 < nd {
         let t = ND512.min(nd - j0);
@@ -259,20 +261,20 @@ pub(crate) unsafe fn maxsim_avx512_vnni(q: &Query, vq: &VnniQuery, codes: &[i8],
         }
         j0 += t;
     }
-    sum_lanes(&max, q.n_tokens())
 }
 
-/// Int8 MaxSim on AVX-VNNI (256-bit).
+/// Int8 MaxSim on AVX-VNNI (256-bit), into `max` as [`maxsim_avx512_vnni`].
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and AVX-VNNI; `q.dim() % 4 == 0`; `codes` is
 /// `n × dim` with `n = scales.len() ≥ 1`.
 #[target_feature(enable = "avx2,fma,avxvnni")]
-pub(crate) unsafe fn maxsim_avx_vnni(q: &Query, vq: &VnniQuery, codes: &[i8], scales: &[f32]) -> f32 {
+pub(crate) unsafe fn maxsim_avx_vnni(q: &Query, vq: &VnniQuery, codes: &[i8], scales: &[f32], max: &mut Vec<f32>) {
     let dim = q.dim();
     let nd = scales.len();
     let nq = q.n_tokens();
-    let mut max = vec![f32::NEG_INFINITY; vq.panels.len() * LANES];
+    max.clear();
+    max.resize(vq.panels.len() * LANES, f32::NEG_INFINITY);
     let mut j0 = 0;
     while j0 < nd {
         let t = ND256.min(nd - j0);
@@ -306,5 +308,4 @@ pub(crate) unsafe fn maxsim_avx_vnni(q: &Query, vq: &VnniQuery, codes: &[i8], sc
         }
         j0 += t;
     }
-    sum_lanes(&max, nq)
 }

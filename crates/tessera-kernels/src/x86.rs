@@ -1,7 +1,7 @@
 //! x86-64 kernels: AVX2 + FMA + F16C and AVX-512F register-blocked MaxSim, and
 //! the FMA peak probe. See `kernel.rs` for the layout.
 
-use crate::kernel::{Doc, PANEL, Query, Scratch, sum_lanes};
+use crate::kernel::{Doc, PANEL, Query, Scratch};
 use half::f16;
 use std::arch::x86_64::*;
 use std::time::{Duration, Instant};
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub(crate) const ND_AVX2: usize = 6;
 /// Doc tokens per tile on AVX-512: 2 zmm × 12 = 24 accumulators (+2 query of 32 zmm).
 pub(crate) const ND_AVX512: usize = 12;
+/// Doc tokens per tile on AVX-512 for a query of one panel: 1 zmm × 24 accumulators.
+const ND_SHORT: usize = 24;
 
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
@@ -39,6 +41,24 @@ fn convert_f16(src: &[f16], dst: &mut [f32]) {
     }
 }
 
+/// Widens `src` into `dst` (same length) 16 values at a time with AVX-512F.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+fn convert_f16_512(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let n = src.len();
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n` and both slices have length `n`; the loads and
+        // stores are unaligned.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(i).cast::<__m256i>());
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+        }
+        i += 16;
+    }
+    convert_f16(&src[i..], &mut dst[i..]);
+}
+
 /// AVX2 micro-kernel: `NR` ymm (8 query lanes each) × `ND` doc tokens.
 ///
 /// # Safety
@@ -47,7 +67,14 @@ fn convert_f16(src: &[f16], dst: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // `j` indexes the accumulators and the doc rows
-unsafe fn tile_avx2<const NR: usize, const ND: usize>(qp: *const f32, d: *const f32, dim: usize, m: *mut f32) {
+unsafe fn tile_avx2<const NR: usize, const ND: usize, const DIM: usize>(
+    qp: *const f32,
+    d: *const f32,
+    dim: usize,
+    m: *mut f32,
+) {
+    // A known dim puts every row at a constant offset from `d`.
+    let dim = if DIM > 0 { DIM } else { dim };
     // SAFETY: the caller guarantees the extents above; every access below is
     // `qp + 16k + {0, 8}` or `d + j·dim + k` with `k < dim`, `j < ND`, or `m + 8r`.
     unsafe {
@@ -86,13 +113,15 @@ unsafe fn tile_avx2<const NR: usize, const ND: usize>(qp: *const f32, d: *const 
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // `j` indexes the accumulators and the doc rows
-unsafe fn tile_avx512<const NR: usize, const ND: usize>(
+unsafe fn tile_avx512<const NR: usize, const ND: usize, const DIM: usize>(
     q0: *const f32,
     q1: *const f32,
     d: *const f32,
     dim: usize,
     m: *mut f32,
 ) {
+    // A known dim puts every row at a constant offset from `d`.
+    let dim = if DIM > 0 { DIM } else { dim };
     // SAFETY: the caller guarantees the extents above; every access below is
     // `q{0,1} + 16k`, `d + j·dim + k` with `k < dim`, `j < ND`, or `m + 16r`.
     unsafe {
@@ -154,6 +183,28 @@ fn convert_i8(codes: &[i8], scales: &[f32], j0: usize, t: usize, dim: usize, dst
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) -> *const f32 {
+    // SAFETY: the features `tile_rows_with::<false>` needs are enabled here.
+    unsafe { tile_rows_with::<false>(doc, j0, t, dim, tile) }
+}
+
+/// [`tile_rows`] widening f16 with AVX-512F.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn tile_rows_512(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) -> *const f32 {
+    // SAFETY: the features `tile_rows_with::<true>` needs are enabled here.
+    unsafe { tile_rows_with::<true>(doc, j0, t, dim, tile) }
+}
+
+/// # Safety
+/// The CPU supports AVX2 and F16C, and AVX-512F if `WIDE`.
+#[inline(always)]
+unsafe fn tile_rows_with<const WIDE: bool>(
+    doc: Doc<'_>,
+    j0: usize,
+    t: usize,
+    dim: usize,
+    tile: &mut [f32],
+) -> *const f32 {
     // Documents stream from memory once per query: ask for the next tile now so
     // that it arrives while this one is computed.
     let (bytes, elem, base) = match doc {
@@ -172,11 +223,14 @@ fn tile_rows(doc: Doc<'_>, j0: usize, t: usize, dim: usize, tile: &mut [f32]) ->
     match doc {
         Doc::F32(x) => x[j0 * dim..(j0 + t) * dim].as_ptr(),
         Doc::F16(x) => {
-            convert_f16(&x[j0 * dim..(j0 + t) * dim], &mut tile[..t * dim]);
+            let (src, dst) = (&x[j0 * dim..(j0 + t) * dim], &mut tile[..t * dim]);
+            // SAFETY: the caller guarantees the features.
+            unsafe { if WIDE { convert_f16_512(src, dst) } else { convert_f16(src, dst) } }
             tile.as_ptr()
         }
         Doc::I8(c, s) => {
-            convert_i8(c, s, j0, t, dim, tile);
+            // SAFETY: the caller guarantees AVX2.
+            unsafe { convert_i8(c, s, j0, t, dim, tile) };
             tile.as_ptr()
         }
     }
@@ -200,12 +254,30 @@ macro_rules! by_nd {
     };
 }
 
-/// MaxSim on AVX2.
+/// MaxSim on AVX2: the running maximum of every query lane over the
+/// document's tokens, into `s.max`.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn maxsim_avx2(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
+pub(crate) unsafe fn maxsim_avx2(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
+    // SAFETY: the caller's contract is this function's.
+    unsafe {
+        match q.dim() {
+            128 => maxsim_avx2_dim::<128>(q, doc, s),
+            96 => maxsim_avx2_dim::<96>(q, doc, s),
+            64 => maxsim_avx2_dim::<64>(q, doc, s),
+            _ => maxsim_avx2_dim::<0>(q, doc, s),
+        }
+    }
+}
+
+/// [`maxsim_avx2`] for `q.dim() == DIM` (`DIM == 0`: any dim).
+///
+/// # Safety
+/// As [`maxsim_avx2`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn maxsim_avx2_dim<const DIM: usize>(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
     let dim = q.dim();
     let nd = doc.len() / dim;
     let nq = q.n_tokens();
@@ -223,30 +295,61 @@ pub(crate) unsafe fn maxsim_avx2(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f3
                     // SAFETY: `qp` is panel `p` (dim aligned rows of 16), `d` has
                     // `t = $n` rows of `dim` floats, `m` has 16 floats left in
                     // `s.max`; the features are enabled on this function.
-                    unsafe { if two { tile_avx2::<2, $n>(qp, d, dim, m) } else { tile_avx2::<1, $n>(qp, d, dim, m) } }
+                    unsafe {
+                        if two {
+                            tile_avx2::<2, $n, DIM>(qp, d, dim, m)
+                        } else {
+                            tile_avx2::<1, $n, DIM>(qp, d, dim, m)
+                        }
+                    }
                 };
             }
             by_nd!(t, go, [6, 5, 4, 3, 2, 1]);
         }
         j0 += t;
     }
-    sum_lanes(&s.max, nq)
 }
 
-/// MaxSim on AVX-512F.
+/// MaxSim on AVX-512F: the running maximum of every query lane over the
+/// document's tokens, into `s.max`.
 ///
 /// # Safety
 /// The CPU supports AVX-512F, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> f32 {
+pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
+    // SAFETY: the caller's contract is this function's.
+    unsafe {
+        match q.dim() {
+            128 => maxsim_avx512_dim::<128>(q, doc, s),
+            96 => maxsim_avx512_dim::<96>(q, doc, s),
+            64 => maxsim_avx512_dim::<64>(q, doc, s),
+            _ => maxsim_avx512_dim::<0>(q, doc, s),
+        }
+    }
+}
+
+/// [`maxsim_avx512`] for `q.dim() == DIM` (`DIM == 0`: any dim).
+///
+/// # Safety
+/// As [`maxsim_avx512`].
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn maxsim_avx512_dim<const DIM: usize>(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
     let dim = q.dim();
     let nd = doc.len() / dim;
     let np = q.n_panels();
-    prepare(q, s, ND_AVX512);
+    prepare(q, s, ND_SHORT);
     let mut j0 = 0;
     while j0 < nd {
+        if np == 1 && nd - j0 >= ND_SHORT {
+            let d = tile_rows_512(doc, j0, ND_SHORT, dim, &mut s.tile);
+            let q0 = q.panel(0).as_ptr().cast::<f32>();
+            // SAFETY: as below, with one panel and `ND_SHORT` rows.
+            unsafe { tile_avx512::<1, ND_SHORT, DIM>(q0, q0, d, dim, s.max.as_mut_ptr()) };
+            j0 += ND_SHORT;
+            continue;
+        }
         let t = ND_AVX512.min(nd - j0);
-        let d = tile_rows(doc, j0, t, dim, &mut s.tile);
+        let d = tile_rows_512(doc, j0, t, dim, &mut s.tile);
         let mut p = 0;
         while p < np {
             let two = p + 1 < np;
@@ -261,9 +364,9 @@ pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> 
                     // enabled on this function.
                     unsafe {
                         if two {
-                            tile_avx512::<2, $n>(q0, q1, d, dim, m)
+                            tile_avx512::<2, $n, DIM>(q0, q1, d, dim, m)
                         } else {
-                            tile_avx512::<1, $n>(q0, q1, d, dim, m)
+                            tile_avx512::<1, $n, DIM>(q0, q1, d, dim, m)
                         }
                     }
                 };
@@ -273,7 +376,6 @@ pub(crate) unsafe fn maxsim_avx512(q: &Query, doc: Doc<'_>, s: &mut Scratch) -> 
         }
         j0 += t;
     }
-    sum_lanes(&s.max, q.n_tokens())
 }
 
 /// The pairwise baseline compiled for AVX2 + FMA.

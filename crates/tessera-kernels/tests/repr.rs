@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use tessera_kernels::codes::{CodeKernel, CodeQuery, hamming_maxsim, sign_codes};
 use tessera_kernels::reference::maxsim_f64;
 use tessera_kernels::{
-    EncodedTokens, Int8Kernel, Kernel, Query, Screening, TokenMatrix, TokenType, f16, maxsim_int8_with, maxsim_stored,
+    EncodedTokens, Int8Kernel, Kernel, Query, QueryBatch, Screening, TokenMatrix, TokenType, f16,
+    maxsim_int8_batch_with, maxsim_int8_with, maxsim_stored,
 };
 
 fn rng_vec(seed: u64, n: usize) -> Vec<f32> {
@@ -223,5 +224,62 @@ fn token_matrix_top_k_and_screening_match_brute_force() {
         want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let got: Vec<(f32, u32)> = m.screen_top_k(&cq, &docs, 5).iter().map(|h| (h.score, h.key)).collect();
         assert_eq!(got, want[..5].to_vec(), "{t:?}");
+    }
+}
+
+/// Batched int8 scoring with every int8 kernel equals each query alone, and
+/// a matrix's batched top-k and scores equal its one-query ones.
+#[test]
+fn batched_int8_and_matrix_scoring_equal_one_query_at_a_time() {
+    for dim in [16usize, 96, 128, 30] {
+        let lens = [3usize, 1, 7, 40, 5, 9, 2, 13, 6, 25, 4, 12];
+        let mut offsets = vec![0u64];
+        for l in lens {
+            offsets.push(offsets.last().unwrap() + l as u64);
+        }
+        let n = *offsets.last().unwrap() as usize;
+        let values = halves(&rng_vec(dim as u64, n * dim));
+        let qvs: Vec<Vec<f32>> = [11usize, 32, 1, 17, 5].iter().map(|&t| rng_vec(t as u64 + 9, t * dim)).collect();
+        let qs: Vec<Query> = qvs.iter().map(|v| Query::new(v, dim)).collect();
+        let b = QueryBatch::new(&qs.iter().collect::<Vec<_>>());
+        let docs: Vec<u32> = (0..lens.len() as u32).rev().collect();
+        for t in TokenType::ALL {
+            let e = EncodedTokens::encode(t, Screening::None, &values, dim);
+            let m = TokenMatrix {
+                token_type: t,
+                screening: Screening::None,
+                dim,
+                rows: &e.rows,
+                scales: &e.scales,
+                codes: &e.codes,
+                offsets: &offsets,
+            };
+            if t == TokenType::Int8 {
+                for k in Int8Kernel::available(dim) {
+                    for &d in &docs {
+                        let doc = m.doc(d);
+                        let codes: &[i8] = bytemuck::cast_slice(doc.rows);
+                        let mut out = vec![0f32; qs.len()];
+                        maxsim_int8_batch_with(&b, codes, doc.scales, k, &mut out);
+                        for (q, got) in qs.iter().zip(&out) {
+                            assert_eq!(*got, maxsim_int8_with(q, codes, doc.scales, k), "{k:?} dim {dim} doc {d}");
+                        }
+                    }
+                }
+            }
+            let mut scores = vec![0f32; docs.len() * qs.len()];
+            m.score_batch(&b, &docs, &mut scores);
+            for (i, &d) in docs.iter().enumerate() {
+                for (j, q) in qs.iter().enumerate() {
+                    assert_eq!(scores[i * qs.len() + j], maxsim_stored(t, q, m.doc(d)), "{t:?} dim {dim}");
+                }
+            }
+            for k in [1usize, 5, 12, 20] {
+                let got = m.top_k_batch(&b, &docs, k);
+                for (q, g) in qs.iter().zip(&got) {
+                    assert_eq!(*g, m.top_k(q, &docs, k), "{t:?} dim {dim} k {k}");
+                }
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ impl Database {
     /// Opens the database in `dir`, creating it if needed. Every collection is
     /// opened: segments verified, WALs replayed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        crate::kernels::check_kernel_env()?;
         let dir = dir.as_ref().to_path_buf();
         let cdir = dir.join("collections");
         let fresh = !cdir.exists();

@@ -41,6 +41,11 @@ impl Tokens {
         }
     }
 
+    /// Number of rows (0 for a tensor of dim 0).
+    pub fn n_tokens(&self) -> usize {
+        self.len().checked_div(self.dim()).unwrap_or(0)
+    }
+
     /// Checks shape and values against a collection of dimension `dim`
     /// and converts to the stored f16 form.
     pub(crate) fn to_f16_checked(&self, dim: usize, id: Option<&str>) -> Result<Vec<f16>> {

@@ -37,6 +37,7 @@ mod error;
 mod filter;
 mod fsutil;
 mod hybrid;
+mod kernels;
 mod manifest;
 mod memtable;
 mod mine;
@@ -58,6 +59,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use half::f16;
 pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};
+pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use request::{SearchRequest, SearchResults};
-pub use search::{DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_K, Reranked, SearchHit, SearchParams};
+pub use search::{
+    DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, Reranked, SearchHit, SearchParams,
+};

@@ -17,8 +17,11 @@ use crate::filter::Filter;
 use crate::snapshot::{Loc, Ranked, Snapshot, allowed_rows, materialize};
 use rayon::prelude::*;
 use std::cmp::Ordering;
+use std::sync::Arc;
 use tessera_index::Encoder;
-use tessera_kernels::{CodeQuery, Query, Screening, TokenType, TopK, decode_stored, maxsim_stored};
+use tessera_kernels::{
+    CodeQuery, Hit, Query, QueryBatch, Screening, TokenType, TopK, decode_stored, maxsim_stored, maxsim_stored_batch,
+};
 
 /// Largest `k`, `candidates`, `rerank` and `ef` a search accepts.
 pub const MAX_K: usize = 100_000;
@@ -27,6 +30,15 @@ pub const DEFAULT_CANDIDATES: usize = 256;
 /// Candidates the screening stage hands to the exact rerank unless told
 /// otherwise (never fewer than `k`).
 pub const DEFAULT_RERANK: usize = 64;
+/// Most queries one [`Collection::search_batch`] takes.
+pub const MAX_BATCH: usize = 1024;
+/// Most query tokens, over all its queries, one [`Collection::search_batch`] takes.
+pub const MAX_BATCH_TOKENS: usize = 1 << 18;
+/// Queries scored together in one pass of the multi-query kernel (its packed
+/// queries then stay in L2).
+const KERNEL_BATCH: usize = 32;
+/// Shared candidates scored per step of a batch (bounds the score buffer).
+const SHARED_CHUNK: usize = 4096;
 
 /// How to search.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,12 +180,25 @@ pub(crate) struct Searcher<'a> {
     storage: TokenType,
     q: Query,
     filter: Option<&'a Filter>,
-    /// Per segment, whether each row's payload matches the filter.
-    allowed: Option<Vec<Vec<bool>>>,
+    /// Per segment, whether each row's payload matches the filter (shared by a batch).
+    allowed: Option<Arc<Vec<Vec<bool>>>>,
 }
 
 impl<'a> Searcher<'a> {
     pub fn new(col: &'a Collection, snap: &'a Snapshot, query: &Tokens, filter: Option<&'a Filter>) -> Result<Self> {
+        let allowed = filter.map(|f| Arc::new(allowed_rows(snap, f)));
+        Self::with_allowed(col, snap, query, filter, allowed)
+    }
+
+    /// [`new`](Self::new) with the filter's verdicts already computed (one
+    /// computation for a whole batch).
+    fn with_allowed(
+        col: &'a Collection,
+        snap: &'a Snapshot,
+        query: &Tokens,
+        filter: Option<&'a Filter>,
+        allowed: Option<Arc<Vec<Vec<bool>>>>,
+    ) -> Result<Self> {
         let q = Query::new(&query.to_f32_checked(col.dim())?, col.dim());
         Ok(Self {
             snap,
@@ -182,7 +207,7 @@ impl<'a> Searcher<'a> {
             storage: col.config().storage,
             q,
             filter,
-            allowed: filter.map(|f| allowed_rows(snap, f)),
+            allowed,
         })
     }
 
@@ -285,49 +310,18 @@ impl<'a> Searcher<'a> {
         out
     }
 
-    /// Exact MaxSim of the given rows of each segment and of the memtable
-    /// documents chosen (that pass the filter), merged into one top-k.
-    fn rank(&self, sets: &[RowSet], k: usize, mem: MemSel<'_>) -> Vec<Ranked> {
-        let mut top: TopK<Cand<'_>> = TopK::new(k);
-        for (si, sv) in self.snap.segments.iter().enumerate() {
-            for h in sv.seg.matrix().top_k(&self.q, sets[si].rows(&sv.live), k) {
-                top.push(h.score, Cand { id: sv.seg.id_of(h.key as usize), at: Loc::Seg(si, h.key) });
-            }
-        }
-        let mem_docs: Vec<_> = match mem {
-            MemSel::All => self.snap.mem.live(),
-            MemSel::Only(ids) => ids.iter().filter_map(|id| self.snap.mem.get(id)).collect(),
-        };
-        let storage = self.storage;
-        let scored: Vec<(f32, &str)> = mem_docs
-            .par_iter()
-            .filter(|d| self.mem_passes(d.payload.as_deref()))
-            .map(|d| (maxsim_stored(storage, &self.q, d.tokens.view()), d.id.as_str()))
-            .collect();
-        for (score, id) in scored {
-            top.push(score, Cand { id, at: Loc::Mem });
-        }
-        top.into_sorted_vec()
-            .into_iter()
-            .map(|h| Ranked { id: h.key.id.to_string(), score: h.score, at: h.key.at })
-            .collect()
-    }
-
     /// The pipeline: exact, or coarse → (screen) → exact rerank. With a
     /// filter, should the stages find fewer than `k` of the matching
     /// documents (a very selective filter), those are scored exactly instead.
     pub fn search(&self, p: &SearchParams) -> Result<Vec<Ranked>> {
-        p.validate()?;
+        check_params(self.screening, p)?;
+        Ok(search_group(std::slice::from_ref(self), p).pop().unwrap_or_default())
+    }
+
+    /// The rows the exact stage scores: the coarse candidates (`n` of them),
+    /// screened down to the rerank count on a screened collection.
+    fn candidate_sets(&self, p: &SearchParams, n: usize) -> Vec<RowSet> {
         let screened = self.screening != Screening::None;
-        if p.rerank.is_some() && !screened {
-            return Err(Error::InvalidArgument(
-                "rerank applies to collections with screening codes (screening: binary); this one has none".into(),
-            ));
-        }
-        if p.exact || (self.encoder.is_none() && !screened) {
-            return Ok(self.rank(&self.all(), p.k, MemSel::All));
-        }
-        let n = p.candidates.max(p.k);
         let mut sets = match self.encoder {
             Some(enc) => self.coarse(enc, n, p.ef.unwrap_or(n).max(n)),
             None => self.all(),
@@ -337,11 +331,7 @@ impl<'a> Searcher<'a> {
         if screened && (rerank < n || self.encoder.is_none()) {
             sets = self.screen(sets, rerank);
         }
-        let hits = self.rank(&sets, p.k, MemSel::All);
-        if hits.len() < p.k.min(self.available()) {
-            return Ok(self.rank(&self.all(), p.k, MemSel::All));
-        }
-        Ok(hits)
+        sets
     }
 
     /// Exact MaxSim of the live documents among `ids`, and the ids that are not live.
@@ -361,7 +351,11 @@ impl<'a> Searcher<'a> {
             }
         }
         let n = sets.iter().map(|s| s.rows(&[]).len()).sum::<usize>() + mem_ids.len();
-        let hits = if n == 0 { Vec::new() } else { self.rank(&sets, n, MemSel::Only(&mem_ids)) };
+        let hits = if n == 0 {
+            Vec::new()
+        } else {
+            rank_group(std::slice::from_ref(self), &[&sets], n, MemSel::Only(&mem_ids)).pop().unwrap_or_default()
+        };
         (hits, missing)
     }
 
@@ -406,6 +400,145 @@ impl<'a> Searcher<'a> {
     }
 }
 
+/// Refuses parameters that are out of range or do not apply to a collection with this screening.
+fn check_params(screening: Screening, p: &SearchParams) -> Result<()> {
+    p.validate()?;
+    if p.rerank.is_some() && screening == Screening::None {
+        return Err(Error::InvalidArgument(
+            "rerank applies to collections with screening codes (screening: binary); this one has none".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Searches of a group of queries (at most [`KERNEL_BATCH`]) with the same
+/// parameters (checked) and filter, over one snapshot: the exact stage scores
+/// the documents they share in one pass of the multi-query kernel.
+fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
+    let Some(s0) = group.first() else { return Vec::new() };
+    if p.exact || (s0.encoder.is_none() && s0.screening == Screening::None) {
+        let all = s0.all();
+        return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All);
+    }
+    let n = p.candidates.max(p.k);
+    let sets: Vec<Vec<RowSet>> = group.par_iter().map(|s| s.candidate_sets(p, n)).collect();
+    let refs: Vec<&[RowSet]> = sets.iter().map(Vec::as_slice).collect();
+    let mut hits = rank_group(group, &refs, p.k, MemSel::All);
+    if hits.iter().any(|h| h.len() < p.k) {
+        let available = s0.available();
+        let all = s0.all();
+        for (s, h) in group.iter().zip(&mut hits) {
+            if h.len() < p.k.min(available) {
+                *h = rank_group(std::slice::from_ref(s), &[&all], p.k, MemSel::All).pop().unwrap_or_default();
+            }
+        }
+    }
+    hits
+}
+
+/// Exact MaxSim, for each query of `group`, of its rows of each segment
+/// (`sets[query][segment]`) and of the memtable documents chosen (that pass
+/// the filter, which the group shares), merged into one top-k per query.
+/// Rows that every query (or at least half of them) wants are scored for
+/// all at once by the multi-query kernel; the rest query by query, in parallel.
+fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: MemSel<'_>) -> Vec<Vec<Ranked>> {
+    let Some(s0) = group.first() else { return Vec::new() };
+    let snap = s0.snap;
+    let nq = group.len();
+    let batch = (nq > 1).then(|| QueryBatch::new(&group.iter().map(|s| &s.q).collect::<Vec<_>>()));
+    let mut tops: Vec<TopK<Cand<'a>>> = (0..nq).map(|_| TopK::new(k)).collect();
+    for (si, sv) in snap.segments.iter().enumerate() {
+        let m = sv.seg.matrix();
+        let rows = |qi: usize| sets[qi][si].rows(&sv.live);
+        let cand = |r: u32| Cand { id: sv.seg.id_of(r as usize), at: Loc::Seg(si, r) };
+        let push = |top: &mut TopK<Cand<'a>>, hits: Vec<Hit<u32>>| {
+            for h in hits {
+                top.push(h.score, cand(h.key));
+            }
+        };
+        let Some(b) = &batch else {
+            push(&mut tops[0], m.top_k(&s0.q, rows(0), k));
+            continue;
+        };
+        if (1..nq).all(|qi| rows(qi) == rows(0)) {
+            for (top, hits) in tops.iter_mut().zip(m.top_k_batch(b, rows(0), k)) {
+                push(top, hits);
+            }
+            continue;
+        }
+        // Which queries want each row.
+        let mut wants: Vec<(u32, usize)> = (0..nq).flat_map(|qi| rows(qi).iter().map(move |&r| (r, qi))).collect();
+        wants.sort_unstable();
+        let mut shared: Vec<(u32, u64)> = Vec::new();
+        let mut alone: Vec<Vec<u32>> = vec![Vec::new(); nq];
+        for run in wants.chunk_by(|a, b| a.0 == b.0) {
+            if 2 * run.len() >= nq {
+                shared.push((run[0].0, run.iter().fold(0u64, |m, &(_, qi)| m | 1 << qi)));
+            } else {
+                run.iter().for_each(|&(r, qi)| alone[qi].push(r));
+            }
+        }
+        let mut scores = Vec::new();
+        for chunk in shared.chunks(SHARED_CHUNK) {
+            let rows: Vec<u32> = chunk.iter().map(|c| c.0).collect();
+            scores.resize(rows.len() * nq, 0.0);
+            m.score_batch(b, &rows, &mut scores);
+            for (&(r, mask), s) in chunk.iter().zip(scores.chunks_exact(nq)) {
+                for (qi, top) in tops.iter_mut().enumerate().filter(|(qi, _)| mask >> qi & 1 == 1) {
+                    top.push(s[qi], cand(r));
+                }
+            }
+        }
+        let rest: Vec<Vec<Hit<u32>>> = group.par_iter().zip(&alone).map(|(s, rows)| m.top_k(&s.q, rows, k)).collect();
+        for (top, hits) in tops.iter_mut().zip(rest) {
+            push(top, hits);
+        }
+    }
+    let storage = s0.storage;
+    match mem {
+        MemSel::All => {
+            let docs: Vec<_> = snap.mem.live().into_iter().filter(|d| s0.mem_passes(d.payload.as_deref())).collect();
+            let scored: Vec<(Vec<f32>, &str)> = docs
+                .par_iter()
+                .map(|d| {
+                    let mut out = vec![0f32; nq];
+                    match &batch {
+                        Some(b) => maxsim_stored_batch(storage, b, d.tokens.view(), &mut out),
+                        None => out[0] = maxsim_stored(storage, &s0.q, d.tokens.view()),
+                    }
+                    (out, d.id.as_str())
+                })
+                .collect();
+            for (scores, id) in scored {
+                for (top, s) in tops.iter_mut().zip(scores) {
+                    top.push(s, Cand { id, at: Loc::Mem });
+                }
+            }
+        }
+        MemSel::Only(ids) => {
+            for (s, top) in group.iter().zip(&mut tops) {
+                let docs: Vec<_> = ids.iter().filter_map(|id| snap.mem.get(id)).collect();
+                let scored: Vec<(f32, &str)> = docs
+                    .par_iter()
+                    .filter(|d| s.mem_passes(d.payload.as_deref()))
+                    .map(|d| (maxsim_stored(storage, &s.q, d.tokens.view()), d.id.as_str()))
+                    .collect();
+                for (score, id) in scored {
+                    top.push(score, Cand { id, at: Loc::Mem });
+                }
+            }
+        }
+    }
+    tops.into_iter()
+        .map(|t| {
+            t.into_sorted_vec()
+                .into_iter()
+                .map(|h| Ranked { id: h.key.id.to_string(), score: h.score, at: h.key.at })
+                .collect()
+        })
+        .collect()
+}
+
 impl Collection {
     /// The `k` best documents for `query` (`n × dim` tokens) by MaxSim, best
     /// first, ties broken by id: two-stage search with the default candidates
@@ -422,6 +555,65 @@ impl Collection {
         let snap = self.snapshot();
         let hits = self.search_ranked(&snap, query, params)?;
         Ok(materialize(&snap, hits))
+    }
+
+    /// [`search_with`](Self::search_with) for each of `queries`, over one
+    /// snapshot, in order. Queries are scored in groups of up to 32 by the
+    /// multi-query kernel — one pass over each document they share, in the
+    /// exact stage and (for the candidates several queries share) in the
+    /// rerank — and the rest runs in parallel on the pool. Each result is
+    /// what `search_with` gives that query alone.
+    ///
+    /// Errors: the outer one when the parameters are bad or the batch is
+    /// too large (more than [`MAX_BATCH`] queries or [`MAX_BATCH_TOKENS`]
+    /// tokens in all); an inner one for a bad query (wrong dim, NaN, empty),
+    /// which does not stop the others.
+    pub fn search_batch(&self, queries: &[Tokens], params: &SearchParams) -> Result<Vec<Result<Vec<SearchHit>>>> {
+        let snap = self.snapshot();
+        let ranked = self.search_batch_ranked(&snap, queries, params)?;
+        Ok(ranked.into_iter().map(|r| r.map(|h| materialize(&snap, h))).collect())
+    }
+
+    /// [`search_batch`](Self::search_batch) on a given snapshot, without texts and payloads.
+    pub(crate) fn search_batch_ranked(
+        &self,
+        snap: &Snapshot,
+        queries: &[Tokens],
+        params: &SearchParams,
+    ) -> Result<Vec<Result<Vec<Ranked>>>> {
+        check_params(self.config().screening, params)?;
+        check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
+        let allowed = params.filter.as_ref().map(|f| Arc::new(allowed_rows(snap, f)));
+        let prepared: Vec<Result<Searcher<'_>>> = queries
+            .par_iter()
+            .map(|t| Searcher::with_allowed(self, snap, t, params.filter.as_ref(), allowed.clone()))
+            .collect();
+        let mut out: Vec<Option<Result<Vec<Ranked>>>> = Vec::with_capacity(queries.len());
+        let mut ready: Vec<(usize, Searcher<'_>)> = Vec::new();
+        for (i, s) in prepared.into_iter().enumerate() {
+            match s {
+                Ok(s) => {
+                    ready.push((i, s));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let (at, searchers): (Vec<usize>, Vec<Searcher<'_>>) = ready.into_iter().unzip();
+        let mut groups: Vec<Vec<Searcher<'_>>> = Vec::new();
+        let mut rest = searchers.into_iter();
+        loop {
+            let g: Vec<_> = rest.by_ref().take(KERNEL_BATCH).collect();
+            if g.is_empty() {
+                break;
+            }
+            groups.push(g);
+        }
+        let hits: Vec<Vec<Vec<Ranked>>> = groups.par_iter().map(|g| search_group(g, params)).collect();
+        for (i, h) in at.into_iter().zip(hits.into_iter().flatten()) {
+            out[i] = Some(Ok(h));
+        }
+        Ok(out.into_iter().map(|r| r.expect("every query answered")).collect())
     }
 
     /// [`search_with`](Self::search_with) on a given snapshot, without fetching texts and payloads.
@@ -480,6 +672,19 @@ impl Collection {
             .cloned()
             .collect()
     }
+}
+
+/// Refuses a batch of more than [`MAX_BATCH`] queries or [`MAX_BATCH_TOKENS`] tokens.
+pub(crate) fn check_batch_size(queries: usize, tokens: usize) -> Result<()> {
+    if queries > MAX_BATCH {
+        return Err(Error::InvalidArgument(format!("a batch takes at most {MAX_BATCH} queries, got {queries}")));
+    }
+    if tokens > MAX_BATCH_TOKENS {
+        return Err(Error::InvalidArgument(format!(
+            "a batch takes at most {MAX_BATCH_TOKENS} query tokens in all, got {tokens}"
+        )));
+    }
+    Ok(())
 }
 
 /// The result of [`Collection::rerank`].

@@ -816,3 +816,101 @@ fn hnsw_m_beyond_what_the_builder_takes_is_refused_at_creation() {
     c.flush().unwrap();
     assert_eq!(c.search(&rng.tokens(2, 4), 5).unwrap().len(), 5);
 }
+
+/// `search_batch` answers each query as `search_with` does alone, for every
+/// storage, screening and index kind, exact and two-stage, with and without a
+/// filter, over segments, deletes and the memtable; a bad query gets its own
+/// error without stopping the others; bad parameters and oversize batches are
+/// refused as a whole.
+#[test]
+fn search_batch_equals_one_query_at_a_time() {
+    use tessera::{IndexConfig, Screening, SearchParams, TokenType};
+    let dim = 32;
+    let kinds = [
+        (TokenType::F16, Screening::None, Some(IndexConfig::pooled())),
+        (TokenType::F16, Screening::None, None),
+        (TokenType::Int8, Screening::Binary, None),
+        (TokenType::Int8, Screening::Binary, Some(IndexConfig::muvera())),
+    ];
+    for (storage, screening, index) in kinds {
+        let what = format!("{storage:?}/{screening:?}/{}", IndexConfig::name_of(index.as_ref()));
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection("c", CollectionConfig { storage, screening, index, ..CollectionConfig::new(dim) })
+            .unwrap();
+        let mut rng = Rng(77);
+        for b in 0..4 {
+            let docs: Vec<Document> = (0..80)
+                .map(|i| {
+                    Document::new(format!("d{b}-{i}"), rng.tokens(1 + (i * 5) % 23, dim))
+                        .with_payload(serde_json::json!({ "i": i }))
+                })
+                .collect();
+            c.upsert(&docs).unwrap();
+            if b < 3 {
+                c.flush().unwrap();
+            }
+        }
+        c.delete(&["d0-1", "d1-2", "d3-3"]).unwrap();
+        // 41 queries (two groups of the kernel), of 1 to 40 tokens, one repeated
+        // (so that two queries share every candidate).
+        let mut queries: Vec<Tokens> = (0..40).map(|i| rng.tokens(1 + (i * 7) % 40, dim)).collect();
+        queries.push(queries[3].clone());
+        let filter = tessera::Filter::parse(r#"{"field": "i", "range": {"gte": 20}}"#).unwrap();
+        let mut params = vec![
+            SearchParams::exact(10),
+            SearchParams::new(10),
+            SearchParams::new(5).with_candidates(30),
+            SearchParams::exact(7).with_filter(filter.clone()),
+            SearchParams::new(10).with_candidates(40).with_filter(filter),
+        ];
+        if screening == Screening::Binary {
+            params.push(SearchParams::new(10).with_candidates(100).with_rerank(15));
+        }
+        for p in &params {
+            let got = c.search_batch(&queries, p).unwrap();
+            assert_eq!(got.len(), queries.len());
+            for (i, (q, g)) in queries.iter().zip(got).enumerate() {
+                assert_eq!(g.unwrap(), c.search_with(q, p).unwrap(), "{what} {p:?} query {i}");
+            }
+        }
+        // Bad queries answer with their own error; the rest are searched.
+        let mut mixed = queries[..3].to_vec();
+        mixed.insert(1, rng.tokens(2, dim + 1));
+        mixed.push(Tokens::F32 { data: vec![f32::NAN; dim], dim });
+        mixed.push(Tokens::F32 { data: vec![], dim });
+        let got = c.search_batch(&mixed, &params[1]).unwrap();
+        assert_eq!(got.len(), 6);
+        for i in [1, 4, 5] {
+            let e = got[i].as_ref().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::DimensionMismatch { .. }
+                        | Error::InvalidValue { .. }
+                        | Error::InvalidArgument(_)
+                        | Error::EmptyTensor { .. }
+                ),
+                "{what} {i}: {e:?}"
+            );
+        }
+        for (i, q) in [(0, &queries[0]), (2, &queries[1]), (3, &queries[2])] {
+            assert_eq!(got[i].as_ref().unwrap(), &c.search_with(q, &params[1]).unwrap(), "{what} {i}");
+        }
+        assert!(c.search_batch(&[], &params[0]).unwrap().is_empty());
+        // Refused as a whole: bad parameters, too many queries, too many tokens.
+        let e = c.search_batch(&queries, &SearchParams::new(0)).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        let many = vec![rng.tokens(1, dim); tessera::MAX_BATCH + 1];
+        let e = c.search_batch(&many, &params[0]).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        let long = vec![rng.tokens(tessera::MAX_BATCH_TOKENS / 2 + 1, dim); 2];
+        let e = c.search_batch(&long, &params[0]).unwrap_err();
+        assert!(e.to_string().contains("tokens"), "{e}");
+        if screening == Screening::None {
+            let e = c.search_batch(&queries, &SearchParams::new(10).with_rerank(20)).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        }
+    }
+}
