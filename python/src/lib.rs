@@ -12,12 +12,11 @@ use numpy::{
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
-use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
-use tessera::{CollectionConfig, Fusion, IndexConfig, SearchRequest, SearchResults, TextConfig, Tokens, f16};
+use tessera::{CollectionConfig, Fusion, IndexKind, SearchRequest, SearchResults, TextKind, Tokens, f16};
 
 // ---------------------------------------------------------------- errors
 
@@ -382,6 +381,11 @@ pub struct Database {
 }
 
 /// The keyword settings of a collection, as Python passes them; `None`: not given.
+/// A setting from its name (`pooled`, `int8`, …), or InvalidInputError naming the choices.
+fn named<T: std::str::FromStr<Err = tessera::UnknownName>>(py: Python<'_>, name: &str) -> PyResult<T> {
+    name.parse().map_err(|e: tessera::UnknownName| invalid(py, e.to_string()))
+}
+
 #[derive(Clone, Copy)]
 struct Settings<'a> {
     index: Option<&'a str>,
@@ -395,19 +399,19 @@ impl Settings<'_> {
     /// `base` with the given settings applied.
     fn apply(&self, py: Python<'_>, mut c: CollectionConfig) -> PyResult<CollectionConfig> {
         if let Some(i) = self.index {
-            c.index = IndexConfig::from_name(i).or_py(py)?;
+            c.index = named::<IndexKind>(py, i)?.config();
         }
         if let Some(t) = self.text {
-            c.text = TextConfig::from_name(t).or_py(py)?;
+            c.text = named::<TextKind>(py, t)?.config();
         }
         if let Some(d) = self.durability {
-            c.durability = d.parse().or_py(py)?;
+            c.durability = named(py, d)?;
         }
         if let Some(s) = self.storage {
-            c.storage = tessera::storage_from_name(s).or_py(py)?;
+            c.storage = named(py, s)?;
         }
         if let Some(s) = self.screening {
-            c.screening = tessera::screening_from_name(s).or_py(py)?;
+            c.screening = named(py, s)?;
         }
         Ok(c)
     }
@@ -573,12 +577,13 @@ impl SearchOptions<'_, '_> {
             q.ids = ids_of(py, ids)?;
         }
         (q.vector, q.rerank_only) = (self.vector, self.rerank_only);
-        q.fusion = Fusion::from_parts(self.fusion, self.rrf_k0).or_py(py)?;
+        let kind = self.fusion.map(|f| named::<tessera::FusionKind>(py, f)).transpose()?;
+        q.fusion = Fusion::from_parts(kind, self.rrf_k0).or_py(py)?;
         if let Some(w) = self.weights {
             for (source, weight) in w.iter() {
                 let source: String = source.extract().map_err(|_| invalid(py, "weights: keys must be str"))?;
                 let weight: f64 = weight.extract().map_err(|_| invalid(py, "weights: values must be numbers"))?;
-                q.weights.push((source.parse().or_py(py)?, weight));
+                q.weights.push((named(py, &source)?, weight));
             }
         }
         Ok(q)
@@ -826,10 +831,13 @@ impl Collection {
         Hit::list(py, out)
     }
 
-    /// `search` for each of `queries` (a list of arrays), run in parallel on
-    /// the engine's thread pool; one list of hits per query, in order. The
-    /// options are `search`'s and apply to every query. A bad query raises
-    /// (naming its index) and nothing is searched.
+    /// `search` for each of `queries` (a list of arrays); one list of hits
+    /// per query, in order, each what `search` gives that query alone. The
+    /// options are `search`'s and apply to every query. A tensor search
+    /// scores the queries in groups of up to 32 with the multi-query kernel
+    /// (one pass over each document they share); a hybrid one runs query by
+    /// query in parallel. A bad query raises, naming its index. At most
+    /// 1024 queries and 262144 query tokens in all.
     #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
@@ -866,21 +874,20 @@ impl Collection {
             rrf_k0,
             weights,
         };
-        let reqs = items(py, queries, "queries")?
+        let qs = items(py, queries, "queries")?
             .iter()
             .enumerate()
-            .map(|(i, q)| opts.request(py, self.query_of(py, Some(q), &format!("queries[{i}]"))?))
+            .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
             .collect::<PyResult<Vec<_>>>()?;
-        let outs = engine(py, || {
-            reqs.par_iter()
-                .enumerate()
-                .map(|(i, r)| c.search_request(r).map_err(|e| (i, e)))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        match outs {
-            Ok(outs) => outs.into_iter().map(|o| Hit::list(py, o)).collect(),
-            Err((i, e)) => Err(py_error(py, error_class(&e), format!("queries[{i}]: {e}"))),
-        }
+        let req = opts.request(py, None)?;
+        let outs = engine(py, || c.search_request_batch(&req, &qs)).or_py(py)?;
+        outs.into_iter()
+            .enumerate()
+            .map(|(i, o)| match o {
+                Ok(o) => Hit::list(py, o),
+                Err(e) => Err(py_error(py, error_class(&e), format!("queries[{i}]: {e}"))),
+            })
+            .collect()
     }
 
     /// Exact MaxSim of `query` against the documents `ids`, best first, and
@@ -956,9 +963,9 @@ impl Collection {
         let stats = engine(py, || c.stats());
         let cfg = c.config();
         let mut v = serde_json::to_value(&stats).map_err(|e| invalid(py, e.to_string()))?;
-        v["index"] = IndexConfig::name_of(cfg.index.as_ref()).into();
-        v["text"] = TextConfig::name_of(cfg.text.as_ref()).into();
-        v["durability"] = cfg.durability.as_str().into();
+        v["index"] = IndexKind::of(cfg.index.as_ref()).name().into();
+        v["text"] = TextKind::of(cfg.text.as_ref()).name().into();
+        v["durability"] = cfg.durability.name().into();
         to_python(py, &v)
     }
 

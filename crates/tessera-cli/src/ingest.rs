@@ -18,7 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
-use tessera::{CollectionConfig, Database, IndexConfig, Screening, TokenType};
+use tessera::{CollectionConfig, Database, IndexConfig, IndexKind, Screening, TokenType};
 
 /// What to do with a bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -253,7 +253,7 @@ fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
         opts.index
             .as_ref()
             .filter(|i| **i != have.index)
-            .map(|i| ("--index", IndexConfig::name_of(i.as_ref()), IndexConfig::name_of(have.index.as_ref()))),
+            .map(|i| ("--index", IndexKind::of(i.as_ref()).name(), IndexKind::of(have.index.as_ref()).name())),
         opts.storage.filter(|s| *s != have.storage).map(|s| ("--storage", s.name(), have.storage.name())),
         opts.screening.filter(|s| *s != have.screening).map(|s| ("--screening", s.name(), have.screening.name())),
     ];

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     pub max_candidates: usize,
     #[arg(long, default_value_t = Limits::default().max_ids)]
     pub max_ids: usize,
+    /// Most queries in one batch search.
+    #[arg(long, default_value_t = Limits::default().max_batch_queries)]
+    pub max_batch_queries: usize,
+    /// Most query tokens, over all its queries, in one batch search.
+    #[arg(long, default_value_t = Limits::default().max_batch_tokens)]
+    pub max_batch_tokens: usize,
     #[arg(long, default_value_t = Limits::default().max_response_bytes)]
     pub max_response_bytes: usize,
 }
@@ -100,6 +106,8 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_k: a.max_k,
         max_candidates: a.max_candidates,
         max_ids: a.max_ids,
+        max_batch_queries: a.max_batch_queries,
+        max_batch_tokens: a.max_batch_tokens,
         max_response_bytes: a.max_response_bytes,
     };
     let config = ServerConfig {

@@ -20,6 +20,7 @@ compile_error!("Tessera's files are little-endian and read in place; big-endian 
 pub mod deletes;
 pub mod envelope;
 pub mod inspect;
+pub mod names;
 pub mod sections;
 pub mod segment;
 pub mod tokens;

@@ -14,29 +14,19 @@
 //!         1   binary  ⌈dim / 64⌉ u64 words: bit k % 64 of word k / 64 is set iff value k > 0
 //! ```
 
-/// `ALL`, `id` (the value a segment header stores), `from_id`, `name` and
-/// `from_name` of a fieldless `#[repr(u16)]` enum.
+/// `id` (the value a segment header stores) and `from_id` of a fieldless
+/// `#[repr(u16)]` enum, with its names (see [`named!`](crate::named)).
 macro_rules! named_ids {
-    ($t:ident, [$($v:path => $name:literal),*]) => {
-        impl $t {
-            pub const ALL: [$t; [$($name),*].len()] = [$($v),*];
+    ($t:ident, $what:literal, [$($v:path => $name:literal),*]) => {
+        $crate::named!($t, $what, [$($v => $name),*]);
 
+        impl $t {
             pub fn id(self) -> u16 {
                 self as u16
             }
 
             pub fn from_id(id: u16) -> Option<Self> {
                 Self::ALL.into_iter().find(|t| t.id() == id)
-            }
-
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($v => $name,)*
-                }
-            }
-
-            pub fn from_name(name: &str) -> Option<Self> {
-                Self::ALL.into_iter().find(|t| t.name() == name)
             }
         }
     };
@@ -53,7 +43,7 @@ pub enum TokenType {
     Int8 = 2,
 }
 
-named_ids!(TokenType, [TokenType::F16 => "f16", TokenType::Int8 => "int8"]);
+named_ids!(TokenType, "storage", [TokenType::F16 => "f16", TokenType::Int8 => "int8"]);
 
 impl TokenType {
     /// Bytes of one token row in the TOKENS section.
@@ -83,7 +73,7 @@ pub enum Screening {
     Binary = 1,
 }
 
-named_ids!(Screening, [Screening::None => "none", Screening::Binary => "binary"]);
+named_ids!(Screening, "screening", [Screening::None => "none", Screening::Binary => "binary"]);
 
 impl Screening {
     /// u64 words of one token's code.

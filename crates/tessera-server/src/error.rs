@@ -155,6 +155,12 @@ impl From<tessera::Error> for ApiError {
     }
 }
 
+impl From<tessera::UnknownName> for ApiError {
+    fn from(e: tessera::UnknownName) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 /// The JSON body of an HTTP error: `{"error": {"code", "message", "limit"?}}`.
 #[derive(Serialize)]
 pub(crate) struct ErrorBody<'a> {

@@ -4,7 +4,10 @@
 use crate::auth::{Access, credential};
 use crate::error::ApiError;
 use crate::pb;
-use crate::service::{self, CollectionInfo, CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes};
+use crate::service::{
+    self, BatchResult, CollectionInfo, CollectionSpec, DType, SearchRequest, SearchResponse, Service, Tensor,
+    decode_tensor, f16_bytes,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,7 +57,7 @@ pub struct Auth<S> {
 fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {
         "Health" => None,
-        "ListCollections" | "GetCollection" | "Get" | "Search" | "Rerank" => Some(Access::Read),
+        "ListCollections" | "GetCollection" | "Get" | "Search" | "SearchBatch" | "Rerank" => Some(Access::Read),
         _ => Some(Access::Write),
     }
 }
@@ -92,7 +95,7 @@ where
     }
 }
 
-const KNOWN_RPCS: [&str; 12] = [
+const KNOWN_RPCS: [&str; 13] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -102,6 +105,7 @@ const KNOWN_RPCS: [&str; 12] = [
     "Delete",
     "Get",
     "Search",
+    "SearchBatch",
     "Rerank",
     "Flush",
     "Compact",
@@ -185,8 +189,9 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
     serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("{what} is not valid JSON: {e}")))
 }
 
-fn nonempty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
+/// A setting named in a string field: empty means its default.
+fn setting<T: std::str::FromStr<Err = tessera::UnknownName> + Default>(s: &str) -> Result<T, ApiError> {
+    if s.is_empty() { Ok(T::default()) } else { Ok(s.parse()?) }
 }
 
 fn info(c: CollectionInfo) -> pb::CollectionInfo {
@@ -194,9 +199,9 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
     pb::CollectionInfo {
         name: s.name,
         dim: s.dim as u32,
-        index: c.index.into(),
-        text: c.text.into(),
-        durability: c.durability.into(),
+        index: c.index.to_string(),
+        text: c.text.to_string(),
+        durability: c.durability.to_string(),
         documents: s.documents as u64,
         tokens: s.tokens as u64,
         segments: s.segments as u64,
@@ -221,15 +226,47 @@ fn hit(h: service::Hit) -> pb::Hit {
             .sources
             .into_iter()
             .map(|SourceRank { source, rank, score }| pb::SourceRank {
-                source: serde_json::to_value(source)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                source: source.to_string(),
                 rank: rank as u32,
                 score,
             })
             .collect(),
     }
+}
+
+/// The service's request for a gRPC search (its tokens, if any, are the query).
+fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
+    let fusion = match pb::Fusion::try_from(r.fusion) {
+        Ok(pb::Fusion::Unspecified) => None,
+        Ok(pb::Fusion::Rrf) => Some(tessera::FusionKind::Rrf),
+        Ok(pb::Fusion::Weighted) => Some(tessera::FusionKind::Weighted),
+        Err(_) => return Err(ApiError::bad_request(format!("unknown fusion {}", r.fusion))),
+    };
+    let weights =
+        r.weights.into_iter().map(|(k, w)| Ok((k.parse::<tessera::Source>()?, w))).collect::<Result<_, ApiError>>()?;
+    Ok(SearchRequest {
+        tokens: r.query.map(|q| tensor(Some(q), "query").map(Tensor)).transpose()?,
+        queries: None,
+        k: (r.k != 0).then_some(r.k as usize),
+        candidates: r.candidates.map(|c| c as usize),
+        ef: r.ef.map(|c| c as usize),
+        rerank: r.rerank.map(|c| c as usize),
+        exact: r.exact,
+        filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?,
+        text: r.text,
+        ids: r.ids,
+        vector: r.vector,
+        rerank_only: r.rerank_only,
+        fusion,
+        rrf_k0: r.rrf_k0,
+        weights,
+        include_text: !r.omit_text,
+        include_payload: !r.omit_payload,
+    })
+}
+
+fn response(out: SearchResponse) -> pb::SearchResponse {
+    pb::SearchResponse { mode: out.mode.into(), hits: out.hits.into_iter().map(hit).collect() }
 }
 
 #[tonic::async_trait]
@@ -265,11 +302,11 @@ impl pb::tessera_server::Tessera for Grpc {
             let spec = CollectionSpec {
                 name: r.name,
                 dim: r.dim as usize,
-                index: nonempty(r.index),
-                text: nonempty(r.text),
-                durability: nonempty(r.durability),
-                storage: nonempty(r.storage),
-                screening: nonempty(r.screening),
+                index: setting(&r.index)?,
+                text: setting(&r.text)?,
+                durability: setting(&r.durability)?,
+                storage: setting(&r.storage)?,
+                screening: setting(&r.screening)?,
                 if_not_exists: r.if_not_exists,
             };
             Ok(info(s.create_collection(spec).await?.0))
@@ -346,32 +383,46 @@ impl pb::tessera_server::Tessera for Grpc {
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
         self.call("Search", Some(Access::Read), req, |s, r| async move {
-            let fusion = match pb::Fusion::try_from(r.fusion) {
-                Ok(pb::Fusion::Unspecified) => None,
-                Ok(pb::Fusion::Rrf) => Some("rrf".to_string()),
-                Ok(pb::Fusion::Weighted) => Some("weighted".to_string()),
-                Err(_) => return Err(ApiError::bad_request(format!("unknown fusion {}", r.fusion))),
-            };
-            let req = SearchRequest {
-                tokens: r.query.map(|q| tensor(Some(q), "query")).transpose()?,
-                k: (r.k != 0).then_some(r.k as usize),
-                candidates: r.candidates.map(|c| c as usize),
-                ef: r.ef.map(|c| c as usize),
-                rerank: r.rerank.map(|c| c as usize),
-                exact: r.exact,
-                filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null()),
-                text: r.text,
-                ids: r.ids,
-                vector: r.vector,
-                rerank_only: r.rerank_only,
-                fusion,
-                rrf_k0: r.rrf_k0,
-                weights: r.weights.into_iter().collect(),
-                include_text: !r.omit_text,
-                include_payload: !r.omit_payload,
-            };
-            let out = s.search(&r.collection, req).await?;
-            Ok(pb::SearchResponse { mode: out.mode.into(), hits: out.hits.into_iter().map(hit).collect() })
+            let name = r.collection.clone();
+            Ok(response(s.search(&name, search_request(r)?).await?))
+        })
+        .await
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        self.call("SearchBatch", Some(Access::Read), req, |s, r| async move {
+            let search = r.search.unwrap_or_default();
+            if search.query.is_some() {
+                return Err(ApiError::bad_request("search.query must be unset in a batch: give the queries"));
+            }
+            let name = search.collection.clone();
+            let mut req = search_request(search)?;
+            req.queries = Some(
+                r.queries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, q)| tensor(Some(q), &format!("queries[{i}]")).map(Tensor))
+                    .collect::<Result<_, _>>()?,
+            );
+            let out = s.search_batch(&name, req).await?;
+            let results = out
+                .results
+                .into_iter()
+                .map(|r| pb::SearchResult {
+                    result: Some(match r {
+                        BatchResult::Ok(r) => pb::search_result::Result::Response(response(r)),
+                        BatchResult::Err { error } => pb::search_result::Result::Error(pb::QueryError {
+                            code: ApiError::new(error.code, "").grpc_code() as u32,
+                            message: error.message,
+                            limit: error.limit.map(String::from),
+                        }),
+                    }),
+                })
+                .collect();
+            Ok(pb::SearchBatchResponse { results })
         })
         .await
     }
@@ -402,7 +453,7 @@ mod tests {
 
     #[test]
     fn every_rpc_needs_the_access_its_http_route_needs() {
-        let reads = ["ListCollections", "GetCollection", "Get", "Search", "Rerank"];
+        let reads = ["ListCollections", "GetCollection", "Get", "Search", "SearchBatch", "Rerank"];
         for rpc in KNOWN_RPCS {
             let want = match rpc {
                 "Health" => None,

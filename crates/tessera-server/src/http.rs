@@ -8,7 +8,7 @@
 
 use crate::auth::{Access, credential};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-use crate::service::{CollectionSpec, DType, SearchRequest, Service, decode_tensor, f16_bytes};
+use crate::service::{CollectionSpec, SearchRequest, Service, Tensor, f16_bytes};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
@@ -19,12 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use std::collections::BTreeMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera::{Document, Tokens};
+use tessera::Document;
 
 /// The OpenAPI 3 description of this adapter.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -228,72 +227,11 @@ async fn drop_collection(State(s): State<AppState>, _: Write, Name(name): Name) 
     Ok(ok(StatusCode::OK, &serde_json::json!({ "dropped": name })))
 }
 
-/// A tensor in JSON: nested rows `[[f32; dim]; tokens]`, or packed
-/// `{"dtype": "f16"|"f32", "shape": [tokens, dim], "data": base64 little-endian}`.
-struct TensorJson(Tokens);
-
-impl<'de> Deserialize<'de> for TensorJson {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TensorVisitor)
-    }
-}
-
-struct TensorVisitor;
-
-impl<'de> Visitor<'de> for TensorVisitor {
-    type Value = TensorJson;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(r#"a tensor: [[numbers]] or {"dtype", "shape", "data"}"#)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TensorJson, A::Error> {
-        let mut data: Vec<f32> = Vec::new();
-        let mut dim = 0;
-        let mut row_index = 0usize;
-        while let Some(row) = seq.next_element::<Vec<f32>>()? {
-            if row_index == 0 {
-                dim = row.len();
-                if dim == 0 {
-                    return Err(de::Error::custom("tensor row 0 is empty"));
-                }
-            } else if row.len() != dim {
-                return Err(de::Error::custom(format!(
-                    "tensor row {row_index} has {} values; row 0 has {dim}",
-                    row.len()
-                )));
-            }
-            data.extend_from_slice(&row);
-            row_index += 1;
-        }
-        if row_index == 0 {
-            return Err(de::Error::custom("empty tensor: at least one token is required"));
-        }
-        Ok(TensorJson(Tokens::F32 { data, dim }))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TensorJson, A::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Packed {
-            dtype: String,
-            shape: Vec<u64>,
-            data: String,
-        }
-        let p = Packed::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        let dtype = DType::parse(&p.dtype).map_err(de::Error::custom)?;
-        let bytes = B64
-            .decode(p.data.as_bytes())
-            .map_err(|e| de::Error::custom(format!("tensor data: invalid base64: {e}")))?;
-        decode_tensor(dtype, &p.shape, &bytes).map(TensorJson).map_err(de::Error::custom)
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DocBody {
     id: String,
-    tokens: TensorJson,
+    tokens: Tensor,
     text: Option<String>,
     payload: Option<serde_json::Value>,
 }
@@ -438,74 +376,32 @@ async fn get_documents(
     Ok(ok(StatusCode::OK, &GetOut { documents, missing: r.missing }))
 }
 
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SearchBody {
-    tokens: Option<TensorJson>,
-    k: Option<usize>,
-    candidates: Option<usize>,
-    ef: Option<usize>,
-    rerank: Option<usize>,
-    #[serde(default)]
-    exact: bool,
-    filter: Option<serde_json::Value>,
-    text: Option<String>,
-    #[serde(default)]
-    ids: Vec<String>,
-    #[serde(default)]
-    vector: bool,
-    #[serde(default)]
-    rerank_only: bool,
-    fusion: Option<String>,
-    rrf_k0: Option<f64>,
-    #[serde(default)]
-    weights: BTreeMap<String, f64>,
-    #[serde(default = "yes")]
-    include_text: bool,
-    #[serde(default = "yes")]
-    include_payload: bool,
-}
-
+/// One search (`tokens`) or a batch (`queries`: one result per query, in order).
 async fn search(
     State(s): State<AppState>,
     _: Read,
     Name(name): Name,
-    Json(b): Json<SearchBody>,
+    Json(req): Json<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    let req = SearchRequest {
-        tokens: b.tokens.map(|t| t.0),
-        k: b.k,
-        candidates: b.candidates,
-        ef: b.ef,
-        rerank: b.rerank,
-        exact: b.exact,
-        filter: b.filter.filter(|f| !f.is_null()),
-        text: b.text,
-        ids: b.ids,
-        vector: b.vector,
-        rerank_only: b.rerank_only,
-        fusion: b.fusion,
-        rrf_k0: b.rrf_k0,
-        weights: b.weights.into_iter().collect(),
-        include_text: b.include_text,
-        include_payload: b.include_payload,
-    };
+    if req.queries.is_some() {
+        return Ok(ok(StatusCode::OK, &s.search_batch(&name, req).await?));
+    }
     Ok(ok(StatusCode::OK, &s.search(&name, req).await?))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RerankBody {
-    tokens: TensorJson,
+    tokens: Tensor,
     ids: Vec<String>,
     #[serde(default = "yes")]
     include_text: bool,
     #[serde(default = "yes")]
     include_payload: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn rerank(

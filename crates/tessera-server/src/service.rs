@@ -12,13 +12,17 @@
 use crate::auth::{Access, ApiKeys};
 use crate::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
-use serde::Serialize;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
-    CollectionConfig, Database, Document, Filter, Fusion, IndexConfig, SearchResults, SourceRank, StoredDocument,
-    TextConfig, Tokens, f16,
+    CollectionConfig, Database, Document, Durability, Filter, Fusion, FusionKind, IndexKind, Screening, SearchResults,
+    Source, SourceRank, StoredDocument, TextKind, TokenType, Tokens, f16,
 };
 
 /// Configurable request limits. Each has a name (the field's) that errors report.
@@ -38,6 +42,10 @@ pub struct Limits {
     pub max_candidates: usize,
     /// Most ids in a delete, get, rerank or search-by-ids request.
     pub max_ids: usize,
+    /// Most queries in one batch search.
+    pub max_batch_queries: usize,
+    /// Most query tokens, over all its queries, in one batch search.
+    pub max_batch_tokens: usize,
     /// Largest `get` answer, in bytes (estimated as it is assembled, so that
     /// it is refused before it is built).
     pub max_response_bytes: usize,
@@ -55,14 +63,23 @@ impl Limits {
             ("max_k", self.max_k),
             ("max_candidates", self.max_candidates),
             ("max_ids", self.max_ids),
+            ("max_batch_queries", self.max_batch_queries),
+            ("max_batch_tokens", self.max_batch_tokens),
             ("max_response_bytes", self.max_response_bytes),
         ];
         if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
         }
-        for (name, v) in [("max_k", self.max_k), ("max_candidates", self.max_candidates), ("max_ids", self.max_ids)] {
-            if v > tessera::MAX_K {
-                return Err(format!("{name} is {v}; the engine's most is {}", tessera::MAX_K));
+        let engine = [
+            ("max_k", self.max_k, tessera::MAX_K),
+            ("max_candidates", self.max_candidates, tessera::MAX_K),
+            ("max_ids", self.max_ids, tessera::MAX_K),
+            ("max_batch_queries", self.max_batch_queries, tessera::MAX_BATCH),
+            ("max_batch_tokens", self.max_batch_tokens, tessera::MAX_BATCH_TOKENS),
+        ];
+        for (name, v, most) in engine {
+            if v > most {
+                return Err(format!("{name} is {v}; the engine's most is {most}"));
             }
         }
         Ok(())
@@ -79,6 +96,8 @@ impl Default for Limits {
             max_k: 1000,
             max_candidates: 10_000,
             max_ids: 10_000,
+            max_batch_queries: 256,
+            max_batch_tokens: 65_536,
             max_response_bytes: 64 << 20,
         }
     }
@@ -140,6 +159,69 @@ pub fn decode_tensor(dtype: DType, shape: &[u64], data: &[u8]) -> Result<Tokens,
     })
 }
 
+/// A query or document tensor as the service takes it. In JSON: nested rows
+/// `[[f32; dim]; tokens]`, or packed `{"dtype": "f16"|"f32", "shape":
+/// [tokens, dim], "data": base64 little-endian}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor(pub Tokens);
+
+impl<'de> Deserialize<'de> for Tensor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TensorVisitor)
+    }
+}
+
+struct TensorVisitor;
+
+impl<'de> Visitor<'de> for TensorVisitor {
+    type Value = Tensor;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"a tensor: [[numbers]] or {"dtype", "shape", "data"}"#)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tensor, A::Error> {
+        let mut data: Vec<f32> = Vec::new();
+        let mut dim = 0;
+        let mut row_index = 0usize;
+        while let Some(row) = seq.next_element::<Vec<f32>>()? {
+            if row_index == 0 {
+                dim = row.len();
+                if dim == 0 {
+                    return Err(de::Error::custom("tensor row 0 is empty"));
+                }
+            } else if row.len() != dim {
+                return Err(de::Error::custom(format!(
+                    "tensor row {row_index} has {} values; row 0 has {dim}",
+                    row.len()
+                )));
+            }
+            data.extend_from_slice(&row);
+            row_index += 1;
+        }
+        if row_index == 0 {
+            return Err(de::Error::custom("empty tensor: at least one token is required"));
+        }
+        Ok(Tensor(Tokens::F32 { data, dim }))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Tensor, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Packed {
+            dtype: String,
+            shape: Vec<u64>,
+            data: String,
+        }
+        let p = Packed::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let dtype = DType::parse(&p.dtype).map_err(de::Error::custom)?;
+        let bytes = B64
+            .decode(p.data.as_bytes())
+            .map_err(|e| de::Error::custom(format!("tensor data: invalid base64: {e}")))?;
+        decode_tensor(dtype, &p.shape, &bytes).map(Tensor).map_err(de::Error::custom)
+    }
+}
+
 /// f16 tokens as little-endian bytes.
 pub fn f16_bytes(tokens: &[f16]) -> Vec<u8> {
     tokens.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -154,45 +236,49 @@ pub fn n_tokens(t: &Tokens) -> usize {
     len / t.dim().max(1)
 }
 
-/// What to create (also the HTTP body of `POST /v1/collections`).
-#[derive(Debug, Clone, serde::Deserialize)]
+/// What to create (also the HTTP body of `POST /v1/collections`). Each
+/// setting is the engine's own type, named as everywhere (`pooled`, `int8`, …).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionSpec {
     pub name: String,
     pub dim: usize,
     /// `pooled` (default), `muvera` or `none`.
-    pub index: Option<String>,
+    #[serde(default)]
+    pub index: IndexKind,
     /// `english` (default), `plain`, `cjk` or `none`.
-    pub text: Option<String>,
+    #[serde(default)]
+    pub text: TextKind,
     /// `sync` (default) or `buffered`.
-    pub durability: Option<String>,
+    #[serde(default)]
+    pub durability: Durability,
     /// `f16` (default) or `int8`.
-    pub storage: Option<String>,
+    #[serde(default)]
+    pub storage: TokenType,
     /// `none` (default) or `binary`.
-    pub screening: Option<String>,
+    #[serde(default)]
+    pub screening: Screening,
     /// Return the existing collection if its configuration matches.
     #[serde(default)]
     pub if_not_exists: bool,
 }
 
 impl CollectionSpec {
-    fn config(&self) -> Result<CollectionConfig, ApiError> {
+    fn config(&self) -> CollectionConfig {
         let mut c = CollectionConfig::new(self.dim);
-        c.index = IndexConfig::from_name(self.index.as_deref().unwrap_or("pooled"))?;
-        c.text = TextConfig::from_name(self.text.as_deref().unwrap_or("english"))?;
-        c.durability = self.durability.as_deref().unwrap_or("sync").parse()?;
-        c.storage = tessera::storage_from_name(self.storage.as_deref().unwrap_or("f16"))?;
-        c.screening = tessera::screening_from_name(self.screening.as_deref().unwrap_or("none"))?;
-        Ok(c)
+        c.index = self.index.config();
+        c.text = self.text.config();
+        (c.durability, c.storage, c.screening) = (self.durability, self.storage, self.screening);
+        c
     }
 }
 
 /// A collection's configuration and counts.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CollectionInfo {
-    pub index: &'static str,
-    pub text: &'static str,
-    pub durability: &'static str,
+    pub index: IndexKind,
+    pub text: TextKind,
+    pub durability: Durability,
     /// Name, dim and the engine's counts.
     #[serde(flatten)]
     pub stats: tessera::CollectionStats,
@@ -202,20 +288,25 @@ impl CollectionInfo {
     fn of(c: &tessera::Collection) -> Self {
         let cfg = c.config();
         Self {
-            index: IndexConfig::name_of(cfg.index.as_ref()),
-            text: TextConfig::name_of(cfg.text.as_ref()),
-            durability: cfg.durability.as_str(),
+            index: IndexKind::of(cfg.index.as_ref()),
+            text: TextKind::of(cfg.text.as_ref()),
+            durability: cfg.durability,
             stats: c.stats(),
         }
     }
 }
 
-/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0` or `weights` it is a
+/// A search (also the HTTP body of `POST .../search`). Without `text`,
+/// `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0` or `weights` it is a
 /// two-stage (or, with `exact`, exhaustive) MaxSim search of `tokens`;
-/// otherwise a hybrid query fusing the chosen sources.
-#[derive(Debug, Clone, Default)]
+/// otherwise a hybrid query fusing the chosen sources. With `queries`
+/// instead of `tokens` it is a batch: the same search for each query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SearchRequest {
-    pub tokens: Option<Tokens>,
+    pub tokens: Option<Tensor>,
+    /// A batch: one search per query, answered in order.
+    pub queries: Option<Vec<Tensor>>,
     /// Default 10 (or `max_k` if lower).
     pub k: Option<usize>,
     /// Default 256 (or `max_candidates` if lower).
@@ -223,20 +314,56 @@ pub struct SearchRequest {
     pub ef: Option<usize>,
     /// Screened collections: candidates scored exactly after the screening.
     pub rerank: Option<usize>,
+    #[serde(default)]
     pub exact: bool,
+    /// A payload filter; JSON `null` means none.
     pub filter: Option<serde_json::Value>,
     pub text: Option<String>,
+    #[serde(default)]
     pub ids: Vec<String>,
+    #[serde(default)]
     pub vector: bool,
     /// Use the tokens only for the final rerank, not as a source.
+    #[serde(default)]
     pub rerank_only: bool,
     /// `rrf` (default) or `weighted`.
-    pub fusion: Option<String>,
+    pub fusion: Option<FusionKind>,
     pub rrf_k0: Option<f64>,
-    /// Per-source weights: `tensor`, `vector`, `text`, `ids`.
-    pub weights: Vec<(String, f64)>,
+    /// Per-source weights.
+    #[serde(default)]
+    pub weights: BTreeMap<Source, f64>,
+    #[serde(default = "yes")]
     pub include_text: bool,
+    #[serde(default = "yes")]
     pub include_payload: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        Self {
+            tokens: None,
+            queries: None,
+            k: None,
+            candidates: None,
+            ef: None,
+            rerank: None,
+            exact: false,
+            filter: None,
+            text: None,
+            ids: Vec::new(),
+            vector: false,
+            rerank_only: false,
+            fusion: None,
+            rrf_k0: None,
+            weights: BTreeMap::new(),
+            include_text: true,
+            include_payload: true,
+        }
+    }
 }
 
 /// One result.
@@ -274,6 +401,56 @@ pub struct SearchResponse {
     /// `two_stage`, `exact` or `hybrid`.
     pub mode: &'static str,
     pub hits: Vec<Hit>,
+}
+
+impl SearchResponse {
+    fn of(out: SearchResults, text: bool, payload: bool) -> Self {
+        let mode = out.mode();
+        let hits = match out {
+            SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
+                hits.into_iter().map(|h| Hit::of(h, text, payload)).collect()
+            }
+            SearchResults::Hybrid(hits) => hits
+                .into_iter()
+                .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
+                .collect(),
+        };
+        Self { mode, hits }
+    }
+}
+
+/// The answer to a batch search: one result per query, in order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// One query's answer in a batch: its hits, or why it was refused.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Ok(SearchResponse),
+    Err { error: QueryError },
+}
+
+/// A refused query of a batch (the others are answered).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueryError {
+    pub code: ErrorKind,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
+}
+
+impl BatchResult {
+    fn of(r: Result<SearchResponse, ApiError>) -> Self {
+        match r {
+            Ok(r) => BatchResult::Ok(r),
+            Err(e) => BatchResult::Err {
+                error: QueryError { code: e.kind, message: e.short_message().into_owned(), limit: e.limit },
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -489,7 +666,7 @@ impl Service {
     /// the same configuration is returned instead. The flag tells whether it
     /// was created.
     pub async fn create_collection(&self, spec: CollectionSpec) -> Result<(CollectionInfo, bool), ApiError> {
-        let config = spec.config()?;
+        let config = spec.config();
         let db = self.db.clone();
         self.write(move || match db.create_collection(&spec.name, config.clone()) {
             Ok(c) => Ok((CollectionInfo::of(&c), true)),
@@ -597,12 +774,66 @@ impl Service {
     }
 
     pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
+        if req.queries.is_some() {
+            return Err(ApiError::bad_request("a batch (queries) is answered by the batch search"));
+        }
         let c = self.collection(name)?;
+        if let Some(t) = &req.tokens {
+            self.check_query(&t.0)?;
+        }
+        let (mut q, text, payload) = self.engine_request(&req)?;
+        q.tokens = req.tokens.map(|t| t.0);
+        self.read(move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload))).await
+    }
+
+    /// The same search for each of `req.queries`, answered in order; a bad
+    /// query gets its own error and the others are answered. Tensor searches
+    /// run as one engine batch (the multi-query kernel over the documents
+    /// the queries share). Limits: `max_batch_queries`, `max_batch_tokens`
+    /// (the whole batch), `max_query_tokens` (each query).
+    pub async fn search_batch(&self, name: &str, mut req: SearchRequest) -> Result<BatchResponse, ApiError> {
+        let Some(queries) = req.queries.take() else {
+            return Err(ApiError::bad_request("a batch search needs queries"));
+        };
+        if req.tokens.is_some() {
+            return Err(ApiError::bad_request("give either tokens (one query) or queries (a batch), not both"));
+        }
+        let c = self.collection(name)?;
+        if queries.len() > self.limits.max_batch_queries {
+            let max = self.limits.max_batch_queries;
+            return Err(ApiError::too_large("max_batch_queries", "the number of queries", queries.len(), max));
+        }
+        let total: usize = queries.iter().map(|t| n_tokens(&t.0)).sum();
+        if total > self.limits.max_batch_tokens {
+            let max = self.limits.max_batch_tokens;
+            return Err(ApiError::too_large("max_batch_tokens", "the batch's token count", total, max));
+        }
+        let (q, text, payload) = self.engine_request(&req)?;
+        let mut results: Vec<Option<Result<SearchResponse, ApiError>>> = Vec::with_capacity(queries.len());
+        let (mut at, mut good) = (Vec::new(), Vec::new());
+        for (i, t) in queries.into_iter().enumerate() {
+            match self.check_query(&t.0) {
+                Ok(()) => {
+                    at.push(i);
+                    good.push(t.0);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let outs = self.read(move || Ok(c.search_request_batch(&q, &good)?)).await?;
+        for (i, out) in at.into_iter().zip(outs) {
+            results[i] = Some(out.map(|o| SearchResponse::of(o, text, payload)).map_err(ApiError::from));
+        }
+        let results = results.into_iter().map(|r| BatchResult::of(r.expect("every query answered"))).collect();
+        Ok(BatchResponse { results })
+    }
+
+    /// The engine's request for `req`'s options (without its tokens), after
+    /// the server's limits, and whether hits carry their text and payload.
+    fn engine_request(&self, req: &SearchRequest) -> Result<(tessera::SearchRequest, bool, bool), ApiError> {
         let k = req.k.unwrap_or(10.min(self.limits.max_k));
         self.check_k(k)?;
-        if let Some(t) = &req.tokens {
-            self.check_query(t)?;
-        }
         if let Some(n) = req.candidates {
             if n == 0 {
                 return Err(ApiError::bad_request("candidates must be at least 1"));
@@ -621,28 +852,13 @@ impl Service {
         self.check_ids(req.ids.len())?;
         let mut q = tessera::SearchRequest::empty(k);
         q.candidates = Some(req.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES.min(self.limits.max_candidates)));
-        q.filter = req.filter.as_ref().map(Filter::from_json).transpose()?;
-        q.fusion = Fusion::from_parts(req.fusion.as_deref(), req.rrf_k0)?;
-        q.weights = req.weights.iter().map(|(s, w)| Ok((s.parse()?, *w))).collect::<tessera::Result<_>>()?;
-        (q.tokens, q.ef, q.exact, q.text, q.ids) = (req.tokens, req.ef, req.exact, req.text, req.ids);
+        q.filter = req.filter.as_ref().filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
+        q.fusion = Fusion::from_parts(req.fusion, req.rrf_k0)?;
+        q.weights = req.weights.iter().map(|(s, w)| (*s, *w)).collect();
+        (q.ef, q.exact, q.text, q.ids) = (req.ef, req.exact, req.text.clone(), req.ids.clone());
         q.rerank = req.rerank;
         (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
-        let (text, payload) = (req.include_text, req.include_payload);
-        self.read(move || {
-            let out = c.search_request(&q)?;
-            let mode = out.mode();
-            let hits = match out {
-                SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
-                    hits.into_iter().map(|h| Hit::of(h, text, payload)).collect()
-                }
-                SearchResults::Hybrid(hits) => hits
-                    .into_iter()
-                    .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
-                    .collect(),
-            };
-            Ok(SearchResponse { mode, hits })
-        })
-        .await
+        Ok((q, req.include_text, req.include_payload))
     }
 
     /// Exact MaxSim of the query against the given documents, best first.

@@ -364,3 +364,65 @@ fn storage_screening_and_rerank_over_grpc() {
     let (code_, msg) = code(rt.block_on(c.search(search(Some(10), true))));
     assert!(code_ == Code::InvalidArgument && msg.contains("exact"), "{msg}");
 }
+
+/// SearchBatch answers each query as Search does alone, in order; a bad query
+/// gets its own error; the batch limits refuse the whole call.
+#[test]
+fn search_batch_over_grpc_equals_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    let create = pb::CreateCollectionRequest { name: "b".into(), dim: DIM as u32, ..Default::default() };
+    rt.block_on(c.create_collection(create)).unwrap();
+    let mut rng = Rng::new(8);
+    let documents = (0..60)
+        .map(|i| {
+            let n = 1 + rng.below(9);
+            pb::Document {
+                id: format!("d{i}"),
+                tokens: Some(tensor(&rng.tokens(n, DIM), i % 2 == 0)),
+                ..Default::default()
+            }
+        })
+        .collect();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents })).unwrap();
+    let queries: Vec<pb::Tensor> = (0..20).map(|i| tensor(&rng.tokens(1 + i % 4, DIM), i % 3 == 0)).collect();
+    for exact in [false, true] {
+        let options = pb::SearchRequest { collection: "b".into(), k: 6, exact, ..Default::default() };
+        let batch = pb::SearchBatchRequest { search: Some(options.clone()), queries: queries.clone() };
+        let out = rt.block_on(c.search_batch(batch)).unwrap().into_inner();
+        assert_eq!(out.results.len(), queries.len());
+        for (q, r) in queries.iter().zip(out.results) {
+            let alone = rt
+                .block_on(c.search(pb::SearchRequest { query: Some(q.clone()), ..options.clone() }))
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.result, Some(pb::search_result::Result::Response(alone)));
+        }
+    }
+    let mut bad = queries[..2].to_vec();
+    bad.insert(1, tensor(&rng.tokens(2, DIM + 2), false));
+    let options = pb::SearchRequest { collection: "b".into(), k: 3, ..Default::default() };
+    let out = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: bad })).unwrap();
+    let results = out.into_inner().results;
+    match &results[1].result {
+        Some(pb::search_result::Result::Error(e)) => {
+            assert_eq!(e.code, Code::InvalidArgument as u32);
+            assert!(e.message.contains("dimension"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(matches!(results[0].result, Some(pb::search_result::Result::Response(_))));
+    assert!(matches!(results[2].result, Some(pb::search_result::Result::Response(_))));
+    // The query belongs in `queries`; too many queries are refused as a whole.
+    let with_query =
+        pb::SearchRequest { collection: "b".into(), query: Some(queries[0].clone()), ..Default::default() };
+    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(with_query), queries: vec![] }));
+    assert_eq!(code(r).0, Code::InvalidArgument);
+    let many = vec![queries[0].clone(); Limits::default().max_batch_queries + 1];
+    let options = pb::SearchRequest { collection: "b".into(), ..Default::default() };
+    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: many }));
+    let (code_, msg) = code(r);
+    assert!(code_ == Code::ResourceExhausted && msg.contains("max_batch_queries"), "{msg}");
+}

@@ -679,3 +679,69 @@ fn storage_screening_and_rerank_over_http() {
         assert!(r.status == 400 && r.body.contains(words), "{extra}: {} {}", r.status, r.body);
     }
 }
+
+/// A batch (`queries`) answers each query as a one-query request does, in
+/// order, in every mode; a bad query gets its own error and the rest are
+/// answered; the batch limits refuse the whole request, and `tokens` with
+/// `queries` is refused.
+#[test]
+fn batch_search_answers_each_query_as_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(
+        dir.path(),
+        Limits { max_batch_queries: 40, max_batch_tokens: 200, ..Limits::default() },
+        ApiKeys::default(),
+    );
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "b", "dim": DIM}));
+    let mut rng = Rng::new(11);
+    let docs = corpus(&mut rng, 120);
+    upsert_all(a, "b", &docs[..80]);
+    ok(a, "/v1/collections/b/flush", &json!({}));
+    upsert_all(a, "b", &docs[80..]);
+    let queries: Vec<Vec<Vec<f32>>> = (0..35).map(|i| rng.tokens(1 + i % 5, DIM)).collect();
+    for extra in [
+        json!({}),
+        json!({"exact": true, "k": 7}),
+        json!({"candidates": 20, "k": 3}),
+        json!({"filter": {"field": "n", "range": {"gte": 10}}, "k": 5}),
+        json!({"text": "alpha", "k": 4}),
+    ] {
+        let mut body = json!({"queries": queries});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let batch = ok(a, "/v1/collections/b/search", &body);
+        let results = batch["results"].as_array().unwrap();
+        assert_eq!(results.len(), queries.len(), "{extra}");
+        for (q, r) in queries.iter().zip(results) {
+            let mut one = json!({"tokens": q});
+            one.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            assert_eq!(r, &ok(a, "/v1/collections/b/search", &one), "{extra}");
+        }
+    }
+    // One bad query (wrong dim), one too long (max_query_tokens 1024 is not hit;
+    // use a packed tensor with a NaN): each answered with its own error.
+    let nan = packed(&[vec![f32::NAN; DIM]], false);
+    let body = json!({"queries": [queries[0], rng.tokens(2, DIM + 1), nan, queries[1]], "k": 3});
+    let r = ok(a, "/v1/collections/b/search", &body);
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res.len(), 4);
+    assert_eq!(res[0], ok(a, "/v1/collections/b/search", &json!({"tokens": queries[0], "k": 3})));
+    assert_eq!(res[3], ok(a, "/v1/collections/b/search", &json!({"tokens": queries[1], "k": 3})));
+    assert_eq!(res[1]["error"]["code"], "bad_request", "{}", res[1]);
+    assert!(res[1]["error"]["message"].as_str().unwrap().contains("dimension"), "{}", res[1]);
+    assert_eq!(res[2]["error"]["code"], "bad_request", "{}", res[2]);
+    // Refused as a whole.
+    let many = vec![queries[0].clone(); 41];
+    let r = post(a, "/v1/collections/b/search", &json!({"queries": many}));
+    assert!(r.status == 413 && r.body.contains("max_batch_queries"), "{} {}", r.status, r.body);
+    let long = vec![rng.tokens(101, DIM); 2];
+    let r = post(a, "/v1/collections/b/search", &json!({"queries": long}));
+    assert!(r.status == 413 && r.body.contains("max_batch_tokens"), "{} {}", r.status, r.body);
+    let r = post(a, "/v1/collections/b/search", &json!({"queries": [queries[0]], "tokens": queries[0]}));
+    assert!(r.status == 400 && r.body.contains("not both"), "{} {}", r.status, r.body);
+    let r = post(a, "/v1/collections/b/search", &json!({"queries": [queries[0]], "k": 0}));
+    assert!(r.status == 400 && r.body.contains("k must be"), "{} {}", r.status, r.body);
+    let r = post(a, "/v1/collections/nope/search", &json!({"queries": [queries[0]]}));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(ok(a, "/v1/collections/b/search", &json!({"queries": []}))["results"], json!([]));
+}

@@ -18,8 +18,7 @@ pub const MAX_DIM: usize = 4096;
 pub const MAX_ID_BYTES: usize = 512;
 
 /// When an acknowledged write is on stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Every batch is fsynced to the WAL before `upsert`/`delete` return:
     /// nothing acknowledged is lost, even on power failure.
@@ -29,6 +28,8 @@ pub enum Durability {
     /// nothing, an OS crash or power failure may lose the latest batches.
     Buffered,
 }
+
+tessera_format::named!(Durability, "durability", [Durability::Sync => "sync", Durability::Buffered => "buffered"]);
 
 /// The coarse stage of two-stage search: one vector per document (the
 /// encoder) in an HNSW graph per segment, built when the segment is sealed.
@@ -51,72 +52,67 @@ impl IndexConfig {
     }
 }
 
-/// The presets the interfaces name: `pooled`, `muvera`, or `none` (no
-/// coarse index: every search is exact).
-impl IndexConfig {
-    pub fn from_name(name: &str) -> crate::Result<Option<Self>> {
-        match name {
-            "pooled" => Ok(Some(Self::pooled())),
-            "muvera" => Ok(Some(Self::muvera())),
-            "none" => Ok(None),
-            s => Err(crate::Error::InvalidArgument(format!("unknown index {s:?}: use pooled, muvera or none"))),
-        }
-    }
-
-    /// The name of a collection's index (`muvera` for any MUVERA parameters).
-    pub fn name_of(index: Option<&Self>) -> &'static str {
-        match index.map(|i| &i.encoder) {
-            None => "none",
-            Some(EncoderConfig::Pooled) => "pooled",
-            Some(EncoderConfig::Muvera { .. }) => "muvera",
-        }
-    }
+/// The coarse index presets the interfaces name: `pooled`, `muvera`, or
+/// `none` (no coarse index: every search is exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IndexKind {
+    #[default]
+    Pooled,
+    Muvera,
+    None,
 }
 
-/// The names of full-text settings: a language, or `none`.
-impl TextConfig {
-    pub fn from_name(name: &str) -> crate::Result<Option<Self>> {
-        let language = match name {
-            "english" => Language::English,
-            "plain" => Language::Plain,
-            "cjk" => Language::Cjk,
-            "none" => return Ok(None),
-            s => {
-                return Err(crate::Error::InvalidArgument(format!(
-                    "unknown text {s:?}: use english, plain, cjk or none"
-                )));
-            }
-        };
-        Ok(Some(Self { language }))
-    }
+tessera_format::named!(IndexKind, "index", [IndexKind::Pooled => "pooled", IndexKind::Muvera => "muvera", IndexKind::None => "none"]);
 
-    pub fn name_of(text: Option<&Self>) -> &'static str {
-        match text.map(|t| t.language) {
-            None => "none",
-            Some(Language::English) => "english",
-            Some(Language::Plain) => "plain",
-            Some(Language::Cjk) => "cjk",
-        }
-    }
-}
-
-impl std::str::FromStr for Durability {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "sync" => Ok(Durability::Sync),
-            "buffered" => Ok(Durability::Buffered),
-            s => Err(crate::Error::InvalidArgument(format!("unknown durability {s:?}: use sync or buffered"))),
-        }
-    }
-}
-
-impl Durability {
-    pub fn as_str(self) -> &'static str {
+impl IndexKind {
+    /// The preset's index (default parameters).
+    pub fn config(self) -> Option<IndexConfig> {
         match self {
-            Durability::Sync => "sync",
-            Durability::Buffered => "buffered",
+            IndexKind::Pooled => Some(IndexConfig::pooled()),
+            IndexKind::Muvera => Some(IndexConfig::muvera()),
+            IndexKind::None => None,
+        }
+    }
+
+    /// The kind of a collection's index (`muvera` whatever its MUVERA parameters).
+    pub fn of(index: Option<&IndexConfig>) -> Self {
+        match index.map(|i| &i.encoder) {
+            None => IndexKind::None,
+            Some(EncoderConfig::Pooled) => IndexKind::Pooled,
+            Some(EncoderConfig::Muvera { .. }) => IndexKind::Muvera,
+        }
+    }
+}
+
+/// The full-text settings the interfaces name: a language, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextKind {
+    #[default]
+    English,
+    Plain,
+    Cjk,
+    None,
+}
+
+tessera_format::named!(TextKind, "text", [TextKind::English => "english", TextKind::Plain => "plain", TextKind::Cjk => "cjk", TextKind::None => "none"]);
+
+impl TextKind {
+    pub fn config(self) -> Option<TextConfig> {
+        let language = match self {
+            TextKind::English => Language::English,
+            TextKind::Plain => Language::Plain,
+            TextKind::Cjk => Language::Cjk,
+            TextKind::None => return None,
+        };
+        Some(TextConfig { language })
+    }
+
+    pub fn of(text: Option<&TextConfig>) -> Self {
+        match text.map(|t| t.language) {
+            None => TextKind::None,
+            Some(Language::English) => TextKind::English,
+            Some(Language::Plain) => TextKind::Plain,
+            Some(Language::Cjk) => TextKind::Cjk,
         }
     }
 }
@@ -153,43 +149,10 @@ pub struct CollectionConfig {
     pub text: Option<TextConfig>,
     /// How token values are stored: `f16` (as given) or `int8` (per-token
     /// scale, ~half the bytes). A manifest written before int8 existed is f16.
-    #[serde(with = "names::token_type")]
     pub storage: TokenType,
     /// Codes stored beside the tokens to screen candidates before the exact
     /// rerank: `none` or `binary` (one sign bit per dimension).
-    #[serde(with = "names::screening")]
     pub screening: Screening,
-}
-
-/// Token types and screening modes are stored in the manifest by name.
-mod names {
-    macro_rules! by_name {
-        ($m:ident, $t:ty, $what:literal) => {
-            pub mod $m {
-                use serde::{Deserialize, Deserializer, Serializer, de::Error};
-                pub fn serialize<S: Serializer>(v: &$t, s: S) -> Result<S::Ok, S::Error> {
-                    s.serialize_str(v.name())
-                }
-                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
-                    let name = String::deserialize(d)?;
-                    <$t>::from_name(&name).ok_or_else(|| D::Error::custom(format!("unknown {} {name:?}", $what)))
-                }
-            }
-        };
-    }
-    by_name!(token_type, tessera_format::TokenType, "storage");
-    by_name!(screening, tessera_format::Screening, "screening");
-}
-
-/// The names the interfaces use for storage and screening settings.
-pub fn storage_from_name(name: &str) -> crate::Result<TokenType> {
-    TokenType::from_name(name)
-        .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown storage {name:?}: use f16 or int8")))
-}
-
-pub fn screening_from_name(name: &str) -> crate::Result<Screening> {
-    Screening::from_name(name)
-        .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown screening {name:?}: use none or binary")))
 }
 
 impl Default for CollectionConfig {

@@ -46,6 +46,12 @@ pub enum Error {
     Text(String),
 }
 
+impl From<tessera_format::names::UnknownName> for Error {
+    fn from(e: tessera_format::names::UnknownName) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
 /// What kind of failure an [`Error`] is: the one classification every
 /// interface maps to its own codes (HTTP status, gRPC code, Python class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,7 @@ use crate::snapshot::{Ranked, materialize};
 use std::collections::HashMap;
 
 /// A candidate source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// Two-stage MaxSim ranking of the query tokens.
     Tensor,
@@ -36,6 +35,19 @@ pub enum Source {
     /// BM25 over the documents' text.
     Text,
 }
+
+tessera_format::named!(Source, "source", [Source::Tensor => "tensor", Source::Vector => "vector", Source::Text => "text", Source::Ids => "ids"]);
+
+/// How the interfaces name a fusion: `rrf` (with its constant, default 60)
+/// or `weighted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FusionKind {
+    #[default]
+    Rrf,
+    Weighted,
+}
+
+tessera_format::named!(FusionKind, "fusion", [FusionKind::Rrf => "rrf", FusionKind::Weighted => "weighted"]);
 
 /// How ranked lists are combined.
 #[derive(Debug, Clone, PartialEq)]

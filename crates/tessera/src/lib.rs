@@ -50,18 +50,19 @@ mod wal;
 
 pub use collection::{Collection, CollectionStats};
 pub use config::{
-    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, Language, MAX_DIM, MAX_ID_BYTES, Screening,
-    TextConfig, TokenType, screening_from_name, storage_from_name,
+    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM, MAX_ID_BYTES,
+    Screening, TextConfig, TextKind, TokenType,
 };
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use half::f16;
-pub use hybrid::{Fusion, HybridHit, HybridQuery, Source, SourceRank, fuse};
+pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use request::{SearchRequest, SearchResults};
 pub use search::{
     DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, Reranked, SearchHit, SearchParams,
 };
+pub use tessera_format::names::UnknownName;

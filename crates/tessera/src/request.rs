@@ -7,9 +7,8 @@ use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::hybrid::{Fusion, HybridHit, HybridQuery, Source};
+use crate::hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source};
 use crate::search::{DEFAULT_CANDIDATES, SearchHit, SearchParams};
-use std::str::FromStr;
 
 /// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion` or
 /// `weights` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
@@ -96,37 +95,59 @@ impl SearchResults {
 }
 
 impl Fusion {
-    /// A fusion from its name (`rrf`, `weighted`; none: RRF) and the RRF
-    /// constant; `None` when neither is given.
-    pub fn from_parts(name: Option<&str>, rrf_k0: Option<f64>) -> Result<Option<Fusion>> {
-        let bad = |m: String| Err(Error::InvalidArgument(m));
-        match (name, rrf_k0) {
+    /// A fusion from its kind (none: RRF) and the RRF constant (default 60);
+    /// `None` when neither is given.
+    pub fn from_parts(kind: Option<FusionKind>, rrf_k0: Option<f64>) -> Result<Option<Fusion>> {
+        match (kind, rrf_k0) {
             (None, None) => Ok(None),
-            (None | Some("rrf"), k0) => Ok(Some(Fusion::Rrf { k0: k0.unwrap_or(60.0) })),
-            (Some("weighted"), None) => Ok(Some(Fusion::Weighted)),
-            (Some("weighted"), Some(_)) => bad("rrf_k0 applies to rrf fusion only".into()),
-            (Some(s), _) => bad(format!("unknown fusion {s:?}: use rrf or weighted")),
-        }
-    }
-}
-
-impl FromStr for Source {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "tensor" => Ok(Source::Tensor),
-            "vector" => Ok(Source::Vector),
-            "text" => Ok(Source::Text),
-            "ids" => Ok(Source::Ids),
-            s => {
-                Err(Error::InvalidArgument(format!("unknown source {s:?} in weights: use tensor, vector, text or ids")))
+            (None | Some(FusionKind::Rrf), k0) => Ok(Some(Fusion::Rrf { k0: k0.unwrap_or(60.0) })),
+            (Some(FusionKind::Weighted), None) => Ok(Some(Fusion::Weighted)),
+            (Some(FusionKind::Weighted), Some(_)) => {
+                Err(Error::InvalidArgument("rrf_k0 applies to rrf fusion only".into()))
             }
         }
     }
 }
 
+impl SearchRequest {
+    /// The parameters of a tensor-only search.
+    fn tensor_params(&self) -> SearchParams {
+        let mut params = if self.exact { SearchParams::exact(self.k) } else { SearchParams::new(self.k) };
+        params = params.with_candidates(self.candidates.unwrap_or(DEFAULT_CANDIDATES));
+        params.ef = self.ef;
+        params.rerank = self.rerank;
+        params.filter = self.filter.clone();
+        params
+    }
+
+    fn results(&self, hits: Vec<SearchHit>) -> SearchResults {
+        if self.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) }
+    }
+}
+
 impl Collection {
+    /// Runs the search `req` describes for each of `queries` (`req.tokens`
+    /// must be unset): a tensor-only search runs as one
+    /// [`search_batch`](Collection::search_batch); a hybrid one query by
+    /// query, in parallel. Results in order; the outer error refuses the
+    /// whole batch (bad options, too many queries or tokens), an inner one a
+    /// single query.
+    pub fn search_request_batch(&self, req: &SearchRequest, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
+        use rayon::prelude::*;
+        if req.tokens.is_some() {
+            return Err(Error::InvalidArgument("a batch takes its queries in a list, not a single query".into()));
+        }
+        if !req.is_hybrid() {
+            let hits = self.search_batch(queries, &req.tensor_params())?;
+            return Ok(hits.into_iter().map(|h| h.map(|h| req.results(h))).collect());
+        }
+        crate::search::check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
+        Ok(queries
+            .par_iter()
+            .map(|q| self.search_request(&SearchRequest { tokens: Some(q.clone()), ..req.clone() }))
+            .collect())
+    }
+
     /// Runs a [`SearchRequest`]: refuses options that do not apply to its
     /// kind of search, then searches.
     pub fn search_request(&self, req: &SearchRequest) -> Result<SearchResults> {
@@ -136,13 +157,8 @@ impl Collection {
             let Some(tokens) = &req.tokens else {
                 return bad("a search needs query tokens, text or ids");
             };
-            let mut params = if req.exact { SearchParams::exact(req.k) } else { SearchParams::new(req.k) };
-            params = params.with_candidates(candidates);
-            params.ef = req.ef;
-            params.rerank = req.rerank;
-            params.filter = req.filter.clone();
-            let hits = self.search_with(tokens, &params)?;
-            return Ok(if req.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) });
+            let hits = self.search_with(tokens, &req.tensor_params())?;
+            return Ok(req.results(hits));
         }
         if req.exact || req.ef.is_some() || req.rerank.is_some() {
             return bad(

@@ -689,7 +689,7 @@ fn int8_and_screened_collections_against_naive_reference() {
         (TokenType::Int8, Screening::Binary, Some(tessera::IndexConfig::muvera())),
     ];
     for (storage, screening, index) in kinds {
-        let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexConfig::name_of(index.as_ref()));
+        let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexKind::of(index.as_ref()));
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let config = CollectionConfig { storage, screening, index, ..CollectionConfig::new(dim) };
@@ -833,7 +833,7 @@ fn search_batch_equals_one_query_at_a_time() {
         (TokenType::Int8, Screening::Binary, Some(IndexConfig::muvera())),
     ];
     for (storage, screening, index) in kinds {
-        let what = format!("{storage:?}/{screening:?}/{}", IndexConfig::name_of(index.as_ref()));
+        let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexKind::of(index.as_ref()));
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let c = db

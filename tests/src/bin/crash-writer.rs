@@ -21,8 +21,8 @@ fn main() {
     let db = Database::open(dir).expect("open");
     let mut config = CollectionConfig::new(DIM);
     if let (Some(t), Some(s)) = (args.get(3), args.get(4)) {
-        config.storage = tessera::storage_from_name(t).expect("storage");
-        config.screening = tessera::screening_from_name(s).expect("screening");
+        config.storage = t.parse().expect("storage");
+        config.screening = s.parse().expect("screening");
     }
     config.memtable_bytes = 24 << 10; // flush often
     config.max_segments = 3; // merge often

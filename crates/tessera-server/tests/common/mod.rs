@@ -89,6 +89,8 @@ pub fn small_limits() -> Limits {
         max_k: 7,
         max_candidates: 50,
         max_ids: 4,
+        max_batch_queries: 3,
+        max_batch_tokens: 8,
         max_response_bytes: 2000,
     }
 }
