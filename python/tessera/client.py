@@ -460,17 +460,24 @@ class RemoteCollection:
         return [_hit(h) for h in self._post("search", body)["hits"]]
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:
-        """As :meth:`tessera.Collection.search_batch` (one request per query:
-        every query is checked before the first is sent)."""
+        """As :meth:`tessera.Collection.search_batch`: one request (``queries``)
+        answered in order; every query is checked before it is sent, and a
+        query the server refuses raises naming its index."""
         if isinstance(queries, (str, np.ndarray)) or not hasattr(queries, "__iter__"):
             raise errors.InvalidInputError(f"queries must be a list, got {type(queries).__name__}")
-        bodies = [self._search_body(q, f"queries[{i}]", k, **opts) for i, q in enumerate(queries)]
+        body = self._search_body(None, "queries", k, **opts)
+        body["queries"] = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+        if any(q is None for q in body["queries"]):
+            raise errors.InvalidInputError("every query of a batch needs tokens")
         out = []
-        for i, b in enumerate(bodies):
-            try:
-                out.append([_hit(h) for h in self._post("search", b)["hits"]])
-            except errors.TesseraError as e:
-                raise type(e)(f"queries[{i}]: {e.message}", code=e.code, limit=e.limit) from None
+        for i, r in enumerate(self._post("search", body)["results"]):
+            if "error" in r:
+                e = r["error"]
+                limit = e.get("limit")
+                suffix = f" [limit {limit}]" if limit else ""
+                cls = _ERRORS.get(e["code"], errors.TesseraError)
+                raise cls(f"queries[{i}]: {e['message']}{suffix}", code=e["code"], limit=limit)
+            out.append([_hit(h) for h in r["hits"]])
         return out
 
     def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:

@@ -19,8 +19,14 @@ fn doc_values(d: &Document) -> usize {
 
 pub struct SearchReport {
     pub queries: usize,
+    /// Queries per engine call (1: one by one).
+    pub batch: usize,
+    /// One per engine call.
     pub latencies: Vec<Duration>,
 }
+
+/// Queries `tessera search` sends to the engine at once unless told otherwise.
+pub const DEFAULT_SEARCH_BATCH: usize = 32;
 
 impl SearchReport {
     pub fn percentile(&self, p: f64) -> Duration {
@@ -31,27 +37,52 @@ impl SearchReport {
 }
 
 /// Runs every query of a bulk-format query folder and writes a TREC run
-/// (`qid Q0 docid rank score tessera`) to `run`.
+/// (`qid Q0 docid rank score tessera`) to `run`. A tensor search sends the
+/// queries to the engine `batch` at a time ([`tessera::Collection::search_batch`]);
+/// text and hybrid searches run one by one (each query has its own text).
 pub fn search(
     db: &Database,
     collection: &str,
     queries: &Path,
     mode: &SearchMode,
+    batch: usize,
     run: &mut dyn Write,
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
     let mut reader = BulkReader::open(queries, "queries.jsonl")?;
-    let mut latencies = Vec::with_capacity(reader.n_docs());
-    while let Some(q) = reader.next_doc()? {
-        let t = Instant::now();
-        let hits = mode.run(&c, &q).map_err(|e| format!("query {:?}: {e}", q.id))?;
-        latencies.push(t.elapsed());
-        for (rank, h) in hits.iter().enumerate() {
-            writeln!(run, "{} Q0 {} {} {:.6} tessera", q.id, h.id, rank + 1, h.score)?;
+    let batch = if matches!(mode, SearchMode::Tensor(_)) { batch.max(1) } else { 1 };
+    let mut latencies = Vec::with_capacity(reader.n_docs().div_ceil(batch));
+    let mut n = 0;
+    loop {
+        let mut qs = Vec::with_capacity(batch);
+        while qs.len() < batch {
+            match reader.next_doc()? {
+                Some(q) => qs.push(q),
+                None => break,
+            }
         }
+        if qs.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        let results: Vec<std::result::Result<Vec<tessera::SearchHit>, tessera::Error>> = match mode {
+            SearchMode::Tensor(p) if batch > 1 => {
+                let tokens: Vec<tessera::Tokens> = qs.iter().map(|q| q.tokens.clone()).collect();
+                c.search_batch(&tokens, p)?
+            }
+            _ => qs.iter().map(|q| mode.run(&c, q)).collect(),
+        };
+        latencies.push(t.elapsed());
+        for (q, hits) in qs.iter().zip(results) {
+            let hits = hits.map_err(|e| format!("query {:?}: {e}", q.id))?;
+            for (rank, h) in hits.iter().enumerate() {
+                writeln!(run, "{} Q0 {} {} {:.6} tessera", q.id, h.id, rank + 1, h.score)?;
+            }
+        }
+        n += qs.len();
     }
     run.flush()?;
-    Ok(SearchReport { queries: latencies.len(), latencies })
+    Ok(SearchReport { queries: n, batch, latencies })
 }
 
 /// How `tessera search` ranks.
@@ -111,10 +142,20 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::json!({ "path": db.path(), "collections": v }))?;
+        let kernel = tessera::kernel_info();
+        writeln!(out, "{}", serde_json::json!({ "path": db.path(), "kernel": kernel, "collections": v }))?;
         return Ok(());
     }
     writeln!(out, "database {}", db.path().display())?;
+    let k = tessera::kernel_info();
+    writeln!(
+        out,
+        "kernel   {} (chosen by {}; this CPU runs {}), int8 {}",
+        k.kernel,
+        k.chosen_by,
+        k.available.join(", "),
+        k.int8_kernel
+    )?;
     writeln!(
         out,
         "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9}",

@@ -86,6 +86,11 @@ enum Cmd {
         /// Evaluate the run just written against these judgments (as `tessera eval`).
         #[arg(long)]
         qrels: Option<PathBuf>,
+        /// Tensor search: queries per engine batch (the multi-query kernel scores a
+        /// batch in one pass over the documents it shares); 1 searches one by one.
+        /// Default 32. --bm25 and --bm25-only take each query's own text and run one by one.
+        #[arg(long, conflicts_with_all = ["bm25", "bm25_only"])]
+        batch: Option<usize>,
     },
     /// Merge a collection's segments into one, dropping deleted documents.
     Compact {
@@ -376,7 +381,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
             )?;
         }
-        Cmd::Search { db, collection, queries, k, run, stage, qrels } => {
+        Cmd::Search { db, collection, queries, k, run, stage, qrels, batch } => {
+            let batch = batch.unwrap_or(commands::DEFAULT_SEARCH_BATCH);
+            if !(1..=tessera::MAX_BATCH).contains(&batch) {
+                return Err(format!("--batch must be in 1..={}", tessera::MAX_BATCH).into());
+            }
             tessera_cli::eval_cmd::check_search_run(&run, qrels.as_deref())?;
             let db = Database::open(&db)?;
             let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
@@ -386,10 +395,11 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::File::create(&run).map_err(|e| format!("{}: {e}", run.display()))?,
                 ))
             };
-            let r = commands::search(&db, &collection, &queries, &stage.mode(k)?, &mut out)?;
+            let r = commands::search(&db, &collection, &queries, &stage.mode(k)?, batch, &mut out)?;
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
+            let per = if r.batch > 1 { format!(" per batch of up to {}", r.batch) } else { String::new() };
             eprintln!(
-                "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms, {:.0} queries/s",
+                "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms{per}, {:.0} queries/s",
                 r.queries,
                 r.percentile(0.5).as_secs_f64() * 1e3,
                 r.percentile(0.99).as_secs_f64() * 1e3,

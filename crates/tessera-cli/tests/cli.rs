@@ -54,6 +54,29 @@ fn ingest_info_search_round_trip() {
     let total_tokens: usize = c.docs.iter().map(|d| f32s(&d.tokens).len() / dim).sum();
     assert_eq!(col["tokens"].as_u64(), Some(total_tokens as u64));
     assert!(ok(&["info", "--db", &s(&db)]).contains("c "));
+    // The kernel in use: calibrated, or what TESSERA_KERNEL names; a bad name is refused.
+    let k = &info["kernel"];
+    if std::env::var_os("TESSERA_KERNEL").is_none() {
+        assert_eq!(k["chosen_by"], "calibration");
+    }
+    assert!(k["available"].as_array().unwrap().iter().any(|a| a == "portable"), "{k}");
+    let forced = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["info", "--db", &s(&db), "--json"])
+        .env("TESSERA_KERNEL", "portable")
+        .output()
+        .unwrap();
+    let forced: serde_json::Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_eq!(
+        (forced["kernel"]["kernel"].as_str(), forced["kernel"]["chosen_by"].as_str()),
+        (Some("portable-blocked"), Some("TESSERA_KERNEL"))
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["info", "--db", &s(&db)])
+        .env("TESSERA_KERNEL", "avx9000")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TESSERA_KERNEL: unknown kernel"), "{bad:?}");
 
     let run = tmp.path().join("run.txt");
     let (db_s, q_s, run_s) = (s(&db), s(&qdir), s(&run));
@@ -86,6 +109,21 @@ fn ingest_info_search_round_trip() {
     let exact = search(&["--exact"]);
     // Two-stage with at least as many candidates as documents gives the exact ranking.
     assert_eq!(search(&["--candidates", "300"]), exact);
+    // Queries sent in engine batches (default 32, or 3: a last partial batch) give
+    // the run of one query at a time.
+    for args in [&["--exact"][..], &[], &["--candidates", "20"]] {
+        let alone = search(&[args, &["--batch", "1"]].concat());
+        assert_eq!(search(args), alone, "{args:?}");
+        assert_eq!(search(&[args, &["--batch", "3"]].concat()), alone, "{args:?}");
+    }
+    for bad in [&["--batch", "0"][..], &["--batch", "2000"]] {
+        let args = [&["search", "--db", &db_s, "--collection", "c", "--queries", &q_s, "--run", "-"][..], bad].concat();
+        let o = tessera(&args);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--batch must be"), "{bad:?}");
+    }
+    let args =
+        ["search", "--db", &db_s, "--collection", "c", "--queries", &q_s, "--run", "-", "--bm25-only", "--batch", "4"];
+    assert_eq!(tessera(&args).status.code(), Some(2), "--batch with --bm25-only is refused");
     let run = exact;
     for (i, q) in queries.iter().enumerate() {
         let qv = f32s(&q.tokens);

@@ -236,7 +236,7 @@ pub fn bench_batch(
     batches.push(1);
     batches.sort_unstable();
     batches.dedup();
-    let mut rng = SplitMix64(0xba7c_4ed);
+    let mut rng = SplitMix64(0x0ba7_c4ed);
     let most = batches.iter().copied().max().unwrap_or(1);
     let queries: Vec<Query> = (0..most)
         .map(|_| Query::with_kernel(&(0..query_tokens * dim).map(|_| rng.next_f32()).collect::<Vec<_>>(), dim, kernel))

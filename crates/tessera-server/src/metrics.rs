@@ -75,6 +75,26 @@ impl Collector for Collections {
     }
 }
 
+/// `tessera_build_info{version, kernel, chosen_by, int8_kernel} 1`.
+#[derive(Debug)]
+struct BuildInfo(tessera::KernelInfo);
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(1i64);
+        let help = "The build and the MaxSim kernels this process scores with";
+        let mut family = encoder.encode_descriptor("tessera_build_info", help, None, gauge.metric_type())?;
+        let k = &self.0;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("kernel", k.kernel),
+            ("chosen_by", k.chosen_by),
+            ("int8_kernel", k.int8_kernel),
+        ];
+        gauge.encode(family.encode_family(&labels)?)
+    }
+}
+
 impl Metrics {
     pub fn new(db: Arc<Database>) -> Self {
         let mut registry = Registry::default();
@@ -86,6 +106,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         registry.register("tessera_requests_in_flight", "Requests being served", in_flight.clone());
         registry.register_collector(Box::new(Collections(db)));
+        registry.register_collector(Box::new(BuildInfo(tessera::kernel_info())));
         Self { registry, requests, latency, in_flight }
     }
 

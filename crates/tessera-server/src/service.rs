@@ -244,23 +244,28 @@ pub struct CollectionSpec {
     pub name: String,
     pub dim: usize,
     /// `pooled` (default), `muvera` or `none`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub index: IndexKind,
     /// `english` (default), `plain`, `cjk` or `none`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub text: TextKind,
     /// `sync` (default) or `buffered`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub durability: Durability,
     /// `f16` (default) or `int8`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub storage: TokenType,
     /// `none` (default) or `binary`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub screening: Screening,
     /// Return the existing collection if its configuration matches.
     #[serde(default)]
     pub if_not_exists: bool,
+}
+
+/// A setting that JSON `null` (or absence) leaves at its default.
+fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl CollectionSpec {

@@ -200,6 +200,10 @@ fn every_route_against_the_reference() {
     ));
     assert!(m.body.contains(r#"tessera_collection_documents{collection="c"} 118"#), "{}", m.body);
     assert!(m.body.contains("tessera_request_duration_seconds_bucket"));
+    // The kernel in use, as `tessera info` reports it.
+    let k = tessera::kernel_info();
+    let info_line = format!(r#"kernel="{}",chosen_by="{}",int8_kernel="{}"}} 1"#, k.kernel, k.chosen_by, k.int8_kernel);
+    assert!(m.body.contains("tessera_build_info{version=") && m.body.contains(&info_line), "{}", m.body);
 
     // OpenAPI: valid JSON describing every route this test called.
     let spec = get(a, "/openapi.json").json();
