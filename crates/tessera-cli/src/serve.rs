@@ -147,6 +147,9 @@ pub struct LoadArgs {
     /// Exact (exhaustive) search instead of two-stage.
     #[arg(long)]
     pub exact: bool,
+    /// Queries per request: 1 sends `tokens`, more send a batch (`queries`).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Concurrent clients to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8, 16])]
     pub clients: Vec<usize>,
@@ -164,19 +167,30 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
         return Err("--seconds must be in (0, 3600]".into());
     }
-    let mut reader = BulkReader::open(&a.queries, "queries.jsonl")?;
-    let mut bodies = Vec::new();
-    while let Some(q) = reader.next_doc()? {
-        bodies.push(tessera_server::load::search_body(&q.tokens, a.k, a.candidates, a.exact));
+    if a.batch == 0 {
+        return Err("--batch must be at least 1".into());
     }
+    let mut reader = BulkReader::open(&a.queries, "queries.jsonl")?;
+    let mut queries = Vec::new();
+    while let Some(q) = reader.next_doc()? {
+        queries.push(q.tokens);
+    }
+    // Batches wrap around the query list so that every request holds `batch` queries.
+    let bodies: Vec<_> = (0..queries.len().div_ceil(a.batch))
+        .map(|b| {
+            let qs: Vec<_> = (0..a.batch).map(|i| queries[(b * a.batch + i) % queries.len()].clone()).collect();
+            tessera_server::load::search_body(&qs, a.k, a.candidates, a.exact)
+        })
+        .collect();
     let bodies = Arc::new(bodies);
     let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
     let key = std::env::var("TESSERA_API_KEY").ok();
     if !a.json {
         writeln!(
             out,
-            "{} queries, k={}, {}; {} s per setting\n\n| clients | QPS | p50 ms | p99 ms | max ms | errors |\n|---:|---:|---:|---:|---:|---:|",
-            bodies.len(),
+            "{} queries, {} per request, k={}, {}; {} s per setting\n\n| clients | requests/s | queries/s | p50 ms | p99 ms | max ms | errors |\n|---:|---:|---:|---:|---:|---:|---:|",
+            queries.len(),
+            a.batch,
             a.k,
             if a.exact { "exact".to_string() } else { format!("two-stage, candidates {:?}", a.candidates) },
             a.seconds
@@ -191,12 +205,21 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
             Duration::from_secs_f64(a.seconds),
         )?;
         if a.json {
-            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            let mut v = serde_json::to_value(&r)?;
+            v["batch"] = a.batch.into();
+            v["queries_per_s"] = (r.qps * a.batch as f64).round().into();
+            writeln!(out, "{v}")?;
         } else {
             writeln!(
                 out,
-                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                r.clients, r.qps, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                r.clients,
+                r.qps,
+                r.qps * a.batch as f64,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.errors
             )?;
         }
     }

@@ -52,11 +52,14 @@ pub enum Kernel {
     Avx2,
     /// x86-64 AVX-512F blocked kernel.
     Avx512,
+    /// x86-64 AMX-BF16 tiles with the values in bf16 limbs (see `amx.rs`: a
+    /// split that adds at most 2⁻¹⁷ of `Σ|q·d|` to the f32 rounding).
+    Amx,
 }
 
 impl Kernel {
     /// Every kernel this build knows, whether or not this CPU can run it.
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 4] = [Kernel::Amx, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
 
     /// The default kernel for this process: `TESSERA_KERNEL` if set (see
     /// [`Kernel::from_env`]), else the fastest available one by a
@@ -108,6 +111,9 @@ impl Kernel {
             let mut v = Vec::new();
             #[cfg(target_arch = "x86_64")]
             {
+                if crate::amx::has_amx() {
+                    v.push(Kernel::Amx);
+                }
                 if crate::x86::has_avx512() {
                     v.push(Kernel::Avx512);
                 }
@@ -132,6 +138,7 @@ impl Kernel {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2",
             Kernel::Avx512 => "avx512",
+            Kernel::Amx => "amx",
         }
     }
 
@@ -141,6 +148,7 @@ impl Kernel {
             Kernel::Portable => "portable-blocked",
             Kernel::Avx2 => "avx2-fma-f16c-blocked-16x6",
             Kernel::Avx512 => "avx512f-blocked-32x12",
+            Kernel::Amx => "amx-bf16x3-16x16",
         }
     }
 }
@@ -274,6 +282,9 @@ pub struct Query {
     /// The two-limb int8 form for the VNNI kernels, made at first use.
     #[cfg(target_arch = "x86_64")]
     vnni: OnceLock<crate::vnni::VnniQuery>,
+    /// The bf16 limbs in tile layout for the AMX kernel, made at first use.
+    #[cfg(target_arch = "x86_64")]
+    amx: OnceLock<crate::amx::AmxQuery>,
 }
 
 impl Query {
@@ -307,6 +318,8 @@ impl Query {
             kernel,
             #[cfg(target_arch = "x86_64")]
             vnni: OnceLock::new(),
+            #[cfg(target_arch = "x86_64")]
+            amx: OnceLock::new(),
         }
     }
 
@@ -395,6 +408,8 @@ pub(crate) fn dequantize_rows(codes: &[i8], scales: &[f32], j0: usize, t: usize,
 pub(crate) struct Scratch {
     pub(crate) tile: Vec<f32>,
     pub(crate) max: Vec<f32>,
+    /// The AMX kernel's bf16 limbs of a document tile.
+    pub(crate) limbs: Vec<u16>,
 }
 
 thread_local! {
@@ -505,6 +520,13 @@ fn with_maxima<R>(q: &Query, doc: Doc<'_>, int8: Option<Int8Kernel>, f: impl FnO
 #[inline]
 fn lane_maxima(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
     match q.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Amx => {
+            let aq = q.amx.get_or_init(|| crate::amx::AmxQuery::new(q));
+            // SAFETY: a query only carries Amx if `with_kernel` checked that
+            // the CPU (and the OS) support it.
+            unsafe { crate::amx::maxsim_amx(q, aq, doc, s) }
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a query only carries Avx512 if `with_kernel` checked that
         // the CPU supports it.

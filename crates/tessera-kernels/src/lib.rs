@@ -14,6 +14,7 @@
 //! | [`reference`] | scalar f64 MaxSim, the oracle for tests |
 //! | `kernel` | the fast single-document kernel, the multi-query batch over one document, the pairwise baseline, and the run-time choice of kernel (calibrated, or `TESSERA_KERNEL`) |
 //! | `x86` | the AVX2 and AVX-512 micro-kernels (x86-64 only) |
+//! | `amx` | MaxSim on AMX-BF16 tiles, values split into bf16 limbs (x86-64 with AMX) |
 //! | `vnni` | int8 MaxSim with AVX-512 VNNI / AVX-VNNI integer dot products, the query in two int8 limbs |
 //! | [`bench`] | in-process benchmark and FMA peak probe |
 //! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
@@ -21,6 +22,8 @@
 //! | [`codes`] | 1-bit sign codes and the Hamming MaxSim that screens candidates with them |
 //! | [`topk`] | the bounded top-k collector shared with the engine |
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod batch;
 pub mod bench;
 pub mod codes;

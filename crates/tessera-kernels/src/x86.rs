@@ -43,7 +43,7 @@ fn convert_f16(src: &[f16], dst: &mut [f32]) {
 
 /// Widens `src` into `dst` (same length) 16 values at a time with AVX-512F.
 #[target_feature(enable = "avx512f,avx2,f16c")]
-fn convert_f16_512(src: &[f16], dst: &mut [f32]) {
+pub(crate) fn convert_f16_512(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len());
     let n = src.len();
     let mut i = 0;

@@ -57,6 +57,19 @@ fn bound(q: &[f32], d: &[f32], dim: usize) -> f64 {
     1.01 * (dim + nq + 1) as f64 * (f32::EPSILON as f64 / 2.0) * abs_mass(q, d, dim) + 1e-30
 }
 
+/// The bound of `kernel`: the f32 one, or for AMX (see `amx.rs`) f32 rounding
+/// of `4·dim` products plus the bf16 split (2⁻¹⁸ for the query, 2⁻¹⁶ for an
+/// f32 document's low limb: 64 and 256 units of u = 2⁻²⁴).
+fn bound_for(kernel: Kernel, q: &[f32], d: &[f32], dim: usize) -> f64 {
+    match kernel {
+        Kernel::Amx => {
+            let nq = q.len() / dim;
+            1.01 * (4 * dim + nq + 1 + 64 + 256) as f64 * (f32::EPSILON as f64 / 2.0) * abs_mass(q, d, dim) + 1e-30
+        }
+        _ => bound(q, d, dim),
+    }
+}
+
 /// Checks every available kernel and the pairwise baseline, on f32 and f16
 /// documents, against the reference. Returns an error message instead of
 /// panicking so that proptest can shrink.
@@ -66,15 +79,16 @@ fn check_all(qv: &[f32], dv: &[f32], dim: usize) -> Result<(), String> {
     let cases: [(&str, &[f32]); 2] = [("f32", dv), ("f16", &dh32)];
     for (ty, d32) in cases {
         let r = maxsim_f64(qv, d32, dim);
-        let tol = bound(qv, d32, dim);
         for k in Kernel::available() {
+            let tol = bound_for(k, qv, d32, dim);
+            let tol_pairwise = bound(qv, d32, dim);
             let q = Query::with_kernel(qv, dim, k);
             let (fast, base) = if ty == "f32" {
                 (maxsim(&q, dv), maxsim_pairwise(&q, dv))
             } else {
                 (maxsim(&q, &dh), maxsim_pairwise(&q, &dh))
             };
-            for (what, got) in [("kernel", fast), ("pairwise", base)] {
+            for (what, got, tol) in [("kernel", fast, tol), ("pairwise", base, tol_pairwise)] {
                 let err = (got as f64 - r).abs();
                 if err.is_nan() || err > tol {
                     return Err(format!(
@@ -206,7 +220,7 @@ fn score_docs_and_top_k_match_reference() {
         for (i, &c) in cands.iter().enumerate() {
             let d = mf.doc(c);
             let r = maxsim_f64(&qv, d, dim);
-            let tol = bound(&qv, d, dim);
+            let tol = bound_for(k, &qv, d, dim);
             assert!((out_h[i] as f64 - r).abs() <= tol, "{k:?} doc {c}: {} vs {r}", out_h[i]);
             // f16 and f32 storage of the same values score identically.
             assert_eq!(out_h[i], out_f[i], "{k:?} doc {c}");
@@ -254,7 +268,7 @@ fn check_batch(sizes: &[usize], nd: usize, dim: usize, seed: u64) -> Result<(), 
             if got.to_bits() != alone.to_bits() {
                 return Err(format!("{k:?} query {i} of {sizes:?} nd={nd} dim={dim}: batch {got} vs alone {alone}"));
             }
-            let (r, tol) = (maxsim_f64(&qvs[i], &d32, dim), bound(&qvs[i], &d32, dim));
+            let (r, tol) = (maxsim_f64(&qvs[i], &d32, dim), bound_for(k, &qvs[i], &d32, dim));
             if (*got as f64 - r).abs() > tol {
                 return Err(format!("{k:?} query {i}: {got} vs reference {r}"));
             }

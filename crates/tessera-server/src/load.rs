@@ -91,21 +91,28 @@ pub async fn run(
     })
 }
 
-/// A search request body with the query packed as base64 little-endian f32.
-pub fn search_body(tokens: &tessera::Tokens, k: usize, candidates: Option<usize>, exact: bool) -> Bytes {
+/// A search request body: one query (`tokens`) or, given several, a batch
+/// (`queries`), each packed as base64 little-endian f32.
+pub fn search_body(queries: &[tessera::Tokens], k: usize, candidates: Option<usize>, exact: bool) -> Bytes {
     use base64::Engine as _;
-    let (data, dim): (Vec<u8>, usize) = match tokens {
-        tessera::Tokens::F32 { data, dim } => (data.iter().flat_map(|x| x.to_le_bytes()).collect(), *dim),
-        tessera::Tokens::F16 { data, dim } => (data.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(), *dim),
+    let packed = |tokens: &tessera::Tokens| {
+        let (data, dim): (Vec<u8>, usize) = match tokens {
+            tessera::Tokens::F32 { data, dim } => (data.iter().flat_map(|x| x.to_le_bytes()).collect(), *dim),
+            tessera::Tokens::F16 { data, dim } => (data.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(), *dim),
+        };
+        let n = data.len() / 4 / dim.max(1);
+        serde_json::json!({"dtype": "f32", "shape": [n, dim], "data": base64::engine::general_purpose::STANDARD.encode(data)})
     };
-    let n = data.len() / 4 / dim.max(1);
     let mut body = serde_json::json!({
-        "tokens": {"dtype": "f32", "shape": [n, dim], "data": base64::engine::general_purpose::STANDARD.encode(data)},
         "k": k,
         "exact": exact,
         "include_text": false,
         "include_payload": false,
     });
+    match queries {
+        [one] => body["tokens"] = packed(one),
+        many => body["queries"] = many.iter().map(packed).collect(),
+    }
     if let Some(c) = candidates {
         body["candidates"] = c.into();
     }
