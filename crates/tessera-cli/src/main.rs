@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::{Database, IndexConfig, SearchParams};
+use tessera::{Database, SearchParams};
 use tessera_cli::bulk::Result;
 use tessera_cli::commands;
 
@@ -47,16 +47,16 @@ enum Cmd {
         data: PathBuf,
         /// Coarse index of a new collection: pooled (the default), muvera, or none (every
         /// search exact, or screened with --screening binary).
-        #[arg(long, value_enum)]
-        index: Option<IndexKind>,
+        #[arg(long, value_parser = named::<tessera::IndexKind>())]
+        index: Option<tessera::IndexKind>,
         /// How a new collection stores token values: f16 (the default) or int8 (per-token
         /// scale, about half the bytes).
-        #[arg(long, value_enum)]
-        storage: Option<StorageKind>,
+        #[arg(long, value_parser = named::<tessera::TokenType>())]
+        storage: Option<tessera::TokenType>,
         /// Codes a new collection stores beside its tokens to screen candidates before the
         /// exact rerank: none (the default) or binary (one sign bit per dimension).
-        #[arg(long, value_enum)]
-        screening: Option<ScreeningKind>,
+        #[arg(long, value_parser = named::<tessera::Screening>())]
+        screening: Option<tessera::Screening>,
         /// What to do with a bad record: abort (nothing of its batch is written) or skip it.
         #[arg(long, value_enum, default_value = "abort")]
         on_error: tessera_cli::ingest::OnError,
@@ -123,51 +123,12 @@ enum Cmd {
     Serve(tessera_cli::serve::ServeArgs),
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StorageKind {
-    F16,
-    Int8,
-}
-
-impl StorageKind {
-    fn token_type(self) -> tessera::TokenType {
-        match self {
-            StorageKind::F16 => tessera::TokenType::F16,
-            StorageKind::Int8 => tessera::TokenType::Int8,
-        }
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ScreeningKind {
-    None,
-    Binary,
-}
-
-impl ScreeningKind {
-    fn screening(self) -> tessera::Screening {
-        match self {
-            ScreeningKind::None => tessera::Screening::None,
-            ScreeningKind::Binary => tessera::Screening::Binary,
-        }
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum IndexKind {
-    Pooled,
-    Muvera,
-    None,
-}
-
-impl IndexKind {
-    fn config(self) -> Option<IndexConfig> {
-        match self {
-            IndexKind::Muvera => Some(IndexConfig::muvera()),
-            IndexKind::Pooled => Some(IndexConfig::pooled()),
-            IndexKind::None => None,
-        }
-    }
+/// A parser of one of the engine's named settings: the names come from the
+/// setting's own list (and show in `--help`), so a new value needs no edit here.
+fn named<T: tessera::Named>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(T::all().iter().map(|t| t.name()))
+        .map(|s| *T::all().iter().find(|t| t.name() == s).expect("a listed name"))
 }
 
 /// How the search runs: two-stage (coarse candidates, exact rerank) or exact.
@@ -199,14 +160,8 @@ struct StageArgs {
     #[arg(long, conflicts_with_all = ["exact", "bm25"])]
     bm25_only: bool,
     /// How --bm25 fuses the candidate lists: rrf (reciprocal rank, k0 = 60) or weighted (min-max scores).
-    #[arg(long, value_enum, default_value = "rrf")]
-    fusion: FusionKind,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FusionKind {
-    Rrf,
-    Weighted,
+    #[arg(long, value_parser = named::<tessera::FusionKind>(), default_value = "rrf")]
+    fusion: tessera::FusionKind,
 }
 
 impl StageArgs {
@@ -230,10 +185,7 @@ impl StageArgs {
         Ok(if self.bm25_only {
             commands::SearchMode::Text { k, filter: p.filter }
         } else if self.bm25 {
-            let fusion = match self.fusion {
-                FusionKind::Rrf => tessera::Fusion::Rrf { k0: 60.0 },
-                FusionKind::Weighted => tessera::Fusion::Weighted,
-            };
+            let fusion = tessera::Fusion::from_parts(Some(self.fusion), None)?.expect("a fusion kind was given");
             commands::SearchMode::Hybrid { params: p, fusion }
         } else {
             commands::SearchMode::Tensor(p)
@@ -357,9 +309,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Ingest { db, collection, data, index, storage, screening, on_error, resume, batch_docs } => {
             let db = Database::open(&db)?;
             let opts = tessera_cli::ingest::IngestOptions {
-                index: index.map(IndexKind::config),
-                storage: storage.map(StorageKind::token_type),
-                screening: screening.map(ScreeningKind::screening),
+                index: index.map(tessera::IndexKind::config),
+                storage,
+                screening,
                 on_error,
                 resume,
                 batch_docs,

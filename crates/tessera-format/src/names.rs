@@ -32,6 +32,16 @@ pub fn one_of(names: &[&str]) -> String {
     }
 }
 
+/// What [`named!`](crate::named) gives a setting, for code generic over
+/// settings (a command-line parser listing the names, say).
+pub trait Named: Copy + Send + Sync + 'static {
+    /// What the setting is (`storage`, `index`, …).
+    const WHAT: &'static str;
+    /// Every value, in the order of the names.
+    fn all() -> &'static [Self];
+    fn name(self) -> &'static str;
+}
+
 #[doc(hidden)]
 pub use serde as __serde;
 
@@ -60,6 +70,18 @@ macro_rules! named {
             /// Every name, as `a, b or c`.
             pub fn names() -> String {
                 $crate::names::one_of(&[$($name),*])
+            }
+        }
+
+        impl $crate::names::Named for $t {
+            const WHAT: &'static str = $what;
+
+            fn all() -> &'static [Self] {
+                &Self::ALL
+            }
+
+            fn name(self) -> &'static str {
+                $t::name(self)
             }
         }
 
@@ -98,6 +120,8 @@ macro_rules! named {
 
 #[cfg(test)]
 mod tests {
+    use super::Named;
+
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Fruit {
         Apple,
@@ -114,6 +138,7 @@ mod tests {
         }
         let e = "pear".parse::<Fruit>().unwrap_err();
         assert_eq!(e.to_string(), r#"unknown fruit "pear": use apple, fig or kiwi"#);
+        assert_eq!((Fruit::WHAT, Fruit::all()), ("fruit", &Fruit::ALL[..]));
         assert_eq!(super::one_of(&["a"]), "a");
         assert_eq!(super::one_of(&["a", "b"]), "a or b");
     }

@@ -65,4 +65,4 @@ pub use request::{SearchRequest, SearchResults};
 pub use search::{
     DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, Reranked, SearchHit, SearchParams,
 };
-pub use tessera_format::names::UnknownName;
+pub use tessera_format::names::{Named, UnknownName};
