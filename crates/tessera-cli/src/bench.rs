@@ -26,6 +26,8 @@ pub struct SearchBench {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
     pub setting: String,
+    /// The MaxSim kernel of the run (`tessera::kernel_info`).
+    pub kernel: &'static str,
     pub candidates: Option<usize>,
     /// Candidates scored exactly after the screening (`None`: the default, or no screening).
     pub rerank: Option<usize>,
@@ -116,12 +118,13 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
     if !json {
         writeln!(
             out,
-            "{} queries, {} documents ({} tokens, screening {}), k={}; recall@{} is against the exact top-{} of the same run",
+            "{} queries, {} documents ({} tokens, screening {}), k={}, kernel {}; recall@{} is against the exact top-{} of the same run",
             queries.len(),
             c.len(),
             c.config().storage.name(),
             c.config().screening.name(),
             o.k,
+            tessera::kernel_info().kernel,
             o.k,
             o.k
         )?;
@@ -135,6 +138,7 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
         let m10 = qrels.as_ref().map(|q| eval::evaluate(&run, q, 10));
         let row = Row {
             setting,
+            kernel: tessera::kernel_info().kernel,
             candidates,
             rerank,
             recall_at_k: eval::recall_against(&run, &exact_run, o.k),

@@ -239,6 +239,30 @@ fn split_f16_rows(
     }
 }
 
+/// Splits document rows `j0 .. j0 + t` into the limbs of `buf` (hi rows,
+/// then lo rows), after asking for the rows of the tile after it.
+#[target_feature(enable = "avx512f,avx512bf16,f16c")]
+fn convert_tile(doc: Doc<'_>, j0: usize, t: usize, dim: usize, dim_pad: usize, buf: &mut [u16], scratch: &mut [f32]) {
+    let (bytes, elem, base) = match doc {
+        Doc::F32(x) => (std::mem::size_of_val(x), 4, x.as_ptr().cast::<u8>()),
+        Doc::F16(x) => (std::mem::size_of_val(x), 2, x.as_ptr().cast::<u8>()),
+        Doc::I8(..) => unreachable!("int8 documents take the AVX-512 path"),
+    };
+    let mut off = (j0 + t) * dim * elem;
+    while off < ((j0 + t + ROWS) * dim * elem).min(bytes) {
+        // SAFETY: `off < bytes`: the address is inside the document; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
+        off += 64;
+    }
+    let (hi, lo) = buf.split_at_mut(ROWS * dim_pad);
+    // Rows past `t` keep stale finite values: their dot products are ignored.
+    match doc {
+        Doc::F16(x) => split_f16_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo, scratch),
+        Doc::F32(x) => split_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo),
+        Doc::I8(..) => unreachable!("int8 documents take the AVX-512 path"),
+    }
+}
+
 /// MaxSim on AMX: the running maximum of every query lane over the
 /// document's tokens, into `s.max`. Int8 documents go to the AVX-512 kernel
 /// (exact f32 widening), as documented for `Int8Kernel::Widen`.
@@ -271,18 +295,18 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
     let stride = dim_pad * 2;
     // SAFETY: the configuration is a valid palette-1 layout of eight 16 × 64-byte tiles.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    let (buf0, buf1) = s.limbs[..2 * buf].split_at_mut(buf);
+    let bufs = [buf0, buf1];
+    // Software pipelining: the next tile is converted (its rows loaded from
+    // memory) while the tile unit works on this one.
+    convert_tile(doc, 0, ROWS.min(nd), dim, dim_pad, bufs[0], &mut s.tile);
     let mut j0 = 0;
-    let mut flip = 0;
+    let mut cur = 0;
     while j0 < nd {
         let t = ROWS.min(nd - j0);
-        let (hi, lo) = s.limbs[flip * buf..(flip + 1) * buf].split_at_mut(ROWS * dim_pad);
-        flip ^= 1;
-        // Rows past `t` keep stale finite values: their dot products are ignored below.
-        match doc {
-            Doc::F16(x) => split_f16_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo, &mut s.tile),
-            Doc::F32(x) => split_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo),
-            Doc::I8(..) => unreachable!("int8 documents take the AVX-512 path"),
-        }
+        let next = j0 + t;
+        let mut converted = next >= nd;
+        let (hi, lo) = bufs[cur].split_at(ROWS * dim_pad);
         let (a_hi, a_lo) = (hi.as_ptr(), lo.as_ptr());
         let mut p = 0;
         while p < np {
@@ -328,6 +352,14 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
                         );
                     }
                 }
+            }
+            if !converted {
+                let t_next = ROWS.min(nd - next);
+                convert_tile(doc, next, t_next, dim, dim_pad, bufs[cur ^ 1], &mut s.tile);
+                converted = true;
+            }
+            // SAFETY: as above.
+            unsafe {
                 asm!(
                     "tilestored [{c0} + {b}*1], tmm0",
                     "tilestored [{c1} + {b}*1], tmm1",
@@ -350,7 +382,8 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
             }
             p += if two { 2 } else { 1 };
         }
-        j0 += t;
+        j0 = next;
+        cur ^= 1;
     }
     // SAFETY: releases the tile state this function configured.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
