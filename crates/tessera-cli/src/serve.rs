@@ -185,7 +185,9 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     let bodies = Arc::new(bodies);
     let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
     let key = std::env::var("TESSERA_API_KEY").ok();
+    let kernel = tessera_server::load::server_kernel(&a.url, key.as_deref()).unwrap_or_else(|| "unknown".into());
     if !a.json {
+        writeln!(out, "server kernel: {kernel}")?;
         writeln!(
             out,
             "{} queries, {} per request, k={}, {}; {} s per setting\n\n| clients | requests/s | queries/s | p50 ms | p99 ms | max ms | errors |\n|---:|---:|---:|---:|---:|---:|---:|",
@@ -208,6 +210,7 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
             let mut v = serde_json::to_value(&r)?;
             v["batch"] = a.batch.into();
             v["queries_per_s"] = (r.qps * a.batch as f64).round().into();
+            v["server_kernel"] = kernel.clone().into();
             writeln!(out, "{v}")?;
         } else {
             writeln!(

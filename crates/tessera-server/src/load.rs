@@ -130,3 +130,23 @@ pub fn run_blocking(
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(run(url, key, bodies, clients, duration))
 }
+
+/// The kernel labels of a server's `tessera_build_info` metric (`kernel="…",chosen_by="…",…`),
+/// or `None` if `/metrics` cannot be read (auth, an older server).
+pub fn server_kernel(base_url: &str, key: Option<&str>) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(async {
+        let uri: hyper::Uri = format!("{}/metrics", base_url.trim_end_matches('/')).parse().ok()?;
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = hyper::Request::get(uri);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let resp = client.request(req.body(Full::new(Bytes::new())).ok()?).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        let line = text.lines().find(|l| l.starts_with("tessera_build_info{"))?;
+        let labels = line.split_once('{')?.1.rsplit_once('}')?.0;
+        Some(labels.split(',').filter(|l| !l.starts_with("version=")).collect::<Vec<_>>().join(","))
+    })
+}
