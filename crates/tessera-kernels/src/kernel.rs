@@ -22,12 +22,16 @@
 //!
 //! | [`Kernel`] | where |
 //! |---|---|
-//! | `Avx2` | x86-64 with AVX2 + FMA + F16C (2 ymm × 6 tokens register block); the default |
-//! | `Avx512` | x86-64 with AVX-512F (2 zmm × 12 tokens register block); opt-in, see [`Kernel::available`] |
+//! | `Amx` | x86-64 with AMX-BF16 (+ AVX-512 BF16): 16 × 16 tiles, values in two bf16 limbs (`amx.rs`) |
+//! | `Avx512` | x86-64 with AVX-512F (2 zmm × 12 tokens register block; 1 zmm × 24 for one-panel queries) |
+//! | `Avx2` | x86-64 with AVX2 + FMA + F16C (2 ymm × 6 tokens register block) |
 //! | `Portable` | everywhere: the same blocking in plain Rust, left to the auto-vectoriser |
 //!
-//! The path is chosen once per process ([`Kernel::detect`]) and stored in the
-//! query, so `maxsim` only matches on an enum.
+//! The AVX-512 and AVX2 tiles are compiled for dims 128, 96 and 64 (a row at
+//! a constant offset) and for any other dim. The path is chosen once per
+//! process ([`Kernel::detect`]: `TESSERA_KERNEL`, or [`calibrate`]) and
+//! stored in the query, so `maxsim` only matches on an enum. A
+//! [`QueryBatch`] packs several queries into one query's panels.
 
 use crate::Element;
 use half::f16;
