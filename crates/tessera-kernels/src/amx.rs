@@ -243,17 +243,7 @@ fn split_f16_rows(
 /// then lo rows), after asking for the rows of the tile after it.
 #[target_feature(enable = "avx512f,avx512bf16,f16c")]
 fn convert_tile(doc: Doc<'_>, j0: usize, t: usize, dim: usize, dim_pad: usize, buf: &mut [u16], scratch: &mut [f32]) {
-    let (bytes, elem, base) = match doc {
-        Doc::F32(x) => (std::mem::size_of_val(x), 4, x.as_ptr().cast::<u8>()),
-        Doc::F16(x) => (std::mem::size_of_val(x), 2, x.as_ptr().cast::<u8>()),
-        Doc::I8(..) => unreachable!("int8 documents take the AVX-512 path"),
-    };
-    let mut off = (j0 + t) * dim * elem;
-    while off < ((j0 + t + ROWS) * dim * elem).min(bytes) {
-        // SAFETY: `off < bytes`: the address is inside the document; a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
-        off += 64;
-    }
+    crate::x86::prefetch_rows(doc, j0 + t, j0 + t + ROWS, dim);
     let (hi, lo) = buf.split_at_mut(ROWS * dim_pad);
     // Rows past `t` keep stale finite values: their dot products are ignored.
     match doc {

@@ -23,7 +23,7 @@
 //! | [`Kernel`] | where |
 //! |---|---|
 //! | `Amx` | x86-64 with AMX-BF16 (+ AVX-512 BF16): 16 × 16 tiles, values in two bf16 limbs (`amx.rs`) |
-//! | `Avx512` | x86-64 with AVX-512F (2 zmm × 12 tokens register block; 1 zmm × 24 for one-panel queries) |
+//! | `Avx512` | x86-64 with AVX-512F (2 zmm × 12 tokens register block) |
 //! | `Avx2` | x86-64 with AVX2 + FMA + F16C (2 ymm × 6 tokens register block) |
 //! | `Portable` | everywhere: the same blocking in plain Rust, left to the auto-vectoriser |
 //!

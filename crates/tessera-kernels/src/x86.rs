@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 pub(crate) const ND_AVX2: usize = 6;
 /// Doc tokens per tile on AVX-512: 2 zmm × 12 = 24 accumulators (+2 query of 32 zmm).
 pub(crate) const ND_AVX512: usize = 12;
-/// Doc tokens per tile on AVX-512 for a query of one panel: 1 zmm × 24 accumulators.
-const ND_SHORT: usize = 24;
 
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
@@ -178,6 +176,24 @@ fn convert_i8(codes: &[i8], scales: &[f32], j0: usize, t: usize, dim: usize, dst
     }
 }
 
+/// Asks for document rows `from .. to` (cut at the document's end) to be
+/// brought into L1.
+#[inline(always)]
+pub(crate) fn prefetch_rows(doc: Doc<'_>, from: usize, to: usize, dim: usize) {
+    let (bytes, elem, base) = match doc {
+        Doc::F32(x) => (std::mem::size_of_val(x), 4, x.as_ptr().cast::<u8>()),
+        Doc::F16(x) => (std::mem::size_of_val(x), 2, x.as_ptr().cast::<u8>()),
+        Doc::I8(x, _) => (x.len(), 1, x.as_ptr().cast::<u8>()),
+    };
+    let mut off = from * dim * elem;
+    while off < (to * dim * elem).min(bytes) {
+        // SAFETY: `off < bytes`, so the address is inside the document; a
+        // prefetch never faults anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
+        off += 64;
+    }
+}
+
 /// Points at the f32 rows `j0 .. j0 + t` of the document, converting f16 or
 /// int8 into `tile` first.
 #[target_feature(enable = "avx2,f16c")]
@@ -207,19 +223,7 @@ unsafe fn tile_rows_with<const WIDE: bool>(
 ) -> *const f32 {
     // Documents stream from memory once per query: ask for the next tile now so
     // that it arrives while this one is computed.
-    let (bytes, elem, base) = match doc {
-        Doc::F32(x) => (std::mem::size_of_val(x), 4, x.as_ptr().cast::<u8>()),
-        Doc::F16(x) => (std::mem::size_of_val(x), 2, x.as_ptr().cast::<u8>()),
-        Doc::I8(x, _) => (x.len(), 1, x.as_ptr().cast::<u8>()),
-    };
-    let (from, to) = ((j0 + t) * dim * elem, ((j0 + 2 * t) * dim * elem).min(bytes));
-    let mut off = from;
-    while off < to {
-        // SAFETY: `off < bytes`, so the address is inside the document; a
-        // prefetch never faults anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off).cast::<i8>()) };
-        off += 64;
-    }
+    prefetch_rows(doc, j0 + t, j0 + 2 * t, dim);
     match doc {
         Doc::F32(x) => x[j0 * dim..(j0 + t) * dim].as_ptr(),
         Doc::F16(x) => {
@@ -337,17 +341,9 @@ unsafe fn maxsim_avx512_dim<const DIM: usize>(q: &Query, doc: Doc<'_>, s: &mut S
     let dim = q.dim();
     let nd = doc.len() / dim;
     let np = q.n_panels();
-    prepare(q, s, ND_SHORT);
+    prepare(q, s, ND_AVX512);
     let mut j0 = 0;
     while j0 < nd {
-        if np == 1 && nd - j0 >= ND_SHORT {
-            let d = tile_rows_512(doc, j0, ND_SHORT, dim, &mut s.tile);
-            let q0 = q.panel(0).as_ptr().cast::<f32>();
-            // SAFETY: as below, with one panel and `ND_SHORT` rows.
-            unsafe { tile_avx512::<1, ND_SHORT, DIM>(q0, q0, d, dim, s.max.as_mut_ptr()) };
-            j0 += ND_SHORT;
-            continue;
-        }
         let t = ND_AVX512.min(nd - j0);
         let d = tile_rows_512(doc, j0, t, dim, &mut s.tile);
         let mut p = 0;

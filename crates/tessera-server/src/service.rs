@@ -227,15 +227,6 @@ pub fn f16_bytes(tokens: &[f16]) -> Vec<u8> {
     tokens.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// How many tokens a tensor holds.
-pub fn n_tokens(t: &Tokens) -> usize {
-    let len = match t {
-        Tokens::F32 { data, .. } => data.len(),
-        Tokens::F16 { data, .. } => data.len(),
-    };
-    len / t.dim().max(1)
-}
-
 /// What to create (also the HTTP body of `POST /v1/collections`). Each
 /// setting is the engine's own type, named as everywhere (`pooled`, `int8`, …).
 #[derive(Debug, Clone, Deserialize)]
@@ -618,7 +609,7 @@ impl Service {
     }
 
     fn check_query(&self, t: &Tokens) -> Result<(), ApiError> {
-        let n = n_tokens(t);
+        let n = t.n_tokens();
         if n > self.limits.max_query_tokens {
             return Err(ApiError::too_large(
                 "max_query_tokens",
@@ -717,7 +708,7 @@ impl Service {
             ));
         }
         for d in &docs {
-            let n = n_tokens(&d.tokens);
+            let n = d.tokens.n_tokens();
             if n > l.max_doc_tokens {
                 let mut e = ApiError::too_large("max_doc_tokens", "the token count", n, l.max_doc_tokens);
                 e.message = format!("document {:?}: {}", d.id, e.message);
@@ -808,7 +799,7 @@ impl Service {
             let max = self.limits.max_batch_queries;
             return Err(ApiError::too_large("max_batch_queries", "the number of queries", queries.len(), max));
         }
-        let total: usize = queries.iter().map(|t| n_tokens(&t.0)).sum();
+        let total: usize = queries.iter().map(|t| t.0.n_tokens()).sum();
         if total > self.limits.max_batch_tokens {
             let max = self.limits.max_batch_tokens;
             return Err(ApiError::too_large("max_batch_tokens", "the batch's token count", total, max));
@@ -939,6 +930,6 @@ mod tests {
         assert!(e.message.contains("needs 8"), "{}", e.message);
         let t = decode_tensor(DType::F32, &[1, 2], &[0, 0, 128, 63, 0, 0, 0, 64]).unwrap();
         assert_eq!(t, Tokens::F32 { data: vec![1.0, 2.0], dim: 2 });
-        assert_eq!(n_tokens(&t), 1);
+        assert_eq!(t.n_tokens(), 1);
     }
 }
