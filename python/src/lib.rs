@@ -434,7 +434,8 @@ impl Database {
 
     /// Creates a collection of `dim`-dimensional tokens.
     ///
-    /// index: "pooled" (default), "muvera" or "none"; text: "english"
+    /// index: "pooled" (default), "muvera", "centroids" (token-level
+    /// centroids with inverted lists) or "none"; text: "english"
     /// (default), "plain", "cjk" or "none"; durability: "sync" (default:
     /// fsync before every acknowledgement) or "buffered"; storage: "f16"
     /// (default) or "int8" (per-token scale, about half the bytes);
@@ -554,6 +555,7 @@ struct SearchOptions<'a, 'py> {
     k: usize,
     candidates: Option<usize>,
     ef: Option<usize>,
+    nprobe: Option<usize>,
     rerank: Option<usize>,
     exact: bool,
     filter: Option<&'a Bound<'py, PyAny>>,
@@ -570,7 +572,7 @@ impl SearchOptions<'_, '_> {
     fn request(&self, py: Python<'_>, tokens: Option<Tokens>) -> PyResult<SearchRequest> {
         let mut q = SearchRequest::empty(self.k);
         (q.tokens, q.candidates, q.ef, q.exact) = (tokens, self.candidates, self.ef, self.exact);
-        q.rerank = self.rerank;
+        (q.rerank, q.nprobe) = (self.rerank, self.nprobe);
         q.filter = filter_of(py, self.filter)?;
         q.text = self.text.clone();
         if let Some(ids) = self.ids.filter(|i| !i.is_none()) {
@@ -781,8 +783,10 @@ impl Collection {
     /// The `k` best documents for `query` (a `[n, dim]` float16/float32
     /// array), best first.
     ///
-    /// Two-stage by default: the coarse index recalls `candidates` documents
-    /// (default 256) that exact MaxSim reranks; on a collection with
+    /// Two-stage by default: the candidate index recalls `candidates`
+    /// documents (default max(256, 8·k, 2.5·√documents)) that exact MaxSim reranks (`ef`:
+    /// the HNSW beam of a pooled or muvera index; `nprobe`: centroids probed
+    /// per query token of a centroids index); on a collection with
     /// `screening="binary"` their sign codes first keep the best `rerank`
     /// (default 64); `exact=True` scores every document. `filter` is a payload filter (a dict or its JSON text, see
     /// docs/FILTERS.md). Any of `text` (BM25 query), `ids` (candidate ids),
@@ -790,7 +794,7 @@ impl Collection {
     /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) makes it a hybrid
     /// query: the sources' candidates fused, then reranked by MaxSim when a
     /// query is given.
-    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -799,6 +803,7 @@ impl Collection {
         k: usize,
         candidates: Option<usize>,
         ef: Option<usize>,
+        nprobe: Option<usize>,
         rerank: Option<usize>,
         exact: bool,
         filter: Option<&Bound<'_, PyAny>>,
@@ -815,6 +820,7 @@ impl Collection {
             k,
             candidates,
             ef,
+            nprobe,
             rerank,
             exact,
             filter,
@@ -838,7 +844,7 @@ impl Collection {
     /// (one pass over each document they share); a hybrid one runs query by
     /// query in parallel. A bad query raises, naming its index. At most
     /// 1024 queries and 262144 query tokens in all.
-    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -847,6 +853,7 @@ impl Collection {
         k: usize,
         candidates: Option<usize>,
         ef: Option<usize>,
+        nprobe: Option<usize>,
         rerank: Option<usize>,
         exact: bool,
         filter: Option<&Bound<'_, PyAny>>,
@@ -863,6 +870,7 @@ impl Collection {
             k,
             candidates,
             ef,
+            nprobe,
             rerank,
             exact,
             filter,
@@ -957,13 +965,15 @@ impl Collection {
     /// storage, screening, documents, tokens, segments, memtable_documents,
     /// deleted_in_segments, bytes_on_disk, bytes_per_token (a token's row,
     /// scale and code), segment_bytes_per_token (segment bytes on disk per
-    /// token) and last_flush_error when the last automatic flush failed.
+    /// token), index_bytes_per_token (candidate-index bytes per token),
+    /// centroids (a centroids index's codebook size, once trained), build
+    /// (seconds spent sealing segments since opened) and last_flush_error
+    /// when the last automatic flush failed.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
         let stats = engine(py, || c.stats());
         let cfg = c.config();
         let mut v = serde_json::to_value(&stats).map_err(|e| invalid(py, e.to_string()))?;
-        v["index"] = IndexKind::of(cfg.index.as_ref()).name().into();
         v["text"] = TextKind::of(cfg.text.as_ref()).name().into();
         v["durability"] = cfg.durability.name().into();
         to_python(py, &v)

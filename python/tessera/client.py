@@ -441,6 +441,7 @@ class RemoteCollection:
         *,
         candidates: Optional[int] = None,
         ef: Optional[int] = None,
+        nprobe: Optional[int] = None,
         rerank: Optional[int] = None,
         exact: bool = False,
         filter: Any = None,
@@ -454,8 +455,8 @@ class RemoteCollection:
     ) -> List[Hit]:
         """As :meth:`tessera.Collection.search`."""
         body = self._search_body(
-            query, "query", k, candidates=candidates, ef=ef, rerank=rerank, exact=exact, filter=filter, text=text, ids=ids,
-            vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
+            query, "query", k, candidates=candidates, ef=ef, nprobe=nprobe, rerank=rerank, exact=exact, filter=filter,
+            text=text, ids=ids, vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
         )  # fmt: skip
         return [_hit(h) for h in self._post("search", body)["hits"]]
 

@@ -157,7 +157,7 @@ def test_bad_queries_and_options_raise_invalid_input(db, rng):
         (dict(query=q, k=tessera.MAX_K + 1), "k must be in"),
         (dict(query=q, fusion="max", text="x"), "unknown fusion"),
         (dict(query=q, weights={"bm25": 1.0}), "unknown source"),
-        (dict(query=q, text="x", exact=True), "exact, ef and rerank apply"),
+        (dict(query=q, text="x", exact=True), "exact, ef, nprobe and rerank apply"),
         (dict(text="x", rerank_only=True), "rerank_only needs"),
         (dict(query=q, filter={"field": "n", "near": 3}), "filter"),
         (dict(query=q, filter="{not json"), "filter"),
@@ -365,3 +365,34 @@ def test_int8_collections_store_and_rank_the_quantised_values(db, rng, screening
     with pytest.raises(tessera.AlreadyExistsError, match="storage"):
         db.open_or_create_collection("q", DIM, storage="f16")
     assert db.open_or_create_collection("q", DIM, storage="int8").stats()["documents"] == 200
+
+
+def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
+    # 1,100 documents of 60 tokens: 66,000 tokens, enough for the first
+    # segment to train the codebook (65,536 by default).
+    docs = {f"doc-{i:04d}": rng.standard_normal((60, DIM)).astype(np.float32) for i in range(1100)}
+    col = db.create_collection("cen", DIM, index="centroids", text="none")
+    assert col.stats()["index"] == "centroids" and "centroids" not in col.stats()
+    ids = list(docs)
+    col.upsert(ids, [docs[i] for i in ids])
+    col.flush()
+    st = col.stats()
+    assert st["centroids"] == 1024 and st["index_bytes_per_token"] > 0
+    pooled = db.create_collection("p", DIM)
+    fill(pooled, corpus(rng, 20, DIM))
+    for _ in range(3):
+        q = rng.standard_normal((4, DIM)).astype(np.float32)
+        expected = ranking(q, docs, 10)
+        assert_matches(col.search(q, 10, candidates=2000, nprobe=4), expected)
+        hits = col.search(q, 10, nprobe=8)  # approximate candidates, true MaxSim scores
+        assert len(hits) == 10
+        for h in hits:
+            assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
+        batch = col.search_batch([q, q[:2]], 10, nprobe=8)
+        assert [h.id for h in batch[0]] == [h.id for h in hits]
+    with pytest.raises(tessera.InvalidInputError, match="nprobe"):
+        pooled.search(q, 10, nprobe=4)
+    with pytest.raises(tessera.InvalidInputError, match="ef applies"):
+        col.search(q, 10, ef=50)
+    with pytest.raises(tessera.InvalidInputError, match="nprobe"):
+        col.search(q, 10, nprobe=0)

@@ -295,3 +295,85 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+/// The documents of the centroids fixture: 48 documents of 3..10 tokens
+/// (320+ tokens: enough to train its codebook of 16 centroids), exact f16
+/// values.
+fn centroid_doc(i: usize) -> Document {
+    let n = 3 + i % 8;
+    let data: Vec<f16> = (0..n * 4)
+        .map(|j| f16::from_f32(((i * 7 + j * 3) % 17) as f32 * 0.125 - 1.0 + (j % 4) as f32 * 0.25))
+        .collect();
+    Document::new(format!("c-{i}"), Tokens::F16 { data, dim: 4 }).with_payload(serde_json::json!({ "i": i }))
+}
+
+fn centroid_config() -> CollectionConfig {
+    let centroids = tessera::CentroidParams { k: 16, min_train_tokens: 256, ..Default::default() };
+    CollectionConfig {
+        index: Some(tessera::IndexConfig::Centroids { centroids }),
+        text: None,
+        ..CollectionConfig::new(4)
+    }
+}
+
+/// v2 `db-centroids`: a collection with a centroids index. c-0..c-47 flushed
+/// (the codebook is trained from that segment: `cbk-`, `ivf-` files), c-5
+/// deleted (deletion vector), then c-48 upserted and c-7 deleted in the WAL.
+fn write_centroid_fixture(dir: &Path) {
+    let db = Database::open(dir).unwrap();
+    let c = db.create_collection("golden", centroid_config()).unwrap();
+    c.upsert(&(0..48).map(centroid_doc).collect::<Vec<_>>()).unwrap();
+    c.flush().unwrap();
+    c.delete(&["c-5"]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&[centroid_doc(48)]).unwrap();
+    c.delete(&["c-7"]).unwrap();
+    drop(db);
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+}
+
+#[test]
+fn v2_centroids_database_opens_searches_and_keeps_its_codebook() {
+    let out = fixtures().join("v2/db-centroids");
+    if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
+        let _ = std::fs::remove_dir_all(&out);
+        write_centroid_fixture(&out);
+    }
+    let (tmp, cdir) = copy_of("v2", "db-centroids");
+    let names = || {
+        let mut v: Vec<String> =
+            std::fs::read_dir(&cdir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let before = names();
+    assert!(before.iter().any(|n| n.starts_with("cbk-")) && before.iter().any(|n| n.starts_with("ivf-")), "{before:?}");
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("golden").unwrap();
+    assert_eq!(c.config(), &centroid_config());
+    assert_eq!(c.len(), 47);
+    assert_eq!(c.stats().centroids, Some(16));
+    for i in [0, 5, 7, 30, 48] {
+        let got = c.get(&format!("c-{i}")).unwrap();
+        if i == 5 || i == 7 {
+            assert!(got.is_none(), "c-{i} was deleted");
+            continue;
+        }
+        let Tokens::F16 { data, .. } = centroid_doc(i).tokens else { unreachable!() };
+        assert_eq!(got.unwrap().tokens, data, "c-{i}");
+    }
+    // Every document a candidate: the exact result; a few candidates: true scores, ranked.
+    for q in [[1.0f32, 0.0, 0.0, 0.0], [0.2, -0.5, 0.7, 0.1]] {
+        let q = Tokens::F32 { data: q.to_vec(), dim: 4 };
+        let exact = c.search_with(&q, &tessera::SearchParams::exact(10)).unwrap();
+        assert_eq!(c.search_with(&q, &tessera::SearchParams::new(10).with_candidates(1000)).unwrap(), exact);
+        let few = c.search_with(&q, &tessera::SearchParams::new(5).with_candidates(8).with_nprobe(2)).unwrap();
+        assert!(few.len() == 5 && few.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+    assert_eq!(names(), before, "opening and searching rebuild or retrain nothing");
+    // A segment sealed now is coded with the fixture's codebook.
+    c.upsert(&(49..60).map(centroid_doc).collect::<Vec<_>>()).unwrap();
+    c.flush().unwrap();
+    let cbk: Vec<String> = names().into_iter().filter(|n| n.starts_with("cbk-")).collect();
+    assert_eq!(cbk, before.iter().filter(|n| n.starts_with("cbk-")).cloned().collect::<Vec<_>>());
+}

@@ -111,7 +111,7 @@ impl SearchMode {
                 let mut h = tessera::HybridQuery::new(params.k)
                     .with_tensor(q.tokens.clone())
                     .with_text(text())
-                    .with_candidates(params.candidates)
+                    .with_candidates(params.effective_candidates(c.len()))
                     .with_fusion(fusion.clone());
                 if let Some(f) = &params.filter {
                     h = h.with_filter(f.clone());
@@ -138,7 +138,8 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
                     "segments": s.segments, "memtable_documents": s.memtable_documents,
                     "deleted_in_segments": s.deleted_in_segments, "bytes_on_disk": s.bytes_on_disk,
                     "storage": s.storage, "screening": s.screening, "bytes_per_token": s.bytes_per_token,
-                    "segment_bytes_per_token": s.segment_bytes_per_token,
+                    "segment_bytes_per_token": s.segment_bytes_per_token, "index": s.index,
+                    "index_bytes_per_token": s.index_bytes_per_token, "centroids": s.centroids,
                 })
             })
             .collect();
@@ -158,13 +159,22 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9}",
-        "collection", "dim", "documents", "tokens", "segments", "bytes on disk", "storage", "screening", "B/token"
+        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9} {:>18}",
+        "collection",
+        "dim",
+        "documents",
+        "tokens",
+        "segments",
+        "bytes on disk",
+        "storage",
+        "screening",
+        "B/token",
+        "index (B/token)"
     )?;
     for s in &stats {
         writeln!(
             out,
-            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9}",
+            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9} {:>18}",
             s.name,
             s.dim,
             s.documents,
@@ -173,7 +183,8 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
             s.bytes_on_disk,
             s.storage,
             s.screening,
-            s.bytes_per_token
+            s.bytes_per_token,
+            format!("{} ({:.1})", s.index, s.index_bytes_per_token)
         )?;
     }
     if stats.is_empty() {
@@ -261,7 +272,7 @@ pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize
         "two-stage recall@{} against exact: {:.3} ({} candidates reranked of {} documents)",
         o.k,
         overlap as f64 / (n * o.k.min(o.docs)) as f64,
-        two_stage.candidates,
+        two_stage.effective_candidates(o.docs),
         o.docs
     )?;
     writeln!(out, "source document ranked first for {first}/{n} queries")?;

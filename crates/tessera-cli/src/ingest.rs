@@ -60,6 +60,8 @@ pub struct IngestReport {
     /// Records passed over because an earlier run had written them (`--resume`).
     pub resumed_after: usize,
     pub elapsed: Duration,
+    /// Where the collection's sealing time went during the run.
+    pub build: tessera::BuildTimes,
 }
 
 const BATCH_BYTES: usize = 16 << 20;
@@ -339,6 +341,7 @@ pub fn ingest(
     c.flush()?;
     checkpoint.remove();
     report.elapsed = start.elapsed();
+    report.build = c.stats().build;
     Ok(report)
 }
 

@@ -45,10 +45,15 @@ enum Cmd {
         /// A bulk folder (docs.jsonl + tokens.npy + offsets.npy, or + tokens.safetensors),
         /// a JSONL file with inline "tokens", or `-` for JSONL on standard input.
         data: PathBuf,
-        /// Coarse index of a new collection: pooled (the default), muvera, or none (every
-        /// search exact, or screened with --screening binary).
+        /// Candidate index of a new collection: pooled (the default), muvera, centroids
+        /// (token-level k-means centroids with inverted lists), or none (every search exact,
+        /// or screened with --screening binary).
         #[arg(long, value_parser = named::<tessera::IndexKind>())]
         index: Option<tessera::IndexKind>,
+        /// With --index centroids: the codebook's centroids (16..=65536; default: a power of
+        /// two near 4·√tokens of the segment the codebook is trained from).
+        #[arg(long, requires = "index")]
+        centroids: Option<u32>,
         /// How a new collection stores token values: f16 (the default) or int8 (per-token
         /// scale, about half the bytes).
         #[arg(long, value_parser = named::<tessera::TokenType>())]
@@ -134,12 +139,16 @@ fn named<T: tessera::Named>() -> impl clap::builder::TypedValueParser<Value = T>
 /// How the search runs: two-stage (coarse candidates, exact rerank) or exact.
 #[derive(clap::Args)]
 struct StageArgs {
-    /// Candidates the coarse stage hands to the exact MaxSim rerank.
-    #[arg(long, default_value_t = tessera::DEFAULT_CANDIDATES)]
-    candidates: usize,
-    /// HNSW beam width (default: the number of candidates).
+    /// Candidates the candidate stage hands to the exact MaxSim rerank (with --bm25: per
+    /// source, and fused candidates reranked). Default: max(256, 8·k, 2.5·√documents).
+    #[arg(long, conflicts_with_all = ["exact", "bm25_only"])]
+    candidates: Option<usize>,
+    /// HNSW beam width of a pooled or muvera index (default: the number of candidates).
     #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     ef: Option<usize>,
+    /// Centroids probed per query token of a centroids index (default: the collection's, 16).
+    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
+    nprobe: Option<usize>,
     /// Screened search (collections with --screening binary): how many of the candidates,
     /// ranked by their codes, the exact MaxSim scores (default 64; at least k; a value ≥
     /// --candidates skips the screening).
@@ -166,11 +175,10 @@ struct StageArgs {
 
 impl StageArgs {
     fn params(&self, k: usize) -> Result<SearchParams> {
-        let p = if self.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
-        let mut p = p.with_candidates(self.candidates);
-        if let Some(ef) = self.ef {
-            p = p.with_ef(ef);
-        }
+        let mut p = if self.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
+        p.candidates = self.candidates;
+        p.ef = self.ef;
+        p.nprobe = self.nprobe;
         if let Some(r) = self.rerank {
             p = p.with_rerank(r);
         }
@@ -279,11 +287,20 @@ enum BenchCmd {
         /// (comma-separated; a value ≥ the candidates is plain two-stage search).
         #[arg(long, value_delimiter = ',')]
         rerank: Vec<usize>,
+        /// HNSW beam width (pooled and muvera indexes; default: the candidates).
         #[arg(long)]
         ef: Option<usize>,
+        /// Centroids indexes: nprobe values to measure with each candidate count
+        /// (comma-separated; default: the collection's).
+        #[arg(long, value_delimiter = ',')]
+        nprobe: Vec<usize>,
         /// Relevance judgments (BEIR tsv or TREC qrels) for MRR@10 and nDCG@10.
         #[arg(long)]
         qrels: Option<PathBuf>,
+        /// Measure recall against this TREC run (from `tessera search --exact`) instead of
+        /// running exact search in the bench (no exact row then).
+        #[arg(long)]
+        exact_run: Option<PathBuf>,
         /// One JSON object per setting instead of a table.
         #[arg(long)]
         json: bool,
@@ -306,16 +323,16 @@ fn run(cli: Cli) -> Result<()> {
             let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
             commands::demo(&db, &o, stdout)?;
         }
-        Cmd::Ingest { db, collection, data, index, storage, screening, on_error, resume, batch_docs } => {
+        Cmd::Ingest { db, collection, data, index, centroids, storage, screening, on_error, resume, batch_docs } => {
+            let mut index = index.map(tessera::IndexKind::config);
+            if let Some(k) = centroids {
+                match &mut index {
+                    Some(Some(tessera::IndexConfig::Centroids { centroids })) => centroids.k = k,
+                    _ => return Err("--centroids applies with --index centroids".into()),
+                }
+            }
             let db = Database::open(&db)?;
-            let opts = tessera_cli::ingest::IngestOptions {
-                index: index.map(tessera::IndexKind::config),
-                storage,
-                screening,
-                on_error,
-                resume,
-                batch_docs,
-            };
+            let opts = tessera_cli::ingest::IngestOptions { index, storage, screening, on_error, resume, batch_docs };
             let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
@@ -331,6 +348,19 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     String::new()
                 }
+            )?;
+            let b = r.build;
+            writeln!(
+                stdout,
+                "time: {:.2} s in {} flushes and {:.2} s in {} merges, of which {:.2} s candidate index ({:.2} s training codebooks) and {:.2} s full text; the rest ({:.2} s) reading, validating, converting and the WAL",
+                b.flush_s,
+                b.flushes,
+                b.merge_s,
+                b.merges,
+                b.index_s,
+                b.codebook_s,
+                b.text_s,
+                (s - b.flush_s - b.merge_s).max(0.0)
             )?;
         }
         Cmd::Search { db, collection, queries, k, run, stage, qrels, batch } => {
@@ -411,9 +441,22 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "{v}")?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Search { db, collection, queries, k, candidates, rerank, ef, qrels, json } } => {
+        Cmd::Bench {
+            what:
+                BenchCmd::Search { db, collection, queries, k, candidates, rerank, ef, nprobe, qrels, exact_run, json },
+        } => {
             let db = Database::open(&db)?;
-            let o = tessera_cli::bench::SearchBench { collection, queries, k, candidates, rerank, ef, qrels };
+            let o = tessera_cli::bench::SearchBench {
+                collection,
+                queries,
+                k,
+                candidates,
+                rerank,
+                ef,
+                nprobe,
+                qrels,
+                exact_run,
+            };
             tessera_cli::bench::search(&db, &o, json, stdout)?;
         }
         Cmd::Compact { db, collection } => {

@@ -281,3 +281,76 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     assert_eq!((rows[1]["rerank"].as_u64(), rows[2]["rerank"].as_u64()), (Some(10), Some(1000)));
     assert_eq!(rows[2]["recall_at_k"].as_f64(), Some(1.0), "rerank ≥ the collection is exact");
 }
+
+#[test]
+fn centroids_index_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, qdir, db) = (tmp.path().join("data"), tmp.path().join("queries"), tmp.path().join("db"));
+    let dim = 16;
+    // 3,000 documents of ~24 tokens: over the 65,536 tokens that train a codebook.
+    let c = synth::corpus(3000, 24, dim, 6, 5, 9);
+    synth::write_bulk(&data, "docs.jsonl", &c.docs).unwrap();
+    let queries: Vec<_> =
+        c.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
+    synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    let (db_s, data_s, q_s) = (db.to_str().unwrap(), data.to_str().unwrap(), qdir.to_str().unwrap());
+    let o = tessera(&["ingest", "--db", db_s, "--collection", "p", data_s, "--centroids", "256"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--index"), "--centroids needs --index centroids: {err}");
+    let o = tessera(&["ingest", "--db", db_s, "--collection", "p", data_s, "--index", "pooled", "--centroids", "256"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--centroids applies with --index centroids"), "{err}");
+    let out = ok(&["ingest", "--db", db_s, "--collection", "c", data_s, "--index", "centroids", "--centroids", "256"]);
+    assert!(out.contains("training codebooks"), "{out}");
+    ok(&["ingest", "--db", db_s, "--collection", "p", data_s]);
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
+    let cen = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "c").unwrap().clone();
+    assert_eq!((cen["index"].as_str(), cen["centroids"].as_u64()), (Some("centroids"), Some(256)));
+    assert!(cen["index_bytes_per_token"].as_f64().unwrap() > 0.0);
+    let run = |name: &str, file: &str, extra: &[&str]| {
+        let path = tmp.path().join(file);
+        let p = path.to_str().unwrap().to_string();
+        let mut args = vec!["search", "--db", db_s, "--collection", name, "--queries", q_s, "--k", "10", "--run", &p];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        (
+            o.status.success(),
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok_exact, exact, _) = run("c", "exact.run", &["--exact"]);
+    let (ok_all, all, _) = run("c", "all.run", &["--nprobe", "4", "--candidates", "100000"]);
+    assert!(ok_exact && ok_all);
+    assert_eq!(all, exact, "every document a candidate: the exact ranking");
+    let (refused, _, err) = run("p", "x.run", &["--nprobe", "4"]);
+    assert!(!refused && err.contains("nprobe"), "{err}");
+    let (refused, _, err) = run("c", "x.run", &["--ef", "64"]);
+    assert!(!refused && err.contains("ef applies"), "{err}");
+    // The bench grid over nprobe, and against a stored exact run.
+    let bench = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "bench",
+            "search",
+            "--db",
+            db_s,
+            "--collection",
+            "c",
+            "--queries",
+            q_s,
+            "--candidates",
+            "50",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let rows = bench(&["--nprobe", "2,8"]);
+    assert_eq!(rows.len(), 3);
+    assert_eq!((rows[1]["nprobe"].as_u64(), rows[2]["nprobe"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(rows[1]["scored"].as_u64(), Some(50));
+    let exact_path = tmp.path().join("exact.run");
+    let rows_from_file = bench(&["--nprobe", "2,8", "--exact-run", exact_path.to_str().unwrap()]);
+    assert_eq!(rows_from_file.len(), 2, "no exact row when the exact run is given");
+    assert_eq!(rows_from_file[1]["recall_at_k"], rows[2]["recall_at_k"], "the same recall against the stored run");
+}

@@ -41,7 +41,8 @@ pub enum FormatError {
 
 pub type Result<T> = std::result::Result<T, FormatError>;
 
-pub(crate) fn corrupted(offset: usize, reason: impl Into<String>) -> FormatError {
+/// A `Corrupted` error at byte `offset` of a file (for every file format's parser).
+pub fn corrupted(offset: usize, reason: impl Into<String>) -> FormatError {
     FormatError::Corrupted { offset: offset as u64, reason: reason.into() }
 }
 

@@ -20,12 +20,14 @@
 //! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
 //! | [`repr`] | stored token types (f16, int8): one [`TokenRepr`] impl each, typed views, top-k over a segment's tokens |
 //! | [`codes`] | 1-bit sign codes and the Hamming MaxSim that screens candidates with them |
+//! | [`centroids`] | tokens against a codebook: every centroid's dot product, the nearest centroid (token-centroid index) |
 //! | [`topk`] | the bounded top-k collector shared with the engine |
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub mod batch;
 pub mod bench;
+pub mod centroids;
 pub mod codes;
 mod kernel;
 pub mod reference;
@@ -40,6 +42,7 @@ pub use batch::{DocMatrix, score_docs, top_k};
 pub use bench::{
     BatchRow, BenchReport, bench_batch, bench_maxsim, bench_maxsim_with, fma_peak_for, measure_fma_peak_gflops,
 };
+pub use centroids::CentroidPanels;
 pub use codes::{CodeKernel, CodeQuery, hamming_maxsim};
 pub use half::f16;
 pub use kernel::{

@@ -199,7 +199,7 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
     pb::CollectionInfo {
         name: s.name,
         dim: s.dim as u32,
-        index: c.index.to_string(),
+        index: s.index.into(),
         text: c.text.to_string(),
         durability: c.durability.to_string(),
         documents: s.documents as u64,
@@ -212,6 +212,8 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         storage: s.storage.into(),
         screening: s.screening.into(),
         bytes_per_token: s.bytes_per_token as u32,
+        index_bytes_per_token: s.index_bytes_per_token,
+        centroids: s.centroids.map(|k| k as u32),
     }
 }
 
@@ -250,6 +252,7 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
         k: (r.k != 0).then_some(r.k as usize),
         candidates: r.candidates.map(|c| c as usize),
         ef: r.ef.map(|c| c as usize),
+        nprobe: r.nprobe.map(|c| c as usize),
         rerank: r.rerank.map(|c| c as usize),
         exact: r.exact,
         filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?,

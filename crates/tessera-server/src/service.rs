@@ -272,10 +272,9 @@ impl CollectionSpec {
 /// A collection's configuration and counts.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CollectionInfo {
-    pub index: IndexKind,
     pub text: TextKind,
     pub durability: Durability,
-    /// Name, dim and the engine's counts.
+    /// Name, dim, index and the engine's counts.
     #[serde(flatten)]
     pub stats: tessera::CollectionStats,
 }
@@ -283,12 +282,7 @@ pub struct CollectionInfo {
 impl CollectionInfo {
     fn of(c: &tessera::Collection) -> Self {
         let cfg = c.config();
-        Self {
-            index: IndexKind::of(cfg.index.as_ref()),
-            text: TextKind::of(cfg.text.as_ref()),
-            durability: cfg.durability,
-            stats: c.stats(),
-        }
+        Self { text: TextKind::of(cfg.text.as_ref()), durability: cfg.durability, stats: c.stats() }
     }
 }
 
@@ -305,9 +299,12 @@ pub struct SearchRequest {
     pub queries: Option<Vec<Tensor>>,
     /// Default 10 (or `max_k` if lower).
     pub k: Option<usize>,
-    /// Default 256 (or `max_candidates` if lower).
+    /// Default: max(256, 8·k, 2.5·√documents) (or `max_candidates` if lower).
     pub candidates: Option<usize>,
+    /// HNSW beam width (collections with a pooled or muvera index).
     pub ef: Option<usize>,
+    /// Centroids probed per query token (collections with a centroids index).
+    pub nprobe: Option<usize>,
     /// Screened collections: candidates scored exactly after the screening.
     pub rerank: Option<usize>,
     #[serde(default)]
@@ -346,6 +343,7 @@ impl Default for SearchRequest {
             k: None,
             candidates: None,
             ef: None,
+            nprobe: None,
             rerank: None,
             exact: false,
             filter: None,
@@ -777,7 +775,7 @@ impl Service {
         if let Some(t) = &req.tokens {
             self.check_query(&t.0)?;
         }
-        let (mut q, text, payload) = self.engine_request(&req)?;
+        let (mut q, text, payload) = self.engine_request(&c, &req)?;
         q.tokens = req.tokens.map(|t| t.0);
         self.read(move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload))).await
     }
@@ -804,7 +802,7 @@ impl Service {
             let max = self.limits.max_batch_tokens;
             return Err(ApiError::too_large("max_batch_tokens", "the batch's token count", total, max));
         }
-        let (q, text, payload) = self.engine_request(&req)?;
+        let (q, text, payload) = self.engine_request(&c, &req)?;
         let mut results: Vec<Option<Result<SearchResponse, ApiError>>> = Vec::with_capacity(queries.len());
         let (mut at, mut good) = (Vec::new(), Vec::new());
         for (i, t) in queries.into_iter().enumerate() {
@@ -827,7 +825,11 @@ impl Service {
 
     /// The engine's request for `req`'s options (without its tokens), after
     /// the server's limits, and whether hits carry their text and payload.
-    fn engine_request(&self, req: &SearchRequest) -> Result<(tessera::SearchRequest, bool, bool), ApiError> {
+    fn engine_request(
+        &self,
+        c: &tessera::Collection,
+        req: &SearchRequest,
+    ) -> Result<(tessera::SearchRequest, bool, bool), ApiError> {
         let k = req.k.unwrap_or(10.min(self.limits.max_k));
         self.check_k(k)?;
         if let Some(n) = req.candidates {
@@ -847,11 +849,12 @@ impl Service {
         }
         self.check_ids(req.ids.len())?;
         let mut q = tessera::SearchRequest::empty(k);
-        q.candidates = Some(req.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES.min(self.limits.max_candidates)));
+        q.candidates = Some(req.candidates.unwrap_or_else(|| c.default_candidates(k).min(self.limits.max_candidates)));
         q.filter = req.filter.as_ref().filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
         q.fusion = Fusion::from_parts(req.fusion, req.rrf_k0)?;
         q.weights = req.weights.iter().map(|(s, w)| (*s, *w)).collect();
         (q.ef, q.exact, q.text, q.ids) = (req.ef, req.exact, req.text.clone(), req.ids.clone());
+        q.nprobe = req.nprobe;
         q.rerank = req.rerank;
         (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
         Ok((q, req.include_text, req.include_payload))

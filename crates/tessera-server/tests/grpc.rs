@@ -363,6 +363,32 @@ fn storage_screening_and_rerank_over_grpc() {
     assert_eq!(exact, all);
     let (code_, msg) = code(rt.block_on(c.search(search(Some(10), true))));
     assert!(code_ == Code::InvalidArgument && msg.contains("exact"), "{msg}");
+    // A centroids index: created by name; nprobe applies to it and only to it.
+    let create = pb::CreateCollectionRequest {
+        name: "cen".into(),
+        dim: DIM as u32,
+        index: "centroids".into(),
+        ..Default::default()
+    };
+    assert_eq!(rt.block_on(c.create_collection(create)).unwrap().into_inner().index, "centroids");
+    let documents = (0..20)
+        .map(|i| pb::Document {
+            id: format!("d{i}"),
+            tokens: Some(tensor(&rng.tokens(3, DIM), false)),
+            ..Default::default()
+        })
+        .collect();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "cen".into(), documents })).unwrap();
+    let with_nprobe = |coll: &str| pb::SearchRequest {
+        collection: coll.into(),
+        query: query.clone(),
+        k: 5,
+        nprobe: Some(4),
+        ..Default::default()
+    };
+    assert_eq!(rt.block_on(c.search(with_nprobe("cen"))).unwrap().into_inner().hits.len(), 5);
+    let (code_, msg) = code(rt.block_on(c.search(with_nprobe("q"))));
+    assert!(code_ == Code::InvalidArgument && msg.contains("nprobe"), "{msg}");
 }
 
 /// SearchBatch answers each query as Search does alone, in order; a bad query

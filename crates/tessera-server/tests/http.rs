@@ -749,3 +749,52 @@ fn batch_search_answers_each_query_as_alone() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(ok(a, "/v1/collections/b/search", &json!({"queries": []}))["results"], json!([]));
 }
+
+/// A collection with a centroids index: created by name, its codebook trained
+/// when the first segment of 65,536 tokens is sealed (info reports it),
+/// searched with `nprobe` (every document a candidate: the exact ranking),
+/// and `nprobe`/`ef` refused where they do not apply.
+#[test]
+fn centroids_index_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let r = post(a, "/v1/collections", &json!({"name": "c", "dim": DIM, "index": "centroids", "text": "none"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["index"], "centroids");
+    ok(a, "/v1/collections", &json!({"name": "p", "dim": DIM}));
+    let mut rng = Rng::new(8);
+    // 1,040 documents of 64 tokens: 66,560 tokens, enough to train the codebook.
+    let docs: Vec<(String, Vec<Vec<f32>>)> = (0..1040).map(|i| (format!("d{i}"), rng.tokens(64, DIM))).collect();
+    for chunk in docs.chunks(260) {
+        upsert_all(a, "c", chunk);
+    }
+    let info = ok(a, "/v1/collections/c/flush", &json!({}));
+    assert_eq!(info["centroids"], 1024, "{info}");
+    assert!(info["index_bytes_per_token"].as_f64().unwrap() > 0.0, "{info}");
+    upsert_all(a, "c", &corpus(&mut rng, 20)); // and a memtable
+    upsert_all(a, "p", &corpus(&mut rng, 20));
+    let q = rng.tokens(3, DIM);
+    let search = |coll: &str, extra: Value| {
+        let mut body = json!({"tokens": q, "k": 10});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post(a, &format!("/v1/collections/{coll}/search"), &body)
+    };
+    let exact = search("c", json!({"exact": true})).json();
+    let all = search("c", json!({"candidates": 10_000, "nprobe": 4})).json();
+    assert_eq!(exact["hits"], all["hits"]);
+    let few = search("c", json!({"candidates": 30, "nprobe": 8}));
+    assert_eq!(few.status, 200, "{}", few.body);
+    assert_eq!(few.json()["hits"].as_array().unwrap().len(), 10);
+    for (coll, extra, words) in [
+        ("p", json!({"nprobe": 4}), "nprobe"),
+        ("c", json!({"ef": 40}), "ef applies"),
+        ("c", json!({"nprobe": 4, "exact": true}), "nprobe"),
+        ("c", json!({"nprobe": 4, "ids": ["d1"]}), "tensor-only"),
+        ("c", json!({"nprobe": 0}), "nprobe"),
+        ("c", json!({"nprobe": 5000}), "nprobe"),
+    ] {
+        let r = search(coll, extra.clone());
+        assert!(r.status == 400 && r.body.contains(words), "{extra}: {} {}", r.status, r.body);
+    }
+}

@@ -9,14 +9,18 @@
 //! | `wal-N.log` | batches since the last flush |
 //! | `seg-N.tseg` | immutable segments |
 //! | `del-N.tdel` | deletion vector of a segment |
+//! | `hnsw-N.tidx` / `ivf-N.tivf` | a segment's vector (HNSW) or centroid index |
+//! | `cbk-N.tcbk` | a centroid collection's codebook |
+//! | `text-N/` | a segment's full-text index |
 
-use crate::config::CollectionConfig;
+use crate::centroids::{self, Codebook};
+use crate::config::{CollectionConfig, IndexConfig};
 use crate::doc::{Document, MemDoc, StoredDocument, WalDoc, check_id, parse_payload, prepare_batch};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry};
 use crate::memtable::MemTable;
-use crate::segment::{Segment, SegmentView, VectorIndex};
+use crate::segment::{CoarseIndex, Segment, SegmentView, VectorIndex};
 pub(crate) use crate::snapshot::Snapshot;
 use crate::snapshot::{Loc, locate_in};
 use crate::wal::{self, Replayed, Wal};
@@ -24,6 +28,7 @@ use std::collections::BTreeSet;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::{SegmentWriter, StoredRows};
 use tessera_index::Encoder;
@@ -40,6 +45,8 @@ struct Writer {
     /// Indices of segments whose live-row list is stale within the current batch.
     touched: BTreeSet<usize>,
     poisoned: bool,
+    /// Centroid collections: the codebook new segments are coded with.
+    codebook: Option<Arc<Codebook>>,
 }
 
 /// Sizes of a collection, as `info` reports them.
@@ -61,9 +68,37 @@ pub struct CollectionStats {
     /// Segment and coarse-index bytes per token in segments, tables and ids included
     /// (0 without segments).
     pub segment_bytes_per_token: f64,
+    /// The candidate index: `pooled`, `muvera`, `centroids` or `none`.
+    pub index: &'static str,
+    /// Candidate-index bytes per token in segments (index files, and each
+    /// codebook in use once); 0 without segments.
+    pub index_bytes_per_token: f64,
+    /// Centroids indexes: centroids in the newest codebook in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub centroids: Option<usize>,
+    /// Where sealing time went since the collection was created.
+    pub build: BuildTimes,
     /// Why the last automatic flush failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_error: Option<String>,
+}
+
+/// Seconds spent sealing segments since the collection was created, by part
+/// (kept in the manifest; a flush or merge that failed counts too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BuildTimes {
+    /// Segments written by flushes, and the seconds those flushes took in all.
+    pub flushes: u64,
+    pub flush_s: f64,
+    /// Merges (automatic and `compact`), and the seconds they took in all
+    /// (their own writing and indexing included).
+    pub merges: u64,
+    pub merge_s: f64,
+    /// Of the above: building candidate indexes (HNSW, or coding tokens with
+    /// centroids), training codebooks, and building full-text indexes.
+    pub index_s: f64,
+    pub codebook_s: f64,
+    pub text_s: f64,
 }
 
 pub struct Collection {
@@ -77,6 +112,7 @@ pub struct Collection {
     /// Why the last automatic flush failed, if it did (the WAL still holds
     /// everything). Apart from the writer so that `stats` never waits on it.
     flush_error: Mutex<Option<String>>,
+    build: Mutex<BuildTimes>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -103,12 +139,22 @@ impl Collection {
             offset: 0,
             reason: format!("invalid config: {e}"),
         })?;
-        let encoder = config.index.as_ref().map(|ix| Arc::new(Encoder::new(&ix.encoder, config.dim)));
+        let encoder =
+            config.index.as_ref().and_then(IndexConfig::encoder).map(|e| Arc::new(Encoder::new(e, config.dim)));
         let enc_dim = encoder.as_ref().map_or(0, |e| e.dim());
+        let mut codebooks = std::collections::BTreeMap::new();
+        for id in manifest.codebook.iter().chain(manifest.segments.iter().filter_map(|e| e.codebook.as_ref())) {
+            if !codebooks.contains_key(id) {
+                let cb = Codebook::open(&dir.join(manifest::codebook_file(*id)), *id, config.dim)?;
+                codebooks.insert(*id, Arc::new(cb));
+            }
+        }
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for e in &manifest.segments {
-            segments.push(open_segment_view(dir, e, &config, enc_dim)?);
+            let cb = e.codebook.and_then(|id| codebooks.get(&id).cloned());
+            segments.push(open_segment_view(dir, e, &config, enc_dim, cb)?);
         }
+        let codebook = manifest.codebook.and_then(|id| codebooks.get(&id).cloned());
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
         let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability)?;
         let mut w = Writer {
@@ -120,6 +166,7 @@ impl Collection {
             dirty: BTreeSet::new(),
             touched: BTreeSet::new(),
             poisoned: false,
+            codebook,
         };
         for (offset, seq, ops) in batches {
             if seq <= w.seq {
@@ -144,7 +191,7 @@ impl Collection {
         }
         w.finish_batch();
         remove_unreferenced(dir, &w.manifest)?;
-        let name = w.manifest.name.clone();
+        let (name, build) = (w.manifest.name.clone(), w.manifest.build);
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
         Ok(Self {
             name,
@@ -154,6 +201,7 @@ impl Collection {
             snapshot,
             writer: Mutex::new(w),
             flush_error: Mutex::new(None),
+            build: Mutex::new(build),
         })
     }
 
@@ -361,8 +409,7 @@ impl Collection {
             .filter_map(|&f| std::fs::metadata(self.dir.join(manifest::deletes_file(f))).ok())
             .map(|m| m.len())
             .sum();
-        let seg_bytes: u64 =
-            snap.segments.iter().map(|s| s.seg.file_len() + s.seg.index.as_ref().map_or(0, |i| i.file_len())).sum();
+        let seg_bytes: u64 = snap.segments.iter().map(|s| s.seg.file_len()).sum::<u64>() + index_bytes(&snap);
         let manifest_bytes = std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
         CollectionStats {
             name: self.name.clone(),
@@ -380,6 +427,18 @@ impl Collection {
                 0 => 0.0,
                 n => seg_bytes as f64 / n as f64,
             },
+            index: crate::IndexKind::of(self.config.index.as_ref()).name(),
+            index_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
+                0 => 0.0,
+                n => index_bytes(&snap) as f64 / n as f64,
+            },
+            centroids: snap
+                .segments
+                .iter()
+                .filter_map(|s| s.seg.centroid_index())
+                .max_by_key(|ci| ci.codebook.id)
+                .map(|ci| ci.codebook.info.k),
+            build: *self.build.lock().unwrap_or_else(|p| p.into_inner()),
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -391,15 +450,17 @@ impl Collection {
         let dim = self.config.dim;
         let mut m = w.manifest.clone();
         let mut created: Vec<PathBuf> = Vec::new();
-        let res = (|| -> Result<Option<Segment>> {
+        let res = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
             let mut new_seg = None;
             if !w.mem.is_empty() {
                 let id = m.alloc_file_id();
                 let docs =
                     w.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
+                let t = Instant::now();
                 let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
-                let seg = self.seal(&path, id, &mut m, &mut created)?;
-                new_seg = Some(seg);
+                let (seg, cb) = self.seal(w, &path, id, &[], &mut m, &mut created)?;
+                self.add_time(|b, s| (b.flushes, b.flush_s) = (b.flushes + 1, b.flush_s + s), t);
+                new_seg = Some((seg, cb));
             }
             for sv in w.segments.iter().filter(|sv| w.dirty.contains(&sv.seg.id)) {
                 let fid = m.alloc_file_id();
@@ -430,7 +491,8 @@ impl Collection {
             }
         };
         self.commit_manifest(w, m)?;
-        if let Some(seg) = new_seg {
+        if let Some((seg, cb)) = new_seg {
+            w.codebook = cb.or(w.codebook.take());
             let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
             w.segments.push(SegmentView::new(Arc::new(seg), dv));
         }
@@ -444,6 +506,7 @@ impl Collection {
     /// old manifest referenced and the new one does not. A failure while
     /// replacing it leaves the on-disk state uncertain, so the writer is poisoned.
     fn commit_manifest(&self, w: &mut Writer, mut m: Manifest) -> Result<()> {
+        m.build = *self.build.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = m.store(&self.dir) {
             w.poisoned = true;
             return Err(e);
@@ -460,21 +523,52 @@ impl Collection {
         Ok(())
     }
 
-    /// Opens a freshly written segment, builds and writes its coarse index
-    /// (if the collection has an encoder), and adds its manifest entry.
-    fn seal(&self, path: &Path, id: u64, m: &mut Manifest, created: &mut Vec<PathBuf>) -> Result<Segment> {
+    /// Opens a freshly written segment, builds and writes its candidate index
+    /// (if the collection has one) and its full-text index, and adds its
+    /// manifest entry. `w` is the writer's state (a centroid collection's
+    /// codebook, the collection's size); `sources`, for a merge, the segments
+    /// whose live rows it holds, in order. Returns the segment and a codebook
+    /// trained for it, if one was.
+    fn seal(
+        &self,
+        w: &Writer,
+        path: &Path,
+        id: u64,
+        sources: &[SegmentView],
+        m: &mut Manifest,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(Segment, Option<Arc<Codebook>>)> {
         let mut seg = Segment::open(path, id, &self.config)?;
-        let mut index = None;
-        if let (Some(enc), Some(ix)) = (&self.encoder, &self.config.index) {
-            let fid = m.alloc_file_id();
-            let ipath = self.dir.join(manifest::index_file(fid));
-            created.push(ipath.clone());
-            let vectors = encode_segment(&seg, enc);
-            let params = CollectionConfig::hnsw_build_params(ix);
-            fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &params))?;
-            seg.index = Some(VectorIndex::open(&ipath, seg.n_docs(), enc.dim())?);
-            index = Some(fid);
+        let (mut index, mut codebook, mut trained) = (None, None, None);
+        let t = Instant::now();
+        match &self.config.index {
+            Some(IndexConfig::Vector { hnsw, .. }) => {
+                let enc = self.encoder.as_ref().expect("a vector index has an encoder");
+                let fid = m.alloc_file_id();
+                let ipath = self.dir.join(manifest::index_file(fid));
+                created.push(ipath.clone());
+                let vectors = encode_segment(&seg, enc);
+                let params = CollectionConfig::hnsw_build_params(hnsw);
+                fsutil::write_new(&ipath, &tessera_index::build_index(&vectors, enc.dim(), &params))?;
+                seg.index = Some(CoarseIndex::Vector(VectorIndex::open(&ipath, seg.n_docs(), enc.dim())?));
+                index = Some(fid);
+            }
+            Some(IndexConfig::Centroids { centroids: params }) => {
+                let tokens = w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>();
+                let target = centroids::Target { dir: &self.dir, config: &self.config, params, tokens };
+                let built = centroids::build(&target, &seg, w.codebook.as_ref(), sources, m, created)?;
+                if let Some((ci, fid)) = built.index {
+                    codebook = Some(ci.codebook.id);
+                    seg.index = Some(CoarseIndex::Centroids(ci));
+                    index = Some(fid);
+                }
+                trained = built.trained;
+                self.add_time(|b, _| b.codebook_s += built.train_s, t);
+            }
+            None => {}
         }
+        self.add_time(|b, s| b.index_s += s, t);
+        let t = Instant::now();
         let mut text = None;
         if let Some(tc) = &self.config.text {
             let fid = m.alloc_file_id();
@@ -487,6 +581,7 @@ impl Collection {
             seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
             text = Some(fid);
         }
+        self.add_time(|b, s| b.text_s += s, t);
         m.segments.push(SegmentEntry {
             id,
             n_docs: seg.n_docs() as u64,
@@ -494,8 +589,9 @@ impl Collection {
             deletes: None,
             index,
             text,
+            codebook,
         });
-        Ok(seg)
+        Ok((seg, trained))
     }
 
     fn maybe_merge(&self, w: &mut Writer) -> Result<()> {
@@ -515,6 +611,7 @@ impl Collection {
     /// into one, dropping deleted rows. Pending deletions must be flushed.
     fn merge_locked(&self, w: &mut Writer, which: &[usize]) -> Result<()> {
         debug_assert!(w.dirty.is_empty());
+        let t = Instant::now();
         let mut m = w.manifest.clone();
         let merged: Vec<SegmentView> = which.iter().map(|&i| w.segments[i].clone()).collect();
         let live: usize = merged.iter().map(|s| s.live.len()).sum();
@@ -529,7 +626,7 @@ impl Collection {
                 })
             });
             let res = write_segment(&self.dir, id, &self.config, docs, &mut created)
-                .and_then(|path| self.seal(&path, id, &mut m, &mut created))
+                .and_then(|path| self.seal(w, &path, id, &merged, &mut m, &mut created))
                 .and_then(|seg| fsutil::sync_dir(&self.dir).map(|_| seg));
             match res {
                 Ok(seg) => new_seg = Some(seg),
@@ -543,14 +640,21 @@ impl Collection {
         }
         let gone: BTreeSet<u64> = merged.iter().map(|s| s.seg.id).collect();
         m.segments.retain(|e| !gone.contains(&e.id));
+        self.add_time(|b, s| (b.merges, b.merge_s) = (b.merges + 1, b.merge_s + s), t);
         self.commit_manifest(w, m)?;
         w.segments.retain(|s| !gone.contains(&s.seg.id));
-        if let Some(seg) = new_seg {
+        if let Some((seg, cb)) = new_seg {
+            w.codebook = cb.or(w.codebook.take());
             let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
             w.segments.push(SegmentView::new(Arc::new(seg), dv));
         }
         self.publish(w);
         Ok(())
+    }
+
+    /// Records the seconds since `start` in the build times.
+    fn add_time(&self, f: impl FnOnce(&mut BuildTimes, f64), start: Instant) {
+        f(&mut self.build.lock().unwrap_or_else(|p| p.into_inner()), start.elapsed().as_secs_f64());
     }
 }
 
@@ -650,14 +754,34 @@ fn encode_segment(seg: &Segment, enc: &Encoder) -> Vec<f32> {
 
 /// Opens a segment, its coarse index (if any) and its deletion vector.
 /// `enc_dim` is the collection encoder's output dim (0: no encoder).
-fn open_segment_view(dir: &Path, e: &SegmentEntry, config: &CollectionConfig, enc_dim: usize) -> Result<SegmentView> {
+/// `codebook` is the codebook its centroid index was coded with.
+fn open_segment_view(
+    dir: &Path,
+    e: &SegmentEntry,
+    config: &CollectionConfig,
+    enc_dim: usize,
+    codebook: Option<Arc<Codebook>>,
+) -> Result<SegmentView> {
     let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config)?;
     if let (Some(fid), Some(tc)) = (e.text, &config.text) {
         let tdir = dir.join(manifest::text_dir(fid));
         seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
     }
-    if let Some(fid) = e.index.filter(|_| enc_dim > 0) {
-        seg.index = Some(VectorIndex::open(&dir.join(manifest::index_file(fid)), seg.n_docs(), enc_dim)?);
+    match (e.index, &config.index) {
+        (Some(fid), Some(IndexConfig::Vector { .. })) => {
+            let ix = VectorIndex::open(&dir.join(manifest::index_file(fid)), seg.n_docs(), enc_dim)?;
+            seg.index = Some(CoarseIndex::Vector(ix));
+        }
+        (Some(fid), Some(IndexConfig::Centroids { .. })) => {
+            let path = dir.join(manifest::ivf_file(fid));
+            let cb = codebook.ok_or_else(|| Error::Corrupted {
+                file: dir.join(manifest::FILE),
+                offset: 0,
+                reason: format!("segment {} has a centroid index but names no codebook", e.id),
+            })?;
+            seg.index = Some(CoarseIndex::Centroids(centroids::CentroidIndex::open(&path, &seg, cb)?));
+        }
+        _ => {}
     }
     let dv = match e.deletes {
         None => DeletionVector::new(e.id, seg.n_docs() as u64),
@@ -685,13 +809,35 @@ fn text_error(dir: &Path) -> impl FnOnce(tessera_text::TextError) -> Error {
 
 fn referenced_files(m: &Manifest) -> Vec<String> {
     let mut v = vec![manifest::wal_file(m.wal)];
+    let index_file = match m.config.index {
+        Some(IndexConfig::Centroids { .. }) => manifest::ivf_file,
+        _ => manifest::index_file,
+    };
+    v.extend(m.codebook.map(manifest::codebook_file));
     for e in &m.segments {
         v.push(manifest::segment_file(e.id));
         v.extend(e.deletes.map(manifest::deletes_file));
-        v.extend(e.index.map(manifest::index_file));
+        v.extend(e.index.map(index_file));
         v.extend(e.text.map(manifest::text_dir));
+        v.extend(e.codebook.map(manifest::codebook_file));
     }
+    v.sort();
+    v.dedup();
     v
+}
+
+/// Bytes of the snapshot's candidate indexes: each segment's index file, and
+/// each codebook in use once.
+fn index_bytes(snap: &Snapshot) -> u64 {
+    let mut codebooks = std::collections::BTreeMap::new();
+    let mut total = 0;
+    for sv in &snap.segments {
+        total += sv.seg.index.as_ref().map_or(0, CoarseIndex::file_len);
+        if let Some(ci) = sv.seg.centroid_index() {
+            codebooks.insert(ci.codebook.id, ci.codebook.file_len);
+        }
+    }
+    total + codebooks.values().sum::<u64>()
 }
 
 /// Removes segment, WAL, deletion-vector and temporary files that the
@@ -701,8 +847,8 @@ fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours =
-            name.ends_with(".tmp") || ["seg-", "wal-", "del-", "hnsw-", "text-"].iter().any(|p| name.starts_with(p));
+        let ours = name.ends_with(".tmp")
+            || ["seg-", "wal-", "del-", "hnsw-", "ivf-", "cbk-", "text-"].iter().any(|p| name.starts_with(p));
         if ours && !keep.contains(&name) {
             fsutil::remove_if_exists(&entry.path())?;
         }

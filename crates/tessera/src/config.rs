@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 pub use tessera_format::{Screening, TokenType};
-pub use tessera_index::{EncoderConfig, HnswParams};
+pub use tessera_index::{CentroidParams, EncoderConfig, HnswParams};
 pub use tessera_text::Language;
 
 /// Full-text (BM25) indexing of documents' `text`.
@@ -31,38 +31,70 @@ pub enum Durability {
 
 tessera_format::named!(Durability, "durability", [Durability::Sync => "sync", Durability::Buffered => "buffered"]);
 
-/// The coarse stage of two-stage search: one vector per document (the
-/// encoder) in an HNSW graph per segment, built when the segment is sealed.
+/// The candidate stage of two-stage search, built when a segment is sealed.
+///
+/// Stored in the manifest as `{"encoder": …, "hnsw": …}` (a vector index, as
+/// every manifest before centroids has it) or `{"centroids": …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexConfig {
-    pub encoder: EncoderConfig,
-    #[serde(default)]
-    pub hnsw: HnswParams,
+#[serde(untagged)]
+pub enum IndexConfig {
+    /// One vector per document (the encoder) in an HNSW graph per segment.
+    Vector {
+        encoder: EncoderConfig,
+        #[serde(default)]
+        hnsw: HnswParams,
+    },
+    /// Token-level centroids (PLAID/WARP-style): a codebook trained by
+    /// k-means on the collection's tokens, a centroid code per token and
+    /// inverted lists centroid → documents per segment.
+    Centroids { centroids: CentroidParams },
 }
 
 impl IndexConfig {
     /// Mean-pooled, normalised tokens.
     pub fn pooled() -> Self {
-        Self { encoder: EncoderConfig::Pooled, hnsw: HnswParams::default() }
+        Self::Vector { encoder: EncoderConfig::Pooled, hnsw: HnswParams::default() }
     }
 
     /// MUVERA fixed-dimensional encoding with the default parameters.
     pub fn muvera() -> Self {
-        Self { encoder: EncoderConfig::muvera_default(), hnsw: HnswParams::default() }
+        Self::Vector { encoder: EncoderConfig::muvera_default(), hnsw: HnswParams::default() }
+    }
+
+    /// Token centroids with the default parameters.
+    pub fn centroids() -> Self {
+        Self::Centroids { centroids: CentroidParams::default() }
+    }
+
+    /// The single-vector encoder, for a vector index.
+    pub fn encoder(&self) -> Option<&EncoderConfig> {
+        match self {
+            Self::Vector { encoder, .. } => Some(encoder),
+            Self::Centroids { .. } => None,
+        }
+    }
+
+    /// The centroid settings, for a centroid index.
+    pub fn centroid_params(&self) -> Option<&CentroidParams> {
+        match self {
+            Self::Centroids { centroids } => Some(centroids),
+            Self::Vector { .. } => None,
+        }
     }
 }
 
-/// The coarse index presets the interfaces name: `pooled`, `muvera`, or
-/// `none` (no coarse index: every search is exact).
+/// The candidate stages the interfaces name: `pooled`, `muvera`,
+/// `centroids`, or `none` (no index: every search is exact).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IndexKind {
     #[default]
     Pooled,
     Muvera,
+    Centroids,
     None,
 }
 
-tessera_format::named!(IndexKind, "index", [IndexKind::Pooled => "pooled", IndexKind::Muvera => "muvera", IndexKind::None => "none"]);
+tessera_format::named!(IndexKind, "index", [IndexKind::Pooled => "pooled", IndexKind::Muvera => "muvera", IndexKind::Centroids => "centroids", IndexKind::None => "none"]);
 
 impl IndexKind {
     /// The preset's index (default parameters).
@@ -70,16 +102,18 @@ impl IndexKind {
         match self {
             IndexKind::Pooled => Some(IndexConfig::pooled()),
             IndexKind::Muvera => Some(IndexConfig::muvera()),
+            IndexKind::Centroids => Some(IndexConfig::centroids()),
             IndexKind::None => None,
         }
     }
 
     /// The kind of a collection's index (`muvera` whatever its MUVERA parameters).
     pub fn of(index: Option<&IndexConfig>) -> Self {
-        match index.map(|i| &i.encoder) {
+        match index {
             None => IndexKind::None,
-            Some(EncoderConfig::Pooled) => IndexKind::Pooled,
-            Some(EncoderConfig::Muvera { .. }) => IndexKind::Muvera,
+            Some(IndexConfig::Vector { encoder: EncoderConfig::Pooled, .. }) => IndexKind::Pooled,
+            Some(IndexConfig::Vector { encoder: EncoderConfig::Muvera { .. }, .. }) => IndexKind::Muvera,
+            Some(IndexConfig::Centroids { .. }) => IndexKind::Centroids,
         }
     }
 }
@@ -199,15 +233,15 @@ impl CollectionConfig {
 
     /// Checks a configuration for a new collection.
     pub(crate) fn validate(&self) -> crate::Result<()> {
-        if let Some(ix) = &self.index
-            && !tessera_index::M_RANGE.contains(&ix.hnsw.m)
+        if let Some(IndexConfig::Vector { hnsw, .. }) = &self.index
+            && !tessera_index::M_RANGE.contains(&hnsw.m)
         {
             let r = tessera_index::M_RANGE;
             return Err(crate::Error::InvalidArgument(format!(
                 "hnsw.m must be in {}..={}, got {}",
                 r.start(),
                 r.end(),
-                ix.hnsw.m
+                hnsw.m
             )));
         }
         self.validate_stored()
@@ -216,8 +250,8 @@ impl CollectionConfig {
     /// The HNSW parameters segments are built with: a stored `m` above what
     /// the builder takes (accepted at creation before that was checked, and
     /// never flushed since: the build panicked) is built at the largest `m`.
-    pub(crate) fn hnsw_build_params(ix: &IndexConfig) -> HnswParams {
-        HnswParams { m: ix.hnsw.m.min(*tessera_index::M_RANGE.end()), ..ix.hnsw }
+    pub(crate) fn hnsw_build_params(hnsw: &HnswParams) -> HnswParams {
+        HnswParams { m: hnsw.m.min(*tessera_index::M_RANGE.end()), ..*hnsw }
     }
 
     /// Checks a configuration read from a manifest (what older versions accepted).
@@ -232,11 +266,15 @@ impl CollectionConfig {
         if !(1024..=tessera_format::wal::MAX_FRAME).contains(&self.max_batch_bytes) {
             return bad(format!("max_batch_bytes must be in 1024..={}", tessera_format::wal::MAX_FRAME));
         }
-        if let Some(ix) = &self.index {
-            ix.encoder.validate(self.dim).map_err(|e| crate::Error::InvalidArgument(format!("index encoder: {e}")))?;
-            if !(2..=256).contains(&ix.hnsw.m) || !(1..=10_000).contains(&ix.hnsw.ef_construction) {
-                return bad("hnsw.m must be in 2..=256 and hnsw.ef_construction in 1..=10000".into());
+        match &self.index {
+            Some(IndexConfig::Vector { encoder, hnsw }) => {
+                encoder.validate(self.dim).map_err(|e| crate::Error::InvalidArgument(format!("index encoder: {e}")))?;
+                if !(2..=256).contains(&hnsw.m) || !(1..=10_000).contains(&hnsw.ef_construction) {
+                    return bad("hnsw.m must be in 2..=256 and hnsw.ef_construction in 1..=10000".into());
+                }
             }
+            Some(IndexConfig::Centroids { centroids }) => centroids.validate().or_else(bad)?,
+            None => {}
         }
         Ok(())
     }

@@ -75,7 +75,9 @@ pub struct HybridQuery {
     /// Per-source weights (default 1).
     pub weights: HashMap<Source, f64>,
     /// How many documents each source contributes, and how many fused
-    /// candidates the final rerank sees.
+    /// candidates the final rerank sees (default: `max(256, 8·k)`; a flat
+    /// request, [`crate::SearchRequest`], defaults to the collection's
+    /// [`default_candidates`](crate::Collection::default_candidates)).
     pub candidates: usize,
     pub filter: Option<Filter>,
 }
@@ -91,7 +93,7 @@ impl HybridQuery {
             text: None,
             fusion: Fusion::Rrf { k0: 60.0 },
             weights: HashMap::new(),
-            candidates: crate::search::DEFAULT_CANDIDATES,
+            candidates: crate::search::default_candidates(k, 0),
             filter: None,
         }
     }

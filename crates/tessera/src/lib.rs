@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `database` | the folder of collections, its lock, create/drop |
 //! | `collection` | writer, snapshots, flush, compaction, recovery |
+//! | `centroids` | the token-centroid index: codebooks, training, coding a sealed segment |
 //! | `search` | the search pipeline over a snapshot (one `Searcher`: coarse, screening, exact), rerank of given ids |
 //! | `snapshot` | what a read sees, where a document lives in it, ranked results |
 //! | `filter` | the payload filter language |
@@ -29,6 +30,7 @@
 //! # Ok::<(), tessera::Error>(())
 //! ```
 
+mod centroids;
 mod collection;
 mod config;
 mod database;
@@ -48,10 +50,10 @@ mod snapshot;
 mod text;
 mod wal;
 
-pub use collection::{Collection, CollectionStats};
+pub use collection::{BuildTimes, Collection, CollectionStats};
 pub use config::{
-    CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM, MAX_ID_BYTES,
-    Screening, TextConfig, TextKind, TokenType,
+    CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
+    MAX_ID_BYTES, Screening, TextConfig, TextKind, TokenType,
 };
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
@@ -63,6 +65,7 @@ pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use request::{SearchRequest, SearchResults};
 pub use search::{
-    DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, Reranked, SearchHit, SearchParams,
+    CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, MAX_NPROBE, Reranked,
+    SearchHit, SearchParams, default_candidates,
 };
 pub use tessera_format::names::{Named, UnknownName};

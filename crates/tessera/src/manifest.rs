@@ -2,6 +2,7 @@
 //! file continues them, and the collection's configuration. It is a JSON body
 //! in an envelope (`TESSMAN\0`), replaced atomically as a whole.
 
+use crate::collection::BuildTimes;
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -27,6 +28,10 @@ pub(crate) struct SegmentEntry {
     /// File id of the segment's full-text (BM25) index directory, if it has one.
     #[serde(default)]
     pub text: Option<u64>,
+    /// Centroid collections: file id of the codebook the segment's centroid
+    /// index (`index`, an `ivf-N.tivf` file) was coded with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebook: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,11 +47,29 @@ pub(crate) struct Manifest {
     /// Next unused file id (segments, WALs and deletion vectors share the counter).
     pub next_file_id: u64,
     pub segments: Vec<SegmentEntry>,
+    /// Centroid collections: file id of the current codebook (new segments
+    /// are coded with it), once one has been trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebook: Option<u64>,
+    /// Seconds spent building the collection's segments and indexes since it
+    /// was created (absent in manifests written before they were kept).
+    #[serde(default)]
+    pub build: BuildTimes,
 }
 
 impl Manifest {
     pub fn new(name: &str, config: CollectionConfig) -> Self {
-        Self { name: name.into(), config, generation: 0, last_seq: 0, wal: 1, next_file_id: 2, segments: vec![] }
+        Self {
+            name: name.into(),
+            config,
+            generation: 0,
+            last_seq: 0,
+            wal: 1,
+            next_file_id: 2,
+            segments: vec![],
+            codebook: None,
+            build: BuildTimes::default(),
+        }
     }
 
     pub fn alloc_file_id(&mut self) -> u64 {
@@ -87,6 +110,16 @@ pub(crate) fn deletes_file(id: u64) -> String {
 
 pub(crate) fn index_file(id: u64) -> String {
     format!("hnsw-{id:016}.tidx")
+}
+
+/// A segment's centroid index.
+pub(crate) fn ivf_file(id: u64) -> String {
+    format!("ivf-{id:016}.tivf")
+}
+
+/// A centroid collection's codebook.
+pub(crate) fn codebook_file(id: u64) -> String {
+    format!("cbk-{id:016}.tcbk")
 }
 
 pub(crate) fn text_dir(id: u64) -> String {

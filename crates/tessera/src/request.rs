@@ -8,7 +8,7 @@ use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source};
-use crate::search::{DEFAULT_CANDIDATES, SearchHit, SearchParams};
+use crate::search::{SearchHit, SearchParams};
 
 /// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion` or
 /// `weights` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
@@ -18,9 +18,12 @@ use crate::search::{DEFAULT_CANDIDATES, SearchHit, SearchParams};
 pub struct SearchRequest {
     pub tokens: Option<Tokens>,
     pub k: usize,
-    /// Default [`DEFAULT_CANDIDATES`].
+    /// Default: [`Collection::default_candidates`] of `k`.
     pub candidates: Option<usize>,
+    /// HNSW beam width (collections with a pooled or muvera index).
     pub ef: Option<usize>,
+    /// Centroids probed per query token (collections with a centroids index).
+    pub nprobe: Option<usize>,
     /// Screened collections: candidates scored exactly after the screening.
     pub rerank: Option<usize>,
     pub exact: bool,
@@ -52,6 +55,7 @@ impl SearchRequest {
             k,
             candidates: None,
             ef: None,
+            nprobe: None,
             rerank: None,
             exact: false,
             filter: None,
@@ -113,8 +117,9 @@ impl SearchRequest {
     /// The parameters of a tensor-only search.
     fn tensor_params(&self) -> SearchParams {
         let mut params = if self.exact { SearchParams::exact(self.k) } else { SearchParams::new(self.k) };
-        params = params.with_candidates(self.candidates.unwrap_or(DEFAULT_CANDIDATES));
+        params.candidates = self.candidates;
         params.ef = self.ef;
+        params.nprobe = self.nprobe;
         params.rerank = self.rerank;
         params.filter = self.filter.clone();
         params
@@ -152,7 +157,7 @@ impl Collection {
     /// kind of search, then searches.
     pub fn search_request(&self, req: &SearchRequest) -> Result<SearchResults> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
-        let candidates = req.candidates.unwrap_or(DEFAULT_CANDIDATES);
+        let candidates = req.candidates.unwrap_or_else(|| self.default_candidates(req.k));
         if !req.is_hybrid() {
             let Some(tokens) = &req.tokens else {
                 return bad("a search needs query tokens, text or ids");
@@ -160,9 +165,9 @@ impl Collection {
             let hits = self.search_with(tokens, &req.tensor_params())?;
             return Ok(req.results(hits));
         }
-        if req.exact || req.ef.is_some() || req.rerank.is_some() {
+        if req.exact || req.ef.is_some() || req.nprobe.is_some() || req.rerank.is_some() {
             return bad(
-                "exact, ef and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
+                "exact, ef, nprobe and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
             );
         }
         if req.vector && req.rerank_only {

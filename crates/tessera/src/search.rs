@@ -11,22 +11,30 @@
 //! caller-chosen ids exactly.
 
 use crate::collection::Collection;
+use crate::config::{CentroidParams, IndexConfig, IndexKind};
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::segment::CoarseIndex;
 use crate::snapshot::{Loc, Ranked, Snapshot, allowed_rows, materialize};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::sync::Arc;
 use tessera_index::Encoder;
+use tessera_index::centroids::Probe;
 use tessera_kernels::{
     CodeQuery, Hit, Query, QueryBatch, Screening, TokenType, TopK, decode_stored, maxsim_stored, maxsim_stored_batch,
 };
 
 /// Largest `k`, `candidates`, `rerank` and `ef` a search accepts.
 pub const MAX_K: usize = 100_000;
-/// Candidates the coarse stage hands on unless told otherwise.
+/// Fewest candidates the coarse stage hands on unless told otherwise.
 pub const DEFAULT_CANDIDATES: usize = 256;
+/// Unless told otherwise, the coarse stage hands on at least this many
+/// candidates per result wanted (see [`default_candidates`]).
+pub const CANDIDATES_PER_K: usize = 8;
+/// Largest `nprobe` a search accepts.
+pub const MAX_NPROBE: usize = 4096;
 /// Candidates the screening stage hands to the exact rerank unless told
 /// otherwise (never fewer than `k`).
 pub const DEFAULT_RERANK: usize = 64;
@@ -46,13 +54,16 @@ const SHARED_CHUNK: usize = 4096;
 pub struct SearchParams {
     /// Number of results.
     pub k: usize,
-    /// Two-stage search: how many documents the coarse stage (one vector per
-    /// document, HNSW) retrieves for the exact MaxSim rerank, over all
-    /// segments (at least `k` are used). The memtable and segments without a
-    /// coarse index are always scored exactly.
-    pub candidates: usize,
-    /// HNSW beam width; `None`: `candidates` (it is never below that).
+    /// Two-stage search: how many documents the candidate stage (the HNSW
+    /// of single vectors, or the token centroids) retrieves for the exact
+    /// MaxSim rerank, over all segments (at least `k` are used); `None`:
+    /// [`default_candidates`] of `k` and the collection's size. The memtable and segments without a
+    /// candidate index are always scored exactly.
+    pub candidates: Option<usize>,
+    /// HNSW beam width (vector indexes); `None`: the candidates (it is never below that).
     pub ef: Option<usize>,
+    /// Centroids probed per query token (centroid indexes); `None`: the collection's `nprobe`.
+    pub nprobe: Option<usize>,
     /// Score every live document exactly, skipping the coarse stage.
     pub exact: bool,
     /// Only documents whose payload matches are returned.
@@ -68,7 +79,7 @@ pub struct SearchParams {
 impl SearchParams {
     /// Two-stage search for `k` results with the default candidates.
     pub fn new(k: usize) -> Self {
-        Self { k, candidates: DEFAULT_CANDIDATES, ef: None, exact: false, filter: None, rerank: None }
+        Self { k, candidates: None, ef: None, nprobe: None, exact: false, filter: None, rerank: None }
     }
 
     /// Exact search for `k` results.
@@ -77,8 +88,19 @@ impl SearchParams {
     }
 
     pub fn with_candidates(mut self, candidates: usize) -> Self {
-        self.candidates = candidates;
+        self.candidates = Some(candidates);
         self
+    }
+
+    pub fn with_nprobe(mut self, nprobe: usize) -> Self {
+        self.nprobe = Some(nprobe);
+        self
+    }
+
+    /// The candidates the coarse stage hands on in a collection of `docs`
+    /// live documents: as given, or the default; never fewer than `k`.
+    pub fn effective_candidates(&self, docs: usize) -> usize {
+        self.candidates.unwrap_or_else(|| default_candidates(self.k, docs)).max(self.k)
     }
 
     pub fn with_ef(mut self, ef: usize) -> Self {
@@ -105,13 +127,31 @@ impl SearchParams {
             }
         };
         check("k", self.k)?;
-        check("candidates", self.candidates)?;
+        self.candidates.map_or(Ok(()), |c| check("candidates", c))?;
+        if let Some(n) = self.nprobe
+            && !(1..=MAX_NPROBE).contains(&n)
+        {
+            return Err(Error::InvalidArgument(format!("nprobe must be in 1..={MAX_NPROBE}, got {n}")));
+        }
         self.rerank.map_or(Ok(()), |r| check("rerank", r))?;
         if self.exact && self.rerank.is_some() {
             return Err(Error::InvalidArgument("rerank applies to two-stage search, not to exact search".into()));
         }
         self.ef.map_or(Ok(()), |ef| check("ef", ef))
     }
+}
+
+/// The candidates a two-stage search for `k` results in a collection of
+/// `docs` live documents hands to the exact stage unless told otherwise:
+/// `max(256, 8·k, 2.5·√docs)` (at most [`MAX_K`]). Measured
+/// (docs/PERFORMANCE.md): on the real data (2,600 documents) 256 keep 0.97
+/// (pooled vectors) to 0.99 (centroids) of the exact top-10, and 8·k 0.95
+/// (pooled) to 0.99 (centroids) of the top-100; on its 20× noisy copy
+/// (52,000) 2.5·√docs (571) keep 0.99 of the top-10 with a centroids index
+/// (0.985 with pooled vectors) at under twice the p50 of 256.
+pub fn default_candidates(k: usize, docs: usize) -> usize {
+    let by_size = (2.5 * (docs as f64).sqrt()).ceil() as usize;
+    DEFAULT_CANDIDATES.max(CANDIDATES_PER_K.saturating_mul(k)).max(by_size).min(MAX_K)
 }
 
 /// One search result.
@@ -172,10 +212,22 @@ enum MemSel<'a> {
 
 /// One query against one snapshot: the prepared query, the filter's verdict
 /// per row, and every stage of the pipeline.
+/// A collection's candidate stage, as a search sees it.
+#[derive(Clone, Copy)]
+enum Stage<'a> {
+    /// No index: exact, or screening over every row.
+    None,
+    /// One vector per document in an HNSW per segment.
+    Vector(&'a Encoder),
+    /// Token centroids.
+    Centroids(&'a CentroidParams),
+}
+
 pub(crate) struct Searcher<'a> {
     snap: &'a Snapshot,
-    encoder: Option<&'a Encoder>,
+    stage: Stage<'a>,
     screening: Screening,
+    index_kind: IndexKind,
     /// The memtable's token type (the collection's).
     storage: TokenType,
     q: Query,
@@ -200,10 +252,16 @@ impl<'a> Searcher<'a> {
         allowed: Option<Arc<Vec<Vec<bool>>>>,
     ) -> Result<Self> {
         let q = Query::new(&query.to_f32_checked(col.dim())?, col.dim());
+        let stage = match (&col.encoder, col.config().index.as_ref().and_then(IndexConfig::centroid_params)) {
+            (Some(enc), _) => Stage::Vector(enc),
+            (None, Some(cp)) => Stage::Centroids(cp),
+            (None, None) => Stage::None,
+        };
         Ok(Self {
             snap,
-            encoder: col.encoder.as_deref(),
+            stage,
             screening: col.config().screening,
+            index_kind: IndexKind::of(col.config().index.as_ref()),
             storage: col.config().storage,
             q,
             filter,
@@ -252,20 +310,37 @@ impl<'a> Searcher<'a> {
 
     /// The coarse stage: per segment with an index, its rows among the global
     /// best `n` by coarse score (deleted and filtered-out rows are skipped
-    /// inside the graph search); every accepted row of a segment without one.
-    fn coarse(&self, enc: &Encoder, n: usize, ef: usize) -> Vec<RowSet> {
-        let qv = self.coarse_query(enc);
-        let per_segment: Vec<Option<Vec<(u32, f32)>>> = (0..self.snap.segments.len())
-            .into_par_iter()
-            .map(|si| self.snap.segments[si].seg.index.as_ref().map(|ix| ix.search(&qv, n, ef, |r| self.accept(si, r))))
-            .collect();
-        let mut all: Vec<(f32, usize, u32)> = per_segment
-            .iter()
-            .enumerate()
-            .flat_map(|(si, hits)| hits.iter().flatten().map(move |&(r, s)| (s, si, r)))
-            .collect();
-        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-        all.truncate(n);
+    /// inside the graph search or the candidate selection); every accepted
+    /// row of a segment without one.
+    fn coarse(&self, n: usize, p: &SearchParams) -> Vec<RowSet> {
+        let accept = |si: usize| move |r: u32| self.accept(si, r);
+        let segs = &self.snap.segments;
+        let per_segment: Vec<Option<Vec<(u32, f32)>>> = match self.stage {
+            Stage::None => vec![None; segs.len()],
+            Stage::Vector(enc) => {
+                let qv = self.coarse_query(enc);
+                let ef = p.ef.unwrap_or(n).max(n);
+                (0..segs.len())
+                    .into_par_iter()
+                    .map(|si| match &segs[si].seg.index {
+                        Some(CoarseIndex::Vector(ix)) => Some(ix.search(&qv, n, ef, accept(si))),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Stage::Centroids(cp) => {
+                let probes = self.probes(|k| p.nprobe.unwrap_or_else(|| cp.nprobe_for(k)));
+                (0..segs.len())
+                    .into_par_iter()
+                    .map(|si| {
+                        let ci = segs[si].seg.centroid_index()?;
+                        let probe = &probes.iter().find(|(id, _)| *id == ci.codebook.id)?.1;
+                        Some(ci.candidates(probe, n, accept(si)))
+                    })
+                    .collect()
+            }
+        };
+        let all = self.best_of(&per_segment, n);
         let mut sets: Vec<RowSet> = per_segment
             .iter()
             .enumerate()
@@ -277,6 +352,55 @@ impl<'a> Searcher<'a> {
             }
         }
         sets
+    }
+
+    /// The global best `n` of the segments' coarse hits, as `(score, segment,
+    /// row)`. Scores from different codebooks (segments coded before and
+    /// after a retraining) are not on one scale, so each codebook's segments
+    /// get a share of `n` in proportion to their live documents, filled with
+    /// their best; one scale (a vector index, or one codebook): the best `n`.
+    fn best_of(&self, per_segment: &[Option<Vec<(u32, f32)>>], n: usize) -> Vec<(f32, usize, u32)> {
+        let order =
+            |a: &(f32, usize, u32), b: &(f32, usize, u32)| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)));
+        let scale = |si: usize| self.snap.segments[si].seg.centroid_index().map(|ci| ci.codebook.id);
+        let mut scales: Vec<(Option<u64>, usize)> = Vec::new();
+        for (si, _) in per_segment.iter().enumerate().filter(|(_, h)| h.is_some()) {
+            let live = self.snap.segments[si].live.len();
+            match scales.iter_mut().find(|(id, _)| *id == scale(si)) {
+                Some((_, d)) => *d += live,
+                None => scales.push((scale(si), live)),
+            }
+        }
+        let total: usize = scales.iter().map(|s| s.1).sum::<usize>().max(1);
+        let mut out = Vec::new();
+        for &(id, docs) in &scales {
+            let share = if scales.len() == 1 { n } else { (n * docs).div_ceil(total) };
+            let mut group: Vec<(f32, usize, u32)> = per_segment
+                .iter()
+                .enumerate()
+                .filter(|(si, _)| scale(*si) == id)
+                .flat_map(|(si, hits)| hits.iter().flatten().map(move |&(r, s)| (s, si, r)))
+                .collect();
+            group.sort_unstable_by(order);
+            group.truncate(share);
+            out.extend(group);
+        }
+        out
+    }
+
+    /// The query probed against each codebook the snapshot's segments use
+    /// (by codebook id), `nprobe(k)` centroids per query token of a codebook of `k`.
+    fn probes(&self, nprobe: impl Fn(usize) -> usize) -> Vec<(u64, Probe)> {
+        let mut out: Vec<(u64, Probe)> = Vec::new();
+        for sv in &self.snap.segments {
+            if let Some(ci) = sv.seg.centroid_index()
+                && !out.iter().any(|(id, _)| *id == ci.codebook.id)
+            {
+                let cb = &ci.codebook;
+                out.push((cb.id, Probe::new(&cb.panels, self.q.tokens(), nprobe(cb.info.k))));
+            }
+        }
+        out
     }
 
     /// The screening stage: of the given rows, the global best `n` by the
@@ -314,7 +438,7 @@ impl<'a> Searcher<'a> {
     /// filter, should the stages find fewer than `k` of the matching
     /// documents (a very selective filter), those are scored exactly instead.
     pub fn search(&self, p: &SearchParams) -> Result<Vec<Ranked>> {
-        check_params(self.screening, p)?;
+        check_params(self.index_kind, self.screening, p)?;
         Ok(search_group(std::slice::from_ref(self), p).pop().unwrap_or_default())
     }
 
@@ -322,13 +446,11 @@ impl<'a> Searcher<'a> {
     /// screened down to the rerank count on a screened collection.
     fn candidate_sets(&self, p: &SearchParams, n: usize) -> Vec<RowSet> {
         let screened = self.screening != Screening::None;
-        let mut sets = match self.encoder {
-            Some(enc) => self.coarse(enc, n, p.ef.unwrap_or(n).max(n)),
-            None => self.all(),
-        };
+        let indexed = !matches!(self.stage, Stage::None);
+        let mut sets = if indexed { self.coarse(n, p) } else { self.all() };
         let rerank = p.rerank.unwrap_or(DEFAULT_RERANK).max(p.k);
         // A rerank of at least the candidates keeps them all: nothing to screen.
-        if screened && (rerank < n || self.encoder.is_none()) {
+        if screened && (rerank < n || !indexed) {
             sets = self.screen(sets, rerank);
         }
         sets
@@ -375,12 +497,12 @@ impl<'a> Searcher<'a> {
         let mut all: Vec<(f32, String)> = Vec::new();
         for (si, sv) in self.snap.segments.iter().enumerate() {
             match &sv.seg.index {
-                Some(ix) => all.extend(
+                Some(CoarseIndex::Vector(ix)) => all.extend(
                     ix.search(&qv, n, n, |r| self.accept(si, r))
                         .into_iter()
                         .map(|(r, s)| (s, sv.seg.id_of(r as usize).to_string())),
                 ),
-                None => {
+                _ => {
                     let m = sv.seg.matrix();
                     all.extend(
                         self.all_of(si)
@@ -400,9 +522,24 @@ impl<'a> Searcher<'a> {
     }
 }
 
-/// Refuses parameters that are out of range or do not apply to a collection with this screening.
-fn check_params(screening: Screening, p: &SearchParams) -> Result<()> {
+/// Refuses parameters that are out of range or do not apply to a collection
+/// with this index and screening.
+fn check_params(index: IndexKind, screening: Screening, p: &SearchParams) -> Result<()> {
     p.validate()?;
+    if p.nprobe.is_some() && (p.exact || index != IndexKind::Centroids) {
+        return Err(Error::InvalidArgument(format!(
+            "nprobe applies to two-stage search on a collection with a centroids index; this search is {} on index {}",
+            if p.exact { "exact" } else { "two-stage" },
+            index
+        )));
+    }
+    if p.ef.is_some() && (p.exact || !matches!(index, IndexKind::Pooled | IndexKind::Muvera)) {
+        return Err(Error::InvalidArgument(format!(
+            "ef applies to two-stage search on a collection with an HNSW index (pooled or muvera); this search is {} on index {}",
+            if p.exact { "exact" } else { "two-stage" },
+            index
+        )));
+    }
     if p.rerank.is_some() && screening == Screening::None {
         return Err(Error::InvalidArgument(
             "rerank applies to collections with screening codes (screening: binary); this one has none".into(),
@@ -416,11 +553,11 @@ fn check_params(screening: Screening, p: &SearchParams) -> Result<()> {
 /// the documents they share in one pass of the multi-query kernel.
 fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
     let Some(s0) = group.first() else { return Vec::new() };
-    if p.exact || (s0.encoder.is_none() && s0.screening == Screening::None) {
+    if p.exact || (matches!(s0.stage, Stage::None) && s0.screening == Screening::None) {
         let all = s0.all();
         return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All);
     }
-    let n = p.candidates.max(p.k);
+    let n = p.effective_candidates(s0.snap.len());
     let sets: Vec<Vec<RowSet>> = group.par_iter().map(|s| s.candidate_sets(p, n)).collect();
     let refs: Vec<&[RowSet]> = sets.iter().map(Vec::as_slice).collect();
     let mut hits = rank_group(group, &refs, p.k, MemSel::All);
@@ -542,6 +679,12 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
 }
 
 impl Collection {
+    /// The candidates a two-stage search for `k` results hands on when it
+    /// does not say: [`default_candidates`] of `k` and this collection's size.
+    pub fn default_candidates(&self, k: usize) -> usize {
+        default_candidates(k, self.len())
+    }
+
     /// The `k` best documents for `query` (`n × dim` tokens) by MaxSim, best
     /// first, ties broken by id: two-stage search with the default candidates
     /// when the collection has a coarse index or screening codes, exact otherwise.
@@ -583,7 +726,7 @@ impl Collection {
         queries: &[Tokens],
         params: &SearchParams,
     ) -> Result<Vec<Result<Vec<Ranked>>>> {
-        check_params(self.config().screening, params)?;
+        check_params(IndexKind::of(self.config().index.as_ref()), self.config().screening, params)?;
         check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
         let allowed = params.filter.as_ref().map(|f| Arc::new(allowed_rows(snap, f)));
         let prepared: Vec<Result<Searcher<'_>>> = queries
@@ -657,10 +800,11 @@ impl Collection {
         n: usize,
         f: Option<&Filter>,
     ) -> Result<Vec<(String, f32)>> {
-        let enc = self
-            .encoder
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument("the vector source needs a collection with a coarse index".into()))?;
+        let enc = self.encoder.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the vector source needs a collection with a single-vector index (pooled or muvera)".into(),
+            )
+        })?;
         Ok(Searcher::new(self, snap, query, f)?.coarse_list(enc, n))
     }
 

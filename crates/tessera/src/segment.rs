@@ -1,6 +1,7 @@
 //! An open, verified, memory-mapped segment, and its per-snapshot view with
 //! a deletion vector.
 
+use crate::centroids::CentroidIndex;
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::fs::File;
@@ -15,10 +16,27 @@ pub(crate) struct Segment {
     pub id: u64,
     mmap: Mmap,
     layout: SegmentLayout,
-    /// The coarse index over the segment's documents (node i = row i).
-    pub index: Option<VectorIndex>,
+    /// The candidate index over the segment's documents (row i = node i).
+    pub index: Option<CoarseIndex>,
     /// The BM25 index over the segment's texts (keyed by row).
     pub text: Option<tessera_text::TextIndex>,
+}
+
+/// A segment's candidate index, of the collection's kind.
+pub(crate) enum CoarseIndex {
+    /// One vector per document in an HNSW graph.
+    Vector(VectorIndex),
+    /// Token centroid codes and inverted lists.
+    Centroids(CentroidIndex),
+}
+
+impl CoarseIndex {
+    pub fn file_len(&self) -> u64 {
+        match self {
+            CoarseIndex::Vector(v) => v.file_len(),
+            CoarseIndex::Centroids(c) => c.file_len(),
+        }
+    }
 }
 
 /// A memory-mapped, verified HNSW index file of one segment.
@@ -55,9 +73,9 @@ impl VectorIndex {
     }
 }
 
-fn map(path: &Path) -> Result<Mmap> {
+pub(crate) fn map(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(Error::io(path))?;
-    // SAFETY: segment and index files are immutable once written and renamed
+    // SAFETY: segment, index and codebook files are immutable once written and renamed
     // into place; Tessera never modifies or truncates one while it is mapped.
     unsafe { Mmap::map(&file) }.map_err(Error::io(path))
 }
@@ -89,6 +107,14 @@ impl Segment {
 
     pub fn n_docs(&self) -> usize {
         self.layout.n_docs
+    }
+
+    /// The segment's centroid index, if it has one.
+    pub fn centroid_index(&self) -> Option<&CentroidIndex> {
+        match &self.index {
+            Some(CoarseIndex::Centroids(c)) => Some(c),
+            _ => None,
+        }
     }
 
     pub fn n_tokens(&self) -> usize {

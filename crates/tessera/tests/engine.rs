@@ -22,6 +22,13 @@ impl Rng {
     }
 }
 
+/// A centroids index small enough for test collections: 16 centroids,
+/// trained from the first segment of at least 256 tokens.
+fn centroids_small() -> tessera::IndexConfig {
+    let centroids = tessera::CentroidParams { k: 16, min_train_tokens: 256, ..Default::default() };
+    tessera::IndexConfig::Centroids { centroids }
+}
+
 fn f16_to_f32(t: &[f16]) -> Vec<f32> {
     t.iter().map(|x| x.to_f32()).collect()
 }
@@ -265,7 +272,7 @@ fn two_stage_collection(dir: &std::path::Path, index: tessera::IndexConfig) -> s
 
 #[test]
 fn two_stage_equals_exact_when_candidates_cover_the_collection() {
-    for index in [tessera::IndexConfig::pooled(), tessera::IndexConfig::muvera()] {
+    for index in [tessera::IndexConfig::pooled(), tessera::IndexConfig::muvera(), centroids_small()] {
         let dir = tempfile::tempdir().unwrap();
         let c = two_stage_collection(dir.path(), index.clone());
         let mut rng = Rng(3);
@@ -325,9 +332,12 @@ type Known = (String, Vec<f32>, serde_json::Value);
 
 /// 300 documents over two flushed segments and the memtable, with payloads
 /// to filter on; returns the collection and every live document's (id, tokens, payload).
-fn filtered_collection(dir: &std::path::Path) -> (std::sync::Arc<tessera::Collection>, Vec<Known>) {
+fn filtered_collection(
+    dir: &std::path::Path,
+    index: tessera::IndexConfig,
+) -> (std::sync::Arc<tessera::Collection>, Vec<Known>) {
     let db = Database::open(dir).unwrap();
-    let c = db.create_collection("c", CollectionConfig::new(16)).unwrap();
+    let c = db.create_collection("c", CollectionConfig { index: Some(index), ..CollectionConfig::new(16) }).unwrap();
     let mut rng = Rng(21);
     let mut all = Vec::new();
     for b in 0..3 {
@@ -360,8 +370,17 @@ fn filtered_collection(dir: &std::path::Path) -> (std::sync::Arc<tessera::Collec
 
 #[test]
 fn every_filter_operator_in_every_stage() {
+    every_filter_operator_with(tessera::IndexConfig::pooled());
+}
+
+#[test]
+fn every_filter_operator_in_every_stage_of_a_centroids_index() {
+    every_filter_operator_with(centroids_small());
+}
+
+fn every_filter_operator_with(index: tessera::IndexConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let (c, all) = filtered_collection(dir.path());
+    let (c, all) = filtered_collection(dir.path(), index);
     let filters = [
         r#"{"field": "lang", "eq": "de"}"#,
         r#"{"field": "lang", "in": ["fr", "xx"]}"#,
@@ -396,7 +415,7 @@ fn every_filter_operator_in_every_stage() {
             for h in &got {
                 assert!(f.matches(h.payload.as_ref()), "{text}: {} does not match", h.id);
             }
-            if params.exact || params.candidates >= 300 {
+            if params.exact || params.effective_candidates(c.len()) >= 300 {
                 let ids: Vec<&str> = got.iter().map(|h| h.id.as_str()).collect();
                 assert_eq!(ids, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{text} {params:?}");
             }
@@ -424,7 +443,7 @@ fn every_filter_operator_in_every_stage() {
 #[test]
 fn rerank_scores_given_ids_and_reports_missing_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, all) = filtered_collection(dir.path());
+    let (c, all) = filtered_collection(dir.path(), tessera::IndexConfig::pooled());
     let q = Rng(8).tokens(6, 16);
     let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
     // Segment and memtable documents, a deleted one, an unknown one, a duplicate.
@@ -469,7 +488,7 @@ fn fusion_arithmetic_matches_a_hand_checked_example() {
 #[test]
 fn hybrid_queries_fuse_sources_and_rerank_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, all) = filtered_collection(dir.path());
+    let (c, all) = filtered_collection(dir.path(), tessera::IndexConfig::pooled());
     let q = Rng(31).tokens(5, 16);
     let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
     let exact = |id: &str| maxsim_f64(qv, &all.iter().find(|d| d.0 == id).unwrap().1, 16);
@@ -687,6 +706,8 @@ fn int8_and_screened_collections_against_naive_reference() {
         (TokenType::Int8, Screening::Binary, None),
         (TokenType::F16, Screening::Binary, Some(tessera::IndexConfig::pooled())),
         (TokenType::Int8, Screening::Binary, Some(tessera::IndexConfig::muvera())),
+        (TokenType::Int8, Screening::Binary, Some(centroids_small())),
+        (TokenType::F16, Screening::None, Some(centroids_small())),
     ];
     for (storage, screening, index) in kinds {
         let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexKind::of(index.as_ref()));
@@ -800,8 +821,8 @@ fn hnsw_m_beyond_what_the_builder_takes_is_refused_at_creation() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     let with_m = |m: usize| {
-        let mut ix = tessera::IndexConfig::pooled();
-        ix.hnsw.m = m;
+        let hnsw = tessera::HnswParams { m, ..Default::default() };
+        let ix = tessera::IndexConfig::Vector { encoder: tessera::EncoderConfig::Pooled, hnsw };
         CollectionConfig { index: Some(ix), ..CollectionConfig::new(4) }
     };
     for m in [129, 200, 256, 1] {
@@ -831,6 +852,7 @@ fn search_batch_equals_one_query_at_a_time() {
         (TokenType::F16, Screening::None, None),
         (TokenType::Int8, Screening::Binary, None),
         (TokenType::Int8, Screening::Binary, Some(IndexConfig::muvera())),
+        (TokenType::F16, Screening::None, Some(centroids_small())),
     ];
     for (storage, screening, index) in kinds {
         let what = format!("{storage:?}/{screening:?}/{}", tessera::IndexKind::of(index.as_ref()));

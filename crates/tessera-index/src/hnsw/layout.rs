@@ -47,7 +47,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use std::ops::Range;
 use tessera_format::sections::{self, SectionEntry};
-use tessera_format::{FormatError, crc32};
+use tessera_format::{FormatError, corrupted, crc32};
 
 pub const MAGIC: &[u8; 8] = b"TESSHNW\0";
 pub const MAJOR: u16 = 1;
@@ -98,10 +98,6 @@ const _: () = assert!(size_of::<Header>() == HEADER_LEN);
 fn header_crc(mut h: Header) -> u32 {
     h.header_crc = 0;
     crc32(bytemuck::bytes_of(&h))
-}
-
-fn corrupted(offset: usize, reason: impl Into<String>) -> FormatError {
-    FormatError::Corrupted { offset: offset as u64, reason: reason.into() }
 }
 
 /// Serialises a built graph and its (f16) vectors into a complete file.

@@ -1,0 +1,296 @@
+//! The token-centroid index in the engine: a collection's codebooks (one
+//! file each, loaded once), training a codebook from a sealed segment, and
+//! building a segment's centroid index — codes by assignment to the current
+//! codebook, or copied from the segments a merge reads when they were coded
+//! with it. The formats and the probing are `tessera_index::centroids`.
+//!
+//! The codebook policy:
+//! - the first segment of at least `min_train_tokens` tokens trains the
+//!   codebook (`k` centroids: the configured number, or `auto_k` of the
+//!   collection's tokens, at most one per 16 tokens of that segment);
+//!   smaller segments sealed before it get no centroid index and are scored
+//!   exactly, as the memtable is;
+//! - every later segment is coded with the current codebook, which a
+//!   segment's index names (by its file and the CRC of its centroids);
+//! - a merge retrains the codebook from its output when the output's tokens
+//!   are served worse than the codebook's training sample by more than
+//!   `drift` (mean cosine to their centroid), or — with an automatic `k` —
+//!   when the collection has grown to where `auto_k` is twice the codebook's
+//!   `k` (a 4× growth in tokens).
+//!   Older segments keep the codebook they were coded with (a search probes
+//!   each codebook in use once) until a merge rewrites them.
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::manifest::{self, Manifest};
+use crate::segment::{Segment, SegmentView};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tessera_index::centroids::{
+    self as cx, CentroidParams, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, Quantizer,
+};
+use tessera_kernels::CentroidPanels;
+
+/// Documents per parallel assignment task.
+const ASSIGN_DOCS: usize = 16;
+
+/// A loaded codebook.
+pub(crate) struct Codebook {
+    /// File id (`cbk-N.tcbk`).
+    pub id: u64,
+    /// Every centroid, packed for scoring query tokens against them all.
+    pub panels: CentroidPanels,
+    /// The grouped codebook, for coding stored tokens.
+    pub quantizer: Quantizer,
+    /// CRC-32 of its centroids: what a segment's index records.
+    pub identity: u32,
+    pub info: CodebookInfo,
+    pub file_len: u64,
+}
+
+impl Codebook {
+    /// Reads and verifies a codebook file of a collection of `dim`-dimensional tokens.
+    pub fn open(path: &Path, id: u64, dim: usize) -> Result<Self> {
+        let bytes = crate::segment::map(path)?;
+        let layout = CodebookLayout::parse(&bytes).map_err(Error::format(path))?;
+        if layout.info.dim != dim {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset: 12,
+                reason: format!("codebook has dim {}, the collection {dim}", layout.info.dim),
+            });
+        }
+        Ok(Self {
+            id,
+            panels: CentroidPanels::new(layout.centroids(&bytes), dim),
+            quantizer: layout.quantizer(&bytes),
+            identity: layout.crc,
+            info: layout.info,
+            file_len: bytes.len() as u64,
+        })
+    }
+}
+
+/// A segment's memory-mapped, verified centroid index and the codebook its codes refer to.
+pub(crate) struct CentroidIndex {
+    mmap: Mmap,
+    layout: IvfLayout,
+    pub codebook: Arc<Codebook>,
+}
+
+impl CentroidIndex {
+    pub fn open(path: &Path, seg: &Segment, codebook: Arc<Codebook>) -> Result<Self> {
+        let mmap = crate::segment::map(path)?;
+        let layout = IvfLayout::parse(&mmap, seg.matrix().offsets).map_err(Error::format(path))?;
+        if layout.codebook != codebook.identity || layout.k != codebook.info.k {
+            return Err(Error::Corrupted {
+                file: path.into(),
+                offset: 56,
+                reason: format!(
+                    "centroid index was coded with codebook {:08x} ({} centroids); its manifest entry names {:08x} ({})",
+                    layout.codebook, layout.k, codebook.identity, codebook.info.k
+                ),
+            });
+        }
+        Ok(Self { mmap, layout, codebook })
+    }
+
+    /// The best `n` accepted rows by approximate (centroid) score, best first.
+    pub fn candidates(&self, probe: &Probe, n: usize, accept: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        self.layout.candidates(&self.mmap, probe, n, accept)
+    }
+
+    pub fn codes(&self) -> &[u16] {
+        self.layout.codes(&self.mmap)
+    }
+
+    pub fn mean_similarity(&self) -> f32 {
+        self.layout.mean_similarity
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+}
+
+/// What sealing a segment of a centroid collection produced.
+pub(crate) struct Built {
+    /// The segment's index and its file id (none: the segment is scored exactly).
+    pub index: Option<(CentroidIndex, u64)>,
+    /// A codebook trained for this segment, which becomes the current one.
+    pub trained: Option<Arc<Codebook>>,
+    /// Seconds spent training it.
+    pub train_s: f64,
+}
+
+/// Where and how a collection's centroid indexes are built.
+pub(crate) struct Target<'a> {
+    /// The collection's folder.
+    pub dir: &'a Path,
+    pub config: &'a CollectionConfig,
+    pub params: &'a CentroidParams,
+    /// Tokens in the collection (its segments and memtable) as this segment is sealed.
+    pub tokens: usize,
+}
+
+/// Builds the centroid index of `seg`, just written into `t.dir`. `current`
+/// is the collection's codebook; `sources` are the segment views a merge
+/// read, in the order their live rows were written (empty for a flush).
+/// New files are added to `created` and named in `m` (the caller commits).
+pub(crate) fn build(
+    t: &Target<'_>,
+    seg: &Segment,
+    current: Option<&Arc<Codebook>>,
+    sources: &[SegmentView],
+    m: &mut Manifest,
+    created: &mut Vec<PathBuf>,
+) -> Result<Built> {
+    let Target { dir, config, params, tokens } = *t;
+    let n_tokens = seg.n_tokens();
+    let (mut trained, mut train_s) = (None, 0.0);
+    let start = std::time::Instant::now();
+    let codebook = match current {
+        Some(cb) => cb.clone(),
+        None if n_tokens as u64 >= params.min_train_tokens && n_tokens > 0 => {
+            let cb = train(t, seg, m, created)?;
+            train_s = start.elapsed().as_secs_f64();
+            trained = Some(cb.clone());
+            cb
+        }
+        None => return Ok(Built { index: None, trained: None, train_s }),
+    };
+    let (mut codes, mut similarity) = match copied_codes(sources, &codebook) {
+        Some(c) => c,
+        None => assign(seg, &codebook),
+    };
+    if trained.is_none() && !sources.is_empty() && needs_retraining(params, &codebook, n_tokens, tokens, similarity) {
+        let start = std::time::Instant::now();
+        let cb = train(t, seg, m, created)?;
+        train_s = start.elapsed().as_secs_f64();
+        (codes, similarity) = assign(seg, &cb);
+        trained = Some(cb);
+    }
+    let cb = trained.as_ref().unwrap_or(&codebook);
+    let bytes = cx::ivf::build(&IvfSource {
+        dim: config.dim,
+        k: cb.info.k,
+        codebook: cb.identity,
+        codes: &codes,
+        doc_offsets: seg.matrix().offsets,
+        mean_similarity: similarity,
+    })
+    .map_err(|e| Error::InvalidArgument(format!("centroid index: {e}")))?;
+    let fid = m.alloc_file_id();
+    let path = dir.join(manifest::ivf_file(fid));
+    created.push(path.clone());
+    fsutil::write_new(&path, &bytes)?;
+    let index = CentroidIndex::open(&path, seg, cb.clone())?;
+    Ok(Built { index: Some((index, fid)), trained, train_s })
+}
+
+/// Whether a merge's output (`n_tokens` tokens, of a collection of
+/// `collection` tokens) should get a new codebook (see the module docs).
+fn needs_retraining(p: &CentroidParams, cb: &Codebook, n_tokens: usize, collection: usize, similarity: f32) -> bool {
+    let drifted = cb.info.mean_similarity - similarity > p.drift;
+    let outgrown = p.k == 0 && cx::auto_k(collection) >= 2 * cb.info.k && p.k_for(n_tokens, collection) > cb.info.k;
+    drifted || outgrown
+}
+
+/// Trains a codebook on a sample of `seg`'s tokens and writes its file.
+fn train(t: &Target<'_>, seg: &Segment, m: &mut Manifest, created: &mut Vec<PathBuf>) -> Result<Arc<Codebook>> {
+    let Target { dir, config, params, tokens } = *t;
+    let n_tokens = seg.n_tokens();
+    let k = params.k_for(n_tokens, tokens);
+    let rows = cx::sample_rows(n_tokens, CentroidParams::sample_for(k, n_tokens), params.seed);
+    let sample = sample_tokens(seg, &rows, config.dim);
+    let trained = cx::train(&sample, config.dim, k, params.iterations as usize, params.seed);
+    let info = CodebookInfo {
+        dim: config.dim,
+        k,
+        sample_tokens: rows.len() as u64,
+        iterations: params.iterations,
+        seed: params.seed,
+        mean_similarity: trained.mean_similarity,
+    };
+    let bytes = cx::codebook::write(&trained, &info).map_err(|e| Error::InvalidArgument(format!("codebook: {e}")))?;
+    let fid = m.alloc_file_id();
+    let path = dir.join(manifest::codebook_file(fid));
+    created.push(path.clone());
+    fsutil::write_new(&path, &bytes)?;
+    m.codebook = Some(fid);
+    Ok(Arc::new(Codebook::open(&path, fid, config.dim)?))
+}
+
+/// The f32 values of the token rows `rows` (ascending) of a segment.
+fn sample_tokens(seg: &Segment, rows: &[usize], dim: usize) -> Vec<f32> {
+    let mtx = seg.matrix();
+    let mut out = Vec::with_capacity(rows.len() * dim);
+    let mut at = 0;
+    for d in 0..mtx.n_docs() {
+        let (a, b) = (mtx.offsets[d] as usize, mtx.offsets[d + 1] as usize);
+        if at < rows.len() && rows[at] < b {
+            let values = mtx.decode(d as u32);
+            while at < rows.len() && rows[at] < b {
+                let t = rows[at] - a;
+                out.extend_from_slice(&values[t * dim..(t + 1) * dim]);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Codes every token of `seg` with its nearest centroid, in parallel; and
+/// the tokens' mean cosine to their centroid.
+fn assign(seg: &Segment, cb: &Codebook) -> (Vec<u16>, f32) {
+    let mtx = seg.matrix();
+    let docs: Vec<u32> = (0..mtx.n_docs() as u32).collect();
+    let parts: Vec<(Vec<u16>, f64, usize)> = docs
+        .par_chunks(ASSIGN_DOCS)
+        .map(|chunk| {
+            let values: Vec<f32> = chunk.iter().flat_map(|&d| mtx.decode(d)).collect();
+            let n = values.len() / mtx.dim;
+            let (mut c, mut s) = (vec![0u32; n], vec![0f32; n]);
+            cb.quantizer.nearest_serial(&values, &mut c, &mut s);
+            let (sum, count) = cx::cosine_sum(&values, mtx.dim, &s);
+            (c.into_iter().map(|x| x as u16).collect(), sum, count)
+        })
+        .collect();
+    let mut codes = Vec::with_capacity(seg.n_tokens());
+    let (mut sum, mut count) = (0f64, 0usize);
+    for (c, s, n) in parts {
+        codes.extend(c);
+        (sum, count) = (sum + s, count + n);
+    }
+    let mean = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
+    (codes, mean)
+}
+
+/// The codes of a merge's output copied from its sources, when every source
+/// was coded with `cb` (and the tokens' mean similarity, weighted from the
+/// sources'); `None` when one was not.
+fn copied_codes(sources: &[SegmentView], cb: &Codebook) -> Option<(Vec<u16>, f32)> {
+    if sources.is_empty() {
+        return None;
+    }
+    let indexes: Vec<&CentroidIndex> = sources
+        .iter()
+        .map(|sv| sv.seg.centroid_index().filter(|ci| ci.codebook.identity == cb.identity))
+        .collect::<Option<_>>()?;
+    let mut codes = Vec::new();
+    let mut weighted = 0f64;
+    for (sv, ci) in sources.iter().zip(indexes) {
+        let all = ci.codes();
+        let off = sv.seg.matrix().offsets;
+        let before = codes.len();
+        for &r in sv.live.iter() {
+            codes.extend_from_slice(&all[off[r as usize] as usize..off[r as usize + 1] as usize]);
+        }
+        weighted += ci.mean_similarity() as f64 * (codes.len() - before) as f64;
+    }
+    let mean = if codes.is_empty() { 0.0 } else { (weighted / codes.len() as f64) as f32 };
+    Some((codes, mean))
+}
