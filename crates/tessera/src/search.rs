@@ -584,6 +584,18 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
     let nq = group.len();
     let batch = (nq > 1).then(|| QueryBatch::new(&group.iter().map(|s| &s.q).collect::<Vec<_>>()));
     let mut tops: Vec<TopK<Cand<'a>>> = (0..nq).map(|_| TopK::new(k)).collect();
+    // Candidate rows are read from disk in one round, before any is scored
+    // (whole-segment scans keep the kernel's sequential read-ahead).
+    for (si, sv) in snap.segments.iter().enumerate() {
+        let mut last: Option<*const u32> = None;
+        for set in sets.iter().map(|s| &s[si]) {
+            if let RowSet::Rows(rows) = set
+                && last.replace(rows.as_ptr()) != Some(rows.as_ptr())
+            {
+                sv.seg.will_need(rows);
+            }
+        }
+    }
     for (si, sv) in snap.segments.iter().enumerate() {
         let m = sv.seg.matrix();
         let rows = |qi: usize| sets[qi][si].rows(&sv.live);

@@ -48,7 +48,7 @@ pub const FLAT_MAX: usize = 1024;
 /// sample split by nearest group, and each group's share of the `k`
 /// centroids (in proportion to its tokens) trained on its tokens alone. Its
 /// cost is about `n · (g + k/g) · dim` per iteration instead of `n · k · dim`
-/// (128× less at k = 16384), and it yields the groups that route assignment.
+/// (64× less at k = 16384), and it yields the groups that route assignment.
 ///
 /// # Panics
 /// If `k == 0`, `sample` holds fewer than `k` tokens, or is not a multiple of `dim`.
