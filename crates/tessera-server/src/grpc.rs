@@ -269,7 +269,11 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
 }
 
 fn response(out: SearchResponse) -> pb::SearchResponse {
-    pb::SearchResponse { mode: out.mode.into(), hits: out.hits.into_iter().map(hit).collect() }
+    pb::SearchResponse {
+        mode: out.mode.into(),
+        hits: out.hits.into_iter().map(hit).collect(),
+        candidates: out.candidates.map(|n| n as u32),
+    }
 }
 
 #[tonic::async_trait]

@@ -395,11 +395,17 @@ pub struct SearchResponse {
     /// `two_stage`, `exact` or `hybrid`.
     pub mode: &'static str,
     pub hits: Vec<Hit>,
+    /// Two-stage and hybrid: the candidates the search handed to the exact
+    /// stage (per source, for hybrid) — the request's, or the default for
+    /// its `k` and the collection's size. Absent for exact search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
 }
 
 impl SearchResponse {
-    fn of(out: SearchResults, text: bool, payload: bool) -> Self {
+    fn of(out: SearchResults, text: bool, payload: bool, candidates: Option<usize>) -> Self {
         let mode = out.mode();
+        let candidates = candidates.filter(|_| !matches!(out, SearchResults::Exact(_)));
         let hits = match out {
             SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
                 hits.into_iter().map(|h| Hit::of(h, text, payload)).collect()
@@ -409,7 +415,7 @@ impl SearchResponse {
                 .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
                 .collect(),
         };
-        Self { mode, hits }
+        Self { mode, hits, candidates }
     }
 }
 
@@ -777,7 +783,8 @@ impl Service {
         }
         let (mut q, text, payload) = self.engine_request(&c, &req)?;
         q.tokens = req.tokens.map(|t| t.0);
-        self.read(move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload))).await
+        let n = q.candidates;
+        self.read(move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload, n))).await
     }
 
     /// The same search for each of `req.queries`, answered in order; a bad
@@ -815,9 +822,10 @@ impl Service {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
+        let n = q.candidates;
         let outs = self.read(move || Ok(c.search_request_batch(&q, &good)?)).await?;
         for (i, out) in at.into_iter().zip(outs) {
-            results[i] = Some(out.map(|o| SearchResponse::of(o, text, payload)).map_err(ApiError::from));
+            results[i] = Some(out.map(|o| SearchResponse::of(o, text, payload, n)).map_err(ApiError::from));
         }
         let results = results.into_iter().map(|r| BatchResult::of(r.expect("every query answered"))).collect();
         Ok(BatchResponse { results })

@@ -386,7 +386,15 @@ fn storage_screening_and_rerank_over_grpc() {
         nprobe: Some(4),
         ..Default::default()
     };
-    assert_eq!(rt.block_on(c.search(with_nprobe("cen"))).unwrap().into_inner().hits.len(), 5);
+    let r = rt.block_on(c.search(with_nprobe("cen"))).unwrap().into_inner();
+    // 5 results from the default candidates, max(256, 8·k, 2.5·√documents).
+    let docs = rt
+        .block_on(c.get_collection(pb::CollectionRequest { collection: "cen".into() }))
+        .unwrap()
+        .into_inner()
+        .documents;
+    let want = 256u32.max(8 * 5).max((2.5 * (docs as f64).sqrt()).ceil() as u32);
+    assert_eq!((r.hits.len(), r.candidates), (5, Some(want)));
     let (code_, msg) = code(rt.block_on(c.search(with_nprobe("q"))));
     assert!(code_ == Code::InvalidArgument && msg.contains("nprobe"), "{msg}");
 }

@@ -783,9 +783,15 @@ fn centroids_index_over_http() {
     let exact = search("c", json!({"exact": true})).json();
     let all = search("c", json!({"candidates": 10_000, "nprobe": 4})).json();
     assert_eq!(exact["hits"], all["hits"]);
+    assert_eq!((&exact["candidates"], &all["candidates"]), (&Value::Null, &json!(10_000)), "how many were scored");
     let few = search("c", json!({"candidates": 30, "nprobe": 8}));
     assert_eq!(few.status, 200, "{}", few.body);
-    assert_eq!(few.json()["hits"].as_array().unwrap().len(), 10);
+    assert_eq!((few.json()["hits"].as_array().unwrap().len(), &few.json()["candidates"]), (10, &json!(30)));
+    // Unset, the candidates grow with k: max(256, 8·k, 2.5·√documents).
+    for k in [10usize, 100] {
+        let want = 256usize.max(8 * k).max((2.5 * 1060f64.sqrt()).ceil() as usize);
+        assert_eq!(search("c", json!({"k": k})).json()["candidates"], want, "k = {k}");
+    }
     for (coll, extra, words) in [
         ("p", json!({"nprobe": 4}), "nprobe"),
         ("c", json!({"ef": 40}), "ef applies"),
