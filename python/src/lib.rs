@@ -984,6 +984,13 @@ impl Collection {
         Ok(c.len())
     }
 
+    /// The candidates a two-stage search for `k` results hands to the exact
+    /// MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents).
+    fn default_candidates(&self, py: Python<'_>, k: usize) -> PyResult<usize> {
+        let (_db, c) = self.live(py)?;
+        Ok(c.default_candidates(k))
+    }
+
     fn __repr__(&self) -> String {
         format!("Collection({:?}, dim={})", self.inner.name(), self.inner.dim())
     }

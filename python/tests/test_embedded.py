@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -390,6 +391,8 @@ def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
             assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
         batch = col.search_batch([q, q[:2]], 10, nprobe=8)
         assert [h.id for h in batch[0]] == [h.id for h in hits]
+    for k in (10, 100, 1000):
+        assert col.default_candidates(k) == max(256, 8 * k, math.ceil(2.5 * math.sqrt(len(col))))
     with pytest.raises(tessera.InvalidInputError, match="nprobe"):
         pooled.search(q, 10, nprobe=4)
     with pytest.raises(tessera.InvalidInputError, match="ef applies"):

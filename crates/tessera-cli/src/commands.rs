@@ -23,6 +23,8 @@ pub struct SearchReport {
     pub batch: usize,
     /// One per engine call.
     pub latencies: Vec<Duration>,
+    /// How the queries were ranked, and how many candidates went to the exact stage.
+    pub stage: String,
 }
 
 /// Queries `tessera search` sends to the engine at once unless told otherwise.
@@ -82,7 +84,7 @@ pub fn search(
         n += qs.len();
     }
     run.flush()?;
-    Ok(SearchReport { queries: n, batch, latencies })
+    Ok(SearchReport { queries: n, batch, latencies, stage: mode.describe(&c) })
 }
 
 /// How `tessera search` ranks.
@@ -98,6 +100,20 @@ pub enum SearchMode {
 }
 
 impl SearchMode {
+    /// How this mode ranks on `c`: exact, BM25, or two-stage / hybrid with
+    /// the candidates it hands to the exact MaxSim.
+    pub fn describe(&self, c: &tessera::Collection) -> String {
+        let staged = c.config().index.is_some() || c.config().screening != tessera::Screening::None;
+        match self {
+            SearchMode::Tensor(p) if p.exact || !staged => "exact".into(),
+            SearchMode::Tensor(p) => format!("two-stage, {} candidates", p.effective_candidates(c.len())),
+            SearchMode::Text { .. } => "BM25".into(),
+            SearchMode::Hybrid { params, .. } => {
+                format!("hybrid, {} candidates per source", params.effective_candidates(c.len()))
+            }
+        }
+    }
+
     pub fn run(
         &self,
         c: &tessera::Collection,

@@ -381,8 +381,9 @@ fn run(cli: Cli) -> Result<()> {
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             let per = if r.batch > 1 { format!(" per batch of up to {}", r.batch) } else { String::new() };
             eprintln!(
-                "{} queries, k={k}: p50 {:.2} ms, p99 {:.2} ms{per}, {:.0} queries/s",
+                "{} queries, k={k}, {}: p50 {:.2} ms, p99 {:.2} ms{per}, {:.0} queries/s",
                 r.queries,
+                r.stage,
                 r.percentile(0.5).as_secs_f64() * 1e3,
                 r.percentile(0.99).as_secs_f64() * 1e3,
                 r.queries as f64 / total.max(1e-9)

@@ -393,7 +393,7 @@ fn storage_screening_and_rerank_over_grpc() {
         .unwrap()
         .into_inner()
         .documents;
-    let want = 256u32.max(8 * 5).max((2.5 * (docs as f64).sqrt()).ceil() as u32);
+    let want = (2.5 * (docs as f64).sqrt()).ceil().max(256.0) as u32; // max(256, 8·5, 2.5·√documents)
     assert_eq!((r.hits.len(), r.candidates), (5, Some(want)));
     let (code_, msg) = code(rt.block_on(c.search(with_nprobe("q"))));
     assert!(code_ == Code::InvalidArgument && msg.contains("nprobe"), "{msg}");
