@@ -243,7 +243,18 @@ fn parse_record(line: &str, at: &str, inline: bool) -> std::result::Result<(Docu
     let r: RawRecord = serde_json::from_str(line).map_err(|e| bad(at, e.to_string()))?;
     let id = match r.id {
         serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
+        // An integer of up to 64 bits keeps its exact decimal text; any other
+        // number was read as a float (1.2345678901234568e22), and distinct
+        // ids would collide, so it is refused.
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        serde_json::Value::Number(n) => {
+            return Err(bad(
+                at,
+                format!(
+                    "numeric id {n} is not an integer within 64 bits, so its exact text is lost: give it as a string"
+                ),
+            ));
+        }
         other => return Err(bad(at, format!("id must be a string or number, got {other}"))),
     };
     let payload = match (r.payload, r.extra.is_empty()) {

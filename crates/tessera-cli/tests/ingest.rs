@@ -217,3 +217,36 @@ fn a_repeated_id_is_replaced_by_its_later_record_at_every_batch_size() {
         }
     }
 }
+
+/// Issue #16, fault 6: a numeric id is stored as its exact decimal text; one
+/// beyond 64 bits (which JSON parsing turns into a float, so distinct ids
+/// would collide) is refused by line, and never stored.
+#[test]
+fn numeric_ids_keep_their_exact_text_or_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let row = "[[0.5, 0.25, 0.0, 0.0]]";
+    let ok_ids = ["18446744073709551615", "-9223372036854775808", "7"];
+    let mut input: String = ok_ids.iter().map(|id| format!("{{\"id\": {id}, \"tokens\": {row}}}\n")).collect();
+    let db = tmp.path().join("db");
+    let o = ingest(&db, "-", &[], Some(&input));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    {
+        let c = Database::open(&db).unwrap().collection("c").unwrap();
+        for id in ok_ids {
+            assert!(c.get(id).unwrap().is_some(), "{id} stored under its exact text");
+        }
+    }
+    // Two ids beyond u64 that differ in their last digit.
+    input = ["12345678901234567890123", "12345678901234567890124", "1.5"]
+        .iter()
+        .map(|id| format!("{{\"id\": {id}, \"tokens\": {row}}}\n"))
+        .collect();
+    let file = tmp.path().join("ids.jsonl");
+    std::fs::write(&file, &input).unwrap();
+    let o = ingest(&db, file.to_str().unwrap(), &["--on-error", "skip"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ids.jsonl:1") && err.contains("ids.jsonl:3"), "named by line: {err}");
+    assert_eq!(err.matches("is not an integer within 64 bits").count(), 3, "{err}");
+    let c = Database::open(&db).unwrap().collection("c").unwrap();
+    assert_eq!(c.len(), ok_ids.len(), "nothing stored under a float's text");
+}
