@@ -146,7 +146,7 @@ struct StageArgs {
     /// HNSW beam width of a pooled or muvera index (default: the number of candidates).
     #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     ef: Option<usize>,
-    /// Centroids probed per query token of a centroids index (default: the collection's, 16).
+    /// Centroids probed per query token of a centroids index (default: the collection's, automatic: round(√K/2) within 8..=256 for K centroids).
     #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     nprobe: Option<usize>,
     /// Screened search (collections with --screening binary): how many of the candidates,

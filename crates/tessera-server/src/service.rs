@@ -668,20 +668,33 @@ impl Service {
     pub async fn create_collection(&self, spec: CollectionSpec) -> Result<(CollectionInfo, bool), ApiError> {
         let config = spec.config();
         let db = self.db.clone();
-        self.write(move || match db.create_collection(&spec.name, config.clone()) {
-            Ok(c) => Ok((CollectionInfo::of(&c), true)),
-            Err(tessera::Error::CollectionExists(_)) if spec.if_not_exists => {
-                let c = db.collection(&spec.name)?;
-                match c.config().differs_from(&config) {
-                    None => Ok((CollectionInfo::of(&c), false)),
-                    Some(what) => Err(tessera::Error::ConfigMismatch {
-                        name: spec.name.clone(),
-                        reason: format!("its {what} differs from the request"),
-                    }
-                    .into()),
+        self.write(move || {
+            // With `if_not_exists`, the name may be between states: created by
+            // a concurrent request that has not finished, or dropped after this
+            // one saw it. Either settles within a create or a drop: try again.
+            for _ in 0..1000 {
+                match db.create_collection(&spec.name, config.clone()) {
+                    Ok(c) => return Ok((CollectionInfo::of(&c), true)),
+                    Err(tessera::Error::CollectionExists(_)) if spec.if_not_exists => match db.collection(&spec.name) {
+                        Ok(c) => {
+                            return match c.config().differs_from(&config) {
+                                None => Ok((CollectionInfo::of(&c), false)),
+                                Some(what) => Err(tessera::Error::ConfigMismatch {
+                                    name: spec.name.clone(),
+                                    reason: format!("its {what} differs from the request"),
+                                }
+                                .into()),
+                            };
+                        }
+                        Err(tessera::Error::UnknownCollection(_)) => {
+                            std::thread::sleep(std::time::Duration::from_millis(1))
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(ApiError::new(ErrorKind::Unavailable, format!("collection {:?} kept changing; try again", spec.name)))
         })
         .await
     }

@@ -387,32 +387,145 @@ fn malformed_requests_get_clear_errors() {
     ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "keep", "tokens": [[0.5, 0.5]]}]}));
     let good = r#"{"id": "g1", "tokens": [[1, 0]]}"#;
     let b64_short = r#"{"dtype": "f32", "shape": [1, 2], "data": "AAAAAA=="}"#;
+    let long_name = format!("/v1/collections/{}", "x".repeat(65));
     #[rustfmt::skip]
     let table: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/v1/collections/c/upsert", "{".into(), 400, "invalid request body"),
         ("POST", "/v1/collections/c/upsert", "".into(), 400, "body is empty"),
         ("POST", "/v1/collections/c/upsert", "[]".into(), 400, "must be a JSON object"),
-        ("POST", "/v1/collections", r#"["positional", 2, null, null, null, false]"#.into(), 400, "must be a JSON object"),
+        (
+            "POST",
+            "/v1/collections",
+            r#"["positional", 2, null, null, null, false]"#.into(),
+            400,
+            "must be a JSON object",
+        ),
         ("POST", "/v1/collections/c/upsert", r#"{"docs": []}"#.into(), 400, "unknown field"),
         ("POST", "/v1/collections/c/upsert", r#"{"documents": []}"#.into(), 400, "at least one document"),
         ("POST", "/v1/collections/c/upsert", r#"{"documents": {}}"#.into(), 400, "invalid type"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0, 0]]}}]}}"#), 400, "wrong dimension"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": []}}]}}"#), 400, "empty tensor"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0], [1]]}}]}}"#), 400, "row 1 has 1 values"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, "x"]]}}]}}"#), 400, "invalid type"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1e39, 0]]}}]}}"#), 400, "invalid value"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[70000, 0]]}}]}}"#), 400, "f16 range"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f32", "shape": [1, 2], "data": "AADAfwAAAAA="}}}}]}}"#), 400, "invalid value"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {b64_short}}}]}}"#), 400, "needs 8"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f64", "shape": [1, 2], "data": ""}}}}]}}"#), 400, "unknown dtype"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [2], "data": ""}}}}]}}"#), 400, "shape must be"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [1, 2], "data": "!!!"}}}}]}}"#), 400, "base64"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [4294967296, 4294967296], "data": ""}}}}]}}"#), 400, "needs"),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0, 0]]}}]}}"#),
+            400,
+            "wrong dimension",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": []}}]}}"#),
+            400,
+            "empty tensor",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0], [1]]}}]}}"#),
+            400,
+            "row 1 has 1 values",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, "x"]]}}]}}"#),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1e39, 0]]}}]}}"#),
+            400,
+            "invalid value",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[70000, 0]]}}]}}"#),
+            400,
+            "f16 range",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(
+                r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f32", "shape": [1, 2], "data": "AADAfwAAAAA="}}}}]}}"#
+            ),
+            400,
+            "invalid value",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": {b64_short}}}]}}"#),
+            400,
+            "needs 8",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(
+                r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f64", "shape": [1, 2], "data": ""}}}}]}}"#
+            ),
+            400,
+            "unknown dtype",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(
+                r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [2], "data": ""}}}}]}}"#
+            ),
+            400,
+            "shape must be",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(
+                r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [1, 2], "data": "!!!"}}}}]}}"#
+            ),
+            400,
+            "base64",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(
+                r#"{{"documents": [{good}, {{"id": "bad", "tokens": {{"dtype": "f16", "shape": [4294967296, 4294967296], "data": ""}}}}]}}"#
+            ),
+            400,
+            "needs",
+        ),
         ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {good}]}}"#), 400, "duplicate id"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "", "tokens": [[1, 0]]}}]}}"#), 400, "id is empty"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "{}", "tokens": [[1, 0]]}}]}}"#, "x".repeat(600)), 400, "the limit is 512"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0]], "extra": 1}}]}}"#), 400, "unknown field"),
-        ("POST", "/v1/collections/c/upsert", format!(r#"{{"documents": [{good}, {{"id": 5, "tokens": [[1, 0]]}}]}}"#), 400, "invalid type"),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "", "tokens": [[1, 0]]}}]}}"#),
+            400,
+            "id is empty",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "{}", "tokens": [[1, 0]]}}]}}"#, "x".repeat(600)),
+            400,
+            "the limit is 512",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": "bad", "tokens": [[1, 0]], "extra": 1}}]}}"#),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/upsert",
+            format!(r#"{{"documents": [{good}, {{"id": 5, "tokens": [[1, 0]]}}]}}"#),
+            400,
+            "invalid type",
+        ),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": 0}"#.into(), 400, "k must be at least 1"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": -1}"#.into(), 400, "invalid value"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "k": "ten"}"#.into(), 400, "invalid type"),
@@ -421,9 +534,27 @@ fn malformed_requests_get_clear_errors() {
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[3e38, 3e38]], "exact": true}"#.into(), 400, "f16 range"),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "filter": {"$bogus": 1}}"#.into(), 400, ""),
         ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "fusion": "max"}"#.into(), 400, "unknown fusion"),
-        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "text": "x", "exact": true}"#.into(), 400, "tensor-only"),
-        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "weights": {"bm25": 1}}"#.into(), 400, "unknown source"),
-        ("POST", "/v1/collections/c/search", r#"{"tokens": [[1, 0]], "candidates": 0}"#.into(), 400, "candidates must be"),
+        (
+            "POST",
+            "/v1/collections/c/search",
+            r#"{"tokens": [[1, 0]], "text": "x", "exact": true}"#.into(),
+            400,
+            "tensor-only",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/search",
+            r#"{"tokens": [[1, 0]], "weights": {"bm25": 1}}"#.into(),
+            400,
+            "unknown source",
+        ),
+        (
+            "POST",
+            "/v1/collections/c/search",
+            r#"{"tokens": [[1, 0]], "candidates": 0}"#.into(),
+            400,
+            "candidates must be",
+        ),
         ("POST", "/v1/collections/c/search", r#"{"text": "x", "rerank_only": true}"#.into(), 400, "rerank_only needs"),
         ("POST", "/v1/collections/c/rerank", r#"{"ids": ["keep"]}"#.into(), 400, "missing field"),
         ("POST", "/v1/collections/c/rerank", r#"{"tokens": [[1, 0]], "ids": [""]}"#.into(), 400, "id is empty"),
@@ -432,9 +563,18 @@ fn malformed_requests_get_clear_errors() {
         ("POST", "/v1/collections", r#"{"name": "bad name!", "dim": 2}"#.into(), 400, "invalid collection name"),
         ("POST", "/v1/collections", r#"{"name": "d", "dim": 0}"#.into(), 400, "dim must be"),
         ("POST", "/v1/collections", r#"{"name": "d", "dim": 2, "index": "ivf"}"#.into(), 400, "unknown index"),
-        ("POST", "/v1/collections", r#"{"name": "c", "dim": 3, "if_not_exists": true}"#.into(), 409, "different configuration"),
+        (
+            "POST",
+            "/v1/collections",
+            r#"{"name": "c", "dim": 3, "if_not_exists": true}"#.into(),
+            409,
+            "different configuration",
+        ),
         ("POST", "/v1/collections/missing/search", r#"{"tokens": [[1, 0]]}"#.into(), 404, "unknown collection"),
         ("GET", "/v1/collections/missing", String::new(), 404, "unknown collection"),
+        ("GET", "/v1/collections/bad.name", String::new(), 400, "invalid collection name"),
+        ("POST", "/v1/collections/bad.name/search", r#"{"tokens": [[1, 0]]}"#.into(), 400, "invalid collection name"),
+        ("DELETE", long_name.as_str(), String::new(), 400, "invalid collection name"),
         ("GET", "/v2/whatever", String::new(), 404, "no route"),
         ("PUT", "/v1/collections/c/upsert", String::new(), 405, "not served"),
         ("DELETE", "/v1/collections/c/search", String::new(), 405, "not served"),
@@ -803,4 +943,32 @@ fn centroids_index_over_http() {
         let r = search(coll, extra.clone());
         assert!(r.status == 400 && r.body.contains(words), "{extra}: {} {}", r.status, r.body);
     }
+}
+
+/// Issue #16, fault 9: a create with `if_not_exists` racing a drop of the
+/// same name answers created (201) or exists (200), never 404.
+#[test]
+fn create_if_not_exists_racing_a_drop_never_answers_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dropper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut drops = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http(a, "DELETE", "/v1/collections/r", None, None);
+                assert!(r.status == 200 || r.status == 204 || r.status == 404, "drop: {} {}", r.status, r.body);
+                drops += usize::from(r.status != 404);
+            }
+            drops
+        })
+    };
+    for i in 0..600 {
+        let r = post(a, "/v1/collections", &json!({"name": "r", "dim": DIM, "if_not_exists": true}));
+        assert!(r.status == 200 || r.status == 201, "create #{i}: {} {}", r.status, r.body);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(dropper.join().unwrap() > 0, "the drops raced the creates");
 }

@@ -138,7 +138,12 @@ impl Database {
         }
     }
 
+    /// The open collection `name`: `InvalidCollectionName` for a name no
+    /// collection can have, `UnknownCollection` for one that does not exist.
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        if !valid_name(name) {
+            return Err(Error::InvalidCollectionName(name.into()));
+        }
         self.collections
             .read()
             .expect("collections lock")
