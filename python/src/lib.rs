@@ -419,10 +419,15 @@ impl Settings<'_> {
 
 #[pymethods]
 impl Database {
+    /// Opens (creating if needed) the database in `path`; with
+    /// `read_only=True`, opens an existing one beside the process that may
+    /// hold it to write (a server), changing no file and refusing writes.
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, read_only=false))]
+    fn new(py: Python<'_>, path: std::path::PathBuf, read_only: bool) -> PyResult<Self> {
         let shown = path.display().to_string();
-        let db = engine(py, || tessera::Database::open(&path)).or_py(py)?;
+        let open = || if read_only { tessera::Database::open_read_only(&path) } else { tessera::Database::open(&path) };
+        let db = engine(py, open).or_py(py)?;
         Ok(Database { shared: Arc::new(RwLock::new(Some(Arc::new(db)))), path: shown })
     }
 

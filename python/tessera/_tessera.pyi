@@ -140,7 +140,11 @@ class Collection:
 class Database:
     """A Tessera database folder, opened in this process."""
 
-    def __init__(self, path: Union[str, os.PathLike[str]]) -> None: ...
+    def __init__(self, path: Union[str, os.PathLike[str]], *, read_only: bool = False) -> None:
+        """Opens (creating if needed) the database in `path`; with `read_only=True`,
+        opens an existing one beside the process that may hold it to write (a
+        server), changing no file; writes raise UnavailableError."""
+        ...
     @property
     def path(self) -> str: ...
     def create_collection(

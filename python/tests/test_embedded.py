@@ -255,6 +255,16 @@ def test_collections_and_error_classes(tmp_path, rng):
         # A second open of the same folder is refused while this one holds it.
         with pytest.raises(tessera.UnavailableError, match="already open"):
             tessera.Database(tmp_path / "db")
+        # A read-only open beside it works, sees the same and takes no writes.
+        with tessera.Database(tmp_path / "db", read_only=True) as reader:
+            assert reader.list_collections() == db.list_collections()
+            with pytest.raises(tessera.UnavailableError, match="read-only"):
+                reader.create_collection("z", 8)
+            with pytest.raises(tessera.UnavailableError, match="read-only"):
+                reader.collection("a").upsert(["x"], [np.ones((1, 8), np.float32)])
+        with pytest.raises(tessera.NotFoundError, match="no database"):
+            tessera.Database(tmp_path / "missing", read_only=True)
+        assert not (tmp_path / "missing").exists()
         col = db.collection("a")
     with pytest.raises(tessera.UnavailableError, match="closed"):
         col.search(np.ones((1, 8), np.float32))

@@ -369,7 +369,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(format!("--batch must be in 1..={}", tessera::MAX_BATCH).into());
             }
             tessera_cli::eval_cmd::check_search_run(&run, qrels.as_deref())?;
-            let db = Database::open(&db)?;
+            let db = Database::open_read_only(&db)?;
             let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
                 Box::new(std::io::stdout())
             } else {
@@ -446,7 +446,7 @@ fn run(cli: Cli) -> Result<()> {
             what:
                 BenchCmd::Search { db, collection, queries, k, candidates, rerank, ef, nprobe, qrels, exact_run, json },
         } => {
-            let db = Database::open(&db)?;
+            let db = Database::open_read_only(&db)?;
             let o = tessera_cli::bench::SearchBench {
                 collection,
                 queries,
@@ -475,7 +475,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
         }
         Cmd::Info { db, json } => {
-            let db = Database::open(&db)?;
+            let db = Database::open_read_only(&db)?;
             commands::info(&db, stdout, json)?;
         }
         Cmd::Eval(a) => tessera_cli::eval_cmd::eval(&a, stdout)?,

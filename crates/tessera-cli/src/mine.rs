@@ -235,7 +235,7 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
 /// `tessera mine-negatives`: mines into `--out` and prints a summary to
 /// `summary` (to stderr when the lines go to stdout).
 pub fn run(a: &MineArgs, summary: &mut dyn Write) -> Result<()> {
-    let db = Database::open(&a.db)?;
+    let db = Database::open_read_only(&a.db)?;
     if a.out.as_os_str() == "-" {
         let r = mine(&db, a, &mut std::io::stdout().lock())?;
         return print_summary(&r, a, &mut std::io::stderr());

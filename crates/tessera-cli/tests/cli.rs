@@ -361,3 +361,50 @@ fn centroids_index_from_the_command_line() {
     // (Equal up to the order of a floating-point sum over the queries.)
     assert!((recall(&rows_from_file[1]) - recall(&rows[2])).abs() < 1e-9, "the same recall against the stored run");
 }
+
+/// Issue #16, fault 7 and read-only opening: `info`, `search` and `bench
+/// search` read a database another process holds open to write (here this
+/// test, as `tessera serve` would), change no file — a torn WAL tail is left
+/// for the writer — and a missing `--db` is an error that creates nothing.
+#[test]
+fn read_commands_write_nothing_and_run_beside_a_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, qdir) = (tmp.path().join("db"), tmp.path().join("queries"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let c = synth::corpus(40, 6, 8, 4, 3, 9);
+    synth::write_bulk(
+        &qdir,
+        "queries.jsonl",
+        &c.queries
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let writer = tessera::Database::open(&db).unwrap();
+    let col = writer.create_collection("c", tessera::CollectionConfig::new(8)).unwrap();
+    col.upsert(&c.docs).unwrap(); // in the WAL only
+    let cdir = db.join("collections/c");
+    let wal = std::fs::read_dir(&cdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .unwrap();
+    let mut torn = std::fs::read(&wal).unwrap();
+    torn.extend_from_slice(&[9, 9]);
+    std::fs::write(&wal, &torn).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", &s(&db), "--json"])).unwrap();
+    assert_eq!(info["collections"][0]["documents"].as_u64(), Some(40), "{info}");
+    let run = tmp.path().join("exact.run");
+    let args = ["search", "--db", &s(&db), "--collection", "c", "--queries", &s(&qdir), "--exact", "--run", &s(&run)];
+    ok(&args);
+    assert!(std::fs::read_to_string(&run).unwrap().lines().count() > 0);
+    ok(&["bench", "search", "--db", &s(&db), "--collection", "c", "--queries", &s(&qdir), "--candidates", "5"]);
+    assert_eq!(std::fs::read(&wal).unwrap(), torn, "the torn tail is left for the writer");
+    let missing = tmp.path().join("missing");
+    let o = tessera(&["info", "--db", &s(&missing)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no database"));
+    assert!(!missing.exists(), "nothing created");
+    drop((col, writer));
+}

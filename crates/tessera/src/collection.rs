@@ -113,6 +113,8 @@ pub struct Collection {
     /// everything). Apart from the writer so that `stats` never waits on it.
     flush_error: Mutex<Option<String>>,
     build: Mutex<BuildTimes>,
+    /// Opened read-only: every write is refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Collection {
@@ -131,7 +133,9 @@ impl Collection {
 
     /// Opens the collection in `dir`: verifies every segment, replays the WAL
     /// and removes files left over by an interrupted flush or compaction.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    /// `read_only`: changes no file (a torn WAL tail is skipped, not cut;
+    /// leftovers stay) and refuses every write.
+    pub(crate) fn open(dir: &Path, read_only: bool) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let config = manifest.config.clone();
         config.validate_stored().map_err(|e| Error::Corrupted {
@@ -156,7 +160,7 @@ impl Collection {
         }
         let codebook = manifest.codebook.and_then(|id| codebooks.get(&id).cloned());
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
-        let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability)?;
+        let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability, read_only)?;
         let mut w = Writer {
             seq: manifest.last_seq,
             manifest,
@@ -190,7 +194,9 @@ impl Collection {
             }
         }
         w.finish_batch();
-        remove_unreferenced(dir, &w.manifest)?;
+        if !read_only {
+            remove_unreferenced(dir, &w.manifest)?;
+        }
         let (name, build) = (w.manifest.name.clone(), w.manifest.build);
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
         Ok(Self {
@@ -202,6 +208,7 @@ impl Collection {
             writer: Mutex::new(w),
             flush_error: Mutex::new(None),
             build: Mutex::new(build),
+            read_only,
         })
     }
 
@@ -242,6 +249,9 @@ impl Collection {
                 w
             }
         };
+        if self.read_only {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        }
         if w.poisoned {
             return Err(Error::Poisoned(self.name.clone()));
         }

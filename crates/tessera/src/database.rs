@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub struct Database {
     dir: PathBuf,
-    _lock: File,
+    /// The writer's exclusive lock; `None` when opened read-only.
+    _lock: Option<File>,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// Names whose files are being written by `create_collection`.
     creating: Mutex<BTreeSet<String>>,
@@ -62,18 +63,42 @@ impl Database {
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
         }
-        let mut collections = BTreeMap::new();
-        for entry in std::fs::read_dir(&cdir).map_err(Error::io(&cdir))? {
-            let entry = entry.map_err(Error::io(&cdir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.starts_with(".tmp-") || name.starts_with(".drop-") {
-                std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
-            } else if valid_name(&name) && path.is_dir() {
-                collections.insert(name, Arc::new(Collection::open(&path)?));
-            }
+        let collections = open_collections(&cdir, false)?;
+        Ok(Self { dir, _lock: Some(lock), collections: RwLock::new(collections), creating: Mutex::default() })
+    }
+
+    /// Opens an existing database to read, beside the process that may have it
+    /// open to write (`tessera serve`, an ingest): no lock is taken and no
+    /// file is changed — a torn WAL tail is skipped, not cut, and leftovers
+    /// stay for the writer to remove. It sees the state of the moment it
+    /// opens; every write (and create or drop) is refused with `ReadOnly`.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        crate::kernels::check_kernel_env()?;
+        let dir = dir.as_ref().to_path_buf();
+        let cdir = dir.join("collections");
+        if !cdir.is_dir() {
+            return Err(Error::NoDatabase(dir));
         }
-        Ok(Self { dir, _lock: lock, collections: RwLock::new(collections), creating: Mutex::default() })
+        // A writer may replace a manifest and remove the files it no longer
+        // names while this reads them: such an open is retried.
+        let mut tries = 0;
+        let collections = loop {
+            match open_collections(&cdir, true) {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && tries < 10 => {}
+                other => break other?,
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(10 << tries.min(4)));
+        };
+        Ok(Self { dir, _lock: None, collections: RwLock::new(collections), creating: Mutex::default() })
+    }
+
+    /// Refuses a change to a database opened read-only.
+    fn writable(&self) -> Result<()> {
+        match self._lock {
+            Some(_) => Ok(()),
+            None => Err(Error::ReadOnly(self.dir.clone())),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -88,6 +113,7 @@ impl Database {
     /// are written without holding the collection map's lock, so searches and
     /// writes of other collections never wait for a create.
     pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Arc<Collection>> {
+        self.writable()?;
         if !valid_name(name) {
             return Err(Error::InvalidCollectionName(name.into()));
         }
@@ -108,7 +134,7 @@ impl Database {
         fsutil::sync_dir(&tmp)?;
         let path = self.cdir().join(name);
         std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        let opened = fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path));
+        let opened = fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path, false));
         match opened {
             Ok(c) => {
                 let c = Arc::new(c);
@@ -159,6 +185,7 @@ impl Database {
     /// Drops a collection and deletes its files. Handles to it that are still
     /// held keep answering searches from their last snapshot.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
+        self.writable()?;
         let c = self.collection(name)?;
         // Handles still held elsewhere must not write into a folder that is
         // going away. This waits for the collection's own write in progress
@@ -184,6 +211,25 @@ impl Database {
         let _ = std::fs::remove_dir_all(&gone);
         Ok(())
     }
+}
+
+/// Opens every collection in `cdir`. A writer (not `read_only`) removes the
+/// folders of interrupted creates and drops; a reader skips them.
+fn open_collections(cdir: &Path, read_only: bool) -> Result<BTreeMap<String, Arc<Collection>>> {
+    let mut collections = BTreeMap::new();
+    for entry in std::fs::read_dir(cdir).map_err(Error::io(cdir))? {
+        let entry = entry.map_err(Error::io(cdir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(".tmp-") || name.starts_with(".drop-") {
+            if !read_only {
+                std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            }
+        } else if valid_name(&name) && path.is_dir() {
+            collections.insert(name, Arc::new(Collection::open(&path, read_only)?));
+        }
+    }
+    Ok(collections)
 }
 
 /// Removes a name from the set of collections being created when dropped.

@@ -40,6 +40,10 @@ pub enum Error {
     InvalidArgument(String),
     #[error("database {0} is already open in another process")]
     Locked(PathBuf),
+    #[error("{0} is opened read-only: it takes no writes")]
+    ReadOnly(PathBuf),
+    #[error("no database at {0} (a read-only open does not create one)")]
+    NoDatabase(PathBuf),
     #[error("collection {0:?} accepts no more writes (it was dropped, or a write failed); reopen the database")]
     Poisoned(String),
     #[error("full-text index: {0}")]
@@ -99,11 +103,11 @@ impl Error {
             | E::InvalidCollectionName(_)
             | E::InvalidArgument(_) => ErrorKind::InvalidInput,
             E::BatchTooLarge { .. } => ErrorKind::TooLarge,
-            E::UnknownCollection(_) => ErrorKind::NotFound,
+            E::UnknownCollection(_) | E::NoDatabase(_) => ErrorKind::NotFound,
             E::CollectionExists(_) | E::ConfigMismatch { .. } => ErrorKind::AlreadyExists,
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(_) => ErrorKind::Unavailable,
+            E::Poisoned(_) | E::Locked(_) | E::ReadOnly(_) => ErrorKind::Unavailable,
         }
     }
 }

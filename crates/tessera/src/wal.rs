@@ -34,9 +34,10 @@ impl Wal {
         Ok(Self { file, path: path.into(), len: wal::HEADER_LEN as u64, durability })
     }
 
-    /// Opens an existing WAL: verifies it, cuts a torn tail, and returns the
-    /// batches `(sequence number, ops)` it holds, in order.
-    pub fn open(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<(Self, Batches)> {
+    /// Opens an existing WAL: verifies it, cuts a torn tail (unless
+    /// `read_only`: then the file is not changed, and not written), and
+    /// returns the batches `(sequence number, ops)` it holds, in order.
+    pub fn open(path: &Path, id: u64, dim: usize, durability: Durability, read_only: bool) -> Result<(Self, Batches)> {
         let bytes = crate::fsutil::read(path)?;
         let (wdim, wid) = wal::decode_header(&bytes).map_err(Error::format(path))?;
         if wdim as usize != dim || wid != id {
@@ -56,8 +57,8 @@ impl Wal {
             let (seq, ops) = wal::decode_batch(payload, dim, base).map_err(Error::format(path))?;
             batches.push((*offset, seq, ops.into_iter().map(owned).collect()));
         }
-        let file = OpenOptions::new().append(true).open(path).map_err(Error::io(path))?;
-        if matches!(scan.tail, Tail::Torn { .. }) {
+        let file = OpenOptions::new().read(true).append(!read_only).open(path).map_err(Error::io(path))?;
+        if matches!(scan.tail, Tail::Torn { .. }) && !read_only {
             file.set_len(scan.valid_end).and_then(|_| file.sync_all()).map_err(Error::io(path))?;
         }
         Ok((Self { file, path: path.into(), len: scan.valid_end, durability }, batches))

@@ -936,3 +936,73 @@ fn search_batch_equals_one_query_at_a_time() {
         }
     }
 }
+
+/// The collection folder's files whose names start with `prefix`.
+fn files_named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue #16 (fault 7 and read-only opening): a reader opens a database that
+/// a writer holds, sees its data and searches it like the writer, changes
+/// no file (a torn WAL tail is skipped, not cut) and refuses every write;
+/// a missing database is an error, not created.
+#[test]
+fn read_only_opening_beside_a_writer_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    assert!(matches!(Database::open_read_only(&missing), Err(Error::NoDatabase(_))));
+    assert!(!missing.exists(), "a read-only open created nothing");
+    let mut rng = Rng(5);
+    let writer = Database::open(dir.path()).unwrap();
+    let c = writer.create_collection("c", CollectionConfig::new(8)).unwrap();
+    let docs: Vec<Document> = (0..30).map(|i| Document::new(format!("d{i}"), rng.tokens(1 + i % 4, 8))).collect();
+    c.upsert(&docs[..20]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&docs[20..]).unwrap(); // in the WAL only
+    // A torn tail: half a frame header after the last whole batch.
+    let cdir = dir.path().join("collections/c");
+    let wal = files_named(&cdir, "wal-").pop().unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.extend_from_slice(&[7, 0, 0]);
+    std::fs::write(&wal, &bytes).unwrap();
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = (listing(dir.path()), listing(&cdir));
+
+    let reader = Database::open_read_only(dir.path()).expect("a reader beside the writer");
+    let r = reader.collection("c").unwrap();
+    assert_eq!(r.len(), 30);
+    let q = rng.tokens(3, 8);
+    assert_eq!(r.search(&q, 10).unwrap(), c.search(&q, 10).unwrap(), "the writer's results");
+    for d in &docs {
+        assert_eq!(r.get(&d.id).unwrap().map(|g| g.tokens), c.get(&d.id).unwrap().map(|g| g.tokens));
+    }
+    let refused = |e: Error| assert!(matches!(e, Error::ReadOnly(_)), "{e}");
+    refused(r.upsert(&[Document::new("x", rng.tokens(1, 8))]).unwrap_err());
+    refused(r.delete(&["d1"]).unwrap_err());
+    refused(r.flush().unwrap_err());
+    refused(r.compact().unwrap_err());
+    refused(reader.create_collection("n", CollectionConfig::new(8)).unwrap_err());
+    refused(reader.drop_collection("c").unwrap_err());
+    drop((r, reader));
+    assert_eq!((listing(dir.path()), listing(&cdir)), before, "the reader changed no file");
+    // The writer's own open is what repairs the tail.
+    drop((c, writer));
+    let writer = Database::open(dir.path()).unwrap();
+    assert_eq!(writer.collection("c").unwrap().len(), 30);
+    assert_eq!(std::fs::read(&wal).unwrap().len(), bytes.len() - 3, "the writer cut the torn tail");
+}
