@@ -44,6 +44,25 @@ pub struct EvalReport {
     /// Recall of the run against the reference run at each cutoff (same order as `metrics`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recall_vs_exact: Option<Vec<f64>>,
+    /// The most documents the run ranks for one query: a cutoff beyond it
+    /// counts only that many (a 10-deep run's "Recall@100" is its Recall@10).
+    pub run_depth: usize,
+}
+
+impl EvalReport {
+    /// The warning a report deserves when a cutoff is deeper than the run.
+    pub fn depth_warning(&self) -> Option<String> {
+        let deeper: Vec<String> =
+            self.metrics.iter().filter(|m| m.k > self.run_depth).map(|m| m.k.to_string()).collect();
+        (!deeper.is_empty()).then(|| {
+            format!(
+                "warning: the run ranks at most {} documents per query, so the metrics at K = {} count only its top {}",
+                self.run_depth,
+                deeper.join(", "),
+                self.run_depth
+            )
+        })
+    }
 }
 
 fn check_ks(ks: &[usize]) -> Result<()> {
@@ -59,6 +78,7 @@ pub fn report(run: &Run, qrels: &Qrels, ks: &[usize], exact: Option<&Run>) -> Ev
         coverage: eval::coverage(run, qrels),
         metrics: eval::evaluate_at(run, qrels, ks),
         recall_vs_exact: exact.map(|e| ks.iter().map(|&k| eval::recall_against(run, e, k)).collect()),
+        run_depth: run.values().map(Vec::len).max().unwrap_or(0),
     }
 }
 
@@ -90,6 +110,9 @@ pub fn print(r: &EvalReport, json: bool, out: &mut dyn Write) -> Result<()> {
     if exact.is_some() {
         writeln!(out, "vs-exact@K: share of the reference run's top-K that the run's top-K contains")?;
     }
+    if let Some(w) = r.depth_warning() {
+        writeln!(out, "{w}")?;
+    }
     Ok(())
 }
 
@@ -99,7 +122,11 @@ pub fn eval(o: &EvalArgs, out: &mut dyn Write) -> Result<()> {
     let qrels = eval::read_qrels(&o.qrels)?;
     let run = eval::read_run(&o.run)?;
     let exact = o.exact_run.as_deref().map(eval::read_run).transpose()?;
-    print(&report(&run, &qrels, &o.ks, exact.as_ref()), o.json, out)
+    let r = report(&run, &qrels, &o.ks, exact.as_ref());
+    if let Some(w) = r.depth_warning().filter(|_| o.json) {
+        eprintln!("{w}");
+    }
+    print(&r, o.json, out)
 }
 
 /// The cutoffs `tessera search --k K --qrels Q` evaluates at: the defaults up to K, and K.

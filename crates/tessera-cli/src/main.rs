@@ -168,9 +168,10 @@ struct StageArgs {
     /// BM25 of each query's `text` alone (no tensors).
     #[arg(long, conflicts_with_all = ["exact", "bm25"])]
     bm25_only: bool,
-    /// How --bm25 fuses the candidate lists: rrf (reciprocal rank, k0 = 60) or weighted (min-max scores).
-    #[arg(long, value_parser = named::<tessera::FusionKind>(), default_value = "rrf")]
-    fusion: tessera::FusionKind,
+    /// How --bm25 fuses the candidate lists: rrf (reciprocal rank, k0 = 60; the default) or
+    /// weighted (min-max scores). Only with --bm25.
+    #[arg(long, value_parser = named::<tessera::FusionKind>())]
+    fusion: Option<tessera::FusionKind>,
 }
 
 impl StageArgs {
@@ -189,11 +190,15 @@ impl StageArgs {
     }
 
     fn mode(&self, k: usize) -> Result<commands::SearchMode> {
+        if self.fusion.is_some() && !self.bm25 {
+            return Err("--fusion applies to a hybrid search: give it with --bm25".into());
+        }
         let p = self.params(k)?;
         Ok(if self.bm25_only {
             commands::SearchMode::Text { k, filter: p.filter }
         } else if self.bm25 {
-            let fusion = tessera::Fusion::from_parts(Some(self.fusion), None)?.expect("a fusion kind was given");
+            let kind = self.fusion.unwrap_or(tessera::FusionKind::Rrf);
+            let fusion = tessera::Fusion::from_parts(Some(kind), None)?.expect("a fusion kind was given");
             commands::SearchMode::Hybrid { params: p, fusion }
         } else {
             commands::SearchMode::Tensor(p)

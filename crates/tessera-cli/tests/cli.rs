@@ -401,6 +401,9 @@ fn read_commands_write_nothing_and_run_beside_a_writer() {
     ok(&args);
     assert!(std::fs::read_to_string(&run).unwrap().lines().count() > 0);
     ok(&["bench", "search", "--db", &s(&db), "--collection", "c", "--queries", &s(&qdir), "--candidates", "5"]);
+    // A flag that would be ignored is refused: --fusion without --bm25.
+    let o = tessera(&[&args[..], &["--fusion", "weighted"]].concat());
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--bm25"), "{o:?}");
     assert_eq!(std::fs::read(&wal).unwrap(), torn, "the torn tail is left for the writer");
     let missing = tmp.path().join("missing");
     let o = tessera(&["info", "--db", &s(&missing)]);

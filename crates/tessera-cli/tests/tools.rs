@@ -92,6 +92,16 @@ fn eval_hand_computed_trec_and_beir_agree() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2", "0.3333", "0.1667", "0.1599", "0.1667"]),
         "{table}"
     );
+    // A cutoff deeper than the run (4 at most per query here) is warned about, not silently reported.
+    assert_eq!(v["run_depth"].as_u64(), Some(4));
+    assert!(!table.contains("warning"), "{table}");
+    let deep = ok(&["eval", "--run", &s(&run), "--qrels", &s(&trec), "--k", "2,4,10,100"]);
+    assert!(
+        deep.contains("at most 4 documents per query, so the metrics at K = 10, 100 count only its top 4"),
+        "{deep}"
+    );
+    let o = tessera(&["eval", "--run", &s(&run), "--qrels", &s(&trec), "--k", "10", "--json"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("K = 10"), "the JSON form warns on stderr");
     // Usage errors.
     assert_eq!(tessera(&["eval", "--run", &s(&run), "--qrels", &s(&trec), "--k", "0"]).status.code(), Some(1));
     assert_eq!(tessera(&["eval", "--run", &s(&run)]).status.code(), Some(2));
