@@ -90,9 +90,40 @@ where
                 self.s.metrics.observe("grpc", rpc, &format!("{:?}", e.grpc_code()), std::time::Duration::ZERO);
                 Box::pin(std::future::ready(Ok(Status::from(e).into_http())))
             }
-            None => Box::pin(self.inner.call(req)),
+            None => {
+                let (s, path, start) = (self.s.clone(), req.uri().path().to_string(), Instant::now());
+                let fut = self.inner.call(req);
+                Box::pin(async move {
+                    let mut resp = fut.await?;
+                    bad_message_status(&s, &path, start, &mut resp);
+                    Ok(resp)
+                })
+            }
         }
     }
+}
+
+/// tonic answers a request whose bytes are not a valid message of the rpc's
+/// type (random bytes, a truncated message, a bad varint, a string that is
+/// not UTF-8, nesting past the recursion limit) with INTERNAL, before any
+/// rpc runs. Bad input is INVALID_ARGUMENT here, counted in `/metrics` and
+/// logged like every other bad request.
+fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::http::Response<tonic::body::Body>) {
+    let Some(st) = Status::from_header_map(resp.headers()) else { return };
+    if st.code() != tonic::Code::Internal || !st.message().starts_with("failed to decode Protobuf message") {
+        return;
+    }
+    let name = path.rsplit('/').next().unwrap_or("");
+    let rpc = KNOWN_RPCS.iter().find(|r| **r == name).copied().unwrap_or("unknown");
+    let reason = st.message().trim_start_matches("failed to decode Protobuf message: ");
+    let bad = Status::invalid_argument(format!("the {rpc} request is not a valid protobuf message: {reason}"));
+    let (code, elapsed) = (tonic::Code::InvalidArgument, start.elapsed());
+    s.metrics.observe("grpc", rpc, &format!("{code:?}"), elapsed);
+    tracing::debug!(rpc, ?code, ms = elapsed.as_secs_f64() * 1e3, error = bad.message(), "request");
+    let h = resp.headers_mut();
+    h.remove("grpc-status");
+    h.remove("grpc-message");
+    let _ = bad.add_header(h);
 }
 
 const KNOWN_RPCS: [&str; 13] = [

@@ -460,3 +460,81 @@ fn search_batch_over_grpc_equals_one_by_one() {
     let (code_, msg) = code(r);
     assert!(code_ == Code::ResourceExhausted && msg.contains("max_batch_queries"), "{msg}");
 }
+
+/// Sends request bytes as they are (no protobuf encoding on the client).
+#[derive(Clone, Copy)]
+struct RawCodec;
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let v = buf.chunk().to_vec();
+        buf.advance(v.len());
+        Ok(Some(v))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+/// Issue #16, fault 1: request bytes that are not a valid protobuf message
+/// are INVALID_ARGUMENT (not INTERNAL), and counted in /metrics.
+#[test]
+fn invalid_protobuf_is_invalid_argument_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    use prost::Message;
+    let valid = pb::SearchRequest { collection: "abcdef".into(), ..Default::default() }.encode_to_vec();
+    let mut nested = Vec::new();
+    for _ in 0..200 {
+        nested.extend_from_slice(&[0x9b, 0x06]); // start group, field 99
+    }
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", vec![0xff; 16]),
+        ("truncated", valid[..valid.len() - 2].to_vec()),
+        ("bad varint", [&[0x18u8][..], &[0xff; 11]].concat()),
+        ("non-UTF-8 string", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("deep nesting", nested),
+    ];
+    let url = format!("http://{}", s.grpc);
+    let channel = s.rt.block_on(tonic::transport::Endpoint::from_shared(url).unwrap().connect()).unwrap();
+    for (what, bytes) in &bad {
+        let mut g = tonic::client::Grpc::new(channel.clone());
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tessera.v1.Tessera/Search");
+        let r = s.rt.block_on(async {
+            g.ready().await.unwrap();
+            g.unary(tonic::Request::new(bytes.clone()), path, RawCodec).await
+        });
+        let st = r.expect_err(what);
+        assert_eq!(st.code(), Code::InvalidArgument, "{what}: {st:?}");
+        assert!(st.message().contains("not a valid protobuf message"), "{what}: {}", st.message());
+    }
+    let m = get(s.http, "/metrics").body;
+    let line = m
+        .lines()
+        .find(|l| l.contains(r#"protocol="grpc""#) && l.contains(r#"route="Search""#) && l.contains("InvalidArgument"))
+        .unwrap_or_else(|| panic!("counted: {m}"));
+    assert!(line.ends_with(&format!(" {}", bad.len())), "{line}");
+}
