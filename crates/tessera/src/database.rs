@@ -80,11 +80,13 @@ impl Database {
             return Err(Error::NoDatabase(dir));
         }
         // A writer may replace a manifest and remove the files it no longer
-        // names while this reads them: such an open is retried.
+        // names while this reads them, or be midway through appending a WAL
+        // frame: such an open is retried (real damage fails every try).
         let mut tries = 0;
         let collections = loop {
             match open_collections(&cdir, true) {
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && tries < 10 => {}
+                Err(Error::Corrupted { .. }) if tries < 3 => {}
                 other => break other?,
             }
             tries += 1;
