@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Rng, aligned, centres, dot};
+use common::{Rng, aligned, centres, dot, rewrite_section};
 use tessera_format::FormatError;
 use tessera_index::centroids::{self as cx, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe};
 use tessera_kernels::CentroidPanels;
@@ -294,17 +294,7 @@ fn lists_that_disagree_with_the_codes_are_refused() {
     // A code ≥ k with every checksum recomputed.
     let mut buf = b.file.clone();
     let raw = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..b.len];
-    let e = 128; // CODES entry
-    let (off, sl) = (
-        u64::from_le_bytes(raw[e..e + 8].try_into().unwrap()) as usize,
-        u64::from_le_bytes(raw[e + 8..e + 16].try_into().unwrap()) as usize,
-    );
-    raw[off..off + 2].copy_from_slice(&9u16.to_le_bytes());
-    let crc = tessera_format::crc32(&raw[off..off + sl]);
-    raw[e + 16..e + 20].copy_from_slice(&crc.to_le_bytes());
-    raw[60..64].fill(0);
-    let crc = tessera_format::crc32(&raw[..384]);
-    raw[60..64].copy_from_slice(&crc.to_le_bytes());
+    rewrite_section(raw, 128, 60, &9u16.to_le_bytes()); // the first of CODES
     let err = IvfLayout::parse(view(&buf, b.len), &c.offsets).unwrap_err();
     assert!(matches!(err, FormatError::Corrupted { ref reason, .. } if reason.contains("≥ k")), "{err:?}");
 }

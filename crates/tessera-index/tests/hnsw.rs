@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Rng, aligned, around, brute_top_k, centres, clustered};
+use common::{Rng, aligned, around, brute_top_k, centres, clustered, rewrite_section};
 use tessera_format::FormatError;
 use tessera_index::{HnswLayout, HnswParams, build_index};
 
@@ -193,17 +193,7 @@ fn structural_corruption_with_valid_checksums_is_refused() {
     let mut buf = aligned(&bytes);
     let len = bytes.len();
     let b = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..len];
-    let e = 128 + 32 * 2; // LAYER0 entry
-    let (off, sl) = (
-        u64::from_le_bytes(b[e..e + 8].try_into().unwrap()) as usize,
-        u64::from_le_bytes(b[e + 8..e + 16].try_into().unwrap()) as usize,
-    );
-    b[off..off + 4].copy_from_slice(&1000u32.to_le_bytes());
-    let crc = tessera_format::crc32(&b[off..off + sl]);
-    b[e + 16..e + 20].copy_from_slice(&crc.to_le_bytes());
-    b[72..76].fill(0);
-    let crc = tessera_format::crc32(&b[..384]);
-    b[72..76].copy_from_slice(&crc.to_le_bytes());
+    rewrite_section(b, 128 + 32 * 2, 72, &1000u32.to_le_bytes()); // the first link of LAYER0
     let err = HnswLayout::parse(view(&buf, len)).unwrap_err();
     assert!(matches!(err, FormatError::Corrupted { ref reason, .. } if reason.contains("invalid link")), "{err:?}");
 }

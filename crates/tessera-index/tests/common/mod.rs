@@ -99,3 +99,18 @@ pub fn aligned(bytes: &[u8]) -> Vec<u64> {
     bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..bytes.len()].copy_from_slice(bytes);
     v
 }
+
+/// Overwrites the start of a section of a sectioned file (`file`: header of
+/// 384 bytes, section table entry at `entry`: offset u64, length u64, CRC
+/// u32) with `bytes`, then recomputes that section's CRC and the header CRC
+/// (at `header_crc_at`): damage that only the parser's value checks can see.
+pub fn rewrite_section(file: &mut [u8], entry: usize, header_crc_at: usize, bytes: &[u8]) {
+    let word = |at: usize| u64::from_le_bytes(file[at..at + 8].try_into().unwrap()) as usize;
+    let (off, len) = (word(entry), word(entry + 8));
+    file[off..off + bytes.len()].copy_from_slice(bytes);
+    let crc = tessera_format::crc32(&file[off..off + len]);
+    file[entry + 16..entry + 20].copy_from_slice(&crc.to_le_bytes());
+    file[header_crc_at..header_crc_at + 4].fill(0);
+    let crc = tessera_format::crc32(&file[..384]);
+    file[header_crc_at..header_crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+}
