@@ -4,34 +4,10 @@
 //! against exact search, refusals, and damaged files.
 
 use std::path::{Path, PathBuf};
-use tessera::{CentroidParams, CollectionConfig, Database, Document, Error, IndexConfig, SearchParams, Tokens};
+use tessera::{CentroidParams, CollectionConfig, Database, Document, Error, IndexConfig, SearchParams};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    /// `n` tokens, each near one of `centres` (or uniform when there are none).
-    fn tokens(&mut self, n: usize, dim: usize, centres: &[Vec<f32>]) -> Tokens {
-        let mut data = Vec::with_capacity(n * dim);
-        for _ in 0..n {
-            if centres.is_empty() {
-                data.extend((0..dim).map(|_| self.f()));
-            } else {
-                let c = &centres[(self.next() % centres.len() as u64) as usize];
-                data.extend(c.iter().map(|&x| x + 0.1 * self.f()));
-            }
-        }
-        Tokens::F32 { data, dim }
-    }
-}
+mod common;
+use common::{Rng, files_named};
 
 const DIM: usize = 16;
 
@@ -44,17 +20,11 @@ fn config(p: CentroidParams) -> CollectionConfig {
 }
 
 fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("collections/c"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    v.sort();
-    v
+    files_named(&dir.join("collections/c"), prefix)
 }
 
 fn docs(rng: &mut Rng, batch: &str, n: usize, centres: &[Vec<f32>]) -> Vec<Document> {
-    (0..n).map(|i| Document::new(format!("{batch}-{i}"), rng.tokens(2 + i % 11, DIM, centres))).collect()
+    (0..n).map(|i| Document::new(format!("{batch}-{i}"), rng.tokens_near(2 + i % 11, DIM, centres))).collect()
 }
 
 fn centres(rng: &mut Rng, n: usize, offset: f32) -> Vec<Vec<f32>> {
@@ -63,7 +33,7 @@ fn centres(rng: &mut Rng, n: usize, offset: f32) -> Vec<Vec<f32>> {
 
 fn assert_all_candidates_equal_exact(c: &tessera::Collection, rng: &mut Rng, what: &str) {
     for _ in 0..5 {
-        let q = rng.tokens(4, DIM, &[]);
+        let q = rng.tokens(4, DIM);
         let exact = c.search_with(&q, &SearchParams::exact(10)).unwrap();
         let all = c.search_with(&q, &SearchParams::new(10).with_candidates(100_000)).unwrap();
         assert_eq!(all, exact, "{what}: every document a candidate must give the exact result");
@@ -91,7 +61,7 @@ fn small_segments_are_exact_until_a_large_one_trains_the_codebook() {
     assert!(c.stats().index_bytes_per_token > 0.0);
     assert_all_candidates_equal_exact(&c, &mut rng, "one indexed, one exact segment");
     // A few candidates: only live documents, scored exactly, ranked.
-    let q = rng.tokens(3, DIM, &[]);
+    let q = rng.tokens(3, DIM);
     let few = c.search_with(&q, &SearchParams::new(5).with_candidates(8).with_nprobe(2)).unwrap();
     assert_eq!(few.len(), 5);
     assert!(few.windows(2).all(|w| w[0].score >= w[1].score));
@@ -106,7 +76,7 @@ fn small_segments_are_exact_until_a_large_one_trains_the_codebook() {
 fn a_restart_reuses_the_codebook_and_every_index() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(2);
-    let q = rng.tokens(5, DIM, &[]);
+    let q = rng.tokens(5, DIM);
     let p = SearchParams::new(10).with_candidates(30);
     let (before, cbk, ivf) = {
         let db = Database::open(dir.path()).unwrap();
@@ -184,7 +154,7 @@ fn search_options_that_do_not_apply_are_refused() {
     let mut rng = Rng(4);
     cen.upsert(&docs(&mut rng, "a", 60, &[])).unwrap();
     pooled.upsert(&docs(&mut rng, "a", 10, &[])).unwrap();
-    let q = rng.tokens(2, DIM, &[]);
+    let q = rng.tokens(2, DIM);
     let refused = |c: &tessera::Collection, p: SearchParams, what: &str| {
         let e = c.search_with(&q, &p).unwrap_err();
         assert!(matches!(&e, Error::InvalidArgument(m) if m.contains(what)), "{what}: {e}");

@@ -5,22 +5,8 @@
 use tessera::{CollectionConfig, Database, Document, Error, Tokens, f16};
 use tessera_kernels::reference::maxsim_f64;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn tokens(&mut self, n: usize, dim: usize) -> Tokens {
-        Tokens::F32 { data: (0..n * dim).map(|_| self.f()).collect(), dim }
-    }
-}
+mod common;
+use common::{Rng, files_named};
 
 /// A centroids index small enough for test collections: 16 centroids,
 /// trained from the first segment of at least 256 tokens.
@@ -935,17 +921,6 @@ fn search_batch_equals_one_query_at_a_time() {
             assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
         }
     }
-}
-
-/// The collection folder's files whose names start with `prefix`.
-fn files_named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Issue #16 (fault 7 and read-only opening): a reader opens a database that
