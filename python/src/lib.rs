@@ -30,6 +30,7 @@ fn error_class(e: &tessera::Error) -> &'static str {
         K::Corruption => "CorruptionError",
         K::Io => "TesseraIOError",
         K::Unavailable => "UnavailableError",
+        K::Timeout => "DeadlineExceededError",
     }
 }
 
@@ -223,12 +224,17 @@ pub struct Hit {
     /// `{"source", "rank", "score"}`.
     #[pyo3(get)]
     sources: Py<PyAny>,
+    /// Hybrid queries ranked "linear": each signal's part in `score`, as
+    /// dicts `{"signal", "raw", "value", "normalized", "weight"}`.
+    #[pyo3(get)]
+    components: Py<PyAny>,
 }
 
 #[pymethods]
 impl Hit {
     #[new]
-    #[pyo3(signature = (id, score, text=None, payload=None, fused=None, sources=None))]
+    #[pyo3(signature = (id, score, text=None, payload=None, fused=None, sources=None, components=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         id: String,
@@ -237,9 +243,11 @@ impl Hit {
         payload: Option<Py<PyAny>>,
         fused: Option<f64>,
         sources: Option<Py<PyAny>>,
+        components: Option<Py<PyAny>>,
     ) -> Self {
-        let sources = sources.unwrap_or_else(|| PyList::empty(py).into_any().unbind());
-        Hit { id, score, text, payload: payload.unwrap_or_else(|| py.None()), fused, sources }
+        let list = |v: Option<Py<PyAny>>| v.unwrap_or_else(|| PyList::empty(py).into_any().unbind());
+        let (sources, components) = (list(sources), list(components));
+        Hit { id, score, text, payload: payload.unwrap_or_else(|| py.None()), fused, sources, components }
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -256,7 +264,8 @@ impl Hit {
             && self.text == o.text
             && self.fused == o.fused
             && self.payload.bind(py).eq(o.payload.bind(py))?
-            && self.sources.bind(py).eq(o.sources.bind(py))?)
+            && self.sources.bind(py).eq(o.sources.bind(py))?
+            && self.components.bind(py).eq(o.components.bind(py))?)
     }
 }
 
@@ -273,6 +282,7 @@ impl Hit {
             payload,
             fused: None,
             sources: PyList::empty(py).into_any().unbind(),
+            components: PyList::empty(py).into_any().unbind(),
         })
     }
 
@@ -285,7 +295,8 @@ impl Hit {
                 .into_iter()
                 .map(|h| {
                     let sources = pythonize::pythonize(py, &h.sources)?.unbind();
-                    Ok(Hit { fused: Some(h.fused), sources, ..Hit::of(py, h.hit)? })
+                    let components = pythonize::pythonize(py, &h.components)?.unbind();
+                    Ok(Hit { fused: Some(h.fused), sources, components, ..Hit::of(py, h.hit)? })
                 })
                 .collect(),
         }
@@ -571,6 +582,39 @@ struct SearchOptions<'a, 'py> {
     fusion: Option<&'a str>,
     rrf_k0: Option<f64>,
     weights: Option<&'a Bound<'py, PyDict>>,
+    rank: Option<&'a str>,
+    rank_norm: Option<&'a str>,
+    rank_weights: Option<&'a Bound<'py, PyDict>>,
+    timeout_ms: Option<u64>,
+}
+
+/// A dict of named weights (`{"text": 0.5}`) as the engine's pairs.
+fn weights_of<T: std::str::FromStr<Err = tessera::UnknownName>>(
+    py: Python<'_>,
+    w: Option<&Bound<'_, PyDict>>,
+    what: &str,
+) -> PyResult<Vec<(T, f64)>> {
+    let Some(w) = w else { return Ok(Vec::new()) };
+    w.iter()
+        .map(|(key, weight)| {
+            let key: String = key.extract().map_err(|_| invalid(py, format!("{what}: keys must be str")))?;
+            let weight: f64 = weight.extract().map_err(|_| invalid(py, format!("{what}: values must be numbers")))?;
+            Ok((named(py, &key)?, weight))
+        })
+        .collect()
+}
+
+/// A rank from Python's `rank`, `rank_norm` and rank weights (names as `search` takes them).
+fn rank_of(
+    py: Python<'_>,
+    rank: Option<&str>,
+    norm: Option<&str>,
+    weights: Option<&Bound<'_, PyDict>>,
+    what: &str,
+) -> PyResult<Option<tessera::Rank>> {
+    let kind = rank.map(|r| named::<tessera::RankKind>(py, r)).transpose()?;
+    let norm = norm.map(|n| named::<tessera::Norm>(py, n)).transpose()?;
+    tessera::Rank::from_parts(kind, norm, &weights_of(py, weights, what)?).or_py(py)
 }
 
 impl SearchOptions<'_, '_> {
@@ -586,13 +630,13 @@ impl SearchOptions<'_, '_> {
         (q.vector, q.rerank_only) = (self.vector, self.rerank_only);
         let kind = self.fusion.map(|f| named::<tessera::FusionKind>(py, f)).transpose()?;
         q.fusion = Fusion::from_parts(kind, self.rrf_k0).or_py(py)?;
-        if let Some(w) = self.weights {
-            for (source, weight) in w.iter() {
-                let source: String = source.extract().map_err(|_| invalid(py, "weights: keys must be str"))?;
-                let weight: f64 = weight.extract().map_err(|_| invalid(py, "weights: values must be numbers"))?;
-                q.weights.push((named(py, &source)?, weight));
-            }
-        }
+        q.weights = weights_of(py, self.weights, "weights")?;
+        q.rank = rank_of(py, self.rank, self.rank_norm, self.rank_weights, "rank_weights")?;
+        q.deadline = match self.timeout_ms {
+            Some(0) => return Err(invalid(py, "timeout_ms must be at least 1")),
+            Some(ms) => Some(std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+            None => None,
+        };
         Ok(q)
     }
 }
@@ -795,11 +839,16 @@ impl Collection {
     /// `screening="binary"` their sign codes first keep the best `rerank`
     /// (default 64); `exact=True` scores every document. `filter` is a payload filter (a dict or its JSON text, see
     /// docs/FILTERS.md). Any of `text` (BM25 query), `ids` (candidate ids),
-    /// `vector`, `rerank_only`, `fusion` ("rrf" or "weighted"), `rrf_k0` or
-    /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) makes it a hybrid
-    /// query: the sources' candidates fused, then reranked by MaxSim when a
-    /// query is given.
-    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    /// `vector`, `rerank_only`, `fusion` ("rrf" or "weighted"), `rrf_k0`,
+    /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) or `rank` makes it a
+    /// hybrid query: the sources' candidates fused, then, when a query is
+    /// given, scored by MaxSim and ordered by `rank`: "maxsim", or "linear"
+    /// (Σ w·normalised score over the candidates; `rank_norm` "zscore" or
+    /// "minmax", `rank_weights` {"maxsim" (default 1)|"bm25"|"vector": w}).
+    /// Without `rank`, the collection's `ranking()` (see `tessera tune`).
+    /// `timeout_ms`: stop the search after that long and raise
+    /// `DeadlineExceededError`.
+    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None, rank=None, rank_norm=None, rank_weights=None, timeout_ms=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -819,6 +868,10 @@ impl Collection {
         fusion: Option<&str>,
         rrf_k0: Option<f64>,
         weights: Option<&Bound<'_, PyDict>>,
+        rank: Option<&str>,
+        rank_norm: Option<&str>,
+        rank_weights: Option<&Bound<'_, PyDict>>,
+        timeout_ms: Option<u64>,
     ) -> PyResult<Vec<Hit>> {
         let (_db, c) = self.live(py)?;
         let opts = SearchOptions {
@@ -836,6 +889,10 @@ impl Collection {
             fusion,
             rrf_k0,
             weights,
+            rank,
+            rank_norm,
+            rank_weights,
+            timeout_ms,
         };
         let req = opts.request(py, self.query_of(py, query, "query")?)?;
         let out = engine(py, || c.search_request(&req)).or_py(py)?;
@@ -849,7 +906,7 @@ impl Collection {
     /// (one pass over each document they share); a hybrid one runs query by
     /// query in parallel. A bad query raises, naming its index. At most
     /// 1024 queries and 262144 query tokens in all.
-    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None))]
+    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None, rank=None, rank_norm=None, rank_weights=None, timeout_ms=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -869,6 +926,10 @@ impl Collection {
         fusion: Option<&str>,
         rrf_k0: Option<f64>,
         weights: Option<&Bound<'_, PyDict>>,
+        rank: Option<&str>,
+        rank_norm: Option<&str>,
+        rank_weights: Option<&Bound<'_, PyDict>>,
+        timeout_ms: Option<u64>,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let (_db, c) = self.live(py)?;
         let opts = SearchOptions {
@@ -886,6 +947,10 @@ impl Collection {
             fusion,
             rrf_k0,
             weights,
+            rank,
+            rank_norm,
+            rank_weights,
+            timeout_ms,
         };
         let qs = items(py, queries, "queries")?
             .iter()
@@ -920,8 +985,11 @@ impl Collection {
     /// `exclude_above_score` × the best positive's score, `per_query` of them
     /// sampled with a generator seeded by `seed` and `query_id`. Returns
     /// `(negatives, positives)`: hits in rank order, and the live positives
-    /// with their exact MaxSim scores, best first. As `tessera mine-negatives`.
-    #[pyo3(signature = (query_id, query, positives, *, range=(10, 100), per_query=7, exclude_above_score=None, seed=42, candidates=None, exact=false, require_text=true))]
+    /// with their exact MaxSim scores, best first. With `text` (the query's
+    /// text) the retrieval is hybrid (MaxSim and BM25 candidates) ordered by
+    /// `rank`/`rank_norm`/`rank_weights` as `search` takes them (default: the
+    /// collection's ranking); scores stay MaxSim. As `tessera mine-negatives`.
+    #[pyo3(signature = (query_id, query, positives, *, range=(10, 100), per_query=7, exclude_above_score=None, seed=42, candidates=None, exact=false, require_text=true, text=None, rank=None, rank_norm=None, rank_weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn mine_negatives(
         &self,
@@ -936,10 +1004,15 @@ impl Collection {
         candidates: Option<usize>,
         exact: bool,
         require_text: bool,
+        text: Option<&str>,
+        rank: Option<&str>,
+        rank_norm: Option<&str>,
+        rank_weights: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Vec<Hit>, Vec<Hit>)> {
         let (_db, c) = self.live(py)?;
         let tokens = tokens_of(py, query, &|| "query".to_string())?;
         let positives = ids_of(py, positives)?;
+        let rank = rank_of(py, rank, rank_norm, rank_weights, "rank_weights")?;
         let p = tessera::MineParams {
             range,
             per_query,
@@ -948,8 +1021,9 @@ impl Collection {
             candidates: candidates.unwrap_or(tessera::DEFAULT_CANDIDATES),
             exact,
             require_text,
+            rank,
         };
-        let m = engine(py, || c.mine_negatives(query_id, &tokens, &positives, &p)).or_py(py)?;
+        let m = engine(py, || c.mine_negatives_with(query_id, &tokens, text, &positives, &p)).or_py(py)?;
         let hits = |v: Vec<tessera::SearchHit>| v.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>();
         Ok((hits(m.negatives)?, hits(m.positives)?))
     }
@@ -972,8 +1046,9 @@ impl Collection {
     /// scale and code), segment_bytes_per_token (segment bytes on disk per
     /// token), index_bytes_per_token (candidate-index bytes per token),
     /// centroids (a centroids index's codebook size, once trained), build
-    /// (seconds spent sealing segments since opened) and last_flush_error
-    /// when the last automatic flush failed.
+    /// (seconds spent sealing segments since opened), ranking (the default
+    /// ranking of hybrid queries) and last_flush_error when the last
+    /// automatic flush failed.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
         let stats = engine(py, || c.stats());
@@ -987,6 +1062,32 @@ impl Collection {
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         let (_db, c) = self.live(py)?;
         Ok(c.len())
+    }
+
+    /// The default ranking of hybrid queries that give query tokens and no
+    /// `rank`, as a dict: {"rank": "maxsim"} or {"rank": "linear", "norm",
+    /// "weights", "candidates"?}.
+    fn ranking<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (_db, c) = self.live(py)?;
+        let v = serde_json::to_value(c.ranking()).map_err(|e| invalid(py, e.to_string()))?;
+        to_python(py, &v)
+    }
+
+    /// Sets the default ranking (stored with the collection): `rank`
+    /// "maxsim" or "linear" with `norm` and `weights` as `search` takes
+    /// them, and `candidates` per source of hybrid queries that do not say.
+    #[pyo3(signature = (rank, *, norm=None, weights=None, candidates=None))]
+    fn set_ranking(
+        &self,
+        py: Python<'_>,
+        rank: &str,
+        norm: Option<&str>,
+        weights: Option<&Bound<'_, PyDict>>,
+        candidates: Option<usize>,
+    ) -> PyResult<()> {
+        let (_db, c) = self.live(py)?;
+        let rank = rank_of(py, Some(rank), norm, weights, "weights")?.expect("a rank kind was given");
+        engine(py, || c.set_ranking(tessera::Ranking { rank, candidates })).or_py(py)
     }
 
     /// The candidates a two-stage search for `k` results hands to the exact

@@ -34,6 +34,7 @@ from .errors import (
     TesseraError,
     TesseraIOError,
     UnavailableError,
+    DeadlineExceededError,
 )
 from .helpers import ingest, to_tokens
 
@@ -56,6 +57,7 @@ __all__ = [
     "CorruptionError",
     "TesseraIOError",
     "UnavailableError",
+    "DeadlineExceededError",
     "AuthenticationError",
     "__version__",
 ]

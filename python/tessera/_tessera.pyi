@@ -23,6 +23,7 @@ class Hit:
     payload: Any
     fused: Optional[float]
     sources: List[Dict[str, Any]]
+    components: List[Dict[str, Any]]
     def __init__(
         self,
         id: str,
@@ -31,6 +32,7 @@ class Hit:
         payload: Any = None,
         fused: Optional[float] = None,
         sources: Optional[List[Dict[str, Any]]] = None,
+        components: Optional[List[Dict[str, Any]]] = None,
     ) -> None: ...
 
 class Document:
@@ -93,6 +95,10 @@ class Collection:
         fusion: Optional[str] = None,
         rrf_k0: Optional[float] = None,
         weights: Optional[Dict[str, float]] = None,
+        rank: Optional[str] = None,
+        rank_norm: Optional[str] = None,
+        rank_weights: Optional[Dict[str, float]] = None,
+        timeout_ms: Optional[int] = None,
     ) -> List[Hit]: ...
     def search_batch(
         self,
@@ -112,6 +118,10 @@ class Collection:
         fusion: Optional[str] = None,
         rrf_k0: Optional[float] = None,
         weights: Optional[Dict[str, float]] = None,
+        rank: Optional[str] = None,
+        rank_norm: Optional[str] = None,
+        rank_weights: Optional[Dict[str, float]] = None,
+        timeout_ms: Optional[int] = None,
     ) -> List[List[Hit]]: ...
     def rerank(self, query: TokenArray, ids: Sequence[str]) -> Reranked: ...
     def mine_negatives(
@@ -127,11 +137,24 @@ class Collection:
         candidates: Optional[int] = None,
         exact: bool = False,
         require_text: bool = True,
+        text: Optional[str] = None,
+        rank: Optional[str] = None,
+        rank_norm: Optional[str] = None,
+        rank_weights: Optional[Dict[str, float]] = None,
     ) -> Tuple[List[Hit], List[Hit]]: ...
     def flush(self) -> None: ...
     def compact(self) -> None: ...
     def stats(self) -> Dict[str, Any]: ...
     def __len__(self) -> int: ...
+    def ranking(self) -> Dict[str, Any]: ...
+    def set_ranking(
+        self,
+        rank: str,
+        *,
+        norm: Optional[str] = None,
+        weights: Optional[Dict[str, float]] = None,
+        candidates: Optional[int] = None,
+    ) -> None: ...
     def default_candidates(self, k: int) -> int:
         """The candidates a two-stage search for `k` results hands to the exact
         MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents)."""

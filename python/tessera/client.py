@@ -41,6 +41,9 @@ _ERRORS = {
     "unauthenticated": errors.AuthenticationError,
     "permission_denied": errors.AuthenticationError,
     "unavailable": errors.UnavailableError,
+    "deadline_exceeded": errors.DeadlineExceededError,
+    "request_timeout": errors.DeadlineExceededError,
+    "too_many_connections": errors.UnavailableError,
 }
 
 
@@ -277,7 +280,11 @@ class Client:
 
 def _hit(h: dict) -> Hit:
     sources = [{"source": s["source"], "rank": s["rank"], "score": _f32(s["score"])} for s in h.get("sources", [])]
-    return Hit(h["id"], _f32(h["score"]), h.get("text"), h.get("payload"), h.get("fused"), sources)
+    def opt(x: Optional[float]) -> Optional[float]:
+        return None if x is None else _f32(x)
+
+    components = [{**c, "raw": opt(c.get("raw")), "value": opt(c.get("value"))} for c in h.get("components", [])]
+    return Hit(h["id"], _f32(h["score"]), h.get("text"), h.get("payload"), h.get("fused"), sources, components)
 
 
 class RemoteCollection:
@@ -452,11 +459,16 @@ class RemoteCollection:
         fusion: Optional[str] = None,
         rrf_k0: Optional[float] = None,
         weights: Optional[Dict[str, float]] = None,
+        rank: Optional[str] = None,
+        rank_norm: Optional[str] = None,
+        rank_weights: Optional[Dict[str, float]] = None,
+        timeout_ms: Optional[int] = None,
     ) -> List[Hit]:
-        """As :meth:`tessera.Collection.search`."""
+        """As :meth:`tessera.Collection.search` (``timeout_ms``: the server's default when None)."""
         body = self._search_body(
             query, "query", k, candidates=candidates, ef=ef, nprobe=nprobe, rerank=rerank, exact=exact, filter=filter,
             text=text, ids=ids, vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
+            rank=rank, rank_norm=rank_norm, rank_weights=rank_weights, timeout_ms=timeout_ms,
         )  # fmt: skip
         return [_hit(h) for h in self._post("search", body)["hits"]]
 
@@ -492,6 +504,10 @@ class RemoteCollection:
 
     def __len__(self) -> int:
         return int(self.stats()["documents"])
+
+    def ranking(self) -> dict:
+        """As :meth:`tessera.Collection.ranking` (set it with ``tessera tune`` or in-process)."""
+        return dict(self.stats()["ranking"])
 
 
 __all__ = ["Client", "RemoteCollection"]

@@ -20,6 +20,8 @@ TesseraIOError                the file system failed (also an ``OSError``)
 UnavailableError              the database is closed, open in another process, or a
                               collection refuses writes after a failed write; the
                               server is shutting down
+DeadlineExceededError         a search ran past its ``timeout_ms`` and was stopped
+                              (also a ``TimeoutError``)
 AuthenticationError           the server refused the API key (also a ``PermissionError``)
 ============================  ======================================================
 """
@@ -74,6 +76,13 @@ class UnavailableError(TesseraError):
     """The database or server cannot take the call now (closed, locked, shutting down)."""
 
 
+class DeadlineExceededError(TesseraError, TimeoutError):
+    """A search ran past its deadline (``timeout_ms``) and was stopped."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class AuthenticationError(TesseraError, PermissionError):
     """The server refused the API key (missing, unknown, or read-only for a write)."""
 
@@ -89,5 +98,6 @@ __all__ = [
     "CorruptionError",
     "TesseraIOError",
     "UnavailableError",
+    "DeadlineExceededError",
     "AuthenticationError",
 ]

@@ -37,6 +37,7 @@ def test_client_answers_as_the_embedded_engine(server, tmp_path, rng):
             dict(k=5, candidates=20, filter={"field": "even", "eq": True}),
             dict(k=5, text="topic 2"),
             dict(k=5, text="topic 1", fusion="weighted", weights={"text": 2.0}),
+            dict(k=5, text="topic 3", rank="linear", rank_norm="minmax", rank_weights={"bm25": 0.5}),
             dict(k=5, ids=["doc-0001", "doc-0005", "doc-0009"], rerank_only=True),
         ]
         for q in queries:
@@ -46,6 +47,7 @@ def test_client_answers_as_the_embedded_engine(server, tmp_path, rng):
             for h in remote.search(q, k=3, exact=True):
                 assert abs(h.score - maxsim(q, docs[h.id])) <= 1e-3
         assert remote.search(text="passage doc-0011", k=3) == local.search(text="passage doc-0011", k=3)
+        assert remote.ranking() == local.ranking() == {"rank": "maxsim"}
         assert remote.search_batch(queries, k=4) == local.search_batch(queries, k=4)
         r, l = remote.rerank(queries[0], ["doc-0002", "nope", "doc-0003"]), local.rerank(queries[0], ["doc-0002", "nope", "doc-0003"])
         assert r.hits == l.hits and r.missing == l.missing == ["nope"]

@@ -409,3 +409,58 @@ def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
         col.search(q, 10, ef=50)
     with pytest.raises(tessera.InvalidInputError, match="nprobe"):
         col.search(q, 10, nprobe=0)
+
+
+def test_linear_rank_against_numpy_and_the_collection_ranking(tmp_path, rng):
+    """rank="linear" against a numpy reference (z-scores over every document,
+    BM25 from the text source with its lowest score as the floor); the
+    collection's ranking orders a query that says no rank and survives a
+    reopen; mining with the query text follows the fused order."""
+    docs = corpus(rng, 60, DIM)
+    q = rng.standard_normal((4, DIM)).astype(np.float32)
+    text, w = "topic 3 passage", 0.6
+    with tessera.Database(tmp_path / "db") as db:
+        col = db.create_collection("c", DIM, index="none")  # exact: every document is a candidate
+        fill(col, docs)
+        hits = col.search(q, k=8, text=text, candidates=60, rank="linear", rank_weights={"bm25": w})
+        bm25 = {h.id: h.sources[0]["score"] for h in col.search(text=text, k=60)}  # the text source's scores
+        ids = sorted(docs)
+        m = np.array([maxsim(q, docs[i]) for i in ids])
+        floor = min(bm25.values())
+        b = np.array([bm25.get(i, floor) for i in ids], dtype=np.float64)
+        score = (m - m.mean()) / m.std() + w * (b - b.mean()) / b.std()
+        want = sorted(zip(ids, score), key=lambda x: (-x[1], x[0]))[:8]
+        assert_matches(hits, want, tol=1e-4)
+        for h in hits:
+            assert [c["signal"] for c in h.components] == ["maxsim", "bm25"]
+            assert abs(h.components[0]["raw"] - maxsim(q, docs[h.id])) <= 1e-3
+            assert (h.components[1]["raw"] is None) == (h.id not in bm25)
+        assert col.ranking() == {"rank": "maxsim"}
+        col.set_ranking("linear", weights={"bm25": w}, candidates=60)
+        assert col.search(q, k=8, text=text) == hits
+        with pytest.raises(tessera.InvalidInputError, match="not 0"):
+            col.set_ranking("linear", weights={"maxsim": 0})
+        with pytest.raises(tessera.InvalidInputError, match="unknown rank signal"):
+            col.search(q, text=text, rank="linear", rank_weights={"title": 1.0})
+        negatives, _ = col.mine_negatives("q", q, [], range=(1, 8), per_query=8, require_text=False, text=text)
+        assert [h.id for h in negatives] == [h.id for h in hits]
+        assert all(abs(h.score - maxsim(q, docs[h.id])) <= 1e-3 for h in negatives)
+    with tessera.Database(tmp_path / "db") as db:
+        col = db.collection("c")
+        assert col.ranking() == {"rank": "linear", "norm": "zscore", "weights": {"maxsim": 1.0, "bm25": w}, "candidates": 60}
+        assert col.search(q, k=8, text=text) == hits
+
+
+def test_timeout_ms_stops_a_search(db, rng):
+    docs = corpus(rng, 200, DIM)
+    col = db.create_collection("c", DIM)
+    fill(col, docs)
+    q = rng.standard_normal((4, DIM)).astype(np.float32)
+    assert col.search(q, k=5, exact=True, timeout_ms=600_000) == col.search(q, k=5, exact=True)
+    # 1 ms for a batch whose scoring takes far longer (64 queries of 32 tokens over 200 documents, every one exact).
+    long = rng.standard_normal((32, DIM)).astype(np.float32)
+    with pytest.raises(tessera.DeadlineExceededError) as e:
+        col.search_batch([long] * 64, k=5, exact=True, timeout_ms=1)
+    assert isinstance(e.value, TimeoutError)
+    with pytest.raises(tessera.InvalidInputError, match="at least 1"):
+        col.search(q, timeout_ms=0)

@@ -95,8 +95,9 @@ pub enum SearchMode {
     /// BM25 over the query's text alone.
     Text { k: usize, filter: Option<tessera::Filter> },
     /// Two-stage MaxSim candidates and BM25 candidates of the query's text,
-    /// fused, reranked by exact MaxSim.
-    Hybrid { params: SearchParams, fusion: tessera::Fusion },
+    /// fused, scored by exact MaxSim and ordered by `rank` (`None`: the
+    /// collection's ranking).
+    Hybrid { params: SearchParams, fusion: tessera::Fusion, rank: Option<tessera::Rank> },
 }
 
 impl SearchMode {
@@ -108,8 +109,17 @@ impl SearchMode {
             SearchMode::Tensor(p) if p.exact || !staged => "exact".into(),
             SearchMode::Tensor(p) => format!("two-stage, {} candidates", p.effective_candidates(c.len())),
             SearchMode::Text { .. } => "BM25".into(),
-            SearchMode::Hybrid { params, .. } => {
-                format!("hybrid, {} candidates per source", params.effective_candidates(c.len()))
+            SearchMode::Hybrid { params, rank, .. } => {
+                let rank = rank.clone().unwrap_or_else(|| c.ranking().rank);
+                let order = match &rank {
+                    tessera::Rank::MaxSim => "MaxSim".to_string(),
+                    tessera::Rank::Linear { norm, weights } => {
+                        let w: Vec<String> = weights.iter().map(|(s, w)| format!("{s} {w}")).collect();
+                        format!("linear {norm} ({})", w.join(", "))
+                    }
+                };
+                let n = params.candidates.unwrap_or_else(|| c.hybrid_candidates(params.k));
+                format!("hybrid, {n} candidates per source, ordered by {order}")
             }
         }
     }
@@ -123,12 +133,13 @@ impl SearchMode {
         match self {
             SearchMode::Tensor(p) => c.search_with(&q.tokens, p),
             SearchMode::Text { k, filter } => c.search_text(text(), *k, filter.as_ref()),
-            SearchMode::Hybrid { params, fusion } => {
+            SearchMode::Hybrid { params, fusion, rank } => {
                 let mut h = tessera::HybridQuery::new(params.k)
                     .with_tensor(q.tokens.clone())
                     .with_text(text())
-                    .with_candidates(params.effective_candidates(c.len()))
+                    .with_candidates(params.candidates.unwrap_or_else(|| c.hybrid_candidates(params.k)))
                     .with_fusion(fusion.clone());
+                h.rank = rank.clone();
                 if let Some(f) = &params.filter {
                     h = h.with_filter(f.clone());
                 }
@@ -156,6 +167,7 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
                     "storage": s.storage, "screening": s.screening, "bytes_per_token": s.bytes_per_token,
                     "segment_bytes_per_token": s.segment_bytes_per_token, "index": s.index,
                     "index_bytes_per_token": s.index_bytes_per_token, "centroids": s.centroids,
+                    "ranking": s.ranking,
                 })
             })
             .collect();
@@ -205,6 +217,9 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     }
     if stats.is_empty() {
         writeln!(out, "(no collections)")?;
+    }
+    for s in stats.iter().filter(|s| s.ranking != tessera::Ranking::default()) {
+        writeln!(out, "{}: hybrid queries ranked by {}", s.name, serde_json::to_string(&s.ranking)?)?;
     }
     Ok(())
 }

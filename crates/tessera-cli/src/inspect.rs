@@ -3,11 +3,17 @@
 //! database (no lock is taken, nothing is written).
 //!
 //! Each file is told apart by its name (`seg-*.tseg`, `del-*.tdel`,
-//! `wal-*.log`, `hnsw-*.tidx`, `MANIFEST`), else by its magic. The reports
-//! come from `tessera_format` (`segment::inspect`, `deletes::inspect`,
-//! `wal::inspect`, `envelope::inspect`) and, for HNSW files, from
-//! `tessera_index::HnswLayout::parse` plus the shared section-table walk. A
-//! torn WAL tail is a warning (the engine cuts it on open); anything else
+//! `wal-*.log`, `hnsw-*.tidx`, `cbk-*.tcbk`, `ivf-*.tivf`, `MANIFEST`), else
+//! by its magic. The reports come from `tessera_format` (`segment::inspect`,
+//! `deletes::inspect`, `wal::inspect`, `envelope::inspect`) and, for index
+//! files, from `tessera_index` (`HnswLayout::parse` plus the shared
+//! section-table walk, `CodebookLayout::parse`). A segment's full-text
+//! folder (`text-*`) is opened by `tessera_text` (tantivy's checksum of
+//! every file) and its `meta.json` and `.managed.json` checked against the
+//! checksum the manifest recorded. With `--db`, each collection is then
+//! opened read-only as the engine opens it, so that `inspect` refuses what
+//! opening refuses (a centroid index is checked against its segment there).
+//! A torn WAL tail is a warning (the engine cuts it on open); anything else
 //! that fails makes the command exit with 1.
 
 use crate::bulk::Result;
@@ -20,7 +26,7 @@ use tessera_format::{FormatError, deletes, envelope, segment, wal};
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["files", "db"])))]
 pub struct InspectArgs {
-    /// Files to inspect: segments, deletion vectors, WALs, HNSW indexes, MANIFEST.
+    /// Files to inspect: segments, deletion vectors, WALs, HNSW indexes, codebooks, MANIFEST.
     pub files: Vec<PathBuf>,
     /// Inspect every file of every collection of this database (read only).
     #[arg(long, conflicts_with = "files")]
@@ -43,6 +49,8 @@ enum Kind {
     Deletes,
     Wal,
     Hnsw,
+    Codebook,
+    CentroidIndex,
     Manifest,
 }
 
@@ -53,6 +61,8 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
         ("del-", ".tdel", Kind::Deletes),
         ("wal-", ".log", Kind::Wal),
         ("hnsw-", ".tidx", Kind::Hnsw),
+        ("cbk-", ".tcbk", Kind::Codebook),
+        ("ivf-", ".tivf", Kind::CentroidIndex),
     ];
     if name == "MANIFEST" {
         return Some(Kind::Manifest);
@@ -65,6 +75,8 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
         m if m == deletes::MAGIC => Some(Kind::Deletes),
         m if m == wal::MAGIC => Some(Kind::Wal),
         m if m == tessera_index::hnsw::MAGIC => Some(Kind::Hnsw),
+        m if m == tessera_index::centroids::codebook::MAGIC => Some(Kind::Codebook),
+        m if m == tessera_index::centroids::ivf::MAGIC => Some(Kind::CentroidIndex),
         m if m == MANIFEST_MAGIC => Some(Kind::Manifest),
         _ => None,
     }
@@ -174,7 +186,8 @@ fn deletes_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
     Ok(verdict_of(&r.verdict))
 }
 
-/// File ids the manifest names, by kind prefix ("seg", "del", "hnsw", "wal").
+/// File ids the manifest names, by kind prefix ("seg", "del", "hnsw",
+/// "ivf", "cbk", "text", "wal").
 type Named = Vec<(&'static str, u64)>;
 
 fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option<Named>)> {
@@ -202,16 +215,21 @@ fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option
         segs.len()
     )?;
     let mut named: Named = m["wal"].as_u64().map(|w| ("wal", w)).into_iter().collect();
+    named.extend(m["codebook"].as_u64().map(|id| ("cbk", id)));
+    let index = if m["config"]["index"].get("centroids").is_some() { "ivf" } else { "hnsw" };
     for s in &segs {
         writeln!(
             out,
-            "    segment {}  documents {}  tokens {}  deletes {}  index {}",
-            s["id"], s["n_docs"], s["n_tokens"], s["deletes"], s["index"]
+            "    segment {}  documents {}  tokens {}  deletes {}  index {}  text {}",
+            s["id"], s["n_docs"], s["n_tokens"], s["deletes"], s["index"], s["text"]
         )?;
-        for (key, kind) in [("id", "seg"), ("deletes", "del"), ("index", "hnsw")] {
+        for (key, kind) in [("id", "seg"), ("deletes", "del"), ("index", index), ("text", "text"), ("codebook", "cbk")]
+        {
             named.extend(s[key].as_u64().map(|id| (kind, id)));
         }
     }
+    named.sort();
+    named.dedup();
     Ok((Verdict::Ok, Some(named)))
 }
 
@@ -252,6 +270,59 @@ fn wal_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
         (Some(e), _) => Verdict::Corrupt(e.to_string()),
         (None, t) => t,
     })
+}
+
+fn codebook_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    let parsed = with_aligned(bytes, tessera_index::centroids::CodebookLayout::parse);
+    if let Ok(l) = &parsed {
+        writeln!(out, "  codebook: centroids {}  dim {}", l.info.k, l.info.dim)?;
+    }
+    Ok(verdict_of(&parsed))
+}
+
+/// A segment's full-text folder: opened as the engine opens it (tantivy's
+/// checksums, the schema of `language`), and its metadata files against
+/// the checksum the manifest recorded (`text_crc`, when it has one).
+fn text_report(
+    dir: &Path,
+    language: Option<tessera_text::Language>,
+    crc: Option<u32>,
+    out: &mut dyn Write,
+) -> Result<Verdict> {
+    let files = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    writeln!(out, "{} (full-text index, {files} files)", dir.display())?;
+    let mut verdict = Verdict::Ok;
+    match tessera_text::meta_checksum(dir) {
+        Ok(got) => {
+            let names = tessera_text::UNCHECKED_FILES.join(" and ");
+            match crc {
+                Some(want) => writeln!(out, "  checksum of {names}  {}", ok_or_mismatch(want, Some(got)))?,
+                None => writeln!(out, "  checksum of {names}  {got:08x} (the manifest recorded none)")?,
+            }
+            if crc.is_some_and(|want| want != got) {
+                verdict = Verdict::Corrupt(format!("checksum of {names} does not match the manifest"));
+            }
+        }
+        Err(e) => verdict = Verdict::Corrupt(format!("cannot read: {e}")),
+    }
+    if let (Verdict::Ok, Some(lang)) = (&verdict, language) {
+        match tessera_text::TextIndex::open(dir, lang) {
+            Ok(ix) => writeln!(out, "  tantivy: every file's checksum OK, segments {}", ix.num_segments())?,
+            Err(e) => verdict = Verdict::Corrupt(e.to_string()),
+        }
+    }
+    print_verdict(&verdict, out)?;
+    Ok(verdict)
+}
+
+fn print_verdict(v: &Verdict, out: &mut dyn Write) -> Result<()> {
+    match v {
+        Verdict::Ok => writeln!(out, "  verdict: OK")?,
+        Verdict::Warning(w) => writeln!(out, "  verdict: OK with a warning: {w}")?,
+        Verdict::Corrupt(e) => writeln!(out, "  verdict: CORRUPT: {e}")?,
+    }
+    writeln!(out)?;
+    Ok(())
 }
 
 fn le(bytes: &[u8], at: usize, n: usize) -> u64 {
@@ -341,15 +412,15 @@ fn inspect_file(path: &Path, out: &mut dyn Write) -> Result<(Verdict, Option<Nam
         Some(Kind::Deletes) => (deletes_report(&bytes, out)?, None),
         Some(Kind::Wal) => (wal_report(&bytes, out)?, None),
         Some(Kind::Hnsw) => (hnsw_report(&bytes, out)?, None),
+        Some(Kind::Codebook) => (codebook_report(&bytes, out)?, None),
+        Some(Kind::CentroidIndex) => {
+            writeln!(out, "  a centroid index: checked against its segment when the collection is opened")?;
+            (Verdict::Ok, None)
+        }
         Some(Kind::Manifest) => manifest_report(&bytes, out)?,
         None => (Verdict::Corrupt("not a Tessera file (unknown name and magic)".into()), None),
     };
-    match &v {
-        Verdict::Ok => writeln!(out, "  verdict: OK")?,
-        Verdict::Warning(w) => writeln!(out, "  verdict: OK with a warning: {w}")?,
-        Verdict::Corrupt(e) => writeln!(out, "  verdict: CORRUPT: {e}")?,
-    }
-    writeln!(out)?;
+    print_verdict(&v, out)?;
     Ok((v, named))
 }
 
@@ -377,6 +448,9 @@ fn file_name_of(kind: &str, id: u64) -> String {
         "seg" => format!("seg-{id:016}.tseg"),
         "del" => format!("del-{id:016}.tdel"),
         "hnsw" => format!("hnsw-{id:016}.tidx"),
+        "ivf" => format!("ivf-{id:016}.tivf"),
+        "cbk" => format!("cbk-{id:016}.tcbk"),
+        "text" => format!("text-{id:016}"),
         _ => format!("wal-{id:016}.log"),
     }
 }
@@ -388,6 +462,18 @@ fn inspect_collection(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<
     let manifest = dir.join("MANIFEST");
     let (v, named) = inspect_file(&manifest, out)?;
     t.add(&manifest, &v);
+    // The full-text settings and checksums, when the manifest reads.
+    let m: serde_json::Value = std::fs::read(&manifest)
+        .ok()
+        .and_then(|b| {
+            envelope::decode(&b, MANIFEST_MAGIC, 1).ok().and_then(|(_, body)| serde_json::from_slice(body).ok())
+        })
+        .unwrap_or_default();
+    let language: Option<tessera_text::Language> = serde_json::from_value(m["config"]["text"]["language"].clone()).ok();
+    let text_crc = |id: u64| {
+        m["segments"].as_array().into_iter().flatten().find(|s| s["text"].as_u64() == Some(id))?["text_crc"].as_u64()
+    };
+    let text_ids: Vec<u64> = named.iter().flatten().filter(|(k, _)| *k == "text").map(|(_, id)| *id).collect();
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -400,6 +486,9 @@ fn inspect_collection(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<
         if !names.contains(n) {
             writeln!(out, "{}: named by the manifest but missing\n  verdict: CORRUPT\n", p.display())?;
             t.add(&p, &Verdict::Corrupt("missing".into()));
+        } else if let Some(&id) = text_ids.iter().find(|id| file_name_of("text", **id) == *n) {
+            let v = text_report(&p, language, text_crc(id).map(|c| c as u32), out)?;
+            t.add(&p, &v);
         } else {
             let (v, _) = inspect_file(&p, out)?;
             t.add(&p, &v);
@@ -439,6 +528,26 @@ pub fn run(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
                 return Err(format!("{}: no such collection folder", dir.display()).into());
             }
             inspect_collection(&dir, &mut t, out)?;
+        }
+        // What opening refuses, inspect refuses: each collection opened
+        // read-only (no lock, nothing written) as the engine opens it.
+        let opened = tessera::Database::open_read_only(db);
+        for c in &cols {
+            let dir = root.join(c);
+            writeln!(out, "{} (collection {c}, opened as the engine opens it, read-only)", dir.display())?;
+            let v = match opened
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.collection(c).map_err(|e| e.to_string()))
+            {
+                Ok(col) => {
+                    writeln!(out, "  documents {}  segments {}", col.len(), col.stats().segments)?;
+                    Verdict::Ok
+                }
+                Err(e) => Verdict::Corrupt(format!("the engine refuses to open it: {e}")),
+            };
+            print_verdict(&v, out)?;
+            t.add(&dir, &v);
         }
     }
     for f in &a.files {

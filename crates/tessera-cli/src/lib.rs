@@ -12,7 +12,10 @@
 //! | [`inspect`] | `tessera inspect`: headers, counts and checksums of a collection's files |
 //! | [`ingest`] | `tessera ingest`: batching, validation, progress, --on-error, --resume |
 //! | [`serve`] | `tessera serve` (the query server) and `tessera bench serve` (its load test) |
+//! | [`tune`] | `tessera tune`: the weights of a collection's fused ranking, fitted on judgments |
+//! | [`args`] | arguments several commands share (named settings, the rank of hybrid search) |
 
+pub mod args;
 pub mod bench;
 pub mod bulk;
 pub mod commands;
@@ -23,3 +26,4 @@ pub mod inspect;
 pub mod mine;
 pub mod serve;
 pub mod synth;
+pub mod tune;

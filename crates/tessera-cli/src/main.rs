@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use tessera::{Database, SearchParams};
+use tessera_cli::args::named;
 use tessera_cli::bulk::Result;
 use tessera_cli::commands;
 
@@ -21,25 +22,34 @@ enum Cmd {
         /// Database folder; a temporary one (removed afterwards) if omitted.
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Documents to generate (clustered random tokens).
         #[arg(long, default_value_t = 5000)]
         docs: usize,
+        /// Mean tokens per document.
         #[arg(long, default_value_t = 48)]
         avg_tokens: usize,
+        /// Token dimension.
         #[arg(long, default_value_t = 128)]
         dim: usize,
+        /// Queries, each made from a document's tokens with noise.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Tokens per query.
         #[arg(long, default_value_t = 16)]
         query_tokens: usize,
+        /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
+        /// Seed of the generated corpus.
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
     /// Ingest a bulk-format folder (docs.jsonl + tokens.npy + offsets.npy).
     Ingest {
+        /// Database folder (created if missing).
         #[arg(long)]
         db: PathBuf,
+        /// Collection to write (created with the flags below if missing).
         #[arg(long)]
         collection: String,
         /// A bulk folder (docs.jsonl + tokens.npy + offsets.npy, or + tokens.safetensors),
@@ -74,13 +84,16 @@ enum Cmd {
     },
     /// Search with every query of a bulk-format folder; write a TREC run file.
     Search {
+        /// Database folder.
         #[arg(long)]
         db: PathBuf,
+        /// Collection to search.
         #[arg(long)]
         collection: String,
         /// Folder with queries.jsonl, tokens.npy, offsets.npy.
         #[arg(long)]
         queries: PathBuf,
+        /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// Output run file (`-` for stdout).
@@ -99,8 +112,10 @@ enum Cmd {
     },
     /// Merge a collection's segments into one, dropping deleted documents.
     Compact {
+        /// Database folder.
         #[arg(long)]
         db: PathBuf,
+        /// Collection to compact.
         #[arg(long)]
         collection: String,
     },
@@ -111,8 +126,10 @@ enum Cmd {
     },
     /// Show collections, documents, tokens, segments and bytes on disk.
     Info {
+        /// Database folder.
         #[arg(long)]
         db: PathBuf,
+        /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -120,20 +137,16 @@ enum Cmd {
     Eval(tessera_cli::eval_cmd::EvalArgs),
     /// Hard negatives for fine-tuning: retrieve, drop positives, sample a rank range (JSONL out).
     MineNegatives(tessera_cli::mine::MineArgs),
-    /// Dump headers, counts and checksums of segments, deletion vectors, WALs, HNSW indexes and
-    /// manifests, and verify them all (exit code 1 if anything is corrupt).
+    /// Fit the default ranking of a collection's hybrid queries (MaxSim and BM25 fused in the
+    /// final order) on relevance judgments, cross-validated; write it into the collection.
+    Tune(tessera_cli::tune::TuneArgs),
+    /// Dump headers, counts and checksums of segments, deletion vectors, WALs, HNSW indexes,
+    /// codebooks, full-text indexes and manifests, verify them all, and open each collection
+    /// read-only as the engine does (exit code 1 if anything is corrupt or refused).
     Inspect(tessera_cli::inspect::InspectArgs),
     /// Serve a database over HTTP (JSON) and gRPC until ctrl-c or SIGTERM
     /// (then drain requests in flight, flush and exit 0). See docs/SERVER.md.
     Serve(tessera_cli::serve::ServeArgs),
-}
-
-/// A parser of one of the engine's named settings: the names come from the
-/// setting's own list (and show in `--help`), so a new value needs no edit here.
-fn named<T: tessera::Named>() -> impl clap::builder::TypedValueParser<Value = T> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(T::all().iter().map(|t| t.name()))
-        .map(|s| *T::all().iter().find(|t| t.name() == s).expect("a listed name"))
 }
 
 /// How the search runs: two-stage (coarse candidates, exact rerank) or exact.
@@ -172,6 +185,8 @@ struct StageArgs {
     /// weighted (min-max scores). Only with --bm25.
     #[arg(long, value_parser = named::<tessera::FusionKind>())]
     fusion: Option<tessera::FusionKind>,
+    #[command(flatten)]
+    rank: tessera_cli::args::RankArgs,
 }
 
 impl StageArgs {
@@ -193,13 +208,16 @@ impl StageArgs {
         if self.fusion.is_some() && !self.bm25 {
             return Err("--fusion applies to a hybrid search: give it with --bm25".into());
         }
+        if self.rank.given() && !self.bm25 {
+            return Err("--rank, --rank-norm and --rank-weight order a hybrid search: give them with --bm25".into());
+        }
         let p = self.params(k)?;
         Ok(if self.bm25_only {
             commands::SearchMode::Text { k, filter: p.filter }
         } else if self.bm25 {
             let kind = self.fusion.unwrap_or(tessera::FusionKind::Rrf);
             let fusion = tessera::Fusion::from_parts(Some(kind), None)?.expect("a fusion kind was given");
-            commands::SearchMode::Hybrid { params: p, fusion }
+            commands::SearchMode::Hybrid { params: p, fusion, rank: self.rank.rank()? }
         } else {
             commands::SearchMode::Tensor(p)
         })
@@ -209,14 +227,19 @@ impl StageArgs {
 /// The random data of the kernel benchmarks.
 #[derive(clap::Args)]
 struct Shape {
+    /// Tokens of the random query.
     #[arg(long, default_value_t = 32)]
     query_tokens: usize,
+    /// Tokens of each random document.
     #[arg(long, default_value_t = 200)]
     doc_tokens: usize,
+    /// Token dimension.
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// Random documents (more than the caches hold measures streaming from memory).
     #[arg(long, default_value_t = 20000)]
     docs: usize,
+    /// Threads scoring the documents.
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -277,12 +300,16 @@ enum BenchCmd {
     /// Two-stage search against exact search on a collection: recall@k of the
     /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
     Search {
+        /// Database folder.
         #[arg(long)]
         db: PathBuf,
+        /// Collection to measure.
         #[arg(long)]
         collection: String,
+        /// Folder with queries.jsonl, tokens.npy, offsets.npy.
         #[arg(long)]
         queries: PathBuf,
+        /// Results per query (recall is of the exact top-k).
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// Candidate counts to measure (comma-separated).
@@ -485,6 +512,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Eval(a) => tessera_cli::eval_cmd::eval(&a, stdout)?,
         Cmd::MineNegatives(a) => tessera_cli::mine::run(&a, stdout)?,
+        Cmd::Tune(a) => tessera_cli::tune::run(&a, stdout)?,
         Cmd::Inspect(a) => tessera_cli::inspect::run(&a, stdout)?,
         Cmd::Serve(a) => tessera_cli::serve::serve(&a)?,
         Cmd::Bench { what: BenchCmd::Serve(a) } => tessera_cli::serve::load(&a, stdout)?,

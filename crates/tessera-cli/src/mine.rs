@@ -38,8 +38,10 @@ pub enum Layout {
 /// The command line of `tessera mine-negatives`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MineArgs {
+    /// Database folder.
     #[arg(long)]
     pub db: PathBuf,
+    /// Collection to retrieve from.
     #[arg(long)]
     pub collection: String,
     /// Folder with queries.jsonl (`id`, `text`), tokens.npy, offsets.npy.
@@ -74,8 +76,14 @@ pub struct MineArgs {
     #[arg(long, default_value_t = tessera::DEFAULT_CANDIDATES)]
     pub candidates: usize,
     /// Retrieve with exact MaxSim over every document (no coarse stage).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bm25")]
     pub exact: bool,
+    /// Retrieve with a hybrid query: two-stage MaxSim and BM25 of the query's text fused,
+    /// ordered by the collection's ranking (or --rank). Scores stay MaxSim.
+    #[arg(long)]
+    pub bm25: bool,
+    #[command(flatten)]
+    pub rank: crate::args::RankArgs,
     /// Output layout.
     #[arg(long, value_enum, default_value_t = Layout::FlagEmbedding)]
     pub layout: Layout,
@@ -158,7 +166,11 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
         candidates: a.candidates,
         exact: a.exact,
         require_text: true,
+        rank: a.rank.rank()?,
     };
+    if a.rank.given() && !a.bm25 {
+        return Err("--rank, --rank-norm and --rank-weight order hybrid mining: give them with --bm25".into());
+    }
     let mut reader = BulkReader::open(&a.queries, "queries.jsonl")?;
     let mut r = MineReport::default();
     while let Some(q) = reader.next_doc()? {
@@ -176,7 +188,9 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
             continue;
         };
         let judged: Vec<&str> = qrels[&q.id].iter().filter(|(_, rel)| **rel > 0.0).map(|(d, _)| d.as_str()).collect();
-        let m = c.mine_negatives(&q.id, &q.tokens, &judged, &params).map_err(|e| format!("query {:?}: {e}", q.id))?;
+        let m = c
+            .mine_negatives_with(&q.id, &q.tokens, a.bm25.then_some(text), &judged, &params)
+            .map_err(|e| format!("query {:?}: {e}", q.id))?;
         r.guarded += m.guarded;
         let neg = &m.negatives;
         if neg.is_empty() {

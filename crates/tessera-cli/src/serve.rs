@@ -43,22 +43,32 @@ pub struct ServeArgs {
     /// Open HTTP connections at most; more wait in the listen backlog.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Open HTTP connections one client address may hold; more are answered 429 and closed.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
     /// Log one JSON object per line (stderr) instead of text. The level is
     /// set by TESSERA_LOG (default info).
     #[arg(long)]
     pub log_json: bool,
+    /// Largest request body (HTTP) or message (gRPC), in bytes (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Most tokens in a query tensor (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_query_tokens)]
     pub max_query_tokens: usize,
+    /// Most tokens in one upserted document (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_doc_tokens)]
     pub max_doc_tokens: usize,
+    /// Most documents in one upsert (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_batch_docs)]
     pub max_batch_docs: usize,
+    /// Largest `k` of a search (at most 100000; 400 beyond).
     #[arg(long, default_value_t = Limits::default().max_k)]
     pub max_k: usize,
+    /// Largest `candidates`, `ef` or `rerank` of a search (at most 100000; 400 beyond).
     #[arg(long, default_value_t = Limits::default().max_candidates)]
     pub max_candidates: usize,
+    /// Most ids in a delete, get, rerank or search by ids (at most 100000; 413 beyond).
     #[arg(long, default_value_t = Limits::default().max_ids)]
     pub max_ids: usize,
     /// Most queries in one batch search.
@@ -67,8 +77,21 @@ pub struct ServeArgs {
     /// Most query tokens, over all its queries, in one batch search.
     #[arg(long, default_value_t = Limits::default().max_batch_tokens)]
     pub max_batch_tokens: usize,
+    /// Largest `get` answer, in bytes, estimated before it is built (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_response_bytes)]
     pub max_response_bytes: usize,
+    /// Largest payload of one upserted document, in bytes of compact JSON (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_payload_bytes)]
+    pub max_payload_bytes: usize,
+    /// Longest time an HTTP request body may take to arrive after its headers, in
+    /// milliseconds (408 after it; the connection is freed).
+    #[arg(long, default_value_t = Limits::default().body_timeout_ms)]
+    pub body_timeout_ms: usize,
+    /// Time a search may take from its arrival (waiting for a search slot included), in
+    /// milliseconds: then it is stopped, its slot freed, and answered 504 / DEADLINE_EXCEEDED.
+    /// The default of a request's `timeout_ms` and the most it may ask for.
+    #[arg(long, default_value_t = Limits::default().search_timeout_ms)]
+    pub search_timeout_ms: usize,
 }
 
 fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
@@ -109,6 +132,9 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_batch_queries: a.max_batch_queries,
         max_batch_tokens: a.max_batch_tokens,
         max_response_bytes: a.max_response_bytes,
+        max_payload_bytes: a.max_payload_bytes,
+        body_timeout_ms: a.body_timeout_ms,
+        search_timeout_ms: a.search_timeout_ms,
     };
     let config = ServerConfig {
         db: a.db.clone(),
@@ -119,6 +145,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         threads: a.threads,
         drain_timeout: Duration::from_secs_f64(a.drain_seconds),
         max_connections: a.max_connections as usize,
+        max_connections_per_address: a.max_connections_per_address as usize,
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {
@@ -135,13 +162,16 @@ pub struct LoadArgs {
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:7700")]
     pub url: String,
+    /// Collection to search.
     #[arg(long)]
     pub collection: String,
     /// Queries in the bulk format (queries.jsonl + tokens).
     #[arg(long)]
     pub queries: PathBuf,
+    /// Results per query.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Candidates of the two-stage search (default: the server's).
     #[arg(long)]
     pub candidates: Option<usize>,
     /// Exact (exhaustive) search instead of two-stage.

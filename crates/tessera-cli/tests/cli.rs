@@ -411,3 +411,48 @@ fn read_commands_write_nothing_and_run_beside_a_writer() {
     assert!(!missing.exists(), "nothing created");
     drop((col, writer));
 }
+
+/// Issue #16, CLI sharp edges: every subcommand's every flag and argument
+/// has help text (`--help` shows a description beside or under each).
+#[test]
+fn every_flag_has_help() {
+    let mut missing = Vec::new();
+    let top = common::ok(&["--help"]);
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    let subcommands = |help: &str| -> Vec<String> {
+        let list = help.split("Commands:").nth(1).unwrap_or("").split("\n\n").next().unwrap_or("");
+        list.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").map(String::from).collect()
+    };
+    for c in subcommands(&top) {
+        let help = common::ok(&[&c, "--help"]);
+        let subs = subcommands(&help);
+        if subs.is_empty() {
+            commands.push(vec![c]);
+        } else {
+            commands.extend(subs.into_iter().map(|s| vec![c.clone(), s]));
+        }
+    }
+    assert!(commands.len() >= 14, "{commands:?}");
+    for c in &commands {
+        let mut args: Vec<&str> = c.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = common::ok(&args);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            let indent = l.len() - t.len();
+            let is_item =
+                (2..=6).contains(&indent) && (t.starts_with("--") || t.starts_with('<') || t.starts_with("-"));
+            if !is_item || t.starts_with("-h, --help") {
+                continue;
+            }
+            // Beside it (two spaces after the name), or on the next, deeper-indented line.
+            let beside = t.split_once("  ").is_some_and(|(_, d)| !d.trim().is_empty() && !d.trim().starts_with('['));
+            let under = lines.get(i + 1).is_some_and(|n| n.len() - n.trim_start().len() > 6 && !n.trim().is_empty());
+            if !beside && !under {
+                missing.push(format!("tessera {}: {t}", c.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "flags without help:\n{}", missing.join("\n"));
+}

@@ -147,3 +147,58 @@ fn sigterm_drains_flushes_and_exits_0() {
     let st = db.collection("c").unwrap().stats();
     assert_eq!((st.documents, st.memtable_documents), (50, 0), "flushed at shutdown");
 }
+
+/// Peak resident memory of a process, from /proc (Linux); `None` elsewhere.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Issue #16, fault 4: N concurrent maximal search requests (bodies just
+/// under max_body_bytes, each a filter of millions of values) stay under the
+/// documented bound of about N × max_body_bytes over the idle server
+/// (docs/SERVER.md, "Memory per request"); one such request once took a
+/// server from 310 MB to 4.1 GB.
+#[test]
+fn concurrent_maximal_filters_stay_within_the_documented_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, a) = start(&dir.path().join("db"));
+    let Some(idle) = peak_rss(server.id()) else {
+        eprintln!("skipping: no /proc/PID/status on this system to read peak memory from");
+        server.kill().unwrap();
+        return;
+    };
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    // 16 MB bodies (a fourth of the default max_body_bytes keeps the test quick): 8M values each.
+    let n_values = 8_000_000;
+    let mut body = String::with_capacity(2 * n_values + 100);
+    body.push_str(r#"{"tokens": [[1, 0]], "filter": {"field": "n", "in": ["#);
+    for i in 0..n_values {
+        body.push_str(if i == 0 { "1" } else { ",1" });
+    }
+    body.push_str("]}}");
+    let body = Arc::new(body);
+    let n = 4;
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let req = format!(
+                    "POST /v1/collections/c/search HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                raw(a, req.as_bytes()).status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 400, "a filter over MAX_FILTER_VALUES is refused");
+    }
+    let peak = peak_rss(server.id()).unwrap();
+    let bound = idle + 2 * n as u64 * body.len() as u64 + (64 << 20);
+    eprintln!("idle {} MB, peak {} MB with {n} concurrent {} MB bodies", idle >> 20, peak >> 20, body.len() >> 20);
+    assert!(peak < bound, "peak {peak} bytes over the bound {bound}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

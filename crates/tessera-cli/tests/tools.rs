@@ -422,7 +422,8 @@ fn inspect_verifies_a_healthy_database_and_names_every_damaged_file() {
     assert!(!out.contains("MISMATCH") && !out.contains("CORRUPT"), "{out}");
     assert!(out.contains("frames 2"), "{out}");
     let n_files = out.matches("verdict: OK").count();
-    assert_eq!(n_files, 1 + 2 + 1 + 2 + 1, "{out}");
+    // MANIFEST, 2 segments, 1 deletion vector, 2 HNSW indexes, the WAL, 2 text folders, the collection opened.
+    assert_eq!(n_files, 1 + 2 + 1 + 2 + 1 + 2 + 1, "{out}");
     let col = db.join("collections/c");
     let seg = file_starting(&col, "seg-");
     assert!(
@@ -452,7 +453,11 @@ fn inspect_verifies_a_healthy_database_and_names_every_damaged_file() {
         if i != 6 {
             assert!(bad.contains("MISMATCH"), "damage {i}:\n{bad}");
         }
-        assert!(out.contains(&format!("1 CORRUPT: {}", target.display())), "{out}");
+        // The damaged file, and the collection the engine then refuses to open.
+        let col = copy.join("collections/c");
+        let summary = format!("2 CORRUPT: {}, {}", target.display(), col.display());
+        let summary_manifest = format!("2 CORRUPT: {}, {}", col.display(), target.display());
+        assert!(out.contains(&summary) || out.contains(&summary_manifest), "{out}");
     }
 
     // A truncated segment: reported, exit 1, no panic.
@@ -477,4 +482,248 @@ fn inspect_verifies_a_healthy_database_and_names_every_damaged_file() {
     let out = ok(&["inspect", "--db", &s(&copy)]);
     assert!(out.contains("torn tail") && out.contains("1 warning(s)"), "{out}");
     assert_eq!(tessera(&["inspect"]).status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------- tune
+
+const WORDS: [&str; 16] = [
+    "zebra", "yacht", "walrus", "violin", "umbrella", "tulip", "saturn", "quartz", "piano", "orchid", "nectar",
+    "mango", "lemon", "kayak", "jigsaw", "igloo",
+];
+
+/// 16 queries, each with four documents on its own four dimensions: `a`
+/// (MaxSim 2, none of the query's words), `r` (the relevant one: MaxSim 1.6,
+/// the word once in two), `b` (MaxSim 0, the word four times) and `c`
+/// (MaxSim 0, the word once in nine, the lowest BM25); and 20 unrelated
+/// documents. MaxSim order puts `a` first, a heavy BM25 weight `b`: only a
+/// middle weight puts `r` first.
+fn tune_fixture(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let dim = 64;
+    let unit = |pairs: &[(usize, f32)]| {
+        let mut v = vec![0.0f32; dim];
+        for &(i, x) in pairs {
+            v[i] = x;
+        }
+        v
+    };
+    let doc = |id: String, rows: Vec<Vec<f32>>, text: String| {
+        Document::new(id, tessera::Tokens::F32 { data: rows.concat(), dim }).with_text(text)
+    };
+    let (mut docs, mut queries, mut qrels) = (Vec::new(), Vec::new(), String::new());
+    for (g, w) in WORDS.iter().enumerate() {
+        let (a, b, c, d) = (4 * g, 4 * g + 1, 4 * g + 2, 4 * g + 3);
+        docs.push(doc(format!("a{g}"), vec![unit(&[(a, 1.0)]), unit(&[(b, 1.0)])], "filler common".into()));
+        let r = vec![unit(&[(a, 0.8), (c, 0.6)]), unit(&[(b, 0.8), (c, 0.6)])];
+        docs.push(doc(format!("r{g}"), r, format!("{w} filler")));
+        docs.push(doc(format!("b{g}"), vec![unit(&[(d, 1.0)])], [*w; 4].join(" ")));
+        docs.push(doc(format!("c{g}"), vec![unit(&[(d, 1.0)])], format!("{w}{}", " filler".repeat(8))));
+        queries.push(doc(format!("q{g}"), vec![unit(&[(a, 1.0)]), unit(&[(b, 1.0)])], w.to_string()));
+        qrels.push_str(&format!("q{g} 0 r{g} 1\n"));
+    }
+    let mut rng = synth::Rng::new(5);
+    for i in 0..20 {
+        let rows = (0..3).map(|_| (0..dim).map(|_| 0.1 * rng.gauss()).collect()).collect();
+        docs.push(doc(format!("n{i}"), rows, "common filler words".into()));
+    }
+    let (data, qdir, qrels_path) = (root.join("data"), root.join("queries"), root.join("qrels"));
+    synth::write_bulk(&data, "docs.jsonl", &docs).unwrap();
+    synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    std::fs::write(&qrels_path, qrels).unwrap();
+    (data, qdir, qrels_path)
+}
+
+/// Whether `r{g}` ranks first for query `g` under (norm, BM25 weight), by
+/// a reference computed here: naive f64 MaxSim of the stored (f16) values,
+/// the BM25 scores of the text search with its lowest as the floor of the
+/// documents it did not return, normalised by hand over every document.
+fn reference_puts_r_first(c: &tessera::Collection, g: usize, norm: &str, w: f64) -> bool {
+    let ids: Vec<String> = (0..16)
+        .flat_map(|g| ["a", "r", "b", "c"].map(|p| format!("{p}{g}")))
+        .chain((0..20).map(|i| format!("n{i}")))
+        .collect();
+    let q = c.get(&format!("a{g}")).unwrap().unwrap().tokens; // the query's tokens are a{g}'s
+    let maxsim = |id: &str| {
+        let d = c.get(id).unwrap().unwrap().tokens;
+        let (qv, dv): (Vec<f64>, Vec<f64>) =
+            (q.iter().map(|x| x.to_f64()).collect(), d.iter().map(|x| x.to_f64()).collect());
+        qv.chunks(64)
+            .map(|qt| {
+                dv.chunks(64).map(|dt| qt.iter().zip(dt).map(|(x, y)| x * y).sum::<f64>()).fold(f64::MIN, f64::max)
+            })
+            .sum::<f64>()
+    };
+    let bm25 = c.search_text(WORDS[g], 100, None).unwrap();
+    let floor = bm25.iter().map(|h| h.score as f64).fold(f64::INFINITY, f64::min);
+    let norm_of = |v: Vec<f64>| -> Vec<f64> {
+        let n = v.len() as f64;
+        let (shift, scale) = if norm == "zscore" {
+            let mean = v.iter().sum::<f64>() / n;
+            (mean, (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt())
+        } else {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            (lo, v.iter().copied().fold(f64::NEG_INFINITY, f64::max) - lo)
+        };
+        v.iter().map(|x| (x - shift) / scale).collect()
+    };
+    let m = norm_of(ids.iter().map(|id| maxsim(id)).collect());
+    let b = norm_of(ids.iter().map(|id| bm25.iter().find(|h| &h.id == id).map_or(floor, |h| h.score as f64)).collect());
+    let score: Vec<f64> = (0..ids.len()).map(|i| m[i] + w * b[i]).collect();
+    let r = ids.iter().position(|id| *id == format!("r{g}")).unwrap();
+    (0..ids.len()).all(|i| i == r || score[i] < score[r])
+}
+
+#[test]
+fn tune_finds_the_weight_a_reference_says_is_right_and_every_command_uses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, qdir, qrels) = tune_fixture(tmp.path());
+    let db = tmp.path().join("db");
+    ok(&["ingest", "--db", &s(&db), "--collection", "c", "--index", "none", &s(&data)]);
+    let weights = "0,0.02,0.05,0.1,0.2,0.35,0.5,0.75,1,1.5,2,3,5,10";
+    let tune = |extra: &[&str]| -> serde_json::Value {
+        let (d, q, r) = (s(&db), s(&qdir), s(&qrels));
+        let args = ["tune", "--db", &d, "--collection", "c", "--queries", &q, "--qrels", &r, "--folds", "4"];
+        let more = ["--candidates", "100", "--bm25-weights", weights, "--json"];
+        serde_json::from_str(&ok(&[&args[..], &more, extra].concat())).unwrap()
+    };
+    let dry = tune(&["--dry-run"]);
+    // The premise, by the reference: MaxSim order and the heaviest weight miss, some weights hit.
+    let (right, reference_best) = {
+        let database = Database::open_read_only(&db).unwrap();
+        let c = database.collection("c").unwrap();
+        let first = |norm: &str, w: f64| (0..16).all(|g| reference_puts_r_first(&c, g, norm, w));
+        assert!(!first("zscore", 0.0) && !first("zscore", 10.0) && !first("minmax", 10.0), "a middle weight is needed");
+        let right: Vec<(String, f64)> = ["zscore", "minmax"]
+            .iter()
+            .flat_map(|n| weights.split(',').map(move |w| (n.to_string(), w.parse::<f64>().unwrap())))
+            .filter(|(n, w)| first(n, *w))
+            .collect();
+        assert!(!right.is_empty(), "some weight of the grid puts every relevant document first");
+        let fitted =
+            (dry["fitted"]["rank"].as_str().unwrap().to_string(), dry["fitted"]["bm25_weight"].as_f64().unwrap());
+        (right.contains(&fitted), right)
+    };
+    assert!(right, "fitted {} is not one of the right settings {reference_best:?}", dry["fitted"]);
+    assert_eq!(dry["fitted_metric"], 1.0);
+    assert_eq!(dry["held_out_fused"], 1.0, "{dry}");
+    let maxsim_ndcg = 1.0 / 3f64.log2(); // the relevant document second, after `a`
+    assert!((dry["held_out_maxsim"].as_f64().unwrap() - maxsim_ndcg).abs() < 1e-9, "{dry}");
+    assert_eq!(dry["folds"].as_array().unwrap().len(), 4);
+    assert_eq!(dry["written"], false);
+    let info =
+        |db: &Path| -> serde_json::Value { serde_json::from_str(&ok(&["info", "--db", &s(db), "--json"])).unwrap() };
+    assert_eq!(info(&db)["collections"][0]["ranking"]["rank"], "maxsim", "a dry run writes nothing");
+    // Written: the collection's ranking, which `search --bm25` then uses.
+    let wet = tune(&[]);
+    assert_eq!(wet["ranking"], info(&db)["collections"][0]["ranking"]);
+    assert_eq!(wet["ranking"]["rank"], "linear");
+    let search = |extra: &[&str]| {
+        let run = tmp.path().join("run");
+        let args =
+            ["search", "--db", &s(&db), "--collection", "c", "--queries", &s(&qdir), "--run", &s(&run), "--bm25"];
+        let o = tessera(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let firsts: HashSet<String> = read_run(&run).values().map(|v| v[0].0.clone()).collect();
+        (firsts, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (firsts, err) = search(&[]);
+    assert_eq!(firsts, (0..16).map(|g| format!("r{g}")).collect::<HashSet<_>>(), "{err}");
+    assert!(err.contains("ordered by linear"), "{err}");
+    let (firsts, _) = search(&["--rank", "maxsim"]);
+    assert_eq!(firsts, (0..16).map(|g| format!("a{g}")).collect::<HashSet<_>>());
+    let (firsts, _) = search(&["--rank", "linear", "--rank-weight", "bm25=10"]);
+    assert_eq!(firsts, (0..16).map(|g| format!("b{g}")).collect::<HashSet<_>>());
+    // Mining with the fused ranking: ranks 1..3 are r (the positive, dropped), a and b.
+    let out = tmp.path().join("neg.jsonl");
+    let (d, q, r, o) = (s(&db), s(&qdir), s(&qrels), s(&out));
+    let mine = ["mine-negatives", "--db", &d, "--collection", "c", "--queries", &q, "--qrels", &r, "--out", &o];
+    ok(&[&mine[..], &["--bm25", "--range", "1:3", "--per-query", "1"]].concat());
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let g = &v["query_id"].as_str().unwrap()[1..];
+        let neg = v["neg_ids"][0].as_str().unwrap();
+        assert!(
+            v["neg_ids"].as_array().unwrap().len() == 1
+                && [format!("a{g}"), format!("b{g}")].contains(&neg.to_string()),
+            "{v}"
+        );
+    }
+    // Refused: rank flags without a hybrid search; too few queries for the folds.
+    for bad in [&["--rank", "linear"][..], &["--rank-weight", "bm25=1"]] {
+        let args = ["search", "--db", &s(&db), "--collection", "c", "--queries", &s(&qdir), "--run", "-"];
+        let o = tessera(&[&args[..], bad].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && (err.contains("with --bm25") || err.contains("--rank <RANK>")), "{err}");
+    }
+    let (d, q, r) = (s(&db), s(&qdir), s(&qrels));
+    let o = tessera(&["tune", "--db", &d, "--collection", "c", "--queries", &q, "--qrels", &r, "--folds", "17"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fewer than the 17 folds"));
+}
+
+/// Issue #16, fault 2: `inspect` verifies every file the manifest names —
+/// each segment's full-text index folder (tantivy's checksums, and our own
+/// of `meta.json` and `.managed.json`, which tantivy does not cover), a
+/// centroids collection's codebooks and centroid indexes — and reports
+/// exactly what opening the collection refuses: a flipped byte in any file
+/// of a text index makes both `inspect` and `info` fail.
+#[test]
+fn inspect_verifies_text_indexes_and_centroid_collections_as_open_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    {
+        let d = Database::open(&db).unwrap();
+        let c = d.create_collection("c", CollectionConfig::new(16)).unwrap();
+        let corpus = synth::corpus(120, 6, 16, 0, 1, 5);
+        let docs: Vec<Document> = corpus
+            .docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| d.with_text(format!("passage {i} about topic {}", i % 7)))
+            .collect();
+        c.upsert(&docs[..60]).unwrap();
+        c.flush().unwrap();
+        c.upsert(&docs[60..]).unwrap();
+        c.flush().unwrap();
+        let params = tessera::CentroidParams { k: 16, min_train_tokens: 256, ..Default::default() };
+        let cfg = CollectionConfig {
+            index: Some(tessera::IndexConfig::Centroids { centroids: params }),
+            ..CollectionConfig::new(16)
+        };
+        let cen = d.create_collection("cen", cfg).unwrap();
+        cen.upsert(&docs).unwrap();
+        cen.flush().unwrap();
+    }
+    let out = ok(&["inspect", "--db", &s(&db)]);
+    assert!(!out.contains("CORRUPT") && !out.contains("leftover"), "{out}");
+    for listed in ["text-", "ivf-", "cbk-", "opened as the engine opens it"] {
+        assert!(out.contains(listed), "{listed} not listed:\n{out}");
+    }
+    let text = file_starting(&db.join("collections/c"), "text-");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&text)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .collect();
+    files.sort();
+    let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert!(names.contains(&"meta.json".to_string()) && names.contains(&".managed.json".to_string()), "{names:?}");
+    for (i, name) in names.iter().enumerate() {
+        let copy = tmp.path().join(format!("damaged-text-{i}"));
+        copy_dir(&db, &copy);
+        let target = file_starting(&copy.join("collections/c"), "text-").join(name);
+        let len = std::fs::metadata(&target).unwrap().len() as usize;
+        // Inside the JSON files, a letter of a value (the JSON stays valid); elsewhere the middle byte.
+        let at = if name.ends_with(".json") {
+            let b = std::fs::read(&target).unwrap();
+            b.iter().rposition(|c| c.is_ascii_lowercase()).unwrap()
+        } else {
+            len / 2
+        };
+        flip(&target, at);
+        let o = tessera(&["inspect", "--db", &s(&copy)]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "a flip in {name} passed inspect:\n{out}");
+        assert!(out.contains("CORRUPT"), "{out}");
+        let info = tessera(&["info", "--db", &s(&copy)]);
+        assert_eq!(info.status.code(), Some(1), "a flip in {name} passed open");
+    }
 }

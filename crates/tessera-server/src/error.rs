@@ -27,6 +27,14 @@ pub enum ErrorKind {
     /// The server is shutting down and takes no more writes, or the collection
     /// refuses writes after a failed write (503 / UNAVAILABLE).
     Unavailable,
+    /// The request body did not arrive within `body_timeout_ms` (408; gRPC
+    /// DEADLINE_EXCEEDED).
+    RequestTimeout,
+    /// A search ran past its `timeout_ms` and was stopped (504 / DEADLINE_EXCEEDED).
+    DeadlineExceeded,
+    /// One client address holds `max_connections_per_address` connections
+    /// already (429, the connection is closed; HTTP only).
+    TooManyConnections,
     /// A fault of the server or its storage (500 / INTERNAL). Never caused by input.
     Internal,
 }
@@ -83,6 +91,9 @@ impl ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +109,8 @@ impl ApiError {
             ErrorKind::Conflict => tonic::Code::AlreadyExists,
             ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::RequestTimeout | ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorKind::TooManyConnections => tonic::Code::ResourceExhausted,
             ErrorKind::Internal => tonic::Code::Internal,
         }
     }
@@ -148,6 +161,7 @@ impl From<tessera::Error> for ApiError {
             K::NotFound => ErrorKind::NotFound,
             K::AlreadyExists => ErrorKind::Conflict,
             K::Unavailable => ErrorKind::Unavailable,
+            K::Timeout => ErrorKind::DeadlineExceeded,
             K::Corruption | K::Io => ErrorKind::Internal,
         };
         let limit = (e.kind() == K::TooLarge).then_some("max_batch_bytes");

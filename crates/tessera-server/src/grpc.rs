@@ -216,8 +216,11 @@ fn tensor(t: Option<pb::Tensor>, what: &str) -> Result<Tokens, ApiError> {
     decode_tensor(dtype, &t.shape, &t.data).map_err(|e| ApiError { message: format!("{what}: {}", e.message), ..e })
 }
 
+/// JSON text of a filter or payload, read with the same bound on its size as over HTTP.
 fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_str::<service::Bounded>(s)
+        .map(|b| b.0)
+        .map_err(|e| ApiError::bad_request(format!("{what} is not valid JSON: {e}")))
 }
 
 /// A setting named in a string field: empty means its default.
@@ -245,6 +248,7 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         bytes_per_token: s.bytes_per_token as u32,
         index_bytes_per_token: s.index_bytes_per_token,
         centroids: s.centroids.map(|k| k as u32),
+        ranking_json: serde_json::to_string(&s.ranking).expect("a ranking serialises"),
     }
 }
 
@@ -264,6 +268,17 @@ fn hit(h: service::Hit) -> pb::Hit {
                 score,
             })
             .collect(),
+        components: h
+            .components
+            .into_iter()
+            .map(|c| pb::Component {
+                signal: c.signal.to_string(),
+                raw: c.raw,
+                value: c.value,
+                normalized: c.normalized,
+                weight: c.weight,
+            })
+            .collect(),
     }
 }
 
@@ -277,6 +292,11 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
     };
     let weights =
         r.weights.into_iter().map(|(k, w)| Ok((k.parse::<tessera::Source>()?, w))).collect::<Result<_, ApiError>>()?;
+    let rank_weights = r
+        .rank_weights
+        .into_iter()
+        .map(|(k, w)| Ok((k.parse::<tessera::Signal>()?, w)))
+        .collect::<Result<_, ApiError>>()?;
     Ok(SearchRequest {
         tokens: r.query.map(|q| tensor(Some(q), "query").map(Tensor)).transpose()?,
         queries: None,
@@ -285,8 +305,9 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
         ef: r.ef.map(|c| c as usize),
         nprobe: r.nprobe.map(|c| c as usize),
         rerank: r.rerank.map(|c| c as usize),
+        timeout_ms: r.timeout_ms.map(|t| t as usize),
         exact: r.exact,
-        filter: r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?,
+        filter: r.filter_json.as_deref().map(|f| json(f, "filter_json").map(service::Bounded)).transpose()?,
         text: r.text,
         ids: r.ids,
         vector: r.vector,
@@ -294,6 +315,9 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
         fusion,
         rrf_k0: r.rrf_k0,
         weights,
+        rank: r.rank.as_deref().map(str::parse).transpose()?,
+        rank_norm: r.rank_norm.as_deref().map(str::parse).transpose()?,
+        rank_weights,
         include_text: !r.omit_text,
         include_payload: !r.omit_payload,
     })

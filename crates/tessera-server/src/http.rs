@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tessera::Document;
 
 /// The OpenAPI 3 description of this adapter.
@@ -138,7 +138,16 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, ApiError> {
-        let bytes = match Bytes::from_request(req, s).await {
+        let ms = s.limits.body_timeout_ms;
+        let read = tokio::time::timeout(Duration::from_millis(ms as u64), Bytes::from_request(req, s)).await;
+        let Ok(read) = read else {
+            return Err(ApiError {
+                kind: ErrorKind::RequestTimeout,
+                message: format!("the request body did not arrive within {ms} ms, the limit body_timeout_ms"),
+                limit: Some("body_timeout_ms"),
+            });
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 let max = s.limits.max_body_bytes;
@@ -233,7 +242,7 @@ struct DocBody {
     id: String,
     tokens: Tensor,
     text: Option<String>,
-    payload: Option<serde_json::Value>,
+    payload: Option<crate::service::Bounded>,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +260,12 @@ async fn upsert(
     let docs = b
         .documents
         .into_iter()
-        .map(|d| Document { id: d.id, tokens: d.tokens.0, text: d.text, payload: d.payload.filter(|p| !p.is_null()) })
+        .map(|d| Document {
+            id: d.id,
+            tokens: d.tokens.0,
+            text: d.text,
+            payload: d.payload.map(|p| p.0).filter(|p| !p.is_null()),
+        })
         .collect();
     let n = s.upsert(&name, docs).await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "upserted": n })))

@@ -33,8 +33,9 @@ pub use auth::{Access, ApiKeys};
 pub use error::{ApiError, ErrorKind};
 pub use service::{Limits, Service};
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Open HTTP connections at most; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Open HTTP connections one client address may hold; a connection
+    /// beyond it is answered 429 and closed, so one client cannot take
+    /// every connection.
+    pub max_connections_per_address: usize,
 }
 
 impl ServerConfig {
@@ -77,6 +82,7 @@ impl ServerConfig {
             threads: 0,
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -100,6 +106,7 @@ pub struct Server {
     service: Arc<Service>,
     drain_timeout: Duration,
     max_connections: usize,
+    max_per_address: usize,
     http: Option<TcpListener>,
     grpc: Option<TcpListener>,
 }
@@ -137,6 +144,7 @@ impl Server {
             service: Arc::new(service),
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections.max(1),
+            max_per_address: config.max_connections_per_address.max(1),
             http: listen(config.http).await?,
             grpc: listen(config.grpc).await?,
         };
@@ -172,9 +180,9 @@ impl Server {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.http {
             let app = http::router(self.service.clone());
-            let (stop, max) = (rx.clone(), self.max_connections);
+            let (stop, max, per_address) = (rx.clone(), self.max_connections, self.max_per_address);
             tasks.spawn(async move {
-                serve_http(listener, app, stop, max).await;
+                serve_http(listener, app, stop, max, per_address).await;
                 Ok(())
             });
         }
@@ -250,18 +258,21 @@ impl Server {
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP accept loop: at most `max` connections (more wait in the
-/// backlog), a header read timeout, and on `stop` a graceful close: requests
-/// in flight finish, idle connections close, no new ones are accepted. The
-/// connections are tasks of this future: dropping it closes them all.
+/// backlog) and `per_address` from one client address (more are answered
+/// 429 and closed), a header read timeout, and on `stop` a graceful close:
+/// requests in flight finish, idle connections close, no new ones are
+/// accepted. The connections are tasks of this future: dropping it closes them all.
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
     max: usize,
+    per_address: usize,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let by_address = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -271,7 +282,7 @@ async fn serve_http(
         let stream = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => break Some(stream),
+                    Ok(accepted) => break Some(accepted),
                     Err(e) => {
                         // Out of file descriptors and the like: wait, retry.
                         tracing::warn!(error = %e, "accept failed");
@@ -282,7 +293,30 @@ async fn serve_http(
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         };
-        let Some(stream) = stream else { break };
+        let Some((mut stream, peer)) = stream else { break };
+        let Some(held) = AddressSlot::take(&by_address, peer.ip(), per_address) else {
+            drop(slot);
+            tracing::warn!(%peer, per_address, "connection refused: the address holds max_connections_per_address");
+            conns.spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&too_many(per_address))).await;
+                let _ = stream.shutdown().await;
+                // Read (and drop) what the client sent before closing: closing with
+                // unread bytes would reset the connection and could lose the answer.
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    let mut read = 0;
+                    while let Ok(n @ 1..) = stream.read(&mut sink).await {
+                        read += n;
+                        if read > 1 << 20 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+            });
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = hyper::server::conn::http1::Builder::new()
@@ -291,13 +325,60 @@ async fn serve_http(
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         conns.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, held);
             let _ = conn.await;
         });
     }
     drop(listener);
     graceful.shutdown().await;
     while conns.join_next().await.is_some() {}
+}
+
+/// One of the connections a client address holds; given back on drop.
+struct AddressSlot {
+    map: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip`, unless it holds `most` already.
+    fn take(map: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, most: usize) -> Option<Self> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(Self { map: map.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The 429 answer (and close) of a connection beyond `max_connections_per_address`.
+fn too_many(most: usize) -> Vec<u8> {
+    let e = ApiError {
+        kind: ErrorKind::TooManyConnections,
+        message: format!("this address holds {most} connections already, the limit max_connections_per_address"),
+        limit: Some("max_connections_per_address"),
+    };
+    let detail = error::ErrorDetail { code: e.kind, message: &e.message, limit: e.limit };
+    let body = serde_json::to_string(&error::ErrorBody { error: detail }).expect("an error body serialises");
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 async fn until_stop(rx: &mut tokio::sync::watch::Receiver<bool>) {

@@ -21,8 +21,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
-    CollectionConfig, Database, Document, Durability, Filter, Fusion, FusionKind, IndexKind, Screening, SearchResults,
-    Source, SourceRank, StoredDocument, TextKind, TokenType, Tokens, f16,
+    CollectionConfig, Component, Database, Document, Durability, Filter, Fusion, FusionKind, IndexKind, Norm, Rank,
+    RankKind, Screening, SearchResults, Signal, Source, SourceRank, StoredDocument, TextKind, TokenType, Tokens, f16,
 };
 
 /// Configurable request limits. Each has a name (the field's) that errors report.
@@ -49,6 +49,16 @@ pub struct Limits {
     /// Largest `get` answer, in bytes (estimated as it is assembled, so that
     /// it is refused before it is built).
     pub max_response_bytes: usize,
+    /// Largest payload of one document, in bytes of compact JSON.
+    pub max_payload_bytes: usize,
+    /// Longest time, in milliseconds, an HTTP request body may take to
+    /// arrive after its headers (a client trickling it holds a connection).
+    pub body_timeout_ms: usize,
+    /// Time, in milliseconds, a search may take from its arrival (waiting for
+    /// a search slot included) before it is stopped and answered 504 /
+    /// DEADLINE_EXCEEDED, its slot freed; the default and the most a
+    /// request's `timeout_ms` may ask for.
+    pub search_timeout_ms: usize,
 }
 
 impl Limits {
@@ -66,6 +76,9 @@ impl Limits {
             ("max_batch_queries", self.max_batch_queries),
             ("max_batch_tokens", self.max_batch_tokens),
             ("max_response_bytes", self.max_response_bytes),
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("search_timeout_ms", self.search_timeout_ms),
         ];
         if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
@@ -99,6 +112,9 @@ impl Default for Limits {
             max_batch_queries: 256,
             max_batch_tokens: 65_536,
             max_response_bytes: 64 << 20,
+            max_payload_bytes: 1 << 20,
+            body_timeout_ms: 60_000,
+            search_timeout_ms: 60_000,
         }
     }
 }
@@ -210,6 +226,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
         #[serde(deny_unknown_fields)]
         struct Packed {
             dtype: String,
+            #[serde(deserialize_with = "int::list")]
             shape: Vec<u64>,
             data: String,
         }
@@ -233,6 +250,7 @@ pub fn f16_bytes(tokens: &[f16]) -> Vec<u8> {
 #[serde(deny_unknown_fields)]
 pub struct CollectionSpec {
     pub name: String,
+    #[serde(deserialize_with = "int::one")]
     pub dim: usize,
     /// `pooled` (default), `muvera` or `none`.
     #[serde(default, deserialize_with = "or_default")]
@@ -253,6 +271,179 @@ pub struct CollectionSpec {
     #[serde(default)]
     pub if_not_exists: bool,
 }
+
+/// JSON integers as the OpenAPI (JSON Schema) defines them: a number with
+/// no fractional part, so `132.0` is 132; fractions, negatives and values
+/// beyond 2^53 are refused.
+mod int {
+    use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
+
+    /// A non-negative integer.
+    pub struct Int<T>(pub T);
+
+    struct V<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<u64>> V<T> {
+        fn of<E: de::Error>(&self, v: u64, unexpected: Unexpected) -> Result<Int<T>, E> {
+            T::try_from(v).map(Int).map_err(|_| E::invalid_value(unexpected, self))
+        }
+    }
+
+    impl<T: TryFrom<u64>> Visitor<'_> for V<T> {
+        type Value = Int<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a non-negative integer")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int<T>, E> {
+            self.of(v, Unexpected::Unsigned(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int<T>, E> {
+            let u = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+            self.of(u, Unexpected::Signed(v))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int<T>, E> {
+            if v.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&v) {
+                return Err(E::invalid_value(Unexpected::Float(v), &self));
+            }
+            self.of(v as u64, Unexpected::Float(v))
+        }
+    }
+
+    impl<'de, T: TryFrom<u64>> Deserialize<'de> for Int<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(V(std::marker::PhantomData))
+        }
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        Ok(Int::<usize>::deserialize(d)?.0)
+    }
+
+    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        Ok(Option::<Int<usize>>::deserialize(d)?.map(|i| i.0))
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        Ok(Vec::<Int<u64>>::deserialize(d)?.into_iter().map(|i| i.0).collect())
+    }
+}
+
+/// JSON values read with a bound on how many values they hold, checked as
+/// they are read: a request cannot make the server build a huge tree (a
+/// 63 MB array of 31 million numbers is about 1 GB as `serde_json::Value`).
+mod bounded {
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::cell::Cell;
+
+    /// A value of at most [`tessera::MAX_FILTER_VALUES`] values.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Bounded(pub Value);
+
+    impl<'de> serde::Deserialize<'de> for Bounded {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let left = Cell::new(tessera::MAX_FILTER_VALUES);
+            Seed(&left).deserialize(d).map(Bounded)
+        }
+    }
+
+    struct Seed<'a>(&'a Cell<usize>);
+
+    impl Seed<'_> {
+        fn take<E: de::Error>(&self) -> Result<(), E> {
+            match self.0.get() {
+                0 => Err(E::custom(format!(
+                    "a filter or payload holds more than {} JSON values",
+                    tessera::MAX_FILTER_VALUES
+                ))),
+                n => {
+                    self.0.set(n - 1);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.take()?;
+            Ok(v.into())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.take()?;
+            Ok(v.into())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.take()?;
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Seed(self.0))? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(Seed(self.0))?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}
+
+pub use bounded::Bounded;
 
 /// A setting that JSON `null` (or absence) leaves at its default.
 fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
@@ -287,7 +478,7 @@ impl CollectionInfo {
 }
 
 /// A search (also the HTTP body of `POST .../search`). Without `text`,
-/// `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0` or `weights` it is a
+/// `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0`, `weights` or `rank` it is a
 /// two-stage (or, with `exact`, exhaustive) MaxSim search of `tokens`;
 /// otherwise a hybrid query fusing the chosen sources. With `queries`
 /// instead of `tokens` it is a batch: the same search for each query.
@@ -298,19 +489,27 @@ pub struct SearchRequest {
     /// A batch: one search per query, answered in order.
     pub queries: Option<Vec<Tensor>>,
     /// Default 10 (or `max_k` if lower).
+    #[serde(default, deserialize_with = "int::opt")]
     pub k: Option<usize>,
     /// Default: max(256, 8·k, 2.5·√documents) (or `max_candidates` if lower).
+    #[serde(default, deserialize_with = "int::opt")]
     pub candidates: Option<usize>,
     /// HNSW beam width (collections with a pooled or muvera index).
+    #[serde(default, deserialize_with = "int::opt")]
     pub ef: Option<usize>,
     /// Centroids probed per query token (collections with a centroids index).
+    #[serde(default, deserialize_with = "int::opt")]
     pub nprobe: Option<usize>,
     /// Screened collections: candidates scored exactly after the screening.
+    #[serde(default, deserialize_with = "int::opt")]
     pub rerank: Option<usize>,
+    /// Stop the search after this many milliseconds (504); default and most: `search_timeout_ms`.
+    #[serde(default, deserialize_with = "int::opt")]
+    pub timeout_ms: Option<usize>,
     #[serde(default)]
     pub exact: bool,
     /// A payload filter; JSON `null` means none.
-    pub filter: Option<serde_json::Value>,
+    pub filter: Option<bounded::Bounded>,
     pub text: Option<String>,
     #[serde(default)]
     pub ids: Vec<String>,
@@ -325,6 +524,13 @@ pub struct SearchRequest {
     /// Per-source weights.
     #[serde(default)]
     pub weights: BTreeMap<Source, f64>,
+    /// The final order: `maxsim` or `linear` (default: the collection's ranking).
+    pub rank: Option<RankKind>,
+    /// `linear`: `zscore` (default) or `minmax`.
+    pub rank_norm: Option<Norm>,
+    /// `linear`: weights of `maxsim` (default 1), `bm25` and `vector` (default 0).
+    #[serde(default)]
+    pub rank_weights: BTreeMap<Signal, f64>,
     #[serde(default = "yes")]
     pub include_text: bool,
     #[serde(default = "yes")]
@@ -345,6 +551,7 @@ impl Default for SearchRequest {
             ef: None,
             nprobe: None,
             rerank: None,
+            timeout_ms: None,
             exact: false,
             filter: None,
             text: None,
@@ -354,6 +561,9 @@ impl Default for SearchRequest {
             fusion: None,
             rrf_k0: None,
             weights: BTreeMap::new(),
+            rank: None,
+            rank_norm: None,
+            rank_weights: BTreeMap::new(),
             include_text: true,
             include_payload: true,
         }
@@ -375,6 +585,9 @@ pub struct Hit {
     pub fused: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRank>,
+    /// Hybrid queries ranked `linear`: each signal's part in `score`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<Component>,
 }
 
 impl Hit {
@@ -386,6 +599,7 @@ impl Hit {
             payload: h.payload.filter(|_| payload),
             fused: None,
             sources: Vec::new(),
+            components: Vec::new(),
         }
     }
 }
@@ -412,7 +626,12 @@ impl SearchResponse {
             }
             SearchResults::Hybrid(hits) => hits
                 .into_iter()
-                .map(|h| Hit { fused: Some(h.fused), sources: h.sources, ..Hit::of(h.hit, text, payload) })
+                .map(|h| Hit {
+                    fused: Some(h.fused),
+                    sources: h.sources,
+                    components: h.components,
+                    ..Hit::of(h.hit, text, payload)
+                })
                 .collect(),
         };
         Self { mode, hits, candidates }
@@ -550,7 +769,23 @@ impl Service {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let slot = self.read_slots.clone().acquire_owned().await;
+        self.read_until(None, f).await
+    }
+
+    /// [`read`](Self::read), answering DEADLINE_EXCEEDED when no search slot
+    /// is free before `deadline` (the work itself checks it as it runs).
+    async fn read_until<T: Send + 'static>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let acquire = self.read_slots.clone().acquire_owned();
+        let slot = match deadline {
+            None => acquire.await,
+            Some(d) => tokio::time::timeout_at(d.into(), acquire)
+                .await
+                .map_err(|_| ApiError::from(tessera::Error::DeadlineExceeded))?,
+        };
         let slot = slot.map_err(|_| ApiError::internal("the search pool is closed"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
@@ -731,6 +966,17 @@ impl Service {
                 e.message = format!("document {:?}: {}", d.id, e.message);
                 return Err(e);
             }
+            let payload = d.payload.as_ref().map_or(0, |p| p.to_string().len());
+            if payload > l.max_payload_bytes {
+                let mut e = ApiError::too_large(
+                    "max_payload_bytes",
+                    "the payload's size in bytes",
+                    payload,
+                    l.max_payload_bytes,
+                );
+                e.message = format!("document {:?}: {}", d.id, e.message);
+                return Err(e);
+            }
         }
         let n = docs.len();
         self.write(move || Ok(c.upsert(&docs).map(|_| n)?)).await
@@ -797,7 +1043,7 @@ impl Service {
         let (mut q, text, payload) = self.engine_request(&c, &req)?;
         q.tokens = req.tokens.map(|t| t.0);
         let n = q.candidates;
-        self.read(move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload, n))).await
+        self.read_until(q.deadline, move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload, n))).await
     }
 
     /// The same search for each of `req.queries`, answered in order; a bad
@@ -836,7 +1082,7 @@ impl Service {
             }
         }
         let n = q.candidates;
-        let outs = self.read(move || Ok(c.search_request_batch(&q, &good)?)).await?;
+        let outs = self.read_until(q.deadline, move || Ok(c.search_request_batch(&q, &good)?)).await?;
         for (i, out) in at.into_iter().zip(outs) {
             results[i] = Some(out.map(|o| SearchResponse::of(o, text, payload, n)).map_err(ApiError::from));
         }
@@ -853,6 +1099,13 @@ impl Service {
     ) -> Result<(tessera::SearchRequest, bool, bool), ApiError> {
         let k = req.k.unwrap_or(10.min(self.limits.max_k));
         self.check_k(k)?;
+        let most = self.limits.search_timeout_ms;
+        let timeout = match req.timeout_ms {
+            Some(0) => return Err(ApiError::bad_request("timeout_ms must be at least 1")),
+            Some(t) if t > most => return Err(ApiError::out_of_range("search_timeout_ms", "timeout_ms", t, most)),
+            t => t.unwrap_or(most),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64);
         if let Some(n) = req.candidates {
             if n == 0 {
                 return Err(ApiError::bad_request("candidates must be at least 1"));
@@ -870,14 +1123,17 @@ impl Service {
         }
         self.check_ids(req.ids.len())?;
         let mut q = tessera::SearchRequest::empty(k);
-        q.candidates = Some(req.candidates.unwrap_or_else(|| c.default_candidates(k).min(self.limits.max_candidates)));
-        q.filter = req.filter.as_ref().filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
+        q.deadline = Some(deadline);
+        q.filter = req.filter.as_ref().map(|f| &f.0).filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
         q.fusion = Fusion::from_parts(req.fusion, req.rrf_k0)?;
         q.weights = req.weights.iter().map(|(s, w)| (*s, *w)).collect();
+        let rank_weights: Vec<(Signal, f64)> = req.rank_weights.iter().map(|(s, w)| (*s, *w)).collect();
+        q.rank = Rank::from_parts(req.rank, req.rank_norm, &rank_weights)?;
         (q.ef, q.exact, q.text, q.ids) = (req.ef, req.exact, req.text.clone(), req.ids.clone());
         q.nprobe = req.nprobe;
         q.rerank = req.rerank;
         (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
+        q.candidates = Some(req.candidates.unwrap_or_else(|| c.request_candidates(&q).min(self.limits.max_candidates)));
         Ok((q, req.include_text, req.include_payload))
     }
 

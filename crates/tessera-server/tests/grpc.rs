@@ -130,6 +130,23 @@ fn every_rpc_against_the_reference() {
     assert_eq!(r.hits[0].id, "d40");
     let sources: Vec<&str> = r.hits[0].sources.iter().map(|s| s.source.as_str()).collect();
     assert_eq!(sources, ["tensor", "text"]);
+    // A linear rank: each hit's components add up to its score; a bad rank is INVALID_ARGUMENT.
+    let linear = pb::SearchRequest {
+        collection: "g".into(),
+        query: Some(tensor(&q, true)),
+        text: Some("term40".into()),
+        rank: Some("linear".into()),
+        rank_weights: [("bm25".to_string(), 0.5)].into(),
+        k: 3,
+        ..Default::default()
+    };
+    let lr = rt.block_on(c.search(linear.clone())).unwrap().into_inner();
+    for h in &lr.hits {
+        let parts: f64 = h.components.iter().map(|c| c.weight * c.normalized).sum();
+        assert!((parts - h.score as f64).abs() < 1e-4 && h.components.len() == 2, "{h:?}");
+    }
+    let bad = pb::SearchRequest { rank_norm: Some("l2".into()), ..linear };
+    assert_eq!(rt.block_on(c.search(bad)).unwrap_err().code(), tonic::Code::InvalidArgument);
     assert!(
         r.hits
             .iter()
@@ -169,6 +186,7 @@ fn every_rpc_against_the_reference() {
     assert_eq!((i.documents, i.deleted_in_segments), (79, 0));
     let i = rt.block_on(c.get_collection(pb::CollectionRequest { collection: "g".into() })).unwrap().into_inner();
     assert_eq!(i.tokens as usize, docs[1..].iter().map(|d| d.1.len()).sum::<usize>());
+    assert_eq!(i.ranking_json, r#"{"rank":"maxsim"}"#);
     assert_eq!(get(s.http, "/v1/collections/g").json()["documents"], 79);
     let l = rt.block_on(c.list_collections(pb::ListCollectionsRequest {})).unwrap().into_inner();
     assert_eq!(l.collections.len(), 1);

@@ -972,3 +972,285 @@ fn create_if_not_exists_racing_a_drop_never_answers_not_found() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(dropper.join().unwrap() > 0, "the drops raced the creates");
 }
+
+/// Final-rank fusion over HTTP: the collection's ranking (set in the engine,
+/// as `tessera tune` does) orders a hybrid query that says no rank, with its
+/// candidates; an explicit rank overrides it; components add up to the score;
+/// bad rank options answer 400.
+#[test]
+fn hybrid_queries_take_the_collection_ranking_and_explicit_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(17);
+    let docs = corpus(&mut rng, 80);
+    {
+        let db = tessera::Database::open(dir.path()).unwrap();
+        let c = db.create_collection("c", tessera::CollectionConfig::new(DIM)).unwrap();
+        let batch: Vec<tessera::Document> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, (id, rows))| {
+                let t = tessera::Tokens::F32 { data: rows.concat(), dim: DIM };
+                tessera::Document::new(id, t).with_text(format!("alpha word{} common{}", i % 7, "x".repeat(i % 5)))
+            })
+            .collect();
+        c.upsert(&batch).unwrap();
+        let rank = tessera::Rank::linear(
+            tessera::Norm::MinMax,
+            [(tessera::Signal::MaxSim, 1.0), (tessera::Signal::Bm25, 0.8)],
+        );
+        c.set_ranking(tessera::Ranking { rank, candidates: Some(30) }).unwrap();
+    }
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let info = get(a, "/v1/collections/c").json();
+    assert_eq!(
+        info["ranking"],
+        json!({"rank": "linear", "norm": "minmax", "weights": {"maxsim": 1.0, "bm25": 0.8}, "candidates": 30})
+    );
+    let q = docs[3].1.clone();
+    let base = json!({"tokens": q, "text": "word3 alpha", "k": 8});
+    let default = ok(a, "/v1/collections/c/search", &base);
+    let mut explicit = base.clone();
+    explicit["rank"] = "linear".into();
+    explicit["rank_norm"] = "minmax".into();
+    explicit["rank_weights"] = json!({"bm25": 0.8});
+    explicit["candidates"] = 30.into();
+    assert_eq!(default, ok(a, "/v1/collections/c/search", &explicit), "the default is the collection's ranking");
+    assert_eq!(default["candidates"], 30);
+    for h in default["hits"].as_array().unwrap() {
+        let parts: f64 = h["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["weight"].as_f64().unwrap() * c["normalized"].as_f64().unwrap())
+            .sum();
+        assert!((parts - h["score"].as_f64().unwrap()).abs() < 1e-4, "{h}");
+        let m = &h["components"][0];
+        assert_eq!(m["signal"], "maxsim");
+        let id: usize = h["id"].as_str().unwrap()[4..].parse().unwrap();
+        assert!((m["raw"].as_f64().unwrap() - maxsim(&q, &f16_round(&docs[id].1))).abs() < 1e-3);
+    }
+    let mut maxsim_order = base.clone();
+    maxsim_order["rank"] = "maxsim".into();
+    let r = ok(a, "/v1/collections/c/search", &maxsim_order);
+    let scores: Vec<f64> = r["hits"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && r["hits"][0].get("components").is_none());
+    for (body, want) in [
+        (json!({"tokens": q, "text": "alpha", "rank_weights": {"bm25": 1}}), "give rank too"),
+        (json!({"tokens": q, "text": "alpha", "rank": "best"}), "unknown rank"),
+        (json!({"tokens": q, "text": "alpha", "rank": "maxsim", "rank_norm": "zscore"}), "not maxsim"),
+        (json!({"tokens": q, "text": "alpha", "rank": "linear", "rank_weights": {"vector": 1}}), "vector source"),
+        (json!({"tokens": q, "rank": "linear", "rank_weights": {"bm25": 1}}), "needs a text query"),
+        (json!({"text": "alpha", "rank": "linear"}), "needs query tokens"),
+        (json!({"tokens": q, "text": "alpha", "rank": "linear", "rank_weights": {"maxsim": 0}}), "not 0"),
+        (json!({"tokens": q, "text": "alpha", "rank": "linear", "rank_weights": {"title": 1}}), "unknown rank signal"),
+    ] {
+        let r = post(a, "/v1/collections/c/search", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(want), "{body}: {}", r.body);
+    }
+    s.stop().unwrap();
+}
+
+/// Issue #16, fault 9: the OpenAPI says `integer`, and JSON Schema counts a
+/// number with no fractional part (`132.0`) as one; a fraction or a negative
+/// stays refused.
+#[test]
+fn integer_valued_numbers_are_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let c = ok(a, "/v1/collections", &json!({"name": "c", "dim": 2.0, "index": "none"}));
+    assert_eq!(c["dim"], 2);
+    ok(
+        a,
+        "/v1/collections/c/upsert",
+        &json!({"documents": [{"id": "a", "tokens": [[1, 0]]}, {"id": "b", "tokens": [[0, 1]]}]}),
+    );
+    let packed = json!({"dtype": "f32", "shape": [1.0, 2.0], "data": "AACAPwAAAAA="});
+    let r = ok(a, "/v1/collections/c/search", &json!({"tokens": packed, "k": 1.0, "candidates": 2e0}));
+    assert_eq!(r["hits"].as_array().unwrap().len(), 1);
+    assert_eq!(r["hits"][0]["id"], "a");
+    for (body, want) in [
+        (json!({"tokens": [[1, 0]], "k": 1.5}), "invalid value: floating point `1.5`"),
+        (json!({"tokens": [[1, 0]], "k": -1.0}), "invalid value"),
+        (json!({"tokens": [[1, 0]], "k": 1e300}), "invalid value"),
+        (json!({"tokens": [[1, 0]], "k": "1"}), "invalid type"),
+    ] {
+        let r = post(a, "/v1/collections/c/search", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(want), "{body}: {}", r.body);
+    }
+    let r = post(a, "/v1/collections", &json!({"name": "d", "dim": 2.5}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    s.stop().unwrap();
+}
+
+/// Issue #16, fault 5: a body trickled after the headers is answered 408 once
+/// `body_timeout_ms` has passed (its connection slot freed), and one address
+/// holding `max_connections_per_address` connections gets 429 for more while
+/// other addresses are served.
+#[test]
+fn slow_bodies_time_out_and_one_address_cannot_take_every_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), |c| {
+        c.limits.body_timeout_ms = 400;
+        c.max_connections_per_address = 3;
+        c.max_connections = 8;
+    });
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    let trickle = || {
+        let mut sock = std::net::TcpStream::connect(a).unwrap();
+        sock.write_all(b"POST /v1/collections/c/upsert HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"documents\"")
+            .unwrap();
+        sock
+    };
+    let t = std::time::Instant::now();
+    let mut slow = trickle();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = slow.read(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#""code":"request_timeout""#) && reply.contains("body_timeout_ms"), "{reply}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "answered after {:?}", t.elapsed());
+    // Three connections from 127.0.0.1 are the most it gets; 127.0.0.2 is still served.
+    let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(a).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let r = raw(a, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("max_connections_per_address"), "{}", r.body);
+    let from_other = s.rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut st = sock.connect(a).await.unwrap();
+        st.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        st.read_to_string(&mut out).await.unwrap();
+        out
+    });
+    assert!(from_other.starts_with("HTTP/1.1 200"), "{from_other}");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(get(a, "/health").status, 200, "the address's connections were given back");
+    s.stop().unwrap();
+}
+
+/// Issue #16, deadlines: a search past its `timeout_ms` answers 504
+/// `deadline_exceeded` long before the whole search would have finished, and
+/// its search slot is free at once (one search thread here); a search
+/// waiting for a busy slot past its deadline answers 504 too.
+#[test]
+fn a_deadline_stops_the_search_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dim, n_docs, n_tok) = (64, 20_000, 32);
+    {
+        let db = tessera::Database::open(dir.path()).unwrap();
+        let cfg = tessera::CollectionConfig { index: None, text: None, ..tessera::CollectionConfig::new(dim) };
+        let c = db.create_collection("big", cfg).unwrap();
+        let mut rng = Rng::new(3);
+        for chunk in (0..n_docs).collect::<Vec<_>>().chunks(2000) {
+            let docs: Vec<tessera::Document> = chunk
+                .iter()
+                .map(|i| {
+                    let rows = rng.tokens(n_tok, dim);
+                    tessera::Document::new(format!("d{i}"), tessera::Tokens::F32 { data: rows.concat(), dim })
+                })
+                .collect();
+            c.upsert(&docs).unwrap();
+        }
+        c.flush().unwrap();
+        let small = db.create_collection("small", tessera::CollectionConfig::new(dim)).unwrap();
+        small
+            .upsert(&[tessera::Document::new("s", tessera::Tokens::F32 { data: rng.tokens(1, dim).concat(), dim })])
+            .unwrap();
+    }
+    let s = TestServer::start_with(dir.path(), |c| c.threads = 1);
+    let a = s.http;
+    let q = Rng::new(4).tokens(64, dim);
+    let timed = |body: &Value| {
+        let t = std::time::Instant::now();
+        let r = post(a, "/v1/collections/big/search", body);
+        (r, t.elapsed())
+    };
+    let (full, t_full) = timed(&json!({"tokens": q, "k": 5, "exact": true}));
+    assert_eq!(full.status, 200, "{}", full.body);
+    let (r, t_stopped) = timed(&json!({"tokens": q, "k": 5, "exact": true, "timeout_ms": 5}));
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "deadline_exceeded");
+    let t = std::time::Instant::now();
+    let small = post(a, "/v1/collections/small/search", &json!({"tokens": [q[0].clone()], "k": 1}));
+    let t_next = t.elapsed();
+    assert_eq!(small.status, 200, "{}", small.body);
+    eprintln!("exact search {t_full:?}; stopped after {t_stopped:?}; the next search took {t_next:?}");
+    if t_full < std::time::Duration::from_millis(150) {
+        eprintln!("skipping the timing assertions: the whole search takes only {t_full:?} on this machine");
+    } else {
+        assert!(t_stopped < t_full / 2, "stopped after {t_stopped:?}; the whole search takes {t_full:?}");
+        assert!(t_next < t_full / 2, "the slot was not freed: the next search took {t_next:?}");
+        // A search queued behind a busy slot gives up at its deadline.
+        let busy = std::thread::spawn(move || {
+            post(a, "/v1/collections/big/search", &json!({"tokens": q, "exact": true})).status
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let q1 = Rng::new(9).tokens(1, dim);
+        let (r, t_queued) = timed(&json!({"tokens": q1, "k": 1, "exact": true, "timeout_ms": 30}));
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert!(t_queued < t_full, "queued {t_queued:?}");
+        assert_eq!(busy.join().unwrap(), 200);
+    }
+    let zero = vec![vec![0.0f32; dim]];
+    let r = post(a, "/v1/collections/big/search", &json!({"tokens": zero, "timeout_ms": 0}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post(a, "/v1/collections/big/search", &json!({"tokens": zero, "timeout_ms": 60001}));
+    assert_eq!((r.status, r.json()["error"]["limit"].as_str()), (400, Some("search_timeout_ms")), "{}", r.body);
+    s.stop().unwrap();
+}
+
+/// Issue #16, fault 4 (in part): a filter or a payload is read with a bound
+/// of MAX_FILTER_VALUES JSON values, checked while the body is parsed, so a
+/// huge `in` list is refused before it becomes a huge tree in memory.
+#[test]
+fn huge_filters_and_payloads_are_refused_while_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 2}));
+    ok(a, "/v1/collections/c/upsert", &json!({"documents": [{"id": "x", "tokens": [[1, 0]], "payload": {"n": 7}}]}));
+    let most = tessera::MAX_FILTER_VALUES;
+    // `in` with most − 3 values: the whole filter (object, field, array, values) holds most.
+    let fits: Vec<usize> = (0..most - 3).collect();
+    let r = ok(a, "/v1/collections/c/search", &json!({"tokens": [[1, 0]], "filter": {"field": "n", "in": fits}}));
+    assert_eq!(r["hits"][0]["id"], "x");
+    let over: Vec<usize> = (0..most).collect();
+    for body in [
+        json!({"tokens": [[1, 0]], "filter": {"field": "n", "in": over}}),
+        json!({"documents": [{"id": "y", "tokens": [[1, 0]], "payload": {"list": over}}]}),
+    ] {
+        let path = if body.get("filter").is_some() { "/v1/collections/c/search" } else { "/v1/collections/c/upsert" };
+        let r = post(a, path, &body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(&format!("more than {most} JSON values")), "{}", &r.body[..r.body.len().min(300)]);
+    }
+    // A payload over max_payload_bytes (1 MiB by default): 413, naming the document.
+    let big = "x".repeat((1 << 20) + 1);
+    let r = post(
+        a,
+        "/v1/collections/c/upsert",
+        &json!({"documents": [{"id": "z", "tokens": [[1, 0]], "payload": {"s": big}}]}),
+    );
+    assert_eq!(r.status, 413, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(r.json()["error"]["limit"], "max_payload_bytes");
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().starts_with("document \"z\": the payload's size"),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(a, "/v1/collections/c").json()["documents"], 1, "nothing of the refused upserts was written");
+    let engine = tessera::Filter::from_json(&json!({"field": "n", "in": (0..most).collect::<Vec<_>>()})).unwrap_err();
+    assert!(engine.to_string().contains(&format!("more than {most} values")), "{engine}");
+    s.stop().unwrap();
+}

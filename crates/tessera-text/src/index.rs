@@ -90,6 +90,28 @@ pub fn build_with_memory(
     Ok(())
 }
 
+/// The files of an index that tantivy does not checksum itself: its
+/// metadata (`meta.json`: segments, schema) and the list of files it manages.
+pub const UNCHECKED_FILES: [&str; 2] = ["meta.json", ".managed.json"];
+
+/// CRC-32 of [`UNCHECKED_FILES`] in order (a missing one counts as empty),
+/// so that whoever built the index can record it and later detect a change
+/// that tantivy would not.
+pub fn meta_checksum(dir: &Path) -> std::io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    for name in UNCHECKED_FILES {
+        match std::fs::read(dir.join(name)) {
+            Ok(b) => {
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(&b);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => h.update(&u64::MAX.to_le_bytes()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(h.finalize())
+}
+
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

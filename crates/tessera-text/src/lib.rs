@@ -26,7 +26,7 @@ use tantivy::query::Bm25Weight;
 
 use analyzer::analyzer;
 pub use analyzer::{MAX_TOKEN_BYTES, is_cjk};
-pub use index::{TextIndex, build, build_with_memory};
+pub use index::{TextIndex, UNCHECKED_FILES, build, build_with_memory, meta_checksum};
 
 /// How texts are split into terms. Chosen per collection, recorded in each
 /// index's schema, and checked when an index is opened.

@@ -78,6 +78,8 @@ pub struct CollectionStats {
     pub centroids: Option<usize>,
     /// Where sealing time went since the collection was created.
     pub build: BuildTimes,
+    /// The default ranking of hybrid queries with tokens.
+    pub ranking: crate::rank::Ranking,
     /// Why the last automatic flush failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_error: Option<String>,
@@ -115,6 +117,8 @@ pub struct Collection {
     build: Mutex<BuildTimes>,
     /// Opened read-only: every write is refused.
     read_only: bool,
+    /// The default ranking of hybrid queries (a copy of the manifest's).
+    pub(crate) ranking: RwLock<crate::rank::Ranking>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -198,6 +202,7 @@ impl Collection {
             remove_unreferenced(dir, &w.manifest)?;
         }
         let (name, build) = (w.manifest.name.clone(), w.manifest.build);
+        let ranking = RwLock::new(w.manifest.ranking.clone().unwrap_or_default());
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
         Ok(Self {
             name,
@@ -209,6 +214,7 @@ impl Collection {
             flush_error: Mutex::new(None),
             build: Mutex::new(build),
             read_only,
+            ranking,
         })
     }
 
@@ -397,6 +403,22 @@ impl Collection {
         Ok(())
     }
 
+    /// Makes `ranking` the default of hybrid queries (stored in the
+    /// manifest: it survives a restart).
+    pub fn set_ranking(&self, ranking: crate::rank::Ranking) -> Result<()> {
+        ranking.rank.validate()?;
+        if ranking.candidates.is_some_and(|n| !(1..=crate::MAX_K).contains(&n)) {
+            return Err(Error::InvalidArgument(format!("ranking candidates must be in 1..={}", crate::MAX_K)));
+        }
+        let mut w = self.lock_writer()?;
+        let mut m = w.manifest.clone();
+        m.ranking = Some(ranking.clone()).filter(|r| *r != crate::rank::Ranking::default());
+        m.store(&self.dir)?;
+        w.manifest = m;
+        *self.ranking.write().expect("ranking lock") = ranking;
+        Ok(())
+    }
+
     /// Merges all segments into one, dropping deleted documents.
     pub fn compact(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
@@ -449,6 +471,7 @@ impl Collection {
                 .max_by_key(|ci| ci.codebook.id)
                 .map(|ci| ci.codebook.info.k),
             build: *self.build.lock().unwrap_or_else(|p| p.into_inner()),
+            ranking: self.ranking(),
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -579,7 +602,7 @@ impl Collection {
         }
         self.add_time(|b, s| b.index_s += s, t);
         let t = Instant::now();
-        let mut text = None;
+        let (mut text, mut text_crc) = (None, None);
         if let Some(tc) = &self.config.text {
             let fid = m.alloc_file_id();
             let tdir = self.dir.join(manifest::text_dir(fid));
@@ -589,6 +612,7 @@ impl Collection {
             tessera_text::build(&tdir, tc.language, docs).map_err(text_error(&tdir))?;
             fsutil::sync_dir(&tdir)?;
             seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
+            text_crc = Some(tessera_text::meta_checksum(&tdir).map_err(Error::io(&tdir))?);
             text = Some(fid);
         }
         self.add_time(|b, s| b.text_s += s, t);
@@ -599,6 +623,7 @@ impl Collection {
             deletes: None,
             index,
             text,
+            text_crc,
             codebook,
         });
         Ok((seg, trained))
@@ -775,6 +800,19 @@ fn open_segment_view(
     let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config)?;
     if let (Some(fid), Some(tc)) = (e.text, &config.text) {
         let tdir = dir.join(manifest::text_dir(fid));
+        if let Some(want) = e.text_crc {
+            let got = tessera_text::meta_checksum(&tdir).map_err(Error::io(&tdir))?;
+            if got != want {
+                return Err(Error::Corrupted {
+                    file: tdir.join(tessera_text::UNCHECKED_FILES[0]),
+                    offset: 0,
+                    reason: format!(
+                        "full-text index: checksum of {} is {got:08x}, the manifest recorded {want:08x}",
+                        tessera_text::UNCHECKED_FILES.join(" and ")
+                    ),
+                });
+            }
+        }
         seg.text = Some(tessera_text::TextIndex::open(&tdir, tc.language).map_err(text_error(&tdir))?);
     }
     match (e.index, &config.index) {

@@ -48,6 +48,8 @@ pub enum Error {
     Poisoned(String),
     #[error("full-text index: {0}")]
     Text(String),
+    #[error("the search ran past its deadline and was stopped")]
+    DeadlineExceeded,
 }
 
 impl From<tessera_format::names::UnknownName> for Error {
@@ -74,6 +76,8 @@ pub enum ErrorKind {
     Io,
     /// The database is open elsewhere, or the collection refuses writes.
     Unavailable,
+    /// A search ran past its deadline and was stopped.
+    Timeout,
 }
 
 impl Error {
@@ -108,6 +112,7 @@ impl Error {
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
             E::Poisoned(_) | E::Locked(_) | E::ReadOnly(_) => ErrorKind::Unavailable,
+            E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }
 }

@@ -11,16 +11,20 @@
 //!   (min-max over source `s`'s list; a list whose scores are all equal gives 1).
 //!
 //! A document absent from a source's list contributes nothing for it. The
-//! best `candidates` by fused score are reranked by exact MaxSim when a tensor
-//! is given (the result's score is then MaxSim); otherwise the fused score is
-//! the result's score.
+//! best `candidates` by fused score are scored by exact MaxSim when a tensor
+//! is given and ordered by the query's [`Rank`](crate::Rank): exact MaxSim,
+//! or a linear combination of normalised MaxSim, BM25 and vector scores
+//! ([`crate::rank`]); a query with tokens that says no rank takes the
+//! collection's default [`Ranking`]. The result's score is the one that
+//! ordered it. Without a tensor the fused score orders and is the score.
 
 use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{MAX_K, SearchHit, SearchParams};
-use crate::snapshot::{Ranked, materialize};
+use crate::rank::{Component, Rank, Ranking, Signal, Signals};
+use crate::search::{MAX_K, SearchHit, SearchParams, check_deadline};
+use crate::snapshot::{Ranked, Snapshot, materialize};
 use std::collections::HashMap;
 
 /// A candidate source.
@@ -80,6 +84,11 @@ pub struct HybridQuery {
     /// [`default_candidates`](crate::Collection::default_candidates)).
     pub candidates: usize,
     pub filter: Option<Filter>,
+    /// The final order; `None`: the collection's default [`Ranking`] when
+    /// the query has tokens, the fused score otherwise.
+    pub rank: Option<Rank>,
+    /// Stop and answer [`Error::DeadlineExceeded`] past this instant.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl HybridQuery {
@@ -95,6 +104,8 @@ impl HybridQuery {
             weights: HashMap::new(),
             candidates: crate::search::default_candidates(k, 0),
             filter: None,
+            rank: None,
+            deadline: None,
         }
     }
 
@@ -146,6 +157,11 @@ impl HybridQuery {
         self.filter = Some(f);
         self
     }
+
+    pub fn with_rank(mut self, rank: Rank) -> Self {
+        self.rank = Some(rank);
+        self
+    }
 }
 
 /// One source's view of a result.
@@ -157,12 +173,14 @@ pub struct SourceRank {
     pub score: f32,
 }
 
-/// A hybrid result: the hit, its fused score, and how each source ranked it.
+/// A hybrid result: the hit, its fused score, how each source ranked it,
+/// and under a linear rank each signal's part in its score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HybridHit {
     pub hit: SearchHit,
     pub fused: f64,
     pub sources: Vec<SourceRank>,
+    pub components: Vec<Component>,
 }
 
 /// Fuses ranked lists (`(source, [(id, score)])`, best first) into
@@ -194,10 +212,110 @@ pub fn fuse(
     out
 }
 
+/// What the sources of one hybrid query returned and the fused candidates,
+/// scored: by exact MaxSim with a tensor, by the fused score without.
+struct Gathered {
+    lists: Vec<(Source, Vec<(String, f32)>)>,
+    fused: Vec<(String, f64, Vec<SourceRank>)>,
+    ranked: Vec<Ranked>,
+}
+
+impl Gathered {
+    /// The candidates' signals: MaxSim as ranked, BM25 and vector from their sources' lists.
+    fn signals(&self) -> Signals {
+        let mut s = Signals {
+            ids: self.ranked.iter().map(|r| r.id.clone()).collect(),
+            raw: self.ranked.iter().map(|r| [Some(r.score), None, None]).collect(),
+            floor: [self.ranked.iter().map(|r| r.score).reduce(f32::min), None, None],
+        };
+        for (source, list) in &self.lists {
+            let signal = match source {
+                Source::Text => Signal::Bm25,
+                Source::Vector => Signal::Vector,
+                Source::Tensor | Source::Ids => continue,
+            } as usize;
+            s.floor[signal] = list.iter().map(|x| x.1).reduce(f32::min);
+            let by_id: HashMap<&str, f32> = list.iter().map(|(id, score)| (id.as_str(), *score)).collect();
+            for (raw, id) in s.raw.iter_mut().zip(&s.ids) {
+                raw[signal] = by_id.get(id.as_str()).copied();
+            }
+        }
+        s
+    }
+}
+
 impl Collection {
-    /// Runs a hybrid query: each chosen source's candidates, fused, reranked
-    /// by exact MaxSim when tokens are given.
+    /// Runs a hybrid query: each chosen source's candidates, fused, scored
+    /// by exact MaxSim when tokens are given and ordered by the query's rank.
     pub fn query(&self, q: &HybridQuery) -> Result<Vec<HybridHit>> {
+        let rank = self.rank_of(q)?;
+        let snap = self.snapshot();
+        let g = self.gather(&snap, q)?;
+        let mut components: HashMap<String, Vec<Component>> = HashMap::new();
+        let mut ranked = match rank {
+            Rank::MaxSim => g.ranked,
+            Rank::Linear { .. } => {
+                let signals = g.signals();
+                let scores = signals.scores(&rank);
+                let mut parts = signals.components(&rank);
+                let mut slots: Vec<Option<Ranked>> = g.ranked.into_iter().map(Some).collect();
+                signals
+                    .order(&scores)
+                    .into_iter()
+                    .map(|i| {
+                        components.insert(signals.ids[i].clone(), std::mem::take(&mut parts[i]));
+                        Ranked { score: scores[i] as f32, ..slots[i].take().expect("each candidate once") }
+                    })
+                    .collect()
+            }
+        };
+        ranked.truncate(q.k);
+        let by_id: HashMap<&str, &(String, f64, Vec<SourceRank>)> = g.fused.iter().map(|x| (x.0.as_str(), x)).collect();
+        Ok(materialize(&snap, ranked)
+            .into_iter()
+            .map(|hit| {
+                let x = by_id[hit.id.as_str()];
+                let components = components.remove(&hit.id).unwrap_or_default();
+                HybridHit { fused: x.1, sources: x.2.clone(), components, hit }
+            })
+            .collect())
+    }
+
+    /// The candidates of a hybrid query with tokens and their raw signals,
+    /// as the query's rank sees them (what `tessera tune` fits weights on).
+    pub fn query_signals(&self, q: &HybridQuery) -> Result<Signals> {
+        if q.tensor.is_none() {
+            return Err(Error::InvalidArgument("the signals of a hybrid query need query tokens".into()));
+        }
+        self.rank_of(q)?;
+        Ok(self.gather(&self.snapshot(), q)?.signals())
+    }
+
+    /// The rank a query is ordered by: its own (checked against its
+    /// sources), else the collection's default when it has tokens, else the
+    /// fused score (`MaxSim`, which without tokens keeps the fused order).
+    fn rank_of(&self, q: &HybridQuery) -> Result<Rank> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        let Some(rank) = &q.rank else {
+            return Ok(if q.tensor.is_some() { self.ranking().rank } else { Rank::MaxSim });
+        };
+        rank.validate()?;
+        if let Rank::Linear { .. } = rank {
+            if q.tensor.is_none() {
+                return bad("rank linear needs query tokens (it scores every candidate by MaxSim)");
+            }
+            if rank.weight(Signal::Bm25) != 0.0 && q.text.is_none() {
+                return bad("a bm25 rank weight needs a text query");
+            }
+            if rank.weight(Signal::Vector) != 0.0 && !q.use_vector {
+                return bad("a vector rank weight needs the vector source");
+            }
+        }
+        Ok(rank.clone())
+    }
+
+    /// Each chosen source's candidates, fused, the best `candidates` scored.
+    fn gather(&self, snap: &Snapshot, q: &HybridQuery) -> Result<Gathered> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
         if !(1..=MAX_K).contains(&q.k) || !(1..=MAX_K).contains(&q.candidates) {
             return bad("k and candidates must be in 1..=100000");
@@ -215,38 +333,38 @@ impl Collection {
             return bad("a hybrid query needs at least one source: tensor, vector, text or ids");
         }
         let n = q.candidates.max(q.k);
-        let snap = self.snapshot();
         let f = q.filter.as_ref();
         let mut lists = Vec::new();
         // Tensor-source scores are exact MaxSim already: the final rerank reuses them.
         let mut known: HashMap<String, Ranked> = HashMap::new();
         if let (true, Some(t)) = (q.use_tensor, &q.tensor) {
             let mut p = SearchParams::new(n).with_candidates(n);
-            p.filter = q.filter.clone();
-            let ranked = self.search_ranked(&snap, t, &p)?;
+            (p.filter, p.deadline) = (q.filter.clone(), q.deadline);
+            let ranked = self.search_ranked(snap, t, &p)?;
             lists.push((Source::Tensor, ranked.iter().map(|r| (r.id.clone(), r.score)).collect()));
             known.extend(ranked.into_iter().map(|r| (r.id.clone(), r)));
         }
         if let (true, Some(t)) = (q.use_vector, &q.tensor) {
-            lists.push((Source::Vector, self.coarse_candidates(&snap, t, n, f)?));
+            lists.push((Source::Vector, self.coarse_candidates(snap, t, n, f)?));
         }
         if let Some(text) = &q.text {
-            let ranked = self.search_text_ranked(&snap, text, n, f)?;
+            let ranked = self.search_text_ranked(snap, text, n, f)?;
             lists.push((Source::Text, ranked.into_iter().map(|r| (r.id, r.score)).collect()));
         }
         if let Some(ids) = &q.ids {
             // Only live documents (that pass the filter) are candidates; an empty `and` matches all.
-            let list = self.live_matching(&snap, ids, f.unwrap_or(&Filter::And(Vec::new())));
+            let list = self.live_matching(snap, ids, f.unwrap_or(&Filter::And(Vec::new())));
             let len = list.len();
             lists.push((Source::Ids, list.into_iter().enumerate().map(|(i, id)| (id, (len - i) as f32)).collect()));
         }
+        check_deadline(q.deadline)?;
         let mut fused = fuse(&lists, &q.fusion, &q.weights);
         fused.truncate(n);
-        let mut ranked: Vec<Ranked> = match &q.tensor {
+        let ranked: Vec<Ranked> = match &q.tensor {
             Some(t) => {
                 let todo: Vec<&str> =
                     fused.iter().map(|x| x.0.as_str()).filter(|id| !known.contains_key(*id)).collect();
-                let (mut r, _) = self.rerank_ranked(&snap, t, &todo)?;
+                let (mut r, _) = self.rerank_ranked(snap, t, &todo)?;
                 r.extend(fused.iter().filter_map(|x| known.remove(&x.0)));
                 r.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
                 r
@@ -258,16 +376,18 @@ impl Collection {
                 })
                 .collect(),
         };
-        ranked.truncate(q.k);
-        let by_id: HashMap<&str, &(String, f64, Vec<SourceRank>)> = fused.iter().map(|x| (x.0.as_str(), x)).collect();
-        let mut out: Vec<HybridHit> = materialize(&snap, ranked)
-            .into_iter()
-            .map(|hit| {
-                let x = by_id[hit.id.as_str()];
-                HybridHit { fused: x.1, sources: x.2.clone(), hit }
-            })
-            .collect();
-        out.truncate(q.k);
-        Ok(out)
+        check_deadline(q.deadline)?;
+        Ok(Gathered { lists, fused, ranked })
+    }
+
+    /// The default ranking of this collection's hybrid queries.
+    pub fn ranking(&self) -> Ranking {
+        self.ranking.read().expect("ranking lock").clone()
+    }
+
+    /// Candidates per source of a hybrid query for `k` results that does
+    /// not say: the default ranking's, else [`default_candidates`](Collection::default_candidates).
+    pub fn hybrid_candidates(&self, k: usize) -> usize {
+        self.ranking().candidates.unwrap_or_else(|| self.default_candidates(k)).max(k).min(MAX_K)
     }
 }

@@ -43,6 +43,7 @@ mod kernels;
 mod manifest;
 mod memtable;
 mod mine;
+pub mod rank;
 mod request;
 mod search;
 mod segment;
@@ -58,11 +59,12 @@ pub use config::{
 pub use database::Database;
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, ErrorKind, Result};
-pub use filter::Filter;
+pub use filter::{Filter, MAX_FILTER_VALUES};
 pub use half::f16;
 pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
+pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use request::{SearchRequest, SearchResults};
 pub use search::{
     CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, MAX_NPROBE, Reranked,

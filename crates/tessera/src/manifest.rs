@@ -6,6 +6,7 @@ use crate::collection::BuildTimes;
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::rank::Ranking;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tessera_format::envelope;
@@ -28,6 +29,11 @@ pub(crate) struct SegmentEntry {
     /// File id of the segment's full-text (BM25) index directory, if it has one.
     #[serde(default)]
     pub text: Option<u64>,
+    /// CRC-32 of the text index's `meta.json` and `.managed.json`
+    /// ([`tessera_text::meta_checksum`]), which tantivy does not checksum;
+    /// absent in manifests written before it was kept (not checked then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_crc: Option<u32>,
     /// Centroid collections: file id of the codebook the segment's centroid
     /// index (`index`, an `ivf-N.tivf` file) was coded with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +61,9 @@ pub(crate) struct Manifest {
     /// was created (absent in manifests written before they were kept).
     #[serde(default)]
     pub build: BuildTimes,
+    /// The default ranking of hybrid queries, once one was set (`tessera tune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<Ranking>,
 }
 
 impl Manifest {
@@ -69,6 +78,7 @@ impl Manifest {
             segments: vec![],
             codebook: None,
             build: BuildTimes::default(),
+            ranking: None,
         }
     }
 

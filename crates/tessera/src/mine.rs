@@ -5,12 +5,20 @@
 //! sample `per_query` of them with a generator seeded by the seed and the
 //! query's id — so a query's negatives do not depend on the other queries.
 //! The positives come back with their exact MaxSim scores, for distillation.
+//!
+//! Retrieval is two-stage (or exact) MaxSim, or, given the query's text, a
+//! hybrid query (MaxSim and BM25 candidates fused) ordered by a [`Rank`] —
+//! the collection's default ranking unless told — so negatives can be mined
+//! with the fused ranking. Scores (the guard's and the returned ones) are
+//! exact MaxSim either way.
 
 use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
+use crate::hybrid::HybridQuery;
+use crate::rank::Rank;
 use crate::search::{MAX_K, SearchHit, SearchParams};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// SplitMix64: small, fast, deterministic across platforms.
 #[derive(Debug, Clone)]
@@ -53,6 +61,9 @@ pub struct MineParams {
     pub exact: bool,
     /// Only documents with a stored text are negatives (for text training sets).
     pub require_text: bool,
+    /// Hybrid retrieval (a query text given): the final order; `None`: the
+    /// collection's default ranking.
+    pub rank: Option<Rank>,
 }
 
 impl Default for MineParams {
@@ -65,6 +76,7 @@ impl Default for MineParams {
             candidates: crate::search::DEFAULT_CANDIDATES,
             exact: false,
             require_text: true,
+            rank: None,
         }
     }
 }
@@ -86,11 +98,24 @@ fn id_hash(id: &str) -> u64 {
 }
 
 impl Collection {
-    /// Mines hard negatives of one query (see the module documentation).
+    /// Mines hard negatives of one query by MaxSim retrieval (see the module documentation).
     pub fn mine_negatives<S: AsRef<str>>(
         &self,
         query_id: &str,
         query: &Tokens,
+        positives: &[S],
+        p: &MineParams,
+    ) -> Result<Mined> {
+        self.mine_negatives_with(query_id, query, None, positives, p)
+    }
+
+    /// Mines hard negatives of one query; with `text`, by a hybrid query
+    /// (MaxSim and BM25 of `text`) ordered by `p.rank`.
+    pub fn mine_negatives_with<S: AsRef<str>>(
+        &self,
+        query_id: &str,
+        query: &Tokens,
+        text: Option<&str>,
         positives: &[S],
         p: &MineParams,
     ) -> Result<Mined> {
@@ -103,9 +128,32 @@ impl Collection {
         if p.exclude_above_score.is_some_and(|x| !x.is_finite()) {
             return Err(Error::InvalidArgument("exclude_above_score must be finite".into()));
         }
-        let params = if p.exact { SearchParams::exact(end) } else { SearchParams::new(end) }
-            .with_candidates(p.candidates.max(end));
-        let hits = self.search_with(query, &params)?;
+        let hits = match text {
+            None if p.rank.is_some() => {
+                return Err(Error::InvalidArgument("rank applies to hybrid mining: give the query's text".into()));
+            }
+            None => {
+                let params = if p.exact { SearchParams::exact(end) } else { SearchParams::new(end) }
+                    .with_candidates(p.candidates.max(end));
+                self.search_with(query, &params)?
+            }
+            Some(_) if p.exact => {
+                return Err(Error::InvalidArgument("exact applies to MaxSim mining, not hybrid (with text)".into()));
+            }
+            Some(text) => {
+                let mut q = HybridQuery::new(end)
+                    .with_tensor(query.clone())
+                    .with_text(text)
+                    .with_candidates(p.candidates.max(end));
+                q.rank = p.rank.clone();
+                let hits: Vec<SearchHit> = self.query(&q)?.into_iter().map(|h| h.hit).collect();
+                // The order is the rank's; the scores, MaxSim.
+                let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+                let maxsim: HashMap<String, f32> =
+                    self.rerank(query, &ids)?.hits.into_iter().map(|h| (h.id, h.score)).collect();
+                hits.into_iter().filter_map(|h| Some(SearchHit { score: *maxsim.get(&h.id)?, ..h })).collect()
+            }
+        };
         let judged: HashSet<&str> = positives.iter().map(AsRef::as_ref).collect();
         let best_pos = hits.iter().filter(|h| judged.contains(h.id.as_str())).map(|h| h.score).reduce(f32::max);
         let limit = p.exclude_above_score.zip(best_pos.or(hits.first().map(|h| h.score))).map(|(x, r)| x * r);

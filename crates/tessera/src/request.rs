@@ -8,10 +8,11 @@ use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source};
+use crate::rank::Rank;
 use crate::search::{SearchHit, SearchParams};
 
-/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion` or
-/// `weights` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
+/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion`,
+/// `weights` or `rank` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
 /// of `tokens`; otherwise a hybrid query fusing the chosen sources.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -40,6 +41,11 @@ pub struct SearchRequest {
     pub fusion: Option<Fusion>,
     /// Per-source weights (hybrid).
     pub weights: Vec<(Source, f64)>,
+    /// The final order (hybrid); see [`Rank::from_parts`]. Default: the
+    /// collection's [`Ranking`](crate::Ranking) when tokens are given.
+    pub rank: Option<Rank>,
+    /// Stop and answer [`Error::DeadlineExceeded`] past this instant.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl SearchRequest {
@@ -65,6 +71,8 @@ impl SearchRequest {
             rerank_only: false,
             fusion: None,
             weights: Vec::new(),
+            rank: None,
+            deadline: None,
         }
     }
 
@@ -76,6 +84,7 @@ impl SearchRequest {
             || self.rerank_only
             || self.fusion.is_some()
             || !self.weights.is_empty()
+            || self.rank.is_some()
     }
 }
 
@@ -122,6 +131,7 @@ impl SearchRequest {
         params.nprobe = self.nprobe;
         params.rerank = self.rerank;
         params.filter = self.filter.clone();
+        params.deadline = self.deadline;
         params
     }
 
@@ -153,11 +163,18 @@ impl Collection {
             .collect())
     }
 
+    /// The candidates `req` runs with when it does not say: per source of a
+    /// hybrid query [`hybrid_candidates`](Collection::hybrid_candidates),
+    /// else [`default_candidates`](Collection::default_candidates).
+    pub fn request_candidates(&self, req: &SearchRequest) -> usize {
+        if req.is_hybrid() { self.hybrid_candidates(req.k) } else { self.default_candidates(req.k) }
+    }
+
     /// Runs a [`SearchRequest`]: refuses options that do not apply to its
     /// kind of search, then searches.
     pub fn search_request(&self, req: &SearchRequest) -> Result<SearchResults> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
-        let candidates = req.candidates.unwrap_or_else(|| self.default_candidates(req.k));
+        let candidates = req.candidates.unwrap_or_else(|| self.request_candidates(req));
         if !req.is_hybrid() {
             let Some(tokens) = &req.tokens else {
                 return bad("a search needs query tokens, text or ids");
@@ -167,7 +184,7 @@ impl Collection {
         }
         if req.exact || req.ef.is_some() || req.nprobe.is_some() || req.rerank.is_some() {
             return bad(
-                "exact, ef, nprobe and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0 or weights) takes candidates",
+                "exact, ef, nprobe and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0, weights or rank) takes candidates",
             );
         }
         if req.vector && req.rerank_only {
@@ -199,6 +216,7 @@ impl Collection {
             q = q.with_weight(*source, *w);
         }
         q.filter = req.filter.clone();
+        (q.rank, q.deadline) = (req.rank.clone(), req.deadline);
         Ok(SearchResults::Hybrid(self.query(&q)?))
     }
 }

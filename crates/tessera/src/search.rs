@@ -20,6 +20,7 @@ use crate::snapshot::{Loc, Ranked, Snapshot, allowed_rows, materialize};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tessera_index::Encoder;
 use tessera_index::centroids::Probe;
 use tessera_kernels::{
@@ -74,12 +75,28 @@ pub struct SearchParams {
     /// skips the screening); `None`: [`DEFAULT_RERANK`]. Refused on exact
     /// search and on collections without screening codes.
     pub rerank: Option<usize>,
+    /// Stop scoring at this instant and answer [`Error::DeadlineExceeded`]
+    /// (checked between segments and every [`DEADLINE_ROWS`] rows).
+    pub deadline: Option<Instant>,
+}
+
+/// Rows scored between two looks at a search's deadline.
+pub const DEADLINE_ROWS: usize = 1024;
+
+/// Whether `deadline` has passed.
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// `Err(DeadlineExceeded)` once `deadline` has passed.
+pub(crate) fn check_deadline(deadline: Option<Instant>) -> Result<()> {
+    if expired(deadline) { Err(Error::DeadlineExceeded) } else { Ok(()) }
 }
 
 impl SearchParams {
     /// Two-stage search for `k` results with the default candidates.
     pub fn new(k: usize) -> Self {
-        Self { k, candidates: None, ef: None, nprobe: None, exact: false, filter: None, rerank: None }
+        Self { k, candidates: None, ef: None, nprobe: None, exact: false, filter: None, rerank: None, deadline: None }
     }
 
     /// Exact search for `k` results.
@@ -115,6 +132,11 @@ impl SearchParams {
 
     pub fn with_rerank(mut self, rerank: usize) -> Self {
         self.rerank = Some(rerank);
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
@@ -439,7 +461,9 @@ impl<'a> Searcher<'a> {
     /// documents (a very selective filter), those are scored exactly instead.
     pub fn search(&self, p: &SearchParams) -> Result<Vec<Ranked>> {
         check_params(self.index_kind, self.screening, p)?;
-        Ok(search_group(std::slice::from_ref(self), p).pop().unwrap_or_default())
+        let hits = search_group(std::slice::from_ref(self), p).pop().unwrap_or_default();
+        check_deadline(p.deadline)?;
+        Ok(hits)
     }
 
     /// The rows the exact stage scores: the coarse candidates (`n` of them),
@@ -476,7 +500,7 @@ impl<'a> Searcher<'a> {
         let hits = if n == 0 {
             Vec::new()
         } else {
-            rank_group(std::slice::from_ref(self), &[&sets], n, MemSel::Only(&mem_ids)).pop().unwrap_or_default()
+            rank_group(std::slice::from_ref(self), &[&sets], n, MemSel::Only(&mem_ids), None).pop().unwrap_or_default()
         };
         (hits, missing)
     }
@@ -555,18 +579,20 @@ fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
     let Some(s0) = group.first() else { return Vec::new() };
     if p.exact || (matches!(s0.stage, Stage::None) && s0.screening == Screening::None) {
         let all = s0.all();
-        return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All);
+        return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All, p.deadline);
     }
     let n = p.effective_candidates(s0.snap.len());
     let sets: Vec<Vec<RowSet>> = group.par_iter().map(|s| s.candidate_sets(p, n)).collect();
     let refs: Vec<&[RowSet]> = sets.iter().map(Vec::as_slice).collect();
-    let mut hits = rank_group(group, &refs, p.k, MemSel::All);
-    if hits.iter().any(|h| h.len() < p.k) {
+    let mut hits = rank_group(group, &refs, p.k, MemSel::All, p.deadline);
+    if hits.iter().any(|h| h.len() < p.k) && !expired(p.deadline) {
         let available = s0.available();
         let all = s0.all();
         for (s, h) in group.iter().zip(&mut hits) {
             if h.len() < p.k.min(available) {
-                *h = rank_group(std::slice::from_ref(s), &[&all], p.k, MemSel::All).pop().unwrap_or_default();
+                *h = rank_group(std::slice::from_ref(s), &[&all], p.k, MemSel::All, p.deadline)
+                    .pop()
+                    .unwrap_or_default();
             }
         }
     }
@@ -578,7 +604,14 @@ fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
 /// the filter, which the group shares), merged into one top-k per query.
 /// Rows that every query (or at least half of them) wants are scored for
 /// all at once by the multi-query kernel; the rest query by query, in parallel.
-fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: MemSel<'_>) -> Vec<Vec<Ranked>> {
+/// Past `deadline` it stops scoring: the caller must then discard the result.
+fn rank_group<'a>(
+    group: &[Searcher<'a>],
+    sets: &[&[RowSet]],
+    k: usize,
+    mem: MemSel<'_>,
+    deadline: Option<Instant>,
+) -> Vec<Vec<Ranked>> {
     let Some(s0) = group.first() else { return Vec::new() };
     let snap = s0.snap;
     let nq = group.len();
@@ -596,7 +629,10 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
             }
         }
     }
-    for (si, sv) in snap.segments.iter().enumerate() {
+    'segments: for (si, sv) in snap.segments.iter().enumerate() {
+        if expired(deadline) {
+            break;
+        }
         let m = sv.seg.matrix();
         let rows = |qi: usize| sets[qi][si].rows(&sv.live);
         let cand = |r: u32| Cand { id: sv.seg.id_of(r as usize), at: Loc::Seg(si, r) };
@@ -606,14 +642,24 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
             }
         };
         let Some(b) = &batch else {
-            push(&mut tops[0], m.top_k(&s0.q, rows(0), k));
+            for chunk in rows(0).chunks(DEADLINE_ROWS) {
+                if expired(deadline) {
+                    break 'segments;
+                }
+                push(&mut tops[0], m.top_k(&s0.q, chunk, k));
+            }
             continue;
         };
         // (The same slice for every query, as exact search passes, is found
         // without comparing a million rows per query.)
         if (1..nq).all(|qi| std::ptr::eq(rows(qi), rows(0)) || rows(qi) == rows(0)) {
-            for (top, hits) in tops.iter_mut().zip(m.top_k_batch(b, rows(0), k)) {
-                push(top, hits);
+            for chunk in rows(0).chunks(DEADLINE_ROWS) {
+                if expired(deadline) {
+                    break 'segments;
+                }
+                for (top, hits) in tops.iter_mut().zip(m.top_k_batch(b, chunk, k)) {
+                    push(top, hits);
+                }
             }
             continue;
         }
@@ -631,6 +677,9 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
         }
         let mut scores = Vec::new();
         for chunk in shared.chunks(SHARED_CHUNK) {
+            if expired(deadline) {
+                break 'segments;
+            }
             let rows: Vec<u32> = chunk.iter().map(|c| c.0).collect();
             scores.resize(rows.len() * nq, 0.0);
             m.score_batch(b, &rows, &mut scores);
@@ -647,6 +696,7 @@ fn rank_group<'a>(group: &[Searcher<'a>], sets: &[&[RowSet]], k: usize, mem: Mem
     }
     let storage = s0.storage;
     match mem {
+        _ if expired(deadline) => {}
         MemSel::All => {
             let docs: Vec<_> = snap.mem.live().into_iter().filter(|d| s0.mem_passes(d.payload.as_deref())).collect();
             let scored: Vec<(Vec<f32>, &str)> = docs
@@ -767,6 +817,7 @@ impl Collection {
             groups.push(g);
         }
         let hits: Vec<Vec<Vec<Ranked>>> = groups.par_iter().map(|g| search_group(g, params)).collect();
+        check_deadline(params.deadline)?;
         for (i, h) in at.into_iter().zip(hits.into_iter().flatten()) {
             out[i] = Some(Ok(h));
         }

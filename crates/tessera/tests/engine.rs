@@ -981,3 +981,138 @@ fn read_only_opening_beside_a_writer_changes_nothing() {
     assert_eq!(writer.collection("c").unwrap().len(), 30);
     assert_eq!(std::fs::read(&wal).unwrap().len(), bytes.len() - 3, "the writer cut the torn tail");
 }
+
+/// A linear rank over the fused candidates against a reference computed here:
+/// naive f64 MaxSim, the text source's BM25 scores with its lowest as the
+/// floor, z-scores by hand. Then the collection's default ranking: used by a
+/// query that gives no rank, kept across a restart, refused read-only.
+#[test]
+fn linear_rank_against_an_independent_reference_and_the_default_ranking() {
+    use tessera::{Norm, Rank, Ranking, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let (c, all) = filtered_collection(dir.path(), tessera::IndexConfig::pooled());
+    let q = Rng(77).tokens(3, 16);
+    let Tokens::F32 { data: qv, .. } = &q else { unreachable!() };
+    let maxsim = |id: &str| maxsim_f64(qv, &all.iter().find(|d| d.0 == id).unwrap().1, 16);
+    let (text, n, w) = ("copy files network", 60, 0.7);
+    let rank = Rank::linear(Norm::ZScore, [(Signal::MaxSim, 1.0), (Signal::Bm25, w)]);
+    let hq = tessera::HybridQuery::new(10).with_tensor(q.clone()).with_text(text).with_candidates(n);
+    let hits = c.query(&hq.clone().with_rank(rank.clone())).unwrap();
+    // The candidates are the fused set of the two sources (RRF, tested elsewhere).
+    let tensor = c.search_with(&q, &tessera::SearchParams::new(n).with_candidates(n)).unwrap();
+    let bm25 = c.search_text(text, n, None).unwrap();
+    let list = |h: &[tessera::SearchHit]| h.iter().map(|h| (h.id.clone(), h.score)).collect::<Vec<_>>();
+    let lists = [(tessera::Source::Tensor, list(&tensor)), (tessera::Source::Text, list(&bm25))];
+    let mut fused = tessera::fuse(&lists, &tessera::Fusion::Rrf { k0: 60.0 }, &Default::default());
+    fused.truncate(n);
+    let floor = bm25.iter().map(|h| h.score as f64).fold(f64::INFINITY, f64::min);
+    let m: Vec<f64> = fused.iter().map(|f| maxsim(&f.0)).collect();
+    let b: Vec<f64> =
+        fused.iter().map(|f| bm25.iter().find(|h| h.id == f.0).map_or(floor, |h| h.score as f64)).collect();
+    let z = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        v.iter().map(|x| (x - mean) / sd).collect::<Vec<_>>()
+    };
+    let (zm, zb) = (z(&m), z(&b));
+    let mut want: Vec<(String, f64)> =
+        fused.iter().enumerate().map(|(i, f)| (f.0.clone(), zm[i] + w * zb[i])).collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(hits.len(), 10);
+    for (i, h) in hits.iter().enumerate() {
+        let r = want.iter().find(|x| x.0 == h.hit.id).expect("a fused candidate");
+        assert!((h.hit.score as f64 - r.1).abs() < 1e-3, "{}: {} vs {}", h.hit.id, h.hit.score, r.1);
+        assert!((h.hit.score as f64 - want[i].1).abs() < 1e-3, "rank {i}: {} vs reference {:?}", h.hit.score, want[i]);
+        let parts: f64 = h.components.iter().map(|c| c.weight * c.normalized).sum();
+        assert!((parts - h.hit.score as f64).abs() < 1e-3, "the components add up to the score");
+        let b = h.components.iter().find(|c| c.signal == Signal::Bm25).unwrap();
+        assert_eq!(b.raw.is_none(), !bm25.iter().any(|x| x.id == h.hit.id), "raw BM25 only where returned");
+    }
+    // The vector source's similarity as a signal: raw where the source returned the hit.
+    let vq = hq.clone().with_vector_source();
+    let vector = c.query(&vq.clone().with_rank(Rank::MaxSim)).unwrap();
+    let vhits =
+        c.query(&vq.with_rank(Rank::linear(Norm::MinMax, [(Signal::MaxSim, 1.0), (Signal::Vector, 0.5)]))).unwrap();
+    for h in &vhits {
+        let v = h.components.iter().find(|c| c.signal == Signal::Vector).expect("a vector component");
+        let listed = h.sources.iter().find(|s| s.source == tessera::Source::Vector).map(|s| s.score);
+        assert_eq!(v.raw, listed);
+        let parts: f64 = h.components.iter().map(|c| c.weight * c.normalized).sum();
+        assert!((parts - h.hit.score as f64).abs() < 1e-4);
+    }
+    assert!(vector.iter().all(|h| h.components.is_empty()), "a MaxSim rank has no components");
+    // The rank is checked against the query's sources.
+    for bad in [
+        hq.clone().with_rank(Rank::linear(Norm::ZScore, [(Signal::Vector, 1.0)])),
+        hq.clone().with_rank(Rank::linear(Norm::MinMax, [(Signal::MaxSim, 0.0)])),
+        tessera::HybridQuery::new(10).with_tensor(q.clone()).with_candidates(n).with_rank(rank.clone()),
+        tessera::HybridQuery::new(10).with_text(text).with_rank(Rank::linear(Norm::ZScore, [(Signal::Bm25, 1.0)])),
+    ] {
+        assert!(matches!(c.query(&bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+    // Default: MaxSim order; once set, a query without rank takes it, and its candidates.
+    let ids = |h: &[tessera::HybridHit]| h.iter().map(|h| h.hit.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&c.query(&hq).unwrap()), ids(&c.query(&hq.clone().with_rank(Rank::MaxSim)).unwrap()));
+    let default = c.hybrid_candidates(10);
+    c.set_ranking(Ranking { rank: rank.clone(), candidates: Some(n) }).unwrap();
+    assert_eq!(c.query(&hq).unwrap(), hits);
+    assert_eq!(c.hybrid_candidates(10), n);
+    let mut req = tessera::SearchRequest::new(q.clone(), 10);
+    req.text = Some(text.into());
+    let tessera::SearchResults::Hybrid(via_request) = c.search_request(&req).unwrap() else { panic!("hybrid") };
+    assert_eq!(via_request, hits, "a flat request without rank or candidates takes the ranking's");
+    assert!(c.set_ranking(Ranking { rank: Rank::linear(Norm::ZScore, []), candidates: None }).is_err());
+    drop(c);
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    assert_eq!(c.ranking(), Ranking { rank: rank.clone(), candidates: Some(n) }, "kept across a restart");
+    assert_eq!(c.query(&hq).unwrap(), hits);
+    drop((c, db));
+    let ro = Database::open_read_only(dir.path()).unwrap();
+    assert!(matches!(ro.collection("c").unwrap().set_ranking(Ranking::default()), Err(Error::ReadOnly(_))));
+    drop(ro);
+    let c = Database::open(dir.path()).unwrap().collection("c").unwrap();
+    c.set_ranking(Ranking::default()).unwrap();
+    assert_eq!(c.hybrid_candidates(10), default);
+    // Mining with the fused ranking: its order, MaxSim scores.
+    let p = tessera::MineParams {
+        range: (1, 10),
+        per_query: 10,
+        require_text: false,
+        candidates: n,
+        rank: Some(rank),
+        ..Default::default()
+    };
+    let mined = c.mine_negatives_with("q", &q, Some(text), &[] as &[&str], &p).unwrap();
+    let order: Vec<&str> = hits.iter().map(|h| h.hit.id.as_str()).collect();
+    assert_eq!(mined.negatives.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), order);
+    for h in &mined.negatives {
+        assert!((h.score as f64 - maxsim(&h.id)).abs() < 1e-3);
+    }
+}
+
+/// Issue #16, deadlines: a search past its deadline stops with
+/// DeadlineExceeded (single, batch, hybrid); with time to spare it answers
+/// exactly what it answers without a deadline.
+#[test]
+fn a_search_past_its_deadline_stops_with_deadline_exceeded() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = filtered_collection(dir.path(), tessera::IndexConfig::pooled());
+    let q = Rng(5).tokens(4, 16);
+    let past = Instant::now();
+    let later = Instant::now() + Duration::from_secs(600);
+    for p in [tessera::SearchParams::exact(10), tessera::SearchParams::new(10)] {
+        let e = c.search_with(&q, &p.clone().with_deadline(past)).unwrap_err();
+        assert!(matches!(e, Error::DeadlineExceeded) && e.kind() == tessera::ErrorKind::Timeout, "{e}");
+        assert_eq!(c.search_with(&q, &p.clone().with_deadline(later)).unwrap(), c.search_with(&q, &p).unwrap());
+        let batch = [q.clone(), Rng(6).tokens(3, 16)];
+        assert!(matches!(c.search_batch(&batch, &p.clone().with_deadline(past)), Err(Error::DeadlineExceeded)));
+    }
+    let mut h = tessera::HybridQuery::new(5).with_tensor(q.clone()).with_text("copy files");
+    h.deadline = Some(past);
+    assert!(matches!(c.query(&h), Err(Error::DeadlineExceeded)));
+    let without = c.query(&tessera::HybridQuery::new(5).with_tensor(q.clone()).with_text("copy files")).unwrap();
+    h.deadline = Some(later);
+    assert_eq!(c.query(&h).unwrap(), without);
+}

@@ -39,6 +39,7 @@ impl TestServer {
             threads: 2,
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_address: 1024,
         };
         let mut config = config;
         edit(&mut config);
@@ -92,6 +93,7 @@ pub fn small_limits() -> Limits {
         max_batch_queries: 3,
         max_batch_tokens: 8,
         max_response_bytes: 2000,
+        ..Limits::default()
     }
 }
 
