@@ -150,6 +150,28 @@ impl SearchMode {
 }
 
 /// Prints every collection's sizes.
+/// Prints what `tessera backup` or `tessera restore` wrote.
+pub fn backup_report(r: &tessera::BackupReport, what: &str, out: &mut dyn Write, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        return Ok(());
+    }
+    writeln!(out, "{what} {} in {:.2} s (verified)", r.path.display(), r.seconds)?;
+    for c in &r.collections {
+        writeln!(
+            out,
+            "  {:<24} {:>10} documents  up to write batch {:<8} {} files ({} hard-linked), {:.1} MB",
+            c.name,
+            c.documents,
+            c.seq,
+            c.files,
+            c.linked,
+            c.bytes as f64 / 1e6
+        )?;
+    }
+    Ok(())
+}
+
 pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     let stats: Vec<_> = db
         .list_collections()

@@ -144,6 +144,33 @@ enum Cmd {
     /// codebooks, full-text indexes and manifests, verify them all, and open each collection
     /// read-only as the engine does (exit code 1 if anything is corrupt or refused).
     Inspect(tessera_cli::inspect::InspectArgs),
+    /// Write a consistent copy of a database to a new folder while it stays open and written
+    /// (by `tessera serve` or an ingest): each collection as of one point between write
+    /// batches. Immutable files are hard-linked when OUT is on the same file system (put it on
+    /// another disk to survive losing this one). The copy is verified before this returns.
+    Backup {
+        /// Database folder.
+        #[arg(long)]
+        db: PathBuf,
+        /// Folder to write the backup to; must not exist (or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new database from a backup (verified first; the backup is not changed).
+    Restore {
+        /// The backup folder (written by `tessera backup` or the server's POST /backup).
+        #[arg(long)]
+        from: PathBuf,
+        /// Folder of the new database; must not exist (or be empty).
+        #[arg(long)]
+        db: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve a database over HTTP (JSON) and gRPC until ctrl-c or SIGTERM
     /// (then drain requests in flight, flush and exit 0). See docs/SERVER.md.
     Serve(tessera_cli::serve::ServeArgs),
@@ -509,6 +536,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info { db, json } => {
             let db = Database::open_read_only(&db)?;
             commands::info(&db, stdout, json)?;
+        }
+        Cmd::Backup { db, out, json } => commands::backup_report(&tessera::backup(&db, &out)?, "backup", stdout, json)?,
+        Cmd::Restore { from, db, json } => {
+            commands::backup_report(&tessera::restore(&from, &db)?, "restored", stdout, json)?
         }
         Cmd::Eval(a) => tessera_cli::eval_cmd::eval(&a, stdout)?,
         Cmd::MineNegatives(a) => tessera_cli::mine::run(&a, stdout)?,

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Open HTTP connections one client address may hold; more are answered 429 and closed.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_address: u32,
+    /// Folder where `POST /v1/backup` writes backups (each into a new sub-folder); without it
+    /// that endpoint is refused.
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
     /// Log one JSON object per line (stderr) instead of text. The level is
     /// set by TESSERA_LOG (default info).
     #[arg(long)]
@@ -146,6 +150,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         drain_timeout: Duration::from_secs_f64(a.drain_seconds),
         max_connections: a.max_connections as usize,
         max_connections_per_address: a.max_connections_per_address as usize,
+        backup_dir: a.backup_dir.clone(),
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {

@@ -19,10 +19,16 @@ const DIM: usize = 8;
 
 /// Starts `tessera serve` on free loopback ports; returns it and its HTTP address.
 fn start(db: &Path) -> (Child, SocketAddr) {
+    start_with(db, &[])
+}
+
+/// [`start`] with more arguments.
+fn start_with(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--db"])
         .arg(db)
         .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
+        .args(args)
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -146,6 +152,80 @@ fn sigterm_drains_flushes_and_exits_0() {
     let db = tessera::Database::open(&db).unwrap();
     let st = db.collection("c").unwrap().stats();
     assert_eq!((st.documents, st.memtable_documents), (50, 0), "flushed at shutdown");
+}
+
+/// Runs the CLI; returns its stdout as JSON.
+fn cli_json(args: &[&std::ffi::OsStr]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn backups_taken_while_serving_restore_to_a_write_batch_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, backups) = (dir.path().join("db"), dir.path().join("backups"));
+    let (mut server, a) = start_with(&db, &["--backup-dir".as_ref(), backups.as_os_str()]);
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM, "text": "english"}));
+    // One writer: batch s (the collection's write sequence number s) upserts
+    // document b{s}; every 25th is followed by a flush, which replaces the
+    // manifest while backups run.
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng::new(9);
+            for s in 1u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let n = 1 + rng.below(20);
+                let doc = json!({"id": format!("b{s}"), "tokens": rng.tokens(n, DIM), "text": format!("batch {s}")});
+                ok(a, "/v1/collections/c/upsert", &json!({ "documents": [doc] }));
+                acked.store(s, Ordering::Relaxed);
+                if s % 25 == 0 {
+                    ok(a, "/v1/collections/c/flush", &json!({}));
+                }
+            }
+        })
+    };
+    let wait_for = |n: u64| {
+        while acked.load(Ordering::Relaxed) < n {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    // From another process, beside the server that holds the database open.
+    wait_for(30);
+    let cli = dir.path().join("cli-backup");
+    let cli_report = cli_json(&["backup".as_ref(), "--db".as_ref(), db.as_os_str(), "--out".as_ref(), cli.as_os_str(), "--json".as_ref()]);
+    // Through the server's endpoint.
+    wait_for(acked.load(Ordering::Relaxed) + 20);
+    let api_report = ok(a, "/v1/backup", &json!({"name": "nightly"}));
+    assert_eq!(post(a, "/v1/backup", &json!({"name": "nightly"})).status, 409, "an existing backup is not overwritten");
+    assert_eq!(post(a, "/v1/backup", &json!({"name": "../up"})).status, 400);
+    wait_for(acked.load(Ordering::Relaxed) + 10);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let last = acked.load(Ordering::Relaxed);
+    for (what, report, from) in [("cli", cli_report, cli), ("api", api_report, backups.join("nightly"))] {
+        let seq = report["collections"][0]["seq"].as_u64().unwrap();
+        assert!(seq >= 30 && seq < last, "{what}: taken mid-write: seq {seq} of {last}");
+        let to = dir.path().join(format!("restored-{what}"));
+        let restored = cli_json(&["restore".as_ref(), "--from".as_ref(), from.as_os_str(), "--db".as_ref(), to.as_os_str(), "--json".as_ref()]);
+        assert_eq!(restored["collections"][0]["seq"].as_u64(), Some(seq));
+        let rdb = tessera::Database::open(&to).unwrap();
+        let c = rdb.collection("c").unwrap();
+        // Exactly the batches up to seq: each of them, none after.
+        assert_eq!(c.len() as u64, seq, "{what}");
+        assert_eq!(report["collections"][0]["documents"].as_u64(), Some(seq));
+        for s in 1..=seq {
+            let d = c.get(&format!("b{s}")).unwrap().unwrap_or_else(|| panic!("{what}: b{s} missing"));
+            assert_eq!(d.text.as_deref(), Some(format!("batch {s}").as_str()));
+        }
+        assert!(c.get(&format!("b{}", seq + 1)).unwrap().is_none());
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
 
 /// Peak resident memory of a process, from /proc (Linux); `None` elsewhere.

@@ -8,7 +8,7 @@
 
 use crate::auth::{Access, credential};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-use crate::service::{CollectionSpec, SearchRequest, Service, Tensor, f16_bytes};
+use crate::service::{BackupRequest, CollectionSpec, SearchRequest, Service, Tensor, f16_bytes};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
@@ -59,6 +59,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/rerank", post(rerank))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
+        .route("/v1/backup", post(backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -434,4 +435,8 @@ async fn flush(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<
 
 async fn compact(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
     Ok(ok(StatusCode::OK, &s.compact(&name).await?))
+}
+
+async fn backup(State(s): State<AppState>, _: Write, Json(req): Json<BackupRequest>) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::CREATED, &s.backup(req).await?))
 }

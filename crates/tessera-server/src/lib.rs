@@ -68,6 +68,8 @@ pub struct ServerConfig {
     /// beyond it is answered 429 and closed, so one client cannot take
     /// every connection.
     pub max_connections_per_address: usize,
+    /// Where `POST /v1/backup` writes backups; `None`: it is refused.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -83,6 +85,7 @@ impl ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_address: 256,
+            backup_dir: None,
         }
     }
 }
@@ -139,7 +142,8 @@ impl Server {
             .await
             .map_err(|e| ServeError::Setup(format!("opening the database: {e}")))??;
         let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
-            .map_err(|e| ServeError::Setup(e.message))?;
+            .map_err(|e| ServeError::Setup(e.message))?
+            .with_backup_dir(config.backup_dir);
         let server = Self {
             service: Arc::new(service),
             drain_timeout: config.drain_timeout,

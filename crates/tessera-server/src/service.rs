@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
@@ -725,6 +726,19 @@ pub struct Service {
     /// Writes running, and whether shutdown still takes writes; see
     /// [`close_writes`](Self::close_writes).
     writes: Arc<WriteGate>,
+    /// Where `POST /v1/backup` writes backups; `None`: backups over the API are refused.
+    backup_dir: Option<PathBuf>,
+}
+
+/// `POST /v1/backup`: a backup of the whole database, written to a new folder
+/// `name` in the server's backup folder.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// Folder name (1-64 characters from A-Z a-z 0-9 _ -); default
+    /// `backup-<unix seconds>-<milliseconds>`.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl std::fmt::Debug for Service {
@@ -753,7 +767,14 @@ impl Service {
             metrics,
             draining: AtomicBool::new(false),
             writes: Arc::default(),
+            backup_dir: None,
         })
+    }
+
+    /// Lets `POST /v1/backup` write backups into folders under `dir`.
+    pub fn with_backup_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.backup_dir = dir;
+        self
     }
 
     pub fn database(&self) -> &Arc<Database> {
@@ -1173,6 +1194,30 @@ impl Service {
             Ok(CollectionInfo::of(&c))
         })
         .await
+    }
+
+    /// Writes a backup of the database to `<backup dir>/<name>` while writes
+    /// go on (see `tessera::backup`). Shutdown waits for it like for a write.
+    pub async fn backup(&self, req: BackupRequest) -> Result<tessera::BackupReport, ApiError> {
+        let Some(dir) = self.backup_dir.clone() else {
+            return Err(ApiError::bad_request(
+                "this server takes no backups over the API: start it with --backup-dir DIR (or run `tessera backup`)",
+            ));
+        };
+        let name = match req.name {
+            Some(n) => n,
+            None => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                format!("backup-{}-{:03}", now.as_secs(), now.subsec_millis())
+            }
+        };
+        if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(ApiError::bad_request(format!(
+                "invalid backup name {name:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
+            )));
+        }
+        let db = self.db.clone();
+        self.write(move || Ok(db.backup(&dir.join(name))?)).await
     }
 
     /// Flushes every collection (at shutdown): the next start replays no WAL.

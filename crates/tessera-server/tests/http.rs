@@ -271,6 +271,11 @@ fn keys_gate_reads_and_writes() {
     let r = http(a, "POST", "/v1/collections", Some(ro), Some(&create));
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "permission_denied");
+    // Backups take the write key, and a server started without a backup folder refuses them.
+    assert_eq!(http(a, "POST", "/v1/backup", Some(ro), Some("{}")).status, 403);
+    let r = http(a, "POST", "/v1/backup", Some(rw), Some("{}"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("--backup-dir"), "{}", r.body);
     assert_eq!(http(a, "POST", "/v1/collections", Some(rw), Some(&create)).status, 201);
     let up = json!({"documents": [{"id": "x", "tokens": [[1.0, 0.0]]}]}).to_string();
     assert_eq!(http(a, "POST", "/v1/collections/c/upsert", Some(ro), Some(&up)).status, 403);

@@ -230,6 +230,12 @@ impl Collection {
         self.config.dim
     }
 
+    /// Sequence number of the last write batch applied (0 before the first):
+    /// every batch gets the next number, in the order writes are acknowledged.
+    pub fn last_seq(&self) -> u64 {
+        self.snapshot().seq
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("snapshot lock").clone()
     }
@@ -700,6 +706,7 @@ impl Writer {
             mem: self.mem.clone(),
             wal_bytes: self.wal.len(),
             delete_files: self.manifest.segments.iter().filter_map(|e| e.deletes).collect(),
+            seq: self.seq,
         }
     }
 
@@ -855,7 +862,7 @@ fn text_error(dir: &Path) -> impl FnOnce(tessera_text::TextError) -> Error {
     move |e| Error::Corrupted { file, offset: 0, reason: format!("full-text index: {e}") }
 }
 
-fn referenced_files(m: &Manifest) -> Vec<String> {
+pub(crate) fn referenced_files(m: &Manifest) -> Vec<String> {
     let mut v = vec![manifest::wal_file(m.wal)];
     let index_file = match m.config.index {
         Some(IndexConfig::Centroids { .. }) => manifest::ivf_file,

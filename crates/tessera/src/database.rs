@@ -31,7 +31,7 @@ impl std::fmt::Debug for Database {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -105,6 +105,12 @@ impl Database {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes a consistent copy of this database to `out` while writes go on:
+    /// see [`backup`](crate::backup()).
+    pub fn backup(&self, out: &Path) -> Result<crate::BackupReport> {
+        crate::backup(&self.dir, out)
     }
 
     fn cdir(&self) -> PathBuf {

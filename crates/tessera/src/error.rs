@@ -50,6 +50,10 @@ pub enum Error {
     Text(String),
     #[error("the search ran past its deadline and was stopped")]
     DeadlineExceeded,
+    #[error("{0} exists: a backup or restore writes only to a new (or empty) folder")]
+    DestinationExists(PathBuf),
+    #[error("collection {0:?} kept changing during the backup ({tries} tries): try again", tries = crate::backup::MAX_TRIES)]
+    Changing(String),
 }
 
 impl From<tessera_format::names::UnknownName> for Error {
@@ -108,10 +112,10 @@ impl Error {
             | E::InvalidArgument(_) => ErrorKind::InvalidInput,
             E::BatchTooLarge { .. } => ErrorKind::TooLarge,
             E::UnknownCollection(_) | E::NoDatabase(_) => ErrorKind::NotFound,
-            E::CollectionExists(_) | E::ConfigMismatch { .. } => ErrorKind::AlreadyExists,
+            E::CollectionExists(_) | E::ConfigMismatch { .. } | E::DestinationExists(_) => ErrorKind::AlreadyExists,
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(_) | E::ReadOnly(_) => ErrorKind::Unavailable,
+            E::Poisoned(_) | E::Locked(_) | E::ReadOnly(_) | E::Changing(_) => ErrorKind::Unavailable,
             E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }

@@ -30,6 +30,7 @@
 //! # Ok::<(), tessera::Error>(())
 //! ```
 
+mod backup;
 mod centroids;
 mod collection;
 mod config;
@@ -51,6 +52,7 @@ mod snapshot;
 mod text;
 mod wal;
 
+pub use backup::{BackupReport, CollectionBackup, backup, restore};
 pub use collection::{BuildTimes, Collection, CollectionStats};
 pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,

@@ -89,10 +89,14 @@ impl Manifest {
 
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE);
-        let bytes = fsutil::read(&path)?;
-        let (_, body) = envelope::decode(&bytes, MAGIC, MAJOR).map_err(Error::format(&path))?;
+        Self::decode(&path, &fsutil::read(&path)?)
+    }
+
+    /// Decodes the bytes of the manifest file at `path`.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let (_, body) = envelope::decode(bytes, MAGIC, MAJOR).map_err(Error::format(path))?;
         serde_json::from_slice(body).map_err(|e| Error::Corrupted {
-            file: path,
+            file: path.into(),
             offset: envelope::HEADER_LEN as u64 + e.column() as u64,
             reason: format!("manifest body: {e}"),
         })

@@ -19,6 +19,8 @@ pub(crate) struct Snapshot {
     pub wal_bytes: u64,
     /// The manifest's deletion-vector files.
     pub delete_files: Vec<u64>,
+    /// Sequence number of the last write batch the snapshot holds.
+    pub seq: u64,
 }
 
 /// Where a document of a snapshot lives.

@@ -39,6 +39,7 @@ impl TestServer {
             threads: 2,
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            backup_dir: None,
             max_connections_per_address: 1024,
         };
         let mut config = config;
