@@ -532,6 +532,17 @@ impl Database {
         engine(py, || db.drop_collection(name)).or_py(py)
     }
 
+    /// Writes a consistent copy of the database to the new folder `out` while
+    /// it stays open and written (each collection as of one write batch;
+    /// immutable files hard-linked on the same file system), verified before
+    /// this returns. Returns what was written: `path`, `seconds` and per
+    /// collection `name`, `seq`, `documents`, `files`, `linked`, `bytes`, `tries`.
+    fn backup<'py>(&self, py: Python<'py>, out: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+        let db = open_db(py, &self.shared)?;
+        let report = engine(py, || db.backup(&out)).or_py(py)?;
+        report_to_python(py, &report)
+    }
+
     /// Closes the database: it and its collections refuse every later call,
     /// and the lock is released once calls already running have finished.
     /// Closing twice is fine.
@@ -1102,6 +1113,19 @@ impl Collection {
     }
 }
 
+fn report_to_python<'py>(py: Python<'py>, r: &tessera::BackupReport) -> PyResult<Bound<'py, PyAny>> {
+    to_python(py, &serde_json::to_value(r).map_err(|e| invalid(py, e.to_string()))?)
+}
+
+/// Makes a new database in the folder `db` (which must not exist, or be
+/// empty) from the backup in `source`, verified first; the backup is not
+/// changed. Returns what was written, as `Database.backup` does.
+#[pyfunction]
+fn restore<'py>(py: Python<'py>, source: std::path::PathBuf, db: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let report = engine(py, || tessera::restore(&source, &db)).or_py(py)?;
+    report_to_python(py, &report)
+}
+
 /// The extension module `tessera._tessera` (re-exported by `tessera`).
 #[pymodule]
 fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1110,6 +1134,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Hit>()?;
     m.add_class::<Document>()?;
     m.add_class::<Reranked>()?;
+    m.add_function(wrap_pyfunction!(restore, m)?)?;
     m.add("MAX_K", tessera::MAX_K)?;
     m.add("DEFAULT_CANDIDATES", tessera::DEFAULT_CANDIDATES)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -23,6 +23,7 @@ from ._tessera import (
     Hit,
     Reranked,
     __version__,
+    restore,
 )
 from .client import Client, RemoteCollection
 from .errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "Reranked",
     "ingest",
     "to_tokens",
+    "restore",
     "MAX_K",
     "DEFAULT_CANDIDATES",
     "TesseraError",

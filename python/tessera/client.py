@@ -277,6 +277,12 @@ class Client:
         """As :meth:`tessera.Database.drop_collection`."""
         self._call("DELETE", f"/v1/collections/{urllib.parse.quote(name, safe='')}")
 
+    def backup(self, name: Optional[str] = None) -> dict:
+        """Backs up the server's database into the folder ``name`` of its
+        ``--backup-dir`` (default: a timestamped name), as
+        :meth:`tessera.Database.backup` does; returns the same report."""
+        return self._call("POST", "/v1/backup", {} if name is None else {"name": name})
+
 
 def _hit(h: dict) -> Hit:
     sources = [{"source": s["source"], "rank": s["rank"], "score": _f32(s["score"])} for s in h.get("sources", [])]

@@ -79,7 +79,9 @@ def require_tessera_bin() -> Path:
 class Server:
     def __init__(self, root: Path, api_keys: str | None = None):
         binary = require_tessera_bin()
+        self.backups = root / "backups"
         args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", "127.0.0.1:0", "--no-grpc"]
+        args += ["--backup-dir", str(self.backups)]
         if api_keys is not None:
             keys = root / "keys"
             keys.write_text(api_keys)

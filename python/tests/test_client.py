@@ -153,3 +153,27 @@ def test_unreachable_server_and_bad_urls():
         tessera.Client("localhost:7700")
     with pytest.raises(tessera.UnavailableError, match="cannot reach"):
         tessera.Client("http://127.0.0.1:9", timeout=2).list_collections()
+
+
+def test_backup_through_the_server_restores_with_the_embedded_engine(server, tmp_path, rng):
+    docs = corpus(rng, 30, DIM)
+    client = tessera.Client(server.url)
+    col = client.create_collection("c", DIM)
+    load(col, docs)
+    col.delete(["doc-0000"])
+    report = client.backup("first")
+    assert report["path"] == str(server.backups / "first")
+    assert report["collections"][0]["documents"] == 29
+    with pytest.raises(tessera.AlreadyExistsError):
+        client.backup("first")
+    with pytest.raises(tessera.InvalidInputError):
+        client.backup("../elsewhere")
+    assert client.backup()["path"].startswith(str(server.backups / "backup-"))
+    col.upsert(["late"], [docs["doc-0001"]])
+    tessera.restore(server.backups / "first", tmp_path / "restored")
+    with tessera.Database(tmp_path / "restored") as db:
+        c = db.collection("c")
+        assert len(c) == 29 and c.get(["late", "doc-0000"]) == [None, None]
+        d = c.get(["doc-0005"], tokens=True)[0]
+        np.testing.assert_array_equal(d.tokens, docs["doc-0005"].astype(np.float16))
+        assert d.text == "passage doc-0005 on topic 1"

@@ -222,6 +222,35 @@ def test_delete_flush_compact_stats(db, rng):
     assert_matches(col.search(q, k=10), ranking(q, remaining, 10))  # index none: exact
 
 
+def test_backup_and_restore_reproduce_the_state_at_the_backup(tmp_path, rng):
+    docs = corpus(rng, 60, DIM)
+    ids = list(docs)
+    with tessera.Database(tmp_path / "db") as db:
+        col = db.create_collection("c", DIM)
+        col.upsert(ids[:40], [docs[i] for i in ids[:40]])
+        col.flush()
+        col.upsert(ids[40:50], [docs[i] for i in ids[40:50]])
+        col.delete(ids[:5])
+        report = db.backup(tmp_path / "bk")
+        # Written after the backup: not in it.
+        col.upsert(ids[50:], [docs[i] for i in ids[50:]])
+        col.delete(ids[5:10])
+        with pytest.raises(tessera.AlreadyExistsError):
+            db.backup(tmp_path / "bk")
+    (c,) = report["collections"]
+    assert (c["name"], c["seq"], c["documents"]) == ("c", 3, 45)
+    restored = tessera.restore(tmp_path / "bk", tmp_path / "restored")
+    assert restored["collections"][0]["seq"] == 3
+    with pytest.raises(tessera.AlreadyExistsError):
+        tessera.restore(tmp_path / "bk", tmp_path / "restored")
+    with tessera.Database(tmp_path / "restored") as rdb:
+        col = rdb.collection("c")
+        assert len(col) == 45
+        for i, d in zip(ids[5:50], col.get(ids[5:50], tokens=True)):
+            np.testing.assert_array_equal(d.tokens, docs[i].astype(np.float16))
+        assert all(d is None for d in col.get(ids[:5] + ids[50:]))
+
+
 def test_collections_and_error_classes(tmp_path, rng):
     with tessera.Database(tmp_path / "db") as db:
         assert db.list_collections() == []

@@ -197,7 +197,14 @@ fn backups_taken_while_serving_restore_to_a_write_batch_boundary() {
     // From another process, beside the server that holds the database open.
     wait_for(30);
     let cli = dir.path().join("cli-backup");
-    let cli_report = cli_json(&["backup".as_ref(), "--db".as_ref(), db.as_os_str(), "--out".as_ref(), cli.as_os_str(), "--json".as_ref()]);
+    let cli_report = cli_json(&[
+        "backup".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--out".as_ref(),
+        cli.as_os_str(),
+        "--json".as_ref(),
+    ]);
     // Through the server's endpoint.
     wait_for(acked.load(Ordering::Relaxed) + 20);
     let api_report = ok(a, "/v1/backup", &json!({"name": "nightly"}));
@@ -211,7 +218,14 @@ fn backups_taken_while_serving_restore_to_a_write_batch_boundary() {
         let seq = report["collections"][0]["seq"].as_u64().unwrap();
         assert!(seq >= 30 && seq < last, "{what}: taken mid-write: seq {seq} of {last}");
         let to = dir.path().join(format!("restored-{what}"));
-        let restored = cli_json(&["restore".as_ref(), "--from".as_ref(), from.as_os_str(), "--db".as_ref(), to.as_os_str(), "--json".as_ref()]);
+        let restored = cli_json(&[
+            "restore".as_ref(),
+            "--from".as_ref(),
+            from.as_os_str(),
+            "--db".as_ref(),
+            to.as_os_str(),
+            "--json".as_ref(),
+        ]);
         assert_eq!(restored["collections"][0]["seq"].as_u64(), Some(seq));
         let rdb = tessera::Database::open(&to).unwrap();
         let c = rdb.collection("c").unwrap();

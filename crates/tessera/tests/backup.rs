@@ -56,7 +56,13 @@ fn write_batches(db: &Database, name: &str, seed: u64, n: usize, log: &Mutex<Vec
     let mut rng = Rng(seed);
     for b in 0..n {
         let batch = if b % 5 == 4 {
-            Batch::Delete((0..3).map(|_| format!("d{}", rng.next() % 400)).collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+            Batch::Delete(
+                (0..3)
+                    .map(|_| format!("d{}", rng.next() % 400))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            )
         } else {
             Batch::Upsert(
                 (0..8)
