@@ -13,10 +13,12 @@
 //! | [`ingest`] | `tessera ingest`: batching, validation, progress, --on-error, --resume |
 //! | [`serve`] | `tessera serve` (the query server) and `tessera bench serve` (its load test) |
 //! | [`tune`] | `tessera tune`: the weights of a collection's fused ranking, fitted on judgments |
+//! | [`bench_writes`] | `tessera bench writes`: write latency while memtables seal and segments merge |
 //! | [`args`] | arguments several commands share (named settings, the rank of hybrid search) |
 
 pub mod args;
 pub mod bench;
+pub mod bench_writes;
 pub mod bulk;
 pub mod commands;
 pub mod eval;

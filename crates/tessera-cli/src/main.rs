@@ -324,6 +324,9 @@ enum BenchCmd {
     /// the same random documents and the screening score over their sign codes
     /// (one JSON line each: docs/s, GB/s of token bytes, ratio to f16).
     Storage(Shape),
+    /// Write latency while the collection flushes and merges: one client writing batches of
+    /// new documents as fast as it can into a new collection (p50/p99/max per batch, JSON).
+    Writes(tessera_cli::bench_writes::WritesArgs),
     /// Two-stage search against exact search on a collection: recall@k of the
     /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
     Search {
@@ -547,6 +550,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Inspect(a) => tessera_cli::inspect::run(&a, stdout)?,
         Cmd::Serve(a) => tessera_cli::serve::serve(&a)?,
         Cmd::Bench { what: BenchCmd::Serve(a) } => tessera_cli::serve::load(&a, stdout)?,
+        Cmd::Bench { what: BenchCmd::Writes(a) } => tessera_cli::bench_writes::run(&a, stdout)?,
     }
     Ok(())
 }
