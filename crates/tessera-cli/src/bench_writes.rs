@@ -29,6 +29,11 @@ pub struct WritesArgs {
     /// The collection's memtable size in MiB (a flush each time it fills).
     #[arg(long, default_value_t = 16)]
     pub memtable_mib: usize,
+    /// Batches per second to send at most (0: as fast as the collection takes them). Below the
+    /// collection's sustained rate, this measures what a write costs while a flush runs rather
+    /// than the back-pressure of a writer that outruns sealing.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Candidate index: pooled, muvera, centroids or none.
     #[arg(long, default_value = "pooled", value_parser = crate::args::named::<tessera::IndexKind>())]
     pub index: tessera::IndexKind,
@@ -40,8 +45,13 @@ pub fn run(a: &WritesArgs, out: &mut dyn Write) -> Result<()> {
     if a.batches == 0 || a.batch_docs == 0 || a.avg_tokens == 0 || a.dim == 0 || a.memtable_mib == 0 {
         return Err("every size must be at least 1".into());
     }
+    if !(a.rate.is_finite() && a.rate >= 0.0) {
+        return Err("--rate must be a number ≥ 0".into());
+    }
     let (dir, _remove) = match &a.db {
-        Some(d) if d.exists() => return Err(format!("{} exists: bench writes makes a new database", d.display()).into()),
+        Some(d) if d.exists() => {
+            return Err(format!("{} exists: bench writes makes a new database", d.display()).into());
+        }
         Some(d) => (d.clone(), None),
         None => {
             let d = std::env::temp_dir().join(format!("tessera-bench-writes-{}", std::process::id()));
@@ -75,6 +85,10 @@ pub fn run(a: &WritesArgs, out: &mut dyn Write) -> Result<()> {
             })
             .sum::<usize>()
             / a.dim;
+        if a.rate > 0.0 {
+            let due = start + std::time::Duration::from_secs_f64(b as f64 / a.rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let t = Instant::now();
         c.upsert(&docs)?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -93,6 +107,7 @@ pub fn run(a: &WritesArgs, out: &mut dyn Write) -> Result<()> {
         "tokens_per_s": (tokens as f64 / seconds).round(),
         "p50_ms": round(pct(0.5)), "p99_ms": round(pct(0.99)), "p999_ms": round(pct(0.999)),
         "max_ms": round(sorted[sorted.len() - 1]),
+        "rate": a.rate, "batches_over_10ms": lat.iter().filter(|&&x| x > 10.0).count(),
         "batches_over_100ms": lat.iter().filter(|&&x| x > 100.0).count(),
         "flushes": st.build.flushes, "merges": st.build.merges,
         "flush_s": round(st.build.flush_s), "merge_s": round(st.build.merge_s),

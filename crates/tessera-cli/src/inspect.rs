@@ -192,7 +192,9 @@ type Named = Vec<(&'static str, u64)>;
 
 fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option<Named>)> {
     envelope_lines(bytes, out)?;
-    let body = match envelope::decode(bytes, MANIFEST_MAGIC, 1) {
+    // 2.0: a manifest naming the WALs of a memtable being sealed (`older_wals`).
+    let major = if bytes.get(8..10) == Some(&2u16.to_le_bytes()[..]) { 2 } else { 1 };
+    let body = match envelope::decode(bytes, MANIFEST_MAGIC, major) {
         Ok((_, body)) => body,
         Err(e) => return Ok((Verdict::Corrupt(e.to_string()), None)),
     };
@@ -214,7 +216,12 @@ fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option
         m["next_file_id"],
         segs.len()
     )?;
+    let older: Vec<u64> = m["older_wals"].as_array().into_iter().flatten().filter_map(|v| v.as_u64()).collect();
+    if !older.is_empty() {
+        writeln!(out, "    older WALs (a memtable being sealed; replayed before wal) {older:?}")?;
+    }
     let mut named: Named = m["wal"].as_u64().map(|w| ("wal", w)).into_iter().collect();
+    named.extend(older.iter().map(|&w| ("wal", w)));
     named.extend(m["codebook"].as_u64().map(|id| ("cbk", id)));
     let index = if m["config"]["index"].get("centroids").is_some() { "ivf" } else { "hnsw" };
     for s in &segs {

@@ -27,7 +27,7 @@ use crate::wal::{self, Replayed, Wal};
 use std::collections::BTreeSet;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Instant;
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::{SegmentWriter, StoredRows};
@@ -47,6 +47,117 @@ struct Writer {
     poisoned: bool,
     /// Centroid collections: the codebook new segments are coded with.
     codebook: Option<Arc<Codebook>>,
+    /// The memtable being sealed into a segment, if one is.
+    sealing: Option<Sealing>,
+}
+
+/// A memtable frozen for sealing. Its documents stay in the writer's
+/// memtable (readers see them there) until the segment is committed; writes
+/// meanwhile go on into the memtable and a new WAL.
+#[derive(Clone)]
+struct Sealing {
+    /// The memtable as frozen: its documents become the segment's rows, in order.
+    mem: Arc<MemTable>,
+    /// Sequence number of the last batch it holds.
+    seq: u64,
+    /// The WALs holding only batches up to `seq`: dropped by the commit.
+    wals: Vec<u64>,
+    ctx: SealCtx,
+}
+
+/// What building a segment's indexes needs from the collection.
+#[derive(Clone)]
+struct SealCtx {
+    /// Tokens in the collection (centroid collections: sizes a codebook).
+    tokens: usize,
+    /// Centroid collections: the codebook to code tokens with.
+    codebook: Option<Arc<Codebook>>,
+}
+
+/// Segments picked for a merge: their views (live rows) as picked.
+struct MergePick {
+    views: Vec<SegmentView>,
+    ctx: SealCtx,
+}
+
+/// File ids one segment's build may take: segment, candidate index,
+/// codebook, full-text folder (and spare).
+const RESERVED_FILE_IDS: u64 = 16;
+
+/// A segment whose deleted share reaches this is rewritten without them.
+pub const MERGE_DELETED_SHARE: f64 = 0.25;
+
+/// Maintenance of one collection: at most one task (a background seal or
+/// merge, or a flush or compaction called) runs at a time.
+#[derive(Default)]
+struct Maint {
+    /// A background task is queued on the build pool and has not started.
+    scheduled: bool,
+    /// A task runs.
+    running: bool,
+    /// Work became due while a task ran: queue another when it ends.
+    again: bool,
+    /// The collection is closing (its database closed, or it is dropped): no task starts.
+    closed: bool,
+}
+
+/// The running maintenance task; dropping it lets the next one run.
+struct Task<'a>(&'a Collection);
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        let again = {
+            let mut m = c.maint.lock().unwrap_or_else(|p| p.into_inner());
+            m.running = false;
+            c.maint_cv.notify_all();
+            std::mem::take(&mut m.again)
+        };
+        if again {
+            c.schedule();
+        }
+    }
+}
+
+/// Whether segments are due for a merge: more than `max_segments`, or one
+/// with at least [`MERGE_DELETED_SHARE`] of its rows deleted.
+fn merge_due(segments: &[SegmentView], max_segments: usize) -> bool {
+    segments.len() > max_segments || segments.iter().any(deleted_share_due)
+}
+
+fn deleted_share_due(s: &SegmentView) -> bool {
+    let n = s.seg.n_docs();
+    n > 0 && (n - s.live.len()) as f64 >= MERGE_DELETED_SHARE * n as f64
+}
+
+/// The segments to merge next (indices, ascending): the smallest ones while
+/// there are more than `max_segments`, else those with too many deleted rows.
+fn merge_pick(segments: &[SegmentView], max_segments: usize) -> Option<Vec<usize>> {
+    let n = segments.len();
+    let mut chosen: Vec<usize> = if n > max_segments {
+        let mut by_size: Vec<usize> = (0..n).collect();
+        by_size.sort_by_key(|&i| segments[i].live.len());
+        by_size.truncate((n - max_segments + 1).max(2));
+        by_size
+    } else {
+        (0..n).filter(|&i| deleted_share_due(&segments[i])).collect()
+    };
+    chosen.sort_unstable();
+    (!chosen.is_empty()).then_some(chosen)
+}
+
+/// The pool background seals and merges run on: half the cores (at least
+/// one), so index builds never take every core from searches.
+fn build_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("tessera-build-{i}"))
+            .build()
+            .expect("the build pool starts")
+    })
 }
 
 /// Sizes of a collection, as `info` reports them.
@@ -119,6 +230,13 @@ pub struct Collection {
     read_only: bool,
     /// The default ranking of hybrid queries (a copy of the manifest's).
     pub(crate) ranking: RwLock<crate::rank::Ranking>,
+    maint: Mutex<Maint>,
+    maint_cv: Condvar,
+    /// Signalled when a sealing memtable is committed (or given up): writes
+    /// held back while it sealed wait on it with the writer lock.
+    sealed: Condvar,
+    /// This collection's own handle, for background tasks (set by the database).
+    me: OnceLock<Weak<Collection>>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -163,8 +281,25 @@ impl Collection {
             segments.push(open_segment_view(dir, e, &config, enc_dim, cb)?);
         }
         let codebook = manifest.codebook.and_then(|id| codebooks.get(&id).cloned());
+        // WALs of a memtable that was being sealed (whole: each was synced
+        // before the next began), then the current one.
+        let mut logs = Vec::with_capacity(1 + manifest.older_wals.len());
+        for &old in &manifest.older_wals {
+            let path = dir.join(manifest::wal_file(old));
+            let (older, batches) = Wal::open(&path, old, config.dim, config.durability, true)?;
+            if older.torn {
+                return Err(Error::Corrupted {
+                    file: path,
+                    offset: older.len(),
+                    reason: "a WAL before the current one ends in a torn batch (it was whole when the next began)"
+                        .into(),
+                });
+            }
+            logs.push((path, batches));
+        }
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
         let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability, read_only)?;
+        logs.push((wal_path, batches));
         let mut w = Writer {
             seq: manifest.last_seq,
             manifest,
@@ -175,24 +310,27 @@ impl Collection {
             touched: BTreeSet::new(),
             poisoned: false,
             codebook,
+            sealing: None,
         };
-        for (offset, seq, ops) in batches {
-            if seq <= w.seq {
-                return Err(Error::Corrupted {
-                    file: wal_path.clone(),
-                    offset,
-                    reason: format!("batch sequence {seq} does not follow {}", w.seq),
-                });
-            }
-            w.seq = seq;
-            for op in ops {
-                match op {
-                    Replayed::Upsert(d) => {
-                        let tokens = d.encode(&config);
-                        w.upsert(d.into_mem(tokens, config.dim))
-                    }
-                    Replayed::Delete(id) => {
-                        w.delete(&id);
+        for (wal_path, batches) in logs {
+            for (offset, seq, ops) in batches {
+                if seq <= w.seq {
+                    return Err(Error::Corrupted {
+                        file: wal_path,
+                        offset,
+                        reason: format!("batch sequence {seq} does not follow {}", w.seq),
+                    });
+                }
+                w.seq = seq;
+                for op in ops {
+                    match op {
+                        Replayed::Upsert(d) => {
+                            let tokens = d.encode(&config);
+                            w.upsert(d.into_mem(tokens, config.dim))
+                        }
+                        Replayed::Delete(id) => {
+                            w.delete(&id);
+                        }
                     }
                 }
             }
@@ -215,7 +353,18 @@ impl Collection {
             build: Mutex::new(build),
             read_only,
             ranking,
+            maint: Mutex::default(),
+            maint_cv: Condvar::new(),
+            sealed: Condvar::new(),
+            me: OnceLock::new(),
         })
+    }
+
+    /// Makes this collection shared, able to run its maintenance in the background.
+    pub(crate) fn shared(self) -> Arc<Self> {
+        let c = Arc::new(self);
+        let _ = c.me.set(Arc::downgrade(&c));
+        c
     }
 
     pub fn name(&self) -> &str {
@@ -308,6 +457,14 @@ impl Collection {
             return Ok(0);
         }
         let mut w = self.lock_writer()?;
+        // While a memtable seals, writes go on into the next one until it
+        // holds `memtable_bytes` more; then they wait for the seal.
+        while w.sealing.is_some() && w.mem.bytes() >= self.config.memtable_bytes.saturating_mul(2) {
+            w = self.sealed.wait(w).unwrap_or_else(|p| p.into_inner());
+            if w.poisoned {
+                return Err(Error::Poisoned(self.name.clone()));
+            }
+        }
         let seq = w.seq + 1;
         let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, self.config.dim);
         if payload.len() > self.config.max_batch_bytes {
@@ -329,11 +486,14 @@ impl Collection {
         }
         w.finish_batch();
         self.publish(&w);
-        if w.mem.bytes() >= self.config.memtable_bytes {
-            // The batch is durable and applied whatever happens here: a failed
-            // flush leaves the WAL in charge and is retried on the next write.
-            let error = self.flush_locked(&mut w).err().map(|e| e.to_string());
-            *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        // Sealing and merging run on the build pool, off this path. The batch
+        // is durable and applied whatever happens there: a failed seal leaves
+        // the WAL in charge and is retried after the next write.
+        let due = w.sealing.is_none() && w.mem.bytes() >= self.config.memtable_bytes
+            || merge_due(&w.segments, self.config.max_segments);
+        drop(w);
+        if due {
+            self.schedule();
         }
         Ok(existed)
     }
@@ -402,9 +562,12 @@ impl Collection {
 
     /// Seals the memtable into a segment and persists pending deletions; then
     /// merges segments if there are more than `max_segments`.
+    /// Everything written before the call is in segments when it returns;
+    /// writes go on meanwhile (into the next memtable).
     pub fn flush(&self) -> Result<()> {
-        let mut w = self.lock_writer()?;
-        self.flush_locked(&mut w)?;
+        drop(self.lock_writer()?);
+        let _task = self.begin_task()?;
+        self.maintain(true)?;
         *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
@@ -426,14 +589,21 @@ impl Collection {
     }
 
     /// Merges all segments into one, dropping deleted documents.
+    /// (Writes go on meanwhile; what they add after the flush stays out of the merge.)
     pub fn compact(&self) -> Result<()> {
-        let mut w = self.lock_writer()?;
-        self.flush_locked(&mut w)?;
-        let all: Vec<usize> = (0..w.segments.len()).collect();
-        let needed = all.len() > 1 || w.segments.iter().any(|s| s.live.len() < s.seg.n_docs());
-        if needed {
-            self.merge_locked(&mut w, &all)?;
+        drop(self.lock_writer()?);
+        let _task = self.begin_task()?;
+        self.maintain(true)?;
+        let pick = {
+            let mut w = self.lock_writer()?;
+            let all: Vec<usize> = (0..w.segments.len()).collect();
+            let needed = all.len() > 1 || w.segments.iter().any(|s| s.live.len() < s.seg.n_docs());
+            needed.then(|| self.pick(&mut w, &all))
+        };
+        if let Some(p) = pick {
+            self.merge(p)?;
         }
+        *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 
@@ -482,65 +652,6 @@ impl Collection {
         }
     }
 
-    fn flush_locked(&self, w: &mut Writer) -> Result<()> {
-        if w.mem.is_empty() && w.dirty.is_empty() && w.wal.is_empty() {
-            return Ok(());
-        }
-        let dim = self.config.dim;
-        let mut m = w.manifest.clone();
-        let mut created: Vec<PathBuf> = Vec::new();
-        let res = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
-            let mut new_seg = None;
-            if !w.mem.is_empty() {
-                let id = m.alloc_file_id();
-                let docs =
-                    w.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
-                let t = Instant::now();
-                let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
-                let (seg, cb) = self.seal(w, &path, id, &[], &mut m, &mut created)?;
-                self.add_time(|b, s| (b.flushes, b.flush_s) = (b.flushes + 1, b.flush_s + s), t);
-                new_seg = Some((seg, cb));
-            }
-            for sv in w.segments.iter().filter(|sv| w.dirty.contains(&sv.seg.id)) {
-                let fid = m.alloc_file_id();
-                let path = self.dir.join(manifest::deletes_file(fid));
-                created.push(path.clone());
-                fsutil::write_new(&path, &sv.deletes.encode())?;
-                let e = m.segments.iter_mut().find(|e| e.id == sv.seg.id).expect("segment in manifest");
-                e.deletes = Some(fid);
-            }
-            let wal_id = m.alloc_file_id();
-            let wal_path = self.dir.join(manifest::wal_file(wal_id));
-            created.push(wal_path.clone());
-            let wal = Wal::create(&wal_path, wal_id, dim, self.config.durability)?;
-            fsutil::sync_dir(&self.dir)?;
-            m.last_seq = w.seq;
-            m.wal = wal_id;
-            w.wal = wal;
-            Ok(new_seg)
-        })();
-        let new_seg = match res {
-            Ok(s) => s,
-            Err(e) => {
-                for p in &created {
-                    let _ = fsutil::remove_if_exists(p);
-                }
-                // `w.wal` is replaced only on success, so the old WAL still takes writes.
-                return Err(e);
-            }
-        };
-        self.commit_manifest(w, m)?;
-        if let Some((seg, cb)) = new_seg {
-            w.codebook = cb.or(w.codebook.take());
-            let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
-            w.segments.push(SegmentView::new(Arc::new(seg), dv));
-        }
-        w.mem = Arc::new(MemTable::default());
-        w.dirty.clear();
-        self.publish(w);
-        self.maybe_merge(w)
-    }
-
     /// Replaces the manifest (the commit point), then removes the files the
     /// old manifest referenced and the new one does not. A failure while
     /// replacing it leaves the on-disk state uncertain, so the writer is poisoned.
@@ -564,13 +675,13 @@ impl Collection {
 
     /// Opens a freshly written segment, builds and writes its candidate index
     /// (if the collection has one) and its full-text index, and adds its
-    /// manifest entry. `w` is the writer's state (a centroid collection's
-    /// codebook, the collection's size); `sources`, for a merge, the segments
+    /// manifest entry. `ctx`: a centroid collection's codebook and size;
+    /// `sources`, for a merge, the segments
     /// whose live rows it holds, in order. Returns the segment and a codebook
     /// trained for it, if one was.
     fn seal(
         &self,
-        w: &Writer,
+        ctx: &SealCtx,
         path: &Path,
         id: u64,
         sources: &[SegmentView],
@@ -593,9 +704,8 @@ impl Collection {
                 index = Some(fid);
             }
             Some(IndexConfig::Centroids { centroids: params }) => {
-                let tokens = w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>();
-                let target = centroids::Target { dir: &self.dir, config: &self.config, params, tokens };
-                let built = centroids::build(&target, &seg, w.codebook.as_ref(), sources, m, created)?;
+                let target = centroids::Target { dir: &self.dir, config: &self.config, params, tokens: ctx.tokens };
+                let built = centroids::build(&target, &seg, ctx.codebook.as_ref(), sources, m, created)?;
                 if let Some((ci, fid)) = built.index {
                     codebook = Some(ci.codebook.id);
                     seg.index = Some(CoarseIndex::Centroids(ci));
@@ -635,67 +745,405 @@ impl Collection {
         Ok((seg, trained))
     }
 
-    fn maybe_merge(&self, w: &mut Writer) -> Result<()> {
-        let n = w.segments.len();
-        if n <= self.config.max_segments {
-            return Ok(());
-        }
-        let mut by_size: Vec<usize> = (0..n).collect();
-        by_size.sort_by_key(|&i| w.segments[i].live.len());
-        let pick = (n - self.config.max_segments + 1).max(2);
-        let mut chosen = by_size[..pick].to_vec();
-        chosen.sort_unstable();
-        self.merge_locked(w, &chosen)
+    /// Records the seconds since `start` in the build times.
+    fn add_time(&self, f: impl FnOnce(&mut BuildTimes, f64), start: Instant) {
+        f(&mut self.build.lock().unwrap_or_else(|p| p.into_inner()), start.elapsed().as_secs_f64());
     }
 
-    /// Merges the segments at `which` (indices into `w.segments`, ascending)
-    /// into one, dropping deleted rows. Pending deletions must be flushed.
-    fn merge_locked(&self, w: &mut Writer, which: &[usize]) -> Result<()> {
-        debug_assert!(w.dirty.is_empty());
-        let t = Instant::now();
+    // ------------------------------------------------------------ maintenance
+
+    /// Queues a maintenance task on the build pool (if none is queued; if
+    /// one runs, it goes on once it is done).
+    fn schedule(&self) {
+        if self.read_only {
+            return;
+        }
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+        if m.closed || m.scheduled {
+            return;
+        }
+        if m.running {
+            m.again = true;
+            return;
+        }
+        m.scheduled = true;
+        drop(m);
+        build_pool().spawn(move || me.background_task());
+    }
+
+    /// A queued maintenance task: seals and merges until nothing is due.
+    fn background_task(&self) {
+        {
+            let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+            m.scheduled = false;
+            if m.closed || m.running {
+                m.again |= m.running;
+                self.maint_cv.notify_all();
+                return;
+            }
+            m.running = true;
+        }
+        let task = Task(self);
+        let error = self.maintain(false).err().map(|e| e.to_string());
+        if !matches!(error.as_deref(), Some(e) if e == Error::Poisoned(self.name.clone()).to_string()) {
+            *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        }
+        drop(task);
+    }
+
+    /// Waits for the maintenance task running (if any) and runs in its place
+    /// until the returned guard is dropped.
+    fn begin_task(&self) -> Result<Task<'_>> {
+        let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+        while m.running {
+            m = self.maint_cv.wait(m).unwrap_or_else(|p| p.into_inner());
+        }
+        if m.closed {
+            return Err(Error::Poisoned(self.name.clone()));
+        }
+        m.running = true;
+        Ok(Task(self))
+    }
+
+    /// Lets no new maintenance task start, and waits for the one running
+    /// (the collection is being dropped).
+    pub(crate) fn close_maintenance(&self) {
+        let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+        m.closed = true;
+        while m.running || m.scheduled {
+            m = self.maint_cv.wait(m).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits until no maintenance task runs or is queued (the database is
+    /// closing: a task must not write after its lock is released).
+    pub(crate) fn wait_idle(&self) {
+        let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+        while m.running || m.scheduled {
+            m = self.maint_cv.wait(m).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Undoes [`close_maintenance`](Self::close_maintenance) (a drop failed).
+    pub(crate) fn reopen_maintenance(&self) {
+        self.maint.lock().unwrap_or_else(|p| p.into_inner()).closed = false;
+    }
+
+    /// Seals memtables and merges segments until nothing is due; with
+    /// `flush_now`, first seals everything written so far (and persists the
+    /// pending deletions) even below `memtable_bytes`.
+    fn maintain(&self, flush_now: bool) -> Result<()> {
+        let mut flush_now = flush_now;
+        loop {
+            let due = |w: &Writer| {
+                w.sealing.is_none()
+                    && (w.mem.bytes() >= self.config.memtable_bytes
+                        || flush_now
+                            && !(w.mem.is_empty()
+                                && w.dirty.is_empty()
+                                && w.wal.is_empty()
+                                && w.manifest.older_wals.is_empty()))
+            };
+            // The next WAL is made before the writer lock is taken to switch to it.
+            let next_wal = if due(&*self.lock_writer()?) { Some(self.new_wal()?) } else { None };
+            let sealing = {
+                let mut w = self.lock_writer()?;
+                if let Some(wal) = next_wal {
+                    // Only this task freezes memtables: still due.
+                    self.rotate(&mut w, wal)?;
+                }
+                w.sealing.clone()
+            };
+            flush_now = false;
+            if let Some(s) = sealing {
+                self.seal_memtable(&s)?;
+                continue;
+            }
+            let pick = {
+                let mut w = self.lock_writer()?;
+                match merge_pick(&w.segments, self.config.max_segments) {
+                    Some(which) => self.pick(&mut w, &which),
+                    None => return Ok(()),
+                }
+            };
+            self.merge(pick)?;
+        }
+    }
+
+    /// Freezes the memtable for sealing: later writes go to `wal` (new,
+    /// empty), which the manifest names after the frozen memtable's WALs (so
+    /// a crash before the segment is committed replays them all).
+    fn rotate(&self, w: &mut Writer, wal: Wal) -> Result<()> {
+        // Whole before anything follows it (appends are synced already with sync durability).
+        if self.config.durability == crate::config::Durability::Buffered {
+            w.wal.sync()?;
+        }
         let mut m = w.manifest.clone();
-        let merged: Vec<SegmentView> = which.iter().map(|&i| w.segments[i].clone()).collect();
-        let live: usize = merged.iter().map(|s| s.live.len()).sum();
+        m.older_wals.push(m.wal);
+        m.wal = wal.id();
+        if let Err(e) = self.commit_manifest(w, m) {
+            let _ = fsutil::remove_if_exists(&wal.path);
+            return Err(e);
+        }
+        w.wal = wal;
+        let tokens = match self.config.index {
+            Some(IndexConfig::Centroids { .. }) => {
+                w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>()
+            }
+            _ => 0,
+        };
+        w.sealing = Some(Sealing {
+            mem: w.mem.clone(),
+            seq: w.seq,
+            wals: w.manifest.older_wals.clone(),
+            ctx: SealCtx { tokens, codebook: w.codebook.clone() },
+        });
+        Ok(())
+    }
+
+    /// Creates an empty WAL with a new file id (synced, the folder too),
+    /// holding the writer lock only to take the id.
+    fn new_wal(&self) -> Result<Wal> {
+        let id = self.lock_writer()?.manifest.alloc_file_id();
+        let path = self.dir.join(manifest::wal_file(id));
+        let wal = Wal::create(&path, id, self.config.dim, self.config.durability)
+            .and_then(|wal| fsutil::sync_dir(&self.dir).map(|_| wal));
+        if wal.is_err() {
+            let _ = fsutil::remove_if_exists(&path);
+        }
+        wal
+    }
+
+    /// Writes the frozen memtable as a segment with its indexes (no lock
+    /// held), then commits it: the manifest names it, the WALs that held its
+    /// batches go, and the documents replaced or deleted since the freeze are
+    /// deleted in it. On failure the memtable stays frozen-free and in charge
+    /// of the WAL, to be sealed again.
+    fn seal_memtable(&self, s: &Sealing) -> Result<()> {
+        let t = Instant::now();
+        let mut scratch = self.reserve_ids()?;
         let mut created = Vec::new();
+        let built = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
+            if s.mem.is_empty() {
+                return Ok(None);
+            }
+            let id = scratch.alloc_file_id();
+            let docs = s.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
+            let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
+            let sealed = self.seal(&s.ctx, &path, id, &[], &mut scratch, &mut created)?;
+            fsutil::sync_dir(&self.dir)?;
+            Ok(Some(sealed))
+        })();
+        // Counted before the commit, which records the build times.
+        if !s.mem.is_empty() {
+            self.add_time(|b, x| (b.flushes, b.flush_s) = (b.flushes + 1, b.flush_s + x), t);
+        }
+        let res = built.and_then(|built| {
+            let mut w = self.lock_writer()?;
+            let res = self.commit_sealed(&mut w, s, built, &scratch, &mut created);
+            // Sealed, or to be sealed again from the memtable (still in charge).
+            w.sealing = None;
+            self.sealed.notify_all();
+            if res.is_ok() {
+                self.publish(&w);
+            }
+            res
+        });
+        if let Err(e) = res {
+            for p in &created {
+                let _ = fsutil::remove_if_exists(p);
+            }
+            if let Ok(mut w) = self.writer.lock() {
+                w.sealing = None;
+            }
+            self.sealed.notify_all();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The commit of [`seal_memtable`](Self::seal_memtable), under the writer lock.
+    fn commit_sealed(
+        &self,
+        w: &mut Writer,
+        s: &Sealing,
+        built: Option<(Segment, Option<Arc<Codebook>>)>,
+        scratch: &Manifest,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let mut m = w.manifest.clone();
         let mut new_seg = None;
-        if live > 0 {
-            let id = m.alloc_file_id();
-            let docs = merged.iter().flat_map(|sv| {
+        if let Some((seg, trained)) = built {
+            // Rows whose document was replaced or deleted since the freeze.
+            let mut dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
+            for (r, d) in s.mem.docs().enumerate() {
+                if !w.mem.get(&d.id).is_some_and(|cur| Arc::ptr_eq(cur, d)) {
+                    dv.delete(r as u32);
+                }
+            }
+            let mut entry = scratch.segments.last().expect("the sealed segment's entry").clone();
+            if dv.count() > 0 {
+                entry.deletes = Some(self.write_deletes(&mut m, &dv, created)?);
+            }
+            m.segments.push(entry);
+            if trained.is_some() {
+                m.codebook = scratch.codebook;
+            }
+            new_seg = Some((seg, dv, trained));
+        }
+        self.write_dirty_deletes(w, &mut m, created)?;
+        m.last_seq = s.seq;
+        m.older_wals.retain(|id| !s.wals.contains(id));
+        self.commit_manifest(w, m)?;
+        // Past the commit point: the writer's state follows the manifest.
+        let mut rest = MemTable::default();
+        for d in w.mem.docs() {
+            if !s.mem.get(&d.id).is_some_and(|f| Arc::ptr_eq(f, d)) {
+                rest.insert_shared(d.clone());
+            }
+        }
+        w.mem = Arc::new(rest);
+        w.dirty.clear();
+        if let Some((seg, dv, trained)) = new_seg {
+            w.codebook = trained.or(w.codebook.take());
+            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+        }
+        Ok(())
+    }
+
+    /// Writes the deletion vector of every segment whose deletions changed
+    /// since the manifest was written, and names them in `m`.
+    fn write_dirty_deletes(&self, w: &Writer, m: &mut Manifest, created: &mut Vec<PathBuf>) -> Result<()> {
+        for sv in w.segments.iter().filter(|sv| w.dirty.contains(&sv.seg.id)) {
+            let fid = self.write_deletes(m, &sv.deletes, created)?;
+            let e = m.segments.iter_mut().find(|e| e.id == sv.seg.id).expect("segment in manifest");
+            e.deletes = Some(fid);
+        }
+        Ok(())
+    }
+
+    /// Writes a deletion vector file; returns its file id.
+    fn write_deletes(&self, m: &mut Manifest, dv: &DeletionVector, created: &mut Vec<PathBuf>) -> Result<u64> {
+        let fid = m.alloc_file_id();
+        let path = self.dir.join(manifest::deletes_file(fid));
+        created.push(path.clone());
+        fsutil::write_new(&path, &dv.encode())?;
+        Ok(fid)
+    }
+
+    /// A scratch manifest whose file ids are a block reserved for one
+    /// segment's files (written without the writer lock).
+    fn reserve_ids(&self) -> Result<Manifest> {
+        let mut w = self.lock_writer()?;
+        let mut scratch = w.manifest.clone();
+        scratch.segments.clear();
+        w.manifest.next_file_id += RESERVED_FILE_IDS;
+        Ok(scratch)
+    }
+
+    /// Chooses segments to merge (`which`: indices into `w.segments`).
+    fn pick(&self, w: &mut Writer, which: &[usize]) -> MergePick {
+        let tokens = match self.config.index {
+            Some(IndexConfig::Centroids { .. }) => {
+                w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>()
+            }
+            _ => 0,
+        };
+        MergePick {
+            views: which.iter().map(|&i| w.segments[i].clone()).collect(),
+            ctx: SealCtx { tokens, codebook: w.codebook.clone() },
+        }
+    }
+
+    /// Merges the picked segments into one without the writer lock (their
+    /// live rows as picked), then commits: rows deleted since the pick are
+    /// deleted in the merged segment.
+    fn merge(&self, p: MergePick) -> Result<()> {
+        let t = Instant::now();
+        let mut scratch = self.reserve_ids()?;
+        let live: usize = p.views.iter().map(|s| s.live.len()).sum();
+        let mut created = Vec::new();
+        let built = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
+            if live == 0 {
+                return Ok(None);
+            }
+            let id = scratch.alloc_file_id();
+            let docs = p.views.iter().flat_map(|sv| {
                 sv.live.iter().map(move |&r| {
                     let (s, r) = (&sv.seg, r as usize);
                     (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
                 })
             });
-            let res = write_segment(&self.dir, id, &self.config, docs, &mut created)
-                .and_then(|path| self.seal(w, &path, id, &merged, &mut m, &mut created))
-                .and_then(|seg| fsutil::sync_dir(&self.dir).map(|_| seg));
-            match res {
-                Ok(seg) => new_seg = Some(seg),
-                Err(e) => {
-                    for p in &created {
-                        let _ = fsutil::remove_if_exists(p);
-                    }
-                    return Err(e);
-                }
+            let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
+            let sealed = self.seal(&p.ctx, &path, id, &p.views, &mut scratch, &mut created)?;
+            fsutil::sync_dir(&self.dir)?;
+            Ok(Some(sealed))
+        })();
+        self.add_time(|b, x| (b.merges, b.merge_s) = (b.merges + 1, b.merge_s + x), t);
+        let res = built.and_then(|built| {
+            let mut w = self.lock_writer()?;
+            self.commit_merge(&mut w, &p, built, &scratch, &mut created)?;
+            self.publish(&w);
+            Ok(())
+        });
+        if let Err(e) = res {
+            for p in &created {
+                let _ = fsutil::remove_if_exists(p);
             }
+            return Err(e);
         }
-        let gone: BTreeSet<u64> = merged.iter().map(|s| s.seg.id).collect();
-        m.segments.retain(|e| !gone.contains(&e.id));
-        self.add_time(|b, s| (b.merges, b.merge_s) = (b.merges + 1, b.merge_s + s), t);
-        self.commit_manifest(w, m)?;
-        w.segments.retain(|s| !gone.contains(&s.seg.id));
-        if let Some((seg, cb)) = new_seg {
-            w.codebook = cb.or(w.codebook.take());
-            let dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
-            w.segments.push(SegmentView::new(Arc::new(seg), dv));
-        }
-        self.publish(w);
         Ok(())
     }
 
-    /// Records the seconds since `start` in the build times.
-    fn add_time(&self, f: impl FnOnce(&mut BuildTimes, f64), start: Instant) {
-        f(&mut self.build.lock().unwrap_or_else(|p| p.into_inner()), start.elapsed().as_secs_f64());
+    /// The commit of [`merge`](Self::merge), under the writer lock.
+    fn commit_merge(
+        &self,
+        w: &mut Writer,
+        p: &MergePick,
+        built: Option<(Segment, Option<Arc<Codebook>>)>,
+        scratch: &Manifest,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let mut m = w.manifest.clone();
+        let gone: BTreeSet<u64> = p.views.iter().map(|s| s.seg.id).collect();
+        let mut new_seg = None;
+        if let Some((seg, trained)) = built {
+            let mut dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
+            let mut row = 0u32;
+            for picked in &p.views {
+                let now =
+                    w.segments.iter().find(|s| s.seg.id == picked.seg.id).expect("merged segments stay until merged");
+                for &r in picked.live.iter() {
+                    if now.deletes.is_deleted(r) {
+                        dv.delete(row);
+                    }
+                    row += 1;
+                }
+            }
+            let mut entry = scratch.segments.last().expect("the merged segment's entry").clone();
+            if dv.count() > 0 {
+                entry.deletes = Some(self.write_deletes(&mut m, &dv, created)?);
+            }
+            m.segments.retain(|e| !gone.contains(&e.id));
+            m.segments.push(entry);
+            if trained.is_some() {
+                m.codebook = scratch.codebook;
+            }
+            new_seg = Some((seg, dv, trained));
+        } else {
+            m.segments.retain(|e| !gone.contains(&e.id));
+        }
+        self.commit_manifest(w, m)?;
+        w.segments.retain(|s| !gone.contains(&s.seg.id));
+        w.dirty.retain(|id| !gone.contains(id));
+        if let Some((seg, dv, trained)) = new_seg {
+            w.codebook = trained.or(w.codebook.take());
+            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+        }
+        Ok(())
     }
 }
 
@@ -864,6 +1312,7 @@ fn text_error(dir: &Path) -> impl FnOnce(tessera_text::TextError) -> Error {
 
 pub(crate) fn referenced_files(m: &Manifest) -> Vec<String> {
     let mut v = vec![manifest::wal_file(m.wal)];
+    v.extend(m.older_wals.iter().map(|&id| manifest::wal_file(id)));
     let index_file = match m.config.index {
         Some(IndexConfig::Centroids { .. }) => manifest::ivf_file,
         _ => manifest::index_file,

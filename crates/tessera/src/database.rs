@@ -142,10 +142,10 @@ impl Database {
         fsutil::sync_dir(&tmp)?;
         let path = self.cdir().join(name);
         std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        let opened = fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path, false));
+        let opened =
+            fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path, false).map(Collection::shared));
         match opened {
             Ok(c) => {
-                let c = Arc::new(c);
                 self.collections.write().expect("collections lock").insert(name.into(), c.clone());
                 Ok(c)
             }
@@ -199,6 +199,8 @@ impl Database {
         // going away. This waits for the collection's own write in progress
         // (a flush, a compaction), not holding the map's lock meanwhile.
         let was_retired = c.retire();
+        // Its background seal or merge (if one runs) ends before the folder goes.
+        c.close_maintenance();
         let mut map = self.collections.write().expect("collections lock");
         if !map.get(name).is_some_and(|m| Arc::ptr_eq(m, &c)) {
             // Dropped (and perhaps re-created) by someone else meanwhile.
@@ -209,6 +211,7 @@ impl Database {
         let gone = self.cdir().join(format!(".drop-{name}-{nonce}"));
         if let Err(e) = std::fs::rename(&path, &gone) {
             c.unretire(was_retired);
+            c.reopen_maintenance();
             return Err(Error::io(&path)(e));
         }
         map.remove(name);
@@ -218,6 +221,20 @@ impl Database {
         fsutil::sync_dir(&self.cdir())?;
         let _ = std::fs::remove_dir_all(&gone);
         Ok(())
+    }
+}
+
+impl Drop for Database {
+    /// Waits for the background seals and merges running or queued, so that
+    /// none writes after the lock is released. (What they had not done yet,
+    /// the WAL holds.)
+    fn drop(&mut self) {
+        if self._lock.is_some() {
+            let map = self.collections.read().unwrap_or_else(|p| p.into_inner());
+            for c in map.values() {
+                c.wait_idle();
+            }
+        }
     }
 }
 
@@ -234,7 +251,7 @@ fn open_collections(cdir: &Path, read_only: bool) -> Result<BTreeMap<String, Arc
                 std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
             }
         } else if valid_name(&name) && path.is_dir() {
-            collections.insert(name, Arc::new(Collection::open(&path, read_only)?));
+            collections.insert(name, Collection::open(&path, read_only)?.shared());
         }
     }
     Ok(collections)

@@ -15,6 +15,8 @@ pub(crate) const FILE: &str = "MANIFEST";
 const MAGIC: &[u8; 8] = b"TESSMAN\0";
 const MAJOR: u16 = 1;
 const MINOR: u16 = 0;
+/// The version of a manifest that names `older_wals`.
+const MAJOR_OLDER_WALS: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SegmentEntry {
@@ -48,8 +50,16 @@ pub(crate) struct Manifest {
     pub generation: u64,
     /// Sequence number of the last batch contained in the segments.
     pub last_seq: u64,
-    /// File id of the WAL that holds every batch after `last_seq`.
+    /// File id of the WAL that holds every batch after `last_seq` (and after
+    /// those of `older_wals`).
     pub wal: u64,
+    /// WALs of a memtable being sealed into a segment, oldest first: their
+    /// batches follow `last_seq` and come before `wal`'s. Empty except while
+    /// a seal runs (or after a crash during one). A manifest naming any is
+    /// written as version 2.0, which builds that do not know this field
+    /// refuse instead of deleting those WALs as leftovers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub older_wals: Vec<u64>,
     /// Next unused file id (segments, WALs and deletion vectors share the counter).
     pub next_file_id: u64,
     pub segments: Vec<SegmentEntry>,
@@ -74,6 +84,7 @@ impl Manifest {
             generation: 0,
             last_seq: 0,
             wal: 1,
+            older_wals: vec![],
             next_file_id: 2,
             segments: vec![],
             codebook: None,
@@ -94,7 +105,12 @@ impl Manifest {
 
     /// Decodes the bytes of the manifest file at `path`.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let (_, body) = envelope::decode(bytes, MAGIC, MAJOR).map_err(Error::format(path))?;
+        // Version 2.0 differs from 1.0 only by `older_wals`, which it may name.
+        let major = match bytes.get(8..10) {
+            Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == MAJOR_OLDER_WALS => MAJOR_OLDER_WALS,
+            _ => MAJOR,
+        };
+        let (_, body) = envelope::decode(bytes, MAGIC, major).map_err(Error::format(path))?;
         serde_json::from_slice(body).map_err(|e| Error::Corrupted {
             file: path.into(),
             offset: envelope::HEADER_LEN as u64 + e.column() as u64,
@@ -106,7 +122,8 @@ impl Manifest {
     pub fn store(&mut self, dir: &Path) -> Result<()> {
         self.generation += 1;
         let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        fsutil::atomic_write(&dir.join(FILE), &envelope::encode(MAGIC, MAJOR, MINOR, &body))
+        let major = if self.older_wals.is_empty() { MAJOR } else { MAJOR_OLDER_WALS };
+        fsutil::atomic_write(&dir.join(FILE), &envelope::encode(MAGIC, major, MINOR, &body))
     }
 }
 

@@ -35,6 +35,15 @@ impl MemTable {
         self.docs.push(Some(Arc::new(doc)));
     }
 
+    /// Inserts a document another memtable holds (sharing it), replacing any with its id.
+    pub fn insert_shared(&mut self, doc: Arc<MemDoc>) {
+        self.remove(&doc.id);
+        self.token_bytes += doc.tokens.bytes();
+        self.other_bytes += extra_bytes(&doc);
+        self.index.insert(doc.id.as_str().into(), self.docs.len());
+        self.docs.push(Some(doc));
+    }
+
     /// Removes `id`; returns whether it was present.
     pub fn remove(&mut self, id: &str) -> bool {
         let Some(i) = self.index.remove(id) else {

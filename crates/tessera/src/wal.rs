@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use tessera_format::wal::{self, Op, Tail};
 
 pub(crate) struct Wal {
+    id: u64,
     file: File,
     pub path: PathBuf,
     len: u64,
     durability: Durability,
+    /// Opened with a torn tail (cut, unless opened read-only).
+    pub torn: bool,
 }
 
 /// The batches a WAL holds: `(file offset of the frame, sequence number, ops)`, in order.
@@ -31,7 +34,7 @@ impl Wal {
     pub fn create(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<Self> {
         crate::fsutil::write_new(path, &wal::encode_header(dim as u32, id))?;
         let file = OpenOptions::new().append(true).open(path).map_err(Error::io(path))?;
-        Ok(Self { file, path: path.into(), len: wal::HEADER_LEN as u64, durability })
+        Ok(Self { id, file, path: path.into(), len: wal::HEADER_LEN as u64, durability, torn: false })
     }
 
     /// Opens an existing WAL: verifies it, cuts a torn tail (unless
@@ -58,10 +61,11 @@ impl Wal {
             batches.push((*offset, seq, ops.into_iter().map(owned).collect()));
         }
         let file = OpenOptions::new().read(true).append(!read_only).open(path).map_err(Error::io(path))?;
-        if matches!(scan.tail, Tail::Torn { .. }) && !read_only {
+        let torn = matches!(scan.tail, Tail::Torn { .. });
+        if torn && !read_only {
             file.set_len(scan.valid_end).and_then(|_| file.sync_all()).map_err(Error::io(path))?;
         }
-        Ok((Self { file, path: path.into(), len: scan.valid_end, durability }, batches))
+        Ok((Self { id, file, path: path.into(), len: scan.valid_end, durability, torn }, batches))
     }
 
     /// Appends one framed batch and makes it durable per the durability
@@ -87,6 +91,15 @@ impl Wal {
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Makes everything appended durable (with buffered durability, appends are not synced).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(Error::io(&self.path))
     }
 
     pub fn is_empty(&self) -> bool {
