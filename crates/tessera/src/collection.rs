@@ -884,10 +884,9 @@ impl Collection {
         let mut m = w.manifest.clone();
         m.older_wals.push(m.wal);
         m.wal = wal.id();
-        if let Err(e) = self.commit_manifest(w, m) {
-            let _ = fsutil::remove_if_exists(&wal.path);
-            return Err(e);
-        }
+        // On failure the writer is poisoned; the new WAL, if the manifest on
+        // disk does not name it, is removed as a leftover on the next open.
+        self.commit_manifest(w, m)?;
         w.wal = wal;
         let tokens = match self.config.index {
             Some(IndexConfig::Centroids { .. }) => {
@@ -920,8 +919,8 @@ impl Collection {
     /// Writes the frozen memtable as a segment with its indexes (no lock
     /// held), then commits it: the manifest names it, the WALs that held its
     /// batches go, and the documents replaced or deleted since the freeze are
-    /// deleted in it. On failure the memtable stays frozen-free and in charge
-    /// of the WAL, to be sealed again.
+    /// deleted in it. On failure nothing changes: the memtable and its WALs
+    /// stay in charge, to be sealed again.
     fn seal_memtable(&self, s: &Sealing) -> Result<()> {
         let t = Instant::now();
         let mut scratch = self.reserve_ids()?;
@@ -997,7 +996,11 @@ impl Collection {
         self.write_dirty_deletes(w, &mut m, created)?;
         m.last_seq = s.seq;
         m.older_wals.retain(|id| !s.wals.contains(id));
-        self.commit_manifest(w, m)?;
+        if let Err(e) = self.commit_manifest(w, m) {
+            // The manifest on disk may name the new files now: keep them.
+            created.clear();
+            return Err(e);
+        }
         // Past the commit point: the writer's state follows the manifest.
         let mut rest = MemTable::default();
         for d in w.mem.docs() {
@@ -1136,7 +1139,11 @@ impl Collection {
         } else {
             m.segments.retain(|e| !gone.contains(&e.id));
         }
-        self.commit_manifest(w, m)?;
+        if let Err(e) = self.commit_manifest(w, m) {
+            // The manifest on disk may name the new files now: keep them.
+            created.clear();
+            return Err(e);
+        }
         w.segments.retain(|s| !gone.contains(&s.seg.id));
         w.dirty.retain(|id| !gone.contains(id));
         if let Some((seg, dv, trained)) = new_seg {
