@@ -283,6 +283,48 @@ fn hit(h: service::Hit) -> pb::Hit {
 }
 
 /// The service's request for a gRPC search (its tokens, if any, are the query).
+/// The client's deadline from the standard `grpc-timeout` header, if sent:
+/// 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(md: &tonic::metadata::MetadataMap) -> Result<Option<std::time::Duration>, ApiError> {
+    use std::time::Duration;
+    let Some(v) = md.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request(format!("grpc-timeout {v:?}: expected 1 to 8 digits and a unit (H M S m u n)"));
+    let s = v.to_str().map_err(|_| bad())?;
+    let digits = s.get(..s.len().saturating_sub(1)).ok_or_else(bad)?;
+    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(Some(match &s[digits.len()..] {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(bad()),
+    }))
+}
+
+/// Stops the search at the client's deadline when it comes before the
+/// request's `timeout_ms` (or the server's default). A deadline past the
+/// server's most (`search_timeout_ms`) is cut to it: the header states when
+/// the client stops waiting, not a request for more time.
+fn with_client_deadline(mut r: SearchRequest, deadline: Option<std::time::Duration>, most: usize) -> SearchRequest {
+    if let Some(d) = deadline {
+        let ms = usize::try_from(d.as_millis()).unwrap_or(usize::MAX).clamp(1, most);
+        r.timeout_ms = Some(match r.timeout_ms {
+            // A `timeout_ms` beyond the limit is still refused as out of range.
+            Some(t) if t > most => t,
+            Some(t) => t.min(ms),
+            None => ms,
+        });
+    }
+    r
+}
+
 fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
     let fusion = match pb::Fusion::try_from(r.fusion) {
         Ok(pb::Fusion::Unspecified) => None,
@@ -444,9 +486,11 @@ impl pb::tessera_server::Tessera for Grpc {
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let deadline = grpc_timeout(req.metadata());
         self.call("Search", Some(Access::Read), req, |s, r| async move {
             let name = r.collection.clone();
-            Ok(response(s.search(&name, search_request(r)?).await?))
+            let req = with_client_deadline(search_request(r)?, deadline?, s.limits.search_timeout_ms);
+            Ok(response(s.search(&name, req).await?))
         })
         .await
     }
@@ -455,13 +499,15 @@ impl pb::tessera_server::Tessera for Grpc {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let deadline = grpc_timeout(req.metadata());
         self.call("SearchBatch", Some(Access::Read), req, |s, r| async move {
+            let deadline = deadline?;
             let search = r.search.unwrap_or_default();
             if search.query.is_some() {
                 return Err(ApiError::bad_request("search.query must be unset in a batch: give the queries"));
             }
             let name = search.collection.clone();
-            let mut req = search_request(search)?;
+            let mut req = with_client_deadline(search_request(search)?, deadline, s.limits.search_timeout_ms);
             req.queries = Some(
                 r.queries
                     .into_iter()
@@ -512,6 +558,37 @@ impl pb::tessera_server::Tessera for Grpc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn parsed(v: &str) -> Result<Option<Duration>, ApiError> {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("grpc-timeout", v.parse().unwrap());
+        grpc_timeout(&md)
+    }
+
+    #[test]
+    fn grpc_timeout_headers_follow_the_grpc_http2_spec() {
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()).unwrap(), None);
+        for (v, d) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("250m", Duration::from_millis(250)),
+            ("99999999u", Duration::from_micros(99_999_999)),
+            ("7n", Duration::from_nanos(7)),
+        ] {
+            assert_eq!(parsed(v).unwrap(), Some(d), "{v}");
+        }
+        for v in ["", "m", "5", "5x", "123456789m", "-5m", "5 m", "1.5S"] {
+            assert!(parsed(v).is_err(), "{v:?} is refused");
+        }
+        let cut = with_client_deadline(SearchRequest::default(), Some(Duration::from_secs(3600)), 60_000);
+        assert_eq!(cut.timeout_ms, Some(60_000), "cut to the server's most");
+        let req = SearchRequest { timeout_ms: Some(20), ..SearchRequest::default() };
+        assert_eq!(with_client_deadline(req, Some(Duration::from_micros(10)), 60_000).timeout_ms, Some(1));
+        let req = SearchRequest { timeout_ms: Some(20), ..SearchRequest::default() };
+        assert_eq!(with_client_deadline(req, Some(Duration::from_secs(1)), 60_000).timeout_ms, Some(20));
+    }
 
     #[test]
     fn every_rpc_needs_the_access_its_http_route_needs() {

@@ -1176,7 +1176,7 @@ fn a_deadline_stops_the_search_and_frees_its_slot() {
     }
     let s = TestServer::start_with(dir.path(), |c| c.threads = 1);
     let a = s.http;
-    let q = Rng::new(4).tokens(64, dim);
+    let q = Rng::new(4).tokens(1024, dim);
     let timed = |body: &Value| {
         let t = std::time::Instant::now();
         let r = post(a, "/v1/collections/big/search", body);
@@ -1211,6 +1211,48 @@ fn a_deadline_stops_the_search_and_frees_its_slot() {
     let zero = vec![vec![0.0f32; dim]];
     let r = post(a, "/v1/collections/big/search", &json!({"tokens": zero, "timeout_ms": 0}));
     assert_eq!(r.status, 400, "{}", r.body);
+
+    // gRPC: the client's own deadline (the grpc-timeout header) stops the
+    // search and frees its slot as `timeout_ms` does.
+    let mut g = s.grpc_client();
+    let q = Rng::new(4).tokens(1024, dim);
+    let query = tessera_server::pb::Tensor {
+        dtype: tessera_server::pb::Dtype::F32.into(),
+        shape: vec![q.len() as u64, dim as u64],
+        data: q.iter().flatten().flat_map(|x| x.to_le_bytes()).collect(),
+    };
+    let search = tessera_server::pb::SearchRequest {
+        collection: "big".into(),
+        query: Some(query),
+        k: 5,
+        exact: true,
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    s.rt.block_on(g.search(search.clone())).unwrap();
+    let t_full = t.elapsed();
+    let mut req = tonic::Request::new(search.clone());
+    req.set_timeout(std::time::Duration::from_millis(5));
+    let t = std::time::Instant::now();
+    let code = s.rt.block_on(g.search(req)).unwrap_err().code();
+    let t_grpc = t.elapsed();
+    assert!(matches!(code, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{code:?}");
+    let t = std::time::Instant::now();
+    let small = post(a, "/v1/collections/small/search", &json!({"tokens": [q[0].clone()], "k": 1}));
+    let t_next = t.elapsed();
+    assert_eq!(small.status, 200, "{}", small.body);
+    eprintln!(
+        "gRPC exact search {t_full:?}; with a 5 ms deadline it answered {code:?} after {t_grpc:?}; the next search took {t_next:?}"
+    );
+    if t_full < std::time::Duration::from_millis(150) {
+        eprintln!("skipping the gRPC timing assertion: the whole search takes only {t_full:?} on this machine");
+    } else {
+        assert!(t_next < t_full / 2, "the gRPC deadline did not free the slot: the next search took {t_next:?}");
+    }
+    let mut req = tonic::Request::new(search);
+    req.metadata_mut().insert("grpc-timeout", "soon".parse().unwrap());
+    let err = s.rt.block_on(g.search(req)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let r = post(a, "/v1/collections/big/search", &json!({"tokens": zero, "timeout_ms": 60001}));
     assert_eq!((r.status, r.json()["error"]["limit"].as_str()), (400, Some("search_timeout_ms")), "{}", r.body);
     s.stop().unwrap();

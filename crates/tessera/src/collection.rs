@@ -85,7 +85,7 @@ struct MergePick {
 const RESERVED_FILE_IDS: u64 = 16;
 
 /// A segment whose deleted share reaches this is rewritten without them.
-pub const MERGE_DELETED_SHARE: f64 = 0.25;
+pub(crate) const MERGE_DELETED_SHARE: f64 = 0.25;
 
 /// Maintenance of one collection: at most one task (a background seal or
 /// merge, or a flush or compaction called) runs at a time.
@@ -97,7 +97,7 @@ struct Maint {
     running: bool,
     /// Work became due while a task ran: queue another when it ends.
     again: bool,
-    /// The collection is closing (its database closed, or it is dropped): no task starts.
+    /// The collection is being dropped: no task starts.
     closed: bool,
 }
 
