@@ -149,7 +149,6 @@ impl SearchMode {
     }
 }
 
-/// Prints every collection's sizes.
 /// Prints what `tessera backup` or `tessera restore` wrote.
 pub fn backup_report(r: &tessera::BackupReport, what: &str, out: &mut dyn Write, json: bool) -> Result<()> {
     if json {
@@ -172,6 +171,7 @@ pub fn backup_report(r: &tessera::BackupReport, what: &str, out: &mut dyn Write,
     Ok(())
 }
 
+/// Prints every collection's sizes.
 pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     let stats: Vec<_> = db
         .list_collections()

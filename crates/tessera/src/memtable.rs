@@ -28,11 +28,7 @@ impl MemTable {
 
     /// Inserts or replaces `doc`.
     pub fn upsert(&mut self, doc: MemDoc) {
-        self.remove(&doc.id);
-        self.token_bytes += doc.tokens.bytes();
-        self.other_bytes += extra_bytes(&doc);
-        self.index.insert(doc.id.as_str().into(), self.docs.len());
-        self.docs.push(Some(Arc::new(doc)));
+        self.insert_shared(Arc::new(doc));
     }
 
     /// Inserts a document another memtable holds (sharing it), replacing any with its id.
