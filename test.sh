@@ -13,5 +13,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "./python[test]"
+"$VENV/bin/python" -m pip install --quiet "./python[test,ray]"
 "$VENV/bin/python" -m pytest python/tests -q -rs
