@@ -58,8 +58,18 @@ class _Replica:
     def __init__(self, path: str, name: str, dim: int, options: Dict[str, Any]):
         import tessera
 
-        self._db = tessera.Database(path)
-        self._col = self._db.open_or_create_collection(name, dim, **options)
+        # An error opening (a bad option, a corrupt database) is kept for
+        # `ready` to raise as it is, rather than killing the actor.
+        self._error: Optional[BaseException] = None
+        try:
+            self._db = tessera.Database(path)
+            self._col = self._db.open_or_create_collection(name, dim, **options)
+        except Exception as e:
+            self._error = e
+
+    def ready(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def upsert(self, ids, tokens, texts, payloads) -> int:
         return self._col.upsert(ids, tokens, texts=texts, payloads=payloads)
@@ -165,8 +175,12 @@ class ShardedCollection:
             for s in range(shards)
         ]
         col = cls(name, dim, shards, replicas, root, actors)
-        # Opening errors (a bad option, a corrupt database) surface here.
-        col._all([[a.count.remote() for a in replicas_of] for replicas_of in actors])
+        try:
+            # Opening errors (a bad option, a corrupt database) surface here, as they are.
+            col._all([[a.ready.remote() for a in replicas_of] for replicas_of in actors])
+        except BaseException:
+            col.close()
+            raise
         return col
 
     # ------------------------------------------------------------ plumbing
@@ -310,7 +324,7 @@ class ShardedCollection:
             for a in row:
                 try:
                     ray.get(a.close.remote())
-                except ray.exceptions.RayActorError:
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
                     pass
                 ray.kill(a)
         self._actors = [[] for _ in self._actors]

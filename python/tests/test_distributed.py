@@ -116,3 +116,6 @@ def test_the_data_comes_back_when_the_actors_start_again(cluster, tmp_path, rng)
         again.close()
     with pytest.raises(tessera.InvalidInputError, match="made as"):
         ShardedCollection.create("c", DIM, shards=3, replicas=1, root=root)
+    # An engine error while opening is raised as it is (not as a dead actor).
+    with pytest.raises(tessera.InvalidInputError, match="bogus"):
+        ShardedCollection.create("d", DIM, shards=1, replicas=1, root=tmp_path / "other", index="bogus")
