@@ -40,6 +40,17 @@ def corpus(rng: np.random.Generator, n: int, dim: int, lo: int = 3, hi: int = 40
     return out
 
 
+def load(col, docs: dict) -> None:
+    """Upserts `docs` (from `corpus`) with a text and a payload derived from each id."""
+    ids = list(docs)
+    col.upsert(
+        ids,
+        [docs[i] for i in ids],
+        texts=[f"passage {i} on topic {int(i[-4:]) % 4}" for i in ids],
+        payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
+    )
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     seed = int(os.environ.get("TESSERA_TEST_SEED", "20261201"))

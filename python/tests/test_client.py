@@ -6,19 +6,9 @@ import numpy as np
 import pytest
 
 import tessera
-from conftest import corpus, maxsim
+from conftest import corpus, load, maxsim
 
 DIM = 16
-
-
-def load(col, docs: dict) -> None:
-    ids = list(docs)
-    col.upsert(
-        ids,
-        [docs[i] for i in ids],
-        texts=[f"passage {i} on topic {int(i[-4:]) % 4}" for i in ids],
-        payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
-    )
 
 
 def test_client_answers_as_the_embedded_engine(server, tmp_path, rng):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tessera
-from conftest import corpus
+from conftest import corpus, load
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install './python[ray]'")
 from tessera.distributed import ShardedCollection, shard_of  # noqa: E402
@@ -22,16 +22,6 @@ def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-def load(col, docs: dict) -> None:
-    ids = list(docs)
-    col.upsert(
-        ids,
-        [docs[i] for i in ids],
-        texts=[f"passage {i} on topic {int(i[-4:]) % 4}" for i in ids],
-        payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
-    )
 
 
 def pairs(hits) -> list:

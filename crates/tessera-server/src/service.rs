@@ -1211,8 +1211,7 @@ impl Service {
                 format!("backup-{}-{:03}", now.as_secs(), now.subsec_millis())
             }
         };
-        if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !tessera::valid_name(&name) {
             return Err(ApiError::bad_request(format!(
                 "invalid backup name {name:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
             )));

@@ -80,6 +80,9 @@ struct MergePick {
     ctx: SealCtx,
 }
 
+/// A segment written with its indexes, and a codebook trained for it (centroids).
+type Built = (Segment, Option<Arc<Codebook>>);
+
 /// File ids one segment's build may take: segment, candidate index,
 /// codebook, full-text folder (and spare).
 const RESERVED_FILE_IDS: u64 = 16;
@@ -687,7 +690,7 @@ impl Collection {
         sources: &[SegmentView],
         m: &mut Manifest,
         created: &mut Vec<PathBuf>,
-    ) -> Result<(Segment, Option<Arc<Codebook>>)> {
+    ) -> Result<Built> {
         let mut seg = Segment::open(path, id, &self.config)?;
         let (mut index, mut codebook, mut trained) = (None, None, None);
         let t = Instant::now();
@@ -925,43 +928,71 @@ impl Collection {
         let t = Instant::now();
         let mut scratch = self.reserve_ids()?;
         let mut created = Vec::new();
-        let built = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
-            if s.mem.is_empty() {
-                return Ok(None);
-            }
-            let id = scratch.alloc_file_id();
+        let built = if s.mem.is_empty() {
+            Ok(None)
+        } else {
             let docs = s.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
-            let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
-            let sealed = self.seal(&s.ctx, &path, id, &[], &mut scratch, &mut created)?;
-            fsutil::sync_dir(&self.dir)?;
-            Ok(Some(sealed))
-        })();
+            self.build_segment(&s.ctx, docs, &[], &mut scratch, &mut created).map(Some)
+        };
         // Counted before the commit, which records the build times.
         if !s.mem.is_empty() {
             self.add_time(|b, x| (b.flushes, b.flush_s) = (b.flushes + 1, b.flush_s + x), t);
         }
         let res = built.and_then(|built| {
             let mut w = self.lock_writer()?;
-            let res = self.commit_sealed(&mut w, s, built, &scratch, &mut created);
-            // Sealed, or to be sealed again from the memtable (still in charge).
-            w.sealing = None;
-            self.sealed.notify_all();
-            if res.is_ok() {
-                self.publish(&w);
-            }
-            res
+            self.commit_sealed(&mut w, s, built, &scratch, &mut created)?;
+            self.publish(&w);
+            Ok(())
         });
-        if let Err(e) = res {
-            for p in &created {
-                let _ = fsutil::remove_if_exists(p);
-            }
-            if let Ok(mut w) = self.writer.lock() {
-                w.sealing = None;
-            }
-            self.sealed.notify_all();
-            return Err(e);
+        // Sealed, or to be sealed again from the memtable (still in charge).
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).sealing = None;
+        self.sealed.notify_all();
+        remove_on_error(res, &created)
+    }
+
+    /// Writes a segment of `docs` and builds its indexes (file ids from
+    /// `scratch`, which gets its manifest entry); syncs the folder.
+    fn build_segment<'a>(
+        &self,
+        ctx: &SealCtx,
+        docs: impl Iterator<Item = DocRef<'a>>,
+        sources: &[SegmentView],
+        scratch: &mut Manifest,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<Built> {
+        let id = scratch.alloc_file_id();
+        let path = write_segment(&self.dir, id, &self.config, docs, created)?;
+        let built = self.seal(ctx, &path, id, sources, scratch, created)?;
+        fsutil::sync_dir(&self.dir)?;
+        Ok(built)
+    }
+
+    /// The manifest entry of a segment just built (the last of `scratch`),
+    /// with its deletion vector written if it has deletions; a codebook
+    /// trained for it becomes `m`'s current one.
+    fn built_entry(
+        &self,
+        m: &mut Manifest,
+        scratch: &Manifest,
+        dv: &DeletionVector,
+        trained: bool,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<SegmentEntry> {
+        let mut entry = scratch.segments.last().expect("the built segment's entry").clone();
+        if dv.count() > 0 {
+            entry.deletes = Some(self.write_deletes(m, dv, created)?);
         }
-        Ok(())
+        if trained {
+            m.codebook = scratch.codebook;
+        }
+        Ok(entry)
+    }
+
+    /// Replaces the manifest with `m`. On failure the manifest on disk may
+    /// name the new files already, so they are kept (`created` is emptied):
+    /// the next open removes them if it does not.
+    fn commit_built(&self, w: &mut Writer, m: Manifest, created: &mut Vec<PathBuf>) -> Result<()> {
+        self.commit_manifest(w, m).inspect_err(|_| created.clear())
     }
 
     /// The commit of [`seal_memtable`](Self::seal_memtable), under the writer lock.
@@ -969,7 +1000,7 @@ impl Collection {
         &self,
         w: &mut Writer,
         s: &Sealing,
-        built: Option<(Segment, Option<Arc<Codebook>>)>,
+        built: Option<Built>,
         scratch: &Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<()> {
@@ -983,24 +1014,14 @@ impl Collection {
                     dv.delete(r as u32);
                 }
             }
-            let mut entry = scratch.segments.last().expect("the sealed segment's entry").clone();
-            if dv.count() > 0 {
-                entry.deletes = Some(self.write_deletes(&mut m, &dv, created)?);
-            }
+            let entry = self.built_entry(&mut m, scratch, &dv, trained.is_some(), created)?;
             m.segments.push(entry);
-            if trained.is_some() {
-                m.codebook = scratch.codebook;
-            }
             new_seg = Some((seg, dv, trained));
         }
         self.write_dirty_deletes(w, &mut m, created)?;
         m.last_seq = s.seq;
         m.older_wals.retain(|id| !s.wals.contains(id));
-        if let Err(e) = self.commit_manifest(w, m) {
-            // The manifest on disk may name the new files now: keep them.
-            created.clear();
-            return Err(e);
-        }
+        self.commit_built(w, m, created)?;
         // Past the commit point: the writer's state follows the manifest.
         let mut rest = MemTable::default();
         for d in w.mem.docs() {
@@ -1011,8 +1032,7 @@ impl Collection {
         w.mem = Arc::new(rest);
         w.dirty.clear();
         if let Some((seg, dv, trained)) = new_seg {
-            w.codebook = trained.or(w.codebook.take());
-            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+            w.add_segment(seg, dv, trained);
         }
         Ok(())
     }
@@ -1069,22 +1089,18 @@ impl Collection {
         let mut scratch = self.reserve_ids()?;
         let live: usize = p.views.iter().map(|s| s.live.len()).sum();
         let mut created = Vec::new();
-        let built = (|| -> Result<Option<(Segment, Option<Arc<Codebook>>)>> {
-            if live == 0 {
-                return Ok(None);
+        let built = match live {
+            0 => Ok(None),
+            _ => {
+                let docs = p.views.iter().flat_map(|sv| {
+                    sv.live.iter().map(move |&r| {
+                        let (s, r) = (&sv.seg, r as usize);
+                        (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
+                    })
+                });
+                self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some)
             }
-            let id = scratch.alloc_file_id();
-            let docs = p.views.iter().flat_map(|sv| {
-                sv.live.iter().map(move |&r| {
-                    let (s, r) = (&sv.seg, r as usize);
-                    (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
-                })
-            });
-            let path = write_segment(&self.dir, id, &self.config, docs, &mut created)?;
-            let sealed = self.seal(&p.ctx, &path, id, &p.views, &mut scratch, &mut created)?;
-            fsutil::sync_dir(&self.dir)?;
-            Ok(Some(sealed))
-        })();
+        };
         self.add_time(|b, x| (b.merges, b.merge_s) = (b.merges + 1, b.merge_s + x), t);
         let res = built.and_then(|built| {
             let mut w = self.lock_writer()?;
@@ -1092,13 +1108,7 @@ impl Collection {
             self.publish(&w);
             Ok(())
         });
-        if let Err(e) = res {
-            for p in &created {
-                let _ = fsutil::remove_if_exists(p);
-            }
-            return Err(e);
-        }
-        Ok(())
+        remove_on_error(res, &created)
     }
 
     /// The commit of [`merge`](Self::merge), under the writer lock.
@@ -1106,12 +1116,13 @@ impl Collection {
         &self,
         w: &mut Writer,
         p: &MergePick,
-        built: Option<(Segment, Option<Arc<Codebook>>)>,
+        built: Option<Built>,
         scratch: &Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<()> {
         let mut m = w.manifest.clone();
         let gone: BTreeSet<u64> = p.views.iter().map(|s| s.seg.id).collect();
+        m.segments.retain(|e| !gone.contains(&e.id));
         let mut new_seg = None;
         if let Some((seg, trained)) = built {
             let mut dv = DeletionVector::new(seg.id, seg.n_docs() as u64);
@@ -1126,35 +1137,27 @@ impl Collection {
                     row += 1;
                 }
             }
-            let mut entry = scratch.segments.last().expect("the merged segment's entry").clone();
-            if dv.count() > 0 {
-                entry.deletes = Some(self.write_deletes(&mut m, &dv, created)?);
-            }
-            m.segments.retain(|e| !gone.contains(&e.id));
+            let entry = self.built_entry(&mut m, scratch, &dv, trained.is_some(), created)?;
             m.segments.push(entry);
-            if trained.is_some() {
-                m.codebook = scratch.codebook;
-            }
             new_seg = Some((seg, dv, trained));
-        } else {
-            m.segments.retain(|e| !gone.contains(&e.id));
         }
-        if let Err(e) = self.commit_manifest(w, m) {
-            // The manifest on disk may name the new files now: keep them.
-            created.clear();
-            return Err(e);
-        }
+        self.commit_built(w, m, created)?;
         w.segments.retain(|s| !gone.contains(&s.seg.id));
         w.dirty.retain(|id| !gone.contains(id));
         if let Some((seg, dv, trained)) = new_seg {
-            w.codebook = trained.or(w.codebook.take());
-            w.segments.push(SegmentView::new(Arc::new(seg), dv));
+            w.add_segment(seg, dv, trained);
         }
         Ok(())
     }
 }
 
 impl Writer {
+    /// Adds a segment just committed; a codebook trained for it becomes the current one.
+    fn add_segment(&mut self, seg: Segment, dv: DeletionVector, trained: Option<Arc<Codebook>>) {
+        self.codebook = trained.or(self.codebook.take());
+        self.segments.push(SegmentView::new(Arc::new(seg), dv));
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             segments: self.segments.clone(),
@@ -1309,6 +1312,17 @@ fn open_segment_view(
         }
     };
     Ok(SegmentView::new(Arc::new(seg), dv))
+}
+
+/// On failure, removes the files a seal or merge created (none once its
+/// manifest may have landed: the commit then empties `created`).
+fn remove_on_error(res: Result<()>, created: &[PathBuf]) -> Result<()> {
+    if res.is_err() {
+        for p in created {
+            let _ = fsutil::remove_if_exists(p);
+        }
+    }
+    res
 }
 
 /// A full-text index that cannot be built or opened is reported as corruption of its directory.

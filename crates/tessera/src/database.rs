@@ -31,7 +31,8 @@ impl std::fmt::Debug for Database {
     }
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a collection (or a backup): 1-64 characters from A-Z a-z 0-9 _ -.
+pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

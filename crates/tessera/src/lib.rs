@@ -58,7 +58,7 @@ pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
     MAX_ID_BYTES, Screening, TextConfig, TextKind, TokenType,
 };
-pub use database::Database;
+pub use database::{Database, valid_name};
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::{Filter, MAX_FILTER_VALUES};
