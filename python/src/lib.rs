@@ -1075,6 +1075,16 @@ impl Collection {
         Ok(c.len())
     }
 
+    /// The sequence number of the last write batch applied (0 before the
+    /// first): every acknowledged upsert or delete call takes the next one.
+    /// Two replicas that applied the same writes in the same order have the
+    /// same number (`tessera.distributed` compares them to find a replica
+    /// that missed writes).
+    fn last_seq(&self, py: Python<'_>) -> PyResult<u64> {
+        let (_db, c) = self.live(py)?;
+        Ok(c.last_seq())
+    }
+
     /// The default ranking of hybrid queries that give query tokens and no
     /// `rank`, as a dict: {"rank": "maxsim"} or {"rank": "linear", "norm",
     /// "weights", "candidates"?}.

@@ -7,42 +7,57 @@ an embedded Tessera database (``tessera.Database``) in its own folder under
 across the whole collection. Every replica of a shard holds the same
 documents:
 
-- **Writes** are split by shard and sent to every replica of each shard
-  touched; the call returns once all of them acknowledged (each after its
-  WAL append, fsynced with ``durability="sync"``). If a replica fails, the
-  call raises :class:`tessera.UnavailableError` (retryable: the write is
-  idempotent).
-- **Searches** go to one live replica per shard (the next replica when one
-  is unreachable). Each shard answers its top ``k`` with exact MaxSim
-  scores, which are comparable across shards, so the merged top ``k`` is
-  exact: an exact search over the sharded collection answers what one
-  collection holding every document answers.
+- **Writes** are split by shard and sent to every replica in service of each
+  shard touched; the call returns once ``write_quorum`` of them (all, by
+  default) acknowledged, each after its WAL append (fsynced with
+  ``durability="sync"``). Otherwise it raises
+  :class:`tessera.UnavailableError` (retryable: writes are idempotent).
+- **Searches** go to one replica in service per shard (the next one when it
+  fails). Each shard answers its top ``k`` with exact MaxSim scores, which
+  are comparable across shards, so the merged top ``k`` is exact: an exact
+  search over the sharded collection answers what one collection holding
+  every document answers.
+- **Faults.** Ray restarts a replica whose actor dies; it reopens its
+  database (WAL replay) but serves nothing until it caught up: a background
+  thread copies the shard from a replica in service (a consistent backup
+  shipped through Ray's object store) unless their write sequence numbers
+  show it missed nothing, then puts it back in service.
 
-Needs Ray (``pip install './python[ray]'``). Status and design:
-docs/DISTRIBUTED.md.
+Needs Ray (``pip install './python[ray]'``). Design: docs/DISTRIBUTED.md.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import logging
 import os
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._tessera import Document, Hit
-from .errors import InvalidInputError, UnavailableError
+from .errors import InvalidInputError, TesseraError, UnavailableError
 
 try:
     import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 except ImportError as e:  # pragma: no cover - exercised only without ray
     raise ImportError(
         "tessera.distributed needs Ray: pip install './python[ray]' (or pip install ray)"
     ) from e
 
-__all__ = ["ShardedCollection", "shard_of"]
+__all__ = ["ShardedCollection", "build", "shard_of"]
 
 _LAYOUT = "layout.json"
+_log = logging.getLogger("tessera.distributed")
 
 
 def shard_of(doc_id: str, shards: int) -> int:
@@ -51,71 +66,183 @@ def shard_of(doc_id: str, shards: int) -> int:
     return zlib.crc32(doc_id.encode("utf-8")) % shards
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+class _NotInService(Exception):
+    """Raised by a replica asked to serve before it was admitted (it was just
+    restarted, or is catching up)."""
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover_install(path: Path) -> None:
+    """Cleans up after an `install` that stopped part-way. Its `.resync`
+    marker stays, so the replica is copied again before it serves."""
+    if not _sibling(path, ".resync").exists():
+        return
+    if not path.exists() and _sibling(path, ".old").exists():
+        os.replace(_sibling(path, ".old"), path)
+    for suffix in (".incoming", ".new", ".old"):
+        shutil.rmtree(_sibling(path, suffix), ignore_errors=True)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class _Replica:
-    """One replica of one shard: an embedded database in ``path``."""
+    """One replica of one shard: an embedded database in ``path``. It serves
+    reads and writes only once the coordinator has admitted it."""
 
     def __init__(self, path: str, name: str, dim: int, options: Dict[str, Any]):
-        import tessera
-
+        self._path, self._name, self._dim, self._options = Path(path), name, dim, options
+        self._db = self._col = None
+        self._admitted = False
         # An error opening (a bad option, a corrupt database) is kept for
         # `ready` to raise as it is, rather than killing the actor.
         self._error: Optional[BaseException] = None
         try:
-            self._db = tessera.Database(path)
-            self._col = self._db.open_or_create_collection(name, dim, **options)
+            _recover_install(self._path)
+            self._open()
         except Exception as e:
             self._error = e
+
+    def _open(self) -> None:
+        import tessera
+
+        self._db = tessera.Database(str(self._path))
+        self._col = self._db.open_or_create_collection(self._name, self._dim, **self._options)
+
+    def _serving(self):
+        if not self._admitted:
+            raise _NotInService(f"replica {self._path} is not in service (restarted or catching up)")
+        return self._col
 
     def ready(self) -> None:
         if self._error is not None:
             raise self._error
 
+    def status(self) -> Dict[str, Any]:
+        """Its write sequence number (-1 when its database is not open),
+        whether a copy into it is unfinished, whether it serves, and its size."""
+        return {
+            "seq": -1 if self._col is None else self._col.last_seq(),
+            "resync": _sibling(self._path, ".resync").exists(),
+            "in_service": self._admitted,
+            "documents": None if self._col is None else len(self._col),
+            "node": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+        }
+
+    def admit(self) -> None:
+        self.ready()
+        self._admitted = True
+
+    def snapshot(self) -> bytes:
+        """A consistent copy of its database (``Database.backup``: taken
+        between write batches, checksums verified), as a tar archive."""
+        self._serving()
+        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=self._path.parent) as tmp:
+            out = Path(tmp) / "backup"
+            self._db.backup(str(out))
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(out, arcname="backup")
+            return buf.getvalue()
+
+    def install(self, archive: bytes) -> int:
+        """Replaces its database with a `snapshot` of another replica:
+        verified and restored beside it, then swapped in by renames. A
+        `.resync` marker held through the swap makes a crash part-way leave a
+        replica that is copied again. Returns the new sequence number."""
+        import tessera
+
+        self._admitted = False
+        marker = _sibling(self._path, ".resync")
+        marker.touch()
+        _fsync_dir(self._path.parent)
+        if self._db is not None:
+            self._db.close()
+            self._db = self._col = None
+        incoming, new, old = (_sibling(self._path, s) for s in (".incoming", ".new", ".old"))
+        for p in (incoming, new, old):
+            shutil.rmtree(p, ignore_errors=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(incoming, filter="data")
+            else:  # pragma: no cover - Pythons before the extraction filters
+                tar.extractall(incoming)
+        tessera.restore(str(incoming / "backup"), str(new))
+        shutil.rmtree(incoming)
+        if self._path.exists():
+            os.replace(self._path, old)
+        os.replace(new, self._path)
+        _fsync_dir(self._path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        self._open()
+        self._error = None
+        marker.unlink()
+        _fsync_dir(self._path.parent)
+        return self._col.last_seq()
+
     def upsert(self, ids, tokens, texts, payloads) -> int:
-        return self._col.upsert(ids, tokens, texts=texts, payloads=payloads)
+        return self._serving().upsert(ids, tokens, texts=texts, payloads=payloads)
 
     def delete(self, ids) -> int:
-        return self._col.delete(ids)
+        return self._serving().delete(ids)
 
     def get(self, ids, tokens: bool):
         return [
             None if d is None else (d.id, d.n_tokens, d.tokens, d.text, d.payload)
-            for d in self._col.get(ids, tokens=tokens)
+            for d in self._serving().get(ids, tokens=tokens)
         ]
 
     def search(self, query, k: int, opts: Dict[str, Any]):
-        return [(h.id, h.score, h.text, h.payload) for h in self._col.search(query, k, **opts)]
+        return [(h.id, h.score, h.text, h.payload) for h in self._serving().search(query, k, **opts)]
 
     def search_batch(self, queries, k: int, opts: Dict[str, Any]):
         return [
             [(h.id, h.score, h.text, h.payload) for h in hits]
-            for hits in self._col.search_batch(queries, k, **opts)
+            for hits in self._serving().search_batch(queries, k, **opts)
         ]
 
     def count(self) -> int:
-        return len(self._col)
+        return len(self._serving())
 
     def flush(self) -> None:
-        self._col.flush()
+        self._serving().flush()
 
     def compact(self) -> None:
-        self._col.compact()
+        self._serving().compact()
 
     def close(self) -> None:
-        self._db.close()
+        self._admitted = False
+        if self._db is not None:
+            self._db.close()
 
 
-def _read_from(actors: List[Any], shard: int, call):
-    """Runs ``call(actor)`` on the first of ``actors`` (replicas of ``shard``) that answers."""
-    last = None
-    for actor in actors:
-        try:
-            return ray.get(call(actor))
-        except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
-        except ray.exceptions.RayActorError as e:
-            last = type(e).__name__
-    raise UnavailableError(f"no replica of shard {shard} answers (last: {last})")
+# What a call on a replica came to.
+_OK, _DOWN, _ERROR = "ok", "down", "error"
+_REFUSED = "not in service"
+
+
+def _outcome(ref: Any, timeout: Optional[float] = None) -> Tuple[str, Any]:
+    """``(_OK, value)``; ``(_DOWN, why)`` when the replica is dead, restarting,
+    unreachable or not in service; ``(_ERROR, exception)`` for an engine error."""
+    try:
+        return _OK, ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, _NotInService):
+            return _DOWN, _REFUSED
+        return _ERROR, cause
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+        return _DOWN, type(e).__name__
 
 
 # Search options whose final score is not a per-document MaxSim (a fused or
@@ -126,11 +253,37 @@ _NOT_MERGEABLE = {"rank": {"linear"}}
 
 class ShardedCollection:
     """A collection split over ``shards`` shards of ``replicas`` replicas each,
-    with the embedded :class:`tessera.Collection` API for writes and searches."""
+    with the embedded :class:`tessera.Collection` API for writes and searches.
+    Make one with :meth:`create`. One ``ShardedCollection`` object
+    coordinates the writes (it orders them per shard); it is thread-safe."""
 
-    def __init__(self, name: str, dim: int, shards: int, replicas: int, root: Path, actors: List[List[Any]]):
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        shards: int,
+        replicas: int,
+        write_quorum: int,
+        root: Path,
+        actors: List[List[Any]],
+        groups: List[Any],
+        repair_interval: float,
+    ):
         self.name, self.dim, self.shards, self.replicas, self.root = name, dim, shards, replicas, root
-        self._actors = actors
+        self.write_quorum = write_quorum
+        self._actors, self._groups = actors, groups
+        # Writes to a shard and the repair of its replicas hold its lock, so
+        # every replica applies the shard's writes in one order and a copy is
+        # never taken while a write is on its way.
+        self._locks = [threading.Lock() for _ in range(shards)]
+        self._mutex = threading.Lock()  # guards the three sets below
+        self._out: List[set] = [set() for _ in range(shards)]  # replicas not in service
+        self._dirty: List[set] = [set() for _ in range(shards)]  # failed a write: copy, whatever their seq
+        self._members: List[set] = [set(range(replicas)) for _ in range(shards)]  # last in service
+        self._turn = itertools.count()
+        self._repair_interval = repair_interval
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._repairer: Optional[threading.Thread] = None
 
     @classmethod
     def create(
@@ -141,16 +294,29 @@ class ShardedCollection:
         shards: int = 1,
         replicas: int = 1,
         root: "str | os.PathLike[str]",
+        write_quorum: Optional[int] = None,
+        repair_interval: float = 0.5,
         **options: Any,
     ) -> "ShardedCollection":
         """Starts the ``shards × replicas`` actors, each on its database under
         ``root`` (created, or reopened with its data: the WAL is replayed).
-        Replicas are spread over the cluster's nodes where it has several.
+        The replicas of a shard are placed on different nodes where the
+        cluster has enough (a ``STRICT_SPREAD`` placement group per shard;
+        ``SPREAD`` on fewer nodes). A write returns once ``write_quorum``
+        replicas of each shard it touches acknowledged (default: all).
         ``options`` are those of ``Database.create_collection`` (index, text,
         durability, storage, screening). Reopening checks that the name, dim,
-        shard and replica counts are those ``root`` was made with."""
-        if not (isinstance(shards, int) and shards >= 1 and isinstance(replicas, int) and replicas >= 1):
-            raise InvalidInputError(f"shards and replicas must be integers ≥ 1, not {shards!r} and {replicas!r}")
+        shard and replica counts are those ``root`` was made with, and
+        brings replicas that missed writes up to date before returning."""
+        for what, v in (("shards", shards), ("replicas", replicas)):
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise InvalidInputError(f"{what} must be an integer ≥ 1, not {v!r}")
+        if write_quorum is None:
+            write_quorum = replicas
+        if not (isinstance(write_quorum, int) and 1 <= write_quorum <= replicas):
+            raise InvalidInputError(f"write_quorum must be an integer in 1..={replicas} (replicas), not {write_quorum!r}")
+        if not (isinstance(repair_interval, (int, float)) and repair_interval > 0):
+            raise InvalidInputError(f"repair_interval must be a positive number of seconds, not {repair_interval!r}")
         if not ray.is_initialized():
             raise UnavailableError("Ray is not initialised: call ray.init() (or connect to a cluster) first")
         root = Path(root).resolve()
@@ -165,47 +331,197 @@ class ShardedCollection:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(layout))
             os.replace(tmp, path)
+        groups = _placement_groups(shards, replicas)
         actors = [
             [
-                _Replica.options(scheduling_strategy="SPREAD").remote(
-                    str(root / f"shard-{s}" / f"replica-{r}"), name, dim, options
-                )
+                _Replica.options(
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(groups[s], placement_group_bundle_index=r)
+                ).remote(str(root / f"shard-{s}" / f"replica-{r}"), name, dim, options)
                 for r in range(replicas)
             ]
             for s in range(shards)
         ]
-        col = cls(name, dim, shards, replicas, root, actors)
+        col = cls(name, dim, shards, replicas, write_quorum, root, actors, groups, float(repair_interval))
         try:
             # Opening errors (a bad option, a corrupt database) surface here, as they are.
-            col._all([[a.ready.remote() for a in replicas_of] for replicas_of in actors])
+            for s, row in enumerate(actors):
+                for r, a in enumerate(row):
+                    kind, got = _outcome(a.ready.remote())
+                    if kind == _ERROR:
+                        raise got
+                    if kind == _DOWN:
+                        raise UnavailableError(f"replica {r} of shard {s} did not start ({got})")
+            for s in range(shards):
+                col._admit_at_open(s)
         except BaseException:
             col.close()
             raise
+        col._repairer = threading.Thread(target=col._repair_loop, name=f"tessera-repair-{name}", daemon=True)
+        col._repairer.start()
         return col
 
-    # ------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------ replicas
 
-    def _all(self, refs: List[List[Any]]) -> List[List[Any]]:
-        """Waits for every call; raises the first engine error as it is, and a
-        replica that died as UnavailableError (retryable)."""
+    def _in_service(self, shard: int) -> List[int]:
+        with self._mutex:
+            return [r for r in range(self.replicas) if r not in self._out[shard]]
+
+    def _take_out(self, shard: int, replica: int, dirty: bool = False) -> None:
+        with self._mutex:
+            self._out[shard].add(replica)
+            if dirty:
+                self._dirty[shard].add(replica)
+            if len(self._out[shard]) < self.replicas:
+                self._members[shard] = set(range(self.replicas)) - self._out[shard]
+        self._wake.set()
+
+    def _admit_at_open(self, shard: int) -> None:
+        """At `create`: the replica with the highest write sequence number
+        (a finished copy) is in service; the others with that number too,
+        and those behind are copied from it first."""
+        row = self._actors[shard]
+        status = [ray.get(a.status.remote()) for a in row]
+        finished = [r for r in range(self.replicas) if not status[r]["resync"]] or list(range(self.replicas))
+        source = max(finished, key=lambda r: status[r]["seq"])
+        ray.get(row[source].admit.remote())
+        with self._mutex:
+            self._out[shard] = set(range(self.replicas)) - {source}
+        for r in range(self.replicas):
+            if r != source:
+                self._repair(shard, r, status[r], wait=True)
+
+    def _repair(self, shard: int, replica: int, status: Optional[Dict[str, Any]] = None, wait: bool = False) -> bool:
+        """Brings an out-of-service replica back: copies the shard from a
+        replica in service unless it missed nothing (same sequence number,
+        no failed write, no unfinished copy). Returns whether it is back."""
+        actor = self._actors[shard][replica]
+        if status is None:
+            # Not while it is restarting: a probe that answers quickly first.
+            kind, status = _outcome(actor.status.remote(), timeout=None if wait else 2.0)
+            if kind != _OK:
+                return False
+        with self._locks[shard]:
+            with self._mutex:
+                if replica not in self._out[shard]:
+                    return True
+            sources = self._in_service(shard)
+            if not sources:
+                return self._elect(shard)
+            kind, status = _outcome(actor.status.remote())
+            src_kind, src = _outcome(self._actors[shard][sources[0]].status.remote())
+            if kind != _OK or src_kind != _OK:
+                if src_kind == _DOWN:
+                    self._take_out(shard, sources[0])
+                return False
+            with self._mutex:
+                dirty = replica in self._dirty[shard]
+            if dirty or status["resync"] or status["seq"] != src["seq"]:
+                started = time.monotonic()
+                kind, archive = _outcome(self._actors[shard][sources[0]].snapshot.remote())
+                if kind != _OK:
+                    return False
+                kind, seq = _outcome(actor.install.remote(archive))
+                if kind != _OK:
+                    _log.warning("copying shard %d into replica %d failed: %s", shard, replica, seq)
+                    return False
+                _log.info(
+                    "replica %d of shard %d caught up by a copy of %d bytes (seq %d) in %.2f s",
+                    replica, shard, len(archive), seq, time.monotonic() - started,
+                )
+            if _outcome(actor.admit.remote())[0] != _OK:
+                return False
+            with self._mutex:
+                self._out[shard].discard(replica)
+                self._dirty[shard].discard(replica)
+                self._members[shard] = set(range(self.replicas)) - self._out[shard]
+            return True
+
+    def _elect(self, shard: int) -> bool:
+        """No replica of ``shard`` is in service: the reachable one of those
+        last in service with the highest sequence number comes back first
+        (the others are then copied from it). Holds the shard's lock."""
+        with self._mutex:
+            members = sorted(self._members[shard])
+        reachable = {}
+        for r in members:
+            kind, st = _outcome(self._actors[shard][r].status.remote(), timeout=2.0)
+            if kind == _OK and not st["resync"] and st["seq"] >= 0:
+                reachable[r] = st["seq"]
+        if not reachable:
+            return False
+        best = max(reachable, key=reachable.get)
+        if _outcome(self._actors[shard][best].admit.remote())[0] != _OK:
+            return False
+        with self._mutex:
+            self._out[shard].discard(best)
+            self._dirty[shard].discard(best)
+        self._wake.set()
+        return True
+
+    def _repair_loop(self) -> None:
+        checked = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self._repair_interval)
+            self._wake.clear()
+            if time.monotonic() - checked > 10 * self._repair_interval:
+                # A replica restarted while idle is noticed here, not only
+                # when a call reaches it.
+                self._check_health()
+                checked = time.monotonic()
+            for shard in range(self.shards):
+                with self._mutex:
+                    out = sorted(self._out[shard])
+                for replica in out:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        self._repair(shard, replica)
+                    except Exception:  # keep repairing the others; logged
+                        _log.exception("repairing replica %d of shard %d", replica, shard)
+
+    def _check_health(self) -> None:
+        """Takes out of service the replicas that do not answer or no longer
+        serve (restarted by Ray)."""
+        refs = [(s, r, self._actors[s][r].status.remote()) for s in range(self.shards) for r in self._in_service(s)]
+        for s, r, ref in refs:
+            kind, st = _outcome(ref, timeout=10.0)
+            if kind != _OK or not st["in_service"]:
+                self._take_out(s, r)
+
+    def status(self) -> List[List[Dict[str, Any]]]:
+        """Per shard, per replica: ``in_service``, ``seq`` (its last write
+        batch), ``documents``, ``node`` (a Ray node id), ``pid`` — or
+        ``{"reachable": False}`` for a replica that does not answer."""
         out = []
-        for shard, row in enumerate(refs):
+        for s, row in enumerate(self._actors):
+            refs = [a.status.remote() for a in row]
             got = []
-            for replica, ref in enumerate(row):
-                try:
-                    got.append(ray.get(ref))
-                except ray.exceptions.RayTaskError as e:
-                    raise e.as_instanceof_cause() from None
-                except ray.exceptions.RayActorError as e:
-                    raise UnavailableError(
-                        f"replica {replica} of shard {shard} is unavailable ({type(e).__name__}); the call may be retried"
-                    ) from None
+            for r, ref in enumerate(refs):
+                kind, st = _outcome(ref, timeout=10.0)
+                if kind != _OK:
+                    got.append({"reachable": False, "in_service": False})
+                    continue
+                with self._mutex:
+                    st["in_service"] = st["in_service"] and r not in self._out[s]
+                got.append(st)
             out.append(got)
         return out
 
-    def _read(self, shard: int, call):
-        """Runs ``call(actor)`` on the first replica of ``shard`` that answers."""
-        return _read_from(self._actors[shard], shard, call)
+    def wait_in_service(self, timeout: float = 60.0) -> None:
+        """Waits until every replica is in service (caught up), or raises
+        UnavailableError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._mutex:
+                out = [(s, sorted(o)) for s, o in enumerate(self._out) if o]
+            if not out:
+                return
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"replicas still out of service after {timeout} s (shard, replicas): {out}")
+            self._wake.set()
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------ writes
 
     def _split(self, ids: Sequence[str]) -> Dict[int, List[int]]:
         by_shard: Dict[int, List[int]] = {}
@@ -215,7 +531,48 @@ class ShardedCollection:
             by_shard.setdefault(shard_of(doc_id, self.shards), []).append(i)
         return by_shard
 
-    # ------------------------------------------------------------ writes
+    def _write(self, method: str, parts: Dict[int, tuple]) -> int:
+        """Sends each shard's part to its replicas in service, in one order
+        per shard; returns the sum of the shards' answers once every shard
+        has ``write_quorum`` acknowledgements."""
+        shards = sorted(parts)
+        for s in shards:  # in a fixed order: no deadlock between writers
+            self._locks[s].acquire()
+        try:
+            live = {s: self._in_service(s) for s in shards}
+            short = [s for s in shards if len(live[s]) < self.write_quorum]
+            if short:
+                self._wake.set()
+                raise UnavailableError(
+                    f"shard {short[0]} has {len(live[short[0]])} of {self.replicas} replicas in service, "
+                    f"fewer than the write quorum {self.write_quorum}; nothing was written, the call may be retried"
+                )
+            refs = {s: {r: getattr(self._actors[s][r], method).remote(*parts[s]) for r in live[s]} for s in shards}
+            # Every answer is awaited before the locks are released.
+            outcomes = {s: {r: _outcome(ref) for r, ref in row.items()} for s, row in refs.items()}
+        finally:
+            for s in shards:
+                self._locks[s].release()
+        total = 0
+        for s in shards:
+            acks = [v for kind, v in outcomes[s].values() if kind == _OK]
+            errors = [v for kind, v in outcomes[s].values() if kind == _ERROR]
+            if not acks and errors:
+                # Every replica refused it alike (the engine's checks): nothing
+                # was written in this shard.
+                raise errors[0]
+            for r, (kind, why) in outcomes[s].items():
+                if kind != _OK:
+                    # A replica that refused it (not in service) is intact;
+                    # one that died or failed may hold it or not: copied.
+                    self._take_out(s, r, dirty=kind == _ERROR or why != _REFUSED)
+            if len(acks) < self.write_quorum:
+                raise UnavailableError(
+                    f"shard {s}: {len(acks)} of {self.replicas} replicas acknowledged, fewer than the write quorum "
+                    f"{self.write_quorum}; the call may be retried"
+                )
+            total += acks[0]
+        return total
 
     def upsert(
         self,
@@ -225,39 +582,82 @@ class ShardedCollection:
         payloads: Optional[Sequence[Any]] = None,
     ) -> int:
         """As ``Collection.upsert`` (a list of ``[n_i, dim]`` arrays); returns
-        once every replica of every shard touched has it."""
+        once ``write_quorum`` replicas of every shard touched have it. A batch
+        is atomic within a shard; a batch that one shard's engine refuses
+        (its error is raised) may be applied in the other shards."""
         ids = list(ids)
         tokens = list(tokens)
         for name, column in (("tokens", tokens), ("texts", texts), ("payloads", payloads)):
             if column is not None and len(column) != len(ids):
                 raise InvalidInputError(f"{name} has {len(column)} entries for {len(ids)} ids")
-        refs = []
-        for s, rows in sorted(self._split(ids).items()):
-            part = (
+        parts = {
+            s: (
                 [ids[i] for i in rows],
                 [tokens[i] for i in rows],
                 None if texts is None else [texts[i] for i in rows],
                 None if payloads is None else [payloads[i] for i in rows],
             )
-            refs.append([a.upsert.remote(*part) for a in self._actors[s]])
-        return sum(row[0] for row in self._all(refs))
+            for s, rows in self._split(ids).items()
+        }
+        return self._write("upsert", parts)
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Deletes by id on every replica; returns how many existed."""
+        """Deletes by id in every shard; returns how many existed."""
         ids = list(ids)
-        refs = [
-            [a.delete.remote([ids[i] for i in rows]) for a in self._actors[s]]
-            for s, rows in sorted(self._split(ids).items())
-        ]
-        return sum(row[0] for row in self._all(refs))
+        return self._write("delete", {s: ([ids[i] for i in rows],) for s, rows in self._split(ids).items()})
+
+    def _everywhere(self, method: str) -> None:
+        """Runs ``method`` on every replica in service; one that fails goes
+        out of service (and is repaired); an engine error is raised."""
+        refs = [(s, r, getattr(self._actors[s][r], method).remote()) for s in range(self.shards) for r in self._in_service(s)]
+        for s, r, ref in refs:
+            kind, got = _outcome(ref)
+            if kind == _ERROR:
+                raise got
+            if kind == _DOWN:
+                self._take_out(s, r)
 
     def flush(self) -> None:
-        self._all([[a.flush.remote() for a in row] for row in self._actors])
+        self._everywhere("flush")
 
     def compact(self) -> None:
-        self._all([[a.compact.remote() for a in row] for row in self._actors])
+        self._everywhere("compact")
 
     # ------------------------------------------------------------ reads
+
+    def _order(self, shard: int) -> List[int]:
+        """The replicas in service of ``shard``, starting from the next in turn
+        (reads are spread over them)."""
+        live = self._in_service(shard)
+        if not live:
+            self._wake.set()
+            raise UnavailableError(f"no replica of shard {shard} is in service; the call may be retried")
+        start = next(self._turn) % len(live)
+        return live[start:] + live[:start]
+
+    def _read(self, shard: int, call: Callable[[Any], Any], first: Optional[Tuple[int, Any]] = None) -> Any:
+        """``call(actor)`` on a replica in service of ``shard``, failing over
+        to the others; ``first`` is a call already started on one."""
+        order = self._order(shard)
+        if first is not None:
+            order = [first[0]] + [r for r in order if r != first[0]]
+        for i, r in enumerate(order):
+            ref = first[1] if (i == 0 and first is not None) else call(self._actors[shard][r])
+            kind, got = _outcome(ref)
+            if kind == _OK:
+                return got
+            if kind == _ERROR:
+                raise got
+            self._take_out(shard, r)
+        raise UnavailableError(f"no replica of shard {shard} answers; the call may be retried")
+
+    def _fan_out(self, call: Callable[[Any], Any]) -> List[Any]:
+        """``call`` on one replica of every shard at once, with fail-over."""
+        started = []
+        for s in range(self.shards):
+            r = self._order(s)[0]
+            started.append((r, call(self._actors[s][r])))
+        return [self._read(s, call, first) for s, first in enumerate(started)]
 
     def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]:
         """As ``Collection.get``: aligned with ``ids``."""
@@ -287,47 +687,34 @@ class ShardedCollection:
         Exact searches equal one collection's; two-stage searches give each
         shard ``candidates`` (default: the engine's)."""
         self._check_mergeable(opts)
-        refs = [self._submit(s, "search", query, k, opts) for s in range(self.shards)]
-        return self._merge([self._collect(s, r, "search", query, k, opts) for s, r in enumerate(refs)], k)
+        return self._merge(self._fan_out(lambda a: a.search.remote(query, k, opts)), k)
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:
         """As ``Collection.search_batch``: one list of hits per query."""
         self._check_mergeable(opts)
         queries = list(queries)
-        refs = [self._submit(s, "search_batch", queries, k, opts) for s in range(self.shards)]
-        per_shard = [self._collect(s, r, "search_batch", queries, k, opts) for s, r in enumerate(refs)]
+        per_shard = self._fan_out(lambda a: a.search_batch.remote(queries, k, opts))
         return [self._merge([shard[q] for shard in per_shard], k) for q in range(len(queries))]
 
-    def _submit(self, shard: int, method: str, query: Any, k: int, opts: Dict[str, Any]):
-        """Starts a read on the first replica of ``shard`` (fan-out: every
-        shard at once); `_collect` fails over to the others."""
-        return getattr(self._actors[shard][0], method).remote(query, k, opts)
-
-    def _collect(self, shard: int, ref: Any, method: str, query: Any, k: int, opts: Dict[str, Any]):
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
-        except ray.exceptions.RayActorError:
-            replicas = self._actors[shard][1:]
-            if not replicas:
-                raise UnavailableError(f"the only replica of shard {shard} is unavailable") from None
-            return _read_from(replicas, shard, lambda a: getattr(a, method).remote(query, k, opts))
-
     def __len__(self) -> int:
-        return sum(self._read(s, lambda a: a.count.remote()) for s in range(self.shards))
+        return sum(self._fan_out(lambda a: a.count.remote()))
 
     def close(self) -> None:
-        """Closes every replica's database and stops the actors (the data
-        stays under ``root``; ``create`` with the same arguments reopens it)."""
+        """Stops the repair thread, closes every replica's database and stops
+        the actors (the data stays under ``root``; ``create`` with the same
+        arguments reopens it)."""
+        self._stop.set()
+        self._wake.set()
+        if self._repairer is not None and self._repairer is not threading.current_thread():
+            self._repairer.join()
         for row in self._actors:
             for a in row:
-                try:
-                    ray.get(a.close.remote())
-                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
-                    pass
-                ray.kill(a)
+                _outcome(a.close.remote(), timeout=60.0)
+                ray.kill(a, no_restart=True)
         self._actors = [[] for _ in self._actors]
+        for g in self._groups:
+            remove_placement_group(g)
+        self._groups = []
 
     def __enter__(self) -> "ShardedCollection":
         return self
@@ -336,4 +723,205 @@ class ShardedCollection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ShardedCollection({self.name!r}, dim={self.dim}, shards={self.shards}, replicas={self.replicas})"
+        return (
+            f"ShardedCollection({self.name!r}, dim={self.dim}, shards={self.shards}, replicas={self.replicas}, "
+            f"write_quorum={self.write_quorum})"
+        )
+
+
+def _placement_groups(shards: int, replicas: int) -> List[Any]:
+    """One placement group per shard with a bundle per replica: on distinct
+    nodes (``STRICT_SPREAD``) when the cluster has as many alive nodes,
+    otherwise spread as far as it goes (``SPREAD``). A bundle reserves a
+    token CPU share (Ray refuses empty bundles); the actors ask for none."""
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    strategy = "STRICT_SPREAD" if replicas > 1 and nodes >= replicas else "SPREAD"
+    groups = [placement_group([{"CPU": 0.001}] * replicas, strategy=strategy) for _ in range(shards)]
+    try:
+        ray.get([g.ready() for g in groups], timeout=120)
+    except ray.exceptions.GetTimeoutError:
+        for g in groups:
+            remove_placement_group(g)
+        raise UnavailableError(
+            f"the cluster could not place {shards} × {replicas} replicas ({strategy}) within 120 s"
+        ) from None
+    return groups
+
+
+# ---------------------------------------------------------------- bulk build
+
+_COLUMNS = ("id", "tokens", "text", "payload")
+
+
+@ray.remote(max_restarts=0)
+class _Builder:
+    """Builds one shard's database from the batches Ray Data sends it, in a
+    scratch folder; `finish` seals it and hands it over as a `snapshot`."""
+
+    def __init__(self, path: str, name: str, dim: int, options: Dict[str, Any]):
+        import tessera
+
+        self._path = Path(path)
+        shutil.rmtree(self._path, ignore_errors=True)
+        self._error: Optional[BaseException] = None
+        try:
+            self._db = tessera.Database(str(self._path))
+            self._col = self._db.create_collection(name, dim, **options)
+        except Exception as e:
+            self._error = e
+
+    def ready(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def add(self, ids, tokens, texts, payloads) -> int:
+        self._col.upsert(ids, tokens, texts=texts, payloads=payloads)
+        return len(ids)
+
+    def finish(self) -> bytes:
+        """Seals what it holds into segments; returns the database as an
+        archive for `_Replica.install`, and removes the scratch folder."""
+        self._col.flush()
+        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=self._path.parent) as tmp:
+            out = Path(tmp) / "backup"
+            self._db.backup(str(out))
+            self._db.close()
+            shutil.rmtree(self._path, ignore_errors=True)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(out, arcname="backup")
+            return buf.getvalue()
+
+
+def _route(batch: Dict[str, Any], builders: List[Any], shards: int) -> Dict[str, Any]:
+    """A Ray Data batch split by shard and sent to the shards' builders (from
+    the worker that holds it, not through the driver). A Tessera error comes
+    back as data, ``"Class\\0message"`` (exception causes do not survive Ray
+    Data's wrapping), for `build` to raise as it is."""
+    try:
+        ids = list(batch["id"])
+        for i in ids:
+            if not isinstance(i, str):
+                raise InvalidInputError(f"the dataset's ids must be str, not {type(i).__name__} ({i!r})")
+        ids = [str(i) for i in ids]  # numpy.str_ as str
+        texts = batch.get("text")
+        payloads = batch.get("payload")
+        by_shard: Dict[int, List[int]] = {}
+        for i, doc_id in enumerate(ids):
+            by_shard.setdefault(shard_of(doc_id, shards), []).append(i)
+        refs = [
+            builders[s].add.remote(
+                [ids[i] for i in rows],
+                [batch["tokens"][i] for i in rows],
+                None if texts is None else [None if texts[i] is None else str(texts[i]) for i in rows],
+                None if payloads is None else [payloads[i] for i in rows],
+            )
+            for s, rows in by_shard.items()
+        ]
+        for ref in refs:
+            kind, got = _outcome(ref)
+            if kind == _ERROR:
+                raise got
+            if kind == _DOWN:
+                raise UnavailableError(f"a shard builder failed ({got})")
+    except TesseraError as e:
+        kind = next(c for c in type(e).__mro__ if c.__module__ == TesseraError.__module__)
+        return {"documents": [0], "error": [f"{kind.__name__}\0{e}"]}
+    return {"documents": [len(ids)], "error": [""]}
+
+
+def _raise_first(errors: List[str]) -> None:
+    """Raises the first error `_route` reported, as its Tessera class."""
+    from . import errors as module
+
+    for e in errors:
+        if e:
+            name, message = e.split("\0", 1)
+            raise getattr(module, name, TesseraError)(message)
+
+
+def build(
+    dataset: Any,
+    name: str,
+    dim: int,
+    *,
+    shards: int = 1,
+    replicas: int = 1,
+    root: "str | os.PathLike[str]",
+    batch_size: int = 256,
+    write_quorum: Optional[int] = None,
+    **options: Any,
+) -> ShardedCollection:
+    """Builds a new sharded collection from a Ray Dataset and returns it, in
+    service.
+
+    ``dataset`` has an ``id`` (str) and a ``tokens`` column (a ``[n, dim]``
+    array per row), and optionally ``text`` and ``payload`` (a dict); ids are
+    expected to be unique (of an id given twice, one version is kept). Ray
+    Data streams its batches, ``batch_size`` rows each, from the workers that
+    read them straight to one builder actor per shard; the shards are built in
+    parallel, each into segments in a scratch folder, then attached to every
+    replica of the shard in one step (the copy a replica catching up gets).
+    ``root`` must not hold a sharded collection yet; on failure nothing is
+    left there. The other arguments are those of
+    :meth:`ShardedCollection.create`."""
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise InvalidInputError(f"batch_size must be an integer ≥ 1, not {batch_size!r}")
+    columns = list(dataset.schema().names)
+    missing = [c for c in ("id", "tokens") if c not in columns]
+    unknown = [c for c in columns if c not in _COLUMNS]
+    if missing or unknown:
+        raise InvalidInputError(
+            f"the dataset has columns {columns}: it needs 'id' and 'tokens' and may have 'text' and 'payload'"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unknown {unknown})" if unknown else "")
+        )
+    root = Path(root).resolve()
+    if (root / _LAYOUT).exists():
+        raise InvalidInputError(f"{root} holds a sharded collection already: build makes a new one (add to it with upsert)")
+    made_root = not root.exists()
+    if not made_root and any(root.iterdir()):
+        raise InvalidInputError(f"{root} is not empty: build makes a new sharded collection in a new or empty folder")
+    col = ShardedCollection.create(
+        name, dim, shards=shards, replicas=replicas, root=root, write_quorum=write_quorum, **options
+    )
+    builders: List[Any] = []
+    try:
+        builders = [
+            _Builder.options(num_cpus=0, scheduling_strategy="SPREAD").remote(
+                str(root / f"shard-{s}" / ".build"), name, dim, options
+            )
+            for s in range(shards)
+        ]
+        for b in builders:
+            kind, got = _outcome(b.ready.remote())
+            if kind != _OK:
+                raise got if kind == _ERROR else UnavailableError(f"a builder did not start ({got})")
+        done = dataset.map_batches(
+            _route, fn_kwargs={"builders": builders, "shards": shards}, batch_format="numpy", batch_size=batch_size
+        ).take_all()
+        _raise_first([row["error"] for row in done])
+        archives = [b.finish.remote() for b in builders]
+        for s in range(shards):
+            with col._locks[s]:
+                # The archive's object reference goes to every replica: Ray
+                # ships it to each replica's node once.
+                for kind, got in (_outcome(a.install.remote(archives[s])) for a in col._actors[s]):
+                    if kind == _ERROR:
+                        raise got
+                    if kind == _DOWN:
+                        raise UnavailableError(f"a replica of shard {s} failed while the build was attached ({got})")
+                for a in col._actors[s]:
+                    ray.get(a.admit.remote())
+    except BaseException:
+        col.close()
+        if made_root:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for child in root.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        raise
+    finally:
+        for b in builders:
+            ray.kill(b, no_restart=True)
+    return col
