@@ -42,7 +42,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._tessera import Document, Hit
+import numpy as np
+
+from ._tessera import Document, Hit, Reranked
 from .errors import InvalidInputError, TesseraError, UnavailableError
 
 try:
@@ -203,13 +205,17 @@ class _Replica:
         ]
 
     def search(self, query, k: int, opts: Dict[str, Any]):
-        return [(h.id, h.score, h.text, h.payload) for h in self._serving().search(query, k, **opts)]
+        return [_hit_tuple(h) for h in self._serving().search(query, k, **opts)]
 
     def search_batch(self, queries, k: int, opts: Dict[str, Any]):
-        return [
-            [(h.id, h.score, h.text, h.payload) for h in hits]
-            for hits in self._serving().search_batch(queries, k, **opts)
-        ]
+        return [[_hit_tuple(h) for h in hits] for hits in self._serving().search_batch(queries, k, **opts)]
+
+    def rerank(self, query, ids):
+        r = self._serving().rerank(query, ids)
+        return [_hit_tuple(h) for h in r.hits], list(r.missing)
+
+    def stats(self) -> Dict[str, Any]:
+        return self._serving().stats()
 
     def count(self) -> int:
         return len(self._serving())
@@ -224,6 +230,13 @@ class _Replica:
         self._admitted = False
         if self._db is not None:
             self._db.close()
+
+
+def _hit_tuple(h: Any) -> tuple:
+    """A hit as a replica sends it: (id, score, text, payload, the text
+    source's BM25 score or None)."""
+    bm25 = next((src["score"] for src in (h.sources or []) if src["source"] == "text"), None)
+    return (h.id, h.score, h.text, h.payload, bm25)
 
 
 # What a call on a replica came to.
@@ -243,12 +256,6 @@ def _outcome(ref: Any, timeout: Optional[float] = None) -> Tuple[str, Any]:
         return _ERROR, cause
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
         return _DOWN, type(e).__name__
-
-
-# Search options whose final score is not a per-document MaxSim (a fused or
-# normalised score depends on the other candidates of the shard): refused,
-# as merged results would not be comparable across shards.
-_NOT_MERGEABLE = {"rank": {"linear"}}
 
 
 class ShardedCollection:
@@ -669,32 +676,87 @@ class ShardedCollection:
                 out[i] = None if d is None else Document(d[0], d[1], d[2], d[3], d[4])
         return out
 
-    def _check_mergeable(self, opts: Dict[str, Any]) -> None:
-        for key, refused in _NOT_MERGEABLE.items():
-            if opts.get(key) in refused:
-                raise InvalidInputError(
-                    f"{key}={opts[key]!r} is not supported on a sharded collection: its scores are normalised "
-                    "over each shard's candidates and would not compare across shards"
-                )
+    @staticmethod
+    def _merge_plan(has_tokens: bool, opts: Dict[str, Any]) -> Optional[Tuple[float, float]]:
+        """How shard answers merge. With query tokens the final score is
+        MaxSim (None: merge by score, exactly). Without, only a BM25 query
+        merges: by BM25 score, the fused score recomputed over the merged
+        order; returns its RRF ``(weight, k0)``. Anything else is refused."""
+        if opts.get("rank") == "linear":
+            raise InvalidInputError(
+                "rank='linear' is not supported on a sharded collection: its scores are normalised over each "
+                "shard's candidates and would not compare across shards"
+            )
+        if has_tokens:
+            return None
+        if not opts.get("text") or opts.get("ids") or opts.get("fusion") not in (None, "rrf"):
+            raise InvalidInputError(
+                "without query tokens a sharded collection answers BM25 queries (text=) with RRF fusion only: "
+                "fused scores of other sources are ranks within a shard and do not compare across shards"
+            )
+        weights = opts.get("weights") or {}
+        return float(weights.get("text", 1.0)), float(opts.get("rrf_k0", 60.0))
 
     @staticmethod
-    def _merge(per_shard: List[List[tuple]], k: int) -> List[Hit]:
-        hits = sorted((h for shard in per_shard for h in shard), key=lambda h: (-h[1], h[0]))[:k]
-        return [Hit(i, score, text, payload) for i, score, text, payload in hits]
+    def _merge(per_shard: List[List[tuple]], k: int, plan: Optional[Tuple[float, float]] = None) -> List[Hit]:
+        if plan is None:
+            hits = sorted((h for shard in per_shard for h in shard), key=lambda h: (-h[1], h[0]))[:k]
+            return [Hit(i, score, text, payload) for i, score, text, payload, _ in hits]
+        weight, k0 = plan
+        hits = sorted((h for shard in per_shard for h in shard), key=lambda h: (-h[4], h[0]))[:k]
+        out = []
+        for rank, (i, _, text, payload, bm25) in enumerate(hits, 1):
+            fused = weight / (k0 + rank)  # as the engine computes it: f64, the score its f32
+            source = [{"source": "text", "rank": rank, "score": bm25}]
+            out.append(Hit(i, float(np.float32(fused)), text, payload, fused, source, []))
+        return out
 
-    def search(self, query: Any, k: int = 10, **opts: Any) -> List[Hit]:
-        """As ``Collection.search``: each shard's top ``k`` by MaxSim, merged.
-        Exact searches equal one collection's; two-stage searches give each
-        shard ``candidates`` (default: the engine's)."""
-        self._check_mergeable(opts)
-        return self._merge(self._fan_out(lambda a: a.search.remote(query, k, opts)), k)
+    def search(self, query: Any = None, k: int = 10, **opts: Any) -> List[Hit]:
+        """As ``Collection.search``: each shard's top ``k``, merged. With
+        query tokens the order is MaxSim: exact searches equal one
+        collection's, and two-stage searches give each shard ``candidates``
+        (default: the engine's). A BM25 query without tokens merges by BM25
+        score (each shard's statistics: docs/DISTRIBUTED.md)."""
+        plan = self._merge_plan(query is not None, opts)
+        return self._merge(self._fan_out(lambda a: a.search.remote(query, k, opts)), k, plan)
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:
         """As ``Collection.search_batch``: one list of hits per query."""
-        self._check_mergeable(opts)
+        plan = self._merge_plan(True, opts)
         queries = list(queries)
         per_shard = self._fan_out(lambda a: a.search_batch.remote(queries, k, opts))
-        return [self._merge([shard[q] for shard in per_shard], k) for q in range(len(queries))]
+        return [self._merge([shard[q] for shard in per_shard], k, plan) for q in range(len(queries))]
+
+    def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:
+        """As ``Collection.rerank``: exact MaxSim of ``query`` against the
+        documents ``ids`` (each scored in its shard), best first, and the ids
+        that are not live documents (in the order given)."""
+        self._split(list(ids))  # ids must be str
+        ids = list(dict.fromkeys(ids))
+        hits, missing = [], set()
+        for s, rows in self._split(ids).items():
+            got, miss = self._read(s, lambda a, rows=rows: a.rerank.remote(query, [ids[i] for i in rows]))
+            hits.append(got)
+            missing.update(miss)
+        return Reranked(self._merge(hits, len(ids)), [i for i in ids if i in missing])
+
+    def stats(self) -> Dict[str, Any]:
+        """As ``Collection.stats``, over the shards (one replica each): counts
+        and sizes summed, per-token sizes averaged over the tokens, build
+        times summed; ``shards``, ``replicas`` and ``write_quorum`` added."""
+        per_shard = self._fan_out(lambda a: a.stats.remote())
+        out = dict(per_shard[0])
+        tokens = sum(st["tokens"] for st in per_shard)
+        for key in ("documents", "tokens", "segments", "memtable_documents", "deleted_in_segments", "bytes_on_disk"):
+            out[key] = sum(st[key] for st in per_shard)
+        for key in ("segment_bytes_per_token", "index_bytes_per_token"):
+            out[key] = sum(st[key] * st["tokens"] for st in per_shard) / tokens if tokens else 0.0
+        out["build"] = {k: sum(st["build"][k] for st in per_shard) for k in per_shard[0]["build"]}
+        errors = [st["last_flush_error"] for st in per_shard if "last_flush_error" in st]
+        if errors:
+            out["last_flush_error"] = errors[0]
+        out.update(shards=self.shards, replicas=self.replicas, write_quorum=self.write_quorum)
+        return out
 
     def __len__(self) -> int:
         return sum(self._fan_out(lambda a: a.count.remote()))

@@ -145,3 +145,14 @@ def make_server(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance on loopback with 2 CPUs, shared by the tests that
+    need Ray (skipped without it), shut down at the end of the session."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install './python[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+

@@ -22,11 +22,9 @@ from tessera.distributed import ShardedCollection, shard_of  # noqa: E402
 DIM = 16
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+@pytest.fixture
+def cluster(ray_cluster):
     yield
-    ray.shutdown()
 
 
 def pairs(hits) -> list:
@@ -338,3 +336,30 @@ def test_a_replica_restarted_while_idle_is_noticed_and_caught_up(cluster, tmp_pa
         assert_replicas_agree(sharded, rng.standard_normal((3, DIM)).astype(np.float32))
     finally:
         sharded.close()
+
+
+def test_bm25_queries_without_tokens_merge_by_bm25(cluster, tmp_path, rng):
+    docs = corpus(rng, 90, DIM)
+    with tessera.Database(tmp_path / "one") as db:
+        one = db.create_collection("c", DIM, text="plain")
+        load(one, docs)
+        for shards in (1, 3):
+            sharded = ShardedCollection.create("c", DIM, shards=shards, root=tmp_path / f"s{shards}", text="plain")
+            try:
+                load(sharded, docs)
+                got = sharded.search(None, k=12, text="topic 3 passage")
+                want = one.search(None, k=12, text="topic 3 passage")
+                if shards == 1:
+                    # One shard's statistics are the collection's: the same answer.
+                    assert [(h.id, h.score, h.fused, h.sources) for h in got] == [
+                        (h.id, h.score, h.fused, h.sources) for h in want
+                    ]
+                bm25 = [h.sources[0]["score"] for h in got]
+                assert len(got) == 12 and bm25 == sorted(bm25, reverse=True)
+                assert [h.sources[0]["rank"] for h in got] == list(range(1, 13))
+                with pytest.raises(tessera.InvalidInputError, match="BM25"):
+                    sharded.search(None, k=5, ids=["doc-0001"])
+                with pytest.raises(tessera.InvalidInputError, match="BM25"):
+                    sharded.search(None, k=5, text="topic", fusion="weighted")
+            finally:
+                sharded.close()
