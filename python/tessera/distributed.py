@@ -157,11 +157,13 @@ class _Replica:
                 tar.add(out, arcname="backup")
             return buf.getvalue()
 
-    def install(self, archive: bytes) -> int:
-        """Replaces its database with a `snapshot` of another replica:
-        verified and restored beside it, then swapped in by renames. A
-        `.resync` marker held through the swap makes a crash part-way leave a
-        replica that is copied again. Returns the new sequence number."""
+    def install(self, archive: bytes, admit: bool) -> int:
+        """Replaces its database with a `snapshot` of another replica (or a
+        build): verified and restored beside it, then swapped in by renames.
+        A `.resync` marker held through the swap makes a crash part-way leave
+        a replica that is copied again. With ``admit`` it serves once done
+        (in the same call: no check in between sees it out of service).
+        Returns the new sequence number."""
         import tessera
 
         self._admitted = False
@@ -190,6 +192,7 @@ class _Replica:
         self._error = None
         marker.unlink()
         _fsync_dir(self._path.parent)
+        self._admitted = admit
         return self._col.last_seq()
 
     def upsert(self, ids, tokens, texts, payloads) -> int:
@@ -291,6 +294,8 @@ class ShardedCollection:
         self._repair_interval = repair_interval
         self._wake, self._stop = threading.Event(), threading.Event()
         self._repairer: Optional[threading.Thread] = None
+        # Set by `build`: seconds spent starting, streaming, sealing, attaching.
+        self.build_seconds: Optional[Dict[str, float]] = None
 
     @classmethod
     def create(
@@ -427,7 +432,7 @@ class ShardedCollection:
                 kind, archive = _outcome(self._actors[shard][sources[0]].snapshot.remote())
                 if kind != _OK:
                     return False
-                kind, seq = _outcome(actor.install.remote(archive))
+                kind, seq = _outcome(actor.install.remote(archive, False))
                 if kind != _OK:
                     _log.warning("copying shard %d into replica %d failed: %s", shard, replica, seq)
                     return False
@@ -490,9 +495,13 @@ class ShardedCollection:
         """Takes out of service the replicas that do not answer or no longer
         serve (restarted by Ray)."""
         refs = [(s, r, self._actors[s][r].status.remote()) for s in range(self.shards) for r in self._in_service(s)]
+        if not refs:
+            return
+        ray.wait([ref for _, _, ref in refs], num_returns=len(refs), timeout=10.0)
         for s, r, ref in refs:
-            kind, st = _outcome(ref, timeout=10.0)
-            if kind != _OK or not st["in_service"]:
+            kind, st = _outcome(ref, timeout=0)
+            # A replica busy past the wait (a long search) is not taken out.
+            if (kind == _DOWN and st != "GetTimeoutError") or (kind == _OK and not st["in_service"]):
                 self._take_out(s, r)
 
     def status(self) -> List[List[Dict[str, Any]]]:
@@ -861,6 +870,17 @@ def _route(batch: Dict[str, Any], builders: List[Any], shards: int) -> Dict[str,
     back as data, ``"Class\\0message"`` (exception causes do not survive Ray
     Data's wrapping), for `build` to raise as it is."""
     try:
+        # Checked here, batch by batch: asking the dataset for its schema
+        # first could run the whole pipeline once more.
+        columns = list(batch)
+        missing = [c for c in ("id", "tokens") if c not in columns]
+        unknown = [c for c in columns if c not in _COLUMNS]
+        if missing or unknown:
+            raise InvalidInputError(
+                f"the dataset has columns {columns}: it needs 'id' and 'tokens' and may have 'text' and 'payload'"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown {unknown})" if unknown else "")
+            )
         ids = list(batch["id"])
         for i in ids:
             if not isinstance(i, str):
@@ -929,21 +949,21 @@ def build(
     :meth:`ShardedCollection.create`."""
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise InvalidInputError(f"batch_size must be an integer ≥ 1, not {batch_size!r}")
-    columns = list(dataset.schema().names)
-    missing = [c for c in ("id", "tokens") if c not in columns]
-    unknown = [c for c in columns if c not in _COLUMNS]
-    if missing or unknown:
-        raise InvalidInputError(
-            f"the dataset has columns {columns}: it needs 'id' and 'tokens' and may have 'text' and 'payload'"
-            + (f" (missing {missing})" if missing else "")
-            + (f" (unknown {unknown})" if unknown else "")
-        )
     root = Path(root).resolve()
     if (root / _LAYOUT).exists():
         raise InvalidInputError(f"{root} holds a sharded collection already: build makes a new one (add to it with upsert)")
     made_root = not root.exists()
     if not made_root and any(root.iterdir()):
         raise InvalidInputError(f"{root} is not empty: build makes a new sharded collection in a new or empty folder")
+    clock = time.monotonic()
+    phases: Dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        phases[name] = round(now - clock, 3)
+        clock = now
+
     col = ShardedCollection.create(
         name, dim, shards=shards, replicas=replicas, root=root, write_quorum=write_quorum, **options
     )
@@ -959,22 +979,26 @@ def build(
             kind, got = _outcome(b.ready.remote())
             if kind != _OK:
                 raise got if kind == _ERROR else UnavailableError(f"a builder did not start ({got})")
+        phase("start")
         done = dataset.map_batches(
             _route, fn_kwargs={"builders": builders, "shards": shards}, batch_format="numpy", batch_size=batch_size
         ).take_all()
         _raise_first([row["error"] for row in done])
+        phase("stream")
         archives = [b.finish.remote() for b in builders]
+        ray.wait(archives, num_returns=len(archives))
+        phase("seal")
         for s in range(shards):
             with col._locks[s]:
                 # The archive's object reference goes to every replica: Ray
                 # ships it to each replica's node once.
-                for kind, got in (_outcome(a.install.remote(archives[s])) for a in col._actors[s]):
+                refs = [a.install.remote(archives[s], True) for a in col._actors[s]]
+                for kind, got in (_outcome(ref) for ref in refs):
                     if kind == _ERROR:
                         raise got
                     if kind == _DOWN:
                         raise UnavailableError(f"a replica of shard {s} failed while the build was attached ({got})")
-                for a in col._actors[s]:
-                    ray.get(a.admit.remote())
+        phase("attach")
     except BaseException:
         col.close()
         if made_root:
@@ -986,4 +1010,6 @@ def build(
     finally:
         for b in builders:
             ray.kill(b, no_restart=True)
+    col.build_seconds = phases
+    _log.info("built %s: %d documents in %s (seconds)", name, sum(int(r["documents"]) for r in done), phases)
     return col
