@@ -1,4 +1,9 @@
-"""Per-shard BM25 statistics against one collection's, on the real data.
+"""Search quality of sharded collections against one collection, on the real
+data: two-stage recall, and per-shard BM25 statistics.
+
+Two-stage: each shard gets the candidates one collection would use, so its
+recall of the exact top 10 (the data set's exact_top100.run) should be at
+least one collection's.
 
 Each shard of a tessera.distributed.ShardedCollection has its own full-text
 index, so a term's IDF and the average document length are those of the
@@ -8,7 +13,7 @@ runs every query as BM25 alone (text=) and as a hybrid query (tokens and
 text, final order by MaxSim), and reports quality against the relevance
 judgments and the overlap of each top 10 with the one collection's:
 
-    python benches/distributed_bm25.py [--data ../shared/evaldata/debdocs] [--shards 2,4,8]
+    python benches/distributed_quality.py [--data ../shared/evaldata/debdocs] [--shards 2,4,8]
 """
 
 from __future__ import annotations
@@ -64,14 +69,28 @@ def main() -> None:
     dim = doc_tokens[0].shape[1]
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
+    exact: dict = defaultdict(list)
+    for line in (data / "exact_top100.run").read_text().splitlines():
+        f = line.split()
+        if len(exact[f[0]]) < 10:
+            exact[f[0]].append(f[2])
+
     def runs(col) -> dict:
         out = {}
-        for mode in ("bm25", "hybrid"):
+        for mode in ("two_stage", "bm25", "hybrid"):
             out[mode] = {}
             for q, t in zip(queries, query_tokens):
-                hits = col.search(None, 10, text=q["text"]) if mode == "bm25" else col.search(t, 10, text=q["text"])
+                if mode == "two_stage":
+                    hits = col.search(t, 10)
+                elif mode == "bm25":
+                    hits = col.search(None, 10, text=q["text"])
+                else:
+                    hits = col.search(t, 10, text=q["text"])
                 out[mode][q["id"]] = [h.id for h in hits]
         return out
+
+    def recall(run: dict) -> float:
+        return round(float(np.mean([len(set(run[q]) & set(exact[q])) / len(exact[q]) for q in exact])), 4)
 
     def load(col) -> None:
         for lo in range(0, len(ids), 500):
@@ -83,6 +102,8 @@ def main() -> None:
             one = db.create_collection("c", dim)
             load(one)
             base = runs(one)
+        print(json.dumps({"setting": "one collection", "mode": "two_stage", "recall@10": recall(base["two_stage"]),
+                          **quality(base["two_stage"], qrels)}), flush=True)
         for mode in ("bm25", "hybrid"):
             print(json.dumps({"setting": "one collection", "mode": mode, **quality(base[mode], qrels),
                               "overlap@10": 1.0}), flush=True)
@@ -91,6 +112,8 @@ def main() -> None:
             load(col)
             got = runs(col)
             col.close()
+            print(json.dumps({"setting": f"shards={s}", "mode": "two_stage", "recall@10": recall(got["two_stage"]),
+                              **quality(got["two_stage"], qrels)}), flush=True)
             for mode in ("bm25", "hybrid"):
                 overlap = np.mean([len(set(got[mode][q]) & set(base[mode][q])) / max(1, len(base[mode][q]))
                                    for q in base[mode]])
