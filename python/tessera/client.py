@@ -87,6 +87,24 @@ def _check_values(a: np.ndarray, dim: int, where: str) -> None:
         )
 
 
+def _check_document(i: int, id_: str, a: np.ndarray, text: Any, dim: int, seen: Dict[str, int]) -> str:
+    """The engine's checks of ``documents[i]`` of a batch (``seen``: the ids
+    before it, filled in), so a bad batch is refused whole before any of it
+    is sent; returns the ``documents[i] (id …): `` prefix of its errors."""
+    where = f"documents[{i}] (id {id_!r}): "
+    if id_ in seen:
+        raise errors.InvalidInputError(f"{where}the id appears twice in the batch (first at documents[{seen[id_]}])")
+    seen[id_] = i
+    if not id_:
+        raise errors.InvalidInputError(f"{where}id is empty")
+    if len(id_.encode()) > 512:
+        raise errors.InvalidInputError(f"{where}id is {len(id_.encode())} bytes; the limit is 512")
+    _check_values(a, dim, where)
+    if text is not None and not isinstance(text, str):
+        raise errors.InvalidInputError(f"{where}texts: must be a str or None")
+    return where
+
+
 def _ids(ids: Any) -> List[str]:
     if isinstance(ids, (str, np.ndarray)) or not hasattr(ids, "__iter__"):
         raise errors.InvalidInputError(f"ids must be a list, got {type(ids).__name__}")
@@ -355,21 +373,9 @@ class RemoteCollection:
         docs: List[bytes] = []
         seen: Dict[str, int] = {}
         for i, (id_, a) in enumerate(zip(ids, arrays)):
-            where = f"documents[{i}] (id {id_!r}): "
-            if id_ in seen:
-                raise errors.InvalidInputError(
-                    f"{where}the id appears twice in the batch (first at documents[{seen[id_]}])"
-                )
-            seen[id_] = i
-            if not id_:
-                raise errors.InvalidInputError(f"{where}id is empty")
-            if len(id_.encode()) > 512:
-                raise errors.InvalidInputError(f"{where}id is {len(id_.encode())} bytes; the limit is 512")
-            _check_values(a, self.dim, where)
+            where = _check_document(i, id_, a, None if texts is None else texts[i], self.dim, seen)
             d: Dict[str, Any] = {"id": id_, "tokens": _pack(a.astype(np.float16))}
             if texts is not None and texts[i] is not None:
-                if not isinstance(texts[i], str):
-                    raise errors.InvalidInputError(f"{where}texts: must be a str or None")
                 d["text"] = texts[i]
             if payloads is not None and payloads[i] is not None:
                 d["payload"] = payloads[i]

@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._tessera import Document, Hit, Reranked
+from .client import _array, _check_document, _column, _ids
 from .errors import InvalidInputError, TesseraError, UnavailableError
 
 try:
@@ -195,11 +196,30 @@ class _Replica:
         self._admitted = admit
         return self._col.last_seq()
 
-    def upsert(self, ids, tokens, texts, payloads) -> int:
-        return self._serving().upsert(ids, tokens, texts=texts, payloads=payloads)
+    def upsert(self, ids, tokens, texts, payloads) -> Tuple[int, int]:
+        col = self._serving()
+        return col.upsert(ids, tokens, texts=texts, payloads=payloads), col.last_seq()
 
-    def delete(self, ids) -> int:
-        return self._serving().delete(ids)
+    def delete(self, ids) -> Tuple[int, int]:
+        col = self._serving()
+        return col.delete(ids), col.last_seq()
+
+    def destroy(self) -> None:
+        """Closes its database and removes its folder (the collection is dropped)."""
+        self.close()
+        self._db = self._col = None
+        for suffix in ("", ".resync", ".incoming", ".new", ".old"):
+            p = _sibling(self._path, suffix)
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        """Starts over with an empty database (a new collection)."""
+        self.destroy()
+        self._error = None
+        self._open()
 
     def get(self, ids, tokens: bool):
         return [
@@ -257,7 +277,9 @@ def _outcome(ref: Any, timeout: Optional[float] = None) -> Tuple[str, Any]:
         if isinstance(cause, _NotInService):
             return _DOWN, _REFUSED
         return _ERROR, cause
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+        # The actor died, is restarting or unreachable, or the call's result
+        # was lost (object lost, owner died, out of memory): down.
         return _DOWN, type(e).__name__
 
 
@@ -289,9 +311,12 @@ class ShardedCollection:
         self._mutex = threading.Lock()  # guards the three sets below
         self._out: List[set] = [set() for _ in range(shards)]  # replicas not in service
         self._dirty: List[set] = [set() for _ in range(shards)]  # failed a write: copy, whatever their seq
-        self._members: List[set] = [set(range(replicas)) for _ in range(shards)]  # last in service
+        # The highest sequence number of a write acknowledged, per shard: a
+        # replica below it is never the only one in service.
+        self._acked: List[int] = [0] * shards
         self._turn = itertools.count()
         self._repair_interval = repair_interval
+        self._write_timeout = 60.0
         self._wake, self._stop = threading.Event(), threading.Event()
         self._repairer: Optional[threading.Thread] = None
         # Set by `build`: seconds spent starting, streaming, sealing, attaching.
@@ -308,6 +333,7 @@ class ShardedCollection:
         root: "str | os.PathLike[str]",
         write_quorum: Optional[int] = None,
         repair_interval: float = 0.5,
+        write_timeout: float = 60.0,
         **options: Any,
     ) -> "ShardedCollection":
         """Starts the ``shards × replicas`` actors, each on its database under
@@ -327,22 +353,20 @@ class ShardedCollection:
             write_quorum = replicas
         if not (isinstance(write_quorum, int) and 1 <= write_quorum <= replicas):
             raise InvalidInputError(f"write_quorum must be an integer in 1..={replicas} (replicas), not {write_quorum!r}")
-        if not (isinstance(repair_interval, (int, float)) and repair_interval > 0):
-            raise InvalidInputError(f"repair_interval must be a positive number of seconds, not {repair_interval!r}")
+        for what, v in (("repair_interval", repair_interval), ("write_timeout", write_timeout)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                raise InvalidInputError(f"{what} must be a positive number of seconds, not {v!r}")
         if not ray.is_initialized():
             raise UnavailableError("Ray is not initialised: call ray.init() (or connect to a cluster) first")
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         layout = {"name": name, "dim": dim, "shards": shards, "replicas": replicas}
         path = root / _LAYOUT
-        if path.exists():
+        fresh = not path.exists()
+        if not fresh:
             found = json.loads(path.read_text())
             if found != layout:
                 raise InvalidInputError(f"{root} holds a sharded collection made as {found}, not {layout}")
-        else:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(layout))
-            os.replace(tmp, path)
         groups = _placement_groups(shards, replicas)
         actors = [
             [
@@ -354,17 +378,28 @@ class ShardedCollection:
             for s in range(shards)
         ]
         col = cls(name, dim, shards, replicas, write_quorum, root, actors, groups, float(repair_interval))
+        col._write_timeout = float(write_timeout)
         try:
             # Opening errors (a bad option, a corrupt database) surface here, as they are.
             for s, row in enumerate(actors):
                 for r, a in enumerate(row):
-                    kind, got = _outcome(a.ready.remote())
+                    # A new collection: what an earlier one under this root
+                    # left on a replica's node (dropped from another) is not
+                    # its data. (Not a constructor argument: Ray runs the
+                    # constructor again when it restarts the actor.)
+                    kind, got = _outcome(a.reset.remote() if fresh else a.ready.remote())
                     if kind == _ERROR:
                         raise got
                     if kind == _DOWN:
                         raise UnavailableError(f"replica {r} of shard {s} did not start ({got})")
             for s in range(shards):
                 col._admit_at_open(s)
+            if fresh:
+                # Written once every replica opened: a create that failed
+                # leaves no layout, and the next one starts fresh again.
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(layout))
+                os.replace(tmp, path)
         except BaseException:
             col.close()
             raise
@@ -383,8 +418,6 @@ class ShardedCollection:
             self._out[shard].add(replica)
             if dirty:
                 self._dirty[shard].add(replica)
-            if len(self._out[shard]) < self.replicas:
-                self._members[shard] = set(range(self.replicas)) - self._out[shard]
         self._wake.set()
 
     def _admit_at_open(self, shard: int) -> None:
@@ -398,6 +431,7 @@ class ShardedCollection:
         ray.get(row[source].admit.remote())
         with self._mutex:
             self._out[shard] = set(range(self.replicas)) - {source}
+            self._acked[shard] = status[source]["seq"]
         for r in range(self.replicas):
             if r != source:
                 self._repair(shard, r, status[r], wait=True)
@@ -405,63 +439,93 @@ class ShardedCollection:
     def _repair(self, shard: int, replica: int, status: Optional[Dict[str, Any]] = None, wait: bool = False) -> bool:
         """Brings an out-of-service replica back: copies the shard from a
         replica in service unless it missed nothing (same sequence number,
-        no failed write, no unfinished copy). Returns whether it is back."""
+        no failed write, no unfinished copy). The copy is made while writes go
+        on; only the final check that nothing came in meanwhile, and the
+        admission, hold the shard's lock (after three copies overtaken by
+        writes, the last is made under it). Returns whether it is back."""
         actor = self._actors[shard][replica]
         if status is None:
             # Not while it is restarting: a probe that answers quickly first.
             kind, status = _outcome(actor.status.remote(), timeout=None if wait else 2.0)
             if kind != _OK:
                 return False
-        with self._locks[shard]:
-            with self._mutex:
-                if replica not in self._out[shard]:
-                    return True
-            sources = self._in_service(shard)
-            if not sources:
-                return self._elect(shard)
-            kind, status = _outcome(actor.status.remote())
-            src_kind, src = _outcome(self._actors[shard][sources[0]].status.remote())
-            if kind != _OK or src_kind != _OK:
+        for attempt in range(4):
+            locked = attempt == 3
+            if locked:
+                self._locks[shard].acquire()
+            try:
+                with self._mutex:
+                    if replica not in self._out[shard]:
+                        return True
+                    dirty = replica in self._dirty[shard]
+                sources = self._in_service(shard)
+                if not sources:
+                    if locked:
+                        return self._elect(shard)
+                    with self._locks[shard]:
+                        return self._elect(shard)
+                source = self._actors[shard][sources[0]]
+                kind, status = _outcome(actor.status.remote())
+                src_kind, src = _outcome(source.status.remote())
                 if src_kind == _DOWN:
                     self._take_out(shard, sources[0])
-                return False
-            with self._mutex:
-                dirty = replica in self._dirty[shard]
-            if dirty or status["resync"] or status["seq"] != src["seq"]:
-                started = time.monotonic()
-                kind, archive = _outcome(self._actors[shard][sources[0]].snapshot.remote())
-                if kind != _OK:
+                if kind != _OK or src_kind != _OK:
                     return False
-                kind, seq = _outcome(actor.install.remote(archive, False))
-                if kind != _OK:
-                    _log.warning("copying shard %d into replica %d failed: %s", shard, replica, seq)
+                if dirty or status["resync"] or status["seq"] != src["seq"]:
+                    started = time.monotonic()
+                    # The archive goes from the source to this replica through
+                    # the object store, not through the coordinator.
+                    kind, seq = _outcome(actor.install.remote(source.snapshot.remote(), False))
+                    if kind != _OK:
+                        _log.warning("copying shard %d into replica %d failed: %s", shard, replica, seq)
+                        return False
+                    with self._mutex:
+                        self._dirty[shard].discard(replica)
+                    _log.info("replica %d of shard %d caught up by a copy (seq %d) in %.2f s",
+                              replica, shard, seq, time.monotonic() - started)  # fmt: skip
+                if not locked:
+                    self._locks[shard].acquire()
+                    locked = True
+                # No write is on its way now: admit only if none came in since.
+                kind, status = _outcome(actor.status.remote())
+                src_kind, src = _outcome(source.status.remote())
+                if kind != _OK or src_kind != _OK:
                     return False
-                _log.info(
-                    "replica %d of shard %d caught up by a copy of %d bytes (seq %d) in %.2f s",
-                    replica, shard, len(archive), seq, time.monotonic() - started,
-                )
-            if _outcome(actor.admit.remote())[0] != _OK:
-                return False
-            with self._mutex:
-                self._out[shard].discard(replica)
-                self._dirty[shard].discard(replica)
-                self._members[shard] = set(range(self.replicas)) - self._out[shard]
-            return True
+                if status["seq"] != src["seq"] or status["resync"]:
+                    continue  # overtaken by writes: copy again
+                if _outcome(actor.admit.remote())[0] != _OK:
+                    return False
+                with self._mutex:
+                    self._out[shard].discard(replica)
+                    self._dirty[shard].discard(replica)
+                return True
+            finally:
+                if locked:
+                    self._locks[shard].release()
+        return False
 
     def _elect(self, shard: int) -> bool:
-        """No replica of ``shard`` is in service: the reachable one of those
-        last in service with the highest sequence number comes back first
-        (the others are then copied from it). Holds the shard's lock."""
-        with self._mutex:
-            members = sorted(self._members[shard])
+        """No replica of ``shard`` is in service: the reachable replica with
+        the highest sequence number (and no unfinished copy) comes back first,
+        if it holds every write acknowledged (the others are then copied
+        from it). Holds the shard's lock."""
         reachable = {}
-        for r in members:
-            kind, st = _outcome(self._actors[shard][r].status.remote(), timeout=2.0)
+        for r, a in enumerate(self._actors[shard]):
+            kind, st = _outcome(a.status.remote(), timeout=2.0)
             if kind == _OK and not st["resync"] and st["seq"] >= 0:
                 reachable[r] = st["seq"]
         if not reachable:
             return False
         best = max(reachable, key=reachable.get)
+        with self._mutex:
+            acked = self._acked[shard]
+        if reachable[best] < acked:
+            # A replica holding acknowledged writes is still away: wait for it.
+            _log.warning(
+                "shard %d: the replicas that answer have seq ≤ %d, below the acknowledged %d; waiting",
+                shard, reachable[best], acked,
+            )
+            return False
         if _outcome(self._actors[shard][best].admit.remote())[0] != _OK:
             return False
         with self._mutex:
@@ -475,21 +539,24 @@ class ShardedCollection:
         while not self._stop.is_set():
             self._wake.wait(self._repair_interval)
             self._wake.clear()
-            if time.monotonic() - checked > 10 * self._repair_interval:
-                # A replica restarted while idle is noticed here, not only
-                # when a call reaches it.
-                self._check_health()
-                checked = time.monotonic()
-            for shard in range(self.shards):
-                with self._mutex:
-                    out = sorted(self._out[shard])
-                for replica in out:
-                    if self._stop.is_set():
-                        return
-                    try:
-                        self._repair(shard, replica)
-                    except Exception:  # keep repairing the others; logged
-                        _log.exception("repairing replica %d of shard %d", replica, shard)
+            try:
+                if time.monotonic() - checked > 10 * self._repair_interval:
+                    # A replica restarted while idle is noticed here, not only
+                    # when a call reaches it.
+                    self._check_health()
+                    checked = time.monotonic()
+                for shard in range(self.shards):
+                    with self._mutex:
+                        out = sorted(self._out[shard])
+                    for replica in out:
+                        if self._stop.is_set():
+                            return
+                        try:
+                            self._repair(shard, replica)
+                        except Exception:  # keep repairing the others; logged
+                            _log.exception("repairing replica %d of shard %d", replica, shard)
+            except Exception:  # the thread must not die: logged, tried again
+                _log.exception("checking the replicas of %s", self.name)
 
     def _check_health(self) -> None:
         """Takes out of service the replicas that do not answer or no longer
@@ -550,7 +617,9 @@ class ShardedCollection:
     def _write(self, method: str, parts: Dict[int, tuple]) -> int:
         """Sends each shard's part to its replicas in service, in one order
         per shard; returns the sum of the shards' answers once every shard
-        has ``write_quorum`` acknowledgements."""
+        has ``write_quorum`` acknowledgements. Replicas that failed it, or
+        did not answer within ``write_timeout``, go out of service (copied
+        before they serve again)."""
         shards = sorted(parts)
         for s in shards:  # in a fixed order: no deadlock between writers
             self._locks[s].acquire()
@@ -563,31 +632,47 @@ class ShardedCollection:
                     f"shard {short[0]} has {len(live[short[0]])} of {self.replicas} replicas in service, "
                     f"fewer than the write quorum {self.write_quorum}; nothing was written, the call may be retried"
                 )
+            # Ray runs an actor's calls from one caller in the order sent, so
+            # sending under the shard's lock gives every replica one order.
+            # (A copy for a replica catching up is taken by a call sent
+            # later, so it holds every write sent before it.)
             refs = {s: {r: getattr(self._actors[s][r], method).remote(*parts[s]) for r in live[s]} for s in shards}
-            # Every answer is awaited before the locks are released.
-            outcomes = {s: {r: _outcome(ref) for r, ref in row.items()} for s, row in refs.items()}
         finally:
             for s in shards:
                 self._locks[s].release()
-        total = 0
+        everything = [ref for row in refs.values() for ref in row.values()]
+        ray.wait(everything, num_returns=len(everything), timeout=self._write_timeout)
+        outcomes = {s: {r: _outcome(ref, timeout=0) for r, ref in row.items()} for s, row in refs.items()}
+        total, failure = 0, None
         for s in shards:
             acks = [v for kind, v in outcomes[s].values() if kind == _OK]
-            errors = [v for kind, v in outcomes[s].values() if kind == _ERROR]
-            if not acks and errors:
-                # Every replica refused it alike (the engine's checks): nothing
-                # was written in this shard.
-                raise errors[0]
+            refused = [v for kind, v in outcomes[s].values() if kind == _ERROR and isinstance(v, InvalidInputError)]
             for r, (kind, why) in outcomes[s].items():
-                if kind != _OK:
-                    # A replica that refused it (not in service) is intact;
-                    # one that died or failed may hold it or not: copied.
-                    self._take_out(s, r, dirty=kind == _ERROR or why != _REFUSED)
-            if len(acks) < self.write_quorum:
-                raise UnavailableError(
-                    f"shard {s}: {len(acks)} of {self.replicas} replicas acknowledged, fewer than the write quorum "
-                    f"{self.write_quorum}; the call may be retried"
+                if kind == _OK or (kind == _ERROR and isinstance(why, InvalidInputError)):
+                    continue
+                # Not in service: it refused, intact. Dead, late or failed
+                # (an I/O error poisons its collection): it may hold the
+                # write or not, and is copied before it serves again.
+                self._take_out(s, r, dirty=kind == _ERROR or why != _REFUSED)
+            if acks:
+                with self._mutex:
+                    self._acked[s] = max(self._acked[s], max(seq for _, seq in acks))
+            if failure is not None:
+                continue
+            if not acks and refused:
+                # The engine refused it alike in every replica (its checks):
+                # nothing was written in this shard.
+                failure = refused[0]
+            elif len(acks) < self.write_quorum:
+                errors = [v for kind, v in outcomes[s].values() if kind == _ERROR]
+                failure = errors[0] if errors and not acks else UnavailableError(
+                    f"shard {s}: {len(acks)} of {self.replicas} replicas acknowledged, fewer than the write "
+                    f"quorum {self.write_quorum}; the call may be retried"
                 )
-            total += acks[0]
+            else:
+                total += acks[0][0]
+        if failure is not None:
+            raise failure
         return total
 
     def upsert(
@@ -598,14 +683,25 @@ class ShardedCollection:
         payloads: Optional[Sequence[Any]] = None,
     ) -> int:
         """As ``Collection.upsert`` (a list of ``[n_i, dim]`` arrays); returns
-        once ``write_quorum`` replicas of every shard touched have it. A batch
-        is atomic within a shard; a batch that one shard's engine refuses
-        (its error is raised) may be applied in the other shards."""
-        ids = list(ids)
-        tokens = list(tokens)
-        for name, column in (("tokens", tokens), ("texts", texts), ("payloads", payloads)):
-            if column is not None and len(column) != len(ids):
-                raise InvalidInputError(f"{name} has {len(column)} entries for {len(ids)} ids")
+        once ``write_quorum`` replicas of every shard touched have it. The
+        batch is checked whole first (ids, dimension, values, texts, payloads
+        as JSON), so a bad document refuses all of it; only a payload beyond
+        the engine's bounds (65,536 JSON values) is refused in its shard alone,
+        and the other shards' parts are then applied."""
+        ids = _ids(ids)
+        tokens = _column(tokens, "tokens", len(ids)) or []
+        texts = _column(texts, "texts", len(ids))
+        payloads = _column(payloads, "payloads", len(ids))
+        seen: Dict[str, int] = {}
+        for i, id_ in enumerate(ids):
+            where = _check_document(
+                i, id_, _array(tokens[i], f"tokens[{i}]"), None if texts is None else texts[i], self.dim, seen
+            )
+            if payloads is not None and payloads[i] is not None:
+                try:
+                    json.dumps(payloads[i], allow_nan=False)
+                except (TypeError, ValueError) as e:
+                    raise InvalidInputError(f"{where}payload is not JSON: {e}") from None
         parts = {
             s: (
                 [ids[i] for i in rows],
@@ -704,7 +800,10 @@ class ShardedCollection:
                 "fused scores of other sources are ranks within a shard and do not compare across shards"
             )
         weights = opts.get("weights") or {}
-        return float(weights.get("text", 1.0)), float(opts.get("rrf_k0", 60.0))
+        try:
+            return float(weights.get("text", 1.0)), float(opts.get("rrf_k0", 60.0))
+        except (AttributeError, TypeError, ValueError):
+            raise InvalidInputError("weights must map sources to numbers, and rrf_k0 be a number") from None
 
     @staticmethod
     def _merge(per_shard: List[List[tuple]], k: int, plan: Optional[Tuple[float, float]] = None) -> List[Hit]:
@@ -770,14 +869,17 @@ class ShardedCollection:
     def __len__(self) -> int:
         return sum(self._fan_out(lambda a: a.count.remote()))
 
-    def close(self) -> None:
-        """Stops the repair thread, closes every replica's database and stops
-        the actors (the data stays under ``root``; ``create`` with the same
-        arguments reopens it)."""
+    def _stop_repairs(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._repairer is not None and self._repairer is not threading.current_thread():
             self._repairer.join()
+
+    def close(self) -> None:
+        """Stops the repair thread, closes every replica's database and stops
+        the actors (the data stays under ``root``; ``create`` with the same
+        arguments reopens it)."""
+        self._stop_repairs()
         for row in self._actors:
             for a in row:
                 _outcome(a.close.remote(), timeout=60.0)
@@ -786,6 +888,19 @@ class ShardedCollection:
         for g in self._groups:
             remove_placement_group(g)
         self._groups = []
+
+    def drop(self) -> None:
+        """Deletes the collection: every replica's folder, on whichever node
+        it is, and ``root``'s layout; then stops the actors."""
+        self._stop_repairs()
+        for s, row in enumerate(self._actors):
+            for r, a in enumerate(row):
+                kind, why = _outcome(a.destroy.remote(), timeout=120.0)
+                if kind != _OK:
+                    raise UnavailableError(f"replica {r} of shard {s} could not remove its data ({why}); drop again")
+        (self.root / _LAYOUT).unlink(missing_ok=True)
+        self.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "ShardedCollection":
         return self
@@ -964,11 +1079,13 @@ def build(
         phases[name] = round(now - clock, 3)
         clock = now
 
-    col = ShardedCollection.create(
-        name, dim, shards=shards, replicas=replicas, root=root, write_quorum=write_quorum, **options
-    )
+    col: Optional[ShardedCollection] = None
     builders: List[Any] = []
+    done: List[Dict[str, Any]] = []
     try:
+        col = ShardedCollection.create(
+            name, dim, shards=shards, replicas=replicas, root=root, write_quorum=write_quorum, **options
+        )
         builders = [
             _Builder.options(num_cpus=0, scheduling_strategy="SPREAD").remote(
                 str(root / f"shard-{s}" / ".build"), name, dim, options
@@ -1000,7 +1117,8 @@ def build(
                         raise UnavailableError(f"a replica of shard {s} failed while the build was attached ({got})")
         phase("attach")
     except BaseException:
-        col.close()
+        if col is not None:
+            col.close()
         if made_root:
             shutil.rmtree(root, ignore_errors=True)
         else:

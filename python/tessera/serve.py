@@ -79,6 +79,11 @@ def _error_body(code: str, message: str, limit: Optional[str] = None) -> Dict[st
 def _answer_error(e: BaseException) -> Tuple[int, Dict[str, Any]]:
     if isinstance(e, HttpError):
         return e.status, _error_body(e.code, e.message)
+    cause = getattr(e, "cause", None)  # a Ray task error: what the replica raised
+    if isinstance(e, (TypeError, ValueError)) and not isinstance(e, errors.TesseraError):
+        # A value of the wrong type in the request, refused by the engine's
+        # argument conversion (e.g. "candidates": "x").
+        return 400, _error_body("bad_request", str(cause if isinstance(cause, BaseException) else e))
     for cls, status, code in _STATUS:
         if isinstance(e, cls):
             message = getattr(e, "message", None) or str(e)
@@ -167,6 +172,8 @@ class Router:
             layout = child / _LAYOUT
             if layout.exists():
                 lay = json.loads(layout.read_text())
+                if lay.get("name") != child.name:
+                    continue  # not made by this router (its folders are named after the collection)
                 self._cols[lay["name"]] = ShardedCollection.create(
                     lay["name"], lay["dim"], shards=lay["shards"], replicas=lay["replicas"], root=child,
                     write_quorum=None if write_quorum is None else min(write_quorum, lay["replicas"]),
@@ -262,8 +269,10 @@ class Router:
                     return 200, info
                 raise HttpError(409, "conflict", f"collection {name!r} already exists")
             folder = self.root / name
-            if folder.exists():
-                shutil.rmtree(folder)  # left by a create that failed
+            if (folder / _LAYOUT).exists():
+                # Another collection's folder: a name differing only in case,
+                # on a file system that ignores case.
+                raise HttpError(409, "conflict", f"the folder {folder} holds another collection")
             try:
                 col = ShardedCollection.create(
                     name, dim, shards=self.shards, replicas=self.replicas, root=folder,
@@ -278,9 +287,8 @@ class Router:
     def _drop(self, name: str) -> Tuple[int, Any]:
         with self._lock:
             col = self._col(name)
+            col.drop()  # every replica's folder, on its node
             del self._cols[name]
-            col.close()
-            shutil.rmtree(self.root / name)
         return 200, {"dropped": name}
 
     def _maintain(self, name: str, op: str) -> Tuple[int, Any]:

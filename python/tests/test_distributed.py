@@ -363,3 +363,24 @@ def test_bm25_queries_without_tokens_merge_by_bm25(cluster, tmp_path, rng):
                     sharded.search(None, k=5, text="topic", fusion="weighted")
             finally:
                 sharded.close()
+
+
+def test_a_batch_with_a_bad_document_is_refused_whole(cluster, tmp_path, rng):
+    docs = corpus(rng, 20, DIM)
+    sharded = ShardedCollection.create("c", DIM, shards=3, root=tmp_path / "s")
+    try:
+        ids = list(docs)
+        bad = [docs[i] for i in ids]
+        bad[-1] = np.full((2, DIM), np.nan, np.float32)  # one shard's part only
+        for tokens, match in ((bad, "invalid value"), ([docs[i] for i in ids[:-1]] + [docs[ids[0]][:, :3]], "dimension")):
+            with pytest.raises(tessera.InvalidInputError, match=match):
+                sharded.upsert(ids, tokens)
+            assert len(sharded) == 0, "nothing of the batch was written in any shard"
+        with pytest.raises(tessera.InvalidInputError, match="twice"):
+            sharded.upsert(["a", "b", "a"], [docs[ids[0]]] * 3)
+        with pytest.raises(tessera.InvalidInputError, match="JSON"):
+            sharded.upsert(ids[:2], [docs[i] for i in ids[:2]], payloads=[{"x": 1}, {"y": float("nan")}])
+        assert len(sharded) == 0
+    finally:
+        sharded.drop()
+    assert not (tmp_path / "s").exists()
