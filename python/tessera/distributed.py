@@ -304,9 +304,8 @@ class ShardedCollection:
         self.name, self.dim, self.shards, self.replicas, self.root = name, dim, shards, replicas, root
         self.write_quorum = write_quorum
         self._actors, self._groups = actors, groups
-        # Writes to a shard and the repair of its replicas hold its lock, so
-        # every replica applies the shard's writes in one order and a copy is
-        # never taken while a write is on its way.
+        # A shard's writes are sent under its lock, so every replica applies
+        # them in one order; admitting a repaired replica holds it too.
         self._locks = [threading.Lock() for _ in range(shards)]
         self._mutex = threading.Lock()  # guards the three sets below
         self._out: List[set] = [set() for _ in range(shards)]  # replicas not in service
@@ -345,7 +344,11 @@ class ShardedCollection:
         ``options`` are those of ``Database.create_collection`` (index, text,
         durability, storage, screening). Reopening checks that the name, dim,
         shard and replica counts are those ``root`` was made with, and
-        brings replicas that missed writes up to date before returning."""
+        brings replicas that missed writes up to date before returning.
+        ``write_timeout``: seconds a write waits for the replicas' answers
+        (one that does not answer goes out of service); ``repair_interval``:
+        seconds between the repair thread's rounds (its health check runs
+        every ten)."""
         for what, v in (("shards", shards), ("replicas", replicas)):
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise InvalidInputError(f"{what} must be an integer ≥ 1, not {v!r}")
@@ -465,9 +468,9 @@ class ShardedCollection:
                     with self._locks[shard]:
                         return self._elect(shard)
                 source = self._actors[shard][sources[0]]
-                kind, status = _outcome(actor.status.remote())
-                src_kind, src = _outcome(source.status.remote())
-                if src_kind == _DOWN:
+                kind, status = _outcome(actor.status.remote(), timeout=60.0)
+                src_kind, src = _outcome(source.status.remote(), timeout=60.0)
+                if src_kind == _DOWN and src != "GetTimeoutError":
                     self._take_out(shard, sources[0])
                 if kind != _OK or src_kind != _OK:
                     return False
@@ -486,9 +489,10 @@ class ShardedCollection:
                 if not locked:
                     self._locks[shard].acquire()
                     locked = True
-                # No write is on its way now: admit only if none came in since.
-                kind, status = _outcome(actor.status.remote())
-                src_kind, src = _outcome(source.status.remote())
+                # Writes are sent under this lock, and these calls run after
+                # every write sent before: admit only if the copy is current.
+                kind, status = _outcome(actor.status.remote(), timeout=60.0)
+                src_kind, src = _outcome(source.status.remote(), timeout=60.0)
                 if kind != _OK or src_kind != _OK:
                     return False
                 if status["seq"] != src["seq"] or status["resync"]:
