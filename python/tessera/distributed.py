@@ -718,8 +718,16 @@ class ShardedCollection:
         return self._write("upsert", parts)
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Deletes by id in every shard; returns how many existed."""
-        ids = list(ids)
+        """Deletes by id in every shard; returns how many existed. Checked
+        whole first (ids, duplicates), as ``upsert`` is."""
+        ids = _ids(ids)
+        seen: Dict[str, int] = {}
+        for i, id_ in enumerate(ids):
+            if id_ in seen:
+                raise InvalidInputError(f"ids[{i}] ({id_!r}) appears twice (first at ids[{seen[id_]}])")
+            if not id_ or len(id_.encode()) > 512:
+                raise InvalidInputError(f"ids[{i}] is {len(id_.encode())} bytes; an id is 1 to 512 bytes")
+            seen[id_] = i
         return self._write("delete", {s: ([ids[i] for i in rows],) for s, rows in self._split(ids).items()})
 
     def _everywhere(self, method: str) -> None:

@@ -381,6 +381,10 @@ def test_a_batch_with_a_bad_document_is_refused_whole(cluster, tmp_path, rng):
         with pytest.raises(tessera.InvalidInputError, match="JSON"):
             sharded.upsert(ids[:2], [docs[i] for i in ids[:2]], payloads=[{"x": 1}, {"y": float("nan")}])
         assert len(sharded) == 0
+        sharded.upsert(ids, [docs[i] for i in ids])
+        with pytest.raises(tessera.InvalidInputError, match="twice"):
+            sharded.delete([ids[0], ids[1], ids[0]])
+        assert len(sharded) == 20, "no shard deleted its part"
     finally:
         sharded.drop()
     assert not (tmp_path / "s").exists()
