@@ -47,6 +47,9 @@ struct Writer {
     poisoned: bool,
     /// Centroid collections: the codebook new segments are coded with.
     codebook: Option<Arc<Codebook>>,
+    /// Centroid collections: (segment, codebook) pairs where the codebook
+    /// served the segment's tokens worse than its own: not coded again.
+    kept_codes: BTreeSet<(u64, u64)>,
     /// The memtable being sealed into a segment, if one is.
     sealing: Option<Sealing>,
 }
@@ -147,6 +150,20 @@ fn merge_pick(segments: &[SegmentView], max_segments: usize) -> Option<Vec<usize
     };
     chosen.sort_unstable();
     (!chosen.is_empty()).then_some(chosen)
+}
+
+/// A segment of a centroid collection whose index was coded with an older
+/// codebook than the collection's current one (the oldest such segment, not
+/// tried with it yet), and that codebook: the maintenance task codes it
+/// again. Segments sealed before the first codebook have no index and stay
+/// exact.
+fn recode_pick(w: &Writer) -> Option<(SegmentView, Arc<Codebook>)> {
+    let cb = w.codebook.as_ref()?;
+    let stale = |sv: &&SegmentView| {
+        sv.seg.centroid_index().is_some_and(|ci| ci.codebook.identity != cb.identity)
+            && !w.kept_codes.contains(&(sv.seg.id, cb.id))
+    };
+    w.segments.iter().find(stale).map(|sv| (sv.clone(), cb.clone()))
 }
 
 /// The pool background seals and merges run on: half the cores (at least
@@ -313,6 +330,7 @@ impl Collection {
             touched: BTreeSet::new(),
             poisoned: false,
             codebook,
+            kept_codes: BTreeSet::new(),
             sealing: None,
         };
         for (wal_path, batches) in logs {
@@ -367,6 +385,11 @@ impl Collection {
     pub(crate) fn shared(self) -> Arc<Self> {
         let c = Arc::new(self);
         let _ = c.me.set(Arc::downgrade(&c));
+        // Work left by an earlier process (segments on an older codebook, as
+        // a build before recoding existed left them) is taken up at once.
+        if !c.read_only && c.writer.lock().is_ok_and(|w| recode_pick(&w).is_some()) {
+            c.schedule();
+        }
         c
     }
 
@@ -865,14 +888,78 @@ impl Collection {
                 self.seal_memtable(&s)?;
                 continue;
             }
-            let pick = {
+            let (pick, recode) = {
                 let mut w = self.lock_writer()?;
                 match merge_pick(&w.segments, self.config.max_segments) {
-                    Some(which) => self.pick(&mut w, &which),
-                    None => return Ok(()),
+                    Some(which) => (Some(self.pick(&mut w, &which)), None),
+                    None => match recode_pick(&w) {
+                        Some(r) => (None, Some(r)),
+                        None => return Ok(()),
+                    },
                 }
             };
-            self.merge(pick)?;
+            if let Some(p) = pick {
+                self.merge(p)?;
+            }
+            if let Some((sv, cb)) = recode {
+                self.recode(&sv, cb)?;
+            }
+        }
+    }
+
+    /// Codes a segment's tokens again with the collection's current codebook
+    /// (see [`recode_pick`]) and commits its new centroid index; the segment
+    /// file, its deletions and its full-text index stay as they are.
+    fn recode(&self, sv: &SegmentView, cb: Arc<Codebook>) -> Result<()> {
+        let t = Instant::now();
+        let mut scratch = self.reserve_ids()?;
+        let mut created = Vec::new();
+        let res = (|| {
+            let Some(fid) = centroids::recode(&self.dir, &self.config, &sv.seg, &cb, &mut scratch, &mut created)?
+            else {
+                self.lock_writer()?.kept_codes.insert((sv.seg.id, cb.id));
+                return Ok(false);
+            };
+            fsutil::sync_dir(&self.dir)?;
+            let entry = {
+                let w = self.lock_writer()?;
+                w.manifest.segments.iter().find(|e| e.id == sv.seg.id).cloned()
+            };
+            let Some(mut entry) = entry else { return Ok(false) };
+            (entry.index, entry.codebook) = (Some(fid), Some(cb.id));
+            // Opened (and verified) before the writer lock; its deletions are
+            // taken from the writer's view at the commit.
+            let fresh = open_segment_view(
+                &self.dir,
+                &SegmentEntry { deletes: None, ..entry.clone() },
+                &self.config,
+                0,
+                Some(cb.clone()),
+            )?;
+            let mut w = self.lock_writer()?;
+            let Some(i) = w.segments.iter().position(|s| s.seg.id == sv.seg.id) else { return Ok(false) };
+            if w.codebook.as_ref().is_none_or(|c| c.id != cb.id) {
+                return Ok(false);
+            }
+            let mut m = w.manifest.clone();
+            let e =
+                m.segments.iter_mut().find(|e| e.id == sv.seg.id).expect("a segment in the writer is in its manifest");
+            (e.index, e.codebook) = (entry.index, entry.codebook);
+            self.commit_built(&mut w, m, &mut created)?;
+            let now = &w.segments[i];
+            w.segments[i] = SegmentView { seg: fresh.seg, deletes: now.deletes.clone(), live: now.live.clone() };
+            self.publish(&w);
+            Ok(true)
+        })();
+        self.add_time(|b, x| b.index_s += x, t);
+        match res {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // Merged or superseded meanwhile: the new index is not needed.
+                remove_files(&created);
+                Ok(())
+            }
+            Err(e) => remove_on_error(Err(e), &created),
         }
     }
 
@@ -1318,11 +1405,15 @@ fn open_segment_view(
 /// manifest may have landed: the commit then empties `created`).
 fn remove_on_error(res: Result<()>, created: &[PathBuf]) -> Result<()> {
     if res.is_err() {
-        for p in created {
-            let _ = fsutil::remove_if_exists(p);
-        }
+        remove_files(created);
     }
     res
+}
+
+fn remove_files(created: &[PathBuf]) {
+    for p in created {
+        let _ = fsutil::remove_if_exists(p);
+    }
 }
 
 /// A full-text index that cannot be built or opened is reported as corruption of its directory.

@@ -226,3 +226,72 @@ fn damaged_centroid_files_are_refused_naming_the_file() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+#[test]
+fn segments_left_on_an_outgrown_codebook_are_coded_again_with_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    // Automatic k: 256 centroids for the first segment (≥ 4,096 tokens), 512
+    // once the collection has grown past 8,192 tokens and a merge outputs as many.
+    let c = db.create_collection("c", CollectionConfig { max_segments: 2, ..config(params(0)) }).unwrap();
+    let mut rng = Rng(4);
+    let spots = centres(&mut rng, 64, 0.0);
+    let batch = |rng: &mut Rng, b: &str| docs(rng, b, 640, &spots); // ≈ 4,400 tokens
+    c.upsert(&batch(&mut rng, "a")).unwrap();
+    c.flush().unwrap();
+    let first = files(dir.path(), "cbk-");
+    assert_eq!(c.stats().centroids, Some(256));
+    // The third segment makes a merge of the two smallest; its output, in a
+    // collection grown past 8,192 tokens, trains 512 centroids. The first
+    // segment is not merged: it is coded again with them.
+    for b in ["b", "c"] {
+        c.upsert(&batch(&mut rng, b)).unwrap();
+        c.flush().unwrap();
+    }
+    let now = files(dir.path(), "cbk-");
+    assert_eq!(c.stats().centroids, Some(512));
+    assert_eq!(now.len(), 1, "only the new codebook is in use: every segment is coded with it");
+    assert_ne!(now, first);
+    assert_eq!(files(dir.path(), "ivf-").len(), 2, "one index per segment");
+    assert_eq!(c.stats().segments, 2);
+    assert_all_candidates_equal_exact(&c, &mut rng, "after coding again");
+    drop(c);
+    drop(db);
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(files(dir.path(), "cbk-"), now, "nothing coded again on open");
+    assert_all_candidates_equal_exact(&db.collection("c").unwrap(), &mut rng, "reopened");
+}
+
+#[test]
+fn a_segment_keeps_its_codebook_when_a_drifted_one_would_serve_it_worse() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig { max_segments: 2, ..config(params(16)) }).unwrap();
+    let mut rng = Rng(5);
+    let first = centres(&mut rng, 8, 0.0);
+    c.upsert(&docs(&mut rng, "a", 120, &first)).unwrap();
+    c.flush().unwrap();
+    let original = files(dir.path(), "cbk-");
+    // The two small segments from elsewhere are merged and retrain the
+    // codebook on their drifted tokens, which serves the first segment's
+    // tokens worse than its own: it keeps its own.
+    let far = centres(&mut rng, 8, 6.0);
+    for b in ["b", "c"] {
+        c.upsert(&docs(&mut rng, b, 40, &far)).unwrap();
+        c.flush().unwrap();
+    }
+    let now = files(dir.path(), "cbk-");
+    assert_eq!(now.len(), 2, "two codebooks in use");
+    assert!(now.contains(&original[0]), "the first segment's codebook is kept");
+    assert_eq!(files(dir.path(), "ivf-").len(), 2);
+    assert_all_candidates_equal_exact(&c, &mut rng, "two codebooks");
+    // Not tried again on the next round of maintenance, nor after a restart
+    // beyond one try (the pair is remembered per process).
+    c.flush().unwrap();
+    assert_eq!(files(dir.path(), "cbk-"), now);
+    drop(c);
+    drop(db);
+    let db = Database::open(dir.path()).unwrap();
+    db.collection("c").unwrap().flush().unwrap();
+    assert_eq!(files(dir.path(), "cbk-"), now);
+}
