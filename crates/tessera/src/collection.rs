@@ -75,6 +75,9 @@ struct SealCtx {
     tokens: usize,
     /// Centroid collections: the codebook to code tokens with.
     codebook: Option<Arc<Codebook>>,
+    /// Centroid collections: the collection's other segments (not built
+    /// into this one), whose tokens a codebook trained now is sampled from too.
+    others: Vec<SegmentView>,
 }
 
 /// Segments picked for a merge: their views (live rows) as picked.
@@ -730,7 +733,13 @@ impl Collection {
                 index = Some(fid);
             }
             Some(IndexConfig::Centroids { centroids: params }) => {
-                let target = centroids::Target { dir: &self.dir, config: &self.config, params, tokens: ctx.tokens };
+                let target = centroids::Target {
+                    dir: &self.dir,
+                    config: &self.config,
+                    params,
+                    tokens: ctx.tokens,
+                    others: &ctx.others,
+                };
                 let built = centroids::build(&target, &seg, ctx.codebook.as_ref(), sources, m, created)?;
                 if let Some((ci, fid)) = built.index {
                     codebook = Some(ci.codebook.id);
@@ -978,17 +987,11 @@ impl Collection {
         // disk does not name it, is removed as a leftover on the next open.
         self.commit_manifest(w, m)?;
         w.wal = wal;
-        let tokens = match self.config.index {
-            Some(IndexConfig::Centroids { .. }) => {
-                w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>()
-            }
-            _ => 0,
-        };
         w.sealing = Some(Sealing {
             mem: w.mem.clone(),
             seq: w.seq,
             wals: w.manifest.older_wals.clone(),
-            ctx: SealCtx { tokens, codebook: w.codebook.clone() },
+            ctx: self.seal_ctx(w, &[]),
         });
         Ok(())
     }
@@ -1156,16 +1159,18 @@ impl Collection {
 
     /// Chooses segments to merge (`which`: indices into `w.segments`).
     fn pick(&self, w: &mut Writer, which: &[usize]) -> MergePick {
-        let tokens = match self.config.index {
-            Some(IndexConfig::Centroids { .. }) => {
-                w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>()
-            }
-            _ => 0,
-        };
-        MergePick {
-            views: which.iter().map(|&i| w.segments[i].clone()).collect(),
-            ctx: SealCtx { tokens, codebook: w.codebook.clone() },
+        MergePick { views: which.iter().map(|&i| w.segments[i].clone()).collect(), ctx: self.seal_ctx(w, which) }
+    }
+
+    /// What building a segment needs from the collection as it is now;
+    /// `merged`: the indices of the segments the build reads.
+    fn seal_ctx(&self, w: &Writer, merged: &[usize]) -> SealCtx {
+        if !matches!(self.config.index, Some(IndexConfig::Centroids { .. })) {
+            return SealCtx { tokens: 0, codebook: None, others: Vec::new() };
         }
+        let tokens = w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>();
+        let others = w.segments.iter().enumerate().filter(|(i, _)| !merged.contains(i)).map(|(_, sv)| sv.clone());
+        SealCtx { tokens, codebook: w.codebook.clone(), others: others.collect() }
     }
 
     /// Merges the picked segments into one without the writer lock (their

@@ -295,3 +295,27 @@ fn a_segment_keeps_its_codebook_when_a_drifted_one_would_serve_it_worse() {
     db.collection("c").unwrap().flush().unwrap();
     assert_eq!(files(dir.path(), "cbk-"), now);
 }
+
+#[test]
+fn a_codebook_retrained_at_a_merge_learns_from_the_whole_collection() {
+    use tessera_index::centroids::CodebookLayout;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig { max_segments: 2, ..config(params(0)) }).unwrap();
+    let mut rng = Rng(6);
+    let spots = centres(&mut rng, 64, 0.0);
+    for b in ["a", "b", "c"] {
+        c.upsert(&docs(&mut rng, b, 640, &spots)).unwrap();
+        c.flush().unwrap();
+    }
+    // The merge of "b" and "c" outgrew the first codebook: the new one
+    // (512 centroids, up to 64 sample tokens each) sampled every token of
+    // the collection, "a"'s too — not the merge's output alone.
+    let cbk = files(dir.path(), "cbk-");
+    assert_eq!(cbk.len(), 1);
+    let info = CodebookLayout::parse(&std::fs::read(&cbk[0]).unwrap()).unwrap().info;
+    let tokens = c.stats().tokens as u64;
+    assert_eq!(info.k, 512);
+    assert_eq!(info.sample_tokens, tokens.min(512 * 64), "sampled from all {tokens} tokens");
+    assert_all_candidates_equal_exact(&c, &mut rng, "after retraining on the whole collection");
+}
