@@ -87,18 +87,26 @@ def _check_values(a: np.ndarray, dim: int, where: str) -> None:
         )
 
 
-def _check_document(i: int, id_: str, a: np.ndarray, text: Any, dim: int, seen: Dict[str, int]) -> str:
-    """The engine's checks of ``documents[i]`` of a batch (``seen``: the ids
-    before it, filled in), so a bad batch is refused whole before any of it
-    is sent; returns the ``documents[i] (id …): `` prefix of its errors."""
-    where = f"documents[{i}] (id {id_!r}): "
+def _check_id(i: int, id_: str, seen: Dict[str, int], what: str) -> str:
+    """The engine's checks of the id ``what[i]`` of a batch (``seen``: the ids
+    before it, filled in): not repeated, 1 to 512 bytes; returns the
+    ``what[i] (id …): `` prefix of its errors."""
+    where = f"{what}[{i}] (id {id_!r}): "
     if id_ in seen:
-        raise errors.InvalidInputError(f"{where}the id appears twice in the batch (first at documents[{seen[id_]}])")
+        raise errors.InvalidInputError(f"{where}the id appears twice in the batch (first at {what}[{seen[id_]}])")
     seen[id_] = i
     if not id_:
         raise errors.InvalidInputError(f"{where}id is empty")
     if len(id_.encode()) > 512:
         raise errors.InvalidInputError(f"{where}id is {len(id_.encode())} bytes; the limit is 512")
+    return where
+
+
+def _check_document(i: int, id_: str, a: np.ndarray, text: Any, dim: int, seen: Dict[str, int]) -> str:
+    """The engine's checks of ``documents[i]`` of a batch (``seen``: the ids
+    before it, filled in), so a bad batch is refused whole before any of it
+    is sent; returns the ``documents[i] (id …): `` prefix of its errors."""
+    where = _check_id(i, id_, seen, "documents")
     _check_values(a, dim, where)
     if text is not None and not isinstance(text, str):
         raise errors.InvalidInputError(f"{where}texts: must be a str or None")

@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._tessera import Document, Hit, Reranked
-from .client import _array, _check_document, _column, _ids
+from .client import _array, _check_document, _check_id, _column, _ids
 from .errors import InvalidInputError, TesseraError, UnavailableError
 
 try:
@@ -95,6 +95,20 @@ def _recover_install(path: Path) -> None:
         os.replace(_sibling(path, ".old"), path)
     for suffix in (".incoming", ".new", ".old"):
         shutil.rmtree(_sibling(path, suffix), ignore_errors=True)
+
+
+def _archive(db: Any, scratch: Path) -> bytes:
+    """A consistent copy of ``db`` (``Database.backup``: taken between write
+    batches, checksums verified) as a tar archive for `_Replica.install`;
+    the backup is made in a temporary folder under ``scratch`` (same file
+    system: its files are hard links)."""
+    with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=scratch) as tmp:
+        out = Path(tmp) / "backup"
+        db.backup(str(out))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(out, arcname="backup")
+        return buf.getvalue()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -150,13 +164,7 @@ class _Replica:
         """A consistent copy of its database (``Database.backup``: taken
         between write batches, checksums verified), as a tar archive."""
         self._serving()
-        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=self._path.parent) as tmp:
-            out = Path(tmp) / "backup"
-            self._db.backup(str(out))
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(out, arcname="backup")
-            return buf.getvalue()
+        return _archive(self._db, self._path.parent)
 
     def install(self, archive: bytes, admit: bool) -> int:
         """Replaces its database with a `snapshot` of another replica (or a
@@ -723,11 +731,7 @@ class ShardedCollection:
         ids = _ids(ids)
         seen: Dict[str, int] = {}
         for i, id_ in enumerate(ids):
-            if id_ in seen:
-                raise InvalidInputError(f"ids[{i}] ({id_!r}) appears twice (first at ids[{seen[id_]}])")
-            if not id_ or len(id_.encode()) > 512:
-                raise InvalidInputError(f"ids[{i}] is {len(id_.encode())} bytes; an id is 1 to 512 bytes")
-            seen[id_] = i
+            _check_id(i, id_, seen, "ids")
         return self._write("delete", {s: ([ids[i] for i in rows],) for s, rows in self._split(ids).items()})
 
     def _everywhere(self, method: str) -> None:
@@ -851,8 +855,7 @@ class ShardedCollection:
         """As ``Collection.rerank``: exact MaxSim of ``query`` against the
         documents ``ids`` (each scored in its shard), best first, and the ids
         that are not live documents (in the order given)."""
-        self._split(list(ids))  # ids must be str
-        ids = list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(_ids(ids)))
         hits, missing = [], set()
         for s, rows in self._split(ids).items():
             got, miss = self._read(s, lambda a, rows=rows: a.rerank.remote(query, [ids[i] for i in rows]))
@@ -980,15 +983,10 @@ class _Builder:
         """Seals what it holds into segments; returns the database as an
         archive for `_Replica.install`, and removes the scratch folder."""
         self._col.flush()
-        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=self._path.parent) as tmp:
-            out = Path(tmp) / "backup"
-            self._db.backup(str(out))
-            self._db.close()
-            shutil.rmtree(self._path, ignore_errors=True)
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(out, arcname="backup")
-            return buf.getvalue()
+        archive = _archive(self._db, self._path.parent)
+        self._db.close()
+        shutil.rmtree(self._path, ignore_errors=True)
+        return archive
 
 
 def _route(batch: Dict[str, Any], builders: List[Any], shards: int) -> Dict[str, Any]:

@@ -28,11 +28,12 @@ import shutil
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from . import __version__, errors
+from .client import _ids, _pack
 from .distributed import _LAYOUT, ShardedCollection
 
 __all__ = ["Router", "deployment", "run"]
@@ -134,12 +135,6 @@ def _tensor(v: Any, what: str) -> np.ndarray:
     raise _bad(f"{what}: a tensor is nested arrays or {{dtype, shape, data}}")
 
 
-def _ids(v: Any, what: str = "ids") -> List[str]:
-    if not (isinstance(v, list) and all(isinstance(i, str) for i in v)):
-        raise _bad(f"{what} must be an array of strings")
-    return v
-
-
 def _hit(h: Any, text: bool, payload: bool) -> Dict[str, Any]:
     out: Dict[str, Any] = {"id": h.id, "score": h.score}
     if text and h.text is not None:
@@ -149,11 +144,6 @@ def _hit(h: Any, text: bool, payload: bool) -> Dict[str, Any]:
     if h.fused is not None:
         out["fused"], out["sources"] = h.fused, h.sources
     return out
-
-
-def _packed(tokens: np.ndarray) -> Dict[str, Any]:
-    a = np.ascontiguousarray(tokens, dtype="<f2")
-    return {"dtype": "f16", "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
 
 
 class Router:
@@ -340,7 +330,7 @@ class Router:
             if d.payload is not None:
                 out["payload"] = d.payload
             if form == "f16":
-                out["tokens"] = _packed(d.tokens)
+                out["tokens"] = _pack(np.asarray(d.tokens, dtype=np.float16))
             elif form == "json":
                 out["tokens"] = np.asarray(d.tokens, dtype=np.float16).astype(np.float64).tolist()
             found.append(out)
