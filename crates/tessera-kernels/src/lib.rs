@@ -55,6 +55,21 @@ pub use repr::{
 };
 pub use topk::{Hit, TopK};
 
+/// Asks the CPU to bring the cache line holding `x` into its caches: a
+/// hint with no effect on any result (nothing on other architectures). For
+/// walks that would otherwise wait on one random read after another.
+#[inline(always)]
+pub fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and never faults; `x`
+    // is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// An element type that token matrices may be stored in.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     /// Converts `src` to f32 into `dst` (`dst.len() == src.len()`).

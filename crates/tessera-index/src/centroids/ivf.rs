@@ -328,24 +328,45 @@ impl IvfLayout {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             s.reset(self.n_docs);
+            // Split borrows: the hot loop keeps the slices' pointers in registers.
+            let Scratch { acc, touched, lists } = s;
+            let acc = &mut acc[..self.n_docs];
+            // Where every probed list starts and ends, read before the walk
+            // and prefetched: each is a random read (two, with the list's
+            // first entries), and a segment's share of a list is short, so
+            // one after another they would cost a cache miss each per segment.
+            let offsets: &[u64] = self.section(bytes, Section::ListOffsets);
+            let docs: &[u32] = self.section(bytes, Section::ListDocs);
+            for &(c, _) in probe.probed.iter().flatten() {
+                tessera_kernels::prefetch(&offsets[c as usize]);
+            }
+            lists.clear();
+            for &(c, _) in probe.probed.iter().flatten() {
+                let (a, b) = (offsets[c as usize] as usize, offsets[c as usize + 1] as usize);
+                if a < b {
+                    tessera_kernels::prefetch(&docs[a]);
+                }
+                lists.push((a, b));
+            }
+            let mut lists = lists.iter();
             for (i, (probed, &floor)) in probe.probed.iter().zip(&probe.floor).enumerate() {
                 let stamp = i as u32 + 1;
-                for &(c, score) in probed {
-                    for &d in self.list(bytes, c as usize) {
-                        let d = d as usize;
-                        if s.stamp[d] != stamp {
-                            if s.stamp[d] == 0 {
-                                s.touched.push(d as u32);
+                for (&(_, score), &(a, b)) in probed.iter().zip(lists.by_ref()) {
+                    for &d in &docs[a..b] {
+                        let a = &mut acc[d as usize];
+                        if a.stamp != stamp {
+                            if a.stamp == 0 {
+                                touched.push(d);
                             }
-                            s.stamp[d] = stamp;
-                            s.delta[d] += score - floor;
+                            a.stamp = stamp;
+                            a.delta += score - floor;
                         }
                     }
                 }
             }
             let base: f32 = probe.floor.iter().sum();
             let mut scored: Vec<(f32, u32)> =
-                s.touched.iter().filter(|&&d| accept(d)).map(|&d| (base + s.delta[d as usize], d)).collect();
+                touched.iter().filter(|&&d| accept(d)).map(|&d| (base + acc[d as usize].delta, d)).collect();
             let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
             if scored.len() > n {
                 scored.select_nth_unstable_by(n - 1, order);
@@ -353,7 +374,7 @@ impl IvfLayout {
             }
             scored.sort_unstable_by(order);
             if scored.len() < n {
-                let extra = (0..self.n_docs as u32).filter(|&d| s.stamp[d as usize] == 0 && accept(d));
+                let extra = (0..self.n_docs as u32).filter(|&d| s.acc[d as usize].stamp == 0 && accept(d));
                 scored.extend(extra.take(n - scored.len()).map(|d| (base, d)));
             }
             s.clear_touched();
@@ -384,20 +405,7 @@ impl Probe {
         let nq = query.len() / dim;
         let mut scores = vec![0f32; nq * k];
         codebook.scores(query, &mut scores);
-        let p = nprobe.min(k);
-        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let probed: Vec<Vec<(u32, f32)>> = scores
-            .chunks_exact(k)
-            .map(|row| {
-                let mut all: Vec<(u32, f32)> = row.iter().enumerate().map(|(c, &s)| (c as u32, s)).collect();
-                if p < k {
-                    all.select_nth_unstable_by(p - 1, order);
-                    all.truncate(p);
-                }
-                all.sort_unstable_by(order);
-                all
-            })
-            .collect();
+        let probed: Vec<Vec<(u32, f32)>> = scores.chunks_exact(k).map(|row| best_centroids(row, nprobe)).collect();
         let floor = probed.iter().map(|v| v.last().map_or(0.0, |x| x.1)).collect();
         Self { k, probed, floor }
     }
@@ -408,30 +416,67 @@ impl Probe {
     }
 }
 
+/// The best `p` of one query token's centroid scores as `(centroid, score)`,
+/// best first, ties by index — those a full sort would put first. One pass
+/// with a running threshold: a score enters a buffer only if it beats the
+/// `p`-th best kept so far (a later centroid that merely equals it loses the
+/// tie by index), and the buffer is cut back to `p` whenever it holds `4p`.
+fn best_centroids(row: &[f32], p: usize) -> Vec<(u32, f32)> {
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let p = p.min(row.len());
+    let mut kept: Vec<(u32, f32)> = Vec::with_capacity(4 * p);
+    let mut threshold = f32::NEG_INFINITY;
+    let cut = |kept: &mut Vec<(u32, f32)>| {
+        kept.select_nth_unstable_by(p - 1, order);
+        kept.truncate(p);
+    };
+    for (c, &s) in row.iter().enumerate() {
+        // `total_cmp` so that the order is the sort's, NaN included.
+        if kept.len() < p || s.total_cmp(&threshold).is_gt() {
+            kept.push((c as u32, s));
+            if kept.len() == 4 * p {
+                cut(&mut kept);
+                threshold = kept.iter().map(|x| x.1).min_by(f32::total_cmp).unwrap_or(f32::NEG_INFINITY);
+            }
+        }
+    }
+    if kept.len() > p {
+        cut(&mut kept);
+    }
+    kept.sort_unstable_by(order);
+    kept
+}
+
 /// Per-thread accumulators of [`IvfLayout::candidates`], reused across searches.
 #[derive(Default)]
 struct Scratch {
-    /// Per document: 1 + the last query token that reached it (0: untouched).
-    stamp: Vec<u32>,
-    /// Per document: Σ over the query tokens that reached it of (score − floor).
-    delta: Vec<f32>,
+    /// Per document (stamp and score side by side: one cache line per visit).
+    acc: Vec<Acc>,
     touched: Vec<u32>,
+    /// The probed lists' ranges in `LIST_DOCS`, in probing order.
+    lists: Vec<(usize, usize)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Acc {
+    /// 1 + the last query token that reached the document (0: untouched).
+    stamp: u32,
+    /// Σ over the query tokens that reached it of (score − floor).
+    delta: f32,
 }
 
 impl Scratch {
     fn reset(&mut self, n_docs: usize) {
         // (Left over only if an `accept` panicked mid-search.)
         self.clear_touched();
-        if self.stamp.len() < n_docs {
-            self.stamp.resize(n_docs, 0);
-            self.delta.resize(n_docs, 0.0);
+        if self.acc.len() < n_docs {
+            self.acc.resize(n_docs, Acc::default());
         }
     }
 
     fn clear_touched(&mut self) {
         for &d in &self.touched {
-            self.stamp[d as usize] = 0;
-            self.delta[d as usize] = 0.0;
+            self.acc[d as usize] = Acc::default();
         }
         self.touched.clear();
     }
@@ -439,4 +484,28 @@ impl Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_centroids;
+    use crate::rng::SplitMix64;
+
+    /// The selection equals a full sort (score descending, index ascending)
+    /// for rows with many equal scores, every `p` from 1 past the row's length.
+    #[test]
+    fn best_centroids_equal_a_full_sort() {
+        let mut rng = SplitMix64::new(20_261_205);
+        for len in [1, 2, 7, 64, 300, 4096] {
+            for levels in [2, 16, 1 << 20] {
+                let row: Vec<f32> = (0..len).map(|_| (rng.below(levels) as f32) / levels as f32 - 0.5).collect();
+                let mut sorted: Vec<(u32, f32)> = row.iter().enumerate().map(|(c, &s)| (c as u32, s)).collect();
+                sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                for p in [1, 2, 3, 16, 63, 64, 65, 1000, len, len + 1] {
+                    let want = &sorted[..p.min(len)];
+                    assert_eq!(best_centroids(&row, p), want, "len {len}, {levels} levels, p {p}");
+                }
+            }
+        }
+    }
 }
