@@ -270,13 +270,16 @@ fn update(acc: &[f32; PANEL], best: &mut [f32; PANEL], from: &mut [u32; PANEL], 
     }
 }
 
-/// The widest path this CPU runs (portable when the MaxSim kernel was forced portable).
+/// The widest path this CPU runs, or the one `TESSERA_KERNEL` names
+/// (`portable` or `avx2`: the MaxSim kernel forced narrower keeps the
+/// centroid kernel to the same instructions).
 fn best_path() -> Path {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(crate::x86::has_avx2() && crate::Kernel::detect() != crate::Kernel::Portable) {
+        use crate::Kernel;
+        if !(crate::x86::has_avx2() && Kernel::detect() != Kernel::Portable) {
             Path::Portable
-        } else if crate::x86::has_avx512() {
+        } else if crate::x86::has_avx512() && Kernel::from_env() != Ok(Some(Kernel::Avx2)) {
             Path::Avx512
         } else {
             Path::Avx2
