@@ -848,7 +848,7 @@ impl Collection {
     /// the HNSW beam of a pooled or muvera index; `nprobe`: centroids probed
     /// per query token of a centroids index); on a collection with
     /// `screening="binary"` their sign codes first keep the best `rerank`
-    /// (default 64); `exact=True` scores every document. `filter` is a payload filter (a dict or its JSON text, see
+    /// (default max(64, 4·k)); `exact=True` scores every document. `filter` is a payload filter (a dict or its JSON text, see
     /// docs/FILTERS.md). Any of `text` (BM25 query), `ids` (candidate ids),
     /// `vector`, `rerank_only`, `fusion` ("rrf" or "weighted"), `rrf_k0`,
     /// `weights` ({"tensor"|"vector"|"text"|"ids": w}) or `rank` makes it a

@@ -151,7 +151,7 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
                 let (run, lat, q1, q2) = measure(&c, &queries, &p)?;
                 let mut setting = match r {
                     Some(r) if r < n => format!("screened c={n} rerank={r}"),
-                    None if screened => format!("screened c={n} rerank={}", tessera::DEFAULT_RERANK),
+                    None if screened => format!("screened c={n} rerank={}", tessera::default_rerank(o.k)),
                     _ => format!("two-stage candidates={n}"),
                 };
                 if let Some(np) = np {
@@ -160,7 +160,7 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
                 let scored = match r {
                     _ if !screened => n.max(o.k),
                     Some(r) => r.max(o.k).min(n.max(o.k)),
-                    None => tessera::DEFAULT_RERANK.max(o.k).min(n.max(o.k)),
+                    None => tessera::default_rerank(o.k).min(n.max(o.k)),
                 };
                 settings.push(Measured { setting, params: p, scored, run, lat, qps: (q1, q2) });
             }

@@ -190,8 +190,8 @@ struct StageArgs {
     #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     nprobe: Option<usize>,
     /// Screened search (collections with --screening binary): how many of the candidates,
-    /// ranked by their codes, the exact MaxSim scores (default 64; at least k; a value ≥
-    /// --candidates skips the screening).
+    /// ranked by their codes, the exact MaxSim scores (default max(64, 4·k); at least k; a
+    /// value ≥ --candidates skips the screening).
     #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
     rerank: Option<usize>,
     /// Score every document exactly (no coarse stage, no screening).

@@ -185,6 +185,8 @@ fn default_candidates_scale_with_k_and_the_collection() {
     assert_eq!(SearchParams::new(100).with_candidates(50).effective_candidates(9), 100, "never fewer than k");
     assert_eq!(tessera::default_candidates(tessera::MAX_K, 0), tessera::MAX_K);
     assert_eq!(tessera::default_candidates(10, usize::MAX), tessera::MAX_K);
+    // Screened collections: the exact stage's rows scale with k too.
+    assert_eq!((tessera::default_rerank(10), tessera::default_rerank(100)), (64, 400));
 }
 
 #[test]

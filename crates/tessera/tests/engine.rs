@@ -751,29 +751,38 @@ fn int8_and_screened_collections_against_naive_reference() {
                 continue;
             }
             // Screened: segment rows keep the best `r` by the codes (memtable rows are
-            // scored exactly); the hits are the exact top-k of what was kept.
-            let r = 12;
-            let p = tessera::SearchParams::new(10).with_candidates(1000).with_rerank(r);
-            let got = c.search_with(&q, &p).unwrap();
-            let mut screen: Vec<i64> =
-                input.values().filter(|(_, seg)| *seg).map(|(v, _)| naive_screen(qv, v, dim)).collect();
-            screen.sort_by(|a, b| b.cmp(a));
-            let thr = screen[r - 1];
-            let kept = |id: &str, strict: bool| {
-                let (v, seg) = &input[id];
-                let s = naive_screen(qv, v, dim);
-                !seg || if strict { s > thr } else { s >= thr }
-            };
-            assert_eq!(got.len(), 10, "{what}");
-            assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
-            for h in &got {
-                assert!(kept(&h.id, false), "{what}: {} was screened out", h.id);
-                assert!((h.score as f64 - maxsim_f64(qv, &stored(&input[&h.id].0), dim)).abs() < 1e-3);
-            }
-            let last = got.last().unwrap().score as f64;
-            for (id, (v, _)) in &input {
-                if kept(id, true) && !got.iter().any(|h| &h.id == id) {
-                    assert!(maxsim_f64(qv, &stored(v), dim) <= last + 1e-3, "{what}: {id} kept but missed");
+            // scored exactly); the hits are the exact top-k of what was kept. Unsaid,
+            // `r` is max(64, 4·k): 80 at k = 20.
+            for (k, r) in [(10, Some(12)), (20, None)] {
+                let mut p = tessera::SearchParams::new(k).with_candidates(1000);
+                if let Some(r) = r {
+                    p = p.with_rerank(r);
+                }
+                let r = r.unwrap_or(64.max(4 * k));
+                let got = c.search_with(&q, &p).unwrap();
+                let mut screen: Vec<i64> =
+                    input.values().filter(|(_, seg)| *seg).map(|(v, _)| naive_screen(qv, v, dim)).collect();
+                screen.sort_by(|a, b| b.cmp(a));
+                let thr = screen[r - 1];
+                let kept = |id: &str, strict: bool| {
+                    let (v, seg) = &input[id];
+                    let s = naive_screen(qv, v, dim);
+                    !seg || if strict { s > thr } else { s >= thr }
+                };
+                assert_eq!(got.len(), k, "{what}");
+                assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+                for h in &got {
+                    assert!(kept(&h.id, false), "{what}: {} was screened out (k {k}, rerank {r})", h.id);
+                    assert!((h.score as f64 - maxsim_f64(qv, &stored(&input[&h.id].0), dim)).abs() < 1e-3);
+                }
+                let last = got.last().unwrap().score as f64;
+                for (id, (v, _)) in &input {
+                    if kept(id, true) && !got.iter().any(|h| &h.id == id) {
+                        assert!(
+                            maxsim_f64(qv, &stored(v), dim) <= last + 1e-3,
+                            "{what}: {id} kept but missed (k {k}, rerank {r})"
+                        );
+                    }
                 }
             }
             for bad in [
