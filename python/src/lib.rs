@@ -844,7 +844,8 @@ impl Collection {
     /// array), best first.
     ///
     /// Two-stage by default: the candidate index recalls `candidates`
-    /// documents (default max(256, 8·k, 2.5·√documents)) that exact MaxSim reranks (`ef`:
+    /// documents (default max(256, 8·k, 2.5·√documents), with 6·k instead of 8·k for
+    /// token centroids) that exact MaxSim reranks (`ef`:
     /// the HNSW beam of a pooled or muvera index; `nprobe`: centroids probed
     /// per query token of a centroids index); on a collection with
     /// `screening="binary"` their sign codes first keep the best `rerank`
@@ -1112,7 +1113,8 @@ impl Collection {
     }
 
     /// The candidates a two-stage search for `k` results hands to the exact
-    /// MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents).
+    /// MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents),
+    /// with 6·k instead of 8·k for token centroids.
     fn default_candidates(&self, py: Python<'_>, k: usize) -> PyResult<usize> {
         let (_db, c) = self.live(py)?;
         Ok(c.default_candidates(k))

@@ -157,7 +157,8 @@ class Collection:
     ) -> None: ...
     def default_candidates(self, k: int) -> int:
         """The candidates a two-stage search for `k` results hands to the exact
-        MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents)."""
+        MaxSim when `candidates` is not given: max(256, 8·k, 2.5·√documents),
+        with 6·k instead of 8·k for token centroids."""
         ...
 
 class Database:

@@ -431,7 +431,9 @@ def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
         batch = col.search_batch([q, q[:2]], 10, nprobe=8)
         assert [h.id for h in batch[0]] == [h.id for h in hits]
     for k in (10, 100, 1000):
-        assert col.default_candidates(k) == max(256, 8 * k, math.ceil(2.5 * math.sqrt(len(col))))
+        # Token centroids: 6 candidates per result (vector indexes: 8).
+        assert col.default_candidates(k) == max(256, 6 * k, math.ceil(2.5 * math.sqrt(len(col))))
+        assert pooled.default_candidates(k) == max(256, 8 * k, math.ceil(2.5 * math.sqrt(len(pooled))))
     with pytest.raises(tessera.InvalidInputError, match="nprobe"):
         pooled.search(q, 10, nprobe=4)
     with pytest.raises(tessera.InvalidInputError, match="ef applies"):

@@ -107,7 +107,10 @@ impl SearchMode {
         let staged = c.config().index.is_some() || c.config().screening != tessera::Screening::None;
         match self {
             SearchMode::Tensor(p) if p.exact || !staged => "exact".into(),
-            SearchMode::Tensor(p) => format!("two-stage, {} candidates", p.effective_candidates(c.len())),
+            SearchMode::Tensor(p) => {
+                let index = tessera::IndexKind::of(c.config().index.as_ref());
+                format!("two-stage, {} candidates", p.effective_candidates(index, c.len()))
+            }
             SearchMode::Text { .. } => "BM25".into(),
             SearchMode::Hybrid { params, rank, .. } => {
                 let rank = rank.clone().unwrap_or_else(|| c.ranking().rank);
@@ -325,7 +328,7 @@ pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize
         "two-stage recall@{} against exact: {:.3} ({} candidates reranked of {} documents)",
         o.k,
         overlap as f64 / (n * o.k.min(o.docs)) as f64,
-        two_stage.effective_candidates(o.docs),
+        two_stage.effective_candidates(tessera::IndexKind::of(c.config().index.as_ref()), o.docs),
         o.docs
     )?;
     writeln!(out, "source document ranked first for {first}/{n} queries")?;

@@ -102,7 +102,7 @@ impl HybridQuery {
             text: None,
             fusion: Fusion::Rrf { k0: 60.0 },
             weights: HashMap::new(),
-            candidates: crate::search::default_candidates(k, 0),
+            candidates: crate::search::default_candidates(crate::IndexKind::Pooled, k, 0),
             filter: None,
             rank: None,
             deadline: None,

@@ -69,7 +69,7 @@ pub use mine::{MineParams, Mined, SplitMix64};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use request::{SearchRequest, SearchResults};
 pub use search::{
-    CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS, MAX_K, MAX_NPROBE, RERANK_PER_K,
-    Reranked, SearchHit, SearchParams, default_candidates, default_rerank,
+    CANDIDATES_PER_K, CENTROID_CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS,
+    MAX_K, MAX_NPROBE, RERANK_PER_K, Reranked, SearchHit, SearchParams, default_candidates, default_rerank,
 };
 pub use tessera_format::names::{Named, UnknownName};

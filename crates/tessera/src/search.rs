@@ -31,9 +31,12 @@ use tessera_kernels::{
 pub const MAX_K: usize = 100_000;
 /// Fewest candidates the coarse stage hands on unless told otherwise.
 pub const DEFAULT_CANDIDATES: usize = 256;
-/// Unless told otherwise, the coarse stage hands on at least this many
+/// Unless told otherwise, a vector index hands on at least this many
 /// candidates per result wanted (see [`default_candidates`]).
 pub const CANDIDATES_PER_K: usize = 8;
+/// The same for a token-centroid index, whose candidates hold more of the
+/// exact top-k (see [`default_candidates`]).
+pub const CENTROID_CANDIDATES_PER_K: usize = 6;
 /// Largest `nprobe` a search accepts.
 pub const MAX_NPROBE: usize = 4096;
 /// Candidates the screening stage hands to the exact rerank unless told
@@ -60,7 +63,7 @@ pub struct SearchParams {
     /// Two-stage search: how many documents the candidate stage (the HNSW
     /// of single vectors, or the token centroids) retrieves for the exact
     /// MaxSim rerank, over all segments (at least `k` are used); `None`:
-    /// [`default_candidates`] of `k` and the collection's size. The memtable and segments without a
+    /// [`default_candidates`] of the index, `k` and the collection's size. The memtable and segments without a
     /// candidate index are always scored exactly.
     pub candidates: Option<usize>,
     /// HNSW beam width (vector indexes); `None`: the candidates (it is never below that).
@@ -117,9 +120,9 @@ impl SearchParams {
     }
 
     /// The candidates the coarse stage hands on in a collection of `docs`
-    /// live documents: as given, or the default; never fewer than `k`.
-    pub fn effective_candidates(&self, docs: usize) -> usize {
-        self.candidates.unwrap_or_else(|| default_candidates(self.k, docs)).max(self.k)
+    /// live documents with this index: as given, or the default; never fewer than `k`.
+    pub fn effective_candidates(&self, index: IndexKind, docs: usize) -> usize {
+        self.candidates.unwrap_or_else(|| default_candidates(index, self.k, docs)).max(self.k)
     }
 
     pub fn with_ef(mut self, ef: usize) -> Self {
@@ -166,16 +169,21 @@ impl SearchParams {
 }
 
 /// The candidates a two-stage search for `k` results in a collection of
-/// `docs` live documents hands to the exact stage unless told otherwise:
-/// `max(256, 8·k, 2.5·√docs)` (at most [`MAX_K`]). Measured
-/// (docs/PERFORMANCE.md): on the real data (2,600 documents) 256 keep 0.97
-/// (pooled vectors) to 0.99 (centroids) of the exact top-10, and 8·k 0.95
-/// (pooled) to 0.99 (centroids) of the top-100; on its 20× noisy copy
-/// (52,000) 2.5·√docs (571) keep 0.988–0.992 of the top-10 with a centroids
-/// index (0.985 with pooled vectors), at 1.9–2.0× the p50 of 256.
-pub fn default_candidates(k: usize, docs: usize) -> usize {
+/// `docs` live documents with this index hands to the exact stage unless
+/// told otherwise: `max(256, m·k, 2.5·√docs)` (at most [`MAX_K`]), `m` = 8
+/// ([`CANDIDATES_PER_K`]) for vector indexes, 6
+/// ([`CENTROID_CANDIDATES_PER_K`]) for token centroids. Measured
+/// (docs/PERFORMANCE.md), as shares of the exact top-k: on the real data
+/// (2,600 documents) 256 keep 0.97 (pooled vectors) to 0.99 (centroids) of
+/// the top-10; pooled vectors keep 0.95 of the top-100 at 8·k, centroids
+/// 0.98 at 6·k (0.99 at 8·k). On its 20× noisy copy (52,000; all 824
+/// queries) 2.5·√docs (571) keep 0.995 of the top-10 with centroids (0.94
+/// with pooled vectors) at 1.7× the p50 of pooled 256, and 6·k 0.97 of the
+/// top-100 at 1.7× (8·k: 0.985 at 2.15×).
+pub fn default_candidates(index: IndexKind, k: usize, docs: usize) -> usize {
     let by_size = (2.5 * (docs as f64).sqrt()).ceil() as usize;
-    DEFAULT_CANDIDATES.max(CANDIDATES_PER_K.saturating_mul(k)).max(by_size).min(MAX_K)
+    let per_k = if index == IndexKind::Centroids { CENTROID_CANDIDATES_PER_K } else { CANDIDATES_PER_K };
+    DEFAULT_CANDIDATES.max(per_k.saturating_mul(k)).max(by_size).min(MAX_K)
 }
 
 /// The rows a screened two-stage search scores exactly when it does not say:
@@ -592,7 +600,7 @@ fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
         let all = s0.all();
         return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All, p.deadline);
     }
-    let n = p.effective_candidates(s0.snap.len());
+    let n = p.effective_candidates(s0.index_kind, s0.snap.len());
     let sets: Vec<Vec<RowSet>> = group.par_iter().map(|s| s.candidate_sets(p, n)).collect();
     let refs: Vec<&[RowSet]> = sets.iter().map(Vec::as_slice).collect();
     let mut hits = rank_group(group, &refs, p.k, MemSel::All, p.deadline);
@@ -753,9 +761,9 @@ fn rank_group<'a>(
 
 impl Collection {
     /// The candidates a two-stage search for `k` results hands on when it
-    /// does not say: [`default_candidates`] of `k` and this collection's size.
+    /// does not say: [`default_candidates`] of its index, `k` and its size.
     pub fn default_candidates(&self, k: usize) -> usize {
-        default_candidates(k, self.len())
+        default_candidates(IndexKind::of(self.config().index.as_ref()), k, self.len())
     }
 
     /// The `k` best documents for `query` (`n × dim` tokens) by MaxSim, best

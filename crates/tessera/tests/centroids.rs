@@ -179,12 +179,14 @@ fn search_options_that_do_not_apply_are_refused() {
 
 #[test]
 fn default_candidates_scale_with_k_and_the_collection() {
-    assert_eq!(SearchParams::new(10).effective_candidates(2600), tessera::DEFAULT_CANDIDATES);
-    assert_eq!(SearchParams::new(100).effective_candidates(2600), 100 * tessera::CANDIDATES_PER_K);
-    assert_eq!(SearchParams::new(10).effective_candidates(52_000), 571, "2.5·√documents");
-    assert_eq!(SearchParams::new(100).with_candidates(50).effective_candidates(9), 100, "never fewer than k");
-    assert_eq!(tessera::default_candidates(tessera::MAX_K, 0), tessera::MAX_K);
-    assert_eq!(tessera::default_candidates(10, usize::MAX), tessera::MAX_K);
+    use tessera::IndexKind::{Centroids, Pooled};
+    assert_eq!(SearchParams::new(10).effective_candidates(Pooled, 2600), tessera::DEFAULT_CANDIDATES);
+    assert_eq!(SearchParams::new(100).effective_candidates(Pooled, 2600), 100 * tessera::CANDIDATES_PER_K);
+    assert_eq!(SearchParams::new(100).effective_candidates(Centroids, 2600), 100 * tessera::CENTROID_CANDIDATES_PER_K);
+    assert_eq!(SearchParams::new(10).effective_candidates(Centroids, 52_000), 571, "2.5·√documents");
+    assert_eq!(SearchParams::new(100).with_candidates(50).effective_candidates(Pooled, 9), 100, "never fewer than k");
+    assert_eq!(tessera::default_candidates(Centroids, tessera::MAX_K, 0), tessera::MAX_K);
+    assert_eq!(tessera::default_candidates(Pooled, 10, usize::MAX), tessera::MAX_K);
     // Screened collections: the exact stage's rows scale with k too.
     assert_eq!((tessera::default_rerank(10), tessera::default_rerank(100)), (64, 400));
 }

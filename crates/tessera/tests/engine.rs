@@ -401,7 +401,9 @@ fn every_filter_operator_with(index: tessera::IndexConfig) {
             for h in &got {
                 assert!(f.matches(h.payload.as_ref()), "{text}: {} does not match", h.id);
             }
-            if params.exact || params.effective_candidates(c.len()) >= 300 {
+            if params.exact
+                || params.effective_candidates(tessera::IndexKind::of(c.config().index.as_ref()), c.len()) >= 300
+            {
                 let ids: Vec<&str> = got.iter().map(|h| h.id.as_str()).collect();
                 assert_eq!(ids, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{text} {params:?}");
             }
