@@ -933,9 +933,9 @@ fn centroids_index_over_http() {
     let few = search("c", json!({"candidates": 30, "nprobe": 8}));
     assert_eq!(few.status, 200, "{}", few.body);
     assert_eq!((few.json()["hits"].as_array().unwrap().len(), &few.json()["candidates"]), (10, &json!(30)));
-    // Unset, the candidates grow with k: max(256, 8·k, 2.5·√documents).
+    // Unset, the candidates grow with k: max(256, 6·k, 2.5·√documents) for token centroids.
     for k in [10usize, 100] {
-        let want = 256usize.max(8 * k).max((2.5 * 1060f64.sqrt()).ceil() as usize);
+        let want = 256usize.max(6 * k).max((2.5 * 1060f64.sqrt()).ceil() as usize);
         assert_eq!(search("c", json!({"k": k})).json()["candidates"], want, "k = {k}");
     }
     for (coll, extra, words) in [
