@@ -180,7 +180,8 @@ enum Cmd {
 #[derive(clap::Args)]
 struct StageArgs {
     /// Candidates the candidate stage hands to the exact MaxSim rerank (with --bm25: per
-    /// source, and fused candidates reranked). Default: max(256, 8·k, 2.5·√documents) (6·k instead of 8·k with token centroids).
+    /// source, and fused candidates reranked). Default: max(256, 8·k, 2.5·√documents), with
+    /// 6·k instead of 8·k for token centroids.
     #[arg(long, conflicts_with_all = ["exact", "bm25_only"])]
     candidates: Option<usize>,
     /// HNSW beam width of a pooled or muvera index (default: the number of candidates).
