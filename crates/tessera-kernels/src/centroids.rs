@@ -53,6 +53,17 @@ enum Path {
     Avx512,
 }
 
+/// Calls the micro-kernel `f` specialised for the `nt` tokens of a tile:
+/// `f::<n>` for each listed `n`, `f::<1>` otherwise.
+macro_rules! by_tokens {
+    ($f:ident, $nt:expr, $args:tt, [$($n:literal),*]) => {
+        match $nt {
+            $($n => $f::<$n> $args,)*
+            _ => $f::<1> $args,
+        }
+    };
+}
+
 impl CentroidPanels {
     /// Packs row-major centroids (`k × dim`, `k ≥ 1`).
     ///
@@ -215,48 +226,17 @@ impl CentroidPanels {
         if self.path == Path::Avx512 {
             // SAFETY: `Avx512` is only chosen where AVX-512F was detected;
             // `panel` holds `dim` aligned rows and `tile` `nt ≤ ND` rows of `dim`.
-            unsafe {
-                match nt {
-                    12 => tile_avx512::<12>(panel, tile, dim, acc),
-                    11 => tile_avx512::<11>(panel, tile, dim, acc),
-                    10 => tile_avx512::<10>(panel, tile, dim, acc),
-                    9 => tile_avx512::<9>(panel, tile, dim, acc),
-                    8 => tile_avx512::<8>(panel, tile, dim, acc),
-                    7 => tile_avx512::<7>(panel, tile, dim, acc),
-                    6 => tile_avx512::<6>(panel, tile, dim, acc),
-                    5 => tile_avx512::<5>(panel, tile, dim, acc),
-                    4 => tile_avx512::<4>(panel, tile, dim, acc),
-                    3 => tile_avx512::<3>(panel, tile, dim, acc),
-                    2 => tile_avx512::<2>(panel, tile, dim, acc),
-                    _ => tile_avx512::<1>(panel, tile, dim, acc),
-                }
-            }
+            unsafe { by_tokens!(tile_avx512, nt, (panel, tile, dim, acc), [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2]) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if self.path == Path::Avx2 {
             // SAFETY: `Avx2` is only chosen where AVX2 and FMA were detected;
             // `panel` holds `dim` aligned rows and `tile` `nt ≤ ND` rows of `dim`.
-            unsafe {
-                match nt {
-                    6 => tile_avx2::<6>(panel, tile, dim, acc),
-                    5 => tile_avx2::<5>(panel, tile, dim, acc),
-                    4 => tile_avx2::<4>(panel, tile, dim, acc),
-                    3 => tile_avx2::<3>(panel, tile, dim, acc),
-                    2 => tile_avx2::<2>(panel, tile, dim, acc),
-                    _ => tile_avx2::<1>(panel, tile, dim, acc),
-                }
-            }
+            unsafe { by_tokens!(tile_avx2, nt, (panel, tile, dim, acc), [6, 5, 4, 3, 2]) };
             return;
         }
-        match nt {
-            6 => tile_portable::<6>(panel, tile, dim, acc),
-            5 => tile_portable::<5>(panel, tile, dim, acc),
-            4 => tile_portable::<4>(panel, tile, dim, acc),
-            3 => tile_portable::<3>(panel, tile, dim, acc),
-            2 => tile_portable::<2>(panel, tile, dim, acc),
-            _ => tile_portable::<1>(panel, tile, dim, acc),
-        }
+        by_tokens!(tile_portable, nt, (panel, tile, dim, acc), [6, 5, 4, 3, 2]);
     }
 }
 
