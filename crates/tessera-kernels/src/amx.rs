@@ -194,31 +194,31 @@ fn split_rows(src: &[f32], t: usize, dim: usize, dim_pad: usize, hi: &mut [u16],
     }
 }
 
-/// Splits rows `0..t` of f16 `src` (`t × dim`) into bf16 limbs exactly: an
-/// f16 value has 11 significant bits, so its f32 form truncated to its top
-/// 16 bits is `hi` and the rest, at most 3 significant bits, is `lo`.
+/// Splits rows `0..t` of f16 `src` (`t × dim`, `dim` a multiple of 32) into
+/// bf16 limbs exactly: an f16 value has 11 significant bits, so its f32 form
+/// truncated to its top 16 bits is `hi` and the rest, at most 3 significant
+/// bits, is `lo`. With every cache line of `src` read, the line at the same
+/// offset of `next` (the rows after them) is prefetched.
 #[target_feature(enable = "avx512f,avx512bf16,f16c")]
-#[allow(clippy::too_many_arguments)]
 fn split_f16_rows(
     src: &[half::f16],
+    next: &[half::f16],
     t: usize,
     dim: usize,
     dim_pad: usize,
     hi: &mut [u16],
     lo: &mut [u16],
-    scratch: &mut [f32],
 ) {
-    if !dim.is_multiple_of(32) {
-        let f = &mut scratch[..src.len()];
-        crate::x86::convert_f16_512(src, f);
-        return split_rows(f, t, dim, dim_pad, hi, lo);
-    }
+    debug_assert!(dim.is_multiple_of(32));
     let mask = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
     for j in 0..t {
         let row = &src[j * dim..(j + 1) * dim];
         let (h, l) = (&mut hi[j * dim_pad..(j + 1) * dim_pad], &mut lo[j * dim_pad..(j + 1) * dim_pad]);
         let mut k = 0;
         while k < dim {
+            if let Some(x) = next.get(j * dim + k) {
+                crate::prefetch(x);
+            }
             // SAFETY: `k + 32 <= dim`: 32 f16 are read from `row` and 32 u16
             // written to `h` and `l`, all unaligned.
             unsafe {
@@ -240,15 +240,32 @@ fn split_f16_rows(
 }
 
 /// Splits document rows `j0 .. j0 + t` into the limbs of `buf` (hi rows,
-/// then lo rows), after asking for the rows of the tile after it.
+/// then lo rows), asking for the rows of the tile after it meanwhile.
+///
+/// f16 rows ask for the next tile one cache line per line converted: asked
+/// for all at once (64 lines at dim 128), the core stalled at the prefetches
+/// until enough of them had arrived, and searches at 20× were 12–18 % slower
+/// (docs/PERFORMANCE.md, "Prefetching alongside the conversion").
 #[target_feature(enable = "avx512f,avx512bf16,f16c")]
 fn convert_tile(doc: Doc<'_>, j0: usize, t: usize, dim: usize, dim_pad: usize, buf: &mut [u16], scratch: &mut [f32]) {
-    crate::x86::prefetch_rows(doc, j0 + t, j0 + t + ROWS, dim);
     let (hi, lo) = buf.split_at_mut(ROWS * dim_pad);
     // Rows past `t` keep stale finite values: their dot products are ignored.
     match doc {
-        Doc::F16(x) => split_f16_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo, scratch),
-        Doc::F32(x) => split_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo),
+        Doc::F16(x) => {
+            let src = &x[j0 * dim..(j0 + t) * dim];
+            let next = &x[((j0 + t) * dim).min(x.len())..((j0 + t + ROWS) * dim).min(x.len())];
+            if dim.is_multiple_of(32) {
+                split_f16_rows(src, next, t, dim, dim_pad, hi, lo)
+            } else {
+                let f = &mut scratch[..src.len()];
+                crate::x86::convert_f16_512(src, next, f);
+                split_rows(f, t, dim, dim_pad, hi, lo)
+            }
+        }
+        Doc::F32(x) => {
+            crate::x86::prefetch_rows(doc, j0 + t, j0 + t + ROWS, dim);
+            split_rows(&x[j0 * dim..(j0 + t) * dim], t, dim, dim_pad, hi, lo)
+        }
         Doc::I8(..) => unreachable!("int8 documents take the AVX-512 path"),
     }
 }
