@@ -253,7 +253,7 @@ fn convert_tile(doc: Doc<'_>, j0: usize, t: usize, dim: usize, dim_pad: usize, b
     match doc {
         Doc::F16(x) => {
             let src = &x[j0 * dim..(j0 + t) * dim];
-            let next = &x[((j0 + t) * dim).min(x.len())..((j0 + t + ROWS) * dim).min(x.len())];
+            let next = crate::x86::rows_within(x, j0 + t, j0 + t + ROWS, dim);
             if dim.is_multiple_of(32) {
                 split_f16_rows(src, next, t, dim, dim_pad, hi, lo)
             } else {
