@@ -9,14 +9,19 @@
 //! - `flag-embedding` (default): one line per query,
 //!   `{"query", "pos", "neg", "query_id", "pos_ids", "neg_ids"}` (FlagEmbedding's
 //!   fine-tuning format, with ids alongside);
-//! - `sentence-transformers`: one row per positive,
+//! - `sentence-transformers`: one row per positive, with its columns in the
+//!   order sentence-transformers reads them as inputs —
 //!   `{"anchor", "positive", "negative_1", …, "negative_N"}` (a Hugging Face
 //!   dataset for MultipleNegativesRankingLoss; every row has all N negatives,
 //!   so queries with fewer are left out and counted).
 //!
 //! With `--scores`, the MaxSim scores for distillation: `pos_scores` and
-//! `neg_scores` (lists, FlagEmbedding's keys), or per row `pos_score` and
-//! `neg_scores` (the margins `pos_score − neg_scores[i]` are MarginMSE labels).
+//! `neg_scores` (lists, FlagEmbedding's keys), or per row one last column,
+//! `label`: `[pos, neg_1, …, neg_N]`, the column sentence-transformers' trainer
+//! hands its loss as labels (any other column would be read as one more text),
+//! in the shape both its distillation losses read — DistillKLDivLoss as the
+//! teacher's scores, MarginMSELoss as the margins `pos − neg_i` it derives
+//! from them.
 
 use crate::bulk::{BulkReader, Result};
 use crate::eval;
@@ -87,7 +92,8 @@ pub struct MineArgs {
     /// Output layout.
     #[arg(long, value_enum, default_value_t = Layout::FlagEmbedding)]
     pub layout: Layout,
-    /// Also write the MaxSim scores of positives and negatives (for distillation).
+    /// Also write the MaxSim scores of positives and negatives (for distillation;
+    /// sentence-transformers layout: a `label` column, [positive, negative_1..N]).
     #[arg(long)]
     pub scores: bool,
 }
@@ -135,6 +141,20 @@ struct Line<'a> {
     pos_scores: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     neg_scores: Option<Vec<f32>>,
+}
+
+/// A JSON object whose keys keep the order they were pushed in.
+struct Row(Vec<(String, serde_json::Value)>);
+
+impl serde::Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// Positives of a query that are stored with a text, as `(id, text)`, by id.
@@ -225,15 +245,17 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
             }
             Layout::SentenceTransformers => {
                 for (id, pos_text) in &pos {
-                    let mut row = serde_json::Map::new();
-                    row.insert("anchor".into(), text.into());
-                    row.insert("positive".into(), pos_text.as_str().into());
+                    // sentence-transformers takes the columns in order as the
+                    // loss's inputs (anchor, positive, negatives), except `label`.
+                    let mut row = Row(Vec::with_capacity(3 + neg.len()));
+                    row.0.push(("anchor".into(), text.into()));
+                    row.0.push(("positive".into(), pos_text.as_str().into()));
                     for (i, h) in neg.iter().enumerate() {
-                        row.insert(format!("negative_{}", i + 1), h.text.as_deref().unwrap_or_default().into());
+                        row.0.push((format!("negative_{}", i + 1), h.text.as_deref().unwrap_or_default().into()));
                     }
                     if a.scores {
-                        row.insert("pos_score".into(), pos_score[id.as_str()].into());
-                        row.insert("neg_scores".into(), neg_scores().into());
+                        let label: Vec<f32> = std::iter::once(pos_score[id.as_str()]).chain(neg_scores()).collect();
+                        row.0.push(("label".into(), label.into()));
                     }
                     serde_json::to_writer(&mut *out, &row)?;
                     out.write_all(b"\n")?;

@@ -191,6 +191,10 @@ pub struct LoadArgs {
     /// Seconds per setting.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Also send the same searches over gRPC to this server (`http://host:port`
+    /// of its gRPC listener): each setting is measured over HTTP, then gRPC.
+    #[arg(long, value_name = "URL")]
+    pub grpc: Option<String>,
     /// One JSON object per setting instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -211,13 +215,19 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
         queries.push(q.tokens);
     }
     // Batches wrap around the query list so that every request holds `batch` queries.
-    let bodies: Vec<_> = (0..queries.len().div_ceil(a.batch))
-        .map(|b| {
-            let qs: Vec<_> = (0..a.batch).map(|i| queries[(b * a.batch + i) % queries.len()].clone()).collect();
-            tessera_server::load::search_body(&qs, a.k, a.candidates, a.exact)
-        })
+    let requests: Vec<Vec<_>> = (0..queries.len().div_ceil(a.batch))
+        .map(|b| (0..a.batch).map(|i| queries[(b * a.batch + i) % queries.len()].clone()).collect())
         .collect();
-    let bodies = Arc::new(bodies);
+    let bodies: Arc<Vec<_>> = Arc::new(
+        requests.iter().map(|qs| tessera_server::load::search_body(qs, a.k, a.candidates, a.exact)).collect(),
+    );
+    let messages: Arc<Vec<_>> = Arc::new(match a.grpc {
+        None => Vec::new(),
+        Some(_) => requests
+            .iter()
+            .map(|qs| tessera_server::load::search_message(&a.collection, qs, a.k, a.candidates, a.exact))
+            .collect(),
+    });
     let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
     let key = std::env::var("TESSERA_API_KEY").ok();
     let kernel = tessera_server::load::server_kernel(&a.url, key.as_deref()).unwrap_or_else(|| "unknown".into());
@@ -225,7 +235,7 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "server kernel: {kernel}")?;
         writeln!(
             out,
-            "{} queries, {} per request, k={}, {}; {} s per setting\n\n| clients | requests/s | queries/s | p50 ms | p99 ms | max ms | errors |\n|---:|---:|---:|---:|---:|---:|---:|",
+            "{} queries, {} per request, k={}, {}; {} s per setting\n\n| protocol | clients | requests/s | queries/s | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|",
             queries.len(),
             a.batch,
             a.k,
@@ -233,33 +243,47 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
             a.seconds
         )?;
     }
+    let seconds = Duration::from_secs_f64(a.seconds);
     for &c in &a.clients {
-        let r = tessera_server::load::run_blocking(
-            &url,
-            key.as_deref(),
-            bodies.clone(),
-            c,
-            Duration::from_secs_f64(a.seconds),
-        )?;
-        if a.json {
-            let mut v = serde_json::to_value(&r)?;
-            v["batch"] = a.batch.into();
-            v["queries_per_s"] = (r.qps * a.batch as f64).round().into();
-            v["server_kernel"] = kernel.clone().into();
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(
-                out,
-                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                r.clients,
-                r.qps,
-                r.qps * a.batch as f64,
-                r.p50_ms,
-                r.p99_ms,
-                r.max_ms,
-                r.errors
-            )?;
+        let mut runs = vec![("http", tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, seconds)?)];
+        if let Some(grpc) = &a.grpc {
+            let r = tessera_server::load::run_grpc_blocking(grpc, key.as_deref(), messages.clone(), c, seconds)?;
+            runs.push(("grpc", r));
         }
+        for (protocol, r) in runs {
+            print_load(out, a, protocol, &r, &kernel)?;
+        }
+    }
+    Ok(())
+}
+
+/// One setting's line of `tessera bench serve`: a JSON object or a table row.
+fn print_load(
+    out: &mut dyn Write,
+    a: &LoadArgs,
+    protocol: &str,
+    r: &tessera_server::load::LoadReport,
+    kernel: &str,
+) -> Result<()> {
+    if a.json {
+        let mut v = serde_json::to_value(r)?;
+        v["protocol"] = protocol.into();
+        v["batch"] = a.batch.into();
+        v["queries_per_s"] = (r.qps * a.batch as f64).round().into();
+        v["server_kernel"] = kernel.into();
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "| {protocol} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            r.clients,
+            r.qps,
+            r.qps * a.batch as f64,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors
+        )?;
     }
     Ok(())
 }

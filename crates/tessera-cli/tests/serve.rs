@@ -24,6 +24,12 @@ fn start(db: &Path) -> (Child, SocketAddr) {
 
 /// [`start`] with more arguments.
 fn start_with(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr) {
+    let (child, http, _) = start_both(db, args);
+    (child, http)
+}
+
+/// [`start_with`], returning the gRPC address too.
+fn start_both(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--db"])
         .arg(db)
@@ -36,13 +42,14 @@ fn start_with(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr) {
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let http = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
-    (child, http)
+    let address = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} address in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    (child, address("http="), address("grpc="))
 }
 
 type Batches = Arc<Mutex<Vec<(Vec<(String, Vec<Vec<f32>>)>, bool)>>>;
@@ -293,6 +300,43 @@ fn concurrent_maximal_filters_stay_within_the_documented_memory_bound() {
     let bound = idle + 2 * n as u64 * body.len() as u64 + (64 << 20);
     eprintln!("idle {} MB, peak {} MB with {n} concurrent {} MB bodies", idle >> 20, peak >> 20, body.len() >> 20);
     assert!(peak < bound, "peak {peak} bytes over the bound {bound}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// `tessera bench serve --grpc` sends the same searches over both protocols:
+/// every request of either answers without an error.
+#[test]
+fn bench_serve_measures_http_and_grpc_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, qdir) = (dir.path().join("db"), dir.path().join("queries"));
+    let corpus = tessera_cli::synth::corpus(60, 8, DIM, 4, 3, 5);
+    let queries: Vec<_> =
+        corpus.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
+    tessera_cli::synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    let (mut server, http, grpc) = start_both(&db, &[]);
+    ok(http, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    let mut rng = Rng::new(3);
+    let docs: Vec<Value> = (0..60).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(1 + i % 9, DIM)})).collect();
+    ok(http, "/v1/collections/c/upsert", &json!({ "documents": docs }));
+    for batch in ["1", "3"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["bench", "serve", "--collection", "c", "--clients", "1,2", "--seconds", "0.3", "--json"])
+            .args(["--batch", batch, "--url", &format!("http://{http}"), "--grpc", &format!("http://{grpc}")])
+            .arg("--queries")
+            .arg(&qdir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let seen: Vec<(&str, u64)> =
+            rows.iter().map(|r| (r["protocol"].as_str().unwrap(), r["clients"].as_u64().unwrap())).collect();
+        assert_eq!(seen, [("http", 1), ("grpc", 1), ("http", 2), ("grpc", 2)]);
+        for r in &rows {
+            assert!(r["requests"].as_u64().unwrap() > 0 && r["errors"].as_u64() == Some(0), "batch {batch}: {r}");
+        }
+    }
     server.kill().unwrap();
     server.wait().unwrap();
 }

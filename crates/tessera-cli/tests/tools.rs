@@ -322,8 +322,15 @@ fn mined_negatives_in_the_sentence_transformers_layout_with_scores() {
         ])
     };
     let summary = mine("5");
-    let rows: Vec<serde_json::Value> =
-        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    let rows: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // sentence-transformers reads the columns in order (anchor, positive,
+    // negatives) and the labels from `label`: the keys must come in that order.
+    let columns = ["anchor", "positive", "negative_1", "negative_2", "negative_3", "negative_4", "negative_5", "label"];
+    for line in &lines {
+        let at: Vec<usize> = columns.iter().map(|c| line.find(&format!("\"{c}\":")).expect(c)).collect();
+        assert!(at.is_sorted(), "columns out of order: {line}");
+    }
     assert!(summary.contains("6 written") && summary.contains("(12 rows)"), "{summary}");
     assert_eq!(rows.len(), 12);
     let text_of: HashMap<&str, &str> = f.docs.iter().map(|d| (d.id.as_str(), d.text.as_deref().unwrap())).collect();
@@ -335,15 +342,17 @@ fn mined_negatives_in_the_sentence_transformers_layout_with_scores() {
         let score = |id: &str| exact[&qid].iter().find(|(d, _)| d == id).unwrap().1;
         let pos = id_of[o["positive"].as_str().unwrap()];
         assert!(pos == exact[&qid][0].0 || pos == exact[&qid][11].0, "{qid}: {pos}");
-        assert!((o["pos_score"].as_f64().unwrap() - score(pos)).abs() < 1e-3);
+        // label: [positive, negative_1..5] scores, the shape DistillKLDivLoss and MarginMSELoss read.
+        let label = o["label"].as_array().unwrap();
+        assert_eq!(label.len(), 1 + 5);
+        assert!((label[0].as_f64().unwrap() - score(pos)).abs() < 1e-3);
         let negs: Vec<&str> = (1..=5).map(|i| id_of[o[&format!("negative_{i}")].as_str().unwrap()]).collect();
         assert!(!o.contains_key("negative_6"));
-        let neg_scores = o["neg_scores"].as_array().unwrap();
-        for (n, sc) in negs.iter().zip(neg_scores) {
+        for (n, sc) in negs.iter().zip(&label[1..]) {
             assert!(*n != exact[&qid][0].0 && *n != exact[&qid][11].0, "{qid}: positive {n} mined");
             assert!((sc.as_f64().unwrap() - score(n)).abs() < 1e-3);
         }
-        assert_eq!(o.len(), 2 + 5 + 2);
+        assert_eq!(o.len(), 2 + 5 + 1);
     }
     // Rows need every negative: asking for more than the range holds leaves every query out.
     let summary = mine("25");

@@ -1,12 +1,14 @@
-//! A closed-loop HTTP load generator for `tessera bench serve`: `clients`
-//! concurrent keep-alive connections each send the next request as soon as
-//! the previous answer is read, for a fixed time. Reports throughput and
-//! latency percentiles; any non-2xx answer or transport error is counted.
+//! A closed-loop load generator for `tessera bench serve`, over HTTP or
+//! gRPC: `clients` concurrent keep-alive connections each send the next
+//! request as soon as the previous answer is read, for a fixed time. Reports
+//! throughput and latency percentiles; any non-2xx answer (non-OK status) or
+//! transport error is counted.
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use crate::pb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,15 @@ pub async fn run(
             (lat, errors)
         });
     }
+    report(clients, start, tasks).await
+}
+
+/// Gathers the clients' latencies (ms) and error counts into a report.
+async fn report(
+    clients: usize,
+    start: Instant,
+    mut tasks: tokio::task::JoinSet<(Vec<f64>, usize)>,
+) -> Result<LoadReport, String> {
     let (mut lat, mut errors) = (Vec::new(), 0);
     while let Some(r) = tasks.join_next().await {
         let (l, e) = r.map_err(|e| e.to_string())?;
@@ -91,16 +102,133 @@ pub async fn run(
     })
 }
 
+/// The gRPC twin of [`run`]: `clients` connections (one channel each) send
+/// `requests` (round robin; client `i` starts at request `i`) to the server at
+/// `url` (`http://host:port`) for `duration`, as `Search` calls, or as
+/// `SearchBatch` calls where a request holds several queries.
+pub async fn run_grpc(
+    url: &str,
+    key: Option<&str>,
+    requests: Arc<Vec<GrpcSearch>>,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport, String> {
+    use crate::pb::tessera_client::TesseraClient;
+    if requests.is_empty() || clients == 0 {
+        return Err("need at least one request and one client".into());
+    }
+    let auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match key {
+        Some(k) => Some(format!("Bearer {k}").parse().map_err(|_| "the API key is not valid in a header".to_string())?),
+        None => None,
+    };
+    let mut channels = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url}: {e}"))?;
+        let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
+        channels.push(TesseraClient::new(channel).max_decoding_message_size(usize::MAX));
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, mut client) in channels.into_iter().enumerate() {
+        let (requests, auth) = (requests.clone(), auth.clone());
+        tasks.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match &requests[i % requests.len()] {
+                    GrpcSearch::One(r) => client.search(authorized(r.clone(), auth.as_ref())).await.is_ok(),
+                    GrpcSearch::Batch(r) => client
+                        .search_batch(authorized(r.clone(), auth.as_ref()))
+                        .await
+                        .is_ok_and(|a| a.get_ref().results.iter().all(|r| matches!(r.result, Some(pb::search_result::Result::Response(_))))),
+                };
+                i += 1;
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        });
+    }
+    report(clients, start, tasks).await
+}
+
+/// `message` as a request, with the API key's metadata if there is one.
+fn authorized<T>(message: T, auth: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(a) = auth {
+        r.metadata_mut().insert("authorization", a.clone());
+    }
+    r
+}
+
+/// One request of a gRPC load: a single query or a batch.
+#[derive(Debug, Clone)]
+pub enum GrpcSearch {
+    One(pb::SearchRequest),
+    Batch(pb::SearchBatchRequest),
+}
+
+/// The gRPC twin of [`search_body`]: the same searches as `Search` or
+/// `SearchBatch` messages (f32 tensors).
+pub fn search_message(
+    collection: &str,
+    queries: &[tessera::Tokens],
+    k: usize,
+    candidates: Option<usize>,
+    exact: bool,
+) -> GrpcSearch {
+    let tensor = |tokens: &tessera::Tokens| {
+        let (data, n, dim) = f32_le(tokens);
+        pb::Tensor { dtype: pb::Dtype::F32.into(), shape: vec![n as u64, dim as u64], data }
+    };
+    let search = pb::SearchRequest {
+        collection: collection.to_string(),
+        k: k as u32,
+        candidates: candidates.map(|c| c as u32),
+        exact,
+        omit_text: true,
+        omit_payload: true,
+        ..Default::default()
+    };
+    match queries {
+        [one] => GrpcSearch::One(pb::SearchRequest { query: Some(tensor(one)), ..search }),
+        many => GrpcSearch::Batch(pb::SearchBatchRequest { search: Some(search), queries: many.iter().map(tensor).collect() }),
+    }
+}
+
+/// A query's tokens as little-endian f32 bytes, with its token count and dim.
+fn f32_le(tokens: &tessera::Tokens) -> (Vec<u8>, usize, usize) {
+    let (data, dim): (Vec<u8>, usize) = match tokens {
+        tessera::Tokens::F32 { data, dim } => (data.iter().flat_map(|x| x.to_le_bytes()).collect(), *dim),
+        tessera::Tokens::F16 { data, dim } => (data.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(), *dim),
+    };
+    let n = data.len() / 4 / dim.max(1);
+    (data, n, dim)
+}
+
+/// [`run_grpc`] on a fresh runtime.
+pub fn run_grpc_blocking(
+    url: &str,
+    key: Option<&str>,
+    requests: Arc<Vec<GrpcSearch>>,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(run_grpc(url, key, requests, clients, duration))
+}
+
 /// A search request body: one query (`tokens`) or, given several, a batch
 /// (`queries`), each packed as base64 little-endian f32.
 pub fn search_body(queries: &[tessera::Tokens], k: usize, candidates: Option<usize>, exact: bool) -> Bytes {
     use base64::Engine as _;
     let packed = |tokens: &tessera::Tokens| {
-        let (data, dim): (Vec<u8>, usize) = match tokens {
-            tessera::Tokens::F32 { data, dim } => (data.iter().flat_map(|x| x.to_le_bytes()).collect(), *dim),
-            tessera::Tokens::F16 { data, dim } => (data.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(), *dim),
-        };
-        let n = data.len() / 4 / dim.max(1);
+        let (data, n, dim) = f32_le(tokens);
         serde_json::json!({"dtype": "f32", "shape": [n, dim], "data": base64::engine::general_purpose::STANDARD.encode(data)})
     };
     let mut body = serde_json::json!({
