@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
-use tessera::{CollectionConfig, Fusion, IndexKind, SearchRequest, SearchResults, TextKind, Tokens, f16};
+use tessera::{CollectionConfig, IndexKind, PlanDefaults, SearchOptions, SearchResults, TextKind, Tokens, f16};
 
 // ---------------------------------------------------------------- errors
 
@@ -187,13 +187,14 @@ fn json_value(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String)
     serde_json::from_str(&text).map_err(|e| invalid(py, format!("{}: {e}", what())))
 }
 
-fn filter_of(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<tessera::Filter>> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
-    let filter = match obj.cast::<PyString>() {
-        Ok(s) => tessera::Filter::parse(&s.extract::<String>()?),
-        Err(_) => tessera::Filter::from_json(&json_value(py, obj, &|| "filter".into())?),
-    };
-    filter.map(Some).or_py(py)
+/// A filter given as a dict (or list, …) or as JSON text, as JSON.
+fn filter_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    match obj.cast::<PyString>() {
+        Ok(s) => {
+            serde_json::from_str(&s.extract::<String>()?).map_err(|e| invalid(py, format!("filter: not JSON: {e}")))
+        }
+        Err(_) => json_value(py, obj, &|| "filter".into()),
+    }
 }
 
 fn to_python<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
@@ -577,28 +578,6 @@ pub struct Collection {
     inner: Arc<tessera::Collection>,
 }
 
-/// The options of `search` and `search_batch`, as Python passes them.
-struct SearchOptions<'a, 'py> {
-    k: usize,
-    candidates: Option<usize>,
-    ef: Option<usize>,
-    nprobe: Option<usize>,
-    rerank: Option<usize>,
-    exact: bool,
-    filter: Option<&'a Bound<'py, PyAny>>,
-    text: Option<String>,
-    ids: Option<&'a Bound<'py, PyAny>>,
-    vector: bool,
-    rerank_only: bool,
-    fusion: Option<&'a str>,
-    rrf_k0: Option<f64>,
-    weights: Option<&'a Bound<'py, PyDict>>,
-    rank: Option<&'a str>,
-    rank_norm: Option<&'a str>,
-    rank_weights: Option<&'a Bound<'py, PyDict>>,
-    timeout_ms: Option<u64>,
-}
-
 /// A dict of named weights (`{"text": 0.5}`) as the engine's pairs.
 fn weights_of<T: std::str::FromStr<Err = tessera::UnknownName>>(
     py: Python<'_>,
@@ -628,28 +607,47 @@ fn rank_of(
     tessera::Rank::from_parts(kind, norm, &weights_of(py, weights, what)?).or_py(py)
 }
 
-impl SearchOptions<'_, '_> {
-    fn request(&self, py: Python<'_>, tokens: Option<Tokens>) -> PyResult<SearchRequest> {
-        let mut q = SearchRequest::empty(self.k);
-        (q.tokens, q.candidates, q.ef, q.exact) = (tokens, self.candidates, self.ef, self.exact);
-        (q.rerank, q.nprobe) = (self.rerank, self.nprobe);
-        q.filter = filter_of(py, self.filter)?;
-        q.text = self.text.clone();
-        if let Some(ids) = self.ids.filter(|i| !i.is_none()) {
-            q.ids = ids_of(py, ids)?;
+/// The options of `search` and `search_batch` (`k` and the keyword
+/// arguments) as the engine's [`SearchOptions`], read by serde from the
+/// Python values: an unknown option raises TypeError as Python does, a bad
+/// value InvalidInputError. `filter` (a dict or JSON text) and `ids` (any
+/// sequence of str) have readers of their own.
+fn options_of(
+    py: Python<'_>,
+    k: Option<&Bound<'_, PyAny>>,
+    options: Option<&Bound<'_, PyDict>>,
+    call: &str,
+) -> PyResult<SearchOptions> {
+    let d = match options {
+        Some(o) => o.copy()?,
+        None => PyDict::new(py),
+    };
+    let take = |name: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        let v = d.get_item(name)?;
+        if v.is_some() {
+            d.del_item(name)?;
         }
-        (q.vector, q.rerank_only) = (self.vector, self.rerank_only);
-        let kind = self.fusion.map(|f| named::<tessera::FusionKind>(py, f)).transpose()?;
-        q.fusion = Fusion::from_parts(kind, self.rrf_k0).or_py(py)?;
-        q.weights = weights_of(py, self.weights, "weights")?;
-        q.rank = rank_of(py, self.rank, self.rank_norm, self.rank_weights, "rank_weights")?;
-        q.deadline = match self.timeout_ms {
-            Some(0) => return Err(invalid(py, "timeout_ms must be at least 1")),
-            Some(ms) => Some(std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-            None => None,
-        };
-        Ok(q)
+        Ok(v.filter(|v| !v.is_none()))
+    };
+    let (filter, ids) = (take("filter")?, take("ids")?);
+    if let Some(k) = k {
+        d.set_item("k", k)?;
     }
+    let mut o: SearchOptions = pythonize::depythonize(&d).map_err(|e| {
+        let message = e.to_string();
+        match message.strip_prefix("unknown field ") {
+            Some(rest) => {
+                let name = rest.split('`').nth(1).unwrap_or_default();
+                pyo3::exceptions::PyTypeError::new_err(format!("{call}() got an unexpected keyword argument '{name}'"))
+            }
+            None => invalid(py, message),
+        }
+    })?;
+    o.filter = filter.map(|f| filter_json(py, &f)).transpose()?;
+    if let Some(ids) = ids {
+        o.ids = ids_of(py, &ids)?;
+    }
+    Ok(o)
 }
 
 impl Collection {
@@ -859,55 +857,23 @@ impl Collection {
     /// "minmax", `rank_weights` {"maxsim" (default 1)|"bm25"|"vector": w}).
     /// Without `rank`, the collection's `ranking()` (see `tessera tune`).
     /// `timeout_ms`: stop the search after that long and raise
-    /// `DeadlineExceededError`.
-    #[pyo3(signature = (query=None, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None, rank=None, rank_norm=None, rank_weights=None, timeout_ms=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// `DeadlineExceededError`. `include_text=False` / `include_payload=False`
+    /// leave hits without them. The options are the engine's
+    /// `tessera::SearchOptions`, named as in the HTTP API (typed in
+    /// `_tessera.pyi`); an unknown one raises TypeError.
+    #[pyo3(signature = (query=None, k=None, **options))]
     fn search(
         &self,
         py: Python<'_>,
         query: Option<&Bound<'_, PyAny>>,
-        k: usize,
-        candidates: Option<usize>,
-        ef: Option<usize>,
-        nprobe: Option<usize>,
-        rerank: Option<usize>,
-        exact: bool,
-        filter: Option<&Bound<'_, PyAny>>,
-        text: Option<String>,
-        ids: Option<&Bound<'_, PyAny>>,
-        vector: bool,
-        rerank_only: bool,
-        fusion: Option<&str>,
-        rrf_k0: Option<f64>,
-        weights: Option<&Bound<'_, PyDict>>,
-        rank: Option<&str>,
-        rank_norm: Option<&str>,
-        rank_weights: Option<&Bound<'_, PyDict>>,
-        timeout_ms: Option<u64>,
+        k: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Hit>> {
         let (_db, c) = self.live(py)?;
-        let opts = SearchOptions {
-            k,
-            candidates,
-            ef,
-            nprobe,
-            rerank,
-            exact,
-            filter,
-            text,
-            ids,
-            vector,
-            rerank_only,
-            fusion,
-            rrf_k0,
-            weights,
-            rank,
-            rank_norm,
-            rank_weights,
-            timeout_ms,
-        };
-        let req = opts.request(py, self.query_of(py, query, "query")?)?;
-        let out = engine(py, || c.search_request(&req)).or_py(py)?;
+        let opts = options_of(py, k, options, "search")?;
+        let tokens = self.query_of(py, query, "query")?;
+        let plan = opts.plan(c, tokens.is_some(), &PlanDefaults::default()).or_py(py)?;
+        let out = engine(py, || c.execute(&plan, tokens.as_ref())).or_py(py)?;
         Hit::list(py, out)
     }
 
@@ -918,59 +884,23 @@ impl Collection {
     /// (one pass over each document they share); a hybrid one runs query by
     /// query in parallel. A bad query raises, naming its index. At most
     /// 1024 queries and 262144 query tokens in all.
-    #[pyo3(signature = (queries, k=10, *, candidates=None, ef=None, nprobe=None, rerank=None, exact=false, filter=None, text=None, ids=None, vector=false, rerank_only=false, fusion=None, rrf_k0=None, weights=None, rank=None, rank_norm=None, rank_weights=None, timeout_ms=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (queries, k=None, **options))]
     fn search_batch(
         &self,
         py: Python<'_>,
         queries: &Bound<'_, PyAny>,
-        k: usize,
-        candidates: Option<usize>,
-        ef: Option<usize>,
-        nprobe: Option<usize>,
-        rerank: Option<usize>,
-        exact: bool,
-        filter: Option<&Bound<'_, PyAny>>,
-        text: Option<String>,
-        ids: Option<&Bound<'_, PyAny>>,
-        vector: bool,
-        rerank_only: bool,
-        fusion: Option<&str>,
-        rrf_k0: Option<f64>,
-        weights: Option<&Bound<'_, PyDict>>,
-        rank: Option<&str>,
-        rank_norm: Option<&str>,
-        rank_weights: Option<&Bound<'_, PyDict>>,
-        timeout_ms: Option<u64>,
+        k: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let (_db, c) = self.live(py)?;
-        let opts = SearchOptions {
-            k,
-            candidates,
-            ef,
-            nprobe,
-            rerank,
-            exact,
-            filter,
-            text,
-            ids,
-            vector,
-            rerank_only,
-            fusion,
-            rrf_k0,
-            weights,
-            rank,
-            rank_norm,
-            rank_weights,
-            timeout_ms,
-        };
+        let opts = options_of(py, k, options, "search_batch")?;
         let qs = items(py, queries, "queries")?
             .iter()
             .enumerate()
             .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
             .collect::<PyResult<Vec<_>>>()?;
-        let req = opts.request(py, None)?;
-        let outs = engine(py, || c.search_request_batch(&req, &qs)).or_py(py)?;
+        let plan = opts.plan(c, true, &PlanDefaults::default()).or_py(py)?;
+        let outs = engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?;
         outs.into_iter()
             .enumerate()
             .map(|(i, o)| match o {
@@ -1148,6 +1078,8 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reranked>()?;
     m.add_function(wrap_pyfunction!(restore, m)?)?;
     m.add("MAX_K", tessera::MAX_K)?;
+    // The search options' names (`search(**options)`), as the engine reads them.
+    m.add("SEARCH_OPTIONS", tessera::SearchOptions::fields().to_vec())?;
     m.add("DEFAULT_CANDIDATES", tessera::DEFAULT_CANDIDATES)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 __version__: str
 MAX_K: int
+# The names of search()'s and search_batch()'s keyword options (the engine's SearchOptions).
+SEARCH_OPTIONS: List[str]
 DEFAULT_CANDIDATES: int
 
 TokenArray = npt.NDArray[Union[np.float16, np.float32]]
@@ -99,6 +101,8 @@ class Collection:
         rank_norm: Optional[str] = None,
         rank_weights: Optional[Dict[str, float]] = None,
         timeout_ms: Optional[int] = None,
+        include_text: bool = True,
+        include_payload: bool = True,
     ) -> List[Hit]: ...
     def search_batch(
         self,
@@ -122,6 +126,8 @@ class Collection:
         rank_norm: Optional[str] = None,
         rank_weights: Optional[Dict[str, float]] = None,
         timeout_ms: Optional[int] = None,
+        include_text: bool = True,
+        include_payload: bool = True,
     ) -> List[List[Hit]]: ...
     def rerank(self, query: TokenArray, ids: Sequence[str]) -> Reranked: ...
     def mine_negatives(

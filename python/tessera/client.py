@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import errors
-from ._tessera import Document, Hit, Reranked
+from ._tessera import SEARCH_OPTIONS, Document, Hit, Reranked
 
 _F16_MAX = 65520.0  # values at or beyond this round to infinity in float16
 
@@ -457,39 +457,18 @@ class RemoteCollection:
                     v = json.loads(v)
                 except ValueError as e:
                     raise errors.InvalidInputError(f"invalid argument: filter: not JSON: {e}") from None
-            if v is not None and v is not False:
+            if key not in SEARCH_OPTIONS:
+                call = "search_batch" if what == "queries" else "search"
+                raise TypeError(f"{call}() got an unexpected keyword argument '{key}'")
+            if v is not None:
                 body[key] = v
         return body
 
-    def search(
-        self,
-        query: Any = None,
-        k: int = 10,
-        *,
-        candidates: Optional[int] = None,
-        ef: Optional[int] = None,
-        nprobe: Optional[int] = None,
-        rerank: Optional[int] = None,
-        exact: bool = False,
-        filter: Any = None,
-        text: Optional[str] = None,
-        ids: Optional[Sequence[str]] = None,
-        vector: bool = False,
-        rerank_only: bool = False,
-        fusion: Optional[str] = None,
-        rrf_k0: Optional[float] = None,
-        weights: Optional[Dict[str, float]] = None,
-        rank: Optional[str] = None,
-        rank_norm: Optional[str] = None,
-        rank_weights: Optional[Dict[str, float]] = None,
-        timeout_ms: Optional[int] = None,
-    ) -> List[Hit]:
-        """As :meth:`tessera.Collection.search` (``timeout_ms``: the server's default when None)."""
-        body = self._search_body(
-            query, "query", k, candidates=candidates, ef=ef, nprobe=nprobe, rerank=rerank, exact=exact, filter=filter,
-            text=text, ids=ids, vector=vector, rerank_only=rerank_only, fusion=fusion, rrf_k0=rrf_k0, weights=weights,
-            rank=rank, rank_norm=rank_norm, rank_weights=rank_weights, timeout_ms=timeout_ms,
-        )  # fmt: skip
+    def search(self, query: Any = None, k: int = 10, **options: Any) -> List[Hit]:
+        """As :meth:`tessera.Collection.search`: the options are the same
+        (``tessera.SEARCH_OPTIONS``), sent as the HTTP body's fields
+        (``timeout_ms``: the server's default when None)."""
+        body = self._search_body(query, "query", k, **options)
         return [_hit(h) for h in self._post("search", body)["hits"]]
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from . import __version__, errors
+from ._tessera import SEARCH_OPTIONS
 from .client import _ids, _pack
 from .distributed import _LAYOUT, ShardedCollection
 
@@ -40,10 +41,8 @@ __all__ = ["Router", "deployment", "run"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SETTINGS = ("index", "text", "durability", "storage", "screening")
-_SEARCH_OPTIONS = {
-    "candidates", "ef", "nprobe", "rerank", "exact", "filter", "text", "ids", "vector", "rerank_only", "fusion",
-    "rrf_k0", "weights", "rank", "rank_norm", "rank_weights", "timeout_ms",
-}  # fmt: skip
+# The engine's search options (tessera::SearchOptions) but those the router reads itself.
+_SEARCH_OPTIONS = set(SEARCH_OPTIONS) - {"k", "include_text", "include_payload"}
 _HYBRID = ("text", "ids", "vector", "rerank_only", "fusion", "rrf_k0", "weights", "rank")
 # HTTP status and code of each error class (docs/SERVER.md "Errors").
 _STATUS = [

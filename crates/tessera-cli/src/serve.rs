@@ -218,9 +218,8 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     let requests: Vec<Vec<_>> = (0..queries.len().div_ceil(a.batch))
         .map(|b| (0..a.batch).map(|i| queries[(b * a.batch + i) % queries.len()].clone()).collect())
         .collect();
-    let bodies: Arc<Vec<_>> = Arc::new(
-        requests.iter().map(|qs| tessera_server::load::search_body(qs, a.k, a.candidates, a.exact)).collect(),
-    );
+    let bodies: Arc<Vec<_>> =
+        Arc::new(requests.iter().map(|qs| tessera_server::load::search_body(qs, a.k, a.candidates, a.exact)).collect());
     let messages: Arc<Vec<_>> = Arc::new(match a.grpc {
         None => Vec::new(),
         Some(_) => requests
@@ -245,7 +244,8 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     }
     let seconds = Duration::from_secs_f64(a.seconds);
     for &c in &a.clients {
-        let mut runs = vec![("http", tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, seconds)?)];
+        let mut runs =
+            vec![("http", tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, seconds)?)];
         if let Some(grpc) = &a.grpc {
             let r = tessera_server::load::run_grpc_blocking(grpc, key.as_deref(), messages.clone(), c, seconds)?;
             runs.push(("grpc", r));

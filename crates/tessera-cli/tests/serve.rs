@@ -311,13 +311,18 @@ fn bench_serve_measures_http_and_grpc_alike() {
     let dir = tempfile::tempdir().unwrap();
     let (db, qdir) = (dir.path().join("db"), dir.path().join("queries"));
     let corpus = tessera_cli::synth::corpus(60, 8, DIM, 4, 3, 5);
-    let queries: Vec<_> =
-        corpus.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
+    let queries: Vec<_> = corpus
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone()))
+        .collect();
     tessera_cli::synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
     let (mut server, http, grpc) = start_both(&db, &[]);
     ok(http, "/v1/collections", &json!({"name": "c", "dim": DIM}));
     let mut rng = Rng::new(3);
-    let docs: Vec<Value> = (0..60).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(1 + i % 9, DIM)})).collect();
+    let docs: Vec<Value> =
+        (0..60).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(1 + i % 9, DIM)})).collect();
     ok(http, "/v1/collections/c/upsert", &json!({ "documents": docs }));
     for batch in ["1", "3"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))

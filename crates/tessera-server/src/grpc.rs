@@ -11,7 +11,7 @@ use crate::service::{
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-use tessera::{Document, SourceRank, Tokens};
+use tessera::{Document, SearchOptions, SourceRank, Tokens};
 use tonic::{Request, Response, Status};
 
 /// The gRPC service over the shared service layer.
@@ -315,7 +315,7 @@ fn grpc_timeout(md: &tonic::metadata::MetadataMap) -> Result<Option<std::time::D
 fn with_client_deadline(mut r: SearchRequest, deadline: Option<std::time::Duration>, most: usize) -> SearchRequest {
     if let Some(d) = deadline {
         let ms = usize::try_from(d.as_millis()).unwrap_or(usize::MAX).clamp(1, most);
-        r.timeout_ms = Some(match r.timeout_ms {
+        r.options.timeout_ms = Some(match r.options.timeout_ms {
             // A `timeout_ms` beyond the limit is still refused as out of range.
             Some(t) if t > most => t,
             Some(t) => t.min(ms),
@@ -325,6 +325,9 @@ fn with_client_deadline(mut r: SearchRequest, deadline: Option<std::time::Durati
     r
 }
 
+/// The one conversion of a gRPC search: its query, if any, and its options
+/// (the proto's fields are [`SearchOptions`]' names; `k` 0 means the default,
+/// `omit_*` are the include flags inverted).
 fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
     let fusion = match pb::Fusion::try_from(r.fusion) {
         Ok(pb::Fusion::Unspecified) => None,
@@ -332,36 +335,29 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
         Ok(pb::Fusion::Weighted) => Some(tessera::FusionKind::Weighted),
         Err(_) => return Err(ApiError::bad_request(format!("unknown fusion {}", r.fusion))),
     };
-    let weights =
+    let mut o = SearchOptions::default();
+    o.weights =
         r.weights.into_iter().map(|(k, w)| Ok((k.parse::<tessera::Source>()?, w))).collect::<Result<_, ApiError>>()?;
-    let rank_weights = r
+    o.rank_weights = r
         .rank_weights
         .into_iter()
         .map(|(k, w)| Ok((k.parse::<tessera::Signal>()?, w)))
         .collect::<Result<_, ApiError>>()?;
+    o.k = (r.k != 0).then_some(r.k as usize);
+    (o.candidates, o.ef) = (r.candidates.map(|c| c as usize), r.ef.map(|c| c as usize));
+    (o.nprobe, o.rerank) = (r.nprobe.map(|c| c as usize), r.rerank.map(|c| c as usize));
+    o.timeout_ms = r.timeout_ms.map(|t| t as usize);
+    o.exact = r.exact;
+    o.filter = r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?;
+    (o.text, o.ids, o.vector, o.rerank_only) = (r.text, r.ids, r.vector, r.rerank_only);
+    (o.fusion, o.rrf_k0) = (fusion, r.rrf_k0);
+    o.rank = r.rank.as_deref().map(str::parse).transpose()?;
+    o.rank_norm = r.rank_norm.as_deref().map(str::parse).transpose()?;
+    (o.include_text, o.include_payload) = (!r.omit_text, !r.omit_payload);
     Ok(SearchRequest {
         tokens: r.query.map(|q| tensor(Some(q), "query").map(Tensor)).transpose()?,
         queries: None,
-        k: (r.k != 0).then_some(r.k as usize),
-        candidates: r.candidates.map(|c| c as usize),
-        ef: r.ef.map(|c| c as usize),
-        nprobe: r.nprobe.map(|c| c as usize),
-        rerank: r.rerank.map(|c| c as usize),
-        timeout_ms: r.timeout_ms.map(|t| t as usize),
-        exact: r.exact,
-        filter: r.filter_json.as_deref().map(|f| json(f, "filter_json").map(service::Bounded)).transpose()?,
-        text: r.text,
-        ids: r.ids,
-        vector: r.vector,
-        rerank_only: r.rerank_only,
-        fusion,
-        rrf_k0: r.rrf_k0,
-        weights,
-        rank: r.rank.as_deref().map(str::parse).transpose()?,
-        rank_norm: r.rank_norm.as_deref().map(str::parse).transpose()?,
-        rank_weights,
-        include_text: !r.omit_text,
-        include_payload: !r.omit_payload,
+        options: o,
     })
 }
 
@@ -583,11 +579,14 @@ mod tests {
             assert!(parsed(v).is_err(), "{v:?} is refused");
         }
         let cut = with_client_deadline(SearchRequest::default(), Some(Duration::from_secs(3600)), 60_000);
-        assert_eq!(cut.timeout_ms, Some(60_000), "cut to the server's most");
-        let req = SearchRequest { timeout_ms: Some(20), ..SearchRequest::default() };
-        assert_eq!(with_client_deadline(req, Some(Duration::from_micros(10)), 60_000).timeout_ms, Some(1));
-        let req = SearchRequest { timeout_ms: Some(20), ..SearchRequest::default() };
-        assert_eq!(with_client_deadline(req, Some(Duration::from_secs(1)), 60_000).timeout_ms, Some(20));
+        assert_eq!(cut.options.timeout_ms, Some(60_000), "cut to the server's most");
+        let mut req = SearchRequest::default();
+        req.options.timeout_ms = Some(20);
+        assert_eq!(
+            with_client_deadline(req.clone(), Some(Duration::from_micros(10)), 60_000).options.timeout_ms,
+            Some(1)
+        );
+        assert_eq!(with_client_deadline(req, Some(Duration::from_secs(1)), 60_000).options.timeout_ms, Some(20));
     }
 
     #[test]

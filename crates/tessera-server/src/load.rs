@@ -4,11 +4,11 @@
 //! throughput and latency percentiles; any non-2xx answer (non-OK status) or
 //! transport error is counted.
 
+use crate::pb;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use crate::pb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,10 +139,14 @@ pub async fn run_grpc(
                 let t = Instant::now();
                 let ok = match &requests[i % requests.len()] {
                     GrpcSearch::One(r) => client.search(authorized(r.clone(), auth.as_ref())).await.is_ok(),
-                    GrpcSearch::Batch(r) => client
-                        .search_batch(authorized(r.clone(), auth.as_ref()))
-                        .await
-                        .is_ok_and(|a| a.get_ref().results.iter().all(|r| matches!(r.result, Some(pb::search_result::Result::Response(_))))),
+                    GrpcSearch::Batch(r) => {
+                        client.search_batch(authorized(r.clone(), auth.as_ref())).await.is_ok_and(|a| {
+                            a.get_ref()
+                                .results
+                                .iter()
+                                .all(|r| matches!(r.result, Some(pb::search_result::Result::Response(_))))
+                        })
+                    }
                 };
                 i += 1;
                 if ok {
@@ -158,7 +162,10 @@ pub async fn run_grpc(
 }
 
 /// `message` as a request, with the API key's metadata if there is one.
-fn authorized<T>(message: T, auth: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> tonic::Request<T> {
+fn authorized<T>(
+    message: T,
+    auth: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     if let Some(a) = auth {
         r.metadata_mut().insert("authorization", a.clone());
@@ -197,7 +204,10 @@ pub fn search_message(
     };
     match queries {
         [one] => GrpcSearch::One(pb::SearchRequest { query: Some(tensor(one)), ..search }),
-        many => GrpcSearch::Batch(pb::SearchBatchRequest { search: Some(search), queries: many.iter().map(tensor).collect() }),
+        many => GrpcSearch::Batch(pb::SearchBatchRequest {
+            search: Some(search),
+            queries: many.iter().map(tensor).collect(),
+        }),
     }
 }
 

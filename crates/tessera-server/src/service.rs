@@ -16,14 +16,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tessera::{
-    CollectionConfig, Component, Database, Document, Durability, Filter, Fusion, FusionKind, IndexKind, Norm, Rank,
-    RankKind, Screening, SearchResults, Signal, Source, SourceRank, StoredDocument, TextKind, TokenType, Tokens, f16,
+    CollectionConfig, Component, Database, Document, Durability, IndexKind, Screening, SearchOptions, SearchPlan,
+    SearchResults, SourceRank, StoredDocument, TextKind, TokenType, Tokens, f16,
 };
 
 /// Configurable request limits. Each has a name (the field's) that errors report.
@@ -273,178 +272,8 @@ pub struct CollectionSpec {
     pub if_not_exists: bool,
 }
 
-/// JSON integers as the OpenAPI (JSON Schema) defines them: a number with
-/// no fractional part, so `132.0` is 132; fractions, negatives and values
-/// beyond 2^53 are refused.
-mod int {
-    use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
-
-    /// A non-negative integer.
-    pub struct Int<T>(pub T);
-
-    struct V<T>(std::marker::PhantomData<T>);
-
-    impl<T: TryFrom<u64>> V<T> {
-        fn of<E: de::Error>(&self, v: u64, unexpected: Unexpected) -> Result<Int<T>, E> {
-            T::try_from(v).map(Int).map_err(|_| E::invalid_value(unexpected, self))
-        }
-    }
-
-    impl<T: TryFrom<u64>> Visitor<'_> for V<T> {
-        type Value = Int<T>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(f, "a non-negative integer")
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int<T>, E> {
-            self.of(v, Unexpected::Unsigned(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int<T>, E> {
-            let u = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
-            self.of(u, Unexpected::Signed(v))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int<T>, E> {
-            if v.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&v) {
-                return Err(E::invalid_value(Unexpected::Float(v), &self));
-            }
-            self.of(v as u64, Unexpected::Float(v))
-        }
-    }
-
-    impl<'de, T: TryFrom<u64>> Deserialize<'de> for Int<T> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(V(std::marker::PhantomData))
-        }
-    }
-
-    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        Ok(Int::<usize>::deserialize(d)?.0)
-    }
-
-    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        Ok(Option::<Int<usize>>::deserialize(d)?.map(|i| i.0))
-    }
-
-    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-        Ok(Vec::<Int<u64>>::deserialize(d)?.into_iter().map(|i| i.0).collect())
-    }
-}
-
-/// JSON values read with a bound on how many values they hold, checked as
-/// they are read: a request cannot make the server build a huge tree (a
-/// 63 MB array of 31 million numbers is about 1 GB as `serde_json::Value`).
-mod bounded {
-    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-    use serde_json::{Map, Value};
-    use std::cell::Cell;
-
-    /// A value of at most [`tessera::MAX_FILTER_VALUES`] values.
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Bounded(pub Value);
-
-    impl<'de> serde::Deserialize<'de> for Bounded {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let left = Cell::new(tessera::MAX_FILTER_VALUES);
-            Seed(&left).deserialize(d).map(Bounded)
-        }
-    }
-
-    struct Seed<'a>(&'a Cell<usize>);
-
-    impl Seed<'_> {
-        fn take<E: de::Error>(&self) -> Result<(), E> {
-            match self.0.get() {
-                0 => Err(E::custom(format!(
-                    "a filter or payload holds more than {} JSON values",
-                    tessera::MAX_FILTER_VALUES
-                ))),
-                n => {
-                    self.0.set(n - 1);
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Seed<'_> {
-        type Value = Value;
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Seed<'_> {
-        type Value = Value;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON value")
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Null)
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-            self.visit_unit()
-        }
-
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Bool(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-            self.take()?;
-            Ok(v.into())
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-            self.take()?;
-            Ok(v.into())
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-            self.take()?;
-            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::String(v.to_owned()))
-        }
-
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::String(v))
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-            self.take()?;
-            let mut out = Vec::new();
-            while let Some(v) = seq.next_element_seed(Seed(self.0))? {
-                out.push(v);
-            }
-            Ok(Value::Array(out))
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            self.take()?;
-            let mut out = Map::new();
-            while let Some(k) = map.next_key::<String>()? {
-                let v = map.next_value_seed(Seed(self.0))?;
-                out.insert(k, v);
-            }
-            Ok(Value::Object(out))
-        }
-    }
-}
-
-pub use bounded::Bounded;
+pub use tessera::wire::Bounded;
+use tessera::wire::int;
 
 /// A setting that JSON `null` (or absence) leaves at its default.
 fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
@@ -478,96 +307,53 @@ impl CollectionInfo {
     }
 }
 
-/// A search (also the HTTP body of `POST .../search`). Without `text`,
-/// `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0`, `weights` or `rank` it is a
-/// two-stage (or, with `exact`, exhaustive) MaxSim search of `tokens`;
-/// otherwise a hybrid query fusing the chosen sources. With `queries`
-/// instead of `tokens` it is a batch: the same search for each query.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A search (also the HTTP body of `POST .../search`): the query tokens —
+/// `tokens`, or `queries` for a batch, the same search for each query — and
+/// the engine's [`SearchOptions`], side by side in one JSON object.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchRequest {
     pub tokens: Option<Tensor>,
     /// A batch: one search per query, answered in order.
     pub queries: Option<Vec<Tensor>>,
-    /// Default 10 (or `max_k` if lower).
-    #[serde(default, deserialize_with = "int::opt")]
-    pub k: Option<usize>,
-    /// Default: max(256, 8·k, 2.5·√documents) (or `max_candidates` if lower).
-    #[serde(default, deserialize_with = "int::opt")]
-    pub candidates: Option<usize>,
-    /// HNSW beam width (collections with a pooled or muvera index).
-    #[serde(default, deserialize_with = "int::opt")]
-    pub ef: Option<usize>,
-    /// Centroids probed per query token (collections with a centroids index).
-    #[serde(default, deserialize_with = "int::opt")]
-    pub nprobe: Option<usize>,
-    /// Screened collections: candidates scored exactly after the screening.
-    #[serde(default, deserialize_with = "int::opt")]
-    pub rerank: Option<usize>,
-    /// Stop the search after this many milliseconds (504); default and most: `search_timeout_ms`.
-    #[serde(default, deserialize_with = "int::opt")]
-    pub timeout_ms: Option<usize>,
-    #[serde(default)]
-    pub exact: bool,
-    /// A payload filter; JSON `null` means none.
-    pub filter: Option<bounded::Bounded>,
-    pub text: Option<String>,
-    #[serde(default)]
-    pub ids: Vec<String>,
-    #[serde(default)]
-    pub vector: bool,
-    /// Use the tokens only for the final rerank, not as a source.
-    #[serde(default)]
-    pub rerank_only: bool,
-    /// `rrf` (default) or `weighted`.
-    pub fusion: Option<FusionKind>,
-    pub rrf_k0: Option<f64>,
-    /// Per-source weights.
-    #[serde(default)]
-    pub weights: BTreeMap<Source, f64>,
-    /// The final order: `maxsim` or `linear` (default: the collection's ranking).
-    pub rank: Option<RankKind>,
-    /// `linear`: `zscore` (default) or `minmax`.
-    pub rank_norm: Option<Norm>,
-    /// `linear`: weights of `maxsim` (default 1), `bm25` and `vector` (default 0).
-    #[serde(default)]
-    pub rank_weights: BTreeMap<Signal, f64>,
-    #[serde(default = "yes")]
-    pub include_text: bool,
-    #[serde(default = "yes")]
-    pub include_payload: bool,
+    pub options: SearchOptions,
 }
 
-fn yes() -> bool {
-    true
-}
+/// Reads the body's `tokens` and `queries` itself and hands the other fields
+/// to [`SearchOptions`]' own deserialiser (serde's `flatten` would not refuse
+/// unknown fields). Each of those values is read with the filter's bound on
+/// its size; options are small.
+impl<'de> Deserialize<'de> for SearchRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SearchRequest;
 
-impl Default for SearchRequest {
-    fn default() -> Self {
-        Self {
-            tokens: None,
-            queries: None,
-            k: None,
-            candidates: None,
-            ef: None,
-            nprobe: None,
-            rerank: None,
-            timeout_ms: None,
-            exact: false,
-            filter: None,
-            text: None,
-            ids: Vec::new(),
-            vector: false,
-            rerank_only: false,
-            fusion: None,
-            rrf_k0: None,
-            weights: BTreeMap::new(),
-            rank: None,
-            rank_norm: None,
-            rank_weights: BTreeMap::new(),
-            include_text: true,
-            include_payload: true,
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a search request (a JSON object)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SearchRequest, A::Error> {
+                let (mut tokens, mut queries) = (None, None);
+                let mut options = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let seen = match key.as_str() {
+                        "tokens" => tokens.replace(map.next_value::<Option<Tensor>>()?).is_some(),
+                        "queries" => queries.replace(map.next_value::<Option<Vec<Tensor>>>()?).is_some(),
+                        _ => {
+                            let value = map.next_value::<Bounded>()?.0;
+                            options.insert(key.clone(), value).is_some()
+                        }
+                    };
+                    if seen {
+                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                }
+                let options =
+                    SearchOptions::deserialize(serde_json::Value::Object(options)).map_err(de::Error::custom)?;
+                Ok(SearchRequest { tokens: tokens.flatten(), queries: queries.flatten(), options })
+            }
         }
+        d.deserialize_map(V)
     }
 }
 
@@ -618,9 +404,10 @@ pub struct SearchResponse {
 }
 
 impl SearchResponse {
-    fn of(out: SearchResults, text: bool, payload: bool, candidates: Option<usize>) -> Self {
+    fn of(out: SearchResults, plan: &SearchPlan) -> Self {
+        let (text, payload) = (plan.include_text, plan.include_payload);
         let mode = out.mode();
-        let candidates = candidates.filter(|_| !matches!(out, SearchResults::Exact(_)));
+        let candidates = plan.candidates();
         let hits = match out {
             SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
                 hits.into_iter().map(|h| Hit::of(h, text, payload)).collect()
@@ -1061,10 +848,10 @@ impl Service {
         if let Some(t) = &req.tokens {
             self.check_query(&t.0)?;
         }
-        let (mut q, text, payload) = self.engine_request(&c, &req)?;
-        q.tokens = req.tokens.map(|t| t.0);
-        let n = q.candidates;
-        self.read_until(q.deadline, move || Ok(SearchResponse::of(c.search_request(&q)?, text, payload, n))).await
+        let plan = self.plan(&c, &req.options, req.tokens.is_some())?;
+        let tokens = req.tokens.map(|t| t.0);
+        self.read_until(plan.deadline(), move || Ok(SearchResponse::of(c.execute(&plan, tokens.as_ref())?, &plan)))
+            .await
     }
 
     /// The same search for each of `req.queries`, answered in order; a bad
@@ -1089,7 +876,7 @@ impl Service {
             let max = self.limits.max_batch_tokens;
             return Err(ApiError::too_large("max_batch_tokens", "the batch's token count", total, max));
         }
-        let (q, text, payload) = self.engine_request(&c, &req)?;
+        let plan = Arc::new(self.plan(&c, &req.options, true)?);
         let mut results: Vec<Option<Result<SearchResponse, ApiError>>> = Vec::with_capacity(queries.len());
         let (mut at, mut good) = (Vec::new(), Vec::new());
         for (i, t) in queries.into_iter().enumerate() {
@@ -1102,60 +889,48 @@ impl Service {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let n = q.candidates;
-        let outs = self.read_until(q.deadline, move || Ok(c.search_request_batch(&q, &good)?)).await?;
+        let run = plan.clone();
+        let outs = self.read_until(plan.deadline(), move || Ok(c.execute_batch(&run, &good)?)).await?;
         for (i, out) in at.into_iter().zip(outs) {
-            results[i] = Some(out.map(|o| SearchResponse::of(o, text, payload, n)).map_err(ApiError::from));
+            results[i] = Some(out.map(|o| SearchResponse::of(o, &plan)).map_err(ApiError::from));
         }
         let results = results.into_iter().map(|r| BatchResult::of(r.expect("every query answered"))).collect();
         Ok(BatchResponse { results })
     }
 
-    /// The engine's request for `req`'s options (without its tokens), after
-    /// the server's limits, and whether hits carry their text and payload.
-    fn engine_request(
-        &self,
-        c: &tessera::Collection,
-        req: &SearchRequest,
-    ) -> Result<(tessera::SearchRequest, bool, bool), ApiError> {
-        let k = req.k.unwrap_or(10.min(self.limits.max_k));
-        self.check_k(k)?;
-        let most = self.limits.search_timeout_ms;
-        let timeout = match req.timeout_ms {
-            Some(0) => return Err(ApiError::bad_request("timeout_ms must be at least 1")),
-            Some(t) if t > most => return Err(ApiError::out_of_range("search_timeout_ms", "timeout_ms", t, most)),
-            t => t.unwrap_or(most),
+    /// The plan of a search with `options` (with query tokens or not), after
+    /// the server's limits; what a search leaves out comes from them too (k
+    /// 10 or `max_k` if lower, `search_timeout_ms`, at most `max_candidates`).
+    fn plan(&self, c: &tessera::Collection, options: &SearchOptions, tokens: bool) -> Result<SearchPlan, ApiError> {
+        let l = &self.limits;
+        let defaults = tessera::PlanDefaults {
+            k: 10.min(l.max_k),
+            timeout: Some(std::time::Duration::from_millis(l.search_timeout_ms as u64)),
+            max_candidates: l.max_candidates,
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64);
-        if let Some(n) = req.candidates {
+        self.check_k(options.k.unwrap_or(defaults.k))?;
+        if let Some(t) = options.timeout_ms
+            && t > l.search_timeout_ms
+        {
+            return Err(ApiError::out_of_range("search_timeout_ms", "timeout_ms", t, l.search_timeout_ms));
+        }
+        if let Some(n) = options.candidates {
             if n == 0 {
                 return Err(ApiError::bad_request("candidates must be at least 1"));
             }
-            if n > self.limits.max_candidates {
-                return Err(ApiError::out_of_range("max_candidates", "candidates", n, self.limits.max_candidates));
+            if n > l.max_candidates {
+                return Err(ApiError::out_of_range("max_candidates", "candidates", n, l.max_candidates));
             }
         }
-        for (what, v) in [("ef", req.ef), ("rerank", req.rerank)] {
+        for (what, v) in [("ef", options.ef), ("rerank", options.rerank)] {
             if let Some(v) = v
-                && v > self.limits.max_candidates
+                && v > l.max_candidates
             {
-                return Err(ApiError::out_of_range("max_candidates", what, v, self.limits.max_candidates));
+                return Err(ApiError::out_of_range("max_candidates", what, v, l.max_candidates));
             }
         }
-        self.check_ids(req.ids.len())?;
-        let mut q = tessera::SearchRequest::empty(k);
-        q.deadline = Some(deadline);
-        q.filter = req.filter.as_ref().map(|f| &f.0).filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
-        q.fusion = Fusion::from_parts(req.fusion, req.rrf_k0)?;
-        q.weights = req.weights.iter().map(|(s, w)| (*s, *w)).collect();
-        let rank_weights: Vec<(Signal, f64)> = req.rank_weights.iter().map(|(s, w)| (*s, *w)).collect();
-        q.rank = Rank::from_parts(req.rank, req.rank_norm, &rank_weights)?;
-        (q.ef, q.exact, q.text, q.ids) = (req.ef, req.exact, req.text.clone(), req.ids.clone());
-        q.nprobe = req.nprobe;
-        q.rerank = req.rerank;
-        (q.vector, q.rerank_only) = (req.vector, req.rerank_only);
-        q.candidates = Some(req.candidates.unwrap_or_else(|| c.request_candidates(&q).min(self.limits.max_candidates)));
-        Ok((q, req.include_text, req.include_payload))
+        self.check_ids(options.ids.len())?;
+        Ok(options.plan(c, tokens, &defaults)?)
     }
 
     /// Exact MaxSim of the query against the given documents, best first.
@@ -1237,6 +1012,58 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OpenAPI's search body lists exactly the engine's options and the
+    /// query fields; the proto's search message has a field for each option.
+    #[test]
+    fn every_interface_schema_has_the_engine_options() {
+        let spec: serde_json::Value = serde_json::from_str(crate::http::OPENAPI).unwrap();
+        let schema = &spec["components"]["schemas"]["SearchRequest"];
+        let mut listed: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = SearchOptions::fields().iter().copied().chain(["tokens", "queries"]).collect();
+        listed.sort();
+        want.sort();
+        assert_eq!(listed, want, "openapi.json's SearchRequest against tessera::SearchOptions");
+        assert_eq!(schema["additionalProperties"], false);
+        let proto = include_str!("../proto/tessera.proto");
+        let message = proto.split("message SearchRequest {").nth(1).unwrap().split('}').next().unwrap();
+        let proto_fields: Vec<&str> = message
+            .lines()
+            .filter_map(|l| l.split('=').next()?.split_whitespace().last())
+            .filter(|f| !f.is_empty() && !f.starts_with("//"))
+            .collect();
+        for option in SearchOptions::fields() {
+            let field = match *option {
+                "filter" => "filter_json",
+                "include_text" => "omit_text",
+                "include_payload" => "omit_payload",
+                o => o,
+            };
+            assert!(proto_fields.contains(&field), "tessera.proto's SearchRequest has no field for {option}");
+        }
+    }
+
+    /// The body's own fields beside the options: unknown and repeated
+    /// fields are refused as serde refuses them.
+    #[test]
+    fn a_search_body_reads_tokens_queries_and_the_options() {
+        let r: SearchRequest = serde_json::from_str(r#"{"tokens": [[1, 0]], "k": 3, "filter": null}"#).unwrap();
+        assert_eq!((r.tokens.map(|t| t.0.n_tokens()), r.options.k, r.options.filter), (Some(1), Some(3), None));
+        let r: SearchRequest = serde_json::from_str(r#"{"queries": [[[1]], [[2]]], "text": "x"}"#).unwrap();
+        assert_eq!((r.queries.map(|q| q.len()), r.options.text.as_deref()), (Some(2), Some("x")));
+        for (body, says) in [
+            (r#"{"tokens": [[1]], "kk": 3}"#, "unknown field `kk`"),
+            (r#"{"k": 3, "k": 4}"#, "duplicate field `k`"),
+            (r#"{"tokens": [[1]], "tokens": [[1]]}"#, "duplicate field `tokens`"),
+            (r#"{"k": -1}"#, "invalid value"),
+            (r#"{"k": 1.5}"#, "invalid value"),
+            (r#"{"exact": 1}"#, "invalid type"),
+            (r#"[]"#, "invalid type"),
+        ] {
+            let e = serde_json::from_str::<SearchRequest>(body).unwrap_err().to_string();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+    }
 
     #[test]
     fn limits_are_validated() {

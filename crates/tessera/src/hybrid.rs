@@ -79,9 +79,9 @@ pub struct HybridQuery {
     /// Per-source weights (default 1).
     pub weights: HashMap<Source, f64>,
     /// How many documents each source contributes, and how many fused
-    /// candidates the final rerank sees (default: `max(256, 8·k)`; a flat
-    /// request, [`crate::SearchRequest`], defaults to the collection's
-    /// [`default_candidates`](crate::Collection::default_candidates)).
+    /// candidates the final rerank sees (default: `max(256, 8·k)`; a search
+    /// planned from [`crate::SearchOptions`] defaults to the collection's
+    /// [`hybrid_candidates`](crate::Collection::hybrid_candidates)).
     pub candidates: usize,
     pub filter: Option<Filter>,
     /// The final order; `None`: the collection's default [`Ranking`] when

@@ -16,7 +16,8 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
-//! | `request` | the flat search request the interfaces take, interpreted once |
+//! | `request` | a search's options as every interface names them (`SearchOptions`), read once into a `SearchPlan` |
+//! | `wire` | reading values as the interfaces send them: JSON Schema integers, size-bounded JSON |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |
 //! | `doc`, `config`, `error` | the API's types |
 //!
@@ -51,6 +52,7 @@ mod segment;
 mod snapshot;
 mod text;
 mod wal;
+pub mod wire;
 
 pub use backup::{BackupReport, CollectionBackup, backup, restore};
 pub use collection::{BuildTimes, Collection, CollectionStats};
@@ -67,7 +69,7 @@ pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank,
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
-pub use request::{SearchRequest, SearchResults};
+pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use search::{
     CANDIDATES_PER_K, CENTROID_CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS,
     MAX_K, MAX_NPROBE, RERANK_PER_K, Reranked, SearchHit, SearchParams, default_candidates, default_rerank,

@@ -1,64 +1,90 @@
-//! A search as the interfaces (server, Python) take it: one flat request
-//! that is a two-stage or exact MaxSim search, or a hybrid query as soon as
-//! any hybrid option is set. Its interpretation lives here, once, so that
-//! every interface accepts and refuses the same requests with the same words.
+//! A search as every interface takes it: [`SearchOptions`], spelled as the
+//! HTTP body spells it (the Python keyword arguments, the proto's fields and
+//! the CLI's flags carry the same names), and [`SearchOptions::plan`], the
+//! one place that reads them — every default and every refusal of a
+//! combination — into a [`SearchPlan`] that [`Collection::execute`] runs.
+//! Without `text`, `ids`, `vector`, `rerank_only`, `fusion`, `rrf_k0`,
+//! `weights` or `rank` a search is a two-stage (or, with `exact`, exhaustive)
+//! MaxSim search of the query tokens; otherwise a hybrid query fusing the
+//! chosen sources. Limits of an interface (the server's `max_k`, …) stay
+//! with the interface; the engine's own bounds are checked when the plan runs.
 
 use crate::collection::Collection;
 use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source};
-use crate::rank::Rank;
-use crate::search::{SearchHit, SearchParams};
+use crate::rank::{Norm, Rank, RankKind, Signal};
+use crate::search::{MAX_K, SearchHit, SearchParams};
+use crate::wire::{Bounded, int};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-/// A search. Without `text`, `ids`, `vector`, `rerank_only`, `fusion`,
-/// `weights` or `rank` it is a two-stage (or, with `exact`, exhaustive) MaxSim search
-/// of `tokens`; otherwise a hybrid query fusing the chosen sources.
-#[derive(Debug, Clone, PartialEq)]
+/// A search's options, as the interfaces name them (the query tokens travel
+/// beside them). Read with serde: unknown fields are refused, and a field
+/// left out (or JSON `null`) takes its default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
-pub struct SearchRequest {
-    pub tokens: Option<Tokens>,
-    pub k: usize,
-    /// Default: [`Collection::default_candidates`] of `k`.
+pub struct SearchOptions {
+    /// Results. Default: the interface's ([`PlanDefaults::k`], 10).
+    #[serde(deserialize_with = "int::opt")]
+    pub k: Option<usize>,
+    /// Candidates handed to the exact stage (per source, for a hybrid query).
+    /// Default: [`Collection::default_candidates`] of `k` (hybrid:
+    /// [`Collection::hybrid_candidates`]), at most [`PlanDefaults::max_candidates`].
+    #[serde(deserialize_with = "int::opt")]
     pub candidates: Option<usize>,
     /// HNSW beam width (collections with a pooled or muvera index).
+    #[serde(deserialize_with = "int::opt")]
     pub ef: Option<usize>,
     /// Centroids probed per query token (collections with a centroids index).
+    #[serde(deserialize_with = "int::opt")]
     pub nprobe: Option<usize>,
     /// Screened collections: candidates scored exactly after the screening.
+    #[serde(deserialize_with = "int::opt")]
     pub rerank: Option<usize>,
+    /// Exhaustive MaxSim over every live document instead of two-stage.
     pub exact: bool,
-    pub filter: Option<Filter>,
+    /// A payload filter (docs/FILTERS.md); JSON `null` means none.
+    #[serde(deserialize_with = "filter_json")]
+    pub filter: Option<serde_json::Value>,
     /// A BM25 query string (hybrid).
     pub text: Option<String>,
     /// Caller-supplied candidate ids (hybrid).
     pub ids: Vec<String>,
     /// The coarse vector stage as a source (hybrid).
     pub vector: bool,
-    /// Use the tokens only for the final rerank, not as a source (hybrid).
+    /// Use the query tokens only for the final rerank, not as a source (hybrid).
     pub rerank_only: bool,
-    /// How sources are fused (hybrid); see [`Fusion::from_parts`].
-    pub fusion: Option<Fusion>,
-    /// Per-source weights (hybrid).
-    pub weights: Vec<(Source, f64)>,
-    /// The final order (hybrid); see [`Rank::from_parts`]. Default: the
-    /// collection's [`Ranking`](crate::Ranking) when tokens are given.
-    pub rank: Option<Rank>,
-    /// Stop and answer [`Error::DeadlineExceeded`] past this instant.
-    pub deadline: Option<std::time::Instant>,
+    /// How sources are fused (hybrid): `rrf` (default) or `weighted`.
+    pub fusion: Option<FusionKind>,
+    /// The RRF constant (default 60).
+    pub rrf_k0: Option<f64>,
+    /// Per-source weights (hybrid; default 1).
+    pub weights: BTreeMap<Source, f64>,
+    /// The final order (hybrid): `maxsim` or `linear`. Default: the
+    /// collection's [`Ranking`](crate::Ranking) when query tokens are given.
+    pub rank: Option<RankKind>,
+    /// `linear`: `zscore` (default) or `minmax`.
+    pub rank_norm: Option<Norm>,
+    /// `linear`: weights of `maxsim` (default 1), `bm25` and `vector` (default 0).
+    pub rank_weights: BTreeMap<Signal, f64>,
+    /// Stop the search after this many milliseconds
+    /// ([`Error::DeadlineExceeded`]). Default: [`PlanDefaults::timeout`].
+    #[serde(deserialize_with = "int::opt")]
+    pub timeout_ms: Option<usize>,
+    /// Whether hits carry their text (default true).
+    pub include_text: bool,
+    /// Whether hits carry their payload (default true).
+    pub include_payload: bool,
 }
 
-impl SearchRequest {
-    /// A two-stage search of `tokens` for `k` results.
-    pub fn new(tokens: Tokens, k: usize) -> Self {
-        Self { tokens: Some(tokens), ..Self::empty(k) }
-    }
-
-    /// A request with no source yet (set `tokens`, `text` or `ids`).
-    pub fn empty(k: usize) -> Self {
+impl Default for SearchOptions {
+    fn default() -> Self {
         Self {
-            tokens: None,
-            k,
+            k: None,
             candidates: None,
             ef: None,
             nprobe: None,
@@ -70,25 +96,225 @@ impl SearchRequest {
             vector: false,
             rerank_only: false,
             fusion: None,
-            weights: Vec::new(),
+            rrf_k0: None,
+            weights: BTreeMap::new(),
             rank: None,
-            deadline: None,
+            rank_norm: None,
+            rank_weights: BTreeMap::new(),
+            timeout_ms: None,
+            include_text: true,
+            include_payload: true,
         }
+    }
+}
+
+/// A filter as JSON, bounded in size as it is read ([`Bounded`]).
+fn filter_json<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<serde_json::Value>, D::Error> {
+    Ok(Option::<Bounded>::deserialize(d)?.map(|b| b.0))
+}
+
+impl SearchOptions {
+    /// Options for `k` results, the rest at their defaults.
+    pub fn new(k: usize) -> Self {
+        Self { k: Some(k), ..Self::default() }
+    }
+
+    /// The field names, as the wire spells them.
+    pub fn fields() -> &'static [&'static str] {
+        crate::wire::struct_fields::<SearchOptions>()
+    }
+}
+
+/// What [`SearchOptions::plan`] fills in where a search leaves an option
+/// out: each interface's defaults (the server's come from its limits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanDefaults {
+    /// Results when `k` is not given (10).
+    pub k: usize,
+    /// The deadline when `timeout_ms` is not given (none).
+    pub timeout: Option<Duration>,
+    /// The most default candidates ([`MAX_K`]); given candidates are the
+    /// interface's to bound.
+    pub max_candidates: usize,
+}
+
+impl Default for PlanDefaults {
+    fn default() -> Self {
+        Self { k: 10, timeout: None, max_candidates: MAX_K }
+    }
+}
+
+/// A search ready to run on its collection ([`Collection::execute`]), made
+/// by [`SearchOptions::plan`] only: its options are read, defaulted and
+/// checked against each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPlan {
+    k: usize,
+    candidates: usize,
+    exact: bool,
+    ef: Option<usize>,
+    nprobe: Option<usize>,
+    rerank: Option<usize>,
+    filter: Option<Filter>,
+    text: Option<String>,
+    ids: Vec<String>,
+    vector: bool,
+    rerank_only: bool,
+    fusion: Option<Fusion>,
+    weights: Vec<(Source, f64)>,
+    rank: Option<Rank>,
+    deadline: Option<Instant>,
+    hybrid: bool,
+    tokens: bool,
+    /// Whether hits carry their text.
+    pub include_text: bool,
+    /// Whether hits carry their payload.
+    pub include_payload: bool,
+}
+
+impl SearchOptions {
+    /// Reads the options of a search on `c` — with query tokens or not
+    /// (`tokens`; a batch has them) — into the search it runs: defaults
+    /// from `d` and the collection, and every refusal of options that do not
+    /// go together. The engine's bounds on single values (k, candidates, …)
+    /// are checked when the plan runs.
+    pub fn plan(&self, c: &Collection, tokens: bool, d: &PlanDefaults) -> Result<SearchPlan> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        let k = self.k.unwrap_or(d.k);
+        let deadline = match self.timeout_ms {
+            Some(0) => return bad("timeout_ms must be at least 1"),
+            Some(ms) => Some(Instant::now() + Duration::from_millis(ms as u64)),
+            None => d.timeout.map(|t| Instant::now() + t),
+        };
+        let filter = self.filter.as_ref().filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
+        let fusion = Fusion::from_parts(self.fusion, self.rrf_k0)?;
+        let rank_weights: Vec<(Signal, f64)> = self.rank_weights.iter().map(|(s, w)| (*s, *w)).collect();
+        let rank = Rank::from_parts(self.rank, self.rank_norm, &rank_weights)?;
+        let hybrid = self.text.is_some()
+            || !self.ids.is_empty()
+            || self.vector
+            || self.rerank_only
+            || fusion.is_some()
+            || !self.weights.is_empty()
+            || rank.is_some();
+        if !hybrid && !tokens {
+            return bad("a search needs query tokens, text or ids");
+        }
+        if hybrid {
+            if self.exact || self.ef.is_some() || self.nprobe.is_some() || self.rerank.is_some() {
+                return bad(
+                    "exact, ef, nprobe and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0, weights or rank) takes candidates",
+                );
+            }
+            if self.vector && self.rerank_only {
+                return bad("rerank_only drops the tensor and vector sources; do not combine it with vector");
+            }
+            if self.rerank_only && !tokens {
+                return bad("rerank_only needs query tokens");
+            }
+        }
+        let candidates = self.candidates.unwrap_or_else(|| {
+            let default = if hybrid { c.hybrid_candidates(k) } else { c.default_candidates(k) };
+            default.min(d.max_candidates)
+        });
+        Ok(SearchPlan {
+            k,
+            candidates,
+            exact: self.exact,
+            ef: self.ef,
+            nprobe: self.nprobe,
+            rerank: self.rerank,
+            filter,
+            text: self.text.clone(),
+            ids: self.ids.clone(),
+            vector: self.vector,
+            rerank_only: self.rerank_only,
+            fusion,
+            weights: self.weights.iter().map(|(s, w)| (*s, *w)).collect(),
+            rank,
+            deadline,
+            hybrid,
+            tokens,
+            include_text: self.include_text,
+            include_payload: self.include_payload,
+        })
+    }
+}
+
+impl SearchPlan {
+    /// Results asked for.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// When the search gives up ([`Error::DeadlineExceeded`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// Whether this is a hybrid query.
     pub fn is_hybrid(&self) -> bool {
-        self.text.is_some()
-            || !self.ids.is_empty()
-            || self.vector
-            || self.rerank_only
-            || self.fusion.is_some()
-            || !self.weights.is_empty()
-            || self.rank.is_some()
+        self.hybrid
+    }
+
+    /// The candidates handed to the exact stage (per source, for a hybrid
+    /// query); `None` for an exact search, which has no candidate stage.
+    pub fn candidates(&self) -> Option<usize> {
+        (!self.exact).then_some(self.candidates)
+    }
+
+    /// The parameters of a tensor-only search.
+    fn tensor_params(&self) -> SearchParams {
+        let mut params = if self.exact { SearchParams::exact(self.k) } else { SearchParams::new(self.k) };
+        params.candidates = Some(self.candidates);
+        params.ef = self.ef;
+        params.nprobe = self.nprobe;
+        params.rerank = self.rerank;
+        params.filter = self.filter.clone();
+        params.deadline = self.deadline;
+        params
+    }
+
+    fn results(&self, hits: Vec<SearchHit>) -> SearchResults {
+        if self.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) }
+    }
+
+    /// `hit` as the plan shows it: without its text or payload unless included.
+    fn shown(&self, hit: &mut SearchHit) {
+        if !self.include_text {
+            hit.text = None;
+        }
+        if !self.include_payload {
+            hit.payload = None;
+        }
+    }
+
+    /// `out` with every hit as the plan shows it.
+    fn show(&self, mut out: SearchResults) -> SearchResults {
+        if !(self.include_text && self.include_payload) {
+            match &mut out {
+                SearchResults::TwoStage(hits) | SearchResults::Exact(hits) => {
+                    hits.iter_mut().for_each(|h| self.shown(h))
+                }
+                SearchResults::Hybrid(hits) => hits.iter_mut().for_each(|h| self.shown(&mut h.hit)),
+            }
+        }
+        out
+    }
+
+    /// Refuses running the plan with query tokens it was not made for.
+    fn check_tokens(&self, given: bool) -> Result<()> {
+        match (self.tokens, given) {
+            (true, false) => Err(Error::InvalidArgument("this search was planned with query tokens: give them".into())),
+            (false, true) => {
+                Err(Error::InvalidArgument("this search was planned without query tokens: plan it with them".into()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
-/// What [`Collection::search_request`] ran, and its hits.
+/// What [`Collection::execute`] ran, and its hits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SearchResults {
     TwoStage(Vec<SearchHit>),
@@ -122,101 +348,59 @@ impl Fusion {
     }
 }
 
-impl SearchRequest {
-    /// The parameters of a tensor-only search.
-    fn tensor_params(&self) -> SearchParams {
-        let mut params = if self.exact { SearchParams::exact(self.k) } else { SearchParams::new(self.k) };
-        params.candidates = self.candidates;
-        params.ef = self.ef;
-        params.nprobe = self.nprobe;
-        params.rerank = self.rerank;
-        params.filter = self.filter.clone();
-        params.deadline = self.deadline;
-        params
-    }
-
-    fn results(&self, hits: Vec<SearchHit>) -> SearchResults {
-        if self.exact { SearchResults::Exact(hits) } else { SearchResults::TwoStage(hits) }
-    }
-}
-
 impl Collection {
-    /// Runs the search `req` describes for each of `queries` (`req.tokens`
-    /// must be unset): a tensor-only search runs as one
-    /// [`search_batch`](Collection::search_batch); a hybrid one query by
-    /// query, in parallel. Results in order; the outer error refuses the
-    /// whole batch (bad options, too many queries or tokens), an inner one a
-    /// single query.
-    pub fn search_request_batch(&self, req: &SearchRequest, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
-        use rayon::prelude::*;
-        if req.tokens.is_some() {
-            return Err(Error::InvalidArgument("a batch takes its queries in a list, not a single query".into()));
-        }
-        if !req.is_hybrid() {
-            let hits = self.search_batch(queries, &req.tensor_params())?;
-            return Ok(hits.into_iter().map(|h| h.map(|h| req.results(h))).collect());
-        }
-        crate::search::check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
-        Ok(queries
-            .par_iter()
-            .map(|q| self.search_request(&SearchRequest { tokens: Some(q.clone()), ..req.clone() }))
-            .collect())
+    /// Runs `plan` (made by [`SearchOptions::plan`] on this collection) with
+    /// its query tokens, if it was planned with them.
+    pub fn execute(&self, plan: &SearchPlan, tokens: Option<&Tokens>) -> Result<SearchResults> {
+        plan.check_tokens(tokens.is_some())?;
+        self.run(plan, tokens).map(|out| plan.show(out))
     }
 
-    /// The candidates `req` runs with when it does not say: per source of a
-    /// hybrid query [`hybrid_candidates`](Collection::hybrid_candidates),
-    /// else [`default_candidates`](Collection::default_candidates).
-    pub fn request_candidates(&self, req: &SearchRequest) -> usize {
-        if req.is_hybrid() { self.hybrid_candidates(req.k) } else { self.default_candidates(req.k) }
-    }
-
-    /// Runs a [`SearchRequest`]: refuses options that do not apply to its
-    /// kind of search, then searches.
-    pub fn search_request(&self, req: &SearchRequest) -> Result<SearchResults> {
-        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
-        let candidates = req.candidates.unwrap_or_else(|| self.request_candidates(req));
-        if !req.is_hybrid() {
-            let Some(tokens) = &req.tokens else {
-                return bad("a search needs query tokens, text or ids");
-            };
-            let hits = self.search_with(tokens, &req.tensor_params())?;
-            return Ok(req.results(hits));
+    fn run(&self, plan: &SearchPlan, tokens: Option<&Tokens>) -> Result<SearchResults> {
+        if !plan.hybrid {
+            let tokens = tokens.expect("a tensor-only plan has query tokens");
+            return Ok(plan.results(self.search_with(tokens, &plan.tensor_params())?));
         }
-        if req.exact || req.ef.is_some() || req.nprobe.is_some() || req.rerank.is_some() {
-            return bad(
-                "exact, ef, nprobe and rerank apply to a tensor-only search; a hybrid query (text, ids, vector, rerank_only, fusion, rrf_k0, weights or rank) takes candidates",
-            );
-        }
-        if req.vector && req.rerank_only {
-            return bad("rerank_only drops the tensor and vector sources; do not combine it with vector");
-        }
-        let mut q = HybridQuery::new(req.k).with_candidates(candidates);
-        if let Some(t) = &req.tokens {
+        let mut q = HybridQuery::new(plan.k).with_candidates(plan.candidates);
+        if let Some(t) = tokens {
             q = q.with_tensor(t.clone());
         }
-        if req.vector {
+        if plan.vector {
             q = q.with_vector_source();
         }
-        if req.rerank_only {
-            if q.tensor.is_none() {
-                return bad("rerank_only needs query tokens");
-            }
+        if plan.rerank_only {
             q = q.rerank_only();
         }
-        if !req.ids.is_empty() {
-            q = q.with_ids(req.ids.clone());
+        if !plan.ids.is_empty() {
+            q = q.with_ids(plan.ids.clone());
         }
-        if let Some(t) = &req.text {
+        if let Some(t) = &plan.text {
             q = q.with_text(t.clone());
         }
-        if let Some(f) = &req.fusion {
+        if let Some(f) = &plan.fusion {
             q = q.with_fusion(f.clone());
         }
-        for (source, w) in &req.weights {
+        for (source, w) in &plan.weights {
             q = q.with_weight(*source, *w);
         }
-        q.filter = req.filter.clone();
-        (q.rank, q.deadline) = (req.rank.clone(), req.deadline);
+        q.filter = plan.filter.clone();
+        (q.rank, q.deadline) = (plan.rank.clone(), plan.deadline);
         Ok(SearchResults::Hybrid(self.query(&q)?))
+    }
+
+    /// Runs `plan` (planned with query tokens) for each of `queries`:
+    /// a tensor-only search as one [`search_batch`](Collection::search_batch);
+    /// a hybrid one query by query, in parallel. Results in order; the outer
+    /// error refuses the whole batch (too many queries or tokens), an inner
+    /// one a single query.
+    pub fn execute_batch(&self, plan: &SearchPlan, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
+        use rayon::prelude::*;
+        plan.check_tokens(true)?;
+        if !plan.hybrid {
+            let hits = self.search_batch(queries, &plan.tensor_params())?;
+            return Ok(hits.into_iter().map(|h| h.map(|h| plan.show(plan.results(h)))).collect());
+        }
+        crate::search::check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
+        Ok(queries.par_iter().map(|q| self.execute(plan, Some(q))).collect())
     }
 }

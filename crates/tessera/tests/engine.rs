@@ -1068,9 +1068,10 @@ fn linear_rank_against_an_independent_reference_and_the_default_ranking() {
     c.set_ranking(Ranking { rank: rank.clone(), candidates: Some(n) }).unwrap();
     assert_eq!(c.query(&hq).unwrap(), hits);
     assert_eq!(c.hybrid_candidates(10), n);
-    let mut req = tessera::SearchRequest::new(q.clone(), 10);
-    req.text = Some(text.into());
-    let tessera::SearchResults::Hybrid(via_request) = c.search_request(&req).unwrap() else { panic!("hybrid") };
+    let mut opts = tessera::SearchOptions::new(10);
+    opts.text = Some(text.into());
+    let plan = opts.plan(&c, true, &tessera::PlanDefaults::default()).unwrap();
+    let tessera::SearchResults::Hybrid(via_request) = c.execute(&plan, Some(&q)).unwrap() else { panic!("hybrid") };
     assert_eq!(via_request, hits, "a flat request without rank or candidates takes the ranking's");
     assert!(c.set_ranking(Ranking { rank: Rank::linear(Norm::ZScore, []), candidates: None }).is_err());
     drop(c);
