@@ -52,7 +52,7 @@ pub fn search(
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
     let mut reader = BulkReader::open(queries, "queries.jsonl")?;
-    let batch = if matches!(mode, SearchMode::Tensor(_)) { batch.max(1) } else { 1 };
+    let batch = if matches!(mode, SearchMode::Options { bm25: false, .. }) { batch.max(1) } else { 1 };
     let mut latencies = Vec::with_capacity(reader.n_docs().div_ceil(batch));
     let mut n = 0;
     loop {
@@ -68,9 +68,10 @@ pub fn search(
         }
         let t = Instant::now();
         let results: Vec<std::result::Result<Vec<tessera::SearchHit>, tessera::Error>> = match mode {
-            SearchMode::Tensor(p) if batch > 1 => {
+            SearchMode::Options { options, bm25: false } if batch > 1 => {
                 let tokens: Vec<tessera::Tokens> = qs.iter().map(|q| q.tokens.clone()).collect();
-                c.search_batch(&tokens, p)?
+                let plan = options.plan(&c, true, &tessera::PlanDefaults::default())?;
+                c.execute_batch(&plan, &tokens)?.into_iter().map(|r| r.map(hits_of)).collect()
             }
             _ => qs.iter().map(|q| mode.run(&c, q)).collect(),
         };
@@ -87,44 +88,62 @@ pub fn search(
     Ok(SearchReport { queries: n, batch, latencies, stage: mode.describe(&c) })
 }
 
+/// The hits of a search, in order (a hybrid query's with their MaxSim or rank scores).
+fn hits_of(out: tessera::SearchResults) -> Vec<tessera::SearchHit> {
+    match out {
+        tessera::SearchResults::TwoStage(hits) | tessera::SearchResults::Exact(hits) => hits,
+        tessera::SearchResults::Hybrid(hits) => hits.into_iter().map(|h| h.hit).collect(),
+    }
+}
+
 /// How `tessera search` ranks.
 #[derive(Debug, Clone)]
 pub enum SearchMode {
-    /// Query tokens: two-stage or exact MaxSim.
-    Tensor(SearchParams),
-    /// BM25 over the query's text alone.
+    /// The engine's search with these options: two-stage or exact MaxSim of
+    /// the query tokens or, with `bm25`, a hybrid query that adds BM25 of
+    /// each query's text as a source (fused, scored by exact MaxSim, ordered
+    /// by the rank).
+    Options { options: tessera::SearchOptions, bm25: bool },
+    /// BM25 over the query's text alone (BM25 scores).
     Text { k: usize, filter: Option<tessera::Filter> },
-    /// Two-stage MaxSim candidates and BM25 candidates of the query's text,
-    /// fused, scored by exact MaxSim and ordered by `rank` (`None`: the
-    /// collection's ranking).
-    Hybrid { params: SearchParams, fusion: tessera::Fusion, rank: Option<tessera::Rank> },
 }
 
 impl SearchMode {
+    /// The options of query `q`'s search (with --bm25, its text).
+    fn options_for(options: &tessera::SearchOptions, bm25: bool, q: Option<&Document>) -> tessera::SearchOptions {
+        let mut o = options.clone();
+        if bm25 {
+            o.text = Some(q.and_then(|q| q.text.clone()).unwrap_or_default());
+        }
+        o
+    }
+
     /// How this mode ranks on `c`: exact, BM25, or two-stage / hybrid with
     /// the candidates it hands to the exact MaxSim.
     pub fn describe(&self, c: &tessera::Collection) -> String {
         let staged = c.config().index.is_some() || c.config().screening != tessera::Screening::None;
-        match self {
-            SearchMode::Tensor(p) if p.exact || !staged => "exact".into(),
-            SearchMode::Tensor(p) => {
-                let index = tessera::IndexKind::of(c.config().index.as_ref());
-                format!("two-stage, {} candidates", p.effective_candidates(index, c.len()))
-            }
-            SearchMode::Text { .. } => "BM25".into(),
-            SearchMode::Hybrid { params, rank, .. } => {
-                let rank = rank.clone().unwrap_or_else(|| c.ranking().rank);
-                let order = match &rank {
-                    tessera::Rank::MaxSim => "MaxSim".to_string(),
-                    tessera::Rank::Linear { norm, weights } => {
-                        let w: Vec<String> = weights.iter().map(|(s, w)| format!("{s} {w}")).collect();
-                        format!("linear {norm} ({})", w.join(", "))
-                    }
-                };
-                let n = params.candidates.unwrap_or_else(|| c.hybrid_candidates(params.k));
-                format!("hybrid, {n} candidates per source, ordered by {order}")
-            }
+        let (options, bm25) = match self {
+            SearchMode::Text { .. } => return "BM25".into(),
+            SearchMode::Options { options, bm25 } => (options, *bm25),
+        };
+        let Ok(plan) = Self::options_for(options, bm25, None).plan(c, true, &tessera::PlanDefaults::default()) else {
+            return "refused".into();
+        };
+        if !plan.is_hybrid() {
+            return match plan.candidates() {
+                Some(n) if staged => format!("two-stage, {} candidates", n.max(plan.k())),
+                _ => "exact".into(),
+            };
         }
+        let rank = plan.rank().cloned().unwrap_or_else(|| c.ranking().rank);
+        let order = match &rank {
+            tessera::Rank::MaxSim => "MaxSim".to_string(),
+            tessera::Rank::Linear { norm, weights } => {
+                let w: Vec<String> = weights.iter().map(|(s, w)| format!("{s} {w}")).collect();
+                format!("linear {norm} ({})", w.join(", "))
+            }
+        };
+        format!("hybrid, {} candidates per source, ordered by {order}", plan.candidates().unwrap_or_default())
     }
 
     pub fn run(
@@ -132,22 +151,13 @@ impl SearchMode {
         c: &tessera::Collection,
         q: &Document,
     ) -> std::result::Result<Vec<tessera::SearchHit>, tessera::Error> {
-        let text = || q.text.as_deref().unwrap_or("");
         match self {
-            SearchMode::Tensor(p) => c.search_with(&q.tokens, p),
-            SearchMode::Text { k, filter } => c.search_text(text(), *k, filter.as_ref()),
-            SearchMode::Hybrid { params, fusion, rank } => {
-                let mut h = tessera::HybridQuery::new(params.k)
-                    .with_tensor(q.tokens.clone())
-                    .with_text(text())
-                    .with_candidates(params.candidates.unwrap_or_else(|| c.hybrid_candidates(params.k)))
-                    .with_fusion(fusion.clone());
-                h.rank = rank.clone();
-                if let Some(f) = &params.filter {
-                    h = h.with_filter(f.clone());
-                }
-                Ok(c.query(&h)?.into_iter().map(|h| h.hit).collect())
+            SearchMode::Options { options, bm25 } => {
+                let plan =
+                    Self::options_for(options, *bm25, Some(q)).plan(c, true, &tessera::PlanDefaults::default())?;
+                c.execute(&plan, Some(&q.tokens)).map(hits_of)
             }
+            SearchMode::Text { k, filter } => c.search_text(q.text.as_deref().unwrap_or(""), *k, filter.as_ref()),
         }
     }
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::{Database, SearchParams};
+use tessera::Database;
 use tessera_cli::args::named;
 use tessera_cli::bulk::Result;
 use tessera_cli::commands;
@@ -176,7 +176,11 @@ enum Cmd {
     Serve(tessera_cli::serve::ServeArgs),
 }
 
-/// How the search runs: two-stage (coarse candidates, exact rerank) or exact.
+/// How the search runs: two-stage (coarse candidates, exact rerank), exact,
+/// hybrid (--bm25) or BM25 alone. The flags are the engine's search options
+/// (`tessera::SearchOptions`, as the HTTP API names them) and are refused
+/// where they do not go together by the engine, in the words of every
+/// interface; --bm25 (each query's own text) and --bm25-only are the CLI's.
 #[derive(clap::Args)]
 struct StageArgs {
     /// Candidates the candidate stage hands to the exact MaxSim rerank (with --bm25: per
@@ -185,15 +189,15 @@ struct StageArgs {
     #[arg(long, conflicts_with_all = ["exact", "bm25_only"])]
     candidates: Option<usize>,
     /// HNSW beam width of a pooled or muvera index (default: the number of candidates).
-    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
+    #[arg(long, conflicts_with = "bm25_only")]
     ef: Option<usize>,
     /// Centroids probed per query token of a centroids index (default: the collection's, automatic: round(√K/2) within 8..=256 for K centroids).
-    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
+    #[arg(long, conflicts_with = "bm25_only")]
     nprobe: Option<usize>,
     /// Screened search (collections with --screening binary): how many of the candidates,
     /// ranked by their codes, the exact MaxSim scores (default max(64, 4·k); at least k; a
     /// value ≥ --candidates skips the screening).
-    #[arg(long, conflicts_with_all = ["exact", "bm25", "bm25_only"])]
+    #[arg(long, conflicts_with = "bm25_only")]
     rerank: Option<usize>,
     /// Score every document exactly (no coarse stage, no screening).
     #[arg(long)]
@@ -204,7 +208,7 @@ struct StageArgs {
     filter: Option<String>,
     /// Hybrid: also recall candidates by BM25 of each query's `text`, fuse with the
     /// two-stage MaxSim candidates, rerank the fused set by exact MaxSim.
-    #[arg(long, conflicts_with = "exact")]
+    #[arg(long)]
     bm25: bool,
     /// BM25 of each query's `text` alone (no tensors).
     #[arg(long, conflicts_with_all = ["exact", "bm25"])]
@@ -218,18 +222,18 @@ struct StageArgs {
 }
 
 impl StageArgs {
-    fn params(&self, k: usize) -> Result<SearchParams> {
-        let mut p = if self.exact { SearchParams::exact(k) } else { SearchParams::new(k) };
-        p.candidates = self.candidates;
-        p.ef = self.ef;
-        p.nprobe = self.nprobe;
-        if let Some(r) = self.rerank {
-            p = p.with_rerank(r);
-        }
+    /// The engine's options of these flags (with --bm25, each query adds its text).
+    fn options(&self, k: usize) -> Result<tessera::SearchOptions> {
+        let mut o = tessera::SearchOptions::new(k);
+        (o.candidates, o.ef, o.nprobe, o.rerank, o.exact) =
+            (self.candidates, self.ef, self.nprobe, self.rerank, self.exact);
         if let Some(f) = &self.filter {
-            p = p.with_filter(tessera::Filter::parse(f)?);
+            o.filter = Some(serde_json::from_str(f).map_err(|e| format!("invalid argument: filter: not JSON: {e}"))?);
         }
-        Ok(p)
+        o.fusion = self.fusion;
+        (o.rank, o.rank_norm) = (self.rank.rank, self.rank.rank_norm);
+        o.rank_weights = self.rank.rank_weights.iter().copied().collect();
+        Ok(o)
     }
 
     fn mode(&self, k: usize) -> Result<commands::SearchMode> {
@@ -239,15 +243,12 @@ impl StageArgs {
         if self.rank.given() && !self.bm25 {
             return Err("--rank, --rank-norm and --rank-weight order a hybrid search: give them with --bm25".into());
         }
-        let p = self.params(k)?;
+        let options = self.options(k)?;
         Ok(if self.bm25_only {
-            commands::SearchMode::Text { k, filter: p.filter }
-        } else if self.bm25 {
-            let kind = self.fusion.unwrap_or(tessera::FusionKind::Rrf);
-            let fusion = tessera::Fusion::from_parts(Some(kind), None)?.expect("a fusion kind was given");
-            commands::SearchMode::Hybrid { params: p, fusion, rank: self.rank.rank()? }
+            let filter = options.filter.as_ref().map(tessera::Filter::from_json).transpose()?;
+            commands::SearchMode::Text { k, filter }
         } else {
-            commands::SearchMode::Tensor(p)
+            commands::SearchMode::Options { options, bm25: self.bm25 }
         })
     }
 }

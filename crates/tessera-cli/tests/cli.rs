@@ -259,7 +259,7 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     let (refused, _, err) = search("plain", &["--rerank", "10"]);
     assert!(!refused && err.contains("screening"), "{err}");
     let (refused, _, err) = search("q", &["--rerank", "10", "--exact"]);
-    assert!(!refused && err.contains("cannot be used with"), "{err}");
+    assert!(!refused && err.contains("rerank applies to two-stage search, not to exact search"), "{err}");
     // The bench grid: one row per candidates × rerank, each naming its rerank.
     let out = ok(&[
         "bench",

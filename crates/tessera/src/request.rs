@@ -257,6 +257,11 @@ impl SearchPlan {
         self.hybrid
     }
 
+    /// The final order a hybrid query asked for (`None`: the collection's ranking).
+    pub fn rank(&self) -> Option<&Rank> {
+        self.rank.as_ref()
+    }
+
     /// The candidates handed to the exact stage (per source, for a hybrid
     /// query); `None` for an exact search, which has no candidate stage.
     pub fn candidates(&self) -> Option<usize> {
