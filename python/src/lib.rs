@@ -187,11 +187,14 @@ fn json_value(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String)
     serde_json::from_str(&text).map_err(|e| invalid(py, format!("{}: {e}", what())))
 }
 
-/// A filter given as a dict (or list, …) or as JSON text, as JSON.
+/// A filter given as a dict (or list, …) or as JSON text, as JSON (text is
+/// checked as a filter, in the engine's words: the string "null" is not one).
 fn filter_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     match obj.cast::<PyString>() {
         Ok(s) => {
-            serde_json::from_str(&s.extract::<String>()?).map_err(|e| invalid(py, format!("filter: not JSON: {e}")))
+            let text = s.extract::<String>()?;
+            tessera::Filter::parse(&text).or_py(py)?;
+            Ok(serde_json::from_str(&text).expect("parsed as a filter above"))
         }
         Err(_) => json_value(py, obj, &|| "filter".into()),
     }
@@ -607,42 +610,50 @@ fn rank_of(
     tessera::Rank::from_parts(kind, norm, &weights_of(py, weights, what)?).or_py(py)
 }
 
+/// A numpy integer (anything Python indexes with, but bool) as an int; other values as they are.
+fn integer(v: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    if v.is_instance_of::<pyo3::types::PyInt>() || !v.hasattr("__index__")? {
+        return Ok(v);
+    }
+    Ok(v.call_method0("__index__").unwrap_or(v))
+}
+
 /// The options of `search` and `search_batch` (`k` and the keyword
 /// arguments) as the engine's [`SearchOptions`], read by serde from the
 /// Python values: an unknown option raises TypeError as Python does, a bad
-/// value InvalidInputError. `filter` (a dict or JSON text) and `ids` (any
-/// sequence of str) have readers of their own.
+/// value InvalidInputError, None leaves an option at its default. `filter`
+/// (a dict or JSON text) and `ids` (any sequence of str) have readers of
+/// their own.
 fn options_of(
     py: Python<'_>,
     k: Option<&Bound<'_, PyAny>>,
     options: Option<&Bound<'_, PyDict>>,
     call: &str,
 ) -> PyResult<SearchOptions> {
-    let d = match options {
-        Some(o) => o.copy()?,
-        None => PyDict::new(py),
+    let unexpected = |name: &str| {
+        pyo3::exceptions::PyTypeError::new_err(format!("{call}() got an unexpected keyword argument '{name}'"))
     };
-    let take = |name: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
-        let v = d.get_item(name)?;
-        if v.is_some() {
-            d.del_item(name)?;
+    let d = PyDict::new(py);
+    let (mut filter, mut ids) = (None, None);
+    for (key, v) in options.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
+        let name: String = key.extract()?;
+        if !SearchOptions::fields().contains(&name.as_str()) {
+            return Err(unexpected(&name));
         }
-        Ok(v.filter(|v| !v.is_none()))
-    };
-    let (filter, ids) = (take("filter")?, take("ids")?);
-    if let Some(k) = k {
-        d.set_item("k", k)?;
+        // None is the option left at its default, as in a Python signature.
+        match name.as_str() {
+            _ if v.is_none() => {}
+            "filter" => filter = Some(v),
+            "ids" => ids = Some(v),
+            _ => d.set_item(key, integer(v)?)?,
+        }
     }
-    let mut o: SearchOptions = pythonize::depythonize(&d).map_err(|e| {
-        let message = e.to_string();
-        match message.strip_prefix("unknown field ") {
-            Some(rest) => {
-                let name = rest.split('`').nth(1).unwrap_or_default();
-                pyo3::exceptions::PyTypeError::new_err(format!("{call}() got an unexpected keyword argument '{name}'"))
-            }
-            None => invalid(py, message),
-        }
-    })?;
+    if let Some(k) = k {
+        d.set_item("k", integer(k.clone())?)?;
+    }
+    let mut reader = pythonize::Depythonizer::from_object(d.as_any());
+    let mut o: SearchOptions = serde_path_to_error::deserialize(&mut reader)
+        .map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))?;
     o.filter = filter.map(|f| filter_json(py, &f)).transpose()?;
     if let Some(ids) = ids {
         o.ids = ids_of(py, &ids)?;

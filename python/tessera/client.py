@@ -445,6 +445,10 @@ class RemoteCollection:
         return _pack(q)
 
     def _search_body(self, query: Any, what: str, k: int, **opts: Any) -> dict:
+        for key in opts:
+            if key not in SEARCH_OPTIONS:
+                call = "search_batch" if what == "queries" else "search"
+                raise TypeError(f"{call}() got an unexpected keyword argument '{key}'")
         body: Dict[str, Any] = {"k": k}
         q = self._query(query, what)
         if q is not None:
@@ -457,9 +461,6 @@ class RemoteCollection:
                     v = json.loads(v)
                 except ValueError as e:
                     raise errors.InvalidInputError(f"invalid argument: filter: not JSON: {e}") from None
-            if key not in SEARCH_OPTIONS:
-                call = "search_batch" if what == "queries" else "search"
-                raise TypeError(f"{call}() got an unexpected keyword argument '{key}'")
             if v is not None:
                 body[key] = v
         return body

@@ -74,3 +74,23 @@ def test_search_options_are_the_engines(db, rng):
     assert [h.id for h in hits] == [h.id for h in col.search(q, k=3)]
     assert all(h.text is None and h.payload is None for h in hits)
     assert all(h.text is not None and h.payload is not None for h in col.search(q, k=3))
+
+
+def test_option_values_are_read_as_the_wire_reads_them(db, rng):
+    col = db.create_collection("c", DIM)
+    fill(col, rng)
+    q = rng.standard_normal((2, DIM)).astype(np.float32)
+    base = [h.id for h in col.search(q, k=3)]
+    # numpy integers are integers; None leaves an option at its default.
+    assert [h.id for h in col.search(q, k=np.int64(3), candidates=np.int32(20), weights=None, rank=None)] == base
+    # Booleans are booleans, not truthiness; a bad value names its option.
+    for bad in (dict(exact="false"), dict(exact=1), dict(include_text="no")):
+        with pytest.raises(tessera.InvalidInputError, match=f"{next(iter(bad))}: invalid type"):
+            col.search(q, k=3, **bad)
+    with pytest.raises(tessera.InvalidInputError, match="candidates: invalid value"):
+        col.search(q, k=3, candidates=-5)
+    # A filter given as text is a filter: "null" is not one.
+    with pytest.raises(tessera.InvalidInputError, match="invalid argument: filter"):
+        col.search(q, k=3, filter="null")
+    with pytest.raises(tessera.InvalidInputError, match="invalid argument: filter: not JSON"):
+        col.search(q, k=3, filter="{not json")

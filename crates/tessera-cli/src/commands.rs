@@ -38,9 +38,42 @@ impl SearchReport {
     }
 }
 
+/// A file created (truncated) when the first bytes are written to it, or
+/// when it is flushed: a command refused before it writes leaves the file
+/// as it was.
+pub struct CreatedOnWrite {
+    path: std::path::PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl CreatedOnWrite {
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), file: None }
+    }
+
+    fn file(&mut self) -> std::io::Result<&mut std::io::BufWriter<std::fs::File>> {
+        if self.file.is_none() {
+            let f = std::fs::File::create(&self.path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+            self.file = Some(std::io::BufWriter::new(f));
+        }
+        Ok(self.file.as_mut().expect("created above"))
+    }
+}
+
+impl Write for CreatedOnWrite {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file()?.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file()?.flush()
+    }
+}
+
 /// Runs every query of a bulk-format query folder and writes a TREC run
 /// (`qid Q0 docid rank score tessera`) to `run`. A tensor search sends the
-/// queries to the engine `batch` at a time ([`tessera::Collection::search_batch`]);
+/// queries to the engine `batch` at a time ([`tessera::Collection::execute_batch`]);
 /// text and hybrid searches run one by one (each query has its own text).
 pub fn search(
     db: &Database,
@@ -118,6 +151,14 @@ impl SearchMode {
         o
     }
 
+    /// Refuses options that do not go together (on `c`), before any query runs.
+    pub fn check(&self, c: &tessera::Collection) -> Result<()> {
+        if let SearchMode::Options { options, bm25 } = self {
+            Self::options_for(options, *bm25, None).plan(c, true, &tessera::PlanDefaults::default())?;
+        }
+        Ok(())
+    }
+
     /// How this mode ranks on `c`: exact, BM25, or two-stage / hybrid with
     /// the candidates it hands to the exact MaxSim.
     pub fn describe(&self, c: &tessera::Collection) -> String {
@@ -127,7 +168,7 @@ impl SearchMode {
             SearchMode::Options { options, bm25 } => (options, *bm25),
         };
         let Ok(plan) = Self::options_for(options, bm25, None).plan(c, true, &tessera::PlanDefaults::default()) else {
-            return "refused".into();
+            return "refused".into(); // `check` refuses it before a search runs
         };
         if !plan.is_hybrid() {
             return match plan.candidates() {

@@ -434,14 +434,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             tessera_cli::eval_cmd::check_search_run(&run, qrels.as_deref())?;
             let db = Database::open_read_only(&db)?;
+            // Refused options leave an existing run file as it was.
+            let mode = stage.mode(k)?;
+            mode.check(&*db.collection(&collection)?)?;
             let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
                 Box::new(std::io::stdout())
             } else {
-                Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(&run).map_err(|e| format!("{}: {e}", run.display()))?,
-                ))
+                Box::new(commands::CreatedOnWrite::new(&run))
             };
-            let r = commands::search(&db, &collection, &queries, &stage.mode(k)?, batch, &mut out)?;
+            let r = commands::search(&db, &collection, &queries, &mode, batch, &mut out)?;
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             let per = if r.batch > 1 { format!(" per batch of up to {}", r.batch) } else { String::new() };
             eprintln!(

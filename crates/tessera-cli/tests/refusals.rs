@@ -109,4 +109,22 @@ fn every_row_the_cli_can_spell_gets_the_table_answer() {
         }
     }
     assert!(spelled >= 14, "the CLI spells {spelled} rows");
+    // A refused search leaves an existing run file as it was.
+    let run = tmp.path().join("kept.run");
+    std::fs::write(&run, "kept\n").unwrap();
+    let o = tessera(&[
+        "search",
+        "--db",
+        db_arg,
+        "--collection",
+        "c",
+        "--queries",
+        q_arg,
+        "--run",
+        run.to_str().unwrap(),
+        "--exact",
+        "--bm25",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("apply to a tensor-only search"));
+    assert_eq!(std::fs::read_to_string(&run).unwrap(), "kept\n");
 }

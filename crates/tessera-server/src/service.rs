@@ -318,10 +318,10 @@ pub struct SearchRequest {
     pub options: SearchOptions,
 }
 
-/// Reads the body's `tokens` and `queries` itself and hands the other fields
-/// to [`SearchOptions`]' own deserialiser (serde's `flatten` would not refuse
-/// unknown fields). Each of those values is read with the filter's bound on
-/// its size; options are small.
+/// Reads the body's `tokens` and `queries` aside and streams every other
+/// field to [`SearchOptions`]' own deserialiser, as it comes (serde's
+/// `flatten` would not refuse unknown fields): an unknown field is refused
+/// at once, and each option is read as the type reads it.
 impl<'de> Deserialize<'de> for SearchRequest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -332,28 +332,44 @@ impl<'de> Deserialize<'de> for SearchRequest {
                 f.write_str("a search request (a JSON object)")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SearchRequest, A::Error> {
-                let (mut tokens, mut queries) = (None, None);
-                let mut options = serde_json::Map::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let seen = match key.as_str() {
-                        "tokens" => tokens.replace(map.next_value::<Option<Tensor>>()?).is_some(),
-                        "queries" => queries.replace(map.next_value::<Option<Vec<Tensor>>>()?).is_some(),
-                        _ => {
-                            let value = map.next_value::<Bounded>()?.0;
-                            options.insert(key.clone(), value).is_some()
-                        }
-                    };
-                    if seen {
-                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
-                    }
-                }
-                let options =
-                    SearchOptions::deserialize(serde_json::Value::Object(options)).map_err(de::Error::custom)?;
-                Ok(SearchRequest { tokens: tokens.flatten(), queries: queries.flatten(), options })
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SearchRequest, A::Error> {
+                let mut aside = Aside { map, tokens: None, queries: None };
+                let options = SearchOptions::deserialize(de::value::MapAccessDeserializer::new(&mut aside))?;
+                let (tokens, queries) = (aside.tokens.flatten(), aside.queries.flatten());
+                Ok(SearchRequest { tokens, queries, options })
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// A search body's fields, `tokens` and `queries` read into their slots and
+/// the others handed on.
+struct Aside<A> {
+    map: A,
+    tokens: Option<Option<Tensor>>,
+    queries: Option<Option<Vec<Tensor>>>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            let Some(key) = self.map.next_key::<String>()? else { return Ok(None) };
+            let seen = match key.as_str() {
+                "tokens" => self.tokens.replace(self.map.next_value()?).is_some(),
+                "queries" => self.queries.replace(self.map.next_value()?).is_some(),
+                _ => return seed.deserialize(de::value::StringDeserializer::new(key)).map(Some),
+            };
+            if seen {
+                return Err(de::Error::duplicate_field(if key == "tokens" { "tokens" } else { "queries" }));
+            }
+        }
+    }
+
+    fn next_value_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.map.next_value_seed(seed)
     }
 }
 
@@ -1051,6 +1067,10 @@ mod tests {
         assert_eq!((r.tokens.map(|t| t.0.n_tokens()), r.options.k, r.options.filter), (Some(1), Some(3), None));
         let r: SearchRequest = serde_json::from_str(r#"{"queries": [[[1]], [[2]]], "text": "x"}"#).unwrap();
         assert_eq!((r.queries.map(|q| q.len()), r.options.text.as_deref()), (Some(2), Some("x")));
+        // ids are read as ids (max_ids bounds them), not under the filter's bound on JSON values.
+        let ids: Vec<String> = (0..tessera::MAX_FILTER_VALUES + 10).map(|i| format!("d{i}")).collect();
+        let r: SearchRequest = serde_json::from_value(serde_json::json!({ "ids": ids, "k": 1 })).unwrap();
+        assert_eq!(r.options.ids.len(), tessera::MAX_FILTER_VALUES + 10);
         for (body, says) in [
             (r#"{"tokens": [[1]], "kk": 3}"#, "unknown field `kk`"),
             (r#"{"k": 3, "k": 4}"#, "duplicate field `k`"),
@@ -1058,6 +1078,8 @@ mod tests {
             (r#"{"k": -1}"#, "invalid value"),
             (r#"{"k": 1.5}"#, "invalid value"),
             (r#"{"exact": 1}"#, "invalid type"),
+            (r#"{"exact": "true"}"#, "invalid type"),
+            (r#"{"queries": null, "queries": [[[1]]]}"#, "duplicate field `queries`"),
             (r#"[]"#, "invalid type"),
         ] {
             let e = serde_json::from_str::<SearchRequest>(body).unwrap_err().to_string();

@@ -16,14 +16,14 @@ use crate::filter::Filter;
 use crate::hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source};
 use crate::rank::{Norm, Rank, RankKind, Signal};
 use crate::search::{MAX_K, SearchHit, SearchParams};
-use crate::wire::{Bounded, int};
+use crate::wire::{self, Bounded, int};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// A search's options, as the interfaces name them (the query tokens travel
-/// beside them). Read with serde: unknown fields are refused, and a field
-/// left out (or JSON `null`) takes its default.
+/// beside them). Read with serde: unknown fields are refused, a field left
+/// out takes its default, and so does JSON `null` for the optional ones.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -46,6 +46,7 @@ pub struct SearchOptions {
     #[serde(deserialize_with = "int::opt")]
     pub rerank: Option<usize>,
     /// Exhaustive MaxSim over every live document instead of two-stage.
+    #[serde(deserialize_with = "wire::boolean")]
     pub exact: bool,
     /// A payload filter (docs/FILTERS.md); JSON `null` means none.
     #[serde(deserialize_with = "filter_json")]
@@ -55,8 +56,10 @@ pub struct SearchOptions {
     /// Caller-supplied candidate ids (hybrid).
     pub ids: Vec<String>,
     /// The coarse vector stage as a source (hybrid).
+    #[serde(deserialize_with = "wire::boolean")]
     pub vector: bool,
     /// Use the query tokens only for the final rerank, not as a source (hybrid).
+    #[serde(deserialize_with = "wire::boolean")]
     pub rerank_only: bool,
     /// How sources are fused (hybrid): `rrf` (default) or `weighted`.
     pub fusion: Option<FusionKind>,
@@ -76,8 +79,10 @@ pub struct SearchOptions {
     #[serde(deserialize_with = "int::opt")]
     pub timeout_ms: Option<usize>,
     /// Whether hits carry their text (default true).
+    #[serde(deserialize_with = "wire::boolean")]
     pub include_text: bool,
     /// Whether hits carry their payload (default true).
+    #[serde(deserialize_with = "wire::boolean")]
     pub include_payload: bool,
 }
 
@@ -183,8 +188,9 @@ impl SearchOptions {
         let k = self.k.unwrap_or(d.k);
         let deadline = match self.timeout_ms {
             Some(0) => return bad("timeout_ms must be at least 1"),
-            Some(ms) => Some(Instant::now() + Duration::from_millis(ms as u64)),
-            None => d.timeout.map(|t| Instant::now() + t),
+            // A timeout past what the clock can count is no deadline.
+            Some(ms) => Instant::now().checked_add(Duration::from_millis(ms as u64)),
+            None => d.timeout.and_then(|t| Instant::now().checked_add(t)),
         };
         let filter = self.filter.as_ref().filter(|f| !f.is_null()).map(Filter::from_json).transpose()?;
         let fusion = Fusion::from_parts(self.fusion, self.rrf_k0)?;

@@ -176,6 +176,25 @@ pub mod bounded {
 
 pub use bounded::Bounded;
 
+/// A boolean, and only a boolean: a reader that would take any value as
+/// true or false (Python's truthiness, through pythonize) is asked for a
+/// value of any type, so `"false"` or `1` is refused as JSON refuses it.
+pub fn boolean<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// The field names serde reads for the struct `T`, as its derive declares
 /// them (what an interface's schema must list).
 pub fn struct_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
