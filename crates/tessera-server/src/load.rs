@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,29 +41,47 @@ pub async fn run(
     let client: Client<_, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
     let auth = key.map(|k| format!("Bearer {k}"));
+    closed_loop(clients, duration, move |_, i| {
+        let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/json");
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(Full::new(bodies[i % bodies.len()].clone())).expect("request");
+        let client = client.clone();
+        async move {
+            match client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    resp.into_body().collect().await.is_ok() && status.is_success()
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// The closed loop: client `c` awaits `send(c, i)` for `i` = c, c + 1, …
+/// (each call `true` when answered without an error) until `duration` is
+/// over, timing each call.
+async fn closed_loop<Fut: Future<Output = bool> + Send + 'static>(
+    clients: usize,
+    duration: Duration,
+    send: impl Fn(usize, usize) -> Fut + Send + Sync + 'static,
+) -> Result<LoadReport, String> {
+    let send = Arc::new(send);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (client, uri, bodies, auth) = (client.clone(), uri.clone(), bodies.clone(), auth.clone());
+        let send = send.clone();
         tasks.spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0usize);
             let mut i = c;
             while Instant::now() < deadline {
-                let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/json");
-                if let Some(a) = &auth {
-                    req = req.header("authorization", a);
-                }
-                let req = req.body(Full::new(bodies[i % bodies.len()].clone())).expect("request");
-                i += 1;
                 let t = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        resp.into_body().collect().await.is_ok() && status.is_success()
-                    }
-                    Err(_) => false,
-                };
+                let ok = send(c, i).await;
+                i += 1;
                 if ok {
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
                 } else {
@@ -127,38 +146,19 @@ pub async fn run_grpc(
         let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
         channels.push(TesseraClient::new(channel).max_decoding_message_size(usize::MAX));
     }
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut client) in channels.into_iter().enumerate() {
-        let (requests, auth) = (requests.clone(), auth.clone());
-        tasks.spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            let mut i = c;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let ok = match &requests[i % requests.len()] {
-                    GrpcSearch::One(r) => client.search(authorized(r.clone(), auth.as_ref())).await.is_ok(),
-                    GrpcSearch::Batch(r) => {
-                        client.search_batch(authorized(r.clone(), auth.as_ref())).await.is_ok_and(|a| {
-                            a.get_ref()
-                                .results
-                                .iter()
-                                .all(|r| matches!(r.result, Some(pb::search_result::Result::Response(_))))
-                        })
-                    }
-                };
-                i += 1;
-                if ok {
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                } else {
-                    errors += 1;
-                }
+    closed_loop(clients, duration, move |c, i| {
+        let (mut client, auth) = (channels[c].clone(), auth.clone());
+        let request = requests[i % requests.len()].clone();
+        async move {
+            match request {
+                GrpcSearch::One(r) => client.search(authorized(r, auth.as_ref())).await.is_ok(),
+                GrpcSearch::Batch(r) => client.search_batch(authorized(r, auth.as_ref())).await.is_ok_and(|a| {
+                    a.get_ref().results.iter().all(|r| matches!(r.result, Some(pb::search_result::Result::Response(_))))
+                }),
             }
-            (lat, errors)
-        });
-    }
-    report(clients, start, tasks).await
+        }
+    })
+    .await
 }
 
 /// `message` as a request, with the API key's metadata if there is one.
