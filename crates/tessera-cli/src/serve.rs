@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_server::{ApiKeys, Limits, ServerConfig};
+use tessera_server::{ApiKeys, Limits, ServerConfig, load};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -219,17 +219,16 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
         .map(|b| (0..a.batch).map(|i| queries[(b * a.batch + i) % queries.len()].clone()).collect())
         .collect();
     let bodies: Arc<Vec<_>> =
-        Arc::new(requests.iter().map(|qs| tessera_server::load::search_body(qs, a.k, a.candidates, a.exact)).collect());
+        Arc::new(requests.iter().map(|qs| load::search_body(qs, a.k, a.candidates, a.exact)).collect());
     let messages: Arc<Vec<_>> = Arc::new(match a.grpc {
         None => Vec::new(),
-        Some(_) => requests
-            .iter()
-            .map(|qs| tessera_server::load::search_message(&a.collection, qs, a.k, a.candidates, a.exact))
-            .collect(),
+        Some(_) => {
+            requests.iter().map(|qs| load::search_message(&a.collection, qs, a.k, a.candidates, a.exact)).collect()
+        }
     });
     let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
     let key = std::env::var("TESSERA_API_KEY").ok();
-    let kernel = tessera_server::load::server_kernel(&a.url, key.as_deref()).unwrap_or_else(|| "unknown".into());
+    let kernel = load::server_kernel(&a.url, key.as_deref()).unwrap_or_else(|| "unknown".into());
     if !a.json {
         writeln!(out, "server kernel: {kernel}")?;
         writeln!(
@@ -244,10 +243,9 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     }
     let seconds = Duration::from_secs_f64(a.seconds);
     for &c in &a.clients {
-        let mut runs =
-            vec![("http", tessera_server::load::run_blocking(&url, key.as_deref(), bodies.clone(), c, seconds)?)];
+        let mut runs = vec![("http", load::blocking(load::run(&url, key.as_deref(), bodies.clone(), c, seconds))?)];
         if let Some(grpc) = &a.grpc {
-            let r = tessera_server::load::run_grpc_blocking(grpc, key.as_deref(), messages.clone(), c, seconds)?;
+            let r = load::blocking(load::run_grpc(grpc, key.as_deref(), messages.clone(), c, seconds))?;
             runs.push(("grpc", r));
         }
         for (protocol, r) in runs {
@@ -258,13 +256,7 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// One setting's line of `tessera bench serve`: a JSON object or a table row.
-fn print_load(
-    out: &mut dyn Write,
-    a: &LoadArgs,
-    protocol: &str,
-    r: &tessera_server::load::LoadReport,
-    kernel: &str,
-) -> Result<()> {
+fn print_load(out: &mut dyn Write, a: &LoadArgs, protocol: &str, r: &load::LoadReport, kernel: &str) -> Result<()> {
     if a.json {
         let mut v = serde_json::to_value(r)?;
         v["protocol"] = protocol.into();

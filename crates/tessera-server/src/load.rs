@@ -221,18 +221,6 @@ fn f32_le(tokens: &tessera::Tokens) -> (Vec<u8>, usize, usize) {
     (data, n, dim)
 }
 
-/// [`run_grpc`] on a fresh runtime.
-pub fn run_grpc_blocking(
-    url: &str,
-    key: Option<&str>,
-    requests: Arc<Vec<GrpcSearch>>,
-    clients: usize,
-    duration: Duration,
-) -> Result<LoadReport, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(run_grpc(url, key, requests, clients, duration))
-}
-
 /// A search request body: one query (`tokens`) or, given several, a batch
 /// (`queries`), each packed as base64 little-endian f32.
 pub fn search_body(queries: &[tessera::Tokens], k: usize, candidates: Option<usize>, exact: bool) -> Bytes {
@@ -257,16 +245,10 @@ pub fn search_body(queries: &[tessera::Tokens], k: usize, candidates: Option<usi
     Bytes::from(body.to_string())
 }
 
-/// [`run`] on a fresh runtime.
-pub fn run_blocking(
-    url: &str,
-    key: Option<&str>,
-    bodies: Arc<Vec<Bytes>>,
-    clients: usize,
-    duration: Duration,
-) -> Result<LoadReport, String> {
+/// A load ([`run`] or [`run_grpc`]) on a fresh runtime.
+pub fn blocking(load: impl Future<Output = Result<LoadReport, String>>) -> Result<LoadReport, String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(run(url, key, bodies, clients, duration))
+    rt.block_on(load)
 }
 
 /// The kernel labels of a server's `tessera_build_info` metric (`kernel="…",chosen_by="…",…`),
