@@ -13,6 +13,7 @@
 //! | [`ingest`] | `tessera ingest`: batching, validation, progress, --on-error, --resume |
 //! | [`serve`] | `tessera serve` (the query server) and `tessera bench serve` (its load test) |
 //! | [`tune`] | `tessera tune`: the weights of a collection's fused ranking, fitted on judgments |
+//! | [`bench`] | `tessera bench search`: two-stage against exact search, quality and latency in one run |
 //! | [`bench_writes`] | `tessera bench writes`: write latency while memtables seal and segments merge |
 //! | [`args`] | arguments several commands share (named settings, the rank of hybrid search) |
 

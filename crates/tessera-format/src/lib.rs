@@ -12,6 +12,7 @@
 //! | [`tokens`] | the token types (f16, int8) and screening codes a segment stores, and their sizes |
 //! | [`wal`] | write-ahead-log file header, frames and batch records |
 //! | [`deletes`] | per-segment deletion bitmaps |
+//! | [`names`] | settings named by a word (`named!`): one list of names gives parsing, printing and serde |
 //! | [`inspect`] | non-failing reports of headers, section tables and stored vs computed checksums |
 
 #[cfg(target_endian = "big")]

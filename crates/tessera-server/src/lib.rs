@@ -14,6 +14,18 @@
 //! Shutdown: when the signal future resolves the listeners stop accepting,
 //! requests in flight complete (for up to the drain timeout), later writes
 //! are refused, every collection is flushed, and [`Server::run`] returns.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`service`] | every operation with the server's limits and validation; searches read into `tessera::SearchOptions` |
+//! | [`http`] | the JSON-over-HTTP adapter (axum) and `openapi.json` |
+//! | [`grpc`] | the gRPC adapter (tonic) and its one conversion of each message |
+//! | [`auth`] | API keys and the access each route or rpc needs |
+//! | [`error`] | the error kinds and how each interface reports them |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`load`] | the closed-loop load generator of `tessera bench serve` (HTTP and gRPC) |
+//! | [`pb`] | the types generated from `proto/tessera.proto` |
+//! | (this file) | binding, the accept loops and their connection bounds, graceful shutdown |
 
 pub mod auth;
 pub mod error;

@@ -252,7 +252,7 @@ pub struct CollectionSpec {
     pub name: String,
     #[serde(deserialize_with = "int::one")]
     pub dim: usize,
-    /// `pooled` (default), `muvera` or `none`.
+    /// `pooled` (default), `muvera`, `centroids` or `none`.
     #[serde(default, deserialize_with = "or_default")]
     pub index: IndexKind,
     /// `english` (default), `plain`, `cjk` or `none`.

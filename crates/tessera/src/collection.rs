@@ -1264,7 +1264,6 @@ impl Writer {
         locate_in(&self.mem, &self.segments, id)
     }
 
-    /// Marks a segment row deleted, copying the deletion vector if a snapshot shares it.
     /// Marks a segment row deleted. The deletion vector is copied only if a
     /// snapshot shares it (once per batch); live-row lists are rebuilt by
     /// [`finish_batch`](Self::finish_batch).

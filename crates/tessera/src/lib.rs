@@ -16,6 +16,10 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
+//! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
+//! | `backup` | online backup and restore of a whole database |
+//! | `kernels` | which MaxSim kernels the process uses, and the `TESSERA_KERNEL` check |
+//! | `fsutil` | the file-system steps crash safety rests on (fsync, atomic replace) |
 //! | `request` | a search's options as every interface names them (`SearchOptions`), read once into a `SearchPlan` |
 //! | `wire` | reading values as the interfaces send them: JSON Schema integers, size-bounded JSON |
 //! | `wal`, `memtable`, `segment`, `manifest` | the storage pieces |

@@ -25,7 +25,9 @@ pub(crate) struct SegmentEntry {
     pub n_tokens: u64,
     /// File id of the deletion vector, if any row is deleted.
     pub deletes: Option<u64>,
-    /// File id of the segment's coarse (HNSW) index, if it has one.
+    /// File id of the segment's candidate index, if it has one: an HNSW
+    /// (`hnsw-N.tidx`, pooled or muvera) or token-centroid codes and lists
+    /// (`ivf-N.tivf`), as the collection's index kind says.
     #[serde(default)]
     pub index: Option<u64>,
     /// File id of the segment's full-text (BM25) index directory, if it has one.

@@ -251,8 +251,6 @@ enum MemSel<'a> {
     Only(&'a [&'a str]),
 }
 
-/// One query against one snapshot: the prepared query, the filter's verdict
-/// per row, and every stage of the pipeline.
 /// A collection's candidate stage, as a search sees it.
 #[derive(Clone, Copy)]
 enum Stage<'a> {
@@ -264,6 +262,8 @@ enum Stage<'a> {
     Centroids(&'a CentroidParams),
 }
 
+/// One query against one snapshot: the prepared query, the filter's verdict
+/// per row, and every stage of the pipeline.
 pub(crate) struct Searcher<'a> {
     snap: &'a Snapshot,
     stage: Stage<'a>,
