@@ -495,3 +495,11 @@ def test_timeout_ms_stops_a_search(db, rng):
     assert isinstance(e.value, TimeoutError)
     with pytest.raises(tessera.InvalidInputError, match="at least 1"):
         col.search(q, timeout_ms=0)
+
+
+def test_opening_a_database_twice_in_one_process_says_so(tmp_path):
+    with tessera.Database(tmp_path / "db"):
+        with pytest.raises(tessera.UnavailableError, match="already open in this process"):
+            tessera.Database(tmp_path / "db")
+    with tessera.Database(tmp_path / "db"):
+        pass  # closed, it opens again

@@ -149,6 +149,11 @@ impl Server {
         if exposed && config.keys.is_empty() {
             tracing::warn!("listening beyond loopback without API keys: anyone who can connect may read and write");
         }
+        if let Some(dir) = &config.backup_dir {
+            // Backups written into the database's folder would break it.
+            tessera::refuse_inside(dir, &config.db, "the backup folder")
+                .map_err(|e| ServeError::Setup(e.to_string()))?;
+        }
         let path = config.db.clone();
         let db = tokio::task::spawn_blocking(move || Database::open(path))
             .await
@@ -476,6 +481,20 @@ pub fn serve_blocking(
 mod tests {
     use super::*;
     use futures_util::StreamExt as _;
+
+    /// Regression: a backup folder inside the database's was accepted, and the
+    /// database no longer opened after one backup. It is refused at start.
+    #[tokio::test]
+    async fn a_backup_folder_inside_the_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().join("db"));
+        config.http = Some("127.0.0.1:0".parse().unwrap());
+        config.backup_dir = Some(dir.path().join("db").join("backups"));
+        let e = Server::bind(config.clone()).await.unwrap_err().to_string();
+        assert!(e.contains("inside the database"), "{e}");
+        config.backup_dir = Some(dir.path().join("backups"));
+        Server::bind(config).await.expect("a backup folder beside the database");
+    }
 
     /// Regression: gRPC connections were accepted with Nagle's algorithm on
     /// (about 40 ms added to every search); they must have TCP_NODELAY, as HTTP's do.

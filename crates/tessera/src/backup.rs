@@ -75,6 +75,7 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
     if !cdir.is_dir() {
         return Err(Error::NoDatabase(db.into()));
     }
+    refuse_inside(out, db, "the backup")?;
     let mut taken = Vec::new();
     write_new_folder(out, |stage| {
         let sdir = stage.join("collections");
@@ -102,6 +103,7 @@ pub fn restore(from: &Path, db: &Path) -> Result<BackupReport> {
     let start = Instant::now();
     // Verifies the backup, and refuses a folder that is not a database.
     drop(Database::open_read_only(from)?);
+    refuse_inside(db, from, "the restored database")?;
     let cdir = from.join("collections");
     let mut taken = Vec::new();
     write_new_folder(db, |stage| {
@@ -116,6 +118,48 @@ pub fn restore(from: &Path, db: &Path) -> Result<BackupReport> {
         fsutil::sync_dir(&sdir)
     })?;
     report(db, taken, start)
+}
+
+/// Where `path` is (or would be) on disk: each existing part canonical
+/// (symbolic links followed), `.` and `..` of the parts that do not exist
+/// yet applied as written.
+fn resolved(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(Error::io(Path::new(".")))?.join(path)
+    };
+    let mut at = PathBuf::new();
+    for part in abs.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
+            }
+            other => {
+                at.push(other);
+                if let Ok(real) = std::fs::canonicalize(&at) {
+                    at = real;
+                }
+            }
+        }
+    }
+    Ok(at)
+}
+
+/// Refuses writing `what` at `dest` inside the database `db`: the database
+/// would take it for its own files (and a backup would copy itself).
+pub fn refuse_inside(dest: &Path, db: &Path, what: &str) -> Result<()> {
+    let (dest_at, db_at) = (resolved(dest)?, resolved(db)?);
+    if dest_at.starts_with(&db_at) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {} would be inside the database {}: give a folder outside it",
+            dest.display(),
+            db.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Opens the written folder read-only (verifying it) and reports on it.

@@ -20,6 +20,8 @@ pub struct Database {
     dir: PathBuf,
     /// The writer's exclusive lock; `None` when opened read-only.
     _lock: Option<File>,
+    /// The folder's canonical path while this writer holds it ([`open_here`]).
+    here: Option<PathBuf>,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// Names whose files are being written by `create_collection`.
     creating: Mutex<BTreeSet<String>>,
@@ -29,6 +31,14 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").field("dir", &self.dir).finish()
     }
+}
+
+/// The databases this process holds open to write (canonical folders), so
+/// that a second writer in the same process is told so rather than blamed on
+/// another process (the file lock cannot tell the two apart).
+fn open_here() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    static OPEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    OPEN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether `name` may name a collection (or a backup): 1-64 characters from A-Z a-z 0-9 _ -.
@@ -59,13 +69,28 @@ impl Database {
             .write(true)
             .open(&lock_path)
             .map_err(Error::io(&lock_path))?;
+        let here = std::fs::canonicalize(&dir).map_err(Error::io(&dir))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = if open_here().contains(&here) {
+                    "in this process: use that Database, or drop it before opening again"
+                } else {
+                    "in another process"
+                };
+                return Err(Error::Locked(dir, holder));
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
         }
         let collections = open_collections(&cdir, false)?;
-        Ok(Self { dir, _lock: Some(lock), collections: RwLock::new(collections), creating: Mutex::default() })
+        open_here().insert(here.clone());
+        Ok(Self {
+            dir,
+            here: Some(here),
+            _lock: Some(lock),
+            collections: RwLock::new(collections),
+            creating: Mutex::default(),
+        })
     }
 
     /// Opens an existing database to read, beside the process that may have it
@@ -93,7 +118,7 @@ impl Database {
             tries += 1;
             std::thread::sleep(std::time::Duration::from_millis(10 << tries.min(4)));
         };
-        Ok(Self { dir, _lock: None, collections: RwLock::new(collections), creating: Mutex::default() })
+        Ok(Self { dir, here: None, _lock: None, collections: RwLock::new(collections), creating: Mutex::default() })
     }
 
     /// Refuses a change to a database opened read-only.
@@ -235,6 +260,11 @@ impl Drop for Database {
             for c in map.values() {
                 c.wait_idle();
             }
+        }
+        // Release the lock, then say this process no longer holds it.
+        drop(self._lock.take());
+        if let Some(here) = self.here.take() {
+            open_here().remove(&here);
         }
     }
 }

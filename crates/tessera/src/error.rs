@@ -38,8 +38,10 @@ pub enum Error {
     ConfigMismatch { name: String, reason: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error("database {0} is already open in another process")]
-    Locked(PathBuf),
+    /// The database holds a writer already: another process's, or a
+    /// `Database` of this process (the second field says which).
+    #[error("database {0} is already open {1}")]
+    Locked(PathBuf, &'static str),
     #[error("{0} is opened read-only: it takes no writes")]
     ReadOnly(PathBuf),
     #[error("no database at {0} (a read-only open does not create one)")]
@@ -115,7 +117,7 @@ impl Error {
             E::CollectionExists(_) | E::ConfigMismatch { .. } | E::DestinationExists(_) => ErrorKind::AlreadyExists,
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(_) | E::ReadOnly(_) | E::Changing(_) => ErrorKind::Unavailable,
+            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) => ErrorKind::Unavailable,
             E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }

@@ -215,12 +215,20 @@ fn backup_and_restore_refuse_what_they_cannot_do_whole() {
     std::fs::write(full.join("keep.txt"), b"mine").unwrap();
     assert!(matches!(tessera::backup(&db_dir, &full), Err(Error::DestinationExists(_))));
     assert_eq!(std::fs::read(full.join("keep.txt")).unwrap(), b"mine");
+    // Not inside the database (it would no longer open), however the path is spelled.
+    for inside in [db_dir.join("bk"), db_dir.join("collections/new/bk"), root.path().join("x/../db/bk")] {
+        let e = tessera::backup(&db_dir, &inside).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("inside the database"), "{e}");
+        assert!(!inside.exists());
+    }
     // An empty destination folder is fine.
     let bk = root.path().join("bk");
     std::fs::create_dir(&bk).unwrap();
     let report = tessera::backup(&db_dir, &bk).unwrap();
     assert_eq!((report.collections[0].documents, report.collections[0].seq), (31, 2));
     assert!(matches!(tessera::restore(&bk, &full), Err(Error::DestinationExists(_))));
+    let e = tessera::restore(&bk, &bk.join("again")).unwrap_err();
+    assert!(e.to_string().contains("inside the database"), "{e}");
     // A damaged backup is refused, and nothing is restored.
     let seg = files_named(&bk.join("collections/c"), "seg-").pop().unwrap();
     // The segment is a hard link: damage a copy, not the database's file.

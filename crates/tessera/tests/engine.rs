@@ -137,7 +137,12 @@ fn bad_input_is_rejected_whole() {
     let q = Tokens::F32 { data: vec![1.0; 8], dim: 8 };
     assert!(matches!(c.search(&q, 10), Err(Error::DimensionMismatch { .. })));
     assert!(matches!(c.search(&Tokens::F32 { data: vec![1.0; 4], dim: 4 }, 0), Err(Error::InvalidArgument(_))));
-    assert!(matches!(Database::open(dir.path()), Err(Error::Locked(_))));
+    // A second writer in this process is told so, not blamed on another process.
+    let second = Database::open(dir.path()).unwrap_err();
+    assert!(matches!(second, Error::Locked(..)), "{second}");
+    assert!(second.to_string().contains("already open in this process"), "{second}");
+    drop((c, db));
+    Database::open(dir.path()).expect("open again once the first is dropped");
 }
 
 #[test]
