@@ -1317,3 +1317,50 @@ fn huge_filters_and_payloads_are_refused_while_parsed() {
     assert!(engine.to_string().contains(&format!("more than {most} values")), "{engine}");
     s.stop().unwrap();
 }
+
+/// The OpenAPI document says what the server answers: 429 on every route (the
+/// per-address connection bound), 408 where a body is read, 504 on search, the
+/// collection-name rule on `{name}`, and API keys required only by a server
+/// that has them.
+#[test]
+fn openapi_describes_every_status_and_this_servers_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = TestServer::default(&dir.path().join("open"));
+    let spec = get(open.http, "/openapi.json").json();
+    assert!(spec.get("security").is_none(), "a server without keys requires none");
+    let keyed = TestServer::start(
+        &dir.path().join("keyed"),
+        Limits::default(),
+        ApiKeys::parse("rw:0123456789abcdef-key").unwrap(),
+    );
+    let r = http(keyed.http, "GET", "/openapi.json", None, None);
+    assert_eq!(r.json()["security"], serde_json::json!([{"bearer": []}, {"apiKey": []}]));
+    let pattern = "^[A-Za-z0-9_-]{1,64}$";
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let statuses = op["responses"].as_object().unwrap();
+            assert!(statuses.contains_key("429"), "{method} {path}: 429");
+            if op.get("requestBody").is_some() {
+                assert!(statuses.contains_key("408"), "{method} {path}: 408");
+            }
+            if path.ends_with("/search") {
+                assert!(statuses.contains_key("504"), "{method} {path}: 504");
+            }
+            for p in op.get("parameters").and_then(|p| p.as_array()).into_iter().flatten() {
+                if p["name"] == "name" {
+                    assert_eq!(p["schema"]["pattern"], pattern, "{method} {path}");
+                }
+            }
+        }
+    }
+    // The pattern is the engine's rule for names.
+    let long = "a".repeat(64);
+    for (name, ok) in [("a", true), ("A_b-9", true), (long.as_str(), true), ("", false), ("a/b", false), ("é", false)]
+    {
+        assert_eq!(tessera::valid_name(name), ok, "{name:?}");
+    }
+    assert!(!tessera::valid_name(&"a".repeat(65)));
+    for r in spec["components"]["responses"].as_object().unwrap().values() {
+        assert!(r["content"]["application/json"]["schema"]["$ref"].is_string());
+    }
+}
