@@ -161,6 +161,8 @@ fn items<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &str) -> PyResult<
 }
 
 fn ids_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    // A one-dimensional numpy array of ids, as a list.
+    let obj = &py.import("tessera.helpers")?.getattr("_id_list")?.call1((obj,))?;
     items(py, obj, "ids")?
         .iter()
         .enumerate()
@@ -176,6 +178,8 @@ fn json_text(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) 
     let kwargs = PyDict::new(py);
     kwargs.set_item("allow_nan", false)?;
     kwargs.set_item("separators", (",", ":"))?;
+    // numpy scalars and arrays as their Python values.
+    kwargs.set_item("default", py.import("tessera.helpers")?.getattr("_json_default")?)?;
     match py.import("json")?.getattr("dumps")?.call((obj,), Some(&kwargs)) {
         Ok(s) => s.extract(),
         Err(e) => Err(invalid(py, format!("{} is not JSON: {}", what(), e.value(py)))),

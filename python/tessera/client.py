@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import errors
+from .helpers import _id_list, _json_default
 from ._tessera import SEARCH_OPTIONS, Document, Hit, Reranked
 
 _F16_MAX = 65520.0  # values at or beyond this round to infinity in float16
@@ -114,6 +115,7 @@ def _check_document(i: int, id_: str, a: np.ndarray, text: Any, dim: int, seen: 
 
 
 def _ids(ids: Any) -> List[str]:
+    ids = _id_list(ids)
     if isinstance(ids, (str, np.ndarray)) or not hasattr(ids, "__iter__"):
         raise errors.InvalidInputError(f"ids must be a list, got {type(ids).__name__}")
     out = list(ids)
@@ -186,7 +188,7 @@ class Client:
         if self._closed:
             raise errors.UnavailableError("the client is closed")
         if body is not None:
-            data = json.dumps(body, allow_nan=False).encode()
+            data = json.dumps(body, allow_nan=False, default=_json_default).encode()
         for attempt in (0, 1):
             c = self._conn()
             try:
@@ -390,7 +392,7 @@ class RemoteCollection:
             # Each document is encoded once: the encoding is both the check
             # (only the payload can fail) and what is sent.
             try:
-                docs.append(json.dumps(d, allow_nan=False).encode())
+                docs.append(json.dumps(d, allow_nan=False, default=_json_default).encode())
             except (TypeError, ValueError) as e:
                 raise errors.InvalidInputError(f"{where}payload is not JSON: {e}") from None
         # Batches under the body limit (with room for the JSON around the documents).

@@ -11,6 +11,23 @@ import numpy as np
 from .errors import InvalidInputError
 
 
+def _json_default(o: Any) -> Any:
+    """``json.dumps``' hook for numpy values in payloads: a numpy scalar as
+    its Python value, an array as a list; anything else is not JSON."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def _id_list(ids: Any) -> Any:
+    """A one-dimensional numpy array of ids as a list; anything else as it is."""
+    if isinstance(ids, np.ndarray) and ids.ndim == 1:
+        return ids.tolist()
+    return ids
+
+
 def _as_array(x: Any, i: int, dtype: Optional[np.dtype]) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor (any device, any float dtype)
         x = x.detach().cpu()

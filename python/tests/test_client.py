@@ -167,3 +167,23 @@ def test_backup_through_the_server_restores_with_the_embedded_engine(server, tmp
         d = c.get(["doc-0005"], tokens=True)[0]
         np.testing.assert_array_equal(d.tokens, docs["doc-0005"].astype(np.float16))
         assert d.text == "passage doc-0005 on topic 1"
+
+
+def test_numpy_ids_and_payload_values_are_taken_embedded_and_remote(server, tmp_path, rng):
+    """numpy arrays of ids and numpy scalars or arrays in payloads are their
+    Python values, embedded and over the client alike (they were refused)."""
+    remote = tessera.Client(server.url).create_collection("c", DIM)
+    with tessera.Database(tmp_path / "embedded") as db:
+        local = db.create_collection("c", DIM)
+        tokens = [rng.standard_normal((3, DIM)).astype(np.float32) for _ in range(3)]
+        payloads = [{"n": np.int64(i), "x": np.float32(0.5), "v": np.arange(2, dtype=np.int32)} for i in range(3)]
+        for col in (remote, local):
+            assert col.upsert(np.array(["a", "b", "c"]), tokens, payloads=payloads) == 3
+            got = col.get(np.array(["b", "zz"]))
+            assert got[0].payload == {"n": 1, "x": 0.5, "v": [0, 1]} and got[1] is None
+            hits = col.search(tokens[0], k=2, ids=np.array(["a", "c"]), rerank_only=True)
+            assert sorted(h.id for h in hits) == ["a", "c"]
+            assert col.delete(np.array(["a"])) == 1
+            assert len(col) == 2
+        with pytest.raises(tessera.InvalidInputError):
+            local.upsert(["d"], tokens[:1], payloads=[{"bad": np.float64("nan")}])
