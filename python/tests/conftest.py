@@ -4,8 +4,10 @@ reference, and a real `tessera serve` on a free loopback port."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -49,6 +51,23 @@ def load(col, docs: dict) -> None:
         texts=[f"passage {i} on topic {int(i[-4:]) % 4}" for i in ids],
         payloads=[{"n": int(i[-4:]), "even": int(i[-4:]) % 2 == 0} for i in ids],
     )
+
+
+def doc_example(doc: str, heading: str) -> str:
+    """The first Python block under `heading` in the repository's `doc`."""
+    text = (REPO / doc).read_text()
+    m = re.search(rf"{re.escape(heading)}.*?```python\n(.*?)```", text, re.S)
+    assert m, f"{doc} has no Python example under {heading!r}"
+    return m.group(1)
+
+
+def run_example(code: str, folder: Path, timeout: int = 120) -> str:
+    """Runs `code` as a script in `folder` with this Python; its standard output."""
+    script = folder / "example.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out.stdout
 
 
 @pytest.fixture
