@@ -153,6 +153,11 @@ impl Server {
             // Backups written into the database's folder would break it.
             tessera::refuse_inside(dir, &config.db, "the backup folder")
                 .map_err(|e| ServeError::Setup(e.to_string()))?;
+            // What backups killed mid-flight left there.
+            let stale = tessera::remove_stale_stages(dir).map_err(|e| ServeError::Setup(e.to_string()))?;
+            if stale > 0 {
+                tracing::info!(stale, dir = %dir.display(), "removed the staging folders of interrupted backups");
+            }
         }
         let path = config.db.clone();
         let db = tokio::task::spawn_blocking(move || Database::open(path))

@@ -76,23 +76,25 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
         return Err(Error::NoDatabase(db.into()));
     }
     refuse_inside(out, db, "the backup")?;
-    let mut taken = Vec::new();
     write_new_folder(out, |stage| {
         let sdir = stage.join("collections");
         std::fs::create_dir(&sdir).map_err(Error::io(&sdir))?;
+        let mut taken = Vec::new();
         for name in collection_names(&cdir)? {
             let dst = sdir.join(&name);
             std::fs::create_dir(&dst).map_err(Error::io(&dst))?;
             match backup_collection(&cdir.join(&name), &dst)? {
-                Some((t, tries)) => taken.push((name, t, tries)),
-                // Dropped while the backup ran.
+                Some((t, tries)) => {
+                    fsutil::sync_dir(&dst)?;
+                    taken.push((name, t, tries));
+                }
+                // Dropped while the backup ran: left out, as it would be a moment later.
                 None => std::fs::remove_dir_all(&dst).map_err(Error::io(&dst))?,
             }
-            fsutil::sync_dir(&dst)?;
         }
-        fsutil::sync_dir(&sdir)
-    })?;
-    report(out, taken, start)
+        fsutil::sync_dir(&sdir)?;
+        report(stage, taken, start)
+    })
 }
 
 /// Copies the backup in `from` to a new database folder `db`, which must not
@@ -104,20 +106,26 @@ pub fn restore(from: &Path, db: &Path) -> Result<BackupReport> {
     // Verifies the backup, and refuses a folder that is not a database.
     drop(Database::open_read_only(from)?);
     refuse_inside(db, from, "the restored database")?;
+    if held_by_a_writer(from)? {
+        return Err(Error::InvalidArgument(format!(
+            "{} is open for writing: a copy of it would not be consistent; take a backup of it (tessera backup) and restore that",
+            from.display()
+        )));
+    }
     let cdir = from.join("collections");
-    let mut taken = Vec::new();
     write_new_folder(db, |stage| {
         let sdir = stage.join("collections");
         std::fs::create_dir(&sdir).map_err(Error::io(&sdir))?;
+        let mut taken = Vec::new();
         for name in collection_names(&cdir)? {
             let (src, dst) = (cdir.join(&name), sdir.join(&name));
             let mut t = Taken::default();
             copy_tree(&src, &dst, &mut t)?;
             taken.push((name, t, 1));
         }
-        fsutil::sync_dir(&sdir)
-    })?;
-    report(db, taken, start)
+        fsutil::sync_dir(&sdir)?;
+        report(stage, taken, start)
+    })
 }
 
 /// Where `path` is (or would be) on disk: each existing part canonical
@@ -162,7 +170,24 @@ pub fn refuse_inside(dest: &Path, db: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens the written folder read-only (verifying it) and reports on it.
+/// Whether a writer holds the database in `db` open (its `LOCK`), found by
+/// asking for the lock shared for a moment.
+fn held_by_a_writer(db: &Path) -> Result<bool> {
+    let path = db.join("LOCK");
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == IoKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path)(e)),
+    }
+}
+
+/// Opens the written folder read-only (verifying it) and reports on it, as
+/// found at `path` (the staging folder, before it is renamed into place).
 fn report(path: &Path, taken: Vec<(String, Taken, usize)>, start: Instant) -> Result<BackupReport> {
     let opened = Database::open_read_only(path)?;
     let mut collections = Vec::with_capacity(taken.len());
@@ -199,7 +224,7 @@ fn collection_names(cdir: &Path) -> Result<Vec<String>> {
 /// Runs `fill` on a fresh sibling folder of `dest` and renames it to `dest`
 /// when it succeeds (removing it when it fails): `dest` either does not
 /// exist or holds everything. An empty folder at `dest` is replaced.
-fn write_new_folder(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+fn write_new_folder(dest: &Path, fill: impl FnOnce(&Path) -> Result<BackupReport>) -> Result<BackupReport> {
     if dest.is_dir() && std::fs::read_dir(dest).map_err(Error::io(dest))?.next().is_none() {
         std::fs::remove_dir(dest).map_err(Error::io(dest))?;
     }
@@ -212,21 +237,60 @@ fn write_new_folder(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Resu
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(Error::io(&parent))?;
+    remove_stale_stages(&parent)?;
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let stage = parent.join(format!(".{}.partial-{}-{nonce}", name.to_string_lossy(), std::process::id()));
     std::fs::create_dir(&stage).map_err(Error::io(&stage))?;
-    let res = fill(&stage).and_then(|_| fsutil::sync_dir(&stage)).and_then(|_| {
+    // Filled and verified before it takes the destination's name.
+    let res = fill(&stage).and_then(|r| fsutil::sync_dir(&stage).map(|_| r)).and_then(|r| {
         // `rename` would replace an empty folder made meanwhile; refuse that too.
         if dest.exists() {
             return Err(Error::DestinationExists(dest.into()));
         }
-        std::fs::rename(&stage, dest).map_err(Error::io(dest))
+        std::fs::rename(&stage, dest).map_err(Error::io(dest))?;
+        Ok(r)
     });
-    if let Err(e) = res {
-        let _ = std::fs::remove_dir_all(&stage);
-        return Err(e);
+    match res {
+        Ok(r) => {
+            fsutil::sync_dir(&parent)?;
+            Ok(BackupReport { path: dest.into(), ..r })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            Err(e)
+        }
     }
-    fsutil::sync_dir(&parent)
+}
+
+/// Removes the staging folders (`.NAME.partial-PID-N`) that backups and
+/// restores of processes no longer running left in `parent` — killed before
+/// they could remove them, they would pin disk through their hard links.
+/// Those of running processes (a backup in flight) are left alone; where the
+/// system cannot tell (no `/proc`), nothing is removed. Returns how many went.
+pub fn remove_stale_stages(parent: &Path) -> Result<usize> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(parent) else { return Ok(0) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".partial-")).and_then(|(_, rest)| {
+            rest.split_once('-').and_then(|(pid, nonce)| nonce.parse::<u128>().ok().and(pid.parse::<u32>().ok()))
+        }) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == IoKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path)(e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// Takes one collection: its manifest, every file the manifest names, and

@@ -58,7 +58,7 @@ mod text;
 mod wal;
 pub mod wire;
 
-pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, restore};
+pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, remove_stale_stages, restore};
 pub use collection::{BuildTimes, Collection, CollectionStats};
 pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,

@@ -241,7 +241,80 @@ fn backup_and_restore_refuse_what_they_cannot_do_whole() {
     assert!(matches!(tessera::restore(&bk, &target), Err(Error::Corrupted { .. })));
     assert!(!target.exists());
     no_partial(root.path());
+    // Restoring from a database open for writing is refused (a copy of it
+    // would not be consistent), and leaves nothing.
+    {
+        let _writer = Database::open(&db_dir).unwrap();
+        let e = tessera::restore(&db_dir, &target).unwrap_err();
+        assert!(e.to_string().contains("open for writing"), "{e}");
+        assert!(!target.exists());
+    }
+    // Staging folders of backups whose process is gone are removed by the
+    // next backup there; one of a running process (this one) is not.
+    let stale = root.path().join(".old.partial-4194999-17");
+    let live = root.path().join(format!(".new.partial-{}-18", std::process::id()));
+    for d in [&stale, &live] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("f"), b"x").unwrap();
+    }
+    tessera::backup(&db_dir, &root.path().join("bk2")).unwrap();
+    assert!(!stale.exists() && live.exists());
+    std::fs::remove_dir_all(&live).unwrap();
+    // A backup of a damaged database fails and leaves nothing: it is
+    // verified before it takes its name.
+    let seg = files_named(&db_dir.join("collections/c"), "seg-").pop().unwrap();
+    let original = std::fs::read(&seg).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::remove_file(&seg).unwrap();
+    std::fs::write(&seg, &bytes).unwrap();
+    let bad = root.path().join("bk-of-damaged");
+    assert!(matches!(tessera::backup(&db_dir, &bad), Err(Error::Corrupted { .. })));
+    assert!(!bad.exists());
+    no_partial(root.path());
+    std::fs::write(&seg, original).unwrap();
     // The database itself is untouched by all of this.
     let db = Database::open(&db_dir).unwrap();
     assert_eq!(db.collection("c").unwrap().len(), 31);
+}
+
+/// Collections dropped while backups run are in a backup or out of it, and
+/// never make it fail (a backup synced the folder of a collection it had
+/// just left out, and failed).
+#[test]
+fn backups_beside_collections_being_dropped_never_fail() {
+    let root = tempfile::tempdir().unwrap();
+    let db_dir = root.path().join("db");
+    let db = Database::open(&db_dir).unwrap();
+    let mut rng = Rng(5);
+    let keep = db.create_collection("keep", CollectionConfig::new(DIM)).unwrap();
+    keep.upsert(&[Document::new("k", rng.tokens(2, DIM))]).unwrap();
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(6);
+            while !stop.load(Ordering::Relaxed) {
+                let c = db.create_collection("churn", CollectionConfig::new(DIM)).unwrap();
+                c.upsert(&[Document::new("x", rng.tokens(2, DIM))]).unwrap();
+                drop(c);
+                db.drop_collection("churn").unwrap();
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut i = 0;
+        while std::time::Instant::now() < deadline {
+            let out = root.path().join(format!("bk-{i}"));
+            let r = tessera::backup(&db_dir, &out);
+            stop.store(r.is_err(), Ordering::Relaxed);
+            let r = r.unwrap_or_else(|e| panic!("backup {i}: {e}"));
+            assert!(r.collections.iter().any(|c| c.name == "keep" && c.documents == 1));
+            std::fs::remove_dir_all(&out).unwrap();
+            i += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("{i} backups beside {} creates and drops", rounds.load(Ordering::Relaxed));
+    });
 }
