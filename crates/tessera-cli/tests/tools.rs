@@ -736,3 +736,48 @@ fn inspect_verifies_text_indexes_and_centroid_collections_as_open_does() {
         assert_eq!(info.status.code(), Some(1), "a flip in {name} passed open");
     }
 }
+
+/// Regression: `tessera inspect` beside a busy writer called a healthy
+/// database corrupt when a seal or merge replaced the manifest and removed
+/// the files the one it read named. It inspects again until the manifest
+/// holds still, so a healthy database is never reported corrupt.
+#[test]
+fn inspect_beside_a_busy_writer_never_calls_a_healthy_database_corrupt() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let db = Database::open(&path).unwrap();
+    let mut config = CollectionConfig::new(8);
+    (config.memtable_bytes, config.max_segments) = (4096, 2);
+    let c = db.create_collection("c", config).unwrap();
+    let (stop, writes) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let corpus = synth::corpus(400, 6, 8, 0, 1, 3);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, chunk) in corpus.docs.chunks(8).cycle().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                c.upsert(chunk).unwrap();
+                if i % 5 == 4 {
+                    c.flush().unwrap();
+                }
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let args = tessera_cli::inspect::InspectArgs { files: vec![], db: Some(path.clone()), collection: None };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut runs = 0;
+        while std::time::Instant::now() < deadline {
+            let mut report = Vec::new();
+            let r = tessera_cli::inspect::run(&args, &mut report);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            assert!(r.is_ok(), "run {runs}: {}", String::from_utf8_lossy(&report));
+            runs += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("{runs} inspections beside {} write batches", writes.load(Ordering::Relaxed));
+    });
+}
