@@ -195,11 +195,7 @@ fn json_value(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String)
 /// checked as a filter, in the engine's words: the string "null" is not one).
 fn filter_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     match obj.cast::<PyString>() {
-        Ok(s) => {
-            let text = s.extract::<String>()?;
-            tessera::Filter::parse(&text).or_py(py)?;
-            Ok(serde_json::from_str(&text).expect("parsed as a filter above"))
-        }
+        Ok(s) => tessera::Filter::checked_json(&s.extract::<String>()?).or_py(py),
         Err(_) => json_value(py, obj, &|| "filter".into()),
     }
 }

@@ -228,7 +228,7 @@ impl StageArgs {
         (o.candidates, o.ef, o.nprobe, o.rerank, o.exact) =
             (self.candidates, self.ef, self.nprobe, self.rerank, self.exact);
         if let Some(f) = &self.filter {
-            o.filter = Some(serde_json::from_str(f).map_err(|e| format!("invalid argument: filter: not JSON: {e}"))?);
+            o.filter = Some(tessera::Filter::checked_json(f)?);
         }
         o.fusion = self.fusion;
         (o.rank, o.rank_norm) = (self.rank.rank, self.rank.rank_norm);

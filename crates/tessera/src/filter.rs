@@ -30,6 +30,11 @@ pub enum Filter {
     Not(Box<Filter>),
 }
 
+/// JSON text as a value; refused as a filter's.
+fn json_text(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(format!("filter: {}", msg.into()))
 }
@@ -77,8 +82,15 @@ fn brief(v: &Value) -> String {
 impl Filter {
     /// Parses the JSON form.
     pub fn parse(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        Self::from_json(&v)
+        Self::from_json(&json_text(text)?)
+    }
+
+    /// The JSON form given as text, as JSON, refused as [`parse`](Self::parse)
+    /// refuses it (for options that carry a filter as JSON).
+    pub fn checked_json(text: &str) -> Result<Value> {
+        let v = json_text(text)?;
+        Self::from_json(&v)?;
+        Ok(v)
     }
 
     pub fn from_json(v: &Value) -> Result<Self> {

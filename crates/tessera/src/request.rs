@@ -126,7 +126,8 @@ impl SearchOptions {
 
     /// The field names, as the wire spells them.
     pub fn fields() -> &'static [&'static str] {
-        crate::wire::struct_fields::<SearchOptions>()
+        static FIELDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        FIELDS.get_or_init(crate::wire::struct_fields::<SearchOptions>)
     }
 }
 
