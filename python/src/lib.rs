@@ -16,6 +16,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
+mod encoder;
+
 use tessera::{CollectionConfig, IndexKind, PlanDefaults, SearchOptions, SearchResults, TextKind, Tokens, f16};
 
 // ---------------------------------------------------------------- errors
@@ -1087,6 +1089,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Hit>()?;
     m.add_class::<Document>()?;
     m.add_class::<Reranked>()?;
+    m.add_class::<encoder::Encoder>()?;
     m.add_function(wrap_pyfunction!(restore, m)?)?;
     m.add("MAX_K", tessera::MAX_K)?;
     // The search options' names (`search(**options)`), as the engine reads them.

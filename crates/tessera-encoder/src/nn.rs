@@ -1,0 +1,123 @@
+//! The layers both architectures share: linear maps (optionally fused),
+//! LayerNorm with or without bias, activations, and attention over a fused
+//! `q, k, v` projection with an additive key mask and optional RoPE.
+
+use candle_core::{DType, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+/// An activation inside the transformer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Act {
+    /// Exact GELU, `x · Φ(x)` (transformers' `gelu`).
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+impl Act {
+    pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Act::Gelu => x.gelu_erf(),
+            Act::GeluTanh => x.gelu(),
+            Act::Relu => x.relu(),
+        }
+    }
+}
+
+/// LayerNorm over the last dimension; a missing bias is a zero bias (one
+/// fused kernel either way).
+pub(crate) struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl Norm {
+    pub fn load(size: usize, eps: f64, bias: bool, vb: VarBuilder) -> candle_core::Result<Norm> {
+        let weight = vb.get(size, "weight")?;
+        let bias = if bias { vb.get(size, "bias")? } else { weight.zeros_like()? };
+        Ok(Norm { weight, bias, eps: eps as f32 })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    }
+}
+
+pub(crate) fn linear(input: usize, output: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
+    let weight = vb.get((output, input), "weight")?;
+    let bias = if bias { Some(vb.get(output, "bias")?) } else { None };
+    Ok(Linear::new(weight, bias))
+}
+
+/// Several `input → output` projections stacked into one `input → n·output`
+/// matrix, in the order of `names`.
+pub(crate) fn fused_linear(
+    input: usize,
+    output: usize,
+    names: &[&str],
+    bias: bool,
+    vb: &VarBuilder,
+) -> candle_core::Result<Linear> {
+    let weights =
+        names.iter().map(|n| vb.pp(*n).get((output, input), "weight")).collect::<candle_core::Result<Vec<_>>>()?;
+    let bias = if bias {
+        let b = names.iter().map(|n| vb.pp(*n).get(output, "bias")).collect::<candle_core::Result<Vec<_>>>()?;
+        Some(Tensor::cat(&b, 0)?)
+    } else {
+        None
+    };
+    Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
+}
+
+/// The additive mask on keys, `(batch, 1, 1, len)`: 0 where `mask` is 1,
+/// `f32::MIN` where it is 0 (transformers' `(1 − mask) · finfo.min`).
+pub(crate) fn key_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
+    let (batch, len) = mask.dims2()?;
+    let m = mask.to_dtype(DType::F32)?;
+    ((1.0 - m)? * f32::MIN as f64)?.reshape((batch, 1, 1, len))
+}
+
+/// Scaled dot-product attention over `qkv` `(batch, len, 3·hidden)` laid out
+/// `q | k | v`, each split into `heads`; `bias` is added to the scores
+/// (`(batch, 1, 1, len)` or `(batch, 1, len, len)`); `rope` is `(cos, sin)`,
+/// `(len, head_dim / 2)`, applied rotate-half style to `q` and `k`.
+/// Returns `(batch, len, hidden)`.
+pub(crate) fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    bias: &Tensor,
+    rope: Option<(&Tensor, &Tensor)>,
+) -> candle_core::Result<Tensor> {
+    let (batch, len, width) = qkv.dims3()?;
+    let hidden = width / 3;
+    let head = hidden / heads;
+    let qkv = qkv.reshape((batch, len, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
+    let (mut q, mut k) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?);
+    let v = qkv.get(2)?.contiguous()?;
+    if let Some((cos, sin)) = rope {
+        q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+    }
+    let scores = (q.matmul(&k.t()?)? * (head as f64).powf(-0.5))?.broadcast_add(bias)?;
+    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+    p.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, hidden))
+}
+
+/// `(cos, sin)` of rotary position embeddings for positions `0..len`.
+pub(crate) fn rope_tables(len: usize, head: usize, theta: f64) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = head / 2;
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
+    for pos in 0..len {
+        for i in 0..half {
+            let inv = 1.0 / theta.powf((2 * i) as f64 / head as f64);
+            let angle = (pos as f64 * inv) as f32;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let dev = &candle_core::Device::Cpu;
+    Ok((Tensor::from_vec(cos, (len, half), dev)?, Tensor::from_vec(sin, (len, half), dev)?))
+}
