@@ -54,6 +54,23 @@ class Document:
         payload: Any = None,
     ) -> None: ...
 
+class Encoder:
+    """A late-interaction model loaded from a sentence-transformers / PyLate
+    model directory (BERT or ModernBERT, then Dense / Normalize modules):
+    texts in, one float32 ``(tokens, dim)`` array per text out, each row of
+    unit norm, with PyLate's rules (docs/ENCODER.md). Nothing is downloaded."""
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def identity(self) -> Dict[str, Any]:
+        """name, architecture, dim, checksum (of the files that decide the
+        vectors) and settings (the late-interaction settings)."""
+    def encode(self, texts: Sequence[str], is_query: bool = False) -> List["np.ndarray"]:
+        """Encodes ``texts`` as queries or documents; an empty text raises
+        InvalidInputError naming its position."""
+
 class Reranked:
     """Hits of ``Collection.rerank`` best first, and the ids that are not live documents."""
 

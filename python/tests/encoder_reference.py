@@ -5,7 +5,7 @@ Nothing here imports torch, transformers, safetensors or tokenizers: the model
 folder is written by hand (a small safetensors writer, a hand-made
 tokenizer.json) and read back by hand, and the forward passes are plain
 float64 numpy. The encoding rules are PyLate's, as pinned down in
-docs/ENCODER-rules-draft.md (PyLate 1.4.0 + main at 1f1f47c, ``ColBERT.tokenize``
+docs/ENCODER.md (PyLate 1.4.0 + main at 1f1f47c, ``ColBERT.tokenize``
 / ``ColBERT.encode`` / ``Dense``); the BERT and ModernBERT passes follow
 transformers' ``BertModel`` and ``ModernBertModel`` in eval mode, with the
 eager/SDPA (CPU) attention semantics.

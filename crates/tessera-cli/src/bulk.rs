@@ -239,7 +239,18 @@ struct RawRecord {
 }
 
 /// Parses one JSONL record; `tokens` is filled from the line (inline) or by the caller.
-fn parse_record(line: &str, at: &str, inline: bool) -> std::result::Result<(Document, bool), ReadError> {
+/// Where a record's tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokensFrom {
+    /// The bulk folder's token file (inline tokens refused).
+    File,
+    /// Inline `tokens`, required.
+    Inline,
+    /// Inline `tokens`, or none: the text is encoded later (`--model`).
+    InlineOrText,
+}
+
+fn parse_record(line: &str, at: &str, from: TokensFrom) -> std::result::Result<(Document, bool), ReadError> {
     let r: RawRecord = serde_json::from_str(line).map_err(|e| bad(at, e.to_string()))?;
     let id = match r.id {
         serde_json::Value::String(s) => s,
@@ -272,11 +283,15 @@ fn parse_record(line: &str, at: &str, inline: bool) -> std::result::Result<(Docu
         (Some(_), false) => return Err(bad(at, "payload must be an object when the record has other fields")),
     };
     let has_tokens = r.tokens.is_some();
-    let tokens = match r.tokens {
-        Some(rows) if inline => Tokens::from_rows(&rows).map_err(|e| bad(at, format!("tokens: {e}")))?,
-        Some(_) => return Err(bad(at, "inline \"tokens\" in a bulk folder: tokens come from the token file")),
-        None if inline => return Err(bad(at, "missing \"tokens\" (a list of token rows)")),
-        None => Tokens::F32 { data: Vec::new(), dim: 0 },
+    let tokens = match (r.tokens, from) {
+        (Some(_), TokensFrom::File) => {
+            return Err(bad(at, "inline \"tokens\" in a bulk folder: tokens come from the token file"));
+        }
+        (Some(rows), _) => Tokens::from_rows(&rows).map_err(|e| bad(at, format!("tokens: {e}")))?,
+        (None, TokensFrom::Inline) => {
+            return Err(bad(at, "missing \"tokens\" (a list of token rows; or give --model to encode the text)"));
+        }
+        (None, _) => Tokens::F32 { data: Vec::new(), dim: 0 },
     };
     Ok((Document { id, tokens, text: r.text, payload }, has_tokens))
 }
@@ -374,7 +389,7 @@ impl RecordSource for BulkReader {
     fn next_record(&mut self) -> std::result::Result<Option<Record>, ReadError> {
         let Some((line, at)) = self.next_line()? else { return Ok(None) };
         let i = self.line_no - 1;
-        let (mut doc, _) = parse_record(&line, &at, false)?;
+        let (mut doc, _) = parse_record(&line, &at, TokensFrom::File)?;
         let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         if a == b {
             return Err(bad(&at, format!("document {:?} has no tokens", doc.id)));
@@ -408,11 +423,13 @@ pub struct JsonlReader {
     line_no: usize,
     ready: VecDeque<std::result::Result<Record, ReadError>>,
     dim: Option<usize>,
+    from: TokensFrom,
 }
 
 impl JsonlReader {
-    /// `path` = `-` reads standard input.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// `path` = `-` reads standard input. With `texts`, a record may come
+    /// without tokens (its text is encoded by the caller).
+    pub fn open(path: &Path, texts: bool) -> Result<Self> {
         let (name, input, fingerprint): (String, Box<dyn Read + Send>, String) = if path.as_os_str() == "-" {
             ("<stdin>".into(), Box::new(std::io::stdin()), "stdin".into())
         } else {
@@ -420,9 +437,10 @@ impl JsonlReader {
             (path.display().to_string(), Box::new(f), format!("jsonl {}", file_fingerprint(path, false)))
         };
         let lines = BufReader::with_capacity(1 << 20, input).lines();
-        let mut r = Self { name, fingerprint, lines, line_no: 0, ready: VecDeque::new(), dim: None };
+        let from = if texts { TokensFrom::InlineOrText } else { TokensFrom::Inline };
+        let mut r = Self { name, fingerprint, lines, line_no: 0, ready: VecDeque::new(), dim: None, from };
         r.fill()?;
-        r.dim = r.ready.iter().find_map(|x| x.as_ref().ok()).map(|rec| rec.doc.tokens.dim());
+        r.dim = r.ready.iter().find_map(|x| x.as_ref().ok()).map(|rec| rec.doc.tokens.dim()).filter(|&d| d > 0);
         Ok(r)
     }
 
@@ -438,9 +456,10 @@ impl JsonlReader {
                 chunk.push((line, at));
             }
         }
+        let from = self.from;
         let parsed: Vec<_> = chunk
             .into_par_iter()
-            .map(|(line, at)| parse_record(&line, &at, true).map(|(doc, _)| Record { doc, at }))
+            .map(|(line, at)| parse_record(&line, &at, from).map(|(doc, _)| Record { doc, at }))
             .collect();
         self.ready.extend(parsed);
         Ok(())
@@ -479,12 +498,13 @@ impl RecordSource for JsonlReader {
     }
 }
 
-/// Opens an ingest input: a bulk folder, a `.jsonl` file, or `-` (JSONL on stdin).
-pub fn open_source(path: &Path) -> Result<Box<dyn RecordSource>> {
+/// Opens an ingest input: a bulk folder, a `.jsonl` file, or `-` (JSONL on
+/// stdin); with `texts`, JSONL records may come without tokens.
+pub fn open_source(path: &Path, texts: bool) -> Result<Box<dyn RecordSource>> {
     if path.is_dir() {
         Ok(Box::new(BulkReader::open(path, "docs.jsonl")?))
     } else if path.as_os_str() == "-" || path.is_file() {
-        Ok(Box::new(JsonlReader::open(path)?))
+        Ok(Box::new(JsonlReader::open(path, texts)?))
     } else {
         err(format!("{}: no such file or folder", path.display()))
     }

@@ -71,35 +71,117 @@ impl Write for CreatedOnWrite {
     }
 }
 
-/// Runs every query of a bulk-format query folder and writes a TREC run
-/// (`qid Q0 docid rank score tessera`) to `run`. A tensor search sends the
-/// queries to the engine `batch` at a time ([`tessera::Collection::execute_batch`]);
-/// text and hybrid searches run one by one (each query has its own text).
+/// Where `tessera search` takes its queries from.
+pub enum Queries<'a> {
+    /// A bulk-format query folder (queries.jsonl + tokens.npy + offsets.npy).
+    Folder(&'a Path),
+    /// The texts of a queries.jsonl (a folder without tokens.npy), encoded
+    /// by the model as they are read.
+    Texts(&'a Path, &'a crate::text::Encoder),
+    /// One text, encoded by the model (its id is `q`).
+    One(&'a str, &'a crate::text::Encoder),
+}
+
+enum QueryReader<'a> {
+    Bulk(BulkReader),
+    Texts(crate::bulk::JsonlReader, &'a crate::text::Encoder),
+    One(Option<Document>),
+}
+
+impl<'a> Queries<'a> {
+    fn open(&self) -> Result<QueryReader<'a>> {
+        Ok(match *self {
+            Queries::Folder(dir) => QueryReader::Bulk(BulkReader::open(dir, "queries.jsonl")?),
+            Queries::Texts(dir, model) => {
+                QueryReader::Texts(crate::bulk::JsonlReader::open(&dir.join("queries.jsonl"), true)?, model)
+            }
+            Queries::One(text, model) => {
+                let mut q = vec![Document {
+                    id: "q".into(),
+                    tokens: tessera::Tokens::F32 { data: Vec::new(), dim: 0 },
+                    text: Some(text.to_string()),
+                    payload: None,
+                }];
+                encode_queries(model, &mut q)?;
+                QueryReader::One(q.pop())
+            }
+        })
+    }
+}
+
+/// Encodes the queries that have no tokens; a query with neither is refused.
+fn encode_queries(model: &crate::text::Encoder, qs: &mut [Document]) -> Result<()> {
+    let filled = crate::text::fill_tokens(model, qs, crate::text::Kind::Query)?;
+    if let Some((i, reason)) = filled.bad.first() {
+        return Err(format!("query {:?}: {reason}", qs[*i].id).into());
+    }
+    Ok(())
+}
+
+impl QueryReader<'_> {
+    /// Up to `n` more queries (empty at the end).
+    fn next_batch(&mut self, n: usize) -> Result<Vec<Document>> {
+        let mut qs = Vec::with_capacity(n);
+        match self {
+            QueryReader::Bulk(r) => {
+                while qs.len() < n {
+                    match r.next_doc()? {
+                        Some(q) => qs.push(q),
+                        None => break,
+                    }
+                }
+            }
+            QueryReader::Texts(r, model) => {
+                use crate::bulk::RecordSource;
+                while qs.len() < n {
+                    match r.next_record()? {
+                        Some(rec) => qs.push(rec.doc),
+                        None => break,
+                    }
+                }
+                encode_queries(model, &mut qs)?;
+            }
+            QueryReader::One(q) => qs.extend(q.take()),
+        }
+        Ok(qs)
+    }
+}
+
+/// Runs every query and writes a TREC run (`qid Q0 docid rank score
+/// tessera`) to `run`. A tensor search sends the queries to the engine
+/// `batch` at a time ([`tessera::Collection::execute_batch`]); text and
+/// hybrid searches run one by one (each query has its own text).
 pub fn search(
     db: &Database,
     collection: &str,
-    queries: &Path,
+    queries: &Queries,
     mode: &SearchMode,
     batch: usize,
     run: &mut dyn Write,
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
-    let mut reader = BulkReader::open(queries, "queries.jsonl")?;
+    if let Queries::Texts(_, m) | Queries::One(_, m) = queries
+        && m.dim() != c.dim()
+    {
+        return Err(format!(
+            "--model {} outputs {}-dimensional vectors but collection {collection:?} holds {}-dimensional tokens",
+            m.identity().name,
+            m.dim(),
+            c.dim()
+        )
+        .into());
+    }
+    let mut reader = queries.open()?;
     let batch = if matches!(mode, SearchMode::Options { bm25: false, .. }) { batch.max(1) } else { 1 };
-    let mut latencies = Vec::with_capacity(reader.n_docs().div_ceil(batch));
+    let mut latencies = Vec::new();
     let mut n = 0;
     loop {
-        let mut qs = Vec::with_capacity(batch);
-        while qs.len() < batch {
-            match reader.next_doc()? {
-                Some(q) => qs.push(q),
-                None => break,
-            }
-        }
+        // Timed from reading: a text query's latency includes its encoding.
+        let t = Instant::now();
+        let qs = reader.next_batch(batch)?;
         if qs.is_empty() {
             break;
         }
-        let t = Instant::now();
         let results: Vec<std::result::Result<Vec<tessera::SearchHit>, tessera::Error>> = match mode {
             SearchMode::Options { options, bm25: false } if batch > 1 => {
                 let tokens: Vec<tessera::Tokens> = qs.iter().map(|q| q.tokens.clone()).collect();
@@ -201,6 +283,23 @@ impl SearchMode {
             SearchMode::Text { k, filter } => c.search_text(q.text.as_deref().unwrap_or(""), *k, filter.as_ref()),
         }
     }
+}
+
+/// Prints the hits of one query's TREC run lines: rank, id, score and the
+/// start of the document's text.
+pub fn print_hits(c: &tessera::Collection, run: &[u8], out: &mut dyn Write) -> Result<()> {
+    for line in String::from_utf8_lossy(run).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (id, rank, score) = (f[2], f[3], f[4]);
+        let text = c.get(id)?.and_then(|d| d.text).unwrap_or_default();
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut snippet: String = flat.chars().take(100).collect();
+        if flat.chars().count() > 100 {
+            snippet.push('…');
+        }
+        writeln!(out, "{rank:>3}  {score}  {id}  {snippet}")?;
+    }
+    Ok(())
 }
 
 /// Prints what `tessera backup` or `tessera restore` wrote.

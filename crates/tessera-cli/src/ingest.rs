@@ -42,11 +42,21 @@ pub struct IngestOptions {
     pub resume: bool,
     /// Documents per write batch (cut earlier at 16 MiB of tokens).
     pub batch_docs: usize,
+    /// The model that encodes the text of JSONL records without tokens.
+    pub model: Option<std::sync::Arc<crate::text::Encoder>>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        Self { index: None, storage: None, screening: None, on_error: OnError::Abort, resume: false, batch_docs: 512 }
+        Self {
+            index: None,
+            storage: None,
+            screening: None,
+            on_error: OnError::Abort,
+            resume: false,
+            batch_docs: 512,
+            model: None,
+        }
     }
 }
 
@@ -62,6 +72,10 @@ pub struct IngestReport {
     pub elapsed: Duration,
     /// Where the collection's sealing time went during the run.
     pub build: tessera::BuildTimes,
+    /// Documents whose text was encoded (`--model`), and of those, cut at
+    /// the model's document length.
+    pub encoded: usize,
+    pub truncated: usize,
 }
 
 const BATCH_BYTES: usize = 16 << 20;
@@ -74,6 +88,30 @@ struct Batch {
     /// Input records consumed up to the end of this batch (this run's count).
     consumed: usize,
     fatal: Option<String>,
+    /// Records whose text was encoded, and of those, truncated.
+    encoded: usize,
+    truncated: usize,
+}
+
+/// Encodes the texts of the records that came without tokens; a record
+/// with neither becomes a bad record.
+fn encode(model: &crate::text::Encoder, read: &mut Vec<Record>, b: &mut Batch) {
+    let (ats, mut docs): (Vec<String>, Vec<tessera::Document>) =
+        std::mem::take(read).into_iter().map(|r| (r.at, r.doc)).unzip();
+    match crate::text::fill_tokens(model, &mut docs, crate::text::Kind::Document) {
+        Ok(filled) => {
+            let bad: std::collections::HashMap<usize, String> = filled.bad.into_iter().collect();
+            b.encoded += docs.len() - bad.len();
+            b.truncated += filled.truncated;
+            for (i, (at, doc)) in ats.into_iter().zip(docs).enumerate() {
+                match bad.get(&i) {
+                    Some(reason) => b.bad.push((at, reason.clone())),
+                    None => read.push(Record { doc, at }),
+                }
+            }
+        }
+        Err(e) => b.fatal = Some(format!("encoding the batch's texts: {e}")),
+    }
 }
 
 fn token_values(r: &Record) -> usize {
@@ -83,16 +121,23 @@ fn token_values(r: &Record) -> usize {
     }
 }
 
-/// Reads, validates and batches records on its own thread.
-fn spawn_reader(mut src: Box<dyn RecordSource>, dim: usize, batch_docs: usize) -> Receiver<Batch> {
+/// Reads, encodes (texts without tokens, with a model), validates and
+/// batches records on its own thread.
+fn spawn_reader(
+    mut src: Box<dyn RecordSource>,
+    dim: usize,
+    batch_docs: usize,
+    model: Option<std::sync::Arc<crate::text::Encoder>>,
+) -> Receiver<Batch> {
     let (tx, rx) = sync_channel::<Batch>(2);
     std::thread::spawn(move || {
         let mut consumed = 0;
         loop {
-            let mut b = Batch { records: Vec::new(), bad: Vec::new(), consumed, fatal: None };
+            let mut b = Batch { records: Vec::new(), bad: Vec::new(), consumed, fatal: None, encoded: 0, truncated: 0 };
+            let mut read = Vec::new();
             let mut bytes = 0;
             let mut done = false;
-            while b.records.len() < batch_docs && bytes < BATCH_BYTES {
+            while read.len() < batch_docs && bytes < BATCH_BYTES {
                 match src.next_record() {
                     Ok(None) => {
                         done = true;
@@ -100,13 +145,8 @@ fn spawn_reader(mut src: Box<dyn RecordSource>, dim: usize, batch_docs: usize) -
                     }
                     Ok(Some(r)) => {
                         consumed += 1;
-                        match r.doc.validate(dim) {
-                            Ok(()) => {
-                                bytes += token_values(&r) * 2;
-                                b.records.push(r);
-                            }
-                            Err(e) => b.bad.push((r.at, e.to_string())),
-                        }
+                        bytes += token_values(&r) * 2 + r.doc.text.as_ref().map_or(0, |t| t.len() * 64);
+                        read.push(r);
                     }
                     Err(ReadError::Bad { at, reason }) => {
                         consumed += 1;
@@ -117,6 +157,15 @@ fn spawn_reader(mut src: Box<dyn RecordSource>, dim: usize, batch_docs: usize) -
                         done = true;
                         break;
                     }
+                }
+            }
+            if let Some(model) = &model {
+                encode(model, &mut read, &mut b);
+            }
+            for r in read {
+                match r.doc.validate(dim) {
+                    Ok(()) => b.records.push(r),
+                    Err(e) => b.bad.push((r.at, e.to_string())),
                 }
             }
             b.consumed = consumed;
@@ -280,12 +329,16 @@ pub fn ingest(
     log: &mut dyn Write,
 ) -> Result<IngestReport> {
     let start = Instant::now();
-    let mut src = open_source(input)?;
+    let mut src = open_source(input, opts.model.is_some())?;
     let existing = db.collection(collection).ok();
-    let dim = match (src.dim(), &existing) {
-        (Some(d), _) => d,
-        (None, Some(c)) => c.dim(),
-        (None, None) => return Err(format!("{}: no valid record to learn the token dim from", input.display()).into()),
+    let dim = match (src.dim(), &existing, &opts.model) {
+        (Some(d), _, _) => d,
+        (None, Some(c), _) => c.dim(),
+        (None, None, Some(m)) => m.dim(),
+        (None, None, None) => return Err(format!(
+                "{}: no valid record to learn the token dim from (a record needs \"tokens\", or give --model DIR to encode its \"text\")",
+                input.display()
+            ).into()),
     };
     let c = match existing {
         Some(c) => {
@@ -303,13 +356,26 @@ pub fn ingest(
     }
     let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
     let mut progress = Progress::new(total);
-    let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1));
+    if let Some(m) = &opts.model
+        && m.dim() != c.dim()
+    {
+        return Err(format!(
+            "--model {} outputs {}-dimensional vectors but collection {collection:?} holds {}-dimensional tokens",
+            m.identity().name,
+            m.dim(),
+            c.dim()
+        )
+        .into());
+    }
+    let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), opts.model.clone());
     let mut consumed = 0;
     for batch in rx {
         if let Some(e) = batch.fatal {
             progress.finish();
             return Err(aborted(&e, &report, report.resumed_after + consumed).into());
         }
+        report.encoded += batch.encoded;
+        report.truncated += batch.truncated;
         if let Some((at, reason)) = batch.bad.first() {
             if opts.on_error == OnError::Abort {
                 progress.finish();

@@ -15,6 +15,7 @@
 //! | [`tune`] | `tessera tune`: the weights of a collection's fused ranking, fitted on judgments |
 //! | [`bench`] | `tessera bench search`: two-stage against exact search, quality and latency in one run |
 //! | [`bench_writes`] | `tessera bench writes`: write latency while memtables seal and segments merge |
+//! | [`text`] | texts through the built-in encoder: `tessera encode`, and `--model` of ingest and search |
 //! | [`args`] | arguments several commands share (named settings, the rank of hybrid search) |
 
 pub mod args;
@@ -29,4 +30,5 @@ pub mod inspect;
 pub mod mine;
 pub mod serve;
 pub mod synth;
+pub mod text;
 pub mod tune;

@@ -81,6 +81,25 @@ enum Cmd {
         /// Documents per write batch (each is one WAL append + fsync).
         #[arg(long, default_value_t = 512)]
         batch_docs: usize,
+        /// A model directory (sentence-transformers / PyLate layout, docs/ENCODER.md): JSONL
+        /// records without "tokens" have their "text" encoded as documents.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Encode the "text" of every JSONL record with a model into a new bulk folder
+    /// (docs.jsonl or queries.jsonl, tokens.npy, offsets.npy), ready for ingest or search.
+    Encode {
+        /// The model directory (sentence-transformers / PyLate layout, docs/ENCODER.md).
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL records with a "text" (`-` for standard input).
+        input: PathBuf,
+        /// The bulk folder to write (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Encode as queries (the model's query rules) and write queries.jsonl.
+        #[arg(long)]
+        queries: bool,
     },
     /// Search with every query of a bulk-format folder; write a TREC run file.
     Search {
@@ -90,15 +109,22 @@ enum Cmd {
         /// Collection to search.
         #[arg(long)]
         collection: String,
-        /// Folder with queries.jsonl, tokens.npy, offsets.npy.
+        /// Folder with queries.jsonl, tokens.npy, offsets.npy (with --model: queries.jsonl
+        /// alone, its texts encoded).
+        #[arg(long, required_unless_present = "query", conflicts_with = "query")]
+        queries: Option<PathBuf>,
+        /// One query text, encoded by --model; prints the hits (id, score, text).
+        #[arg(long, requires = "model")]
+        query: Option<String>,
+        /// A model directory (docs/ENCODER.md) that encodes the query texts.
         #[arg(long)]
-        queries: PathBuf,
+        model: Option<PathBuf>,
         /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// Output run file (`-` for stdout).
-        #[arg(long)]
-        run: PathBuf,
+        #[arg(long, required_unless_present = "query")]
+        run: Option<PathBuf>,
         #[command(flatten)]
         stage: StageArgs,
         /// Evaluate the run just written against these judgments (as `tessera eval`).
@@ -387,7 +413,19 @@ fn run(cli: Cli) -> Result<()> {
             let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
             commands::demo(&db, &o, stdout)?;
         }
-        Cmd::Ingest { db, collection, data, index, centroids, storage, screening, on_error, resume, batch_docs } => {
+        Cmd::Ingest {
+            db,
+            collection,
+            data,
+            index,
+            centroids,
+            storage,
+            screening,
+            on_error,
+            resume,
+            batch_docs,
+            model,
+        } => {
             let mut index = index.map(tessera::IndexKind::config);
             if let Some(k) = centroids {
                 match &mut index {
@@ -396,12 +434,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let db = Database::open(&db)?;
-            let opts = tessera_cli::ingest::IngestOptions { index, storage, screening, on_error, resume, batch_docs };
+            let model = model.map(|m| tessera_cli::text::load(&m)).transpose()?.map(std::sync::Arc::new);
+            let opts =
+                tessera_cli::ingest::IngestOptions { index, storage, screening, on_error, resume, batch_docs, model };
             let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
                 stdout,
-                "ingested {} documents, {} tokens in {s:.2} s ({:.0} docs/s, {:.0} tokens/s); {} bad records skipped{}",
+                "ingested {} documents, {} tokens in {s:.2} s ({:.0} docs/s, {:.0} tokens/s); {} bad records skipped{}{}",
                 r.docs,
                 r.tokens,
                 r.docs as f64 / s,
@@ -409,6 +449,11 @@ fn run(cli: Cli) -> Result<()> {
                 r.skipped,
                 if r.resumed_after > 0 {
                     format!("; resumed after {} records", r.resumed_after)
+                } else {
+                    String::new()
+                },
+                if r.encoded > 0 {
+                    format!("; {} texts encoded, {} cut at the model's document length", r.encoded, r.truncated)
                 } else {
                     String::new()
                 }
@@ -427,22 +472,44 @@ fn run(cli: Cli) -> Result<()> {
                 (s - b.flush_s - b.merge_s).max(0.0)
             )?;
         }
-        Cmd::Search { db, collection, queries, k, run, stage, qrels, batch } => {
+        Cmd::Search { db, collection, queries, query, model, k, run, stage, qrels, batch } => {
             let batch = batch.unwrap_or(commands::DEFAULT_SEARCH_BATCH);
             if !(1..=tessera::MAX_BATCH).contains(&batch) {
                 return Err(format!("--batch must be in 1..={}", tessera::MAX_BATCH).into());
             }
-            tessera_cli::eval_cmd::check_search_run(&run, qrels.as_deref())?;
+            if let Some(run) = &run {
+                tessera_cli::eval_cmd::check_search_run(run, qrels.as_deref())?;
+            } else if qrels.is_some() {
+                return Err("--qrels evaluates a run file: give --run".into());
+            }
+            let model = model.map(|m| tessera_cli::text::load(&m)).transpose()?;
+            let source = match (&queries, &query, &model) {
+                (_, Some(text), Some(m)) => commands::Queries::One(text, m),
+                (Some(dir), None, Some(m))
+                    if dir.join("tokens.npy").exists() || dir.join("tokens.safetensors").exists() =>
+                {
+                    return Err(format!(
+                        "{}: has query tokens, and --model would encode the texts instead: drop one of them",
+                        dir.display()
+                    )
+                    .into());
+                }
+                (Some(dir), None, Some(m)) => commands::Queries::Texts(dir, m),
+                (Some(dir), None, None) => commands::Queries::Folder(dir),
+                _ => return Err("give --queries FOLDER, or --query TEXT with --model".into()),
+            };
             let db = Database::open_read_only(&db)?;
             // Refused options leave an existing run file as it was.
             let mode = stage.mode(k)?;
             mode.check(&*db.collection(&collection)?)?;
-            let mut out: Box<dyn Write> = if run.as_os_str() == "-" {
-                Box::new(std::io::stdout())
-            } else {
-                Box::new(commands::CreatedOnWrite::new(&run))
+            let mut hits = Vec::new();
+            let mut out: Box<dyn Write> = match &run {
+                None => Box::new(&mut hits),
+                Some(run) if run.as_os_str() == "-" => Box::new(std::io::stdout()),
+                Some(run) => Box::new(commands::CreatedOnWrite::new(run)),
             };
-            let r = commands::search(&db, &collection, &queries, &mode, batch, &mut out)?;
+            let r = commands::search(&db, &collection, &source, &mode, batch, &mut out)?;
+            drop(out);
             let total: f64 = r.latencies.iter().map(|d| d.as_secs_f64()).sum();
             let per = if r.batch > 1 { format!(" per batch of up to {}", r.batch) } else { String::new() };
             eprintln!(
@@ -453,9 +520,29 @@ fn run(cli: Cli) -> Result<()> {
                 r.percentile(0.99).as_secs_f64() * 1e3,
                 r.queries as f64 / total.max(1e-9)
             );
-            if let Some(q) = qrels {
-                tessera_cli::eval_cmd::after_search(&run, &q, k, stdout)?;
+            if run.is_none() {
+                commands::print_hits(&*db.collection(&collection)?, &hits, stdout)?;
             }
+            if let (Some(q), Some(run)) = (qrels, &run) {
+                tessera_cli::eval_cmd::after_search(run, &q, k, stdout)?;
+            }
+        }
+        Cmd::Encode { model, input, out, queries } => {
+            let model = tessera_cli::text::load(&model)?;
+            let kind = if queries { tessera_cli::text::Kind::Query } else { tessera_cli::text::Kind::Document };
+            let r = tessera_cli::text::encode_file(&model, &input, &out, kind)?;
+            let s = r.elapsed.as_secs_f64();
+            writeln!(
+                stdout,
+                "encoded {} texts into {} tokens of dim {} in {s:.2} s ({:.0} texts/s, {:.0} tokens/s); {} texts cut at the model's {} length",
+                r.texts,
+                r.tokens,
+                model.dim(),
+                r.texts as f64 / s,
+                r.tokens as f64 / s,
+                r.truncated,
+                if queries { "query" } else { "document" },
+            )?;
         }
         Cmd::Bench { what: BenchCmd::Storage(shape) } => {
             let (query_tokens, doc_tokens, dim, docs, threads) = shape.checked()?;

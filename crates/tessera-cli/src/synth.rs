@@ -111,19 +111,7 @@ pub fn corpus(
 
 /// Writes a 1-D or 2-D little-endian .npy file (`descr` is e.g. `<f2`, `<f4`, `<u8`).
 pub fn write_npy(path: &std::path::Path, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result<()> {
-    let shape_s = match shape {
-        [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
-    // Magic (6) + version (2) + length (2) + dict + '\n' is padded to a multiple of 64.
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
+    let mut out = crate::text::npy_header(descr, shape, 0);
     out.extend_from_slice(data);
     std::fs::write(path, out)
 }

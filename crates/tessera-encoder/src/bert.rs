@@ -26,6 +26,12 @@ struct Config {
     type_vocab_size: usize,
     #[serde(default = "eps")]
     layer_norm_eps: f64,
+    #[serde(default = "absolute")]
+    position_embedding_type: String,
+}
+
+fn absolute() -> String {
+    "absolute".into()
 }
 
 fn gelu() -> String {
@@ -67,6 +73,12 @@ impl Bert {
             "relu" => Act::Relu,
             other => return Err(format!("hidden_act {other:?} is not supported (gelu, gelu_new, relu are)")),
         };
+        if c.position_embedding_type != "absolute" {
+            return Err(format!(
+                "position_embedding_type {:?} is not supported (absolute is)",
+                c.position_embedding_type
+            ));
+        }
         if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err("hidden_size is not a multiple of num_attention_heads".into());
         }

@@ -250,9 +250,11 @@ impl Layout {
         Ok(dim)
     }
 
-    /// Every file whose bytes decide the output vectors, in a fixed order.
+    /// Every file whose bytes decide the output vectors, in a fixed order
+    /// (the late-interaction settings are compared on their own).
     pub fn weight_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.dir.join("model.safetensors"), self.dir.join("tokenizer.json")];
+        let mut files =
+            ["model.safetensors", "tokenizer.json", "config.json", "modules.json"].map(|f| self.dir.join(f)).to_vec();
         let sbert = self.dir.join("sentence_bert_config.json");
         if sbert.exists() {
             files.push(sbert);
@@ -260,6 +262,7 @@ impl Layout {
         for head in &self.heads {
             if let Head::Dense { dir, .. } = head {
                 files.push(dir.join("model.safetensors"));
+                files.push(dir.join("config.json"));
             }
         }
         files
@@ -332,8 +335,9 @@ pub struct Identity {
     pub architecture: String,
     /// The output vectors' dimension.
     pub dim: usize,
-    /// CRC-32 of the weight files ([`Layout::weight_files`]), each with its
-    /// length, as 8 hex digits: a change of any weight changes it.
+    /// CRC-32 of the files that decide the vectors ([`Layout::weight_files`]:
+    /// weights, tokenizer, `config.json`, `modules.json`, the Dense configs),
+    /// each with its length, as 8 hex digits: a change of any weight changes it.
     pub checksum: String,
     pub settings: Settings,
 }

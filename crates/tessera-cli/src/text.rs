@@ -1,0 +1,164 @@
+//! Texts through the built-in encoder (`--model DIR`): `tessera encode`
+//! (JSONL texts to a bulk folder), and the texts without tokens that
+//! `tessera ingest` and `tessera search` encode on the way in.
+
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tessera::{Document, Tokens, f16};
+pub use tessera_encoder::{Encoder, Kind};
+
+use crate::bulk::Result;
+
+/// Loads the model in `dir` (errors name the file at fault).
+pub fn load(dir: &Path) -> Result<Encoder> {
+    Ok(Encoder::open(dir)?)
+}
+
+/// Whether a document arrived without tokens (its text is to be encoded).
+pub fn needs_tokens(d: &Document) -> bool {
+    match &d.tokens {
+        Tokens::F32 { data, .. } => data.is_empty(),
+        Tokens::F16 { data, .. } => data.is_empty(),
+    }
+}
+
+/// What [`fill_tokens`] did.
+#[derive(Debug, Default)]
+pub struct Filled {
+    /// Documents that could not be encoded: `(index, reason)`.
+    pub bad: Vec<(usize, String)>,
+    /// Texts cut at the model's length.
+    pub truncated: usize,
+}
+
+/// Encodes the text of every document in `docs` that has no tokens (one
+/// batched call) and stores the vectors as its tokens. A document with no
+/// tokens and no text is reported in [`Filled::bad`] and left as it is.
+pub fn fill_tokens(encoder: &Encoder, docs: &mut [Document], kind: Kind) -> Result<Filled> {
+    let mut filled = Filled::default();
+    let mut todo = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        if !needs_tokens(d) {
+            continue;
+        }
+        match d.text.as_deref() {
+            Some(t) if !t.trim().is_empty() => todo.push(i),
+            _ => filled.bad.push((i, "no \"tokens\" and no \"text\" to encode".into())),
+        }
+    }
+    let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
+    let encoded = encoder.encode(&texts, kind)?;
+    for (&i, e) in todo.iter().zip(encoded) {
+        filled.truncated += usize::from(e.truncated);
+        docs[i].tokens = Tokens::F32 { data: e.vectors, dim: e.dim };
+    }
+    Ok(filled)
+}
+
+/// What `tessera encode` wrote.
+#[derive(Debug, Default)]
+pub struct EncodeReport {
+    pub texts: usize,
+    pub tokens: usize,
+    pub truncated: usize,
+    pub elapsed: Duration,
+}
+
+/// Texts encoded per call.
+const CHUNK: usize = 1024;
+
+/// Encodes the `text` of every record of a JSONL file (`-`: standard input)
+/// into a bulk folder `out` (created; must not exist or be empty):
+/// `docs.jsonl` or `queries.jsonl` (each record as given, without any
+/// `tokens`), `tokens.npy` (f16) and `offsets.npy`. Tokens stream to disk,
+/// so the corpus need not fit in memory.
+pub fn encode_file(encoder: &Encoder, input: &Path, out: &Path, kind: Kind) -> Result<EncodeReport> {
+    let start = Instant::now();
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        return Err(format!("{}: exists and is not empty (encode writes a new bulk folder)", out.display()).into());
+    }
+    std::fs::create_dir_all(out)?;
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?))
+    };
+    let name = if kind == Kind::Query { "queries.jsonl" } else { "docs.jsonl" };
+    let mut records = std::io::BufWriter::new(std::fs::File::create(out.join(name))?);
+    let mut tokens = std::io::BufWriter::new(std::fs::File::create(out.join("tokens.npy"))?);
+    tokens.write_all(&[0; NPY_HEADER])?;
+    let mut offsets: Vec<u64> = vec![0];
+    let mut report = EncodeReport::default();
+    let mut chunk: Vec<(serde_json::Map<String, serde_json::Value>, String)> = Vec::with_capacity(CHUNK);
+    let mut lines = reader.lines().enumerate();
+    loop {
+        let next = lines.next();
+        let last = next.is_none();
+        if let Some((n, line)) = next {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = format!("{}:{}", input.display(), n + 1);
+            let mut record: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&line).map_err(|e| format!("{at}: {e}"))?;
+            record.remove("tokens");
+            let text = match record.get("text") {
+                Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.clone(),
+                _ => return Err(format!("{at}: no \"text\" to encode (a non-empty string)").into()),
+            };
+            chunk.push((record, text));
+            if chunk.len() < CHUNK {
+                continue;
+            }
+        }
+        if !chunk.is_empty() {
+            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            for ((record, _), e) in chunk.iter().zip(encoder.encode(&texts, kind)?) {
+                serde_json::to_writer(&mut records, record)?;
+                records.write_all(b"\n")?;
+                let halves: Vec<f16> = e.vectors.iter().map(|&v| f16::from_f32(v)).collect();
+                tokens.write_all(bytemuck::cast_slice(&halves))?;
+                report.tokens += e.len();
+                report.truncated += usize::from(e.truncated);
+                offsets.push(report.tokens as u64);
+            }
+            report.texts += chunk.len();
+            chunk.clear();
+        }
+        if last {
+            break;
+        }
+    }
+    records.flush()?;
+    let mut tokens = tokens.into_inner().map_err(|e| e.into_error())?;
+    tokens.seek(std::io::SeekFrom::Start(0))?;
+    tokens.write_all(&npy_header("<f2", &[report.tokens, encoder.dim()], NPY_HEADER))?;
+    tokens.sync_all()?;
+    crate::synth::write_npy(&out.join("offsets.npy"), "<u8", &[offsets.len()], bytemuck::cast_slice(&offsets))?;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// The header length of a streamed .npy file: room for any row count.
+const NPY_HEADER: usize = 128;
+
+/// A .npy (version 1) header for `shape`, padded with spaces to the first
+/// multiple of 64 bytes that is at least `len` (`descr`: `<f2`, `<u8`, …).
+pub fn npy_header(descr: &str, shape: &[usize], len: usize) -> Vec<u8> {
+    let shape_s = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
+    while 10 + dict.len() + 1 < len || !(10 + dict.len() + 1).is_multiple_of(64) {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
