@@ -355,6 +355,9 @@ enum BenchCmd {
     /// Write latency while the collection flushes and merges: one client writing batches of
     /// new documents as fast as it can into a new collection (p50/p99/max per batch, JSON).
     Writes(tessera_cli::bench_writes::WritesArgs),
+    /// The built-in encoder: documents/s and tokens/s encoding a JSONL's texts as documents,
+    /// and the latency of encoding each query text alone (p50/p99), at each thread count.
+    Encode(tessera_cli::text::EncodeBench),
     /// Two-stage search against exact search on a collection: recall@k of the
     /// exact top-k, MRR@10 / nDCG@10 with --qrels, latency, QPS at 1 and 2 threads.
     Search {
@@ -543,6 +546,11 @@ fn run(cli: Cli) -> Result<()> {
                 r.truncated,
                 if queries { "query" } else { "document" },
             )?;
+        }
+        Cmd::Bench { what: BenchCmd::Encode(args) } => {
+            for line in tessera_cli::text::bench(&args)? {
+                writeln!(stdout, "{line}")?;
+            }
         }
         Cmd::Bench { what: BenchCmd::Storage(shape) } => {
             let (query_tokens, doc_tokens, dim, docs, threads) = shape.checked()?;

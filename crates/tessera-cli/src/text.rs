@@ -162,3 +162,78 @@ pub fn npy_header(descr: &str, shape: &[usize], len: usize) -> Vec<u8> {
     out.extend_from_slice(dict.as_bytes());
     out
 }
+
+/// `tessera bench encode`.
+#[derive(clap::Args, Debug)]
+pub struct EncodeBench {
+    /// The model directory.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// JSONL with a "text" per record, encoded as documents (all of them, in one call per round).
+    #[arg(long)]
+    pub docs: std::path::PathBuf,
+    /// JSONL of query texts, each encoded alone (latency).
+    #[arg(long)]
+    pub queries: Option<std::path::PathBuf>,
+    /// Documents to take from --docs (default: all).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Thread counts to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+    pub threads: Vec<usize>,
+}
+
+fn jsonl_texts(path: &Path, limit: Option<usize>) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        out.push(v["text"].as_str().ok_or_else(|| format!("{}:{}: no \"text\"", path.display(), n + 1))?.to_string());
+    }
+    Ok(out)
+}
+
+/// One JSON line per thread count: documents encoded per second, tokens per
+/// second, and (with queries) the p50/p99 latency of one query text.
+pub fn bench(args: &EncodeBench) -> Result<Vec<serde_json::Value>> {
+    let encoder = load(&args.model)?;
+    let docs = jsonl_texts(&args.docs, args.limit)?;
+    let queries = args.queries.as_deref().map(|q| jsonl_texts(q, None)).transpose()?;
+    let mut lines = Vec::new();
+    for &threads in &args.threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+        let (elapsed, tokens) = pool.install(|| -> Result<(f64, usize)> {
+            let t = Instant::now();
+            let out = encoder.encode(&docs, Kind::Document)?;
+            Ok((t.elapsed().as_secs_f64(), out.iter().map(|e| e.len()).sum()))
+        })?;
+        let mut line = serde_json::json!({
+            "bench": "encode", "model": encoder.identity().name, "threads": threads,
+            "docs": docs.len(), "tokens": tokens,
+            "docs_per_s": (docs.len() as f64 / elapsed).round(), "tokens_per_s": (tokens as f64 / elapsed).round(),
+        });
+        if let Some(queries) = &queries {
+            let mut ms = pool.install(|| -> Result<Vec<f64>> {
+                queries
+                    .iter()
+                    .map(|q| {
+                        let t = Instant::now();
+                        encoder.encode(&[q], Kind::Query)?;
+                        Ok(t.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .collect()
+            })?;
+            ms.sort_by(f64::total_cmp);
+            let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+            line["queries"] = queries.len().into();
+            line["query_p50_ms"] = ((at(0.5) * 1000.0).round() / 1000.0).into();
+            line["query_p99_ms"] = ((at(0.99) * 1000.0).round() / 1000.0).into();
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}

@@ -7,14 +7,14 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::bert::Bert;
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Head, Layout};
 use crate::modernbert::ModernBert;
-use crate::nn::linear;
+use crate::nn::{Linear, linear};
 
 pub(crate) enum Backbone {
     Bert(Bert),

@@ -7,10 +7,10 @@
 //! key and value projections are fused into one matrix at load (one GEMM).
 
 use candle_core::{D, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
-use crate::nn::{Act, Norm, attention, fused_linear, key_bias, linear};
+use crate::nn::{Act, Linear, Norm, attention, fused_linear, key_bias, linear};
 
 #[derive(Deserialize)]
 struct Config {
@@ -129,7 +129,7 @@ impl Bert {
         for layer in &self.layers {
             let a = attention(&layer.qkv.forward(&x)?, self.heads, &bias, None)?;
             x = layer.norm1.forward(&(layer.out.forward(&a)? + &x)?)?;
-            let f = layer.down.forward(&self.act.forward(&layer.up.forward(&x)?)?)?;
+            let f = layer.down.forward(&layer.up.forward_act(&x, self.act)?)?;
             x = layer.norm2.forward(&(f + &x)?)?;
         }
         debug_assert_eq!(x.dim(D::Minus1)?, self.type0.dim(0)?);

@@ -8,6 +8,8 @@
 //! | `backbone.rs` | loading the transformer, and the Dense / Normalize head after it |
 //! | `bert.rs`, `modernbert.rs` | the two architectures' forward passes |
 //! | `nn.rs` | the layers they share: fused linear maps, LayerNorm, attention, RoPE |
+//! | `fastmath.rs` | vectorizable `exp` and `erf`: GELU and the attention softmax |
+//! | `gemm.rs` | the linear maps' kernel: weights packed at load, AVX-512 / AVX2 / portable |
 //!
 //! [`Encoder::encode`] tokenizes every text, sorts them by length and cuts
 //! batches of similar lengths (little padding), runs the batches in parallel
@@ -17,6 +19,8 @@
 mod backbone;
 mod bert;
 mod error;
+mod fastmath;
+mod gemm;
 mod layout;
 mod modernbert;
 mod nn;
@@ -34,10 +38,12 @@ pub use rules::Kind;
 use backbone::{Backbone, Stage};
 use rules::{Rules, Tokens};
 
-/// Padded tokens per forward pass: large enough for the GEMMs to run at
-/// speed, small enough that attention's `len²` scores stay in cache-sized
-/// pieces and that a batch's texts have similar lengths.
-const BATCH_TOKENS: usize = 4096;
+/// Padded tokens per forward pass: enough rows for the GEMMs to run at
+/// speed, few enough that a batch's largest buffers (attention scores,
+/// `12 heads × len` floats per token) stay under the allocator's mapping
+/// threshold (measured on MiniLM: 2,048 encodes 1.3× as fast as 4,096,
+/// whose buffers were mapped and faulted in afresh by every operation).
+const BATCH_TOKENS: usize = 2048;
 /// Texts per forward pass at most.
 const BATCH_TEXTS: usize = 64;
 

@@ -12,10 +12,10 @@
 //! averages over all positions exactly as transformers' does.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
-use crate::nn::{Act, Norm, attention, key_bias, linear, rope_tables};
+use crate::nn::{Act, Linear, Norm, attention, key_bias, linear, rope_tables};
 
 #[derive(Deserialize)]
 struct Config {
@@ -185,9 +185,7 @@ impl ModernBert {
             };
             let a = attention(&layer.qkv.forward(&h)?, self.heads, bias, Some((&rope.0, &rope.1)))?;
             x = (layer.out.forward(&a)? + x)?;
-            let m = layer.wi.forward(&layer.mlp_norm.forward(&x)?)?;
-            let halves = m.chunk(2, candle_core::D::Minus1)?;
-            let g = (self.act.forward(&halves[0])? * &halves[1])?;
+            let g = layer.wi.forward_glu(&layer.mlp_norm.forward(&x)?, self.act)?;
             x = (layer.wo.forward(&g)? + x)?;
         }
         self.final_norm.forward(&x)

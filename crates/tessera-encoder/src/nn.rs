@@ -1,9 +1,75 @@
-//! The layers both architectures share: linear maps (optionally fused),
-//! LayerNorm with or without bias, activations, and attention over a fused
-//! `q, k, v` projection with an additive key mask and optional RoPE.
+//! The layers both architectures share: linear maps (optionally fused; our
+//! packed GEMM, [`crate::gemm`]), LayerNorm with or without bias,
+//! activations, and attention over a fused `q, k, v` projection with an
+//! additive key mask and optional RoPE.
 
-use candle_core::{DType, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use rayon::prelude::*;
+
+use crate::fastmath;
+use crate::gemm::Packed;
+
+/// `y = x · Wᵀ + b` over the last dimension, `W` packed at load.
+pub(crate) struct Linear(Packed);
+
+impl Linear {
+    /// From `weight` `(out, in)` and an optional `bias` `(out)`.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Linear> {
+        let (n, k) = weight.dims2()?;
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let b = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+        Ok(Linear(Packed::new(&w, n, k, b.as_deref())))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_then(x, |_, _| {})
+    }
+
+    /// `act(x · Wᵀ + b)`.
+    pub fn forward_act(&self, x: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+        self.forward_then(x, |y, _| act.apply(y))
+    }
+
+    /// GeGLU: `act(a) · g` where `a, g` are the first and second halves of
+    /// each row of `x · Wᵀ + b` (the output has half the columns).
+    pub fn forward_glu(&self, x: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+        let half = self.0.n / 2;
+        let y = self.forward_then(x, |y, n| {
+            for row in y.chunks_exact_mut(n) {
+                let (a, g) = row.split_at_mut(half);
+                act.apply(a);
+                for (a, g) in a.iter_mut().zip(g.iter()) {
+                    *a *= g;
+                }
+            }
+        })?;
+        y.narrow(candle_core::D::Minus1, 0, half)?.contiguous()
+    }
+
+    fn forward_then(&self, x: &Tensor, then: impl Fn(&mut [f32], usize) + Sync) -> candle_core::Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let last = dims.last_mut().ok_or_else(|| candle_core::Error::Msg("a linear layer needs a tensor".into()))?;
+        if *last != self.0.k {
+            candle_core::bail!("a linear layer of {} inputs got {}", self.0.k, last);
+        }
+        *last = self.0.n;
+        let x = x.contiguous()?;
+        let y = {
+            let (storage, layout) = x.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                candle_core::bail!("the encoder runs on the CPU");
+            };
+            let (start, end) = layout.contiguous_offsets().expect("contiguous");
+            let mut y = self.0.apply(&cpu.as_slice::<f32>()?[start..end]);
+            let n = self.0.n;
+            y.par_chunks_mut(n * 64).for_each(|rows| then(rows, n));
+            y
+        };
+        Tensor::from_vec(y, dims, &Device::Cpu)
+    }
+}
 
 /// An activation inside the transformer.
 #[derive(Debug, Clone, Copy)]
@@ -16,11 +82,21 @@ pub(crate) enum Act {
 }
 
 impl Act {
-    pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// In place.
+    pub fn apply(self, values: &mut [f32]) {
         match self {
-            Act::Gelu => x.gelu_erf(),
-            Act::GeluTanh => x.gelu(),
-            Act::Relu => x.relu(),
+            Act::Gelu => fastmath::gelu(values),
+            Act::GeluTanh => {
+                for v in values {
+                    let x = *v;
+                    *v = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
+                }
+            }
+            Act::Relu => {
+                for v in values {
+                    *v = v.max(0.0);
+                }
+            }
         }
     }
 }
@@ -48,7 +124,7 @@ impl Norm {
 pub(crate) fn linear(input: usize, output: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
     let weight = vb.get((output, input), "weight")?;
     let bias = if bias { Some(vb.get(output, "bias")?) } else { None };
-    Ok(Linear::new(weight, bias))
+    Linear::new(&weight, bias.as_ref())
 }
 
 /// Several `input → output` projections stacked into one `input → n·output`
@@ -68,7 +144,7 @@ pub(crate) fn fused_linear(
     } else {
         None
     };
-    Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
+    Linear::new(&Tensor::cat(&weights, 0)?, bias.as_ref())
 }
 
 /// The additive mask on keys, `(batch, 1, 1, len)`: 0 where `mask` is 1,
@@ -101,7 +177,10 @@ pub(crate) fn attention(
         k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
     }
     let scores = (q.matmul(&k.t()?)? * (head as f64).powf(-0.5))?.broadcast_add(bias)?;
-    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+    let shape = scores.shape().clone();
+    let mut values = scores.flatten_all()?.to_vec1::<f32>()?;
+    values.par_chunks_mut(len * 64).for_each(|rows| fastmath::softmax_rows(rows, len));
+    let p = Tensor::from_vec(values, shape, &Device::Cpu)?;
     p.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, hidden))
 }
 
