@@ -462,24 +462,38 @@ impl Database {
     /// fsync before every acknowledgement) or "buffered"; storage: "f16"
     /// (default) or "int8" (per-token scale, about half the bytes);
     /// screening: "none" (default) or "binary" (sign codes that screen
-    /// candidates before the exact rerank).
-    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None, storage=None, screening=None))]
+    /// candidates before the exact rerank); model: a model folder
+    /// (docs/ENCODER.md) that encodes the collection's texts — documents
+    /// upserted as texts without tokens, and text queries — whose output
+    /// dimension is the collection's (`dim` may then be left out).
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create_collection(
         &self,
         py: Python<'_>,
         name: &str,
-        dim: usize,
+        dim: Option<usize>,
         index: Option<&str>,
         text: Option<&str>,
         durability: Option<&str>,
         storage: Option<&str>,
         screening: Option<&str>,
+        model: Option<std::path::PathBuf>,
     ) -> PyResult<Collection> {
         let settings = Settings { index, text, durability, storage, screening };
+        // The model is loaded and checked before anything is created.
+        let encoder = model.as_deref().map(|m| engine(py, || tessera::load_model(m))).transpose().or_py(py)?;
+        let dim = dim_of(py, dim, encoder.as_deref())?;
         let config = settings.apply(py, CollectionConfig::new(dim))?;
         let db = open_db(py, &self.shared)?;
         let c = engine(py, || db.create_collection(name, config)).or_py(py)?;
+        if let Some(m) = &model
+            && let Err(e) = engine(py, || c.bind_model(m))
+        {
+            // Nothing half-made stays behind.
+            let _ = engine(py, || db.drop_collection(name));
+            return Err(engine_error(py, e));
+        }
         Ok(Collection { shared: self.shared.clone(), inner: c })
     }
 
@@ -492,37 +506,45 @@ impl Database {
     /// Opens `name`, or creates it as `create_collection` would. The settings
     /// given must match an existing collection's (AlreadyExistsError if not);
     /// settings left out are not compared.
-    #[pyo3(signature = (name, dim, *, index=None, text=None, durability=None, storage=None, screening=None))]
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn open_or_create_collection(
         &self,
         py: Python<'_>,
         name: &str,
-        dim: usize,
+        dim: Option<usize>,
         index: Option<&str>,
         text: Option<&str>,
         durability: Option<&str>,
         storage: Option<&str>,
         screening: Option<&str>,
+        model: Option<std::path::PathBuf>,
     ) -> PyResult<Collection> {
         let settings = Settings { index, text, durability, storage, screening };
-        let wanted = settings.apply(py, CollectionConfig::new(dim))?;
         let db = open_db(py, &self.shared)?;
-        let c = match db.collection(name) {
+        match db.collection(name) {
             Ok(c) => {
                 let have = c.config();
                 let mut asked = settings.apply(py, have.clone())?;
-                asked.dim = dim;
-                if let Some(what) = have.differs_from(&asked) {
+                asked.dim = dim.unwrap_or(have.dim);
+                let mut differs = have.differs_from(&asked).map(str::to_string);
+                if let Some(m) = &model {
+                    let bound = c.model().map(|b| b.path);
+                    if bound.as_deref() != m.canonicalize().ok().as_deref() {
+                        differs = Some("model".into());
+                    }
+                }
+                if let Some(what) = differs {
                     let reason = format!("its {what} differs from the request");
                     return Err(engine_error(py, tessera::Error::ConfigMismatch { name: name.into(), reason }));
                 }
-                c
+                Ok(Collection { shared: self.shared.clone(), inner: c })
             }
-            Err(tessera::Error::UnknownCollection(_)) => engine(py, || db.create_collection(name, wanted)).or_py(py)?,
-            Err(e) => return Err(engine_error(py, e)),
-        };
-        Ok(Collection { shared: self.shared.clone(), inner: c })
+            Err(tessera::Error::UnknownCollection(_)) => {
+                self.create_collection(py, name, dim, index, text, durability, storage, screening, model)
+            }
+            Err(e) => Err(engine_error(py, e)),
+        }
     }
 
     /// The names of the collections, sorted.
@@ -681,7 +703,7 @@ impl Collection {
         &self,
         py: Python<'py>,
         ids: &Bound<'py, PyAny>,
-        tokens: &Bound<'py, PyAny>,
+        tokens: Option<&Bound<'py, PyAny>>,
         texts: Option<&Bound<'py, PyAny>>,
         payloads: Option<&Bound<'py, PyAny>>,
         offsets: Option<&Bound<'py, PyAny>>,
@@ -696,8 +718,15 @@ impl Collection {
             }
             Ok(Some(v))
         };
-        let tokens: Vec<Tokens> = match offsets.filter(|o| !o.is_none()) {
-            None => {
+        let tokens: Vec<Tokens> = match (tokens.filter(|t| !t.is_none()), offsets.filter(|o| !o.is_none())) {
+            // Texts alone: the collection's model encodes them.
+            (None, _) => {
+                if texts.is_none_or(|t| t.is_none()) {
+                    return Err(invalid(py, "give tokens, or texts (for a collection bound to a model)"));
+                }
+                (0..n).map(|_| Tokens::F32 { data: Vec::new(), dim: 0 }).collect()
+            }
+            (Some(tokens), None) => {
                 if tokens.cast::<PyUntypedArray>().is_ok() {
                     return Err(invalid(
                         py,
@@ -710,7 +739,7 @@ impl Collection {
                     .map(|(i, x)| tokens_of(py, x, &|| format!("tokens[{i}]")))
                     .collect::<PyResult<_>>()?
             }
-            Some(off) => {
+            (Some(tokens), Some(off)) => {
                 let offs: Vec<i64> =
                     off.extract().map_err(|_| invalid(py, "offsets must be a sequence of n + 1 integers"))?;
                 with_rows(py, tokens, &|| "tokens".to_string(), |rows, dim| split_flat(py, &rows, dim, &offs, n))?
@@ -750,6 +779,19 @@ impl Collection {
 
 type Document_ = tessera::Document;
 
+/// A new collection's dimension: given, or the model's (both: they must agree).
+fn dim_of(py: Python<'_>, dim: Option<usize>, model: Option<&tessera::Encoder>) -> PyResult<usize> {
+    match (dim, model) {
+        (Some(d), Some(m)) if d != m.dim() => Err(invalid(
+            py,
+            format!("dim {d} differs from the model's output dimension {} ({})", m.dim(), m.identity().name),
+        )),
+        (Some(d), _) => Ok(d),
+        (None, Some(m)) => Ok(m.dim()),
+        (None, None) => Err(invalid(py, "give dim, or a model (whose output dimension the collection takes)")),
+    }
+}
+
 fn first(docs: &[Document_], id: &str) -> usize {
     docs.iter().position(|d| d.id == id).unwrap_or_default()
 }
@@ -778,6 +820,25 @@ impl Collection {
         self.inner.name()
     }
 
+    /// The model that encodes this collection's texts (a dict: path and
+    /// identity), or None.
+    #[getter]
+    fn model<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(m) = self.inner.model() else { return Ok(None) };
+        let value = serde_json::to_value(&m).expect("a binding serialises");
+        Ok(Some(pythonize::pythonize(py, &value).map_err(PyErr::from)?))
+    }
+
+    /// Binds the collection to the model in `path` (replacing any binding;
+    /// its output dimension must be the collection's). Tokens already stored
+    /// are not re-encoded. Returns the binding, as `model` does.
+    fn bind_model<'py>(&self, py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+        let (_db, c) = self.live(py)?;
+        let m = engine(py, || c.bind_model(&path)).or_py(py)?;
+        let value = serde_json::to_value(&m).expect("a binding serialises");
+        pythonize::pythonize(py, &value).map_err(PyErr::from)
+    }
+
     /// The token dimension.
     #[getter]
     fn dim(&self) -> usize {
@@ -792,12 +853,12 @@ impl Collection {
     /// optional lists of the same length, None entries allowed. The batch is
     /// checked whole: on any error nothing is written, and the message names
     /// the offending document's index. Returns the number of documents.
-    #[pyo3(signature = (ids, tokens, texts=None, payloads=None, *, offsets=None))]
+    #[pyo3(signature = (ids, tokens=None, texts=None, payloads=None, *, offsets=None))]
     fn upsert(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
-        tokens: &Bound<'_, PyAny>,
+        tokens: Option<&Bound<'_, PyAny>>,
         texts: Option<&Bound<'_, PyAny>>,
         payloads: Option<&Bound<'_, PyAny>>,
         offsets: Option<&Bound<'_, PyAny>>,
@@ -883,8 +944,15 @@ impl Collection {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Hit>> {
         let (_db, c) = self.live(py)?;
-        let opts = options_of(py, k, options, "search")?;
-        let tokens = self.query_of(py, query, "query")?;
+        let mut opts = options_of(py, k, options, "search")?;
+        // A str is the query's text, for the collection's model.
+        let tokens = match query {
+            Some(q) if q.is_instance_of::<PyString>() => {
+                opts.query_text = Some(q.extract()?);
+                None
+            }
+            _ => self.query_of(py, query, "query")?,
+        };
         let plan = opts.plan(c, tokens.is_some(), &PlanDefaults::default()).or_py(py)?;
         let out = engine(py, || c.execute(&plan, tokens.as_ref())).or_py(py)?;
         Hit::list(py, out)

@@ -85,10 +85,16 @@ class Collection:
     def name(self) -> str: ...
     @property
     def dim(self) -> int: ...
+    @property
+    def model(self) -> Optional[Dict[str, Any]]:
+        """The bound model (path and identity), or None."""
+    def bind_model(self, path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+        """Binds the collection to the model in ``path`` (its output dimension
+        must be the collection's); stored tokens are not re-encoded."""
     def upsert(
         self,
         ids: Sequence[str],
-        tokens: Union[Sequence[TokenArray], TokenArray],
+        tokens: Optional[Union[Sequence[TokenArray], TokenArray]] = None,
         texts: Optional[Sequence[Optional[str]]] = None,
         payloads: Optional[Sequence[Any]] = None,
         *,
@@ -98,7 +104,7 @@ class Collection:
     def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]: ...
     def search(
         self,
-        query: Optional[TokenArray] = None,
+        query: Optional[Union[TokenArray, str]] = None,
         k: int = 10,
         *,
         candidates: Optional[int] = None,
@@ -107,6 +113,7 @@ class Collection:
         rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
+        query_text: Optional[str] = None,
         text: Optional[str] = None,
         ids: Optional[Sequence[str]] = None,
         vector: bool = False,
@@ -132,6 +139,7 @@ class Collection:
         rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
+        query_text: Optional[str] = None,
         text: Optional[str] = None,
         ids: Optional[Sequence[str]] = None,
         vector: bool = False,
@@ -197,25 +205,27 @@ class Database:
     def create_collection(
         self,
         name: str,
-        dim: int,
+        dim: Optional[int] = None,
         *,
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        model: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> Collection: ...
     def collection(self, name: str) -> Collection: ...
     def open_or_create_collection(
         self,
         name: str,
-        dim: int,
+        dim: Optional[int] = None,
         *,
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        model: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> Collection: ...
     def list_collections(self) -> List[str]: ...
     def drop_collection(self, name: str) -> None: ...

@@ -103,12 +103,13 @@ def _check_id(i: int, id_: str, seen: Dict[str, int], what: str) -> str:
     return where
 
 
-def _check_document(i: int, id_: str, a: np.ndarray, text: Any, dim: int, seen: Dict[str, int]) -> str:
+def _check_document(i: int, id_: str, a: Optional[np.ndarray], text: Any, dim: int, seen: Dict[str, int]) -> str:
     """The engine's checks of ``documents[i]`` of a batch (``seen``: the ids
     before it, filled in), so a bad batch is refused whole before any of it
     is sent; returns the ``documents[i] (id …): `` prefix of its errors."""
     where = _check_id(i, id_, seen, "documents")
-    _check_values(a, dim, where)
+    if a is not None:
+        _check_values(a, dim, where)
     if text is not None and not isinstance(text, str):
         raise errors.InvalidInputError(f"{where}texts: must be a str or None")
     return where
@@ -344,7 +345,7 @@ class RemoteCollection:
     def upsert(
         self,
         ids: Sequence[str],
-        tokens: Any,
+        tokens: Any = None,
         texts: Optional[Sequence[Optional[str]]] = None,
         payloads: Optional[Sequence[Any]] = None,
         *,
@@ -355,7 +356,12 @@ class RemoteCollection:
         is sent as several batches, each durable when answered."""
         ids = _ids(ids)
         n = len(ids)
-        if offsets is None:
+        if tokens is None:
+            # Texts alone: the collection's model (on the server) encodes them.
+            if texts is None:
+                raise errors.InvalidInputError("give tokens, or texts (for a collection bound to a model)")
+            arrays = [None] * n
+        elif offsets is None:
             if isinstance(tokens, np.ndarray):
                 raise errors.InvalidInputError(
                     "tokens is one array: pass a list of [n_i, dim] arrays, or a flat [N, dim] array with offsets"
@@ -384,7 +390,9 @@ class RemoteCollection:
         seen: Dict[str, int] = {}
         for i, (id_, a) in enumerate(zip(ids, arrays)):
             where = _check_document(i, id_, a, None if texts is None else texts[i], self.dim, seen)
-            d: Dict[str, Any] = {"id": id_, "tokens": _pack(a.astype(np.float16))}
+            d: Dict[str, Any] = {"id": id_}
+            if a is not None:
+                d["tokens"] = _pack(a.astype(np.float16))
             if texts is not None and texts[i] is not None:
                 d["text"] = texts[i]
             if payloads is not None and payloads[i] is not None:
@@ -452,7 +460,12 @@ class RemoteCollection:
                 call = "search_batch" if what == "queries" else "search"
                 raise TypeError(f"{call}() got an unexpected keyword argument '{key}'")
         body: Dict[str, Any] = {"k": k}
-        q = self._query(query, what)
+        if isinstance(query, str):
+            # The query's text, for the collection's model.
+            body["query_text"] = query
+            q = None
+        else:
+            q = self._query(query, what)
         if q is not None:
             body["tokens"] = q
         for key, v in opts.items():

@@ -160,16 +160,8 @@ pub fn search(
     run: &mut dyn Write,
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
-    if let Queries::Texts(_, m) | Queries::One(_, m) = queries
-        && m.dim() != c.dim()
-    {
-        return Err(format!(
-            "--model {} outputs {}-dimensional vectors but collection {collection:?} holds {}-dimensional tokens",
-            m.identity().name,
-            m.dim(),
-            c.dim()
-        )
-        .into());
+    if let Queries::Texts(_, m) | Queries::One(_, m) = queries {
+        crate::text::check_dim(m, &c)?;
     }
     let mut reader = queries.open()?;
     let batch = if matches!(mode, SearchMode::Options { bm25: false, .. }) { batch.max(1) } else { 1 };

@@ -356,16 +356,8 @@ pub fn ingest(
     }
     let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
     let mut progress = Progress::new(total);
-    if let Some(m) = &opts.model
-        && m.dim() != c.dim()
-    {
-        return Err(format!(
-            "--model {} outputs {}-dimensional vectors but collection {collection:?} holds {}-dimensional tokens",
-            m.identity().name,
-            m.dim(),
-            c.dim()
-        )
-        .into());
+    if let Some(m) = &opts.model {
+        crate::text::check_dim(m, &c)?;
     }
     let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), opts.model.clone());
     let mut consumed = 0;

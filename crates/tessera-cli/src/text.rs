@@ -16,13 +16,22 @@ pub fn load(dir: &Path) -> Result<Encoder> {
     Ok(Encoder::open(dir)?)
 }
 
-/// Whether a document arrived without tokens (its text is to be encoded).
-pub fn needs_tokens(d: &Document) -> bool {
-    match &d.tokens {
-        Tokens::F32 { data, .. } => data.is_empty(),
-        Tokens::F16 { data, .. } => data.is_empty(),
+/// Refuses a model whose vectors do not have the collection's dimension.
+pub fn check_dim(model: &Encoder, c: &tessera::Collection) -> Result<()> {
+    if model.dim() == c.dim() {
+        return Ok(());
     }
+    Err(format!(
+        "--model {} outputs {}-dimensional vectors but collection {:?} holds {}-dimensional tokens",
+        model.identity().name,
+        model.dim(),
+        c.name(),
+        c.dim()
+    )
+    .into())
 }
+
+pub use tessera::needs_tokens;
 
 /// What [`fill_tokens`] did.
 #[derive(Debug, Default)]

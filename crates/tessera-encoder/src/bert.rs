@@ -67,12 +67,7 @@ pub(crate) struct Bert {
 impl Bert {
     pub fn load(config: &serde_json::Value, vb: VarBuilder) -> Result<Bert, String> {
         let c: Config = serde_json::from_value(config.clone()).map_err(|e| format!("does not describe a BERT: {e}"))?;
-        let act = match c.hidden_act.as_str() {
-            "gelu" => Act::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,
-            "relu" => Act::Relu,
-            other => return Err(format!("hidden_act {other:?} is not supported (gelu, gelu_new, relu are)")),
-        };
+        let act = Act::parse("hidden_act", &c.hidden_act)?;
         if c.position_embedding_type != "absolute" {
             return Err(format!(
                 "position_embedding_type {:?} is not supported (absolute is)",

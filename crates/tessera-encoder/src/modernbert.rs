@@ -107,12 +107,7 @@ impl ModernBert {
     pub fn load(config: &serde_json::Value, vb: VarBuilder) -> Result<ModernBert, String> {
         let c: Config =
             serde_json::from_value(config.clone()).map_err(|e| format!("does not describe a ModernBERT: {e}"))?;
-        let act = match c.hidden_activation.as_str() {
-            "gelu" => Act::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,
-            "relu" => Act::Relu,
-            other => return Err(format!("hidden_activation {other:?} is not supported (gelu, gelu_new, relu are)")),
-        };
+        let act = Act::parse("hidden_activation", &c.hidden_activation)?;
         if !c.hidden_size.is_multiple_of(c.num_attention_heads) || c.global_attn_every_n_layers == 0 {
             return Err("hidden_size must be a multiple of num_attention_heads, global_attn_every_n_layers > 0".into());
         }

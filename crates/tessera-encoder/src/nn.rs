@@ -82,6 +82,16 @@ pub(crate) enum Act {
 }
 
 impl Act {
+    /// transformers' name of an activation (`key` names the config key).
+    pub fn parse(key: &str, name: &str) -> Result<Act, String> {
+        match name {
+            "gelu" => Ok(Act::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Act::GeluTanh),
+            "relu" => Ok(Act::Relu),
+            other => Err(format!("{key} {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu are)")),
+        }
+    }
+
     /// In place.
     pub fn apply(self, values: &mut [f32]) {
         match self {

@@ -350,6 +350,7 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
     o.exact = r.exact;
     o.filter = r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?;
     (o.text, o.ids, o.vector, o.rerank_only) = (r.text, r.ids, r.vector, r.rerank_only);
+    o.query_text = r.query_text;
     (o.fusion, o.rrf_k0) = (fusion, r.rrf_k0);
     o.rank = r.rank.as_deref().map(str::parse).transpose()?;
     o.rank_norm = r.rank_norm.as_deref().map(str::parse).transpose()?;
@@ -440,7 +441,11 @@ impl pb::tessera_server::Tessera for Grpc {
             let mut docs = Vec::with_capacity(r.documents.len());
             for d in r.documents {
                 let what = format!("document {:?} tokens", d.id);
-                let tokens = tensor(d.tokens, &what)?;
+                // No tokens: the collection's model encodes the text.
+                let tokens = match d.tokens {
+                    None => Tokens::F32 { data: Vec::new(), dim: 0 },
+                    t => tensor(t, &what)?,
+                };
                 let payload = match d.payload_json {
                     Some(p) => Some(json(&p, &format!("document {:?} payload_json", d.id))?).filter(|p| !p.is_null()),
                     None => None,

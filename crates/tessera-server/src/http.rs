@@ -250,7 +250,8 @@ async fn drop_collection(State(s): State<AppState>, _: Write, Name(name): Name) 
 #[serde(deny_unknown_fields)]
 struct DocBody {
     id: String,
-    tokens: Tensor,
+    /// None: the collection's model encodes `text`.
+    tokens: Option<Tensor>,
     text: Option<String>,
     payload: Option<crate::service::Bounded>,
 }
@@ -272,7 +273,7 @@ async fn upsert(
         .into_iter()
         .map(|d| Document {
             id: d.id,
-            tokens: d.tokens.0,
+            tokens: d.tokens.map_or(tessera::Tokens::F32 { data: Vec::new(), dim: 0 }, |t| t.0),
             text: d.text,
             payload: d.payload.map(|p| p.0).filter(|p| !p.is_null()),
         })

@@ -26,6 +26,7 @@ fn grpc_request(options: &Value, tokens: Option<&[Vec<f32>]>) -> pb::SearchReque
         assert!(
             [
                 "exact",
+                "query_text",
                 "text",
                 "rank",
                 "rank_weights",
@@ -63,6 +64,7 @@ fn grpc_request(options: &Value, tokens: Option<&[Vec<f32>]>) -> pb::SearchReque
         exact: flag("exact"),
         filter_json: o.get("filter").map(Value::to_string),
         text: string("text"),
+        query_text: string("query_text"),
         ids: o
             .get("ids")
             .map_or_else(Vec::new, |v| v.as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect()),

@@ -253,6 +253,10 @@ pub struct Collection {
     read_only: bool,
     /// The default ranking of hybrid queries (a copy of the manifest's).
     pub(crate) ranking: RwLock<crate::rank::Ranking>,
+    /// The model that encodes this collection's texts (a copy of the manifest's).
+    pub(crate) model: RwLock<Option<crate::model::ModelBinding>>,
+    /// The bound model once loaded and checked (cleared when it is re-bound).
+    pub(crate) text_encoder: RwLock<Option<Arc<crate::model::Encoder>>>,
     maint: Mutex<Maint>,
     maint_cv: Condvar,
     /// Signalled when a sealing memtable is committed (or given up): writes
@@ -365,6 +369,7 @@ impl Collection {
         }
         let (name, build) = (w.manifest.name.clone(), w.manifest.build);
         let ranking = RwLock::new(w.manifest.ranking.clone().unwrap_or_default());
+        let model = RwLock::new(w.manifest.model.clone());
         let snapshot = RwLock::new(Arc::new(w.snapshot()));
         Ok(Self {
             name,
@@ -377,6 +382,8 @@ impl Collection {
             build: Mutex::new(build),
             read_only,
             ranking,
+            model,
+            text_encoder: RwLock::new(None),
             maint: Mutex::default(),
             maint_cv: Condvar::new(),
             sealed: Condvar::new(),
@@ -460,7 +467,10 @@ impl Collection {
     /// written to the WAL (and fsynced, by default) before this returns: either
     /// every document is applied or none is.
     pub fn upsert(&self, docs: &[Document]) -> Result<()> {
-        let prepared = prepare_batch(docs, &self.config)?;
+        // Documents without tokens are encoded from their text by the bound
+        // model first: the whole batch is checked before anything is written.
+        let docs = self.fill_tokens(docs)?;
+        let prepared = prepare_batch(&docs, &self.config)?;
         self.write(prepared, Vec::new()).map(|_| ())
     }
 
@@ -614,6 +624,18 @@ impl Collection {
         m.store(&self.dir)?;
         w.manifest = m;
         *self.ranking.write().expect("ranking lock") = ranking;
+        Ok(())
+    }
+
+    /// Stores `model` as the collection's binding (in the manifest).
+    pub(crate) fn store_model(&self, model: Option<crate::model::ModelBinding>) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        let mut m = w.manifest.clone();
+        m.model = model.clone();
+        m.store(&self.dir)?;
+        w.manifest = m;
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
+        *self.text_encoder.write().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 

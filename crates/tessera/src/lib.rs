@@ -16,6 +16,7 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
+//! | `model` | collections bound to a model (tessera-encoder): text upserts and text queries |
 //! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
 //! | `backup` | online backup and restore of a whole database |
 //! | `kernels` | which MaxSim kernels the process uses, and the `TESSERA_KERNEL` check |
@@ -49,6 +50,7 @@ mod kernels;
 mod manifest;
 mod memtable;
 mod mine;
+mod model;
 pub mod rank;
 mod request;
 mod search;
@@ -72,6 +74,7 @@ pub use half::f16;
 pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
+pub use model::{Encoder, ModelBinding, ModelIdentity, TextKindOf, load_model, needs_tokens};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use search::{

@@ -76,6 +76,9 @@ pub(crate) struct Manifest {
     /// The default ranking of hybrid queries, once one was set (`tessera tune`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranking: Option<Ranking>,
+    /// The model that encodes the collection's texts, once one is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::model::ModelBinding>,
 }
 
 impl Manifest {
@@ -92,6 +95,7 @@ impl Manifest {
             codebook: None,
             build: BuildTimes::default(),
             ranking: None,
+            model: None,
         }
     }
 

@@ -51,6 +51,12 @@ pub struct SearchOptions {
     /// A payload filter (docs/FILTERS.md); JSON `null` means none.
     #[serde(deserialize_with = "filter_json")]
     pub filter: Option<serde_json::Value>,
+    /// The query as text, encoded by the collection's model (a collection
+    /// bound to one) instead of query tokens. Unless `text` is given, or
+    /// the search is tensor-only (`exact`, `ef`, `nprobe` or `rerank`), or
+    /// the collection has no full-text index, the same text is also its
+    /// BM25 source (hybrid).
+    pub query_text: Option<String>,
     /// A BM25 query string (hybrid).
     pub text: Option<String>,
     /// Caller-supplied candidate ids (hybrid).
@@ -96,6 +102,7 @@ impl Default for SearchOptions {
             rerank: None,
             exact: false,
             filter: None,
+            query_text: None,
             text: None,
             ids: Vec::new(),
             vector: false,
@@ -162,6 +169,8 @@ pub struct SearchPlan {
     nprobe: Option<usize>,
     rerank: Option<usize>,
     filter: Option<Filter>,
+    /// Encoded by the collection's model when the plan runs.
+    query_text: Option<String>,
     text: Option<String>,
     ids: Vec<String>,
     vector: bool,
@@ -197,7 +206,23 @@ impl SearchOptions {
         let fusion = Fusion::from_parts(self.fusion, self.rrf_k0)?;
         let rank_weights: Vec<(Signal, f64)> = self.rank_weights.iter().map(|(s, w)| (*s, *w)).collect();
         let rank = Rank::from_parts(self.rank, self.rank_norm, &rank_weights)?;
-        let hybrid = self.text.is_some()
+        let query_text = match &self.query_text {
+            Some(_) if tokens => return bad("give query tokens or query_text, not both"),
+            Some(t) if t.trim().is_empty() => return bad("query_text is empty"),
+            Some(t) => {
+                c.text_model()?;
+                Some(t.clone())
+            }
+            None => None,
+        };
+        let tensor_only = self.exact || self.ef.is_some() || self.nprobe.is_some() || self.rerank.is_some();
+        // A text query also finds candidates by BM25 of the same text.
+        let text = match (&self.text, &query_text) {
+            (None, Some(q)) if !tensor_only && c.config().text.is_some() => Some(q.clone()),
+            (t, _) => t.clone(),
+        };
+        let tokens = tokens || query_text.is_some();
+        let hybrid = text.is_some()
             || !self.ids.is_empty()
             || self.vector
             || self.rerank_only
@@ -232,7 +257,8 @@ impl SearchOptions {
             nprobe: self.nprobe,
             rerank: self.rerank,
             filter,
-            text: self.text.clone(),
+            query_text,
+            text,
             ids: self.ids.clone(),
             vector: self.vector,
             rerank_only: self.rerank_only,
@@ -364,6 +390,13 @@ impl Collection {
     /// Runs `plan` (made by [`SearchOptions::plan`] on this collection) with
     /// its query tokens, if it was planned with them.
     pub fn execute(&self, plan: &SearchPlan, tokens: Option<&Tokens>) -> Result<SearchResults> {
+        if let Some(text) = &plan.query_text {
+            if tokens.is_some() {
+                return Err(Error::InvalidArgument("this search was planned with query_text: give no tokens".into()));
+            }
+            let encoded = self.encode_texts(&[text], crate::model::TextKindOf::Query)?.pop().expect("one query");
+            return self.run(plan, Some(&encoded)).map(|out| plan.show(out));
+        }
         plan.check_tokens(tokens.is_some())?;
         self.run(plan, tokens).map(|out| plan.show(out))
     }
@@ -407,6 +440,9 @@ impl Collection {
     /// one a single query.
     pub fn execute_batch(&self, plan: &SearchPlan, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
         use rayon::prelude::*;
+        if plan.query_text.is_some() {
+            return Err(Error::InvalidArgument("query_text is one query's text: a batch takes query tokens".into()));
+        }
         plan.check_tokens(true)?;
         if !plan.hybrid {
             let hits = self.search_batch(queries, &plan.tensor_params())?;

@@ -1,0 +1,162 @@
+//! Collections bound to a model: the model folder that turns the
+//! collection's texts into tokens, with the identity it had when bound
+//! (name, architecture, dimension, checksum of the files that decide its
+//! vectors, the late-interaction settings), kept in the manifest.
+//!
+//! A bound collection takes documents as text without tokens (encoded as
+//! documents before anything is written) and queries as text
+//! (`SearchOptions::query_text`, encoded as a query). The model is loaded on
+//! first use, once per process and folder, and checked against the bound
+//! identity: a model folder whose files changed since is refused until the
+//! caller binds it again ([`Collection::bind_model`]), because the stored
+//! tokens were made by the old one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+pub use tessera_encoder::{Encoder, Identity as ModelIdentity, Kind as TextKindOf};
+
+use crate::collection::Collection;
+use crate::doc::{Document, Tokens};
+use crate::error::{Error, Result};
+
+/// Which model encodes a collection's texts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelBinding {
+    /// The model folder (absolute).
+    pub path: PathBuf,
+    /// What the model was when bound.
+    pub identity: ModelIdentity,
+}
+
+fn model_error(e: tessera_encoder::Error) -> Error {
+    Error::InvalidArgument(e.to_string())
+}
+
+/// The model in `dir`, loaded once per process (keyed by its canonical
+/// path): its weights are memory-mapped, and replacing a model folder's files
+/// under a running process is not supported. A process started later
+/// computes the checksum afresh, so a changed model is then refused by the
+/// collections bound to the old one.
+pub fn load_model(dir: &Path) -> Result<Arc<Encoder>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<Encoder>>>> = OnceLock::new();
+    let key = dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))?;
+    let loaded = LOADED.get_or_init(Default::default);
+    if let Some(e) = loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(e.clone());
+    }
+    let encoder = Arc::new(Encoder::open(&key).map_err(model_error)?);
+    Ok(loaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(encoder).clone())
+}
+
+/// Whether a document came without tokens (its text is to be encoded).
+pub fn needs_tokens(d: &Document) -> bool {
+    match &d.tokens {
+        Tokens::F32 { data, .. } => data.is_empty(),
+        Tokens::F16 { data, .. } => data.is_empty(),
+    }
+}
+
+impl Collection {
+    /// The model this collection is bound to, if any.
+    pub fn model(&self) -> Option<ModelBinding> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Binds the collection to the model in `dir` (replacing any binding):
+    /// its output dimension must be the collection's. Stored in the
+    /// manifest; the tokens already stored are not re-encoded (that is a
+    /// reindex).
+    pub fn bind_model(&self, dir: &Path) -> Result<ModelBinding> {
+        let encoder = load_model(dir)?;
+        if encoder.dim() != self.dim() {
+            return Err(Error::InvalidArgument(format!(
+                "model {} outputs {}-dimensional vectors; collection {:?} has dim {}",
+                dir.display(),
+                encoder.dim(),
+                self.name(),
+                self.dim()
+            )));
+        }
+        let path = dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))?;
+        let binding = ModelBinding { path, identity: encoder.identity().clone() };
+        self.store_model(Some(binding.clone()))?;
+        Ok(binding)
+    }
+
+    /// The bound model, loaded and checked against the bound identity (once;
+    /// then kept until the collection is bound again).
+    pub fn text_model(&self) -> Result<Arc<Encoder>> {
+        if let Some(e) = self.text_encoder.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(e.clone());
+        }
+        let Some(binding) = self.model() else {
+            return Err(Error::InvalidArgument(format!(
+                "collection {:?} has no model, so it takes tokens, not text: bind one (create it with a model, or bind_model)",
+                self.name()
+            )));
+        };
+        let encoder = load_model(&binding.path)?;
+        let now = encoder.identity();
+        let was = &binding.identity;
+        if now.checksum != was.checksum
+            || now.dim != was.dim
+            || now.architecture != was.architecture
+            || now.settings != was.settings
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the model at {} is not the one collection {:?} was bound to (checksum {} then, {} now): its stored tokens came from the old one; bind the new one explicitly (bind_model) to use it",
+                binding.path.display(),
+                self.name(),
+                was.checksum,
+                now.checksum
+            )));
+        }
+        *self.text_encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(encoder.clone());
+        Ok(encoder)
+    }
+
+    /// Encodes `texts` with the bound model as queries or documents.
+    pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S], kind: TextKindOf) -> Result<Vec<Tokens>> {
+        let encoder = self.text_model()?;
+        let out = encoder.encode(texts, kind).map_err(model_error)?;
+        Ok(out.into_iter().map(|e| Tokens::F32 { dim: e.dim, data: e.vectors }).collect())
+    }
+
+    /// The documents of `docs` that came without tokens get them from their
+    /// text (one batched call); a document with neither is refused by id.
+    /// Without a model, a document with text but no tokens is refused as
+    /// such, and one with neither is left to the batch's checks (an empty
+    /// tensor).
+    pub(crate) fn fill_tokens<'a>(&self, docs: &'a [Document]) -> Result<std::borrow::Cow<'a, [Document]>> {
+        let has_text = |d: &Document| d.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+        if !docs.iter().any(needs_tokens)
+            || (self.model().is_none() && !docs.iter().any(|d| needs_tokens(d) && has_text(d)))
+        {
+            return Ok(std::borrow::Cow::Borrowed(docs));
+        }
+        let mut todo = Vec::new();
+        for (i, d) in docs.iter().enumerate() {
+            if needs_tokens(d) {
+                match d.text.as_deref() {
+                    Some(t) if !t.trim().is_empty() => todo.push(i),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "document {:?} has no tokens and no text to encode",
+                            d.id
+                        )));
+                    }
+                }
+            }
+        }
+        let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
+        let tokens = self.encode_texts(&texts, TextKindOf::Document)?;
+        let mut out = docs.to_vec();
+        for (i, t) in todo.into_iter().zip(tokens) {
+            out[i].tokens = t;
+        }
+        Ok(std::borrow::Cow::Owned(out))
+    }
+}
