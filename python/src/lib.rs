@@ -529,8 +529,8 @@ impl Database {
                 asked.dim = dim.unwrap_or(have.dim);
                 let mut differs = have.differs_from(&asked).map(str::to_string);
                 if let Some(m) = &model {
-                    let bound = c.model().map(|b| b.path);
-                    if bound.as_deref() != m.canonicalize().ok().as_deref() {
+                    let asked = m.canonicalize().map_err(|e| invalid(py, format!("model {}: {e}", m.display())))?;
+                    if c.model().map(|b| b.path) != Some(asked) {
                         differs = Some("model".into());
                     }
                 }
@@ -720,7 +720,8 @@ impl Collection {
         };
         let tokens: Vec<Tokens> = match (tokens.filter(|t| !t.is_none()), offsets.filter(|o| !o.is_none())) {
             // Texts alone: the collection's model encodes them.
-            (None, _) => {
+            (None, Some(_)) => return Err(invalid(py, "offsets cut a flat tokens array: give tokens with them")),
+            (None, None) => {
                 if texts.is_none_or(|t| t.is_none()) {
                     return Err(invalid(py, "give tokens, or texts (for a collection bound to a model)"));
                 }
@@ -948,6 +949,9 @@ impl Collection {
         // A str is the query's text, for the collection's model.
         let tokens = match query {
             Some(q) if q.is_instance_of::<PyString>() => {
+                if opts.query_text.is_some() {
+                    return Err(invalid(py, "the query is a text and query_text is given: give one"));
+                }
                 opts.query_text = Some(q.extract()?);
                 None
             }

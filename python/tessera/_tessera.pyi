@@ -139,7 +139,6 @@ class Collection:
         rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
-        query_text: Optional[str] = None,
         text: Optional[str] = None,
         ids: Optional[Sequence[str]] = None,
         vector: bool = False,

@@ -112,6 +112,9 @@ def _check_document(i: int, id_: str, a: Optional[np.ndarray], text: Any, dim: i
         _check_values(a, dim, where)
     if text is not None and not isinstance(text, str):
         raise errors.InvalidInputError(f"{where}texts: must be a str or None")
+    if a is None and (text is None or not text.strip()):
+        # Checked here, not by the server: a large call goes as several requests.
+        raise errors.InvalidInputError(f"{where}document has no tokens and no text to encode")
     return where
 
 
@@ -358,6 +361,8 @@ class RemoteCollection:
         n = len(ids)
         if tokens is None:
             # Texts alone: the collection's model (on the server) encodes them.
+            if offsets is not None:
+                raise errors.InvalidInputError("offsets cut a flat tokens array: give tokens with them")
             if texts is None:
                 raise errors.InvalidInputError("give tokens, or texts (for a collection bound to a model)")
             arrays = [None] * n
@@ -462,6 +467,8 @@ class RemoteCollection:
         body: Dict[str, Any] = {"k": k}
         if isinstance(query, str):
             # The query's text, for the collection's model.
+            if opts.get("query_text") is not None:
+                raise errors.InvalidInputError("the query is a text and query_text is given: give one")
             body["query_text"] = query
             q = None
         else:

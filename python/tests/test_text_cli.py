@@ -159,3 +159,32 @@ def test_bad_text_input_is_refused_and_nothing_written(tmp_path):
     # --query needs --model.
     p = run("search", "--db", db, "--collection", "c", "--query", "fox", ok=False)
     assert "--model" in p.stderr
+
+
+def test_model_flags_that_would_do_nothing_or_mix_models_are_refused(tmp_path):
+    import tessera
+
+    model = R.write_tiny_model(tmp_path / "model", "bert", seed=21, dense=[(8, False)])
+    twin = R.write_tiny_model(tmp_path / "twin", "bert", seed=22, dense=[(8, False)])
+    db = tmp_path / "db"
+    # A bulk folder's tokens come from its token file: --model would be unused.
+    write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "text": "quick fox"}])
+    run("encode", "--model", model, tmp_path / "t.jsonl", "--out", tmp_path / "bulk")
+    p = run("ingest", "--db", db, "--collection", "c", tmp_path / "bulk", "--model", model, ok=False)
+    assert "bulk folder" in p.stderr, p.stderr
+    # A first record whose tokens have another dimension than the model: nothing created.
+    write_jsonl(tmp_path / "mixed.jsonl", [{"id": "a", "tokens": [[1.0, 0.0, 0.0, 0.0]]}, {"id": "b", "text": "fox"}])
+    p = run("ingest", "--db", db, "--collection", "n", tmp_path / "mixed.jsonl", "--model", model, ok=False)
+    assert "8-dimensional" in p.stderr and "4-dimensional" in p.stderr, p.stderr
+    assert all(c["name"] != "n" for c in json.loads(run("info", "--db", db, "--json").stdout)["collections"])
+    # A collection bound to one model refuses another of the same dimension.
+    with tessera.Database(db) as d:
+        d.create_collection("bound", model=model).upsert(["a"], texts=["quick fox"])
+    p = run("search", "--db", db, "--collection", "bound", "--model", twin, "--query", "fox", ok=False)
+    assert "is bound to the model" in p.stderr, p.stderr
+    p = run("ingest", "--db", db, "--collection", "bound", tmp_path / "t.jsonl", "--model", twin, ok=False)
+    assert "is bound to the model" in p.stderr, p.stderr
+    run("search", "--db", db, "--collection", "bound", "--model", model, "--query", "fox")
+    # --bm25-only encodes no query.
+    p = run("search", "--db", db, "--collection", "bound", "--model", model, "--query", "fox", "--bm25-only", ok=False)
+    assert p.returncode != 0 and "--bm25-only" in p.stderr

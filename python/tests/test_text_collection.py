@@ -102,6 +102,12 @@ def test_refusals_write_nothing(tmp_path):
             col.search(np.ones((2, 8), np.float32), query_text="fox")
         with pytest.raises(tessera.InvalidInputError, match="empty"):
             col.search("   ")
+        with pytest.raises(tessera.InvalidInputError, match="give one"):
+            col.search("fox", query_text="dog")
+        with pytest.raises(tessera.InvalidInputError, match="offsets"):
+            col.upsert(["a"], texts=["fox"], offsets=[0, 1])
+        with pytest.raises(tessera.InvalidInputError):
+            db.open_or_create_collection("c", model=tmp_path / "no-such-model")
         # A long text is cut at the document length, as the model says.
         col.upsert(["long"], texts=[" ".join(WORDS)])
         assert col.get(["long"], tokens=True)[0].tokens.shape[0] == 16
@@ -148,8 +154,11 @@ def test_texts_through_the_server(tmp_path, make_server):
     server = make_server()
     remote = tessera.Client(server.url).collection("c")
     assert remote.upsert(ids, texts=DOCS) == len(DOCS)
+    # Checked whole before anything is sent (a large call goes as several requests).
     with pytest.raises(tessera.InvalidInputError, match="no tokens and no text"):
-        remote.upsert(["e"], texts=[" "])
+        remote.upsert(["e", "f"], texts=["fine", " "])
+    with pytest.raises(tessera.InvalidInputError, match="give one"):
+        remote.search("fox", query_text="dog")
     got = {q: [h.id for h in remote.search(q, k=3)] for q in ["quick fox", "money bank"]}
     server.stop()
     with tessera.Database(tmp_path / "server-db") as db:

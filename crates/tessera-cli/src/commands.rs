@@ -161,7 +161,7 @@ pub fn search(
 ) -> Result<SearchReport> {
     let c = db.collection(collection)?;
     if let Queries::Texts(_, m) | Queries::One(_, m) = queries {
-        crate::text::check_dim(m, &c)?;
+        crate::text::check_model(m, collection, c.dim(), Some(&c))?;
     }
     let mut reader = queries.open()?;
     let batch = if matches!(mode, SearchMode::Options { bm25: false, .. }) { batch.max(1) } else { 1 };

@@ -101,7 +101,7 @@ fn encode(model: &crate::text::Encoder, read: &mut Vec<Record>, b: &mut Batch) {
     match crate::text::fill_tokens(model, &mut docs, crate::text::Kind::Document) {
         Ok(filled) => {
             let bad: std::collections::HashMap<usize, String> = filled.bad.into_iter().collect();
-            b.encoded += docs.len() - bad.len();
+            b.encoded += filled.encoded;
             b.truncated += filled.truncated;
             for (i, (at, doc)) in ats.into_iter().zip(docs).enumerate() {
                 match bad.get(&i) {
@@ -340,6 +340,15 @@ pub fn ingest(
                 input.display()
             ).into()),
     };
+    if let Some(m) = &opts.model {
+        // Refused before anything is created or read.
+        if input.is_dir() {
+            return Err(
+                "--model encodes the texts of JSONL records; a bulk folder's tokens come from its token file".into()
+            );
+        }
+        crate::text::check_model(m, collection, dim, existing.as_deref())?;
+    }
     let c = match existing {
         Some(c) => {
             check_settings(&c, opts)?;
@@ -356,9 +365,6 @@ pub fn ingest(
     }
     let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
     let mut progress = Progress::new(total);
-    if let Some(m) = &opts.model {
-        crate::text::check_dim(m, &c)?;
-    }
     let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), opts.model.clone());
     let mut consumed = 0;
     for batch in rx {

@@ -117,7 +117,7 @@ enum Cmd {
         #[arg(long, requires = "model")]
         query: Option<String>,
         /// A model directory (docs/ENCODER.md) that encodes the query texts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bm25_only")]
         model: Option<PathBuf>,
         /// Results per query.
         #[arg(long, default_value_t = 10)]

@@ -16,19 +16,32 @@ pub fn load(dir: &Path) -> Result<Encoder> {
     Ok(Encoder::open(dir)?)
 }
 
-/// Refuses a model whose vectors do not have the collection's dimension.
-pub fn check_dim(model: &Encoder, c: &tessera::Collection) -> Result<()> {
-    if model.dim() == c.dim() {
-        return Ok(());
+/// Refuses `model` for collection `name` (of dimension `dim`, existing or
+/// not) when its vectors have another dimension, or when the collection is
+/// bound to another model (vectors of two models would be mixed).
+pub fn check_model(model: &Encoder, name: &str, dim: usize, existing: Option<&tessera::Collection>) -> Result<()> {
+    if model.dim() != dim {
+        return Err(format!(
+            "--model {} outputs {}-dimensional vectors but collection {name:?} holds {dim}-dimensional tokens",
+            model.identity().name,
+            model.dim(),
+        )
+        .into());
     }
-    Err(format!(
-        "--model {} outputs {}-dimensional vectors but collection {:?} holds {}-dimensional tokens",
-        model.identity().name,
-        model.dim(),
-        c.name(),
-        c.dim()
-    )
-    .into())
+    if let Some(bound) = existing.and_then(|c| c.model())
+        && (bound.identity.checksum != model.identity().checksum
+            || bound.identity.settings != model.identity().settings)
+    {
+        return Err(format!(
+            "collection {name:?} is bound to the model at {} (checksum {}); --model {} (checksum {}) is another model",
+            bound.path.display(),
+            bound.identity.checksum,
+            model.identity().name,
+            model.identity().checksum
+        )
+        .into());
+    }
+    Ok(())
 }
 
 pub use tessera::needs_tokens;
@@ -38,7 +51,8 @@ pub use tessera::needs_tokens;
 pub struct Filled {
     /// Documents that could not be encoded: `(index, reason)`.
     pub bad: Vec<(usize, String)>,
-    /// Texts cut at the model's length.
+    /// Texts encoded, and of those, cut at the model's length.
+    pub encoded: usize,
     pub truncated: usize,
 }
 
@@ -59,6 +73,7 @@ pub fn fill_tokens(encoder: &Encoder, docs: &mut [Document], kind: Kind) -> Resu
     }
     let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
     let encoded = encoder.encode(&texts, kind)?;
+    filled.encoded = todo.len();
     for (&i, e) in todo.iter().zip(encoded) {
         filled.truncated += usize::from(e.truncated);
         docs[i].tokens = Tokens::F32 { data: e.vectors, dim: e.dim };

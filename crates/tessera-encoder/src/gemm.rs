@@ -156,7 +156,7 @@ impl Kernel {
     /// `tile[i · NR + j] = Σ_k x[i · k_len + k] · panel[k · NR + j]` for
     /// `rows ≤ self.mr()` rows.
     fn tile(self, x: &[f32], rows: usize, k_len: usize, panel: &[f32], tile: &mut [f32; MR_MAX * NR]) {
-        debug_assert!(rows <= self.mr() && x.len() == rows * k_len && panel.len() == k_len * NR);
+        assert!(rows <= self.mr() && x.len() == rows * k_len && panel.len() == k_len * NR);
         match self {
             Kernel::Portable => portable(x, rows, k_len, panel, tile),
             // SAFETY: detect() chose this kernel only where the CPU has the

@@ -236,8 +236,14 @@ impl Layout {
     /// The dimension of the vectors the pipeline outputs, checked layer by layer.
     pub fn output_dim(&self) -> Result<usize> {
         let mut dim = self.hidden_size()?;
+        if dim == 0 {
+            return Err(Error::model(self.dir.join("config.json"), "hidden_size is 0"));
+        }
         for head in &self.heads {
             if let Head::Dense { dir, in_features, out_features, .. } = head {
+                if *out_features == 0 {
+                    return Err(Error::model(dir.join("config.json"), "out_features is 0"));
+                }
                 if *in_features != dim {
                     return Err(Error::model(
                         dir.join("config.json"),

@@ -255,8 +255,8 @@ pub struct Collection {
     pub(crate) ranking: RwLock<crate::rank::Ranking>,
     /// The model that encodes this collection's texts (a copy of the manifest's).
     pub(crate) model: RwLock<Option<crate::model::ModelBinding>>,
-    /// The bound model once loaded and checked (cleared when it is re-bound).
-    pub(crate) text_encoder: RwLock<Option<Arc<crate::model::Encoder>>>,
+    /// The bound model once loaded, with the binding it was checked against.
+    pub(crate) text_encoder: RwLock<Option<(crate::model::ModelBinding, Arc<crate::model::Encoder>)>>,
     maint: Mutex<Maint>,
     maint_cv: Condvar,
     /// Signalled when a sealing memtable is committed (or given up): writes

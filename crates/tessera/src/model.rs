@@ -36,19 +36,30 @@ fn model_error(e: tessera_encoder::Error) -> Error {
 }
 
 /// The model in `dir`, loaded once per process (keyed by its canonical
-/// path): its weights are memory-mapped, and replacing a model folder's files
-/// under a running process is not supported. A process started later
-/// computes the checksum afresh, so a changed model is then refused by the
-/// collections bound to the old one.
+/// path; concurrent first uses wait for one load). Its weights are
+/// memory-mapped, and replacing a model folder's files under a running
+/// process is not supported; a process started later computes the checksum
+/// afresh, so a changed model is then refused by the collections bound to
+/// the old one. [`Collection::bind_model`] loads the folder afresh.
 pub fn load_model(dir: &Path) -> Result<Arc<Encoder>> {
-    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<Encoder>>>> = OnceLock::new();
-    let key = dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))?;
-    let loaded = LOADED.get_or_init(Default::default);
-    if let Some(e) = loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    let key = canonical(dir)?;
+    // Held while loading: two first uses of a model load it once.
+    let mut loaded = loaded().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = loaded.get(&key) {
         return Ok(e.clone());
     }
     let encoder = Arc::new(Encoder::open(&key).map_err(model_error)?);
-    Ok(loaded.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(encoder).clone())
+    loaded.insert(key, encoder.clone());
+    Ok(encoder)
+}
+
+fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<Encoder>>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<Encoder>>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf> {
+    dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))
 }
 
 /// Whether a document came without tokens (its text is to be encoded).
@@ -70,7 +81,10 @@ impl Collection {
     /// manifest; the tokens already stored are not re-encoded (that is a
     /// reindex).
     pub fn bind_model(&self, dir: &Path) -> Result<ModelBinding> {
-        let encoder = load_model(dir)?;
+        // Loaded afresh (the files may have changed since the process loaded
+        // them: a fine-tuned model written over the old), then shared.
+        let path = canonical(dir)?;
+        let encoder = Arc::new(Encoder::open(&path).map_err(model_error)?);
         if encoder.dim() != self.dim() {
             return Err(Error::InvalidArgument(format!(
                 "model {} outputs {}-dimensional vectors; collection {:?} has dim {}",
@@ -80,24 +94,32 @@ impl Collection {
                 self.dim()
             )));
         }
-        let path = dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))?;
-        let binding = ModelBinding { path, identity: encoder.identity().clone() };
+        let binding = ModelBinding { path: path.clone(), identity: encoder.identity().clone() };
+        loaded().lock().unwrap_or_else(|p| p.into_inner()).insert(path, encoder);
         self.store_model(Some(binding.clone()))?;
         Ok(binding)
     }
 
-    /// The bound model, loaded and checked against the bound identity (once;
-    /// then kept until the collection is bound again).
-    pub fn text_model(&self) -> Result<Arc<Encoder>> {
-        if let Some(e) = self.text_encoder.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(e.clone());
-        }
-        let Some(binding) = self.model() else {
-            return Err(Error::InvalidArgument(format!(
+    /// The binding, or the refusal of text by a collection without a model.
+    pub(crate) fn bound_model(&self) -> Result<ModelBinding> {
+        self.model().ok_or_else(|| {
+            Error::InvalidArgument(format!(
                 "collection {:?} has no model, so it takes tokens, not text: bind one (create it with a model, or bind_model)",
                 self.name()
-            )));
-        };
+            ))
+        })
+    }
+
+    /// The bound model, loaded and checked against the bound identity (once
+    /// per binding: the checked model is kept with the binding it was
+    /// checked against, so a re-binding is never answered by the old one).
+    pub fn text_model(&self) -> Result<Arc<Encoder>> {
+        let binding = self.bound_model()?;
+        if let Some((checked, e)) = self.text_encoder.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *checked == binding
+        {
+            return Ok(e.clone());
+        }
         let encoder = load_model(&binding.path)?;
         let now = encoder.identity();
         let was = &binding.identity;
@@ -114,7 +136,7 @@ impl Collection {
                 now.checksum
             )));
         }
-        *self.text_encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(encoder.clone());
+        *self.text_encoder.write().unwrap_or_else(|p| p.into_inner()) = Some((binding, encoder.clone()));
         Ok(encoder)
     }
 
@@ -129,7 +151,9 @@ impl Collection {
     /// text (one batched call); a document with neither is refused by id.
     /// Without a model, a document with text but no tokens is refused as
     /// such, and one with neither is left to the batch's checks (an empty
-    /// tensor).
+    /// tensor). The texts are encoded before the writer lock is taken: a
+    /// batch encoded while the collection is re-bound keeps the vectors of
+    /// the model bound when it started.
     pub(crate) fn fill_tokens<'a>(&self, docs: &'a [Document]) -> Result<std::borrow::Cow<'a, [Document]>> {
         let has_text = |d: &Document| d.text.as_deref().is_some_and(|t| !t.trim().is_empty());
         if !docs.iter().any(needs_tokens)

@@ -209,8 +209,10 @@ impl SearchOptions {
         let query_text = match &self.query_text {
             Some(_) if tokens => return bad("give query tokens or query_text, not both"),
             Some(t) if t.trim().is_empty() => return bad("query_text is empty"),
+            // The model is loaded when the search runs (on the search's
+            // thread, not the caller's): here only its binding is checked.
             Some(t) => {
-                c.text_model()?;
+                c.bound_model()?;
                 Some(t.clone())
             }
             None => None,
