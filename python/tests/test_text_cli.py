@@ -156,9 +156,9 @@ def test_bad_text_input_is_refused_and_nothing_written(tmp_path):
     (model / "tokenizer.json").unlink()
     p = run("search", "--db", db, "--collection", "c", "--model", model, "--query", "fox", ok=False)
     assert "tokenizer.json" in p.stderr and "missing" in p.stderr
-    # --query needs --model.
+    # Without --model, the collection's bound model (its file is missing here).
     p = run("search", "--db", db, "--collection", "c", "--query", "fox", ok=False)
-    assert "--model" in p.stderr
+    assert "tokenizer.json" in p.stderr and "--model" in p.stderr, p.stderr
 
 
 def test_model_flags_that_would_do_nothing_or_mix_models_are_refused(tmp_path):
@@ -188,3 +188,24 @@ def test_model_flags_that_would_do_nothing_or_mix_models_are_refused(tmp_path):
     # --bm25-only encodes no query.
     p = run("search", "--db", db, "--collection", "bound", "--model", model, "--query", "fox", "--bm25-only", ok=False)
     assert p.returncode != 0 and "--bm25-only" in p.stderr
+
+
+def test_a_collection_made_from_texts_is_bound_to_their_model(tmp_path):
+    import tessera
+
+    model = R.write_tiny_model(tmp_path / "model", "bert", seed=31)
+    docs = corpus(20, seed=3)
+    db = tmp_path / "db"
+    run("ingest", "--db", db, "--collection", "c", write_jsonl(tmp_path / "a.jsonl", docs[:10]), "--model", model)
+    # More texts and a text query need no --model: the collection's own model encodes them.
+    out = run("ingest", "--db", db, "--collection", "c", write_jsonl(tmp_path / "b.jsonl", docs[10:])).stdout
+    assert "10 texts encoded" in out, out
+    lines = run("search", "--db", db, "--collection", "c", "--query", QUERIES[0], "--k", 3).stdout.splitlines()
+    assert [line.split()[2] for line in lines] == [d for d, _ in reference_ranking(model, docs, QUERIES[0], 3)]
+    with tessera.Database(db) as d:
+        assert d.collection("c").model["path"] == str(model.resolve())
+    # A collection of tokens has no model: a text query says how to give one.
+    write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "tokens": [[1.0] * 16]}])
+    run("ingest", "--db", db, "--collection", "plain", tmp_path / "t.jsonl")
+    p = run("search", "--db", db, "--collection", "plain", "--query", "fox", ok=False)
+    assert "has no model" in p.stderr and "--model" in p.stderr, p.stderr

@@ -42,8 +42,10 @@ pub struct IngestOptions {
     pub resume: bool,
     /// Documents per write batch (cut earlier at 16 MiB of tokens).
     pub batch_docs: usize,
-    /// The model that encodes the text of JSONL records without tokens.
-    pub model: Option<std::sync::Arc<crate::text::Encoder>>,
+    /// The model folder that encodes the text of JSONL records without
+    /// tokens (a collection this ingest creates is bound to it); without
+    /// one, an existing collection's bound model does.
+    pub model: Option<PathBuf>,
 }
 
 impl Default for IngestOptions {
@@ -329,9 +331,29 @@ pub fn ingest(
     log: &mut dyn Write,
 ) -> Result<IngestReport> {
     let start = Instant::now();
-    let mut src = open_source(input, opts.model.is_some())?;
     let existing = db.collection(collection).ok();
-    let dim = match (src.dim(), &existing, &opts.model) {
+    // The model of texts without tokens: --model, else the one an existing
+    // collection is bound to (a bulk folder's tokens come from its file).
+    let model = match (&opts.model, existing.as_ref().and_then(|c| c.model())) {
+        (Some(_), _) if input.is_dir() => {
+            return Err(
+                "--model encodes the texts of JSONL records; a bulk folder's tokens come from its token file".into()
+            );
+        }
+        (Some(dir), _) => Some(tessera::load_model(dir)?),
+        // Records with tokens need no model: one that cannot be used is said,
+        // and only records without tokens are refused then.
+        (None, Some(_)) if !input.is_dir() => match existing.as_ref().map(|c| c.text_model()).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                writeln!(log, "records without tokens cannot be encoded: {e}")?;
+                None
+            }
+        },
+        (None, _) => None,
+    };
+    let mut src = open_source(input, model.is_some())?;
+    let dim = match (src.dim(), &existing, &model) {
         (Some(d), _, _) => d,
         (None, Some(c), _) => c.dim(),
         (None, None, Some(m)) => m.dim(),
@@ -340,13 +362,8 @@ pub fn ingest(
                 input.display()
             ).into()),
     };
-    if let Some(m) = &opts.model {
+    if let Some(m) = &model {
         // Refused before anything is created or read.
-        if input.is_dir() {
-            return Err(
-                "--model encodes the texts of JSONL records; a bulk folder's tokens come from its token file".into()
-            );
-        }
         crate::text::check_model(m, collection, dim, existing.as_deref())?;
     }
     let c = match existing {
@@ -354,7 +371,18 @@ pub fn ingest(
             check_settings(&c, opts)?;
             c
         }
-        None => db.open_or_create_collection(collection, opts.config(dim))?,
+        None => {
+            let c = db.open_or_create_collection(collection, opts.config(dim))?;
+            // A collection made from texts is bound to their model.
+            if let Some(dir) = &opts.model
+                && let Err(e) = c.bind_model(dir)
+            {
+                drop(c);
+                let _ = db.drop_collection(collection);
+                return Err(e.into());
+            }
+            c
+        }
     };
     let checkpoint = Checkpoint::new(db, collection, src.fingerprint());
     let mut report = IngestReport::default();
@@ -365,7 +393,7 @@ pub fn ingest(
     }
     let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
     let mut progress = Progress::new(total);
-    let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), opts.model.clone());
+    let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), model);
     let mut consumed = 0;
     for batch in rx {
         if let Some(e) = batch.fatal {

@@ -82,7 +82,8 @@ enum Cmd {
         #[arg(long, default_value_t = 512)]
         batch_docs: usize,
         /// A model directory (sentence-transformers / PyLate layout, docs/ENCODER.md): JSONL
-        /// records without "tokens" have their "text" encoded as documents.
+        /// records without "tokens" have their "text" encoded as documents, and a collection
+        /// this creates is bound to it (a bound collection's own model is the default).
         #[arg(long)]
         model: Option<PathBuf>,
     },
@@ -113,10 +114,12 @@ enum Cmd {
         /// alone, its texts encoded).
         #[arg(long, required_unless_present = "query", conflicts_with = "query")]
         queries: Option<PathBuf>,
-        /// One query text, encoded by --model; prints the hits (id, score, text).
-        #[arg(long, requires = "model")]
+        /// One query text, encoded by --model or the collection's bound model; prints the
+        /// hits (id, score, text).
+        #[arg(long, conflicts_with = "bm25_only")]
         query: Option<String>,
-        /// A model directory (docs/ENCODER.md) that encodes the query texts.
+        /// A model directory (docs/ENCODER.md) that encodes the query texts (default: the
+        /// collection's bound model).
         #[arg(long, conflicts_with = "bm25_only")]
         model: Option<PathBuf>,
         /// Results per query.
@@ -437,7 +440,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let db = Database::open(&db)?;
-            let model = model.map(|m| tessera_cli::text::load(&m)).transpose()?.map(std::sync::Arc::new);
             let opts =
                 tessera_cli::ingest::IngestOptions { index, storage, screening, on_error, resume, batch_docs, model };
             let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
@@ -485,12 +487,20 @@ fn run(cli: Cli) -> Result<()> {
             } else if qrels.is_some() {
                 return Err("--qrels evaluates a run file: give --run".into());
             }
-            let model = model.map(|m| tessera_cli::text::load(&m)).transpose()?;
+            let db = Database::open_read_only(&db)?;
+            let c = db.collection(&collection)?;
+            let has_tokens =
+                |dir: &std::path::Path| dir.join("tokens.npy").exists() || dir.join("tokens.safetensors").exists();
+            // Query texts are encoded by --model, else by the collection's bound model.
+            let texts = query.is_some() || queries.as_deref().is_some_and(|d| !has_tokens(d));
+            let model = match &model {
+                Some(m) => Some(tessera::load_model(m)?),
+                None if texts => Some(c.text_model().map_err(|e| format!("{e} (or give --model DIR)"))?),
+                None => None,
+            };
             let source = match (&queries, &query, &model) {
                 (_, Some(text), Some(m)) => commands::Queries::One(text, m),
-                (Some(dir), None, Some(m))
-                    if dir.join("tokens.npy").exists() || dir.join("tokens.safetensors").exists() =>
-                {
+                (Some(dir), None, Some(_)) if has_tokens(dir) => {
                     return Err(format!(
                         "{}: has query tokens, and --model would encode the texts instead: drop one of them",
                         dir.display()
@@ -499,12 +509,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (Some(dir), None, Some(m)) => commands::Queries::Texts(dir, m),
                 (Some(dir), None, None) => commands::Queries::Folder(dir),
-                _ => return Err("give --queries FOLDER, or --query TEXT with --model".into()),
+                _ => return Err("give --queries FOLDER or --query TEXT".into()),
             };
-            let db = Database::open_read_only(&db)?;
             // Refused options leave an existing run file as it was.
             let mode = stage.mode(k)?;
-            mode.check(&*db.collection(&collection)?)?;
+            mode.check(&c)?;
             let mut hits = Vec::new();
             let mut out: Box<dyn Write> = match &run {
                 None => Box::new(&mut hits),
