@@ -840,6 +840,25 @@ impl Collection {
         pythonize::pythonize(py, &value).map_err(PyErr::from)
     }
 
+    /// The vectors of `texts` by the collection's bound model, as queries
+    /// (`is_query=True`) or documents: one float32 `(tokens, dim)` array each.
+    #[pyo3(signature = (texts, is_query = false))]
+    fn encode<'py>(&self, py: Python<'py>, texts: Vec<String>, is_query: bool) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let (_db, c) = self.live(py)?;
+        let kind = if is_query { tessera::TextKindOf::Query } else { tessera::TextKindOf::Document };
+        let out = engine(py, || c.encode_texts(&texts, kind)).or_py(py)?;
+        out.into_iter()
+            .map(|t| {
+                let (data, dim) = match t {
+                    Tokens::F32 { data, dim } => (data, dim),
+                    Tokens::F16 { data, dim } => (data.into_iter().map(f16::to_f32).collect(), dim),
+                };
+                let rows = data.len() / dim.max(1);
+                Ok(PyArray1::from_vec(py, data).reshape([rows, dim])?.into_any())
+            })
+            .collect()
+    }
+
     /// The token dimension.
     #[getter]
     fn dim(&self) -> usize {

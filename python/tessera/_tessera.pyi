@@ -88,6 +88,8 @@ class Collection:
     @property
     def model(self) -> Optional[Dict[str, Any]]:
         """The bound model (path and identity), or None."""
+    def encode(self, texts: Sequence[str], is_query: bool = False) -> List["np.ndarray"]:
+        """The vectors of ``texts`` by the collection's bound model."""
     def bind_model(self, path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
         """Binds the collection to the model in ``path`` (its output dimension
         must be the collection's); stored tokens are not re-encoded."""

@@ -118,6 +118,11 @@ def _check_document(i: int, id_: str, a: Optional[np.ndarray], text: Any, dim: i
     return where
 
 
+def _unpack_f16(p: dict) -> np.ndarray:
+    """A packed tensor of the HTTP API (``{dtype: f16, shape, data: base64}``)."""
+    return np.frombuffer(base64.b64decode(p["data"]), dtype="<f2").reshape(p["shape"]).astype(np.float16)
+
+
 def _ids(ids: Any) -> List[str]:
     ids = _id_list(ids)
     if isinstance(ids, (str, np.ndarray)) or not hasattr(ids, "__iter__"):
@@ -444,10 +449,17 @@ class RemoteCollection:
         for d in r["documents"]:
             t = None
             if tokens:
-                p = d["tokens"]
-                t = np.frombuffer(base64.b64decode(p["data"]), dtype="<f2").reshape(p["shape"]).astype(np.float16)
+                t = _unpack_f16(d["tokens"])
             found[d["id"]] = Document(d["id"], int(d["n_tokens"]), t, d.get("text"), d.get("payload"))
         return [found.get(id_) for id_ in ids]
+
+    def encode(self, texts: Sequence[str], is_query: bool = False) -> List[np.ndarray]:
+        """As :meth:`tessera.Collection.encode`: the vectors of ``texts`` by
+        the collection's bound model (on the server), one float32 array each."""
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise errors.InvalidInputError(f"texts must be a list, got {type(texts).__name__}")
+        r = self._post("encode", {"texts": list(texts), "is_query": bool(is_query)})
+        return [_unpack_f16(v).astype(np.float32) for v in r["vectors"]]
 
     def _query(self, query: Any, what: str) -> Optional[dict]:
         if query is None:

@@ -54,6 +54,9 @@ def test_text_upsert_and_text_search(tmp_path, arch):
             for h, i in zip(hits, order):
                 assert abs(h.score - scores[i]) < 2e-3
                 assert h.text == DOCS[i]
+        # The collection's model gives the vectors themselves.
+        for v, r in zip(col.encode(DOCS[:2], is_query=True), R.reference_encode(model, DOCS[:2], is_query=True)):
+            np.testing.assert_allclose(v.astype(np.float64), r, atol=1e-4)
         # Tokens and texts mix in one batch; tokens given are kept as given.
         t = R.reference_encode(model, ["python"], is_query=False)[0].astype(np.float32)
         col.upsert(["x", "y"], tokens=None, texts=["rust", "python"])
@@ -160,6 +163,14 @@ def test_texts_through_the_server(tmp_path, make_server):
     with pytest.raises(tessera.InvalidInputError, match="give one"):
         remote.search("fox", query_text="dog")
     got = {q: [h.id for h in remote.search(q, k=3)] for q in ["quick fox", "money bank"]}
+    # POST /v1/collections/{name}/encode: the vectors themselves (packed f16).
+    for is_query in (False, True):
+        vectors = remote.encode(DOCS[:2], is_query=is_query)
+        for v, r in zip(vectors, R.reference_encode(model, DOCS[:2], is_query=is_query)):
+            assert v.dtype == np.float32
+            np.testing.assert_allclose(v.astype(np.float64), r, atol=2e-3)
+    with pytest.raises(tessera.InvalidInputError, match="empty"):
+        remote.encode(["fine", ""])
     server.stop()
     with tessera.Database(tmp_path / "server-db") as db:
         col = db.collection("c")

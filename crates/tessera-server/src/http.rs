@@ -57,6 +57,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/get", post(get_documents))
         .route("/v1/collections/{name}/search", post(search))
         .route("/v1/collections/{name}/rerank", post(rerank))
+        .route("/v1/collections/{name}/encode", post(encode))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
         .route("/v1/backup", post(backup))
@@ -399,6 +400,43 @@ async fn get_documents(
         })
         .collect();
     Ok(ok(StatusCode::OK, &GetOut { documents, missing: r.missing }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncodeBody {
+    texts: Vec<String>,
+    #[serde(default)]
+    is_query: bool,
+    /// `f16` (packed, the default) or `json`.
+    #[serde(default = "packed")]
+    tokens: TokensFormat,
+}
+
+fn packed() -> TokensFormat {
+    TokensFormat::F16
+}
+
+/// The vectors of `texts` by the collection's bound model.
+async fn encode(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<EncodeBody>,
+) -> Result<Response, ApiError> {
+    if b.tokens == TokensFormat::None {
+        return Err(ApiError::bad_request("tokens: \"none\" would answer nothing; ask for \"f16\" or \"json\""));
+    }
+    let vectors: Vec<TokensOut> = s
+        .encode(&name, b.texts, b.is_query)
+        .await?
+        .into_iter()
+        .map(|(values, dim)| match b.tokens {
+            TokensFormat::Json => TokensOut::Rows(values, dim),
+            _ => TokensOut::Packed { shape: [values.len() / dim.max(1), dim], data: B64.encode(f16_bytes(&values)) },
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "vectors": vectors })))
 }
 
 /// One search (`tokens`) or a batch (`queries`: one result per query, in order).

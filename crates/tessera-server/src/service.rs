@@ -856,6 +856,36 @@ impl Service {
         .await
     }
 
+    /// Texts encoded by the collection's bound model (as queries or
+    /// documents), each as f16 values and its dimension; at most
+    /// `max_batch_docs` texts.
+    pub async fn encode(
+        &self,
+        name: &str,
+        texts: Vec<String>,
+        is_query: bool,
+    ) -> Result<Vec<(Vec<half::f16>, usize)>, ApiError> {
+        let c = self.collection(name)?;
+        if texts.is_empty() {
+            return Err(ApiError::bad_request("texts: at least one text is required"));
+        }
+        let l = &self.limits;
+        if texts.len() > l.max_batch_docs {
+            return Err(ApiError::too_large("max_batch_docs", "the number of texts", texts.len(), l.max_batch_docs));
+        }
+        self.read(move || {
+            let kind = if is_query { tessera::TextKindOf::Query } else { tessera::TextKindOf::Document };
+            Ok(c.encode_texts(&texts, kind)?
+                .into_iter()
+                .map(|t| match t {
+                    Tokens::F32 { data, dim } => (data.into_iter().map(half::f16::from_f32).collect(), dim),
+                    Tokens::F16 { data, dim } => (data, dim),
+                })
+                .collect())
+        })
+        .await
+    }
+
     pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
         if req.queries.is_some() {
             return Err(ApiError::bad_request("a batch (queries) is answered by the batch search"));
