@@ -111,7 +111,7 @@ impl<'a> Queries<'a> {
 
 /// Encodes the queries that have no tokens; a query with neither is refused.
 fn encode_queries(model: &crate::text::Encoder, qs: &mut [Document]) -> Result<()> {
-    let filled = crate::text::fill_tokens(model, qs, crate::text::Kind::Query)?;
+    let filled = tessera::encode_missing(model, qs, tessera::TextKindOf::Query)?;
     if let Some((i, reason)) = filled.bad.first() {
         return Err(format!("query {:?}: {reason}", qs[*i].id).into());
     }

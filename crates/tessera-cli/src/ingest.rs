@@ -100,7 +100,7 @@ struct Batch {
 fn encode(model: &crate::text::Encoder, read: &mut Vec<Record>, b: &mut Batch) {
     let (ats, mut docs): (Vec<String>, Vec<tessera::Document>) =
         std::mem::take(read).into_iter().map(|r| (r.at, r.doc)).unzip();
-    match crate::text::fill_tokens(model, &mut docs, crate::text::Kind::Document) {
+    match tessera::encode_missing(model, &mut docs, tessera::TextKindOf::Document) {
         Ok(filled) => {
             let bad: std::collections::HashMap<usize, String> = filled.bad.into_iter().collect();
             b.encoded += filled.encoded;

@@ -540,7 +540,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Encode { model, input, out, queries } => {
-            let model = tessera_cli::text::load(&model)?;
+            let model = tessera::load_model(&model)?;
             let kind = if queries { tessera_cli::text::Kind::Query } else { tessera_cli::text::Kind::Document };
             let r = tessera_cli::text::encode_file(&model, &input, &out, kind)?;
             let s = r.elapsed.as_secs_f64();

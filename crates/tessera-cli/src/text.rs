@@ -6,15 +6,10 @@ use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tessera::{Document, Tokens, f16};
+use tessera::f16;
 pub use tessera_encoder::{Encoder, Kind};
 
 use crate::bulk::Result;
-
-/// Loads the model in `dir` (errors name the file at fault).
-pub fn load(dir: &Path) -> Result<Encoder> {
-    Ok(Encoder::open(dir)?)
-}
 
 /// Refuses `model` for collection `name` (of dimension `dim`, existing or
 /// not) when its vectors have another dimension, or when the collection is
@@ -42,43 +37,6 @@ pub fn check_model(model: &Encoder, name: &str, dim: usize, existing: Option<&te
         .into());
     }
     Ok(())
-}
-
-pub use tessera::needs_tokens;
-
-/// What [`fill_tokens`] did.
-#[derive(Debug, Default)]
-pub struct Filled {
-    /// Documents that could not be encoded: `(index, reason)`.
-    pub bad: Vec<(usize, String)>,
-    /// Texts encoded, and of those, cut at the model's length.
-    pub encoded: usize,
-    pub truncated: usize,
-}
-
-/// Encodes the text of every document in `docs` that has no tokens (one
-/// batched call) and stores the vectors as its tokens. A document with no
-/// tokens and no text is reported in [`Filled::bad`] and left as it is.
-pub fn fill_tokens(encoder: &Encoder, docs: &mut [Document], kind: Kind) -> Result<Filled> {
-    let mut filled = Filled::default();
-    let mut todo = Vec::new();
-    for (i, d) in docs.iter().enumerate() {
-        if !needs_tokens(d) {
-            continue;
-        }
-        match d.text.as_deref() {
-            Some(t) if !t.trim().is_empty() => todo.push(i),
-            _ => filled.bad.push((i, "no \"tokens\" and no \"text\" to encode".into())),
-        }
-    }
-    let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
-    let encoded = encoder.encode(&texts, kind)?;
-    filled.encoded = todo.len();
-    for (&i, e) in todo.iter().zip(encoded) {
-        filled.truncated += usize::from(e.truncated);
-        docs[i].tokens = Tokens::F32 { data: e.vectors, dim: e.dim };
-    }
-    Ok(filled)
 }
 
 /// What `tessera encode` wrote.
@@ -224,7 +182,7 @@ fn jsonl_texts(path: &Path, limit: Option<usize>) -> Result<Vec<String>> {
 /// One JSON line per thread count: documents encoded per second, tokens per
 /// second, and (with queries) the p50/p99 latency of one query text.
 pub fn bench(args: &EncodeBench) -> Result<Vec<serde_json::Value>> {
-    let encoder = load(&args.model)?;
+    let encoder = tessera::load_model(&args.model)?;
     let docs = jsonl_texts(&args.docs, args.limit)?;
     let queries = args.queries.as_deref().map(|q| jsonl_texts(q, None)).transpose()?;
     let mut lines = Vec::new();

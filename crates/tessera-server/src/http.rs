@@ -326,6 +326,20 @@ enum TokensOut {
     Packed { shape: [usize; 2], data: String },
 }
 
+impl TokensOut {
+    /// `dim`-wide token values in `format` (none for `none`).
+    fn new(format: TokensFormat, values: Vec<half::f16>, dim: usize) -> Option<TokensOut> {
+        match format {
+            TokensFormat::None => None,
+            TokensFormat::Json => Some(TokensOut::Rows(values, dim)),
+            TokensFormat::F16 => Some(TokensOut::Packed {
+                shape: [values.len() / dim.max(1), dim],
+                data: B64.encode(f16_bytes(&values)),
+            }),
+        }
+    }
+}
+
 impl Serialize for TokensOut {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
@@ -389,13 +403,7 @@ async fn get_documents(
         .documents
         .into_iter()
         .map(|d| {
-            let tokens = match b.tokens {
-                TokensFormat::None => None,
-                TokensFormat::Json => Some(TokensOut::Rows(d.tokens, d.dim)),
-                TokensFormat::F16 => {
-                    Some(TokensOut::Packed { shape: [d.n_tokens, d.dim], data: B64.encode(f16_bytes(&d.tokens)) })
-                }
-            };
+            let tokens = TokensOut::new(b.tokens, d.tokens, d.dim);
             DocOut { id: d.id, n_tokens: d.n_tokens, tokens, text: d.text, payload: d.payload }
         })
         .collect();
@@ -431,10 +439,7 @@ async fn encode(
         .encode(&name, b.texts, b.is_query)
         .await?
         .into_iter()
-        .map(|(values, dim)| match b.tokens {
-            TokensFormat::Json => TokensOut::Rows(values, dim),
-            _ => TokensOut::Packed { shape: [values.len() / dim.max(1), dim], data: B64.encode(f16_bytes(&values)) },
-        })
+        .filter_map(|(values, dim)| TokensOut::new(b.tokens, values, dim))
         .collect();
     Ok(ok(StatusCode::OK, &serde_json::json!({ "vectors": vectors })))
 }

@@ -74,7 +74,9 @@ pub use half::f16;
 pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
-pub use model::{Encoder, ModelBinding, ModelIdentity, TextKindOf, load_model, needs_tokens};
+pub use model::{
+    Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, encode_missing, load_model, needs_tokens,
+};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use search::{

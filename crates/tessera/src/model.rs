@@ -70,6 +70,47 @@ pub fn needs_tokens(d: &Document) -> bool {
     }
 }
 
+/// Whether a document has neither tokens nor text to encode.
+fn unencodable(d: &Document) -> bool {
+    needs_tokens(d) && d.text.as_deref().is_none_or(|t| t.trim().is_empty())
+}
+
+fn tokens_of(e: tessera_encoder::Encoded) -> Tokens {
+    Tokens::F32 { dim: e.dim, data: e.vectors }
+}
+
+/// What [`encode_missing`] did.
+#[derive(Debug, Default)]
+pub struct TokensFilled {
+    /// Documents with neither tokens nor text: `(index, reason)`, left as they are.
+    pub bad: Vec<(usize, String)>,
+    /// Texts encoded, and of those, cut at the model's length.
+    pub encoded: usize,
+    pub truncated: usize,
+}
+
+/// Gives every document of `docs` that came without tokens the vectors of
+/// its text by `encoder` (one batched call); one with neither is reported.
+pub fn encode_missing(encoder: &Encoder, docs: &mut [Document], kind: TextKindOf) -> Result<TokensFilled> {
+    let mut filled = TokensFilled::default();
+    let mut todo = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        if unencodable(d) {
+            filled.bad.push((i, "no \"tokens\" and no \"text\" to encode".into()));
+        } else if needs_tokens(d) {
+            todo.push(i);
+        }
+    }
+    let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
+    let encoded = encoder.encode(&texts, kind).map_err(model_error)?;
+    filled.encoded = todo.len();
+    for (&i, e) in todo.iter().zip(encoded) {
+        filled.truncated += usize::from(e.truncated);
+        docs[i].tokens = tokens_of(e);
+    }
+    Ok(filled)
+}
+
 impl Collection {
     /// The model this collection is bound to, if any.
     pub fn model(&self) -> Option<ModelBinding> {
@@ -143,8 +184,7 @@ impl Collection {
     /// Encodes `texts` with the bound model as queries or documents.
     pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S], kind: TextKindOf) -> Result<Vec<Tokens>> {
         let encoder = self.text_model()?;
-        let out = encoder.encode(texts, kind).map_err(model_error)?;
-        Ok(out.into_iter().map(|e| Tokens::F32 { dim: e.dim, data: e.vectors }).collect())
+        Ok(encoder.encode(texts, kind).map_err(model_error)?.into_iter().map(tokens_of).collect())
     }
 
     /// The documents of `docs` that came without tokens get them from their
@@ -155,32 +195,17 @@ impl Collection {
     /// batch encoded while the collection is re-bound keeps the vectors of
     /// the model bound when it started.
     pub(crate) fn fill_tokens<'a>(&self, docs: &'a [Document]) -> Result<std::borrow::Cow<'a, [Document]>> {
-        let has_text = |d: &Document| d.text.as_deref().is_some_and(|t| !t.trim().is_empty());
         if !docs.iter().any(needs_tokens)
-            || (self.model().is_none() && !docs.iter().any(|d| needs_tokens(d) && has_text(d)))
+            || (self.model().is_none() && docs.iter().all(|d| !needs_tokens(d) || unencodable(d)))
         {
             return Ok(std::borrow::Cow::Borrowed(docs));
         }
-        let mut todo = Vec::new();
-        for (i, d) in docs.iter().enumerate() {
-            if needs_tokens(d) {
-                match d.text.as_deref() {
-                    Some(t) if !t.trim().is_empty() => todo.push(i),
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "document {:?} has no tokens and no text to encode",
-                            d.id
-                        )));
-                    }
-                }
-            }
+        if let Some(d) = docs.iter().find(|d| unencodable(d)) {
+            return Err(Error::InvalidArgument(format!("document {:?} has no tokens and no text to encode", d.id)));
         }
-        let texts: Vec<&str> = todo.iter().map(|&i| docs[i].text.as_deref().unwrap_or_default()).collect();
-        let tokens = self.encode_texts(&texts, TextKindOf::Document)?;
+        let encoder = self.text_model()?;
         let mut out = docs.to_vec();
-        for (i, t) in todo.into_iter().zip(tokens) {
-            out[i].tokens = t;
-        }
+        encode_missing(&encoder, &mut out, TextKindOf::Document)?;
         Ok(std::borrow::Cow::Owned(out))
     }
 }
