@@ -571,6 +571,47 @@ impl Database {
         report_to_python(py, &report)
     }
 
+    /// Re-encodes every document of collection `name` with the model in the
+    /// folder `model` (a fine-tuned one, say) into a new version of the
+    /// collection, built while the old one keeps serving searches and
+    /// writes, then swapped in atomically (a crash at any point leaves one
+    /// consistent version). The model's dimension must be the collection's
+    /// and every document needs its text. `progress(done, total)` is called
+    /// as documents are copied. Returns `model` (the new binding),
+    /// `documents`, `caught_up` (documents written during the reindex and
+    /// copied again), `truncated` and `seconds`.
+    #[pyo3(signature = (name, model, *, progress=None))]
+    fn reindex<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        model: std::path::PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = open_db(py, &self.shared)?;
+        let failed: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+        let tell = |p: tessera::ReindexProgress| {
+            if let Some(cb) = &progress {
+                Python::attach(|py| {
+                    if let Err(e) = cb.call1(py, (p.done, p.total)) {
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                });
+            }
+        };
+        let report = engine(py, || db.reindex(name, &model, &tell)).or_py(py)?;
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let d = PyDict::new(py);
+        d.set_item("model", binding_to_python(py, &report.model)?)?;
+        d.set_item("documents", report.documents)?;
+        d.set_item("caught_up", report.caught_up)?;
+        d.set_item("truncated", report.truncated)?;
+        d.set_item("seconds", report.seconds)?;
+        Ok(d.into_any())
+    }
+
     /// Closes the database: it and its collections refuse every later call,
     /// and the lock is released once calls already running have finished.
     /// Closing twice is fine.
@@ -603,6 +644,12 @@ impl Database {
 pub struct Collection {
     shared: Shared,
     inner: Arc<tessera::Collection>,
+}
+
+/// A model binding as a dict (`path`, `identity`).
+fn binding_to_python<'py>(py: Python<'py>, m: &tessera::ModelBinding) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(m).expect("a binding serialises");
+    pythonize::pythonize(py, &value).map_err(PyErr::from)
 }
 
 /// A dict of named weights (`{"text": 0.5}`) as the engine's pairs.
@@ -686,8 +733,15 @@ fn options_of(
 }
 
 impl Collection {
-    fn live(&self, py: Python<'_>) -> PyResult<(Arc<tessera::Database>, &Arc<tessera::Collection>)> {
-        Ok((open_db(py, &self.shared)?, &self.inner))
+    /// The database and the collection, as it is now: a handle to a
+    /// collection that a reindex replaced answers with the new version.
+    fn live(&self, py: Python<'_>) -> PyResult<(Arc<tessera::Database>, Arc<tessera::Collection>)> {
+        let db = open_db(py, &self.shared)?;
+        let c = match self.inner.is_replaced() {
+            true => db.collection(self.inner.name()).or_py(py)?,
+            false => self.inner.clone(),
+        };
+        Ok((db, c))
     }
 
     fn query_of(&self, py: Python<'_>, query: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Tokens>> {
@@ -825,9 +879,8 @@ impl Collection {
     /// identity), or None.
     #[getter]
     fn model<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some(m) = self.inner.model() else { return Ok(None) };
-        let value = serde_json::to_value(&m).expect("a binding serialises");
-        Ok(Some(pythonize::pythonize(py, &value).map_err(PyErr::from)?))
+        let (_db, c) = self.live(py)?;
+        c.model().map(|m| binding_to_python(py, &m)).transpose()
     }
 
     /// Binds the collection to the model in `path` (replacing any binding;
@@ -836,8 +889,7 @@ impl Collection {
     fn bind_model<'py>(&self, py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
         let m = engine(py, || c.bind_model(&path)).or_py(py)?;
-        let value = serde_json::to_value(&m).expect("a binding serialises");
-        pythonize::pythonize(py, &value).map_err(PyErr::from)
+        binding_to_python(py, &m)
     }
 
     /// The vectors of `texts` by the collection's bound model, as queries
@@ -976,7 +1028,7 @@ impl Collection {
             }
             _ => self.query_of(py, query, "query")?,
         };
-        let plan = opts.plan(c, tokens.is_some(), &PlanDefaults::default()).or_py(py)?;
+        let plan = opts.plan(&c, tokens.is_some(), &PlanDefaults::default()).or_py(py)?;
         let out = engine(py, || c.execute(&plan, tokens.as_ref())).or_py(py)?;
         Hit::list(py, out)
     }
@@ -1003,7 +1055,7 @@ impl Collection {
             .enumerate()
             .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
             .collect::<PyResult<Vec<_>>>()?;
-        let plan = opts.plan(c, true, &PlanDefaults::default()).or_py(py)?;
+        let plan = opts.plan(&c, true, &PlanDefaults::default()).or_py(py)?;
         let outs = engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?;
         outs.into_iter()
             .enumerate()

@@ -235,15 +235,19 @@ impl Checkpoint {
 
 /// Progress on a terminal (a bar with documents/s, tokens/s, ETA), plain
 /// periodic lines otherwise.
-enum Progress {
+pub(crate) enum Progress {
     Bar(ProgressBar),
-    Lines { last: Instant },
+    /// `what` names the command in each line.
+    Lines {
+        last: Instant,
+        what: &'static str,
+    },
 }
 
 impl Progress {
-    fn new(total: Option<usize>) -> Self {
+    pub(crate) fn new(total: Option<usize>, what: &'static str) -> Self {
         if !std::io::stderr().is_terminal() {
-            return Progress::Lines { last: Instant::now() };
+            return Progress::Lines { last: Instant::now(), what };
         }
         let bar = match total {
             Some(n) => ProgressBar::new(n as u64),
@@ -258,28 +262,34 @@ impl Progress {
         Progress::Bar(bar)
     }
 
-    fn update(&mut self, records: usize, tokens: usize, total: Option<usize>, start: Instant, log: &mut dyn Write) {
+    /// Records done (and tokens: none when `tokens` is `None`).
+    pub(crate) fn update(
+        &mut self,
+        records: usize,
+        tokens: Option<usize>,
+        total: Option<usize>,
+        start: Instant,
+        log: &mut dyn Write,
+    ) {
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         match self {
             Progress::Bar(b) => {
                 b.set_position(records as u64);
-                b.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
+                if let Some(tokens) = tokens {
+                    b.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
+                }
             }
-            Progress::Lines { last } if last.elapsed() >= Duration::from_secs(2) => {
+            Progress::Lines { last, what } if last.elapsed() >= Duration::from_secs(2) => {
                 let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                let _ = writeln!(
-                    log,
-                    "ingest: {records}{of} records, {:.0} docs/s, {:.0} tokens/s",
-                    records as f64 / secs,
-                    tokens as f64 / secs
-                );
+                let tokens = tokens.map(|t| format!(", {:.0} tokens/s", t as f64 / secs)).unwrap_or_default();
+                let _ = writeln!(log, "{what}: {records}{of} records, {:.0} docs/s{tokens}", records as f64 / secs);
                 *last = Instant::now();
             }
             Progress::Lines { .. } => {}
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Progress::Bar(b) = self {
             b.finish_and_clear();
         }
@@ -392,7 +402,7 @@ pub fn ingest(
         writeln!(log, "resuming after {n} records acknowledged by an earlier run")?;
     }
     let total = src.total().map(|t| t.saturating_sub(report.resumed_after));
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, "ingest");
     let rx = spawn_reader(src, c.dim(), opts.batch_docs.max(1), model);
     let mut consumed = 0;
     for batch in rx {
@@ -427,7 +437,7 @@ pub fn ingest(
         }
         consumed = batch.consumed;
         checkpoint.save(report.resumed_after + consumed)?;
-        progress.update(consumed, report.tokens, total, start, log);
+        progress.update(consumed, Some(report.tokens), total, start, log);
     }
     progress.finish();
     c.flush()?;

@@ -102,6 +102,25 @@ enum Cmd {
         #[arg(long)]
         queries: bool,
     },
+    /// Re-encode every document's text with another model (a fine-tuned one, say) into a new
+    /// version of the collection, built beside the old one and swapped in when complete
+    /// (a crash at any point leaves one consistent version); the collection is then bound to
+    /// the new model. Every document needs its text.
+    Reindex {
+        /// Database folder.
+        #[arg(long)]
+        db: PathBuf,
+        /// Collection to re-encode.
+        #[arg(long)]
+        collection: String,
+        /// The new model's directory (sentence-transformers / PyLate layout, docs/ENCODER.md);
+        /// its output dimension must be the collection's.
+        #[arg(long)]
+        model: PathBuf,
+        /// One JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
     /// Search with every query of a bulk-format folder; write a TREC run file.
     Search {
         /// Database folder.
@@ -555,6 +574,9 @@ fn run(cli: Cli) -> Result<()> {
                 r.truncated,
                 if queries { "query" } else { "document" },
             )?;
+        }
+        Cmd::Reindex { db, collection, model, json } => {
+            tessera_cli::text::reindex(&db, &collection, &model, stdout, json)?
         }
         Cmd::Bench { what: BenchCmd::Encode(args) } => {
             for line in tessera_cli::text::bench(&args)? {

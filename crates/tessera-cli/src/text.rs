@@ -219,3 +219,46 @@ pub fn bench(args: &EncodeBench) -> Result<Vec<serde_json::Value>> {
     }
     Ok(lines)
 }
+
+/// `tessera reindex`: re-encodes every document of `collection` with the
+/// model in `model` into a new version of the collection, swapped in when
+/// complete (`Database::reindex`); progress on standard error, the report on `out`.
+pub fn reindex(db: &Path, collection: &str, model: &Path, out: &mut dyn Write, json: bool) -> Result<()> {
+    let db = tessera::Database::open(db)?;
+    let start = Instant::now();
+    let progress: std::sync::Mutex<Option<crate::ingest::Progress>> = std::sync::Mutex::new(None);
+    let tell = |p: tessera::ReindexProgress| {
+        let mut bar = progress.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bar.get_or_insert_with(|| crate::ingest::Progress::new(Some(p.total), "reindex"));
+        bar.update(p.done, None, Some(p.total), start, &mut std::io::stderr());
+    };
+    let r = db.reindex(collection, model, &tell);
+    if let Some(bar) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        bar.finish();
+    }
+    let r = r?;
+    if json {
+        let v = serde_json::json!({
+            "collection": collection,
+            "model": r.model,
+            "documents": r.documents,
+            "caught_up": r.caught_up,
+            "truncated": r.truncated,
+            "seconds": r.seconds,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "reindexed {collection:?}: {} documents encoded by {} ({}, checksum {}) in {:.2} s; {} written meanwhile and copied again; {} texts cut at the model's document length",
+            r.documents,
+            r.model.path.display(),
+            r.model.identity.name,
+            r.model.identity.checksum,
+            r.seconds,
+            r.caught_up,
+            r.truncated,
+        )?;
+    }
+    Ok(())
+}

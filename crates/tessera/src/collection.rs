@@ -52,6 +52,9 @@ struct Writer {
     kept_codes: BTreeSet<(u64, u64)>,
     /// The memtable being sealed into a segment, if one is.
     sealing: Option<Sealing>,
+    /// While a reindex copies the collection: the ids every write changed
+    /// since it started ([`Collection::start_change_log`]).
+    changes: Option<BTreeSet<String>>,
 }
 
 /// A memtable frozen for sealing. Its documents stay in the writer's
@@ -264,6 +267,12 @@ pub struct Collection {
     sealed: Condvar,
     /// This collection's own handle, for background tasks (set by the database).
     me: OnceLock<Weak<Collection>>,
+    /// A reindex put a new version in this one's place: writes are refused
+    /// ([`Error::Replaced`]); searches answer from the last snapshot.
+    replaced: std::sync::atomic::AtomicBool,
+    /// The version that replaced this one: writes that waited through the
+    /// swap go on there.
+    successor: OnceLock<Arc<Collection>>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -339,6 +348,7 @@ impl Collection {
             codebook,
             kept_codes: BTreeSet::new(),
             sealing: None,
+            changes: None,
         };
         for (wal_path, batches) in logs {
             for (offset, seq, ops) in batches {
@@ -388,6 +398,8 @@ impl Collection {
             maint_cv: Condvar::new(),
             sealed: Condvar::new(),
             me: OnceLock::new(),
+            replaced: Default::default(),
+            successor: OnceLock::new(),
         })
     }
 
@@ -450,9 +462,91 @@ impl Collection {
             return Err(Error::ReadOnly(self.dir.clone()));
         }
         if w.poisoned {
-            return Err(Error::Poisoned(self.name.clone()));
+            return Err(self.refusal());
         }
         Ok(w)
+    }
+
+    /// Why a poisoned writer refuses writes.
+    fn refusal(&self) -> Error {
+        if self.is_replaced() { Error::Replaced(self.name.clone()) } else { Error::Poisoned(self.name.clone()) }
+    }
+
+    /// Whether a reindex replaced this collection by a new version (this
+    /// handle takes no more writes; the database has the new one).
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Names the version that replaced this one (before the swap lets
+    /// writes through): writes that waited for the swap go on there.
+    pub(crate) fn set_successor(&self, next: Arc<Collection>) {
+        let _ = self.successor.set(next);
+    }
+
+    /// Starts recording the ids that writes change (a reindex copies them
+    /// again before it swaps); refused while one records already.
+    pub(crate) fn start_change_log(&self) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        if w.changes.is_some() {
+            return Err(Error::Reindexing(self.name.clone()));
+        }
+        w.changes = Some(BTreeSet::new());
+        Ok(())
+    }
+
+    /// The ids changed since the last call (or the log's start).
+    pub(crate) fn take_changes(&self) -> BTreeSet<String> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Stops recording changes.
+    pub(crate) fn stop_change_log(&self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).changes = None;
+    }
+
+    /// Runs `swap` with this collection's writes held back and its
+    /// maintenance stopped, handing it the ids changed since the last
+    /// [`take_changes`](Self::take_changes). When `swap` succeeds — or
+    /// fails past its commit point (`Err((_, true))`) — this collection is
+    /// retired as [replaced](Self::is_replaced); otherwise it goes on as before.
+    pub(crate) fn replace<T: Send>(
+        &self,
+        swap: impl FnOnce(BTreeSet<String>) -> std::result::Result<T, (Error, bool)> + Send,
+    ) -> Result<T> {
+        self.close_maintenance();
+        let mut w = match self.lock_writer() {
+            Ok(w) => w,
+            Err(e) => {
+                self.reopen_maintenance();
+                return Err(e);
+            }
+        };
+        let changes = w.changes.as_mut().map(std::mem::take).unwrap_or_default();
+        // The writes held back wait on the writer lock, some of them as jobs
+        // of the engine's pool: work `swap` does in parallel must not run on
+        // that pool, whose threads would steal those jobs and wait on the
+        // lock this thread holds. It runs on a pool of its own, which this
+        // thread (blocked in a plain join) does not serve.
+        let out = match rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("tessera-swap-{i}"))
+            .build()
+        {
+            Ok(pool) => std::thread::scope(|s| {
+                s.spawn(|| pool.install(|| swap(changes))).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+            Err(e) => Err((Error::InvalidArgument(format!("no threads for the swap: {e}")), false)),
+        };
+        if matches!(out, Ok(_) | Err((_, true))) {
+            self.replaced.store(true, std::sync::atomic::Ordering::Release);
+            w.poisoned = true;
+        } else {
+            drop(w);
+            self.reopen_maintenance();
+        }
+        out.map_err(|(e, _)| e)
     }
 
     fn publish(&self, w: &Writer) {
@@ -469,9 +563,14 @@ impl Collection {
     pub fn upsert(&self, docs: &[Document]) -> Result<()> {
         // Documents without tokens are encoded from their text by the bound
         // model first: the whole batch is checked before anything is written.
-        let docs = self.fill_tokens(docs)?;
-        let prepared = prepare_batch(&docs, &self.config)?;
-        self.write(prepared, Vec::new()).map(|_| ())
+        let filled = self.fill_tokens(docs)?;
+        let prepared = prepare_batch(&filled, &self.config)?;
+        match self.write(prepared, Vec::new()) {
+            // Replaced while this waited: the new version takes the batch
+            // (its texts encoded by its own model).
+            Err(Error::Replaced(_)) if self.successor.get().is_some() => self.successor.get().unwrap().upsert(docs),
+            r => r.map(|_| ()),
+        }
     }
 
     /// Deletes documents by id; returns how many existed. Unknown ids are ignored.
@@ -486,7 +585,10 @@ impl Collection {
             }
             del.push(id.to_string());
         }
-        self.write(Vec::new(), del)
+        match self.write(Vec::new(), del) {
+            Err(Error::Replaced(_)) if self.successor.get().is_some() => self.successor.get().unwrap().delete(ids),
+            r => r,
+        }
     }
 
     /// Writes a batch: upserts (each as the WAL records it and in stored
@@ -501,7 +603,7 @@ impl Collection {
         while w.sealing.is_some() && w.mem.bytes() >= self.config.memtable_bytes.saturating_mul(2) {
             w = self.sealed.wait(w).unwrap_or_else(|p| p.into_inner());
             if w.poisoned {
-                return Err(Error::Poisoned(self.name.clone()));
+                return Err(self.refusal());
             }
         }
         let seq = w.seq + 1;
@@ -517,6 +619,9 @@ impl Collection {
         }
         w.seq = seq;
         let mut existed = 0;
+        if let Some(log) = w.changes.as_mut() {
+            log.extend(upserts.iter().map(|u| u.0.id.clone()).chain(deletes.iter().cloned()));
+        }
         for (d, tokens) in upserts {
             w.upsert(d.into_mem(tokens, self.config.dim));
         }
@@ -553,7 +658,7 @@ impl Collection {
         Ok(ids.iter().map(|id| self.get_in(&snap, id.as_ref(), tokens)).collect())
     }
 
-    fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
+    pub(crate) fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
         let dim = self.config.dim;
         let values = |t: tessera_kernels::TokenType, rows: StoredRows<'_>| -> Vec<half::f16> {
             if !tokens {

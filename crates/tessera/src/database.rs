@@ -5,6 +5,9 @@
 //! DIR/collections/NAME/         one collection (see `collection`)
 //! DIR/collections/.tmp-NAME     a collection being created (removed on open)
 //! DIR/collections/.drop-NAME-N  a collection being dropped (removed on open)
+//! DIR/collections/.reindex-NAME a new version being built by a reindex (removed on open)
+//! DIR/collections/.swap-NAME    a reindexed version, complete: it replaces NAME
+//!                               (a writer's open finishes the swap; a reader reads it)
 //! ```
 
 use crate::collection::Collection;
@@ -122,7 +125,7 @@ impl Database {
     }
 
     /// Refuses a change to a database opened read-only.
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         match self._lock {
             Some(_) => Ok(()),
             None => Err(Error::ReadOnly(self.dir.clone())),
@@ -139,7 +142,7 @@ impl Database {
         crate::backup(&self.dir, out)
     }
 
-    fn cdir(&self) -> PathBuf {
+    pub(crate) fn cdir(&self) -> PathBuf {
         self.dir.join("collections")
     }
 
@@ -212,6 +215,19 @@ impl Database {
             .ok_or_else(|| Error::UnknownCollection(name.into()))
     }
 
+    /// Puts `new` in the place of `old` (as `name`) unless `old` is no
+    /// longer the collection of that name; returns whether it did.
+    pub(crate) fn install(&self, name: &str, old: &Arc<Collection>, new: Arc<Collection>) -> bool {
+        let mut map = self.collections.write().expect("collections lock");
+        match map.get_mut(name) {
+            Some(c) if Arc::ptr_eq(c, old) => {
+                *c = new;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn list_collections(&self) -> Vec<String> {
         self.collections.read().expect("collections lock").keys().cloned().collect()
     }
@@ -272,21 +288,50 @@ impl Drop for Database {
 /// Opens every collection in `cdir`. A writer (not `read_only`) removes the
 /// folders of interrupted creates and drops; a reader skips them.
 fn open_collections(cdir: &Path, read_only: bool) -> Result<BTreeMap<String, Arc<Collection>>> {
-    let mut collections = BTreeMap::new();
+    let mut folders = BTreeMap::new();
+    let mut swapped = Vec::new();
     for entry in std::fs::read_dir(cdir).map_err(Error::io(cdir))? {
         let entry = entry.map_err(Error::io(cdir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with(".tmp-") || name.starts_with(".drop-") {
+        if let Some(of) = name.strip_prefix(SWAP).filter(|n| valid_name(n)) {
+            swapped.push((of.to_string(), path));
+        } else if name.starts_with(".tmp-") || name.starts_with(".drop-") || name.starts_with(REINDEX) {
             if !read_only {
                 std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
             }
         } else if valid_name(&name) && path.is_dir() {
-            collections.insert(name, Collection::open(&path, read_only)?.shared());
+            folders.insert(name, path);
         }
+    }
+    // A reindexed version whose swap was cut short: it wins over the old.
+    for (name, path) in swapped {
+        if read_only {
+            folders.insert(name, path);
+            continue;
+        }
+        let place = cdir.join(&name);
+        if place.exists() {
+            let gone = cdir.join(format!(".drop-{name}-swapped"));
+            fsutil::remove_if_exists(&gone)?;
+            std::fs::rename(&place, &gone).map_err(Error::io(&place))?;
+        }
+        std::fs::rename(&path, &place).map_err(Error::io(&path))?;
+        fsutil::sync_dir(cdir)?;
+        let _ = std::fs::remove_dir_all(cdir.join(format!(".drop-{name}-swapped")));
+        folders.insert(name, place);
+    }
+    let mut collections = BTreeMap::new();
+    for (name, path) in folders {
+        collections.insert(name, Collection::open(&path, read_only)?.shared());
     }
     Ok(collections)
 }
+
+/// Folder prefix of a collection's new version being built by a reindex.
+pub(crate) const REINDEX: &str = ".reindex-";
+/// Folder prefix of a reindexed version that is complete (the commit point of the swap).
+pub(crate) const SWAP: &str = ".swap-";
 
 /// Removes a name from the set of collections being created when dropped.
 struct Creating<'a> {

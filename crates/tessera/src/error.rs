@@ -56,6 +56,12 @@ pub enum Error {
     DestinationExists(PathBuf),
     #[error("collection {0:?} kept changing during the backup ({tries} tries): try again", tries = crate::backup::MAX_TRIES)]
     Changing(String),
+    #[error(
+        "collection {0:?} was replaced by a reindex (a new version with the new model's tokens): get it from the database again"
+    )]
+    Replaced(String),
+    #[error("collection {0:?} is being reindexed already")]
+    Reindexing(String),
 }
 
 impl From<tessera_format::names::UnknownName> for Error {
@@ -117,7 +123,9 @@ impl Error {
             E::CollectionExists(_) | E::ConfigMismatch { .. } | E::DestinationExists(_) => ErrorKind::AlreadyExists,
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) => ErrorKind::Unavailable,
+            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) | E::Replaced(_) | E::Reindexing(_) => {
+                ErrorKind::Unavailable
+            }
             E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }

@@ -52,6 +52,7 @@ mod memtable;
 mod mine;
 mod model;
 pub mod rank;
+mod reindex;
 mod request;
 mod search;
 mod segment;
@@ -78,6 +79,7 @@ pub use model::{
     Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, encode_missing, load_model, needs_tokens,
 };
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
+pub use reindex::{ReindexProgress, ReindexReport};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use search::{
     CANDIDATES_PER_K, CENTROID_CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS,

@@ -31,7 +31,7 @@ pub struct ModelBinding {
     pub identity: ModelIdentity,
 }
 
-fn model_error(e: tessera_encoder::Error) -> Error {
+pub(crate) fn model_error(e: tessera_encoder::Error) -> Error {
     Error::InvalidArgument(e.to_string())
 }
 
@@ -51,6 +51,12 @@ pub fn load_model(dir: &Path) -> Result<Arc<Encoder>> {
     let encoder = Arc::new(Encoder::open(&key).map_err(model_error)?);
     loaded.insert(key, encoder.clone());
     Ok(encoder)
+}
+
+/// Makes `encoder` the process's model for its binding's folder (a later
+/// [`load_model`] of the folder answers with it).
+pub(crate) fn remember(binding: &ModelBinding, encoder: Arc<Encoder>) {
+    loaded().lock().unwrap_or_else(|p| p.into_inner()).insert(binding.path.clone(), encoder);
 }
 
 fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<Encoder>>> {
@@ -122,8 +128,16 @@ impl Collection {
     /// manifest; the tokens already stored are not re-encoded (that is a
     /// reindex).
     pub fn bind_model(&self, dir: &Path) -> Result<ModelBinding> {
-        // Loaded afresh (the files may have changed since the process loaded
-        // them: a fine-tuned model written over the old), then shared.
+        let (binding, encoder) = self.fresh_model(dir)?;
+        remember(&binding, encoder);
+        self.store_model(Some(binding.clone()))?;
+        Ok(binding)
+    }
+
+    /// The model in `dir` loaded afresh (the files may have changed since
+    /// the process loaded them: a fine-tuned model written over the old),
+    /// with its binding; refused unless it outputs this collection's dim.
+    pub(crate) fn fresh_model(&self, dir: &Path) -> Result<(ModelBinding, Arc<Encoder>)> {
         let path = canonical(dir)?;
         let encoder = Arc::new(Encoder::open(&path).map_err(model_error)?);
         if encoder.dim() != self.dim() {
@@ -135,10 +149,7 @@ impl Collection {
                 self.dim()
             )));
         }
-        let binding = ModelBinding { path: path.clone(), identity: encoder.identity().clone() };
-        loaded().lock().unwrap_or_else(|p| p.into_inner()).insert(path, encoder);
-        self.store_model(Some(binding.clone()))?;
-        Ok(binding)
+        Ok((ModelBinding { path, identity: encoder.identity().clone() }, encoder))
     }
 
     /// The binding, or the refusal of text by a collection without a model.

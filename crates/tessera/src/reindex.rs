@@ -1,0 +1,261 @@
+//! Re-encoding a collection with another model (after fine-tuning): every
+//! stored text is encoded again into a new version of the collection, built
+//! beside the old one while the old one keeps serving searches and writes,
+//! then put in its place.
+//!
+//! 1. The old collection starts recording the ids its writes change.
+//! 2. Its documents, as of one snapshot, are encoded by the new model and
+//!    written (with their texts and payloads) into `collections/.reindex-NAME`,
+//!    a collection bound to the new model, with the old one's configuration
+//!    and ranking.
+//! 3. The ids written meanwhile are copied again from the old collection's
+//!    latest state, in rounds, until few are left.
+//! 4. With the old collection's writes held back: the last changed ids are
+//!    copied, the new version is flushed, and the swap commits — the folder
+//!    is renamed `.swap-NAME` (the commit point), the old folder goes to
+//!    `.drop-NAME-N` and the new one takes its name.
+//!
+//! A crash before the commit point leaves the old version (the `.reindex-`
+//! folder is removed on open); a crash after it, the new one (the open
+//! finishes the renames). Handles to the old collection answer searches
+//! from their last snapshot and refuse writes ([`Error::Replaced`]).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::collection::Collection;
+use crate::database::{Database, REINDEX, SWAP};
+use crate::doc::{Document, Tokens};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::model::{Encoder, ModelBinding, TextKindOf, encode_missing, remember};
+use crate::snapshot::Snapshot;
+
+/// Documents encoded and written per step.
+const CHUNK: usize = 256;
+/// Rounds of copying the documents written meanwhile before the swap takes
+/// the rest with writes held back.
+const CATCH_UP_ROUNDS: usize = 8;
+/// Changed ids few enough to copy with writes held back.
+const HELD_BACK: usize = CHUNK;
+
+/// How far a reindex is: documents of the starting snapshot copied, of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReindexProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What a reindex did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReindexReport {
+    /// The model the collection is now bound to.
+    pub model: ModelBinding,
+    /// Documents of the new version.
+    pub documents: usize,
+    /// Documents copied again (or deleted) because they were written during the reindex.
+    pub caught_up: usize,
+    /// Texts cut at the model's document length.
+    pub truncated: usize,
+    pub seconds: f64,
+}
+
+impl Database {
+    /// Re-encodes every document of collection `name` with the model in
+    /// `model` into a new version that then replaces the old one (see the
+    /// module's documentation); `progress` hears of each step. The model's
+    /// dimension must be the collection's, and every document must have a
+    /// text (tokens given without text cannot be encoded again).
+    pub fn reindex(
+        &self,
+        name: &str,
+        model: &Path,
+        progress: &(dyn Fn(ReindexProgress) + Sync),
+    ) -> Result<ReindexReport> {
+        self.writable()?;
+        let start = Instant::now();
+        let old = self.collection(name)?;
+        let (binding, encoder) = old.fresh_model(model)?;
+        old.start_change_log()?;
+        let _log = StopLog(&old);
+        let build = self.cdir().join(format!("{REINDEX}{name}"));
+        let mut draft = Draft::create(&build, &old)?;
+        let new = draft.collection.clone().expect("opened");
+        new.store_model(Some(binding.clone()))?;
+        let ranking = old.ranking();
+        if ranking != crate::rank::Ranking::default() {
+            new.set_ranking(ranking)?;
+        }
+        let mut copy = Copy { old: &old, new: &new, encoder: &encoder, caught_up: 0, truncated: 0 };
+
+        let snap = old.snapshot();
+        let ids = live_ids(&snap);
+        let total = ids.len();
+        progress(ReindexProgress { done: 0, total });
+        for (i, chunk) in ids.chunks(CHUNK).enumerate() {
+            copy.ids(&snap, chunk)?;
+            progress(ReindexProgress { done: (i * CHUNK + chunk.len()).min(total), total });
+        }
+        drop(snap);
+        for _ in 0..CATCH_UP_ROUNDS {
+            let changed = old.take_changes();
+            let few = changed.len() <= HELD_BACK;
+            copy.changed(changed)?;
+            if few {
+                break;
+            }
+        }
+
+        let cdir = self.cdir();
+        let place = cdir.join(name);
+        let swap = cdir.join(format!("{SWAP}{name}"));
+        let fresh = old.replace(|rest| {
+            let before = |e| (e, false);
+            let after = |e| (e, true);
+            copy.changed(rest).map_err(before)?;
+            new.flush().map_err(before)?;
+            let documents = new.len();
+            draft.close();
+            std::fs::rename(&build, &swap).map_err(|e| before(Error::io(&swap)(e)))?;
+            // The commit point: from here the new version is the collection's.
+            fsutil::sync_dir(&cdir).map_err(after)?;
+            let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let gone = cdir.join(format!(".drop-{name}-{nonce}"));
+            std::fs::rename(&place, &gone).map_err(|e| after(Error::io(&place)(e)))?;
+            std::fs::rename(&swap, &place).map_err(|e| after(Error::io(&place)(e)))?;
+            fsutil::sync_dir(&cdir).map_err(after)?;
+            remember(&binding, encoder.clone());
+            let fresh = Collection::open(&place, false).map_err(after)?.shared();
+            old.set_successor(fresh.clone());
+            let _ = std::fs::remove_dir_all(&gone);
+            Ok((fresh, documents))
+        });
+        let (fresh, documents) = fresh.map_err(|e| match e {
+            e @ (Error::Replaced(_) | Error::Poisoned(_)) => e,
+            e if old.is_replaced() => Error::InvalidArgument(format!(
+                "the reindex of {name:?} committed, but finishing it failed ({e}): reopen the database to finish the swap"
+            )),
+            e => e,
+        })?;
+        if !self.install(name, &old, fresh) {
+            return Err(Error::UnknownCollection(name.into()));
+        }
+        Ok(ReindexReport {
+            model: binding,
+            documents,
+            caught_up: copy.caught_up,
+            truncated: copy.truncated,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The ids of a snapshot's live documents: segments in order, then the memtable.
+fn live_ids(snap: &Snapshot) -> Vec<String> {
+    let mut ids = Vec::with_capacity(snap.len());
+    for sv in &snap.segments {
+        ids.extend(sv.live.iter().map(|&r| sv.seg.id_of(r as usize).to_string()));
+    }
+    ids.extend(snap.mem.docs().map(|d| d.id.clone()));
+    ids
+}
+
+/// Copies documents from the old collection into the new version, encoded by the new model.
+struct Copy<'a> {
+    old: &'a Collection,
+    new: &'a Collection,
+    encoder: &'a Encoder,
+    caught_up: usize,
+    truncated: usize,
+}
+
+impl Copy<'_> {
+    /// Copies `ids` as `snap` has them (an id it does not have is deleted from the new version).
+    fn ids(&mut self, snap: &Snapshot, ids: &[String]) -> Result<()> {
+        let mut docs = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for id in ids {
+            match self.old.get_in(snap, id, false) {
+                Some(d) => {
+                    let Some(text) = d.text.filter(|t| !t.trim().is_empty()) else {
+                        return Err(Error::InvalidArgument(format!(
+                            "document {id:?} of collection {:?} has no text: a reindex encodes stored texts, so every document needs one (re-upsert it with its text, or delete it)",
+                            self.old.name()
+                        )));
+                    };
+                    let no_tokens = Tokens::F32 { dim: self.old.dim(), data: Vec::new() };
+                    docs.push(Document { id: d.id, tokens: no_tokens, text: Some(text), payload: d.payload });
+                }
+                None => gone.push(id.as_str()),
+            }
+        }
+        if !docs.is_empty() {
+            self.truncated += encode_missing(self.encoder, &mut docs, TextKindOf::Document)?.truncated;
+            self.new.upsert(&docs)?;
+        }
+        if !gone.is_empty() {
+            self.new.delete(&gone)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the ids changed since the reindex began from the old collection's latest state.
+    fn changed(&mut self, ids: BTreeSet<String>) -> Result<()> {
+        let ids: Vec<String> = ids.into_iter().collect();
+        let snap = self.old.snapshot();
+        for chunk in ids.chunks(CHUNK) {
+            self.ids(&snap, chunk)?;
+        }
+        self.caught_up += ids.len();
+        Ok(())
+    }
+}
+
+/// The new version being built; removed unless [`close`](Draft::close)d.
+struct Draft {
+    dir: std::path::PathBuf,
+    collection: Option<Arc<Collection>>,
+    closed: bool,
+}
+
+impl Draft {
+    fn create(dir: &Path, like: &Collection) -> Result<Self> {
+        fsutil::remove_if_exists(dir)?;
+        std::fs::create_dir(dir).map_err(Error::io(dir))?;
+        let mut draft = Draft { dir: dir.into(), collection: None, closed: false };
+        Collection::create_files(dir, like.name(), like.config())?;
+        fsutil::sync_dir(dir)?;
+        draft.collection = Some(Collection::open(dir, false)?.shared());
+        Ok(draft)
+    }
+
+    /// Stops the draft's background work and lets go of it (it is complete).
+    fn close(&mut self) {
+        if let Some(c) = self.collection.take() {
+            c.close_maintenance();
+        }
+        self.closed = true;
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if !self.closed {
+            if let Some(c) = self.collection.take() {
+                c.close_maintenance();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Stops the old collection's change log when the reindex ends, however it ends.
+struct StopLog<'a>(&'a Collection);
+
+impl Drop for StopLog<'_> {
+    fn drop(&mut self) {
+        self.0.stop_change_log();
+    }
+}
