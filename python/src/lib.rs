@@ -1033,7 +1033,8 @@ impl Collection {
         Hit::list(py, out)
     }
 
-    /// `search` for each of `queries` (a list of arrays); one list of hits
+    /// `search` for each of `queries` (a list of arrays, or of texts for the
+    /// collection's model, encoded in one batch); one list of hits
     /// per query, in order, each what `search` gives that query alone. The
     /// options are `search`'s and apply to every query. A tensor search
     /// scores the queries in groups of up to 32 with the multi-query kernel
@@ -1050,13 +1051,25 @@ impl Collection {
     ) -> PyResult<Vec<Vec<Hit>>> {
         let (_db, c) = self.live(py)?;
         let opts = options_of(py, k, options, "search_batch")?;
-        let qs = items(py, queries, "queries")?
-            .iter()
-            .enumerate()
-            .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let plan = opts.plan(&c, true, &PlanDefaults::default()).or_py(py)?;
-        let outs = engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?;
+        let items = items(py, queries, "queries")?;
+        let texts = items.iter().filter(|q| q.is_instance_of::<PyString>()).count();
+        let outs = if texts > 0 {
+            // Texts, for the collection's model: all of them.
+            if texts < items.len() {
+                return Err(invalid(py, "queries: give all texts or all token arrays, not a mix"));
+            }
+            let qs = items.iter().map(|q| q.extract::<String>()).collect::<PyResult<Vec<_>>>()?;
+            let plan = opts.plan_texts(&c, &PlanDefaults::default()).or_py(py)?;
+            engine(py, || c.execute_batch_texts(&plan, &qs)).or_py(py)?
+        } else {
+            let qs = items
+                .iter()
+                .enumerate()
+                .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
+                .collect::<PyResult<Vec<_>>>()?;
+            let plan = opts.plan(&c, true, &PlanDefaults::default()).or_py(py)?;
+            engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?
+        };
         outs.into_iter()
             .enumerate()
             .map(|(i, o)| match o {
@@ -1066,13 +1079,19 @@ impl Collection {
             .collect()
     }
 
-    /// Exact MaxSim of `query` against the documents `ids`, best first, and
-    /// the ids that are not live documents.
+    /// Exact MaxSim of `query` (an array, or a text for the collection's
+    /// model) against the documents `ids`, best first, and the ids that are
+    /// not live documents.
     fn rerank(&self, py: Python<'_>, query: &Bound<'_, PyAny>, ids: &Bound<'_, PyAny>) -> PyResult<Reranked> {
         let (_db, c) = self.live(py)?;
-        let tokens = tokens_of(py, query, &|| "query".to_string())?;
         let ids = ids_of(py, ids)?;
-        let r = engine(py, || c.rerank(&tokens, &ids)).or_py(py)?;
+        let r = if query.is_instance_of::<PyString>() {
+            let text: String = query.extract()?;
+            engine(py, || c.rerank_text(&text, &ids)).or_py(py)?
+        } else {
+            let tokens = tokens_of(py, query, &|| "query".to_string())?;
+            engine(py, || c.rerank(&tokens, &ids)).or_py(py)?
+        };
         let hits = r.hits.into_iter().map(|h| Hit::of(py, h)).collect::<PyResult<Vec<_>>>()?;
         Ok(Reranked { hits: hits.into_pyobject(py)?.into_any().unbind(), missing: r.missing })
     }

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -132,7 +132,7 @@ class Collection:
     ) -> List[Hit]: ...
     def search_batch(
         self,
-        queries: Sequence[TokenArray],
+        queries: Union[Sequence[TokenArray], Sequence[str]],
         k: int = 10,
         *,
         candidates: Optional[int] = None,
@@ -155,7 +155,7 @@ class Collection:
         include_text: bool = True,
         include_payload: bool = True,
     ) -> List[List[Hit]]: ...
-    def rerank(self, query: TokenArray, ids: Sequence[str]) -> Reranked: ...
+    def rerank(self, query: Union[TokenArray, str], ids: Sequence[str]) -> Reranked: ...
     def mine_negatives(
         self,
         query_id: str,
@@ -231,6 +231,17 @@ class Database:
     def list_collections(self) -> List[str]: ...
     def drop_collection(self, name: str) -> None: ...
     def backup(self, out: Union[str, os.PathLike]) -> Dict[str, Any]: ...
+    def reindex(
+        self,
+        name: str,
+        model: Union[str, os.PathLike],
+        *,
+        progress: Optional[Callable[[int, int], Any]] = None,
+    ) -> Dict[str, Any]:
+        """Re-encodes every document of collection `name` with the model in the
+        folder `model` into a new version, swapped in when complete (the
+        collection keeps serving meanwhile); returns `model`, `documents`,
+        `caught_up`, `truncated`, `seconds`."""
     def close(self) -> None: ...
     def __enter__(self) -> "Database": ...
     def __exit__(

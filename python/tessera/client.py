@@ -22,6 +22,7 @@ import base64
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -252,17 +253,28 @@ class Client:
     def create_collection(
         self,
         name: str,
-        dim: int,
+        dim: Optional[int] = None,
         *,
         index: Optional[str] = None,
         text: Optional[str] = None,
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        model: Optional[str] = None,
     ) -> "RemoteCollection":
-        """As :meth:`tessera.Database.create_collection`."""
-        body: Dict[str, Any] = {"name": name, "dim": dim}
-        settings = (("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
+        """As :meth:`tessera.Database.create_collection`; ``model`` names one
+        of the server's models (``tessera serve --model NAME=DIR``, see
+        :meth:`models`), not a folder."""
+        body: Dict[str, Any] = {"name": name}
+        settings = (
+            ("dim", dim),
+            ("index", index),
+            ("text", text),
+            ("durability", durability),
+            ("storage", storage),
+            ("screening", screening),
+            ("model", model),
+        )
         for k, v in settings:
             if v is not None:
                 body[k] = v
@@ -313,6 +325,35 @@ class Client:
     def drop_collection(self, name: str) -> None:
         """As :meth:`tessera.Database.drop_collection`."""
         self._call("DELETE", f"/v1/collections/{urllib.parse.quote(name, safe='')}")
+
+    def models(self) -> List[dict]:
+        """The models the server was started with (``--model NAME=DIR``):
+        ``name`` and ``identity`` (architecture, dim, checksum, settings) each."""
+        return list(self._call("GET", "/v1/models")["models"])
+
+    def encode(self, texts: Sequence[str], model: str, is_query: bool = False) -> List[np.ndarray]:
+        """The vectors of ``texts`` by the server's model ``model``, as
+        :class:`tessera.Encoder` gives them: one float32 array each."""
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise errors.InvalidInputError(f"texts must be a list, got {type(texts).__name__}")
+        r = self._call("POST", "/v1/encode", {"model": model, "texts": list(texts), "is_query": bool(is_query)})
+        return [_unpack_f16(v).astype(np.float32) for v in r["vectors"]]
+
+    def reindex(self, name: str, model: str, *, wait: bool = True, poll: float = 0.2) -> dict:
+        """As :meth:`tessera.Database.reindex`, with one of the server's
+        models (by name): the server re-encodes the collection in the
+        background. With ``wait`` (the default) this returns once it is done
+        (raising if it failed); otherwise at once. Returns the status
+        (``state``, ``done``, ``total``, and when done ``documents``,
+        ``caught_up``, ``truncated``, ``seconds``)."""
+        path = f"/v1/collections/{urllib.parse.quote(name, safe='')}/reindex"
+        status = self._call("POST", path, {"model": model})
+        while wait and status["state"] == "running":
+            time.sleep(poll)
+            status = self._call("GET", path)
+        if status["state"] == "failed":
+            raise errors.TesseraError(f"the reindex of {name!r} failed: {status.get('error')}", code="failed")
+        return status
 
     def backup(self, name: Optional[str] = None) -> dict:
         """Backs up the server's database into the folder ``name`` of its
@@ -512,10 +553,18 @@ class RemoteCollection:
         query the server refuses raises naming its index."""
         if isinstance(queries, (str, np.ndarray)) or not hasattr(queries, "__iter__"):
             raise errors.InvalidInputError(f"queries must be a list, got {type(queries).__name__}")
+        queries = list(queries)
         body = self._search_body(None, "queries", k, **opts)
-        body["queries"] = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
-        if any(q is None for q in body["queries"]):
-            raise errors.InvalidInputError("every query of a batch needs tokens")
+        texts = sum(isinstance(q, str) for q in queries)
+        if texts:
+            # Texts, for the collection's model (on the server).
+            if texts < len(queries):
+                raise errors.InvalidInputError("queries: give all texts or all token arrays, not a mix")
+            body["query_texts"] = queries
+        else:
+            body["queries"] = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+            if any(q is None for q in body["queries"]):
+                raise errors.InvalidInputError("every query of a batch needs tokens")
         out = []
         for i, r in enumerate(self._post("search", body)["results"]):
             if "error" in r:
@@ -529,8 +578,19 @@ class RemoteCollection:
 
     def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:
         """As :meth:`tessera.Collection.rerank`."""
-        r = self._post("rerank", {"tokens": self._query(query, "query"), "ids": _ids(ids)})
+        if isinstance(query, str):
+            body = {"query_text": query, "ids": _ids(ids)}
+        else:
+            body = {"tokens": self._query(query, "query"), "ids": _ids(ids)}
+        r = self._post("rerank", body)
         return Reranked([_hit(h) for h in r["hits"]], r["missing"])
+
+    @property
+    def model(self) -> Optional[dict]:
+        """As :attr:`tessera.Collection.model`, without the folder's path
+        (the server's): ``{"identity": ...}``, or None."""
+        identity = self.stats().get("model")
+        return None if identity is None else {"identity": identity}
 
     def stats(self) -> dict:
         """As :meth:`tessera.Collection.stats`."""

@@ -107,10 +107,10 @@ def require_tessera_bin() -> Path:
 
 
 class Server:
-    def __init__(self, root: Path, api_keys: str | None = None):
+    def __init__(self, root: Path, api_keys: str | None = None, args: tuple = ()):
         binary = require_tessera_bin()
         self.backups = root / "backups"
-        args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", "127.0.0.1:0", "--no-grpc"]
+        args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", "127.0.0.1:0", "--no-grpc", *args]
         args += ["--backup-dir", str(self.backups)]
         if api_keys is not None:
             keys = root / "keys"
@@ -156,8 +156,8 @@ def server(tmp_path):
 def make_server(tmp_path):
     started = []
 
-    def make(api_keys: str | None = None) -> Server:
-        s = Server(tmp_path, api_keys)
+    def make(api_keys: str | None = None, args: tuple = ()) -> Server:
+        s = Server(tmp_path, api_keys, args)
         started.append(s)
         return s
 

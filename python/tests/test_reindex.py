@@ -319,3 +319,59 @@ def test_cli_reindex(tmp_path, models):
         text=True,
     )
     assert bad.returncode != 0 and "model" in bad.stderr
+
+
+def test_models_texts_and_reindex_through_the_server(tmp_path, make_server, models):
+    """`tessera serve --model NAME=DIR`: a collection created over HTTP bound
+    to a named model, `/v1/encode` by name, batches of text queries and text
+    reranks, and a reindex started over the API — each checked against the
+    numpy reference and the embedded engine."""
+    a, b = models
+    server = make_server(args=("--model", f"a={a}", "--model", f"b={b}"))
+    client = tessera.Client(server.url)
+    assert sorted(m["name"] for m in client.models()) == ["a", "b"]
+    for v, r in zip(client.encode(["one two"], model="b", is_query=True), R.reference_encode(b, ["one two"], True)):
+        np.testing.assert_allclose(v.astype(np.float64), r, atol=2e-3)
+    with pytest.raises(tessera.NotFoundError, match="no model \"c\"; the server has a, b"):
+        client.encode(["x"], model="c")
+    with pytest.raises(tessera.NotFoundError, match="no model"):
+        client.create_collection("bad", model="nope")
+    with pytest.raises(tessera.InvalidInputError, match="dim is required"):
+        client.create_collection("bad")
+    assert client.list_collections() == []
+    col = client.create_collection("c", model="a")
+    assert col.dim == R.reference_dim(a)
+    assert col.model["identity"]["architecture"] == "bert"
+    docs = dict(zip([f"d{i}" for i in range(50)], texts(50, 9)))
+    col.upsert(list(docs), texts=list(docs.values()))
+    # A batch of texts answers what each text alone does (embedded, below) and the reference ranks.
+    queries = texts(4, 10)
+    batch = col.search_batch(queries, k=5, exact=True)
+    hybrid = col.search_batch(queries, k=5)
+    rr = col.rerank(queries[0], ["d1", "d2", "nope"])
+    assert rr.missing == ["nope"]
+    with pytest.raises(tessera.InvalidInputError, match="not a mix"):
+        col.search_batch([queries[0], np.ones((2, col.dim), np.float32)])
+    qv = R.reference_encode(a, [queries[0]], is_query=True)[0]
+    for h in rr.hits:
+        d = R.reference_encode(a, [docs[h.id]], is_query=False)[0].astype(np.float16).astype(np.float64)
+        assert abs(h.score - float((qv @ d.T).max(axis=1).sum())) < 2e-3
+    status = client.reindex("c", "b")
+    assert status["state"] == "done" and status["documents"] == len(docs), status
+    assert col.model["identity"]["checksum"] == [m for m in client.models() if m["name"] == "b"][0]["identity"]["checksum"]
+    after = col.search_batch(queries, k=5, exact=True)
+    server.stop()
+    with tessera.Database(tmp_path / "server-db") as db:
+        local = db.collection("c")
+        assert_encoded_by(local, b, docs)
+        for q, hits in zip(queries, after):
+            assert [(h.id, round(h.score, 4)) for h in hits] == [(h.id, round(h.score, 4)) for h in local.search(q, k=5, exact=True)]
+        # Before the reindex the server answered as model a: rebind to check it embedded.
+        local.bind_model(a)
+    with tessera.Database(tmp_path / "server-db") as db:
+        db.reindex("c", a)
+        local = db.collection("c")
+        for q, hits, hy in zip(queries, batch, hybrid):
+            assert [h.id for h in hits] == [h.id for h in local.search(q, k=5, exact=True)]
+            assert [h.id for h in hy] == [h.id for h in local.search(q, k=5)]
+            assert [h.id for h in hy] == [h.id for h in local.search_batch([q], k=5)[0]]

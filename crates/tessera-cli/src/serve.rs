@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// that endpoint is refused.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
+    /// A model requests may name, as NAME=DIR (repeatable): loaded at start, it can bind a
+    /// collection created over the API (`"model": NAME`), encode texts (`POST /v1/encode`) and
+    /// re-encode a collection (`POST .../reindex`). Collections bound to a model load their
+    /// own whether it is named here or not.
+    #[arg(long = "model", value_name = "NAME=DIR", value_parser = model_arg)]
+    pub models: Vec<(String, PathBuf)>,
     /// Log one JSON object per line (stderr) instead of text. The level is
     /// set by TESSERA_LOG (default info).
     #[arg(long)]
@@ -96,6 +102,14 @@ pub struct ServeArgs {
     /// The default of a request's `timeout_ms` and the most it may ask for.
     #[arg(long, default_value_t = Limits::default().search_timeout_ms)]
     pub search_timeout_ms: usize,
+}
+
+/// `NAME=DIR` of `--model`.
+fn model_arg(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => Ok((name.into(), dir.into())),
+        _ => Err(format!("{s:?}: give NAME=DIR (a name requests use, and the model's folder)")),
+    }
 }
 
 fn keys(file: Option<&PathBuf>) -> Result<ApiKeys> {
@@ -151,6 +165,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_connections: a.max_connections as usize,
         max_connections_per_address: a.max_connections_per_address as usize,
         backup_dir: a.backup_dir.clone(),
+        models: a.models.clone(),
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {

@@ -25,6 +25,8 @@ mod layout;
 mod modernbert;
 mod nn;
 mod rules;
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::Path;
 

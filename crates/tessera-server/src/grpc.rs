@@ -57,7 +57,9 @@ pub struct Auth<S> {
 fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {
         "Health" => None,
-        "ListCollections" | "GetCollection" | "Get" | "Search" | "SearchBatch" | "Rerank" => Some(Access::Read),
+        "ListCollections" | "GetCollection" | "Get" | "Search" | "SearchBatch" | "Rerank" | "Encode" | "GetReindex" => {
+            Some(Access::Read)
+        }
         _ => Some(Access::Write),
     }
 }
@@ -126,7 +128,7 @@ fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::
     let _ = bad.add_header(h);
 }
 
-const KNOWN_RPCS: [&str; 13] = [
+const KNOWN_RPCS: [&str; 16] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -140,6 +142,9 @@ const KNOWN_RPCS: [&str; 13] = [
     "Rerank",
     "Flush",
     "Compact",
+    "Encode",
+    "Reindex",
+    "GetReindex",
 ];
 
 /// tonic rejects a message over the size limit with OUT_OF_RANGE and its own
@@ -249,6 +254,21 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         index_bytes_per_token: s.index_bytes_per_token,
         centroids: s.centroids.map(|k| k as u32),
         ranking_json: serde_json::to_string(&s.ranking).expect("a ranking serialises"),
+        model_json: c.model.map(|m| serde_json::to_string(&m).expect("an identity serialises")),
+    }
+}
+
+fn reindex_status(r: service::ReindexStatus) -> pb::ReindexStatus {
+    pb::ReindexStatus {
+        state: r.state.into(),
+        model: r.model,
+        done: r.done as u64,
+        total: r.total as u64,
+        documents: r.documents.map(|n| n as u64),
+        caught_up: r.caught_up.map(|n| n as u64),
+        truncated: r.truncated.map(|n| n as u64),
+        seconds: r.seconds,
+        error: r.error,
     }
 }
 
@@ -358,6 +378,7 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
     Ok(SearchRequest {
         tokens: r.query.map(|q| tensor(Some(q), "query").map(Tensor)).transpose()?,
         queries: None,
+        query_texts: None,
         options: o,
     })
 }
@@ -402,7 +423,8 @@ impl pb::tessera_server::Tessera for Grpc {
         self.call("CreateCollection", Some(Access::Write), req, |s, r| async move {
             let spec = CollectionSpec {
                 name: r.name,
-                dim: r.dim as usize,
+                dim: Some(r.dim as usize).filter(|&d| d > 0 || r.model.is_none()),
+                model: r.model,
                 index: setting(&r.index)?,
                 text: setting(&r.text)?,
                 durability: setting(&r.durability)?,
@@ -509,13 +531,16 @@ impl pb::tessera_server::Tessera for Grpc {
             }
             let name = search.collection.clone();
             let mut req = with_client_deadline(search_request(search)?, deadline, s.limits.search_timeout_ms);
-            req.queries = Some(
-                r.queries
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, q)| tensor(Some(q), &format!("queries[{i}]")).map(Tensor))
-                    .collect::<Result<_, _>>()?,
-            );
+            if r.query_texts.is_empty() || !r.queries.is_empty() {
+                req.queries = Some(
+                    r.queries
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, q)| tensor(Some(q), &format!("queries[{i}]")).map(Tensor))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            req.query_texts = Some(r.query_texts).filter(|t| !t.is_empty());
             let out = s.search_batch(&name, req).await?;
             let results = out
                 .results
@@ -538,8 +563,9 @@ impl pb::tessera_server::Tessera for Grpc {
 
     async fn rerank(&self, req: Request<pb::RerankRequest>) -> Result<Response<pb::RerankResponse>, Status> {
         self.call("Rerank", Some(Access::Read), req, |s, r| async move {
-            let tokens = tensor(r.query, "query")?;
-            let out = s.rerank(&r.collection, tokens, r.ids, !r.omit_text, !r.omit_payload).await?;
+            let tokens = r.query.map(|q| tensor(Some(q), "query")).transpose()?;
+            let query = crate::service::Query::of(tokens, r.query_text)?;
+            let out = s.rerank(&r.collection, query, r.ids, !r.omit_text, !r.omit_payload).await?;
             Ok(pb::RerankResponse { hits: out.hits.into_iter().map(hit).collect(), missing: out.missing })
         })
         .await
@@ -553,6 +579,42 @@ impl pb::tessera_server::Tessera for Grpc {
     async fn compact(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
         self.call("Compact", Some(Access::Write), req, |s, r| async move { Ok(info(s.compact(&r.collection).await?)) })
             .await
+    }
+
+    async fn encode(&self, req: Request<pb::EncodeRequest>) -> Result<Response<pb::EncodeResponse>, Status> {
+        self.call("Encode", Some(Access::Read), req, |s, r| async move {
+            let model = match r.model {
+                Some(pb::encode_request::Model::ModelName(m)) => service::ModelRef::Named(m),
+                Some(pb::encode_request::Model::Collection(c)) => service::ModelRef::Collection(c),
+                None => return Err(ApiError::bad_request("model_name or collection is required")),
+            };
+            let vectors = s
+                .encode(model, r.texts, r.is_query)
+                .await?
+                .into_iter()
+                .map(|(values, dim)| pb::Tensor {
+                    dtype: pb::Dtype::F16 as i32,
+                    shape: vec![(values.len() / dim.max(1)) as u64, dim as u64],
+                    data: service::f16_bytes(&values),
+                })
+                .collect();
+            Ok(pb::EncodeResponse { vectors })
+        })
+        .await
+    }
+
+    async fn reindex(&self, req: Request<pb::ReindexRequest>) -> Result<Response<pb::ReindexStatus>, Status> {
+        self.call("Reindex", Some(Access::Write), req, |s, r| async move {
+            Ok(reindex_status(s.start_reindex(&r.collection, &r.model)?))
+        })
+        .await
+    }
+
+    async fn get_reindex(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::ReindexStatus>, Status> {
+        self.call("GetReindex", Some(Access::Read), req, |s, r| async move {
+            Ok(reindex_status(s.reindex_status(&r.collection)?))
+        })
+        .await
     }
 }
 
@@ -596,7 +658,8 @@ mod tests {
 
     #[test]
     fn every_rpc_needs_the_access_its_http_route_needs() {
-        let reads = ["ListCollections", "GetCollection", "Get", "Search", "SearchBatch", "Rerank"];
+        let reads =
+            ["ListCollections", "GetCollection", "Get", "Search", "SearchBatch", "Rerank", "Encode", "GetReindex"];
         for rpc in KNOWN_RPCS {
             let want = match rpc {
                 "Health" => None,

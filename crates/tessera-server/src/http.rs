@@ -8,7 +8,7 @@
 
 use crate::auth::{Access, credential};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorKind};
-use crate::service::{BackupRequest, CollectionSpec, SearchRequest, Service, Tensor, f16_bytes};
+use crate::service::{BackupRequest, CollectionSpec, ModelRef, SearchRequest, Service, Tensor, f16_bytes};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
@@ -58,6 +58,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/search", post(search))
         .route("/v1/collections/{name}/rerank", post(rerank))
         .route("/v1/collections/{name}/encode", post(encode))
+        .route("/v1/collections/{name}/reindex", get(reindex_status).post(reindex))
+        .route("/v1/encode", post(encode_by_model))
+        .route("/v1/models", get(models))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
         .route("/v1/backup", post(backup))
@@ -432,16 +435,74 @@ async fn encode(
     Name(name): Name,
     Json(b): Json<EncodeBody>,
 ) -> Result<Response, ApiError> {
+    encoded(&s, ModelRef::Collection(name), b).await
+}
+
+/// `POST /v1/encode`: [`EncodeBody`] and the `model` to encode with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncodeByModelBody {
+    /// A model the server was started with (`--model NAME=DIR`).
+    model: String,
+    texts: Vec<String>,
+    #[serde(default)]
+    is_query: bool,
+    #[serde(default = "packed")]
+    tokens: TokensFormat,
+}
+
+/// The vectors of `texts` by a model the server was started with.
+async fn encode_by_model(
+    State(s): State<AppState>,
+    _: Read,
+    Json(b): Json<EncodeByModelBody>,
+) -> Result<Response, ApiError> {
+    let body = EncodeBody { texts: b.texts, is_query: b.is_query, tokens: b.tokens };
+    encoded(&s, ModelRef::Named(b.model), body).await
+}
+
+async fn encoded(s: &AppState, model: ModelRef, b: EncodeBody) -> Result<Response, ApiError> {
     if b.tokens == TokensFormat::None {
         return Err(ApiError::bad_request("tokens: \"none\" would answer nothing; ask for \"f16\" or \"json\""));
     }
     let vectors: Vec<TokensOut> = s
-        .encode(&name, b.texts, b.is_query)
+        .encode(model, b.texts, b.is_query)
         .await?
         .into_iter()
         .filter_map(|(values, dim)| TokensOut::new(b.tokens, values, dim))
         .collect();
     Ok(ok(StatusCode::OK, &serde_json::json!({ "vectors": vectors })))
+}
+
+/// The models requests may name, with their identities.
+async fn models(State(s): State<AppState>, _: Read) -> Result<Response, ApiError> {
+    let models: Vec<serde_json::Value> = s
+        .models()
+        .into_iter()
+        .map(|(name, identity)| serde_json::json!({ "name": name, "identity": identity }))
+        .collect();
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "models": models })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReindexBody {
+    /// A model the server was started with (`--model NAME=DIR`).
+    model: String,
+}
+
+/// Starts re-encoding the collection with a model (202; `GET` the same path for its progress).
+async fn reindex(
+    State(s): State<AppState>,
+    _: Write,
+    Name(name): Name,
+    Json(b): Json<ReindexBody>,
+) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::ACCEPTED, &s.start_reindex(&name, &b.model)?))
+}
+
+async fn reindex_status(State(s): State<AppState>, _: Read, Name(name): Name) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.reindex_status(&name)?))
 }
 
 /// One search (`tokens`) or a batch (`queries`: one result per query, in order).
@@ -451,7 +512,7 @@ async fn search(
     Name(name): Name,
     Json(req): Json<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    if req.queries.is_some() {
+    if req.queries.is_some() || req.query_texts.is_some() {
         return Ok(ok(StatusCode::OK, &s.search_batch(&name, req).await?));
     }
     Ok(ok(StatusCode::OK, &s.search(&name, req).await?))
@@ -460,7 +521,9 @@ async fn search(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RerankBody {
-    tokens: Tensor,
+    tokens: Option<Tensor>,
+    /// The query as text, for the collection's model (instead of `tokens`).
+    query_text: Option<String>,
     ids: Vec<String>,
     #[serde(default = "yes")]
     include_text: bool,
@@ -478,7 +541,8 @@ async fn rerank(
     Name(name): Name,
     Json(b): Json<RerankBody>,
 ) -> Result<Response, ApiError> {
-    let r = s.rerank(&name, b.tokens.0, b.ids, b.include_text, b.include_payload).await?;
+    let query = crate::service::Query::of(b.tokens.map(|t| t.0), b.query_text)?;
+    let r = s.rerank(&name, query, b.ids, b.include_text, b.include_payload).await?;
     Ok(ok(StatusCode::OK, &r))
 }
 

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// Where `POST /v1/backup` writes backups; `None`: it is refused.
     pub backup_dir: Option<PathBuf>,
+    /// Models requests may name (creating a bound collection, `/v1/encode`,
+    /// a reindex), loaded at start: `(NAME, folder)`.
+    pub models: Vec<(String, PathBuf)>,
 }
 
 impl ServerConfig {
@@ -98,6 +101,7 @@ impl ServerConfig {
             max_connections: 1024,
             max_connections_per_address: 256,
             backup_dir: None,
+            models: Vec::new(),
         }
     }
 }
@@ -166,6 +170,11 @@ impl Server {
         let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
             .map_err(|e| ServeError::Setup(e.message))?
             .with_backup_dir(config.backup_dir);
+        let models = config.models;
+        let service = tokio::task::spawn_blocking(move || service.with_models(&models))
+            .await
+            .map_err(|e| ServeError::Setup(format!("loading the models: {e}")))?
+            .map_err(|e| ServeError::Setup(e.message))?;
         let server = Self {
             service: Arc::new(service),
             drain_timeout: config.drain_timeout,

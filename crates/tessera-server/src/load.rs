@@ -207,6 +207,7 @@ pub fn search_message(
         many => GrpcSearch::Batch(pb::SearchBatchRequest {
             search: Some(search),
             queries: many.iter().map(tensor).collect(),
+            query_texts: Vec::new(),
         }),
     }
 }

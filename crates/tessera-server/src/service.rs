@@ -250,8 +250,13 @@ pub fn f16_bytes(tokens: &[f16]) -> Vec<u8> {
 #[serde(deny_unknown_fields)]
 pub struct CollectionSpec {
     pub name: String,
-    #[serde(deserialize_with = "int::one")]
-    pub dim: usize,
+    /// Token dimension; may be left out with `model` (the model's).
+    #[serde(default, deserialize_with = "int::opt")]
+    pub dim: Option<usize>,
+    /// A model the server was started with (`tessera serve --model NAME=DIR`),
+    /// by name: the collection is bound to it (texts in, text queries).
+    #[serde(default)]
+    pub model: Option<String>,
     /// `pooled` (default), `muvera`, `centroids` or `none`.
     #[serde(default, deserialize_with = "or_default")]
     pub index: IndexKind,
@@ -281,8 +286,8 @@ fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) ->
 }
 
 impl CollectionSpec {
-    fn config(&self) -> CollectionConfig {
-        let mut c = CollectionConfig::new(self.dim);
+    fn config(&self, dim: usize) -> CollectionConfig {
+        let mut c = CollectionConfig::new(dim);
         c.index = self.index.config();
         c.text = self.text.config();
         (c.durability, c.storage, c.screening) = (self.durability, self.storage, self.screening);
@@ -295,6 +300,9 @@ impl CollectionSpec {
 pub struct CollectionInfo {
     pub text: TextKind,
     pub durability: Durability,
+    /// The bound model's identity (name, architecture, dim, checksum, settings), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<tessera::ModelIdentity>,
     /// Name, dim, index and the engine's counts.
     #[serde(flatten)]
     pub stats: tessera::CollectionStats,
@@ -303,7 +311,12 @@ pub struct CollectionInfo {
 impl CollectionInfo {
     fn of(c: &tessera::Collection) -> Self {
         let cfg = c.config();
-        Self { text: TextKind::of(cfg.text.as_ref()), durability: cfg.durability, stats: c.stats() }
+        Self {
+            text: TextKind::of(cfg.text.as_ref()),
+            durability: cfg.durability,
+            model: c.model().map(|m| m.identity),
+            stats: c.stats(),
+        }
     }
 }
 
@@ -315,6 +328,8 @@ pub struct SearchRequest {
     pub tokens: Option<Tensor>,
     /// A batch: one search per query, answered in order.
     pub queries: Option<Vec<Tensor>>,
+    /// A batch of texts, encoded by the collection's model (instead of `queries`).
+    pub query_texts: Option<Vec<String>>,
     pub options: SearchOptions,
 }
 
@@ -333,10 +348,10 @@ impl<'de> Deserialize<'de> for SearchRequest {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SearchRequest, A::Error> {
-                let mut aside = Aside { map, tokens: None, queries: None };
+                let mut aside = Aside { map, tokens: None, queries: None, query_texts: None };
                 let options = SearchOptions::deserialize(de::value::MapAccessDeserializer::new(&mut aside))?;
                 let (tokens, queries) = (aside.tokens.flatten(), aside.queries.flatten());
-                Ok(SearchRequest { tokens, queries, options })
+                Ok(SearchRequest { tokens, queries, query_texts: aside.query_texts.flatten(), options })
             }
         }
         d.deserialize_map(V)
@@ -349,6 +364,7 @@ struct Aside<A> {
     map: A,
     tokens: Option<Option<Tensor>>,
     queries: Option<Option<Vec<Tensor>>>,
+    query_texts: Option<Option<Vec<String>>>,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
@@ -360,16 +376,37 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
             let seen = match key.as_str() {
                 "tokens" => self.tokens.replace(self.map.next_value()?).is_some(),
                 "queries" => self.queries.replace(self.map.next_value()?).is_some(),
+                "query_texts" => self.query_texts.replace(self.map.next_value()?).is_some(),
                 _ => return seed.deserialize(de::value::StringDeserializer::new(key)).map(Some),
             };
             if seen {
-                return Err(de::Error::duplicate_field(if key == "tokens" { "tokens" } else { "queries" }));
+                let field = ["tokens", "queries", "query_texts"].into_iter().find(|f| *f == key);
+                return Err(de::Error::duplicate_field(field.expect("a field read aside")));
             }
         }
     }
 
     fn next_value_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
         self.map.next_value_seed(seed)
+    }
+}
+
+/// A query: tokens, or a text for the collection's model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    Tokens(Tokens),
+    Text(String),
+}
+
+impl Query {
+    /// The query of a request that may give `tokens` or `query_text`: exactly one.
+    pub fn of(tokens: Option<Tokens>, text: Option<String>) -> Result<Self, ApiError> {
+        match (tokens, text) {
+            (Some(t), None) => Ok(Query::Tokens(t)),
+            (None, Some(t)) => Ok(Query::Text(t)),
+            (Some(_), Some(_)) => Err(ApiError::bad_request("give query tokens or query_text, not both")),
+            (None, None) => Err(ApiError::bad_request("the query is required: tokens or query_text")),
+        }
     }
 }
 
@@ -531,6 +568,42 @@ pub struct Service {
     writes: Arc<WriteGate>,
     /// Where `POST /v1/backup` writes backups; `None`: backups over the API are refused.
     backup_dir: Option<PathBuf>,
+    /// The models requests may name (`tessera serve --model NAME=DIR`), loaded at start.
+    models: std::collections::BTreeMap<String, (PathBuf, Arc<tessera::Encoder>)>,
+    /// The reindexes started over the API, by collection: the last of each.
+    reindexes: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ReindexStatus>>>,
+}
+
+/// A reindex started over the API (`POST .../reindex`), as `GET .../reindex` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReindexStatus {
+    /// `running`, `done` or `failed`.
+    pub state: &'static str,
+    /// The model's name (as the server was started with it).
+    pub model: String,
+    /// Documents copied so far, of `total` (as of the reindex's start).
+    pub done: usize,
+    pub total: usize,
+    /// When done: documents of the new version, documents written meanwhile
+    /// and copied again, texts cut at the model's length, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// When failed: why (the collection is as it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a text is encoded: by a model the server was started with, or by a collection's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelRef {
+    Named(String),
+    Collection(String),
 }
 
 /// `POST /v1/backup`: a backup of the whole database, written to a new folder
@@ -571,7 +644,45 @@ impl Service {
             draining: AtomicBool::new(false),
             writes: Arc::default(),
             backup_dir: None,
+            models: Default::default(),
+            reindexes: Default::default(),
         })
+    }
+
+    /// Loads the models requests may name (`NAME`, its folder), refusing one
+    /// that does not load; they stay loaded while the server runs.
+    pub fn with_models(mut self, models: &[(String, PathBuf)]) -> Result<Self, ApiError> {
+        for (name, dir) in models {
+            if !tessera::valid_name(name) {
+                return Err(ApiError::bad_request(format!(
+                    "model name {name:?}: 1-64 characters from A-Z a-z 0-9 _ -"
+                )));
+            }
+            let encoder = tessera::load_model(dir).map_err(|e| ApiError::bad_request(format!("model {name}: {e}")))?;
+            if self.models.insert(name.clone(), (dir.clone(), encoder)).is_some() {
+                return Err(ApiError::bad_request(format!("model {name:?} is named twice")));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The model named `name` (its folder and itself), or NOT_FOUND naming the ones there are.
+    fn named_model(&self, name: &str) -> Result<(PathBuf, Arc<tessera::Encoder>), ApiError> {
+        self.models.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
+            ApiError::new(
+                ErrorKind::NotFound,
+                match known.is_empty() {
+                    true => format!("no model {name:?}: the server was started without models (--model NAME=DIR)"),
+                    false => format!("no model {name:?}; the server has {}", known.join(", ")),
+                },
+            )
+        })
+    }
+
+    /// The names of the models requests may name, with their identities.
+    pub fn models(&self) -> Vec<(String, tessera::ModelIdentity)> {
+        self.models.iter().map(|(n, (_, e))| (n.clone(), e.identity().clone())).collect()
     }
 
     /// Lets `POST /v1/backup` write backups into folders under `dir`.
@@ -725,18 +836,40 @@ impl Service {
     /// the same configuration is returned instead. The flag tells whether it
     /// was created.
     pub async fn create_collection(&self, spec: CollectionSpec) -> Result<(CollectionInfo, bool), ApiError> {
-        let config = spec.config();
+        let model = spec.model.as_deref().map(|m| self.named_model(m)).transpose()?;
+        let dim = match (spec.dim, &model) {
+            (Some(0), _) => return Err(ApiError::bad_request("dim must be at least 1")),
+            (Some(d), _) => d,
+            (None, Some((_, m))) => m.dim(),
+            (None, None) => return Err(ApiError::bad_request("dim is required (or a model, whose dim it takes)")),
+        };
+        let config = spec.config(dim);
         let db = self.db.clone();
+        let dir = model.map(|(dir, _)| dir.canonicalize().unwrap_or(dir));
         self.write(move || {
             // With `if_not_exists`, the name may be between states: created by
             // a concurrent request that has not finished, or dropped after this
             // one saw it. Either settles within a create or a drop: try again.
             for _ in 0..1000 {
                 match db.create_collection(&spec.name, config.clone()) {
-                    Ok(c) => return Ok((CollectionInfo::of(&c), true)),
+                    Ok(c) => {
+                        if let Some(dir) = &dir
+                            && let Err(e) = c.bind_model(dir)
+                        {
+                            // Nothing half-made stays behind.
+                            let _ = db.drop_collection(&spec.name);
+                            return Err(e.into());
+                        }
+                        return Ok((CollectionInfo::of(&c), true));
+                    }
                     Err(tessera::Error::CollectionExists(_)) if spec.if_not_exists => match db.collection(&spec.name) {
                         Ok(c) => {
-                            return match c.config().differs_from(&config) {
+                            let bound = c.model().map(|m| m.path);
+                            let differs = c
+                                .config()
+                                .differs_from(&config)
+                                .or_else(|| (dir.is_some() && bound != dir).then_some("model"));
+                            return match differs {
                                 None => Ok((CollectionInfo::of(&c), false)),
                                 Some(what) => Err(tessera::Error::ConfigMismatch {
                                     name: spec.name.clone(),
@@ -856,16 +989,19 @@ impl Service {
         .await
     }
 
-    /// Texts encoded by the collection's bound model (as queries or
-    /// documents), each as f16 values and its dimension; at most
-    /// `max_batch_docs` texts.
+    /// Texts encoded by a model the server was started with or by a
+    /// collection's bound model (as queries or documents), each as f16
+    /// values and its dimension; at most `max_batch_docs` texts.
     pub async fn encode(
         &self,
-        name: &str,
+        model: ModelRef,
         texts: Vec<String>,
         is_query: bool,
     ) -> Result<Vec<(Vec<half::f16>, usize)>, ApiError> {
-        let c = self.collection(name)?;
+        let by: Result<Arc<tessera::Encoder>, Arc<tessera::Collection>> = match &model {
+            ModelRef::Named(m) => Ok(self.named_model(m)?.1),
+            ModelRef::Collection(c) => Err(self.collection(c)?),
+        };
         if texts.is_empty() {
             return Err(ApiError::bad_request("texts: at least one text is required"));
         }
@@ -875,7 +1011,11 @@ impl Service {
         }
         self.read(move || {
             let kind = if is_query { tessera::TextKindOf::Query } else { tessera::TextKindOf::Document };
-            Ok(c.encode_texts(&texts, kind)?
+            let encoded = match by {
+                Ok(e) => tessera::encode_texts(&e, &texts, kind)?,
+                Err(c) => c.encode_texts(&texts, kind)?,
+            };
+            Ok(encoded
                 .into_iter()
                 .map(|t| match t {
                     Tokens::F32 { data, dim } => (data.into_iter().map(half::f16::from_f32).collect(), dim),
@@ -887,7 +1027,7 @@ impl Service {
     }
 
     pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
-        if req.queries.is_some() {
+        if req.queries.is_some() || req.query_texts.is_some() {
             return Err(ApiError::bad_request("a batch (queries) is answered by the batch search"));
         }
         let c = self.collection(name)?;
@@ -906,12 +1046,17 @@ impl Service {
     /// the queries share). Limits: `max_batch_queries`, `max_batch_tokens`
     /// (the whole batch), `max_query_tokens` (each query).
     pub async fn search_batch(&self, name: &str, mut req: SearchRequest) -> Result<BatchResponse, ApiError> {
-        let Some(queries) = req.queries.take() else {
-            return Err(ApiError::bad_request("a batch search needs queries"));
-        };
         if req.tokens.is_some() {
-            return Err(ApiError::bad_request("give either tokens (one query) or queries (a batch), not both"));
+            return Err(ApiError::bad_request(
+                "give either tokens (one query) or queries / query_texts (a batch), not both",
+            ));
         }
+        let queries = match (req.queries.take(), req.query_texts.take()) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request("give queries (tokens) or query_texts, not both")),
+            (None, None) => return Err(ApiError::bad_request("a batch search needs queries or query_texts")),
+            (None, Some(texts)) => return self.search_batch_texts(name, texts, &req.options).await,
+            (Some(q), None) => q,
+        };
         let c = self.collection(name)?;
         if queries.len() > self.limits.max_batch_queries {
             let max = self.limits.max_batch_queries;
@@ -944,10 +1089,44 @@ impl Service {
         Ok(BatchResponse { results })
     }
 
+    /// [`search_batch`](Self::search_batch) of texts, encoded by the
+    /// collection's model (each at most its query length, so
+    /// `max_query_tokens` is the model's to keep). Limits: `max_batch_queries`.
+    async fn search_batch_texts(
+        &self,
+        name: &str,
+        texts: Vec<String>,
+        options: &SearchOptions,
+    ) -> Result<BatchResponse, ApiError> {
+        let c = self.collection(name)?;
+        if texts.len() > self.limits.max_batch_queries {
+            let max = self.limits.max_batch_queries;
+            return Err(ApiError::too_large("max_batch_queries", "the number of queries", texts.len(), max));
+        }
+        let plan = Arc::new(self.plan_with(&c, options, None)?);
+        let run = plan.clone();
+        let outs = self.read_until(plan.deadline(), move || Ok(c.execute_batch_texts(&run, &texts)?)).await?;
+        let results = outs
+            .into_iter()
+            .map(|o| BatchResult::of(o.map(|o| SearchResponse::of(o, &plan)).map_err(ApiError::from)))
+            .collect();
+        Ok(BatchResponse { results })
+    }
+
     /// The plan of a search with `options` (with query tokens or not), after
     /// the server's limits; what a search leaves out comes from them too (k
     /// 10 or `max_k` if lower, `search_timeout_ms`, at most `max_candidates`).
     fn plan(&self, c: &tessera::Collection, options: &SearchOptions, tokens: bool) -> Result<SearchPlan, ApiError> {
+        self.plan_with(c, options, Some(tokens))
+    }
+
+    /// [`plan`](Self::plan); `tokens` `None`: a batch of texts.
+    fn plan_with(
+        &self,
+        c: &tessera::Collection,
+        options: &SearchOptions,
+        tokens: Option<bool>,
+    ) -> Result<SearchPlan, ApiError> {
         let l = &self.limits;
         let defaults = tessera::PlanDefaults {
             k: 10.min(l.max_k),
@@ -976,27 +1155,99 @@ impl Service {
             }
         }
         self.check_ids(options.ids.len())?;
-        Ok(options.plan(c, tokens, &defaults)?)
+        Ok(match tokens {
+            Some(tokens) => options.plan(c, tokens, &defaults)?,
+            None => options.plan_texts(c, &defaults)?,
+        })
     }
 
     /// Exact MaxSim of the query against the given documents, best first.
     pub async fn rerank(
         &self,
         name: &str,
-        tokens: Tokens,
+        query: Query,
         ids: Vec<String>,
         include_text: bool,
         include_payload: bool,
     ) -> Result<RerankResponse, ApiError> {
         let c = self.collection(name)?;
-        self.check_query(&tokens)?;
+        if let Query::Tokens(t) = &query {
+            self.check_query(t)?;
+        }
         self.check_ids(ids.len())?;
         self.read(move || {
-            let r = c.rerank(&tokens, &ids)?;
+            let r = match &query {
+                Query::Tokens(t) => c.rerank(t, &ids)?,
+                Query::Text(text) => c.rerank_text(text, &ids)?,
+            };
             let hits = r.hits.into_iter().map(|h| Hit::of(h, include_text, include_payload)).collect();
             Ok(RerankResponse { hits, missing: r.missing })
         })
         .await
+    }
+
+    /// Starts re-encoding collection `name` with the model named `model`
+    /// (in the background: the collection keeps serving; see
+    /// [`Database::reindex`]); refused while one runs for it.
+    pub fn start_reindex(&self, name: &str, model: &str) -> Result<ReindexStatus, ApiError> {
+        let (dir, _) = self.named_model(model)?;
+        let c = self.collection(name)?;
+        if self.writes.closed.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ErrorKind::Unavailable, "the server is shutting down and takes no more writes"));
+        }
+        let mut all = self.reindexes.lock().unwrap_or_else(|p| p.into_inner());
+        if all.get(name).is_some_and(|r| r.state == "running") {
+            return Err(ApiError::from(tessera::Error::Reindexing(name.into())));
+        }
+        let status = ReindexStatus {
+            state: "running",
+            model: model.into(),
+            done: 0,
+            total: c.len(),
+            documents: None,
+            caught_up: None,
+            truncated: None,
+            seconds: None,
+            error: None,
+        };
+        all.insert(name.into(), status.clone());
+        drop(all);
+        let (db, table, name, key) = (self.db.clone(), self.reindexes.clone(), name.to_string(), name.to_string());
+        let update = move |f: &dyn Fn(&mut ReindexStatus)| {
+            if let Some(r) = table.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
+                f(r);
+            }
+        };
+        let run = move || {
+            let report = db.reindex(&name, &dir, &|p| update(&|r| (r.done, r.total) = (p.done, p.total)));
+            update(&|r| match &report {
+                Ok(rep) => {
+                    r.state = "done";
+                    (r.documents, r.caught_up) = (Some(rep.documents), Some(rep.caught_up));
+                    (r.truncated, r.seconds) = (Some(rep.truncated), Some(rep.seconds));
+                }
+                Err(e) => {
+                    r.state = "failed";
+                    r.error = Some(e.to_string());
+                }
+            });
+        };
+        std::thread::Builder::new()
+            .name("tessera-reindex".into())
+            .spawn(run)
+            .map_err(|e| ApiError::internal(format!("starting the reindex: {e}")))?;
+        Ok(status)
+    }
+
+    /// The last reindex started over the API for collection `name`.
+    pub fn reindex_status(&self, name: &str) -> Result<ReindexStatus, ApiError> {
+        self.collection(name)?;
+        self.reindexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no reindex of collection {name:?} was started")))
     }
 
     pub async fn flush(&self, name: &str) -> Result<CollectionInfo, ApiError> {

@@ -163,6 +163,7 @@ fn every_rpc_against_the_reference() {
             ids: vec!["d1".into(), "d2".into(), "nope".into()],
             omit_text: true,
             omit_payload: true,
+            query_text: None,
         }))
         .unwrap()
         .into_inner();
@@ -442,7 +443,8 @@ fn search_batch_over_grpc_equals_one_by_one() {
     let queries: Vec<pb::Tensor> = (0..20).map(|i| tensor(&rng.tokens(1 + i % 4, DIM), i % 3 == 0)).collect();
     for exact in [false, true] {
         let options = pb::SearchRequest { collection: "b".into(), k: 6, exact, ..Default::default() };
-        let batch = pb::SearchBatchRequest { search: Some(options.clone()), queries: queries.clone() };
+        let batch =
+            pb::SearchBatchRequest { search: Some(options.clone()), queries: queries.clone(), query_texts: vec![] };
         let out = rt.block_on(c.search_batch(batch)).unwrap().into_inner();
         assert_eq!(out.results.len(), queries.len());
         for (q, r) in queries.iter().zip(out.results) {
@@ -456,7 +458,9 @@ fn search_batch_over_grpc_equals_one_by_one() {
     let mut bad = queries[..2].to_vec();
     bad.insert(1, tensor(&rng.tokens(2, DIM + 2), false));
     let options = pb::SearchRequest { collection: "b".into(), k: 3, ..Default::default() };
-    let out = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: bad })).unwrap();
+    let out = rt
+        .block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: bad, query_texts: vec![] }))
+        .unwrap();
     let results = out.into_inner().results;
     match &results[1].result {
         Some(pb::search_result::Result::Error(e)) => {
@@ -470,11 +474,19 @@ fn search_batch_over_grpc_equals_one_by_one() {
     // The query belongs in `queries`; too many queries are refused as a whole.
     let with_query =
         pb::SearchRequest { collection: "b".into(), query: Some(queries[0].clone()), ..Default::default() };
-    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(with_query), queries: vec![] }));
+    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest {
+        search: Some(with_query),
+        queries: vec![],
+        query_texts: vec![],
+    }));
     assert_eq!(code(r).0, Code::InvalidArgument);
     let many = vec![queries[0].clone(); Limits::default().max_batch_queries + 1];
     let options = pb::SearchRequest { collection: "b".into(), ..Default::default() };
-    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: many }));
+    let r = rt.block_on(c.search_batch(pb::SearchBatchRequest {
+        search: Some(options),
+        queries: many,
+        query_texts: vec![],
+    }));
     let (code_, msg) = code(r);
     assert!(code_ == Code::ResourceExhausted && msg.contains("max_batch_queries"), "{msg}");
 }
@@ -555,4 +567,143 @@ fn invalid_protobuf_is_invalid_argument_and_counted() {
         .find(|l| l.contains(r#"protocol="grpc""#) && l.contains(r#"route="Search""#) && l.contains("InvalidArgument"))
         .unwrap_or_else(|| panic!("counted: {m}"));
     assert!(line.ends_with(&format!(" {}", bad.len())), "{line}");
+}
+
+/// Texts over gRPC with models named at start: a collection created bound to
+/// one, Encode (by model name and by collection), text documents, a batch of
+/// text queries, a text rerank and a reindex to another model — each answer
+/// the encoder's own vectors and the naive f64 MaxSim of them.
+#[test]
+fn texts_models_and_reindex() {
+    use tessera_encoder::testing::write_tiny_model;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    write_tiny_model(&a, 1, DIM).unwrap();
+    write_tiny_model(&b, 2, DIM).unwrap();
+    let models = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+    let s = TestServer::start_with(&dir.path().join("db"), |c| c.models = models);
+    let mut c = s.grpc_client();
+    let rt = &s.rt;
+    let enc_b = tessera::load_model(&b).unwrap();
+    let enc_a = tessera::load_model(&a).unwrap();
+    let vectors = |e: &tessera::Encoder, texts: &[&str], kind| -> Vec<Vec<Vec<f32>>> {
+        e.encode(texts, kind)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.vectors.chunks(DIM).map(<[f32]>::to_vec).collect())
+            .collect()
+    };
+
+    // Encode by model name: the model's vectors, as f16.
+    let texts = ["the quick fox", "river bank money"];
+    let r = rt
+        .block_on(c.encode(pb::EncodeRequest {
+            model: Some(pb::encode_request::Model::ModelName("b".into())),
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            is_query: true,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.vectors.iter().map(rows_of_tensor).collect::<Vec<_>>(),
+        vectors(&enc_b, &texts, tessera::TextKindOf::Query).iter().map(|v| f16_round(v)).collect::<Vec<_>>()
+    );
+    let bad = pb::EncodeRequest {
+        model: Some(pb::encode_request::Model::ModelName("z".into())),
+        texts: vec!["x".into()],
+        is_query: false,
+    };
+    assert_eq!(code(rt.block_on(c.encode(bad))).0, Code::NotFound);
+
+    // A collection bound to model a, its dim the model's.
+    let info = rt
+        .block_on(c.create_collection(pb::CreateCollectionRequest {
+            name: "t".into(),
+            model: Some("a".into()),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.dim as usize, DIM);
+    let identity: serde_json::Value = serde_json::from_str(info.model_json.as_deref().unwrap()).unwrap();
+    assert_eq!(identity["checksum"], json!(enc_a.identity().checksum));
+    let docs =
+        ["the quick brown fox", "a cat sat on the mat", "river bank and money bank", "late interaction search engine"];
+    let documents = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| pb::Document { id: format!("d{i}"), tokens: None, text: Some(t.to_string()), payload_json: None })
+        .collect();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "t".into(), documents })).unwrap();
+
+    // A batch of text queries (exact) and a text rerank: the f64 MaxSim of the model's vectors.
+    let check = |enc: &tessera::Encoder, c: &mut pb::tessera_client::TesseraClient<tonic::transport::Channel>| {
+        let doc_vecs: Vec<Vec<Vec<f32>>> =
+            vectors(enc, &docs, tessera::TextKindOf::Document).iter().map(|v| f16_round(v)).collect();
+        let queries = ["quick fox", "money bank"];
+        let q_vecs = vectors(enc, &queries, tessera::TextKindOf::Query);
+        let search = pb::SearchRequest { collection: "t".into(), k: 4, exact: true, ..Default::default() };
+        let out = rt
+            .block_on(c.search_batch(pb::SearchBatchRequest {
+                search: Some(search),
+                queries: vec![],
+                query_texts: queries.iter().map(|q| q.to_string()).collect(),
+            }))
+            .unwrap()
+            .into_inner();
+        for (r, q) in out.results.iter().zip(&q_vecs) {
+            let Some(pb::search_result::Result::Response(r)) = &r.result else { panic!("{r:?}") };
+            let mut want: Vec<(f64, String)> =
+                doc_vecs.iter().enumerate().map(|(i, d)| (maxsim(q, d), format!("d{i}"))).collect();
+            want.sort_by(|x, y| y.0.total_cmp(&x.0));
+            assert_eq!(
+                r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+                want.iter().map(|w| w.1.clone()).collect::<Vec<_>>()
+            );
+            for (h, w) in r.hits.iter().zip(&want) {
+                assert!((h.score as f64 - w.0).abs() < 1e-3, "{} vs {}", h.score, w.0);
+            }
+        }
+        let rr = rt
+            .block_on(c.rerank(pb::RerankRequest {
+                collection: "t".into(),
+                query: None,
+                query_text: Some(queries[0].into()),
+                ids: vec!["d2".into(), "d0".into()],
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        for h in rr.hits {
+            let i: usize = h.id[1..].parse().unwrap();
+            assert!((h.score as f64 - maxsim(&q_vecs[0], &doc_vecs[i])).abs() < 1e-3);
+        }
+    };
+    check(&enc_a, &mut c);
+    let both = pb::RerankRequest {
+        collection: "t".into(),
+        query: Some(tensor(&[vec![0.5; DIM]], false)),
+        query_text: Some("fox".into()),
+        ids: vec!["d0".into()],
+        ..Default::default()
+    };
+    assert_eq!(code(rt.block_on(c.rerank(both))).0, Code::InvalidArgument);
+
+    // Reindex to b over gRPC; then every answer is b's.
+    let started =
+        rt.block_on(c.reindex(pb::ReindexRequest { collection: "t".into(), model: "b".into() })).unwrap().into_inner();
+    assert_eq!((started.model.as_str(), started.total), ("b", docs.len() as u64));
+    let mut status = started;
+    for _ in 0..600 {
+        if status.state != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        status = rt.block_on(c.get_reindex(pb::CollectionRequest { collection: "t".into() })).unwrap().into_inner();
+    }
+    assert_eq!(status.state, "done", "{status:?}");
+    assert_eq!(status.documents, Some(docs.len() as u64));
+    check(&enc_b, &mut c);
+    let bad = pb::ReindexRequest { collection: "t".into(), model: "nope".into() };
+    assert_eq!(code(rt.block_on(c.reindex(bad))).0, Code::NotFound);
 }

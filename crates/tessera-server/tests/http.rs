@@ -221,8 +221,13 @@ fn every_route_against_the_reference() {
         ("/v1/collections/{name}/get", "post"),
         ("/v1/collections/{name}/search", "post"),
         ("/v1/collections/{name}/rerank", "post"),
-        // Encoding needs a model: tested in python/tests/test_text_collection.py.
+        // Encoding and reindexing need models: tested in tests/grpc.rs (texts_models_and_reindex)
+        // and python/tests/test_text_collection.py / test_reindex.py.
         ("/v1/collections/{name}/encode", "post"),
+        ("/v1/collections/{name}/reindex", "post"),
+        ("/v1/collections/{name}/reindex", "get"),
+        ("/v1/encode", "post"),
+        ("/v1/models", "get"),
         ("/v1/collections/{name}/flush", "post"),
         ("/v1/collections/{name}/compact", "post"),
         ("/v1/backup", "post"),
@@ -235,7 +240,7 @@ fn every_route_against_the_reference() {
             .flat_map(|p| p.as_object().unwrap().keys())
             .filter(|k| ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&k.as_str()))
             .count(),
-        16,
+        20,
         "routes not served are documented"
     );
 
@@ -564,7 +569,7 @@ fn malformed_requests_get_clear_errors() {
             "candidates must be",
         ),
         ("POST", "/v1/collections/c/search", r#"{"text": "x", "rerank_only": true}"#.into(), 400, "rerank_only needs"),
-        ("POST", "/v1/collections/c/rerank", r#"{"ids": ["keep"]}"#.into(), 400, "missing field"),
+        ("POST", "/v1/collections/c/rerank", r#"{"ids": ["keep"]}"#.into(), 400, "the query is required: tokens or query_text"),
         ("POST", "/v1/collections/c/rerank", r#"{"tokens": [[1, 0]], "ids": [""]}"#.into(), 400, "id is empty"),
         ("POST", "/v1/collections/c/get", r#"{"ids": ["keep"], "tokens": "yaml"}"#.into(), 400, "unknown variant"),
         ("POST", "/v1/collections/c/delete", r#"{"ids": "keep"}"#.into(), 400, "invalid type"),

@@ -85,6 +85,11 @@ fn tokens_of(e: tessera_encoder::Encoded) -> Tokens {
     Tokens::F32 { dim: e.dim, data: e.vectors }
 }
 
+/// Encodes `texts` with `encoder` as queries or documents, as tokens.
+pub fn encode_texts<S: AsRef<str> + Sync>(encoder: &Encoder, texts: &[S], kind: TextKindOf) -> Result<Vec<Tokens>> {
+    Ok(encoder.encode(texts, kind).map_err(model_error)?.into_iter().map(tokens_of).collect())
+}
+
 /// What [`encode_missing`] did.
 #[derive(Debug, Default)]
 pub struct TokensFilled {
@@ -194,8 +199,16 @@ impl Collection {
 
     /// Encodes `texts` with the bound model as queries or documents.
     pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S], kind: TextKindOf) -> Result<Vec<Tokens>> {
-        let encoder = self.text_model()?;
-        Ok(encoder.encode(texts, kind).map_err(model_error)?.into_iter().map(tokens_of).collect())
+        encode_texts(&*self.text_model()?, texts, kind)
+    }
+
+    /// [`rerank`](Collection::rerank) with the query as text, encoded by the bound model.
+    pub fn rerank_text<S: AsRef<str>>(&self, text: &str, ids: &[S]) -> Result<crate::Reranked> {
+        if text.trim().is_empty() {
+            return Err(Error::InvalidArgument("the query text is empty".into()));
+        }
+        let query = self.encode_texts(&[text], TextKindOf::Query)?.pop().expect("one query");
+        self.rerank(&query, ids)
     }
 
     /// The documents of `docs` that came without tokens get them from their

@@ -171,6 +171,10 @@ pub struct SearchPlan {
     filter: Option<Filter>,
     /// Encoded by the collection's model when the plan runs.
     query_text: Option<String>,
+    /// Made by [`SearchOptions::plan_texts`]: each query of the batch is a text.
+    texts: bool,
+    /// The BM25 source is the query's own text (a text query without `text`).
+    text_is_query: bool,
     text: Option<String>,
     ids: Vec<String>,
     vector: bool,
@@ -219,12 +223,11 @@ impl SearchOptions {
         };
         let tensor_only = self.exact || self.ef.is_some() || self.nprobe.is_some() || self.rerank.is_some();
         // A text query also finds candidates by BM25 of the same text.
-        let text = match (&self.text, &query_text) {
-            (None, Some(q)) if !tensor_only && c.config().text.is_some() => Some(q.clone()),
-            (t, _) => t.clone(),
-        };
+        let text_is_query = self.text.is_none() && query_text.is_some() && !tensor_only && c.config().text.is_some();
+        let text = self.text.clone();
         let tokens = tokens || query_text.is_some();
         let hybrid = text.is_some()
+            || text_is_query
             || !self.ids.is_empty()
             || self.vector
             || self.rerank_only
@@ -260,6 +263,8 @@ impl SearchOptions {
             rerank: self.rerank,
             filter,
             query_text,
+            texts: false,
+            text_is_query,
             text,
             ids: self.ids.clone(),
             vector: self.vector,
@@ -273,6 +278,25 @@ impl SearchOptions {
             include_text: self.include_text,
             include_payload: self.include_payload,
         })
+    }
+}
+
+impl SearchOptions {
+    /// [`plan`](Self::plan) for a batch whose queries are texts (encoded by
+    /// the collection's model when the plan runs, each also its own BM25
+    /// source unless `text` is given or the search is tensor-only), for
+    /// [`Collection::execute_batch_texts`].
+    pub fn plan_texts(&self, c: &Collection, d: &PlanDefaults) -> Result<SearchPlan> {
+        if self.query_text.is_some() {
+            return Err(Error::InvalidArgument(
+                "a batch of texts gives each query's text: leave query_text out".into(),
+            ));
+        }
+        // Planned as one text query; each query's text takes its place.
+        let one = SearchOptions { query_text: Some("a batch of texts".into()), ..self.clone() };
+        let mut plan = one.plan(c, false, d)?;
+        (plan.query_text, plan.texts) = (None, true);
+        Ok(plan)
     }
 }
 
@@ -344,6 +368,11 @@ impl SearchPlan {
 
     /// Refuses running the plan with query tokens it was not made for.
     fn check_tokens(&self, given: bool) -> Result<()> {
+        if self.texts {
+            return Err(Error::InvalidArgument(
+                "this search was planned for a batch of texts: run it with them".into(),
+            ));
+        }
         match (self.tokens, given) {
             (true, false) => Err(Error::InvalidArgument("this search was planned with query tokens: give them".into())),
             (false, true) => {
@@ -397,13 +426,50 @@ impl Collection {
                 return Err(Error::InvalidArgument("this search was planned with query_text: give no tokens".into()));
             }
             let encoded = self.encode_texts(&[text], crate::model::TextKindOf::Query)?.pop().expect("one query");
-            return self.run(plan, Some(&encoded)).map(|out| plan.show(out));
+            return self.run(plan, Some(&encoded), Some(text)).map(|out| plan.show(out));
         }
         plan.check_tokens(tokens.is_some())?;
-        self.run(plan, tokens).map(|out| plan.show(out))
+        self.run(plan, tokens, None).map(|out| plan.show(out))
     }
 
-    fn run(&self, plan: &SearchPlan, tokens: Option<&Tokens>) -> Result<SearchResults> {
+    /// Runs `plan` (made by [`SearchOptions::plan_texts`]) for each of
+    /// `texts`, encoded as queries by the collection's model in one call:
+    /// a tensor-only search as one [`search_batch`](Collection::search_batch),
+    /// a hybrid one query by query, in parallel. Results in order; the outer
+    /// error refuses the whole batch, an inner one a single query (an empty text).
+    pub fn execute_batch_texts<S: AsRef<str> + Sync>(
+        &self,
+        plan: &SearchPlan,
+        texts: &[S],
+    ) -> Result<Vec<Result<SearchResults>>> {
+        use rayon::prelude::*;
+        if !plan.texts {
+            return Err(Error::InvalidArgument("this search was not planned for a batch of texts (plan_texts)".into()));
+        }
+        crate::search::check_batch_size(texts.len(), 0)?;
+        let good: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].as_ref().trim().is_empty()).collect();
+        let chosen: Vec<&str> = good.iter().map(|&i| texts[i].as_ref()).collect();
+        let encoded = self.encode_texts(&chosen, crate::model::TextKindOf::Query)?;
+        crate::search::check_batch_size(texts.len(), encoded.iter().map(Tokens::n_tokens).sum())?;
+        let answers: Vec<Result<SearchResults>> = if plan.hybrid {
+            encoded.par_iter().zip(&chosen).map(|(t, q)| self.run(plan, Some(t), Some(q))).collect()
+        } else {
+            self.search_batch(&encoded, &plan.tensor_params())?
+                .into_iter()
+                .map(|h| h.map(|h| plan.results(h)))
+                .collect()
+        };
+        let mut out: Vec<Result<SearchResults>> =
+            (0..texts.len()).map(|i| Err(Error::InvalidArgument(format!("query text {i} is empty")))).collect();
+        for (i, a) in good.into_iter().zip(answers) {
+            out[i] = a.map(|o| plan.show(o));
+        }
+        Ok(out)
+    }
+
+    /// `tokens`: the query's (given or encoded); `query_text`: its text,
+    /// when it came as one.
+    fn run(&self, plan: &SearchPlan, tokens: Option<&Tokens>, query_text: Option<&str>) -> Result<SearchResults> {
         if !plan.hybrid {
             let tokens = tokens.expect("a tensor-only plan has query tokens");
             return Ok(plan.results(self.search_with(tokens, &plan.tensor_params())?));
@@ -421,8 +487,9 @@ impl Collection {
         if !plan.ids.is_empty() {
             q = q.with_ids(plan.ids.clone());
         }
-        if let Some(t) = &plan.text {
-            q = q.with_text(t.clone());
+        let text = plan.text.as_deref().or(query_text.filter(|_| plan.text_is_query));
+        if let Some(t) = text {
+            q = q.with_text(t.to_string());
         }
         if let Some(f) = &plan.fusion {
             q = q.with_fusion(f.clone());
@@ -443,7 +510,9 @@ impl Collection {
     pub fn execute_batch(&self, plan: &SearchPlan, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
         use rayon::prelude::*;
         if plan.query_text.is_some() {
-            return Err(Error::InvalidArgument("query_text is one query's text: a batch takes query tokens".into()));
+            return Err(Error::InvalidArgument(
+                "query_text is one query's text: a batch of texts is planned with plan_texts".into(),
+            ));
         }
         plan.check_tokens(true)?;
         if !plan.hybrid {

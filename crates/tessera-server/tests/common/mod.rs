@@ -41,6 +41,7 @@ impl TestServer {
             max_connections: 1024,
             backup_dir: None,
             max_connections_per_address: 1024,
+            models: Vec::new(),
         };
         let mut config = config;
         edit(&mut config);
