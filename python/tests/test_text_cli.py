@@ -209,3 +209,28 @@ def test_a_collection_made_from_texts_is_bound_to_their_model(tmp_path):
     run("ingest", "--db", db, "--collection", "plain", tmp_path / "t.jsonl")
     p = run("search", "--db", db, "--collection", "plain", "--query", "fox", ok=False)
     assert "has no model" in p.stderr and "--model" in p.stderr, p.stderr
+
+
+def test_demo_with_a_model_answers_text_queries(tmp_path):
+    """`tessera demo --model DIR`: after the token demo, a collection bound to
+    the model built from passages given as text, and text queries whose hits
+    are the reference ranking of those passages (read back from the database)."""
+    import tessera
+
+    model = R.write_tiny_model(tmp_path / "model", "bert", seed=21, vocab_words=WORDS + ["passage", "token", "write"])
+    out = run("demo", "--db", tmp_path / "db", "--docs", 300, "--queries", 5, "--model", model).stdout
+    assert "collection demo_text bound to" in out, out
+    queries = [line.split('"')[1] for line in out.splitlines() if line.startswith("text query ")]
+    assert len(queries) == 3, out
+    with tessera.Database(tmp_path / "db") as db:
+        col = db.collection("demo_text")
+        docs = [{"id": d.id, "text": d.text} for d in col.get([f"p{i}" for i in range(len(col))])]
+    blocks = out.split("text query ")[1:]
+    for q, block in zip(queries, blocks):
+        # "  1. p3  score 0.1234  the passage"
+        hits = [line.split() for line in block.splitlines()[1:] if line.strip().split(".")[0].isdigit()]
+        shown = [(h[1], float(h[3])) for h in hits]
+        assert len(shown) == 3, block
+        assert_same_ranking(shown, reference_ranking(model, docs, q, len(shown)), tol=2e-3)
+    bad = run("demo", "--db", tmp_path / "db2", "--model", tmp_path / "nothing", ok=False)
+    assert bad.returncode != 0 and "model" in bad.stderr and not (tmp_path / "db2").exists()

@@ -400,6 +400,8 @@ pub struct DemoOptions {
     pub query_tokens: usize,
     pub k: usize,
     pub seed: u64,
+    /// A model folder: the demo then also ingests texts and answers text queries.
+    pub model: Option<std::path::PathBuf>,
 }
 
 /// Builds a collection from a generated corpus, searches it, prints the hits
@@ -474,5 +476,74 @@ pub fn demo(db: &Database, o: &DemoOptions, out: &mut dyn Write) -> Result<usize
         o.docs
     )?;
     writeln!(out, "source document ranked first for {first}/{n} queries")?;
+    if let Some(model) = &o.model {
+        demo_texts(db, model, o.k, out)?;
+    }
     Ok(first)
+}
+
+/// Passages of the text part of the demo: what Tessera is, in its own words.
+const DEMO_PASSAGES: &[&str] = &[
+    "Late interaction keeps one embedding per token of a passage instead of one per passage.",
+    "MaxSim scores a passage: for each query token, the best dot product over the passage's tokens, summed.",
+    "Segments are immutable, checksummed files whose token matrix is read in place through memory mapping.",
+    "Every write is appended to a write-ahead log and synced before it is acknowledged.",
+    "A two-stage search finds candidates with an approximate index, then scores them exactly.",
+    "BM25 full-text search can be fused with MaxSim in a hybrid query.",
+    "The encoder turns text into token vectors with a BERT or ModernBERT model read from a local folder.",
+    "A reindex re-encodes every stored text with a fine-tuned model and swaps the new version in atomically.",
+    "Hard negatives mined from the ranking help fine-tune a retrieval model.",
+    "The server answers HTTP and gRPC requests, with API keys for reading and writing.",
+    "A backup is a consistent copy of the database taken while it keeps serving.",
+    "Int8 storage keeps a scale per token and halves the bytes of f16.",
+];
+
+/// The text part of the demo (with a model folder): a collection bound to the
+/// model, built from [`DEMO_PASSAGES`] as texts, and text queries answered.
+fn demo_texts(db: &Database, model: &std::path::Path, k: usize, out: &mut dyn Write) -> Result<()> {
+    let t = Instant::now();
+    let encoder = tessera::load_model(model)?;
+    let c = db.create_collection("demo_text", CollectionConfig::new(encoder.dim()))?;
+    c.bind_model(model)?;
+    let docs: Vec<Document> = DEMO_PASSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Document {
+            id: format!("p{i}"),
+            tokens: tessera::Tokens::F32 { dim: encoder.dim(), data: Vec::new() },
+            text: Some(p.to_string()),
+            payload: None,
+        })
+        .collect();
+    c.upsert(&docs)?;
+    writeln!(
+        out,
+        "
+texts: collection demo_text bound to {} ({}, dim {}); {} passages encoded and written in {:.2} s",
+        model.display(),
+        encoder.identity().architecture,
+        encoder.dim(),
+        docs.len(),
+        t.elapsed().as_secs_f64()
+    )?;
+    for q in ["how is a passage scored?", "what happens after fine-tuning the model?", "is a write durable?"] {
+        let t = Instant::now();
+        let mut opts = tessera::SearchOptions::new(k.min(3));
+        opts.query_text = Some(q.into());
+        let plan = opts.plan(&c, false, &tessera::PlanDefaults::default())?;
+        let hits = match c.execute(&plan, None)? {
+            tessera::SearchResults::Hybrid(h) => h.into_iter().map(|h| h.hit).collect(),
+            tessera::SearchResults::TwoStage(h) | tessera::SearchResults::Exact(h) => h,
+        };
+        writeln!(
+            out,
+            "
+text query {q:?} ({:.1} ms, encoding included):",
+            t.elapsed().as_secs_f64() * 1e3
+        )?;
+        for (r, h) in hits.iter().enumerate() {
+            writeln!(out, "  {}. {}  score {:.4}  {}", r + 1, h.id, h.score, h.text.as_deref().unwrap_or(""))?;
+        }
+    }
+    Ok(())
 }

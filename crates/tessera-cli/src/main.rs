@@ -43,6 +43,10 @@ enum Cmd {
         /// Seed of the generated corpus.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// A ColBERT model folder (docs/ENCODER.md): the demo then also builds a collection
+        /// bound to it from a dozen passages given as text and answers text queries.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Ingest a bulk-format folder (docs.jsonl + tokens.npy + offsets.npy).
     Ingest {
@@ -425,7 +429,7 @@ enum BenchCmd {
 fn run(cli: Cli) -> Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Demo { db, docs, avg_tokens, dim, queries, query_tokens, k, seed } => {
+        Cmd::Demo { db, docs, avg_tokens, dim, queries, query_tokens, k, seed, model } => {
             let tmp;
             let path = match db {
                 Some(p) => p,
@@ -434,8 +438,12 @@ fn run(cli: Cli) -> Result<()> {
                     tmp.0.clone()
                 }
             };
+            if let Some(m) = &model {
+                // A model that does not load is refused before anything is built.
+                tessera::load_model(m)?;
+            }
             let db = Database::open(&path)?;
-            let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed };
+            let o = commands::DemoOptions { docs, avg_tokens, dim, queries, query_tokens, k, seed, model };
             commands::demo(&db, &o, stdout)?;
         }
         Cmd::Ingest {

@@ -21,6 +21,8 @@ pub(crate) enum Backbone {
     ModernBert(ModernBert),
 }
 
+// A model has a handful of stages, built once: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Stage {
     Normalize,
     Dense { linear: Linear, activation: Activation, residual: Option<Residual> },

@@ -97,15 +97,33 @@ unsafe fn softmax_avx2(values: &mut [f32], width: usize) {
     softmax_body(values, width)
 }
 
+/// Lanes of the max and sum reductions: an f32 reduction in one chain
+/// neither vectorizes nor pipelines (the compiler keeps its order), so each
+/// lane keeps its own and they are combined at the end.
+const LANES: usize = 16;
+
 #[inline(always)]
 fn softmax_body(values: &mut [f32], width: usize) {
     for row in values.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::MIN, f32::max);
-        let mut sum = 0.0;
+        let mut top = [f32::MIN; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (t, &v) in top.iter_mut().zip(c) {
+                *t = if v > *t { v } else { *t };
+            }
+        }
+        let max = chunks.remainder().iter().chain(&top).copied().fold(f32::MIN, f32::max);
         for v in row.iter_mut() {
             *v = exp(*v - max);
-            sum += *v;
         }
+        let mut sums = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (s, &v) in sums.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
+        let sum: f32 = sums.iter().chain(chunks.remainder()).sum();
         let inv = 1.0 / sum;
         for v in row.iter_mut() {
             *v *= inv;

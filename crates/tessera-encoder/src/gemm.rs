@@ -12,6 +12,11 @@
 //! stays in cache while the panels stream. Each output is one f32 FMA chain
 //! over `k` in order, then the bias.
 //!
+//! Where the CPU has AMX-BF16, the layers run on its tiles instead, with the
+//! values split into bf16 limbs ([`crate::amx`]): weights packed in tile
+//! layout once at load, rows split per call. `TESSERA_ENCODER_GEMM`
+//! (`amx`, `avx512`, `avx2`, `portable`) picks a kernel by hand.
+//!
 //! Tested against an f64 reference on random shapes, remainders included.
 
 use rayon::prelude::*;
@@ -20,19 +25,39 @@ use rayon::prelude::*;
 pub(crate) const NR: usize = 32;
 /// Rows of `X` per parallel block.
 const MB: usize = 48;
+/// Rows of `X` per parallel block on AMX (a multiple of its 16-row tiles).
+#[cfg(target_arch = "x86_64")]
+const MB_AMX: usize = 256;
 
-/// A weight matrix `W` `(n, k)` packed in panels, and its bias.
+/// A weight matrix `W` `(n, k)` packed for one kernel, and its bias.
 pub(crate) struct Packed {
     pub n: usize,
     pub k: usize,
+    kernel: Kernel,
+    /// The f32 kernels' panels (empty for AMX).
     panels: Vec<f32>,
+    /// AMX: the weights in tiles.
+    #[cfg(target_arch = "x86_64")]
+    tiles: Option<crate::amx::Weights>,
     bias: Vec<f32>,
 }
 
 impl Packed {
-    /// Packs `w` (`n × k`, row-major) and `bias` (`n` values, or none: zero).
+    /// Packs `w` (`n × k`, row-major) and `bias` (`n` values, or none: zero)
+    /// for the kernel this process uses ([`Kernel::chosen`]).
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Packed {
+        Self::for_kernel(w, n, k, bias, Kernel::chosen().unwrap_or_else(|_| Kernel::detect()))
+    }
+
+    /// [`new`](Self::new) for `kernel`.
+    pub fn for_kernel(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, kernel: Kernel) -> Packed {
         assert_eq!(w.len(), n * k);
+        let bias = bias.map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx {
+            let tiles = Some(crate::amx::Weights::new(w, n, k));
+            return Packed { n, k, kernel, panels: Vec::new(), tiles, bias };
+        }
         let count = n.div_ceil(NR);
         let mut panels = vec![0f32; count * k * NR];
         for (j, row) in w.chunks_exact(k).enumerate() {
@@ -41,8 +66,10 @@ impl Packed {
                 panel[kk * NR + j % NR] = v;
             }
         }
-        let bias = bias.map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
-        Packed { n, k, panels, bias }
+        #[cfg(target_arch = "x86_64")]
+        return Packed { n, k, kernel, panels, tiles: None, bias };
+        #[cfg(not(target_arch = "x86_64"))]
+        Packed { n, k, kernel, panels, bias }
     }
 
     fn panel(&self, p: usize) -> &[f32] {
@@ -53,12 +80,23 @@ impl Packed {
     pub fn apply(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len() % self.k.max(1), 0);
         let m = x.len() / self.k.max(1);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(w) = &self.tiles {
+            return self.apply_amx(w, x, m);
+        }
         let mut y = vec![0f32; m * self.n];
-        let kernel = Kernel::detect();
+        let kernel = self.kernel;
         if m <= MB {
             // Few rows (a query): the panels are the parallel work.
             let panels = self.n.div_ceil(NR);
-            let cols: Vec<Vec<f32>> = (0..panels).into_par_iter().map(|p| self.block(kernel, x, m, p..p + 1)).collect();
+            let cols: Vec<Vec<f32>> = (0..panels)
+                .into_par_iter()
+                .map(|p| {
+                    let mut c = vec![0f32; m * (self.n - p * NR).min(NR)];
+                    self.block(kernel, x, m, p..p + 1, &mut c);
+                    c
+                })
+                .collect();
             for (p, c) in cols.iter().enumerate() {
                 let w = (self.n - p * NR).min(NR);
                 for r in 0..m {
@@ -68,18 +106,55 @@ impl Packed {
         } else {
             y.par_chunks_mut(MB * self.n).zip(x.par_chunks(MB * self.k)).for_each(|(yb, xb)| {
                 let rows = xb.len() / self.k;
-                yb.copy_from_slice(&self.block(kernel, xb, rows, 0..self.n.div_ceil(NR)));
+                self.block(kernel, xb, rows, 0..self.n.div_ceil(NR), yb);
             });
         }
         y
     }
 
-    /// Rows `x` (`m × k`) against panels `panels`: `m × cols`, row-major,
-    /// where `cols` are the panels' valid columns.
-    fn block(&self, kernel: Kernel, x: &[f32], m: usize, panels: std::ops::Range<usize>) -> Vec<f32> {
+    /// [`apply`](Self::apply) on AMX tiles: the rows split into limbs once,
+    /// then blocks of rows (or, for a few rows, column passes) in parallel.
+    #[cfg(target_arch = "x86_64")]
+    fn apply_amx(&self, w: &crate::amx::Weights, x: &[f32], m: usize) -> Vec<f32> {
+        let rows = crate::amx::Rows::new(x, m, self.k);
+        let passes = self.n.div_ceil(NR);
+        let mut y = vec![0f32; m * self.n];
+        if m <= MB {
+            let cols: Vec<Vec<f32>> = (0..passes)
+                .into_par_iter()
+                .map(|p| {
+                    let mut c = vec![0f32; m * (self.n - p * NR).min(NR)];
+                    // SAFETY: tiles are packed only for the Amx kernel, chosen only where
+                    // `amx::available()` said so; `rows` and `w` were made with this `k`.
+                    unsafe { crate::amx::block(&rows, w, &self.bias, self.n, 0..m, p..p + 1, &mut c) };
+                    c
+                })
+                .collect();
+            for (p, c) in cols.iter().enumerate() {
+                let width = (self.n - p * NR).min(NR);
+                for r in 0..m {
+                    y[r * self.n + p * NR..r * self.n + p * NR + width].copy_from_slice(&c[r * width..(r + 1) * width]);
+                }
+            }
+        } else {
+            // Larger row blocks than the f32 kernels': each pass's weight tiles
+            // are loaded into cache once per block.
+            y.par_chunks_mut(MB_AMX * self.n).enumerate().for_each(|(i, yb)| {
+                let r0 = i * MB_AMX;
+                let r1 = r0 + yb.len() / self.n;
+                // SAFETY: as above.
+                unsafe { crate::amx::block(&rows, w, &self.bias, self.n, r0..r1, 0..passes, yb) };
+            });
+        }
+        y
+    }
+
+    /// Rows `x` (`m × k`) against panels `panels` into `out`: `m × cols`,
+    /// row-major, where `cols` are the panels' valid columns.
+    fn block(&self, kernel: Kernel, x: &[f32], m: usize, panels: std::ops::Range<usize>, out: &mut [f32]) {
         let first = panels.start * NR;
         let cols = (self.n.min(panels.end * NR)) - first;
-        let mut out = vec![0f32; m * cols];
+        assert_eq!(out.len(), m * cols);
         let mut tile = [0f32; MR_MAX * NR];
         for p in panels {
             let panel = self.panel(p);
@@ -97,7 +172,6 @@ impl Packed {
                 r += rows;
             }
         }
-        out
     }
 }
 
@@ -111,12 +185,49 @@ pub(crate) enum Kernel {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// AMX-BF16 tiles with the values in bf16 limbs ([`crate::amx`]).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Kernel {
+    /// The kernel this process uses: `TESSERA_ENCODER_GEMM` when set (one
+    /// this CPU runs, else an error naming the ones it does), else the fastest.
+    pub fn chosen() -> Result<Kernel, String> {
+        static CHOSEN: std::sync::OnceLock<Result<Kernel, String>> = std::sync::OnceLock::new();
+        CHOSEN
+            .get_or_init(|| match std::env::var("TESSERA_ENCODER_GEMM") {
+                Err(_) => Ok(Kernel::detect()),
+                Ok(name) => {
+                    let runs = Kernel::runnable();
+                    runs.iter().copied().find(|k| k.name() == name).ok_or_else(|| {
+                        let names: Vec<&str> = runs.iter().map(|k| k.name()).collect();
+                        format!("TESSERA_ENCODER_GEMM={name:?}: this CPU runs {}", names.join(", "))
+                    })
+                }
+            })
+            .clone()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => "amx",
+        }
+    }
+
+    /// The fastest kernel this CPU runs.
     pub fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
+            if crate::amx::available() {
+                return Kernel::Amx;
+            }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Kernel::Avx512;
             }
@@ -127,9 +238,8 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// Every kernel this CPU runs (for tests).
-    #[cfg(test)]
-    pub fn available() -> Vec<Kernel> {
+    /// Every kernel this CPU runs.
+    pub fn runnable() -> Vec<Kernel> {
         let mut all = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
@@ -139,17 +249,21 @@ impl Kernel {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 all.push(Kernel::Avx512);
             }
+            if crate::amx::available() {
+                all.push(Kernel::Amx);
+            }
         }
         all
     }
 
+    /// Rows per microkernel call (the f32 kernels).
     fn mr(self) -> usize {
         match self {
             Kernel::Portable => 4,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => 3,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => 6,
+            Kernel::Avx512 | Kernel::Amx => 6,
         }
     }
 
@@ -166,6 +280,8 @@ impl Kernel {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe { x86::avx512(x, rows, k_len, panel, tile) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => unreachable!("AMX layers are packed in tiles, not panels"),
         }
     }
 }
@@ -286,28 +402,24 @@ mod tests {
     #[test]
     fn every_kernel_matches_an_f64_reference_on_ragged_shapes() {
         for (seed, &(m, n, k)) in
-            [(1, 1, 1), (5, 7, 3), (6, 32, 16), (7, 33, 17), (49, 40, 24), (100, 96, 64), (13, 384, 130)]
+            [(1, 1, 1), (5, 7, 3), (6, 32, 16), (7, 33, 17), (49, 40, 24), (100, 96, 64), (13, 384, 130), (70, 50, 384)]
                 .iter()
                 .enumerate()
         {
             let (x, w, b) =
                 (random(m * k, seed as u64), random(n * k, 100 + seed as u64), random(n, 200 + seed as u64));
-            let packed = Packed::new(&w, n, k, Some(&b));
-            for kernel in Kernel::available() {
-                let mut got = vec![0f32; m * n];
-                // The chosen kernel through apply(); the others block by block.
-                if kernel == Kernel::detect() {
-                    got = packed.apply(&x);
-                } else {
-                    got.copy_from_slice(&packed.block(kernel, &x, m, 0..n.div_ceil(NR)));
-                }
+            for kernel in Kernel::runnable() {
+                let got = Packed::for_kernel(&w, n, k, Some(&b), kernel).apply(&x);
                 for i in 0..m {
                     for j in 0..n {
-                        let want: f64 =
-                            (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() + b[j] as f64;
+                        let products = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64);
+                        let want: f64 = products.clone().sum::<f64>() + b[j] as f64;
+                        let size: f64 = products.map(f64::abs).sum();
+                        // f32 sums; AMX adds its limbs' error, within 2⁻¹⁵ of each product (crate::amx).
+                        let limbs = if kernel.name() == "amx" { size * 2f64.powi(-15) } else { 0.0 };
                         let err = (got[i * n + j] as f64 - want).abs();
                         assert!(
-                            err <= 1e-5 * k as f64,
+                            err <= 1e-5 * k as f64 + limbs,
                             "{kernel:?} {m}x{n}x{k} [{i},{j}]: {} vs {want}",
                             got[i * n + j]
                         );

@@ -16,6 +16,8 @@
 //! on the caller's rayon pool, and returns one matrix per text in the
 //! caller's order. Nothing is downloaded: every file comes from the directory.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod backbone;
 mod bert;
 mod error;
@@ -88,6 +90,7 @@ impl Encoder {
     /// Loads the model in `dir`, refusing a missing, damaged or unsupported
     /// file by name.
     pub fn open(dir: &Path) -> Result<Encoder> {
+        gemm::Kernel::chosen().map_err(Error::Input)?;
         let layout = Layout::read(dir)?;
         let dim = layout.output_dim()?;
         let rules = Rules::new(&layout)?;
@@ -114,6 +117,12 @@ impl Encoder {
     }
 
     /// The output vectors' dimension.
+    /// The linear layers' kernel this process uses: `amx`, `avx512`,
+    /// `avx2` or `portable` (`TESSERA_ENCODER_GEMM` picks one).
+    pub fn gemm_kernel() -> &'static str {
+        gemm::Kernel::chosen().unwrap_or_else(|_| gemm::Kernel::detect()).name()
+    }
+
     pub fn dim(&self) -> usize {
         self.identity.dim
     }

@@ -55,6 +55,16 @@ pub use repr::{
 };
 pub use topk::{Hit, TopK};
 
+/// Whether this CPU runs AMX-BF16 tiles (with AVX-512 BF16) and the OS let
+/// this process use them (asked once): what the encoder's AMX linear layers
+/// need.
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::has_amx();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Asks the CPU to bring the cache line holding `x` into its caches: a
 /// hint with no effect on any result (nothing on other architectures). For
 /// walks that would otherwise wait on one random read after another.

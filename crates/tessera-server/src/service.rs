@@ -1317,7 +1317,8 @@ mod tests {
         let spec: serde_json::Value = serde_json::from_str(crate::http::OPENAPI).unwrap();
         let schema = &spec["components"]["schemas"]["SearchRequest"];
         let mut listed: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
-        let mut want: Vec<&str> = SearchOptions::fields().iter().copied().chain(["tokens", "queries"]).collect();
+        let mut want: Vec<&str> =
+            SearchOptions::fields().iter().copied().chain(["tokens", "queries", "query_texts"]).collect();
         listed.sort();
         want.sort();
         assert_eq!(listed, want, "openapi.json's SearchRequest against tessera::SearchOptions");
