@@ -26,6 +26,8 @@
 
 use std::arch::asm;
 
+use tessera_kernels::amx_tiles::{CONFIG, bf16};
+
 /// Rows of `X` per tile.
 pub(crate) const ROWS: usize = 16;
 /// Inputs per `tdpbf16ps` (64 bytes of bf16).
@@ -36,12 +38,6 @@ pub(crate) const COLS: usize = 32;
 /// Whether this CPU and OS run AMX-BF16 tiles (and AVX-512 BF16 for the splits).
 pub(crate) fn available() -> bool {
     tessera_kernels::amx_available()
-}
-
-/// bf16 of a finite f32, rounded to nearest even.
-fn bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    ((b + 0x7FFF + (b >> 16 & 1)) >> 16) as u16
 }
 
 /// The (hi, lo) limbs of `x`: hi its top 16 bits, lo the rest rounded.
@@ -106,24 +102,6 @@ impl Rows {
         Rows { k_pad, hi, lo }
     }
 }
-
-/// The palette-1 configuration: eight tiles of 16 rows × 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
 
 /// Two 16 × 16 f32 result tiles.
 #[repr(C, align(64))]

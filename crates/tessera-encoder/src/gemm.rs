@@ -84,30 +84,37 @@ impl Packed {
         if let Some(w) = &self.tiles {
             return self.apply_amx(w, x, m);
         }
-        let mut y = vec![0f32; m * self.n];
         let kernel = self.kernel;
         if m <= MB {
             // Few rows (a query): the panels are the parallel work.
-            let panels = self.n.div_ceil(NR);
-            let cols: Vec<Vec<f32>> = (0..panels)
-                .into_par_iter()
-                .map(|p| {
-                    let mut c = vec![0f32; m * (self.n - p * NR).min(NR)];
-                    self.block(kernel, x, m, p..p + 1, &mut c);
-                    c
-                })
-                .collect();
-            for (p, c) in cols.iter().enumerate() {
-                let w = (self.n - p * NR).min(NR);
-                for r in 0..m {
-                    y[r * self.n + p * NR..r * self.n + p * NR + w].copy_from_slice(&c[r * w..(r + 1) * w]);
-                }
+            return self.by_panels(m, |p, c| self.block(kernel, x, m, p..p + 1, c));
+        }
+        let mut y = vec![0f32; m * self.n];
+        y.par_chunks_mut(MB * self.n).zip(x.par_chunks(MB * self.k)).for_each(|(yb, xb)| {
+            let rows = xb.len() / self.k;
+            self.block(kernel, xb, rows, 0..self.n.div_ceil(NR), yb);
+        });
+        y
+    }
+
+    /// The `m × n` outputs of a few rows, each panel of [`NR`] columns
+    /// computed by `panel(p, out)` (`m ×` its width) in parallel, then assembled.
+    fn by_panels(&self, m: usize, panel: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let width = |p: usize| (self.n - p * NR).min(NR);
+        let cols: Vec<Vec<f32>> = (0..self.n.div_ceil(NR))
+            .into_par_iter()
+            .map(|p| {
+                let mut c = vec![0f32; m * width(p)];
+                panel(p, &mut c);
+                c
+            })
+            .collect();
+        let mut y = vec![0f32; m * self.n];
+        for (p, c) in cols.iter().enumerate() {
+            let w = width(p);
+            for r in 0..m {
+                y[r * self.n + p * NR..r * self.n + p * NR + w].copy_from_slice(&c[r * w..(r + 1) * w]);
             }
-        } else {
-            y.par_chunks_mut(MB * self.n).zip(x.par_chunks(MB * self.k)).for_each(|(yb, xb)| {
-                let rows = xb.len() / self.k;
-                self.block(kernel, xb, rows, 0..self.n.div_ceil(NR), yb);
-            });
         }
         y
     }
@@ -117,35 +124,22 @@ impl Packed {
     #[cfg(target_arch = "x86_64")]
     fn apply_amx(&self, w: &crate::amx::Weights, x: &[f32], m: usize) -> Vec<f32> {
         let rows = crate::amx::Rows::new(x, m, self.k);
-        let passes = self.n.div_ceil(NR);
-        let mut y = vec![0f32; m * self.n];
         if m <= MB {
-            let cols: Vec<Vec<f32>> = (0..passes)
-                .into_par_iter()
-                .map(|p| {
-                    let mut c = vec![0f32; m * (self.n - p * NR).min(NR)];
-                    // SAFETY: tiles are packed only for the Amx kernel, chosen only where
-                    // `amx::available()` said so; `rows` and `w` were made with this `k`.
-                    unsafe { crate::amx::block(&rows, w, &self.bias, self.n, 0..m, p..p + 1, &mut c) };
-                    c
-                })
-                .collect();
-            for (p, c) in cols.iter().enumerate() {
-                let width = (self.n - p * NR).min(NR);
-                for r in 0..m {
-                    y[r * self.n + p * NR..r * self.n + p * NR + width].copy_from_slice(&c[r * width..(r + 1) * width]);
-                }
-            }
-        } else {
-            // Larger row blocks than the f32 kernels': each pass's weight tiles
-            // are loaded into cache once per block.
-            y.par_chunks_mut(MB_AMX * self.n).enumerate().for_each(|(i, yb)| {
-                let r0 = i * MB_AMX;
-                let r1 = r0 + yb.len() / self.n;
-                // SAFETY: as above.
-                unsafe { crate::amx::block(&rows, w, &self.bias, self.n, r0..r1, 0..passes, yb) };
+            return self.by_panels(m, |p, c| {
+                // SAFETY: tiles are packed only for the Amx kernel, chosen only where
+                // `amx::available()` said so; `rows` and `w` were made with this `k`.
+                unsafe { crate::amx::block(&rows, w, &self.bias, self.n, 0..m, p..p + 1, c) }
             });
         }
+        // Larger row blocks than the f32 kernels': each pass's weight tiles
+        // are loaded into cache once per block.
+        let mut y = vec![0f32; m * self.n];
+        y.par_chunks_mut(MB_AMX * self.n).enumerate().for_each(|(i, yb)| {
+            let r0 = i * MB_AMX;
+            let r1 = r0 + yb.len() / self.n;
+            // SAFETY: as above.
+            unsafe { crate::amx::block(&rows, w, &self.bias, self.n, r0..r1, 0..self.n.div_ceil(NR), yb) };
+        });
         y
     }
 

@@ -87,7 +87,7 @@ fn request_tile_data() -> bool {
 }
 
 /// bf16 of a finite f32, rounded to nearest even.
-fn bf16(x: f32) -> u16 {
+pub fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     ((b + 0x7FFF + (b >> 16 & 1)) >> 16) as u16
 }
@@ -143,9 +143,10 @@ impl AmxQuery {
     }
 }
 
-/// The palette-1 configuration: eight tiles of 16 rows × 64 bytes.
+/// The palette-1 configuration: eight tiles of 16 rows × 64 bytes (load it
+/// with `ldtilecfg [&CONFIG]`).
 #[repr(C, align(64))]
-struct TileConfig {
+pub struct TileConfig {
     palette: u8,
     start_row: u8,
     reserved: [u8; 14],
@@ -153,7 +154,7 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-const CONFIG: TileConfig = TileConfig {
+pub const CONFIG: TileConfig = TileConfig {
     palette: 1,
     start_row: 0,
     reserved: [0; 14],

@@ -55,6 +55,13 @@ pub use repr::{
 };
 pub use topk::{Hit, TopK};
 
+/// What another crate's AMX code shares with the MaxSim kernel's: the tile
+/// configuration and bf16 rounding.
+#[cfg(target_arch = "x86_64")]
+pub mod amx_tiles {
+    pub use crate::amx::{CONFIG, TileConfig, bf16};
+}
+
 /// Whether this CPU runs AMX-BF16 tiles (with AVX-512 BF16) and the OS let
 /// this process use them (asked once): what the encoder's AMX linear layers
 /// need.
