@@ -577,7 +577,8 @@ impl Database {
     /// writes, then swapped in atomically (a crash at any point leaves one
     /// consistent version). The model's dimension must be the collection's
     /// and every document needs its text. `progress(done, total)` is called
-    /// as documents are copied. Returns `model` (the new binding),
+    /// as documents are copied; an exception it raises stops the reindex
+    /// (nothing changed) and is raised. Returns `model` (the new binding),
     /// `documents`, `caught_up` (documents written during the reindex and
     /// copied again), `truncated` and `seconds`.
     #[pyo3(signature = (name, model, *, progress=None))]
@@ -590,19 +591,23 @@ impl Database {
     ) -> PyResult<Bound<'py, PyAny>> {
         let db = open_db(py, &self.shared)?;
         let failed: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+        // An exception in `progress` (a KeyboardInterrupt, say) stops the
+        // reindex before its swap, changing nothing, and is raised.
         let tell = |p: tessera::ReindexProgress| {
-            if let Some(cb) = &progress {
-                Python::attach(|py| {
-                    if let Err(e) = cb.call1(py, (p.done, p.total)) {
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                    }
-                });
-            }
+            let Some(cb) = &progress else { return Ok(()) };
+            Python::attach(|py| match cb.call1(py, (p.done, p.total)) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    Err(tessera::Error::InvalidArgument("the reindex was stopped by its progress callback".into()))
+                }
+            })
         };
-        let report = engine(py, || db.reindex(name, &model, &tell)).or_py(py)?;
+        let report = engine(py, || db.reindex(name, &model, &tell));
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
+        let report = report.or_py(py)?;
         let d = PyDict::new(py);
         d.set_item("model", binding_to_python(py, &report.model)?)?;
         d.set_item("documents", report.documents)?;

@@ -241,7 +241,8 @@ class Database:
         """Re-encodes every document of collection `name` with the model in the
         folder `model` into a new version, swapped in when complete (the
         collection keeps serving meanwhile); returns `model`, `documents`,
-        `caught_up`, `truncated`, `seconds`."""
+        `caught_up`, `truncated`, `seconds`. An exception raised by
+        `progress(done, total)` stops it before the swap and is raised."""
     def close(self) -> None: ...
     def __enter__(self) -> "Database": ...
     def __exit__(

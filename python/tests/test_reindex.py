@@ -132,6 +132,29 @@ def test_refusals_change_nothing(tmp_path, models):
         db.reindex("c", b, progress=again)
         assert errors and "reindexed already" in str(errors[0])
         assert_encoded_by(col, b, docs)
+
+        # An exception in the progress callback stops the reindex: nothing changes.
+        def interrupt(done, total):
+            if done > 0:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            db.reindex("c", a, progress=interrupt)
+        assert col.model["path"] == str(Path(b).resolve())
+        assert_encoded_by(col, b, docs)
+        assert collection_folders(tmp_path / "db") == ["c"]
+
+        # A drop while the reindex copies: the reindex fails, the drop holds, nothing is left.
+        def drop(done, total):
+            if done > 0:
+                db.drop_collection("c")
+
+        with pytest.raises(tessera.TesseraError):
+            db.reindex("c", a, progress=drop)
+        assert db.list_collections() == []
+        assert collection_folders(tmp_path / "db") == []
+        col = db.create_collection("c", model=a)
+        col.upsert(list(docs), texts=list(docs.values()))
     with tessera.Database(tmp_path / "db", read_only=True) as ro:
         with pytest.raises(tessera.TesseraError, match="read-only"):
             ro.reindex("c", a)
@@ -166,7 +189,9 @@ def test_writes_during_the_reindex_are_carried_over(tmp_path, models):
                     del docs[g]
                 written.append(len(up) + len(fresh) + len(gone))
 
+        seq = col.last_seq()
         report = db.reindex("c", b, progress=write)
+        assert col.last_seq() >= seq + len(written), "the batch sequence goes on from the old version's"
         assert written, "the callback wrote during the copy"
         assert report["caught_up"] >= len(set(docs) - set(ids)), report
         assert report["documents"] == len(docs)

@@ -231,6 +231,7 @@ pub fn reindex(db: &Path, collection: &str, model: &Path, out: &mut dyn Write, j
         let mut bar = progress.lock().unwrap_or_else(|e| e.into_inner());
         let bar = bar.get_or_insert_with(|| crate::ingest::Progress::new(Some(p.total), "reindex"));
         bar.update(p.done, None, Some(p.total), start, &mut std::io::stderr());
+        Ok(())
     };
     let r = db.reindex(collection, model, &tell);
     if let Some(bar) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -839,6 +839,13 @@ impl Service {
         let model = spec.model.as_deref().map(|m| self.named_model(m)).transpose()?;
         let dim = match (spec.dim, &model) {
             (Some(0), _) => return Err(ApiError::bad_request("dim must be at least 1")),
+            (Some(d), Some((_, m))) if d != m.dim() => {
+                return Err(ApiError::bad_request(format!(
+                    "model {:?} outputs {}-dimensional vectors; the request asks for dim {d}",
+                    spec.model.as_deref().unwrap_or_default(),
+                    m.dim()
+                )));
+            }
             (Some(d), _) => d,
             (None, Some((_, m))) => m.dim(),
             (None, None) => return Err(ApiError::bad_request("dim is required (or a model, whose dim it takes)")),
@@ -1190,8 +1197,15 @@ impl Service {
     /// (in the background: the collection keeps serving; see
     /// [`Database::reindex`]); refused while one runs for it.
     pub fn start_reindex(&self, name: &str, model: &str) -> Result<ReindexStatus, ApiError> {
-        let (dir, _) = self.named_model(model)?;
+        let (dir, encoder) = self.named_model(model)?;
         let c = self.collection(name)?;
+        if encoder.dim() != c.dim() {
+            return Err(ApiError::bad_request(format!(
+                "model {model:?} outputs {}-dimensional vectors; collection {name:?} has dim {}",
+                encoder.dim(),
+                c.dim()
+            )));
+        }
         if self.writes.closed.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorKind::Unavailable, "the server is shutting down and takes no more writes"));
         }
@@ -1219,7 +1233,15 @@ impl Service {
             }
         };
         let run = move || {
-            let report = db.reindex(&name, &dir, &|p| update(&|r| (r.done, r.total) = (p.done, p.total)));
+            let reindex = || {
+                db.reindex(&name, &dir, &|p| {
+                    update(&|r| (r.done, r.total) = (p.done, p.total));
+                    Ok(())
+                })
+            };
+            let report = std::panic::catch_unwind(AssertUnwindSafe(reindex)).unwrap_or_else(|_| {
+                Err(tessera::Error::InvalidArgument("the reindex panicked (a bug: please report it)".into()))
+            });
             update(&|r| match &report {
                 Ok(rep) => {
                     r.state = "done";

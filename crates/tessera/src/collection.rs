@@ -484,6 +484,32 @@ impl Collection {
         let _ = self.successor.set(next);
     }
 
+    /// The next unused file id of the collection's folder.
+    pub(crate) fn next_file_id(&self) -> u64 {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).manifest.next_file_id
+    }
+
+    /// Makes the sequence number of the last batch at least `to` (a
+    /// reindexed version goes on from its predecessor's), once every write
+    /// is in segments (after a flush with no write since).
+    pub(crate) fn advance_seq(&self, to: u64) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        if w.seq >= to {
+            return Ok(());
+        }
+        if !w.mem.is_empty() || w.sealing.is_some() || !w.manifest.older_wals.is_empty() || w.manifest.last_seq != w.seq
+        {
+            return Err(Error::InvalidArgument("the batch sequence moves only with every write flushed".into()));
+        }
+        let mut m = w.manifest.clone();
+        m.last_seq = to;
+        m.store(&self.dir)?;
+        w.manifest = m;
+        w.seq = to;
+        self.publish(&w);
+        Ok(())
+    }
+
     /// Starts recording the ids that writes change (a reindex copies them
     /// again before it swaps); refused while one records already.
     pub(crate) fn start_change_log(&self) -> Result<()> {
@@ -529,13 +555,19 @@ impl Collection {
         // that pool, whose threads would steal those jobs and wait on the
         // lock this thread holds. It runs on a pool of its own, which this
         // thread (blocked in a plain join) does not serve.
+        // A panic there is taken as past the commit point (this collection
+        // then refuses writes until the database is opened again, which
+        // settles the swap either way): never a write lost.
         let out = match rayon::ThreadPoolBuilder::new()
             .num_threads(rayon::current_num_threads())
             .thread_name(|i| format!("tessera-swap-{i}"))
             .build()
         {
             Ok(pool) => std::thread::scope(|s| {
-                s.spawn(|| pool.install(|| swap(changes))).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                s.spawn(|| pool.install(|| swap(changes))).join().unwrap_or_else(|_| {
+                    let e = "the swap panicked (a bug: please report it); reopen the database";
+                    Err((Error::InvalidArgument(e.into()), true))
+                })
             }),
             Err(e) => Err((Error::InvalidArgument(format!("no threads for the swap: {e}")), false)),
         };

@@ -5,7 +5,7 @@
 //! DIR/collections/NAME/         one collection (see `collection`)
 //! DIR/collections/.tmp-NAME     a collection being created (removed on open)
 //! DIR/collections/.drop-NAME-N  a collection being dropped (removed on open)
-//! DIR/collections/.reindex-NAME a new version being built by a reindex (removed on open)
+//! DIR/collections/.reindex-NAME-N a new version being built by a reindex (removed on open)
 //! DIR/collections/.swap-NAME    a reindexed version, complete: it replaces NAME
 //!                               (a writer's open finishes the swap; a reader reads it)
 //! ```
@@ -241,6 +241,10 @@ impl Database {
         // going away. This waits for the collection's own write in progress
         // (a flush, a compaction), not holding the map's lock meanwhile.
         let was_retired = c.retire();
+        if c.is_replaced() {
+            // A reindex swapped in a new version while this waited: drop that.
+            return self.drop_collection(name);
+        }
         // Its background seal or merge (if one runs) ends before the folder goes.
         c.close_maintenance();
         let mut map = self.collections.write().expect("collections lock");

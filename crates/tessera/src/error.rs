@@ -120,12 +120,12 @@ impl Error {
             | E::InvalidArgument(_) => ErrorKind::InvalidInput,
             E::BatchTooLarge { .. } => ErrorKind::TooLarge,
             E::UnknownCollection(_) | E::NoDatabase(_) => ErrorKind::NotFound,
-            E::CollectionExists(_) | E::ConfigMismatch { .. } | E::DestinationExists(_) => ErrorKind::AlreadyExists,
+            E::CollectionExists(_) | E::ConfigMismatch { .. } | E::DestinationExists(_) | E::Reindexing(_) => {
+                ErrorKind::AlreadyExists
+            }
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) | E::Replaced(_) | E::Reindexing(_) => {
-                ErrorKind::Unavailable
-            }
+            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) | E::Replaced(_) => ErrorKind::Unavailable,
             E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }

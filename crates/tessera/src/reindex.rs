@@ -5,14 +5,15 @@
 //!
 //! 1. The old collection starts recording the ids its writes change.
 //! 2. Its documents, as of one snapshot, are encoded by the new model and
-//!    written (with their texts and payloads) into `collections/.reindex-NAME`,
+//!    written (with their texts and payloads) into `collections/.reindex-NAME-N`,
 //!    a collection bound to the new model, with the old one's configuration
-//!    and ranking.
+//!    and file ids going on from its own.
 //! 3. The ids written meanwhile are copied again from the old collection's
 //!    latest state, in rounds, until few are left.
 //! 4. With the old collection's writes held back: the last changed ids are
-//!    copied, the new version is flushed, and the swap commits — the folder
-//!    is renamed `.swap-NAME` (the commit point), the old folder goes to
+//!    copied (and the ranking, if it changed), the new version is flushed,
+//!    its batch sequence carried on from the old one's, and the swap
+//!    commits — the folder is renamed `.swap-NAME` (the commit point), the old folder goes to
 //!    `.drop-NAME-N` and the new one takes its name.
 //!
 //! A crash before the commit point leaves the old version (the `.reindex-`
@@ -65,14 +66,15 @@ pub struct ReindexReport {
 impl Database {
     /// Re-encodes every document of collection `name` with the model in
     /// `model` into a new version that then replaces the old one (see the
-    /// module's documentation); `progress` hears of each step. The model's
+    /// module's documentation); `progress` hears of each step, and stops the
+    /// reindex (nothing changed) by returning an error. The model's
     /// dimension must be the collection's, and every document must have a
     /// text (tokens given without text cannot be encoded again).
     pub fn reindex(
         &self,
         name: &str,
         model: &Path,
-        progress: &(dyn Fn(ReindexProgress) + Sync),
+        progress: &(dyn Fn(ReindexProgress) -> Result<()> + Sync),
     ) -> Result<ReindexReport> {
         self.writable()?;
         let start = Instant::now();
@@ -80,25 +82,24 @@ impl Database {
         let (binding, encoder) = old.fresh_model(model)?;
         old.start_change_log()?;
         let _log = StopLog(&old);
-        let build = self.cdir().join(format!("{REINDEX}{name}"));
+        let build = self.cdir().join(format!("{REINDEX}{name}-{}", nonce()));
         let mut draft = Draft::create(&build, &old)?;
         let new = draft.collection.clone().expect("opened");
         new.store_model(Some(binding.clone()))?;
-        let ranking = old.ranking();
-        if ranking != crate::rank::Ranking::default() {
-            new.set_ranking(ranking)?;
-        }
         let mut copy = Copy { old: &old, new: &new, encoder: &encoder, caught_up: 0, truncated: 0 };
 
         let snap = old.snapshot();
         let ids = live_ids(&snap);
         let total = ids.len();
-        progress(ReindexProgress { done: 0, total });
+        progress(ReindexProgress { done: 0, total })?;
         for (i, chunk) in ids.chunks(CHUNK).enumerate() {
             copy.ids(&snap, chunk)?;
-            progress(ReindexProgress { done: (i * CHUNK + chunk.len()).min(total), total });
+            progress(ReindexProgress { done: (i * CHUNK + chunk.len()).min(total), total })?;
         }
         drop(snap);
+        // Written meanwhile: copied again in rounds while writes go on, so
+        // that few are left for the step that holds them back (after the
+        // rounds, whatever is left is copied there).
         for _ in 0..CATCH_UP_ROUNDS {
             let changed = old.take_changes();
             let few = changed.len() <= HELD_BACK;
@@ -107,41 +108,51 @@ impl Database {
                 break;
             }
         }
+        // Sealed now, so that the step that holds writes back seals only its own.
+        new.flush()?;
 
         let cdir = self.cdir();
         let place = cdir.join(name);
         let swap = cdir.join(format!("{SWAP}{name}"));
-        let fresh = old.replace(|rest| {
+        let documents = old.replace(|rest| {
             let before = |e| (e, false);
             let after = |e| (e, true);
             copy.changed(rest).map_err(before)?;
+            // Settings changed meanwhile come along; the sequence of batches
+            // goes on from the old version's (replicas compare it).
+            let ranking = old.ranking();
+            if ranking != new.ranking() {
+                new.set_ranking(ranking).map_err(before)?;
+            }
             new.flush().map_err(before)?;
+            new.advance_seq(old.last_seq()).map_err(before)?;
             let documents = new.len();
-            draft.close();
             std::fs::rename(&build, &swap).map_err(|e| before(Error::io(&swap)(e)))?;
+            draft.close();
             // The commit point: from here the new version is the collection's.
             fsutil::sync_dir(&cdir).map_err(after)?;
-            let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-            let gone = cdir.join(format!(".drop-{name}-{nonce}"));
+            let gone = cdir.join(format!(".drop-{name}-{}", nonce()));
             std::fs::rename(&place, &gone).map_err(|e| after(Error::io(&place)(e)))?;
             std::fs::rename(&swap, &place).map_err(|e| after(Error::io(&place)(e)))?;
             fsutil::sync_dir(&cdir).map_err(after)?;
             remember(&binding, encoder.clone());
             let fresh = Collection::open(&place, false).map_err(after)?.shared();
+            // In the map before writes are let through: a drop waiting for
+            // them finds the new version.
             old.set_successor(fresh.clone());
+            if !self.install(name, &old, fresh) {
+                return Err(after(Error::UnknownCollection(name.into())));
+            }
             let _ = std::fs::remove_dir_all(&gone);
-            Ok((fresh, documents))
+            Ok(documents)
         });
-        let (fresh, documents) = fresh.map_err(|e| match e {
+        let documents = documents.map_err(|e| match e {
             e @ (Error::Replaced(_) | Error::Poisoned(_)) => e,
             e if old.is_replaced() => Error::InvalidArgument(format!(
                 "the reindex of {name:?} committed, but finishing it failed ({e}): reopen the database to finish the swap"
             )),
             e => e,
         })?;
-        if !self.install(name, &old, fresh) {
-            return Err(Error::UnknownCollection(name.into()));
-        }
         Ok(ReindexReport {
             model: binding,
             documents,
@@ -150,6 +161,11 @@ impl Database {
             seconds: start.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// A number no other folder name of this process has used.
+fn nonce() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 /// The ids of a snapshot's live documents: segments in order, then the memtable.
@@ -226,6 +242,11 @@ impl Draft {
         std::fs::create_dir(dir).map_err(Error::io(dir))?;
         let mut draft = Draft { dir: dir.into(), collection: None, closed: false };
         Collection::create_files(dir, like.name(), like.config())?;
+        // File ids go on from the old version's, so that no name is reused
+        // for other bytes (a backup relies on it).
+        let mut m = crate::manifest::Manifest::load(dir)?;
+        m.next_file_id = m.next_file_id.max(like.next_file_id());
+        m.store(dir)?;
         fsutil::sync_dir(dir)?;
         draft.collection = Some(Collection::open(dir, false)?.shared());
         Ok(draft)
