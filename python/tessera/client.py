@@ -146,13 +146,24 @@ def _column(v: Any, name: str, n: int) -> Optional[list]:
     return v
 
 
+# A server's defaults (`tessera serve` without --max-… flags), for one too old to report its own.
+_DEFAULT_LIMITS = {
+    "max_body_bytes": 64 << 20,
+    "max_batch_docs": 10_000,
+    "max_batch_queries": 256,
+    "max_batch_tokens": 65_536,
+}
+
+
 class Client:
     """A Tessera server, with the methods of :class:`tessera.Database`.
 
     ``url``: the server's HTTP address; ``api_key``: sent as a bearer token;
-    ``max_body_bytes`` and ``max_batch_docs``: the server's limits (its
-    defaults), under which ``upsert`` splits large calls; ``timeout``: seconds
-    per request.
+    ``timeout``: seconds per request. Large calls are split under the
+    server's limits, which it reports (:meth:`limits`, read once):
+    ``upsert`` by ``max_body_bytes`` and ``max_batch_docs``, ``search_batch``
+    by ``max_batch_queries`` and ``max_batch_tokens``. ``max_body_bytes`` and
+    ``max_batch_docs`` given here take the place of the server's (lower, say).
     """
 
     def __init__(
@@ -161,8 +172,8 @@ class Client:
         api_key: Optional[str] = None,
         *,
         timeout: float = 120.0,
-        max_body_bytes: int = 64 << 20,
-        max_batch_docs: int = 10_000,
+        max_body_bytes: Optional[int] = None,
+        max_batch_docs: Optional[int] = None,
     ):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -174,8 +185,8 @@ class Client:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self.max_body_bytes = max_body_bytes
-        self.max_batch_docs = max_batch_docs
+        self._given = {"max_body_bytes": max_body_bytes, "max_batch_docs": max_batch_docs}
+        self._limits: Optional[dict] = None
         self._local = threading.local()
         self._conns: List[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -245,6 +256,31 @@ class Client:
         return f"Client({self.url!r})"
 
     # ------------------------------------------------------------ database
+
+    def limits(self) -> dict:
+        """The server's request limits (``GET /v1/limits``: ``max_k``,
+        ``max_batch_queries``, …), read once. A server without that route
+        (older than this client) is taken to have the defaults."""
+        if self._limits is None:
+            try:
+                self._limits = dict(self._call("GET", "/v1/limits"))
+            except errors.NotFoundError:
+                self._limits = dict(_DEFAULT_LIMITS)
+        return self._limits
+
+    def _limit(self, name: str) -> int:
+        given = self._given.get(name)
+        return int(given) if given is not None else int(self.limits()[name])
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The body size ``upsert`` splits under: the one given, else the server's."""
+        return self._limit("max_body_bytes")
+
+    @property
+    def max_batch_docs(self) -> int:
+        """The documents per request ``upsert`` splits under: the one given, else the server's."""
+        return self._limit("max_batch_docs")
 
     def health(self) -> dict:
         """The server's status, version and collection count."""
@@ -548,9 +584,10 @@ class RemoteCollection:
         return [_hit(h) for h in self._post("search", body)["hits"]]
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, **opts: Any) -> List[List[Hit]]:
-        """As :meth:`tessera.Collection.search_batch`: one request (``queries``)
-        answered in order; every query is checked before it is sent, and a
-        query the server refuses raises naming its index."""
+        """As :meth:`tessera.Collection.search_batch`: every query is checked
+        before any is sent, the batch goes as requests under the server's
+        limits (``max_batch_queries``, ``max_batch_tokens``), answered in
+        order; a query the server refuses raises naming its index."""
         if isinstance(queries, (str, np.ndarray)) or not hasattr(queries, "__iter__"):
             raise errors.InvalidInputError(f"queries must be a list, got {type(queries).__name__}")
         queries = list(queries)
@@ -560,20 +597,34 @@ class RemoteCollection:
             # Texts, for the collection's model (on the server).
             if texts < len(queries):
                 raise errors.InvalidInputError("queries: give all texts or all token arrays, not a mix")
-            body["query_texts"] = queries
+            field, items, sizes = "query_texts", queries, [0] * len(queries)
         else:
-            body["queries"] = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
-            if any(q is None for q in body["queries"]):
+            items = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+            if any(q is None for q in items):
                 raise errors.InvalidInputError("every query of a batch needs tokens")
-        out = []
-        for i, r in enumerate(self._post("search", body)["results"]):
-            if "error" in r:
-                e = r["error"]
-                limit = e.get("limit")
-                suffix = f" [limit {limit}]" if limit else ""
-                cls = _ERRORS.get(e["code"], errors.TesseraError)
-                raise cls(f"queries[{i}]: {e['message']}{suffix}", code=e["code"], limit=limit)
-            out.append([_hit(h) for h in r["hits"]])
+            field, sizes = "queries", [int(q["shape"][0]) for q in items]
+        # Split under the server's limits: each request at most max_batch_queries
+        # queries and max_batch_tokens query tokens.
+        limits = self._client.limits()
+        most, budget = limits["max_batch_queries"], limits["max_batch_tokens"]
+        out: List[List[Hit]] = []
+        start = 0
+        while start < len(items) or (start == 0 and not items):
+            end, tokens = start, 0
+            while end < len(items) and end - start < most and (end == start or tokens + sizes[end] <= budget):
+                tokens += sizes[end]
+                end += 1
+            for j, r in enumerate(self._post("search", {**body, field: items[start:end]})["results"]):
+                if "error" in r:
+                    e = r["error"]
+                    limit = e.get("limit")
+                    suffix = f" [limit {limit}]" if limit else ""
+                    cls = _ERRORS.get(e["code"], errors.TesseraError)
+                    raise cls(f"queries[{start + j}]: {e['message']}{suffix}", code=e["code"], limit=limit)
+                out.append([_hit(h) for h in r["hits"]])
+            if not items:
+                break
+            start = end
         return out
 
     def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:

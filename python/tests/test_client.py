@@ -187,3 +187,31 @@ def test_numpy_ids_and_payload_values_are_taken_embedded_and_remote(server, tmp_
             assert len(col) == 2
         with pytest.raises(tessera.InvalidInputError):
             local.upsert(["d"], tokens[:1], payloads=[{"bad": np.float64("nan")}])
+
+
+def test_the_client_splits_under_the_limits_the_server_reports(make_server, tmp_path, rng):
+    """A server started with small limits reports them (GET /v1/limits); the
+    client splits upserts and batch searches under them, and the answers are
+    what one call per query gives (checked against a naive MaxSim too)."""
+    server = make_server(args=("--max-batch-queries", "3", "--max-batch-tokens", "40", "--max-batch-docs", "7"))
+    client = tessera.Client(server.url)
+    limits = client.limits()
+    assert (limits["max_batch_queries"], limits["max_batch_tokens"], limits["max_batch_docs"]) == (3, 40, 7)
+    assert client.max_batch_docs == 7 and tessera.Client(server.url, max_batch_docs=2).max_batch_docs == 2
+    col = client.create_collection("c", 8)
+    docs = corpus(rng, 40, 8)
+    ids = list(docs)
+    assert col.upsert(ids, [docs[i] for i in ids]) == len(ids)  # 40 documents under 7 a request
+    assert len(col) == len(ids)
+    queries = [rng.standard_normal((int(rng.integers(5, 15)), 8)).astype(np.float32) for _ in range(10)]
+    batch = col.search_batch(queries, k=4, exact=True)  # 10 queries under 3 and 40 tokens a request
+    assert len(batch) == len(queries)
+    for q, hits in zip(queries, batch):
+        alone = col.search(q, k=4, exact=True)
+        assert [h.id for h in hits] == [h.id for h in alone]
+        want = sorted(ids, key=lambda i: (-maxsim(q, docs[i]), i))[:4]
+        assert [h.id for h in hits] == want
+    # A refused query is named by its place in the whole batch.
+    bad = queries[:7] + [np.full((2, 8), np.nan, np.float32)]
+    with pytest.raises(tessera.InvalidInputError, match=r"queries\[7\]"):
+        col.search_batch(bad, k=4)

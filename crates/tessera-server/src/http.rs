@@ -61,6 +61,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/reindex", get(reindex_status).post(reindex))
         .route("/v1/encode", post(encode_by_model))
         .route("/v1/models", get(models))
+        .route("/v1/limits", get(limits))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
         .route("/v1/backup", post(backup))
@@ -472,6 +473,11 @@ async fn encoded(s: &AppState, model: ModelRef, b: EncodeBody) -> Result<Respons
         .filter_map(|(values, dim)| TokensOut::new(b.tokens, values, dim))
         .collect();
     Ok(ok(StatusCode::OK, &serde_json::json!({ "vectors": vectors })))
+}
+
+/// The server's request limits (what a client splits its calls under).
+async fn limits(State(s): State<AppState>, _: Read) -> Response {
+    ok(StatusCode::OK, &s.limits)
 }
 
 /// The models requests may name, with their identities.
