@@ -24,7 +24,7 @@ import json
 import threading
 import time
 import urllib.parse
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -626,6 +626,43 @@ class RemoteCollection:
                 break
             start = end
         return out
+
+    def mine_negatives(
+        self,
+        query_id: str,
+        query: Any,
+        positives: Sequence[str],
+        *,
+        range: Tuple[int, int] = (10, 100),
+        per_query: int = 7,
+        exclude_above_score: Optional[float] = None,
+        seed: int = 42,
+        candidates: Optional[int] = None,
+        exact: bool = False,
+        require_text: bool = True,
+        text: Optional[str] = None,
+        rank: Optional[str] = None,
+        rank_norm: Optional[str] = None,
+        rank_weights: Optional[Dict[str, float]] = None,
+    ) -> Tuple[List[Hit], List[Hit]]:
+        """As :meth:`tessera.Collection.mine_negatives`, on the server
+        (``POST .../mine_negatives``): ``(negatives, positives)``."""
+        body: Dict[str, Any] = {
+            "query_id": query_id,
+            "tokens": self._query(query, "query"),
+            "positives": _ids(positives),
+            "range": [int(range[0]), int(range[1])],
+            "per_query": int(per_query),
+            "seed": int(seed),
+            "exact": bool(exact),
+            "require_text": bool(require_text),
+        }
+        for key, v in (("exclude_above_score", exclude_above_score), ("candidates", candidates), ("text", text),
+                       ("rank", rank), ("rank_norm", rank_norm), ("rank_weights", rank_weights)):
+            if v is not None:
+                body[key] = v
+        r = self._post("mine_negatives", body)
+        return [_hit(h) for h in r["negatives"]], [_hit(h) for h in r["positives"]]
 
     def rerank(self, query: Any, ids: Sequence[str]) -> Reranked:
         """As :meth:`tessera.Collection.rerank`."""

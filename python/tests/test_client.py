@@ -215,3 +215,30 @@ def test_the_client_splits_under_the_limits_the_server_reports(make_server, tmp_
     bad = queries[:7] + [np.full((2, 8), np.nan, np.float32)]
     with pytest.raises(tessera.InvalidInputError, match=r"queries\[7\]"):
         col.search_batch(bad, k=4)
+
+
+def test_mine_negatives_through_the_server_answers_as_embedded(make_server, tmp_path, rng):
+    """`Client.mine_negatives` (POST .../mine_negatives) gives what the embedded
+    engine gives on the same documents: the same negatives, positives and scores."""
+    docs = corpus(rng, 120, 8)
+    ids = list(docs)
+    texts = [f"document {i} about topic {i % 7}" for i in range(len(ids))]
+    server = make_server()
+    remote = tessera.Client(server.url).create_collection("c", 8)
+    remote.upsert(ids, [docs[i] for i in ids], texts=texts)
+    with tessera.Database(tmp_path / "embedded") as db:
+        local = db.create_collection("c", 8)
+        local.upsert(ids, [docs[i] for i in ids], texts=texts)
+        for qi in range(3):
+            q = docs[ids[qi]] + 0.1 * rng.standard_normal(docs[ids[qi]].shape).astype(np.float32)
+            pos = [ids[qi], "missing"]
+            for kw in ({}, {"range": (2, 30), "per_query": 4, "exact": True, "seed": 7},
+                       {"text": "topic 3", "rank": "linear", "rank_weights": {"bm25": 0.2}}):
+                want = local.mine_negatives(f"q{qi}", q, pos, **kw)
+                got = remote.mine_negatives(f"q{qi}", q, pos, **kw)
+                for g, w in zip(got, want):
+                    assert [h.id for h in g] == [h.id for h in w], kw
+                    assert all(abs(a.score - b.score) < 1e-5 for a, b in zip(g, w))
+                    assert [h.text for h in g] == [h.text for h in w]
+        with pytest.raises(tessera.InvalidInputError, match="range"):
+            remote.mine_negatives("q", q, [], range=(5, 2))

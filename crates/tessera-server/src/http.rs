@@ -59,6 +59,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/rerank", post(rerank))
         .route("/v1/collections/{name}/encode", post(encode))
         .route("/v1/collections/{name}/reindex", get(reindex_status).post(reindex))
+        .route("/v1/collections/{name}/mine_negatives", post(mine_negatives))
         .route("/v1/encode", post(encode_by_model))
         .route("/v1/models", get(models))
         .route("/v1/limits", get(limits))
@@ -473,6 +474,16 @@ async fn encoded(s: &AppState, model: ModelRef, b: EncodeBody) -> Result<Respons
         .filter_map(|(values, dim)| TokensOut::new(b.tokens, values, dim))
         .collect();
     Ok(ok(StatusCode::OK, &serde_json::json!({ "vectors": vectors })))
+}
+
+/// Hard negatives of one query.
+async fn mine_negatives(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<crate::service::MineRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.mine_negatives(&name, b).await?))
 }
 
 /// The server's request limits (what a client splits its calls under).

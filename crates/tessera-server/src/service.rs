@@ -391,6 +391,66 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
     }
 }
 
+/// One query's hard-negative mining (`POST .../mine_negatives`), with the
+/// defaults of `tessera mine-negatives`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MineRequest {
+    /// Seeds the sampling (with `seed`): the same id samples the same negatives.
+    pub query_id: String,
+    pub tokens: Tensor,
+    /// Relevant document ids (never negatives).
+    #[serde(default)]
+    pub positives: Vec<String>,
+    /// Ranks START..=END (1-based) to sample from.
+    #[serde(default = "mine_range")]
+    pub range: (usize, usize),
+    #[serde(default = "mine_per_query")]
+    pub per_query: usize,
+    #[serde(default)]
+    pub exclude_above_score: Option<f32>,
+    #[serde(default = "mine_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub candidates: Option<usize>,
+    #[serde(default)]
+    pub exact: bool,
+    #[serde(default = "yes")]
+    pub require_text: bool,
+    /// The query's text: hybrid retrieval (MaxSim and BM25), ordered by `rank`.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub rank: Option<tessera::RankKind>,
+    #[serde(default)]
+    pub rank_norm: Option<tessera::Norm>,
+    #[serde(default)]
+    pub rank_weights: std::collections::BTreeMap<tessera::Signal, f64>,
+}
+
+fn mine_range() -> (usize, usize) {
+    tessera::MineParams::default().range
+}
+
+fn mine_per_query() -> usize {
+    tessera::MineParams::default().per_query
+}
+
+fn mine_seed() -> u64 {
+    tessera::MineParams::default().seed
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to [`MineRequest`]: negatives in rank order, positives best first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MineResponse {
+    pub negatives: Vec<Hit>,
+    pub positives: Vec<Hit>,
+}
+
 /// A query: tokens, or a text for the collection's model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -1189,6 +1249,43 @@ impl Service {
             };
             let hits = r.hits.into_iter().map(|h| Hit::of(h, include_text, include_payload)).collect();
             Ok(RerankResponse { hits, missing: r.missing })
+        })
+        .await
+    }
+
+    /// Hard negatives of one query (as `tessera mine-negatives` and the
+    /// embedded `mine_negatives`): the negatives sampled from the ranks of
+    /// `mine.range`, and the live positives with their exact scores. Limits:
+    /// `max_query_tokens`, `max_ids` (positives), `max_k` (the range's end),
+    /// `max_candidates`.
+    pub async fn mine_negatives(&self, name: &str, mine: MineRequest) -> Result<MineResponse, ApiError> {
+        let c = self.collection(name)?;
+        self.check_query(&mine.tokens.0)?;
+        self.check_ids(mine.positives.len())?;
+        if mine.range.1 > self.limits.max_k {
+            return Err(ApiError::out_of_range("max_k", "the range's end", mine.range.1, self.limits.max_k));
+        }
+        if let Some(n) = mine.candidates
+            && n > self.limits.max_candidates
+        {
+            return Err(ApiError::out_of_range("max_candidates", "candidates", n, self.limits.max_candidates));
+        }
+        let weights: Vec<(tessera::Signal, f64)> = mine.rank_weights.iter().map(|(s, w)| (*s, *w)).collect();
+        let rank = tessera::Rank::from_parts(mine.rank, mine.rank_norm, &weights)?;
+        let p = tessera::MineParams {
+            range: mine.range,
+            per_query: mine.per_query,
+            exclude_above_score: mine.exclude_above_score,
+            seed: mine.seed,
+            candidates: mine.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES),
+            exact: mine.exact,
+            require_text: mine.require_text,
+            rank,
+        };
+        self.read(move || {
+            let m = c.mine_negatives_with(&mine.query_id, &mine.tokens.0, mine.text.as_deref(), &mine.positives, &p)?;
+            let hits = |v: Vec<tessera::SearchHit>| v.into_iter().map(|h| Hit::of(h, true, true)).collect();
+            Ok(MineResponse { negatives: hits(m.negatives), positives: hits(m.positives) })
         })
         .await
     }
