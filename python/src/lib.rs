@@ -483,7 +483,7 @@ impl Database {
         let settings = Settings { index, text, durability, storage, screening };
         // The model is loaded and checked before anything is created.
         let encoder = model.as_deref().map(|m| engine(py, || tessera::load_model(m))).transpose().or_py(py)?;
-        let dim = dim_of(py, dim, encoder.as_deref())?;
+        let dim = tessera::collection_dim(dim, encoder.as_deref()).or_py(py)?;
         let config = settings.apply(py, CollectionConfig::new(dim))?;
         let db = open_db(py, &self.shared)?;
         let c = engine(py, || db.create_collection(name, config)).or_py(py)?;
@@ -838,19 +838,6 @@ impl Collection {
 }
 
 type Document_ = tessera::Document;
-
-/// A new collection's dimension: given, or the model's (both: they must agree).
-fn dim_of(py: Python<'_>, dim: Option<usize>, model: Option<&tessera::Encoder>) -> PyResult<usize> {
-    match (dim, model) {
-        (Some(d), Some(m)) if d != m.dim() => Err(invalid(
-            py,
-            format!("dim {d} differs from the model's output dimension {} ({})", m.dim(), m.identity().name),
-        )),
-        (Some(d), _) => Ok(d),
-        (None, Some(m)) => Ok(m.dim()),
-        (None, None) => Err(invalid(py, "give dim, or a model (whose output dimension the collection takes)")),
-    }
-}
 
 fn first(docs: &[Document_], id: &str) -> usize {
     docs.iter().position(|d| d.id == id).unwrap_or_default()

@@ -26,7 +26,7 @@
 
 use std::arch::asm;
 
-use tessera_kernels::amx_tiles::{CONFIG, bf16};
+use tessera_kernels::amx_tiles::{CONFIG, Ctile, bf16};
 
 /// Rows of `X` per tile.
 pub(crate) const ROWS: usize = 16;
@@ -103,10 +103,6 @@ impl Rows {
     }
 }
 
-/// Two 16 × 16 f32 result tiles.
-#[repr(C, align(64))]
-struct Ctile([f32; 512]);
-
 /// `X · Wᵀ + b` for rows `rows` of `x` and column passes `passes` (of
 /// [`COLS`] columns) into `out`: `rows.len() × cols`, row-major, where `cols`
 /// are the passes' valid columns of `n`.
@@ -129,7 +125,7 @@ pub(crate) unsafe fn block(
     assert_eq!(out.len(), rows.len() * cols);
     let steps = x.k_pad / KSTEP;
     let stride = x.k_pad * 2;
-    let mut c = Ctile([0.0; 512]);
+    let mut c = Ctile::new();
     // SAFETY: the configuration is a valid palette-1 layout of eight 16 × 64-byte tiles.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
     debug_assert!(rows.start.is_multiple_of(ROWS), "row ranges start at a tile");
@@ -171,14 +167,7 @@ pub(crate) unsafe fn block(
                         options(nostack, readonly),
                     );
                 }
-                asm!(
-                    "tilestored [{c0} + {b}*1], tmm0",
-                    "tilestored [{c1} + {b}*1], tmm1",
-                    c0 = in(reg) c.0.as_mut_ptr(),
-                    c1 = in(reg) c.0.as_mut_ptr().add(256),
-                    b = in(reg) 64usize,
-                    options(nostack),
-                );
+                c.store();
             }
             let b = &bias[pass * COLS..pass * COLS + width];
             for r in tile_row..rows.end.min(tile_row + ROWS) {

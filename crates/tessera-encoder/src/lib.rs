@@ -117,12 +117,6 @@ impl Encoder {
     }
 
     /// The output vectors' dimension.
-    /// The linear layers' kernel this process uses: `amx`, `avx512`,
-    /// `avx2` or `portable` (`TESSERA_ENCODER_GEMM` picks one).
-    pub fn gemm_kernel() -> &'static str {
-        gemm::Kernel::chosen().unwrap_or_else(|_| gemm::Kernel::detect()).name()
-    }
-
     pub fn dim(&self) -> usize {
         self.identity.dim
     }

@@ -299,7 +299,7 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
     if s.limbs.len() < 2 * buf {
         s.limbs.resize(2 * buf, 0);
     }
-    let mut c = Ctile([0.0; 512]);
+    let mut c = Ctile::new();
     let stride = dim_pad * 2;
     // SAFETY: the configuration is a valid palette-1 layout of eight 16 × 64-byte tiles.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
@@ -366,17 +366,8 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
                 convert_tile(doc, next, t_next, dim, dim_pad, bufs[cur ^ 1], &mut s.tile);
                 converted = true;
             }
-            // SAFETY: as above.
-            unsafe {
-                asm!(
-                    "tilestored [{c0} + {b}*1], tmm0",
-                    "tilestored [{c1} + {b}*1], tmm1",
-                    c0 = in(reg) c.0.as_mut_ptr(),
-                    c1 = in(reg) c.0.as_mut_ptr().add(256),
-                    b = in(reg) 64usize,
-                    options(nostack),
-                );
-            }
+            // SAFETY: configured above, on a CPU with AMX.
+            unsafe { c.store() };
             for (h, base) in [(0usize, 0usize), (1, 256)].into_iter().take(if two { 2 } else { 1 }) {
                 let m = &mut s.max[(p + h) * PANEL..(p + h + 1) * PANEL];
                 // SAFETY: `m` and each row of `c` are 16 floats.
@@ -397,6 +388,37 @@ pub(crate) unsafe fn maxsim_amx(q: &Query, aq: &AmxQuery, doc: Doc<'_>, s: &mut 
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// Two 16 × 16 f32 result tiles.
+/// Two 16 × 16 f32 result tiles: `tmm0` in values `0..256`, `tmm1` in `256..512`.
 #[repr(C, align(64))]
-struct Ctile([f32; 512]);
+pub struct Ctile(pub [f32; 512]);
+
+impl Ctile {
+    pub fn new() -> Self {
+        Ctile([0.0; 512])
+    }
+
+    /// Stores the accumulator tiles `tmm0` and `tmm1`.
+    ///
+    /// # Safety
+    /// The tiles are configured ([`CONFIG`]) and the CPU runs AMX.
+    #[inline(always)]
+    pub unsafe fn store(&mut self) {
+        // SAFETY: the stores write 16 rows of 64 bytes per tile: 2 KiB into `self`.
+        unsafe {
+            asm!(
+                "tilestored [{c0} + {b}*1], tmm0",
+                "tilestored [{c1} + {b}*1], tmm1",
+                c0 = in(reg) self.0.as_mut_ptr(),
+                c1 = in(reg) self.0.as_mut_ptr().add(256),
+                b = in(reg) 64usize,
+                options(nostack),
+            )
+        };
+    }
+}
+
+impl Default for Ctile {
+    fn default() -> Self {
+        Self::new()
+    }
+}

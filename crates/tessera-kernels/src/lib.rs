@@ -59,7 +59,7 @@ pub use topk::{Hit, TopK};
 /// configuration and bf16 rounding.
 #[cfg(target_arch = "x86_64")]
 pub mod amx_tiles {
-    pub use crate::amx::{CONFIG, TileConfig, bf16};
+    pub use crate::amx::{CONFIG, Ctile, TileConfig, bf16};
 }
 
 /// Whether this CPU runs AMX-BF16 tiles (with AVX-512 BF16) and the OS let

@@ -897,19 +897,10 @@ impl Service {
     /// was created.
     pub async fn create_collection(&self, spec: CollectionSpec) -> Result<(CollectionInfo, bool), ApiError> {
         let model = spec.model.as_deref().map(|m| self.named_model(m)).transpose()?;
-        let dim = match (spec.dim, &model) {
-            (Some(0), _) => return Err(ApiError::bad_request("dim must be at least 1")),
-            (Some(d), Some((_, m))) if d != m.dim() => {
-                return Err(ApiError::bad_request(format!(
-                    "model {:?} outputs {}-dimensional vectors; the request asks for dim {d}",
-                    spec.model.as_deref().unwrap_or_default(),
-                    m.dim()
-                )));
-            }
-            (Some(d), _) => d,
-            (None, Some((_, m))) => m.dim(),
-            (None, None) => return Err(ApiError::bad_request("dim is required (or a model, whose dim it takes)")),
-        };
+        if spec.dim == Some(0) {
+            return Err(ApiError::bad_request("dim must be at least 1"));
+        }
+        let dim = tessera::collection_dim(spec.dim, model.as_ref().map(|(_, m)| &**m))?;
         let config = spec.config(dim);
         let db = self.db.clone();
         let dir = model.map(|(dir, _)| dir.canonicalize().unwrap_or(dir));

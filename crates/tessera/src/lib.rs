@@ -76,8 +76,8 @@ pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank,
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
 pub use mine::{MineParams, Mined, SplitMix64};
 pub use model::{
-    Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, encode_missing, encode_texts, load_model,
-    needs_tokens,
+    Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, collection_dim, encode_missing, encode_texts,
+    load_model, needs_tokens,
 };
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use reindex::{ReindexProgress, ReindexReport};

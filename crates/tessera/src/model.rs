@@ -68,6 +68,23 @@ fn canonical(dir: &Path) -> Result<PathBuf> {
     dir.canonicalize().map_err(|e| Error::InvalidArgument(format!("model {}: {e}", dir.display())))
 }
 
+/// A new collection's dimension: `dim` given, or the model's (both given:
+/// they must agree).
+pub fn collection_dim(dim: Option<usize>, model: Option<&Encoder>) -> Result<usize> {
+    match (dim, model) {
+        (Some(d), Some(m)) if d != m.dim() => Err(Error::InvalidArgument(format!(
+            "dim {d} differs from the model's output dimension {} ({})",
+            m.dim(),
+            m.identity().name
+        ))),
+        (Some(d), _) => Ok(d),
+        (None, Some(m)) => Ok(m.dim()),
+        (None, None) => Err(Error::InvalidArgument(
+            "dim is required: give dim, or a model (whose output dimension the collection takes)".into(),
+        )),
+    }
+}
+
 /// Whether a document came without tokens (its text is to be encoded).
 pub fn needs_tokens(d: &Document) -> bool {
     match &d.tokens {
