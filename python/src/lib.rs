@@ -206,6 +206,27 @@ fn to_python<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py,
     pythonize::pythonize(py, v).map_err(PyErr::from)
 }
 
+/// An optional filter argument (None: no filter) as the engine's filter.
+fn filter_of(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<tessera::Filter>> {
+    match obj.filter(|f| !f.is_none()) {
+        Some(f) => Ok(Some(tessera::Filter::from_json(&filter_json(py, f)?).or_py(py)?)),
+        None => Ok(None),
+    }
+}
+
+/// A stored document as Python's `Document` (tokens as `[n, dim]` float16 when asked for).
+fn document(py: Python<'_>, d: tessera::StoredDocument, tokens: bool) -> PyResult<Document> {
+    let toks = match tokens {
+        true => PyArray1::from_vec(py, d.tokens).reshape([d.n_tokens, d.dim])?.into_any().unbind(),
+        false => py.None(),
+    };
+    let payload = match &d.payload {
+        Some(p) => to_python(py, p)?.unbind(),
+        None => py.None(),
+    };
+    Ok(Document { id: d.id, tokens: toks, n_tokens: d.n_tokens, text: d.text, payload })
+}
+
 // ---------------------------------------------------------------- results
 
 /// One search result.
@@ -958,22 +979,37 @@ impl Collection {
         let (_db, c) = self.live(py)?;
         let ids = ids_of(py, ids)?;
         let found = engine(py, || c.get_many(&ids, tokens)).or_py(py)?;
-        found
-            .into_iter()
-            .map(|d| {
-                let Some(d) = d else { return Ok(None) };
-                let toks = if tokens {
-                    PyArray1::from_vec(py, d.tokens).reshape([d.n_tokens, d.dim])?.into_any().unbind()
-                } else {
-                    py.None()
-                };
-                let payload = match &d.payload {
-                    Some(p) => to_python(py, p)?.unbind(),
-                    None => py.None(),
-                };
-                Ok(Some(Document { id: d.id, tokens: toks, n_tokens: d.n_tokens, text: d.text, payload }))
-            })
-            .collect()
+        found.into_iter().map(|d| d.map(|d| document(py, d, tokens)).transpose()).collect()
+    }
+
+    /// The live documents whose payload matches `filter` (a dict or its JSON
+    /// text; every document without one) with ids after `after`, in id
+    /// order, at most `limit` (≤ 10,000), from one snapshot: `(documents,
+    /// next)`, where `next` is the `after` of the next page (None on the
+    /// last). One pass over the collection's ids and payloads per call.
+    #[pyo3(signature = (filter=None, *, after=None, limit=1000, tokens=false))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        filter: Option<&Bound<'_, PyAny>>,
+        after: Option<String>,
+        limit: i64,
+        tokens: bool,
+    ) -> PyResult<(Vec<Document>, Option<String>)> {
+        let (_db, c) = self.live(py)?;
+        let limit = usize::try_from(limit).map_err(|_| invalid(py, format!("limit must be >= 0, got {limit}")))?;
+        let filter = filter_of(py, filter)?;
+        let page = engine(py, || c.scan(filter.as_ref(), after.as_deref(), limit, tokens)).or_py(py)?;
+        let docs = page.documents.into_iter().map(|d| document(py, d, tokens)).collect::<PyResult<_>>()?;
+        Ok((docs, page.next))
+    }
+
+    /// How many live documents match `filter` (all of them without one).
+    #[pyo3(signature = (filter=None))]
+    fn count(&self, py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let (_db, c) = self.live(py)?;
+        let filter = filter_of(py, filter)?;
+        Ok(engine(py, || c.scan(filter.as_ref(), None, 0, false)).or_py(py)?.matched)
     }
 
     /// The `k` best documents for `query` (a `[n, dim]` float16/float32

@@ -104,6 +104,19 @@ class Collection:
     ) -> int: ...
     def delete(self, ids: Sequence[str]) -> int: ...
     def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]: ...
+    def scan(
+        self,
+        filter: Optional[Filter] = None,
+        *,
+        after: Optional[str] = None,
+        limit: int = 1000,
+        tokens: bool = False,
+    ) -> Tuple[List[Document], Optional[str]]:
+        """The live documents whose payload matches ``filter`` with ids after
+        ``after``, in id order, at most ``limit`` (<= 10,000): ``(documents,
+        next)``, ``next`` being the ``after`` of the next page (None on the last)."""
+    def count(self, filter: Optional[Filter] = None) -> int:
+        """How many live documents match ``filter`` (all without one)."""
     def search(
         self,
         query: Optional[Union[TokenArray, str]] = None,

@@ -155,6 +155,16 @@ _DEFAULT_LIMITS = {
 }
 
 
+def _filter(v: Any) -> Any:
+    """A filter given as a dict or as its JSON text, as JSON for a request body."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError as e:
+            raise errors.InvalidInputError(f"invalid argument: filter: not JSON: {e}") from None
+    return v
+
+
 class Client:
     """A Tessera server, with the methods of :class:`tessera.Database`.
 
@@ -530,6 +540,42 @@ class RemoteCollection:
             found[d["id"]] = Document(d["id"], int(d["n_tokens"]), t, d.get("text"), d.get("payload"))
         return [found.get(id_) for id_ in ids]
 
+    def scan(
+        self,
+        filter: Any = None,
+        *,
+        after: Optional[str] = None,
+        limit: int = 1000,
+        tokens: bool = False,
+    ) -> Tuple[List[Document], Optional[str]]:
+        """As :meth:`tessera.Collection.scan`: ``(documents, next)``; a
+        ``limit`` over the server's ``max_ids`` is asked for in pages."""
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+            raise errors.InvalidInputError(f"limit must be an integer >= 0, got {limit!r}")
+        page = int(self._client.limits().get("max_ids", 10_000))
+        docs: List[Document] = []
+        want, nxt = int(limit), after
+        while True:
+            body: Dict[str, Any] = {"limit": min(page, want - len(docs)), "tokens": "f16" if tokens else "none"}
+            if filter is not None:
+                body["filter"] = _filter(filter)
+            if nxt is not None:
+                body["after"] = nxt
+            r = self._post("scan", body)
+            for d in r["documents"]:
+                t = _unpack_f16(d["tokens"]) if tokens else None
+                docs.append(Document(d["id"], int(d["n_tokens"]), t, d.get("text"), d.get("payload")))
+            nxt = r["next"]
+            if nxt is None or len(docs) >= want:
+                return docs, nxt
+
+    def count(self, filter: Any = None) -> int:
+        """As :meth:`tessera.Collection.count`."""
+        body: Dict[str, Any] = {"limit": 0}
+        if filter is not None:
+            body["filter"] = _filter(filter)
+        return int(self._post("scan", body)["matched"])
+
     def encode(self, texts: Sequence[str], is_query: bool = False) -> List[np.ndarray]:
         """As :meth:`tessera.Collection.encode`: the vectors of ``texts`` by
         the collection's bound model (on the server), one float32 array each."""
@@ -567,11 +613,8 @@ class RemoteCollection:
         for key, v in opts.items():
             if key == "ids" and v is not None:
                 v = _ids(v)
-            if key == "filter" and isinstance(v, str):
-                try:
-                    v = json.loads(v)
-                except ValueError as e:
-                    raise errors.InvalidInputError(f"invalid argument: filter: not JSON: {e}") from None
+            if key == "filter":
+                v = _filter(v)
             if v is not None:
                 body[key] = v
         return body

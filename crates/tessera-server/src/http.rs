@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera::Document;
+use tessera::{Document, StoredDocument};
 
 /// The OpenAPI 3 description of this adapter.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -55,6 +55,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/upsert", post(upsert))
         .route("/v1/collections/{name}/delete", post(delete))
         .route("/v1/collections/{name}/get", post(get_documents))
+        .route("/v1/collections/{name}/scan", post(scan))
         .route("/v1/collections/{name}/search", post(search))
         .route("/v1/collections/{name}/rerank", post(rerank))
         .route("/v1/collections/{name}/encode", post(encode))
@@ -385,6 +386,21 @@ struct DocOut {
     payload: Option<serde_json::Value>,
 }
 
+/// Bytes per token value in an answer, for max_response_bytes.
+fn value_bytes(f: TokensFormat) -> usize {
+    match f {
+        TokensFormat::None => 0,
+        TokensFormat::Json => 12,
+        TokensFormat::F16 => 3,
+    }
+}
+
+impl DocOut {
+    fn new(d: StoredDocument, tokens: TokensFormat) -> Self {
+        let t = TokensOut::new(tokens, d.tokens, d.dim);
+        DocOut { id: d.id, n_tokens: d.n_tokens, tokens: t, text: d.text, payload: d.payload }
+    }
+}
 #[derive(Serialize)]
 struct GetOut {
     documents: Vec<DocOut>,
@@ -397,22 +413,49 @@ async fn get_documents(
     Name(name): Name,
     Json(b): Json<GetBody>,
 ) -> Result<Response, ApiError> {
-    // Bytes per token value in the answer, for max_response_bytes.
-    let value_bytes = match b.tokens {
-        TokensFormat::None => 0,
-        TokensFormat::Json => 12,
-        TokensFormat::F16 => 3,
-    };
-    let r = s.get(&name, b.ids, value_bytes).await?;
-    let documents: Vec<DocOut> = r
-        .documents
-        .into_iter()
-        .map(|d| {
-            let tokens = TokensOut::new(b.tokens, d.tokens, d.dim);
-            DocOut { id: d.id, n_tokens: d.n_tokens, tokens, text: d.text, payload: d.payload }
-        })
-        .collect();
+    let r = s.get(&name, b.ids, value_bytes(b.tokens)).await?;
+    let documents = r.documents.into_iter().map(|d| DocOut::new(d, b.tokens)).collect();
     Ok(ok(StatusCode::OK, &GetOut { documents, missing: r.missing }))
+}
+
+fn no_tokens() -> TokensFormat {
+    TokensFormat::None
+}
+
+fn thousand() -> usize {
+    1000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    #[serde(default)]
+    filter: Option<serde_json::Value>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default = "thousand")]
+    limit: usize,
+    #[serde(default = "no_tokens")]
+    tokens: TokensFormat,
+}
+
+#[derive(Serialize)]
+struct ScanOut {
+    documents: Vec<DocOut>,
+    matched: usize,
+    next: Option<String>,
+}
+
+/// The documents whose payload matches a filter, in id order, a page at a time.
+async fn scan(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<ScanBody>,
+) -> Result<Response, ApiError> {
+    let p = s.scan(&name, b.filter, b.after, b.limit, value_bytes(b.tokens)).await?;
+    let documents = p.documents.into_iter().map(|d| DocOut::new(d, b.tokens)).collect();
+    Ok(ok(StatusCode::OK, &ScanOut { documents, matched: p.matched, next: p.next }))
 }
 
 #[derive(Deserialize)]

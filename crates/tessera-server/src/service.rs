@@ -580,6 +580,31 @@ pub struct RerankResponse {
     pub missing: Vec<String>,
 }
 
+/// Refuses an answer of `docs` that would be over `max` bytes with their
+/// tokens at `value_bytes` per value (0: without tokens).
+fn check_answer_bytes<'a>(
+    docs: impl Iterator<Item = &'a StoredDocument>,
+    dim: usize,
+    value_bytes: usize,
+    max: usize,
+) -> Result<(), ApiError> {
+    let mut bytes = 0usize;
+    for d in docs {
+        bytes += d.id.len() + d.text.as_ref().map_or(0, String::len) + 64;
+        bytes += d.payload.as_ref().map_or(0, |p| p.to_string().len());
+        bytes += d.n_tokens * dim * value_bytes;
+        if bytes > max {
+            return Err(ApiError {
+                kind: ErrorKind::TooLarge,
+                message: format!(
+                    "the answer would be over {max} bytes, the limit max_response_bytes; ask for fewer documents or no tokens"
+                ),
+                limit: Some("max_response_bytes"),
+            });
+        }
+    }
+    Ok(())
+}
 #[derive(Debug, Clone)]
 pub struct GetResponse {
     pub documents: Vec<StoredDocument>,
@@ -1018,22 +1043,7 @@ impl Service {
             // Sizes first, from the documents without tokens: the limit is
             // checked before any token is copied. (The answer itself comes
             // from one snapshot; the estimate may be from an older one.)
-            let dim = c.dim();
-            let mut bytes = 0usize;
-            for d in found.iter().flatten() {
-                bytes += d.id.len() + d.text.as_ref().map_or(0, String::len) + 64;
-                bytes += d.payload.as_ref().map_or(0, |p| p.to_string().len());
-                bytes += d.n_tokens * dim * value_bytes;
-                if bytes > max {
-                    return Err(ApiError {
-                        kind: ErrorKind::TooLarge,
-                        message: format!(
-                            "the answer would be over {max} bytes, the limit max_response_bytes; ask for fewer ids or no tokens"
-                        ),
-                        limit: Some("max_response_bytes"),
-                    });
-                }
-            }
+            check_answer_bytes(found.iter().flatten(), c.dim(), value_bytes, max)?;
             let found = if value_bytes == 0 { found } else { c.get_many(&ids, true)? };
             let (mut documents, mut missing) = (Vec::new(), Vec::new());
             for (id, d) in ids.into_iter().zip(found) {
@@ -1043,6 +1053,35 @@ impl Service {
                 }
             }
             Ok(GetResponse { documents, missing })
+        })
+        .await
+    }
+
+    /// The live documents whose payload matches `filter` with ids after
+    /// `after`, in id order, at most `limit` (≤ `max_ids`), and how many
+    /// match. Tokens (when `value_bytes` > 0) are read after the size check,
+    /// from a later snapshot: a document deleted in between is left out of
+    /// the page (the next page still starts after it).
+    pub async fn scan(
+        &self,
+        name: &str,
+        filter: Option<serde_json::Value>,
+        after: Option<String>,
+        limit: usize,
+        value_bytes: usize,
+    ) -> Result<tessera::ScanPage, ApiError> {
+        let c = self.collection(name)?;
+        self.check_ids(limit)?;
+        let filter = filter.map(|f| tessera::Filter::from_json(&f)).transpose()?;
+        let max = self.limits.max_response_bytes;
+        self.read(move || {
+            let mut page = c.scan(filter.as_ref(), after.as_deref(), limit, false)?;
+            check_answer_bytes(page.documents.iter(), c.dim(), value_bytes, max)?;
+            if value_bytes > 0 {
+                let ids: Vec<&str> = page.documents.iter().map(|d| d.id.as_str()).collect();
+                page.documents = c.get_many(&ids, true)?.into_iter().flatten().collect();
+            }
+            Ok(page)
         })
         .await
     }

@@ -219,6 +219,7 @@ fn every_route_against_the_reference() {
         ("/v1/collections/{name}/upsert", "post"),
         ("/v1/collections/{name}/delete", "post"),
         ("/v1/collections/{name}/get", "post"),
+        ("/v1/collections/{name}/scan", "post"),
         ("/v1/collections/{name}/search", "post"),
         ("/v1/collections/{name}/rerank", "post"),
         // Encoding and reindexing need models: tested in tests/grpc.rs (texts_models_and_reindex)

@@ -8,6 +8,7 @@
 //! {"field": "lang", "eq": "en"}                         equality (any JSON value)
 //! {"field": "tag", "in": ["a", "b"]}                    membership
 //! {"field": "year", "range": {"gte": 2020, "lt": 2025}}  numeric range (gt, gte, lt, lte)
+//! {"field": "date", "range": {"gte": "2020-01-01"}}      string range (code-point order)
 //! {"field": "author", "exists": true}                   the field is present (and not null)
 //! {"and": [F, …]}   {"or": [F, …]}   {"not": F}
 //! ```
@@ -21,10 +22,34 @@ use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Eq { field: String, value: Value },
-    In { field: String, values: Vec<Value> },
-    Range { field: String, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64> },
-    Exists { field: String, exists: bool },
+    Eq {
+        field: String,
+        value: Value,
+    },
+    In {
+        field: String,
+        values: Vec<Value>,
+    },
+    Range {
+        field: String,
+        gt: Option<f64>,
+        gte: Option<f64>,
+        lt: Option<f64>,
+        lte: Option<f64>,
+    },
+    /// A range of strings in code-point order (ISO-8601 dates written in one
+    /// format and time zone compare as their times do).
+    TextRange {
+        field: String,
+        gt: Option<String>,
+        gte: Option<String>,
+        lt: Option<String>,
+        lte: Option<String>,
+    },
+    Exists {
+        field: String,
+        exists: bool,
+    },
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
@@ -141,19 +166,27 @@ impl Filter {
             }
             _ => {
                 let r = x.as_object().ok_or_else(|| bad("\"range\" takes an object of gt/gte/lt/lte"))?;
-                let bound = |k: &str| -> Result<Option<f64>> {
-                    r.get(k)
-                        .map(|b| b.as_f64().ok_or_else(|| bad(format!("range bound {k} must be a number"))))
-                        .transpose()
-                };
-                let (gt, gte, lt, lte) = (bound("gt")?, bound("gte")?, bound("lt")?, bound("lte")?);
                 if let Some(k) = r.keys().find(|k| !["gt", "gte", "lt", "lte"].contains(&k.as_str())) {
                     return Err(bad(format!("unknown range bound {k:?}")));
                 }
-                if gt.is_none() && gte.is_none() && lt.is_none() && lte.is_none() {
+                if r.is_empty() {
                     return Err(bad("\"range\" needs at least one of gt, gte, lt, lte"));
                 }
-                Filter::Range { field, gt, gte, lt, lte }
+                if r.values().all(Value::is_string) {
+                    let bound = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+                    Filter::TextRange { field, gt: bound("gt"), gte: bound("gte"), lt: bound("lt"), lte: bound("lte") }
+                } else {
+                    let bound = |k: &str| -> Result<Option<f64>> {
+                        r.get(k)
+                            .map(|b| {
+                                b.as_f64().ok_or_else(|| {
+                                    bad(format!("range bound {k} must be a number (or every bound a string)"))
+                                })
+                            })
+                            .transpose()
+                    };
+                    Filter::Range { field, gt: bound("gt")?, gte: bound("gte")?, lt: bound("lt")?, lte: bound("lte")? }
+                }
             }
         })
     }
@@ -169,6 +202,12 @@ impl Filter {
                     && gte.is_none_or(|b| x >= b)
                     && lt.is_none_or(|b| x < b)
                     && lte.is_none_or(|b| x <= b)
+            }),
+            Filter::TextRange { field, gt, gte, lt, lte } => get(field).and_then(Value::as_str).is_some_and(|x| {
+                gt.as_deref().is_none_or(|b| x > b)
+                    && gte.as_deref().is_none_or(|b| x >= b)
+                    && lt.as_deref().is_none_or(|b| x < b)
+                    && lte.as_deref().is_none_or(|b| x <= b)
             }),
             Filter::Exists { field, exists } => get(field).is_some() == *exists,
             Filter::And(fs) => fs.iter().all(|f| f.matches(payload)),
@@ -227,6 +266,9 @@ mod tests {
         assert!(!m(r#"{"field": "year", "range": {"gt": 2021}}"#, p.clone()));
         assert!(!m(r#"{"field": "lang", "range": {"gt": 0}}"#, p.clone()), "a string is not in a numeric range");
         assert!(m(r#"{"field": "meta.score", "range": {"lte": 0.5}}"#, p.clone()));
+        assert!(m(r#"{"field": "lang", "range": {"gt": "de", "lte": "en"}}"#, p.clone()));
+        assert!(!m(r#"{"field": "lang", "range": {"gt": "en"}}"#, p.clone()));
+        assert!(!m(r#"{"field": "year", "range": {"gt": "0"}}"#, p.clone()), "a number is not in a string range");
         assert!(m(r#"{"field": "meta.score", "exists": true}"#, p.clone()));
         assert!(m(r#"{"field": "nothing", "exists": false}"#, p.clone()), "null counts as absent");
         assert!(m(r#"{"field": "missing", "exists": false}"#, p.clone()));
@@ -247,7 +289,8 @@ mod tests {
             r#"{"field": "a"}"#,
             r#"{"field": "a", "eq": 1, "in": [1]}"#,
             r#"{"field": "a", "range": {}}"#,
-            r#"{"field": "a", "range": {"gt": "x"}}"#,
+            r#"{"field": "a", "range": {"gt": "x", "lt": 3}}"#,
+            r#"{"field": "a", "range": {"gt": null}}"#,
             r#"{"field": "a", "range": {"between": 1}}"#,
             r#"{"field": "a", "in": 3}"#,
             r#"{"field": "a", "exists": "yes"}"#,

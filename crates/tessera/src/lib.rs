@@ -54,6 +54,7 @@ mod model;
 pub mod rank;
 mod reindex;
 mod request;
+mod scan;
 mod search;
 mod segment;
 mod snapshot;
@@ -82,6 +83,7 @@ pub use model::{
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use reindex::{ReindexProgress, ReindexReport};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
+pub use scan::{MAX_SCAN_LIMIT, ScanPage};
 pub use search::{
     CANDIDATES_PER_K, CENTROID_CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS,
     MAX_K, MAX_NPROBE, RERANK_PER_K, Reranked, SearchHit, SearchParams, default_candidates, default_rerank,
