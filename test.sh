@@ -42,5 +42,5 @@ else
     "needs Debian's CPU torch for /usr/bin/python3 (apt-get install python3-torch python3-venv)"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "./python[test,ray]"
+"$VENV/bin/python" -m pip install --quiet "./python[test,ray,integrations]"
 "$VENV/bin/python" -m pytest python/tests -q -rs
