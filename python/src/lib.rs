@@ -412,7 +412,7 @@ fn open_db(py: Python<'_>, shared: &Shared) -> PyResult<Arc<tessera::Database>> 
 /// `Database(path)` opens the folder (creating it if needed), verifies every
 /// segment and replays the write-ahead logs. Only one process may have a
 /// database open; `close()` (or leaving a `with` block) releases it.
-#[pyclass(frozen, module = "tessera")]
+#[pyclass(frozen, weakref, module = "tessera")]
 pub struct Database {
     shared: Shared,
     path: String,

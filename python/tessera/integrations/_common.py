@@ -4,7 +4,9 @@ framework's embeddings give; and Mongo-style metadata filters in Tessera's
 filter language (docs/FILTERS.md)."""
 
 import os
+import threading
 import uuid
+import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -29,11 +31,33 @@ def connect(client: Any, api_key: Optional[str] = None) -> Backend:
             return Client(where, api_key=api_key)
         if api_key is not None:
             raise errors.InvalidInputError("api_key goes with a server address, not with a database folder")
-        return Database(where)
+        return _database(where)
     raise TypeError(
         f"client must be a tessera.Database, a tessera.Client, a folder or an http(s):// address, "
         f"got {type(client).__name__}"
     )
+
+
+# The databases the integrations opened, by real path: a process may open a
+# folder once, and frameworks build several objects over one store (a
+# pipeline loaded from its serialised form, a retriever beside its store).
+_databases: "weakref.WeakValueDictionary[str, Database]" = weakref.WeakValueDictionary()
+_databases_lock = threading.Lock()
+
+
+def _database(where: str) -> Database:
+    key = os.path.realpath(where)
+    with _databases_lock:
+        db = _databases.get(key)
+        if db is not None:
+            try:
+                db.list_collections()
+                return db
+            except errors.UnavailableError:
+                pass  # closed: open it again
+        db = Database(where)
+        _databases[key] = db
+        return db
 
 
 def new_id() -> str:
