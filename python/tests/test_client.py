@@ -242,3 +242,47 @@ def test_mine_negatives_through_the_server_answers_as_embedded(make_server, tmp_
                     assert [h.text for h in g] == [h.text for h in w]
         with pytest.raises(tessera.InvalidInputError, match="range"):
             remote.mine_negatives("q", q, [], range=(5, 2))
+
+
+def test_scan_and_count_through_the_server_answer_as_embedded(make_server, tmp_path, rng):
+    """`scan` pages through the documents a filter matches in id order and
+    `count` counts them, embedded and through a server whose max_ids is
+    smaller than the pages asked for (the client asks in pages of it);
+    both against the ids computed from the payloads written."""
+    server = make_server(args=("--max-ids", "7"))
+    docs = corpus(rng, 60, 8)
+    with tessera.Database(tmp_path / "embedded") as db, tessera.Client(server.url) as client:
+        cols = [db.create_collection("c", 8), client.create_collection("c", 8)]
+        for col in cols:
+            load(col, docs)
+            col.flush()
+            col.delete(["doc-0004", "doc-0013"])
+            col.upsert(["doc-0020"], [docs["doc-0020"]], payloads=[{"n": 20, "even": False}])
+        live = {i: int(i[-4:]) for i in docs if i not in ("doc-0004", "doc-0013")}
+        even = lambda i: live[i] % 2 == 0 and i != "doc-0020"  # noqa: E731
+        for f, keep in [(None, lambda i: True), ({"field": "even", "eq": True}, even),
+                        ('{"field": "n", "range": {"gte": 30}}', lambda i: live[i] >= 30)]:
+            want = sorted(i for i in live if keep(i))
+            pages = []
+            for col in cols:
+                got, after = [], None
+                while True:
+                    page, after = col.scan(f, after=after, limit=20)
+                    got.extend(page)
+                    if after is None:
+                        break
+                assert [d.id for d in got] == want, f
+                assert col.count(f) == len(want)
+                pages.append(got)
+            for a, b in zip(*pages):
+                assert (a.id, a.n_tokens, a.text, a.payload) == (b.id, b.n_tokens, b.text, b.payload)
+        for col in cols:
+            page, nxt = col.scan(limit=3, after="doc-0010", tokens=True)
+            assert [d.id for d in page] == ["doc-0011", "doc-0012", "doc-0014"] and nxt == "doc-0014"
+            for d in page:
+                np.testing.assert_array_equal(d.tokens, docs[d.id].astype(np.float16))
+            assert col.scan(limit=0) == ([], None)
+            with pytest.raises(tessera.InvalidInputError, match="limit"):
+                col.scan(limit=-1)
+            with pytest.raises(tessera.InvalidInputError, match="filter"):
+                col.scan({"field": "n"})

@@ -57,9 +57,8 @@ pub struct Auth<S> {
 fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {
         "Health" => None,
-        "ListCollections" | "GetCollection" | "Get" | "Search" | "SearchBatch" | "Rerank" | "Encode" | "GetReindex" => {
-            Some(Access::Read)
-        }
+        "ListCollections" | "GetCollection" | "Get" | "Scan" | "Search" | "SearchBatch" | "Rerank" | "Encode"
+        | "GetReindex" => Some(Access::Read),
         _ => Some(Access::Write),
     }
 }
@@ -128,7 +127,7 @@ fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::
     let _ = bad.add_header(h);
 }
 
-const KNOWN_RPCS: [&str; 16] = [
+const KNOWN_RPCS: [&str; 17] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -137,6 +136,7 @@ const KNOWN_RPCS: [&str; 16] = [
     "Upsert",
     "Delete",
     "Get",
+    "Scan",
     "Search",
     "SearchBatch",
     "Rerank",
@@ -231,6 +231,20 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
 /// A setting named in a string field: empty means its default.
 fn setting<T: std::str::FromStr<Err = tessera::UnknownName> + Default>(s: &str) -> Result<T, ApiError> {
     if s.is_empty() { Ok(T::default()) } else { Ok(s.parse()?) }
+}
+
+/// A stored document as the wire's, with its tokens (f16, as stored) when asked for.
+fn document(d: tessera::StoredDocument, tokens: bool) -> pb::Document {
+    pb::Document {
+        tokens: tokens.then(|| pb::Tensor {
+            dtype: pb::Dtype::F16.into(),
+            shape: vec![d.n_tokens as u64, d.dim as u64],
+            data: f16_bytes(&d.tokens),
+        }),
+        id: d.id,
+        text: d.text,
+        payload_json: d.payload.as_ref().map(ToString::to_string),
+    }
 }
 
 fn info(c: CollectionInfo) -> pb::CollectionInfo {
@@ -489,21 +503,19 @@ impl pb::tessera_server::Tessera for Grpc {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         self.call("Get", Some(Access::Read), req, |s, r| async move {
             let g = s.get(&r.collection, r.ids, if r.omit_tokens { 0 } else { 2 }).await?;
-            let documents = g
-                .documents
-                .into_iter()
-                .map(|d| pb::Document {
-                    tokens: (!r.omit_tokens).then(|| pb::Tensor {
-                        dtype: pb::Dtype::F16.into(),
-                        shape: vec![d.n_tokens as u64, d.dim as u64],
-                        data: f16_bytes(&d.tokens),
-                    }),
-                    id: d.id,
-                    text: d.text,
-                    payload_json: d.payload.as_ref().map(ToString::to_string),
-                })
-                .collect();
+            let documents = g.documents.into_iter().map(|d| document(d, !r.omit_tokens)).collect();
             Ok(pb::GetResponse { documents, missing: g.missing })
+        })
+        .await
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        self.call("Scan", Some(Access::Read), req, |s, r| async move {
+            let filter = r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null());
+            let limit = r.limit.map_or(1000, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            let p = s.scan(&r.collection, filter, r.after, limit, if r.with_tokens { 2 } else { 0 }).await?;
+            let documents = p.documents.into_iter().map(|d| document(d, r.with_tokens)).collect();
+            Ok(pb::ScanResponse { documents, matched: p.matched as u64, next: p.next })
         })
         .await
     }
@@ -658,8 +670,17 @@ mod tests {
 
     #[test]
     fn every_rpc_needs_the_access_its_http_route_needs() {
-        let reads =
-            ["ListCollections", "GetCollection", "Get", "Search", "SearchBatch", "Rerank", "Encode", "GetReindex"];
+        let reads = [
+            "ListCollections",
+            "GetCollection",
+            "Get",
+            "Scan",
+            "Search",
+            "SearchBatch",
+            "Rerank",
+            "Encode",
+            "GetReindex",
+        ];
         for rpc in KNOWN_RPCS {
             let want = match rpc {
                 "Health" => None,

@@ -429,8 +429,9 @@ fn thousand() -> usize {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScanBody {
+    /// Bounded in size as it is read, as a search's filter is.
     #[serde(default)]
-    filter: Option<serde_json::Value>,
+    filter: Option<tessera::wire::Bounded>,
     #[serde(default)]
     after: Option<String>,
     #[serde(default = "thousand")]
@@ -453,7 +454,8 @@ async fn scan(
     Name(name): Name,
     Json(b): Json<ScanBody>,
 ) -> Result<Response, ApiError> {
-    let p = s.scan(&name, b.filter, b.after, b.limit, value_bytes(b.tokens)).await?;
+    let filter = b.filter.map(|f| f.0).filter(|f| !f.is_null());
+    let p = s.scan(&name, filter, b.after, b.limit, value_bytes(b.tokens)).await?;
     let documents = p.documents.into_iter().map(|d| DocOut::new(d, b.tokens)).collect();
     Ok(ok(StatusCode::OK, &ScanOut { documents, matched: p.matched, next: p.next }))
 }

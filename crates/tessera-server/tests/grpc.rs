@@ -90,6 +90,54 @@ fn every_rpc_against_the_reference() {
     assert_eq!(rows_of_tensor(got.documents[0].tokens.as_ref().unwrap()), f16_round(&docs[3].1));
     assert_eq!(got.documents[0].payload_json.as_deref(), Some(r#"{"i":3}"#));
 
+    // Scan: pages in id order, the filter's matches counted on each.
+    let mut want: Vec<&str> =
+        docs.iter().map(|d| d.0.as_str()).filter(|id| id[1..].parse::<usize>().unwrap() >= 30).collect();
+    want.sort_unstable();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let p = rt
+            .block_on(c.scan(pb::ScanRequest {
+                collection: "g".into(),
+                filter_json: Some(r#"{"field": "i", "range": {"gte": 30}}"#.into()),
+                after: after.clone(),
+                limit: Some(7),
+                with_tokens: seen.is_empty(),
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(p.matched, want.len() as u64);
+        for d in &p.documents {
+            let i: usize = d.id[1..].parse().unwrap();
+            assert_eq!(d.payload_json.as_deref(), Some(json!({"i": i}).to_string().as_str()));
+            match &d.tokens {
+                Some(t) => assert_eq!(rows_of_tensor(t), f16_round(&docs[i].1)),
+                None => assert!(!seen.is_empty()),
+            }
+        }
+        seen.extend(p.documents.into_iter().map(|d| d.id));
+        after = p.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, want);
+    let count = |f: Option<&str>| {
+        let r = pb::ScanRequest {
+            collection: "g".into(),
+            filter_json: f.map(Into::into),
+            limit: Some(0),
+            ..Default::default()
+        };
+        rt.block_on(c.clone().scan(r)).unwrap().into_inner()
+    };
+    let all = count(Some("null"));
+    assert_eq!((all.matched, all.documents.len(), all.next), (80, 0, None));
+    assert_eq!(count(None).matched, 80);
+    let bad =
+        pb::ScanRequest { collection: "g".into(), filter_json: Some(r#"{"field": "i"}"#.into()), ..Default::default() };
+    assert_eq!(code(rt.block_on(c.scan(bad))).0, Code::InvalidArgument);
+
     // Exact and two-stage search equal the reference.
     let q: Vec<Vec<f32>> = docs[40].1.iter().take(3).cloned().collect();
     let mut want: Vec<(String, f64)> = docs.iter().map(|(id, r)| (id.clone(), maxsim(&q, &f16_round(r)))).collect();

@@ -1133,3 +1133,74 @@ fn a_search_past_its_deadline_stops_with_deadline_exceeded() {
     h.deadline = Some(later);
     assert_eq!(c.query(&h).unwrap(), without);
 }
+
+/// `scan` against a model of the live documents kept beside the writes:
+/// every page in id order across segments (some deleted from, some
+/// replaced) and the memtable, the filter's matches counted, across a
+/// reopen and a compaction.
+#[test]
+fn scan_lists_the_live_documents_a_filter_matches_in_id_order() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(17);
+    let mut live: BTreeMap<String, i64> = BTreeMap::new();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("c", CollectionConfig::new(8)).unwrap();
+    for round in 0..4 {
+        let docs: Vec<Document> = (0..40)
+            .map(|_| {
+                let (id, n) = (format!("d{}", (rng.next() % 90)), (rng.next() % 1000) as i64);
+                live.insert(id.clone(), n);
+                let len = 1 + (rng.next() % 4) as usize;
+                let tokens = rng.tokens(len, 8);
+                (id.clone(), Document::new(id, tokens).with_payload(serde_json::json!({ "n": n })))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        c.upsert(&docs).unwrap();
+        let gone: Vec<String> = (0..6).map(|_| format!("d{}", (rng.next() % 90))).collect();
+        c.delete(&gone).unwrap();
+        for g in &gone {
+            live.remove(g);
+        }
+        if round < 3 {
+            c.flush().unwrap();
+        }
+    }
+    let check = |c: &tessera::Collection, live: &BTreeMap<String, i64>| {
+        let filter = tessera::Filter::parse(r#"{"field": "n", "range": {"gte": 300, "lt": 800}}"#).unwrap();
+        for (f, keep) in
+            [(None, &(|_: i64| true) as &dyn Fn(i64) -> bool), (Some(&filter), &|n: i64| (300..800).contains(&n))]
+        {
+            let want: Vec<&String> = live.iter().filter(|(_, n)| keep(**n)).map(|(id, _)| id).collect();
+            for limit in [1, 7, 1000] {
+                let (mut seen, mut after) = (Vec::new(), None::<String>);
+                loop {
+                    let p = c.scan(f, after.as_deref(), limit, limit == 7).unwrap();
+                    assert_eq!(p.matched, want.len());
+                    for d in &p.documents {
+                        assert_eq!(d.payload, Some(serde_json::json!({ "n": live[&d.id] })));
+                        assert_eq!(d.tokens.len(), if limit == 7 { d.n_tokens * 8 } else { 0 });
+                    }
+                    seen.extend(p.documents.into_iter().map(|d| d.id));
+                    match p.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                assert_eq!(seen.iter().collect::<Vec<_>>(), want, "limit {limit}");
+            }
+        }
+        let p = c.scan(None, None, 0, false).unwrap();
+        assert_eq!((p.documents.len(), p.matched, p.next), (0, live.len(), None));
+        assert!(matches!(c.scan(None, None, tessera::MAX_SCAN_LIMIT + 1, false), Err(Error::InvalidArgument(_))));
+    };
+    check(&c, &live);
+    drop((c, db));
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    check(&c, &live);
+    c.compact().unwrap();
+    check(&c, &live);
+}
