@@ -984,9 +984,10 @@ impl Collection {
 
     /// The live documents whose payload matches `filter` (a dict or its JSON
     /// text; every document without one) with ids after `after`, in id
-    /// order, at most `limit` (≤ 10,000), from one snapshot: `(documents,
+    /// order, at most `limit` (≤ 100,000), from one snapshot: `(documents,
     /// next)`, where `next` is the `after` of the next page (None on the
-    /// last). One pass over the collection's ids and payloads per call.
+    /// last). A page reads the ids and payloads of its documents and of those
+    /// the filter skips on the way.
     #[pyo3(signature = (filter=None, *, after=None, limit=1000, tokens=false))]
     fn scan(
         &self,
@@ -1004,12 +1005,13 @@ impl Collection {
         Ok((docs, page.next))
     }
 
-    /// How many live documents match `filter` (all of them without one).
+    /// How many live documents match `filter` (all of them without one):
+    /// one pass over the payloads.
     #[pyo3(signature = (filter=None))]
     fn count(&self, py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let (_db, c) = self.live(py)?;
         let filter = filter_of(py, filter)?;
-        Ok(engine(py, || c.scan(filter.as_ref(), None, 0, false)).or_py(py)?.matched)
+        engine(py, || c.count(filter.as_ref())).or_py(py)
     }
 
     /// The `k` best documents for `query` (a `[n, dim]` float16/float32

@@ -113,7 +113,7 @@ class Collection:
         tokens: bool = False,
     ) -> Tuple[List[Document], Optional[str]]:
         """The live documents whose payload matches ``filter`` with ids after
-        ``after``, in id order, at most ``limit`` (<= 10,000): ``(documents,
+        ``after``, in id order, at most ``limit`` (<= 100,000): ``(documents,
         next)``, ``next`` being the ``after`` of the next page (None on the last)."""
     def count(self, filter: Optional[Filter] = None) -> int:
         """How many live documents match ``filter`` (all without one)."""

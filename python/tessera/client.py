@@ -548,8 +548,10 @@ class RemoteCollection:
         limit: int = 1000,
         tokens: bool = False,
     ) -> Tuple[List[Document], Optional[str]]:
-        """As :meth:`tessera.Collection.scan`: ``(documents, next)``; a
-        ``limit`` over the server's ``max_ids`` is asked for in pages."""
+        """As :meth:`tessera.Collection.scan`: ``(documents, next)``. A
+        ``limit`` over the server's ``max_ids``, or a page whose tokens would
+        be over its ``max_response_bytes``, is asked for in smaller pages
+        (each from one snapshot of its own)."""
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
             raise errors.InvalidInputError(f"limit must be an integer >= 0, got {limit!r}")
         page = int(self._client.limits().get("max_ids", 10_000))
@@ -561,7 +563,13 @@ class RemoteCollection:
                 body["filter"] = _filter(filter)
             if nxt is not None:
                 body["after"] = nxt
-            r = self._post("scan", body)
+            try:
+                r = self._post("scan", body)
+            except errors.InvalidInputError as e:
+                if not (tokens and "max_response_bytes" in str(e) and body["limit"] > 1):
+                    raise
+                page = max(1, body["limit"] // 2)
+                continue
             for d in r["documents"]:
                 t = _unpack_f16(d["tokens"]) if tokens else None
                 docs.append(Document(d["id"], int(d["n_tokens"]), t, d.get("text"), d.get("payload")))
@@ -571,10 +579,10 @@ class RemoteCollection:
 
     def count(self, filter: Any = None) -> int:
         """As :meth:`tessera.Collection.count`."""
-        body: Dict[str, Any] = {"limit": 0}
+        body: Dict[str, Any] = {}
         if filter is not None:
             body["filter"] = _filter(filter)
-        return int(self._post("scan", body)["matched"])
+        return int(self._post("count", body)["count"])
 
     def encode(self, texts: Sequence[str], is_query: bool = False) -> List[np.ndarray]:
         """As :meth:`tessera.Collection.encode`: the vectors of ``texts`` by

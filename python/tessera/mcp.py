@@ -10,13 +10,17 @@ query through the collection's bound model, with a filter and k),
 ``get_documents``; with ``--allow-writes`` also ``upsert`` (documents as
 texts, encoded by the collection's model) and ``delete``. Without
 ``--allow-writes`` an embedded database is opened read-only (beside a
-server that may hold it) and the write tools do not exist.
+server that may hold it; opened again every ``--refresh`` seconds to see
+its writes) and the write tools do not exist.
 """
 
 import argparse
+import ipaddress
 import os
 import sys
-from typing import Any, Dict, List, Optional
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -58,14 +62,34 @@ def _doc(d: Any) -> dict[str, Any]:
     return out
 
 
+class ReadOnlyFolder:
+    """A database folder opened read-only, beside the process that may write
+    it: a read-only open sees the database as it was when opened, so it is
+    opened again when the last open is older than ``refresh`` seconds."""
+
+    def __init__(self, path: str, refresh: float):
+        self.path, self.refresh = path, refresh
+        self._lock = threading.Lock()
+        self._db, self._at = Database(path, read_only=True), time.monotonic()
+
+    def current(self) -> Database:
+        with self._lock:
+            if time.monotonic() - self._at >= self.refresh:
+                # Calls still holding the previous handle finish on it.
+                self._db, self._at = Database(self.path, read_only=True), time.monotonic()
+            return self._db
+
+
 def build_server(backend: Any, *, allow_writes: bool = False, name: str = "tessera") -> MCPServer:
-    """An MCP server whose tools reach ``backend`` (a :class:`tessera.Database`
-    or :class:`tessera.Client`); ``allow_writes`` adds ``upsert`` and ``delete``."""
+    """An MCP server whose tools reach ``backend`` (a :class:`tessera.Database`,
+    a :class:`tessera.Client` or a :class:`ReadOnlyFolder`); ``allow_writes``
+    adds ``upsert`` and ``delete``."""
     server = MCPServer(name, instructions=INSTRUCTIONS, log_level="WARNING")
+    db: Callable[[], Any] = backend.current if isinstance(backend, ReadOnlyFolder) else (lambda: backend)
 
     def collection(name: str) -> Any:
         try:
-            return backend.collection(name)
+            return db().collection(name)
         except errors.TesseraError as e:
             raise ToolError(str(e)) from None
 
@@ -79,7 +103,7 @@ def build_server(backend: Any, *, allow_writes: bool = False, name: str = "tesse
         """The collections: name, dimension, documents, and the bound model
         (None when the collection cannot be searched by text)."""
         out = []
-        for n in call(backend.list_collections):
+        for n in call(db().list_collections):
             col = collection(n)
             model = col.model
             out.append(
@@ -170,11 +194,30 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="streamable-http: the address to listen on")
     p.add_argument("--port", type=int, default=8765, help="streamable-http: the port")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="streamable-http: listen on an address other than loopback (the MCP server has no authentication)",
+    )
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="--db read-only: open the database again when the last open is this old, to see new writes (default 2)",
+    )
     a = p.parse_args(argv)
     if a.api_key_env and not a.url:
         p.error("--api-key-env goes with --url")
-    if a.transport == "stdio" and (a.host != "127.0.0.1" or a.port != 8765):
-        p.error("--host and --port go with --transport streamable-http")
+    if a.transport == "stdio" and (a.host != "127.0.0.1" or a.port != 8765 or a.allow_remote):
+        p.error("--host, --port and --allow-remote go with --transport streamable-http")
+    if a.refresh < 0:
+        p.error("--refresh must be >= 0")
+    if a.transport == "streamable-http" and not a.allow_remote and not _loopback(a.host):
+        p.error(
+            f"--host {a.host} is not a loopback address and the MCP server has no authentication of its own: "
+            "put it behind a proxy that authenticates, or pass --allow-remote"
+        )
     if a.url:
         key = None
         if a.api_key_env:
@@ -185,13 +228,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         if not os.path.isdir(a.db):
             p.error(f"no database folder at {a.db}")
-        backend = Database(a.db, read_only=not a.allow_writes)
+        backend = Database(a.db) if a.allow_writes else ReadOnlyFolder(a.db, a.refresh)
     server = build_server(backend, allow_writes=a.allow_writes)
     print(f"tessera MCP server ({'read-write' if a.allow_writes else 'read-only'}) on {a.transport}", file=sys.stderr)
     if a.transport == "stdio":
         server.run("stdio")
     else:
         server.run("streamable-http", host=a.host, port=a.port)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

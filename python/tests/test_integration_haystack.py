@@ -140,6 +140,8 @@ FILTERS = [
     {"field": "meta.lang", "operator": "in", "value": ["de", "fr"]},
     {"field": "meta.lang", "operator": "not in", "value": ["de"]},
     {"field": "meta.n", "operator": "<", "value": None},
+    {"field": "meta.n", "operator": "in", "value": [None, 1, 2]},
+    {"field": "meta.n", "operator": "not in", "value": [None, -1]},
     {
         "operator": "OR",
         "conditions": [

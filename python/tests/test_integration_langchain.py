@@ -150,10 +150,10 @@ def matches(f: dict, meta: dict) -> bool:
                 cmp = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
                        "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}[op]
                 ok &= v is not None and same and cmp(v, x)
-            elif op == "$in":
-                ok &= v is not None and v in x
+            elif op == "$in":  # Mongo: a missing field is null, and [null] holds it
+                ok &= v in x
             elif op == "$nin":
-                ok &= not (v is not None and v in x)
+                ok &= v not in x
             elif op == "$exists":
                 ok &= (v is not None) == x
         return ok
@@ -184,6 +184,8 @@ FILTERS = [
     {"$not": {"lang": "en"}},
     {"$and": [{"tag": "x"}, {"$not": {"year": {"$lt": 2003}}}]},
     {"year": None},
+    {"year": {"$in": [None, 2001, 2002]}},
+    {"tag": {"$nin": [None, "x"]}},
 ]
 
 
@@ -295,6 +297,25 @@ def test_refusals(tmp_path):
         s2 = TesseraVectorStore.from_texts(["a b", "c d"], TokenEmbeddings(), client=db, collection_name="ft")
         assert len(s2.collection) == 2
         assert s2.get_by_ids(["missing"]) == []
+
+
+def test_store_options_join_the_call_and_nothing_is_ignored(tmp_path):
+    emb = TokenEmbeddings()
+    with tessera.Database(tmp_path / "db") as db:
+        store = TesseraVectorStore(db, "c", emb, search_options={"filter": {"field": "lang", "eq": "en"}, "exact": True})
+        store.add_texts(TEXTS, metadatas=[{"lang": "en" if i % 2 else "de", "i": i} for i in range(len(TEXTS))])
+        # The store's filter and the call's both hold.
+        got = store.similarity_search("quick bank", k=8, filter={"i": {"$gte": 4}})
+        assert sorted(d.metadata["i"] for d in got) == [5, 7]
+        # Max-marginal relevance is not implemented: refused when the retriever is made.
+        with pytest.raises(ValueError, match="mmr"):
+            store.as_retriever(search_type="mmr")
+        with pytest.raises(tessera.InvalidInputError, match="BM25 text is the query"):
+            store.similarity_search("quick", hybrid=True, text="other")
+        # Repeated and unknown ids delete once, without an error.
+        ids = store.add_texts(["x y"], ids=["dup"])
+        store.delete(ids + ids + ["never"])
+        assert store.get_by_ids(["dup"]) == []
 
 
 def test_metadata_other_than_a_dict_and_documents_round_trip(tmp_path):

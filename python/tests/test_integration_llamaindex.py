@@ -61,6 +61,8 @@ FILTERS = [
     MetadataFilters(filters=[F("lang", FilterOperator.NIN, ["de"])]),
     MetadataFilters(filters=[F("tag", FilterOperator.IS_EMPTY, None)]),
     MetadataFilters(filters=[F("title", FilterOperator.GTE, "m")]),
+    MetadataFilters(filters=[F("year", FilterOperator.EQ, None)]),
+    MetadataFilters(filters=[F("year", FilterOperator.NE, None)]),
     MetadataFilters(
         filters=[F("year", FilterOperator.GTE, 2000), F("lang", FilterOperator.EQ, "de")], condition=FilterCondition.OR
     ),
@@ -138,6 +140,11 @@ def test_same_nodes_as_simple_vector_store(tmp_path, li_server, rng):
         assert sorted(n.node_id for n in store.get_nodes(filters=en)) == sorted(
             n.node_id for n in nodes if n.metadata["lang"] == "en"
         )
+        # An empty list of ids deletes nothing (as SimpleVectorStore's).
+        before = len(store.collection)
+        store.delete_nodes(node_ids=[])
+        store.delete_nodes(node_ids=[], filters=en)
+        assert len(store.collection) == before
         store.delete_nodes(filters=en)
         assert all(n.metadata["lang"] != "en" for n in store.get_nodes(filters=MetadataFilters(filters=[])))
         left = len(store.collection)
@@ -164,6 +171,11 @@ def test_unsupported_operators_and_modes_are_refused(tmp_path, rng):
         store.add([TextNode(text="no embedding")])
     with pytest.raises(ValueError, match="needs node_ids or filters"):
         store.delete_nodes()
+    # Hybrid weights are the collection's ranking's: LlamaIndex's alpha is refused, not ignored.
+    with pytest.raises(ValueError, match="alpha is not supported"):
+        store.query(VectorStoreQuery(query_embedding=[1.0] * 8, alpha=0.5))
+    with pytest.raises(ValueError, match="node_ids and an ids"):
+        store.query(VectorStoreQuery(query_embedding=[1.0] * 8, node_ids=["n001"]), ids=["n002"])
 
 
 DOCS = [

@@ -142,7 +142,10 @@ async def test_stdio_subprocess_read_only_beside_a_writer(tmp_path):
     col = fill(db, str(model))
     db.close()
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "tessera.mcp", "--db", str(tmp_path / "db")], env=_env(), cwd=str(REPO)
+        command=sys.executable,
+        args=["-m", "tessera.mcp", "--db", str(tmp_path / "db"), "--refresh", "0"],
+        env=_env(),
+        cwd=str(REPO),
     )
     # The writer keeps the database open: the MCP server opens it read-only beside it.
     with tessera.Database(tmp_path / "db") as db:
@@ -153,6 +156,10 @@ async def test_stdio_subprocess_read_only_beside_a_writer(tmp_path):
             }
             r = await c.call_tool("search", {"collection_name": "docs", "query": "river bank", "k": 3})
             assert r.structured_content["hits"] == hits(col.search("river bank", k=3))
+            # A write made after the MCP server opened the folder shows (it opens it again).
+            col.upsert(["later"], texts=["a late document about the bank"])
+            r = await c.call_tool("get_documents", {"collection_name": "docs", "ids": ["later"]})
+            assert r.structured_content["missing"] == [] and r.structured_content["documents"][0]["id"] == "later"
 
 
 def _free_port() -> int:
@@ -206,3 +213,7 @@ def test_command_line_refusals(tmp_path):
     assert r.returncode == 2 and "is not set" in r.stderr
     r = run("--db", str(tmp_path), "--port", "9")
     assert r.returncode == 2 and "streamable-http" in r.stderr
+    r = run("--db", str(tmp_path), "--transport", "streamable-http", "--host", "0.0.0.0")
+    assert r.returncode == 2 and "no authentication" in r.stderr and "--allow-remote" in r.stderr
+    r = run("--db", str(tmp_path), "--refresh", "-1")
+    assert r.returncode == 2 and "--refresh" in r.stderr

@@ -429,7 +429,8 @@ impl SegmentLayout {
         Ok(())
     }
 
-    fn id_order<'a>(&self, bytes: &'a [u8]) -> &'a [u32] {
+    /// The rows in the byte order of their ids (the ID_ORDER section).
+    pub fn id_order<'a>(&self, bytes: &'a [u8]) -> &'a [u32] {
         bytemuck::cast_slice(&bytes[self.sections[Section::IdOrder as usize].clone()])
     }
 

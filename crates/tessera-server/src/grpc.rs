@@ -57,8 +57,8 @@ pub struct Auth<S> {
 fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {
         "Health" => None,
-        "ListCollections" | "GetCollection" | "Get" | "Scan" | "Search" | "SearchBatch" | "Rerank" | "Encode"
-        | "GetReindex" => Some(Access::Read),
+        "ListCollections" | "GetCollection" | "Get" | "Scan" | "Count" | "Search" | "SearchBatch" | "Rerank"
+        | "Encode" | "GetReindex" => Some(Access::Read),
         _ => Some(Access::Write),
     }
 }
@@ -127,7 +127,7 @@ fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::
     let _ = bad.add_header(h);
 }
 
-const KNOWN_RPCS: [&str; 17] = [
+const KNOWN_RPCS: [&str; 18] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -137,6 +137,7 @@ const KNOWN_RPCS: [&str; 17] = [
     "Delete",
     "Get",
     "Scan",
+    "Count",
     "Search",
     "SearchBatch",
     "Rerank",
@@ -231,6 +232,11 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, ApiError> {
 /// A setting named in a string field: empty means its default.
 fn setting<T: std::str::FromStr<Err = tessera::UnknownName> + Default>(s: &str) -> Result<T, ApiError> {
     if s.is_empty() { Ok(T::default()) } else { Ok(s.parse()?) }
+}
+
+/// A `filter_json` field: unset or "null" is no filter.
+fn filter_of(f: Option<&str>) -> Result<Option<serde_json::Value>, ApiError> {
+    Ok(f.map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null()))
 }
 
 /// A stored document as the wire's, with its tokens (f16, as stored) when asked for.
@@ -511,11 +517,19 @@ impl pb::tessera_server::Tessera for Grpc {
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         self.call("Scan", Some(Access::Read), req, |s, r| async move {
-            let filter = r.filter_json.as_deref().map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null());
-            let limit = r.limit.map_or(1000, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            let filter = filter_of(r.filter_json.as_deref())?;
+            let limit = r.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
             let p = s.scan(&r.collection, filter, r.after, limit, if r.with_tokens { 2 } else { 0 }).await?;
             let documents = p.documents.into_iter().map(|d| document(d, r.with_tokens)).collect();
-            Ok(pb::ScanResponse { documents, matched: p.matched as u64, next: p.next })
+            Ok(pb::ScanResponse { documents, next: p.next })
+        })
+        .await
+    }
+
+    async fn count(&self, req: Request<pb::CountRequest>) -> Result<Response<pb::CountResponse>, Status> {
+        self.call("Count", Some(Access::Read), req, |s, r| async move {
+            let n = s.count(&r.collection, filter_of(r.filter_json.as_deref())?).await?;
+            Ok(pb::CountResponse { count: n as u64 })
         })
         .await
     }
@@ -675,6 +689,7 @@ mod tests {
             "GetCollection",
             "Get",
             "Scan",
+            "Count",
             "Search",
             "SearchBatch",
             "Rerank",

@@ -56,6 +56,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/delete", post(delete))
         .route("/v1/collections/{name}/get", post(get_documents))
         .route("/v1/collections/{name}/scan", post(scan))
+        .route("/v1/collections/{name}/count", post(count))
         .route("/v1/collections/{name}/search", post(search))
         .route("/v1/collections/{name}/rerank", post(rerank))
         .route("/v1/collections/{name}/encode", post(encode))
@@ -422,10 +423,6 @@ fn no_tokens() -> TokensFormat {
     TokensFormat::None
 }
 
-fn thousand() -> usize {
-    1000
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScanBody {
@@ -434,8 +431,8 @@ struct ScanBody {
     filter: Option<tessera::wire::Bounded>,
     #[serde(default)]
     after: Option<String>,
-    #[serde(default = "thousand")]
-    limit: usize,
+    #[serde(default)]
+    limit: Option<usize>,
     #[serde(default = "no_tokens")]
     tokens: TokensFormat,
 }
@@ -443,8 +440,14 @@ struct ScanBody {
 #[derive(Serialize)]
 struct ScanOut {
     documents: Vec<DocOut>,
-    matched: usize,
     next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountBody {
+    #[serde(default)]
+    filter: Option<tessera::wire::Bounded>,
 }
 
 /// The documents whose payload matches a filter, in id order, a page at a time.
@@ -457,7 +460,18 @@ async fn scan(
     let filter = b.filter.map(|f| f.0).filter(|f| !f.is_null());
     let p = s.scan(&name, filter, b.after, b.limit, value_bytes(b.tokens)).await?;
     let documents = p.documents.into_iter().map(|d| DocOut::new(d, b.tokens)).collect();
-    Ok(ok(StatusCode::OK, &ScanOut { documents, matched: p.matched, next: p.next }))
+    Ok(ok(StatusCode::OK, &ScanOut { documents, next: p.next }))
+}
+
+/// How many documents match a filter.
+async fn count(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(b): Json<CountBody>,
+) -> Result<Response, ApiError> {
+    let n = s.count(&name, b.filter.map(|f| f.0).filter(|f| !f.is_null())).await?;
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "count": n })))
 }
 
 #[derive(Deserialize)]

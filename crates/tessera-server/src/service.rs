@@ -1058,32 +1058,39 @@ impl Service {
     }
 
     /// The live documents whose payload matches `filter` with ids after
-    /// `after`, in id order, at most `limit` (≤ `max_ids`), and how many
-    /// match. Tokens (when `value_bytes` > 0) are read after the size check,
-    /// from a later snapshot: a document deleted in between is left out of
-    /// the page (the next page still starts after it).
+    /// `after`, in id order, at most `limit` (≤ `max_ids`; without one, 1000
+    /// or `max_ids` if lower). With tokens (`value_bytes` > 0) the page is
+    /// sized without them first, then read again with them from one
+    /// snapshot (the estimate may be from an older one, as in `get`).
     pub async fn scan(
         &self,
         name: &str,
         filter: Option<serde_json::Value>,
         after: Option<String>,
-        limit: usize,
+        limit: Option<usize>,
         value_bytes: usize,
     ) -> Result<tessera::ScanPage, ApiError> {
         let c = self.collection(name)?;
+        let limit = limit.unwrap_or(self.limits.max_ids.min(1000));
         self.check_ids(limit)?;
         let filter = filter.map(|f| tessera::Filter::from_json(&f)).transpose()?;
         let max = self.limits.max_response_bytes;
         self.read(move || {
-            let mut page = c.scan(filter.as_ref(), after.as_deref(), limit, false)?;
+            let page = c.scan(filter.as_ref(), after.as_deref(), limit, false)?;
             check_answer_bytes(page.documents.iter(), c.dim(), value_bytes, max)?;
-            if value_bytes > 0 {
-                let ids: Vec<&str> = page.documents.iter().map(|d| d.id.as_str()).collect();
-                page.documents = c.get_many(&ids, true)?.into_iter().flatten().collect();
+            if value_bytes == 0 {
+                return Ok(page);
             }
-            Ok(page)
+            Ok(c.scan(filter.as_ref(), after.as_deref(), limit, true)?)
         })
         .await
+    }
+
+    /// How many live documents match `filter` (all of them without one).
+    pub async fn count(&self, name: &str, filter: Option<serde_json::Value>) -> Result<usize, ApiError> {
+        let c = self.collection(name)?;
+        let filter = filter.map(|f| tessera::Filter::from_json(&f)).transpose()?;
+        self.read(move || Ok(c.count(filter.as_ref())?)).await
     }
 
     /// Texts encoded by a model the server was started with or by a

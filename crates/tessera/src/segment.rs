@@ -143,6 +143,11 @@ impl Segment {
         self.layout.id(&self.mmap, row)
     }
 
+    /// The rows in the byte order of their ids.
+    pub fn rows_by_id(&self) -> &[u32] {
+        self.layout.id_order(&self.mmap)
+    }
+
     pub fn text(&self, row: usize) -> Option<&str> {
         self.layout.text(&self.mmap, row)
     }

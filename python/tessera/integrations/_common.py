@@ -3,6 +3,7 @@ engine or of a server, opened or created on first use; the token matrices a
 framework's embeddings give; and Mongo-style metadata filters in Tessera's
 filter language (docs/FILTERS.md)."""
 
+import json
 import os
 import threading
 import uuid
@@ -184,6 +185,34 @@ class Target:
         else:
             col.upsert(list(ids), tokens, texts=list(texts), payloads=list(payloads))
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Deletes ``ids`` (repeats once, unknown ones no error), in requests
+        of 1000; returns how many existed."""
+        col = self.get()
+        ids = list(dict.fromkeys(ids))
+        if col is None or not ids:
+            return 0
+        return sum(col.delete(ids[i : i + 1000]) for i in range(0, len(ids), 1000))
+
+    def rewrite_payloads(self, ids: Sequence[str], update: Callable[[Any], Any]) -> int:
+        """Writes each document of ``ids`` again with ``update(payload)`` as
+        its payload and its stored tokens and text (nothing re-encoded), in
+        batches of 64 read with their tokens; a document deleted meanwhile is
+        left out. Returns how many were written."""
+        col = self.get()
+        n = 0
+        for i in range(0, len(ids), 64):
+            docs = [d for d in col.get(list(ids[i : i + 64]), tokens=True) if d is not None]
+            if docs:
+                col.upsert(
+                    [d.id for d in docs],
+                    [d.tokens for d in docs],
+                    texts=[d.text for d in docs],
+                    payloads=[update(d.payload) for d in docs],
+                )
+                n += len(docs)
+        return n
+
     def scan_all(self, filter: Any = None, *, tokens: bool = False) -> List[Any]:
         """Every document matching ``filter``, in id order."""
         col = self.get()
@@ -196,6 +225,19 @@ class Target:
             out.extend(docs)
             if after is None:
                 return out
+
+
+def search_options(base: Mapping[str, Any], extra: Mapping[str, Any], filter: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A search's options: the store's ``base``, a call's ``extra`` (which
+    win), and the framework's ``filter`` joined to any filter among them
+    (both must hold)."""
+    opts = {**base, **extra}
+    if filter is not None:
+        old = opts.get("filter")
+        if isinstance(old, str):
+            old = json.loads(old)
+        opts["filter"] = filter if old is None else {"and": [old, filter]}
+    return opts
 
 
 # ------------------------------------------------------------------ filters
@@ -213,7 +255,30 @@ def is_tessera_filter(f: Any) -> bool:
     return "field" in keys and len(keys) == 2 and bool(keys & _TESSERA_OPS)
 
 
-_RANGE = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}
+# Conditions in Tessera's language with the frameworks' shared meaning of
+# None: a field equal to None is missing or null (Tessera's `exists: false`).
+
+
+def eq(field: str, v: Any) -> Dict[str, Any]:
+    return {"field": field, "exists": False} if v is None else {"field": field, "eq": v}
+
+
+def ne(field: str, v: Any) -> Dict[str, Any]:
+    return {"field": field, "exists": True} if v is None else {"not": {"field": field, "eq": v}}
+
+
+def among(field: str, values: List[Any], negate: bool = False) -> Dict[str, Any]:
+    """``field`` is one of ``values`` (None among them: or missing/null)."""
+    rest = [v for v in values if v is not None]
+    c: Dict[str, Any] = {"field": field, "in": rest}
+    if len(rest) < len(values):
+        c = {"or": [c, {"field": field, "exists": False}]}
+    return {"not": c} if negate else c
+
+
+# The comparison operators' bounds in Tessera's `range`.
+RANGE_BOUNDS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
+_RANGE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
 def _bound(field: str, op: str, v: Any) -> Any:
@@ -224,23 +289,20 @@ def _bound(field: str, op: str, v: Any) -> Any:
 
 def _condition(field: str, cond: Any) -> Dict[str, Any]:
     if not isinstance(cond, Mapping) or not any(str(k).startswith("$") for k in cond):
-        if cond is None:
-            return {"field": field, "exists": False}
-        return {"field": field, "eq": cond}
+        return eq(field, cond)
     parts: List[Dict[str, Any]] = []
     bounds: Dict[str, Any] = {}
     for op, v in cond.items():
         if op == "$eq":
-            parts.append({"field": field, "exists": False} if v is None else {"field": field, "eq": v})
+            parts.append(eq(field, v))
         elif op == "$ne":
-            parts.append({"field": field, "exists": True} if v is None else {"not": {"field": field, "eq": v}})
+            parts.append(ne(field, v))
         elif op in _RANGE:
-            bounds[_RANGE[op]] = _bound(field, op, v)
+            bounds[RANGE_BOUNDS[_RANGE[op]]] = _bound(field, op, v)
         elif op in ("$in", "$nin"):
             if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
                 raise errors.InvalidInputError(f"filter: {op} on {field!r} takes a list, got {v!r}")
-            c = {"field": field, "in": list(v)}
-            parts.append(c if op == "$in" else {"not": c})
+            parts.append(among(field, list(v), negate=op == "$nin"))
         elif op == "$exists":
             if not isinstance(v, bool):
                 raise errors.InvalidInputError(f"filter: $exists on {field!r} takes true or false")

@@ -32,7 +32,7 @@ from haystack.utils import Secret, deserialize_secrets_inplace
 from .. import errors
 from .._tessera import Database
 from ..client import Client
-from ._common import Target, as_tokens
+from ._common import RANGE_BOUNDS, Target, among, as_tokens, eq, ne, search_options
 
 __all__ = ["TesseraDocumentStore", "TesseraRetriever", "TesseraEmbeddingRetriever"]
 
@@ -42,7 +42,6 @@ RESERVED = "_haystack"
 
 # ------------------------------------------------------------------ filters
 
-_COMPARE = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
 _NOTHING: Dict[str, Any] = {"or": []}
 
 
@@ -80,10 +79,10 @@ def convert_filters(filters: Dict[str, Any]) -> Dict[str, Any]:
         raise FilterError(f"a comparison needs a 'value': {filters}")
     field, value = _field(filters["field"]), filters["value"]
     if op == "==":
-        return {"field": field, "exists": False} if value is None else {"field": field, "eq": value}
+        return eq(field, value)
     if op == "!=":
-        return {"field": field, "exists": True} if value is None else {"not": {"field": field, "eq": value}}
-    if op in _COMPARE:
+        return ne(field, value)
+    if op in RANGE_BOUNDS:
         if value is None:
             return _NOTHING  # as Haystack: None is not ordered
         if isinstance(value, str):
@@ -93,12 +92,11 @@ def convert_filters(filters: Dict[str, Any]) -> Dict[str, Any]:
                 raise FilterError(f"{op} compares numbers or ISO-8601 dates, got {value!r}") from None
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FilterError(f"{op} compares numbers or ISO-8601 dates, got {value!r}")
-        return {"field": field, "range": {_COMPARE[op]: value}}
+        return {"field": field, "range": {RANGE_BOUNDS[op]: value}}
     if op in ("in", "not in"):
         if not isinstance(value, list):
             raise FilterError(f"'{op}' takes a list, got {type(value).__name__}")
-        c = {"field": field, "in": value}
-        return c if op == "in" else {"not": c}
+        return among(field, value, negate=op == "not in")
     raise FilterError(f"unknown comparison operator {op!r}")
 
 
@@ -268,9 +266,7 @@ class TesseraDocumentStore:
 
     def delete_documents(self, document_ids: List[str]) -> None:
         """Deletes documents by id (ids not stored are no error)."""
-        col = self._target.get()
-        if col is not None and document_ids:
-            col.delete(list(document_ids))
+        self._target.delete(document_ids)
 
     def delete_all_documents(self) -> None:
         """Deletes every document (the collection, its settings and model stay)."""
@@ -278,29 +274,15 @@ class TesseraDocumentStore:
 
     def delete_by_filter(self, filters: Dict[str, Any]) -> int:
         """Deletes the documents matching ``filters``; returns how many."""
-        ids = [d.id for d in self._target.scan_all(_filter(filters))]
-        col = self._target.get()
-        deleted = 0
-        for i in range(0, len(ids), 1000):
-            deleted += col.delete(ids[i : i + 1000])
-        return deleted
+        return self._target.delete([d.id for d in self._target.scan_all(_filter(filters))])
 
     def update_by_filter(self, filters: Dict[str, Any], meta: Dict[str, Any]) -> int:
         """Merges ``meta`` into the meta of the documents matching
         ``filters`` (their tokens are kept, not re-encoded); returns how many."""
         if RESERVED in meta:
             raise ValueError(f"the meta key {RESERVED!r} is Tessera's")
-        docs = self._target.scan_all(_filter(filters), tokens=True)
-        col = self._target.get()
-        for i in range(0, len(docs), 500):
-            part = docs[i : i + 500]
-            col.upsert(
-                [d.id for d in part],
-                [d.tokens for d in part],
-                texts=[d.text for d in part],
-                payloads=[{**(d.payload or {}), **meta} for d in part],
-            )
-        return len(docs)
+        ids = [d.id for d in self._target.scan_all(_filter(filters))]
+        return self._target.rewrite_payloads(ids, lambda p: {**(p or {}), **meta})
 
     # -------------------------------------------------------- retrieval
 
@@ -312,11 +294,7 @@ class TesseraDocumentStore:
             q = self._target.query_tokens(col, query, None)
         else:
             q = as_tokens(query, "query_embedding")
-        f = _filter(filters)
-        opts = dict(options)
-        if f is not None:
-            opts["filter"] = f
-        hits = col.search(q, k=top_k, **opts)
+        hits = col.search(q, k=top_k, **search_options(options, {}, _filter(filters)))
         return [self._to_haystack(h, score=h.score) for h in hits]
 
     # async twins (the engine releases the GIL; a thread each)

@@ -22,7 +22,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
-from ._common import Target, mongo_filter, new_id
+from .. import errors
+from ._common import Target, mongo_filter, new_id, search_options
 
 __all__ = ["TesseraVectorStore", "TesseraRetriever"]
 
@@ -101,9 +102,7 @@ class TesseraVectorStore(VectorStore):
             raise TypeError(f"delete() got unexpected keyword arguments {sorted(kwargs)}")
         if ids is None:
             raise ValueError("delete() needs ids (dropping the whole collection is Database.drop_collection)")
-        col = self._target.get()
-        if col is not None and ids:
-            col.delete(list(ids))
+        self._target.delete(ids)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> List[Document]:
@@ -121,10 +120,10 @@ class TesseraVectorStore(VectorStore):
             return []
         embed = self._embedding.embed_query if self._embedding is not None else None
         q = self._target.query_tokens(col, query, embed)
-        opts = {**self._options, **options}
-        if filter is not None:
-            opts["filter"] = mongo_filter(filter)
+        opts = search_options(self._options, options, mongo_filter(filter) if filter is not None else None)
         if hybrid:
+            if opts.get("text") is not None:
+                raise errors.InvalidInputError("the hybrid search's BM25 text is the query: give no text option")
             opts["text"] = query
         hits = col.search(q, k=k, **opts)
         return [(_document(h.id, h.text, h.payload), float(h.score), int(q.shape[0])) for h in hits]
@@ -197,9 +196,11 @@ class TesseraVectorStore(VectorStore):
 
 class TesseraRetriever(VectorStoreRetriever):
     """LangChain's vector-store retriever with one more ``search_type``:
-    ``"hybrid"`` (BM25 of the query beside MaxSim, the collection's ranking)."""
+    ``"hybrid"`` (BM25 of the query beside MaxSim, the collection's
+    ranking); ``"mmr"`` is refused."""
 
-    allowed_search_types: ClassVar[Collection[str]] = ("similarity", "similarity_score_threshold", "mmr", "hybrid")
+    # Not "mmr": max-marginal-relevance search is not implemented.
+    allowed_search_types: ClassVar[Collection[str]] = ("similarity", "similarity_score_threshold", "hybrid")
 
     def _get_relevant_documents(self, query: str, *, run_manager: Any, **kwargs: Any) -> List[Document]:
         if self.search_type == "hybrid":

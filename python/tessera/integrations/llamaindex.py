@@ -37,7 +37,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from ._common import Target, as_tokens
+from ._common import RANGE_BOUNDS, Target, among, as_tokens, search_options
 
 __all__ = ["TesseraVectorStore", "ModelEncodes", "convert_filters"]
 
@@ -57,24 +57,22 @@ class ModelEncodes(MockEmbedding):
 
 # ------------------------------------------------------------------ filters
 
-_COMPARE = {FilterOperator.GT: "gt", FilterOperator.GTE: "gte", FilterOperator.LT: "lt", FilterOperator.LTE: "lte"}
-
-
 def _one(f: MetadataFilter) -> Dict[str, Any]:
     field, op, v = f.key, FilterOperator(f.operator), f.value
+    # As LlamaIndex evaluates them: a missing key is None, and None equals
+    # nothing (EQ None matches no node, NE None every node).
     if op == FilterOperator.EQ:
-        return {"field": field, "exists": False} if v is None else {"field": field, "eq": v}
+        return {"or": []} if v is None else {"field": field, "eq": v}
     if op == FilterOperator.NE:
-        return {"field": field, "exists": True} if v is None else {"not": {"field": field, "eq": v}}
-    if op in _COMPARE:
+        return {"and": []} if v is None else {"not": {"field": field, "eq": v}}
+    if op.value in RANGE_BOUNDS:
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
-            return {"field": field, "range": {_COMPARE[op]: v}}
+            return {"field": field, "range": {RANGE_BOUNDS[op.value]: v}}
         raise ValueError(f"metadata filter {op.value} on {field!r} takes a number or a string, got {v!r}")
     if op in (FilterOperator.IN, FilterOperator.NIN):
         if not isinstance(v, list):
             raise ValueError(f"metadata filter {op.value} on {field!r} takes a list, got {v!r}")
-        c = {"field": field, "in": v}
-        return c if op == FilterOperator.IN else {"not": c}
+        return among(field, v, negate=op == FilterOperator.NIN)
     if op == FilterOperator.IS_EMPTY:
         return {"or": [{"field": field, "exists": False}, {"field": field, "in": ["", []]}]}
     raise ValueError(
@@ -181,27 +179,35 @@ class TesseraVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Deletes every node of the source document ``ref_doc_id``."""
+        if delete_kwargs:
+            raise TypeError(f"delete() got unexpected keyword arguments {sorted(delete_kwargs)}")
         self._delete_where({"field": "ref_doc_id", "eq": ref_doc_id})
 
     def _delete_where(self, f: Optional[Dict[str, Any]], ids: Optional[List[str]] = None) -> None:
-        col = self._target.get()
-        if col is None:
-            return
+        """Deletes the nodes matching ``f`` (all without), among ``ids`` when given."""
         if ids is None:
             ids = [d.id for d in self._target.scan_all(f)]
         elif f is not None:
-            keep = {d.id for d in self._target.scan_all(f)}
-            ids = [i for i in ids if i in keep]
-        for i in range(0, len(ids), 1000):
-            col.delete(ids[i : i + 1000])
+            ids = self._matching(ids, f)
+        self._target.delete(ids)
+
+    def _matching(self, ids: List[str], f: Dict[str, Any]) -> List[str]:
+        keep = {d.id for d in self._target.scan_all(f)}
+        return [i for i in ids if i in keep]
 
     def delete_nodes(
         self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None, **delete_kwargs: Any
     ) -> None:
-        """Deletes the nodes of ``node_ids`` (those matching ``filters``, when given)."""
+        """Deletes the nodes of ``node_ids`` (those matching ``filters``, when
+        given) or, without ids, every node matching ``filters``; an empty
+        ``node_ids`` deletes nothing."""
+        if delete_kwargs:
+            raise TypeError(f"delete_nodes() got unexpected keyword arguments {sorted(delete_kwargs)}")
         if node_ids is None and filters is None:
             raise ValueError("delete_nodes() needs node_ids or filters (clear() deletes every node)")
-        self._delete_where(convert_filters(filters) if filters else None, list(node_ids) if node_ids else None)
+        if node_ids is not None and len(node_ids) == 0:
+            return
+        self._delete_where(convert_filters(filters) if filters else None, None if node_ids is None else list(node_ids))
 
     def clear(self) -> None:
         """Deletes every node (the collection, its settings and model stay)."""
@@ -219,7 +225,7 @@ class TesseraVectorStore(BasePydanticVectorStore):
         if node_ids is not None:
             docs = [d for d in col.get(list(node_ids)) if d is not None]
             if f is not None:
-                keep = {d.id for d in self._target.scan_all(f)}
+                keep = set(self._matching([d.id for d in docs], f))
                 docs = [d for d in docs if d.id in keep]
         else:
             docs = self._target.scan_all(f)
@@ -236,6 +242,12 @@ class TesseraVectorStore(BasePydanticVectorStore):
         mode = VectorStoreQueryMode(query.mode)
         if mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID):
             raise ValueError(f"query mode {mode.value!r} is not supported: use default or hybrid")
+        for name in ("alpha", "sparse_top_k", "hybrid_top_k", "mmr_threshold"):
+            if getattr(query, name, None) is not None:
+                raise ValueError(
+                    f"{name} is not supported: a hybrid query is ordered by the collection's ranking "
+                    "(Collection.set_ranking, `tessera tune`) or the rank options in search_options"
+                )
         col = self._target.get()
         if col is None or query.similarity_top_k == 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
@@ -250,14 +262,17 @@ class TesseraVectorStore(BasePydanticVectorStore):
             parts.append(convert_filters(query.filters))
         if query.doc_ids:
             parts.append({"field": "ref_doc_id", "in": list(query.doc_ids)})
-        opts = {**self.search_options, **kwargs}
-        if parts:
-            opts["filter"] = parts[0] if len(parts) == 1 else {"and": parts}
+        f = (parts[0] if len(parts) == 1 else {"and": parts}) if parts else None
+        opts = search_options(self.search_options, kwargs, f)
         if query.node_ids:
+            if opts.get("ids") is not None:
+                raise ValueError("the query's node_ids and an ids search option: give one")
             opts.update(ids=list(query.node_ids), rerank_only=True)
         if mode == VectorStoreQueryMode.HYBRID:
             if not query.query_str:
                 raise ValueError("a hybrid query needs query_str (its BM25 text)")
+            if opts.get("text") is not None:
+                raise ValueError("a hybrid query's BM25 text is its query_str: give no text search option")
             opts["text"] = query.query_str
         hits = col.search(q, k=query.similarity_top_k, **opts)
         nodes = [metadata_dict_to_node(h.payload, text=h.text) for h in hits]
