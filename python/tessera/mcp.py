@@ -44,22 +44,20 @@ INSTRUCTIONS = (
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
-def _hit(h: Any) -> dict[str, Any]:
-    out: Dict[str, Any] = {"id": h.id, "score": h.score}
-    if h.text is not None:
-        out["text"] = h.text
-    if h.payload is not None:
-        out["payload"] = h.payload
-    return out
+def _with(x: Any, **head: Any) -> Dict[str, Any]:
+    """``head`` and the text and payload ``x`` has."""
+    for key in ("text", "payload"):
+        if getattr(x, key) is not None:
+            head[key] = getattr(x, key)
+    return head
 
 
-def _doc(d: Any) -> dict[str, Any]:
-    out: Dict[str, Any] = {"id": d.id, "n_tokens": d.n_tokens}
-    if d.text is not None:
-        out["text"] = d.text
-    if d.payload is not None:
-        out["payload"] = d.payload
-    return out
+def _hit(h: Any) -> Dict[str, Any]:
+    return _with(h, id=h.id, score=h.score)
+
+
+def _doc(d: Any) -> Dict[str, Any]:
+    return _with(d, id=d.id, n_tokens=d.n_tokens)
 
 
 class ReadOnlyFolder:

@@ -166,6 +166,22 @@ def make_server(tmp_path):
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random BERT late-interaction model folder (encoder_reference)."""
+    import encoder_reference as R
+
+    return R.write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", "bert", seed=21)
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory, tiny_model):
+    """A `tessera serve` started with the tiny model as `--model tiny=…`."""
+    s = Server(tmp_path_factory.mktemp("model-server"), args=("--model", f"tiny={tiny_model}"))
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray instance on loopback with 2 CPUs, shared by the tests that

@@ -44,6 +44,16 @@ DEFAULT_WORDS = [
     "river", "bank", "money", "red", "planet", "mars", "known",
 ]
 
+# Short texts made of DEFAULT_WORDS, for tests that index a few documents.
+SAMPLE_TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a cat sat on the mat",
+    "river bank and money bank",
+    "late interaction search engine for token vectors",
+    "the red planet is known as mars",
+    "python and rust",
+]
+
 # transformers' float32 finfo.min: the value HF writes into masked attention scores.
 F32_MIN = float(np.finfo(np.float32).min)
 

@@ -36,7 +36,7 @@ from haystack.utils.filters import document_matches_filter  # noqa: E402
 
 import encoder_reference as R  # noqa: E402
 import tessera  # noqa: E402
-from conftest import Server, maxsim  # noqa: E402
+from conftest import maxsim  # noqa: E402
 from tessera.integrations.haystack import (  # noqa: E402
     TesseraDocumentStore,
     TesseraEmbeddingRetriever,
@@ -47,15 +47,8 @@ _names = (f"hs{i}" for i in itertools.count())
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return R.write_tiny_model(tmp_path_factory.mktemp("hs-model") / "model", "bert", seed=21)
-
-
-@pytest.fixture(scope="module")
-def hs_server(tmp_path_factory, model):
-    s = Server(tmp_path_factory.mktemp("hs-server"), args=("--model", f"tiny={model}"))
-    yield s
-    s.stop()
+def model(tiny_model):
+    return tiny_model
 
 
 class Suite(
@@ -95,17 +88,17 @@ class Suite(
 
 class TestEmbedded(Suite):
     @pytest.fixture
-    def document_store(self, tmp_path, model):
-        store = TesseraDocumentStore(str(tmp_path / "db"), "docs", model=str(model))
+    def document_store(self, tmp_path, tiny_model):
+        store = TesseraDocumentStore(str(tmp_path / "db"), "docs", model=str(tiny_model))
         yield store
         store._target.backend.close()
 
 
 class TestServer(Suite):
     @pytest.fixture
-    def document_store(self, hs_server):
+    def document_store(self, model_server):
         name = next(_names)
-        store = TesseraDocumentStore(hs_server.url, name, model="tiny")
+        store = TesseraDocumentStore(model_server.url, name, model="tiny")
         yield store
         client = store._target.backend
         if name in client.list_collections():
@@ -179,13 +172,13 @@ def test_filters_select_what_haystack_selects(tmp_path, model, rng):
             store.filter_documents(bad)
 
 
-def test_retrievers_rank_as_a_naive_maxsim(tmp_path, model, hs_server, rng):
+def test_retrievers_rank_as_a_naive_maxsim(tmp_path, model, model_server, rng):
     docs = random_docs(rng, 30)
     texts = [d.content for d in docs]
     dv = R.reference_encode(model, texts, is_query=False)
     for store in [
         TesseraDocumentStore(str(tmp_path / "db"), "docs", model=str(model)),
-        TesseraDocumentStore(hs_server.url, next(_names), model="tiny"),
+        TesseraDocumentStore(model_server.url, next(_names), model="tiny"),
     ]:
         store.write_documents(docs)
         retriever = TesseraRetriever(store, top_k=5, search_options={"exact": True})

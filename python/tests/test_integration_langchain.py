@@ -22,20 +22,10 @@ from langchain_tests.integration_tests.vectorstores import VectorStoreIntegratio
 
 import encoder_reference as R  # noqa: E402
 import tessera  # noqa: E402
-from conftest import Server, maxsim  # noqa: E402
+from conftest import maxsim  # noqa: E402
 from tessera.integrations.langchain import TesseraRetriever, TesseraVectorStore  # noqa: E402
 
 _names = (f"lc{i}" for i in itertools.count())
-
-
-@pytest.fixture(scope="module")
-def lc_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lc-server")
-    model = R.write_tiny_model(root / "model", "bert", seed=3)
-    s = Server(root, args=("--model", f"tiny={model}"))
-    s.model = model
-    yield s
-    s.stop()
 
 
 class TestEmbeddedStandard(VectorStoreIntegrationTests):
@@ -54,8 +44,8 @@ class TestServerStandard(VectorStoreIntegrationTests):
     """LangChain's standard suite against `tessera serve` through tessera.Client."""
 
     @pytest.fixture()
-    def vectorstore(self, lc_server):
-        client = tessera.Client(lc_server.url)
+    def vectorstore(self, model_server):
+        client = tessera.Client(model_server.url)
         name = next(_names)
         try:
             yield TesseraVectorStore(client, name, self.get_embeddings())
@@ -105,9 +95,9 @@ def backends(tmp_path, server):
     return [("embedded", db), ("server", client)]
 
 
-def test_token_matrices_rank_as_a_naive_maxsim(tmp_path, lc_server):
+def test_token_matrices_rank_as_a_naive_maxsim(tmp_path, model_server):
     emb = TokenEmbeddings()
-    for where, backend in backends(tmp_path, lc_server):
+    for where, backend in backends(tmp_path, model_server):
         name = next(_names)
         store = TesseraVectorStore(backend, name, emb)
         ids = store.add_texts(TEXTS, metadatas=[{"n": i} for i in range(len(TEXTS))], ids=[f"d{i}" for i in range(8)])
@@ -189,7 +179,7 @@ FILTERS = [
 ]
 
 
-def test_mongo_filters_select_what_a_python_evaluation_selects(tmp_path, lc_server, rng):
+def test_mongo_filters_select_what_a_python_evaluation_selects(tmp_path, model_server, rng):
     emb = TokenEmbeddings()
     n = 60
     texts = [" ".join(rng.choice(R.DEFAULT_WORDS, size=4)) for _ in range(n)]
@@ -201,7 +191,7 @@ def test_mongo_filters_select_what_a_python_evaluation_selects(tmp_path, lc_serv
         if i % 4 == 0:
             m["tag"] = str(rng.choice(["x", "y"]))
         metas.append(m)
-    for where, backend in backends(tmp_path, lc_server):
+    for where, backend in backends(tmp_path, model_server):
         name = next(_names)
         store = TesseraVectorStore(backend, name, emb)
         ids = store.add_texts(texts, metadatas=metas, ids=[f"d{i:02d}" for i in range(n)])
@@ -229,9 +219,9 @@ def reference_ranking(model, texts, query, k):
     return order, scores
 
 
-def test_a_bound_model_encodes_texts_and_queries(tmp_path, lc_server):
-    model = lc_server.model
-    for where, backend in backends(tmp_path, lc_server):
+def test_a_bound_model_encodes_texts_and_queries(tmp_path, tiny_model, model_server):
+    model = tiny_model
+    for where, backend in backends(tmp_path, model_server):
         name = next(_names)
         store = TesseraVectorStore(
             backend, name, model=str(model) if where == "embedded" else "tiny", create={"text": "english"}

@@ -29,22 +29,15 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 
 import encoder_reference as R  # noqa: E402
 import tessera  # noqa: E402
-from conftest import Server, maxsim  # noqa: E402
+from conftest import maxsim  # noqa: E402
 from tessera.integrations.llamaindex import ModelEncodes, TesseraVectorStore  # noqa: E402
 
 _names = (f"li{i}" for i in itertools.count())
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return R.write_tiny_model(tmp_path_factory.mktemp("li-model") / "model", "bert", seed=31)
-
-
-@pytest.fixture(scope="module")
-def li_server(tmp_path_factory, model):
-    s = Server(tmp_path_factory.mktemp("li-server"), args=("--model", f"tiny={model}"))
-    yield s
-    s.stop()
+def model(tiny_model):
+    return tiny_model
 
 
 def F(key, op, value):
@@ -103,11 +96,11 @@ def assert_same_top(got, ref, scores, k, tol=2e-3):
         assert i == j or abs(scores[i] - scores[j]) <= tol
 
 
-def test_same_nodes_as_simple_vector_store(tmp_path, li_server, rng):
+def test_same_nodes_as_simple_vector_store(tmp_path, model_server, rng):
     nodes = random_nodes(rng, 60)
     simple = SimpleVectorStore()
     simple.add(nodes)
-    for where, client in [("embedded", str(tmp_path / "db")), ("server", li_server.url)]:
+    for where, client in [("embedded", str(tmp_path / "db")), ("server", model_server.url)]:
         store = TesseraVectorStore(client, next(_names), search_options={"exact": True})
         assert store.is_embedding_query, "no model: LlamaIndex embeds the query"
         assert store.add(nodes) == [n.node_id for n in nodes]
@@ -189,8 +182,8 @@ DOCS = [
 
 
 @pytest.mark.parametrize("where", ["embedded", "server"])
-def test_a_vector_store_index_over_a_bound_collection(tmp_path, model, li_server, where):
-    client = str(tmp_path / "db") if where == "embedded" else li_server.url
+def test_a_vector_store_index_over_a_bound_collection(tmp_path, model, model_server, where):
+    client = str(tmp_path / "db") if where == "embedded" else model_server.url
     store = TesseraVectorStore(
         client, next(_names), model=str(model) if where == "embedded" else "tiny",
         create={"text": "english"},

@@ -23,14 +23,7 @@ import tessera  # noqa: E402
 from conftest import REPO  # noqa: E402
 from tessera.mcp import build_server  # noqa: E402
 
-TEXTS = [
-    "the quick brown fox jumps over the lazy dog",
-    "a cat sat on the mat",
-    "river bank and money bank",
-    "late interaction search engine for token vectors",
-    "the red planet is known as mars",
-    "python and rust",
-]
+TEXTS = R.SAMPLE_TEXTS
 
 
 def fill(backend, model_ref):

@@ -17,14 +17,7 @@ import encoder_reference as R
 import tessera
 
 WORDS = R.DEFAULT_WORDS
-DOCS = [
-    "the quick brown fox jumps over the lazy dog",
-    "a cat sat on the mat",
-    "river bank and money bank",
-    "late interaction search engine for token vectors",
-    "the red planet is known as mars",
-    "python and rust",
-]
+DOCS = R.SAMPLE_TEXTS
 
 
 def ranking(model, docs, query, k):
