@@ -1129,14 +1129,16 @@ impl Collection {
     /// Hard negatives of one query for training: the top `range[1]`
     /// documents, without the `positives` (ids), ranked within `range`
     /// (1-based, counted before positives are dropped), not above
-    /// `exclude_above_score` × the best positive's score, `per_query` of them
+    /// `exclude_above_score` × the best positive's score, nor above
+    /// `max_score`, nor within `margin` below the best positive's exact
+    /// score; `per_query` of them, the best ranked (`sampling="top"`) or
     /// sampled with a generator seeded by `seed` and `query_id`. Returns
     /// `(negatives, positives)`: hits in rank order, and the live positives
     /// with their exact MaxSim scores, best first. With `text` (the query's
     /// text) the retrieval is hybrid (MaxSim and BM25 candidates) ordered by
     /// `rank`/`rank_norm`/`rank_weights` as `search` takes them (default: the
     /// collection's ranking); scores stay MaxSim. As `tessera mine-negatives`.
-    #[pyo3(signature = (query_id, query, positives, *, range=(10, 100), per_query=7, exclude_above_score=None, seed=42, candidates=None, exact=false, require_text=true, text=None, rank=None, rank_norm=None, rank_weights=None))]
+    #[pyo3(signature = (query_id, query, positives, *, range=(10, 100), per_query=7, exclude_above_score=None, max_score=None, margin=None, sampling="random", seed=42, candidates=None, exact=false, require_text=true, text=None, rank=None, rank_norm=None, rank_weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn mine_negatives(
         &self,
@@ -1147,6 +1149,9 @@ impl Collection {
         range: (usize, usize),
         per_query: usize,
         exclude_above_score: Option<f32>,
+        max_score: Option<f32>,
+        margin: Option<f32>,
+        sampling: &str,
         seed: u64,
         candidates: Option<usize>,
         exact: bool,
@@ -1164,6 +1169,9 @@ impl Collection {
             range,
             per_query,
             exclude_above_score,
+            max_score,
+            margin,
+            sampling: named(py, sampling)?,
             seed,
             candidates: candidates.unwrap_or(tessera::DEFAULT_CANDIDATES),
             exact,

@@ -687,6 +687,9 @@ class RemoteCollection:
         range: Tuple[int, int] = (10, 100),
         per_query: int = 7,
         exclude_above_score: Optional[float] = None,
+        max_score: Optional[float] = None,
+        margin: Optional[float] = None,
+        sampling: str = "random",
         seed: int = 42,
         candidates: Optional[int] = None,
         exact: bool = False,
@@ -704,11 +707,13 @@ class RemoteCollection:
             "positives": _ids(positives),
             "range": [int(range[0]), int(range[1])],
             "per_query": int(per_query),
+            "sampling": sampling,
             "seed": int(seed),
             "exact": bool(exact),
             "require_text": bool(require_text),
         }
-        for key, v in (("exclude_above_score", exclude_above_score), ("candidates", candidates), ("text", text),
+        for key, v in (("exclude_above_score", exclude_above_score), ("max_score", max_score), ("margin", margin),
+                       ("candidates", candidates), ("text", text),
                        ("rank", rank), ("rank_norm", rank_norm), ("rank_weights", rank_weights)):
             if v is not None:
                 body[key] = v

@@ -233,7 +233,9 @@ def test_mine_negatives_through_the_server_answers_as_embedded(make_server, tmp_
             q = docs[ids[qi]] + 0.1 * rng.standard_normal(docs[ids[qi]].shape).astype(np.float32)
             pos = [ids[qi], "missing"]
             for kw in ({}, {"range": (2, 30), "per_query": 4, "exact": True, "seed": 7},
-                       {"text": "topic 3", "rank": "linear", "rank_weights": {"bm25": 0.2}}):
+                       {"text": "topic 3", "rank": "linear", "rank_weights": {"bm25": 0.2}},
+                       {"range": (1, 40), "sampling": "top", "margin": 0.5, "exact": True},
+                       {"range": (1, 40), "max_score": 2.0, "exclude_above_score": 0.9, "seed": 3}):
                 want = local.mine_negatives(f"q{qi}", q, pos, **kw)
                 got = remote.mine_negatives(f"q{qi}", q, pos, **kw)
                 for g, w in zip(got, want):
@@ -242,6 +244,11 @@ def test_mine_negatives_through_the_server_answers_as_embedded(make_server, tmp_
                     assert [h.text for h in g] == [h.text for h in w]
         with pytest.raises(tessera.InvalidInputError, match="range"):
             remote.mine_negatives("q", q, [], range=(5, 2))
+        for col in (local, remote):
+            with pytest.raises(tessera.InvalidInputError, match="sampling"):
+                col.mine_negatives("q", q, [], sampling="best")
+            with pytest.raises(tessera.InvalidInputError, match="margin must be >= 0"):
+                col.mine_negatives("q", q, [], margin=-1.0)
 
 
 def test_scan_and_count_through_the_server_answer_as_embedded(make_server, tmp_path, rng):

@@ -100,3 +100,24 @@ def test_mine_negatives_against_the_exact_ranking(db, rng):
     assert [h.id for h in again] == [h.id for h in neg] and [h.id for h in other] != [h.id for h in neg]
     with pytest.raises(tessera.InvalidInputError, match="range"):
         col.mine_negatives("q1", q, positives, range=(0, 5))
+    # sentence-transformers' guards and top-n, against the naive ranking:
+    # candidates ranked 10..30 that are not positives, minus those above an
+    # absolute ceiling or within a margin of the best positive's score.
+    best = score[order[0]]
+    ceiling = (score[order[19]] + score[order[20]]) / 2
+    margin = best - (score[order[24]] + score[order[25]]) / 2
+    window = [i for i in order[9:30] if i not in positives]
+    for kw, keep in [
+        ({}, lambda s: True),
+        ({"max_score": ceiling}, lambda s: s <= ceiling),
+        ({"margin": margin}, lambda s: s <= best - margin),
+        ({"max_score": ceiling, "margin": margin, "exclude_above_score": 0.99}, lambda s: s <= min(ceiling, best - margin, 0.99 * best)),
+    ]:
+        eligible = [i for i in window if keep(score[i])]
+        top, _ = col.mine_negatives("q1", q, positives, range=(10, 30), per_query=6, exact=True, sampling="top", **kw)
+        assert [h.id for h in top] == eligible[:6], kw
+        sampled, _ = col.mine_negatives("q1", q, positives, range=(10, 30), per_query=6, exact=True, **kw)
+        assert {h.id for h in sampled} <= set(eligible) and len(sampled) == min(6, len(eligible)), kw
+    # A margin needs a positive to measure from: none stored, no negatives.
+    none, _ = col.mine_negatives("q1", q, ["not-a-doc"], range=(10, 30), exact=True, margin=0.1)
+    assert none == []

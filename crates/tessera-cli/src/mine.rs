@@ -64,15 +64,26 @@ pub struct MineArgs {
     /// is how many documents are retrieved.
     #[arg(long, default_value = "10:100", value_parser = parse_range)]
     pub range: (usize, usize),
-    /// Negatives sampled per query (uniformly, without replacement; fewer if
-    /// fewer candidates remain).
+    /// Negatives per query (fewer if fewer candidates remain), chosen by --sampling.
     #[arg(long, default_value_t = 7)]
     pub per_query: usize,
+    /// `random`: sample the negatives uniformly without replacement (seeded by
+    /// --seed and the query's id); `top`: take the best ranked.
+    #[arg(long, default_value = "random", value_parser = crate::args::named::<tessera::Sampling>())]
+    pub sampling: tessera::Sampling,
     /// False-negative guard: drop candidates scoring above X × the best
     /// retrieved positive's score (X a fraction, e.g. 0.95). When no positive
     /// was retrieved, X × the top score is used instead.
     #[arg(long, value_name = "X")]
     pub exclude_above_score: Option<f32>,
+    /// False-negative guard: drop candidates scoring above this MaxSim score.
+    #[arg(long, value_name = "SCORE")]
+    pub max_score: Option<f32>,
+    /// False-negative guard: drop candidates scoring above the best positive's
+    /// MaxSim score minus M (a query whose positives are all missing from the
+    /// collection then gets no negatives).
+    #[arg(long, value_name = "M")]
+    pub margin: Option<f32>,
     /// Seed of the sampling; each query draws from its own generator seeded
     /// with this and its id, so a query's negatives do not depend on the others.
     #[arg(long, default_value_t = 42)]
@@ -182,6 +193,9 @@ pub fn mine(db: &Database, a: &MineArgs, out: &mut dyn Write) -> Result<MineRepo
         range: a.range,
         per_query: a.per_query,
         exclude_above_score: a.exclude_above_score,
+        max_score: a.max_score,
+        margin: a.margin,
+        sampling: a.sampling,
         seed: a.seed,
         candidates: a.candidates,
         exact: a.exact,

@@ -264,6 +264,59 @@ fn mined_negatives_respect_positives_range_guard_and_seed() {
             assert!(score(n.as_str().unwrap()) <= x * best + 1e-4, "{qid}: {n} above the guard");
         }
     }
+    // The guards and the top mode, against the exact ranking: with --sampling
+    // top the negatives are the best ranked candidates that pass every guard.
+    // Bounds between two ranks' scores, so no document sits on a guard's edge.
+    let s20 = (exact["q0"][19].1 + exact["q0"][20].1) / 2.0;
+    let margin = exact["q0"][0].1 - (exact["q0"][24].1 + exact["q0"][25].1) / 2.0;
+    for (name, extra) in [
+        ("top", vec!["--sampling", "top"]),
+        ("ceiling", vec!["--sampling", "top", "--max-score", &*format!("{s20:.6}")]),
+        ("margin", vec!["--sampling", "top", "--margin", &*format!("{margin:.6}")]),
+        ("margin, random", vec!["--margin", &*format!("{margin:.6}")]),
+    ] {
+        let (_, got) = mine(&f.root.join(format!("{name}.jsonl")), &extra);
+        for l in &got {
+            let qid = l["query_id"].as_str().unwrap();
+            let r = &exact[qid];
+            let best = r.iter().filter(|(d, _)| positives[qid].contains(d)).map(|(_, s)| *s).fold(f64::MIN, f64::max);
+            let passes = |s: f64| match name {
+                "ceiling" => s <= s20,
+                "margin" | "margin, random" => s <= best - margin,
+                _ => true,
+            };
+            let eligible: Vec<&str> = r[9..30]
+                .iter()
+                .filter(|(d, s)| !positives[qid].contains(d) && passes(*s))
+                .map(|(d, _)| d.as_str())
+                .collect();
+            let neg: Vec<&str> = l["neg_ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+            if name == "margin, random" {
+                assert!(neg.iter().all(|n| eligible.contains(n)), "{name} {qid}: {neg:?} not among {eligible:?}");
+                assert_eq!(neg.len(), eligible.len().min(5), "{name} {qid}");
+            } else {
+                let want: Vec<&str> = eligible.iter().copied().take(5).collect();
+                assert_eq!(neg, want, "{name} {qid}");
+            }
+        }
+    }
+    let o = tessera(&[
+        "mine-negatives",
+        "--db",
+        &db,
+        "--collection",
+        "c",
+        "--queries",
+        &q,
+        "--qrels",
+        "x",
+        "--out",
+        "y",
+        "--sampling",
+        "best",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("random"), "names the choices");
     // Bad ranges are usage errors.
     let o = tessera(&[
         "mine-negatives",

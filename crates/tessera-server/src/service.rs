@@ -409,6 +409,12 @@ pub struct MineRequest {
     pub per_query: usize,
     #[serde(default)]
     pub exclude_above_score: Option<f32>,
+    #[serde(default)]
+    pub max_score: Option<f32>,
+    #[serde(default)]
+    pub margin: Option<f32>,
+    #[serde(default)]
+    pub sampling: tessera::Sampling,
     #[serde(default = "mine_seed")]
     pub seed: u64,
     #[serde(default)]
@@ -1313,6 +1319,9 @@ impl Service {
             range: mine.range,
             per_query: mine.per_query,
             exclude_above_score: mine.exclude_above_score,
+            max_score: mine.max_score,
+            margin: mine.margin,
+            sampling: mine.sampling,
             seed: mine.seed,
             candidates: mine.candidates.unwrap_or(tessera::DEFAULT_CANDIDATES),
             exact: mine.exact,

@@ -75,7 +75,7 @@ pub use filter::{Filter, MAX_FILTER_VALUES};
 pub use half::f16;
 pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
-pub use mine::{MineParams, Mined, SplitMix64};
+pub use mine::{MineParams, Mined, Sampling, SplitMix64};
 pub use model::{
     Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, collection_dim, encode_missing, encode_texts,
     load_model, needs_tokens,

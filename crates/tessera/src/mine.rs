@@ -1,10 +1,16 @@
 //! Hard-negative mining for reranker and embedding fine-tuning: for one
 //! query, retrieve the top `END` documents, drop the known positives, keep
-//! the candidates ranked `START..=END`, optionally drop those scoring above a
-//! fraction of the best positive's score (likely unjudged positives), and
-//! sample `per_query` of them with a generator seeded by the seed and the
-//! query's id — so a query's negatives do not depend on the other queries.
-//! The positives come back with their exact MaxSim scores, for distillation.
+//! the candidates ranked `START..=END`, optionally drop those that score too
+//! close to a positive to be trusted as negatives (likely unjudged positives:
+//! above a fraction of the best positive's score, within a margin below the
+//! best positive's exact score, or above an absolute ceiling), and take
+//! `per_query` of the rest — the best ones (`Sampling::Top`) or a sample
+//! drawn with a generator seeded by the seed and the query's id
+//! (`Sampling::Random`), so a query's negatives do not depend on the other
+//! queries. These are the guards and modes of sentence-transformers'
+//! `mine_hard_negatives` (`relative_margin`, `absolute_margin`, `max_score`,
+//! `sampling_strategy`). The positives come back with their exact MaxSim
+//! scores, for distillation.
 //!
 //! Retrieval is two-stage (or exact) MaxSim, or, given the query's text, a
 //! hybrid query (MaxSim and BM25 candidates fused) ordered by a [`Rank`] —
@@ -43,6 +49,18 @@ impl SplitMix64 {
     }
 }
 
+/// Which of the candidates left after the guards become negatives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sampling {
+    /// `per_query` drawn uniformly (seeded by the seed and the query's id), in rank order.
+    #[default]
+    Random,
+    /// The `per_query` best ranked.
+    Top,
+}
+
+tessera_format::named!(Sampling, "sampling", [Sampling::Random => "random", Sampling::Top => "top"]);
+
 /// How to mine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MineParams {
@@ -54,6 +72,14 @@ pub struct MineParams {
     /// Drop candidates scoring above this fraction of the best retrieved
     /// positive's score (of the top score when no positive was retrieved).
     pub exclude_above_score: Option<f32>,
+    /// Drop candidates scoring above this MaxSim score (an absolute ceiling).
+    pub max_score: Option<f32>,
+    /// Drop candidates scoring above the best positive's exact MaxSim score
+    /// minus this margin; a query none of whose positives is a live document
+    /// gets no negatives under a margin (there is nothing to measure it from).
+    pub margin: Option<f32>,
+    /// Random sample or the best ranked.
+    pub sampling: Sampling,
     pub seed: u64,
     /// Candidates of the two-stage search (at least END are used).
     pub candidates: usize,
@@ -72,6 +98,9 @@ impl Default for MineParams {
             range: (10, 100),
             per_query: 7,
             exclude_above_score: None,
+            max_score: None,
+            margin: None,
+            sampling: Sampling::Random,
             seed: 42,
             candidates: crate::search::DEFAULT_CANDIDATES,
             exact: false,
@@ -125,8 +154,15 @@ impl Collection {
                 "range must be 1 <= START <= END <= {MAX_K}, got {start}:{end}"
             )));
         }
-        if p.exclude_above_score.is_some_and(|x| !x.is_finite()) {
-            return Err(Error::InvalidArgument("exclude_above_score must be finite".into()));
+        for (name, v) in
+            [("exclude_above_score", p.exclude_above_score), ("max_score", p.max_score), ("margin", p.margin)]
+        {
+            if v.is_some_and(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!("{name} must be finite")));
+            }
+        }
+        if p.margin.is_some_and(|m| m < 0.0) {
+            return Err(Error::InvalidArgument("margin must be >= 0".into()));
         }
         let hits = match text {
             None if p.rank.is_some() => {
@@ -155,8 +191,12 @@ impl Collection {
             }
         };
         let judged: HashSet<&str> = positives.iter().map(AsRef::as_ref).collect();
+        let positives = self.rerank(query, positives)?.hits;
         let best_pos = hits.iter().filter(|h| judged.contains(h.id.as_str())).map(|h| h.score).reduce(f32::max);
-        let limit = p.exclude_above_score.zip(best_pos.or(hits.first().map(|h| h.score))).map(|(x, r)| x * r);
+        let relative = p.exclude_above_score.zip(best_pos.or(hits.first().map(|h| h.score))).map(|(x, r)| x * r);
+        // The positives come back best first.
+        let below_positive = p.margin.map(|m| positives.first().map_or(f32::NEG_INFINITY, |b| b.score - m));
+        let ceiling = [relative, below_positive, p.max_score].into_iter().flatten().reduce(f32::min);
         let mut guarded = 0;
         let mut pool = Vec::new();
         for (i, h) in hits.into_iter().enumerate() {
@@ -166,25 +206,29 @@ impl Collection {
             {
                 continue;
             }
-            if limit.is_some_and(|l| h.score > l) {
+            if ceiling.is_some_and(|c| h.score > c) {
                 guarded += 1;
                 continue;
             }
             pool.push(h);
         }
-        // n of the pool uniformly without replacement (partial Fisher–Yates), kept in rank order.
-        let mut idx: Vec<usize> = (0..pool.len()).collect();
-        let mut rng = SplitMix64::new(p.seed ^ id_hash(query_id));
-        let n = p.per_query.min(idx.len());
-        for i in 0..n {
-            let j = i + rng.below(idx.len() - i);
-            idx.swap(i, j);
-        }
-        let mut picked = idx[..n].to_vec();
-        picked.sort_unstable();
-        let mut pool: Vec<Option<SearchHit>> = pool.into_iter().map(Some).collect();
-        let negatives = picked.into_iter().filter_map(|i| pool[i].take()).collect();
-        let positives = self.rerank(query, positives)?.hits;
+        let n = p.per_query.min(pool.len());
+        let negatives = match p.sampling {
+            Sampling::Top => pool.into_iter().take(n).collect(),
+            Sampling::Random => {
+                // n of the pool uniformly without replacement (partial Fisher–Yates), kept in rank order.
+                let mut idx: Vec<usize> = (0..pool.len()).collect();
+                let mut rng = SplitMix64::new(p.seed ^ id_hash(query_id));
+                for i in 0..n {
+                    let j = i + rng.below(idx.len() - i);
+                    idx.swap(i, j);
+                }
+                let mut picked = idx[..n].to_vec();
+                picked.sort_unstable();
+                let mut pool: Vec<Option<SearchHit>> = pool.into_iter().map(Some).collect();
+                picked.into_iter().filter_map(|i| pool[i].take()).collect()
+            }
+        };
         Ok(Mined { negatives, positives, guarded })
     }
 }
