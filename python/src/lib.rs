@@ -461,11 +461,21 @@ impl Database {
     /// `read_only=True`, opens an existing one beside the process that may
     /// hold it to write (a server), changing no file and refusing writes.
     #[new]
-    #[pyo3(signature = (path, *, read_only=false))]
-    fn new(py: Python<'_>, path: std::path::PathBuf, read_only: bool) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, read_only=false, seal_idle_ms=None))]
+    fn new(py: Python<'_>, path: std::path::PathBuf, read_only: bool, seal_idle_ms: Option<i64>) -> PyResult<Self> {
         let shown = path.display().to_string();
+        let idle = match seal_idle_ms {
+            Some(_) if read_only => return Err(invalid(py, "seal_idle_ms: a read-only database never seals")),
+            Some(ms) if ms < 0 => return Err(invalid(py, format!("seal_idle_ms must be >= 0, got {ms}"))),
+            Some(0) => Some(None),
+            Some(ms) => Some(Some(std::time::Duration::from_millis(ms as u64))),
+            None => None,
+        };
         let open = || if read_only { tessera::Database::open_read_only(&path) } else { tessera::Database::open(&path) };
         let db = engine(py, open).or_py(py)?;
+        if let Some(idle) = idle {
+            db.set_seal_idle(idle);
+        }
         Ok(Database { shared: Arc::new(RwLock::new(Some(Arc::new(db)))), path: shown })
     }
 

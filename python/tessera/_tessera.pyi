@@ -212,10 +212,15 @@ class Collection:
 class Database:
     """A Tessera database folder, opened in this process."""
 
-    def __init__(self, path: Union[str, os.PathLike[str]], *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Union[str, os.PathLike[str]], *, read_only: bool = False, seal_idle_ms: Optional[int] = None
+    ) -> None:
         """Opens (creating if needed) the database in `path`; with `read_only=True`,
         opens an existing one beside the process that may hold it to write (a
-        server), changing no file; writes raise UnavailableError."""
+        server), changing no file; writes raise UnavailableError.
+        `seal_idle_ms`: seal a collection's memtable in the background once
+        no write came for that long (default 5000; 0: only when full or
+        flushed)."""
         ...
     @property
     def path(self) -> str: ...

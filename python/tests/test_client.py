@@ -293,3 +293,22 @@ def test_scan_and_count_through_the_server_answer_as_embedded(make_server, tmp_p
                 col.scan(limit=-1)
             with pytest.raises(tessera.InvalidInputError, match="filter"):
                 col.scan({"field": "n"})
+
+
+def test_the_server_seals_a_quiet_collection(make_server, rng):
+    """`tessera serve --seal-idle-ms` seals a collection's memtable once no
+    write came for that long; 0 leaves it to flush."""
+    import time
+
+    docs = corpus(rng, 25, 8)
+    for ms, sealed in (("100", True), ("0", False)):
+        server = make_server(args=("--seal-idle-ms", ms))
+        with tessera.Client(server.url) as client:
+            col = client.create_collection(f"c{ms}", 8)
+            load(col, docs)
+            deadline = time.monotonic() + (20 if sealed else 0.6)
+            while col.stats()["memtable_documents"] > 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            s = col.stats()
+            assert (s["memtable_documents"], s["segments"]) == ((0, 1) if sealed else (25, 0)), ms
+        server.stop()

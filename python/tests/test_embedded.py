@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tessera
-from conftest import corpus, maxsim, ranking
+from conftest import corpus, load, maxsim, ranking
 
 DIM = 16
 
@@ -503,3 +503,36 @@ def test_opening_a_database_twice_in_one_process_says_so(tmp_path):
             tessera.Database(tmp_path / "db")
     with tessera.Database(tmp_path / "db"):
         pass  # closed, it opens again
+
+
+def _wait_sealed(col, timeout=20.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while col.stats()["memtable_documents"] > 0:
+        assert time.monotonic() < deadline, f"not sealed {timeout} s after the last write"
+        time.sleep(0.02)
+
+
+def test_a_quiet_collection_is_sealed_in_the_background(tmp_path, rng):
+    """Once no write came for `seal_idle_ms`, the memtable is sealed into a
+    segment (a two-stage search then has its candidate index); 0 turns it off;
+    a read-only database never seals and says so."""
+    import time
+
+    docs = corpus(rng, 30, 8)
+    with tessera.Database(tmp_path / "db", seal_idle_ms=100) as db:
+        col = db.create_collection("c", 8)
+        load(col, docs)
+        _wait_sealed(col)
+        s = col.stats()
+        assert (s["documents"], s["segments"]) == (30, 1)
+    with tessera.Database(tmp_path / "off", seal_idle_ms=0) as db:
+        col = db.create_collection("c", 8)
+        load(col, docs)
+        time.sleep(0.6)
+        assert col.stats()["memtable_documents"] == 30
+    with pytest.raises(tessera.InvalidInputError, match="never seals"):
+        tessera.Database(tmp_path / "db", read_only=True, seal_idle_ms=100)
+    with pytest.raises(tessera.InvalidInputError, match=">= 0"):
+        tessera.Database(tmp_path / "db", seal_idle_ms=-1)

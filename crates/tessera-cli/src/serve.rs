@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Open HTTP connections one client address may hold; more are answered 429 and closed.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_address: u32,
+    /// Seal a collection's memtable in the background once no write came for
+    /// this many milliseconds (0: only when full or flushed). A two-stage
+    /// search scores the memtable exactly, so a freshly written collection
+    /// searches faster once it is sealed.
+    #[arg(long, default_value_t = tessera::DEFAULT_SEAL_IDLE.as_millis() as u64)]
+    pub seal_idle_ms: u64,
     /// Folder where `POST /v1/backup` writes backups (each into a new sub-folder); without it
     /// that endpoint is refused.
     #[arg(long)]
@@ -166,6 +172,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_connections_per_address: a.max_connections_per_address as usize,
         backup_dir: a.backup_dir.clone(),
         models: a.models.clone(),
+        seal_idle: (a.seal_idle_ms > 0).then(|| Duration::from_millis(a.seal_idle_ms)),
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
     tessera_server::serve_blocking(config, |http, grpc| {

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     /// Models requests may name (creating a bound collection, `/v1/encode`,
     /// a reindex), loaded at start: `(NAME, folder)`.
     pub models: Vec<(String, PathBuf)>,
+    /// Seal a collection's memtable once no write came for this long
+    /// (`None`: only when full or flushed); see `Database::set_seal_idle`.
+    pub seal_idle: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -102,6 +105,7 @@ impl ServerConfig {
             max_connections_per_address: 256,
             backup_dir: None,
             models: Vec::new(),
+            seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Server {
         let db = tokio::task::spawn_blocking(move || Database::open(path))
             .await
             .map_err(|e| ServeError::Setup(format!("opening the database: {e}")))??;
+        db.set_seal_idle(config.seal_idle);
         let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
             .map_err(|e| ServeError::Setup(e.message))?
             .with_backup_dir(config.backup_dir);

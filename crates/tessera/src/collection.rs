@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::{SegmentWriter, StoredRows};
 use tessera_index::Encoder;
@@ -111,6 +111,9 @@ struct Maint {
     again: bool,
     /// The collection is being dropped: no task starts.
     closed: bool,
+    /// The next task starts with a flush: everything written is sealed (a
+    /// quiet collection, [`crate::idle`]).
+    flush: bool,
 }
 
 /// The running maintenance task; dropping it lets the next one run.
@@ -273,6 +276,10 @@ pub struct Collection {
     /// The version that replaced this one: writes that waited through the
     /// swap go on there.
     successor: OnceLock<Arc<Collection>>,
+    /// Seal the memtable once no write came for this many milliseconds (0: never).
+    seal_idle_ms: std::sync::atomic::AtomicU64,
+    /// When the last write batch was applied, while the quiet watcher waits on it.
+    last_write: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -398,6 +405,8 @@ impl Collection {
             maint_cv: Condvar::new(),
             sealed: Condvar::new(),
             me: OnceLock::new(),
+            seal_idle_ms: std::sync::atomic::AtomicU64::new(0),
+            last_write: Mutex::new(None),
             replaced: Default::default(),
             successor: OnceLock::new(),
         })
@@ -671,6 +680,7 @@ impl Collection {
         if due {
             self.schedule();
         }
+        self.written();
         Ok(existed)
     }
 
@@ -946,6 +956,54 @@ impl Collection {
 
     // ------------------------------------------------------------ maintenance
 
+    /// Seals the memtable once no write came for `idle` (None: never), in
+    /// the background ([`crate::idle`]); set for every collection by
+    /// [`Database::set_seal_idle`](crate::Database::set_seal_idle).
+    pub fn set_seal_idle(&self, idle: Option<Duration>) {
+        let ms = idle.map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64);
+        self.seal_idle_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The quiet period after which the memtable is sealed, if one is set.
+    pub fn seal_idle(&self) -> Option<Duration> {
+        match self.seal_idle_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// A write batch was applied: the quiet watcher waits for the next quiet period.
+    fn written(&self) {
+        if self.read_only || self.seal_idle().is_none() {
+            return;
+        }
+        *self.last_write.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if let Some(me) = self.me.get().and_then(Weak::upgrade) {
+            crate::idle::watch_after_write(&me);
+        }
+    }
+
+    /// Whether the collection has been quiet for its period with a memtable to seal.
+    pub(crate) fn quiet_for(&self, now: Instant) -> crate::idle::Quiet {
+        use crate::idle::Quiet;
+        let (Some(idle), Some(last)) = (self.seal_idle(), *self.last_write.lock().unwrap_or_else(|p| p.into_inner()))
+        else {
+            return Quiet::Nothing;
+        };
+        let since = now.saturating_duration_since(last);
+        if since < idle {
+            return Quiet::Not(idle - since);
+        }
+        if self.snapshot().mem.len() == 0 { Quiet::Nothing } else { Quiet::Yes }
+    }
+
+    /// Queues a flush: the quiet period passed ([`crate::idle`]).
+    pub(crate) fn seal_when_idle(&self) {
+        *self.last_write.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.maint.lock().unwrap_or_else(|p| p.into_inner()).flush = true;
+        self.schedule();
+    }
+
     /// Queues a maintenance task on the build pool (if none is queued; if
     /// one runs, it goes on once it is done).
     fn schedule(&self) {
@@ -970,6 +1028,7 @@ impl Collection {
 
     /// A queued maintenance task: seals and merges until nothing is due.
     fn background_task(&self) {
+        let flush;
         {
             let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
             m.scheduled = false;
@@ -979,9 +1038,10 @@ impl Collection {
                 return;
             }
             m.running = true;
+            flush = std::mem::take(&mut m.flush);
         }
         let task = Task(self);
-        let error = self.maintain(false).err().map(|e| e.to_string());
+        let error = self.maintain(flush).err().map(|e| e.to_string());
         if !matches!(error.as_deref(), Some(e) if e == Error::Poisoned(self.name.clone()).to_string()) {
             *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
         }

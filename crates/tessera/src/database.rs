@@ -28,7 +28,13 @@ pub struct Database {
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// Names whose files are being written by `create_collection`.
     creating: Mutex<BTreeSet<String>>,
+    /// The quiet period after which a collection's memtable is sealed.
+    seal_idle: Mutex<Option<std::time::Duration>>,
 }
+
+/// How long a collection stays unwritten before its memtable is sealed in
+/// the background, unless [`Database::set_seal_idle`] says otherwise.
+pub const DEFAULT_SEAL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +92,9 @@ impl Database {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
         }
         let collections = open_collections(&cdir, false)?;
+        for c in collections.values() {
+            c.set_seal_idle(Some(DEFAULT_SEAL_IDLE));
+        }
         open_here().insert(here.clone());
         Ok(Self {
             dir,
@@ -93,6 +102,7 @@ impl Database {
             _lock: Some(lock),
             collections: RwLock::new(collections),
             creating: Mutex::default(),
+            seal_idle: Mutex::new(Some(DEFAULT_SEAL_IDLE)),
         })
     }
 
@@ -121,7 +131,14 @@ impl Database {
             tries += 1;
             std::thread::sleep(std::time::Duration::from_millis(10 << tries.min(4)));
         };
-        Ok(Self { dir, here: None, _lock: None, collections: RwLock::new(collections), creating: Mutex::default() })
+        Ok(Self {
+            dir,
+            here: None,
+            _lock: None,
+            collections: RwLock::new(collections),
+            creating: Mutex::default(),
+            seal_idle: Mutex::new(None),
+        })
     }
 
     /// Refuses a change to a database opened read-only.
@@ -175,6 +192,7 @@ impl Database {
             fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path, false).map(Collection::shared));
         match opened {
             Ok(c) => {
+                c.set_seal_idle(*self.seal_idle.lock().unwrap_or_else(|p| p.into_inner()));
                 self.collections.write().expect("collections lock").insert(name.into(), c.clone());
                 Ok(c)
             }
@@ -203,6 +221,21 @@ impl Database {
 
     /// The open collection `name`: `InvalidCollectionName` for a name no
     /// collection can have, `UnknownCollection` for one that does not exist.
+    /// Seals a collection's memtable in the background once no write came
+    /// for `idle` (None: only when it is full or flushed), for every
+    /// collection of this database, those created later included. Default:
+    /// [`DEFAULT_SEAL_IDLE`]; a read-only database never seals.
+    pub fn set_seal_idle(&self, idle: Option<std::time::Duration>) {
+        if self._lock.is_none() {
+            return;
+        }
+        let mut s = self.seal_idle.lock().unwrap_or_else(|p| p.into_inner());
+        *s = idle;
+        for c in self.collections.read().unwrap_or_else(|p| p.into_inner()).values() {
+            c.set_seal_idle(idle);
+        }
+    }
+
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         if !valid_name(name) {
             return Err(Error::InvalidCollectionName(name.into()));

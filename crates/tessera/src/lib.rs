@@ -46,6 +46,7 @@ mod error;
 mod filter;
 mod fsutil;
 mod hybrid;
+mod idle;
 mod kernels;
 mod manifest;
 mod memtable;
@@ -68,7 +69,7 @@ pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
     MAX_ID_BYTES, Screening, TextConfig, TextKind, TokenType,
 };
-pub use database::{Database, valid_name};
+pub use database::{DEFAULT_SEAL_IDLE, Database, valid_name};
 pub use doc::{Document, StoredDocument, Tokens};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::{Filter, MAX_FILTER_VALUES};

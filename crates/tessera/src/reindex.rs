@@ -137,6 +137,7 @@ impl Database {
             fsutil::sync_dir(&cdir).map_err(after)?;
             remember(&binding, encoder.clone());
             let fresh = Collection::open(&place, false).map_err(after)?.shared();
+            fresh.set_seal_idle(old.seal_idle());
             // In the map before writes are let through: a drop waiting for
             // them finds the new version.
             old.set_successor(fresh.clone());

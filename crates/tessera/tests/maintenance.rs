@@ -198,3 +198,42 @@ fn a_failed_seal_keeps_every_write_and_a_restart_replays_both_wals() {
     assert_eq!(u16::from_le_bytes([m[8], m[9]]), 1, "back to version 1.0 once sealed");
     assert_eq!(common::files_named(&cdir, "wal-").len(), 1);
 }
+
+/// A collection left unwritten for its quiet period has its memtable sealed
+/// in the background (a two-stage search then uses the segment's candidate
+/// index); with the period off it stays in the memtable; a reopened database
+/// starts with the default period.
+#[test]
+fn a_quiet_collection_seals_its_memtable() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(23);
+    {
+        let db = Database::open(dir.path()).unwrap();
+        db.set_seal_idle(Some(Duration::from_millis(100)));
+        let c = db.create_collection("quiet", CollectionConfig::new(8)).unwrap();
+        assert_eq!(c.seal_idle(), Some(Duration::from_millis(100)), "a new collection takes the database's period");
+        let docs: Vec<Document> = (0..20).map(|i| Document::new(format!("d{i}"), rng.tokens(3, 8))).collect();
+        c.upsert(&docs).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.stats().memtable_documents > 0 {
+            assert!(Instant::now() < deadline, "not sealed 20 s after the last write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let s = c.stats();
+        assert_eq!((s.documents, s.segments, s.memtable_documents), (20, 1, 0));
+
+        db.set_seal_idle(None);
+        let off = db.create_collection("off", CollectionConfig::new(8)).unwrap();
+        off.upsert(&docs).unwrap();
+        c.upsert(&docs[..3]).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(off.stats().memtable_documents, 20, "no period: the memtable stays");
+        assert_eq!(c.stats().memtable_documents, 3, "the period was turned off for every collection");
+    }
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.collection("off").unwrap().seal_idle(), Some(tessera::DEFAULT_SEAL_IDLE));
+    let ro = Database::open_read_only(dir.path());
+    assert!(ro.is_ok());
+    assert_eq!(ro.unwrap().collection("off").unwrap().seal_idle(), None, "a reader never seals");
+}

@@ -42,6 +42,7 @@ impl TestServer {
             backup_dir: None,
             max_connections_per_address: 1024,
             models: Vec::new(),
+            seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
         };
         let mut config = config;
         edit(&mut config);
