@@ -994,7 +994,7 @@ impl Collection {
         if since < idle {
             return Quiet::Not(idle - since);
         }
-        if self.snapshot().mem.len() == 0 { Quiet::Nothing } else { Quiet::Yes }
+        if self.snapshot().mem.is_empty() { Quiet::Nothing } else { Quiet::Yes }
     }
 
     /// Queues a flush: the quiet period passed ([`crate::idle`]).
