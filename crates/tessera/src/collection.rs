@@ -997,16 +997,24 @@ impl Collection {
         if self.snapshot().mem.is_empty() { Quiet::Nothing } else { Quiet::Yes }
     }
 
-    /// Queues a flush: the quiet period passed ([`crate::idle`]).
+    /// Queues a flush: the quiet period passed ([`crate::idle`]). Checked
+    /// and queued under the maintenance lock, so a database closing (which
+    /// turns the period off, then waits for queued tasks) never has one
+    /// start after it.
     pub(crate) fn seal_when_idle(&self) {
         *self.last_write.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.maint.lock().unwrap_or_else(|p| p.into_inner()).flush = true;
-        self.schedule();
+        self.queue(true);
     }
 
     /// Queues a maintenance task on the build pool (if none is queued; if
     /// one runs, it goes on once it is done).
     fn schedule(&self) {
+        self.queue(false);
+    }
+
+    /// [`schedule`](Self::schedule); with `flush`, the task seals everything
+    /// written (if the quiet period is still on).
+    fn queue(&self, flush: bool) {
         if self.read_only {
             return;
         }
@@ -1014,7 +1022,11 @@ impl Collection {
             return;
         };
         let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
-        if m.closed || m.scheduled {
+        if m.closed || (flush && self.seal_idle().is_none()) {
+            return;
+        }
+        m.flush |= flush;
+        if m.scheduled {
             return;
         }
         if m.running {

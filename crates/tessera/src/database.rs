@@ -311,6 +311,8 @@ impl Drop for Database {
         if self._lock.is_some() {
             let map = self.collections.read().unwrap_or_else(|p| p.into_inner());
             for c in map.values() {
+                // No quiet-period flush may be queued from here on.
+                c.set_seal_idle(None);
                 c.wait_idle();
             }
         }
