@@ -465,7 +465,10 @@ impl Database {
     fn new(py: Python<'_>, path: std::path::PathBuf, read_only: bool, seal_idle_ms: Option<i64>) -> PyResult<Self> {
         let shown = path.display().to_string();
         let idle = match seal_idle_ms {
-            Some(_) if read_only => return Err(invalid(py, "seal_idle_ms: a read-only database never seals")),
+            Some(ms) if read_only && ms != 0 => {
+                return Err(invalid(py, "seal_idle_ms: a read-only database never seals"));
+            }
+            Some(_) if read_only => None,
             Some(ms) if ms < 0 => return Err(invalid(py, format!("seal_idle_ms must be >= 0, got {ms}"))),
             Some(0) => Some(None),
             Some(ms) => Some(Some(std::time::Duration::from_millis(ms as u64))),

@@ -707,11 +707,12 @@ class RemoteCollection:
             "positives": _ids(positives),
             "range": [int(range[0]), int(range[1])],
             "per_query": int(per_query),
-            "sampling": sampling,
             "seed": int(seed),
             "exact": bool(exact),
             "require_text": bool(require_text),
         }
+        if sampling != "random":  # sent only when asked for: a server before it knows no such field
+            body["sampling"] = sampling
         for key, v in (("exclude_above_score", exclude_above_score), ("max_score", max_score), ("margin", margin),
                        ("candidates", candidates), ("text", text),
                        ("rank", rank), ("rank_norm", rank_norm), ("rank_weights", rank_weights)):

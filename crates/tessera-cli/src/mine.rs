@@ -2,9 +2,11 @@
 //! fine-tuning. For each query of a bulk-format folder the engine's
 //! [`Collection::mine_negatives`] retrieves the top `END` documents, drops
 //! the known positives (qrels judgment > 0), keeps the candidates ranked
-//! `START..=END`, optionally drops those scoring above a fraction of the best
-//! positive's score (likely unjudged positives), and samples `per_query` of
-//! them with a seeded generator. Written as JSON lines in one of two layouts:
+//! `START..=END`, optionally drops those scoring too close to a positive to
+//! be trusted (likely unjudged positives: `--exclude-above-score`,
+//! `--max-score`, `--margin`), and takes `per_query` of the rest — sampled
+//! with a seeded generator, or the best ranked (`--sampling top`). Written as
+//! JSON lines in one of two layouts:
 //!
 //! - `flag-embedding` (default): one line per query,
 //!   `{"query", "pos", "neg", "query_id", "pos_ids", "neg_ids"}` (FlagEmbedding's

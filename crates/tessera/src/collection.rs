@@ -959,7 +959,7 @@ impl Collection {
     /// Seals the memtable once no write came for `idle` (None: never), in
     /// the background ([`crate::idle`]); set for every collection by
     /// [`Database::set_seal_idle`](crate::Database::set_seal_idle).
-    pub fn set_seal_idle(&self, idle: Option<Duration>) {
+    pub(crate) fn set_seal_idle(&self, idle: Option<Duration>) {
         let ms = idle.map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64);
         self.seal_idle_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
@@ -969,6 +969,14 @@ impl Collection {
         match self.seal_idle_ms.load(std::sync::atomic::Ordering::Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// An opened collection with documents in its memtable (replayed from its
+    /// WAL) is watched as if just written.
+    pub(crate) fn watch_if_unsealed(&self) {
+        if !self.snapshot().mem.is_empty() {
+            self.written();
         }
     }
 
@@ -1012,8 +1020,8 @@ impl Collection {
         self.queue(false);
     }
 
-    /// [`schedule`](Self::schedule); with `flush`, the task seals everything
-    /// written (if the quiet period is still on).
+    /// [`schedule`](Self::schedule); with `flush` (queued only while the
+    /// quiet period is on), the task seals everything written.
     fn queue(&self, flush: bool) {
         if self.read_only {
             return;

@@ -94,6 +94,8 @@ impl Database {
         let collections = open_collections(&cdir, false)?;
         for c in collections.values() {
             c.set_seal_idle(Some(DEFAULT_SEAL_IDLE));
+            // Documents replayed from the WAL are sealed once the period passes.
+            c.watch_if_unsealed();
         }
         open_here().insert(here.clone());
         Ok(Self {
@@ -192,8 +194,11 @@ impl Database {
             fsutil::sync_dir(&self.cdir()).and_then(|()| Collection::open(&path, false).map(Collection::shared));
         match opened {
             Ok(c) => {
-                c.set_seal_idle(*self.seal_idle.lock().unwrap_or_else(|p| p.into_inner()));
+                // Held across the insert: a concurrent set_seal_idle sees the new collection.
+                let idle = self.seal_idle.lock().unwrap_or_else(|p| p.into_inner());
+                c.set_seal_idle(*idle);
                 self.collections.write().expect("collections lock").insert(name.into(), c.clone());
+                drop(idle);
                 Ok(c)
             }
             Err(e) => {
@@ -219,8 +224,6 @@ impl Database {
         }
     }
 
-    /// The open collection `name`: `InvalidCollectionName` for a name no
-    /// collection can have, `UnknownCollection` for one that does not exist.
     /// Seals a collection's memtable in the background once no write came
     /// for `idle` (None: only when it is full or flushed), for every
     /// collection of this database, those created later included. Default:
@@ -233,9 +236,12 @@ impl Database {
         *s = idle;
         for c in self.collections.read().unwrap_or_else(|p| p.into_inner()).values() {
             c.set_seal_idle(idle);
+            c.watch_if_unsealed();
         }
     }
 
+    /// The open collection `name`: `InvalidCollectionName` for a name no
+    /// collection can have, `UnknownCollection` for one that does not exist.
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         if !valid_name(name) {
             return Err(Error::InvalidCollectionName(name.into()));

@@ -12,16 +12,23 @@ use std::time::{Duration, Instant};
 
 /// The collections written to since their last quiet check.
 struct Watched {
-    list: Mutex<Vec<Weak<Collection>>>,
+    state: Mutex<State>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    list: Vec<Weak<Collection>>,
+    /// A collection was added since the watcher last looked.
+    pushed: bool,
 }
 
 fn watched() -> &'static Watched {
     static W: OnceLock<Watched> = OnceLock::new();
     static STARTED: OnceLock<()> = OnceLock::new();
-    let w = W.get_or_init(|| Watched { list: Mutex::new(Vec::new()), wake: Condvar::new() });
+    let w = W.get_or_init(|| Watched { state: Mutex::new(State::default()), wake: Condvar::new() });
     STARTED.get_or_init(|| {
-        // The thread sleeps while nothing is watched; it lives as long as the process.
+        // The thread waits while nothing is watched; it lives as long as the process.
         let _ = std::thread::Builder::new().name("tessera-idle-seal".into()).spawn(watch);
     });
     w
@@ -30,45 +37,61 @@ fn watched() -> &'static Watched {
 /// Watches `c` until it has been quiet for its period (it was just written).
 pub(crate) fn watch_after_write(c: &Arc<Collection>) {
     let w = watched();
-    let mut list = w.list.lock().unwrap_or_else(|p| p.into_inner());
-    if !list.iter().any(|x| std::ptr::eq(x.as_ptr(), Arc::as_ptr(c))) {
-        list.push(Arc::downgrade(c));
+    let mut st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+    if !st.list.iter().any(|x| std::ptr::eq(x.as_ptr(), Arc::as_ptr(c))) {
+        st.list.push(Arc::downgrade(c));
+        st.pushed = true;
         w.wake.notify_one();
     }
 }
 
 fn watch() {
     let w = watched();
-    let mut list = w.list.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        if list.is_empty() {
-            list = w.wake.wait(list).unwrap_or_else(|p| p.into_inner());
-            continue;
-        }
-        // Check each collection: sealed, still writing (wait on), or gone.
+        // Which collections are due, which still wait (and how long), which are done.
         let now = Instant::now();
         let mut next = Duration::from_secs(1);
-        let mut due = Vec::new();
-        list.retain(|weak| {
-            let Some(c) = weak.upgrade() else { return false };
-            match c.quiet_for(now) {
-                Quiet::Not(left) => {
-                    next = next.min(left);
-                    true
-                }
-                Quiet::Yes => {
-                    due.push(c);
-                    false
-                }
-                Quiet::Nothing => false,
-            }
-        });
-        drop(list);
-        for c in due {
-            c.seal_when_idle();
+        let mut held = Vec::new();
+        {
+            let mut st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.pushed = false;
+            st.list.retain(|weak| {
+                let Some(c) = weak.upgrade() else { return false };
+                // A collection whose check panics (a poisoned lock) is left alone.
+                let quiet = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.quiet_for(now)))
+                    .unwrap_or(Quiet::Nothing);
+                let keep = match quiet {
+                    Quiet::Not(left) => {
+                        next = next.min(left);
+                        true
+                    }
+                    Quiet::Yes => {
+                        held.push((c.clone(), true));
+                        false
+                    }
+                    Quiet::Nothing => false,
+                };
+                // The last handle may be this one: dropped below, off the lock.
+                held.push((c, false));
+                keep
+            });
         }
-        std::thread::sleep(next.max(Duration::from_millis(10)));
-        list = w.list.lock().unwrap_or_else(|p| p.into_inner());
+        for (c, due) in &held {
+            if *due {
+                c.seal_when_idle();
+            }
+        }
+        drop(held);
+        let st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.pushed {
+            continue;
+        }
+        if st.list.is_empty() {
+            let _st = w.wake.wait_while(st, |s| !s.pushed).unwrap_or_else(|p| p.into_inner());
+        } else {
+            let wait = next.max(Duration::from_millis(10));
+            let _st = w.wake.wait_timeout_while(st, wait, |s| !s.pushed).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 

@@ -7,10 +7,11 @@
 //! `per_query` of the rest — the best ones (`Sampling::Top`) or a sample
 //! drawn with a generator seeded by the seed and the query's id
 //! (`Sampling::Random`), so a query's negatives do not depend on the other
-//! queries. These are the guards and modes of sentence-transformers'
+//! queries. These follow the guards and modes of sentence-transformers'
 //! `mine_hard_negatives` (`relative_margin`, `absolute_margin`, `max_score`,
-//! `sampling_strategy`). The positives come back with their exact MaxSim
-//! scores, for distillation.
+//! `sampling_strategy`), measured from the query's best positive where it
+//! measures from each pair's own. The positives come back with their exact
+//! MaxSim scores, for distillation.
 //!
 //! Retrieval is two-stage (or exact) MaxSim, or, given the query's text, a
 //! hybrid query (MaxSim and BM25 candidates fused) ordered by a [`Rank`] —

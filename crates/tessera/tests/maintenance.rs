@@ -232,7 +232,16 @@ fn a_quiet_collection_seals_its_memtable() {
         assert_eq!(c.stats().memtable_documents, 3, "the period was turned off for every collection");
     }
     let db = Database::open(dir.path()).unwrap();
-    assert_eq!(db.collection("off").unwrap().seal_idle(), Some(tessera::DEFAULT_SEAL_IDLE));
+    let off = db.collection("off").unwrap();
+    assert_eq!(off.seal_idle(), Some(tessera::DEFAULT_SEAL_IDLE));
+    // Documents replayed from the WAL are sealed once the period passes, with no write.
+    assert_eq!(off.stats().memtable_documents, 20);
+    db.set_seal_idle(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while off.stats().memtable_documents > 0 {
+        assert!(Instant::now() < deadline, "the replayed memtable was not sealed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ro = Database::open_read_only(dir.path());
     assert!(ro.is_ok());
     assert_eq!(ro.unwrap().collection("off").unwrap().seal_idle(), None, "a reader never seals");
