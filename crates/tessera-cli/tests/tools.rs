@@ -300,39 +300,15 @@ fn mined_negatives_respect_positives_range_guard_and_seed() {
             }
         }
     }
-    let o = tessera(&[
-        "mine-negatives",
-        "--db",
-        &db,
-        "--collection",
-        "c",
-        "--queries",
-        &q,
-        "--qrels",
-        "x",
-        "--out",
-        "y",
-        "--sampling",
-        "best",
-    ]);
+    // Usage errors: an unknown sampling (the choices named), a bad range.
+    let usage = |extra: &[&str]| {
+        let base = ["mine-negatives", "--db", &db, "--collection", "c", "--queries", &q, "--qrels", "x", "--out", "y"];
+        tessera(&[&base[..], extra].concat())
+    };
+    let o = usage(&["--sampling", "best"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("random"), "names the choices");
-    // Bad ranges are usage errors.
-    let o = tessera(&[
-        "mine-negatives",
-        "--db",
-        &db,
-        "--collection",
-        "c",
-        "--queries",
-        &q,
-        "--qrels",
-        "x",
-        "--out",
-        "y",
-        "--range",
-        "0:5",
-    ]);
+    let o = usage(&["--range", "0:5"]);
     assert_eq!(o.status.code(), Some(2));
 }
 
