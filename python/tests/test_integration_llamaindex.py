@@ -28,7 +28,6 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 
 import encoder_reference as R  # noqa: E402
-import tessera  # noqa: E402
 from conftest import maxsim  # noqa: E402
 from tessera.integrations.llamaindex import ModelEncodes, TesseraVectorStore  # noqa: E402
 
