@@ -1093,13 +1093,38 @@ impl Collection {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let (_db, c) = self.live(py)?;
-        let opts = options_of(py, k, options, "search_batch")?;
+        // `text` as a list: one BM25 text per (token) query.
+        let mut bm25: Option<Vec<String>> = None;
+        let options = match options {
+            Some(o) => match o.get_item("text")? {
+                Some(t) if !t.is_none() && !t.is_instance_of::<PyString>() => {
+                    let list = items(py, &t, "text")?;
+                    let texts = list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| {
+                            x.extract::<String>().map_err(|_| invalid(py, format!("text[{i}] must be a str")))
+                        })
+                        .collect::<PyResult<Vec<_>>>()?;
+                    bm25 = Some(texts);
+                    let rest = o.copy()?;
+                    rest.del_item("text")?;
+                    Some(rest)
+                }
+                _ => Some(o.clone()),
+            },
+            None => None,
+        };
+        let opts = options_of(py, k, options.as_ref(), "search_batch")?;
         let items = items(py, queries, "queries")?;
         let texts = items.iter().filter(|q| q.is_instance_of::<PyString>()).count();
         let outs = if texts > 0 {
             // Texts, for the collection's model: all of them.
             if texts < items.len() {
                 return Err(invalid(py, "queries: give all texts or all token arrays, not a mix"));
+            }
+            if bm25.is_some() {
+                return Err(invalid(py, "text: queries given as texts are their own BM25 texts"));
             }
             let qs = items.iter().map(|q| q.extract::<String>()).collect::<PyResult<Vec<_>>>()?;
             let plan = opts.plan_texts(&c, &PlanDefaults::default()).or_py(py)?;
@@ -1110,8 +1135,16 @@ impl Collection {
                 .enumerate()
                 .map(|(i, q)| tokens_of(py, q, &|| format!("queries[{i}]")))
                 .collect::<PyResult<Vec<_>>>()?;
-            let plan = opts.plan(&c, true, &PlanDefaults::default()).or_py(py)?;
-            engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?
+            match &bm25 {
+                Some(t) => {
+                    let plan = opts.plan_bm25_texts(&c, &PlanDefaults::default()).or_py(py)?;
+                    engine(py, || c.execute_batch_bm25(&plan, &qs, t)).or_py(py)?
+                }
+                None => {
+                    let plan = opts.plan(&c, true, &PlanDefaults::default()).or_py(py)?;
+                    engine(py, || c.execute_batch(&plan, &qs)).or_py(py)?
+                }
+            }
         };
         outs.into_iter()
             .enumerate()

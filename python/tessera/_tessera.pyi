@@ -154,7 +154,7 @@ class Collection:
         rerank: Optional[int] = None,
         exact: bool = False,
         filter: Optional[Filter] = None,
-        text: Optional[str] = None,
+        text: Optional[Union[str, Sequence[str]]] = None,
         ids: Optional[Sequence[str]] = None,
         vector: bool = False,
         rerank_only: bool = False,

@@ -642,12 +642,23 @@ class RemoteCollection:
         if isinstance(queries, (str, np.ndarray)) or not hasattr(queries, "__iter__"):
             raise errors.InvalidInputError(f"queries must be a list, got {type(queries).__name__}")
         queries = list(queries)
+        # `text` as a list: one BM25 text per token query, sent as `texts`.
+        bm25 = opts.get("text")
+        if bm25 is not None and not isinstance(bm25, str):
+            bm25 = list(bm25)
+            if not all(isinstance(t, str) for t in bm25):
+                raise errors.InvalidInputError("text must be a str or a list of str (one per query)")
+            opts = {key: v for key, v in opts.items() if key != "text"}
+        else:
+            bm25 = None
         body = self._search_body(None, "queries", k, **opts)
         texts = sum(isinstance(q, str) for q in queries)
         if texts:
             # Texts, for the collection's model (on the server).
             if texts < len(queries):
                 raise errors.InvalidInputError("queries: give all texts or all token arrays, not a mix")
+            if bm25 is not None:
+                raise errors.InvalidInputError("text: queries given as texts are their own BM25 texts")
             field, items, sizes = "query_texts", queries, [0] * len(queries)
         else:
             items = [self._query(q, f"queries[{i}]") for i, q in enumerate(queries)]
@@ -665,7 +676,14 @@ class RemoteCollection:
             while end < len(items) and end - start < most and (end == start or tokens + sizes[end] <= budget):
                 tokens += sizes[end]
                 end += 1
-            for j, r in enumerate(self._post("search", {**body, field: items[start:end]})["results"]):
+            part = {**body, field: items[start:end]}
+            if bm25 is not None:
+                if len(bm25) != len(items):
+                    raise errors.InvalidInputError(
+                        f"{len(items)} queries and {len(bm25)} texts: give one BM25 text per query"
+                    )
+                part["texts"] = bm25[start:end]
+            for j, r in enumerate(self._post("search", part)["results"]):
                 if "error" in r:
                     e = r["error"]
                     limit = e.get("limit")

@@ -312,3 +312,25 @@ def test_the_server_seals_a_quiet_collection(make_server, rng):
             s = col.stats()
             assert (s["memtable_documents"], s["segments"]) == ((0, 1) if sealed else (25, 0)), ms
         server.stop()
+
+
+def test_a_batch_of_token_queries_with_one_bm25_text_each(make_server, tmp_path, rng):
+    """`search_batch(queries, text=[...])`: each query a hybrid search with its
+    own BM25 text — embedded, and through a server whose batches hold 3
+    queries (the client splits queries and texts together); each answer is
+    that query's `search(q, text=t)`."""
+    server = make_server(args=("--max-batch-queries", "3"))
+    docs = corpus(rng, 80, 8)
+    queries = [rng.standard_normal((int(rng.integers(1, 6)), 8)).astype(np.float32) for _ in range(8)]
+    texts = [f"topic {i % 4}" for i in range(len(queries))]
+    with tessera.Database(tmp_path / "embedded") as db, tessera.Client(server.url) as client:
+        for col in (db.create_collection("c", 8), client.create_collection("c", 8)):
+            load(col, docs)
+            for kw in ({"k": 5}, {"k": 4, "rank": "linear", "rank_weights": {"bm25": 0.5}}):
+                batch = col.search_batch(queries, text=texts, **kw)
+                assert batch == [col.search(q, text=t, **kw) for q, t in zip(queries, texts)], kw
+            with pytest.raises(tessera.InvalidInputError, match="one BM25 text per query"):
+                col.search_batch(queries, text=texts[:3])
+            with pytest.raises(tessera.InvalidInputError, match="str"):
+                col.search_batch(queries, text=[1] * len(queries))
+        assert db.collection("c").search_batch(queries, text=texts) == client.collection("c").search_batch(queries, text=texts)

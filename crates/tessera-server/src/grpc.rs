@@ -399,6 +399,7 @@ fn search_request(r: pb::SearchRequest) -> Result<SearchRequest, ApiError> {
         tokens: r.query.map(|q| tensor(Some(q), "query").map(Tensor)).transpose()?,
         queries: None,
         query_texts: None,
+        texts: None,
         options: o,
     })
 }
@@ -567,6 +568,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 );
             }
             req.query_texts = Some(r.query_texts).filter(|t| !t.is_empty());
+            req.texts = Some(r.texts).filter(|t| !t.is_empty());
             let out = s.search_batch(&name, req).await?;
             let results = out
                 .results

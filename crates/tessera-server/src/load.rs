@@ -208,6 +208,7 @@ pub fn search_message(
             search: Some(search),
             queries: many.iter().map(tensor).collect(),
             query_texts: Vec::new(),
+            texts: Vec::new(),
         }),
     }
 }

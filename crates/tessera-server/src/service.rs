@@ -330,7 +330,20 @@ pub struct SearchRequest {
     pub queries: Option<Vec<Tensor>>,
     /// A batch of texts, encoded by the collection's model (instead of `queries`).
     pub query_texts: Option<Vec<String>>,
+    /// Beside `queries`: one BM25 text per query (each a hybrid query).
+    pub texts: Option<Vec<String>>,
     pub options: SearchOptions,
+}
+
+/// What a search plan is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Planned {
+    /// One query, with tokens or not; a batch of token queries.
+    Tokens(bool),
+    /// A batch of texts for the collection's model.
+    QueryTexts,
+    /// A batch of token queries, each with its BM25 text.
+    Bm25Texts,
 }
 
 /// Reads the body's `tokens` and `queries` aside and streams every other
@@ -348,10 +361,11 @@ impl<'de> Deserialize<'de> for SearchRequest {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SearchRequest, A::Error> {
-                let mut aside = Aside { map, tokens: None, queries: None, query_texts: None };
+                let mut aside = Aside { map, tokens: None, queries: None, query_texts: None, texts: None };
                 let options = SearchOptions::deserialize(de::value::MapAccessDeserializer::new(&mut aside))?;
                 let (tokens, queries) = (aside.tokens.flatten(), aside.queries.flatten());
-                Ok(SearchRequest { tokens, queries, query_texts: aside.query_texts.flatten(), options })
+                let (query_texts, texts) = (aside.query_texts.flatten(), aside.texts.flatten());
+                Ok(SearchRequest { tokens, queries, query_texts, texts, options })
             }
         }
         d.deserialize_map(V)
@@ -365,6 +379,7 @@ struct Aside<A> {
     tokens: Option<Option<Tensor>>,
     queries: Option<Option<Vec<Tensor>>>,
     query_texts: Option<Option<Vec<String>>>,
+    texts: Option<Option<Vec<String>>>,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
@@ -377,10 +392,11 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Aside<A> {
                 "tokens" => self.tokens.replace(self.map.next_value()?).is_some(),
                 "queries" => self.queries.replace(self.map.next_value()?).is_some(),
                 "query_texts" => self.query_texts.replace(self.map.next_value()?).is_some(),
+                "texts" => self.texts.replace(self.map.next_value()?).is_some(),
                 _ => return seed.deserialize(de::value::StringDeserializer::new(key)).map(Some),
             };
             if seen {
-                let field = ["tokens", "queries", "query_texts"].into_iter().find(|f| *f == key);
+                let field = ["tokens", "queries", "query_texts", "texts"].into_iter().find(|f| *f == key);
                 return Err(de::Error::duplicate_field(field.expect("a field read aside")));
             }
         }
@@ -1137,8 +1153,8 @@ impl Service {
     }
 
     pub async fn search(&self, name: &str, req: SearchRequest) -> Result<SearchResponse, ApiError> {
-        if req.queries.is_some() || req.query_texts.is_some() {
-            return Err(ApiError::bad_request("a batch (queries) is answered by the batch search"));
+        if req.queries.is_some() || req.query_texts.is_some() || req.texts.is_some() {
+            return Err(ApiError::bad_request("a batch (queries, with texts) is answered by the batch search"));
         }
         let c = self.collection(name)?;
         if let Some(t) = &req.tokens {
@@ -1164,9 +1180,24 @@ impl Service {
         let queries = match (req.queries.take(), req.query_texts.take()) {
             (Some(_), Some(_)) => return Err(ApiError::bad_request("give queries (tokens) or query_texts, not both")),
             (None, None) => return Err(ApiError::bad_request("a batch search needs queries or query_texts")),
+            (None, Some(_)) if req.texts.is_some() => {
+                return Err(ApiError::bad_request(
+                    "texts go with queries (tokens): query_texts are their own BM25 texts",
+                ));
+            }
             (None, Some(texts)) => return self.search_batch_texts(name, texts, &req.options).await,
             (Some(q), None) => q,
         };
+        let bm25 = req.texts.take();
+        if let Some(t) = &bm25
+            && t.len() != queries.len()
+        {
+            return Err(ApiError::bad_request(format!(
+                "{} queries and {} texts: give one BM25 text per query",
+                queries.len(),
+                t.len()
+            )));
+        }
         let c = self.collection(name)?;
         if queries.len() > self.limits.max_batch_queries {
             let max = self.limits.max_batch_queries;
@@ -1177,21 +1208,30 @@ impl Service {
             let max = self.limits.max_batch_tokens;
             return Err(ApiError::too_large("max_batch_tokens", "the batch's token count", total, max));
         }
-        let plan = Arc::new(self.plan(&c, &req.options, true)?);
+        let kind = if bm25.is_some() { Planned::Bm25Texts } else { Planned::Tokens(true) };
+        let plan = Arc::new(self.plan_with(&c, &req.options, kind)?);
         let mut results: Vec<Option<Result<SearchResponse, ApiError>>> = Vec::with_capacity(queries.len());
-        let (mut at, mut good) = (Vec::new(), Vec::new());
+        let (mut at, mut good, mut good_texts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut texts = bm25.map(Vec::into_iter);
         for (i, t) in queries.into_iter().enumerate() {
+            let text = texts.as_mut().and_then(Iterator::next);
             match self.check_query(&t.0) {
                 Ok(()) => {
                     at.push(i);
                     good.push(t.0);
+                    good_texts.extend(text);
                     results.push(None);
                 }
                 Err(e) => results.push(Some(Err(e))),
             }
         }
         let run = plan.clone();
-        let outs = self.read_until(plan.deadline(), move || Ok(c.execute_batch(&run, &good)?)).await?;
+        let outs = self
+            .read_until(plan.deadline(), move || match kind {
+                Planned::Bm25Texts => Ok(c.execute_batch_bm25(&run, &good, &good_texts)?),
+                _ => Ok(c.execute_batch(&run, &good)?),
+            })
+            .await?;
         for (i, out) in at.into_iter().zip(outs) {
             results[i] = Some(out.map(|o| SearchResponse::of(o, &plan)).map_err(ApiError::from));
         }
@@ -1213,7 +1253,7 @@ impl Service {
             let max = self.limits.max_batch_queries;
             return Err(ApiError::too_large("max_batch_queries", "the number of queries", texts.len(), max));
         }
-        let plan = Arc::new(self.plan_with(&c, options, None)?);
+        let plan = Arc::new(self.plan_with(&c, options, Planned::QueryTexts)?);
         let run = plan.clone();
         let outs = self.read_until(plan.deadline(), move || Ok(c.execute_batch_texts(&run, &texts)?)).await?;
         let results = outs
@@ -1227,15 +1267,15 @@ impl Service {
     /// the server's limits; what a search leaves out comes from them too (k
     /// 10 or `max_k` if lower, `search_timeout_ms`, at most `max_candidates`).
     fn plan(&self, c: &tessera::Collection, options: &SearchOptions, tokens: bool) -> Result<SearchPlan, ApiError> {
-        self.plan_with(c, options, Some(tokens))
+        self.plan_with(c, options, Planned::Tokens(tokens))
     }
 
-    /// [`plan`](Self::plan); `tokens` `None`: a batch of texts.
+    /// [`plan`](Self::plan) of a query (with tokens or not) or of a batch's kind.
     fn plan_with(
         &self,
         c: &tessera::Collection,
         options: &SearchOptions,
-        tokens: Option<bool>,
+        kind: Planned,
     ) -> Result<SearchPlan, ApiError> {
         let l = &self.limits;
         let defaults = tessera::PlanDefaults {
@@ -1265,9 +1305,10 @@ impl Service {
             }
         }
         self.check_ids(options.ids.len())?;
-        Ok(match tokens {
-            Some(tokens) => options.plan(c, tokens, &defaults)?,
-            None => options.plan_texts(c, &defaults)?,
+        Ok(match kind {
+            Planned::Tokens(tokens) => options.plan(c, tokens, &defaults)?,
+            Planned::QueryTexts => options.plan_texts(c, &defaults)?,
+            Planned::Bm25Texts => options.plan_bm25_texts(c, &defaults)?,
         })
     }
 
@@ -1483,7 +1524,7 @@ mod tests {
         let schema = &spec["components"]["schemas"]["SearchRequest"];
         let mut listed: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
         let mut want: Vec<&str> =
-            SearchOptions::fields().iter().copied().chain(["tokens", "queries", "query_texts"]).collect();
+            SearchOptions::fields().iter().copied().chain(["tokens", "queries", "query_texts", "texts"]).collect();
         listed.sort();
         want.sort();
         assert_eq!(listed, want, "openapi.json's SearchRequest against tessera::SearchOptions");

@@ -486,8 +486,12 @@ fn search_batch_over_grpc_equals_one_by_one() {
     let queries: Vec<pb::Tensor> = (0..20).map(|i| tensor(&rng.tokens(1 + i % 4, DIM), i % 3 == 0)).collect();
     for exact in [false, true] {
         let options = pb::SearchRequest { collection: "b".into(), k: 6, exact, ..Default::default() };
-        let batch =
-            pb::SearchBatchRequest { search: Some(options.clone()), queries: queries.clone(), query_texts: vec![] };
+        let batch = pb::SearchBatchRequest {
+            search: Some(options.clone()),
+            queries: queries.clone(),
+            query_texts: vec![],
+            texts: vec![],
+        };
         let out = rt.block_on(c.search_batch(batch)).unwrap().into_inner();
         assert_eq!(out.results.len(), queries.len());
         for (q, r) in queries.iter().zip(out.results) {
@@ -498,11 +502,40 @@ fn search_batch_over_grpc_equals_one_by_one() {
             assert_eq!(r.result, Some(pb::search_result::Result::Response(alone)));
         }
     }
+    // Documents with texts, then one BM25 text per query: each a hybrid query with its own.
+    let documents = (0..60)
+        .map(|i| pb::Document {
+            id: format!("t{i}"),
+            tokens: Some(tensor(&rng.tokens(3, DIM), true)),
+            text: Some(format!("term{} shared", i % 7)),
+            ..Default::default()
+        })
+        .collect();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents })).unwrap();
+    let texts: Vec<String> = (0..queries.len()).map(|i| format!("term{}", i % 7)).collect();
+    let options = pb::SearchRequest { collection: "b".into(), k: 5, ..Default::default() };
+    let batch = pb::SearchBatchRequest {
+        search: Some(options.clone()),
+        queries: queries.clone(),
+        query_texts: vec![],
+        texts: texts.clone(),
+    };
+    let out = rt.block_on(c.search_batch(batch)).unwrap().into_inner();
+    for ((q, t), r) in queries.iter().zip(&texts).zip(out.results) {
+        let one = pb::SearchRequest { query: Some(q.clone()), text: Some(t.clone()), ..options.clone() };
+        let alone = rt.block_on(c.search(one)).unwrap().into_inner();
+        assert_eq!(r.result, Some(pb::search_result::Result::Response(alone)));
+    }
     let mut bad = queries[..2].to_vec();
     bad.insert(1, tensor(&rng.tokens(2, DIM + 2), false));
     let options = pb::SearchRequest { collection: "b".into(), k: 3, ..Default::default() };
     let out = rt
-        .block_on(c.search_batch(pb::SearchBatchRequest { search: Some(options), queries: bad, query_texts: vec![] }))
+        .block_on(c.search_batch(pb::SearchBatchRequest {
+            search: Some(options),
+            queries: bad,
+            query_texts: vec![],
+            texts: vec![],
+        }))
         .unwrap();
     let results = out.into_inner().results;
     match &results[1].result {
@@ -521,6 +554,7 @@ fn search_batch_over_grpc_equals_one_by_one() {
         search: Some(with_query),
         queries: vec![],
         query_texts: vec![],
+        texts: vec![],
     }));
     assert_eq!(code(r).0, Code::InvalidArgument);
     let many = vec![queries[0].clone(); Limits::default().max_batch_queries + 1];
@@ -529,6 +563,7 @@ fn search_batch_over_grpc_equals_one_by_one() {
         search: Some(options),
         queries: many,
         query_texts: vec![],
+        texts: vec![],
     }));
     let (code_, msg) = code(r);
     assert!(code_ == Code::ResourceExhausted && msg.contains("max_batch_queries"), "{msg}");
@@ -691,6 +726,7 @@ fn texts_models_and_reindex() {
                 search: Some(search),
                 queries: vec![],
                 query_texts: queries.iter().map(|q| q.to_string()).collect(),
+                texts: vec![],
             }))
             .unwrap()
             .into_inner();

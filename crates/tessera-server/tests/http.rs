@@ -916,6 +916,27 @@ fn batch_search_answers_each_query_as_alone() {
             assert_eq!(r, &ok(a, "/v1/collections/b/search", &one), "{extra}");
         }
     }
+    // One BM25 text per query: each answer is that query's hybrid search with its text.
+    let texts: Vec<String> = (0..queries.len()).map(|i| format!("word{} common", (i * 2) % 120)).collect();
+    for extra in [json!({"k": 4}), json!({"k": 3, "rank": "linear", "rank_weights": {"bm25": 0.5}})] {
+        let mut body = json!({"queries": queries, "texts": texts});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let batch = ok(a, "/v1/collections/b/search", &body);
+        for ((q, t), r) in queries.iter().zip(&texts).zip(batch["results"].as_array().unwrap()) {
+            let mut one = json!({"tokens": q, "text": t});
+            one.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            assert_eq!(r, &ok(a, "/v1/collections/b/search", &one), "{extra}");
+        }
+    }
+    for (body, says) in [
+        (json!({"queries": [queries[0]], "texts": ["a", "b"]}), "one BM25 text per query"),
+        (json!({"queries": [queries[0]], "texts": ["a"], "text": "b"}), "leave text and query_text out"),
+        (json!({"query_texts": ["a"], "texts": ["a"]}), "their own BM25 texts"),
+        (json!({"tokens": queries[0], "texts": ["a"]}), "batch search"),
+    ] {
+        let r = post(a, "/v1/collections/b/search", &body);
+        assert!(r.status == 400 && r.body.contains(says), "{body}: {} {}", r.status, r.body);
+    }
     // One bad query (wrong dim), one too long (max_query_tokens 1024 is not hit;
     // use a packed tensor with a NaN): each answered with its own error.
     let nan = packed(&[vec![f32::NAN; DIM]], false);

@@ -173,6 +173,8 @@ pub struct SearchPlan {
     query_text: Option<String>,
     /// Made by [`SearchOptions::plan_texts`]: each query of the batch is a text.
     texts: bool,
+    /// Planned by [`SearchOptions::plan_bm25_texts`]: token queries, each with its BM25 text.
+    bm25_texts: bool,
     /// The BM25 source is the query's own text (a text query without `text`).
     text_is_query: bool,
     text: Option<String>,
@@ -265,6 +267,7 @@ impl SearchOptions {
             query_text,
             texts: false,
             text_is_query,
+            bm25_texts: false,
             text,
             ids: self.ids.clone(),
             vector: self.vector,
@@ -296,6 +299,22 @@ impl SearchOptions {
         let one = SearchOptions { query_text: Some("a batch of texts".into()), ..self.clone() };
         let mut plan = one.plan(c, false, d)?;
         (plan.query_text, plan.texts) = (None, true);
+        Ok(plan)
+    }
+
+    /// [`plan`](Self::plan) for a batch of token queries each with a BM25
+    /// text of its own (a hybrid query per query), for
+    /// [`Collection::execute_batch_bm25`]; `text` is then left out.
+    pub fn plan_bm25_texts(&self, c: &Collection, d: &PlanDefaults) -> Result<SearchPlan> {
+        if self.text.is_some() || self.query_text.is_some() {
+            return Err(Error::InvalidArgument(
+                "a batch with one BM25 text per query gives each query's text: leave text and query_text out".into(),
+            ));
+        }
+        // Planned as one hybrid query with a text; each query's text takes its place.
+        let one = SearchOptions { text: Some("a BM25 text per query".into()), ..self.clone() };
+        let mut plan = one.plan(c, true, d)?;
+        (plan.text, plan.text_is_query, plan.bm25_texts) = (None, true, true);
         Ok(plan)
     }
 }
@@ -507,11 +526,46 @@ impl Collection {
     /// a hybrid one query by query, in parallel. Results in order; the outer
     /// error refuses the whole batch (too many queries or tokens), an inner
     /// one a single query.
+    /// Runs `plan` (made by [`SearchOptions::plan_bm25_texts`]) for each
+    /// token query with its own BM25 text: one answer per query, in order,
+    /// each what a hybrid search of that query with `text` gives.
+    pub fn execute_batch_bm25<S: AsRef<str> + Sync>(
+        &self,
+        plan: &SearchPlan,
+        queries: &[Tokens],
+        texts: &[S],
+    ) -> Result<Vec<Result<SearchResults>>> {
+        use rayon::prelude::*;
+        if !plan.bm25_texts {
+            return Err(Error::InvalidArgument(
+                "this search was not planned for one BM25 text per query (plan_bm25_texts)".into(),
+            ));
+        }
+        if queries.len() != texts.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} queries and {} texts: give one BM25 text per query",
+                queries.len(),
+                texts.len()
+            )));
+        }
+        crate::search::check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
+        Ok(queries
+            .par_iter()
+            .zip(texts)
+            .map(|(q, t)| self.run(plan, Some(q), Some(t.as_ref())).map(|out| plan.show(out)))
+            .collect())
+    }
+
     pub fn execute_batch(&self, plan: &SearchPlan, queries: &[Tokens]) -> Result<Vec<Result<SearchResults>>> {
         use rayon::prelude::*;
         if plan.query_text.is_some() {
             return Err(Error::InvalidArgument(
                 "query_text is one query's text: a batch of texts is planned with plan_texts".into(),
+            ));
+        }
+        if plan.bm25_texts {
+            return Err(Error::InvalidArgument(
+                "this search was planned for one BM25 text per query: execute_batch_bm25".into(),
             ));
         }
         plan.check_tokens(true)?;
