@@ -86,10 +86,7 @@ def build_server(backend: Any, *, allow_writes: bool = False, name: str = "tesse
     db: Callable[[], Any] = backend.current if isinstance(backend, ReadOnlyFolder) else (lambda: backend)
 
     def collection(name: str) -> Any:
-        try:
-            return db().collection(name)
-        except errors.TesseraError as e:
-            raise ToolError(str(e)) from None
+        return call(lambda: db().collection(name))
 
     def call(f: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -234,9 +234,9 @@ fn setting<T: std::str::FromStr<Err = tessera::UnknownName> + Default>(s: &str) 
     if s.is_empty() { Ok(T::default()) } else { Ok(s.parse()?) }
 }
 
-/// A `filter_json` field: unset or "null" is no filter.
+/// A `filter_json` field as JSON (unset or "null": no filter, as the service reads it).
 fn filter_of(f: Option<&str>) -> Result<Option<serde_json::Value>, ApiError> {
-    Ok(f.map(|f| json(f, "filter_json")).transpose()?.filter(|f| !f.is_null()))
+    f.map(|f| json(f, "filter_json")).transpose()
 }
 
 /// A stored document as the wire's, with its tokens (f16, as stored) when asked for.

@@ -457,8 +457,7 @@ async fn scan(
     Name(name): Name,
     Json(b): Json<ScanBody>,
 ) -> Result<Response, ApiError> {
-    let filter = b.filter.map(|f| f.0).filter(|f| !f.is_null());
-    let p = s.scan(&name, filter, b.after, b.limit, value_bytes(b.tokens)).await?;
+    let p = s.scan(&name, b.filter.map(|f| f.0), b.after, b.limit, value_bytes(b.tokens)).await?;
     let documents = p.documents.into_iter().map(|d| DocOut::new(d, b.tokens)).collect();
     Ok(ok(StatusCode::OK, &ScanOut { documents, next: p.next }))
 }
@@ -470,7 +469,7 @@ async fn count(
     Name(name): Name,
     Json(b): Json<CountBody>,
 ) -> Result<Response, ApiError> {
-    let n = s.count(&name, b.filter.map(|f| f.0).filter(|f| !f.is_null())).await?;
+    let n = s.count(&name, b.filter.map(|f| f.0)).await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "count": n })))
 }
 

@@ -602,6 +602,11 @@ pub struct RerankResponse {
     pub missing: Vec<String>,
 }
 
+/// A filter as a request gives it (JSON `null` or none: no filter), as the engine's.
+fn payload_filter(f: Option<serde_json::Value>) -> Result<Option<tessera::Filter>, ApiError> {
+    Ok(f.filter(|f| !f.is_null()).map(|f| tessera::Filter::from_json(&f)).transpose()?)
+}
+
 /// Refuses an answer of `docs` that would be over `max` bytes with their
 /// tokens at `value_bytes` per value (0: without tokens).
 fn check_answer_bytes<'a>(
@@ -1095,7 +1100,7 @@ impl Service {
         let c = self.collection(name)?;
         let limit = limit.unwrap_or(self.limits.max_ids.min(1000));
         self.check_ids(limit)?;
-        let filter = filter.map(|f| tessera::Filter::from_json(&f)).transpose()?;
+        let filter = payload_filter(filter)?;
         let max = self.limits.max_response_bytes;
         self.read(move || {
             let page = c.scan(filter.as_ref(), after.as_deref(), limit, false)?;
@@ -1111,7 +1116,7 @@ impl Service {
     /// How many live documents match `filter` (all of them without one).
     pub async fn count(&self, name: &str, filter: Option<serde_json::Value>) -> Result<usize, ApiError> {
         let c = self.collection(name)?;
-        let filter = filter.map(|f| tessera::Filter::from_json(&f)).transpose()?;
+        let filter = payload_filter(filter)?;
         self.read(move || Ok(c.count(filter.as_ref())?)).await
     }
 
