@@ -455,6 +455,30 @@ impl Settings<'_> {
     }
 }
 
+/// A torn WAL tail cut on open is logged by the engine (which Python does
+/// not see): say it as a `RuntimeWarning`, with where the bytes are kept.
+fn warn_of_cut_tails(py: Python<'_>, db: &tessera::Database) -> PyResult<()> {
+    let mut names = db.list_collections();
+    names.sort();
+    for name in names {
+        let Ok(c) = db.collection(&name) else { continue };
+        let st = c.stats();
+        if st.wal_tails_cut > 0 {
+            let kept = match st.quarantine.is_empty() {
+                true => "its bytes were all zero, so nothing was kept".to_string(),
+                false => format!("quarantine files in the collection's folder: {}", st.quarantine.join(", ")),
+            };
+            let msg = format!(
+                "collection '{name}': a torn WAL tail was cut when the database was opened (a crash mid-write, or \
+                 damage to the last batch written; see `tessera inspect`); {kept}"
+            );
+            let msg = std::ffi::CString::new(msg).expect("no NUL in a message");
+            PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &msg, 1)?;
+        }
+    }
+    Ok(())
+}
+
 #[pymethods]
 impl Database {
     /// Opens (creating if needed) the database in `path`; with
@@ -479,6 +503,7 @@ impl Database {
         if let Some(idle) = idle {
             db.set_seal_idle(idle);
         }
+        warn_of_cut_tails(py, &db)?;
         Ok(Database { shared: Arc::new(RwLock::new(Some(Arc::new(db)))), path: shown })
     }
 
@@ -1248,8 +1273,10 @@ impl Collection {
     /// token), index_bytes_per_token (candidate-index bytes per token),
     /// centroids (a centroids index's codebook size, once trained), build
     /// (seconds spent sealing segments since opened), ranking (the default
-    /// ranking of hybrid queries) and last_flush_error when the last
-    /// automatic flush failed.
+    /// ranking of hybrid queries), last_flush_error when the last
+    /// automatic flush failed, wal_tails_cut (torn WAL tails cut when the
+    /// database was opened: 0 or 1) and quarantine (the files keeping such
+    /// cut bytes, when there are any).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (_db, c) = self.live(py)?;
         let stats = engine(py, || c.stats());

@@ -536,3 +536,45 @@ def test_a_quiet_collection_is_sealed_in_the_background(tmp_path, rng):
         tessera.Database(tmp_path / "db", read_only=True, seal_idle_ms=100)
     with pytest.raises(tessera.InvalidInputError, match=">= 0"):
         tessera.Database(tmp_path / "db", seal_idle_ms=-1)
+
+
+def test_a_torn_wal_tail_is_cut_with_a_warning_and_kept(tmp_path, rng):
+    """Issue #30 item 15: a flipped bit in the last WAL frame (an acknowledged
+    batch) is cut when the database opens, but never silently: a
+    RuntimeWarning names the quarantine file, which holds the WAL's header and
+    exactly the bytes cut, and the collection's stats count the cut."""
+    import struct
+
+    docs = corpus(rng, 6, 8)
+    ids = list(docs)
+    path = tmp_path / "db"
+    with tessera.Database(path, seal_idle_ms=0) as db:
+        col = db.create_collection("c", 8)
+        col.upsert(ids[:4], [docs[i] for i in ids[:4]])
+        col.upsert(ids[4:], [docs[i] for i in ids[4:]])
+    folder = path / "collections" / "c"
+    (wal,) = folder.glob("wal-*.log")
+    data = bytearray(wal.read_bytes())
+    # Frames per SPEC.md: a 32-byte header, then [u32 length][u32 CRC][payload].
+    at, last = 32, None
+    while at < len(data):
+        last = at
+        at += 8 + struct.unpack_from("<I", data, at)[0]
+    data[-1] ^= 0x01
+    wal.write_bytes(bytes(data))
+
+    with pytest.warns(RuntimeWarning, match="torn WAL tail was cut") as caught:
+        db = tessera.Database(path, seal_idle_ms=0)
+    with db:
+        col = db.collection("c")
+        assert len(col) == 4 and col.get([ids[4]]) == [None]
+        stats = col.stats()
+        assert stats["wal_tails_cut"] == 1
+        (name,) = stats["quarantine"]
+        assert name in str(caught[0].message)
+        kept = (folder / name).read_bytes()
+        assert kept[:32] == bytes(data[:32]) and kept[32:] == bytes(data[last:])
+        assert wal.read_bytes() == bytes(data[:last])
+    with tessera.Database(path, seal_idle_ms=0) as db:
+        stats = db.collection("c").stats()
+        assert stats["wal_tails_cut"] == 0 and stats["quarantine"] == [name]

@@ -13,8 +13,11 @@
 //! checksum the manifest recorded. With `--db`, each collection is then
 //! opened read-only as the engine opens it, so that `inspect` refuses what
 //! opening refuses (a centroid index is checked against its segment there).
-//! A torn WAL tail is a warning (the engine cuts it on open); anything else
-//! that fails makes the command exit with 1. Beside a writer (a server
+//! A torn WAL tail is damage, reported with what its bytes say of the batch
+//! it held (the engine cuts it on open and keeps the bytes in a quarantine
+//! file, `torn-<WAL id>-<offset>.log`, which is reported as damage too): the
+//! database opens, but a batch is gone, so the summary lists it. Anything
+//! else that fails is corruption and makes the command exit with 1. Beside a writer (a server
 //! sealing and merging) a collection is inspected again while its manifest
 //! changes under the pass, so that files replaced meanwhile are not called
 //! missing or damaged: a healthy database is never reported corrupt.
@@ -51,6 +54,8 @@ enum Kind {
     Segment,
     Deletes,
     Wal,
+    /// `torn-*.log`: a WAL header and the bytes cut from that WAL's torn tail.
+    Quarantine,
     Hnsw,
     Codebook,
     CentroidIndex,
@@ -69,6 +74,9 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
     ];
     if name == "MANIFEST" {
         return Some(Kind::Manifest);
+    }
+    if name.starts_with("torn-") && name.ends_with(".log") {
+        return Some(Kind::Quarantine);
     }
     if let Some(&(_, _, k)) = by_name.iter().find(|(p, s, _)| name.starts_with(p) && name.ends_with(s)) {
         return Some(k);
@@ -89,7 +97,8 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
     Ok,
-    Warning(String),
+    /// Opens, but data was lost: a torn WAL tail, cut or to be cut on open.
+    Damaged(String),
     Corrupt(String),
 }
 
@@ -243,7 +252,8 @@ fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option
     Ok((Verdict::Ok, Some(named)))
 }
 
-fn wal_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+/// A WAL, or with `quarantine` the bytes the engine cut from one.
+fn wal_report(bytes: &[u8], quarantine: bool, out: &mut dyn Write) -> Result<Verdict> {
     let r = wal::inspect(bytes);
     let Some(h) = &r.header else {
         writeln!(out, "  file is {} bytes, shorter than the {}-byte header", r.len, wal::HEADER_LEN)?;
@@ -271,7 +281,19 @@ fn wal_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
     let tail = match &r.tail {
         wal::Tail::Clean => Verdict::Ok,
         wal::Tail::Torn { offset, reason } => {
-            Verdict::Warning(format!("torn tail at byte {offset} ({reason}): the engine cuts it on open"))
+            let cut = &bytes[*offset as usize..];
+            let batch = wal::read_torn(cut, h.dim as usize);
+            let after =
+                r.seqs.map_or("the manifest's last sequence number".into(), |(_, last)| format!("sequence {last}"));
+            Verdict::Damaged(if quarantine {
+                format!("{} bytes cut from a WAL's torn tail when it was opened: {batch}", cut.len())
+            } else {
+                format!(
+                    "torn tail at byte {offset} ({reason}), {} bytes: {batch}; the batch after {after} is cut on \
+                     open and its bytes kept in a quarantine file",
+                    cut.len()
+                )
+            })
         }
         wal::Tail::Corrupt { offset, reason } => Verdict::Corrupt(format!("at byte {offset}: {reason}")),
     };
@@ -328,7 +350,7 @@ fn text_report(
 fn print_verdict(v: &Verdict, out: &mut dyn Write) -> Result<()> {
     match v {
         Verdict::Ok => writeln!(out, "  verdict: OK")?,
-        Verdict::Warning(w) => writeln!(out, "  verdict: OK with a warning: {w}")?,
+        Verdict::Damaged(w) => writeln!(out, "  verdict: DAMAGED (opens; a batch is lost): {w}")?,
         Verdict::Corrupt(e) => writeln!(out, "  verdict: CORRUPT: {e}")?,
     }
     writeln!(out)?;
@@ -420,7 +442,8 @@ fn inspect_file(path: &Path, out: &mut dyn Write) -> Result<(Verdict, Option<Nam
     let (v, named) = match kind {
         Some(Kind::Segment) => (segment_report(&bytes, out)?, None),
         Some(Kind::Deletes) => (deletes_report(&bytes, out)?, None),
-        Some(Kind::Wal) => (wal_report(&bytes, out)?, None),
+        Some(Kind::Wal) => (wal_report(&bytes, false, out)?, None),
+        Some(Kind::Quarantine) => (wal_report(&bytes, true, out)?, None),
         Some(Kind::Hnsw) => (hnsw_report(&bytes, out)?, None),
         Some(Kind::Codebook) => (codebook_report(&bytes, out)?, None),
         Some(Kind::CentroidIndex) => {
@@ -438,7 +461,7 @@ fn inspect_file(path: &Path, out: &mut dyn Write) -> Result<(Verdict, Option<Nam
 #[derive(Default)]
 struct Tally {
     files: usize,
-    warnings: usize,
+    damaged: Vec<String>,
     corrupt: Vec<String>,
 }
 
@@ -447,7 +470,7 @@ impl Tally {
         self.files += 1;
         match v {
             Verdict::Ok => {}
-            Verdict::Warning(_) => self.warnings += 1,
+            Verdict::Damaged(_) => self.damaged.push(path.display().to_string()),
             Verdict::Corrupt(_) => self.corrupt.push(path.display().to_string()),
         }
     }
@@ -491,7 +514,7 @@ fn inspect_collection(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<
             }
             out.write_all(&report)?;
             t.files += tally.files;
-            t.warnings += tally.warnings;
+            t.damaged.extend(tally.damaged);
             t.corrupt.extend(tally.corrupt);
             break;
         }
@@ -539,6 +562,12 @@ fn inspect_pass(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
         }
     }
     for n in names.iter().filter(|n| !named.contains(n)) {
+        let p = dir.join(n);
+        if kind_of(&p, &[]) == Some(Kind::Quarantine) {
+            let (v, _) = inspect_file(&p, out)?;
+            t.add(&p, &v);
+            continue;
+        }
         writeln!(
             out,
             "{}: not named by the manifest (a leftover, deleted on open); not verified\n",
@@ -598,11 +627,15 @@ pub fn run(a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
         let (v, _) = inspect_file(f, out)?;
         t.add(f, &v);
     }
+    let damaged = match t.damaged.len() {
+        0 => String::new(),
+        n => format!("; {n} DAMAGED (the database opens, but a WAL batch was cut): {}", t.damaged.join(", ")),
+    };
     if t.corrupt.is_empty() {
-        writeln!(out, "{} file(s) inspected: all verified ({} warning(s))", t.files, t.warnings)?;
+        writeln!(out, "{} file(s) inspected: all verified{damaged}", t.files)?;
         return Ok(());
     }
-    writeln!(out, "{} file(s) inspected: {} CORRUPT: {}", t.files, t.corrupt.len(), t.corrupt.join(", "))?;
+    writeln!(out, "{} file(s) inspected: {} CORRUPT: {}{damaged}", t.files, t.corrupt.len(), t.corrupt.join(", "))?;
     out.flush()?;
     Err(format!("{} of {} file(s) failed verification", t.corrupt.len(), t.files).into())
 }

@@ -194,7 +194,8 @@ enum Cmd {
     Tune(tessera_cli::tune::TuneArgs),
     /// Dump headers, counts and checksums of segments, deletion vectors, WALs, HNSW indexes,
     /// codebooks, full-text indexes and manifests, verify them all, and open each collection
-    /// read-only as the engine does (exit code 1 if anything is corrupt or refused).
+    /// read-only as the engine does (exit code 1 if anything is corrupt or refused; a torn WAL
+    /// tail or a quarantine file of one is reported as DAMAGED: the database opens, a batch is lost).
     Inspect(tessera_cli::inspect::InspectArgs),
     /// Write a consistent copy of a database to a new folder while it stays open and written
     /// (by `tessera serve` or an ingest): each collection as of one point between write
@@ -427,6 +428,11 @@ enum BenchCmd {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // What the engine logs (a torn WAL tail cut on open) reaches stderr;
+    // `serve` sets up its own logging, which may be JSON.
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        tessera_server::init_logging(false);
+    }
     let stdout = &mut std::io::stdout().lock();
     match cli.cmd {
         Cmd::Demo { db, docs, avg_tokens, dim, queries, query_tokens, k, seed, model } => {

@@ -510,15 +510,35 @@ fn inspect_verifies_a_healthy_database_and_names_every_damaged_file() {
         assert!(out.contains("CORRUPT") && out.contains("seg-"), "{out}");
     }
 
-    // A torn WAL tail is a warning: the engine cuts it on open.
+    // A torn WAL tail (here a flipped bit in the last frame, an acknowledged
+    // batch) is damage, not corruption: the database opens, so the exit
+    // code is 0, but the report says which batch is lost.
     let copy = tmp.path().join("torn");
     copy_dir(&db, &copy);
     let wal = file_starting(&copy.join("collections/c"), "wal-");
     let mut b = std::fs::read(&wal).unwrap();
-    b.extend([7u8, 0, 0]);
-    std::fs::write(&wal, b).unwrap();
+    let frames = tessera_format::wal::scan(&b).frames;
+    let (at, payload) = *frames.last().unwrap();
+    let dim = tessera_format::wal::decode_header(&b).unwrap().0 as usize;
+    let (seq, ops) = tessera_format::wal::decode_batch(payload, dim, 0).unwrap();
+    let upserts = ops.iter().filter(|o| matches!(o, tessera_format::wal::Op::Upsert { .. })).count();
+    let lost = format!("sequence {seq}, {upserts} upsert(s) and {} delete(s)", ops.len() - upserts);
+    *b.last_mut().unwrap() ^= 1;
+    std::fs::write(&wal, &b).unwrap();
     let out = ok(&["inspect", "--db", &s(&copy)]);
-    assert!(out.contains("torn tail") && out.contains("1 warning(s)"), "{out}");
+    assert!(out.contains(&format!("torn tail at byte {at}")) && out.contains(&lost), "{out}");
+    assert!(out.contains("verdict: DAMAGED") && out.contains("all verified; 1 DAMAGED"), "{out}");
+    // The writer's open cuts it, says so on stderr, and keeps the bytes in a
+    // quarantine file, which inspect then reports as the damage.
+    let o = tessera(&["compact", "--db", &s(&copy), "--collection", "c"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ERROR") && err.contains("cut a torn tail") && err.contains(&lost), "{err}");
+    let q = file_starting(&copy.join("collections/c"), "torn-");
+    assert!(err.contains(&s(&q)), "{err}");
+    let out = ok(&["inspect", "--db", &s(&copy)]);
+    assert!(out.contains("(quarantine,") && out.contains(&lost) && out.contains("1 DAMAGED"), "{out}");
+    assert!(!out.contains("torn tail at byte"), "the WAL itself is whole again: {out}");
     assert_eq!(tessera(&["inspect"]).status.code(), Some(2));
 }
 

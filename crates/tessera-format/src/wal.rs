@@ -161,6 +161,58 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
     Scan { frames, valid_end, tail }
 }
 
+/// What the bytes of a torn tail say about the batch they held. Nothing in
+/// them is verified (that is why they were cut): each field is what the
+/// bytes read as, where they are long enough to hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TornBatch {
+    /// The frame's payload length, from its first 4 bytes.
+    pub frame_len: Option<u32>,
+    /// The batch's sequence number, from the payload's first 8 bytes.
+    pub seq: Option<u64>,
+    /// Upserts and deletes, when the whole frame is present and its batch decodes.
+    pub ops: Option<(usize, usize)>,
+    /// Every byte of the tail is zero (a crash left the file extended but unwritten).
+    pub zero: bool,
+}
+
+/// Reads what can be read of the batch in `tail` (the bytes a [`Tail::Torn`]
+/// cut, from its offset to the end of the file) of a WAL with `dim` dimensions.
+pub fn read_torn(tail: &[u8], dim: usize) -> TornBatch {
+    let zero = tail.iter().all(|&b| b == 0);
+    let le = |at: usize, n: usize| tail.get(at..at + n).map(|b| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64));
+    let frame_len = le(0, 4).map(|l| l as u32).filter(|_| !zero);
+    let seq = le(FRAME_HEADER_LEN, 8).filter(|_| !zero);
+    let ops = frame_len
+        .and_then(|l| tail.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + l as usize))
+        .and_then(|payload| decode_batch(payload, dim, 0).ok())
+        .map(|(_, ops)| {
+            let upserts = ops.iter().filter(|o| matches!(o, Op::Upsert { .. })).count();
+            (upserts, ops.len() - upserts)
+        });
+    TornBatch { frame_len, seq, ops, zero }
+}
+
+impl std::fmt::Display for TornBatch {
+    /// E.g. "a frame of 120 bytes, sequence 7, 2 upserts and 0 deletes (unverified)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.zero {
+            return f.write_str("zero bytes only (no batch)");
+        }
+        match self.frame_len {
+            Some(l) => write!(f, "a frame of {l} bytes")?,
+            None => f.write_str("part of a frame header")?,
+        }
+        if let Some(s) = self.seq {
+            write!(f, ", sequence {s}")?;
+        }
+        if let Some((u, d)) = self.ops {
+            write!(f, ", {u} upsert(s) and {d} delete(s)")?;
+        }
+        f.write_str(" (unverified)")
+    }
+}
+
 /// One operation of a batch, borrowing its data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<'a> {
@@ -401,6 +453,13 @@ mod tests {
         let mut g = f.clone();
         *g.last_mut().unwrap() ^= 1;
         assert!(matches!(scan(&g).tail, Tail::Torn { .. }));
+        // What the cut bytes say: the whole bad frame decodes to its batch;
+        // a cut one gives what its bytes hold.
+        let t = read_torn(&g[first_end..], 2);
+        assert_eq!((t.frame_len, t.seq, t.ops, t.zero), (Some(b2.len() as u32), Some(2), Some((0, 1)), false));
+        let t = read_torn(&f[first_end..first_end + 12], 2);
+        assert_eq!((t.frame_len, t.seq, t.ops), (Some(b2.len() as u32), None, None));
+        assert!(read_torn(&[0; 9], 2).zero && read_torn(&[0; 9], 2).seq.is_none());
         let mut g = f.clone();
         g[HEADER_LEN + FRAME_HEADER_LEN] ^= 1;
         assert!(matches!(scan(&g).tail, Tail::Corrupt { .. }));

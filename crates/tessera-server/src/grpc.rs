@@ -275,6 +275,8 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         centroids: s.centroids.map(|k| k as u32),
         ranking_json: serde_json::to_string(&s.ranking).expect("a ranking serialises"),
         model_json: c.model.map(|m| serde_json::to_string(&m).expect("an identity serialises")),
+        wal_tails_cut: s.wal_tails_cut,
+        quarantine: s.quarantine,
     }
 }
 

@@ -1,11 +1,11 @@
 //! Prometheus metrics (text format 0.0.4): requests by protocol, route and
 //! status, request latency by protocol and route, requests in flight, and
-//! per-collection gauges (documents, tokens, segments, bytes) read from the
-//! engine's latest snapshot at each scrape.
+//! per-collection gauges (documents, tokens, segments, bytes, quarantine files)
+//! and counters (WAL tails cut) read from the engine at each scrape.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -52,7 +52,7 @@ impl Collector for Collections {
         names.sort();
         let stats: Vec<_> = names.iter().filter_map(|n| self.0.collection(n).ok()).map(|c| c.stats()).collect();
         type Row = (&'static str, &'static str, fn(&tessera::CollectionStats) -> i64);
-        let gauges: [Row; 5] = [
+        let gauges: [Row; 6] = [
             ("tessera_collection_documents", "Live documents", |s| s.documents as i64),
             ("tessera_collection_tokens", "Token embeddings of live documents", |s| s.tokens as i64),
             ("tessera_collection_segments", "Immutable segments", |s| s.segments as i64),
@@ -62,6 +62,9 @@ impl Collector for Collections {
             ("tessera_collection_disk_bytes", "Bytes on disk (segments, indexes, WAL, manifest)", |s| {
                 s.bytes_on_disk as i64
             }),
+            ("tessera_collection_quarantine_files", "Files keeping bytes cut from a WAL's torn tail", |s| {
+                s.quarantine.len() as i64
+            }),
         ];
         for (name, help, get) in gauges {
             let gauge = ConstGauge::new(0i64);
@@ -70,6 +73,13 @@ impl Collector for Collections {
                 let labels = [("collection", s.name.as_str())];
                 ConstGauge::new(get(s)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let help = "Torn WAL tails cut when the collection was opened (their bytes are kept in quarantine files)";
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor("tessera_wal_tails_cut", help, None, counter.metric_type())?;
+        for s in &stats {
+            let labels = [("collection", s.name.as_str())];
+            ConstCounter::new(s.wal_tails_cut).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tessera_server::{ApiKeys, Limits};
+use tessera_server::{ApiKeys, Limits, pb};
 
 const DIM: usize = 16;
 
@@ -1432,4 +1432,46 @@ fn openapi_describes_every_status_and_this_servers_auth() {
     for r in spec["components"]["responses"].as_object().unwrap().values() {
         assert!(r["content"]["application/json"]["schema"]["$ref"].is_string());
     }
+}
+
+/// Issue #30 item 15: a torn WAL tail cut when the server opened the
+/// database is counted in `/metrics` and reported by the collection's info
+/// (HTTP and gRPC), with the quarantine file that keeps its bytes.
+#[test]
+fn a_torn_wal_tail_cut_on_open_is_in_the_metrics_and_the_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(30);
+    {
+        let db = tessera::Database::open(dir.path()).unwrap();
+        db.set_seal_idle(None);
+        let c = db.create_collection("c", tessera::CollectionConfig::new(8)).unwrap();
+        for i in 0..2 {
+            let tokens = tessera::Tokens::F32 { data: rng.tokens(2, 8).concat(), dim: 8 };
+            c.upsert(&[tessera::Document::new(format!("d{i}"), tokens)]).unwrap();
+        }
+    }
+    let folder = dir.path().join("collections/c");
+    let wal = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let server = TestServer::start_with(dir.path(), |c| c.seal_idle = None);
+    let info = get(server.http, "/v1/collections/c").json();
+    assert_eq!((info["documents"].as_u64(), info["wal_tails_cut"].as_u64()), (Some(1), Some(1)), "{info}");
+    let kept: Vec<String> = serde_json::from_value(info["quarantine"].clone()).unwrap();
+    assert_eq!(kept.len(), 1, "{info}");
+    assert!(folder.join(&kept[0]).is_file());
+    let m = get(server.http, "/metrics").body;
+    assert!(m.contains(r#"tessera_wal_tails_cut_total{collection="c"} 1"#), "{m}");
+    assert!(m.contains(r#"tessera_collection_quarantine_files{collection="c"} 1"#), "{m}");
+    let mut g = server.grpc_client();
+    let i = server.rt.block_on(g.get_collection(pb::CollectionRequest { collection: "c".into() })).unwrap();
+    let i = i.into_inner();
+    assert_eq!((i.wal_tails_cut, i.quarantine), (1, kept));
+    server.stop().unwrap();
 }

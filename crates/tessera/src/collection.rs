@@ -223,6 +223,13 @@ pub struct CollectionStats {
     /// Why the last automatic flush failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_error: Option<String>,
+    /// Torn WAL tails cut since this process opened the collection (0 or 1:
+    /// only opening finds one).
+    pub wal_tails_cut: u64,
+    /// Quarantine files in the collection's folder (`torn-<WAL id>-<offset>.log`):
+    /// bytes cut from a WAL's tail, kept until an operator removes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantine: Vec<String>,
 }
 
 /// Seconds spent sealing segments since the collection was created, by part
@@ -280,6 +287,10 @@ pub struct Collection {
     seal_idle_ms: std::sync::atomic::AtomicU64,
     /// When the last write batch was applied, while the quiet watcher waits on it.
     last_write: Mutex<Option<Instant>>,
+    /// Torn WAL tails cut when this collection was opened (0 or 1).
+    wal_tails_cut: u64,
+    /// Quarantine files found in the folder when it was opened.
+    quarantine: Vec<String>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -330,7 +341,7 @@ impl Collection {
         for &old in &manifest.older_wals {
             let path = dir.join(manifest::wal_file(old));
             let (older, batches) = Wal::open(&path, old, config.dim, config.durability, true)?;
-            if older.torn {
+            if older.torn.is_some() {
                 return Err(Error::Corrupted {
                     file: path,
                     offset: older.len(),
@@ -342,6 +353,11 @@ impl Collection {
         }
         let wal_path = dir.join(manifest::wal_file(manifest.wal));
         let (wal, batches) = Wal::open(&wal_path, manifest.wal, config.dim, config.durability, read_only)?;
+        if let Some(t) = &wal.torn {
+            let kept = batches.last().map_or(manifest.last_seq, |b| b.1);
+            report_torn_tail(&manifest.name, &wal_path, t, kept, read_only);
+        }
+        let wal_tails_cut = u64::from(wal.torn.is_some() && !read_only);
         logs.push((wal_path, batches));
         let mut w = Writer {
             seq: manifest.last_seq,
@@ -409,6 +425,8 @@ impl Collection {
             last_write: Mutex::new(None),
             replaced: Default::default(),
             successor: OnceLock::new(),
+            wal_tails_cut,
+            quarantine: quarantine_files(dir)?,
         })
     }
 
@@ -847,6 +865,8 @@ impl Collection {
             build: *self.build.lock().unwrap_or_else(|p| p.into_inner()),
             ranking: self.ranking(),
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            wal_tails_cut: self.wal_tails_cut,
+            quarantine: self.quarantine.clone(),
         }
     }
 
@@ -1701,6 +1721,45 @@ fn index_bytes(snap: &Snapshot) -> u64 {
 
 /// Removes segment, WAL, deletion-vector and temporary files that the
 /// manifest does not reference: leftovers of an interrupted flush or merge.
+/// Says what a torn WAL tail found on open held: an error in the log (the
+/// last batch of an append that crashed was never acknowledged, but a flipped
+/// bit in an acknowledged one looks the same), with where its bytes are kept.
+fn report_torn_tail(name: &str, wal: &Path, t: &wal::TornTail, kept_seq: u64, read_only: bool) {
+    let what = t.batch.to_string();
+    let wal = wal.display();
+    let (offset, bytes, reason) = (t.offset, t.bytes, &t.reason);
+    if read_only {
+        tracing::warn!(
+            collection = name,
+            "{wal}: torn tail of {bytes} bytes at offset {offset} ({reason}) skipped, read-only: {what}; \
+             batches after sequence {kept_seq} are not replayed"
+        );
+        return;
+    }
+    let kept = match &t.quarantine {
+        Some(q) => format!("the cut bytes are kept in {}", q.display()),
+        None => "nothing kept".into(),
+    };
+    tracing::error!(
+        collection = name,
+        "{wal}: cut a torn tail of {bytes} bytes at offset {offset} ({reason}): {what}; \
+         batches after sequence {kept_seq} are lost; {kept}"
+    );
+}
+
+/// The quarantine files (`torn-*.log`) in a collection's folder, by name.
+fn quarantine_files(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let name = entry.map_err(Error::io(dir))?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(wal::QUARANTINE_PREFIX) && name.ends_with(".log") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
     let keep: BTreeSet<String> = referenced_files(m).into_iter().collect();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {

@@ -8,7 +8,7 @@ use half::f16;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tessera_format::wal::{self, Op, Tail};
+use tessera_format::wal::{self, Op, Tail, TornBatch};
 
 pub(crate) struct Wal {
     id: u64,
@@ -17,8 +17,25 @@ pub(crate) struct Wal {
     len: u64,
     durability: Durability,
     /// Opened with a torn tail (cut, unless opened read-only).
-    pub torn: bool,
+    pub torn: Option<TornTail>,
 }
+
+/// A torn tail found when a WAL was opened: the bytes after its last good
+/// frame, cut (unless opened read-only) and kept in a quarantine file.
+#[derive(Debug, Clone)]
+pub(crate) struct TornTail {
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
+    pub batch: TornBatch,
+    /// The quarantine file that keeps the cut bytes (`None` when read-only
+    /// or when they were all zero).
+    pub quarantine: Option<PathBuf>,
+}
+
+/// Prefix of a quarantine file's name: `torn-<WAL id>-<offset>.log`, a WAL
+/// header followed by the bytes cut from that WAL at that offset.
+pub(crate) const QUARANTINE_PREFIX: &str = "torn-";
 
 /// The batches a WAL holds: `(file offset of the frame, sequence number, ops)`, in order.
 pub(crate) type Batches = Vec<(u64, u64, Vec<Replayed>)>;
@@ -34,7 +51,7 @@ impl Wal {
     pub fn create(path: &Path, id: u64, dim: usize, durability: Durability) -> Result<Self> {
         crate::fsutil::write_new(path, &wal::encode_header(dim as u32, id))?;
         let file = OpenOptions::new().append(true).open(path).map_err(Error::io(path))?;
-        Ok(Self { id, file, path: path.into(), len: wal::HEADER_LEN as u64, durability, torn: false })
+        Ok(Self { id, file, path: path.into(), len: wal::HEADER_LEN as u64, durability, torn: None })
     }
 
     /// Opens an existing WAL: verifies it, cuts a torn tail (unless
@@ -61,9 +78,19 @@ impl Wal {
             batches.push((*offset, seq, ops.into_iter().map(owned).collect()));
         }
         let file = OpenOptions::new().read(true).append(!read_only).open(path).map_err(Error::io(path))?;
-        let torn = matches!(scan.tail, Tail::Torn { .. });
-        if torn && !read_only {
-            file.set_len(scan.valid_end).and_then(|_| file.sync_all()).map_err(Error::io(path))?;
+        let mut torn = None;
+        if let Tail::Torn { offset, reason } = scan.tail {
+            let cut = &bytes[offset as usize..];
+            let batch = wal::read_torn(cut, dim);
+            let mut quarantine = None;
+            if !read_only {
+                // The cut bytes are kept (durably) before the WAL loses them.
+                if !batch.zero {
+                    quarantine = Some(quarantine_file(path, &bytes[..wal::HEADER_LEN], id, offset, cut)?);
+                }
+                file.set_len(scan.valid_end).and_then(|_| file.sync_all()).map_err(Error::io(path))?;
+            }
+            torn = Some(TornTail { offset, bytes: cut.len() as u64, reason, batch, quarantine });
         }
         Ok((Self { id, file, path: path.into(), len: scan.valid_end, durability, torn }, batches))
     }
@@ -105,6 +132,29 @@ impl Wal {
     pub fn is_empty(&self) -> bool {
         self.len == wal::HEADER_LEN as u64
     }
+}
+
+/// Writes `torn-<id>-<offset>.log` beside the WAL at `path`: its header,
+/// then the `cut` bytes, fsynced with the folder. A file of that name that
+/// holds other bytes (a later tail cut at the same offset) is kept, and the
+/// new one is numbered `.2`, `.3`, …
+fn quarantine_file(path: &Path, header: &[u8], id: u64, offset: u64, cut: &[u8]) -> Result<PathBuf> {
+    let dir = path.parent().expect("a WAL lives in its collection's folder");
+    let content = [header, cut].concat();
+    for n in 1u32.. {
+        let suffix = if n == 1 { String::new() } else { format!(".{n}") };
+        let q = dir.join(format!("{QUARANTINE_PREFIX}{id:016}-{offset:016}{suffix}.log"));
+        match std::fs::read(&q) {
+            Ok(old) if old == content => return Ok(q),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::fsutil::atomic_write(&q, &content)?;
+                return Ok(q);
+            }
+            Err(e) => return Err(Error::io(&q)(e)),
+        }
+    }
+    unreachable!("a free quarantine file name")
 }
 
 fn owned(op: Op<'_>) -> Replayed {

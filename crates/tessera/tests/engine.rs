@@ -998,6 +998,89 @@ fn read_only_opening_beside_a_writer_changes_nothing() {
     assert_eq!(std::fs::read(&wal).unwrap().len(), bytes.len() - 3, "the writer cut the torn tail");
 }
 
+/// Issue #30 item 15: a flipped bit in the WAL's last frame (an acknowledged
+/// batch) reads as a torn tail, which opening cuts; the cut is not silent:
+/// it is counted in the collection's stats, and its bytes are kept in a
+/// quarantine file (the WAL's header, then exactly the bytes cut) whose
+/// batch reads as the one that was lost. A later tail cut at the same offset
+/// gets a file of its own; zero fill is cut and counted, but not kept.
+#[test]
+fn a_torn_wal_tail_is_cut_counted_and_kept_in_quarantine() {
+    use tessera_format::wal;
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = dir.path().join("collections/c");
+    let mut rng = Rng(15);
+    let docs: Vec<Document> = (0..10).map(|i| Document::new(format!("d{i}"), rng.tokens(1 + i % 3, 8))).collect();
+    {
+        let db = Database::open(dir.path()).unwrap();
+        db.set_seal_idle(None);
+        let c = db.create_collection("c", CollectionConfig::new(8)).unwrap();
+        for batch in [&docs[..4], &docs[4..7], &docs[7..]] {
+            c.upsert(batch).unwrap();
+        }
+        let st = c.stats();
+        assert_eq!((st.wal_tails_cut, st.quarantine.len()), (0, 0));
+    }
+    let wal_path = files_named(&cdir, "wal-").pop().unwrap();
+    let whole = std::fs::read(&wal_path).unwrap();
+    let frames = wal::scan(&whole).frames;
+    let (last_at, last_payload) = *frames.last().unwrap();
+    let (last_seq, _) = wal::decode_batch(last_payload, 8, 0).unwrap();
+    let mut flipped = whole.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    std::fs::write(&wal_path, &flipped).unwrap();
+
+    // No background seal: the WAL under test stays the current one.
+    let reopen = || {
+        let db = Database::open(dir.path()).unwrap();
+        db.set_seal_idle(None);
+        db.collection("c").unwrap()
+    };
+    let c = reopen();
+    assert_eq!(c.len(), 7, "the last batch is cut");
+    assert!(c.get("d7").unwrap().is_none() && c.get("d6").unwrap().is_some());
+    assert_eq!(std::fs::read(&wal_path).unwrap(), whole[..last_at as usize], "the WAL ends at its last good frame");
+    let st = c.stats();
+    assert_eq!(st.wal_tails_cut, 1);
+    let wal_id = wal::decode_header(&whole).unwrap().1;
+    assert_eq!(st.quarantine, [format!("torn-{wal_id:016}-{last_at:016}.log")]);
+    let kept = std::fs::read(cdir.join(&st.quarantine[0])).unwrap();
+    assert_eq!(kept[..wal::HEADER_LEN], whole[..wal::HEADER_LEN], "the WAL's header");
+    assert_eq!(kept[wal::HEADER_LEN..], flipped[last_at as usize..], "exactly the bytes cut");
+    let lost = wal::read_torn(&kept[wal::HEADER_LEN..], 8);
+    assert_eq!((lost.seq, lost.ops), (Some(last_seq), Some((3, 0))), "the lost batch, as its bytes read");
+    drop(c);
+
+    // Reopened: nothing more is cut; the quarantine file stays.
+    let c = reopen();
+    let st = c.stats();
+    assert_eq!((c.len(), st.wal_tails_cut, st.quarantine.len()), (7, 0, 1));
+    // Two of them written again (a batch with the lost one's sequence
+    // number), torn again at the same offset: a second file.
+    c.upsert(&docs[7..9]).unwrap();
+    drop(c);
+    let mut again = std::fs::read(&wal_path).unwrap();
+    *again.last_mut().unwrap() ^= 0x10;
+    std::fs::write(&wal_path, &again).unwrap();
+    let c = reopen();
+    let st = c.stats();
+    assert_eq!((c.len(), st.wal_tails_cut), (7, 1));
+    let first = format!("torn-{wal_id:016}-{last_at:016}.log");
+    let second = format!("torn-{wal_id:016}-{last_at:016}.2.log");
+    assert_eq!(st.quarantine, vec![second.clone(), first.clone()]);
+    assert_eq!(std::fs::read(cdir.join(&first)).unwrap(), kept, "the first file is kept as it was");
+    assert_eq!(std::fs::read(cdir.join(&second)).unwrap()[wal::HEADER_LEN..], again[last_at as usize..]);
+    // Zero fill after the last frame: cut and counted, nothing kept.
+    c.upsert(&docs[7..]).unwrap();
+    drop(c);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&wal_path).unwrap();
+    std::io::Write::write_all(&mut f, &[0u8; 64]).unwrap();
+    drop(f);
+    let c = reopen();
+    let st = c.stats();
+    assert_eq!((c.len(), st.wal_tails_cut, st.quarantine.len()), (10, 1, 2));
+}
+
 /// A linear rank over the fused candidates against a reference computed here:
 /// naive f64 MaxSim, the text source's BM25 scores with its lowest as the
 /// floor, z-scores by hand. Then the collection's default ranking: used by a
