@@ -524,8 +524,12 @@ impl Database {
     /// candidates before the exact rerank); model: a model folder
     /// (docs/ENCODER.md) that encodes the collection's texts — documents
     /// upserted as texts without tokens, and text queries — whose output
-    /// dimension is the collection's (`dim` may then be left out).
-    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None))]
+    /// dimension is the collection's (`dim` may then be left out);
+    /// settings: a dict of tunable settings (memtable_bytes, max_segments,
+    /// max_batch_bytes; hnsw_m, hnsw_ef_construction for pooled/muvera;
+    /// centroids_k, default_nprobe, min_train_tokens, train_iterations,
+    /// drift for centroids), those left out at their defaults.
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None, settings=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create_collection(
         &self,
@@ -538,12 +542,14 @@ impl Database {
         storage: Option<&str>,
         screening: Option<&str>,
         model: Option<std::path::PathBuf>,
+        settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Collection> {
+        let tunables = settings_of(py, settings, "create_collection")?;
         let settings = Settings { index, text, durability, storage, screening };
         // The model is loaded and checked before anything is created.
         let encoder = model.as_deref().map(|m| engine(py, || tessera::load_model(m))).transpose().or_py(py)?;
         let dim = tessera::collection_dim(dim, encoder.as_deref()).or_py(py)?;
-        let config = settings.apply(py, CollectionConfig::new(dim))?;
+        let config = tunables.apply(&settings.apply(py, CollectionConfig::new(dim))?, true).or_py(py)?;
         let db = open_db(py, &self.shared)?;
         let c = engine(py, || db.create_collection(name, config)).or_py(py)?;
         if let Some(m) = &model
@@ -565,7 +571,7 @@ impl Database {
     /// Opens `name`, or creates it as `create_collection` would. The settings
     /// given must match an existing collection's (AlreadyExistsError if not);
     /// settings left out are not compared.
-    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None))]
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None, settings=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn open_or_create_collection(
         &self,
@@ -578,15 +584,17 @@ impl Database {
         storage: Option<&str>,
         screening: Option<&str>,
         model: Option<std::path::PathBuf>,
+        settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Collection> {
-        let settings = Settings { index, text, durability, storage, screening };
+        let tunables = settings_of(py, settings, "open_or_create_collection")?;
+        let named = Settings { index, text, durability, storage, screening };
         let db = open_db(py, &self.shared)?;
         match db.collection(name) {
             Ok(c) => {
                 let have = c.config();
-                let mut asked = settings.apply(py, have.clone())?;
+                let mut asked = named.apply(py, (*have).clone())?;
                 asked.dim = dim.unwrap_or(have.dim);
-                let mut differs = have.differs_from(&asked).map(str::to_string);
+                let mut differs = have.differs_from(&asked).or_else(|| tunables.differs(&have)).map(str::to_string);
                 if let Some(m) = &model {
                     let asked = m.canonicalize().map_err(|e| invalid(py, format!("model {}: {e}", m.display())))?;
                     if c.model().map(|b| b.path) != Some(asked) {
@@ -600,7 +608,7 @@ impl Database {
                 Ok(Collection { shared: self.shared.clone(), inner: c })
             }
             Err(tessera::Error::UnknownCollection(_)) => {
-                self.create_collection(py, name, dim, index, text, durability, storage, screening, model)
+                self.create_collection(py, name, dim, index, text, durability, storage, screening, model, settings)
             }
             Err(e) => Err(engine_error(py, e)),
         }
@@ -751,6 +759,26 @@ fn integer(v: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
         return Ok(v);
     }
     Ok(v.call_method0("__index__").unwrap_or(v))
+}
+
+/// A collection's tunable settings from a dict (or keywords) of them: an
+/// unknown name raises TypeError, a bad value InvalidInputError naming it;
+/// None leaves a setting as it is.
+fn settings_of(py: Python<'_>, d: Option<&Bound<'_, PyDict>>, call: &str) -> PyResult<tessera::Settings> {
+    let given = PyDict::new(py);
+    for (key, v) in d.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
+        let name: String = key.extract()?;
+        if !tessera::Settings::names().contains(&name.as_str()) {
+            let known = tessera::Settings::names().join(", ");
+            let e = format!("{call}() got an unknown setting '{name}' (settings: {known})");
+            return Err(pyo3::exceptions::PyTypeError::new_err(e));
+        }
+        if !v.is_none() {
+            given.set_item(key, integer(v)?)?;
+        }
+    }
+    let mut reader = pythonize::Depythonizer::from_object(given.as_any());
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))
 }
 
 /// The options of `search` and `search_batch` (`k` and the keyword
@@ -1260,6 +1288,22 @@ impl Collection {
         engine(py, || c.flush()).or_py(py)
     }
 
+    /// Changes the collection's tunable settings given as keywords
+    /// (memtable_bytes, max_segments, max_batch_bytes, default_nprobe,
+    /// min_train_tokens, drift; the others are fixed at creation), checked
+    /// and stored with the collection; returns every setting as it now is.
+    #[pyo3(signature = (**settings))]
+    fn update_settings<'py>(
+        &self,
+        py: Python<'py>,
+        settings: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = settings_of(py, settings, "update_settings")?;
+        let (_db, c) = self.live(py)?;
+        let now = engine(py, || c.update_settings(&s)).or_py(py)?;
+        to_python(py, &serde_json::to_value(now).map_err(|e| invalid(py, e.to_string()))?)
+    }
+
     /// Merges all segments into one, dropping deleted documents.
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         let (_db, c) = self.live(py)?;
@@ -1274,7 +1318,8 @@ impl Collection {
     /// centroids (a centroids index's codebook size, once trained), build
     /// (seconds spent sealing segments since opened), ranking (the default
     /// ranking of hybrid queries), last_flush_error when the last
-    /// automatic flush failed, wal_tails_cut (torn WAL tails cut when the
+    /// automatic flush failed, settings (every tunable setting as it now
+    /// is: `update_settings` changes them), wal_tails_cut (torn WAL tails cut when the
     /// database was opened: 0 or 1) and quarantine (the files keeping such
     /// cut bytes, when there are any).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -1284,6 +1329,7 @@ impl Collection {
         let mut v = serde_json::to_value(&stats).map_err(|e| invalid(py, e.to_string()))?;
         v["text"] = TextKind::of(cfg.text.as_ref()).name().into();
         v["durability"] = cfg.durability.name().into();
+        v["settings"] = serde_json::to_value(tessera::Settings::of(&cfg)).map_err(|e| invalid(py, e.to_string()))?;
         to_python(py, &v)
     }
 
@@ -1367,6 +1413,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_K", tessera::MAX_K)?;
     // The search options' names (`search(**options)`), as the engine reads them.
     m.add("SEARCH_OPTIONS", tessera::SearchOptions::fields().to_vec())?;
+    m.add("SETTINGS", tessera::Settings::names().to_vec())?;
     m.add("DEFAULT_CANDIDATES", tessera::DEFAULT_CANDIDATES)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

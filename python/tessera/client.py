@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import math
 import threading
 import time
 import urllib.parse
@@ -30,7 +31,17 @@ import numpy as np
 
 from . import errors
 from .helpers import _id_list, _json_default
-from ._tessera import SEARCH_OPTIONS, Document, Hit, Reranked
+from ._tessera import SEARCH_OPTIONS, SETTINGS, Document, Hit, Reranked
+
+def _settings(call: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings given (None left out), an unknown name refused as the embedded engine refuses it."""
+    for k, v in settings.items():
+        if k not in SETTINGS:
+            raise TypeError(f"{call}() got an unknown setting '{k}' (settings: {', '.join(SETTINGS)})")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise errors.InvalidInputError(f"{k}: {v} is not a finite number")
+    return {k: v for k, v in settings.items() if v is not None}
+
 
 _F16_MAX = 65520.0  # values at or beyond this round to infinity in float16
 
@@ -219,7 +230,10 @@ class Client:
         if self._closed:
             raise errors.UnavailableError("the client is closed")
         if body is not None:
-            data = json.dumps(body, allow_nan=False, default=_json_default).encode()
+            try:
+                data = json.dumps(body, allow_nan=False, default=_json_default).encode()
+            except ValueError as e:  # NaN or infinity, which JSON cannot carry
+                raise errors.InvalidInputError(f"the request cannot be sent: {e}") from None
         for attempt in (0, 1):
             c = self._conn()
             try:
@@ -307,11 +321,14 @@ class Client:
         storage: Optional[str] = None,
         screening: Optional[str] = None,
         model: Optional[str] = None,
+        settings: Optional[Dict[str, Any]] = None,
     ) -> "RemoteCollection":
         """As :meth:`tessera.Database.create_collection`; ``model`` names one
         of the server's models (``tessera serve --model NAME=DIR``, see
         :meth:`models`), not a folder."""
         body: Dict[str, Any] = {"name": name}
+        if settings is not None:
+            body["settings"] = _settings("create_collection", settings)
         settings = (
             ("dim", dim),
             ("index", index),
@@ -342,26 +359,36 @@ class Client:
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        settings: Optional[Dict[str, Any]] = None,
     ) -> "RemoteCollection":
         """As :meth:`tessera.Database.open_or_create_collection`: settings
         given must match an existing collection's; settings left out are not compared."""
+        tunables = _settings("open_or_create_collection", settings or {})
         try:
             c = self.collection(name)
         except errors.NotFoundError:
             try:
                 return self.create_collection(
-                    name, dim, index=index, text=text, durability=durability, storage=storage, screening=screening
+                    name,
+                    dim,
+                    index=index,
+                    text=text,
+                    durability=durability,
+                    storage=storage,
+                    screening=screening,
+                    settings=tunables,
                 )
             except errors.AlreadyExistsError:
                 c = self.collection(name)  # created meanwhile: compare as below
         info = c.stats()
-        wanted = (("dim", dim), ("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
-        for what, want in wanted:
-            if want is not None and info[what] != want:
-                raise errors.AlreadyExistsError(
-                    f"collection {name!r} exists with a different configuration: its {what} differs from the request",
-                    code="conflict",
-                )
+        named = (("dim", dim), ("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
+        differs = [what for what, want in named if want is not None and info[what] != want]
+        differs += [what for what, want in tunables.items() if info["settings"].get(what) != want]
+        if differs:
+            raise errors.AlreadyExistsError(
+                f"collection {name!r} exists with a different configuration: its {differs[0]} differs from the request",
+                code="conflict",
+            )
         return c
 
     def list_collections(self) -> List[str]:
@@ -525,6 +552,10 @@ class RemoteCollection:
     def compact(self) -> None:
         """As :meth:`tessera.Collection.compact`."""
         self._post("compact")
+
+    def update_settings(self, **settings: Any) -> Dict[str, Any]:
+        """As :meth:`tessera.Collection.update_settings`."""
+        return dict(self._post("settings", _settings("update_settings", settings))["settings"])
 
     # ------------------------------------------------------------ reads
 

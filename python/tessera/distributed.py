@@ -257,6 +257,9 @@ class _Replica:
     def compact(self) -> None:
         self._serving().compact()
 
+    def update_settings(self, settings: Dict[str, Any]) -> Dict[str, Any]:
+        return self._serving().update_settings(**settings)
+
     def close(self) -> None:
         self._admitted = False
         if self._db is not None:
@@ -734,10 +737,10 @@ class ShardedCollection:
             _check_id(i, id_, seen, "ids")
         return self._write("delete", {s: ([ids[i] for i in rows],) for s, rows in self._split(ids).items()})
 
-    def _everywhere(self, method: str) -> None:
+    def _everywhere(self, method: str, *args: Any) -> None:
         """Runs ``method`` on every replica in service; one that fails goes
         out of service (and is repaired); an engine error is raised."""
-        refs = [(s, r, getattr(self._actors[s][r], method).remote()) for s in range(self.shards) for r in self._in_service(s)]
+        refs = [(s, r, getattr(self._actors[s][r], method).remote(*args)) for s in range(self.shards) for r in self._in_service(s)]
         for s, r, ref in refs:
             kind, got = _outcome(ref)
             if kind == _ERROR:
@@ -750,6 +753,11 @@ class ShardedCollection:
 
     def compact(self) -> None:
         self._everywhere("compact")
+
+    def update_settings(self, **settings: Any) -> Dict[str, Any]:
+        """As ``Collection.update_settings``, on every replica in service."""
+        self._everywhere("update_settings", settings)
+        return dict(self.stats()["settings"])
 
     # ------------------------------------------------------------ reads
 

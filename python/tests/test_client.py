@@ -334,3 +334,50 @@ def test_a_batch_of_token_queries_with_one_bm25_text_each(make_server, tmp_path,
             with pytest.raises(tessera.InvalidInputError, match="str"):
                 col.search_batch(queries, text=[1] * len(queries))
         assert db.collection("c").search_batch(queries, text=texts) == client.collection("c").search_batch(queries, text=texts)
+
+
+def test_collection_settings_embedded_and_through_the_server(server, tmp_path, rng):
+    """Issue #30 item 17: settings at creation, in stats, changed with
+    update_settings, and refused alike embedded and through the server (an
+    unknown name is a TypeError, a bad value or a setting fixed at creation
+    an InvalidInputError naming it); open_or_create compares the settings
+    it is given. The effect is the engine's: a lowered codebook threshold
+    trains a codebook at the next seal."""
+    docs = corpus(rng, 40, DIM, lo=20, hi=30)
+    with tessera.Database(tmp_path / "embedded", seal_idle_ms=0) as db, tessera.Client(server.url) as client:
+        for owner in (db, client):
+            col = owner.create_collection(
+                "c", DIM, index="centroids", settings={"min_train_tokens": 1 << 20, "memtable_bytes": 1 << 20}
+            )
+            s = col.stats()["settings"]
+            assert (s["min_train_tokens"], s["memtable_bytes"], s["max_segments"]) == (1 << 20, 1 << 20, 16)
+            assert "hnsw_m" not in s
+            load(col, docs)
+            col.flush()
+            assert "centroids" not in col.stats()
+            now = col.update_settings(min_train_tokens=256, max_segments=np.int64(4))
+            assert now == {**s, "min_train_tokens": 256, "max_segments": 4}
+            assert col.stats()["settings"] == now
+            load(col, {f"again-{i}": t for i, t in docs.items()})
+            col.flush()
+            assert col.stats()["centroids"] > 0, "a codebook was trained once the threshold came down"
+            with pytest.raises(TypeError, match="unknown setting 'max_segmnts'"):
+                col.update_settings(max_segmnts=3)
+            for bad, says in [
+                (dict(centroids_k=64), "centroids_k is fixed"),
+                (dict(memtable_bytes=10), "memtable_bytes must be in"),
+                (dict(memtable_bytes=-1), "memtable_bytes"),
+                (dict(drift=float("nan")), "drift"),
+                (dict(default_nprobe="many"), "default_nprobe"),
+            ]:
+                with pytest.raises(tessera.InvalidInputError, match=says):
+                    col.update_settings(**bad)
+            assert col.stats()["settings"] == now
+            with pytest.raises(tessera.InvalidInputError, match="hnsw_m does not apply"):
+                owner.create_collection("p", DIM, index="centroids", settings={"hnsw_m": 8})
+            assert owner.open_or_create_collection("c", DIM, settings={"max_segments": 4}).name == "c"
+            with pytest.raises(tessera.AlreadyExistsError, match="max_segments differs"):
+                owner.open_or_create_collection("c", DIM, settings={"max_segments": 5})
+            with pytest.raises(TypeError, match="unknown setting"):
+                owner.create_collection("q", DIM, settings={"memtable": 1})
+            assert "q" not in owner.list_collections()

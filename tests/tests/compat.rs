@@ -350,7 +350,7 @@ fn v2_centroids_database_opens_searches_and_keeps_its_codebook() {
     assert!(before.iter().any(|n| n.starts_with("cbk-")) && before.iter().any(|n| n.starts_with("ivf-")), "{before:?}");
     let db = Database::open(tmp.path()).unwrap();
     let c = db.collection("golden").unwrap();
-    assert_eq!(c.config(), &centroid_config());
+    assert_eq!(*c.config(), centroid_config());
     assert_eq!(c.len(), 47);
     assert_eq!(c.stats().centroids, Some(16));
     for i in [0, 5, 7, 30, 48] {

@@ -51,3 +51,61 @@ fn parse_weight(s: &str) -> Result<(Signal, f64), String> {
     }
     Ok((signal, w))
 }
+
+/// A collection's tunable settings as flags (`tessera::Settings`, named as
+/// everywhere): given to `ingest` for a collection it creates, to
+/// `settings` to change an existing one.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SettingsArgs {
+    /// Seal the memtable into a segment once its data exceeds this many bytes
+    /// (4096..=17179869184; default 64 MiB).
+    #[arg(long)]
+    pub memtable_bytes: Option<u64>,
+    /// Merge segments while there are more than this many (1..=1024; default 16).
+    #[arg(long)]
+    pub max_segments: Option<u64>,
+    /// The largest write batch accepted, encoded (1024..=1073741824; default 256 MiB).
+    #[arg(long)]
+    pub max_batch_bytes: Option<u64>,
+    /// pooled/muvera: HNSW links per node (2..=128; default 16). At creation only.
+    #[arg(long)]
+    pub hnsw_m: Option<u64>,
+    /// pooled/muvera: HNSW beam while building (1..=10000; default 200). At creation only.
+    #[arg(long)]
+    pub hnsw_ef_construction: Option<u64>,
+    /// centroids: the codebook's centroids (16..=65536; default 0: a power of two near
+    /// 4·√tokens of the segment it is trained from). At creation only.
+    #[arg(long, visible_alias = "centroids")]
+    pub centroids_k: Option<u64>,
+    /// centroids: centroids probed per query token when a search does not say
+    /// (1..=4096; default 0: from the codebook's size).
+    #[arg(long)]
+    pub default_nprobe: Option<u64>,
+    /// centroids: a seal of at least this many tokens trains the codebook (≥ 256; default 65536).
+    #[arg(long)]
+    pub min_train_tokens: Option<u64>,
+    /// centroids: Lloyd iterations of a training (1..=100; default 8). At creation only.
+    #[arg(long)]
+    pub train_iterations: Option<u64>,
+    /// centroids: a merge retrains the codebook when its tokens' mean cosine to their
+    /// centroids fell by more than this (> 0; default 0.05).
+    #[arg(long)]
+    pub drift: Option<f32>,
+}
+
+impl SettingsArgs {
+    pub fn settings(&self) -> tessera::Settings {
+        tessera::Settings {
+            memtable_bytes: self.memtable_bytes,
+            max_segments: self.max_segments,
+            max_batch_bytes: self.max_batch_bytes,
+            hnsw_m: self.hnsw_m,
+            hnsw_ef_construction: self.hnsw_ef_construction,
+            centroids_k: self.centroids_k,
+            default_nprobe: self.default_nprobe,
+            min_train_tokens: self.min_train_tokens,
+            train_iterations: self.train_iterations,
+            drift: self.drift,
+        }
+    }
+}

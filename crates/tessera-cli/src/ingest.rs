@@ -37,6 +37,8 @@ pub struct IngestOptions {
     pub index: Option<Option<IndexConfig>>,
     pub storage: Option<TokenType>,
     pub screening: Option<Screening>,
+    /// Tunable settings, given ones compared like the above.
+    pub settings: tessera::Settings,
     pub on_error: OnError,
     /// Continue after the last batch an interrupted run acknowledged.
     pub resume: bool,
@@ -54,6 +56,7 @@ impl Default for IngestOptions {
             index: None,
             storage: None,
             screening: None,
+            settings: tessera::Settings::default(),
             on_error: OnError::Abort,
             resume: false,
             batch_docs: 512,
@@ -298,14 +301,15 @@ impl Progress {
 
 impl IngestOptions {
     /// The configuration of a collection this ingest creates.
-    pub fn config(&self, dim: usize) -> CollectionConfig {
+    pub fn config(&self, dim: usize) -> tessera::Result<CollectionConfig> {
         let d = CollectionConfig::new(dim);
-        CollectionConfig {
+        let c = CollectionConfig {
             index: self.index.clone().unwrap_or(d.index.clone()),
             storage: self.storage.unwrap_or(d.storage),
             screening: self.screening.unwrap_or(d.screening),
             ..d
-        }
+        };
+        self.settings.apply(&c, true)
     }
 }
 
@@ -315,16 +319,26 @@ fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
     let mismatch = [
         opts.index
             .as_ref()
-            .filter(|i| **i != have.index)
-            .map(|i| ("--index", IndexKind::of(i.as_ref()).name(), IndexKind::of(have.index.as_ref()).name())),
+            .map(|i| IndexKind::of(i.as_ref()))
+            .filter(|i| *i != IndexKind::of(have.index.as_ref()))
+            .map(|i| ("--index", i.name(), IndexKind::of(have.index.as_ref()).name())),
         opts.storage.filter(|s| *s != have.storage).map(|s| ("--storage", s.name(), have.storage.name())),
         opts.screening.filter(|s| *s != have.screening).map(|s| ("--screening", s.name(), have.screening.name())),
     ];
-    match mismatch.into_iter().flatten().next() {
-        Some((flag, want, have)) => Err(format!(
+    if let Some((flag, want, have)) = mismatch.into_iter().flatten().next() {
+        return Err(format!(
             "collection {:?} exists with {} {have}; {flag} {want} applies only when the collection is created",
             c.name(),
             &flag[2..]
+        )
+        .into());
+    }
+    match opts.settings.differs(&have) {
+        Some(what) => Err(format!(
+            "collection {:?} exists with another {what}; --{} applies when the collection is created \
+             (`tessera settings` changes the settings of an existing one)",
+            c.name(),
+            what.replace('_', "-")
         )
         .into()),
         None => Ok(()),
@@ -382,7 +396,7 @@ pub fn ingest(
             c
         }
         None => {
-            let c = db.open_or_create_collection(collection, opts.config(dim))?;
+            let c = db.open_or_create_collection(collection, opts.config(dim)?)?;
             // A collection made from texts is bound to their model.
             if let Some(dir) = &opts.model
                 && let Err(e) = c.bind_model(dir)

@@ -64,10 +64,6 @@ enum Cmd {
         /// or screened with --screening binary).
         #[arg(long, value_parser = named::<tessera::IndexKind>())]
         index: Option<tessera::IndexKind>,
-        /// With --index centroids: the codebook's centroids (16..=65536; default: a power of
-        /// two near 4·√tokens of the segment the codebook is trained from).
-        #[arg(long, requires = "index")]
-        centroids: Option<u32>,
         /// How a new collection stores token values: f16 (the default) or int8 (per-token
         /// scale, about half the bytes).
         #[arg(long, value_parser = named::<tessera::TokenType>())]
@@ -90,6 +86,10 @@ enum Cmd {
         /// this creates is bound to it (a bound collection's own model is the default).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Tunable settings of a new collection (an existing one must have those given;
+        /// `tessera settings` changes them).
+        #[command(flatten)]
+        settings: tessera_cli::args::SettingsArgs,
     },
     /// Encode the "text" of every JSONL record with a model into a new bulk folder
     /// (docs.jsonl or queries.jsonl, tokens.npy, offsets.npy), ready for ingest or search.
@@ -161,6 +161,19 @@ enum Cmd {
         /// Default 32. --bm25 and --bm25-only take each query's own text and run one by one.
         #[arg(long, conflicts_with_all = ["bm25", "bm25_only"])]
         batch: Option<usize>,
+    },
+    /// Show a collection's tunable settings as JSON, or change those given (memtable-bytes,
+    /// max-segments, max-batch-bytes, default-nprobe, min-train-tokens, drift; the others
+    /// are fixed at creation). Not beside a server: use its `POST .../settings` then.
+    Settings {
+        /// Database folder.
+        #[arg(long)]
+        db: PathBuf,
+        /// The collection.
+        #[arg(long)]
+        collection: String,
+        #[command(flatten)]
+        settings: tessera_cli::args::SettingsArgs,
     },
     /// Merge a collection's segments into one, dropping deleted documents.
     Compact {
@@ -457,24 +470,27 @@ fn run(cli: Cli) -> Result<()> {
             collection,
             data,
             index,
-            centroids,
             storage,
             screening,
             on_error,
             resume,
             batch_docs,
             model,
+            settings,
         } => {
-            let mut index = index.map(tessera::IndexKind::config);
-            if let Some(k) = centroids {
-                match &mut index {
-                    Some(Some(tessera::IndexConfig::Centroids { centroids })) => centroids.k = k,
-                    _ => return Err("--centroids applies with --index centroids".into()),
-                }
-            }
+            let index = index.map(tessera::IndexKind::config);
+            let settings = settings.settings();
             let db = Database::open(&db)?;
-            let opts =
-                tessera_cli::ingest::IngestOptions { index, storage, screening, on_error, resume, batch_docs, model };
+            let opts = tessera_cli::ingest::IngestOptions {
+                index,
+                storage,
+                screening,
+                on_error,
+                resume,
+                batch_docs,
+                model,
+                settings,
+            };
             let r = tessera_cli::ingest::ingest(&db, &collection, &data, &opts, &mut std::io::stderr())?;
             let s = r.elapsed.as_secs_f64();
             writeln!(
@@ -664,6 +680,13 @@ fn run(cli: Cli) -> Result<()> {
                 exact_run,
             };
             tessera_cli::bench::search(&db, &o, json, stdout)?;
+        }
+        Cmd::Settings { db, collection, settings } => {
+            let db = Database::open(&db)?;
+            let c = db.collection(&collection)?;
+            let s = settings.settings();
+            let now = if s.given().is_empty() { tessera::Settings::of(&c.config()) } else { c.update_settings(&s)? };
+            writeln!(stdout, "{}", serde_json::to_string(&now)?)?;
         }
         Cmd::Compact { db, collection } => {
             let db = Database::open(&db)?;

@@ -294,12 +294,14 @@ fn centroids_index_from_the_command_line() {
         c.queries.iter().enumerate().map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone())).collect();
     synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
     let (db_s, data_s, q_s) = (db.to_str().unwrap(), data.to_str().unwrap(), qdir.to_str().unwrap());
-    let o = tessera(&["ingest", "--db", db_s, "--collection", "p", data_s, "--centroids", "256"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--index"), "--centroids needs --index centroids: {err}");
-    let o = tessera(&["ingest", "--db", db_s, "--collection", "p", data_s, "--index", "pooled", "--centroids", "256"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--centroids applies with --index centroids"), "{err}");
+    for extra in [&[][..], &["--index", "pooled"][..]] {
+        let mut args = vec!["ingest", "--db", db_s, "--collection", "p", data_s, "--centroids", "256"];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let says = "centroids_k does not apply to a collection with index pooled";
+        assert!(!o.status.success() && err.contains(says), "--centroids needs --index centroids: {err}");
+    }
     let out = ok(&["ingest", "--db", db_s, "--collection", "c", data_s, "--index", "centroids", "--centroids", "256"]);
     assert!(out.contains("training codebooks"), "{out}");
     ok(&["ingest", "--db", db_s, "--collection", "p", data_s]);
@@ -319,6 +321,44 @@ fn centroids_index_from_the_command_line() {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
+    // Issue #30 item 17: the settings, shown and changed by `tessera settings`;
+    // those fixed at creation refused; an ingest into the collection that
+    // asks for other settings refused, pointing at the command.
+    let settings = |extra: &[&str]| {
+        let mut args = vec!["settings", "--db", db_s, "--collection", "c"];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        let out: Option<serde_json::Value> = serde_json::from_slice(&o.stdout).ok();
+        (o.status.success(), out, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (_, now, _) = settings(&[]);
+    let now = now.unwrap();
+    assert_eq!((now["centroids_k"].as_u64(), now["min_train_tokens"].as_u64()), (Some(256), Some(65536)), "{now}");
+    let (done, changed, err) = settings(&["--max-segments", "8", "--drift", "0.1"]);
+    let changed = changed.unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        done && changed["max_segments"] == 8 && (changed["drift"].as_f64().unwrap() - 0.1).abs() < 1e-6,
+        "{changed}"
+    );
+    assert_eq!(settings(&[]).1.unwrap(), changed, "stored");
+    let (done, _, err) = settings(&["--centroids-k", "64"]);
+    assert!(!done && err.contains("centroids_k is fixed when the collection is created"), "{err}");
+    let (done, _, err) = settings(&["--memtable-bytes", "12"]);
+    assert!(!done && err.contains("memtable_bytes must be in 4096..="), "{err}");
+    let o = tessera(&["ingest", "--db", db_s, "--collection", "c", data_s, "--max-segments", "9"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("another max_segments") && err.contains("tessera settings"), "{err}");
+    let small = tmp.path().join("small");
+    synth::write_bulk(&small, "docs.jsonl", &c.docs[..40]).unwrap();
+    let small_s = small.to_str().unwrap();
+    let args = ["--index", "centroids", "--min-train-tokens", "300", "--memtable-bytes", "1048576", "--hnsw-m", "8"];
+    let o = tessera(&[&["ingest", "--db", db_s, "--collection", "s", small_s][..], &args[..]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("hnsw_m does not apply to a collection with index centroids"), "{err}");
+    ok(&[&["ingest", "--db", db_s, "--collection", "s", small_s][..], &args[..6]].concat());
+    let s = serde_json::from_str::<serde_json::Value>(&ok(&["settings", "--db", db_s, "--collection", "s"])).unwrap();
+    assert_eq!((s["min_train_tokens"].as_u64(), s["memtable_bytes"].as_u64()), (Some(300), Some(1 << 20)), "{s}");
+
     let (ok_exact, exact, said_exact) = run("c", "exact.run", &["--exact"]);
     let (ok_all, all, said_all) = run("c", "all.run", &["--nprobe", "4", "--candidates", "100000"]);
     assert!(ok_exact && ok_all);

@@ -127,7 +127,7 @@ fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::
     let _ = bad.add_header(h);
 }
 
-const KNOWN_RPCS: [&str; 18] = [
+const KNOWN_RPCS: [&str; 19] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -143,6 +143,7 @@ const KNOWN_RPCS: [&str; 18] = [
     "Rerank",
     "Flush",
     "Compact",
+    "UpdateSettings",
     "Encode",
     "Reindex",
     "GetReindex",
@@ -253,6 +254,37 @@ fn document(d: tessera::StoredDocument, tokens: bool) -> pb::Document {
     }
 }
 
+/// The engine's settings from their message (field for field).
+fn settings_of(p: pb::CollectionSettings) -> tessera::Settings {
+    tessera::Settings {
+        memtable_bytes: p.memtable_bytes,
+        max_segments: p.max_segments,
+        max_batch_bytes: p.max_batch_bytes,
+        hnsw_m: p.hnsw_m,
+        hnsw_ef_construction: p.hnsw_ef_construction,
+        centroids_k: p.centroids_k,
+        default_nprobe: p.default_nprobe,
+        min_train_tokens: p.min_train_tokens,
+        train_iterations: p.train_iterations,
+        drift: p.drift,
+    }
+}
+
+fn pb_settings(s: tessera::Settings) -> pb::CollectionSettings {
+    pb::CollectionSettings {
+        memtable_bytes: s.memtable_bytes,
+        max_segments: s.max_segments,
+        max_batch_bytes: s.max_batch_bytes,
+        hnsw_m: s.hnsw_m,
+        hnsw_ef_construction: s.hnsw_ef_construction,
+        centroids_k: s.centroids_k,
+        default_nprobe: s.default_nprobe,
+        min_train_tokens: s.min_train_tokens,
+        train_iterations: s.train_iterations,
+        drift: s.drift,
+    }
+}
+
 fn info(c: CollectionInfo) -> pb::CollectionInfo {
     let s = c.stats;
     pb::CollectionInfo {
@@ -277,6 +309,7 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         model_json: c.model.map(|m| serde_json::to_string(&m).expect("an identity serialises")),
         wal_tails_cut: s.wal_tails_cut,
         quarantine: s.quarantine,
+        settings: Some(pb_settings(c.settings)),
     }
 }
 
@@ -453,6 +486,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 durability: setting(&r.durability)?,
                 storage: setting(&r.storage)?,
                 screening: setting(&r.screening)?,
+                settings: r.settings.map(settings_of),
                 if_not_exists: r.if_not_exists,
             };
             Ok(info(s.create_collection(spec).await?.0))
@@ -609,6 +643,17 @@ impl pb::tessera_server::Tessera for Grpc {
     async fn compact(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::CollectionInfo>, Status> {
         self.call("Compact", Some(Access::Write), req, |s, r| async move { Ok(info(s.compact(&r.collection).await?)) })
             .await
+    }
+
+    async fn update_settings(
+        &self,
+        req: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        self.call("UpdateSettings", Some(Access::Write), req, |s, r| async move {
+            let settings = r.settings.map(settings_of).unwrap_or_default();
+            Ok(info(s.update_settings(&r.collection, settings).await?))
+        })
+        .await
     }
 
     async fn encode(&self, req: Request<pb::EncodeRequest>) -> Result<Response<pb::EncodeResponse>, Status> {

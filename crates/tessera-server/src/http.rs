@@ -67,6 +67,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/limits", get(limits))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
+        .route("/v1/collections/{name}/settings", post(update_settings))
         .route("/v1/backup", post(backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -174,10 +175,16 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for Json<T> {
             Some(b'{') => {}
             Some(_) => return Err(ApiError::bad_request("the request body must be a JSON object")),
         }
+        // An error names the field it is in (`settings.memtable_bytes: …`).
         let parse = |bytes: &[u8]| {
-            serde_json::from_slice(bytes)
-                .map(Json)
-                .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+            let de = &mut serde_json::Deserializer::from_slice(bytes);
+            let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+                let path = e.path().to_string();
+                let at = if path == "." { String::new() } else { format!("{path}: ") };
+                ApiError::bad_request(format!("invalid request body: {at}{}", e.into_inner()))
+            })?;
+            de.end().map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+            Ok(Json(value))
         };
         // A large body (a write batch) is parsed on the blocking pool, not on
         // the threads that serve every connection.
@@ -623,6 +630,15 @@ async fn rerank(
 
 async fn flush(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
     Ok(ok(StatusCode::OK, &s.flush(&name).await?))
+}
+
+async fn update_settings(
+    State(s): State<AppState>,
+    _: Write,
+    Name(name): Name,
+    Json(settings): Json<tessera::Settings>,
+) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.update_settings(&name, settings).await?))
 }
 
 async fn compact(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {

@@ -272,6 +272,10 @@ pub struct CollectionSpec {
     /// `none` (default) or `binary`.
     #[serde(default, deserialize_with = "or_default")]
     pub screening: Screening,
+    /// Tunable settings (memtable_bytes, max_segments, min_train_tokens, …):
+    /// those left out keep their defaults.
+    #[serde(default)]
+    pub settings: Option<tessera::Settings>,
     /// Return the existing collection if its configuration matches.
     #[serde(default)]
     pub if_not_exists: bool,
@@ -286,12 +290,12 @@ fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) ->
 }
 
 impl CollectionSpec {
-    fn config(&self, dim: usize) -> CollectionConfig {
+    fn config(&self, dim: usize) -> Result<CollectionConfig, tessera::Error> {
         let mut c = CollectionConfig::new(dim);
         c.index = self.index.config();
         c.text = self.text.config();
         (c.durability, c.storage, c.screening) = (self.durability, self.storage, self.screening);
-        c
+        self.settings.unwrap_or_default().apply(&c, true)
     }
 }
 
@@ -303,6 +307,8 @@ pub struct CollectionInfo {
     /// The bound model's identity (name, architecture, dim, checksum, settings), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<tessera::ModelIdentity>,
+    /// The tunable settings, each as it now is (those of the collection's index kind).
+    pub settings: tessera::Settings,
     /// Name, dim, index and the engine's counts.
     #[serde(flatten)]
     pub stats: tessera::CollectionStats,
@@ -315,6 +321,7 @@ impl CollectionInfo {
             text: TextKind::of(cfg.text.as_ref()),
             durability: cfg.durability,
             model: c.model().map(|m| m.identity),
+            settings: tessera::Settings::of(&cfg),
             stats: c.stats(),
         }
     }
@@ -953,7 +960,7 @@ impl Service {
             return Err(ApiError::bad_request("dim must be at least 1"));
         }
         let dim = tessera::collection_dim(spec.dim, model.as_ref().map(|(_, m)| &**m))?;
-        let config = spec.config(dim);
+        let config = spec.config(dim)?;
         let db = self.db.clone();
         let dir = model.map(|(dir, _)| dir.canonicalize().unwrap_or(dir));
         self.write(move || {
@@ -978,6 +985,7 @@ impl Service {
                             let differs = c
                                 .config()
                                 .differs_from(&config)
+                                .or_else(|| spec.settings.and_then(|s| s.differs(&c.config())))
                                 .or_else(|| (dir.is_some() && bound != dir).then_some("model"));
                             return match differs {
                                 None => Ok((CollectionInfo::of(&c), false)),
@@ -1470,6 +1478,16 @@ impl Service {
         .await
     }
 
+    /// Changes a collection's tunable settings (`tessera::Settings::UPDATABLE`).
+    pub async fn update_settings(&self, name: &str, settings: tessera::Settings) -> Result<CollectionInfo, ApiError> {
+        let c = self.collection(name)?;
+        self.write(move || {
+            c.update_settings(&settings)?;
+            Ok(CollectionInfo::of(&c))
+        })
+        .await
+    }
+
     pub async fn compact(&self, name: &str) -> Result<CollectionInfo, ApiError> {
         let c = self.collection(name)?;
         self.write(move || {
@@ -1550,6 +1568,27 @@ mod tests {
             };
             assert!(proto_fields.contains(&field), "tessera.proto's SearchRequest has no field for {option}");
         }
+    }
+
+    /// The OpenAPI's and the proto's settings are the engine's, name for name.
+    #[test]
+    fn every_interface_schema_has_the_engine_settings() {
+        let spec: serde_json::Value = serde_json::from_str(crate::http::OPENAPI).unwrap();
+        let schema = &spec["components"]["schemas"]["Settings"];
+        let mut listed: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = tessera::Settings::names().to_vec();
+        listed.sort();
+        want.sort();
+        assert_eq!(listed, want, "openapi.json's Settings against tessera::Settings");
+        let proto = include_str!("../proto/tessera.proto");
+        let message = proto.split("message CollectionSettings {").nth(1).unwrap().split('}').next().unwrap();
+        let mut fields: Vec<&str> = message
+            .lines()
+            .filter_map(|l| l.split('=').next()?.split_whitespace().last())
+            .filter(|f| !f.is_empty() && !f.starts_with("//"))
+            .collect();
+        fields.sort();
+        assert_eq!(fields, want, "tessera.proto's CollectionSettings against tessera::Settings");
     }
 
     /// The body's own fields beside the options: unknown and repeated

@@ -271,6 +271,7 @@ fn every_route_against_the_reference() {
         ("/v1/collections/{name}/mine_negatives", "post"),
         ("/v1/collections/{name}/flush", "post"),
         ("/v1/collections/{name}/compact", "post"),
+        ("/v1/collections/{name}/settings", "post"),
         ("/v1/backup", "post"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "openapi.json lacks {method} {path}");
@@ -281,7 +282,7 @@ fn every_route_against_the_reference() {
             .flat_map(|p| p.as_object().unwrap().keys())
             .filter(|k| ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&k.as_str()))
             .count(),
-        24,
+        25,
         "routes not served are documented"
     );
 
@@ -1474,4 +1475,98 @@ fn a_torn_wal_tail_cut_on_open_is_in_the_metrics_and_the_info() {
     let i = i.into_inner();
     assert_eq!((i.wal_tails_cut, i.quarantine), (1, kept));
     server.stop().unwrap();
+}
+
+/// Issue #30 item 17: collection settings at creation, in the info, changed
+/// by `POST .../settings` (write key), refused by name when fixed at
+/// creation, of another index kind or out of bounds; `if_not_exists`
+/// compares the settings it gives; gRPC does the same.
+#[test]
+fn collection_settings_at_creation_and_changed_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rw, ro) = ("rw-key-0123456789abcdef", "ro-key-0123456789abcdef");
+    let keys = ApiKeys::parse(&format!("rw:{rw}\nro:{ro}")).unwrap();
+    let s = TestServer::start(dir.path(), Limits::default(), keys);
+    let a = s.http;
+    let call = |method: &str, path: &str, body: Value| http(a, method, path, Some(rw), Some(&body.to_string()));
+    let create = json!({"name": "c", "dim": 8, "index": "centroids",
+                        "settings": {"memtable_bytes": 1 << 20, "min_train_tokens": 100_000, "centroids_k": 64}});
+    let r = call("POST", "/v1/collections", create.clone());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let info = r.json();
+    let want = json!({"memtable_bytes": 1 << 20, "max_segments": 16, "max_batch_bytes": 256 << 20,
+                      "centroids_k": 64, "default_nprobe": 0, "min_train_tokens": 100_000,
+                      "train_iterations": 8, "drift": 0.05});
+    assert_eq!(info["settings"], want);
+    // The engine stored what the info says.
+    let r = call("POST", "/v1/collections/c/settings", json!({"min_train_tokens": 256, "max_segments": 4}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut now = want.clone();
+    (now["min_train_tokens"], now["max_segments"]) = (json!(256), json!(4));
+    assert_eq!(r.json()["settings"], now);
+    assert_eq!(http(a, "GET", "/v1/collections/c", Some(ro), None).json()["settings"], now);
+    // Refusals: status 400 naming the setting; nothing changes.
+    for (body, says) in [
+        (json!({"centroids_k": 128}), "centroids_k is fixed when the collection is created"),
+        (json!({"hnsw_m": 8}), "hnsw_m is fixed"),
+        (json!({"memtable_bytes": 5}), "memtable_bytes must be in 4096..="),
+        (json!({"default_nprobe": 9999}), "default_nprobe"),
+        (json!({"memtable_bytes": -1}), "memtable_bytes"),
+        (json!({"memtable_bytes": "big"}), "memtable_bytes"),
+        (json!({"drift": 0}), "drift must be positive"),
+        (json!({"max_segmnts": 3}), "unknown field `max_segmnts`"),
+    ] {
+        let r = call("POST", "/v1/collections/c/settings", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+    assert_eq!(http(a, "GET", "/v1/collections/c", Some(rw), None).json()["settings"], now);
+    let r = http(a, "POST", "/v1/collections/c/settings", Some(ro), Some(r#"{"max_segments": 3}"#));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(call("POST", "/v1/collections/nope/settings", json!({"max_segments": 3})).status, 404);
+    // Creation refuses another kind's settings; if_not_exists compares the settings given.
+    let r = call("POST", "/v1/collections", json!({"name": "p", "dim": 8, "settings": {"default_nprobe": 4}}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("default_nprobe does not apply to a collection with index pooled"), "{}", r.body);
+    let again = json!({"name": "c", "dim": 8, "index": "centroids", "if_not_exists": true,
+                       "settings": {"min_train_tokens": 256, "centroids_k": 64}});
+    assert_eq!(call("POST", "/v1/collections", again).status, 200);
+    let other = json!({"name": "c", "dim": 8, "index": "centroids", "if_not_exists": true,
+                       "settings": {"memtable_bytes": 2 << 20}});
+    let r = call("POST", "/v1/collections", other);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("memtable_bytes differs"), "{}", r.body);
+
+    // gRPC: the same settings, field for field.
+    let mut g = s.grpc_client();
+    fn with_key<M>(m: M) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(m);
+        r.metadata_mut().insert("authorization", "Bearer rw-key-0123456789abcdef".parse().unwrap());
+        r
+    }
+    let i = s.rt.block_on(g.get_collection(with_key(pb::CollectionRequest { collection: "c".into() }))).unwrap();
+    let st = i.into_inner().settings.unwrap();
+    assert_eq!((st.min_train_tokens, st.max_segments, st.centroids_k, st.hnsw_m), (Some(256), Some(4), Some(64), None));
+    let upd = pb::UpdateSettingsRequest {
+        collection: "c".into(),
+        settings: Some(pb::CollectionSettings { drift: Some(0.1), ..Default::default() }),
+    };
+    let i = s.rt.block_on(g.update_settings(with_key(upd))).unwrap().into_inner();
+    assert_eq!(i.settings.unwrap().drift, Some(0.1));
+    let bad = pb::UpdateSettingsRequest {
+        collection: "c".into(),
+        settings: Some(pb::CollectionSettings { train_iterations: Some(3), ..Default::default() }),
+    };
+    let e = s.rt.block_on(g.update_settings(with_key(bad))).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("train_iterations is fixed"), "{}", e.message());
+    let create = pb::CreateCollectionRequest {
+        name: "g".into(),
+        dim: 8,
+        settings: Some(pb::CollectionSettings { hnsw_m: Some(8), max_batch_bytes: Some(4096), ..Default::default() }),
+        ..Default::default()
+    };
+    let st = s.rt.block_on(g.create_collection(with_key(create))).unwrap().into_inner().settings.unwrap();
+    assert_eq!((st.hnsw_m, st.max_batch_bytes, st.min_train_tokens), (Some(8), Some(4096), None));
+    s.stop().unwrap();
 }

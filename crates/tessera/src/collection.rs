@@ -253,7 +253,9 @@ pub struct BuildTimes {
 pub struct Collection {
     name: String,
     dir: PathBuf,
-    config: CollectionConfig,
+    /// Fixed at creation but for the settings `update_settings` changes,
+    /// which replace it whole.
+    config: RwLock<Arc<CollectionConfig>>,
     /// The single-vector encoder of the coarse stage, if the collection has one.
     pub(crate) encoder: Option<Arc<Encoder>>,
     snapshot: RwLock<Arc<Snapshot>>,
@@ -407,7 +409,7 @@ impl Collection {
         Ok(Self {
             name,
             dir: dir.into(),
-            config,
+            config: RwLock::new(Arc::new(config)),
             encoder,
             snapshot,
             writer: Mutex::new(w),
@@ -446,12 +448,13 @@ impl Collection {
         &self.name
     }
 
-    pub fn config(&self) -> &CollectionConfig {
-        &self.config
+    /// The configuration (as of now: `update_settings` replaces it).
+    pub fn config(&self) -> Arc<CollectionConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn dim(&self) -> usize {
-        self.config.dim
+        self.config().dim
     }
 
     /// Sequence number of the last write batch applied (0 before the first):
@@ -623,7 +626,7 @@ impl Collection {
         // Documents without tokens are encoded from their text by the bound
         // model first: the whole batch is checked before anything is written.
         let filled = self.fill_tokens(docs)?;
-        let prepared = prepare_batch(&filled, &self.config)?;
+        let prepared = prepare_batch(&filled, &self.config())?;
         match self.write(prepared, Vec::new()) {
             // Replaced while this waited: the new version takes the batch
             // (its texts encoded by its own model).
@@ -659,16 +662,16 @@ impl Collection {
         let mut w = self.lock_writer()?;
         // While a memtable seals, writes go on into the next one until it
         // holds `memtable_bytes` more; then they wait for the seal.
-        while w.sealing.is_some() && w.mem.bytes() >= self.config.memtable_bytes.saturating_mul(2) {
+        while w.sealing.is_some() && w.mem.bytes() >= self.config().memtable_bytes.saturating_mul(2) {
             w = self.sealed.wait(w).unwrap_or_else(|p| p.into_inner());
             if w.poisoned {
                 return Err(self.refusal());
             }
         }
         let seq = w.seq + 1;
-        let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, self.config.dim);
-        if payload.len() > self.config.max_batch_bytes {
-            return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config.max_batch_bytes });
+        let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, self.config().dim);
+        if payload.len() > self.config().max_batch_bytes {
+            return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config().max_batch_bytes });
         }
         if let Err(e) = w.wal.append(&tessera_format::wal::encode_frame(&payload)) {
             // The WAL's state on disk is uncertain: accept no further writes
@@ -682,7 +685,7 @@ impl Collection {
             log.extend(upserts.iter().map(|u| u.0.id.clone()).chain(deletes.iter().cloned()));
         }
         for (d, tokens) in upserts {
-            w.upsert(d.into_mem(tokens, self.config.dim));
+            w.upsert(d.into_mem(tokens, self.config().dim));
         }
         for id in &deletes {
             existed += w.delete(id) as usize;
@@ -692,8 +695,8 @@ impl Collection {
         // Sealing and merging run on the build pool, off this path. The batch
         // is durable and applied whatever happens there: a failed seal leaves
         // the WAL in charge and is retried after the next write.
-        let due = w.sealing.is_none() && w.mem.bytes() >= self.config.memtable_bytes
-            || merge_due(&w.segments, self.config.max_segments);
+        let due = w.sealing.is_none() && w.mem.bytes() >= self.config().memtable_bytes
+            || merge_due(&w.segments, self.config().max_segments);
         drop(w);
         if due {
             self.schedule();
@@ -719,7 +722,7 @@ impl Collection {
     }
 
     pub(crate) fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
-        let dim = self.config.dim;
+        let dim = self.config().dim;
         let values = |t: tessera_kernels::TokenType, rows: StoredRows<'_>| -> Vec<half::f16> {
             if !tokens {
                 return Vec::new();
@@ -732,7 +735,7 @@ impl Collection {
         if let Some(d) = snap.mem.get(id) {
             return Some(StoredDocument {
                 id: d.id.clone(),
-                tokens: values(self.config.storage, d.tokens.view()),
+                tokens: values(self.config().storage, d.tokens.view()),
                 n_tokens: d.n_tokens,
                 dim,
                 text: d.text.clone(),
@@ -792,6 +795,29 @@ impl Collection {
         Ok(())
     }
 
+    /// Changes the settings given (those in [`Settings::UPDATABLE`]; the rest
+    /// are refused by name), checked as at creation, stored in the manifest
+    /// (the commit point) and in effect for the next write, seal, merge or
+    /// search. Returns every setting as it now is. A smaller `memtable_bytes`
+    /// or `max_segments` than the collection now holds starts a seal or a
+    /// merge in the background.
+    pub fn update_settings(&self, settings: &crate::config::Settings) -> Result<crate::config::Settings> {
+        let mut w = self.lock_writer()?;
+        let config = settings.apply(&self.config(), false)?;
+        let mut m = w.manifest.clone();
+        m.config = config.clone();
+        m.store(&self.dir)?;
+        w.manifest = m;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.clone());
+        let due = w.sealing.is_none() && w.mem.bytes() >= config.memtable_bytes
+            || merge_due(&w.segments, config.max_segments);
+        drop(w);
+        if due {
+            self.schedule();
+        }
+        Ok(crate::config::Settings::of(&config))
+    }
+
     /// Stores `model` as the collection's binding (in the manifest).
     pub(crate) fn store_model(&self, model: Option<crate::model::ModelBinding>) -> Result<()> {
         let mut w = self.lock_writer()?;
@@ -837,21 +863,21 @@ impl Collection {
         let manifest_bytes = std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
         CollectionStats {
             name: self.name.clone(),
-            dim: self.config.dim,
+            dim: self.config().dim,
             documents: snap.len(),
             tokens: snap.mem.n_tokens() + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
             deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
             bytes_on_disk: seg_bytes + del_bytes + snap.wal_bytes + manifest_bytes,
-            storage: self.config.storage.name(),
-            screening: self.config.screening.name(),
-            bytes_per_token: self.config.bytes_per_token(),
+            storage: self.config().storage.name(),
+            screening: self.config().screening.name(),
+            bytes_per_token: self.config().bytes_per_token(),
             segment_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
                 0 => 0.0,
                 n => seg_bytes as f64 / n as f64,
             },
-            index: crate::IndexKind::of(self.config.index.as_ref()).name(),
+            index: crate::IndexKind::of(self.config().index.as_ref()).name(),
             index_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
                 0 => 0.0,
                 n => index_bytes(&snap) as f64 / n as f64,
@@ -906,10 +932,11 @@ impl Collection {
         m: &mut Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
-        let mut seg = Segment::open(path, id, &self.config)?;
+        let config = self.config();
+        let mut seg = Segment::open(path, id, &config)?;
         let (mut index, mut codebook, mut trained) = (None, None, None);
         let t = Instant::now();
-        match &self.config.index {
+        match &config.index {
             Some(IndexConfig::Vector { hnsw, .. }) => {
                 let enc = self.encoder.as_ref().expect("a vector index has an encoder");
                 let fid = m.alloc_file_id();
@@ -924,7 +951,7 @@ impl Collection {
             Some(IndexConfig::Centroids { centroids: params }) => {
                 let target = centroids::Target {
                     dir: &self.dir,
-                    config: &self.config,
+                    config: &config,
                     params,
                     tokens: ctx.tokens,
                     others: &ctx.others,
@@ -943,7 +970,7 @@ impl Collection {
         self.add_time(|b, s| b.index_s += s, t);
         let t = Instant::now();
         let (mut text, mut text_crc) = (None, None);
-        if let Some(tc) = &self.config.text {
+        if let Some(tc) = &config.text {
             let fid = m.alloc_file_id();
             let tdir = self.dir.join(manifest::text_dir(fid));
             created.push(tdir.clone());
@@ -1134,7 +1161,7 @@ impl Collection {
         loop {
             let due = |w: &Writer| {
                 w.sealing.is_none()
-                    && (w.mem.bytes() >= self.config.memtable_bytes
+                    && (w.mem.bytes() >= self.config().memtable_bytes
                         || flush_now
                             && !(w.mem.is_empty()
                                 && w.dirty.is_empty()
@@ -1158,7 +1185,7 @@ impl Collection {
             }
             let (pick, recode) = {
                 let mut w = self.lock_writer()?;
-                match merge_pick(&w.segments, self.config.max_segments) {
+                match merge_pick(&w.segments, self.config().max_segments) {
                     Some(which) => (Some(self.pick(&mut w, &which)), None),
                     None => match recode_pick(&w) {
                         Some(r) => (None, Some(r)),
@@ -1183,7 +1210,7 @@ impl Collection {
         let mut scratch = self.reserve_ids()?;
         let mut created = Vec::new();
         let res = (|| {
-            let Some(fid) = centroids::recode(&self.dir, &self.config, &sv.seg, &cb, &mut scratch, &mut created)?
+            let Some(fid) = centroids::recode(&self.dir, &self.config(), &sv.seg, &cb, &mut scratch, &mut created)?
             else {
                 self.lock_writer()?.kept_codes.insert((sv.seg.id, cb.id));
                 return Ok(false);
@@ -1200,7 +1227,7 @@ impl Collection {
             let fresh = open_segment_view(
                 &self.dir,
                 &SegmentEntry { deletes: None, ..entry.clone() },
-                &self.config,
+                &self.config(),
                 0,
                 Some(cb.clone()),
             )?;
@@ -1236,7 +1263,7 @@ impl Collection {
     /// a crash before the segment is committed replays them all).
     fn rotate(&self, w: &mut Writer, wal: Wal) -> Result<()> {
         // Whole before anything follows it (appends are synced already with sync durability).
-        if self.config.durability == crate::config::Durability::Buffered {
+        if self.config().durability == crate::config::Durability::Buffered {
             w.wal.sync()?;
         }
         let mut m = w.manifest.clone();
@@ -1260,7 +1287,7 @@ impl Collection {
     fn new_wal(&self) -> Result<Wal> {
         let id = self.lock_writer()?.manifest.alloc_file_id();
         let path = self.dir.join(manifest::wal_file(id));
-        let wal = Wal::create(&path, id, self.config.dim, self.config.durability)
+        let wal = Wal::create(&path, id, self.config().dim, self.config().durability)
             .and_then(|wal| fsutil::sync_dir(&self.dir).map(|_| wal));
         if wal.is_err() {
             let _ = fsutil::remove_if_exists(&path);
@@ -1310,7 +1337,7 @@ impl Collection {
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
         let id = scratch.alloc_file_id();
-        let path = write_segment(&self.dir, id, &self.config, docs, created)?;
+        let path = write_segment(&self.dir, id, &self.config(), docs, created)?;
         let built = self.seal(ctx, &path, id, sources, scratch, created)?;
         fsutil::sync_dir(&self.dir)?;
         Ok(built)
@@ -1424,7 +1451,7 @@ impl Collection {
     /// What building a segment needs from the collection as it is now;
     /// `merged`: the indices of the segments the build reads.
     fn seal_ctx(&self, w: &Writer, merged: &[usize]) -> SealCtx {
-        if !matches!(self.config.index, Some(IndexConfig::Centroids { .. })) {
+        if !matches!(self.config().index, Some(IndexConfig::Centroids { .. })) {
             return SealCtx { tokens: 0, codebook: None, others: Vec::new() };
         }
         let tokens = w.mem.n_tokens() + w.segments.iter().map(SegmentView::live_tokens).sum::<usize>();

@@ -211,12 +211,13 @@ impl CollectionConfig {
         Self { dim, ..Self::default() }
     }
 
-    /// The first setting an interface can choose (dim, index, text,
-    /// durability, storage, screening) in which `self` and `other` differ.
+    /// The first of the settings an interface chooses by name (dim, index
+    /// kind, text, durability, storage, screening) in which `self` and
+    /// `other` differ. ([`Settings::differs`] compares the tunable ones.)
     pub fn differs_from(&self, other: &CollectionConfig) -> Option<&'static str> {
         [
             (self.dim != other.dim, "dim"),
-            (self.index != other.index, "index"),
+            (IndexKind::of(self.index.as_ref()) != IndexKind::of(other.index.as_ref()), "index"),
             (self.text != other.text, "text"),
             (self.durability != other.durability, "durability"),
             (self.storage != other.storage, "storage"),
@@ -277,5 +278,210 @@ impl CollectionConfig {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// Bounds of [`Settings::memtable_bytes`]: 4 KiB ..= 16 GiB.
+pub const MEMTABLE_BYTES: std::ops::RangeInclusive<u64> = 4 << 10..=16 << 30;
+/// Bounds of [`Settings::max_segments`].
+pub const MAX_SEGMENTS: std::ops::RangeInclusive<u64> = 1..=1024;
+
+/// A collection's tunable settings, spelled as every interface spells them
+/// (HTTP's and gRPC's `settings`, Python's `settings=` and
+/// `update_settings`, the CLI's flags). Each is optional: at creation an
+/// unset one keeps its default; in [`Collection::update_settings`] it keeps
+/// its current value. Some are fixed at creation (they shape files already
+/// written), some apply only to one index kind; [`Settings::apply`] refuses
+/// the rest by name.
+///
+/// [`Collection::update_settings`]: crate::Collection::update_settings
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Seal the memtable into a segment once its data (tokens, texts,
+    /// payloads) exceeds this many bytes (default 64 MiB). Updatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memtable_bytes: Option<u64>,
+    /// After a seal, merge segments while there are more than this many (default 16). Updatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_segments: Option<u64>,
+    /// The largest write batch accepted, encoded (default 256 MiB). Updatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_bytes: Option<u64>,
+    /// `pooled`/`muvera` indexes: HNSW links per node (default 16). At creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hnsw_m: Option<u64>,
+    /// `pooled`/`muvera` indexes: HNSW beam while building (default 200). At creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hnsw_ef_construction: Option<u64>,
+    /// `centroids` index: centroids in the codebook (0, the default: chosen
+    /// from the collection's size when it is trained). At creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centroids_k: Option<u64>,
+    /// `centroids` index: centroids probed per query token when a search
+    /// does not say (0, the default: from the codebook's size). Updatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_nprobe: Option<u64>,
+    /// `centroids` index: the codebook is trained when a segment of at least
+    /// this many tokens is sealed (default 65,536; smaller segments before it
+    /// are scored exactly). Updatable: applies from the next seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_train_tokens: Option<u64>,
+    /// `centroids` index: Lloyd iterations of a training (default 8). At creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_iterations: Option<u64>,
+    /// `centroids` index: a merge retrains the codebook when its tokens'
+    /// mean cosine to their centroids fell by more than this (default 0.05).
+    /// Updatable: applies from the next merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f32>,
+}
+
+impl Settings {
+    /// The settings that [`Collection::update_settings`](crate::Collection::update_settings) may change.
+    pub const UPDATABLE: [&'static str; 6] =
+        ["memtable_bytes", "max_segments", "max_batch_bytes", "default_nprobe", "min_train_tokens", "drift"];
+
+    /// Every setting of `config`, those of other index kinds left out.
+    pub fn of(config: &CollectionConfig) -> Self {
+        let mut s = Settings {
+            memtable_bytes: Some(config.memtable_bytes as u64),
+            max_segments: Some(config.max_segments as u64),
+            max_batch_bytes: Some(config.max_batch_bytes as u64),
+            ..Settings::default()
+        };
+        match &config.index {
+            Some(IndexConfig::Vector { hnsw, .. }) => {
+                (s.hnsw_m, s.hnsw_ef_construction) = (Some(hnsw.m as u64), Some(hnsw.ef_construction as u64));
+            }
+            Some(IndexConfig::Centroids { centroids: p }) => {
+                s.centroids_k = Some(p.k.into());
+                s.default_nprobe = Some(p.nprobe.into());
+                s.min_train_tokens = Some(p.min_train_tokens);
+                s.train_iterations = Some(p.iterations.into());
+                s.drift = Some(p.drift);
+            }
+            None => {}
+        }
+        s
+    }
+
+    /// Every setting by name, with its value (as f64: each is exact there).
+    fn fields(&self) -> [(&'static str, Option<f64>); 10] {
+        let f = |v: Option<u64>| v.map(|x| x as f64);
+        [
+            ("memtable_bytes", f(self.memtable_bytes)),
+            ("max_segments", f(self.max_segments)),
+            ("max_batch_bytes", f(self.max_batch_bytes)),
+            ("hnsw_m", f(self.hnsw_m)),
+            ("hnsw_ef_construction", f(self.hnsw_ef_construction)),
+            ("centroids_k", f(self.centroids_k)),
+            ("default_nprobe", f(self.default_nprobe)),
+            ("min_train_tokens", f(self.min_train_tokens)),
+            ("train_iterations", f(self.train_iterations)),
+            ("drift", self.drift.map(f64::from)),
+        ]
+    }
+
+    /// Every setting's name.
+    pub fn names() -> [&'static str; 10] {
+        Self::default().fields().map(|(name, _)| name)
+    }
+
+    /// The first setting given here whose value `config` does not have.
+    pub fn differs(&self, config: &CollectionConfig) -> Option<&'static str> {
+        let have = Self::of(config).fields();
+        self.fields().into_iter().zip(have).find_map(|((name, v), (_, h))| (v.is_some() && v != h).then_some(name))
+    }
+
+    /// The settings given, by name.
+    pub fn given(&self) -> Vec<&'static str> {
+        self.fields().into_iter().filter_map(|(name, v)| v.map(|_| name)).collect()
+    }
+
+    /// `config` with these settings applied and checked: at creation
+    /// (`creating`) any of them, later only [`UPDATABLE`](Self::UPDATABLE)
+    /// ones; a setting of another index kind is refused by name, as is a
+    /// value out of bounds.
+    pub fn apply(&self, config: &CollectionConfig, creating: bool) -> crate::Result<CollectionConfig> {
+        fn bad<T>(m: String) -> crate::Result<T> {
+            Err(crate::Error::InvalidArgument(m))
+        }
+        let given = self.given();
+        if !creating && let Some(fixed) = given.iter().find(|n| !Self::UPDATABLE.contains(n)) {
+            return bad(format!(
+                "{fixed} is fixed when the collection is created; these can change: {}",
+                Self::UPDATABLE.join(", ")
+            ));
+        }
+        let kind = IndexKind::of(config.index.as_ref());
+        let of_kind: &[&str] = match kind {
+            IndexKind::Pooled | IndexKind::Muvera => &["hnsw_m", "hnsw_ef_construction"],
+            IndexKind::Centroids => &["centroids_k", "default_nprobe", "min_train_tokens", "train_iterations", "drift"],
+            IndexKind::None => &[],
+        };
+        let general = ["memtable_bytes", "max_segments", "max_batch_bytes"];
+        if let Some(other) = given.iter().find(|n| !general.contains(n) && !of_kind.contains(n)) {
+            return bad(format!("{other} does not apply to a collection with index {kind}"));
+        }
+        let within = |name: &str, v: Option<u64>, r: std::ops::RangeInclusive<u64>| -> crate::Result<Option<u64>> {
+            match v {
+                Some(x) if !r.contains(&x) => bad(format!("{name} must be in {}..={}, got {x}", r.start(), r.end())),
+                _ => Ok(v),
+            }
+        };
+        let mut c = config.clone();
+        if let Some(v) = within("memtable_bytes", self.memtable_bytes, MEMTABLE_BYTES)? {
+            c.memtable_bytes = v as usize;
+        }
+        if let Some(v) = within("max_segments", self.max_segments, MAX_SEGMENTS)? {
+            c.max_segments = v as usize;
+        }
+        let frame = 1024..=tessera_format::wal::MAX_FRAME as u64;
+        if let Some(v) = within("max_batch_bytes", self.max_batch_bytes, frame)? {
+            c.max_batch_bytes = v as usize;
+        }
+        let m = *tessera_index::M_RANGE.start() as u64..=*tessera_index::M_RANGE.end() as u64;
+        match &mut c.index {
+            Some(IndexConfig::Vector { hnsw, .. }) => {
+                if let Some(v) = within("hnsw_m", self.hnsw_m, m)? {
+                    hnsw.m = v as usize;
+                }
+                if let Some(v) = within("hnsw_ef_construction", self.hnsw_ef_construction, 1..=10_000)? {
+                    hnsw.ef_construction = v as usize;
+                }
+            }
+            Some(IndexConfig::Centroids { centroids: p }) => {
+                // CentroidParams::validate checks the values; here only that they fit.
+                let small = |name: &str, v: Option<u64>| within(name, v, 0..=u32::MAX as u64);
+                if let Some(v) = small("centroids_k", self.centroids_k)? {
+                    p.k = v as u32;
+                }
+                if let Some(v) = small("default_nprobe", self.default_nprobe)? {
+                    p.nprobe = v as u32;
+                }
+                if let Some(v) = self.min_train_tokens {
+                    p.min_train_tokens = v;
+                }
+                if let Some(v) = small("train_iterations", self.train_iterations)? {
+                    p.iterations = v as u32;
+                }
+                if let Some(v) = self.drift {
+                    p.drift = v;
+                }
+                p.validate().map_err(|e| {
+                    // Named as the settings are, not as the manifest stores them.
+                    let e = e
+                        .replace("centroids.k", "centroids_k")
+                        .replace("centroids.nprobe", "default_nprobe")
+                        .replace("centroids.min_train_tokens", "min_train_tokens")
+                        .replace("centroids.iterations", "train_iterations")
+                        .replace("centroids.drift", "drift");
+                    crate::Error::InvalidArgument(e)
+                })?;
+            }
+            None => {}
+        }
+        Ok(c)
     }
 }

@@ -67,7 +67,7 @@ pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, remove_s
 pub use collection::{BuildTimes, Collection, CollectionStats};
 pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
-    MAX_ID_BYTES, Screening, TextConfig, TextKind, TokenType,
+    MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
 };
 pub use database::{DEFAULT_SEAL_IDLE, Database, valid_name};
 pub use doc::{Document, StoredDocument, Tokens};

@@ -242,7 +242,7 @@ impl Draft {
         fsutil::remove_if_exists(dir)?;
         std::fs::create_dir(dir).map_err(Error::io(dir))?;
         let mut draft = Draft { dir: dir.into(), collection: None, closed: false };
-        Collection::create_files(dir, like.name(), like.config())?;
+        Collection::create_files(dir, like.name(), &like.config())?;
         // File ids go on from the old version's, so that no name is reused
         // for other bytes (a backup relies on it).
         let mut m = crate::manifest::Manifest::load(dir)?;

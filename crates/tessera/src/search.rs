@@ -259,7 +259,7 @@ enum Stage<'a> {
     /// One vector per document in an HNSW per segment.
     Vector(&'a Encoder),
     /// Token centroids.
-    Centroids(&'a CentroidParams),
+    Centroids(CentroidParams),
 }
 
 /// One query against one snapshot: the prepared query, the filter's verdict
@@ -293,17 +293,18 @@ impl<'a> Searcher<'a> {
         allowed: Option<Arc<Vec<Vec<bool>>>>,
     ) -> Result<Self> {
         let q = Query::new(&query.to_f32_checked(col.dim())?, col.dim());
-        let stage = match (&col.encoder, col.config().index.as_ref().and_then(IndexConfig::centroid_params)) {
+        let config = col.config();
+        let stage = match (&col.encoder, config.index.as_ref().and_then(IndexConfig::centroid_params)) {
             (Some(enc), _) => Stage::Vector(enc),
-            (None, Some(cp)) => Stage::Centroids(cp),
+            (None, Some(cp)) => Stage::Centroids(*cp),
             (None, None) => Stage::None,
         };
         Ok(Self {
             snap,
             stage,
-            screening: col.config().screening,
-            index_kind: IndexKind::of(col.config().index.as_ref()),
-            storage: col.config().storage,
+            screening: config.screening,
+            index_kind: IndexKind::of(config.index.as_ref()),
+            storage: config.storage,
             q,
             filter,
             allowed,

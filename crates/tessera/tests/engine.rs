@@ -1291,3 +1291,84 @@ fn scan_lists_the_live_documents_a_filter_matches_in_id_order() {
     c.compact().unwrap();
     check(&c, &live);
 }
+
+/// Issue #30 item 17: a collection's tunable settings, set at creation and
+/// changed later. Each change is stored (a reopen keeps it) and acts: a
+/// codebook threshold lowered trains a codebook at the next seal, a smaller
+/// memtable or segment bound seals and merges in the background. Settings
+/// fixed at creation, of another index kind, or out of bounds are refused
+/// by name and change nothing; a read-only database refuses any change.
+#[test]
+fn settings_are_set_at_creation_changed_later_and_checked() {
+    use tessera::Settings;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(17);
+    let base = CollectionConfig { index: Some(tessera::IndexConfig::centroids()), ..CollectionConfig::new(8) };
+    let asked = Settings { min_train_tokens: Some(1 << 20), centroids_k: Some(16), ..Settings::default() };
+    let config = asked.apply(&base, true).unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    db.set_seal_idle(None);
+    let c = db.create_collection("c", config).unwrap();
+    let now = Settings::of(&c.config());
+    assert_eq!((now.min_train_tokens, now.centroids_k, now.memtable_bytes), (Some(1 << 20), Some(16), Some(64 << 20)));
+    assert_eq!((now.hnsw_m, now.default_nprobe), (None, Some(0)), "only the centroids index's own settings");
+
+    // Above the threshold no codebook is trained; lowered, the next seal trains one.
+    let docs: Vec<Document> = (0..40).map(|i| Document::new(format!("d{i}"), rng.tokens(30, 8))).collect();
+    c.upsert(&docs[..20]).unwrap();
+    c.flush().unwrap();
+    assert_eq!(c.stats().centroids, None);
+    let changed = c.update_settings(&Settings { min_train_tokens: Some(256), ..Settings::default() }).unwrap();
+    assert_eq!(changed, Settings { min_train_tokens: Some(256), ..now });
+    c.upsert(&docs[20..]).unwrap();
+    c.flush().unwrap();
+    assert!(c.stats().centroids.is_some(), "trained at the seal after the threshold came down");
+
+    // Refused by name, and nothing changes.
+    let before = c.config();
+    for (s, what) in [
+        (Settings { centroids_k: Some(32), ..Settings::default() }, "centroids_k is fixed"),
+        (Settings { train_iterations: Some(3), ..Settings::default() }, "train_iterations is fixed"),
+        (Settings { hnsw_m: Some(8), ..Settings::default() }, "hnsw_m is fixed"),
+        (Settings { memtable_bytes: Some(10), ..Settings::default() }, "memtable_bytes must be in"),
+        (Settings { max_segments: Some(0), ..Settings::default() }, "max_segments must be in"),
+        (Settings { max_batch_bytes: Some(1 << 40), ..Settings::default() }, "max_batch_bytes must be in"),
+        (Settings { default_nprobe: Some(5000), ..Settings::default() }, "default_nprobe"),
+        (Settings { min_train_tokens: Some(10), ..Settings::default() }, "min_train_tokens"),
+        (Settings { drift: Some(f32::NAN), ..Settings::default() }, "drift"),
+        (Settings { drift: Some(0.1), max_segments: Some(0), ..Settings::default() }, "max_segments"),
+    ] {
+        let e = c.update_settings(&s).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument(m) if m.contains(what)), "{what}: {e}");
+    }
+    assert_eq!(c.config(), before, "a refused change changes nothing");
+    let pooled = Settings { default_nprobe: Some(8), ..Settings::default() };
+    let e = pooled.apply(&CollectionConfig::new(8), true).unwrap_err();
+    assert!(e.to_string().contains("default_nprobe does not apply to a collection with index pooled"), "{e}");
+
+    // Smaller bounds act in the background: the memtable is sealed, segments merged.
+    for i in 0..3 {
+        c.upsert(&[Document::new(format!("s{i}"), rng.tokens(4, 8))]).unwrap();
+        c.flush().unwrap();
+    }
+    c.upsert(&[Document::new("m", rng.tokens(400, 8))]).unwrap(); // 6,400 bytes of tokens
+    assert!(c.stats().segments >= 4 && c.stats().memtable_documents == 1);
+    c.update_settings(&Settings { memtable_bytes: Some(4 << 10), max_segments: Some(2), ..Settings::default() })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.stats().segments > 2 || c.stats().memtable_documents > 0 {
+        assert!(std::time::Instant::now() < deadline, "not sealed and merged: {:?}", c.stats());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(c.len(), 44);
+    let kept = Settings::of(&c.config());
+    drop((c, db));
+
+    // Stored: a reopen has them; a read-only database refuses a change.
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(Settings::of(&db.collection("c").unwrap().config()), kept);
+    drop(db);
+    let ro = Database::open_read_only(dir.path()).unwrap();
+    let e = ro.collection("c").unwrap().update_settings(&Settings { max_segments: Some(5), ..Settings::default() });
+    assert!(matches!(e, Err(Error::ReadOnly(_))), "{e:?}");
+}
