@@ -40,12 +40,19 @@ pub struct ServeArgs {
     /// server exits (connections still open end with it).
     #[arg(long, default_value_t = 30.0)]
     pub drain_seconds: f64,
-    /// Open HTTP connections at most; more wait in the listen backlog.
+    /// Open connections at most, for each of HTTP and gRPC; more wait in the listen backlog.
+    /// Lowered at start (and logged) if the descriptor limit would leave the engine too few.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// Open HTTP connections one client address may hold; more are answered 429 and closed.
+    /// Open connections one client address may hold, for each of HTTP and gRPC; more are
+    /// answered 429 and closed (HTTP) or closed at once (gRPC).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_address: u32,
+    /// A gRPC connection with no rpc in flight for this many milliseconds is closed (clients
+    /// reconnect on their next call).
+    #[arg(long, default_value_t = tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub grpc_idle_timeout_ms: u64,
     /// Seal a collection's memtable in the background once no write came for
     /// this many milliseconds (0: only when full or flushed). A two-stage
     /// search scores the memtable exactly, so a freshly written collection
@@ -99,10 +106,15 @@ pub struct ServeArgs {
     /// Largest payload of one upserted document, in bytes of compact JSON (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
-    /// Longest time an HTTP request body may take to arrive after its headers, in
-    /// milliseconds (408 after it; the connection is freed).
+    /// Longest time an HTTP request body or a gRPC message may take to arrive after its
+    /// headers, in milliseconds (408 / DEADLINE_EXCEEDED after it; its bytes are freed).
     #[arg(long, default_value_t = Limits::default().body_timeout_ms)]
     pub body_timeout_ms: usize,
+    /// Bytes of request bodies and gRPC messages being received at once over every
+    /// connection: a request that would pass it is refused (503 / UNAVAILABLE; retry).
+    /// At least --max-body-bytes.
+    #[arg(long, default_value_t = Limits::default().max_receiving_bytes)]
+    pub max_receiving_bytes: usize,
     /// Time a search may take from its arrival (waiting for a search slot included), in
     /// milliseconds: then it is stopped, its slot freed, and answered 504 / DEADLINE_EXCEEDED.
     /// The default of a request's `timeout_ms` and the most it may ask for.
@@ -158,6 +170,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_response_bytes: a.max_response_bytes,
         max_payload_bytes: a.max_payload_bytes,
         body_timeout_ms: a.body_timeout_ms,
+        max_receiving_bytes: a.max_receiving_bytes,
         search_timeout_ms: a.search_timeout_ms,
     };
     let config = ServerConfig {
@@ -170,6 +183,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         drain_timeout: Duration::from_secs_f64(a.drain_seconds),
         max_connections: a.max_connections as usize,
         max_connections_per_address: a.max_connections_per_address as usize,
+        grpc_idle_timeout: Duration::from_millis(a.grpc_idle_timeout_ms),
         backup_dir: a.backup_dir.clone(),
         models: a.models.clone(),
         seal_idle: (a.seal_idle_ms > 0).then(|| Duration::from_millis(a.seal_idle_ms)),

@@ -345,3 +345,62 @@ fn bench_serve_measures_http_and_grpc_alike() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Issue #30 item 9: with a descriptor limit of 300, a flood of idle gRPC
+/// and HTTP connections (far more than the limit allows) cannot take the
+/// descriptors the engine needs: the connection caps were lowered at start
+/// (and said so), `/health` still answers, and a flush — a new segment, its
+/// index and full-text files, a new WAL — succeeds. Before the fix every
+/// connection was accepted until the process ran out of descriptors.
+#[test]
+fn a_connection_flood_leaves_the_engine_its_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 300 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--db"])
+        .arg(&db)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
+        .args(["--max-connections-per-address", "4096", "--seal-idle-ms", "0"])
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address = |name: &str| -> SocketAddr {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name)).expect("an address").parse().unwrap()
+    };
+    let (http, grpc) = (address("http="), address("grpc="));
+    ok(http, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    let mut rng = Rng::new(9);
+    let docs: Vec<Value> =
+        (0..50).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(4, DIM), "text": "some words"})).collect();
+    ok(http, "/v1/collections/c/upsert", &json!({ "documents": docs }));
+    // 150 idle connections to each port: more than the whole limit allows
+    // (and few enough for the listen backlogs to take those not accepted).
+    let flood: Vec<std::net::TcpStream> = (0..150)
+        .flat_map(|_| [std::net::TcpStream::connect(grpc), std::net::TcpStream::connect(http)])
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(flood.len(), 300, "the kernel's backlog took them");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The HTTP slots are all taken by the flood: a request waits for one, so
+    // free a few, as idle clients time out in real life.
+    let (http_flood, grpc_flood): (Vec<_>, Vec<_>) =
+        flood.into_iter().partition(|s| s.peer_addr().map(|a| a == http).unwrap_or(false));
+    drop(http_flood);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(get(http, "/health").status, 200);
+    let info = ok(http, "/v1/collections/c/flush", &json!({}));
+    assert_eq!((info["segments"].as_u64(), info["memtable_documents"].as_u64()), (Some(1), Some(0)), "{info}");
+    drop(grpc_flood);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_connections lowered"), "{err}");
+    assert!(!err.contains("Too many open files"), "{err}");
+}

@@ -53,6 +53,54 @@ pub struct Auth<S> {
     s: Arc<Service>,
 }
 
+/// Each rpc's bounds from its connection's side: it counts as in flight on
+/// its connection (which is not idle meanwhile), and its message is read
+/// under `body_timeout_ms` and `max_receiving_bytes` (`conn::Metered`).
+#[derive(Clone)]
+pub struct ConnLayer(pub Arc<Service>);
+
+impl<S> tower::Layer<S> for ConnLayer {
+    type Service = Conn<S>;
+
+    fn layer(&self, inner: S) -> Conn<S> {
+        Conn { inner, s: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Conn<S> {
+    inner: S,
+    s: Arc<Service>,
+}
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for Conn<S>
+where
+    S: tower::Service<axum::http::Request<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let in_flight = req.extensions().get::<crate::conn::GrpcConnInfo>().map(|c| c.activity.begin());
+        let timeout = std::time::Duration::from_millis(self.s.limits.body_timeout_ms as u64);
+        let budget = self.s.receiving.clone();
+        let refuse = |e: ApiError| -> Box<dyn std::error::Error + Send + Sync> { Box::new(Status::from(e)) };
+        let req = req.map(|b| tonic::body::Body::new(crate::conn::Metered::new(b, budget, Some(timeout), refuse)));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(in_flight);
+            r
+        })
+    }
+}
+
 /// The access an rpc needs, from its path `/tessera.v1.Tessera/Method`.
 fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {

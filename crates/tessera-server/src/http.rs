@@ -72,8 +72,16 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .layer(middleware::map_request_with_state(service.clone(), metered))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(service)
+}
+
+/// Counts a request body's bytes against `max_receiving_bytes` while it is
+/// received (its time is bounded where it is read: `Json`).
+async fn metered(State(s): State<AppState>, req: Request) -> Request {
+    let refuse = |e: ApiError| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) };
+    req.map(|b| axum::body::Body::new(crate::conn::Metered::new(b, s.receiving.clone(), None, refuse)))
 }
 
 /// Records metrics and a log line for every request (never its headers).
@@ -167,7 +175,17 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for Json<T> {
                     limit: Some("max_body_bytes"),
                 });
             }
-            Err(e) => return Err(ApiError::bad_request(format!("could not read the request body: {}", e.body_text()))),
+            Err(e) => {
+                // A bound of the server's (`max_receiving_bytes`) is its own answer.
+                let mut source = std::error::Error::source(&e);
+                while let Some(err) = source {
+                    if let Some(refused) = err.downcast_ref::<ApiError>() {
+                        return Err(refused.clone());
+                    }
+                    source = err.source();
+                }
+                return Err(ApiError::bad_request(format!("could not read the request body: {}", e.body_text())));
+            }
         };
         // serde would also take a struct as a positional array: only objects are accepted.
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {

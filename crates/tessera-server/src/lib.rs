@@ -25,9 +25,11 @@
 //! | [`metrics`] | Prometheus metrics |
 //! | [`load`] | the closed-loop load generator of `tessera bench serve` (HTTP and gRPC) |
 //! | [`pb`] | the types generated from `proto/tessera.proto` |
-//! | (this file) | binding, the accept loops and their connection bounds, graceful shutdown |
+//! | [`conn`] | the bounds on connections: caps, the descriptor reserve, idle gRPC connections, metered request bodies |
+//! | (this file) | binding, the accept loops, graceful shutdown |
 
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -45,9 +47,9 @@ pub use auth::{Access, ApiKeys};
 pub use error::{ApiError, ErrorKind};
 pub use service::{Limits, Service};
 
-use std::collections::HashMap;
+use conn::{Caps, Held};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,9 @@ use tokio::net::TcpListener;
 
 /// Concurrent gRPC streams (requests) one connection may have open.
 const GRPC_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// How long a gRPC connection may stay open with no rpc in flight.
+pub const DEFAULT_GRPC_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -74,12 +79,16 @@ pub struct ServerConfig {
     /// writes running complete, everything is flushed and `run` returns; gRPC
     /// connections still open end with the runtime.
     pub drain_timeout: Duration,
-    /// Open HTTP connections at most; more wait in the listen backlog.
+    /// Open connections at most, per listener (HTTP, gRPC); more wait in
+    /// the listen backlog. Lowered at start if the descriptor limit would
+    /// leave the engine too few (`conn::fit_descriptors`).
     pub max_connections: usize,
-    /// Open HTTP connections one client address may hold; a connection
-    /// beyond it is answered 429 and closed, so one client cannot take
-    /// every connection.
+    /// Open connections one client address may hold, per listener; a
+    /// connection beyond it is answered 429 and closed (HTTP) or closed at
+    /// once (gRPC), so one client cannot take every connection.
     pub max_connections_per_address: usize,
+    /// A gRPC connection with no rpc in flight for this long is closed.
+    pub grpc_idle_timeout: Duration,
     /// Where `POST /v1/backup` writes backups; `None`: it is refused.
     pub backup_dir: Option<PathBuf>,
     /// Models requests may name (creating a bound collection, `/v1/encode`,
@@ -103,6 +112,7 @@ impl ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_address: 256,
+            grpc_idle_timeout: DEFAULT_GRPC_IDLE_TIMEOUT,
             backup_dir: None,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
@@ -128,10 +138,9 @@ pub enum ServeError {
 pub struct Server {
     service: Arc<Service>,
     drain_timeout: Duration,
-    max_connections: usize,
-    max_per_address: usize,
-    http: Option<TcpListener>,
-    grpc: Option<TcpListener>,
+    http: Option<(TcpListener, Caps)>,
+    grpc: Option<(TcpListener, Caps)>,
+    grpc_idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -180,24 +189,30 @@ impl Server {
             .await
             .map_err(|e| ServeError::Setup(format!("loading the models: {e}")))?
             .map_err(|e| ServeError::Setup(e.message))?;
+        let (http, grpc) = (listen(config.http).await?, listen(config.grpc).await?);
+        let wanted: Vec<usize> =
+            [&http, &grpc].iter().filter(|l| l.is_some()).map(|_| config.max_connections).collect();
+        let mut fitted = conn::fit_descriptors(&wanted).into_iter();
+        let per_address = config.max_connections_per_address;
+        let mut capped =
+            |l: Option<TcpListener>| l.map(|l| (l, Caps::new(fitted.next().expect("one each"), per_address)));
         let server = Self {
             service: Arc::new(service),
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections.max(1),
-            max_per_address: config.max_connections_per_address.max(1),
-            http: listen(config.http).await?,
-            grpc: listen(config.grpc).await?,
+            http: capped(http),
+            grpc: capped(grpc),
+            grpc_idle_timeout: config.grpc_idle_timeout,
         };
         tracing::info!(db = %config.db.display(), http = ?server.http_addr(), grpc = ?server.grpc_addr(), "serving");
         Ok(server)
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+        self.grpc.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -218,27 +233,29 @@ impl Server {
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move { until_stop(&mut rx).await };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(listener) = self.http {
+        if let Some((listener, caps)) = self.http {
             let app = http::router(self.service.clone());
-            let (stop, max, per_address) = (rx.clone(), self.max_connections, self.max_per_address);
+            let stop = rx.clone();
             tasks.spawn(async move {
-                serve_http(listener, app, stop, max, per_address).await;
+                serve_http(listener, app, stop, caps).await;
                 Ok(())
             });
         }
-        if let Some(listener) = self.grpc {
+        if let Some((listener, caps)) = self.grpc {
             let svc = grpc::Grpc::server(self.service.clone());
             let max_body = self.service.limits.max_body_bytes;
-            let auth_service = self.service.clone();
+            let (auth_service, conn_service) = (self.service.clone(), self.service.clone());
             let signal = stopped(rx.clone());
+            let idle = self.grpc_idle_timeout;
             tasks.spawn(async move {
                 tonic::transport::Server::builder()
                     .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
                     .concurrency_limit_per_connection(GRPC_STREAMS_PER_CONNECTION as usize)
                     .layer(grpc::AuthLayer(auth_service))
+                    .layer(grpc::ConnLayer(conn_service))
                     .layer(tower::util::MapResponseLayer::new(grpc::body_limit_status(max_body)))
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(grpc_incoming(listener), signal)
+                    .serve_with_incoming_shutdown(grpc_incoming(listener, caps, idle), signal)
                     .await
                     .map_err(|e| ServeError::Serve(e.to_string()))
             });
@@ -293,12 +310,31 @@ impl Server {
     }
 }
 
-/// The gRPC listener's connections. Each is answered with TCP_NODELAY, as the
+/// The gRPC listener's connections, under its caps: the next is accepted
+/// once one of `max_connections` is free, and one beyond an address's
+/// `per_address` is closed at once. Each is answered with TCP_NODELAY, as the
 /// HTTP ones are: with Nagle's algorithm on, a small answer written in two
 /// pieces (headers, then data) waits for the client's delayed ACK, which added
-/// about 40 ms to every gRPC search.
-fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// about 40 ms to every gRPC search. Each closes after `idle` with no rpc in flight.
+fn grpc_incoming(
+    listener: TcpListener,
+    caps: Caps,
+    idle: Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<conn::GrpcConn<tokio::net::TcpStream>>> {
+    futures_util::stream::unfold((listener, caps), move |(listener, caps)| async move {
+        loop {
+            let slot = caps.slot().await;
+            let (stream, peer) = conn::accept(&listener).await;
+            let Some(address) = caps.address(peer.ip()) else {
+                let per_address = caps.per_address;
+                tracing::warn!(%peer, per_address, "gRPC connection closed: the address holds max_connections_per_address");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = conn::GrpcConn::new(stream, peer, Held::new(slot, address), idle);
+            return Some((Ok(conn), (listener, caps)));
+        }
+    })
 }
 
 /// How long a client may take to send a request's headers (also the idle
@@ -314,35 +350,26 @@ async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    max: usize,
-    per_address: usize,
+    caps: Caps,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
-    let by_address = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
+    let per_address = caps.per_address;
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            slot = caps.slot() => slot,
             _ = until_stop(&mut stop) => break,
         };
         let stream = loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => break Some(accepted),
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, retry.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                accepted = conn::accept(&listener) => break Some(accepted),
                 _ = until_stop(&mut stop) => break None,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         };
         let Some((mut stream, peer)) = stream else { break };
-        let Some(held) = AddressSlot::take(&by_address, peer.ip(), per_address) else {
+        let Some(held) = caps.address(peer.ip()) else {
             drop(slot);
             tracing::warn!(%peer, per_address, "connection refused: the address holds max_connections_per_address");
             conns.spawn(async move {
@@ -373,44 +400,13 @@ async fn serve_http(
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         conns.spawn(async move {
-            let _slots = (slot, held);
+            let _held = Held::new(slot, held);
             let _ = conn.await;
         });
     }
     drop(listener);
     graceful.shutdown().await;
     while conns.join_next().await.is_some() {}
-}
-
-/// One of the connections a client address holds; given back on drop.
-struct AddressSlot {
-    map: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl AddressSlot {
-    /// A slot for `ip`, unless it holds `most` already.
-    fn take(map: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, most: usize) -> Option<Self> {
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_default();
-        if *n >= most {
-            return None;
-        }
-        *n += 1;
-        Some(Self { map: map.clone(), ip })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// The 429 answer (and close) of a connection beyond `max_connections_per_address`.
@@ -521,9 +517,9 @@ mod tests {
     async fn grpc_connections_are_accepted_with_nodelay() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = grpc_incoming(listener);
+        let mut incoming = Box::pin(grpc_incoming(listener, Caps::new(4, 4), Duration::from_secs(60)));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.expect("a connection").expect("accepted");
-        assert!(accepted.nodelay().unwrap(), "the server's side of a gRPC connection has TCP_NODELAY off");
+        assert!(accepted.io().nodelay().unwrap(), "the server's side of a gRPC connection has TCP_NODELAY off");
     }
 }

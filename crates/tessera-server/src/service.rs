@@ -51,9 +51,14 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Largest payload of one document, in bytes of compact JSON.
     pub max_payload_bytes: usize,
-    /// Longest time, in milliseconds, an HTTP request body may take to
-    /// arrive after its headers (a client trickling it holds a connection).
+    /// Longest time, in milliseconds, an HTTP request body or a gRPC message
+    /// may take to arrive after its headers (a client trickling it holds a
+    /// connection and the bytes sent so far).
     pub body_timeout_ms: usize,
+    /// Bytes of request bodies and messages being received at once, over
+    /// every connection of both protocols: a request whose bytes would pass
+    /// it is refused (503 / UNAVAILABLE) and may be retried. At least `max_body_bytes`.
+    pub max_receiving_bytes: usize,
     /// Time, in milliseconds, a search may take from its arrival (waiting for
     /// a search slot included) before it is stopped and answered 504 /
     /// DEADLINE_EXCEEDED, its slot freed; the default and the most a
@@ -78,10 +83,17 @@ impl Limits {
             ("max_response_bytes", self.max_response_bytes),
             ("max_payload_bytes", self.max_payload_bytes),
             ("body_timeout_ms", self.body_timeout_ms),
+            ("max_receiving_bytes", self.max_receiving_bytes),
             ("search_timeout_ms", self.search_timeout_ms),
         ];
         if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
+        }
+        if self.max_receiving_bytes < self.max_body_bytes {
+            return Err(format!(
+                "max_receiving_bytes ({}) must be at least max_body_bytes ({}): no request that large could be received",
+                self.max_receiving_bytes, self.max_body_bytes
+            ));
         }
         let engine = [
             ("max_k", self.max_k, tessera::MAX_K),
@@ -114,6 +126,7 @@ impl Default for Limits {
             max_response_bytes: 64 << 20,
             max_payload_bytes: 1 << 20,
             body_timeout_ms: 60_000,
+            max_receiving_bytes: 512 << 20,
             search_timeout_ms: 60_000,
         }
     }
@@ -691,6 +704,8 @@ pub struct Service {
     models: std::collections::BTreeMap<String, (PathBuf, Arc<tessera::Encoder>)>,
     /// The reindexes started over the API, by collection: the last of each.
     reindexes: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ReindexStatus>>>,
+    /// Bytes of request bodies being received, under `max_receiving_bytes`.
+    pub receiving: Arc<crate::conn::Receiving>,
 }
 
 /// A reindex started over the API (`POST .../reindex`), as `GET .../reindex` shows it.
@@ -753,6 +768,7 @@ impl Service {
         let metrics = Metrics::new(db.clone());
         let read_slots = Arc::new(tokio::sync::Semaphore::new(pool.current_num_threads()));
         limits.validate().map_err(|e| ApiError::bad_request(format!("limits: {e}")))?;
+        let receiving = crate::conn::Receiving::new(limits.max_receiving_bytes);
         Ok(Self {
             db,
             limits,
@@ -765,6 +781,7 @@ impl Service {
             backup_dir: None,
             models: Default::default(),
             reindexes: Default::default(),
+            receiving,
         })
     }
 

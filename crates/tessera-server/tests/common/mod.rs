@@ -41,6 +41,7 @@ impl TestServer {
             max_connections: 1024,
             backup_dir: None,
             max_connections_per_address: 1024,
+            grpc_idle_timeout: tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
         };

@@ -1,0 +1,405 @@
+//! The bounds both listeners put on their connections, so that no client
+//! (and no flood of clients) can take what the others and the engine need:
+//!
+//! - **caps**: at most `max_connections` open connections per listener
+//!   (more wait in the kernel's listen backlog, holding no descriptor of
+//!   ours) and `max_connections_per_address` from one client address (HTTP
+//!   answers 429 and closes; gRPC closes at once);
+//! - **a descriptor reserve**: the caps are lowered at start, if need be,
+//!   so that connections can never take the descriptors the engine needs to
+//!   seal, merge and back up ([`fit_descriptors`]);
+//! - **idle gRPC connections close** after `grpc_idle_timeout` with no rpc
+//!   in flight or started ([`GrpcConn`]; HTTP's header read timeout does the
+//!   same for kept-alive HTTP connections);
+//! - **request bodies are metered** ([`Metered`]): a gRPC message must
+//!   arrive within `body_timeout_ms` of its headers, as an HTTP body must, and
+//!   the bytes of bodies and messages being received at once, over every
+//!   connection, stay under `max_receiving_bytes`.
+
+use crate::error::{ApiError, ErrorKind};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A listener's caps on open connections: in all, and per client address.
+#[derive(Clone)]
+pub(crate) struct Caps {
+    slots: Arc<Semaphore>,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    pub per_address: usize,
+}
+
+impl Caps {
+    pub fn new(max: usize, per_address: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            by_address: Arc::default(),
+            per_address: per_address.max(1),
+        }
+    }
+
+    /// A free connection slot: waits while `max` connections are open.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots.clone().acquire_owned().await.expect("never closed")
+    }
+
+    /// A connection of `ip`, unless it holds `per_address` already.
+    pub fn address(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let mut m = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= self.per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { map: self.by_address.clone(), ip })
+    }
+}
+
+/// One of the connections a client address holds; given back on drop.
+pub(crate) struct AddressSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection's hold on its listener's caps, given back when it closes (is dropped).
+pub(crate) struct Held {
+    _slot: OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
+impl Held {
+    pub fn new(slot: OwnedSemaphorePermit, address: AddressSlot) -> Self {
+        Self { _slot: slot, _address: address }
+    }
+}
+
+/// The next connection: an error (out of descriptors, say) is logged and
+/// retried after a pause instead of ending the accept loop.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Descriptors kept free for the engine (new segments, indexes, WALs, full-text
+/// files, backups) beside those open at start; half the limit when it is small.
+const DESCRIPTOR_RESERVE: u64 = 1024;
+
+/// The connection caps of the listeners (`wanted`, one per listener) fitted
+/// to the process's descriptor limit: the soft limit is raised to the hard
+/// one, and if the caps would still leave fewer than the reserve free beside
+/// the descriptors open now, each is lowered in proportion (and logged).
+pub(crate) fn fit_descriptors(wanted: &[usize]) -> Vec<usize> {
+    let Some((limit, open)) = descriptors() else { return wanted.to_vec() };
+    let reserve = DESCRIPTOR_RESERVE.min(limit / 2);
+    let room = limit.saturating_sub(open + reserve).max(wanted.len() as u64) as usize;
+    let total: usize = wanted.iter().sum();
+    if total <= room {
+        return wanted.to_vec();
+    }
+    let fitted: Vec<usize> = wanted.iter().map(|&w| (w * room / total).max(1)).collect();
+    tracing::warn!(
+        descriptor_limit = limit,
+        open,
+        reserve,
+        ?wanted,
+        ?fitted,
+        "max_connections lowered so that connections leave descriptors for the engine (raise `ulimit -n` to keep them)"
+    );
+    fitted
+}
+
+/// `(limit, open)`: the descriptor limit (the soft one raised to the hard
+/// one first) and how many are open now; `None` where this cannot be read.
+#[cfg(target_os = "linux")]
+fn descriptors() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the limits into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads the struct; raising the soft limit to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some((lim.rlim_cur, open))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn descriptors() -> Option<(u64, u64)> {
+    None
+}
+
+/// What a gRPC connection is doing: rpcs in flight, and when the last one
+/// started or ended (its idle time is measured from then).
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    /// Counts an rpc in flight until the guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        InFlight(self.clone())
+    }
+
+    /// When the connection became idle, if it is.
+    fn idle_since(&self) -> Option<Instant> {
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        (self.in_flight.load(Ordering::SeqCst) == 0).then_some(last)
+    }
+}
+
+/// An rpc in flight on its connection.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What tonic puts in each request's extensions about its connection.
+#[derive(Debug, Clone)]
+pub struct GrpcConnInfo {
+    pub remote: SocketAddr,
+    pub activity: Arc<Activity>,
+}
+
+/// A gRPC connection: its stream, its hold on the caps, and its idle clock.
+/// Once no rpc has been in flight for `idle`, reading ends (as if the client
+/// had closed), and the connection closes.
+pub(crate) struct GrpcConn<S> {
+    io: S,
+    info: GrpcConnInfo,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    _held: Held,
+}
+
+impl<S> GrpcConn<S> {
+    pub fn new(io: S, remote: SocketAddr, held: Held, idle: Duration) -> Self {
+        let activity = Arc::new(Activity { in_flight: AtomicUsize::new(0), last: Mutex::new(Instant::now()) });
+        let timer = Box::pin(tokio::time::sleep(idle));
+        Self { io, info: GrpcConnInfo { remote, activity }, idle, timer, _held: held }
+    }
+
+    /// The stream underneath.
+    #[cfg(test)]
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
+    /// Whether the connection has been idle for its timeout (the timer is
+    /// re-armed, and its waker registered, while it has not).
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let due = match self.info.activity.idle_since() {
+                Some(since) if since.elapsed() >= self.idle => return true,
+                Some(since) => since + self.idle,
+                None => Instant::now() + self.idle,
+            };
+            self.timer.as_mut().reset(due.into());
+        }
+        false
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for GrpcConn<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.timed_out(cx) {
+            tracing::debug!(remote = %self.info.remote, "closing an idle gRPC connection");
+            return Poll::Ready(Ok(())); // end of stream: the connection closes
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GrpcConn<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl<S> tonic::transport::server::Connected for GrpcConn<S> {
+    type ConnectInfo = GrpcConnInfo;
+
+    fn connect_info(&self) -> GrpcConnInfo {
+        self.info.clone()
+    }
+}
+
+/// The bytes of request bodies (HTTP) and messages (gRPC) being received at
+/// once, over every connection, and their bound.
+#[derive(Debug)]
+pub struct Receiving {
+    used: AtomicUsize,
+    pub max: usize,
+}
+
+impl Receiving {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { used: AtomicUsize::new(0), max })
+    }
+
+    /// Takes `n` bytes of the budget, unless that would pass it.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|&t| t <= self.max))
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Bytes being received now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// A request body read under the server's bounds: its bytes count against
+/// `max_receiving_bytes` until the request is done with them (the body is
+/// dropped), and with a `deadline` it must end by then. A bound passed ends
+/// the body with an [`ApiError`], turned into the body's error by `refuse`
+/// (a `tonic::Status` for gRPC, which tonic answers as it is).
+pub(crate) struct Metered<B> {
+    inner: B,
+    budget: Arc<Receiving>,
+    held: usize,
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+    refuse: fn(ApiError) -> BoxError,
+}
+
+impl<B> Metered<B> {
+    pub fn new(inner: B, budget: Arc<Receiving>, timeout: Option<Duration>, refuse: fn(ApiError) -> BoxError) -> Self {
+        let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t));
+        Self { inner, budget, held: 0, deadline, refuse }
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+    }
+}
+
+impl<B> http_body::Body for Metered<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some((sleep, t)) = &mut self.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let ms = t.as_millis();
+            let e = ApiError {
+                kind: ErrorKind::RequestTimeout,
+                message: format!("the request message did not arrive within {ms} ms, the limit body_timeout_ms"),
+                limit: Some("body_timeout_ms"),
+            };
+            self.deadline = None;
+            return Poll::Ready(Some(Err((self.refuse)(e))));
+        }
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                self.deadline = None;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = data.len();
+            if !self.budget.take(n) {
+                let e = ApiError {
+                    kind: ErrorKind::Unavailable,
+                    message: format!(
+                        "the server is receiving {} bytes of other requests, near the limit max_receiving_bytes = {}; \
+                         try again",
+                        self.budget.used(),
+                        self.budget.max
+                    ),
+                    limit: Some("max_receiving_bytes"),
+                };
+                return Poll::Ready(Some(Err((self.refuse)(e))));
+            }
+            self.held += n;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
