@@ -22,6 +22,7 @@ import base64
 import http.client
 import json
 import math
+import ssl
 import threading
 import time
 import urllib.parse
@@ -32,6 +33,26 @@ import numpy as np
 from . import errors
 from .helpers import _id_list, _json_default
 from ._tessera import SEARCH_OPTIONS, SETTINGS, Document, Hit, Reranked
+
+def _ssl_context(scheme: str, ca_file: Optional[str], cert_file: Optional[str], key_file: Optional[str]) -> Optional[ssl.SSLContext]:
+    """The TLS context of an https:// client: the server's certificate checked
+    against ``ca_file`` (the system's CAs without one), and for mutual TLS the
+    client's own ``cert_file`` and ``key_file``. TLS files with an http:// URL
+    are refused rather than ignored."""
+    if scheme != "https":
+        if ca_file or cert_file or key_file:
+            raise errors.InvalidInputError("ca_file, cert_file and key_file need an https:// url")
+        return None
+    if (cert_file is None) != (key_file is None):
+        raise errors.InvalidInputError("cert_file and key_file go together (mutual TLS)")
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        if cert_file is not None:
+            ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise errors.InvalidInputError(f"TLS files: {e}") from None
+    return ctx
+
 
 def _settings(call: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     """The settings given (None left out), an unknown name refused as the embedded engine refuses it."""
@@ -195,10 +216,14 @@ class Client:
         timeout: float = 120.0,
         max_body_bytes: Optional[int] = None,
         max_batch_docs: Optional[int] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
     ):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise errors.InvalidInputError(f"url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
+        self._ssl = _ssl_context(u.scheme, ca_file, cert_file, key_file)
         self.url = url.rstrip("/")
         self._scheme, self._host, self._port = u.scheme, u.hostname, u.port
         self._prefix = u.path.rstrip("/")
@@ -218,8 +243,10 @@ class Client:
     def _conn(self) -> http.client.HTTPConnection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            c = cls(self._host, self._port, timeout=self._timeout)
+            if self._scheme == "https":
+                c = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
+            else:
+                c = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = c
             with self._lock:
                 self._conns.append(c)
@@ -247,6 +274,11 @@ class Client:
                 self._local.conn = None
                 if attempt:
                     raise errors.UnavailableError(f"{method} {path}: the server closed the connection: {e}") from e
+            except ssl.SSLError as e:
+                # The server refused our certificate, or we refused its own.
+                c.close()
+                self._local.conn = None
+                raise errors.AuthenticationError(f"{method} {path}: TLS with {self.url} failed: {e}") from e
             except OSError as e:
                 c.close()
                 self._local.conn = None

@@ -107,7 +107,10 @@ def require_tessera_bin() -> Path:
 
 
 class Server:
-    def __init__(self, root: Path, api_keys: str | None = None, args: tuple = ()):
+    """`tessera serve` on a free port; with `ssl_context` (the client's side of
+    a TLS server started with --tls-* in `args`), its URL is https://."""
+
+    def __init__(self, root: Path, api_keys: str | None = None, args: tuple = (), ssl_context=None):
         binary = require_tessera_bin()
         self.backups = root / "backups"
         args = [str(binary), "serve", "--db", str(root / "server-db"), "--http", "127.0.0.1:0", "--no-grpc", *args]
@@ -124,11 +127,11 @@ class Server:
         if http is None:
             self.stop()
             raise RuntimeError(f"tessera serve did not print its ready line: {line!r}")
-        self.url = f"http://{http}"
+        self.url = f"{'https' if ssl_context else 'http'}://{http}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                urllib.request.urlopen(self.url + "/health", timeout=1, context=ssl_context).read()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -156,8 +159,8 @@ def server(tmp_path):
 def make_server(tmp_path):
     started = []
 
-    def make(api_keys: str | None = None, args: tuple = ()) -> Server:
-        s = Server(tmp_path, api_keys, args)
+    def make(api_keys: str | None = None, args: tuple = (), ssl_context=None) -> Server:
+        s = Server(tmp_path, api_keys, args, ssl_context)
         started.append(s)
         return s
 

@@ -381,3 +381,66 @@ def test_collection_settings_embedded_and_through_the_server(server, tmp_path, r
             with pytest.raises(TypeError, match="unknown setting"):
                 owner.create_collection("q", DIM, settings={"memtable": 1})
             assert "q" not in owner.list_collections()
+
+
+def test_the_client_speaks_tls_and_mutual_tls(make_server, tmp_path, rng):
+    """Issue #30 item 8: `tessera.Client("https://…", ca_file=…)` against a
+    server started with --tls-cert/--tls-key, and with --tls-client-ca its
+    own certificate (cert_file, key_file); a wrong CA, an expired server
+    certificate and a missing or expired client certificate are refused with
+    AuthenticationError; plaintext to the TLS port is told to use HTTPS."""
+    import datetime
+    import ssl
+
+    trustme = pytest.importorskip("trustme", reason="trustme makes the test certificates (the [test] extra)")
+    ca, clients_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
+
+    def files(name, cert):
+        c, k = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(c)
+        cert.private_key_pem.write_to_path(k)
+        return str(c), str(k)
+
+    def ca_file(name, authority):
+        p = tmp_path / f"{name}.pem"
+        authority.cert_pem.write_to_path(p)
+        return str(p)
+
+    server_crt, server_key = files("server", ca.issue_cert("127.0.0.1", "localhost"))
+    ca_pem, other_pem, clients_pem = ca_file("ca", ca), ca_file("other", other_ca), ca_file("clients", clients_ca)
+    past = datetime.datetime(2021, 1, 1, tzinfo=datetime.timezone.utc)
+    tls = ("--tls-cert", server_crt, "--tls-key", server_key)
+    s = make_server(args=tls, ssl_context=ssl.create_default_context(cafile=ca_pem))
+    docs = corpus(rng, 20, DIM)
+    with tessera.Client(s.url, ca_file=ca_pem) as client:
+        col = client.create_collection("c", DIM)
+        load(col, docs)
+        q = rng.standard_normal((3, DIM)).astype(np.float32)
+        hits = col.search(q, k=5, exact=True)
+        assert [h.id for h in hits] == sorted(docs, key=lambda i: -maxsim(q, docs[i]))[:5]
+    with pytest.raises(tessera.AuthenticationError, match="CERTIFICATE_VERIFY_FAILED"):
+        tessera.Client(s.url, ca_file=other_pem).list_collections()
+    with pytest.raises(tessera.InvalidInputError, match="https"):
+        tessera.Client(s.url.replace("https", "http"), ca_file=ca_pem)
+    with pytest.raises(tessera.InvalidInputError, match="this port serves HTTPS"):
+        tessera.Client(s.url.replace("https", "http")).list_collections()
+    s.stop()
+
+    expired_crt, expired_key = files("expired-server", ca.issue_cert("127.0.0.1", not_before=past - datetime.timedelta(days=30), not_after=past))
+    s = make_server(args=("--tls-cert", expired_crt, "--tls-key", expired_key), ssl_context=ssl._create_unverified_context())
+    with pytest.raises(tessera.AuthenticationError, match="expired"):
+        tessera.Client(s.url, ca_file=ca_pem).list_collections()
+    s.stop()
+
+    good = files("client", clients_ca.issue_cert("client.example"))
+    old = files("old-client", clients_ca.issue_cert("client.example", not_before=past - datetime.timedelta(days=30), not_after=past))
+    foreign = files("foreign", other_ca.issue_cert("client.example"))
+    ctx = ssl.create_default_context(cafile=ca_pem)
+    ctx.load_cert_chain(*good)
+    s = make_server(args=tls + ("--tls-client-ca", clients_pem), ssl_context=ctx)
+    with tessera.Client(s.url, ca_file=ca_pem, cert_file=good[0], key_file=good[1]) as client:
+        assert client.list_collections() == ["c"]  # the same database, served again
+    for cert in (None, old, foreign):
+        kw = {} if cert is None else dict(cert_file=cert[0], key_file=cert[1])
+        with pytest.raises(tessera.AuthenticationError):
+            tessera.Client(s.url, ca_file=ca_pem, **kw).list_collections()

@@ -48,6 +48,17 @@ pub struct ServeArgs {
     /// answered 429 and closed (HTTP) or closed at once (gRPC).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_address: u32,
+    /// Serve HTTPS and gRPC over TLS with this certificate chain (PEM, the server's own
+    /// certificate first). Plaintext is refused on both ports.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate this CA (PEM) issued and that is
+    /// valid now; others are refused during the handshake.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// A gRPC connection with no rpc in flight for this many milliseconds is closed (clients
     /// reconnect on their next call).
     #[arg(long, default_value_t = tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT.as_millis() as u64,
@@ -184,15 +195,28 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_connections: a.max_connections as usize,
         max_connections_per_address: a.max_connections_per_address as usize,
         grpc_idle_timeout: Duration::from_millis(a.grpc_idle_timeout_ms),
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(tessera_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: a.tls_client_ca.clone(),
+            }),
+            _ => None,
+        },
         backup_dir: a.backup_dir.clone(),
         models: a.models.clone(),
         seal_idle: (a.seal_idle_ms > 0).then(|| Duration::from_millis(a.seal_idle_ms)),
     };
     let auth = if config.keys.is_empty() { "off" } else { "on" };
+    let tls = match &config.tls {
+        None => "off",
+        Some(t) if t.client_ca.is_some() => "mutual",
+        Some(_) => "on",
+    };
     tessera_server::serve_blocking(config, |http, grpc| {
         let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "tessera serve: http={} grpc={} auth={auth}", show(http), show(grpc));
+        let _ = writeln!(out, "tessera serve: http={} grpc={} auth={auth} tls={tls}", show(http), show(grpc));
         let _ = out.flush();
     })?;
     Ok(())
@@ -228,9 +252,19 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// Also send the same searches over gRPC to this server (`http://host:port`
-    /// of its gRPC listener): each setting is measured over HTTP, then gRPC.
+    /// of its gRPC listener, `https://` with TLS): each setting is measured over HTTP, then gRPC.
     #[arg(long, value_name = "URL")]
     pub grpc: Option<String>,
+    /// For https:// URLs: the CA (PEM) that issued the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// For a server that asks for client certificates (mutual TLS): this client's
+    /// certificate (PEM), with --key-file.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
     /// One JSON object per setting instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -264,7 +298,13 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     });
     let url = format!("{}/v1/collections/{}/search", a.url.trim_end_matches('/'), a.collection);
     let key = std::env::var("TESSERA_API_KEY").ok();
-    let kernel = load::server_kernel(&a.url, key.as_deref()).unwrap_or_else(|| "unknown".into());
+    let tls =
+        tessera_server::tls::ClientFiles { ca: a.ca_file.clone(), cert: a.cert_file.clone(), key: a.key_file.clone() };
+    let https = [Some(&a.url), a.grpc.as_ref()].into_iter().flatten().any(|u| u.starts_with("https://"));
+    if !https && (a.ca_file.is_some() || a.cert_file.is_some()) {
+        return Err("--ca-file, --cert-file and --key-file need an https:// URL".into());
+    }
+    let kernel = load::server_kernel(&a.url, key.as_deref(), &tls).unwrap_or_else(|| "unknown".into());
     if !a.json {
         writeln!(out, "server kernel: {kernel}")?;
         writeln!(
@@ -279,9 +319,10 @@ pub fn load(a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     }
     let seconds = Duration::from_secs_f64(a.seconds);
     for &c in &a.clients {
-        let mut runs = vec![("http", load::blocking(load::run(&url, key.as_deref(), bodies.clone(), c, seconds))?)];
+        let mut runs =
+            vec![("http", load::blocking(load::run(&url, key.as_deref(), bodies.clone(), c, seconds, &tls))?)];
         if let Some(grpc) = &a.grpc {
-            let r = load::blocking(load::run_grpc(grpc, key.as_deref(), messages.clone(), c, seconds))?;
+            let r = load::blocking(load::run_grpc(grpc, key.as_deref(), messages.clone(), c, seconds, &tls))?;
             runs.push(("grpc", r));
         }
         for (protocol, r) in runs {

@@ -404,3 +404,92 @@ fn a_connection_flood_leaves_the_engine_its_descriptors() {
     assert!(err.contains("max_connections lowered"), "{err}");
     assert!(!err.contains("Too many open files"), "{err}");
 }
+
+/// Issue #30 item 8: `tessera serve --tls-cert --tls-key --tls-client-ca`
+/// says `tls=mutual` in its ready line, and `tessera bench serve` reaches it
+/// over `https://` for HTTP and gRPC with `--ca-file` and its own
+/// certificate; without the certificate every request fails, and a CA file
+/// with an http:// URL is refused rather than ignored.
+#[test]
+fn bench_serve_reaches_a_mutual_tls_server_over_https() {
+    use std::ffi::OsString;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, clients_ca) = (Ca::new(d, "ca"), Ca::new(d, "clients"));
+    let (cert, key) = ca.issue(d, "server", &["localhost"], false);
+    let (ccert, ckey) = clients_ca.issue(d, "client", &["client.example"], false);
+    let qdir = d.join("queries");
+    let corpus = tessera_cli::synth::corpus(20, 8, DIM, 4, 3, 5);
+    let queries: Vec<_> = corpus
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| tessera::Document::new(format!("q{i}"), t.clone()))
+        .collect();
+    tessera_cli::synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    let flag = |name: &str, path: &Path| [OsString::from(name), path.as_os_str().to_owned()];
+    let tls: Vec<OsString> =
+        [flag("--tls-cert", &cert), flag("--tls-key", &key), flag("--tls-client-ca", &clients_ca.pem)].concat();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--db"])
+        .arg(d.join("db"))
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
+        .args(&tls)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("tls=mutual"), "{line}");
+    let port = |name: &str| -> u16 {
+        let a: SocketAddr = line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap().parse().unwrap();
+        a.port()
+    };
+    let (http, grpc) = (format!("https://localhost:{}", port("http=")), format!("https://localhost:{}", port("grpc=")));
+    // The collection, created over gRPC with TLS and the client's certificate.
+    let files = tessera_server::tls::ClientFiles {
+        ca: Some(ca.pem.clone()),
+        cert: Some(ccert.clone()),
+        key: Some(ckey.clone()),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(tessera_server::tls::grpc_channel(&grpc, &files)).unwrap();
+    let mut g = tessera_server::pb::tessera_client::TesseraClient::new(channel);
+    let create =
+        tessera_server::pb::CreateCollectionRequest { name: "c".into(), dim: DIM as u32, ..Default::default() };
+    rt.block_on(g.create_collection(create)).unwrap();
+    let bench = |extra: &[OsString]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["bench", "serve", "--collection", "c", "--clients", "1", "--seconds", "0.3", "--json"])
+            .args(["--url", &http, "--grpc", &grpc, "--queries"])
+            .arg(&qdir)
+            .args(extra)
+            .output()
+            .unwrap();
+        let rows: Vec<Value> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (out.status.success(), rows, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let mutual = [flag("--ca-file", &ca.pem), flag("--cert-file", &ccert), flag("--key-file", &ckey)].concat();
+    let (done, rows, err) = bench(&mutual);
+    assert!(done && rows.len() == 2, "{err}");
+    for r in &rows {
+        assert!(r["requests"].as_u64().unwrap() > 0 && r["errors"].as_u64() == Some(0), "{r}");
+    }
+    // No client certificate: the server takes no request.
+    let (done, rows, err) = bench(&flag("--ca-file", &ca.pem));
+    let refused = |r: &Value| r["requests"].as_u64() == Some(0) && r["errors"].as_u64() > Some(0);
+    assert!(!done || (rows.len() == 2 && rows.iter().all(refused)), "{rows:?} {err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["bench", "serve", "--collection", "c", "--url", "http://127.0.0.1:1", "--ca-file"])
+        .arg(&ca.pem)
+        .arg("--queries")
+        .arg(&qdir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("need an https:// URL"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

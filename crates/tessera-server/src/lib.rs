@@ -26,6 +26,7 @@
 //! | [`load`] | the closed-loop load generator of `tessera bench serve` (HTTP and gRPC) |
 //! | [`pb`] | the types generated from `proto/tessera.proto` |
 //! | [`conn`] | the bounds on connections: caps, the descriptor reserve, idle gRPC connections, metered request bodies |
+//! | [`tls`] | TLS (rustls) for both listeners, mutual TLS, and the clients' side |
 //! | (this file) | binding, the accept loops, graceful shutdown |
 
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod service;
+pub mod tls;
 
 /// Types generated from `proto/tessera.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -89,6 +91,8 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// A gRPC connection with no rpc in flight for this long is closed.
     pub grpc_idle_timeout: Duration,
+    /// Serve both listeners over TLS (and with a client CA, mutual TLS).
+    pub tls: Option<tls::TlsFiles>,
     /// Where `POST /v1/backup` writes backups; `None`: it is refused.
     pub backup_dir: Option<PathBuf>,
     /// Models requests may name (creating a bound collection, `/v1/encode`,
@@ -113,6 +117,7 @@ impl ServerConfig {
             max_connections: 1024,
             max_connections_per_address: 256,
             grpc_idle_timeout: DEFAULT_GRPC_IDLE_TIMEOUT,
+            tls: None,
             backup_dir: None,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
@@ -141,6 +146,7 @@ pub struct Server {
     http: Option<(TcpListener, Caps)>,
     grpc: Option<(TcpListener, Caps)>,
     grpc_idle_timeout: Duration,
+    tls: Option<tls::Tls>,
 }
 
 impl std::fmt::Debug for Server {
@@ -166,6 +172,10 @@ impl Server {
         if exposed && config.keys.is_empty() {
             tracing::warn!("listening beyond loopback without API keys: anyone who can connect may read and write");
         }
+        if exposed && config.tls.is_none() {
+            tracing::warn!("listening beyond loopback without TLS: keys and data cross the network in the clear");
+        }
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose().map_err(ServeError::Setup)?;
         if let Some(dir) = &config.backup_dir {
             // Backups written into the database's folder would break it.
             tessera::refuse_inside(dir, &config.db, "the backup folder")
@@ -202,6 +212,7 @@ impl Server {
             http: capped(http),
             grpc: capped(grpc),
             grpc_idle_timeout: config.grpc_idle_timeout,
+            tls,
         };
         tracing::info!(db = %config.db.display(), http = ?server.http_addr(), grpc = ?server.grpc_addr(), "serving");
         Ok(server)
@@ -217,6 +228,15 @@ impl Server {
 
     pub fn service(&self) -> &Arc<Service> {
         &self.service
+    }
+
+    /// `off`, `on` (TLS) or `mutual` (clients present certificates too).
+    pub fn tls_mode(&self) -> &'static str {
+        match &self.tls {
+            None => "off",
+            Some(t) if t.mutual => "mutual",
+            Some(_) => "on",
+        }
     }
 
     /// Serves until `shutdown` resolves; then drains requests in flight
@@ -236,8 +256,9 @@ impl Server {
         if let Some((listener, caps)) = self.http {
             let app = http::router(self.service.clone());
             let stop = rx.clone();
+            let tls = self.tls.as_ref().map(|t| t.http.clone());
             tasks.spawn(async move {
-                serve_http(listener, app, stop, caps).await;
+                serve_http(listener, app, stop, caps, tls).await;
                 Ok(())
             });
         }
@@ -247,6 +268,7 @@ impl Server {
             let (auth_service, conn_service) = (self.service.clone(), self.service.clone());
             let signal = stopped(rx.clone());
             let idle = self.grpc_idle_timeout;
+            let tls = self.tls.as_ref().map(|t| t.grpc.clone());
             tasks.spawn(async move {
                 tonic::transport::Server::builder()
                     .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
@@ -255,7 +277,7 @@ impl Server {
                     .layer(grpc::ConnLayer(conn_service))
                     .layer(tower::util::MapResponseLayer::new(grpc::body_limit_status(max_body)))
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(grpc_incoming(listener, caps, idle), signal)
+                    .serve_with_incoming_shutdown(grpc_incoming(listener, caps, idle, tls), signal)
                     .await
                     .map_err(|e| ServeError::Serve(e.to_string()))
             });
@@ -315,26 +337,41 @@ impl Server {
 /// `per_address` is closed at once. Each is answered with TCP_NODELAY, as the
 /// HTTP ones are: with Nagle's algorithm on, a small answer written in two
 /// pieces (headers, then data) waits for the client's delayed ACK, which added
-/// about 40 ms to every gRPC search. Each closes after `idle` with no rpc in flight.
+/// about 40 ms to every gRPC search. With `tls`, each completes its handshake
+/// in a task of its own before it is handed over. Each closes after `idle`
+/// with no rpc in flight. The accept loop ends when tonic drops the stream.
 fn grpc_incoming(
     listener: TcpListener,
     caps: Caps,
     idle: Duration,
-) -> impl futures_util::Stream<Item = std::io::Result<conn::GrpcConn<tokio::net::TcpStream>>> {
-    futures_util::stream::unfold((listener, caps), move |(listener, caps)| async move {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> impl futures_util::Stream<Item = std::io::Result<conn::GrpcConn<tls::Stream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
         loop {
-            let slot = caps.slot().await;
-            let (stream, peer) = conn::accept(&listener).await;
+            let slot = tokio::select! {
+                slot = caps.slot() => slot,
+                _ = tx.closed() => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = conn::accept(&listener) => accepted,
+                _ = tx.closed() => break,
+            };
             let Some(address) = caps.address(peer.ip()) else {
                 let per_address = caps.per_address;
                 tracing::warn!(%peer, per_address, "gRPC connection closed: the address holds max_connections_per_address");
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let conn = conn::GrpcConn::new(stream, peer, Held::new(slot, address), idle);
-            return Some((Ok(conn), (listener, caps)));
+            let (tx, tls) = (tx.clone(), tls.clone());
+            tokio::spawn(async move {
+                let held = Held::new(slot, address);
+                let Some(io) = tls::accept(tls.as_ref(), stream, peer, None).await else { return };
+                let _ = tx.send(Ok(conn::GrpcConn::new(io, peer, held, idle))).await;
+            });
         }
-    })
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 
 /// How long a client may take to send a request's headers (also the idle
@@ -351,6 +388,7 @@ async fn serve_http(
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
     caps: Caps,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -372,6 +410,9 @@ async fn serve_http(
         let Some(held) = caps.address(peer.ip()) else {
             drop(slot);
             tracing::warn!(%peer, per_address, "connection refused: the address holds max_connections_per_address");
+            if tls.is_some() {
+                continue; // closed: a plaintext answer would be noise to a TLS client
+            }
             conns.spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&too_many(per_address))).await;
@@ -394,14 +435,16 @@ async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let (watcher, tls) = (graceful.watcher(), tls.clone());
         conns.spawn(async move {
             let _held = Held::new(slot, held);
-            let _ = conn.await;
+            let refusal = tls::plaintext_refusal();
+            let Some(io) = tls::accept(tls.as_ref(), stream, peer, Some(&refusal)).await else { return };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(io), svc);
+            let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);
@@ -517,9 +560,10 @@ mod tests {
     async fn grpc_connections_are_accepted_with_nodelay() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(grpc_incoming(listener, Caps::new(4, 4), Duration::from_secs(60)));
+        let mut incoming = Box::pin(grpc_incoming(listener, Caps::new(4, 4), Duration::from_secs(60), None));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.expect("a connection").expect("accepted");
-        assert!(accepted.io().nodelay().unwrap(), "the server's side of a gRPC connection has TCP_NODELAY off");
+        let tls::Stream::Plain(s) = accepted.io() else { panic!("plaintext") };
+        assert!(s.nodelay().unwrap(), "the server's side of a gRPC connection has TCP_NODELAY off");
     }
 }

@@ -5,6 +5,7 @@
 //! transport error is counted.
 
 use crate::pb;
+use crate::tls::ClientFiles;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -26,20 +27,37 @@ pub struct LoadReport {
 }
 
 /// POSTs `bodies` (round robin; client `i` starts at body `i`) to `url` from
-/// `clients` concurrent connections for `duration`.
+/// `clients` concurrent connections for `duration`; an `https://` URL over
+/// TLS with `tls`.
 pub async fn run(
     url: &str,
     key: Option<&str>,
     bodies: Arc<Vec<Bytes>>,
     clients: usize,
     duration: Duration,
+    tls: &ClientFiles,
 ) -> Result<LoadReport, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     if bodies.is_empty() || clients == 0 {
         return Err("need at least one request body and one client".into());
     }
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_max_idle_per_host(clients);
+    if uri.scheme_str() == Some("https") {
+        let client: Client<_, Full<Bytes>> = builder.build(crate::tls::https_connector(tls)?);
+        return run_with(client, uri, key, bodies, clients, duration).await;
+    }
+    run_with(builder.build_http(), uri, key, bodies, clients, duration).await
+}
+
+async fn run_with<C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static>(
+    client: Client<C, Full<Bytes>>,
+    uri: hyper::Uri,
+    key: Option<&str>,
+    bodies: Arc<Vec<Bytes>>,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport, String> {
     let auth = key.map(|k| format!("Bearer {k}"));
     closed_loop(clients, duration, move |_, i| {
         let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/json");
@@ -131,6 +149,7 @@ pub async fn run_grpc(
     requests: Arc<Vec<GrpcSearch>>,
     clients: usize,
     duration: Duration,
+    tls: &ClientFiles,
 ) -> Result<LoadReport, String> {
     use crate::pb::tessera_client::TesseraClient;
     if requests.is_empty() || clients == 0 {
@@ -142,8 +161,7 @@ pub async fn run_grpc(
     };
     let mut channels = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url}: {e}"))?;
-        let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
+        let channel = crate::tls::grpc_channel(url, tls).await?;
         channels.push(TesseraClient::new(channel).max_decoding_message_size(usize::MAX));
     }
     closed_loop(clients, duration, move |c, i| {
@@ -255,16 +273,22 @@ pub fn blocking(load: impl Future<Output = Result<LoadReport, String>>) -> Resul
 
 /// The kernel labels of a server's `tessera_build_info` metric (`kernel="…",chosen_by="…",…`),
 /// or `None` if `/metrics` cannot be read (auth, an older server).
-pub fn server_kernel(base_url: &str, key: Option<&str>) -> Option<String> {
+pub fn server_kernel(base_url: &str, key: Option<&str>, tls: &ClientFiles) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     rt.block_on(async {
         let uri: hyper::Uri = format!("{}/metrics", base_url.trim_end_matches('/')).parse().ok()?;
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let mut req = hyper::Request::get(uri);
+        let mut req = hyper::Request::get(uri.clone());
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        let resp = client.request(req.body(Full::new(Bytes::new())).ok()?).await.ok()?;
+        let req = req.body(Full::new(Bytes::new())).ok()?;
+        let builder = Client::builder(TokioExecutor::new());
+        let resp = if uri.scheme_str() == Some("https") {
+            let client: Client<_, Full<Bytes>> = builder.build(crate::tls::https_connector(tls).ok()?);
+            client.request(req).await.ok()?
+        } else {
+            builder.build_http().request(req).await.ok()?
+        };
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         let text = String::from_utf8_lossy(&body);
         let line = text.lines().find(|l| l.starts_with("tessera_build_info{"))?;

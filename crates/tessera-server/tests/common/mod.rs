@@ -42,6 +42,7 @@ impl TestServer {
             backup_dir: None,
             max_connections_per_address: 1024,
             grpc_idle_timeout: tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT,
+            tls: None,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
         };
@@ -245,4 +246,48 @@ pub fn rows_of(v: &Value) -> Vec<Vec<f32>> {
         .iter()
         .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
         .collect()
+}
+
+/// A certificate authority for TLS tests: it signs certificates into a folder.
+pub struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// Its certificate (PEM).
+    pub pem: std::path::PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        Self { issuer: rcgen::Issuer::new(p, key), pem }
+    }
+
+    /// A certificate for `names` (its key beside it), valid now or expired
+    /// in 2021: `(cert, key)` files.
+    pub fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        expired: bool,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        use rcgen::{CertificateParams, DnType, KeyPair, date_time_ymd};
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, file);
+        if expired {
+            (p.not_before, p.not_after) = (date_time_ymd(2020, 1, 1), date_time_ymd(2021, 1, 1));
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
 }
