@@ -493,3 +493,71 @@ fn bench_serve_reaches_a_mutual_tls_server_over_https() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue #29: the server's recall curve (`POST …/recall`, which the console
+/// plots) equals what `tessera bench search` measures on the same
+/// collection with the same queries: the sample documents the curve names,
+/// cut to its query tokens, written as a queries folder.
+#[test]
+fn the_recall_curve_equals_bench_search_on_the_same_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, qdir) = (dir.path().join("db"), dir.path().join("queries"));
+    let s = TestServer::default(&db);
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": DIM}));
+    let corpus = tessera_cli::synth::corpus(400, 16, DIM, 6, 5, 11);
+    for chunk in corpus.docs.chunks(100) {
+        let docs: Vec<Value> = chunk
+            .iter()
+            .map(|d| {
+                let tessera::Tokens::F32 { data, dim } = &d.tokens else { panic!("f32 tokens") };
+                json!({"id": d.id, "tokens": data.chunks(*dim).map(<[f32]>::to_vec).collect::<Vec<_>>()})
+            })
+            .collect();
+        ok(a, "/v1/collections/c/upsert", &json!({ "documents": docs }));
+    }
+    ok(a, "/v1/collections/c/flush", &json!({}));
+    let candidates = [5usize, 10, 20, 80];
+    let req = json!({"sample": 40, "k": 5, "candidates": candidates, "query_tokens": 6, "seed": 7});
+    let curve = ok(a, "/v1/collections/c/recall", &req);
+    let ids: Vec<String> = serde_json::from_value(curve["queries"].clone()).unwrap();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(ok(a, "/v1/collections/c/recall", &req)["queries"], curve["queries"], "the same seed, the same sample");
+    // The same queries, as a bulk folder, through `tessera bench search`.
+    let reader = tessera::Database::open_read_only(&db).unwrap();
+    let col = reader.collection("c").unwrap();
+    let queries: Vec<tessera::Document> = col
+        .get_many(&ids, true)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let d = d.unwrap();
+            let rows = d.n_tokens.min(6);
+            tessera::Document::new(d.id, tessera::Tokens::F16 { data: d.tokens[..rows * DIM].to_vec(), dim: DIM })
+        })
+        .collect();
+    tessera_cli::synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["bench", "search", "--db"])
+        .arg(&db)
+        .args(["--collection", "c", "--k", "5", "--candidates", "5,10,20,80", "--json", "--queries"])
+        .arg(&qdir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let points = curve["points"].as_array().unwrap();
+    assert_eq!(points.len(), candidates.len());
+    let mut below_one = false;
+    for (p, &c) in points.iter().zip(&candidates) {
+        assert_eq!(p["candidates"].as_u64(), Some(c as u64));
+        let row = rows.iter().find(|r| r["candidates"].as_u64() == Some(c as u64)).expect("a bench row");
+        let (api, bench) = (p["recall"].as_f64().unwrap(), row["recall_at_k"].as_f64().unwrap());
+        assert!((api - bench).abs() < 1e-12, "candidates {c}: the API says {api}, bench search {bench}");
+        below_one |= api < 1.0;
+    }
+    assert!(below_one, "a curve that shows something: {curve}");
+    assert!(curve["exact_p50_ms"].as_f64().unwrap() > 0.0);
+    s.stop().unwrap();
+}

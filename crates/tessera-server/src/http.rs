@@ -68,6 +68,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/compact", post(compact))
         .route("/v1/collections/{name}/settings", post(update_settings))
+        .route("/v1/collections/{name}/recall", post(recall_curve))
         .route("/v1/backup", post(backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -648,6 +649,15 @@ async fn rerank(
 
 async fn flush(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
     Ok(ok(StatusCode::OK, &s.flush(&name).await?))
+}
+
+async fn recall_curve(
+    State(s): State<AppState>,
+    _: Read,
+    Name(name): Name,
+    Json(req): Json<tessera::CurveRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.recall_curve(&name, req).await?))
 }
 
 async fn update_settings(

@@ -1495,6 +1495,23 @@ impl Service {
         .await
     }
 
+    /// The recall curve of two-stage search against exact on the collection's
+    /// own documents (`tessera::Collection::recall_curve`), under the limits
+    /// of a search (`max_k`, `max_candidates`).
+    pub async fn recall_curve(&self, name: &str, req: tessera::CurveRequest) -> Result<tessera::Curve, ApiError> {
+        let c = self.collection(name)?;
+        let l = &self.limits;
+        if req.k > l.max_k {
+            return Err(ApiError::out_of_range("max_k", "k", req.k, l.max_k));
+        }
+        for &n in req.candidates.iter().chain(&req.rerank) {
+            if n > l.max_candidates {
+                return Err(ApiError::out_of_range("max_candidates", "candidates", n, l.max_candidates));
+            }
+        }
+        self.read(move || Ok(c.recall_curve(&req)?)).await
+    }
+
     /// Changes a collection's tunable settings (`tessera::Settings::UPDATABLE`).
     pub async fn update_settings(&self, name: &str, settings: tessera::Settings) -> Result<CollectionInfo, ApiError> {
         let c = self.collection(name)?;

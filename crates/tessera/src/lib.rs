@@ -16,6 +16,7 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
+//! | `recall` | the recall curve of two-stage search against exact, on the collection's own documents |
 //! | `model` | collections bound to a model (tessera-encoder): text upserts and text queries |
 //! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
 //! | `backup` | online backup and restore of a whole database |
@@ -53,6 +54,7 @@ mod memtable;
 mod mine;
 mod model;
 pub mod rank;
+mod recall;
 mod reindex;
 mod request;
 mod scan;
@@ -82,6 +84,7 @@ pub use model::{
     load_model, needs_tokens,
 };
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
+pub use recall::{Curve, CurvePoint, CurveRequest, MAX_CURVE_QUERY_TOKENS, MAX_CURVE_SAMPLE, MAX_CURVE_SETTINGS};
 pub use reindex::{ReindexProgress, ReindexReport};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use scan::{MAX_SCAN_LIMIT, ScanPage};

@@ -568,7 +568,7 @@ impl<'a> Searcher<'a> {
 
 /// Refuses parameters that are out of range or do not apply to a collection
 /// with this index and screening.
-fn check_params(index: IndexKind, screening: Screening, p: &SearchParams) -> Result<()> {
+pub(crate) fn check_params(index: IndexKind, screening: Screening, p: &SearchParams) -> Result<()> {
     p.validate()?;
     if p.nprobe.is_some() && (p.exact || index != IndexKind::Centroids) {
         return Err(Error::InvalidArgument(format!(
