@@ -50,6 +50,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/", get(|| async { axum::response::Redirect::to("/console") }))
+        .route("/console", get(console_page))
+        .route("/console/{asset}", get(console_asset))
+        .route("/v1/access", get(access))
         .route("/v1/collections", get(list_collections).post(create_collection))
         .route("/v1/collections/{name}", get(collection_info).delete(drop_collection))
         .route("/v1/collections/{name}/upsert", post(upsert))
@@ -219,6 +223,54 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for Json<T> {
 /// A successful JSON response.
 fn ok<T: Serialize>(status: StatusCode, v: &T) -> Response {
     (status, axum::Json(v)).into_response()
+}
+
+/// The console (docs/SERVER.md "Console"): one page and its script and
+/// style, compiled into the binary. It holds no data: it calls the API like
+/// any client (with the key the user gives it), and its Content-Security-Policy
+/// lets it load and call nothing but this server.
+const CONSOLE_HTML: &str = include_str!("../console/index.html");
+const CONSOLE_JS: &str = include_str!("../console/console.js");
+const CONSOLE_CSS: &str = include_str!("../console/console.css");
+
+/// What the console's pages may load and call: this origin only.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                           connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console_response(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn console_page() -> Response {
+    console_response("text/html; charset=utf-8", CONSOLE_HTML)
+}
+
+async fn console_asset(Path(asset): Path<String>) -> Response {
+    match asset.as_str() {
+        "console.js" => console_response("text/javascript; charset=utf-8", CONSOLE_JS),
+        "console.css" => console_response("text/css; charset=utf-8", CONSOLE_CSS),
+        _ => ApiError::new(ErrorKind::NotFound, format!("no console asset {asset:?}")).into_response(),
+    }
+}
+
+/// What the request's key may do: `{"access": "write" | "read", "keys": bool}`
+/// (`keys`: whether the server has any). The console hides write controls
+/// from a read key.
+async fn access(State(s): State<AppState>, _: Read, headers: axum::http::HeaderMap) -> Response {
+    let header = |name: &str| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or(""));
+    let key = credential(header("authorization"), header("x-api-key"));
+    let access = if s.authorize(key, Access::Write).is_ok() { "write" } else { "read" };
+    ok(StatusCode::OK, &serde_json::json!({ "access": access, "keys": !s.keys.is_empty() }))
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
