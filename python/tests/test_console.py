@@ -82,7 +82,7 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
-    s = make_server(api_keys=f"rw:{RW}\nro:{RO}")
+    s = make_server(api_keys=f"rw:{RW}\nro:{RO}", args=("--live-recall-rate", "1", "--live-recall-cpu", "1"))
     docs = corpus(rng, 120, DIM, 3, 12)
     with tessera.Client(s.url, api_key=RW) as client:
         col = client.create_collection("docs", DIM)
@@ -173,10 +173,28 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
         assert plotted == [(p["candidates"], pytest.approx(p["recall"], abs=1e-12)) for p in api["points"]]
         b.save_screenshot(str(shots / "recall.png"))
 
-        # The server's own metrics: the latency histogram of the searches above.
+        # The server's own metrics: the latency histogram of the searches above,
+        # and live recall — two-stage answers checked against exact search.
+        for _ in range(6):
+            col.search(rng.standard_normal((3, DIM)).astype(np.float32), k=5, candidates=5)
+        import urllib.request
+
+        def live():
+            req = urllib.request.Request(s.url + "/metrics", headers={"Authorization": f"Bearer {RW}"})
+            text = urllib.request.urlopen(req, timeout=10).read().decode()
+            value = lambda n: next((float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(n + '{collection="docs"}')), 0.0)
+            return value("tessera_live_recall_queries_total"), value("tessera_live_recall_sum_total")
+
+        deadline = time.monotonic() + 30
+        while live()[0] < 6:
+            assert time.monotonic() < deadline, live()
+            time.sleep(0.05)
+        checked, total = live()
         b.get(s.url + "/console#/server")
         bars = wait_for(b, "#latency-plot rect.bar", all_=True)
         assert sum(int(r.get_attribute("data-count")) for r in bars) >= 1
+        mean = wait_for(b, '#live-recall .live-mean[data-collection="docs"]').text
+        assert float(mean) == pytest.approx(total / checked, abs=5e-5)
         b.save_screenshot(str(shots / "server.png"))
 
         # Readable on a phone: nothing wider than the screen.

@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// valid now; others are refused during the handshake.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Live recall: this share of the two-stage searches answered (0 to 1; 0, the default:
+    /// off) is searched again exactly in the background, and the recall@k of each answer
+    /// given is counted per collection in /metrics (tessera_live_recall_*). Never delays
+    /// the answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub live_recall_rate: f64,
+    /// Live recall: the share of one core the background exact searches may use (0 to 1].
+    #[arg(long, default_value_t = 0.1)]
+    pub live_recall_cpu: f64,
     /// A gRPC connection with no rpc in flight for this many milliseconds is closed (clients
     /// reconnect on their next call).
     #[arg(long, default_value_t = tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT.as_millis() as u64,
@@ -195,6 +204,10 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_connections: a.max_connections as usize,
         max_connections_per_address: a.max_connections_per_address as usize,
         grpc_idle_timeout: Duration::from_millis(a.grpc_idle_timeout_ms),
+        live_recall: match a.live_recall_rate {
+            0.0 => None,
+            rate => Some((rate, a.live_recall_cpu)),
+        },
         tls: match (&a.tls_cert, &a.tls_key) {
             (Some(cert), Some(key)) => Some(tessera_server::tls::TlsFiles {
                 cert: cert.clone(),

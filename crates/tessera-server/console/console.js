@@ -508,8 +508,27 @@ function histogramPlot(buckets) {
     h("text", { x: 4, y: T + 8 }, String(max)));
 }
 
+/** Live recall per collection (`serve --live-recall-rate`), and its history while the page is open. */
+function liveRecall(ms, history) {
+  const by = (name) => Object.fromEntries(ms.filter((m) => m.name === name).map((m) => [m.labels.collection, m.value]));
+  const queries = by("tessera_live_recall_queries_total"), sums = by("tessera_live_recall_sum_total"), skipped = by("tessera_live_recall_skipped_total");
+  const names = Object.keys(queries).sort();
+  if (!names.length) return h("p", { class: "muted", id: "live-recall" }, "Off: start the server with --live-recall-rate to check a share of the two-stage answers against exact search.");
+  for (const n of names) {
+    const hist = history[n] || (history[n] = { last: null, means: [] });
+    if (hist.last && queries[n] > hist.last.q) hist.means.push(+((sums[n] - hist.last.s) / (queries[n] - hist.last.q)).toFixed(4));
+    if (hist.means.length > 90) hist.means.shift();
+    hist.last = { q: queries[n], s: sums[n] };
+  }
+  return h("div", { id: "live-recall" },
+    table(["collection", "answers checked", "mean recall@k", "skipped (busy)"],
+      names.map((n) => [n, fmt(queries[n]), h("td", { class: "live-mean", "data-collection": n }, queries[n] ? (sums[n] / queries[n]).toFixed(4) : "–"), fmt(skipped[n] || 0)])),
+    names.filter((n) => history[n].means.length > 1).map((n) => sparkline([{ label: `${n}: recall per interval`, values: history[n].means, cls: "line" }])));
+}
+
 async function serverPage() {
   const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
+  const live = {};
   const draw = async (box) => {
     const r = await fetch("/metrics", { headers });
     if (!r.ok) throw new ApiError(r.status, "metrics: " + r.status);
@@ -522,6 +541,7 @@ async function serverPage() {
     box.replaceChildren(
       kernel ? h("p", { class: "muted" }, `version ${kernel.labels.version}, MaxSim kernel ${kernel.labels.kernel} (int8: ${kernel.labels.int8_kernel})`) : null,
       h("h2", {}, "Latency: ", search || "no requests yet"), buckets.length ? histogramPlot(buckets) : h("p", { class: "muted" }, "No requests yet."),
+      h("h2", {}, "Live recall"), liveRecall(ms, live),
       h("h2", {}, "Requests"), table(["protocol", "route", "status", "count"], requests.map((m) => [m.labels.protocol, m.labels.route, m.labels.status, fmt(m.value)]), { id: "requests" }));
   };
   const box = h("div", { id: "server" });

@@ -27,6 +27,7 @@
 //! | [`pb`] | the types generated from `proto/tessera.proto` |
 //! | [`conn`] | the bounds on connections: caps, the descriptor reserve, idle gRPC connections, metered request bodies |
 //! | [`tls`] | TLS (rustls) for both listeners, mutual TLS, and the clients' side |
+//! | [`live`] | live recall: sampled answers searched again exactly in the background |
 //! | (this file) | binding, the accept loops, graceful shutdown |
 
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod conn;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod live;
 pub mod load;
 pub mod metrics;
 pub mod service;
@@ -93,6 +95,10 @@ pub struct ServerConfig {
     pub grpc_idle_timeout: Duration,
     /// Serve both listeners over TLS (and with a client CA, mutual TLS).
     pub tls: Option<tls::TlsFiles>,
+    /// Live recall: `(rate, cpu_share)` — the share of two-stage searches
+    /// searched again exactly in the background, and the share of one core
+    /// that may take (`None`: off).
+    pub live_recall: Option<(f64, f64)>,
     /// Where `POST /v1/backup` writes backups; `None`: it is refused.
     pub backup_dir: Option<PathBuf>,
     /// Models requests may name (creating a bound collection, `/v1/encode`,
@@ -118,6 +124,7 @@ impl ServerConfig {
             max_connections_per_address: 256,
             grpc_idle_timeout: DEFAULT_GRPC_IDLE_TIMEOUT,
             tls: None,
+            live_recall: None,
             backup_dir: None,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
@@ -194,6 +201,9 @@ impl Server {
         let service = Service::new(Arc::new(db), config.limits, config.keys, config.threads)
             .map_err(|e| ServeError::Setup(e.message))?
             .with_backup_dir(config.backup_dir);
+        if let Some((rate, share)) = config.live_recall {
+            service.live.start(rate, share).map_err(ServeError::Setup)?;
+        }
         let models = config.models;
         let service = tokio::task::spawn_blocking(move || service.with_models(&models))
             .await

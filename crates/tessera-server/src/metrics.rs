@@ -42,9 +42,9 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Reads collection counts at scrape time.
+/// Reads collection counts (and the live recall tallies) at scrape time.
 #[derive(Debug)]
-struct Collections(Arc<Database>);
+struct Collections(Arc<Database>, Arc<crate::live::LiveRecall>);
 
 impl Collector for Collections {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -81,6 +81,28 @@ impl Collector for Collections {
             let labels = [("collection", s.name.as_str())];
             ConstCounter::new(s.wal_tails_cut).encode(family.encode_family(&labels)?)?;
         }
+        // Live recall (`serve --live-recall-rate`): mean = sum / queries.
+        let tallies = self.1.tallies();
+        if !tallies.is_empty() {
+            type Live = (&'static str, &'static str, fn(&crate::live::Tally) -> f64);
+            let counters: [Live; 3] = [
+                ("tessera_live_recall_queries", "Answered two-stage searches searched again exactly", |t| {
+                    t.queries as f64
+                }),
+                ("tessera_live_recall_sum", "The sum of their recall@k of the exact top-k", |t| t.recall_sum),
+                ("tessera_live_recall_skipped", "Searches sampled but not checked (the checker was busy)", |t| {
+                    t.skipped as f64
+                }),
+            ];
+            for (name, help, get) in counters {
+                let counter = ConstCounter::new(0.0f64);
+                let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+                for (collection, t) in &tallies {
+                    let labels = [("collection", collection.as_str())];
+                    ConstCounter::new(get(t)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -106,7 +128,7 @@ impl Collector for BuildInfo {
 }
 
 impl Metrics {
-    pub fn new(db: Arc<Database>) -> Self {
+    pub fn new(db: Arc<Database>, live: Arc<crate::live::LiveRecall>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("tessera_requests", "Requests served", requests.clone());
@@ -115,7 +137,7 @@ impl Metrics {
         registry.register("tessera_request_duration_seconds", "Request latency", latency.clone());
         let in_flight = Gauge::default();
         registry.register("tessera_requests_in_flight", "Requests being served", in_flight.clone());
-        registry.register_collector(Box::new(Collections(db)));
+        registry.register_collector(Box::new(Collections(db, live)));
         registry.register_collector(Box::new(BuildInfo(tessera::kernel_info())));
         Self { registry, requests, latency, in_flight }
     }

@@ -706,6 +706,8 @@ pub struct Service {
     reindexes: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ReindexStatus>>>,
     /// Bytes of request bodies being received, under `max_receiving_bytes`.
     pub receiving: Arc<crate::conn::Receiving>,
+    /// Answered two-stage searches searched again exactly in the background (off until started).
+    pub live: Arc<crate::live::LiveRecall>,
 }
 
 /// A reindex started over the API (`POST .../reindex`), as `GET .../reindex` shows it.
@@ -765,7 +767,8 @@ impl Service {
             .thread_name(|i| format!("tessera-search-{i}"))
             .build()
             .map_err(|e| ApiError::internal(format!("search pool: {e}")))?;
-        let metrics = Metrics::new(db.clone());
+        let live = Arc::new(crate::live::LiveRecall::default());
+        let metrics = Metrics::new(db.clone(), live.clone());
         let read_slots = Arc::new(tokio::sync::Semaphore::new(pool.current_num_threads()));
         limits.validate().map_err(|e| ApiError::bad_request(format!("limits: {e}")))?;
         let receiving = crate::conn::Receiving::new(limits.max_receiving_bytes);
@@ -782,6 +785,7 @@ impl Service {
             models: Default::default(),
             reindexes: Default::default(),
             receiving,
+            live,
         })
     }
 
@@ -1192,8 +1196,20 @@ impl Service {
         }
         let plan = self.plan(&c, &req.options, req.tokens.is_some())?;
         let tokens = req.tokens.map(|t| t.0);
-        self.read_until(plan.deadline(), move || Ok(SearchResponse::of(c.execute(&plan, tokens.as_ref())?, &plan)))
-            .await
+        let live = self.live.clone();
+        self.read_until(plan.deadline(), move || {
+            let results = c.execute(&plan, tokens.as_ref())?;
+            // A sampled two-stage answer is checked against exact search in the background.
+            if let (tessera::SearchResults::TwoStage(hits), Some(query)) = (&results, tokens)
+                && live.sample()
+            {
+                let answered = hits.iter().map(|h| h.id.clone()).collect();
+                let (k, filter) = (plan.k(), plan.filter().cloned());
+                live.offer(crate::live::Sample { collection: c, query, k, filter, answered });
+            }
+            Ok(SearchResponse::of(results, &plan))
+        })
+        .await
     }
 
     /// The same search for each of `req.queries`, answered in order; a bad

@@ -1572,3 +1572,57 @@ fn collection_settings_at_creation_and_changed_later() {
     assert_eq!((st.hnsw_m, st.max_batch_bytes, st.min_train_tokens), (Some(8), Some(4096), None));
     s.stop().unwrap();
 }
+
+/// The value of one sample line of a Prometheus exposition.
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(line_start))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Issue #29: live recall — with every two-stage answer sampled, the server
+/// searches each again exactly in the background and `/metrics` counts them
+/// and the sum of their recall@k; the mean equals what this test computes
+/// from the answers it got and exact searches of the same queries. Exact
+/// searches are not sampled; a server without live recall exports nothing.
+#[test]
+fn live_recall_counts_the_recall_of_the_answers_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), |c| c.live_recall = Some((1.0, 1.0)));
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "c", "dim": 8}));
+    let mut rng = Rng::new(29);
+    let docs: Vec<Value> =
+        (0..300).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(2 + i % 5, 8)})).collect();
+    ok(a, "/v1/collections/c/upsert", &json!({ "documents": docs }));
+    ok(a, "/v1/collections/c/flush", &json!({}));
+    let (n, k) = (20, 5);
+    let mut expected = 0.0;
+    for _ in 0..n {
+        let q = rng.tokens(3, 8);
+        let ids = |r: &Value| -> Vec<String> {
+            r["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+        };
+        let answered = ids(&ok(a, "/v1/collections/c/search", &json!({"tokens": q, "k": k, "candidates": k})));
+        let exact = ids(&ok(a, "/v1/collections/c/search", &json!({"tokens": q, "k": k, "exact": true})));
+        expected += exact.iter().filter(|d| answered.contains(d)).count() as f64 / exact.len() as f64;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = get(a, "/metrics").body;
+        if metric(&text, r#"tessera_live_recall_queries_total{collection="c"}"#) == Some(n as f64) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "not all checked: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let sum = metric(&text, r#"tessera_live_recall_sum_total{collection="c"}"#).unwrap();
+    assert!((sum - expected).abs() < 1e-9, "live recall sum {sum}, from the answers {expected}");
+    assert!(expected < n as f64, "some answers missed part of the exact top-k: a test that shows something");
+    assert_eq!(metric(&text, r#"tessera_live_recall_skipped_total{collection="c"}"#), Some(0.0));
+    s.stop().unwrap();
+
+    let off = TestServer::default(&dir.path().join("off"));
+    ok(off.http, "/v1/collections", &json!({"name": "c", "dim": 8}));
+    ok(off.http, "/v1/collections/c/search", &json!({"tokens": rng.tokens(1, 8), "k": 1}));
+    assert!(!get(off.http, "/metrics").body.contains("tessera_live_recall"));
+    off.stop().unwrap();
+}

@@ -325,6 +325,11 @@ impl SearchPlan {
         self.k
     }
 
+    /// The payload filter, if the search has one.
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_ref()
+    }
+
     /// When the search gives up ([`Error::DeadlineExceeded`]).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline

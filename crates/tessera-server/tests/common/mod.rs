@@ -43,6 +43,7 @@ impl TestServer {
             max_connections_per_address: 1024,
             grpc_idle_timeout: tessera_server::DEFAULT_GRPC_IDLE_TIMEOUT,
             tls: None,
+            live_recall: None,
             models: Vec::new(),
             seal_idle: Some(tessera::DEFAULT_SEAL_IDLE),
         };
