@@ -883,6 +883,7 @@ class ShardedCollection:
         for key in ("segment_bytes_per_token", "index_bytes_per_token"):
             out[key] = sum(st[key] * st["tokens"] for st in per_shard) / tokens if tokens else 0.0
         out["build"] = {k: sum(st["build"][k] for st in per_shard) for k in per_shard[0]["build"]}
+        out["segment_sizes"] = [seg for st in per_shard for seg in st.get("segment_sizes", [])]
         errors = [st["last_flush_error"] for st in per_shard if "last_flush_error" in st]
         if errors:
             out["last_flush_error"] = errors[0]

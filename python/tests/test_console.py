@@ -121,6 +121,9 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
         wait_for(b, "#document-list tbody tr")
         time.sleep(0.2)
         assert texts(b, "#document-list tbody tr td:first-child") == sorted(docs)[20:40]
+        bars = b.find_elements(By.CSS_SELECTOR, "#segments rect.bar")
+        sizes = col.stats()["segment_sizes"]
+        assert [int(r.get_attribute("data-bytes")) for r in bars] == [x["bytes"] for x in sizes] and sizes
         b.find_element(By.CSS_SELECTOR, "#get input").send_keys("doc-0007", Keys.ENTER)
         doc = wait_for(b, "#document").text
         assert "doc-0007" in doc and f"{docs['doc-0007'].shape[0]} tokens" in doc
@@ -197,6 +200,17 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
         assert float(mean) == pytest.approx(total / checked, abs=5e-5)
         b.save_screenshot(str(shots / "server.png"))
 
+        # Backups: take one from the page; the list is the API's.
+        b.get(s.url + "/console#/backups")
+        form = wait_for(b, "#take-backup")
+        form.find_element(By.NAME, "name").send_keys("from-console")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for(b, "#backups .backup-name")
+        listed = texts(b, "#backups .backup-name")
+        assert listed == [x["name"] for x in client._call("GET", "/v1/backups")["backups"]] == ["from-console"]
+        assert (s.backups / "from-console" / "collections" / "docs").is_dir()
+        b.save_screenshot(str(shots / "backups.png"))
+
         # Readable on a phone: nothing wider than the screen.
         b.set_window_size(390, 844)
         b.get(s.url + "/console#/")
@@ -222,8 +236,11 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
         wait_for(b, "#document")
         assert not b.find_elements(By.CSS_SELECTOR, "button.danger")
         b.save_screenshot(str(shots / "read-only.png"))
+        b.get(s.url + "/console#/backups")
+        wait_for(b, "#backups .backup-name")
+        assert not b.find_elements(By.CSS_SELECTOR, "#take-backup")
     assert sorted(p.name for p in shots.iterdir()) == sorted(
-        ["collections.png", "collection.png", "search.png", "recall.png", "server.png", "collections-phone.png", "read-only.png"]
+        ["collections.png", "collection.png", "search.png", "recall.png", "server.png", "backups.png", "collections-phone.png", "read-only.png"]
     )
 
 

@@ -171,7 +171,7 @@ function createForm() {
   const form = h("form", { id: "create", class: "write" },
     h("h2", {}, "Create a collection"),
     h("div", { class: "row" },
-      field("name", h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_-]{1,64}" })),
+      field("name", h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_\\-]{1,64}" })),
       field("dim", h("input", { name: "dim", type: "number", min: 1, max: 4096, required: true })),
       field("index", sel("index", ["pooled", "muvera", "centroids", "none"])),
       field("text", sel("text", ["english", "plain", "cjk", "none"])),
@@ -226,10 +226,12 @@ async function collectionPage(name) {
   const history = { documents: [info.documents], segments: [info.segments], memtable: [info.memtable_documents] };
   const statsBox = h("div", {}, statsList(info));
   const spark = h("div", { id: "history" }, sparkline(series(history)));
+  const segs = h("div", {}, segmentsPlot(info.segment_sizes));
   const docs = h("div", { id: "documents" });
   const lookup = h("div", { id: "lookup" });
   show(h("h1", {}, name), tabs(name, "overview"), statsBox,
     h("h2", {}, "While this page is open"), spark,
+    h("h2", {}, "Segments"), segs,
     h("h2", {}, "Documents"), getForm(name, lookup), lookup, docs,
     h("h2", {}, "Settings"), h("pre", { id: "settings" }, JSON.stringify(info.settings, null, 2)));
   every(2000, async () => {
@@ -240,10 +242,28 @@ async function collectionPage(name) {
       history.memtable.push(c.memtable_documents);
       for (const k of Object.keys(history)) if (history[k].length > 90) history[k].shift();
       statsBox.replaceChildren(statsList(c));
+      segs.replaceChildren(segmentsPlot(c.segment_sizes));
       spark.replaceChildren(sparkline(series(history)));
     } catch (_) { /* the next tick tries again */ }
   });
   await documentsPage(name, docs, null);
+}
+
+/** A bar per segment: its file's bytes, labelled with its live documents. */
+function segmentsPlot(sizes) {
+  if (!sizes || !sizes.length) return h("p", { class: "muted", id: "segments" }, "No segments yet: documents are in the memtable.");
+  const W = 640, H = 180, L = 8, B = 28, T = 16;
+  const max = Math.max(1, ...sizes.map((x) => x.bytes));
+  const bw = (W - 2 * L) / sizes.length;
+  return h("svg", { id: "segments", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "segment sizes" },
+    sizes.map((x, i) => {
+      const hgt = (x.bytes / max) * (H - T - B);
+      return h("g", {},
+        h("rect", { class: "bar", x: L + i * bw + 2, width: Math.max(1, bw - 4), y: H - B - hgt, height: hgt, "data-bytes": x.bytes, "data-documents": x.documents },
+          h("title", {}, `segment ${i + 1}: ${fmt(x.documents)} documents, ${fmt(x.tokens)} tokens, ${fmt(x.bytes)} bytes`)),
+        sizes.length <= 24 ? h("text", { x: L + i * bw + 2, y: H - B + 14 }, fmt(x.documents)) : null);
+    }),
+    h("text", { x: L, y: 12 }, `largest: ${fmt(max)} bytes; labels: live documents`));
 }
 
 function series(hist) {
@@ -550,6 +570,34 @@ async function serverPage() {
   every(5000, () => draw(box).catch(() => {}));
 }
 
+// ------------------------------------------------------------------ backups
+
+async function backupsPage() {
+  let list;
+  try {
+    list = await api("GET", "/v1/backups");
+  } catch (e) {
+    if (e.status === 400) {
+      show(h("h1", {}, "Backups"), h("p", { class: "muted", id: "no-backups" }, e.message));
+      return;
+    }
+    throw e;
+  }
+  const when = (secs) => new Date(secs * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  const form = canWrite() ? h("form", { id: "take-backup", class: "write", onsubmit: (ev) => {
+      ev.preventDefault();
+      const name = new FormData(ev.target).get("name");
+      act(() => api("POST", "/v1/backup", name ? { name } : {}));
+    } },
+    h("div", { class: "row" }, field("name (empty: backup-<time>)", h("input", { name: "name", pattern: "[A-Za-z0-9_\\-]{1,64}" })),
+      h("button", { type: "submit" }, "Take a backup"))) : null;
+  show(h("h1", {}, "Backups"),
+    h("p", { class: "muted" }, "Consistent copies written while the server keeps serving (restore with `tessera restore`)."),
+    form,
+    table(["name", "written", "collections", "bytes"], list.backups.map((b) => [h("td", { class: "backup-name" }, b.name), when(b.modified), b.collections.join(", "), fmt(b.bytes)]), { id: "backups" }),
+    list.backups.length ? null : h("p", { class: "muted" }, "No backups yet."));
+}
+
 // ------------------------------------------------------------------ routing
 
 async function route() {
@@ -562,6 +610,8 @@ async function route() {
       await (m[2] === "search" ? searchPage(name) : m[2] === "recall" ? recallPage(name) : collectionPage(name));
     } else if (hash === "#/server") {
       await serverPage();
+    } else if (hash === "#/backups") {
+      await backupsPage();
     } else {
       await collectionsPage();
     }

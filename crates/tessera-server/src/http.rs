@@ -74,6 +74,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/collections/{name}/settings", post(update_settings))
         .route("/v1/collections/{name}/recall", post(recall_curve))
         .route("/v1/backup", post(backup))
+        .route("/v1/backups", get(list_backups))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -723,6 +724,10 @@ async fn update_settings(
 
 async fn compact(State(s): State<AppState>, _: Write, Name(name): Name) -> Result<Response, ApiError> {
     Ok(ok(StatusCode::OK, &s.compact(&name).await?))
+}
+
+async fn list_backups(State(s): State<AppState>, _: Read) -> Result<Response, ApiError> {
+    Ok(ok(StatusCode::OK, &s.list_backups().await?))
 }
 
 async fn backup(State(s): State<AppState>, _: Write, Json(req): Json<BackupRequest>) -> Result<Response, ApiError> {

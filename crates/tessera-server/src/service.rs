@@ -1571,6 +1571,50 @@ impl Service {
         self.write(move || Ok(db.backup(&dir.join(name))?)).await
     }
 
+    /// The backups in `--backup-dir`, newest first (staging folders of
+    /// backups in progress, hidden, are left out).
+    pub async fn list_backups(&self) -> Result<serde_json::Value, ApiError> {
+        let Some(dir) = self.backup_dir.clone() else {
+            return Err(ApiError::bad_request(
+                "this server takes no backups over the API: start it with --backup-dir DIR",
+            ));
+        };
+        self.read(move || {
+            let mut backups = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::json!({ "backups": [] })),
+                r => r.map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?,
+            };
+            for entry in entries {
+                let Ok(entry) = entry else { continue };
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if name.starts_with('.') || !path.join("collections").is_dir() {
+                    continue;
+                }
+                let modified = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                let mut collections: Vec<String> = std::fs::read_dir(path.join("collections"))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                collections.sort();
+                backups.push(serde_json::json!({
+                    "name": name, "modified": modified, "collections": collections, "bytes": folder_bytes(&path),
+                }));
+            }
+            backups.sort_by_key(|b| std::cmp::Reverse(b["modified"].as_u64()));
+            Ok(serde_json::json!({ "backups": backups }))
+        })
+        .await
+    }
+
     /// Flushes every collection (at shutdown): the next start replays no WAL.
     pub fn flush_all(&self) -> Vec<(String, tessera::Error)> {
         let mut failed = Vec::new();
@@ -1583,6 +1627,19 @@ impl Service {
         }
         failed
     }
+}
+
+/// The bytes of every file under `dir`.
+fn folder_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -230,6 +230,19 @@ pub struct CollectionStats {
     /// bytes cut from a WAL's tail, kept until an operator removes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantine: Vec<String>,
+    /// Each segment, oldest first: its live documents and tokens and its file's bytes.
+    pub segment_sizes: Vec<SegmentSize>,
+}
+
+/// One segment of [`CollectionStats::segment_sizes`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SegmentSize {
+    /// Live documents (rows not deleted).
+    pub documents: usize,
+    /// Tokens of the live documents.
+    pub tokens: usize,
+    /// The segment file's bytes (deleted rows included, until a merge drops them).
+    pub bytes: u64,
 }
 
 /// Seconds spent sealing segments since the collection was created, by part
@@ -893,6 +906,11 @@ impl Collection {
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             wal_tails_cut: self.wal_tails_cut,
             quarantine: self.quarantine.clone(),
+            segment_sizes: snap
+                .segments
+                .iter()
+                .map(|s| SegmentSize { documents: s.live.len(), tokens: s.live_tokens(), bytes: s.seg.file_len() })
+                .collect(),
         }
     }
 

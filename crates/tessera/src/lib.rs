@@ -66,7 +66,7 @@ mod wal;
 pub mod wire;
 
 pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, remove_stale_stages, restore};
-pub use collection::{BuildTimes, Collection, CollectionStats};
+pub use collection::{BuildTimes, Collection, CollectionStats, SegmentSize};
 pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
     MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
