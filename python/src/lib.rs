@@ -1288,6 +1288,27 @@ impl Collection {
         engine(py, || c.flush()).or_py(py)
     }
 
+    /// The recall curve of two-stage search against exact, measured on
+    /// `sample` of the collection's own documents used as queries (their
+    /// first `query_tokens` tokens): for each candidate count (and nprobe,
+    /// rerank) the mean share of the exact top-k kept, with latencies. Keywords:
+    /// sample, k, candidates, nprobe, rerank, query_tokens, seed (docs/SERVER.md).
+    #[pyo3(signature = (**options))]
+    fn recall_curve<'py>(&self, py: Python<'py>, options: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+        let given = PyDict::new(py);
+        for (key, v) in options.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
+            if !v.is_none() {
+                given.set_item(key, integer(v)?)?;
+            }
+        }
+        let mut reader = pythonize::Depythonizer::from_object(given.as_any());
+        let req: tessera::CurveRequest = serde_path_to_error::deserialize(&mut reader)
+            .map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))?;
+        let (_db, c) = self.live(py)?;
+        let curve = engine(py, || c.recall_curve(&req)).or_py(py)?;
+        to_python(py, &serde_json::to_value(curve).map_err(|e| invalid(py, e.to_string()))?)
+    }
+
     /// Changes the collection's tunable settings given as keywords
     /// (memtable_bytes, max_segments, max_batch_bytes, default_nprobe,
     /// min_train_tokens, drift; the others are fixed at creation), checked

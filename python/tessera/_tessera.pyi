@@ -192,6 +192,19 @@ class Collection:
     ) -> Tuple[List[Hit], List[Hit]]: ...
     def flush(self) -> None: ...
     def compact(self) -> None: ...
+    def recall_curve(
+        self,
+        *,
+        sample: Optional[int] = None,
+        k: Optional[int] = None,
+        candidates: Optional[List[int]] = None,
+        nprobe: Optional[List[int]] = None,
+        rerank: Optional[List[int]] = None,
+        query_tokens: Optional[int] = None,
+        seed: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """Recall@k of the exact top-k at each candidate count (and nprobe,
+        rerank), measured on a seeded sample of the collection's own documents."""
     def update_settings(
         self,
         *,

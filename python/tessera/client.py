@@ -585,6 +585,10 @@ class RemoteCollection:
         """As :meth:`tessera.Collection.compact`."""
         self._post("compact")
 
+    def recall_curve(self, **options: Any) -> Dict[str, Any]:
+        """As :meth:`tessera.Collection.recall_curve` (``POST …/recall``)."""
+        return dict(self._post("recall", {k: v for k, v in options.items() if v is not None}))
+
     def update_settings(self, **settings: Any) -> Dict[str, Any]:
         """As :meth:`tessera.Collection.update_settings`."""
         return dict(self._post("settings", _settings("update_settings", settings))["settings"])

@@ -444,3 +444,36 @@ def test_the_client_speaks_tls_and_mutual_tls(make_server, tmp_path, rng):
         kw = {} if cert is None else dict(cert_file=cert[0], key_file=cert[1])
         with pytest.raises(tessera.AuthenticationError):
             tessera.Client(s.url, ca_file=ca_pem, **kw).list_collections()
+
+
+def test_the_recall_curve_embedded_and_through_the_server(server, tmp_path, rng):
+    """Issue #29: `recall_curve` measures, on a seeded sample of the
+    collection's documents used as queries, recall@k against exact search —
+    the same curve embedded and through the server (the same documents, the
+    same engine), each point checked here against numpy MaxSim."""
+    docs = corpus(rng, 150, DIM, 3, 10)
+    opts = dict(sample=25, k=5, candidates=[5, 10, 40], query_tokens=4, seed=3)
+    with tessera.Database(tmp_path / "embedded", seal_idle_ms=0) as db, tessera.Client(server.url) as client:
+        curves = []
+        for owner in (db, client):
+            col = owner.create_collection("c", DIM)
+            load(col, docs)
+            col.flush()
+            curves.append(col.recall_curve(**opts))
+        local, remote = curves
+        assert local["queries"] == remote["queries"] and len(local["queries"]) == 25
+        assert [p["recall"] for p in local["points"]] == [p["recall"] for p in remote["points"]]
+        # Independently: the exact top-k by numpy, the two-stage answers by search.
+        col = db.collection("c")
+        for point in local["points"]:
+            total = 0.0
+            for qid in local["queries"]:
+                q = docs[qid][:4].astype(np.float16).astype(np.float32)
+                exact = sorted(docs, key=lambda i: -maxsim(q, docs[i]))[:5]
+                got = {h.id for h in col.search(q, k=5, candidates=point["candidates"])}
+                total += len(got & set(exact)) / 5
+            assert point["recall"] == pytest.approx(total / 25, abs=1e-9), point
+        with pytest.raises(tessera.InvalidInputError, match="sample"):
+            col.recall_curve(sample=0)
+        with pytest.raises(tessera.InvalidInputError, match="unknown field"):
+            col.recall_curve(samples=3)

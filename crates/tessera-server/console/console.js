@@ -549,6 +549,7 @@ function liveRecall(ms, history) {
 async function serverPage() {
   const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
   const live = {};
+  let previous = null; // the last scrape's request counts, for rates
   const draw = async (box) => {
     const r = await fetch("/metrics", { headers });
     if (!r.ok) throw new ApiError(r.status, "metrics: " + r.status);
@@ -557,12 +558,21 @@ async function serverPage() {
     const search = routes.find((r) => r.endsWith("/search")) || routes[0];
     const buckets = ms.filter((m) => m.name === "tessera_request_duration_seconds_bucket" && `${m.labels.protocol} ${m.labels.route}` === search);
     const requests = ms.filter((m) => m.name === "tessera_requests_total").sort((a, b) => b.value - a.value);
+    const keyOf = (m) => `${m.labels.protocol} ${m.labels.route} ${m.labels.status}`;
+    const now = performance.now();
+    const rate = (m) => {
+      if (!previous) return "–";
+      const before = previous.counts[keyOf(m)] || 0;
+      return ((m.value - before) / ((now - previous.at) / 1000)).toFixed(2);
+    };
     const kernel = ms.find((m) => m.name === "tessera_build_info");
     box.replaceChildren(
       kernel ? h("p", { class: "muted" }, `version ${kernel.labels.version}, MaxSim kernel ${kernel.labels.kernel} (int8: ${kernel.labels.int8_kernel})`) : null,
       h("h2", {}, "Latency: ", search || "no requests yet"), buckets.length ? histogramPlot(buckets) : h("p", { class: "muted" }, "No requests yet."),
       h("h2", {}, "Live recall"), liveRecall(ms, live),
-      h("h2", {}, "Requests"), table(["protocol", "route", "status", "count"], requests.map((m) => [m.labels.protocol, m.labels.route, m.labels.status, fmt(m.value)]), { id: "requests" }));
+      h("h2", {}, "Requests"), table(["protocol", "route", "status", "count", "per second (since the last refresh)"],
+        requests.map((m) => [m.labels.protocol, m.labels.route, m.labels.status, fmt(m.value), rate(m)]), { id: "requests" }));
+    previous = { at: now, counts: Object.fromEntries(requests.map((m) => [keyOf(m), m.value])) };
   };
   const box = h("div", { id: "server" });
   show(h("h1", {}, "Server"), box);
