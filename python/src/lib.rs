@@ -592,6 +592,8 @@ impl Database {
         match db.collection(name) {
             Ok(c) => {
                 let have = c.config();
+                // A setting of another index kind is refused as such, not as a difference.
+                tunables.apply(&have, true).or_py(py)?;
                 let mut asked = named.apply(py, (*have).clone())?;
                 asked.dim = dim.unwrap_or(have.dim);
                 let mut differs = have.differs_from(&asked).or_else(|| tunables.differs(&have)).map(str::to_string);

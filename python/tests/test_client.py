@@ -477,3 +477,9 @@ def test_the_recall_curve_embedded_and_through_the_server(server, tmp_path, rng)
             col.recall_curve(sample=0)
         with pytest.raises(tessera.InvalidInputError, match="unknown field"):
             col.recall_curve(samples=3)
+        # Counted before anything is built: a long list is refused at once.
+        with pytest.raises(tessera.InvalidInputError, match="at most 32"):
+            col.recall_curve(candidates=list(range(1, 10_000_000, 7)))
+        empty = db.create_collection("empty", DIM)
+        with pytest.raises(tessera.InvalidInputError, match="no documents"):
+            empty.recall_curve()

@@ -333,6 +333,8 @@ fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
         )
         .into());
     }
+    // A setting of another index kind is refused as such, not as a difference.
+    opts.settings.apply(&have, true)?;
     match opts.settings.differs(&have) {
         Some(what) => Err(format!(
             "collection {:?} exists with another {what}; --{} applies when the collection is created \

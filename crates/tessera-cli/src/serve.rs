@@ -205,7 +205,8 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_connections_per_address: a.max_connections_per_address as usize,
         grpc_idle_timeout: Duration::from_millis(a.grpc_idle_timeout_ms),
         live_recall: match a.live_recall_rate {
-            0.0 => None,
+            0.0 if a.live_recall_cpu > 0.0 && a.live_recall_cpu <= 1.0 => None,
+            0.0 => return Err(format!("--live-recall-cpu must be in (0, 1], got {}", a.live_recall_cpu).into()),
             rate => Some((rate, a.live_recall_cpu)),
         },
         tls: match (&a.tls_cert, &a.tls_key) {

@@ -54,14 +54,18 @@ const canWrite = () => state.access === "write";
 const fmt = (x, d = 2) => (typeof x === "number" ? (Number.isInteger(x) ? x.toLocaleString("en") : x.toFixed(d)) : x ?? "–");
 const main = () => document.getElementById("main");
 
-function show(...nodes) {
+/** Shows a page — unless `token` is not the current route's: a page that
+ * finished loading after the user moved on does not overwrite the new one. */
+function show(token, ...nodes) {
+  if (token !== state.token) return;
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
   main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
 }
 
-function every(ms, f) {
-  state.timers.push(setInterval(f, ms));
+/** Runs `f` every `ms` while the route of `token` is the current one. */
+function every(token, ms, f) {
+  if (token === state.token) state.timers.push(setInterval(f, ms));
 }
 
 function errorBox(e) {
@@ -110,7 +114,7 @@ function keyForm(message) {
     h("p", { class: "muted" }, "The key stays in this browser tab only (sessionStorage)."));
 }
 
-async function ensureAccess() {
+async function ensureAccess(t) {
   if (state.access) return true;
   try {
     const a = await api("GET", "/v1/access");
@@ -127,17 +131,17 @@ async function ensureAccess() {
     return true;
   } catch (e) {
     if (e.status === 401) {
-      show(h("h1", {}, "Sign in"), keyForm(state.key ? "The server refused this key: " + e.message : null));
+      show(t, h("h1", {}, "Sign in"), keyForm(state.key ? "The server refused this key: " + e.message : null));
       return false;
     }
-    show(errorBox(e));
+    show(t, errorBox(e));
     return false;
   }
 }
 
 // ------------------------------------------------------------------ collections
 
-async function collectionsPage() {
+async function collectionsPage(t) {
   const [list, kernel] = await Promise.all([api("GET", "/v1/collections"), serverKernel()]);
   const rows = list.collections.map((c) => [
     h("td", {}, h("a", { href: `#/c/${enc(c.name)}`, class: "collection" }, c.name)),
@@ -150,7 +154,7 @@ async function collectionsPage() {
   ]);
   const head = ["name", "documents", "tokens", "bytes/token", "segments", "index", "storage", "screening", "ranking", "model"];
   if (canWrite()) head.push("");
-  show(h("h1", {}, "Collections"),
+  show(t, h("h1", {}, "Collections"),
     h("p", { class: "muted", id: "kernel" }, "MaxSim kernel: ", kernel || "unknown"),
     table(head, rows, { id: "collections" }),
     list.collections.length ? null : h("p", { class: "muted" }, "No collections yet."),
@@ -221,7 +225,7 @@ function sparkline(series) {
     series.map((s, i) => h("text", { x: P, y: 12 + i * 12 }, `${s.label}: ${s.values[s.values.length - 1] ?? "–"}`)));
 }
 
-async function collectionPage(name) {
+async function collectionPage(name, t) {
   const info = await api("GET", path(name));
   const history = { documents: [info.documents], segments: [info.segments], memtable: [info.memtable_documents] };
   const statsBox = h("div", {}, statsList(info));
@@ -229,12 +233,12 @@ async function collectionPage(name) {
   const segs = h("div", {}, segmentsPlot(info.segment_sizes));
   const docs = h("div", { id: "documents" });
   const lookup = h("div", { id: "lookup" });
-  show(h("h1", {}, name), tabs(name, "overview"), statsBox,
+  show(t, h("h1", {}, name), tabs(name, "overview"), statsBox,
     h("h2", {}, "While this page is open"), spark,
     h("h2", {}, "Segments"), segs,
     h("h2", {}, "Documents"), getForm(name, lookup), lookup, docs,
     h("h2", {}, "Settings"), h("pre", { id: "settings" }, JSON.stringify(info.settings, null, 2)));
-  every(2000, async () => {
+  every(t, 2000, async () => {
     try {
       const c = await api("GET", path(name));
       history.documents.push(c.documents);
@@ -345,7 +349,7 @@ function pythonOf(name, body) {
   ].join("\n");
 }
 
-async function searchPage(name) {
+async function searchPage(name, t) {
   const info = await api("GET", path(name));
   const q = (n, attrs) => h("input", Object.assign({ name: n }, attrs || {}));
   const queryKind = h("select", { name: "kind" },
@@ -368,7 +372,7 @@ async function searchPage(name) {
       h("button", { type: "button", class: "quiet", id: "copy-python" }, "copy as Python")));
   const out = h("div", { id: "results" });
   const code = h("pre", { id: "code", hidden: true });
-  show(h("h1", {}, name), tabs(name, "search"), form, code, out);
+  show(t, h("h1", {}, name), tabs(name, "search"), form, code, out);
 
   /** The request the form describes, as the HTTP API spells it. */
   const request = () => {
@@ -445,7 +449,7 @@ function recallPlot(curve) {
     h("text", { x: W / 2 - 30, y: H - 6 }, "candidates"));
 }
 
-async function recallPage(name) {
+async function recallPage(name, t) {
   const info = await api("GET", path(name));
   const input = (n, v, attrs) => h("input", Object.assign({ name: n, value: v }, attrs || {}));
   const form = h("form", { id: "recall" },
@@ -460,7 +464,7 @@ async function recallPage(name) {
       field("seed", input("seed", 0, { type: "number", min: 0 })),
       h("button", { type: "submit" }, "Measure")));
   const out = h("div", { id: "recall-out" });
-  show(h("h1", {}, name), tabs(name, "recall"), form, out);
+  show(t, h("h1", {}, name), tabs(name, "recall"), form, out);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = new FormData(form);
@@ -546,7 +550,7 @@ function liveRecall(ms, history) {
     names.filter((n) => history[n].means.length > 1).map((n) => sparkline([{ label: `${n}: recall per interval`, values: history[n].means, cls: "line" }])));
 }
 
-async function serverPage() {
+async function serverPage(t) {
   const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
   const live = {};
   let previous = null; // the last scrape's request counts, for rates
@@ -575,20 +579,20 @@ async function serverPage() {
     previous = { at: now, counts: Object.fromEntries(requests.map((m) => [keyOf(m), m.value])) };
   };
   const box = h("div", { id: "server" });
-  show(h("h1", {}, "Server"), box);
+  show(t, h("h1", {}, "Server"), box);
   await draw(box);
-  every(5000, () => draw(box).catch(() => {}));
+  every(t, 5000, () => draw(box).catch(() => {}));
 }
 
 // ------------------------------------------------------------------ backups
 
-async function backupsPage() {
+async function backupsPage(t) {
   let list;
   try {
     list = await api("GET", "/v1/backups");
   } catch (e) {
     if (e.status === 400) {
-      show(h("h1", {}, "Backups"), h("p", { class: "muted", id: "no-backups" }, e.message));
+      show(t, h("h1", {}, "Backups"), h("p", { class: "muted", id: "no-backups" }, e.message));
       return;
     }
     throw e;
@@ -601,7 +605,7 @@ async function backupsPage() {
     } },
     h("div", { class: "row" }, field("name (empty: backup-<time>)", h("input", { name: "name", pattern: "[A-Za-z0-9_\\-]{1,64}" })),
       h("button", { type: "submit" }, "Take a backup"))) : null;
-  show(h("h1", {}, "Backups"),
+  show(t, h("h1", {}, "Backups"),
     h("p", { class: "muted" }, "Consistent copies written while the server keeps serving (restore with `tessera restore`)."),
     form,
     table(["name", "written", "collections", "bytes"], list.backups.map((b) => [h("td", { class: "backup-name" }, b.name), when(b.modified), b.collections.join(", "), fmt(b.bytes)]), { id: "backups" }),
@@ -611,26 +615,27 @@ async function backupsPage() {
 // ------------------------------------------------------------------ routing
 
 async function route() {
-  if (!(await ensureAccess())) return;
+  const t = (state.token = {});
+  if (!(await ensureAccess(t))) return;
   const hash = location.hash || "#/";
   const m = hash.match(/^#\/c\/([^/]+)(?:\/(search|recall))?$/);
   try {
     if (m) {
       const name = decodeURIComponent(m[1]);
-      await (m[2] === "search" ? searchPage(name) : m[2] === "recall" ? recallPage(name) : collectionPage(name));
+      await (m[2] === "search" ? searchPage(name, t) : m[2] === "recall" ? recallPage(name, t) : collectionPage(name, t));
     } else if (hash === "#/server") {
-      await serverPage();
+      await serverPage(t);
     } else if (hash === "#/backups") {
-      await backupsPage();
+      await backupsPage(t);
     } else {
-      await collectionsPage();
+      await collectionsPage(t);
     }
     document.title = "Tessera console — " + (m ? decodeURIComponent(m[1]) : hash === "#/server" ? "server" : "collections");
   } catch (e) {
     if (e.status === 401) {
       state.access = null;
-      show(h("h1", {}, "Sign in"), keyForm("The server refused this key: " + e.message));
-    } else show(h("h1", {}, "Error"), errorBox(e));
+      show(t, h("h1", {}, "Sign in"), keyForm("The server refused this key: " + e.message));
+    } else show(t, h("h1", {}, "Error"), errorBox(e));
   }
 }
 

@@ -196,6 +196,40 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its rpc counted in flight until it has been
+/// sent whole (or dropped), so that a long answer to a slow client is not cut
+/// as idle.
+pub(crate) struct Guarded<B> {
+    inner: B,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B> Guarded<B> {
+    pub fn new(inner: B, in_flight: Option<InFlight>) -> Self {
+        Self { inner, _in_flight: in_flight }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What tonic puts in each request's extensions about its connection.
 #[derive(Debug, Clone)]
 pub struct GrpcConnInfo {
@@ -228,7 +262,8 @@ impl<S> GrpcConn<S> {
     }
 
     /// Whether the connection has been idle for its timeout (the timer is
-    /// re-armed, and its waker registered, while it has not).
+    /// re-armed, and its waker registered, while it has not). Called only when
+    /// nothing is there to read.
     fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
             let due = match self.info.activity.idle_since() {
@@ -244,11 +279,15 @@ impl<S> GrpcConn<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for GrpcConn<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.timed_out(cx) {
-            tracing::debug!(remote = %self.info.remote, "closing an idle gRPC connection");
-            return Poll::Ready(Ok(())); // end of stream: the connection closes
+        // Whatever the client sent is read first: a request that arrives as
+        // the timer fires is served, not dropped.
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Pending if self.timed_out(cx) => {
+                tracing::debug!(remote = %self.info.remote, "closing an idle gRPC connection");
+                Poll::Ready(Ok(())) // end of stream: the connection closes
+            }
+            other => other,
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 

@@ -75,7 +75,7 @@ pub struct Conn<S> {
 
 impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for Conn<S>
 where
-    S: tower::Service<axum::http::Request<tonic::body::Body>>,
+    S: tower::Service<axum::http::Request<tonic::body::Body>, Response = axum::http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -94,9 +94,9 @@ where
         let req = req.map(|b| tonic::body::Body::new(crate::conn::Metered::new(b, budget, Some(timeout), refuse)));
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let r = fut.await;
-            drop(in_flight);
-            r
+            // In flight until the answer has been sent whole.
+            let resp = fut.await?;
+            Ok(resp.map(|b| tonic::body::Body::new(crate::conn::Guarded::new(b, in_flight))))
         })
     }
 }

@@ -79,8 +79,30 @@ pub fn router(service: Arc<Service>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
         .layer(middleware::map_request_with_state(service.clone(), metered))
+        .layer(middleware::from_fn(same_origin))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(service)
+}
+
+/// Refuses a request a browser sent from another site's page (its `Origin`
+/// is not this server): a web page could otherwise write to a server on
+/// loopback without keys. Clients that are not browsers send no `Origin`;
+/// the console's own requests carry this server's. Reads (GET, HEAD) pass.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let authority = origin.to_str().unwrap_or("").split_once("://").map_or("", |(_, a)| a);
+        if authority != host {
+            let e = ApiError::new(
+                ErrorKind::PermissionDenied,
+                format!("a browser request from another origin ({}) is refused", origin.to_str().unwrap_or("?")),
+            );
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Counts a request body's bytes against `max_receiving_bytes` while it is

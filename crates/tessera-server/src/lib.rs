@@ -418,12 +418,14 @@ async fn serve_http(
         };
         let Some((mut stream, peer)) = stream else { break };
         let Some(held) = caps.address(peer.ip()) else {
-            drop(slot);
             tracing::warn!(%peer, per_address, "connection refused: the address holds max_connections_per_address");
             if tls.is_some() {
                 continue; // closed: a plaintext answer would be noise to a TLS client
             }
+            // The refusal holds its connection slot until it is done, so that
+            // refused connections count against max_connections too.
             conns.spawn(async move {
+                let _slot = slot;
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&too_many(per_address))).await;
                 let _ = stream.shutdown().await;

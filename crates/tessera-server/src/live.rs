@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tessera::{Collection, Filter, SearchParams, Tokens};
 
 /// Samples waiting for the background thread at most.
@@ -101,7 +101,7 @@ impl LiveRecall {
                         t.recall_sum += recall;
                     }
                     let spent = start.elapsed();
-                    std::thread::sleep(spent.mul_f64(1.0 / cpu_share - 1.0).min(Duration::from_secs(60)));
+                    std::thread::sleep(spent.mul_f64(1.0 / cpu_share - 1.0));
                 }
             })
             .map_err(|e| format!("live recall thread: {e}"))?;

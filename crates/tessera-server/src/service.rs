@@ -1514,18 +1514,24 @@ impl Service {
     /// The recall curve of two-stage search against exact on the collection's
     /// own documents (`tessera::Collection::recall_curve`), under the limits
     /// of a search (`max_k`, `max_candidates`).
-    pub async fn recall_curve(&self, name: &str, req: tessera::CurveRequest) -> Result<tessera::Curve, ApiError> {
+    pub async fn recall_curve(&self, name: &str, mut req: tessera::CurveRequest) -> Result<tessera::Curve, ApiError> {
         let c = self.collection(name)?;
         let l = &self.limits;
         if req.k > l.max_k {
             return Err(ApiError::out_of_range("max_k", "k", req.k, l.max_k));
         }
-        for &n in req.candidates.iter().chain(&req.rerank) {
-            if n > l.max_candidates {
-                return Err(ApiError::out_of_range("max_candidates", "candidates", n, l.max_candidates));
+        for (what, values) in [("candidates", &req.candidates), ("rerank", &req.rerank)] {
+            if let Some(&n) = values.iter().find(|&&n| n > l.max_candidates) {
+                return Err(ApiError::out_of_range("max_candidates", what, n, l.max_candidates));
             }
         }
-        self.read(move || Ok(c.recall_curve(&req)?)).await
+        if req.query_tokens > l.max_query_tokens {
+            return Err(ApiError::too_large("max_query_tokens", "query_tokens", req.query_tokens, l.max_query_tokens));
+        }
+        // Like a search: within search_timeout_ms, its slot freed when it passes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(l.search_timeout_ms as u64);
+        (req.max_candidates, req.deadline) = (Some(l.max_candidates), Some(deadline));
+        self.read_until(Some(deadline), move || Ok(c.recall_curve(&req)?)).await
     }
 
     /// Changes a collection's tunable settings (`tessera::Settings::UPDATABLE`).

@@ -147,6 +147,19 @@ pub async fn accept(
                 let _ = stream.write_all(answer).await;
             }
             let _ = stream.shutdown().await;
+            // What the client sent is read (and dropped) before closing:
+            // closing with unread bytes resets the connection, which can lose the answer.
+            let mut sink = [0u8; 4096];
+            let drain = async {
+                let mut read = 0;
+                while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                    read += n;
+                    if read > 1 << 16 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
             return None;
         }
         match acceptor.accept(stream).await {

@@ -1627,3 +1627,31 @@ fn live_recall_counts_the_recall_of_the_answers_given() {
     assert!(!get(off.http, "/metrics").body.contains("tessera_live_recall"));
     off.stop().unwrap();
 }
+
+/// A write a browser sends from another site's page (its `Origin` is not
+/// this server) is refused — a page could otherwise write to a server on
+/// loopback without keys; the same request without `Origin` (curl, the
+/// clients) or from this server's own pages (the console) is served.
+#[test]
+fn browser_writes_from_another_origin_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    let body = r#"{"name": "c", "dim": 4}"#;
+    let with_origin = |origin: &str| {
+        let req = format!(
+            "POST /v1/collections HTTP/1.1\r\nHost: {a}\r\nOrigin: {origin}\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw(a, req.as_bytes())
+    };
+    let r = with_origin("http://evil.example");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("another origin"), "{}", r.body);
+    assert_eq!(with_origin("null").status, 403);
+    assert_eq!(get(a, "/v1/collections").json()["collections"], json!([]), "nothing was created");
+    assert_eq!(with_origin(&format!("http://{a}")).status, 201, "the console's own origin");
+    assert_eq!(post(a, "/v1/collections", &json!({"name": "d", "dim": 4})).status, 201, "no Origin: not a browser");
+    s.stop().unwrap();
+}

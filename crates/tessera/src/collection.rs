@@ -304,8 +304,6 @@ pub struct Collection {
     last_write: Mutex<Option<Instant>>,
     /// Torn WAL tails cut when this collection was opened (0 or 1).
     wal_tails_cut: u64,
-    /// Quarantine files found in the folder when it was opened.
-    quarantine: Vec<String>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -441,7 +439,6 @@ impl Collection {
             replaced: Default::default(),
             successor: OnceLock::new(),
             wal_tails_cut,
-            quarantine: quarantine_files(dir)?,
         })
     }
 
@@ -815,7 +812,13 @@ impl Collection {
     /// or `max_segments` than the collection now holds starts a seal or a
     /// merge in the background.
     pub fn update_settings(&self, settings: &crate::config::Settings) -> Result<crate::config::Settings> {
-        let mut w = self.lock_writer()?;
+        let mut w = match self.lock_writer() {
+            // Replaced by a reindex while this waited: the new version takes the change.
+            Err(Error::Replaced(_)) if self.successor.get().is_some() => {
+                return self.successor.get().unwrap().update_settings(settings);
+            }
+            r => r?,
+        };
         let config = settings.apply(&self.config(), false)?;
         let mut m = w.manifest.clone();
         m.config = config.clone();
@@ -905,7 +908,8 @@ impl Collection {
             ranking: self.ranking(),
             last_flush_error: self.flush_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             wal_tails_cut: self.wal_tails_cut,
-            quarantine: self.quarantine.clone(),
+            // Listed now: an operator removes the files once looked at.
+            quarantine: quarantine_files(&self.dir).unwrap_or_default(),
             segment_sizes: snap
                 .segments
                 .iter()

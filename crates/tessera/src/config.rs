@@ -342,6 +342,19 @@ impl Settings {
     pub const UPDATABLE: [&'static str; 6] =
         ["memtable_bytes", "max_segments", "max_batch_bytes", "default_nprobe", "min_train_tokens", "drift"];
 
+    /// These settings with only those that may change after creation kept.
+    pub fn updatable(&self) -> Self {
+        Settings {
+            memtable_bytes: self.memtable_bytes,
+            max_segments: self.max_segments,
+            max_batch_bytes: self.max_batch_bytes,
+            default_nprobe: self.default_nprobe,
+            min_train_tokens: self.min_train_tokens,
+            drift: self.drift,
+            ..Settings::default()
+        }
+    }
+
     /// Every setting of `config`, those of other index kinds left out.
     pub fn of(config: &CollectionConfig) -> Self {
         let mut s = Settings {

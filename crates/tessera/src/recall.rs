@@ -42,6 +42,13 @@ pub struct CurveRequest {
     pub query_tokens: usize,
     /// Seed of the sample (default 0): the same seed, the same documents.
     pub seed: u64,
+    /// The largest candidate count the default ladder may reach (a server's
+    /// `max_candidates`); not part of the request's JSON.
+    #[serde(skip)]
+    pub max_candidates: Option<usize>,
+    /// Give up at this instant ([`Error::DeadlineExceeded`]); not part of the request's JSON.
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
 }
 
 impl Default for CurveRequest {
@@ -54,6 +61,8 @@ impl Default for CurveRequest {
             rerank: Vec::new(),
             query_tokens: 32,
             seed: 0,
+            max_candidates: None,
+            deadline: None,
         }
     }
 }
@@ -110,9 +119,19 @@ impl Collection {
         if !(1..=MAX_CURVE_QUERY_TOKENS).contains(&req.query_tokens) {
             return bad(format!("query_tokens must be in 1..={MAX_CURVE_QUERY_TOKENS}"));
         }
+        // The settings are counted before any is built: a request may list many.
+        let count = [req.candidates.len(), req.nprobe.len(), req.rerank.len()]
+            .iter()
+            .fold(1usize, |n, &l| n.saturating_mul(l.max(1)));
+        if count > MAX_CURVE_SETTINGS {
+            return bad(format!("{count} settings (candidates × nprobe × rerank): at most {MAX_CURVE_SETTINGS}"));
+        }
         let documents = self.len();
+        if documents == 0 {
+            return bad("the collection has no documents to use as queries".into());
+        }
         let candidates = match req.candidates.is_empty() {
-            true => default_ladder(self, req.k),
+            true => default_ladder(self, req.k, req.max_candidates),
             false => req.candidates.clone(),
         };
         let (nprobe, rerank): (Vec<Option<usize>>, Vec<Option<usize>>) = (
@@ -124,16 +143,10 @@ impl Collection {
             for &n in &nprobe {
                 for &r in &rerank {
                     let mut p = SearchParams::new(req.k).with_candidates(c);
-                    (p.nprobe, p.rerank) = (n, r);
+                    (p.nprobe, p.rerank, p.deadline) = (n, r, req.deadline);
                     settings.push(p);
                 }
             }
-        }
-        if settings.len() > MAX_CURVE_SETTINGS {
-            return bad(format!(
-                "{} settings (candidates × nprobe × rerank): at most {MAX_CURVE_SETTINGS}",
-                settings.len()
-            ));
         }
         let config = self.config();
         let kind = crate::IndexKind::of(config.index.as_ref());
@@ -145,7 +158,9 @@ impl Collection {
         let mut exact = Vec::with_capacity(queries.len());
         for (_, q) in &queries {
             let t = Instant::now();
-            let hits = self.search_with(q, &SearchParams::exact(req.k))?;
+            let mut exact_params = SearchParams::exact(req.k);
+            exact_params.deadline = req.deadline;
+            let hits = self.search_with(q, &exact_params)?;
             exact_lat.push(t.elapsed());
             exact.push(hits.into_iter().map(|h| h.id).collect::<Vec<_>>());
         }
@@ -179,25 +194,24 @@ impl Collection {
     }
 
     /// `n` live documents chosen by `seed`, each as a query of its first
-    /// `tokens` tokens: a partial Fisher-Yates shuffle of the ids in id order.
+    /// `tokens` tokens: a partial Fisher-Yates shuffle of the live ids in id
+    /// order (read from one snapshot, ids only: no text or payload is read).
     fn sample_queries(&self, n: usize, seed: u64, tokens: usize) -> Result<Vec<(String, Tokens)>> {
-        let mut ids = Vec::with_capacity(self.len());
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.scan(None, after.as_deref(), crate::scan::MAX_SCAN_LIMIT, false)?;
-            ids.extend(page.documents.into_iter().map(|d| d.id));
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
+        let snap = self.snapshot();
+        let mut all: Vec<&str> = Vec::with_capacity(snap.len());
+        for sv in &snap.segments {
+            all.extend(sv.live.iter().map(|&r| sv.seg.id_of(r as usize)));
         }
+        all.extend(snap.mem.docs().map(|d| d.id.as_str()));
+        all.sort_unstable();
         let mut rng = SplitMix64::new(seed);
-        let n = n.min(ids.len());
+        let n = n.min(all.len());
         for i in 0..n {
-            let j = i + rng.below(ids.len() - i);
-            ids.swap(i, j);
+            let j = i + rng.below(all.len() - i);
+            all.swap(i, j);
         }
-        ids.truncate(n);
+        let ids: Vec<String> = all[..n].iter().map(|s| s.to_string()).collect();
+        drop(all);
         let docs = self.get_many(&ids, true)?;
         let dim = self.dim();
         Ok(docs
@@ -212,9 +226,9 @@ impl Collection {
 }
 
 /// Candidate counts from `k` doubling up to 4× the default for `k` (at most
-/// the collection's size, and at most [`MAX_CURVE_SETTINGS`] of them).
-fn default_ladder(c: &Collection, k: usize) -> Vec<usize> {
-    let top = (c.default_candidates(k) * 4).min(c.len().max(k)).max(k);
+/// the collection's size and `most`, and at most [`MAX_CURVE_SETTINGS`] of them).
+fn default_ladder(c: &Collection, k: usize, most: Option<usize>) -> Vec<usize> {
+    let top = (c.default_candidates(k) * 4).min(c.len().max(k)).min(most.unwrap_or(usize::MAX)).max(k);
     let mut v: Vec<usize> = std::iter::successors(Some(k), |&x| Some(x * 2)).take_while(|&x| x < top).collect();
     v.push(top);
     v.truncate(MAX_CURVE_SETTINGS);

@@ -124,6 +124,11 @@ impl Database {
             if ranking != new.ranking() {
                 new.set_ranking(ranking).map_err(before)?;
             }
+            let (was, now) = (crate::Settings::of(&old.config()), crate::Settings::of(&new.config()));
+            if was != now {
+                // Those that may change (the others were copied at the start).
+                new.update_settings(&was.updatable()).map_err(before)?;
+            }
             new.flush().map_err(before)?;
             new.advance_seq(old.last_seq()).map_err(before)?;
             let documents = new.len();
