@@ -30,11 +30,18 @@ fn start_with(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr) {
 
 /// [`start_with`], returning the gRPC address too.
 fn start_both(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--db"])
-        .arg(db)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["serve", "--db"]).arg(db).args(args);
+    let (child, http, grpc, _) = ready(cmd);
+    (child, http, grpc)
+}
+
+/// Runs `cmd` (a `tessera serve` command line, or one that execs it) on free
+/// loopback ports, with 2 threads and warnings logged to a piped stderr, and
+/// reads its ready line: the process, its HTTP and gRPC addresses, the line.
+fn ready(mut cmd: Command) -> (Child, SocketAddr, SocketAddr, String) {
+    let mut child = cmd
         .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
-        .args(args)
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -49,7 +56,8 @@ fn start_both(db: &Path, args: &[&std::ffi::OsStr]) -> (Child, SocketAddr, Socke
             .parse()
             .unwrap()
     };
-    (child, address("http="), address("grpc="))
+    let (http, grpc) = (address("http="), address("grpc="));
+    (child, http, grpc, line)
 }
 
 type Batches = Arc<Mutex<Vec<(Vec<(String, Vec<Vec<f32>>)>, bool)>>>;
@@ -356,25 +364,10 @@ fn bench_serve_measures_http_and_grpc_alike() {
 fn a_connection_flood_leaves_the_engine_its_descriptors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 300 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--db"])
-        .arg(&db)
-        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
-        .args(["--max-connections-per-address", "4096", "--seal-idle-ms", "0"])
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address = |name: &str| -> SocketAddr {
-        line.split_whitespace().find_map(|w| w.strip_prefix(name)).expect("an address").parse().unwrap()
-    };
-    let (http, grpc) = (address("http="), address("grpc="));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("ulimit -n 300 && exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["serve", "--db"]).arg(&db).args(["--max-connections-per-address", "4096", "--seal-idle-ms", "0"]);
+    let (mut child, http, grpc, _) = ready(cmd);
     ok(http, "/v1/collections", &json!({"name": "c", "dim": DIM}));
     let mut rng = Rng::new(9);
     let docs: Vec<Value> =
@@ -430,24 +423,11 @@ fn bench_serve_reaches_a_mutual_tls_server_over_https() {
     let flag = |name: &str, path: &Path| [OsString::from(name), path.as_os_str().to_owned()];
     let tls: Vec<OsString> =
         [flag("--tls-cert", &cert), flag("--tls-key", &key), flag("--tls-client-ca", &clients_ca.pem)].concat();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--db"])
-        .arg(d.join("db"))
-        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "2"])
-        .args(&tls)
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["serve", "--db"]).arg(d.join("db")).args(&tls);
+    let (mut child, http, grpc, line) = ready(cmd);
     assert!(line.contains("tls=mutual"), "{line}");
-    let port = |name: &str| -> u16 {
-        let a: SocketAddr = line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap().parse().unwrap();
-        a.port()
-    };
-    let (http, grpc) = (format!("https://localhost:{}", port("http=")), format!("https://localhost:{}", port("grpc=")));
+    let (http, grpc) = (format!("https://localhost:{}", http.port()), format!("https://localhost:{}", grpc.port()));
     // The collection, created over gRPC with TLS and the client's certificate.
     let files = tessera_server::tls::ClientFiles {
         ca: Some(ca.pem.clone()),
