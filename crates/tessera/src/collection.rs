@@ -670,18 +670,20 @@ impl Collection {
             return Ok(0);
         }
         let mut w = self.lock_writer()?;
+        // Read under the writer's lock: `update_settings` takes it to change them.
+        let config = self.config();
         // While a memtable seals, writes go on into the next one until it
         // holds `memtable_bytes` more; then they wait for the seal.
-        while w.sealing.is_some() && w.mem.bytes() >= self.config().memtable_bytes.saturating_mul(2) {
+        while w.sealing.is_some() && w.mem.bytes() >= config.memtable_bytes.saturating_mul(2) {
             w = self.sealed.wait(w).unwrap_or_else(|p| p.into_inner());
             if w.poisoned {
                 return Err(self.refusal());
             }
         }
         let seq = w.seq + 1;
-        let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, self.config().dim);
-        if payload.len() > self.config().max_batch_bytes {
-            return Err(Error::BatchTooLarge { bytes: payload.len(), max: self.config().max_batch_bytes });
+        let payload = wal::encode(seq, upserts.iter().map(|u| &u.0), &deletes, config.dim);
+        if payload.len() > config.max_batch_bytes {
+            return Err(Error::BatchTooLarge { bytes: payload.len(), max: config.max_batch_bytes });
         }
         if let Err(e) = w.wal.append(&tessera_format::wal::encode_frame(&payload)) {
             // The WAL's state on disk is uncertain: accept no further writes
@@ -695,7 +697,7 @@ impl Collection {
             log.extend(upserts.iter().map(|u| u.0.id.clone()).chain(deletes.iter().cloned()));
         }
         for (d, tokens) in upserts {
-            w.upsert(d.into_mem(tokens, self.config().dim));
+            w.upsert(d.into_mem(tokens, config.dim));
         }
         for id in &deletes {
             existed += w.delete(id) as usize;
@@ -705,8 +707,8 @@ impl Collection {
         // Sealing and merging run on the build pool, off this path. The batch
         // is durable and applied whatever happens there: a failed seal leaves
         // the WAL in charge and is retried after the next write.
-        let due = w.sealing.is_none() && w.mem.bytes() >= self.config().memtable_bytes
-            || merge_due(&w.segments, self.config().max_segments);
+        let due = w.sealing.is_none() && w.mem.bytes() >= config.memtable_bytes
+            || merge_due(&w.segments, config.max_segments);
         drop(w);
         if due {
             self.schedule();
