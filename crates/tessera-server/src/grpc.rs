@@ -106,7 +106,7 @@ fn access_of(path: &str) -> Option<Access> {
     match path.rsplit('/').next().unwrap_or("") {
         "Health" => None,
         "ListCollections" | "GetCollection" | "Get" | "Scan" | "Count" | "Search" | "SearchBatch" | "Rerank"
-        | "Encode" | "GetReindex" => Some(Access::Read),
+        | "Encode" | "GetReindex" | "RecallCurve" => Some(Access::Read),
         _ => Some(Access::Write),
     }
 }
@@ -175,7 +175,7 @@ fn bad_message_status(s: &Service, path: &str, start: Instant, resp: &mut axum::
     let _ = bad.add_header(h);
 }
 
-const KNOWN_RPCS: [&str; 19] = [
+const KNOWN_RPCS: [&str; 20] = [
     "Health",
     "ListCollections",
     "CreateCollection",
@@ -192,6 +192,7 @@ const KNOWN_RPCS: [&str; 19] = [
     "Flush",
     "Compact",
     "UpdateSettings",
+    "RecallCurve",
     "Encode",
     "Reindex",
     "GetReindex",
@@ -704,6 +705,46 @@ impl pb::tessera_server::Tessera for Grpc {
         .await
     }
 
+    async fn recall_curve(&self, req: Request<pb::RecallRequest>) -> Result<Response<pb::RecallCurveResponse>, Status> {
+        self.call("RecallCurve", Some(Access::Read), req, |s, r| async move {
+            let d = tessera::CurveRequest::default();
+            let or = |v: u32, default: usize| if v == 0 { default } else { v as usize };
+            let list = |v: Vec<u64>| v.into_iter().map(|x| x as usize).collect();
+            let req = tessera::CurveRequest {
+                sample: or(r.sample, d.sample),
+                k: or(r.k, d.k),
+                candidates: list(r.candidates),
+                nprobe: list(r.nprobe),
+                rerank: list(r.rerank),
+                query_tokens: or(r.query_tokens, d.query_tokens),
+                seed: r.seed,
+                ..d
+            };
+            let c = s.recall_curve(&r.collection, req).await?;
+            Ok(pb::RecallCurveResponse {
+                k: c.k as u32,
+                queries: c.queries,
+                query_tokens: c.query_tokens as u32,
+                documents: c.documents as u64,
+                exact_p50_ms: c.exact_p50_ms,
+                exact_mean_ms: c.exact_mean_ms,
+                points: c
+                    .points
+                    .into_iter()
+                    .map(|p| pb::RecallPoint {
+                        candidates: p.candidates as u64,
+                        nprobe: p.nprobe.map(|n| n as u64),
+                        rerank: p.rerank.map(|n| n as u64),
+                        recall: p.recall,
+                        p50_ms: p.p50_ms,
+                        mean_ms: p.mean_ms,
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
     async fn encode(&self, req: Request<pb::EncodeRequest>) -> Result<Response<pb::EncodeResponse>, Status> {
         self.call("Encode", Some(Access::Read), req, |s, r| async move {
             let model = match r.model {
@@ -792,6 +833,7 @@ mod tests {
             "Rerank",
             "Encode",
             "GetReindex",
+            "RecallCurve",
         ];
         for rpc in KNOWN_RPCS {
             let want = match rpc {

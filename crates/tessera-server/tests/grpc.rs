@@ -786,3 +786,41 @@ fn texts_models_and_reindex() {
     let bad = pb::ReindexRequest { collection: "t".into(), model: "nope".into() };
     assert_eq!(code(rt.block_on(c.reindex(bad))).0, Code::NotFound);
 }
+
+/// Issue #29: the recall curve over gRPC is HTTP's: the same sample (ids)
+/// and the same recall at each candidate count; a read is enough; limits and
+/// bad values map to their codes.
+#[test]
+fn the_recall_curve_over_grpc_is_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::default(dir.path());
+    let a = s.http;
+    ok(a, "/v1/collections", &json!({"name": "r", "dim": DIM}));
+    let mut rng = Rng::new(41);
+    let docs: Vec<serde_json::Value> =
+        (0..150).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(2 + i % 6, DIM)})).collect();
+    ok(a, "/v1/collections/r/upsert", &json!({ "documents": docs }));
+    ok(a, "/v1/collections/r/flush", &json!({}));
+    let body = json!({"sample": 20, "k": 4, "candidates": [4, 8, 32], "query_tokens": 3, "seed": 5});
+    let http = ok(a, "/v1/collections/r/recall", &body);
+    let mut c = s.grpc_client();
+    let req = pb::RecallRequest {
+        collection: "r".into(),
+        sample: 20,
+        k: 4,
+        candidates: vec![4, 8, 32],
+        query_tokens: 3,
+        seed: 5,
+        ..Default::default()
+    };
+    let g = s.rt.block_on(c.recall_curve(req.clone())).unwrap().into_inner();
+    assert_eq!(serde_json::to_value(&g.queries).unwrap(), http["queries"]);
+    let recalls: Vec<f64> = g.points.iter().map(|p| p.recall).collect();
+    let want: Vec<f64> = http["points"].as_array().unwrap().iter().map(|p| p["recall"].as_f64().unwrap()).collect();
+    assert_eq!(recalls, want);
+    assert_eq!(g.points.iter().map(|p| p.candidates).collect::<Vec<_>>(), [4, 8, 32]);
+    let (status, msg) = code(s.rt.block_on(c.recall_curve(pb::RecallRequest { k: 5000, ..req.clone() })));
+    assert_eq!(status, Code::OutOfRange, "{msg}");
+    let (status, msg) = code(s.rt.block_on(c.recall_curve(pb::RecallRequest { collection: "nope".into(), ..req })));
+    assert_eq!(status, Code::NotFound, "{msg}");
+}
