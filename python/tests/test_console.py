@@ -258,3 +258,54 @@ def test_the_console_is_served_with_a_policy_that_keeps_it_on_this_server(make_s
         body = r.read().decode()
         assert "http://" not in body.replace("http://www.w3.org/2000/svg", "") and "https://" not in body, path
     assert urllib.request.urlopen(s.url + "/", timeout=10).geturl().endswith("/console")
+
+
+def test_the_console_is_usable_by_keyboard(make_server, rng, browser):
+    """Every control of the search page is reached with Tab (in page order,
+    none skipped), and a search is typed and sent without a mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    s = make_server()
+    docs = corpus(rng, 40, DIM, 3, 8)
+    with tessera.Client(s.url) as client:
+        col = client.create_collection("docs", DIM)
+        load(col, docs)
+        b = browser
+        b.get(s.url + "/console#/c/docs/search")
+        wait_for(b, "#search")
+        focusable = b.execute_script(
+            "return [...document.querySelectorAll('a[href], button, input, select, textarea')]"
+            ".filter(e => !e.disabled && e.offsetParent !== null).length"
+        )
+        b.find_element(By.TAG_NAME, "body").click()
+        b.execute_script("document.activeElement.blur()")
+        seen = []
+        for _ in range(focusable + 2):
+            ActionChains(b).send_keys(Keys.TAB).perform()
+            el = b.switch_to.active_element
+            seen.append(el.get_attribute("name") or el.get_attribute("id") or el.text)
+            if el.get_attribute("name") == "query":
+                # The query: a token matrix typed as JSON (the select before it was left on its first choice).
+                break
+        assert "kind" in seen and "k" in seen and "candidates" in seen, seen
+        kind = b.find_element(By.NAME, "kind")
+        assert kind.get_attribute("value") == "tokens"  # no model, no text: tokens is the first choice
+        q = rng.standard_normal((2, DIM)).astype(np.float32)
+        ActionChains(b).send_keys(json.dumps(q.tolist())).perform()
+        # Back to k (Shift+Tab through the checkbox and candidates) and Enter submits the form.
+        for _ in range(3):
+            ActionChains(b).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+        assert b.switch_to.active_element.get_attribute("name") == "k"
+        ActionChains(b).send_keys(Keys.ENTER).perform()
+        wait_for(b, "#hits tbody tr")
+        shown = texts(b, "#hits .hit-id")
+        assert shown == [h.id for h in col.search(q, k=10)]
+        # Every control is reachable: Tab visits as many as the page has.
+        b.execute_script("document.activeElement.blur()")
+        reached = set()
+        for _ in range(focusable + 5):
+            ActionChains(b).send_keys(Keys.TAB).perform()
+            reached.add(b.execute_script("return document.activeElement.outerHTML.slice(0, 120)"))
+        assert len(reached) >= focusable, (len(reached), focusable)
