@@ -763,24 +763,38 @@ fn integer(v: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     Ok(v.call_method0("__index__").unwrap_or(v))
 }
 
+/// A dict read by serde into `T`; a bad value raises InvalidInputError
+/// naming where it is (`candidates[2]: …`).
+fn from_dict<T: serde::de::DeserializeOwned>(py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<T> {
+    let mut reader = pythonize::Depythonizer::from_object(d.as_any());
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))
+}
+
+/// Keyword arguments read into `T` as [`from_dict`] reads a dict: None is a
+/// keyword left out, and numpy integers are integers.
+fn from_kwargs<T: serde::de::DeserializeOwned>(py: Python<'_>, d: Option<&Bound<'_, PyDict>>) -> PyResult<T> {
+    let given = PyDict::new(py);
+    for (key, v) in d.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
+        if !v.is_none() {
+            given.set_item(key, integer(v)?)?;
+        }
+    }
+    from_dict(py, &given)
+}
+
 /// A collection's tunable settings from a dict (or keywords) of them: an
 /// unknown name raises TypeError, a bad value InvalidInputError naming it;
 /// None leaves a setting as it is.
 fn settings_of(py: Python<'_>, d: Option<&Bound<'_, PyDict>>, call: &str) -> PyResult<tessera::Settings> {
-    let given = PyDict::new(py);
-    for (key, v) in d.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
+    for key in d.map(|o| o.keys().into_iter().collect::<Vec<_>>()).unwrap_or_default() {
         let name: String = key.extract()?;
         if !tessera::Settings::names().contains(&name.as_str()) {
             let known = tessera::Settings::names().join(", ");
             let e = format!("{call}() got an unknown setting '{name}' (settings: {known})");
             return Err(pyo3::exceptions::PyTypeError::new_err(e));
         }
-        if !v.is_none() {
-            given.set_item(key, integer(v)?)?;
-        }
     }
-    let mut reader = pythonize::Depythonizer::from_object(given.as_any());
-    serde_path_to_error::deserialize(&mut reader).map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))
+    from_kwargs(py, d)
 }
 
 /// The options of `search` and `search_batch` (`k` and the keyword
@@ -816,9 +830,7 @@ fn options_of(
     if let Some(k) = k {
         d.set_item("k", integer(k.clone())?)?;
     }
-    let mut reader = pythonize::Depythonizer::from_object(d.as_any());
-    let mut o: SearchOptions = serde_path_to_error::deserialize(&mut reader)
-        .map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))?;
+    let mut o: SearchOptions = from_dict(py, &d)?;
     o.filter = filter.map(|f| filter_json(py, &f)).transpose()?;
     if let Some(ids) = ids {
         o.ids = ids_of(py, &ids)?;
@@ -1297,15 +1309,7 @@ impl Collection {
     /// sample, k, candidates, nprobe, rerank, query_tokens, seed (docs/SERVER.md).
     #[pyo3(signature = (**options))]
     fn recall_curve<'py>(&self, py: Python<'py>, options: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-        let given = PyDict::new(py);
-        for (key, v) in options.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
-            if !v.is_none() {
-                given.set_item(key, integer(v)?)?;
-            }
-        }
-        let mut reader = pythonize::Depythonizer::from_object(given.as_any());
-        let req: tessera::CurveRequest = serde_path_to_error::deserialize(&mut reader)
-            .map_err(|e| invalid(py, format!("{}: {}", e.path(), e.inner())))?;
+        let req: tessera::CurveRequest = from_kwargs(py, options)?;
         let (_db, c) = self.live(py)?;
         let curve = engine(py, || c.recall_curve(&req)).or_py(py)?;
         to_python(py, &serde_json::to_value(curve).map_err(|e| invalid(py, e.to_string()))?)

@@ -110,6 +110,27 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// Writes `answer` (within 5 s), closes the writing side, then reads and
+/// drops up to `drain` bytes the client sent (within 1 s) before the stream
+/// is closed: closing with unread bytes resets the connection, which can
+/// lose the answer before the client reads it.
+pub(crate) async fn answer_and_close(stream: &mut TcpStream, answer: &[u8], drain: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(answer)).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let read_all = async {
+        let mut read = 0;
+        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+            read += n;
+            if read > drain {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_all).await;
+}
+
 /// Descriptors kept free for the engine (new segments, indexes, WALs, full-text
 /// files, backups) beside those open at start; half the limit when it is small.
 const DESCRIPTOR_RESERVE: u64 = 1024;

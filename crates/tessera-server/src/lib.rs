@@ -240,15 +240,6 @@ impl Server {
         &self.service
     }
 
-    /// `off`, `on` (TLS) or `mutual` (clients present certificates too).
-    pub fn tls_mode(&self) -> &'static str {
-        match &self.tls {
-            None => "off",
-            Some(t) if t.mutual => "mutual",
-            Some(_) => "on",
-        }
-    }
-
     /// Serves until `shutdown` resolves; then drains requests in flight
     /// (up to the drain timeout), refuses later writes, flushes every
     /// collection and returns.
@@ -426,22 +417,7 @@ async fn serve_http(
             // refused connections count against max_connections too.
             conns.spawn(async move {
                 let _slot = slot;
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&too_many(per_address))).await;
-                let _ = stream.shutdown().await;
-                // Read (and drop) what the client sent before closing: closing with
-                // unread bytes would reset the connection and could lose the answer.
-                let mut sink = [0u8; 4096];
-                let drain = async {
-                    let mut read = 0;
-                    while let Ok(n @ 1..) = stream.read(&mut sink).await {
-                        read += n;
-                        if read > 1 << 20 {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                conn::answer_and_close(&mut stream, &too_many(per_address), 1 << 20).await;
             });
             continue;
         };

@@ -114,11 +114,7 @@ impl LiveRecall {
         if rate <= 0.0 {
             return false;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = tessera::SplitMix64::new(self.counter.fetch_add(1, Ordering::Relaxed)).next_u64();
         ((z >> 11) as f64 / (1u64 << 53) as f64) < rate
     }
 

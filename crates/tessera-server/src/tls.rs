@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -143,23 +143,7 @@ pub async fn accept(
         }
         if first[0] != TLS_HANDSHAKE {
             tracing::debug!(%peer, "plaintext on a TLS port: refused");
-            if let Some(answer) = plaintext_answer {
-                let _ = stream.write_all(answer).await;
-            }
-            let _ = stream.shutdown().await;
-            // What the client sent is read (and dropped) before closing:
-            // closing with unread bytes resets the connection, which can lose the answer.
-            let mut sink = [0u8; 4096];
-            let drain = async {
-                let mut read = 0;
-                while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
-                    read += n;
-                    if read > 1 << 16 {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+            crate::conn::answer_and_close(&mut stream, plaintext_answer.unwrap_or_default(), 1 << 16).await;
             return None;
         }
         match acceptor.accept(stream).await {
