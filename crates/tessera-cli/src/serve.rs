@@ -135,6 +135,12 @@ pub struct ServeArgs {
     /// At least --max-body-bytes.
     #[arg(long, default_value_t = Limits::default().max_receiving_bytes)]
     pub max_receiving_bytes: usize,
+    /// The most of --max-receiving-bytes one client address may hold over all its
+    /// connections (503 / UNAVAILABLE beyond; retry), so that one client cannot take the
+    /// budget from the others. At least --max-body-bytes. [default: 134217728 (128 MiB),
+    /// or --max-body-bytes when larger]
+    #[arg(long)]
+    pub max_receiving_bytes_per_address: Option<usize>,
     /// Time a search may take from its arrival (waiting for a search slot included), in
     /// milliseconds: then it is stopped, its slot freed, and answered 504 / DEADLINE_EXCEEDED.
     /// The default of a request's `timeout_ms` and the most it may ask for.
@@ -191,6 +197,9 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_payload_bytes: a.max_payload_bytes,
         body_timeout_ms: a.body_timeout_ms,
         max_receiving_bytes: a.max_receiving_bytes,
+        max_receiving_bytes_per_address: a
+            .max_receiving_bytes_per_address
+            .unwrap_or(Limits::default().max_receiving_bytes_per_address.max(a.max_body_bytes)),
         search_timeout_ms: a.search_timeout_ms,
     };
     let config = ServerConfig {

@@ -13,8 +13,9 @@
 //!   same for kept-alive HTTP connections);
 //! - **request bodies are metered** ([`Metered`]): a gRPC message must
 //!   arrive within `body_timeout_ms` of its headers, as an HTTP body must, and
-//!   the bytes of bodies and messages being received at once, over every
-//!   connection, stay under `max_receiving_bytes`.
+//!   the bytes of bodies and messages being received at once stay under
+//!   `max_receiving_bytes` over every connection and under
+//!   `max_receiving_bytes_per_address` from one client address.
 
 use crate::error::{ApiError, ErrorKind};
 use bytes::Bytes;
@@ -347,34 +348,82 @@ impl<S> tonic::transport::server::Connected for GrpcConn<S> {
 }
 
 /// The bytes of request bodies (HTTP) and messages (gRPC) being received at
-/// once, over every connection, and their bound.
+/// once, over every connection and per client address, and their bounds: one
+/// address cannot hold the whole budget while others are refused.
 #[derive(Debug)]
 pub struct Receiving {
-    used: AtomicUsize,
+    used: Mutex<Used>,
     pub max: usize,
+    pub per_address: usize,
+}
+
+#[derive(Debug, Default)]
+struct Used {
+    all: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Which bound a take would pass.
+enum Over {
+    Address(usize),
+    All(usize),
 }
 
 impl Receiving {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), max })
+    pub fn new(max: usize, per_address: usize) -> Arc<Self> {
+        Arc::new(Self { used: Mutex::default(), max, per_address })
     }
 
-    /// Takes `n` bytes of the budget, unless that would pass it.
-    fn take(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|&t| t <= self.max))
-            .is_ok()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Used> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::SeqCst);
+    /// Takes `n` bytes of the budget for `ip`, unless that would pass the
+    /// address's bound or the server's (the bytes held then, for the error).
+    fn take(&self, ip: Option<IpAddr>, n: usize) -> Result<(), Over> {
+        let mut u = self.lock();
+        if let Some(ip) = ip {
+            let held = u.by_address.get(&ip).copied().unwrap_or(0);
+            if held + n > self.per_address {
+                return Err(Over::Address(held));
+            }
+        }
+        if u.all + n > self.max {
+            return Err(Over::All(u.all));
+        }
+        u.all += n;
+        if let Some(ip) = ip {
+            *u.by_address.entry(ip).or_default() += n;
+        }
+        Ok(())
+    }
+
+    fn give(&self, ip: Option<IpAddr>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut u = self.lock();
+        u.all -= n;
+        if let Some(ip) = ip
+            && let Some(held) = u.by_address.get_mut(&ip)
+        {
+            *held -= n;
+            if *held == 0 {
+                u.by_address.remove(&ip);
+            }
+        }
     }
 
     /// Bytes being received now.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
+        self.lock().all
     }
 }
+
+/// The client address of an HTTP request, put in its extensions when its
+/// connection is served (gRPC's is in [`GrpcConnInfo`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddress(pub IpAddr);
 
 /// A request body read under the server's bounds: its bytes count against
 /// `max_receiving_bytes` until the request is done with them (the body is
@@ -384,21 +433,29 @@ impl Receiving {
 pub(crate) struct Metered<B> {
     inner: B,
     budget: Arc<Receiving>,
+    /// The client's address, whose share the bytes count against too.
+    ip: Option<IpAddr>,
     held: usize,
     deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
     refuse: fn(ApiError) -> BoxError,
 }
 
 impl<B> Metered<B> {
-    pub fn new(inner: B, budget: Arc<Receiving>, timeout: Option<Duration>, refuse: fn(ApiError) -> BoxError) -> Self {
+    pub fn new(
+        inner: B,
+        budget: Arc<Receiving>,
+        ip: Option<IpAddr>,
+        timeout: Option<Duration>,
+        refuse: fn(ApiError) -> BoxError,
+    ) -> Self {
         let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t));
-        Self { inner, budget, held: 0, deadline, refuse }
+        Self { inner, budget, ip, held: 0, deadline, refuse }
     }
 }
 
 impl<B> Drop for Metered<B> {
     fn drop(&mut self) {
-        self.budget.give(self.held);
+        self.budget.give(self.ip, self.held);
     }
 }
 
@@ -437,17 +494,26 @@ where
         };
         if let Some(data) = frame.data_ref() {
             let n = data.len();
-            if !self.budget.take(n) {
-                let e = ApiError {
-                    kind: ErrorKind::Unavailable,
-                    message: format!(
-                        "the server is receiving {} bytes of other requests, near the limit max_receiving_bytes = {}; \
-                         try again",
-                        self.budget.used(),
-                        self.budget.max
+            if let Err(over) = self.budget.take(self.ip, n) {
+                let (message, limit) = match over {
+                    Over::Address(held) => (
+                        format!(
+                            "this address is sending {held} bytes of other requests, near the limit \
+                             max_receiving_bytes_per_address = {}; try again once they are received",
+                            self.budget.per_address
+                        ),
+                        "max_receiving_bytes_per_address",
                     ),
-                    limit: Some("max_receiving_bytes"),
+                    Over::All(held) => (
+                        format!(
+                            "the server is receiving {held} bytes of other requests, near the limit \
+                             max_receiving_bytes = {}; try again",
+                            self.budget.max
+                        ),
+                        "max_receiving_bytes",
+                    ),
                 };
+                let e = ApiError { kind: ErrorKind::Unavailable, message, limit: Some(limit) };
                 return Poll::Ready(Some(Err((self.refuse)(e))));
             }
             self.held += n;

@@ -55,7 +55,7 @@ pub struct Auth<S> {
 
 /// Each rpc's bounds from its connection's side: it counts as in flight on
 /// its connection (which is not idle meanwhile), and its message is read
-/// under `body_timeout_ms` and `max_receiving_bytes` (`conn::Metered`).
+/// under `body_timeout_ms`, `max_receiving_bytes` and its per-address share (`conn::Metered`).
 #[derive(Clone)]
 pub struct ConnLayer(pub Arc<Service>);
 
@@ -87,11 +87,13 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
-        let in_flight = req.extensions().get::<crate::conn::GrpcConnInfo>().map(|c| c.activity.begin());
+        let info = req.extensions().get::<crate::conn::GrpcConnInfo>();
+        let in_flight = info.map(|c| c.activity.begin());
+        let ip = info.map(|c| c.remote.ip());
         let timeout = std::time::Duration::from_millis(self.s.limits.body_timeout_ms as u64);
         let budget = self.s.receiving.clone();
         let refuse = |e: ApiError| -> Box<dyn std::error::Error + Send + Sync> { Box::new(Status::from(e)) };
-        let req = req.map(|b| tonic::body::Body::new(crate::conn::Metered::new(b, budget, Some(timeout), refuse)));
+        let req = req.map(|b| tonic::body::Body::new(crate::conn::Metered::new(b, budget, ip, Some(timeout), refuse)));
         let fut = self.inner.call(req);
         Box::pin(async move {
             // In flight until the answer has been sent whole.

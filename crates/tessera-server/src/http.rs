@@ -105,11 +105,13 @@ async fn same_origin(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Counts a request body's bytes against `max_receiving_bytes` while it is
-/// received (its time is bounded where it is read: `Json`).
+/// Counts a request body's bytes against `max_receiving_bytes` and the
+/// client address's share while it is received (its time is bounded where it
+/// is read: `Json`).
 async fn metered(State(s): State<AppState>, req: Request) -> Request {
     let refuse = |e: ApiError| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) };
-    req.map(|b| axum::body::Body::new(crate::conn::Metered::new(b, s.receiving.clone(), None, refuse)))
+    let ip = req.extensions().get::<crate::conn::ClientAddress>().map(|a| a.0);
+    req.map(|b| axum::body::Body::new(crate::conn::Metered::new(b, s.receiving.clone(), ip, None, refuse)))
 }
 
 /// Records metrics and a log line for every request (never its headers).

@@ -422,7 +422,15 @@ async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The client's address, for its share of max_receiving_bytes.
+        let address = conn::ClientAddress(peer.ip());
+        let svc = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(address);
+                req
+            },
+        ));
         let (watcher, tls) = (graceful.watcher(), tls.clone());
         conns.spawn(async move {
             let _held = Held::new(slot, held);

@@ -59,6 +59,12 @@ pub struct Limits {
     /// every connection of both protocols: a request whose bytes would pass
     /// it is refused (503 / UNAVAILABLE) and may be retried. At least `max_body_bytes`.
     pub max_receiving_bytes: usize,
+    /// The most of `max_receiving_bytes` one client address may hold (over
+    /// all its connections): a request from an address past it is refused
+    /// (503 / UNAVAILABLE), so one client cannot take the budget from the
+    /// others. At least `max_body_bytes`; above `max_receiving_bytes` it
+    /// changes nothing.
+    pub max_receiving_bytes_per_address: usize,
     /// Time, in milliseconds, a search may take from its arrival (waiting for
     /// a search slot included) before it is stopped and answered 504 /
     /// DEADLINE_EXCEEDED, its slot freed; the default and the most a
@@ -84,6 +90,7 @@ impl Limits {
             ("max_payload_bytes", self.max_payload_bytes),
             ("body_timeout_ms", self.body_timeout_ms),
             ("max_receiving_bytes", self.max_receiving_bytes),
+            ("max_receiving_bytes_per_address", self.max_receiving_bytes_per_address),
             ("search_timeout_ms", self.search_timeout_ms),
         ];
         if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
@@ -93,6 +100,13 @@ impl Limits {
             return Err(format!(
                 "max_receiving_bytes ({}) must be at least max_body_bytes ({}): no request that large could be received",
                 self.max_receiving_bytes, self.max_body_bytes
+            ));
+        }
+        if self.max_receiving_bytes_per_address < self.max_body_bytes {
+            return Err(format!(
+                "max_receiving_bytes_per_address ({}) must be at least max_body_bytes ({}): no request that large \
+                 could be received",
+                self.max_receiving_bytes_per_address, self.max_body_bytes
             ));
         }
         let engine = [
@@ -127,6 +141,7 @@ impl Default for Limits {
             max_payload_bytes: 1 << 20,
             body_timeout_ms: 60_000,
             max_receiving_bytes: 512 << 20,
+            max_receiving_bytes_per_address: 128 << 20,
             search_timeout_ms: 60_000,
         }
     }
@@ -771,7 +786,7 @@ impl Service {
         let metrics = Metrics::new(db.clone(), live.clone());
         let read_slots = Arc::new(tokio::sync::Semaphore::new(pool.current_num_threads()));
         limits.validate().map_err(|e| ApiError::bad_request(format!("limits: {e}")))?;
-        let receiving = crate::conn::Receiving::new(limits.max_receiving_bytes);
+        let receiving = crate::conn::Receiving::new(limits.max_receiving_bytes, limits.max_receiving_bytes_per_address);
         Ok(Self {
             db,
             limits,

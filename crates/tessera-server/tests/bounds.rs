@@ -2,7 +2,7 @@
 //! 127.0.0.2/3 as other client addresses), bounded in count and time:
 //! connections per address and in all, idle connections closed, a message
 //! that trickles in timed out, and the bytes being received bounded over
-//! every connection.
+//! every connection and per client address.
 
 mod common;
 
@@ -135,7 +135,17 @@ fn idle_grpc_connections_are_closed_and_clients_reconnect() {
 /// A raw HTTP/2 stream to an rpc that announces a `len`-byte message and
 /// sends `sent` bytes of it, then waits: the gRPC status it ends with, and after how long.
 async fn partial_message(grpc: SocketAddr, len: usize, sent: usize) -> (Option<String>, String, Duration) {
-    let tcp = TcpStream::connect(grpc).await.unwrap();
+    partial_message_from(ip("127.0.0.1"), grpc, len, sent).await
+}
+
+/// [`partial_message`] from the client address `from`.
+async fn partial_message_from(
+    from: IpAddr,
+    grpc: SocketAddr,
+    len: usize,
+    sent: usize,
+) -> (Option<String>, String, Duration) {
+    let tcp = connect_from(from, grpc).await;
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let req = axum::http::Request::builder()
@@ -276,4 +286,73 @@ fn http_bodies_being_received_share_the_bound() {
     std::thread::sleep(Duration::from_millis(200));
     let r = post(http, "/v1/collections", &serde_json::json!({"name": "c", "dim": 4}));
     assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// One address holds at most `max_receiving_bytes_per_address` of the bytes
+/// being received, over gRPC and HTTP alike: a second large request from it
+/// is refused at once while another address's is received.
+#[test]
+fn one_address_cannot_hold_the_whole_receiving_budget() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), |c| {
+        c.limits.max_body_bytes = 4 << 20;
+        c.limits.max_receiving_bytes = 32 << 20;
+        c.limits.max_receiving_bytes_per_address = 6 << 20;
+        c.limits.body_timeout_ms = 1500;
+    });
+    let (grpc, http) = (s.grpc, s.http);
+    s.rt.block_on(async {
+        // 127.0.0.1 holds 4 MiB of an unfinished gRPC message.
+        let first = tokio::spawn(partial_message_from(ip("127.0.0.1"), grpc, 4 << 20, (4 << 20) - 1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Its second one passes its share: UNAVAILABLE at once, naming the per-address bound.
+        let (code, message, took) = partial_message_from(ip("127.0.0.1"), grpc, 3 << 20, 3 << 20).await;
+        assert_eq!(code.as_deref(), Some("14"), "UNAVAILABLE: {message}");
+        assert!(message.contains("max_receiving_bytes_per_address"), "{message}");
+        assert!(took < Duration::from_millis(1000), "refused at once: {took:?}");
+        // So does an HTTP body from the same address (the share spans both ports).
+        let mut h = TcpStream::connect(http).await.unwrap();
+        let head = format!(
+            "POST /v1/collections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            3 << 20
+        );
+        h.write_all(head.as_bytes()).await.unwrap();
+        let _ = h.write_all(&vec![b' '; 3 << 20]).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), h.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("max_receiving_bytes_per_address"), "{answer}");
+        // Another address is received meanwhile: a whole 3 MiB message is read
+        // (and refused only as the nonsense it is), over gRPC and over HTTP.
+        let (code, message, _) = partial_message_from(ip("127.0.0.2"), grpc, 3 << 20, 3 << 20).await;
+        assert!(!message.contains("max_receiving"), "{code:?} {message}");
+        assert_ne!(code.as_deref(), Some("14"), "{message}");
+        let mut h = connect_from(ip("127.0.0.2"), http).await;
+        h.write_all(head.as_bytes()).await.unwrap();
+        h.write_all(&vec![b' '; 3 << 20]).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), h.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "read whole, then refused as empty JSON: {answer}");
+        let (code, message, _) = first.await.unwrap();
+        assert_eq!(code.as_deref(), Some("4"), "DEADLINE_EXCEEDED: {message}");
+    });
+    // The address's bytes were given back: its whole 3 MiB message is received.
+    s.rt.block_on(async {
+        let (code, message, _) = partial_message_from(ip("127.0.0.1"), grpc, 3 << 20, 3 << 20).await;
+        assert!(!message.contains("max_receiving"), "{code:?} {message}");
+    });
+}
+
+#[test]
+fn the_share_of_one_address_is_at_least_the_largest_body() {
+    let limits = tessera_server::Limits {
+        max_body_bytes: 8 << 20,
+        max_receiving_bytes_per_address: 4 << 20,
+        ..Default::default()
+    };
+    let e = limits.validate().unwrap_err();
+    assert!(e.contains("max_receiving_bytes_per_address") && e.contains("max_body_bytes"), "{e}");
 }
