@@ -526,7 +526,7 @@ impl Database {
     /// upserted as texts without tokens, and text queries — whose output
     /// dimension is the collection's (`dim` may then be left out);
     /// settings: a dict of tunable settings (memtable_bytes, max_segments,
-    /// max_batch_bytes; hnsw_m, hnsw_ef_construction for pooled/muvera;
+    /// max_batch_bytes, pool_factor; hnsw_m, hnsw_ef_construction for pooled/muvera;
     /// centroids_k, default_nprobe, min_train_tokens, train_iterations,
     /// drift for centroids), those left out at their defaults.
     #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None, settings=None))]
@@ -1017,8 +1017,11 @@ impl Collection {
     /// `offsets[i]:offsets[i+1]`). `texts` and `payloads` (JSON values) are
     /// optional lists of the same length, None entries allowed. The batch is
     /// checked whole: on any error nothing is written, and the message names
-    /// the offending document's index. Returns the number of documents.
-    #[pyo3(signature = (ids, tokens=None, texts=None, payloads=None, *, offsets=None))]
+    /// the offending document's index. `pool_factor` pools each document's
+    /// tokens into ⌈n / f⌉ instead of the collection's `pool_factor`.
+    /// Returns the number of documents.
+    #[pyo3(signature = (ids, tokens=None, texts=None, payloads=None, *, offsets=None, pool_factor=None))]
+    #[allow(clippy::too_many_arguments)]
     fn upsert(
         &self,
         py: Python<'_>,
@@ -1027,14 +1030,23 @@ impl Collection {
         texts: Option<&Bound<'_, PyAny>>,
         payloads: Option<&Bound<'_, PyAny>>,
         offsets: Option<&Bound<'_, PyAny>>,
+        pool_factor: Option<i64>,
     ) -> PyResult<usize> {
         let (_db, c) = self.live(py)?;
+        let pool_factor = match pool_factor.map(u32::try_from) {
+            Some(Err(_)) => {
+                let most = tessera::MAX_POOL_FACTOR;
+                return Err(invalid(py, format!("pool_factor must be in 1..={most}, got {}", pool_factor.unwrap())));
+            }
+            f => f.map(Result::unwrap),
+        };
         let docs = self.documents(py, ids, tokens, texts, payloads, offsets)?;
         let n = docs.len();
         if n == 0 {
             return Ok(0);
         }
-        match engine(py, || c.upsert(&docs)) {
+        let options = tessera::UpsertOptions { pool_factor };
+        match engine(py, || c.upsert_with(&docs, &options)) {
             Ok(()) => Ok(n),
             // An error about one document names its position in the batch.
             Err(e) => match e.document_id().and_then(|id| docs.iter().position(|d| d.id == id)) {
@@ -1316,8 +1328,8 @@ impl Collection {
     }
 
     /// Changes the collection's tunable settings given as keywords
-    /// (memtable_bytes, max_segments, max_batch_bytes, default_nprobe,
-    /// min_train_tokens, drift; the others are fixed at creation), checked
+    /// (memtable_bytes, max_segments, max_batch_bytes, pool_factor,
+    /// default_nprobe, min_train_tokens, drift; the others are fixed at creation), checked
     /// and stored with the collection; returns every setting as it now is.
     #[pyo3(signature = (**settings))]
     fn update_settings<'py>(

@@ -101,7 +101,11 @@ class Collection:
         payloads: Optional[Sequence[Any]] = None,
         *,
         offsets: Optional[Sequence[int]] = None,
-    ) -> int: ...
+        pool_factor: Optional[int] = None,
+    ) -> int:
+        """Inserts or replaces documents, durably before returning; the batch is
+        checked whole. ``pool_factor`` (1..=64) pools each document's tokens
+        into ⌈n / f⌉ instead of the collection's ``pool_factor`` setting."""
     def delete(self, ids: Sequence[str]) -> int: ...
     def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]: ...
     def scan(
@@ -211,6 +215,7 @@ class Collection:
         memtable_bytes: Optional[int] = None,
         max_segments: Optional[int] = None,
         max_batch_bytes: Optional[int] = None,
+        pool_factor: Optional[int] = None,
         default_nprobe: Optional[int] = None,
         min_train_tokens: Optional[int] = None,
         drift: Optional[float] = None,

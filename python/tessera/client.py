@@ -504,6 +504,7 @@ class RemoteCollection:
         payloads: Optional[Sequence[Any]] = None,
         *,
         offsets: Any = None,
+        pool_factor: Optional[int] = None,
     ) -> int:
         """As :meth:`tessera.Collection.upsert`. The call is checked whole
         before anything is sent; if it is larger than one request allows it
@@ -561,16 +562,17 @@ class RemoteCollection:
                 raise errors.InvalidInputError(f"{where}payload is not JSON: {e}") from None
         # Batches under the body limit (with room for the JSON around the documents).
         budget = max(1024, int(self._client.max_body_bytes * 0.9))
+        tail = b"]}" if pool_factor is None else b'],"pool_factor":' + json.dumps(pool_factor).encode() + b"}"
         batch: List[bytes] = []
         size = 0
         for d in docs:
             if batch and (size + len(d) + 1 > budget or len(batch) >= self._client.max_batch_docs):
-                self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + b"]}")
+                self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + tail)
                 batch, size = [], 0
             batch.append(d)
             size += len(d) + 1
         if batch:
-            self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + b"]}")
+            self._post_raw("upsert", b'{"documents":[' + b",".join(batch) + tail)
         return n
 
     def delete(self, ids: Sequence[str]) -> int:

@@ -204,9 +204,9 @@ class _Replica:
         self._admitted = admit
         return self._col.last_seq()
 
-    def upsert(self, ids, tokens, texts, payloads) -> Tuple[int, int]:
+    def upsert(self, ids, tokens, texts, payloads, pool_factor=None) -> Tuple[int, int]:
         col = self._serving()
-        return col.upsert(ids, tokens, texts=texts, payloads=payloads), col.last_seq()
+        return col.upsert(ids, tokens, texts=texts, payloads=payloads, pool_factor=pool_factor), col.last_seq()
 
     def delete(self, ids) -> Tuple[int, int]:
         col = self._serving()
@@ -696,6 +696,8 @@ class ShardedCollection:
         tokens: Sequence[Any],
         texts: Optional[Sequence[Optional[str]]] = None,
         payloads: Optional[Sequence[Any]] = None,
+        *,
+        pool_factor: Optional[int] = None,
     ) -> int:
         """As ``Collection.upsert`` (a list of ``[n_i, dim]`` arrays); returns
         once ``write_quorum`` replicas of every shard touched have it. The
@@ -723,6 +725,7 @@ class ShardedCollection:
                 [tokens[i] for i in rows],
                 None if texts is None else [texts[i] for i in rows],
                 None if payloads is None else [payloads[i] for i in rows],
+                pool_factor,
             )
             for s, rows in self._split(ids).items()
         }

@@ -4,7 +4,8 @@
 //!
 //! Regenerate the current version's fixtures (only when adding a new format
 //! version, never to make this pass; older versions' fixtures are frozen, this
-//! build cannot write them): `TESSERA_WRITE_FIXTURES=1 cargo test -p tessera-e2e --test compat`.
+//! build cannot write them): `TESSERA_WRITE_FIXTURES=1 cargo test -p tessera-e2e --test compat`
+//! (it writes `v2.1/`).
 
 use std::path::{Path, PathBuf};
 use tessera::{CollectionConfig, Database, Document, Error, Screening, TokenType, Tokens, f16};
@@ -97,13 +98,6 @@ fn v2_configs() -> [(&'static str, CollectionConfig); 2] {
 
 #[test]
 fn v2_databases_open_with_their_exact_contents() {
-    if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
-        for (name, config) in v2_configs() {
-            let out = fixtures().join("v2").join(name);
-            let _ = std::fs::remove_dir_all(&out);
-            write_fixture(&out, config);
-        }
-    }
     for (name, config) in v2_configs() {
         check_contents("v2", name, config.storage);
         let (tmp, cdir) = copy_of("v2", name);
@@ -316,29 +310,12 @@ fn centroid_config() -> CollectionConfig {
     }
 }
 
-/// v2 `db-centroids`: a collection with a centroids index. c-0..c-47 flushed
-/// (the codebook is trained from that segment: `cbk-`, `ivf-` files), c-5
-/// deleted (deletion vector), then c-48 upserted and c-7 deleted in the WAL.
-fn write_centroid_fixture(dir: &Path) {
-    let db = Database::open(dir).unwrap();
-    let c = db.create_collection("golden", centroid_config()).unwrap();
-    c.upsert(&(0..48).map(centroid_doc).collect::<Vec<_>>()).unwrap();
-    c.flush().unwrap();
-    c.delete(&["c-5"]).unwrap();
-    c.flush().unwrap();
-    c.upsert(&[centroid_doc(48)]).unwrap();
-    c.delete(&["c-7"]).unwrap();
-    drop(db);
-    std::fs::remove_file(dir.join("LOCK")).unwrap();
-}
-
+/// v2 `db-centroids` (written by the build that made v2: a collection with a
+/// centroids index): c-0..c-47 flushed (the codebook is trained from that
+/// segment: `cbk-`, `ivf-` files), c-5 deleted (deletion vector), then c-48
+/// upserted and c-7 deleted in the WAL.
 #[test]
 fn v2_centroids_database_opens_searches_and_keeps_its_codebook() {
-    let out = fixtures().join("v2/db-centroids");
-    if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
-        let _ = std::fs::remove_dir_all(&out);
-        write_centroid_fixture(&out);
-    }
     let (tmp, cdir) = copy_of("v2", "db-centroids");
     let names = || {
         let mut v: Vec<String> =
@@ -376,4 +353,94 @@ fn v2_centroids_database_opens_searches_and_keeps_its_codebook() {
     c.flush().unwrap();
     let cbk: Vec<String> = names().into_iter().filter(|n| n.starts_with("cbk-")).collect();
     assert_eq!(cbk, before.iter().filter(|n| n.starts_with("cbk-")).cloned().collect::<Vec<_>>());
+}
+
+/// v2.1 `db-pooled` (segments 2.1, WAL 1.1): the golden layout in a
+/// collection with `pool_factor` 2 — segments with a GIVEN_TOKENS section
+/// and a pooled upsert in the WAL (doc-5, given 6 tokens, keeps 3).
+fn pooled_config() -> CollectionConfig {
+    CollectionConfig { pool_factor: 2, ..CollectionConfig::new(4) }
+}
+
+/// A golden document's tokens as a pooled collection stores them: pooled
+/// by 2 (`pool_tokens`, checked against a greedy Ward in the engine's
+/// tests), as f16.
+fn golden_pooled(i: usize) -> Vec<f16> {
+    let Tokens::F16 { data, .. } = golden_doc(i).tokens else { unreachable!() };
+    let x: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
+    tessera::pool_tokens(&x, 4, 2).into_iter().map(f16::from_f32).collect()
+}
+
+#[test]
+fn v2_1_pooled_database_opens_with_its_exact_contents() {
+    let out = fixtures().join("v2.1/db-pooled");
+    if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
+        let _ = std::fs::remove_dir_all(&out);
+        write_fixture(&out, pooled_config());
+    }
+    let (tmp, cdir) = copy_of("v2.1", "db-pooled");
+    let seg = std::fs::read(file_with_prefix(&cdir, "seg-")).unwrap();
+    let half = |at: usize| u16::from_le_bytes([seg[at], seg[at + 1]]);
+    assert_eq!((half(8), half(10), u32::from_le_bytes(seg[40..44].try_into().unwrap())), (2, 1, 13));
+    let wal = std::fs::read(file_with_prefix(&cdir, "wal-")).unwrap();
+    assert_eq!((u16::from_le_bytes([wal[8], wal[9]]), u16::from_le_bytes([wal[10], wal[11]])), (1, 1));
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("golden").unwrap();
+    assert_eq!(*c.config(), pooled_config());
+    let mut given = 0;
+    let mut stored = 0;
+    for i in [0, 3, 4, 5] {
+        let d = c.get(&format!("doc-{i}")).unwrap().unwrap();
+        assert_eq!(d.tokens, golden_pooled(i), "doc-{i}");
+        assert_eq!((d.n_tokens, d.given_tokens), ((i + 1).div_ceil(2), i + 1), "doc-{i}");
+        (given, stored) = (given + d.given_tokens, stored + d.n_tokens);
+    }
+    assert!(c.get("doc-1").unwrap().is_none() && c.get("doc-2").unwrap().is_none());
+    let st = c.stats();
+    assert_eq!((st.given_tokens, st.tokens), (given, stored));
+    // Scores are MaxSim over the stored (pooled) values, as a naive f64 sum gives them.
+    let q = [0.3f32, -0.2, 0.9, 0.1];
+    let hits = c.search_with(&Tokens::F32 { data: q.to_vec(), dim: 4 }, &tessera::SearchParams::exact(10)).unwrap();
+    for h in &hits {
+        let i: usize = h.id["doc-".len()..].parse().unwrap();
+        let best = golden_pooled(i)
+            .chunks(4)
+            .map(|t| t.iter().zip(&q).map(|(a, b)| a.to_f32() as f64 * *b as f64).sum::<f64>())
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!((h.score as f64 - best).abs() < 1e-3, "{}: {} vs {best}", h.id, h.score);
+    }
+    assert_eq!(hits.len(), 4);
+}
+
+/// GIVEN_TOKENS (section 13) damaged: a flipped byte fails its checksum
+/// (reported at the section's start); a count below the stored rows, with
+/// the checksums made right, is refused at its entry.
+#[test]
+fn damaged_v2_1_given_tokens_are_refused_with_file_and_offset() {
+    for fix_crc in [false, true] {
+        let (tmp, cdir) = copy_of("v2.1", "db-pooled");
+        let seg = file_with_prefix(&cdir, "seg-");
+        let mut b = std::fs::read(&seg).unwrap();
+        let entry = 64 + 32 * 12;
+        let start = u64::from_le_bytes(b[entry..entry + 8].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(b[entry + 8..entry + 16].try_into().unwrap()) as usize;
+        assert_eq!(len, 3 * 4, "a given count for each of the segment's 3 documents (doc-1 merged away)");
+        let want = if fix_crc {
+            b[start + 4..start + 8].copy_from_slice(&1u32.to_le_bytes());
+            let crc = crc32fast_hash(&b[start..start + len]);
+            b[entry + 16..entry + 20].copy_from_slice(&crc.to_le_bytes());
+            b[44..48].fill(0);
+            let crc = crc32fast_hash(&b[..512]);
+            b[44..48].copy_from_slice(&crc.to_le_bytes());
+            start + 4
+        } else {
+            b[start + 1] ^= 0x10;
+            start
+        };
+        std::fs::write(&seg, b).unwrap();
+        match Database::open(tmp.path()) {
+            Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset as usize), (seg, want)),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    }
 }

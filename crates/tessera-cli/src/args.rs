@@ -67,6 +67,11 @@ pub struct SettingsArgs {
     /// The largest write batch accepted, encoded (1024..=1073741824; default 256 MiB).
     #[arg(long)]
     pub max_batch_bytes: Option<u64>,
+    /// Pool each upserted document's tokens into ⌈n / F⌉ by hierarchical (Ward) clustering,
+    /// each group stored as its renormalised mean (1..=64; default 1: stored as given).
+    /// Applies to documents written after it is set.
+    #[arg(long, value_name = "F")]
+    pub pool_factor: Option<u64>,
     /// pooled/muvera: HNSW links per node (2..=128; default 16). At creation only.
     #[arg(long)]
     pub hnsw_m: Option<u64>,
@@ -99,6 +104,7 @@ impl SettingsArgs {
             memtable_bytes: self.memtable_bytes,
             max_segments: self.max_segments,
             max_batch_bytes: self.max_batch_bytes,
+            pool_factor: self.pool_factor,
             hnsw_m: self.hnsw_m,
             hnsw_ef_construction: self.hnsw_ef_construction,
             centroids_k: self.centroids_k,

@@ -327,8 +327,11 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
         let v: Vec<_> = stats
             .iter()
             .map(|s| {
+                // Stored tokens per token given (1: nothing pooled).
+                let pooled_ratio = if s.given_tokens == 0 { 1.0 } else { s.tokens as f64 / s.given_tokens as f64 };
                 serde_json::json!({
                     "name": s.name, "dim": s.dim, "documents": s.documents, "tokens": s.tokens,
+                    "given_tokens": s.given_tokens, "pooled_ratio": pooled_ratio,
                     "segments": s.segments, "memtable_documents": s.memtable_documents,
                     "deleted_in_segments": s.deleted_in_segments, "bytes_on_disk": s.bytes_on_disk,
                     "storage": s.storage, "screening": s.screening, "bytes_per_token": s.bytes_per_token,

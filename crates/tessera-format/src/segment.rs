@@ -3,19 +3,21 @@
 //! A segment is one file: a 512-byte header, then its sections, each starting
 //! at a 64-byte-aligned offset (zero padding between), in this order.
 //! Version 2 names the token type and screening codes in the header and adds
-//! two sections (SCALES, CODES); version 1 (f16 tokens, ten sections) is still read.
+//! two sections (SCALES, CODES); 2.1 adds GIVEN_TOKENS (what a pooled document
+//! was given), which a 2.0 reader ignores; version 1 (f16 tokens, ten
+//! sections) is still read.
 //!
 //! Header (all little-endian):
 //! ```text
 //! offset size field
 //!      0    8 magic "TESSSEG\0"
 //!      8    2 major version (2; 1 is read)
-//!     10    2 minor version (0)
+//!     10    2 minor version (1; 0 is read)
 //!     12    4 dim                    (1..=4096)
 //!     16    8 n_docs
 //!     24    8 n_tokens               (rows of the token matrix)
 //!     32    8 file length            (bytes, header included)
-//!     40    4 section count          (12 in version 2.0, 10 in 1.0)
+//!     40    4 section count          (13 in version 2.1, 12 in 2.0, 10 in 1.0)
 //!     44    4 header CRC-32          (of bytes 0..512 with this field zeroed)
 //!     48    2 token type             (v2: 1 = f16, 2 = int8; v1: reserved zero, tokens are f16)
 //!     50    2 screening              (v2: 0 = none, 1 = binary; v1: reserved zero)
@@ -39,6 +41,8 @@
 //!                    so the ids in this order are strictly increasing — lookup by binary search
 //! 11 SCALES          (v2) int8: n_tokens f32 per-token scales (finite, ≥ 0); f16: empty
 //! 12 CODES           (v2) binary: n_tokens × ⌈dim/64⌉ u64 sign codes (bits ≥ dim zero); none: empty
+//! 13 GIVEN_TOKENS    (v2.1) n_docs u32: the tokens each document was given before pooling
+//!                    (≥ its stored rows); empty when no document of the segment was pooled
 //! ```
 
 use crate::sections::{self, SectionEntry};
@@ -52,13 +56,15 @@ pub const MAGIC: &[u8; 8] = b"TESSSEG\0";
 pub const MAJOR: u16 = 2;
 /// The oldest major version this build reads.
 pub const OLDEST_MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 512;
 /// Alignment of every section's start.
 pub use crate::sections::ALIGN;
 pub const MAX_SECTIONS: usize = 14;
-/// Sections of a version 2 segment.
-pub const SECTION_COUNT: usize = 12;
+/// Sections of a version 2.1 segment (2.0 has 12).
+pub const SECTION_COUNT: usize = 13;
+/// Sections of a version 2.0 segment.
+pub const SECTION_COUNT_V2_0: usize = 12;
 /// Sections of a version 1 segment.
 pub const SECTION_COUNT_V1: usize = 10;
 
@@ -81,6 +87,7 @@ pub enum Section {
     IdOrder,
     Scales,
     Codes,
+    GivenTokens,
 }
 
 #[repr(C)]
@@ -119,6 +126,20 @@ pub struct StoredRows<'a> {
     pub codes: &'a [u64],
 }
 
+/// One document for [`SegmentWriter::add`]. The caller has validated it:
+/// `tokens` holds `n ≥ 1` rows of the segment's token type (and `n` scales,
+/// `n` codes where the type and screening have them), `id` is non-empty,
+/// `payload` is JSON, and `given_tokens` (the rows it was given, before any
+/// pooling) is at least `n`.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentDoc<'a> {
+    pub id: &'a str,
+    pub tokens: StoredRows<'a>,
+    pub text: Option<&'a str>,
+    pub payload: Option<&'a str>,
+    pub given_tokens: usize,
+}
+
 /// Streams documents into a segment file: the token matrix is written as
 /// documents arrive; the (small) tables, scales and codes are kept in memory
 /// and written by [`finish`](Self::finish), which then fills in the header.
@@ -140,6 +161,9 @@ pub struct SegmentWriter<W: Write + Seek> {
     flags: Vec<u8>,
     scales: Vec<f32>,
     codes: Vec<u64>,
+    given: Vec<u32>,
+    /// Whether a document was given more tokens than it stores.
+    pooled: bool,
 }
 
 impl<W: Write + Seek> SegmentWriter<W> {
@@ -165,6 +189,8 @@ impl<W: Write + Seek> SegmentWriter<W> {
             flags: Vec::new(),
             scales: Vec::new(),
             codes: Vec::new(),
+            given: Vec::new(),
+            pooled: false,
         })
     }
 
@@ -172,13 +198,15 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.flags.len()
     }
 
-    /// Appends one document. The caller has validated it: `t` holds `n ≥ 1`
-    /// rows of the segment's token type (and `n` scales, `n` codes where the
-    /// type and screening have them), `id` is non-empty, `payload` is JSON.
-    pub fn add(&mut self, id: &str, t: StoredRows<'_>, text: Option<&str>, payload: Option<&str>) -> io::Result<()> {
+    /// Appends one document.
+    pub fn add(&mut self, d: SegmentDoc<'_>) -> io::Result<()> {
+        let SegmentDoc { id, tokens: t, text, payload, given_tokens } = d;
         let row = self.token_type.row_bytes(self.dim);
         let n = t.rows.len() / row;
         assert!(!id.is_empty() && n > 0 && t.rows.len() == n * row);
+        assert!(given_tokens >= n && given_tokens <= u32::MAX as usize);
+        self.given.push(given_tokens as u32);
+        self.pooled |= given_tokens != n;
         assert_eq!(t.scales.len() * 4, n * self.token_type.scale_bytes());
         assert_eq!(t.codes.len(), n * self.screening.code_words(self.dim));
         self.w.write_all(t.rows)?;
@@ -248,6 +276,8 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.section(10, bytemuck::cast_slice(&scales), &mut entries)?;
         let codes = std::mem::take(&mut self.codes);
         self.section(11, bytemuck::cast_slice(&codes), &mut entries)?;
+        let given = if self.pooled { std::mem::take(&mut self.given) } else { Vec::new() };
+        self.section(12, bytemuck::cast_slice(&given), &mut entries)?;
         let mut h = Header {
             magic: *MAGIC,
             major: MAJOR,
@@ -295,7 +325,11 @@ impl SegmentLayout {
     /// structure. `bytes` must start at an 8-byte-aligned address (a memory map does).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let h: Header = sections::read_header(bytes, "segment")?;
-        let known = if h.major == 1 { SECTION_COUNT_V1 } else { SECTION_COUNT };
+        let known = match (h.major, h.minor) {
+            (1, _) => SECTION_COUNT_V1,
+            (_, 0) => SECTION_COUNT_V2_0,
+            _ => SECTION_COUNT,
+        };
         sections::Prelude {
             what: "segment",
             magic: h.magic,
@@ -355,6 +389,13 @@ impl SegmentLayout {
                 return Err(corrupted(r.start, format!("section {s:?} is {} bytes, expected {want:?}", r.len())));
             }
         }
+        let r = &self.sections[Section::GivenTokens as usize];
+        if !r.is_empty() && Some(r.len()) != self.n_docs.checked_mul(4) {
+            return Err(corrupted(
+                r.start,
+                format!("section GivenTokens is {} bytes, expected 0 or {}", r.len(), 4 * self.n_docs),
+            ));
+        }
         Ok(())
     }
 
@@ -413,7 +454,22 @@ impl SegmentLayout {
                 }
             }
         }
+        self.check_given(bytes)?;
         self.check_id_order(bytes)
+    }
+
+    /// A document was given at least the tokens it stores.
+    fn check_given(&self, bytes: &[u8]) -> Result<()> {
+        let r = self.sections[Section::GivenTokens as usize].clone();
+        if r.is_empty() {
+            return Ok(());
+        }
+        let given: &[u32] = bytemuck::cast_slice(&bytes[r.clone()]);
+        let o = self.doc_offsets(bytes);
+        if let Some(i) = (0..self.n_docs).find(|&i| (given[i] as u64) < o[i + 1] - o[i]) {
+            return Err(corrupted(r.start + 4 * i, format!("doc {i} was given fewer tokens than it stores")));
+        }
+        Ok(())
     }
 
     fn check_id_order(&self, bytes: &[u8]) -> Result<()> {
@@ -479,6 +535,17 @@ impl SegmentLayout {
         bytemuck::cast_slice(&bytes[self.sections[Section::Codes as usize].clone()])
     }
 
+    /// The tokens document `i` was given before pooling (its stored rows
+    /// when it was not pooled).
+    pub fn given_tokens(&self, bytes: &[u8], i: usize) -> usize {
+        let r = self.sections[Section::GivenTokens as usize].clone();
+        if r.is_empty() {
+            let o = self.doc_offsets(bytes);
+            return (o[i + 1] - o[i]) as usize;
+        }
+        bytemuck::cast_slice::<u8, u32>(&bytes[r])[i] as usize
+    }
+
     /// Token row offsets (`n_docs + 1`).
     pub fn doc_offsets<'a>(&self, bytes: &'a [u8]) -> &'a [u64] {
         self.u64s(bytes, Section::DocOffsets)
@@ -530,6 +597,7 @@ pub fn section_name(kind: u32) -> &'static str {
         "ID_ORDER",
         "SCALES",
         "CODES",
+        "GIVEN_TOKENS",
     ];
     (kind as usize).checked_sub(1).and_then(|i| NAMES.get(i)).copied().unwrap_or("?")
 }
@@ -640,7 +708,8 @@ mod tests {
                     .map(|r| r.iter().enumerate().fold(0, |c, (k, &x)| c | (((x > 0.0) as u64) << k)))
                     .collect(),
             };
-            w.add(id, StoredRows { rows: &rows, scales: &scales, codes: &codes }, text, payload).unwrap();
+            let tokens = StoredRows { rows: &rows, scales: &scales, codes: &codes };
+            w.add(SegmentDoc { id, tokens, text, payload, given_tokens: n }).unwrap();
         }
         let (c, len) = w.finish().unwrap();
         let v = c.into_inner();
@@ -669,6 +738,49 @@ mod tests {
         for s in 0..SECTION_COUNT {
             assert_eq!(l.sections[s].start % ALIGN, 0);
         }
+    }
+
+    /// A pooled document's given count is kept (GIVEN_TOKENS); a segment of
+    /// unpooled documents has the section empty; a count below the stored
+    /// rows is refused at its offset.
+    #[test]
+    fn given_token_counts_round_trip_and_are_verified() {
+        let write = |given: [usize; 2]| {
+            let mut w = SegmentWriter::new(Cursor::new(Vec::new()), 3, TokenType::F16, Screening::None).unwrap();
+            for (i, id) in ["a", "b"].into_iter().enumerate() {
+                let rows = f16_rows(&[1., 2., 3., 4., 5., 6.][..3 * (i + 1)]);
+                let tokens = StoredRows { rows: &rows, scales: &[], codes: &[] };
+                w.add(SegmentDoc { id, tokens, text: None, payload: None, given_tokens: given[i] }).unwrap();
+            }
+            w.finish().unwrap().0.into_inner()
+        };
+        for (given, section_len) in [([1, 2], 0), ([4, 2], 8), ([1, 7], 8)] {
+            let raw = write(given);
+            let store = aligned(&raw);
+            let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+            let l = SegmentLayout::parse(b).unwrap();
+            assert_eq!((l.major, l.minor), (2, 1));
+            assert_eq!(l.section_range(Section::GivenTokens).len(), section_len);
+            assert_eq!([l.given_tokens(b, 0), l.given_tokens(b, 1)], given);
+        }
+        // Damaged: doc b given 1 while it stores 2 (CRCs fixed, so only the check can tell).
+        let mut raw = write([4, 2]);
+        let r = {
+            let store = aligned(&raw);
+            let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+            SegmentLayout::parse(b).unwrap().section_range(Section::GivenTokens)
+        };
+        raw[r.start + 4..r.start + 8].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32(&raw[r.clone()]);
+        let entry = 64 + 32 * Section::GivenTokens as usize;
+        raw[entry + 16..entry + 20].copy_from_slice(&crc.to_le_bytes());
+        let mut h: Header = bytemuck::pod_read_unaligned(&raw[..HEADER_LEN]);
+        h.header_crc = header_crc(h);
+        raw[..HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+        let store = aligned(&raw);
+        let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+        let e = SegmentLayout::parse(b).unwrap_err();
+        assert!(matches!(&e, crate::FormatError::Corrupted { offset, .. } if *offset == (r.start + 4) as u64), "{e:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! offset size field
 //!      0    8 magic "TESSWAL\0"
 //!      8    2 major version (1)
-//!     10    2 minor version (0)
+//!     10    2 minor version (1; 0 is read)
 //!     12    4 dim of the collection
 //!     16    8 WAL id (the number in the file name)
 //!     24    4 reserved (zero)
@@ -22,8 +22,9 @@
 //! u64 sequence number (strictly increasing within a collection)
 //! u32 op count
 //! per op: u8 kind
-//!   kind 1 (upsert): u16 id length, id (UTF-8), u8 flags (bit 0 text, bit 1 payload),
-//!                    u32 token rows n, [u32 text length, text] if bit 0,
+//!   kind 1 (upsert): u16 id length, id (UTF-8), u8 flags (bit 0 text, bit 1 payload,
+//!                    bit 2 pooled (1.1)), u32 token rows n, [u32 given rows, > n] if bit 2,
+//!                    [u32 text length, text] if bit 0,
 //!                    [u32 payload length, payload JSON] if bit 1, n × dim f16 tokens
 //!   kind 2 (delete): u16 id length, id (UTF-8)
 //! ```
@@ -37,7 +38,7 @@ use crate::{FormatError, Reader, Result, corrupted, crc32};
 
 pub const MAGIC: &[u8; 8] = b"TESSWAL\0";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest payload of one frame (1 GiB).
@@ -47,6 +48,7 @@ const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const FLAG_TEXT: u8 = 1;
 const FLAG_PAYLOAD: u8 = 2;
+const FLAG_POOLED: u8 = 4;
 
 pub fn encode_header(dim: u32, wal_id: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -223,6 +225,8 @@ pub enum Op<'a> {
         rows: u32,
         text: Option<&'a str>,
         payload: Option<&'a str>,
+        /// The rows the document was given, when it was pooled to `rows` (more than `rows`).
+        given: Option<u32>,
     },
     Delete {
         id: &'a str,
@@ -245,13 +249,18 @@ pub fn encode_batch(seq: u64, ops: &[Op<'_>]) -> Vec<u8> {
     };
     for op in ops {
         match op {
-            Op::Upsert { id, tokens, rows, text, payload } => {
+            Op::Upsert { id, tokens, rows, text, payload, given } => {
                 out.push(OP_UPSERT);
                 put_str16(&mut out, id);
-                let flags =
-                    if text.is_some() { FLAG_TEXT } else { 0 } | if payload.is_some() { FLAG_PAYLOAD } else { 0 };
+                let flags = if text.is_some() { FLAG_TEXT } else { 0 }
+                    | if payload.is_some() { FLAG_PAYLOAD } else { 0 }
+                    | if given.is_some() { FLAG_POOLED } else { 0 };
                 out.push(flags);
                 out.extend_from_slice(&rows.to_le_bytes());
+                if let Some(g) = given {
+                    assert!(g > rows, "a pooled document was given more rows than it keeps");
+                    out.extend_from_slice(&g.to_le_bytes());
+                }
                 if let Some(t) = text {
                     put_str32(&mut out, t);
                 }
@@ -284,13 +293,22 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
                 let id_len = r.u16("id length")? as usize;
                 let id = r.str(id_len, "id")?;
                 let flags = r.u8("flags")?;
-                if flags & !(FLAG_TEXT | FLAG_PAYLOAD) != 0 {
+                if flags & !(FLAG_TEXT | FLAG_PAYLOAD | FLAG_POOLED) != 0 {
                     return Err(corrupted(at, format!("unknown upsert flags {flags:#x}")));
                 }
                 let rows = r.u32("token rows")?;
                 if id.is_empty() || rows == 0 {
                     return Err(corrupted(at, "upsert with an empty id or no tokens"));
                 }
+                let given = if flags & FLAG_POOLED != 0 {
+                    let g = r.u32("given rows")?;
+                    if g <= rows {
+                        return Err(corrupted(at, format!("a pooled upsert given {g} rows keeps {rows}")));
+                    }
+                    Some(g)
+                } else {
+                    None
+                };
                 let text = if flags & FLAG_TEXT != 0 {
                     let l = r.u32("text length")? as usize;
                     Some(r.str(l, "text")?)
@@ -306,7 +324,7 @@ pub fn decode_batch(payload: &[u8], dim: usize, base: u64) -> Result<(u64, Vec<O
                 let n_bytes =
                     (rows as usize).checked_mul(dim * 2).ok_or_else(|| corrupted(at, "token size overflows"))?;
                 let tokens = r.bytes(n_bytes, "tokens")?;
-                ops.push(Op::Upsert { id, tokens, rows, text, payload });
+                ops.push(Op::Upsert { id, tokens, rows, text, payload, given });
             }
             OP_DELETE => {
                 let id_len = r.u16("id length")? as usize;
@@ -424,8 +442,9 @@ mod tests {
     fn batch_round_trip() {
         let tok = [1u8, 2, 3, 4, 5, 6, 7, 8];
         let ops = vec![
-            Op::Upsert { id: "a", tokens: &tok, rows: 2, text: Some("hi"), payload: None },
-            Op::Upsert { id: "b", tokens: &tok[..4], rows: 1, text: None, payload: Some("{\"x\":1}") },
+            Op::Upsert { id: "a", tokens: &tok, rows: 2, text: Some("hi"), payload: None, given: None },
+            Op::Upsert { id: "b", tokens: &tok[..4], rows: 1, text: None, payload: Some("{\"x\":1}"), given: None },
+            Op::Upsert { id: "p", tokens: &tok[..4], rows: 1, text: Some("t"), payload: None, given: Some(3) },
             Op::Delete { id: "c" },
         ];
         let enc = encode_batch(42, &ops);

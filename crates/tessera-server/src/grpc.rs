@@ -311,6 +311,7 @@ fn settings_of(p: pb::CollectionSettings) -> tessera::Settings {
         memtable_bytes: p.memtable_bytes,
         max_segments: p.max_segments,
         max_batch_bytes: p.max_batch_bytes,
+        pool_factor: p.pool_factor,
         hnsw_m: p.hnsw_m,
         hnsw_ef_construction: p.hnsw_ef_construction,
         centroids_k: p.centroids_k,
@@ -326,6 +327,7 @@ fn pb_settings(s: tessera::Settings) -> pb::CollectionSettings {
         memtable_bytes: s.memtable_bytes,
         max_segments: s.max_segments,
         max_batch_bytes: s.max_batch_bytes,
+        pool_factor: s.pool_factor,
         hnsw_m: s.hnsw_m,
         hnsw_ef_construction: s.hnsw_ef_construction,
         centroids_k: s.centroids_k,
@@ -346,6 +348,7 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         durability: c.durability.to_string(),
         documents: s.documents as u64,
         tokens: s.tokens as u64,
+        given_tokens: s.given_tokens as u64,
         segments: s.segments as u64,
         memtable_documents: s.memtable_documents as u64,
         deleted_in_segments: s.deleted_in_segments as u64,
@@ -582,7 +585,8 @@ impl pb::tessera_server::Tessera for Grpc {
                 };
                 docs.push(Document { id: d.id, tokens, text: d.text, payload });
             }
-            Ok(pb::UpsertResponse { upserted: s.upsert(&r.collection, docs).await? as u64 })
+            let options = tessera::UpsertOptions { pool_factor: r.pool_factor };
+            Ok(pb::UpsertResponse { upserted: s.upsert(&r.collection, docs, options).await? as u64 })
         })
         .await
     }

@@ -371,6 +371,9 @@ struct DocBody {
 #[serde(deny_unknown_fields)]
 struct UpsertBody {
     documents: Vec<DocBody>,
+    /// Pool each document's tokens by this factor instead of the collection's.
+    #[serde(default, deserialize_with = "tessera::wire::int::opt")]
+    pool_factor: Option<usize>,
 }
 
 async fn upsert(
@@ -389,7 +392,8 @@ async fn upsert(
             payload: d.payload.map(|p| p.0).filter(|p| !p.is_null()),
         })
         .collect();
-    let n = s.upsert(&name, docs).await?;
+    let pool_factor = b.pool_factor.map(|f| u32::try_from(f).unwrap_or(u32::MAX));
+    let n = s.upsert(&name, docs, tessera::UpsertOptions { pool_factor }).await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "upserted": n })))
 }
 

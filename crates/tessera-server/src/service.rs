@@ -1056,7 +1056,12 @@ impl Service {
     }
 
     /// Inserts or replaces documents; returns once the batch is durable.
-    pub async fn upsert(&self, name: &str, docs: Vec<Document>) -> Result<usize, ApiError> {
+    pub async fn upsert(
+        &self,
+        name: &str,
+        docs: Vec<Document>,
+        options: tessera::UpsertOptions,
+    ) -> Result<usize, ApiError> {
         let c = self.collection(name)?;
         let l = &self.limits;
         if docs.is_empty() {
@@ -1090,7 +1095,7 @@ impl Service {
             }
         }
         let n = docs.len();
-        self.write(move || Ok(c.upsert(&docs).map(|_| n)?)).await
+        self.write(move || Ok(c.upsert_with(&docs, &options).map(|_| n)?)).await
     }
 
     /// Deletes documents; returns how many existed.

@@ -242,7 +242,7 @@ fn a_trickled_message_times_out_and_bytes_being_received_are_bounded() {
             ..Default::default()
         })
         .collect();
-    let r = s.rt.block_on(c.upsert(pb::UpsertRequest { collection: "c".into(), documents }));
+    let r = s.rt.block_on(c.upsert(pb::UpsertRequest { collection: "c".into(), documents, pool_factor: None }));
     assert_eq!(r.expect("received within the bounds").into_inner().upserted, 10);
 }
 

@@ -74,7 +74,10 @@ fn every_rpc_against_the_reference() {
             payload_json: Some(json!({"i": i}).to_string()),
         })
         .collect();
-    let up = rt.block_on(c.upsert(pb::UpsertRequest { collection: "g".into(), documents })).unwrap().into_inner();
+    let up = rt
+        .block_on(c.upsert(pb::UpsertRequest { collection: "g".into(), documents, pool_factor: None }))
+        .unwrap()
+        .into_inner();
     assert_eq!(up.upserted, 80);
 
     // Get: f16 tokens exactly as stored; text and payload.
@@ -252,7 +255,7 @@ fn errors_and_limits_map_to_status_codes() {
     let row = vec![1.0f32, 0.0];
     let t = |n: usize| Some(tensor(&vec![row.clone(); n], false));
     let doc = |id: &str, n: usize| pb::Document { id: id.into(), tokens: t(n), text: None, payload_json: None };
-    let up = |docs: Vec<pb::Document>| pb::UpsertRequest { collection: "g".into(), documents: docs };
+    let up = |docs: Vec<pb::Document>| pb::UpsertRequest { collection: "g".into(), documents: docs, pool_factor: None };
     let search = |f: &dyn Fn(&mut pb::SearchRequest)| {
         let mut r = pb::SearchRequest { collection: "g".into(), query: t(1), k: 3, ..Default::default() };
         f(&mut r);
@@ -379,6 +382,7 @@ fn grpc_keys_in_metadata() {
     let big = pb::UpsertRequest {
         collection: "g".into(),
         documents: vec![pb::Document { id: "x".into(), text: Some("z".repeat(70 << 20)), ..Default::default() }],
+        pool_factor: None,
     };
     let (got, msg) = code(rt.block_on(c.upsert(big)));
     assert_eq!(got, Code::Unauthenticated, "{msg}");
@@ -409,7 +413,7 @@ fn storage_screening_and_rerank_over_grpc() {
             pb::Document { id: format!("d{i}"), tokens: Some(tensor(&rng.tokens(n, DIM), false)), ..Default::default() }
         })
         .collect();
-    rt.block_on(c.upsert(pb::UpsertRequest { collection: "q".into(), documents })).unwrap();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "q".into(), documents, pool_factor: None })).unwrap();
     let query = Some(tensor(&rng.tokens(2, DIM), false));
     let search = |rerank: Option<u32>, exact: bool| pb::SearchRequest {
         collection: "q".into(),
@@ -440,7 +444,7 @@ fn storage_screening_and_rerank_over_grpc() {
             ..Default::default()
         })
         .collect();
-    rt.block_on(c.upsert(pb::UpsertRequest { collection: "cen".into(), documents })).unwrap();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "cen".into(), documents, pool_factor: None })).unwrap();
     let with_nprobe = |coll: &str| pb::SearchRequest {
         collection: coll.into(),
         query: query.clone(),
@@ -482,7 +486,7 @@ fn search_batch_over_grpc_equals_one_by_one() {
             }
         })
         .collect();
-    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents })).unwrap();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents, pool_factor: None })).unwrap();
     let queries: Vec<pb::Tensor> = (0..20).map(|i| tensor(&rng.tokens(1 + i % 4, DIM), i % 3 == 0)).collect();
     for exact in [false, true] {
         let options = pb::SearchRequest { collection: "b".into(), k: 6, exact, ..Default::default() };
@@ -511,7 +515,7 @@ fn search_batch_over_grpc_equals_one_by_one() {
             ..Default::default()
         })
         .collect();
-    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents })).unwrap();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "b".into(), documents, pool_factor: None })).unwrap();
     let texts: Vec<String> = (0..queries.len()).map(|i| format!("term{}", i % 7)).collect();
     let options = pb::SearchRequest { collection: "b".into(), k: 5, ..Default::default() };
     let batch = pb::SearchBatchRequest {
@@ -712,7 +716,7 @@ fn texts_models_and_reindex() {
         .enumerate()
         .map(|(i, t)| pb::Document { id: format!("d{i}"), tokens: None, text: Some(t.to_string()), payload_json: None })
         .collect();
-    rt.block_on(c.upsert(pb::UpsertRequest { collection: "t".into(), documents })).unwrap();
+    rt.block_on(c.upsert(pb::UpsertRequest { collection: "t".into(), documents, pool_factor: None })).unwrap();
 
     // A batch of text queries (exact) and a text rerank: the f64 MaxSim of the model's vectors.
     let check = |enc: &tessera::Encoder, c: &mut pb::tessera_client::TesseraClient<tonic::transport::Channel>| {

@@ -1497,7 +1497,7 @@ fn collection_settings_at_creation_and_changed_later() {
     let r = call("POST", "/v1/collections", create.clone());
     assert_eq!(r.status, 201, "{}", r.body);
     let info = r.json();
-    let want = json!({"memtable_bytes": 1 << 20, "max_segments": 16, "max_batch_bytes": 256 << 20,
+    let want = json!({"memtable_bytes": 1 << 20, "max_segments": 16, "max_batch_bytes": 256 << 20, "pool_factor": 1,
                       "centroids_k": 64, "default_nprobe": 0, "min_train_tokens": 100_000,
                       "train_iterations": 8, "drift": 0.05});
     assert_eq!(info["settings"], want);
@@ -1571,6 +1571,36 @@ fn collection_settings_at_creation_and_changed_later() {
     };
     let st = s.rt.block_on(g.create_collection(with_key(create))).unwrap().into_inner().settings.unwrap();
     assert_eq!((st.hnsw_m, st.max_batch_bytes, st.min_train_tokens), (Some(8), Some(4096), None));
+    // Token pooling: the setting over gRPC, an upsert's own factor over gRPC
+    // and HTTP; the info counts the tokens given beside those stored.
+    let upd = pb::UpdateSettingsRequest {
+        collection: "g".into(),
+        settings: Some(pb::CollectionSettings { pool_factor: Some(2), ..Default::default() }),
+    };
+    assert_eq!(
+        s.rt.block_on(g.update_settings(with_key(upd))).unwrap().into_inner().settings.unwrap().pool_factor,
+        Some(2)
+    );
+    let doc = |id: &str, n: usize| pb::Document {
+        id: id.into(),
+        tokens: Some(pb::Tensor {
+            dtype: pb::Dtype::F32.into(),
+            shape: vec![n as u64, 8],
+            data: (0..n * 8).flat_map(|i| ((i % 7) as f32 - 3.0).to_le_bytes()).collect(),
+        }),
+        ..Default::default()
+    };
+    let up = |docs, pool_factor| pb::UpsertRequest { collection: "g".into(), documents: docs, pool_factor };
+    s.rt.block_on(g.upsert(with_key(up(vec![doc("a", 9)], None)))).unwrap();
+    s.rt.block_on(g.upsert(with_key(up(vec![doc("b", 9)], Some(3))))).unwrap();
+    let e = s.rt.block_on(g.upsert(with_key(up(vec![doc("c", 9)], Some(0))))).unwrap_err();
+    assert!(e.message().contains("pool_factor must be in 1..=64"), "{}", e.message());
+    let body = json!({"documents": [{"id": "h", "tokens": vec![vec![1.0; 8]; 9]}], "pool_factor": 9});
+    let r = http(s.http, "POST", "/v1/collections/g/upsert", Some(rw), Some(&body.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let info = s.rt.block_on(g.get_collection(with_key(pb::CollectionRequest { collection: "g".into() }))).unwrap();
+    let info = info.into_inner();
+    assert_eq!((info.tokens, info.given_tokens), (5 + 3 + 1, 27));
     s.stop().unwrap();
 }
 

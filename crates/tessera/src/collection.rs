@@ -15,7 +15,9 @@
 
 use crate::centroids::{self, Codebook};
 use crate::config::{CollectionConfig, IndexConfig};
-use crate::doc::{Document, MemDoc, StoredDocument, WalDoc, check_id, parse_payload, prepare_batch};
+use crate::doc::{
+    Document, MemDoc, StoredDocument, UpsertOptions, WalDoc, check_id, check_pool_factor, parse_payload, prepare_batch,
+};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry};
@@ -30,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tessera_format::deletes::DeletionVector;
-use tessera_format::segment::{SegmentWriter, StoredRows};
+use tessera_format::segment::{SegmentDoc, SegmentWriter, StoredRows};
 use tessera_index::Encoder;
 
 struct Writer {
@@ -195,7 +197,11 @@ pub struct CollectionStats {
     pub name: String,
     pub dim: usize,
     pub documents: usize,
+    /// Tokens stored for the live documents.
     pub tokens: usize,
+    /// Tokens the live documents were given: more than `tokens` when some
+    /// were pooled (`pool_factor`), else equal.
+    pub given_tokens: usize,
     pub segments: usize,
     pub memtable_documents: usize,
     pub deleted_in_segments: usize,
@@ -633,14 +639,25 @@ impl Collection {
     /// written to the WAL (and fsynced, by default) before this returns: either
     /// every document is applied or none is.
     pub fn upsert(&self, docs: &[Document]) -> Result<()> {
+        self.upsert_with(docs, &UpsertOptions::default())
+    }
+
+    /// [`upsert`](Self::upsert) with options: a `pool_factor` for this batch
+    /// instead of the collection's.
+    pub fn upsert_with(&self, docs: &[Document], options: &UpsertOptions) -> Result<()> {
+        let config = self.config();
+        let pool_factor = options.pool_factor.unwrap_or(config.pool_factor);
+        check_pool_factor(pool_factor)?;
         // Documents without tokens are encoded from their text by the bound
         // model first: the whole batch is checked before anything is written.
         let filled = self.fill_tokens(docs)?;
-        let prepared = prepare_batch(&filled, &self.config())?;
+        let prepared = prepare_batch(&filled, &config, pool_factor)?;
         match self.write(prepared, Vec::new()) {
             // Replaced while this waited: the new version takes the batch
             // (its texts encoded by its own model).
-            Err(Error::Replaced(_)) if self.successor.get().is_some() => self.successor.get().unwrap().upsert(docs),
+            Err(Error::Replaced(_)) if self.successor.get().is_some() => {
+                self.successor.get().unwrap().upsert_with(docs, options)
+            }
             r => r.map(|_| ()),
         }
     }
@@ -749,6 +766,7 @@ impl Collection {
                 id: d.id.clone(),
                 tokens: values(self.config().storage, d.tokens.view()),
                 n_tokens: d.n_tokens,
+                given_tokens: d.given_tokens,
                 dim,
                 text: d.text.clone(),
                 payload: d.payload.as_deref().and_then(parse_payload),
@@ -761,6 +779,7 @@ impl Collection {
                     id: id.into(),
                     tokens: values(s.matrix().token_type, s.tokens(r)),
                     n_tokens: s.n_tokens_of(r),
+                    given_tokens: s.given_tokens_of(r),
                     dim,
                     text: s.text(r).map(Into::into),
                     payload: s.payload(r).and_then(parse_payload),
@@ -884,6 +903,7 @@ impl Collection {
             dim: self.config().dim,
             documents: snap.len(),
             tokens: snap.mem.n_tokens() + snap.segments.iter().map(|s| s.live_tokens()).sum::<usize>(),
+            given_tokens: snap.mem.given_tokens() + snap.segments.iter().map(|s| s.live_given_tokens()).sum::<usize>(),
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
             deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
@@ -1331,7 +1351,7 @@ impl Collection {
         let built = if s.mem.is_empty() {
             Ok(None)
         } else {
-            let docs = s.mem.docs().map(|d| (d.id.as_str(), d.tokens.view(), d.text.as_deref(), d.payload.as_deref()));
+            let docs = s.mem.docs().map(|d| d.segment_doc());
             self.build_segment(&s.ctx, docs, &[], &mut scratch, &mut created).map(Some)
         };
         // Counted before the commit, which records the build times.
@@ -1355,7 +1375,7 @@ impl Collection {
     fn build_segment<'a>(
         &self,
         ctx: &SealCtx,
-        docs: impl Iterator<Item = DocRef<'a>>,
+        docs: impl Iterator<Item = SegmentDoc<'a>>,
         sources: &[SegmentView],
         scratch: &mut Manifest,
         created: &mut Vec<PathBuf>,
@@ -1494,12 +1514,7 @@ impl Collection {
         let built = match live {
             0 => Ok(None),
             _ => {
-                let docs = p.views.iter().flat_map(|sv| {
-                    sv.live.iter().map(move |&r| {
-                        let (s, r) = (&sv.seg, r as usize);
-                        (s.id_of(r), s.tokens(r), s.text(r), s.payload(r))
-                    })
-                });
+                let docs = p.views.iter().flat_map(|sv| sv.live.iter().map(move |&r| sv.seg.doc(r as usize)));
                 self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some)
             }
         };
@@ -1610,15 +1625,13 @@ impl Writer {
     }
 }
 
-type DocRef<'a> = (&'a str, StoredRows<'a>, Option<&'a str>, Option<&'a str>);
-
 /// Writes a segment file under a temporary name, fsyncs it and renames it
 /// into place (the caller syncs the directory before referencing it).
 fn write_segment<'a>(
     dir: &Path,
     id: u64,
     config: &CollectionConfig,
-    docs: impl Iterator<Item = DocRef<'a>>,
+    docs: impl Iterator<Item = SegmentDoc<'a>>,
     created: &mut Vec<PathBuf>,
 ) -> Result<PathBuf> {
     let path = dir.join(manifest::segment_file(id));
@@ -1630,8 +1643,8 @@ fn write_segment<'a>(
     let res = (|| {
         let out = BufWriter::with_capacity(1 << 20, file);
         let mut sw = SegmentWriter::new(out, config.dim, config.storage, config.screening)?;
-        for (id, tokens, text, payload) in docs {
-            sw.add(id, tokens, text, payload)?;
+        for d in docs {
+            sw.add(d)?;
         }
         let (bw, _) = sw.finish()?;
         let file = bw.into_inner().map_err(|e| e.into_error())?;

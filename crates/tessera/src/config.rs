@@ -187,6 +187,19 @@ pub struct CollectionConfig {
     /// Codes stored beside the tokens to screen candidates before the exact
     /// rerank: `none` or `binary` (one sign bit per dimension).
     pub screening: Screening,
+    /// Each upserted document's tokens are pooled into ⌈n / pool_factor⌉
+    /// (`crate::pool_tokens`); 1 (the default, and what a manifest without
+    /// it means): stored as given.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub pool_factor: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(f: &u32) -> bool {
+    *f == 1
 }
 
 impl Default for CollectionConfig {
@@ -201,6 +214,7 @@ impl Default for CollectionConfig {
             text: Some(TextConfig::default()),
             storage: TokenType::F16,
             screening: Screening::None,
+            pool_factor: 1,
         }
     }
 }
@@ -264,6 +278,7 @@ impl CollectionConfig {
         if self.max_segments < 1 {
             return bad("max_segments must be at least 1".into());
         }
+        crate::doc::check_pool_factor(self.pool_factor)?;
         if !(1024..=tessera_format::wal::MAX_FRAME).contains(&self.max_batch_bytes) {
             return bad(format!("max_batch_bytes must be in 1024..={}", tessera_format::wal::MAX_FRAME));
         }
@@ -308,6 +323,11 @@ pub struct Settings {
     /// The largest write batch accepted, encoded (default 256 MiB). Updatable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_bytes: Option<u64>,
+    /// Pool each upserted document's tokens into ⌈n / pool_factor⌉ (1..=64;
+    /// default 1: stored as given). Updatable: applies to later upserts; an
+    /// upsert may ask for its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_factor: Option<u64>,
     /// `pooled`/`muvera` indexes: HNSW links per node (default 16). At creation only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hnsw_m: Option<u64>,
@@ -339,8 +359,15 @@ pub struct Settings {
 
 impl Settings {
     /// The settings that [`Collection::update_settings`](crate::Collection::update_settings) may change.
-    pub const UPDATABLE: [&'static str; 6] =
-        ["memtable_bytes", "max_segments", "max_batch_bytes", "default_nprobe", "min_train_tokens", "drift"];
+    pub const UPDATABLE: [&'static str; 7] = [
+        "memtable_bytes",
+        "max_segments",
+        "max_batch_bytes",
+        "pool_factor",
+        "default_nprobe",
+        "min_train_tokens",
+        "drift",
+    ];
 
     /// These settings with only those that may change after creation kept.
     pub fn updatable(&self) -> Self {
@@ -348,6 +375,7 @@ impl Settings {
             memtable_bytes: self.memtable_bytes,
             max_segments: self.max_segments,
             max_batch_bytes: self.max_batch_bytes,
+            pool_factor: self.pool_factor,
             default_nprobe: self.default_nprobe,
             min_train_tokens: self.min_train_tokens,
             drift: self.drift,
@@ -361,6 +389,7 @@ impl Settings {
             memtable_bytes: Some(config.memtable_bytes as u64),
             max_segments: Some(config.max_segments as u64),
             max_batch_bytes: Some(config.max_batch_bytes as u64),
+            pool_factor: Some(config.pool_factor.into()),
             ..Settings::default()
         };
         match &config.index {
@@ -380,12 +409,13 @@ impl Settings {
     }
 
     /// Every setting by name, with its value (as f64: each is exact there).
-    fn fields(&self) -> [(&'static str, Option<f64>); 10] {
+    fn fields(&self) -> [(&'static str, Option<f64>); 11] {
         let f = |v: Option<u64>| v.map(|x| x as f64);
         [
             ("memtable_bytes", f(self.memtable_bytes)),
             ("max_segments", f(self.max_segments)),
             ("max_batch_bytes", f(self.max_batch_bytes)),
+            ("pool_factor", f(self.pool_factor)),
             ("hnsw_m", f(self.hnsw_m)),
             ("hnsw_ef_construction", f(self.hnsw_ef_construction)),
             ("centroids_k", f(self.centroids_k)),
@@ -397,7 +427,7 @@ impl Settings {
     }
 
     /// Every setting's name.
-    pub fn names() -> [&'static str; 10] {
+    pub fn names() -> [&'static str; 11] {
         Self::default().fields().map(|(name, _)| name)
     }
 
@@ -433,7 +463,7 @@ impl Settings {
             IndexKind::Centroids => &["centroids_k", "default_nprobe", "min_train_tokens", "train_iterations", "drift"],
             IndexKind::None => &[],
         };
-        let general = ["memtable_bytes", "max_segments", "max_batch_bytes"];
+        let general = ["memtable_bytes", "max_segments", "max_batch_bytes", "pool_factor"];
         if let Some(other) = given.iter().find(|n| !general.contains(n) && !of_kind.contains(n)) {
             return bad(format!("{other} does not apply to a collection with index {kind}"));
         }
@@ -453,6 +483,10 @@ impl Settings {
         let frame = 1024..=tessera_format::wal::MAX_FRAME as u64;
         if let Some(v) = within("max_batch_bytes", self.max_batch_bytes, frame)? {
             c.max_batch_bytes = v as usize;
+        }
+        let pool = 1..=crate::pool::MAX_POOL_FACTOR as u64;
+        if let Some(v) = within("pool_factor", self.pool_factor, pool)? {
+            c.pool_factor = v as u32;
         }
         let m = *tessera_index::M_RANGE.start() as u64..=*tessera_index::M_RANGE.end() as u64;
         match &mut c.index {

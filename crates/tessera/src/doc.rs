@@ -97,6 +97,23 @@ impl Tokens {
     }
 }
 
+/// Options of one upsert ([`Collection::upsert_with`](crate::Collection::upsert_with)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertOptions {
+    /// Pool each document's tokens by this factor (1..=64; 1: as given)
+    /// instead of the collection's `pool_factor`.
+    pub pool_factor: Option<u32>,
+}
+
+/// A pool factor must be in `1..=MAX_POOL_FACTOR`.
+pub(crate) fn check_pool_factor(f: u32) -> Result<()> {
+    let most = crate::pool::MAX_POOL_FACTOR;
+    if !(1..=most).contains(&f) {
+        return Err(Error::InvalidArgument(format!("pool_factor must be in 1..={most}, got {f}")));
+    }
+    Ok(())
+}
+
 /// A document to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
@@ -153,6 +170,8 @@ pub struct StoredDocument {
     pub tokens: Vec<f16>,
     /// Number of tokens (also when `tokens` was not asked for).
     pub n_tokens: usize,
+    /// Tokens it was given: more than `n_tokens` when they were pooled.
+    pub given_tokens: usize,
     pub dim: usize,
     pub text: Option<String>,
     pub payload: Option<serde_json::Value>,
@@ -166,6 +185,8 @@ pub(crate) struct WalDoc {
     pub text: Option<String>,
     /// Compact JSON.
     pub payload: Option<String>,
+    /// The rows the document was given, when pooling kept fewer (`tokens`).
+    pub given: Option<u32>,
 }
 
 /// A document as the memtable holds it: tokens in the collection's stored form.
@@ -174,8 +195,23 @@ pub(crate) struct MemDoc {
     pub id: String,
     pub tokens: EncodedTokens,
     pub n_tokens: usize,
+    /// The tokens it was given (more than `n_tokens` when it was pooled).
+    pub given_tokens: usize,
     pub text: Option<String>,
     pub payload: Option<String>,
+}
+
+impl MemDoc {
+    /// The document as a segment writer takes it.
+    pub fn segment_doc(&self) -> tessera_format::segment::SegmentDoc<'_> {
+        tessera_format::segment::SegmentDoc {
+            id: &self.id,
+            tokens: self.tokens.view(),
+            text: self.text.as_deref(),
+            payload: self.payload.as_deref(),
+            given_tokens: self.given_tokens,
+        }
+    }
 }
 
 impl WalDoc {
@@ -185,9 +221,25 @@ impl WalDoc {
         EncodedTokens::encode(config.storage, config.screening, &self.tokens, config.dim)
     }
 
+    /// Pools the tokens by `factor` (nothing to do for 1 or a single token),
+    /// keeping the count given.
+    fn pool(&mut self, dim: usize, factor: u32) {
+        let n = self.tokens.len() / dim;
+        if factor <= 1 || n <= 1 {
+            return;
+        }
+        let x: Vec<f32> = self.tokens.iter().map(|v| v.to_f32()).collect();
+        let pooled = crate::pool::pool_tokens(&x, dim, factor);
+        if pooled.len() < x.len() {
+            self.tokens = pooled.iter().map(|&v| f16::from_f32(v)).collect();
+            self.given = Some(n as u32);
+        }
+    }
+
     pub fn into_mem(self, tokens: EncodedTokens, dim: usize) -> MemDoc {
         let n_tokens = self.tokens.len() / dim;
-        MemDoc { id: self.id, tokens, n_tokens, text: self.text, payload: self.payload }
+        let given_tokens = self.given.map_or(n_tokens, |g| g as usize);
+        MemDoc { id: self.id, tokens, n_tokens, given_tokens, text: self.text, payload: self.payload }
     }
 }
 
@@ -203,7 +255,12 @@ pub(crate) fn check_id(id: &str) -> Result<()> {
 
 /// Validates a whole batch (the first problem rejects all of it) and encodes
 /// each document's tokens in the collection's stored form, in parallel.
-pub(crate) fn prepare_batch(docs: &[Document], config: &CollectionConfig) -> Result<Vec<(WalDoc, EncodedTokens)>> {
+/// With `pool_factor` > 1 each document's tokens are pooled first ([`crate::pool_tokens`]).
+pub(crate) fn prepare_batch(
+    docs: &[Document],
+    config: &CollectionConfig,
+    pool_factor: u32,
+) -> Result<Vec<(WalDoc, EncodedTokens)>> {
     use rayon::prelude::*;
     let mut seen = std::collections::HashSet::with_capacity(docs.len());
     let wal: Vec<WalDoc> = docs
@@ -220,11 +277,17 @@ pub(crate) fn prepare_batch(docs: &[Document], config: &CollectionConfig) -> Res
             {
                 return Err(Error::InvalidArgument(format!("text of {:?} exceeds 4 GiB", d.id)));
             }
-            Ok(WalDoc { id: d.id.clone(), tokens, text: d.text.clone(), payload })
+            Ok(WalDoc { id: d.id.clone(), tokens, text: d.text.clone(), payload, given: None })
         })
         .collect::<Result<_>>()?;
-    let encoded: Vec<EncodedTokens> = wal.par_iter().map(|d| d.encode(config)).collect();
-    Ok(wal.into_iter().zip(encoded).collect())
+    Ok(wal
+        .into_par_iter()
+        .map(|mut d| {
+            d.pool(config.dim, pool_factor);
+            let e = d.encode(config);
+            (d, e)
+        })
+        .collect())
 }
 
 /// Parses a stored payload (verified JSON when it was written).

@@ -16,6 +16,7 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
+//! | `pool` | token pooling: a document's tokens clustered (Ward) into ⌈n / f⌉ stored tokens |
 //! | `recall` | the recall curve of two-stage search against exact, on the collection's own documents |
 //! | `model` | collections bound to a model (tessera-encoder): text upserts and text queries |
 //! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
@@ -53,6 +54,7 @@ mod manifest;
 mod memtable;
 mod mine;
 mod model;
+mod pool;
 pub mod rank;
 mod recall;
 mod reindex;
@@ -72,7 +74,7 @@ pub use config::{
     MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
 };
 pub use database::{DEFAULT_SEAL_IDLE, Database, valid_name};
-pub use doc::{Document, StoredDocument, Tokens};
+pub use doc::{Document, StoredDocument, Tokens, UpsertOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::{Filter, MAX_FILTER_VALUES};
 pub use half::f16;
@@ -83,6 +85,7 @@ pub use model::{
     Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, collection_dim, encode_missing, encode_texts,
     load_model, needs_tokens,
 };
+pub use pool::{BLOCK as POOL_BLOCK, MAX_POOL_FACTOR, pool_tokens, ward_groups};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use recall::{Curve, CurvePoint, CurveRequest, MAX_CURVE_QUERY_TOKENS, MAX_CURVE_SAMPLE, MAX_CURVE_SETTINGS};
 pub use reindex::{ReindexProgress, ReindexReport};

@@ -64,6 +64,11 @@ impl MemTable {
         self.docs().map(|d| d.n_tokens).sum()
     }
 
+    /// Tokens the live documents were given, before any pooling.
+    pub fn given_tokens(&self) -> usize {
+        self.docs().map(|d| d.given_tokens).sum()
+    }
+
     /// Bytes held for the live documents: tokens, texts and payloads.
     pub fn bytes(&self) -> usize {
         self.token_bytes + self.other_bytes

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_format::deletes::DeletionVector;
-use tessera_format::segment::SegmentLayout;
+use tessera_format::segment::{SegmentDoc, SegmentLayout};
 use tessera_index::HnswLayout;
 use tessera_kernels::{StoredRows, TokenMatrix};
 
@@ -193,6 +193,22 @@ impl Segment {
         }
     }
 
+    /// The tokens a row was given, before any pooling.
+    pub fn given_tokens_of(&self, row: usize) -> usize {
+        self.layout.given_tokens(&self.mmap, row)
+    }
+
+    /// Row `row` as a segment writer takes it (a merge copies it so).
+    pub fn doc(&self, row: usize) -> SegmentDoc<'_> {
+        SegmentDoc {
+            id: self.id_of(row),
+            tokens: self.tokens(row),
+            text: self.text(row),
+            payload: self.payload(row),
+            given_tokens: self.given_tokens_of(row),
+        }
+    }
+
     /// Tokens of a row.
     pub fn n_tokens_of(&self, row: usize) -> usize {
         let o = self.layout.doc_offsets(&self.mmap);
@@ -233,5 +249,10 @@ impl SegmentView {
 
     pub fn live_tokens(&self) -> usize {
         self.live.iter().map(|&r| self.seg.n_tokens_of(r as usize)).sum()
+    }
+
+    /// Tokens the live documents were given, before any pooling.
+    pub fn live_given_tokens(&self) -> usize {
+        self.live.iter().map(|&r| self.seg.given_tokens_of(r as usize)).sum()
     }
 }

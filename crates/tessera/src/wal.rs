@@ -159,13 +159,14 @@ fn quarantine_file(path: &Path, header: &[u8], id: u64, offset: u64, cut: &[u8])
 
 fn owned(op: Op<'_>) -> Replayed {
     match op {
-        Op::Upsert { id, tokens, rows: _, text, payload } => {
+        Op::Upsert { id, tokens, rows: _, text, payload, given } => {
             let tokens: Vec<f16> = bytemuck::pod_collect_to_vec(tokens);
             Replayed::Upsert(WalDoc {
                 id: id.into(),
                 tokens,
                 text: text.map(Into::into),
                 payload: payload.map(Into::into),
+                given,
             })
         }
         Op::Delete { id } => Replayed::Delete(id.into()),
@@ -186,6 +187,7 @@ pub(crate) fn encode<'a>(
             rows: (d.tokens.len() / dim) as u32,
             text: d.text.as_deref(),
             payload: d.payload.as_deref(),
+            given: d.given,
         })
         .chain(deletes.iter().map(|id| Op::Delete { id }))
         .collect();
