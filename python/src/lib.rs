@@ -1018,7 +1018,7 @@ impl Collection {
     /// optional lists of the same length, None entries allowed. The batch is
     /// checked whole: on any error nothing is written, and the message names
     /// the offending document's index. `pool_factor` pools each document's
-    /// tokens into ⌈n / f⌉ instead of the collection's `pool_factor`.
+    /// n tokens into 1 + ⌈(n − 1) / f⌉ instead of the collection's `pool_factor`.
     /// Returns the number of documents.
     #[pyo3(signature = (ids, tokens=None, texts=None, payloads=None, *, offsets=None, pool_factor=None))]
     #[allow(clippy::too_many_arguments)]

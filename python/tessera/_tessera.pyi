@@ -105,7 +105,7 @@ class Collection:
     ) -> int:
         """Inserts or replaces documents, durably before returning; the batch is
         checked whole. ``pool_factor`` (1..=64) pools each document's tokens
-        into ⌈n / f⌉ instead of the collection's ``pool_factor`` setting."""
+        into 1 + ⌈(n − 1) / f⌉ instead of the collection's ``pool_factor`` setting."""
     def delete(self, ids: Sequence[str]) -> int: ...
     def get(self, ids: Sequence[str], tokens: bool = False) -> List[Optional[Document]]: ...
     def scan(

@@ -1,7 +1,8 @@
 """Token pooling from Python, embedded and over HTTP: what a pooled
-collection stores equals a naive numpy Ward clustering (the textbook greedy
-one: merge the two groups whose union raises the sum of squared distances to
-the group means the least) into ⌈n / f⌉ groups, each the renormalised mean."""
+collection stores is the first token as given, then a naive numpy Ward
+clustering of the others (the textbook greedy one: merge the two groups
+whose union raises the sum of squared distances to the group means the
+least) into ⌈(n − 1) / f⌉ groups, each the renormalised mean."""
 
 import numpy as np
 import pytest
@@ -15,10 +16,18 @@ def unit_tokens(rng, n, dim):
     return x.astype(np.float16)
 
 
+def pooled_len(n, f):
+    return n if f == 1 or n <= 1 else 1 + -(-(n - 1) // f)
+
+
 def ward_pool(tokens, f):
-    """Greedy Ward into ⌈n / f⌉ groups (groups ordered by first token), each
-    the mean of its members scaled to their mean length."""
+    """The first token, then greedy Ward of the others into ⌈(n − 1) / f⌉
+    groups (ordered by first token), each the mean of its members scaled to
+    their mean length."""
     x = tokens.astype(np.float64)
+    if f == 1 or len(x) <= 1:
+        return x
+    first, x = x[:1], x[1:]
     n = len(x)
     groups = [[i] for i in range(n)]
     k = -(-n // f)
@@ -42,7 +51,7 @@ def ward_pool(tokens, f):
         m = x[g].mean(axis=0)
         length = np.linalg.norm(x[g], axis=1).mean()
         out.append(m * (length / np.linalg.norm(m)) if len(g) > 1 else x[g[0]])
-    return np.array(out)
+    return np.concatenate([first, np.array(out)])
 
 
 def check_stored(col, docs, factors):
@@ -64,7 +73,7 @@ def test_embedded_pooling_matches_a_naive_ward(db, rng):
     check_stored(col, docs, factors)
     st = col.stats()
     assert st["given_tokens"] == sum(len(t) for _, t in docs)
-    assert st["tokens"] == sum(-(-len(t) // f) for (_, t), f in zip(docs, factors))
+    assert st["tokens"] == sum(pooled_len(len(t), f) for (_, t), f in zip(docs, factors))
     col.flush()
     check_stored(col, docs, factors)
     col.update_settings(pool_factor=1)
@@ -84,6 +93,6 @@ def test_client_pooling_matches_embedded(server, rng):
     col.upsert([docs[2][0]], [docs[2][1]], pool_factor=2)
     check_stored(col, docs, [4, 4, 2])
     st = col.stats()
-    assert (st["given_tokens"], st["tokens"]) == (25, 2 + 3 + 6)
+    assert (st["given_tokens"], st["tokens"]) == (25, pooled_len(5, 4) + pooled_len(9, 4) + pooled_len(11, 2))
     with pytest.raises(tessera.InvalidInputError, match="pool_factor must be in 1..=64"):
         col.upsert(["x"], [docs[0][1]], pool_factor=99)

@@ -67,7 +67,8 @@ pub struct SettingsArgs {
     /// The largest write batch accepted, encoded (1024..=1073741824; default 256 MiB).
     #[arg(long)]
     pub max_batch_bytes: Option<u64>,
-    /// Pool each upserted document's tokens into ⌈n / F⌉ by hierarchical (Ward) clustering,
+    /// Pool each upserted document's n tokens into 1 + ⌈(n − 1) / F⌉ (the first kept, the rest
+    /// clustered by Ward's linkage),
     /// each group stored as its renormalised mean (1..=64; default 1: stored as given).
     /// Applies to documents written after it is set.
     #[arg(long, value_name = "F")]

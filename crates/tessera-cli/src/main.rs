@@ -163,7 +163,7 @@ enum Cmd {
         batch: Option<usize>,
     },
     /// Show a collection's tunable settings as JSON, or change those given (memtable-bytes,
-    /// max-segments, max-batch-bytes, default-nprobe, min-train-tokens, drift; the others
+    /// max-segments, max-batch-bytes, pool-factor, default-nprobe, min-train-tokens, drift; the others
     /// are fixed at creation). Not beside a server: use its `POST .../settings` then.
     Settings {
         /// Database folder.

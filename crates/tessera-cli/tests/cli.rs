@@ -54,12 +54,12 @@ fn ingest_info_search_round_trip() {
     let total_tokens: usize = c.docs.iter().map(|d| f32s(&d.tokens).len() / dim).sum();
     assert_eq!(col["tokens"].as_u64(), Some(total_tokens as u64));
     assert_eq!((col["given_tokens"].as_u64(), col["pooled_ratio"].as_f64()), (Some(total_tokens as u64), Some(1.0)));
-    // --pool-factor: a pooled collection keeps ⌈n / 3⌉ of each document's tokens, and says so.
+    // --pool-factor: a pooled collection keeps 1 + ⌈(n − 1) / 3⌉ of each document's n tokens, and says so.
     let out = ok(&["ingest", "--db", &s(&db), "--collection", "p", "--pool-factor", "3", "--index", "none", &s(&data)]);
     assert!(out.contains("ingested 300 documents"), "{out}");
     let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", &s(&db), "--json"])).unwrap();
     let p = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "p").unwrap();
-    let pooled: usize = c.docs.iter().map(|d| (f32s(&d.tokens).len() / dim).div_ceil(3)).sum();
+    let pooled: usize = c.docs.iter().map(|d| tessera::pooled_len(f32s(&d.tokens).len() / dim, 3)).sum();
     assert_eq!((p["tokens"].as_u64(), p["given_tokens"].as_u64()), (Some(pooled as u64), Some(total_tokens as u64)));
     assert!((p["pooled_ratio"].as_f64().unwrap() - pooled as f64 / total_tokens as f64).abs() < 1e-9);
     assert!(ok(&["info", "--db", &s(&db)]).contains("c "));

@@ -1600,7 +1600,8 @@ fn collection_settings_at_creation_and_changed_later() {
     assert_eq!(r.status, 200, "{}", r.body);
     let info = s.rt.block_on(g.get_collection(with_key(pb::CollectionRequest { collection: "g".into() }))).unwrap();
     let info = info.into_inner();
-    assert_eq!((info.tokens, info.given_tokens), (5 + 3 + 1, 27));
+    let want = [(9, 2), (9, 3), (9, 9)].map(|(n, f)| tessera::pooled_len(n, f)).iter().sum::<usize>();
+    assert_eq!((info.tokens, info.given_tokens), (want as u64, 27));
     s.stop().unwrap();
 }
 

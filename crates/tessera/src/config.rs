@@ -187,7 +187,7 @@ pub struct CollectionConfig {
     /// Codes stored beside the tokens to screen candidates before the exact
     /// rerank: `none` or `binary` (one sign bit per dimension).
     pub screening: Screening,
-    /// Each upserted document's tokens are pooled into ⌈n / pool_factor⌉
+    /// Each upserted document's tokens are pooled into 1 + ⌈(n − 1) / pool_factor⌉
     /// (`crate::pool_tokens`); 1 (the default, and what a manifest without
     /// it means): stored as given.
     #[serde(default = "one", skip_serializing_if = "is_one")]
@@ -323,7 +323,7 @@ pub struct Settings {
     /// The largest write batch accepted, encoded (default 256 MiB). Updatable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_bytes: Option<u64>,
-    /// Pool each upserted document's tokens into ⌈n / pool_factor⌉ (1..=64;
+    /// Pool each upserted document's n tokens into 1 + ⌈(n − 1) / pool_factor⌉ (1..=64;
     /// default 1: stored as given). Updatable: applies to later upserts; an
     /// upsert may ask for its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]

