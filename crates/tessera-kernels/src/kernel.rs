@@ -566,6 +566,18 @@ fn lane_maxima(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
 
 /// Sum of the first `n` running maxima.
 #[inline]
+/// Raises `best[i]` (one per query token) to the best dot product of query
+/// token `i` with any row of the f32 document `doc`: MaxSim over a document
+/// scored a part at a time.
+pub(crate) fn maxima(q: &Query, doc: &[f32], best: &mut [f32]) {
+    check_doc(q, doc.len());
+    with_maxima(q, Doc::of(doc), None, |max| {
+        for (b, m) in best.iter_mut().zip(&max[..q.n_tokens()]) {
+            *b = b.max(*m);
+        }
+    })
+}
+
 pub(crate) fn sum_lanes(max: &[f32], n: usize) -> f32 {
     max[..n].iter().sum()
 }

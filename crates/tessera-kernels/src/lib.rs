@@ -19,6 +19,7 @@
 //! | [`bench`] | in-process benchmark and FMA peak probe |
 //! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
 //! | [`repr`] | stored token types (f16, int8): one [`TokenRepr`] impl each, typed views, top-k over a segment's tokens |
+//! | [`residual`] | residual tokens (a centroid code and 2- or 4-bit per-dimension buckets): their tables, coding, decoding (portable, AVX2, AVX-512) and MaxSim |
 //! | [`codes`] | 1-bit sign codes and the Hamming MaxSim that screens candidates with them |
 //! | [`centroids`] | tokens against a codebook: every centroid's dot product, the nearest centroid (token-centroid index) |
 //! | [`topk`] | the bounded top-k collector shared with the engine |
@@ -32,6 +33,7 @@ pub mod codes;
 mod kernel;
 pub mod reference;
 pub mod repr;
+pub mod residual;
 pub mod topk;
 #[cfg(target_arch = "x86_64")]
 mod vnni;

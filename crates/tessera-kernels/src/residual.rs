@@ -1,0 +1,372 @@
+//! Residual tokens (issue #28; storage-format/SPEC.md "Residual tokens"): a
+//! token stored as the centroid it is coded with plus, per dimension, the
+//! bucket its residual falls in, 2 or 4 bits each. A token's value `k` is
+//! `centroid[code][k] + weights[k][bucket_k]`.
+//!
+//! This module owns the arithmetic: learning the per-dimension bucket
+//! tables from residual samples, coding a token's residual, decoding rows
+//! to f32 (portable, AVX2 and AVX-512 paths, each equal to the portable one
+//! bit for bit: a decode is one f32 addition per value), and MaxSim over
+//! the decoded values (the f32 kernel on rows decoded a block at a time).
+
+use crate::Query;
+
+/// Bits per dimension of the residual types.
+pub const BITS: [u32; 2] = [2, 4];
+
+/// TOKENS bytes of one residual row: the u16 centroid code, then the
+/// buckets packed little-end first.
+pub fn row_bytes(bits: u32, dim: usize) -> usize {
+    2 + (dim * bits as usize).div_ceil(8)
+}
+
+/// What decoding needs: the codebook's centroids and the residual tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Codec<'a> {
+    pub bits: u32,
+    pub dim: usize,
+    /// `k × dim` f32, row-major.
+    pub centroids: &'a [f32],
+    /// `dim × (2^bits − 1)` f32, increasing within each dimension.
+    pub cutoffs: &'a [f32],
+    /// `dim × 2^bits` f32: the value each bucket stands for.
+    pub weights: &'a [f32],
+}
+
+/// Per-dimension bucket tables learned from `residuals` (`m × dim`,
+/// row-major, m ≥ 1): cutoffs at the quantiles `i / 2^bits` of each
+/// dimension's sorted values (index `⌊i·m / 2^bits⌋`), and each bucket's
+/// weight the mean of the values in it (its midpoint quantile when none
+/// is). Deterministic: sorting by `total_cmp`, sums in f64 in order.
+pub fn train_tables(residuals: &[f32], dim: usize, bits: u32) -> (Vec<f32>, Vec<f32>) {
+    assert!(BITS.contains(&bits) && dim > 0 && !residuals.is_empty() && residuals.len().is_multiple_of(dim));
+    let m = residuals.len() / dim;
+    let nb = 1usize << bits;
+    let mut cutoffs = Vec::with_capacity(dim * (nb - 1));
+    let mut weights = Vec::with_capacity(dim * nb);
+    let mut col = vec![0f32; m];
+    for k in 0..dim {
+        for (i, c) in col.iter_mut().enumerate() {
+            *c = residuals[i * dim + k];
+        }
+        col.sort_by(f32::total_cmp);
+        let cut: Vec<f32> = (1..nb).map(|i| col[(i * m / nb).min(m - 1)]).collect();
+        for b in 0..nb {
+            // Bucket b holds the values v with (cuts ≤ v) == b: sorted, a run.
+            let lo = if b == 0 { 0 } else { col.partition_point(|&v| v < cut[b - 1]) };
+            let hi = if b == nb - 1 { m } else { col.partition_point(|&v| v < cut[b]) };
+            let w = if hi > lo {
+                (col[lo..hi].iter().map(|&v| v as f64).sum::<f64>() / (hi - lo) as f64) as f32
+            } else {
+                col[((2 * b + 1) * m / (2 * nb)).min(m - 1)]
+            };
+            weights.push(w);
+        }
+        cutoffs.extend(cut);
+    }
+    (cutoffs, weights)
+}
+
+impl Codec<'_> {
+    fn buckets(&self) -> usize {
+        1 << self.bits
+    }
+
+    /// Appends the stored row of token `x` (dim values) coded with centroid `code`.
+    pub fn encode_row(&self, x: &[f32], code: u16, out: &mut Vec<u8>) {
+        let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets());
+        assert_eq!(x.len(), dim);
+        let c = &self.centroids[code as usize * dim..(code as usize + 1) * dim];
+        out.extend_from_slice(&code.to_le_bytes());
+        let start = out.len();
+        out.resize(start + (dim * bits).div_ceil(8), 0);
+        for k in 0..dim {
+            let r = x[k] - c[k];
+            let cuts = &self.cutoffs[k * (nb - 1)..(k + 1) * (nb - 1)];
+            let b = cuts.iter().filter(|&&t| t <= r).count() as u8;
+            out[start + k * bits / 8] |= b << (k * bits % 8);
+        }
+    }
+
+    /// The value of dimension `k` of a row with centroid `code` and bucket `b`.
+    fn value(&self, code: usize, k: usize, b: usize) -> f32 {
+        self.centroids[code * self.dim + k] + self.weights[k * self.buckets() + b]
+    }
+
+    /// Decodes `rows` (whole stored rows) into `out` (`rows × dim` f32).
+    pub fn decode(&self, rows: &[u8], out: &mut [f32]) {
+        let rb = row_bytes(self.bits, self.dim);
+        assert!(rows.len().is_multiple_of(rb) && out.len() == rows.len() / rb * self.dim);
+        #[cfg(target_arch = "x86_64")]
+        if self.dim.is_multiple_of(16) && crate::x86::has_avx512() {
+            // SAFETY: AVX-512F is available (checked above).
+            return unsafe { self.decode_avx512(rows, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.dim.is_multiple_of(8) && crate::x86::has_avx2() {
+            // SAFETY: AVX2 is available (checked above).
+            return unsafe { self.decode_avx2(rows, out) };
+        }
+        self.decode_portable(rows, out)
+    }
+
+    /// The portable decode, the reference of the others.
+    pub fn decode_portable(&self, rows: &[u8], out: &mut [f32]) {
+        let (dim, bits) = (self.dim, self.bits as usize);
+        let mask = (1u8 << bits) - 1;
+        for (row, o) in rows.chunks_exact(row_bytes(self.bits, dim)).zip(out.chunks_exact_mut(dim)) {
+            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
+            let packed = &row[2..];
+            for (k, v) in o.iter_mut().enumerate() {
+                let b = (packed[k * bits / 8] >> (k * bits % 8)) & mask;
+                *v = self.value(code, k, b as usize);
+            }
+        }
+    }
+
+    /// 8 dimensions at a time: buckets widened to i32 lanes, weights gathered.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn decode_avx2(&self, rows: &[u8], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets() as i32);
+        let rb = row_bytes(self.bits, dim);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        // Lane j of 8 dimensions: its field's shift within the 32 bits that hold them.
+        let shifts = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(bits as i32));
+        let mask = _mm256_set1_epi32(nb - 1);
+        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
+            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
+            let c = &self.centroids[code * dim..(code + 1) * dim];
+            let packed = &row[2..];
+            for k0 in (0..dim).step_by(8) {
+                // 8 fields of `bits` bits: 2 or 4 bytes, read as one little-endian word.
+                let at = k0 * bits / 8;
+                let word = match bits {
+                    2 => u16::from_le_bytes([packed[at], packed[at + 1]]) as i32,
+                    _ => i32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]),
+                };
+                let b = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), mask);
+                let idx = _mm256_add_epi32(
+                    _mm256_mullo_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(k0 as i32)), _mm256_set1_epi32(nb)),
+                    b,
+                );
+                // SAFETY: every index is k·2^bits + b < dim·2^bits, the weights' length.
+                let w = unsafe { _mm256_i32gather_ps::<4>(self.weights.as_ptr(), idx) };
+                // SAFETY: k0 + 8 ≤ dim for the centroid row and the output row.
+                unsafe {
+                    let v = _mm256_add_ps(_mm256_loadu_ps(c.as_ptr().add(k0)), w);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(k0), v);
+                }
+            }
+        }
+    }
+
+    /// 16 dimensions at a time, as the AVX2 path.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn decode_avx512(&self, rows: &[u8], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets() as i32);
+        let rb = row_bytes(self.bits, dim);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mask = _mm512_set1_epi32(nb - 1);
+        // 16 fields are 32 bits (2-bit) or 64 bits (4-bit): lane j reads the
+        // 32-bit half holding its field, at this shift.
+        let half = _mm512_srli_epi32::<3>(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(bits as i32)));
+        let half = _mm512_srli_epi32::<2>(half);
+        let shifts =
+            _mm512_sub_epi32(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(bits as i32)), _mm512_slli_epi32::<5>(half));
+        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
+            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
+            let c = &self.centroids[code * dim..(code + 1) * dim];
+            let packed = &row[2..];
+            for k0 in (0..dim).step_by(16) {
+                let at = k0 * bits / 8;
+                let lo = u32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]);
+                let hi = if bits == 4 {
+                    u32::from_le_bytes([packed[at + 4], packed[at + 5], packed[at + 6], packed[at + 7]])
+                } else {
+                    0
+                };
+                let words = _mm512_mask_blend_epi32(
+                    _mm512_cmpeq_epi32_mask(half, _mm512_set1_epi32(1)),
+                    _mm512_set1_epi32(lo as i32),
+                    _mm512_set1_epi32(hi as i32),
+                );
+                let b = _mm512_and_si512(_mm512_srlv_epi32(words, shifts), mask);
+                let k = _mm512_add_epi32(lanes, _mm512_set1_epi32(k0 as i32));
+                let idx = _mm512_add_epi32(_mm512_mullo_epi32(k, _mm512_set1_epi32(nb)), b);
+                // SAFETY: every index is k·2^bits + b < dim·2^bits, the weights' length.
+                let w = unsafe { _mm512_i32gather_ps::<4>(idx, self.weights.as_ptr()) };
+                // SAFETY: k0 + 16 ≤ dim for the centroid row and the output row.
+                unsafe {
+                    let v = _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(k0)), w);
+                    _mm512_storeu_ps(o.as_mut_ptr().add(k0), v);
+                }
+            }
+        }
+    }
+
+    /// MaxSim of `q` against one document's stored rows: decoded a block of
+    /// rows at a time into a scratch buffer and scored by the f32 kernel.
+    pub fn maxsim(&self, q: &Query, rows: &[u8]) -> f32 {
+        const BLOCK: usize = 256;
+        let rb = row_bytes(self.bits, self.dim);
+        let n = rows.len() / rb;
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.resize(n.min(BLOCK) * self.dim, 0.0);
+            if n <= BLOCK {
+                self.decode(rows, &mut buf[..n * self.dim]);
+                return crate::maxsim(q, &buf[..n * self.dim]);
+            }
+            // A long document: the kernel's maxima over blocks, combined per query token.
+            let mut best = vec![f32::NEG_INFINITY; q.n_tokens()];
+            for block in rows.chunks(BLOCK * rb) {
+                let m = block.len() / rb;
+                self.decode(block, &mut buf[..m * self.dim]);
+                crate::kernel::maxima(q, &buf[..m * self.dim], &mut best);
+            }
+            best.iter().sum()
+        })
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::maxsim_f64;
+
+    struct Rng(u64);
+    impl Rng {
+        fn f(&mut self) -> f32 {
+            self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// A codec over `k` random centroids with tables trained on random residuals.
+    fn codec_parts(bits: u32, dim: usize, k: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let centroids: Vec<f32> = (0..k * dim).map(|_| rng.f()).collect();
+        // Residuals of spread growing with the dimension (as a PCA's do, in reverse).
+        let res: Vec<f32> = (0..500 * dim).map(|i| rng.f() * 0.05 * (1 + i % dim) as f32 / dim as f32).collect();
+        let (cutoffs, weights) = train_tables(&res, dim, bits);
+        (centroids, cutoffs, weights)
+    }
+
+    #[test]
+    fn tables_are_quantiles_and_bucket_means() {
+        // One dimension, values 0..100: 4 buckets cut at 25, 50, 75; means 12, 37, 62, 87.
+        let v: Vec<f32> = (0..100).rev().map(|i| i as f32).collect();
+        let (c, w) = train_tables(&v, 1, 2);
+        assert_eq!(c, [25.0, 50.0, 75.0]);
+        assert_eq!(w, [12.0, 37.0, 62.0, 87.0]);
+    }
+
+    #[test]
+    fn encoding_picks_the_bucket_by_cutoffs_and_decoding_gives_its_weight() {
+        let mut rng = Rng(3);
+        for bits in BITS {
+            for dim in [3, 8, 16, 24, 128] {
+                let (centroids, cutoffs, weights) = codec_parts(bits, dim, 5, &mut rng);
+                let codec = Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
+                let nb = 1usize << bits;
+                let tokens: Vec<f32> = (0..7 * dim).map(|_| rng.f()).collect();
+                let mut rows = Vec::new();
+                for (t, x) in tokens.chunks(dim).enumerate() {
+                    codec.encode_row(x, (t % 5) as u16, &mut rows);
+                }
+                assert_eq!(rows.len(), 7 * row_bytes(bits, dim));
+                let mut got = vec![0f32; 7 * dim];
+                codec.decode(&rows, &mut got);
+                let mut portable = vec![0f32; 7 * dim];
+                codec.decode_portable(&rows, &mut portable);
+                assert_eq!(got, portable, "bits {bits}, dim {dim}: the SIMD decode is the portable one");
+                // Naively: the bucket is the count of cutoffs ≤ the residual, the value its weight.
+                for (t, x) in tokens.chunks(dim).enumerate() {
+                    let c = t % 5;
+                    for k in 0..dim {
+                        let r = x[k] - centroids[c * dim + k];
+                        let b = (0..nb - 1).filter(|&i| cutoffs[k * (nb - 1) + i] <= r).count();
+                        let want = centroids[c * dim + k] + weights[k * nb + b];
+                        assert_eq!(got[t * dim + k], want, "bits {bits}, dim {dim}, token {t}, k {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each SIMD decode this CPU runs (whichever `decode` would not pick too)
+    /// equals the portable one, bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_decode_is_the_portable_one() {
+        let mut rng = Rng(5);
+        let (avx2, avx512) = (crate::x86::has_avx2(), crate::x86::has_avx512());
+        if !avx2 {
+            eprintln!("skipped: this CPU has no AVX2 (nor AVX-512)");
+            return;
+        }
+        if !avx512 {
+            eprintln!("the AVX-512 decode is not tested: this CPU has no AVX-512F");
+        }
+        for bits in BITS {
+            for dim in [16, 32, 48, 128, 256] {
+                let (centroids, cutoffs, weights) = codec_parts(bits, dim, 7, &mut rng);
+                let codec = Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
+                let tokens: Vec<f32> = (0..40 * dim).map(|_| rng.f() * 1.5).collect();
+                let mut rows = Vec::new();
+                for (t, x) in tokens.chunks(dim).enumerate() {
+                    codec.encode_row(x, (t % 7) as u16, &mut rows);
+                }
+                let mut want = vec![0f32; 40 * dim];
+                codec.decode_portable(&rows, &mut want);
+                let mut got = vec![0f32; 40 * dim];
+                // SAFETY: AVX2 checked above.
+                unsafe { codec.decode_avx2(&rows, &mut got) };
+                assert_eq!(got, want, "avx2, bits {bits}, dim {dim}");
+                if avx512 {
+                    got.fill(0.0);
+                    // SAFETY: AVX-512F checked above.
+                    unsafe { codec.decode_avx512(&rows, &mut got) };
+                    assert_eq!(got, want, "avx512, bits {bits}, dim {dim}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn maxsim_is_the_reference_over_the_decoded_values() {
+        let mut rng = Rng(11);
+        for bits in BITS {
+            for (dim, n) in [(16, 1), (128, 37), (128, 300), (24, 600), (96, 9)] {
+                let (centroids, cutoffs, weights) = codec_parts(bits, dim, 9, &mut rng);
+                let codec = Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
+                let tokens: Vec<f32> = (0..n * dim).map(|_| rng.f()).collect();
+                let mut rows = Vec::new();
+                for (t, x) in tokens.chunks(dim).enumerate() {
+                    codec.encode_row(x, (t * 7 % 9) as u16, &mut rows);
+                }
+                let mut decoded = vec![0f32; n * dim];
+                codec.decode_portable(&rows, &mut decoded);
+                for nq in [1, 5, 32] {
+                    let qv: Vec<f32> = (0..nq * dim).map(|_| rng.f()).collect();
+                    let q = Query::new(&qv, dim);
+                    let want = maxsim_f64(&qv, &decoded, dim);
+                    let got = codec.maxsim(&q, &rows) as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "bits {bits} dim {dim} n {n} nq {nq}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
