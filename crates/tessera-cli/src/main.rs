@@ -388,9 +388,10 @@ enum BenchCmd {
         #[arg(long, value_delimiter = ',', conflicts_with = "all")]
         batch: Vec<usize>,
     },
-    /// Stored representations in one run: exact MaxSim over f16 and int8 copies of
-    /// the same random documents and the screening score over their sign codes
-    /// (one JSON line each: docs/s, GB/s of token bytes, ratio to f16).
+    /// Stored representations in one run: exact MaxSim over f16, int8, residual2 and
+    /// residual4 copies of the same random documents (residual: the kernel, decoded a
+    /// block at a time; even dims) and the screening score over their sign codes (one
+    /// JSON line each: docs/s, GB/s of token bytes, ratio to f16).
     Storage(Shape),
     /// Write latency while the collection flushes and merges: one client writing batches of
     /// new documents as fast as it can into a new collection (p50/p99/max per batch, JSON).

@@ -301,7 +301,9 @@ pub fn bench_batch(
 /// One stored representation measured by [`bench_storage`].
 #[derive(Debug, Clone)]
 pub struct StorageRow {
-    /// `f16`, `int8` (exact MaxSim) or `binary` (screening score over the sign codes).
+    /// `f16`, `int8` (exact MaxSim), `binary` (screening score over the sign
+    /// codes), or `residual2` / `residual4` (decoded a block at a time, then
+    /// the f32 kernel: the residual kernel ahead of the engine storing them).
     pub repr: &'static str,
     pub kernel: &'static str,
     /// Bytes a token costs in that representation (rows + scales, or codes).
@@ -370,6 +372,42 @@ pub fn bench_storage(
 
             let s = pool.install(|| time_per_run(min, || drop(std::hint::black_box(m.screen_top_k(&cq, &ids, 10)))));
             rows.push(("binary", cq.kernel().name(), Screening::Binary.code_words(dim) * 8, docs as f64 / s));
+        }
+    }
+    // Residual rows (the kernel alone: centroid codes spread over 1,024
+    // random unit centroids, tables from the residuals; the codes' quality
+    // does not change the work).
+    if dim.is_multiple_of(2) {
+        let k = 1024;
+        let centroids: Vec<f32> = (0..k * dim).map(|_| rng.next_f32() - 0.5).collect();
+        let x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        let code_of = |t: usize| (t.wrapping_mul(2_654_435_761) % k) as u16;
+        let sample: Vec<f32> = x
+            .chunks(dim)
+            .enumerate()
+            .take(20_000)
+            .flat_map(|(t, r)| {
+                let c = &centroids[code_of(t) as usize * dim..][..dim];
+                r.iter().zip(c).map(|(a, b)| a - b).collect::<Vec<_>>()
+            })
+            .collect();
+        for bits in crate::residual::BITS {
+            let (cutoffs, weights) = crate::residual::train_tables(&sample, dim, bits);
+            let codec =
+                crate::residual::Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
+            let mut stored = Vec::new();
+            for (t, r) in x.chunks(dim).enumerate() {
+                codec.encode_row(r, code_of(t), &mut stored);
+            }
+            let rb = crate::residual::row_bytes(bits, dim);
+            let score = |d: u32| {
+                let d = d as usize;
+                codec.maxsim(&q, &stored[d * doc_tokens * rb..(d + 1) * doc_tokens * rb])
+            };
+            let s = pool
+                .install(|| time_per_run(min, || drop(std::hint::black_box(crate::repr::top_k_by(&ids, 10, score)))));
+            let name = if bits == 2 { "residual2" } else { "residual4" };
+            rows.push((name, q.kernel().name(), rb, docs as f64 / s));
         }
     }
     rows.into_iter()
