@@ -390,7 +390,7 @@ enum BenchCmd {
     },
     /// Stored representations in one run: exact MaxSim over f16, int8, residual2 and
     /// residual4 copies of the same random documents (residual: the kernel, decoded a
-    /// block at a time; even dims) and the screening score over their sign codes (one
+    /// block at a time) and the screening score over their sign codes (one
     /// JSON line each: docs/s, GB/s of token bytes, ratio to f16).
     Storage(Shape),
     /// Write latency while the collection flushes and merges: one client writing batches of

@@ -377,7 +377,7 @@ pub fn bench_storage(
     // Residual rows (the kernel alone: centroid codes spread over 1,024
     // random unit centroids, tables from the residuals; the codes' quality
     // does not change the work).
-    if dim.is_multiple_of(2) {
+    {
         let k = 1024;
         let centroids: Vec<f32> = (0..k * dim).map(|_| rng.next_f32() - 0.5).collect();
         let x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
