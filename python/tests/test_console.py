@@ -129,6 +129,15 @@ def test_the_console_shows_what_the_api_answers(make_server, tmp_path, rng, brow
         assert "doc-0007" in doc and f"{docs['doc-0007'].shape[0]} tokens" in doc
         b.save_screenshot(str(shots / "collection.png"))
 
+        # A pooled collection says how many tokens it was given and kept.
+        pooled = client.create_collection("pooled", DIM, index="none", settings={"pool_factor": 2})
+        load(pooled, docs)
+        st = pooled.stats()
+        assert st["tokens"] < st["given_tokens"]
+        b.get(s.url + "/console#/c/pooled")
+        pooling = wait_for(b, '[data-stat="pooling"] dd').text
+        assert "factor 2" in pooling and f"{st['given_tokens']:,} tokens given" in pooling, pooling
+
         # The playground: the same hits as the client, and code that gives them too.
         q = rng.standard_normal((3, DIM)).astype(np.float32)
         b.get(s.url + "/console#/c/docs/search")

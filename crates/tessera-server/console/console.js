@@ -209,6 +209,10 @@ function statsList(c) {
     ["ranking", c.ranking ? c.ranking.rank : "–"], ["model", c.model ? c.model.name : "–"],
   ];
   if (c.centroids) items.push(["centroids", fmt(c.centroids)]);
+  const pool = c.settings ? c.settings.pool_factor : 1;
+  if (pool > 1 || c.given_tokens > c.tokens) {
+    items.push(["pooling", `factor ${pool}; ${fmt(c.given_tokens)} tokens given, ${(100 * c.tokens / Math.max(1, c.given_tokens)).toFixed(1)} % kept`]);
+  }
   if (c.last_flush_error) items.push(["last flush error", c.last_flush_error]);
   if (c.quarantine) items.push(["quarantine", c.quarantine.join(", ")]);
   return h("dl", { class: "stats", id: "stats" }, items.map(([k, v]) => h("div", { "data-stat": k }, h("dt", {}, k), h("dd", {}, v))));
