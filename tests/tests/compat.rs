@@ -357,7 +357,7 @@ fn v2_centroids_database_opens_searches_and_keeps_its_codebook() {
 
 /// v2.1 `db-pooled` (segments 2.1, WAL 1.1): the golden layout in a
 /// collection with `pool_factor` 2 — segments with a GIVEN_TOKENS section
-/// and a pooled upsert in the WAL (doc-5, given 6 tokens, keeps 3).
+/// and a pooled upsert in the WAL (doc-5, given 6 tokens, keeps 1 + ⌈5 / 2⌉ = 4).
 fn pooled_config() -> CollectionConfig {
     CollectionConfig { pool_factor: 2, ..CollectionConfig::new(4) }
 }

@@ -380,15 +380,14 @@ pub fn bench_storage(
     {
         let k = 1024;
         let centroids: Vec<f32> = (0..k * dim).map(|_| rng.next_f32() - 0.5).collect();
-        let x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        // Rows widened one at a time: no f32 copy of the whole data.
+        let row = |t: usize| values[t * dim..(t + 1) * dim].iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+        let n_rows = values.len() / dim;
         let code_of = |t: usize| (t.wrapping_mul(2_654_435_761) % k) as u16;
-        let sample: Vec<f32> = x
-            .chunks(dim)
-            .enumerate()
-            .take(20_000)
-            .flat_map(|(t, r)| {
+        let sample: Vec<f32> = (0..n_rows.min(20_000))
+            .flat_map(|t| {
                 let c = &centroids[code_of(t) as usize * dim..][..dim];
-                r.iter().zip(c).map(|(a, b)| a - b).collect::<Vec<_>>()
+                row(t).iter().zip(c).map(|(a, b)| a - b).collect::<Vec<_>>()
             })
             .collect();
         for bits in crate::residual::BITS {
@@ -396,8 +395,8 @@ pub fn bench_storage(
             let codec =
                 crate::residual::Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
             let mut stored = Vec::new();
-            for (t, r) in x.chunks(dim).enumerate() {
-                codec.encode_row(r, code_of(t), &mut stored);
+            for t in 0..n_rows {
+                codec.encode_row(&row(t), code_of(t), &mut stored);
             }
             let rb = crate::residual::row_bytes(bits, dim);
             let score = |d: u32| {

@@ -564,8 +564,6 @@ fn lane_maxima(q: &Query, doc: Doc<'_>, s: &mut Scratch) {
     }
 }
 
-/// Sum of the first `n` running maxima.
-#[inline]
 /// Raises `best[i]` (one per query token) to the best dot product of query
 /// token `i` with any row of the f32 document `doc`: MaxSim over a document
 /// scored a part at a time.
@@ -578,6 +576,8 @@ pub(crate) fn maxima(q: &Query, doc: &[f32], best: &mut [f32]) {
     })
 }
 
+/// Sum of the first `n` running maxima.
+#[inline]
 pub(crate) fn sum_lanes(max: &[f32], n: usize) -> f32 {
     max[..n].iter().sum()
 }

@@ -74,6 +74,7 @@ impl Codec<'_> {
 
     /// Appends the stored row of token `x` (dim values) coded with centroid `code`.
     pub fn encode_row(&self, x: &[f32], code: u16, out: &mut Vec<u8>) {
+        self.check();
         let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets());
         assert_eq!(x.len(), dim);
         let c = &self.centroids[code as usize * dim..(code as usize + 1) * dim];
@@ -93,8 +94,22 @@ impl Codec<'_> {
         self.centroids[code * self.dim + k] + self.weights[k * self.buckets() + b]
     }
 
+    /// The tables' sizes agree with `bits` and `dim` (what the SIMD paths'
+    /// unchecked gathers rely on).
+    fn check(&self) {
+        assert!(BITS.contains(&self.bits) && self.dim > 0, "bits must be 2 or 4 and dim positive");
+        assert_eq!(self.weights.len(), self.dim << self.bits, "weights: dim × 2^bits");
+        assert_eq!(self.cutoffs.len(), self.dim * ((1 << self.bits) - 1), "cutoffs: dim × (2^bits − 1)");
+        assert!(!self.centroids.is_empty() && self.centroids.len().is_multiple_of(self.dim), "centroids: k × dim");
+    }
+
     /// Decodes `rows` (whole stored rows) into `out` (`rows × dim` f32).
+    ///
+    /// # Panics
+    /// If the tables do not fit `bits` and `dim`, a row's code has no
+    /// centroid, or the lengths do not match.
     pub fn decode(&self, rows: &[u8], out: &mut [f32]) {
+        self.check();
         let rb = row_bytes(self.bits, self.dim);
         assert!(rows.len().is_multiple_of(rb) && out.len() == rows.len() / rb * self.dim);
         #[cfg(target_arch = "x86_64")]
@@ -112,6 +127,7 @@ impl Codec<'_> {
 
     /// The portable decode, the reference of the others.
     pub fn decode_portable(&self, rows: &[u8], out: &mut [f32]) {
+        self.check();
         let (dim, bits) = (self.dim, self.bits as usize);
         let mask = (1u8 << bits) - 1;
         for (row, o) in rows.chunks_exact(row_bytes(self.bits, dim)).zip(out.chunks_exact_mut(dim)) {

@@ -363,6 +363,11 @@ struct Used {
     by_address: HashMap<IpAddr, usize>,
 }
 
+/// A gRPC message's 5-byte prefix, which `max_body_bytes` does not count:
+/// allowed beyond both bounds, so that they may equal `max_body_bytes` and
+/// still take a message of that size.
+const FRAMING: usize = 5;
+
 /// Which bound a take would pass.
 enum Over {
     Address(usize),
@@ -381,14 +386,17 @@ impl Receiving {
     /// Takes `n` bytes of the budget for `ip`, unless that would pass the
     /// address's bound or the server's (the bytes held then, for the error).
     fn take(&self, ip: Option<IpAddr>, n: usize) -> Result<(), Over> {
+        if n == 0 {
+            return Ok(()); // an empty frame: no entry for an address that holds nothing
+        }
         let mut u = self.lock();
         if let Some(ip) = ip {
             let held = u.by_address.get(&ip).copied().unwrap_or(0);
-            if held + n > self.per_address {
+            if held + n > self.per_address + FRAMING {
                 return Err(Over::Address(held));
             }
         }
-        if u.all + n > self.max {
+        if u.all + n > self.max + FRAMING {
             return Err(Over::All(u.all));
         }
         u.all += n;

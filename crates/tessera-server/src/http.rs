@@ -392,7 +392,13 @@ async fn upsert(
             payload: d.payload.map(|p| p.0).filter(|p| !p.is_null()),
         })
         .collect();
-    let pool_factor = b.pool_factor.map(|f| u32::try_from(f).unwrap_or(u32::MAX));
+    let pool_factor = match b.pool_factor.map(u32::try_from) {
+        Some(Err(_)) => {
+            let (most, f) = (tessera::MAX_POOL_FACTOR, b.pool_factor.unwrap_or_default());
+            return Err(ApiError::bad_request(format!("pool_factor must be in 1..={most}, got {f}")));
+        }
+        f => f.map(Result::unwrap),
+    };
     let n = s.upsert(&name, docs, tessera::UpsertOptions { pool_factor }).await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "upserted": n })))
 }

@@ -62,8 +62,10 @@ pub struct Limits {
     /// The most of `max_receiving_bytes` one client address may hold (over
     /// all its connections): a request from an address past it is refused
     /// (503 / UNAVAILABLE), so one client cannot take the budget from the
-    /// others. At least `max_body_bytes`; above `max_receiving_bytes` it
-    /// changes nothing.
+    /// others. At least `max_body_bytes` (so a `max_body_bytes` above the
+    /// default 128 MiB needs this raised too; `tessera serve` raises its
+    /// default with it); above `max_receiving_bytes` it changes nothing. A
+    /// gRPC message's 5-byte prefix is not counted against either bound.
     pub max_receiving_bytes_per_address: usize,
     /// Time, in milliseconds, a search may take from its arrival (waiting for
     /// a search slot included) before it is stopped and answered 504 /

@@ -20,11 +20,16 @@
 //! is the same on every machine. Documents longer than
 //! [`BLOCK`] tokens are pooled in consecutive blocks of near-equal length (tokens
 //! far apart in a long text seldom belong together, and it bounds the time),
-//! with the groups shared out so that the total is still ⌈n / f⌉.
+//! with the groups shared out so that the total is still ⌈(n − 1) / f⌉.
 //!
 //! A group is stored as its mean scaled to its members' mean length: unit
 //! tokens give a unit token (the renormalised mean), and tokens of other
-//! lengths keep their scale. Groups are ordered by their first token.
+//! lengths keep their scale — scaled less where that would take a value past
+//! the f16 range (65504), which documents must stay in. Groups are ordered
+//! by their first token.
+
+/// The largest finite f16, the bound of every stored value.
+const F16_MAX: f64 = 65504.0;
 
 /// Longest run of tokens clustered together.
 pub const BLOCK: usize = 1024;
@@ -69,8 +74,13 @@ pub fn pool_tokens(tokens: &[f32], dim: usize, factor: u32) -> Vec<f32> {
 }
 
 /// The groups (token indices, ascending; groups by first index) of a Ward
-/// clustering of the `n` rows of `x` into `k` groups.
+/// clustering of the `n` rows of `x` into `k` groups (all of them alone
+/// when `k ≥ n`).
+///
+/// # Panics
+/// If `dim` or `k` is 0.
 pub fn ward_groups(x: &[f32], dim: usize, k: usize) -> Vec<Vec<usize>> {
+    assert!(dim > 0 && k > 0, "ward_groups needs dim > 0 and k > 0");
     let n = x.len() / dim;
     let mut groups: Vec<Vec<usize>> = if k >= n {
         (0..n).map(|i| vec![i]).collect()
@@ -199,7 +209,8 @@ fn group_token(x: &[f32], dim: usize, group: &[usize]) -> Vec<f32> {
         }
     }
     let norm = mean.iter().map(|m| m * m).sum::<f64>().sqrt();
-    let scale = if norm > 0.0 { length / group.len() as f64 / norm } else { 0.0 };
+    let top = mean.iter().fold(0f64, |a, m| a.max(m.abs()));
+    let scale = if norm > 0.0 { (length / group.len() as f64 / norm).min(F16_MAX / top) } else { 0.0 };
     mean.iter().map(|m| (m * scale) as f32).collect()
 }
 
@@ -282,6 +293,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Scaling a mean up to its members' length never leaves the f16 range:
+    /// tokens near its limit pool to tokens within it, in the mean's direction.
+    #[test]
+    fn pooled_values_stay_within_the_f16_range() {
+        let x = [0.0, 0.0, 60000.0, 60000.0, 60000.0, -60000.0];
+        let pooled = pool_tokens(&x, 2, 2);
+        assert_eq!(pooled.len(), 4);
+        assert_eq!(pooled[2..], [65504.0, 0.0], "(60000, 0) scaled towards length 84853, stopped at 65504");
+        assert!(pooled.iter().all(|v| half::f16::from_f32(*v).is_finite()));
     }
 
     #[test]
