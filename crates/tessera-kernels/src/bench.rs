@@ -392,8 +392,15 @@ pub fn bench_storage(
             .collect();
         for bits in crate::residual::BITS {
             let (cutoffs, weights) = crate::residual::train_tables(&sample, dim, bits);
-            let codec =
-                crate::residual::Codec { bits, dim, centroids: &centroids, cutoffs: &cutoffs, weights: &weights };
+            let weights_by_bucket = crate::residual::by_bucket(&weights, dim, bits);
+            let codec = crate::residual::Codec {
+                bits,
+                dim,
+                centroids: &centroids,
+                cutoffs: &cutoffs,
+                weights: &weights,
+                weights_by_bucket: &weights_by_bucket,
+            };
             let mut stored = Vec::new();
             for t in 0..n_rows {
                 codec.encode_row(&row(t), code_of(t), &mut stored);
