@@ -425,7 +425,12 @@ class Client:
 
     def list_collections(self) -> List[str]:
         """The names of the collections, sorted."""
-        return sorted(c["name"] for c in self._call("GET", "/v1/collections")["collections"])
+        return [c["name"] for c in self.collection_infos()]
+
+    def collection_infos(self) -> List[dict]:
+        """Every collection's info (as :meth:`RemoteCollection.stats` gives
+        one), sorted by name, in one request."""
+        return sorted(self._call("GET", "/v1/collections")["collections"], key=lambda c: c["name"])
 
     def drop_collection(self, name: str) -> None:
         """As :meth:`tessera.Database.drop_collection`."""

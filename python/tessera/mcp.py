@@ -97,8 +97,17 @@ def build_server(backend: Any, *, allow_writes: bool = False, name: str = "tesse
     def list_collections() -> dict[str, Any]:
         """The collections: name, dimension, documents, and the bound model
         (None when the collection cannot be searched by text)."""
+        d = db()
+        if isinstance(d, Client):
+            # One request for all of them (the info names the model's identity).
+            return {
+                "collections": [
+                    {"name": i["name"], "dim": i["dim"], "documents": i["documents"], "model": (i.get("model") or {}).get("name")}
+                    for i in call(d.collection_infos)
+                ]
+            }
         out = []
-        for n in call(db().list_collections):
+        for n in call(d.list_collections):
             col = collection(n)
             model = col.model
             out.append(

@@ -123,6 +123,15 @@ async def test_tools_over_a_server(tmp_path, make_server):
     with tessera.Client(s.url) as client:
         col = fill(client, "tiny")
         await check_tools(client, col)
+        # Listing is one request however many collections there are.
+        calls = []
+        real = client._call
+        client._call = lambda *a, **k: calls.append(a[:2]) or real(*a, **k)
+        async with Client(build_server(client)) as c:
+            r = await c.call_tool("list_collections", {})
+        client._call = real
+        assert not r.is_error and len(r.structured_content["collections"]) == 2
+        assert calls == [("GET", "/v1/collections")], calls
 
 
 def _env():
