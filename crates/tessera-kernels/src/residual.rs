@@ -388,14 +388,11 @@ mod tests {
     use super::*;
     use crate::reference::maxsim_f64;
 
-    struct Rng(u64);
+    use crate::bench::SplitMix64 as Rng;
+
     impl Rng {
         fn f(&mut self) -> f32 {
-            self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            self.next_f32()
         }
     }
 

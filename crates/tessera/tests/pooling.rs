@@ -8,6 +8,7 @@ mod common;
 
 use common::Rng;
 use tessera::{CollectionConfig, Database, Document, Settings, Tokens, UpsertOptions, f16};
+use tessera_kernels::reference::maxsim_f64;
 
 /// Unit-length tokens (as a ColBERT model gives), rounded to f16 as the WAL keeps them.
 fn unit_tokens(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
@@ -17,16 +18,6 @@ fn unit_tokens(rng: &mut Rng, n: usize, dim: usize) -> Vec<f32> {
         r.iter_mut().for_each(|v| *v = f16::from_f32(*v / l).to_f32());
     }
     data
-}
-
-fn maxsim_f64(q: &[f32], d: &[f32], dim: usize) -> f64 {
-    q.chunks(dim)
-        .map(|qi| {
-            d.chunks(dim)
-                .map(|dj| qi.iter().zip(dj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
-                .fold(f64::NEG_INFINITY, f64::max)
-        })
-        .sum()
 }
 
 /// What a collection stores for `given` pooled by `f`: f16 of the pooled values.
