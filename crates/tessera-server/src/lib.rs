@@ -17,7 +17,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`service`] | every operation with the server's limits and validation; searches read into `tessera::SearchOptions` |
+//! | [`service`] | every operation with the server's limits (`service/limits.rs`) and validation; its requests and answers (`service/types.rs`); searches read into `tessera::SearchOptions` |
 //! | [`http`] | the JSON-over-HTTP adapter (axum) and `openapi.json` |
 //! | [`grpc`] | the gRPC adapter (tonic) and its one conversion of each message |
 //! | [`auth`] | API keys and the access each route or rpc needs |
