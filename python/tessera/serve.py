@@ -35,7 +35,8 @@ import numpy as np
 from . import __version__, errors
 from ._tessera import SEARCH_OPTIONS
 from .client import _ids, _pack
-from .distributed import _LAYOUT, ShardedCollection
+from .distributed import ShardedCollection
+from .distributed._replica import _LAYOUT
 
 __all__ = ["Router", "deployment", "run"]
 
