@@ -8,7 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `database` | the folder of collections, its lock, create/drop |
-//! | `collection` | writer, snapshots, flush, compaction, recovery; `collection/stats` (what stats report) and `collection/merge_policy` (when and what merges) |
+//! | `collection` | writer, snapshots, flush, compaction, recovery; `collection/maintenance` (seals and merges off the write path), `collection/merge_policy` (when and what merges) and `collection/stats` |
 //! | `centroids` | the token-centroid index: codebooks, training, coding a sealed segment |
 //! | `search` | the search pipeline over a snapshot (one `Searcher`: coarse, screening, exact), rerank of given ids |
 //! | `snapshot` | what a read sees, where a document lives in it, ranked results |
