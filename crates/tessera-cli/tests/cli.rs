@@ -8,7 +8,7 @@ use tessera_cli::synth;
 use tessera_kernels::reference::maxsim_f64;
 
 mod common;
-use common::{ok, tessera};
+use common::{json_lines, ok, tessera};
 
 fn f32s(t: &Tokens) -> Vec<f32> {
     match t {
@@ -397,7 +397,7 @@ fn centroids_index_from_the_command_line() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        ok(&args).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        json_lines(&args)
     };
     let rows = bench(&["--nprobe", "2,8"]);
     assert_eq!(rows.len(), 3);

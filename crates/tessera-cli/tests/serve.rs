@@ -2,6 +2,8 @@
 //! ingest loses no acknowledged document and applies no batch in part;
 //! SIGTERM drains, flushes and exits 0.
 
+#[path = "common/mod.rs"]
+mod cli;
 #[path = "../../tessera-server/tests/common/mod.rs"]
 mod common;
 
@@ -333,16 +335,11 @@ fn bench_serve_measures_http_and_grpc_alike() {
         (0..60).map(|i| json!({"id": format!("d{i}"), "tokens": rng.tokens(1 + i % 9, DIM)})).collect();
     ok(http, "/v1/collections/c/upsert", &json!({ "documents": docs }));
     for batch in ["1", "3"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["bench", "serve", "--collection", "c", "--clients", "1,2", "--seconds", "0.3", "--json"])
-            .args(["--batch", batch, "--url", &format!("http://{http}"), "--grpc", &format!("http://{grpc}")])
-            .arg("--queries")
-            .arg(&qdir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let rows: Vec<Value> =
-            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (url, grpc) = (format!("http://{http}"), format!("http://{grpc}"));
+        let mut args: Vec<&str> =
+            "bench serve --collection c --clients 1,2 --seconds 0.3 --json --batch".split(' ').collect();
+        args.extend([batch, "--url", &url, "--grpc", &grpc, "--queries", qdir.to_str().unwrap()]);
+        let rows = cli::json_lines(&args);
         let seen: Vec<(&str, u64)> =
             rows.iter().map(|r| (r["protocol"].as_str().unwrap(), r["clients"].as_u64().unwrap())).collect();
         assert_eq!(seen, [("http", 1), ("grpc", 1), ("http", 2), ("grpc", 2)]);
@@ -517,16 +514,9 @@ fn the_recall_curve_equals_bench_search_on_the_same_sample() {
         })
         .collect();
     tessera_cli::synth::write_bulk(&qdir, "queries.jsonl", &queries).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["bench", "search", "--db"])
-        .arg(&db)
-        .args(["--collection", "c", "--k", "5", "--candidates", "5,10,20,80", "--json", "--queries"])
-        .arg(&qdir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut args = vec!["bench", "search", "--db", db.to_str().unwrap(), "--queries", qdir.to_str().unwrap()];
+    args.extend("--collection c --k 5 --candidates 5,10,20,80 --json".split(' '));
+    let rows = cli::json_lines(&args);
     let points = curve["points"].as_array().unwrap();
     assert_eq!(points.len(), candidates.len());
     let mut below_one = false;

@@ -13,3 +13,10 @@ pub fn ok(args: &[&str]) -> String {
     assert!(o.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// Runs `tessera` with `args`, asserts success, and reads each line of its
+/// standard output as JSON (what `--json` commands print).
+#[allow(dead_code)] // not every test binary that shares this module reads JSON lines
+pub fn json_lines(args: &[&str]) -> Vec<serde_json::Value> {
+    ok(args).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
