@@ -109,11 +109,6 @@ impl Codec<'_> {
         }
     }
 
-    /// The value of dimension `k` of a row with centroid `code` and bucket `b`.
-    fn value(&self, code: usize, k: usize, b: usize) -> f32 {
-        self.centroids[code * self.dim + k] + self.weights[k * self.buckets() + b]
-    }
-
     /// The tables' sizes agree with `bits` and `dim` (what the SIMD paths'
     /// unchecked gathers rely on).
     fn check(&self) {
@@ -138,8 +133,8 @@ impl Codec<'_> {
             // SAFETY: AVX-512F and BMI2 are available (checked above).
             return unsafe {
                 match self.bits {
-                    2 => self.decode_avx512::<2>(rows, out),
-                    _ => self.gather_avx512(rows, out),
+                    2 => self.decode2_avx512(rows, out),
+                    _ => self.decode4_avx512(rows, out),
                 }
             };
         }
@@ -148,209 +143,150 @@ impl Codec<'_> {
             // SAFETY: AVX2 is available (checked above).
             return unsafe {
                 match self.bits {
-                    2 => self.decode_avx2::<2>(rows, out),
-                    _ => self.gather_avx2(rows, out),
+                    2 => self.decode2_avx2(rows, out),
+                    _ => self.decode4_avx2(rows, out),
                 }
             };
         }
         self.decode_portable(rows, out)
     }
 
+    /// Each stored row with its centroid (`dim` values), its packed buckets
+    /// and the `dim` output values it decodes into.
+    fn rows<'r>(
+        &'r self,
+        rows: &'r [u8],
+        out: &'r mut [f32],
+    ) -> impl Iterator<Item = (&'r [f32], &'r [u8], &'r mut [f32])> + 'r {
+        let dim = self.dim;
+        rows.chunks_exact(row_bytes(self.bits, dim)).zip(out.chunks_exact_mut(dim)).map(move |(row, o)| {
+            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
+            (&self.centroids[code * dim..(code + 1) * dim], &row[2..], o)
+        })
+    }
+
     /// The portable decode, the reference of the others.
     pub fn decode_portable(&self, rows: &[u8], out: &mut [f32]) {
         self.check();
-        let (dim, bits) = (self.dim, self.bits as usize);
+        let (bits, nb) = (self.bits as usize, self.buckets());
         let mask = (1u8 << bits) - 1;
-        for (row, o) in rows.chunks_exact(row_bytes(self.bits, dim)).zip(out.chunks_exact_mut(dim)) {
-            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
-            let packed = &row[2..];
+        for (c, packed, o) in self.rows(rows, out) {
             for (k, v) in o.iter_mut().enumerate() {
                 let b = (packed[k * bits / 8] >> (k * bits % 8)) & mask;
-                *v = self.value(code, k, b as usize);
+                *v = c[k] + self.weights[k * nb + b as usize];
             }
         }
     }
 
-    /// 8 dimensions at a time: each bucket widened to an i32 lane, and the
-    /// weight picked among the 2^bits bucket vectors by a tree of blends on
-    /// the bucket's bits, lowest bit first (no gathers).
+    /// 2 bits, 8 dimensions at a time: each bucket widened to an i32 lane,
+    /// the weight picked among the 4 bucket vectors by blends on its two
+    /// bits (measured faster than gathers for 2 bits).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn decode_avx2<const BITS: usize>(&self, rows: &[u8], out: &mut [f32]) {
+    unsafe fn decode2_avx2(&self, rows: &[u8], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (dim, bits, nb) = (self.dim, BITS, 1 << BITS);
-        let rb = row_bytes(self.bits, dim);
-        let t = self.weights_by_bucket;
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // Lane j of 8 dimensions: its field's shift within the 32 bits that hold them.
-        let shifts = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(bits as i32));
-        let mut level = [_mm256_setzero_ps(); 16];
-        debug_assert_eq!(self.bits as usize, BITS);
-        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
-            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
-            let c = &self.centroids[code * dim..(code + 1) * dim];
-            let packed = &row[2..];
+        let (dim, t) = (self.dim, self.weights_by_bucket);
+        // Lane j of 8 dimensions: its field's shift within their 16 bits.
+        let shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let (one, two) = (_mm256_set1_epi32(1), _mm256_set1_epi32(2));
+        for (c, packed, o) in self.rows(rows, out) {
             for k0 in (0..dim).step_by(8) {
-                // 8 fields of `bits` bits: 2 or 4 bytes, read as one little-endian word.
-                let at = k0 * bits / 8;
-                let word = match bits {
-                    2 => u16::from_le_bytes([packed[at], packed[at + 1]]) as i32,
-                    _ => i32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]),
-                };
+                let at = k0 / 4;
+                let word = u16::from_le_bytes([packed[at], packed[at + 1]]) as i32;
                 let b = _mm256_srlv_epi32(_mm256_set1_epi32(word), shifts);
-                for (i, v) in level.iter_mut().enumerate().take(nb) {
-                    // SAFETY: bucket i's row of `t` has dim ≥ k0 + 8 values.
-                    *v = unsafe { _mm256_loadu_ps(t.as_ptr().add(i * dim + k0)) };
-                }
-                let mut n = nb;
-                for bit in 0..bits {
-                    // Lanes whose bucket has this bit set take the odd vector of each pair.
-                    let m = _mm256_set1_epi32(1 << bit);
-                    let set = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, m), m));
-                    n /= 2;
-                    for i in 0..n {
-                        level[i] = _mm256_blendv_ps(level[2 * i], level[2 * i + 1], set);
-                    }
-                }
+                let set = |m| _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, m), m));
+                // SAFETY: bucket i's row of `t` has dim ≥ k0 + 8 values.
+                let w = |i: usize| unsafe { _mm256_loadu_ps(t.as_ptr().add(i * dim + k0)) };
+                let (low, high) = (set(one), set(two));
+                let v = _mm256_blendv_ps(_mm256_blendv_ps(w(0), w(1), low), _mm256_blendv_ps(w(2), w(3), low), high);
                 // SAFETY: k0 + 8 ≤ dim for the centroid row and the output row.
                 unsafe {
-                    let v = _mm256_add_ps(_mm256_loadu_ps(c.as_ptr().add(k0)), level[0]);
-                    _mm256_storeu_ps(o.as_mut_ptr().add(k0), v);
-                }
+                    _mm256_storeu_ps(o.as_mut_ptr().add(k0), _mm256_add_ps(_mm256_loadu_ps(c.as_ptr().add(k0)), v))
+                };
             }
         }
     }
 
-    /// 16 dimensions at a time, as the AVX2 path, the bits of the 16
-    /// buckets gathered into mask registers (BMI2 `pext`).
+    /// 2 bits, 16 dimensions at a time, as the AVX2 path, each of the two
+    /// bits of the 16 buckets gathered into a mask register (BMI2 `pext`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,bmi2")]
-    unsafe fn decode_avx512<const BITS: usize>(&self, rows: &[u8], out: &mut [f32]) {
+    unsafe fn decode2_avx512(&self, rows: &[u8], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (dim, bits, nb) = (self.dim, BITS, 1 << BITS);
-        debug_assert_eq!(self.bits as usize, BITS);
-        let rb = row_bytes(self.bits, dim);
-        let t = self.weights_by_bucket;
-        // Bit `bit` of each field, over the 16 fields of a 32-bit (2-bit) or 64-bit (4-bit) word.
-        let select: [u64; 4] = if bits == 2 {
-            [0x5555_5555, 0xAAAA_AAAA, 0, 0]
-        } else {
-            [0x1111_1111_1111_1111, 0x2222_2222_2222_2222, 0x4444_4444_4444_4444, 0x8888_8888_8888_8888]
-        };
-        let mut level = [_mm512_setzero_ps(); 16];
-        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
-            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
-            let c = &self.centroids[code * dim..(code + 1) * dim];
-            let packed = &row[2..];
+        let (dim, t) = (self.dim, self.weights_by_bucket);
+        for (c, packed, o) in self.rows(rows, out) {
             for k0 in (0..dim).step_by(16) {
-                let at = k0 * bits / 8;
-                let word = if bits == 2 {
-                    u32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]) as u64
-                } else {
-                    u64::from_le_bytes(packed[at..at + 8].try_into().expect("8 bytes"))
-                };
-                for (i, v) in level.iter_mut().enumerate().take(nb) {
-                    // SAFETY: bucket i's row of `t` has dim ≥ k0 + 16 values.
-                    *v = unsafe { _mm512_loadu_ps(t.as_ptr().add(i * dim + k0)) };
-                }
-                let mut n = nb;
-                for &sel in &select[..bits] {
-                    let set = _pext_u64(word, sel) as __mmask16;
-                    n /= 2;
-                    for i in 0..n {
-                        level[i] = _mm512_mask_blend_ps(set, level[2 * i], level[2 * i + 1]);
-                    }
-                }
+                let at = k0 / 4;
+                let word = u32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]);
+                let (low, high) =
+                    (_pext_u32(word, 0x5555_5555) as __mmask16, _pext_u32(word, 0xAAAA_AAAA) as __mmask16);
+                // SAFETY: bucket i's row of `t` has dim ≥ k0 + 16 values.
+                let w = |i: usize| unsafe { _mm512_loadu_ps(t.as_ptr().add(i * dim + k0)) };
+                let v = _mm512_mask_blend_ps(
+                    high,
+                    _mm512_mask_blend_ps(low, w(0), w(1)),
+                    _mm512_mask_blend_ps(low, w(2), w(3)),
+                );
                 // SAFETY: k0 + 16 ≤ dim for the centroid row and the output row.
                 unsafe {
-                    let v = _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(k0)), level[0]);
-                    _mm512_storeu_ps(o.as_mut_ptr().add(k0), v);
-                }
+                    _mm512_storeu_ps(o.as_mut_ptr().add(k0), _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(k0)), v))
+                };
             }
         }
     }
 
-    /// 8 dimensions at a time: buckets widened to i32 lanes, weights gathered
-    /// (for 4 bits: faster than the blend tree of 15 blends over 16 vectors).
+    /// 4 bits, 8 dimensions at a time: each bucket widened to an i32 lane,
+    /// the weight gathered from the dimension-major table (measured faster
+    /// than a tree of 15 blends over 16 bucket vectors).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn gather_avx2(&self, rows: &[u8], out: &mut [f32]) {
+    unsafe fn decode4_avx2(&self, rows: &[u8], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets() as i32);
-        let rb = row_bytes(self.bits, dim);
+        let dim = self.dim;
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // Lane j of 8 dimensions: its field's shift within the 32 bits that hold them.
-        let shifts = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(bits as i32));
-        let mask = _mm256_set1_epi32(nb - 1);
-        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
-            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
-            let c = &self.centroids[code * dim..(code + 1) * dim];
-            let packed = &row[2..];
+        let shifts = _mm256_slli_epi32::<2>(lanes);
+        let mask = _mm256_set1_epi32(15);
+        for (c, packed, o) in self.rows(rows, out) {
             for k0 in (0..dim).step_by(8) {
-                // 8 fields of `bits` bits: 2 or 4 bytes, read as one little-endian word.
-                let at = k0 * bits / 8;
-                let word = match bits {
-                    2 => u16::from_le_bytes([packed[at], packed[at + 1]]) as i32,
-                    _ => i32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]),
-                };
+                let at = k0 / 2;
+                let word = i32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]);
                 let b = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), mask);
-                let idx = _mm256_add_epi32(
-                    _mm256_mullo_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(k0 as i32)), _mm256_set1_epi32(nb)),
-                    b,
-                );
-                // SAFETY: every index is k·2^bits + b < dim·2^bits, the weights' length.
+                let k = _mm256_add_epi32(lanes, _mm256_set1_epi32(k0 as i32));
+                let idx = _mm256_add_epi32(_mm256_slli_epi32::<4>(k), b);
+                // SAFETY: every index is k·16 + b < dim·16, the weights' length (checked).
                 let w = unsafe { _mm256_i32gather_ps::<4>(self.weights.as_ptr(), idx) };
                 // SAFETY: k0 + 8 ≤ dim for the centroid row and the output row.
                 unsafe {
-                    let v = _mm256_add_ps(_mm256_loadu_ps(c.as_ptr().add(k0)), w);
-                    _mm256_storeu_ps(o.as_mut_ptr().add(k0), v);
-                }
+                    _mm256_storeu_ps(o.as_mut_ptr().add(k0), _mm256_add_ps(_mm256_loadu_ps(c.as_ptr().add(k0)), w))
+                };
             }
         }
     }
 
-    /// 16 dimensions at a time, as the AVX2 path.
+    /// 4 bits, 16 dimensions at a time, as the AVX2 path; lanes 8..16 read
+    /// the upper 32 bits of the 64 that hold the 16 fields.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2")]
-    unsafe fn gather_avx512(&self, rows: &[u8], out: &mut [f32]) {
+    unsafe fn decode4_avx512(&self, rows: &[u8], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let (dim, bits, nb) = (self.dim, self.bits as usize, self.buckets() as i32);
-        let rb = row_bytes(self.bits, dim);
+        let dim = self.dim;
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let mask = _mm512_set1_epi32(nb - 1);
-        // 16 fields are 32 bits (2-bit) or 64 bits (4-bit): lane j reads the
-        // 32-bit half holding its field, at this shift.
-        let half = _mm512_srli_epi32::<3>(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(bits as i32)));
-        let half = _mm512_srli_epi32::<2>(half);
-        let shifts =
-            _mm512_sub_epi32(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(bits as i32)), _mm512_slli_epi32::<5>(half));
-        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(dim)) {
-            let code = u16::from_le_bytes([row[0], row[1]]) as usize;
-            let c = &self.centroids[code * dim..(code + 1) * dim];
-            let packed = &row[2..];
+        let shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+        let mask = _mm512_set1_epi32(15);
+        for (c, packed, o) in self.rows(rows, out) {
             for k0 in (0..dim).step_by(16) {
-                let at = k0 * bits / 8;
-                let lo = u32::from_le_bytes([packed[at], packed[at + 1], packed[at + 2], packed[at + 3]]);
-                let hi = if bits == 4 {
-                    u32::from_le_bytes([packed[at + 4], packed[at + 5], packed[at + 6], packed[at + 7]])
-                } else {
-                    0
-                };
-                let words = _mm512_mask_blend_epi32(
-                    _mm512_cmpeq_epi32_mask(half, _mm512_set1_epi32(1)),
-                    _mm512_set1_epi32(lo as i32),
-                    _mm512_set1_epi32(hi as i32),
-                );
+                let at = k0 / 2;
+                let half = |i: usize| i32::from_le_bytes(packed[at + i..at + i + 4].try_into().expect("4 bytes"));
+                let words = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(half(0)), _mm512_set1_epi32(half(4)));
                 let b = _mm512_and_si512(_mm512_srlv_epi32(words, shifts), mask);
                 let k = _mm512_add_epi32(lanes, _mm512_set1_epi32(k0 as i32));
-                let idx = _mm512_add_epi32(_mm512_mullo_epi32(k, _mm512_set1_epi32(nb)), b);
-                // SAFETY: every index is k·2^bits + b < dim·2^bits, the weights' length.
+                let idx = _mm512_add_epi32(_mm512_slli_epi32::<4>(k), b);
+                // SAFETY: every index is k·16 + b < dim·16, the weights' length (checked).
                 let w = unsafe { _mm512_i32gather_ps::<4>(idx, self.weights.as_ptr()) };
                 // SAFETY: k0 + 16 ≤ dim for the centroid row and the output row.
                 unsafe {
-                    let v = _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(k0)), w);
-                    _mm512_storeu_ps(o.as_mut_ptr().add(k0), v);
-                }
+                    _mm512_storeu_ps(o.as_mut_ptr().add(k0), _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(k0)), w))
+                };
             }
         }
     }
@@ -492,29 +428,21 @@ mod tests {
                 // SAFETY: AVX2 checked above.
                 unsafe {
                     match bits {
-                        2 => codec.decode_avx2::<2>(&rows, &mut got),
-                        _ => codec.decode_avx2::<4>(&rows, &mut got),
+                        2 => codec.decode2_avx2(&rows, &mut got),
+                        _ => codec.decode4_avx2(&rows, &mut got),
                     }
                 };
                 assert_eq!(got, want, "avx2, bits {bits}, dim {dim}");
-                got.fill(0.0);
-                // SAFETY: AVX2 checked above.
-                unsafe { codec.gather_avx2(&rows, &mut got) };
-                assert_eq!(got, want, "avx2 gather, bits {bits}, dim {dim}");
                 if avx512 {
                     got.fill(0.0);
-                    // SAFETY: AVX-512F checked above.
+                    // SAFETY: AVX-512F and BMI2 checked above.
                     unsafe {
                         match bits {
-                            2 => codec.decode_avx512::<2>(&rows, &mut got),
-                            _ => codec.decode_avx512::<4>(&rows, &mut got),
+                            2 => codec.decode2_avx512(&rows, &mut got),
+                            _ => codec.decode4_avx512(&rows, &mut got),
                         }
                     };
                     assert_eq!(got, want, "avx512, bits {bits}, dim {dim}");
-                    got.fill(0.0);
-                    // SAFETY: AVX-512F checked above.
-                    unsafe { codec.gather_avx512(&rows, &mut got) };
-                    assert_eq!(got, want, "avx512 gather, bits {bits}, dim {dim}");
                 }
             }
         }
