@@ -120,14 +120,11 @@ pub fn recall_against(run: &Run, reference: &Run, k: usize) -> f64 {
     let mut total = 0.0;
     let mut n = 0;
     for (qid, want) in reference {
-        let want = &want[..want.len().min(k)];
-        if want.is_empty() {
-            continue;
+        let got = run.get(qid).map_or(&[][..], |v| &v[..v.len().min(k)]);
+        if let Some(r) = tessera::share_kept(got, &want[..want.len().min(k)]) {
+            total += r;
+            n += 1;
         }
-        let got: std::collections::HashSet<&String> =
-            run.get(qid).map(|v| v[..v.len().min(k)].iter().collect()).unwrap_or_default();
-        total += want.iter().filter(|d| got.contains(d)).count() as f64 / want.len() as f64;
-        n += 1;
     }
     if n == 0 { 0.0 } else { total / n as f64 }
 }

@@ -90,10 +90,9 @@ impl LiveRecall {
                     params.filter = s.filter;
                     let exact = pool.install(|| s.collection.search_with(&s.query, &params));
                     let Ok(exact) = exact else { continue };
-                    let recall = match exact.len() {
-                        0 => 1.0,
-                        n => exact.iter().filter(|h| s.answered.contains(&h.id)).count() as f64 / n as f64,
-                    };
+                    let exact: Vec<&str> = exact.iter().map(|h| h.id.as_str()).collect();
+                    // Nothing to recall (no document matches): the answer is complete.
+                    let recall = tessera::share_kept(&s.answered, &exact).unwrap_or(1.0);
                     {
                         let mut t = tallies.lock().unwrap_or_else(|p| p.into_inner());
                         let t = t.entry(s.collection.name().to_string()).or_default();

@@ -87,7 +87,9 @@ pub use model::{
 };
 pub use pool::{BLOCK as POOL_BLOCK, MAX_POOL_FACTOR, pool_tokens, pooled_len, ward_groups};
 pub use rank::{Component, Norm, Rank, RankKind, Ranking, Signal, Signals};
-pub use recall::{Curve, CurvePoint, CurveRequest, MAX_CURVE_QUERY_TOKENS, MAX_CURVE_SAMPLE, MAX_CURVE_SETTINGS};
+pub use recall::{
+    Curve, CurvePoint, CurveRequest, MAX_CURVE_QUERY_TOKENS, MAX_CURVE_SAMPLE, MAX_CURVE_SETTINGS, share_kept,
+};
 pub use reindex::{ReindexProgress, ReindexReport};
 pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use scan::{MAX_SCAN_LIMIT, ScanPage};

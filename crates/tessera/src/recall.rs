@@ -96,6 +96,16 @@ pub struct Curve {
     pub points: Vec<CurvePoint>,
 }
 
+/// The share of `exact` (a reference top-k) that `answered` holds: recall@k
+/// of an answer; `None` when the reference is empty (nothing to recall).
+pub fn share_kept<A: AsRef<str>, E: AsRef<str>>(answered: &[A], exact: &[E]) -> Option<f64> {
+    if exact.is_empty() {
+        return None;
+    }
+    let got: HashSet<&str> = answered.iter().map(AsRef::as_ref).collect();
+    Some(exact.iter().filter(|d| got.contains(d.as_ref())).count() as f64 / exact.len() as f64)
+}
+
 fn p50_and_mean(mut lat: Vec<Duration>) -> (f64, f64) {
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -156,10 +166,10 @@ impl Collection {
         let queries = self.sample_queries(req.sample.min(documents), req.seed, req.query_tokens)?;
         let mut exact_lat = Vec::with_capacity(queries.len());
         let mut exact = Vec::with_capacity(queries.len());
+        let mut exact_params = SearchParams::exact(req.k);
+        exact_params.deadline = req.deadline;
         for (_, q) in &queries {
             let t = Instant::now();
-            let mut exact_params = SearchParams::exact(req.k);
-            exact_params.deadline = req.deadline;
             let hits = self.search_with(q, &exact_params)?;
             exact_lat.push(t.elapsed());
             exact.push(hits.into_iter().map(|h| h.id).collect::<Vec<_>>());
@@ -171,10 +181,8 @@ impl Collection {
                 let t = Instant::now();
                 let hits = self.search_with(q, p)?;
                 lat.push(t.elapsed());
-                if !want.is_empty() {
-                    let got: HashSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
-                    recall += want.iter().filter(|d| got.contains(d.as_str())).count() as f64 / want.len() as f64;
-                }
+                let answered: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+                recall += share_kept(&answered, want).unwrap_or(0.0);
             }
             let judged = exact.iter().filter(|w| !w.is_empty()).count().max(1);
             let (p50_ms, mean_ms) = p50_and_mean(lat);
