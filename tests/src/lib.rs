@@ -52,6 +52,9 @@ pub fn stored_values(tokens: &[f16], storage: tessera::TokenType) -> Vec<f32> {
                 t.iter().map(move |x| if max == 0.0 { 0.0 } else { (x.to_f32() / scale).round() * scale })
             })
             .collect(),
+        tessera::TokenType::Residual2 | tessera::TokenType::Residual4 => {
+            panic!("residual values depend on the collection's codebook: read them with get")
+        }
     }
 }
 

@@ -48,8 +48,10 @@ pub fn append(out: &mut Vec<u8>, index: usize, bytes: &[u8]) -> SectionEntry {
 
 /// Verifies the first `entries.len()` entries of a table stored at `table_at`
 /// against `bytes` (the whole file, whose header is `header_len` bytes): kinds,
-/// alignment, order, bounds and checksums. Returns the byte ranges of the
-/// first `N` sections (those this version knows; later ones are verified and ignored).
+/// alignment, order, bounds, checksums, and that the padding before each
+/// section is zero (so that no byte of the file goes unchecked). Returns the
+/// byte ranges of the first `N` sections (those this version knows; later
+/// ones are verified and ignored).
 pub fn verify<const N: usize>(
     bytes: &[u8],
     entries: &[SectionEntry],
@@ -68,6 +70,9 @@ pub fn verify<const N: usize>(
         let Some(end) = end.filter(|_| start.is_multiple_of(ALIGN) && start >= prev_end) else {
             return Err(corrupted(at, format!("section {i} range {}+{} is invalid", e.offset, e.len)));
         };
+        if let Some(p) = bytes[prev_end..start].iter().position(|&b| b != 0) {
+            return Err(corrupted(prev_end + p, format!("padding before section {i} is not zero")));
+        }
         if crc32(&bytes[start..end]) != e.crc {
             return Err(corrupted(start, format!("section {i} checksum mismatch")));
         }

@@ -5,30 +5,37 @@
 //! Version 2 names the token type and screening codes in the header and adds
 //! two sections (SCALES, CODES); 2.1 adds GIVEN_TOKENS (what a pooled document
 //! was given), which a 2.0 reader ignores; version 1 (f16 tokens, ten
-//! sections) is still read.
+//! sections) is still read. Version 3.0 is 2.1 for residual tokens (token
+//! types 3 and 4), whose header names the codebook they are coded with;
+//! f16 and int8 segments are still written as 2.1.
 //!
 //! Header (all little-endian):
 //! ```text
 //! offset size field
 //!      0    8 magic "TESSSEG\0"
-//!      8    2 major version (2; 1 is read)
-//!     10    2 minor version (1; 0 is read)
+//!      8    2 major version (3 for residual tokens, else 2; 1 is read)
+//!     10    2 minor version (3.0, 2.1; 2.0 is read)
 //!     12    4 dim                    (1..=4096)
 //!     16    8 n_docs
 //!     24    8 n_tokens               (rows of the token matrix)
 //!     32    8 file length            (bytes, header included)
 //!     40    4 section count          (13 in version 2.1, 12 in 2.0, 10 in 1.0)
 //!     44    4 header CRC-32          (of bytes 0..512 with this field zeroed)
-//!     48    2 token type             (v2: 1 = f16, 2 = int8; v1: reserved zero, tokens are f16)
-//!     50    2 screening              (v2: 0 = none, 1 = binary; v1: reserved zero)
-//!     52   12 reserved               (zero)
+//!     48    2 token type             (v2: 1 = f16, 2 = int8; v3: 3 = residual2, 4 = residual4;
+//!                                     v1: reserved zero, tokens are f16)
+//!     50    2 screening              (v2, v3: 0 = none, 1 = binary; v1: reserved zero)
+//!     52    4 codebook               (v3: identity, CRC-32 of its CENTROIDS, of the codebook
+//!                                     the tokens are coded with; earlier: reserved zero)
+//!     56    8 reserved               (zero)
 //!     64  448 section table: 14 entries × 32 bytes; entry i (i < count):
 //!              +0 u64 offset, +8 u64 length, +16 u32 CRC-32 of the section's bytes,
 //!              +20 u32 kind (= i + 1), +24 u64 reserved (zero); unused entries are zero.
 //! ```
 //! Sections (kind, content):
 //! ```text
-//! 1 TOKENS           n_tokens rows of the token type (f16: dim × f16; int8: dim × i8), row-major
+//! 1 TOKENS           n_tokens rows of the token type (f16: dim × f16; int8: dim × i8;
+//!                    residual: u16 centroid code, then the buckets packed little-end first,
+//!                    bits past dim zero), row-major
 //! 2 DOC_OFFSETS      (n_docs + 1) u64: doc i = token rows [o[i], o[i+1]); o[0] = 0, strictly increasing, o[n] = n_tokens
 //! 3 ID_OFFSETS       (n_docs + 1) u64 byte offsets into IDS; strictly increasing (ids are non-empty)
 //! 4 IDS              UTF-8 external ids, concatenated
@@ -53,15 +60,19 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Range;
 
 pub const MAGIC: &[u8; 8] = b"TESSSEG\0";
-pub const MAJOR: u16 = 2;
+/// The newest major version this build reads (and writes for residual tokens).
+pub const MAJOR: u16 = 3;
+/// The version f16 and int8 segments are written as.
+pub const MAJOR_PLAIN: u16 = 2;
 /// The oldest major version this build reads.
 pub const OLDEST_MAJOR: u16 = 1;
+/// The minor version of [`MAJOR_PLAIN`] written.
 pub const MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 512;
 /// Alignment of every section's start.
 pub use crate::sections::ALIGN;
 pub const MAX_SECTIONS: usize = 14;
-/// Sections of a version 2.1 segment (2.0 has 12).
+/// Sections of a version 2.1 or 3.0 segment (2.0 has 12).
 pub const SECTION_COUNT: usize = 13;
 /// Sections of a version 2.0 segment.
 pub const SECTION_COUNT_V2_0: usize = 12;
@@ -104,7 +115,8 @@ struct Header {
     header_crc: u32,
     token_type: u16,
     screening: u16,
-    reserved: [u8; 12],
+    codebook: u32,
+    reserved: [u8; 8],
     sections: [SectionEntry; MAX_SECTIONS],
 }
 
@@ -148,6 +160,8 @@ pub struct SegmentWriter<W: Write + Seek> {
     dim: usize,
     token_type: TokenType,
     screening: Screening,
+    /// Residual tokens: the identity of the codebook they are coded with.
+    codebook: Option<u32>,
     pos: u64,
     tokens_crc: crc32fast::Hasher,
     n_tokens: u64,
@@ -176,6 +190,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
             dim,
             token_type,
             screening,
+            codebook: None,
             pos: HEADER_LEN as u64,
             tokens_crc: crc32fast::Hasher::new(),
             n_tokens: 0,
@@ -196,6 +211,13 @@ impl<W: Write + Seek> SegmentWriter<W> {
 
     pub fn n_docs(&self) -> usize {
         self.flags.len()
+    }
+
+    /// Names the codebook residual tokens are coded with (by its identity);
+    /// a residual segment must have one.
+    pub fn coded_with(&mut self, identity: u32) {
+        assert!(self.token_type.is_residual(), "only residual tokens are coded with a codebook");
+        self.codebook = Some(identity);
     }
 
     /// Appends one document.
@@ -245,6 +267,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
     /// Writes the tables and the header; returns the writer (not synced) and the file length.
     pub fn finish(mut self) -> io::Result<(W, u64)> {
         assert!(!self.flags.is_empty(), "a segment holds at least one document");
+        assert_eq!(self.codebook.is_some(), self.token_type.is_residual(), "residual tokens name their codebook");
         let mut entries = [SectionEntry::zeroed(); MAX_SECTIONS];
         entries[0] = SectionEntry {
             offset: HEADER_LEN as u64,
@@ -278,10 +301,11 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.section(11, bytemuck::cast_slice(&codes), &mut entries)?;
         let given = if self.pooled { std::mem::take(&mut self.given) } else { Vec::new() };
         self.section(12, bytemuck::cast_slice(&given), &mut entries)?;
+        let (major, minor) = if self.token_type.is_residual() { (MAJOR, 0) } else { (MAJOR_PLAIN, MINOR) };
         let mut h = Header {
             magic: *MAGIC,
-            major: MAJOR,
-            minor: MINOR,
+            major,
+            minor,
             dim: self.dim as u32,
             n_docs: flags.len() as u64,
             n_tokens: self.n_tokens,
@@ -290,7 +314,8 @@ impl<W: Write + Seek> SegmentWriter<W> {
             header_crc: 0,
             token_type: self.token_type.id(),
             screening: self.screening.id(),
-            reserved: [0; 12],
+            codebook: self.codebook.unwrap_or(0),
+            reserved: [0; 8],
             sections: entries,
         };
         h.header_crc = header_crc(h);
@@ -305,7 +330,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
 /// take the same bytes that were verified (typically the memory map).
 #[derive(Debug, Clone)]
 pub struct SegmentLayout {
-    /// Format version of the file (1 or 2).
+    /// Format version of the file (1, 2 or 3).
     pub major: u16,
     pub minor: u16,
     pub dim: usize,
@@ -313,6 +338,8 @@ pub struct SegmentLayout {
     pub n_tokens: usize,
     pub token_type: TokenType,
     pub screening: Screening,
+    /// Residual tokens: the identity of the codebook they are coded with.
+    pub codebook: Option<u32>,
     sections: [Range<usize>; SECTION_COUNT],
 }
 
@@ -327,7 +354,7 @@ impl SegmentLayout {
         let h: Header = sections::read_header(bytes, "segment")?;
         let known = match (h.major, h.minor) {
             (1, _) => SECTION_COUNT_V1,
-            (_, 0) => SECTION_COUNT_V2_0,
+            (2, 0) => SECTION_COUNT_V2_0,
             _ => SECTION_COUNT,
         };
         sections::Prelude {
@@ -360,9 +387,16 @@ impl SegmentLayout {
                 .ok_or_else(|| corrupted(50, format!("unknown screening {}", h.screening)))?;
             (t, s)
         };
+        // Residual tokens are version 3's and only its.
+        if (h.major == MAJOR) != token_type.is_residual() {
+            let v = format!("{}.{}", h.major, h.minor);
+            return Err(corrupted(48, format!("token type {} in a version {v} segment", token_type.name())));
+        }
+        let codebook = token_type.is_residual().then_some(h.codebook);
         let entries = &h.sections[..h.section_count as usize];
         let sections = sections::verify::<SECTION_COUNT>(bytes, entries, 64, HEADER_LEN)?;
-        let layout = Self { major: h.major, minor: h.minor, dim, n_docs, n_tokens, token_type, screening, sections };
+        let layout =
+            Self { major: h.major, minor: h.minor, dim, n_docs, n_tokens, token_type, screening, codebook, sections };
         layout.check_sizes()?;
         layout.check_tables(bytes)?;
         layout.check_scales_and_codes(bytes)?;
@@ -399,8 +433,20 @@ impl SegmentLayout {
         Ok(())
     }
 
-    /// Scales are finite and non-negative; code bits past `dim` are zero.
+    /// Scales are finite and non-negative; code bits past `dim` are zero,
+    /// and so are the bucket bits past `dim` of residual rows. (Whether a
+    /// residual row's centroid code is in its codebook is the reader's check:
+    /// the segment does not hold the codebook.)
     fn check_scales_and_codes(&self, bytes: &[u8]) -> Result<()> {
+        let bits = self.token_type.residual_bits() as usize;
+        if bits > 0 && !(self.dim * bits).is_multiple_of(8) {
+            let row = self.token_type.row_bytes(self.dim);
+            let mask = !0u8 << (self.dim * bits % 8);
+            let at = self.sections[Section::Tokens as usize].start;
+            if let Some(t) = self.token_rows(bytes).chunks_exact(row).position(|r| r[row - 1] & mask != 0) {
+                return Err(corrupted(at + t * row + row - 1, "residual bucket bits past dim are set"));
+            }
+        }
         let at = self.sections[Section::Scales as usize].start;
         if let Some(p) = self.scales(bytes).iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
             return Err(corrupted(at + 4 * p, "scale is not a finite non-negative number"));
@@ -616,6 +662,8 @@ pub struct SegmentHeaderReport {
     /// As stored (zero in version 1).
     pub token_type: u16,
     pub screening: u16,
+    /// As stored: the codebook's identity in version 3, zero before.
+    pub codebook: u32,
     pub stored_crc: u32,
     pub computed_crc: u32,
 }
@@ -654,6 +702,7 @@ pub fn inspect(bytes: &[u8]) -> SegmentReport {
             section_count: h.section_count,
             token_type: h.token_type,
             screening: h.screening,
+            codebook: h.codebook,
             stored_crc: h.header_crc,
             computed_crc: header_crc(h),
         }
@@ -699,6 +748,8 @@ mod tests {
             let rows = match t {
                 TokenType::F16 => f16_rows(xs),
                 TokenType::Int8 => xs.iter().map(|&x| x as i8 as u8).collect(),
+                // Code = the first value, the buckets of dimensions 1 and 2 the others' low bits.
+                _ => xs.chunks(3).flat_map(|r| residual_row(t, r)).collect(),
             };
             let scales = vec![1.0f32; if t == TokenType::Int8 { n } else { 0 }];
             let codes: Vec<u64> = match s {
@@ -710,6 +761,9 @@ mod tests {
             };
             let tokens = StoredRows { rows: &rows, scales: &scales, codes: &codes };
             w.add(SegmentDoc { id, tokens, text, payload, given_tokens: n }).unwrap();
+        }
+        if t.is_residual() {
+            w.coded_with(0xC0DE_B00C);
         }
         let (c, len) = w.finish().unwrap();
         let v = c.into_inner();
@@ -730,7 +784,10 @@ mod tests {
         assert_eq!((l.payload(b, 0), l.payload(b, 1)), (None, Some("{\"a\":1}")));
         let rows: &[half::f16] = bytemuck::cast_slice(l.doc_rows(b, 1).rows);
         assert_eq!(rows[3].to_f32(), 7.0);
-        assert_eq!((l.token_type, l.screening, l.major), (TokenType::F16, Screening::None, MAJOR));
+        assert_eq!(
+            (l.token_type, l.screening, l.major, l.codebook),
+            (TokenType::F16, Screening::None, MAJOR_PLAIN, None)
+        );
         for (i, id) in ["zeta", "alpha", "mid"].iter().enumerate() {
             assert_eq!(l.find_id(b, id), Some(i));
         }
@@ -813,6 +870,68 @@ mod tests {
             let err = SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&store)[..bad.len()]).unwrap_err();
             assert!(matches!(err, crate::FormatError::Corrupted { offset, .. } if offset == at as u64), "{err}");
         }
+    }
+
+    fn residual_row(t: TokenType, r: &[f32]) -> Vec<u8> {
+        let bits = t.residual_bits() as usize;
+        let mut row = vec![0u8; t.row_bytes(3)];
+        row[0] = r[0] as u8;
+        for k in 1..3 {
+            row[2 + k * bits / 8] |= (r[k] as u8 & 3) << (k * bits % 8);
+        }
+        row
+    }
+
+    /// Rewrites the CRCs of section `sec` and of the header after a change.
+    fn fix_crcs(bad: &mut [u8], sec: Option<Section>, r: Range<usize>) {
+        if let Some(sec) = sec {
+            let crc = crc32(&bad[r]);
+            let entry = 64 + 32 * sec as usize + 16;
+            bad[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+        let mut h: Header = bytemuck::pod_read_unaligned(&bad[..HEADER_LEN]);
+        h.header_crc = header_crc(h);
+        bad[..HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+    }
+
+    fn parse_copy(raw: &[u8]) -> Result<SegmentLayout> {
+        let store = aligned(raw);
+        SegmentLayout::parse(&bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()])
+    }
+
+    /// Residual segments are version 3.0 and name their codebook; their rows
+    /// are `2 + ⌈dim·bits/8⌉` bytes; bucket bits past dim, a residual type in
+    /// a version 2 header or a plain one in version 3 are refused at their offset.
+    #[test]
+    fn residual_segments_are_version_3_and_verified() {
+        for t in [TokenType::Residual2, TokenType::Residual4] {
+            let raw = sample_of(t, Screening::Binary);
+            let l = parse_copy(&raw).unwrap();
+            assert_eq!((l.major, l.minor, l.token_type, l.codebook), (3, 0, t, Some(0xC0DE_B00C)));
+            let store = aligned(&raw);
+            let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
+            let want = [residual_row(t, &[4., 5., 6.]), residual_row(t, &[7., 8., 9.])].concat();
+            assert_eq!(l.doc_rows(b, 1).rows, want);
+            assert_eq!(inspect(&raw).header.unwrap().codebook, 0xC0DE_B00C);
+            // The row's last bit is past dim 3 (bit 7 of 6 used, or 15 of 12).
+            let tokens = l.section_range(Section::Tokens);
+            let last = tokens.start + t.row_bytes(3) - 1;
+            let mut bad = raw.clone();
+            bad[last] |= 0x80;
+            fix_crcs(&mut bad, Some(Section::Tokens), tokens.clone());
+            let e = parse_copy(&bad).unwrap_err();
+            assert!(matches!(&e, crate::FormatError::Corrupted { offset, .. } if *offset == last as u64), "{e}");
+            let mut bad = raw.clone();
+            bad[8..10].copy_from_slice(&2u16.to_le_bytes());
+            fix_crcs(&mut bad, None, 0..0);
+            let e = parse_copy(&bad).unwrap_err();
+            assert!(matches!(&e, crate::FormatError::Corrupted { offset: 48, .. }), "{e}");
+        }
+        let mut bad = sample();
+        bad[8..12].copy_from_slice(&[3, 0, 0, 0]);
+        fix_crcs(&mut bad, None, 0..0);
+        let e = parse_copy(&bad).unwrap_err();
+        assert!(matches!(&e, crate::FormatError::Corrupted { offset: 48, .. }), "{e}");
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! token_type  name  TOKENS row      SCALES per token
 //!          1  f16   dim × 2 bytes   none (empty section)
 //!          2  int8  dim × 1 byte    one f32: row r holds round(x / scale) ∈ [-127, 127]
+//!          3  residual2  u16 centroid code + ⌈dim/4⌉ bytes (2-bit buckets)   none
+//!          4  residual4  u16 centroid code + ⌈dim/2⌉ bytes (4-bit buckets)   none
+//!
+//! A residual token's value is its centroid in the collection's codebook
+//! plus, per dimension, the value its bucket stands for (the codebook's
+//! tables): only segments of version 3 store them.
 //!
 //! screening   name    CODES per token
 //!         0   none    none (empty section)
@@ -41,9 +47,18 @@ pub enum TokenType {
     F16 = 1,
     /// Per-token symmetric int8: value ≈ scale × code, scale = max |x| / 127.
     Int8 = 2,
+    /// A centroid code and a 2-bit residual bucket per dimension.
+    Residual2 = 3,
+    /// A centroid code and a 4-bit residual bucket per dimension.
+    Residual4 = 4,
 }
 
-named_ids!(TokenType, "storage", [TokenType::F16 => "f16", TokenType::Int8 => "int8"]);
+named_ids!(TokenType, "storage", [
+    TokenType::F16 => "f16",
+    TokenType::Int8 => "int8",
+    TokenType::Residual2 => "residual2",
+    TokenType::Residual4 => "residual4"
+]);
 
 impl TokenType {
     /// Bytes of one token row in the TOKENS section.
@@ -51,15 +66,30 @@ impl TokenType {
         match self {
             TokenType::F16 => dim * 2,
             TokenType::Int8 => dim,
+            TokenType::Residual2 | TokenType::Residual4 => 2 + (dim * self.residual_bits() as usize).div_ceil(8),
         }
     }
 
     /// Bytes per token in the SCALES section.
     pub fn scale_bytes(self) -> usize {
         match self {
-            TokenType::F16 => 0,
             TokenType::Int8 => 4,
+            _ => 0,
         }
+    }
+
+    /// Bits per dimension of a residual type's buckets; 0 for the others.
+    pub fn residual_bits(self) -> u32 {
+        match self {
+            TokenType::Residual2 => 2,
+            TokenType::Residual4 => 4,
+            _ => 0,
+        }
+    }
+
+    /// Whether tokens of this type are read through a codebook.
+    pub fn is_residual(self) -> bool {
+        self.residual_bits() > 0
     }
 }
 
@@ -107,5 +137,9 @@ mod tests {
         assert_eq!(bytes_per_token(TokenType::Int8, Screening::None, 128), 132);
         assert_eq!(bytes_per_token(TokenType::Int8, Screening::Binary, 128), 148);
         assert_eq!(bytes_per_token(TokenType::F16, Screening::Binary, 65), 130 + 16);
+        assert_eq!(bytes_per_token(TokenType::Residual2, Screening::None, 128), 34);
+        assert_eq!(bytes_per_token(TokenType::Residual4, Screening::None, 128), 66);
+        assert_eq!(bytes_per_token(TokenType::Residual2, Screening::None, 3), 3);
+        assert_eq!(bytes_per_token(TokenType::Residual4, Screening::None, 3), 4);
     }
 }

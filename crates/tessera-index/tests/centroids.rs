@@ -8,7 +8,7 @@ mod common;
 
 use common::{Rng, aligned, centres, dot, rewrite_section};
 use tessera_format::FormatError;
-use tessera_index::centroids::{self as cx, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe};
+use tessera_index::centroids::{self as cx, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, ResidualTables};
 use tessera_kernels::CentroidPanels;
 
 const DIM: usize = 16;
@@ -269,13 +269,33 @@ fn every_flipped_byte_and_truncation_is_detected() {
     let t = cx::train(&c.tokens, DIM, 4, 2, 1);
     let info =
         CodebookInfo { dim: DIM, k: 4, sample_tokens: 0, iterations: 2, seed: 1, mean_similarity: t.mean_similarity };
-    let cb = cx::codebook::write(&t, &info).unwrap();
+    let cb = cx::codebook::write(&t, &info, None).unwrap();
     every_flip_and_cut_refused(&cb, 3, |x| CodebookLayout::parse(x).is_ok());
     let buf = aligned(&cb);
     let layout = CodebookLayout::parse(view(&buf, cb.len())).unwrap();
     assert_eq!(layout.info, info);
     assert_eq!(layout.centroids(view(&buf, cb.len())), &t.centroids[..]);
     assert_eq!(layout.crc, cx::codebook::identity(&t.centroids));
+    assert_eq!((layout.bits, layout.residual_tables(view(&buf, cb.len()))), (0, None));
+    // Version 1.1 with residual tables (2 bits: 3 cutoffs and 4 weights per dimension).
+    let cutoffs: Vec<f32> = (0..DIM * 3).map(|i| (i % 3) as f32 * 0.1 - 0.1).collect();
+    let weights: Vec<f32> = (0..DIM * 4).map(|i| (i % 4) as f32 * 0.1 - 0.15).collect();
+    let tables = ResidualTables { bits: 2, cutoffs: &cutoffs, weights: &weights };
+    let cb = cx::codebook::write(&t, &info, Some(&tables)).unwrap();
+    every_flip_and_cut_refused(&cb, 3, |x| CodebookLayout::parse(x).is_ok());
+    let buf = aligned(&cb);
+    let layout = CodebookLayout::parse(view(&buf, cb.len())).unwrap();
+    assert_eq!((layout.minor, layout.bits), (1, 2));
+    assert_eq!(layout.residual_tables(view(&buf, cb.len())), Some(tables));
+    // Tables that do not fit are refused when written.
+    let mut unordered = cutoffs.clone();
+    unordered.swap(0, 2);
+    for (bits, c, w) in
+        [(3, &cutoffs, &weights), (2, &unordered, &weights), (2, &cutoffs, &cutoffs), (4, &cutoffs, &weights)]
+    {
+        let bad = ResidualTables { bits, cutoffs: c, weights: w };
+        assert!(cx::codebook::write(&t, &info, Some(&bad)).is_err(), "{bad:?}");
+    }
 }
 
 #[test]
@@ -320,10 +340,10 @@ fn bad_build_input_is_an_error_not_a_panic() {
         group_offsets: offsets,
         mean_similarity: 0.0,
     };
-    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0, 1]), &info).is_ok());
-    assert!(cx::codebook::write(&t(vec![f32::NAN; 4], vec![0, 1]), &info).is_err(), "NaN");
-    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0, 2]), &info).is_err(), "offsets past k");
-    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0]), &info).is_err(), "no group");
+    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0, 1]), &info, None).is_ok());
+    assert!(cx::codebook::write(&t(vec![f32::NAN; 4], vec![0, 1]), &info, None).is_err(), "NaN");
+    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0, 2]), &info, None).is_err(), "offsets past k");
+    assert!(cx::codebook::write(&t(vec![1.0; 4], vec![0]), &info, None).is_err(), "no group");
 }
 
 #[test]

@@ -18,7 +18,7 @@
 //! | `vnni` | int8 MaxSim with AVX-512 VNNI / AVX-VNNI integer dot products, the query in two int8 limbs |
 //! | [`bench`] | in-process benchmark and FMA peak probe |
 //! | [`batch`] | scoring many documents of one f32/f16 matrix in parallel, top-k |
-//! | [`repr`] | stored token types (f16, int8): one [`TokenRepr`] impl each, typed views, top-k over a segment's tokens |
+//! | [`repr`] | stored token types (f16, int8, residual2/4): one [`TokenRepr`] impl each, typed views ([`Repr`]: a type and its codebook), top-k over a segment's tokens |
 //! | [`residual`] | residual tokens (a centroid code and 2- or 4-bit per-dimension buckets): their tables, coding, decoding (portable, AVX2, AVX-512) and MaxSim |
 //! | [`codes`] | 1-bit sign codes and the Hamming MaxSim that screens candidates with them |
 //! | [`centroids`] | tokens against a codebook: every centroid's dot product, the nearest centroid (token-centroid index) |
@@ -52,7 +52,7 @@ pub use kernel::{
     maxsim_int8, maxsim_int8_batch, maxsim_int8_batch_with, maxsim_int8_with, maxsim_pairwise,
 };
 pub use repr::{
-    EncodedTokens, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored,
+    Codec, EncodedTokens, Repr, Screening, StoredRows, TokenMatrix, TokenRepr, TokenType, decode_stored, maxsim_stored,
     maxsim_stored_batch,
 };
 pub use topk::{Hit, TopK};

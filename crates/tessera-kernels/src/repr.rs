@@ -1,14 +1,18 @@
 //! Stored token representations: one sealed [`TokenRepr`] impl per token type
 //! of the format, carrying that type's encoding and its MaxSim kernel. Code
 //! that scores stored tokens takes a [`TokenMatrix`] (a segment's whole token
-//! data) or a [`StoredRows`] (one document), whose [`TokenType`] is chosen once
-//! when the segment opens; [`TokenMatrix`] matches on it once per call and
-//! runs the type's monomorphised loop.
+//! data) or a [`StoredRows`] (one document) with its [`Repr`] (the token type
+//! and what the type needs to be read: for residual types the codebook's
+//! centroids and tables, a [`Codec`]), chosen once when the segment opens;
+//! [`TokenMatrix`] matches on it once per call and runs the type's
+//! monomorphised loop.
 //!
 //! Adding a token type: a variant in `tessera_format::TokenType` (its id, name
-//! and sizes), one `TokenRepr` impl here, and one arm in [`with_repr!`].
+//! and sizes), one `TokenRepr` impl here, and one arm in [`with_repr!`]; a type
+//! that needs more than its rows to be read carries it in [`Repr`].
 
 use crate::codes::{CodeQuery, hamming_maxsim, sign_codes};
+pub use crate::residual::Codec;
 use crate::{Hit, Query, QueryBatch, TopK};
 use half::f16;
 use rayon::prelude::*;
@@ -19,33 +23,79 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// One element type of stored tokens.
+/// How stored rows are read: their token type and, for a residual type,
+/// the codebook they are coded with.
+#[derive(Debug, Clone, Copy)]
+pub struct Repr<'a> {
+    pub token_type: TokenType,
+    /// Residual types' codebook (centroids and tables); `None` for the others.
+    pub codec: Option<Codec<'a>>,
+}
+
+impl<'a> Repr<'a> {
+    /// A type read from its rows alone (f16, int8).
+    ///
+    /// # Panics
+    /// For a residual type.
+    pub fn plain(token_type: TokenType) -> Self {
+        assert!(!token_type.is_residual(), "{} rows are read through a codebook", token_type.name());
+        Self { token_type, codec: None }
+    }
+
+    /// Residual rows coded with `codec`'s codebook (its bits give the type).
+    pub fn residual(codec: Codec<'a>) -> Self {
+        let token_type = if codec.bits == 2 { TokenType::Residual2 } else { TokenType::Residual4 };
+        Self { token_type, codec: Some(codec) }
+    }
+
+    /// Bytes of one stored row.
+    pub fn row_bytes(&self, dim: usize) -> usize {
+        self.token_type.row_bytes(dim)
+    }
+}
+
+/// One element type of stored tokens. `codec` is the [`Repr`]'s: the
+/// codebook residual types are read (and coded) with, `None` for the others.
 pub trait TokenRepr: sealed::Sealed + Send + Sync + 'static {
     const TYPE: TokenType;
 
-    /// Appends the stored form of `src` (`n × dim` f16 values) to `rows`
-    /// (TOKENS bytes) and `scales`. Deterministic: the same input always
-    /// gives the same bytes (WAL replay relies on it).
-    fn encode(src: &[f16], dim: usize, rows: &mut Vec<u8>, scales: &mut Vec<f32>);
+    /// Appends the stored form of `src` (`n × dim` values) to `rows`
+    /// (TOKENS bytes) and `scales`; residual types code token `i` with
+    /// centroid `codes[i]` (the others ignore `codes`). Deterministic: the
+    /// same input always gives the same bytes (WAL replay relies on it).
+    fn encode(
+        src: &[f32],
+        dim: usize,
+        codec: Option<&Codec<'_>>,
+        codes: &[u16],
+        rows: &mut Vec<u8>,
+        scales: &mut Vec<f32>,
+    );
 
     /// The f32 values the stored rows stand for (`out.len() == n × dim`).
-    fn decode(doc: StoredRows<'_>, dim: usize, out: &mut [f32]);
+    fn decode(doc: StoredRows<'_>, dim: usize, codec: Option<&Codec<'_>>, out: &mut [f32]);
 
     /// MaxSim of `q` against one document.
-    fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32;
+    fn maxsim(q: &Query, doc: StoredRows<'_>, codec: Option<&Codec<'_>>) -> f32;
 
     /// MaxSim of every query of `b` against one document in one pass, into
     /// `out` (one score per query, each equal to [`maxsim`](Self::maxsim) alone).
-    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]);
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, codec: Option<&Codec<'_>>, out: &mut [f32]);
 }
 
 /// f16 tokens, stored as given.
 pub enum F16 {}
 /// Per-token symmetric int8 tokens: `scale = max |x| / 127`, `code = round(x / scale)`.
 pub enum Int8 {}
+/// Residual tokens of `BITS` (2 or 4) bits per dimension: a centroid code
+/// and a bucket per dimension ([`crate::residual`]).
+pub enum Residual<const BITS: u32> {}
+pub type Residual2 = Residual<2>;
+pub type Residual4 = Residual<4>;
 
 impl sealed::Sealed for F16 {}
 impl sealed::Sealed for Int8 {}
+impl<const BITS: u32> sealed::Sealed for Residual<BITS> {}
 
 /// f16 rows of a stored document. Segment rows are aligned (64-byte
 /// sections); an owned buffer that happens not to be is copied.
@@ -59,21 +109,22 @@ fn f16_rows(rows: &[u8]) -> std::borrow::Cow<'_, [f16]> {
 impl TokenRepr for F16 {
     const TYPE: TokenType = TokenType::F16;
 
-    fn encode(src: &[f16], _dim: usize, rows: &mut Vec<u8>, _scales: &mut Vec<f32>) {
-        rows.extend_from_slice(bytemuck::cast_slice(src));
+    fn encode(src: &[f32], _: usize, _: Option<&Codec<'_>>, _: &[u16], rows: &mut Vec<u8>, _: &mut Vec<f32>) {
+        rows.reserve(src.len() * 2);
+        rows.extend(src.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()));
     }
 
-    fn decode(doc: StoredRows<'_>, _dim: usize, out: &mut [f32]) {
+    fn decode(doc: StoredRows<'_>, _dim: usize, _: Option<&Codec<'_>>, out: &mut [f32]) {
         <f16 as crate::Element>::to_f32_slice(&f16_rows(doc.rows), out);
     }
 
     #[inline]
-    fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32 {
+    fn maxsim(q: &Query, doc: StoredRows<'_>, _: Option<&Codec<'_>>) -> f32 {
         crate::maxsim(q, &f16_rows(doc.rows))
     }
 
     #[inline]
-    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, _: Option<&Codec<'_>>, out: &mut [f32]) {
         crate::maxsim_batch(b, &f16_rows(doc.rows), out)
     }
 }
@@ -81,29 +132,66 @@ impl TokenRepr for F16 {
 impl TokenRepr for Int8 {
     const TYPE: TokenType = TokenType::Int8;
 
-    fn encode(src: &[f16], dim: usize, rows: &mut Vec<u8>, scales: &mut Vec<f32>) {
+    fn encode(src: &[f32], dim: usize, _: Option<&Codec<'_>>, _: &[u16], rows: &mut Vec<u8>, scales: &mut Vec<f32>) {
         for t in src.chunks_exact(dim) {
-            let max = t.iter().fold(0f32, |m, x| m.max(x.to_f32().abs()));
+            let max = t.iter().fold(0f32, |m, x| m.max(x.abs()));
             let scale = max / 127.0;
             let code = |x: f32| if max > 0.0 { (x / scale).round().clamp(-127.0, 127.0) } else { 0.0 };
-            rows.extend(t.iter().map(|x| code(x.to_f32()) as i8 as u8));
+            rows.extend(t.iter().map(|&x| code(x) as i8 as u8));
             scales.push(scale);
         }
     }
 
-    fn decode(doc: StoredRows<'_>, dim: usize, out: &mut [f32]) {
+    fn decode(doc: StoredRows<'_>, dim: usize, _: Option<&Codec<'_>>, out: &mut [f32]) {
         let n = doc.scales.len();
         crate::kernel::dequantize_rows(bytemuck::cast_slice(doc.rows), doc.scales, 0, n, dim, out);
     }
 
     #[inline]
-    fn maxsim(q: &Query, doc: StoredRows<'_>) -> f32 {
+    fn maxsim(q: &Query, doc: StoredRows<'_>, _: Option<&Codec<'_>>) -> f32 {
         crate::maxsim_int8(q, bytemuck::cast_slice(doc.rows), doc.scales)
     }
 
     #[inline]
-    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, _: Option<&Codec<'_>>, out: &mut [f32]) {
         crate::maxsim_int8_batch(b, bytemuck::cast_slice(doc.rows), doc.scales, out)
+    }
+}
+
+/// The codec residual rows of `BITS` bits are read with.
+///
+/// # Panics
+/// Without one, or with one of other bits or dim (a caller's bug: a
+/// segment's [`Repr`] carries its codebook).
+fn codec_of<'c, 'a, const BITS: u32>(codec: Option<&'c Codec<'a>>, dim: usize) -> &'c Codec<'a> {
+    let c = codec.expect("residual rows are read through their codebook");
+    assert_eq!((c.bits, c.dim), (BITS, dim), "the codec's bits and dim are the rows'");
+    c
+}
+
+impl<const BITS: u32> TokenRepr for Residual<BITS> {
+    const TYPE: TokenType = if BITS == 2 { TokenType::Residual2 } else { TokenType::Residual4 };
+
+    fn encode(src: &[f32], dim: usize, codec: Option<&Codec<'_>>, codes: &[u16], rows: &mut Vec<u8>, _: &mut Vec<f32>) {
+        let c = codec_of::<BITS>(codec, dim);
+        assert_eq!(codes.len() * dim, src.len(), "one centroid code per token");
+        for (x, &code) in src.chunks_exact(dim).zip(codes) {
+            c.encode_row(x, code, rows);
+        }
+    }
+
+    fn decode(doc: StoredRows<'_>, dim: usize, codec: Option<&Codec<'_>>, out: &mut [f32]) {
+        codec_of::<BITS>(codec, dim).decode(doc.rows, out)
+    }
+
+    #[inline]
+    fn maxsim(q: &Query, doc: StoredRows<'_>, codec: Option<&Codec<'_>>) -> f32 {
+        codec_of::<BITS>(codec, q.dim()).maxsim(q, doc.rows)
+    }
+
+    #[inline]
+    fn maxsim_batch(b: &QueryBatch, doc: StoredRows<'_>, codec: Option<&Codec<'_>>, out: &mut [f32]) {
+        codec_of::<BITS>(codec, b.dim()).maxsim_batch(b, doc.rows, out)
     }
 }
 
@@ -120,6 +208,14 @@ macro_rules! with_repr {
                 type $R = $crate::repr::Int8;
                 $body
             }
+            $crate::TokenType::Residual2 => {
+                type $R = $crate::repr::Residual2;
+                $body
+            }
+            $crate::TokenType::Residual4 => {
+                type $R = $crate::repr::Residual4;
+                $body
+            }
         }
     };
 }
@@ -133,10 +229,23 @@ pub struct EncodedTokens {
 }
 
 impl EncodedTokens {
-    /// Encodes `src` (`n × dim` f16 values) as `t`, with codes if `s` asks for them.
+    /// Encodes `src` (`n × dim` f16 values) as `t` (f16 or int8), with codes
+    /// if `s` asks for them.
+    ///
+    /// # Panics
+    /// For a residual type (coded by [`encode_coded`](Self::encode_coded)).
     pub fn encode(t: TokenType, s: Screening, src: &[f16], dim: usize) -> Self {
+        let values: Vec<f32> = src.iter().map(|x| x.to_f32()).collect();
+        Self::encode_coded(Repr::plain(t), s, &values, &[], dim)
+    }
+
+    /// Encodes `src` (`n × dim` values) as `repr`'s type; a residual type
+    /// codes token `i` with its codec's centroid `codes[i]`. Screening codes
+    /// are the values' signs.
+    pub fn encode_coded(repr: Repr<'_>, s: Screening, src: &[f32], codes: &[u16], dim: usize) -> Self {
         let mut e = Self::default();
-        with_repr!(t, R => R::encode(src, dim, &mut e.rows, &mut e.scales));
+        let codec = repr.codec.as_ref();
+        with_repr!(repr.token_type, R => R::encode(src, dim, codec, codes, &mut e.rows, &mut e.scales));
         if s == Screening::Binary {
             sign_codes(src, dim, &mut e.codes);
         }
@@ -153,21 +262,21 @@ impl EncodedTokens {
     }
 }
 
-/// MaxSim of `q` against one stored document of type `t`.
-pub fn maxsim_stored(t: TokenType, q: &Query, doc: StoredRows<'_>) -> f32 {
-    with_repr!(t, R => R::maxsim(q, doc))
+/// MaxSim of `q` against one stored document read as `r`.
+pub fn maxsim_stored(r: Repr<'_>, q: &Query, doc: StoredRows<'_>) -> f32 {
+    with_repr!(r.token_type, R => R::maxsim(q, doc, r.codec.as_ref()))
 }
 
-/// MaxSim of every query of `b` against one stored document of type `t`, into `out`.
-pub fn maxsim_stored_batch(t: TokenType, b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
-    with_repr!(t, R => R::maxsim_batch(b, doc, out))
+/// MaxSim of every query of `b` against one stored document read as `r`, into `out`.
+pub fn maxsim_stored_batch(r: Repr<'_>, b: &QueryBatch, doc: StoredRows<'_>, out: &mut [f32]) {
+    with_repr!(r.token_type, R => R::maxsim_batch(b, doc, r.codec.as_ref(), out))
 }
 
-/// The f32 values of one stored document of type `t` (`n × dim`).
-pub fn decode_stored(t: TokenType, doc: StoredRows<'_>, dim: usize) -> Vec<f32> {
-    let n = doc.rows.len() / t.row_bytes(dim);
+/// The f32 values of one stored document read as `r` (`n × dim`).
+pub fn decode_stored(r: Repr<'_>, doc: StoredRows<'_>, dim: usize) -> Vec<f32> {
+    let n = doc.rows.len() / r.row_bytes(dim);
     let mut out = vec![0f32; n * dim];
-    with_repr!(t, R => R::decode(doc, dim, &mut out));
+    with_repr!(r.token_type, R => R::decode(doc, dim, r.codec.as_ref(), &mut out));
     out
 }
 
@@ -175,7 +284,7 @@ pub fn decode_stored(t: TokenType, doc: StoredRows<'_>, dim: usize) -> Vec<f32> 
 /// Document `i` is token rows `offsets[i] .. offsets[i + 1]`.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenMatrix<'a> {
-    pub token_type: TokenType,
+    pub repr: Repr<'a>,
     pub screening: Screening,
     pub dim: usize,
     pub rows: &'a [u8],
@@ -201,7 +310,7 @@ impl<'a> TokenMatrix<'a> {
     #[inline]
     pub fn doc(&self, i: u32) -> StoredRows<'a> {
         let (a, b) = (self.offsets[i as usize] as usize, self.offsets[i as usize + 1] as usize);
-        let row = self.token_type.row_bytes(self.dim);
+        let row = self.repr.row_bytes(self.dim);
         let w = self.screening.code_words(self.dim);
         StoredRows {
             rows: &self.rows[a * row..b * row],
@@ -212,13 +321,14 @@ impl<'a> TokenMatrix<'a> {
 
     /// The f32 values of document `i`.
     pub fn decode(&self, i: u32) -> Vec<f32> {
-        decode_stored(self.token_type, self.doc(i), self.dim)
+        decode_stored(self.repr, self.doc(i), self.dim)
     }
 
     /// The `k` best of `docs` by exact MaxSim, best first (ties: smaller index first).
     pub fn top_k(&self, q: &Query, docs: &[u32], k: usize) -> Vec<Hit<u32>> {
         assert_eq!(q.dim(), self.dim, "query and matrix dims differ");
-        with_repr!(self.token_type, R => top_k_by(docs, k, |d| R::maxsim(q, self.doc(d))))
+        let codec = self.repr.codec.as_ref();
+        with_repr!(self.repr.token_type, R => top_k_by(docs, k, |d| R::maxsim(q, self.doc(d), codec)))
     }
 
     /// For every query of `b`, the `k` best of `docs` by exact MaxSim, best
@@ -227,13 +337,14 @@ impl<'a> TokenMatrix<'a> {
         assert_eq!(b.dim(), self.dim, "query and matrix dims differ");
         let n = b.len();
         let fresh = || (0..n).map(|_| TopK::new(k)).collect::<Vec<_>>();
-        with_repr!(self.token_type, R => docs
+        let codec = self.repr.codec.as_ref();
+        with_repr!(self.repr.token_type, R => docs
         .par_chunks(CHUNK)
         .fold(
             || (fresh(), vec![0f32; n]),
             |(mut tops, mut scores), chunk| {
                 for &d in chunk {
-                    R::maxsim_batch(b, self.doc(d), &mut scores);
+                    R::maxsim_batch(b, self.doc(d), codec, &mut scores);
                     for (t, &s) in tops.iter_mut().zip(&scores) {
                         t.push(s, d);
                     }
@@ -259,12 +370,13 @@ impl<'a> TokenMatrix<'a> {
         assert_eq!(b.dim(), self.dim, "query and matrix dims differ");
         assert_eq!(out.len(), docs.len() * b.len(), "one score per query and document");
         let n = b.len();
-        with_repr!(self.token_type, R => out
+        let codec = self.repr.codec.as_ref();
+        with_repr!(self.repr.token_type, R => out
         .par_chunks_mut(CHUNK * n)
         .zip(docs.par_chunks(CHUNK))
         .for_each(|(o, d)| {
             for (o, &d) in o.chunks_exact_mut(n).zip(d) {
-                R::maxsim_batch(b, self.doc(d), o);
+                R::maxsim_batch(b, self.doc(d), codec, o);
             }
         }))
     }

@@ -315,6 +315,19 @@ impl Codec<'_> {
     }
 }
 
+impl Codec<'_> {
+    /// MaxSim of every query of `b` against one document's stored rows, into
+    /// `out`: the rows decoded once, then the f32 multi-query kernel.
+    pub fn maxsim_batch(&self, b: &crate::QueryBatch, rows: &[u8], out: &mut [f32]) {
+        let n = rows.len() / row_bytes(self.bits, self.dim);
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.resize(n * self.dim, 0.0);
+            self.decode(rows, &mut buf[..n * self.dim]);
+            crate::maxsim_batch(b, &buf[..n * self.dim], out)
+        })
+    }
+}
+
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

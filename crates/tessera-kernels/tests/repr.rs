@@ -13,10 +13,68 @@
 use proptest::prelude::*;
 use tessera_kernels::codes::{CodeKernel, CodeQuery, hamming_maxsim, sign_codes};
 use tessera_kernels::reference::maxsim_f64;
+use tessera_kernels::residual::{Codec, by_bucket, train_tables};
 use tessera_kernels::{
-    EncodedTokens, Int8Kernel, Kernel, Query, QueryBatch, Screening, TokenMatrix, TokenType, f16,
+    EncodedTokens, Int8Kernel, Kernel, Query, QueryBatch, Repr, Screening, TokenMatrix, TokenType, f16,
     maxsim_int8_batch_with, maxsim_int8_with, maxsim_stored,
 };
+
+/// What a token type needs to be encoded and read: nothing, or for a
+/// residual type a codebook of 5 centroids (tokens of the test data coded
+/// with the nearest) and tables trained on their residuals.
+struct Tables {
+    centroids: Vec<f32>,
+    cutoffs: Vec<f32>,
+    weights: Vec<f32>,
+    by_bucket: Vec<f32>,
+    codes: Vec<u16>,
+}
+
+impl Tables {
+    fn new(t: TokenType, values: &[f16], dim: usize) -> Self {
+        let bits = t.residual_bits();
+        if bits == 0 {
+            return Self { centroids: vec![], cutoffs: vec![], weights: vec![], by_bucket: vec![], codes: vec![] };
+        }
+        let x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        let centroids = rng_vec(77, 5 * dim);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let codes: Vec<u16> = x
+            .chunks(dim)
+            .map(|t| {
+                (0..5)
+                    .max_by(|&a, &b| {
+                        dot(t, &centroids[a * dim..][..dim]).total_cmp(&dot(t, &centroids[b * dim..][..dim]))
+                    })
+                    .unwrap() as u16
+            })
+            .collect();
+        let res: Vec<f32> =
+            x.iter().enumerate().map(|(i, v)| v - centroids[codes[i / dim] as usize * dim + i % dim]).collect();
+        let (cutoffs, weights) = train_tables(&res, dim, bits);
+        let by_bucket = by_bucket(&weights, dim, bits);
+        Self { centroids, cutoffs, weights, by_bucket, codes }
+    }
+
+    fn repr(&self, t: TokenType, dim: usize) -> Repr<'_> {
+        if !t.is_residual() {
+            return Repr::plain(t);
+        }
+        Repr::residual(Codec {
+            bits: t.residual_bits(),
+            dim,
+            centroids: &self.centroids,
+            cutoffs: &self.cutoffs,
+            weights: &self.weights,
+            weights_by_bucket: &self.by_bucket,
+        })
+    }
+
+    fn encode(&self, t: TokenType, s: Screening, values: &[f16], dim: usize) -> EncodedTokens {
+        let x: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        EncodedTokens::encode_coded(self.repr(t, dim), s, &x, &self.codes, dim)
+    }
+}
 
 fn rng_vec(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
@@ -118,7 +176,7 @@ fn check_int8(qv: &[f32], dv: &[f32], dim: usize) -> Result<(), String> {
         }
     }
     // The default path (what a segment uses) is one of them.
-    let got = maxsim_stored(TokenType::Int8, &q, e.view()) as f64;
+    let got = maxsim_stored(Repr::plain(TokenType::Int8), &q, e.view()) as f64;
     if (got - r).abs() > tol.max(tol_vnni) {
         return Err(format!("default int8 {shape}: {got} vs {r}"));
     }
@@ -202,9 +260,10 @@ fn token_matrix_top_k_and_screening_match_brute_force() {
     let q = Query::new(&qv, dim);
     let cq = CodeQuery::new(&qv, dim);
     for t in TokenType::ALL {
-        let e = EncodedTokens::encode(t, Screening::Binary, &values, dim);
+        let tables = Tables::new(t, &values, dim);
+        let e = tables.encode(t, Screening::Binary, &values, dim);
         let m = TokenMatrix {
-            token_type: t,
+            repr: tables.repr(t, dim),
             screening: Screening::Binary,
             dim,
             rows: &e.rows,
@@ -232,7 +291,7 @@ fn token_matrix_top_k_and_screening_match_brute_force() {
 #[test]
 fn batched_int8_and_matrix_scoring_equal_one_query_at_a_time() {
     for dim in [16usize, 96, 128, 30] {
-        let lens = [3usize, 1, 7, 40, 5, 9, 2, 13, 6, 25, 4, 12];
+        let lens = [3usize, 1, 7, 40, 5, 9, 2, 13, 6, 25, 4, 300, 12];
         let mut offsets = vec![0u64];
         for l in lens {
             offsets.push(offsets.last().unwrap() + l as u64);
@@ -244,9 +303,10 @@ fn batched_int8_and_matrix_scoring_equal_one_query_at_a_time() {
         let b = QueryBatch::new(&qs.iter().collect::<Vec<_>>());
         let docs: Vec<u32> = (0..lens.len() as u32).rev().collect();
         for t in TokenType::ALL {
-            let e = EncodedTokens::encode(t, Screening::None, &values, dim);
+            let tables = Tables::new(t, &values, dim);
+            let e = tables.encode(t, Screening::None, &values, dim);
             let m = TokenMatrix {
-                token_type: t,
+                repr: tables.repr(t, dim),
                 screening: Screening::None,
                 dim,
                 rows: &e.rows,
@@ -271,7 +331,7 @@ fn batched_int8_and_matrix_scoring_equal_one_query_at_a_time() {
             m.score_batch(&b, &docs, &mut scores);
             for (i, &d) in docs.iter().enumerate() {
                 for (j, q) in qs.iter().enumerate() {
-                    assert_eq!(scores[i * qs.len() + j], maxsim_stored(t, q, m.doc(d)), "{t:?} dim {dim}");
+                    assert_eq!(scores[i * qs.len() + j], maxsim_stored(m.repr, q, m.doc(d)), "{t:?} dim {dim}");
                 }
             }
             for k in [1usize, 5, 12, 20] {

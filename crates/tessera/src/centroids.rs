@@ -25,6 +25,18 @@
 //!   that grew past its first codebook kept most of its segments on it — at
 //!   20× the real data, 14 of 16 segments on 2,048 centroids instead of
 //!   16,384, and recall@10 at 571 candidates fell from 0.992 to 0.945.
+//!
+//! Residual storage (`residual2`, `residual4`) stores each token as its code
+//! in a codebook plus its residual's buckets ([`Coder`]), so the codebook also
+//! learns the bucket tables when it is trained, and a segment's rows are tied
+//! to the codebook they were coded with:
+//! - segments sealed before the first codebook are f16 (the memtable's form);
+//!   the seal that trains the codebook writes its segment again as residual;
+//! - a merge copies the rows of segments coded with the current codebook and
+//!   codes the others' (decoded) values again; should it retrain the
+//!   codebook, its output is coded once more with the new one;
+//! - [`recode`] leaves residual segments alone (their rows need their own
+//!   codebook): they move to a newer codebook when they are merged.
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
@@ -35,10 +47,12 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tessera_format::segment::StoredRows;
 use tessera_index::centroids::{
-    self as cx, CentroidParams, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, Quantizer,
+    self as cx, CentroidParams, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, Quantizer, ResidualTables,
 };
-use tessera_kernels::CentroidPanels;
+use tessera_kernels::residual::{self, Codec};
+use tessera_kernels::{CentroidPanels, EncodedTokens, Repr, Screening, TokenType};
 
 /// Documents per parallel assignment task.
 const ASSIGN_DOCS: usize = 16;
@@ -55,6 +69,30 @@ pub(crate) struct Codebook {
     pub identity: u32,
     pub info: CodebookInfo,
     pub file_len: u64,
+    /// Residual collections: what residual rows coded with it are read with.
+    pub residual: Option<Tables>,
+}
+
+/// A codebook's centroids and residual tables, owned: what a [`Codec`] views.
+pub(crate) struct Tables {
+    pub bits: u32,
+    centroids: Vec<f32>,
+    cutoffs: Vec<f32>,
+    weights: Vec<f32>,
+    by_bucket: Vec<f32>,
+}
+
+impl Tables {
+    pub fn codec(&self, dim: usize) -> Codec<'_> {
+        Codec {
+            bits: self.bits,
+            dim,
+            centroids: &self.centroids,
+            cutoffs: &self.cutoffs,
+            weights: &self.weights,
+            weights_by_bucket: &self.by_bucket,
+        }
+    }
 }
 
 impl Codebook {
@@ -69,6 +107,13 @@ impl Codebook {
                 reason: format!("codebook has dim {}, the collection {dim}", layout.info.dim),
             });
         }
+        let residual = layout.residual_tables(&bytes).map(|t| Tables {
+            bits: t.bits,
+            centroids: layout.centroids(&bytes).to_vec(),
+            cutoffs: t.cutoffs.to_vec(),
+            weights: t.weights.to_vec(),
+            by_bucket: residual::by_bucket(t.weights, dim, t.bits),
+        });
         Ok(Self {
             id,
             panels: CentroidPanels::new(layout.centroids(&bytes), dim),
@@ -76,7 +121,101 @@ impl Codebook {
             identity: layout.crc,
             info: layout.info,
             file_len: bytes.len() as u64,
+            residual,
         })
+    }
+
+    /// How residual rows coded with this codebook are read.
+    ///
+    /// # Panics
+    /// If it has no residual tables (a residual segment's codebook is
+    /// checked to have them when the segment opens).
+    pub fn repr(&self) -> Repr<'_> {
+        Repr::residual(self.residual.as_ref().expect("a residual codebook has tables").codec(self.info.dim))
+    }
+}
+
+/// Codes tokens as residual rows with a codebook, for a seal or merge of a
+/// residual collection: each token gets its centroid by routing (as the
+/// centroid index codes tokens) and its residual's buckets. Rows already
+/// coded with this codebook are copied as they are, so a token is coded
+/// again only when its codebook changes. Screening codes are kept as given
+/// (the signs of the values first stored).
+pub(crate) struct Coder<'a> {
+    cb: &'a Codebook,
+    screening: Screening,
+}
+
+/// A document's rows as a [`Coder`] coded them.
+pub(crate) struct Coded {
+    pub tokens: EncodedTokens,
+    /// Each token's centroid.
+    pub codes: Vec<u16>,
+    /// Sum of the tokens' cosines to their centroid, over `count` nonzero tokens.
+    pub cos_sum: f64,
+    pub count: usize,
+}
+
+/// Where a document's rows come from: how they are read, and for residual
+/// rows the identity of their codebook.
+#[derive(Clone, Copy)]
+pub(crate) struct RowsFrom<'a> {
+    pub repr: Repr<'a>,
+    pub codebook: Option<u32>,
+}
+
+impl<'a> RowsFrom<'a> {
+    /// The memtable's (and pre-codebook segments') f16 rows.
+    pub fn plain(t: TokenType) -> Self {
+        Self { repr: Repr::plain(t), codebook: None }
+    }
+}
+
+impl<'a> Coder<'a> {
+    /// A coder with `cb`, which must have residual tables.
+    pub fn new(cb: &'a Codebook, screening: Screening) -> Self {
+        assert!(cb.residual.is_some(), "residual rows are coded with a codebook with tables");
+        Self { cb, screening }
+    }
+
+    pub fn codebook(&self) -> &'a Codebook {
+        self.cb
+    }
+
+    pub fn token_type(&self) -> TokenType {
+        self.cb.repr().token_type
+    }
+
+    /// Codes one document's rows, read as `from` says.
+    pub fn code(&self, from: RowsFrom<'_>, doc: StoredRows<'_>) -> Coded {
+        let dim = self.cb.info.dim;
+        let repr = self.cb.repr();
+        let values = tessera_kernels::decode_stored(from.repr, doc, dim);
+        let (tokens, codes, dots) =
+            if from.codebook == Some(self.cb.identity) && from.repr.token_type == repr.token_type {
+                // Coded with this codebook already: the rows as they are.
+                let rb = repr.row_bytes(dim);
+                let codes: Vec<u16> = doc.rows.chunks_exact(rb).map(|r| u16::from_le_bytes([r[0], r[1]])).collect();
+                let centroids = repr.codec.expect("a residual codec").centroids;
+                let dots: Vec<f32> = values
+                    .chunks_exact(dim)
+                    .zip(&codes)
+                    .map(|(x, &c)| x.iter().zip(&centroids[c as usize * dim..][..dim]).map(|(a, b)| a * b).sum())
+                    .collect();
+                (EncodedTokens { rows: doc.rows.to_vec(), scales: Vec::new(), codes: doc.codes.to_vec() }, codes, dots)
+            } else {
+                let n = values.len() / dim;
+                let (mut c, mut dots) = (vec![0u32; n], vec![0f32; n]);
+                self.cb.quantizer.nearest_serial(&values, &mut c, &mut dots);
+                let codes: Vec<u16> = c.into_iter().map(|c| c as u16).collect();
+                let mut tokens = EncodedTokens::encode_coded(repr, Screening::None, &values, &codes, dim);
+                if self.screening != Screening::None {
+                    tokens.codes = doc.codes.to_vec();
+                }
+                (tokens, codes, dots)
+            };
+        let (cos_sum, count) = cx::cosine_sum(&values, dim, &dots);
+        Coded { tokens, codes, cos_sum, count }
     }
 }
 
@@ -130,6 +269,9 @@ pub(crate) struct Built {
     pub trained: Option<Arc<Codebook>>,
     /// Seconds spent training it.
     pub train_s: f64,
+    /// Residual storage: the segment is to be written again coded with
+    /// this codebook (just trained), and its index built then (`index` is none).
+    pub recode: Option<Arc<Codebook>>,
 }
 
 /// Where and how a collection's centroid indexes are built.
@@ -148,13 +290,16 @@ pub(crate) struct Target<'a> {
 
 /// Builds the centroid index of `seg`, just written into `t.dir`. `current`
 /// is the collection's codebook; `sources` are the segment views a merge
-/// read, in the order their live rows were written (empty for a flush).
-/// New files are added to `created` and named in `m` (the caller commits).
+/// read, in the order their live rows were written (empty for a flush);
+/// `coded`: a residual segment's codes in `current` and their mean cosine,
+/// as its rows were coded. New files are added to `created` and named in
+/// `m` (the caller commits).
 pub(crate) fn build(
     t: &Target<'_>,
     seg: &Segment,
     current: Option<&Arc<Codebook>>,
     sources: &[SegmentView],
+    coded: Option<(Vec<u16>, f32)>,
     m: &mut Manifest,
     created: &mut Vec<PathBuf>,
 ) -> Result<Built> {
@@ -170,24 +315,33 @@ pub(crate) fn build(
             trained = Some(cb.clone());
             cb
         }
-        None => return Ok(Built { index: None, trained: None, train_s }),
+        None => return Ok(Built { index: None, trained: None, train_s, recode: None }),
     };
-    let (mut codes, mut similarity) = match copied_codes(sources, &codebook) {
+    let residual = config.storage.is_residual();
+    let (mut codes, mut similarity) = match coded {
         Some(c) => c,
-        None => assign(seg, &codebook),
+        None if residual => {
+            // An f16 segment sealed as the codebook was trained.
+            assert!(trained.is_some(), "residual segments are coded when a codebook exists");
+            return Ok(Built { index: None, trained, train_s, recode: Some(codebook) });
+        }
+        None => copied_codes(sources, &codebook).unwrap_or_else(|| assign(seg, &codebook)),
     };
     let sampled = n_tokens + t.others.iter().map(|sv| sv.seg.n_tokens()).sum::<usize>();
     if trained.is_none() && !sources.is_empty() && needs_retraining(params, &codebook, sampled, tokens, similarity) {
         let start = std::time::Instant::now();
         let cb = train(t, seg, m, created)?;
         train_s = start.elapsed().as_secs_f64();
+        if residual {
+            return Ok(Built { index: None, trained: Some(cb.clone()), train_s, recode: Some(cb) });
+        }
         (codes, similarity) = assign(seg, &cb);
         trained = Some(cb);
     }
     let cb = trained.as_ref().unwrap_or(&codebook);
     let fid = write_index(dir, config, seg, cb, &codes, similarity, m, created)?;
     let index = CentroidIndex::open(&dir.join(manifest::ivf_file(fid)), seg, cb.clone())?;
-    Ok(Built { index: Some((index, fid)), trained, train_s })
+    Ok(Built { index: Some((index, fid)), trained, train_s, recode: None })
 }
 
 /// Codes every token of `seg` (a sealed segment of the collection in `dir`,
@@ -269,6 +423,8 @@ fn train(t: &Target<'_>, seg: &Segment, m: &mut Manifest, created: &mut Vec<Path
         (start, at) = (end, at + take);
     }
     let trained = cx::train(&sample, config.dim, k, params.iterations as usize, params.seed);
+    let bits = config.storage.residual_bits();
+    let tables = (bits > 0).then(|| residual_tables(&trained, &sample, config.dim, bits));
     let info = CodebookInfo {
         dim: config.dim,
         k,
@@ -277,13 +433,28 @@ fn train(t: &Target<'_>, seg: &Segment, m: &mut Manifest, created: &mut Vec<Path
         seed: params.seed,
         mean_similarity: trained.mean_similarity,
     };
-    let bytes = cx::codebook::write(&trained, &info).map_err(|e| Error::InvalidArgument(format!("codebook: {e}")))?;
+    let tables = tables.as_ref().map(|(cutoffs, weights)| ResidualTables { bits, cutoffs, weights });
+    let bytes = cx::codebook::write(&trained, &info, tables.as_ref())
+        .map_err(|e| Error::InvalidArgument(format!("codebook: {e}")))?;
     let fid = m.alloc_file_id();
     let path = dir.join(manifest::codebook_file(fid));
     created.push(path.clone());
     fsutil::write_new(&path, &bytes)?;
     m.codebook = Some(fid);
     Ok(Arc::new(Codebook::open(&path, fid, config.dim)?))
+}
+
+/// The residual tables of a codebook of `bits`, learned from its training
+/// sample: each token's residual to the centroid it is coded with (by
+/// routing, as stored tokens are), per dimension.
+fn residual_tables(t: &cx::Trained, sample: &[f32], dim: usize, bits: u32) -> (Vec<f32>, Vec<f32>) {
+    let q = Quantizer::new(&t.centroids, &t.groups, &t.group_offsets, dim);
+    let n = sample.len() / dim;
+    let (mut codes, mut dots) = (vec![0u32; n], vec![0f32; n]);
+    q.nearest(sample, &mut codes, &mut dots);
+    let residuals: Vec<f32> =
+        sample.iter().enumerate().map(|(i, x)| x - t.centroids[codes[i / dim] as usize * dim + i % dim]).collect();
+    residual::train_tables(&residuals, dim, bits)
 }
 
 /// The f32 values of the token rows `rows` (ascending) of a segment.

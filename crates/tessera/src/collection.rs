@@ -26,7 +26,7 @@ pub use stats::{BuildTimes, CollectionStats, SegmentSize};
 
 use merge_policy::{merge_due, merge_pick};
 
-use crate::centroids::{self, Codebook};
+use crate::centroids::{self, Codebook, Coder, RowsFrom};
 use crate::config::{CollectionConfig, IndexConfig};
 use crate::doc::{
     Document, MemDoc, StoredDocument, UpsertOptions, WalDoc, check_id, check_pool_factor, parse_payload, prepare_batch,
@@ -153,11 +153,13 @@ impl Drop for Task<'_> {
 /// codebook than the collection's current one (the oldest such segment, not
 /// tried with it yet), and that codebook: the maintenance task codes it
 /// again. Segments sealed before the first codebook have no index and stay
-/// exact.
+/// exact; residual segments keep the codebook their rows are coded with
+/// until they are merged.
 fn recode_pick(w: &Writer) -> Option<(SegmentView, Arc<Codebook>)> {
     let cb = w.codebook.as_ref()?;
     let stale = |sv: &&SegmentView| {
-        sv.seg.centroid_index().is_some_and(|ci| ci.codebook.identity != cb.identity)
+        !sv.seg.is_residual()
+            && sv.seg.centroid_index().is_some_and(|ci| ci.codebook.identity != cb.identity)
             && !w.kept_codes.contains(&(sv.seg.id, cb.id))
     };
     w.segments.iter().find(stale).map(|sv| (sv.clone(), cb.clone()))
@@ -660,19 +662,19 @@ impl Collection {
 
     pub(crate) fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
         let dim = self.config().dim;
-        let values = |t: tessera_kernels::TokenType, rows: StoredRows<'_>| -> Vec<half::f16> {
+        let values = |r: tessera_kernels::Repr<'_>, rows: StoredRows<'_>| -> Vec<half::f16> {
             if !tokens {
                 return Vec::new();
             }
-            if t == tessera_kernels::TokenType::F16 {
+            if r.token_type == tessera_kernels::TokenType::F16 {
                 return bytemuck::pod_collect_to_vec(rows.rows);
             }
-            tessera_kernels::decode_stored(t, rows, dim).into_iter().map(half::f16::from_f32).collect()
+            tessera_kernels::decode_stored(r, rows, dim).into_iter().map(half::f16::from_f32).collect()
         };
         if let Some(d) = snap.mem.get(id) {
             return Some(StoredDocument {
                 id: d.id.clone(),
-                tokens: values(self.config().storage, d.tokens.view()),
+                tokens: values(tessera_kernels::Repr::plain(self.config().staged_storage()), d.tokens.view()),
                 n_tokens: d.n_tokens,
                 given_tokens: d.given_tokens,
                 dim,
@@ -685,7 +687,7 @@ impl Collection {
                 let (s, r) = (&sv.seg, row as usize);
                 return Some(StoredDocument {
                     id: id.into(),
-                    tokens: values(s.matrix().token_type, s.tokens(r)),
+                    tokens: values(s.repr(), s.tokens(r)),
                     n_tokens: s.n_tokens_of(r),
                     given_tokens: s.given_tokens_of(r),
                     dim,
@@ -821,17 +823,20 @@ impl Collection {
     /// `sources`, for a merge, the segments
     /// whose live rows it holds, in order. Returns the segment and a codebook
     /// trained for it, if one was.
+    #[allow(clippy::too_many_arguments)]
     fn seal(
         &self,
         ctx: &SealCtx,
         path: &Path,
         id: u64,
         sources: &[SegmentView],
+        coded: Option<CodedRows>,
         m: &mut Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
         let config = self.config();
-        let mut seg = Segment::open(path, id, &config)?;
+        let rows_codebook = coded.as_ref().and(ctx.codebook.as_ref());
+        let mut seg = Segment::open(path, id, &config, rows_codebook)?;
         let (mut index, mut codebook, mut trained) = (None, None, None);
         let t = Instant::now();
         match &config.index {
@@ -854,7 +859,30 @@ impl Collection {
                     tokens: ctx.tokens,
                     others: &ctx.others,
                 };
-                let built = centroids::build(&target, &seg, ctx.codebook.as_ref(), sources, m, created)?;
+                let mut built = centroids::build(&target, &seg, ctx.codebook.as_ref(), sources, coded, m, created)?;
+                if let Some(cb) = built.recode.take() {
+                    // Residual storage and a codebook just trained: the
+                    // segment is written again, coded with it: from a
+                    // merge's sources (f16 rows are then coded once, not
+                    // twice), or from the f16 segment just sealed.
+                    let new_id = m.alloc_file_id();
+                    let coder = Coder::new(&cb, config.screening);
+                    let (new_path, coded) = if sources.is_empty() {
+                        let docs = (0..seg.n_docs()).map(|r| (seg.doc(r), rows_from(&seg)));
+                        write_segment(&self.dir, new_id, &config, Some(&coder), docs, created)?
+                    } else {
+                        let docs = sources.iter().flat_map(|sv| {
+                            let from = rows_from(&sv.seg);
+                            sv.live.iter().map(move |&r| (sv.seg.doc(r as usize), from))
+                        });
+                        write_segment(&self.dir, new_id, &config, Some(&coder), docs, created)?
+                    };
+                    seg = Segment::open(&new_path, new_id, &config, Some(&cb))?;
+                    created.retain(|p| p != path);
+                    fsutil::remove_if_exists(path)?;
+                    let again = centroids::build(&target, &seg, Some(&cb), &[], coded, m, created)?;
+                    built.index = again.index;
+                }
                 if let Some((ci, fid)) = built.index {
                     codebook = Some(ci.codebook.id);
                     seg.index = Some(CoarseIndex::Centroids(ci));
@@ -882,7 +910,7 @@ impl Collection {
         }
         self.add_time(|b, s| b.text_s += s, t);
         m.segments.push(SegmentEntry {
-            id,
+            id: seg.id,
             n_docs: seg.n_docs() as u64,
             n_tokens: seg.n_tokens() as u64,
             deletes: None,
@@ -957,35 +985,73 @@ impl Writer {
     }
 }
 
+/// Documents a segment writer codes as residual rows in one parallel step.
+const CODE_DOCS: usize = 512;
+
+/// How a segment's rows were coded as residual rows: each token's code and
+/// the tokens' mean cosine to their centroid.
+pub(crate) type CodedRows = (Vec<u16>, f32);
+
 /// Writes a segment file under a temporary name, fsyncs it and renames it
-/// into place (the caller syncs the directory before referencing it).
+/// into place (the caller syncs the directory before referencing it). Each
+/// document's rows are read as its [`RowsFrom`] says: with a `coder`
+/// (residual storage once a codebook exists) they are coded with its
+/// codebook (whose codes are returned), otherwise written as they are (they
+/// are of the collection's staged storage).
 fn write_segment<'a>(
     dir: &Path,
     id: u64,
     config: &CollectionConfig,
-    docs: impl Iterator<Item = SegmentDoc<'a>>,
+    coder: Option<&Coder<'_>>,
+    docs: impl Iterator<Item = (SegmentDoc<'a>, RowsFrom<'a>)>,
     created: &mut Vec<PathBuf>,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Option<CodedRows>)> {
+    use rayon::prelude::*;
     let path = dir.join(manifest::segment_file(id));
     let tmp = path.with_extension("tmp");
     created.push(tmp.clone());
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(Error::io(&tmp))?;
     let io = Error::io(&tmp);
+    let token_type = coder.map_or(config.staged_storage(), Coder::token_type);
+    let (mut codes, mut cos_sum, mut count) = (Vec::new(), 0f64, 0usize);
     let res = (|| {
         let out = BufWriter::with_capacity(1 << 20, file);
-        let mut sw = SegmentWriter::new(out, config.dim, config.storage, config.screening)?;
-        for d in docs {
-            sw.add(d)?;
+        let mut sw = SegmentWriter::new(out, config.dim, token_type, config.screening)?;
+        let Some(coder) = coder else {
+            for (d, from) in docs {
+                assert_eq!(from.repr.token_type, token_type, "rows written as they are are of the staged storage");
+                sw.add(d)?;
+            }
+            return sw.finish().map(|(bw, _)| bw);
+        };
+        sw.coded_with(coder.codebook().identity);
+        let mut docs = docs.peekable();
+        while docs.peek().is_some() {
+            let batch: Vec<_> = docs.by_ref().take(CODE_DOCS).collect();
+            let coded: Vec<_> = batch.par_iter().map(|(d, from)| coder.code(*from, d.tokens)).collect();
+            for ((d, _), c) in batch.iter().zip(coded) {
+                sw.add(SegmentDoc { tokens: c.tokens.view(), ..*d })?;
+                codes.extend_from_slice(&c.codes);
+                (cos_sum, count) = (cos_sum + c.cos_sum, count + c.count);
+            }
         }
-        let (bw, _) = sw.finish()?;
+        sw.finish().map(|(bw, _)| bw)
+    })()
+    .and_then(|bw| {
         let file = bw.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()
-    })();
+    });
     res.map_err(io)?;
     created.push(path.clone());
     std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-    Ok(path)
+    let coded = coder.map(|_| (codes, if count == 0 { 0.0 } else { (cos_sum / count as f64) as f32 }));
+    Ok((path, coded))
+}
+
+/// How a segment's rows are read, for writing them into another.
+fn rows_from(seg: &Segment) -> RowsFrom<'_> {
+    RowsFrom { repr: seg.repr(), codebook: seg.codebook().map(|cb| cb.identity) }
 }
 
 /// One coarse vector per document of `seg` (row-major, `n_docs × enc.dim()`), in parallel.
@@ -1008,7 +1074,7 @@ fn open_segment_view(
     enc_dim: usize,
     codebook: Option<Arc<Codebook>>,
 ) -> Result<SegmentView> {
-    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config)?;
+    let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config, codebook.as_ref())?;
     if let (Some(fid), Some(tc)) = (e.text, &config.text) {
         let tdir = dir.join(manifest::text_dir(fid));
         if let Some(want) = e.text_crc {

@@ -246,6 +246,14 @@ impl CollectionConfig {
         tessera_format::tokens::bytes_per_token(self.storage, self.screening, self.dim)
     }
 
+    /// How the memtable (and, in a residual collection, a segment sealed
+    /// before the codebook is trained) stores tokens: the storage, but f16
+    /// for residual storage (residuals need the codebook; the WAL's values
+    /// are f16).
+    pub fn staged_storage(&self) -> TokenType {
+        if self.storage.is_residual() { TokenType::F16 } else { self.storage }
+    }
+
     /// Checks a configuration for a new collection.
     pub(crate) fn validate(&self) -> crate::Result<()> {
         if let Some(IndexConfig::Vector { hnsw, .. }) = &self.index
@@ -291,6 +299,13 @@ impl CollectionConfig {
             }
             Some(IndexConfig::Centroids { centroids }) => centroids.validate().or_else(bad)?,
             None => {}
+        }
+        if self.storage.is_residual() && !matches!(self.index, Some(IndexConfig::Centroids { .. })) {
+            return bad(format!(
+                "storage {} codes tokens against the collection's codebook: it needs index centroids, not {}",
+                self.storage,
+                IndexKind::of(self.index.as_ref())
+            ));
         }
         Ok(())
     }

@@ -218,7 +218,7 @@ impl WalDoc {
     /// The stored form of the tokens (`encode` is deterministic, so a WAL
     /// replay rebuilds exactly what was acknowledged).
     pub fn encode(&self, config: &CollectionConfig) -> EncodedTokens {
-        EncodedTokens::encode(config.storage, config.screening, &self.tokens, config.dim)
+        EncodedTokens::encode(config.staged_storage(), config.screening, &self.tokens, config.dim)
     }
 
     /// Pools the tokens by `factor` (nothing to do for 1 or a single token),

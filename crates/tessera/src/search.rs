@@ -24,7 +24,7 @@ use std::time::Instant;
 use tessera_index::Encoder;
 use tessera_index::centroids::Probe;
 use tessera_kernels::{
-    CodeQuery, Hit, Query, QueryBatch, Screening, TokenType, TopK, decode_stored, maxsim_stored, maxsim_stored_batch,
+    CodeQuery, Hit, Query, QueryBatch, Repr, Screening, TopK, decode_stored, maxsim_stored, maxsim_stored_batch,
 };
 
 /// Largest `k`, `candidates`, `rerank` and `ef` a search accepts.
@@ -269,8 +269,8 @@ pub(crate) struct Searcher<'a> {
     stage: Stage<'a>,
     screening: Screening,
     index_kind: IndexKind,
-    /// The memtable's token type (the collection's).
-    storage: TokenType,
+    /// How the memtable's rows are read (the collection's staged storage).
+    mem_repr: Repr<'static>,
     q: Query,
     filter: Option<&'a Filter>,
     /// Per segment, whether each row's payload matches the filter (shared by a batch).
@@ -304,7 +304,7 @@ impl<'a> Searcher<'a> {
             stage,
             screening: config.screening,
             index_kind: IndexKind::of(config.index.as_ref()),
-            storage: config.storage,
+            mem_repr: Repr::plain(config.staged_storage()),
             q,
             filter,
             allowed,
@@ -531,7 +531,7 @@ impl<'a> Searcher<'a> {
     /// are encoded on the fly.
     pub fn coarse_list(&self, enc: &Encoder, n: usize) -> Vec<(String, f32)> {
         let qv = self.coarse_query(enc);
-        let storage = self.storage;
+        let storage = self.mem_repr;
         let dim = self.q.dim();
         let coarse_score = |tokens: &[f32]| {
             let mut v = vec![0f32; enc.dim()];
@@ -714,7 +714,7 @@ fn rank_group<'a>(
             push(top, hits);
         }
     }
-    let storage = s0.storage;
+    let storage = s0.mem_repr;
     match mem {
         _ if expired(deadline) => {}
         MemSel::All => {

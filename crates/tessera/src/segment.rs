@@ -1,7 +1,7 @@
 //! An open, verified, memory-mapped segment, and its per-snapshot view with
 //! a deletion vector.
 
-use crate::centroids::CentroidIndex;
+use crate::centroids::{CentroidIndex, Codebook};
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::fs::File;
@@ -10,12 +10,14 @@ use std::sync::Arc;
 use tessera_format::deletes::DeletionVector;
 use tessera_format::segment::{SegmentDoc, SegmentLayout};
 use tessera_index::HnswLayout;
-use tessera_kernels::{StoredRows, TokenMatrix};
+use tessera_kernels::{Repr, StoredRows, TokenMatrix};
 
 pub(crate) struct Segment {
     pub id: u64,
     mmap: Mmap,
     layout: SegmentLayout,
+    /// Residual rows: the codebook they are coded with.
+    codebook: Option<Arc<Codebook>>,
     /// The candidate index over the segment's documents (row i = node i).
     pub index: Option<CoarseIndex>,
     /// The BM25 index over the segment's texts (keyed by row).
@@ -82,15 +84,24 @@ pub(crate) fn map(path: &Path) -> Result<Mmap> {
 
 impl Segment {
     /// Maps and fully verifies a segment file (every checksum and table),
-    /// and checks that it stores tokens as the collection does.
-    pub fn open(path: &Path, id: u64, config: &crate::CollectionConfig) -> Result<Self> {
+    /// and checks that it stores tokens as the collection does (a residual
+    /// collection's segments sealed before its codebook: f16). Residual rows
+    /// are read with `codebook`, the one its manifest entry names: it must be
+    /// the one the header names, with their tables, and hold every code.
+    pub fn open(
+        path: &Path,
+        id: u64,
+        config: &crate::CollectionConfig,
+        codebook: Option<&Arc<Codebook>>,
+    ) -> Result<Self> {
         let mmap = map(path)?;
         let layout = SegmentLayout::parse(&mmap).map_err(Error::format(path))?;
         let mismatch = |offset: u64, reason: String| Err(Error::Corrupted { file: path.into(), offset, reason });
         if layout.dim != config.dim {
             return mismatch(12, format!("segment has dim {}, collection has {}", layout.dim, config.dim));
         }
-        if (layout.token_type, layout.screening) != (config.storage, config.screening) {
+        let staged = layout.token_type == config.staged_storage();
+        if (layout.token_type != config.storage && !staged) || layout.screening != config.screening {
             return mismatch(
                 48,
                 format!(
@@ -102,7 +113,66 @@ impl Segment {
                 ),
             );
         }
-        Ok(Self { id, mmap, layout, index: None, text: None })
+        let codebook = match layout.codebook {
+            None => None,
+            Some(identity) => Some(Self::check_codes(path, &mmap, &layout, identity, codebook)?),
+        };
+        Ok(Self { id, mmap, layout, codebook, index: None, text: None })
+    }
+
+    /// The codebook of residual rows (the header names it by `identity`):
+    /// `codebook`, which must be it, with tables of their bits and a
+    /// centroid for every row's code.
+    fn check_codes(
+        path: &Path,
+        bytes: &[u8],
+        layout: &SegmentLayout,
+        identity: u32,
+        codebook: Option<&Arc<Codebook>>,
+    ) -> Result<Arc<Codebook>> {
+        let bad = |offset: usize, reason: String| Error::Corrupted { file: path.into(), offset: offset as u64, reason };
+        let cb = match codebook {
+            Some(cb) if cb.identity == identity => cb,
+            other => {
+                let named = other.map_or("none".to_string(), |cb| format!("{:08x}", cb.identity));
+                return Err(bad(
+                    52,
+                    format!("rows are coded with codebook {identity:08x}; the manifest names {named}"),
+                ));
+            }
+        };
+        let bits = layout.token_type.residual_bits();
+        if cb.residual.as_ref().is_none_or(|t| t.bits != bits) {
+            let file = path.with_file_name(crate::manifest::codebook_file(cb.id));
+            let reason = format!("codebook has no {bits}-bit residual tables, which its segment's rows need");
+            return Err(Error::Corrupted { file, offset: 68, reason });
+        }
+        let rb = layout.token_type.row_bytes(layout.dim);
+        let at = layout.section_range(tessera_format::segment::Section::Tokens).start;
+        let k = cb.info.k;
+        let rows = layout.token_rows(bytes).chunks_exact(rb);
+        if let Some(t) = rows.map(|r| u16::from_le_bytes([r[0], r[1]]) as usize).position(|c| c >= k) {
+            return Err(bad(at + t * rb, format!("token {t}'s centroid code is not in its codebook of {k}")));
+        }
+        Ok(cb.clone())
+    }
+
+    /// Whether its rows are residual (read through their codebook).
+    pub fn is_residual(&self) -> bool {
+        self.codebook.is_some()
+    }
+
+    /// The codebook residual rows are coded with.
+    pub fn codebook(&self) -> Option<&Arc<Codebook>> {
+        self.codebook.as_ref()
+    }
+
+    /// How its rows are read.
+    pub fn repr(&self) -> Repr<'_> {
+        match &self.codebook {
+            Some(cb) => cb.repr(),
+            None => Repr::plain(self.layout.token_type),
+        }
     }
 
     pub fn n_docs(&self) -> usize {
@@ -129,7 +199,7 @@ impl Segment {
     pub fn matrix(&self) -> TokenMatrix<'_> {
         let b = &self.mmap[..];
         TokenMatrix {
-            token_type: self.layout.token_type,
+            repr: self.repr(),
             screening: self.layout.screening,
             dim: self.layout.dim,
             rows: self.layout.token_rows(b),

@@ -19,7 +19,7 @@ pub mod ivf;
 pub mod kmeans;
 mod quantize;
 
-pub use codebook::{CodebookInfo, CodebookLayout};
+pub use codebook::{CodebookInfo, CodebookLayout, ResidualTables};
 pub use ivf::{IvfLayout, IvfSource, Probe};
 pub use kmeans::{FLAT_MAX, Trained, cosine_sum, train};
 pub use quantize::{GROUP_PROBE, Quantizer};

@@ -310,7 +310,8 @@ impl Collection {
         let built = if s.mem.is_empty() {
             Ok(None)
         } else {
-            let docs = s.mem.docs().map(|d| d.segment_doc());
+            let from = RowsFrom::plain(self.config().staged_storage());
+            let docs = s.mem.docs().map(|d| (d.segment_doc(), from));
             self.build_segment(&s.ctx, docs, &[], &mut scratch, &mut created).map(Some)
         };
         // Counted before the commit, which records the build times.
@@ -330,18 +331,22 @@ impl Collection {
     }
 
     /// Writes a segment of `docs` and builds its indexes (file ids from
-    /// `scratch`, which gets its manifest entry); syncs the folder.
+    /// `scratch`, which gets its manifest entry); syncs the folder. Residual
+    /// storage with a codebook: the rows are coded with it.
     fn build_segment<'a>(
         &self,
         ctx: &SealCtx,
-        docs: impl Iterator<Item = SegmentDoc<'a>>,
+        docs: impl Iterator<Item = (SegmentDoc<'a>, RowsFrom<'a>)>,
         sources: &[SegmentView],
         scratch: &mut Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
         let id = scratch.alloc_file_id();
-        let path = write_segment(&self.dir, id, &self.config(), docs, created)?;
-        let built = self.seal(ctx, &path, id, sources, scratch, created)?;
+        let config = self.config();
+        let coder = ctx.codebook.as_deref().filter(|_| config.storage.is_residual());
+        let coder = coder.map(|cb| Coder::new(cb, config.screening));
+        let (path, coded) = write_segment(&self.dir, id, &config, coder.as_ref(), docs, created)?;
+        let built = self.seal(ctx, &path, id, sources, coded, scratch, created)?;
         fsutil::sync_dir(&self.dir)?;
         Ok(built)
     }
@@ -473,7 +478,10 @@ impl Collection {
         let built = match live {
             0 => Ok(None),
             _ => {
-                let docs = p.views.iter().flat_map(|sv| sv.live.iter().map(move |&r| sv.seg.doc(r as usize)));
+                let docs = p.views.iter().flat_map(|sv| {
+                    let from = rows_from(&sv.seg);
+                    sv.live.iter().map(move |&r| (sv.seg.doc(r as usize), from))
+                });
                 self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some)
             }
         };
