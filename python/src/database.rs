@@ -127,7 +127,9 @@ impl Database {
     /// centroids with inverted lists) or "none"; text: "english"
     /// (default), "plain", "cjk" or "none"; durability: "sync" (default:
     /// fsync before every acknowledgement) or "buffered"; storage: "f16"
-    /// (default) or "int8" (per-token scale, about half the bytes);
+    /// (default), "int8" (per-token scale, about half the bytes), or
+    /// "residual2" / "residual4" (index "centroids" only: a centroid code
+    /// and 2- or 4-bit residuals per dimension, 34 / 66 bytes a token at dim 128);
     /// screening: "none" (default) or "binary" (sign codes that screen
     /// candidates before the exact rerank); model: a model folder
     /// (docs/ENCODER.md) that encodes the collection's texts — documents

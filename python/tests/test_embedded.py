@@ -407,6 +407,42 @@ def test_int8_collections_store_and_rank_the_quantised_values(db, rng, screening
     assert db.open_or_create_collection("q", DIM, storage="int8").stats()["documents"] == 200
 
 
+@pytest.mark.parametrize("storage,bits", [("residual2", 2), ("residual4", 4)])
+def test_residual_collections_score_their_stored_values(db, rng, storage, bits):
+    """A residual collection (index centroids) stores each token as a
+    centroid code and per-dimension buckets: what `get` gives is what search
+    scores (naive MaxSim in numpy), near what was given, at 2 + dim·bits/8
+    bytes a token; without a centroids index it is refused."""
+    with pytest.raises(tessera.InvalidInputError, match="centroids"):
+        db.create_collection("bad", DIM, storage=storage)
+    docs = corpus(rng, 300, DIM)
+    col = db.create_collection(
+        "r", DIM, index="centroids", storage=storage, settings={"centroids_k": 32, "min_train_tokens": 256}
+    )
+    fill(col, dict(list(docs.items())[:200]))
+    col.flush()  # trains the codebook: this segment is residual
+    fill(col, dict(list(docs.items())[200:]))  # the memtable: f16
+    st = col.stats()
+    assert (st["storage"], st["bytes_per_token"], st["centroids"]) == (storage, 2 + DIM * bits // 8, 32)
+    ids = list(docs)
+    stored = {d.id: np.asarray(d.tokens, dtype=np.float32) for d in col.get(ids, tokens=True)}
+    for i in ids[200:]:
+        np.testing.assert_array_equal(stored[i], docs[i].astype(np.float16).astype(np.float32))
+    # Coded tokens are near the given ones (mean cosine), closer with more bits.
+    cos = [
+        float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+        for i in ids[:200]
+        for a, b in zip(stored[i], docs[i].astype(np.float16).astype(np.float32))
+    ]
+    assert np.mean(cos) > (0.8 if bits == 2 else 0.9), np.mean(cos)
+    for _ in range(3):
+        q = rng.standard_normal((4, DIM)).astype(np.float32)
+        want = [(i, -s) for s, i in sorted((-maxsim_f32(q, t), i) for i, t in stored.items())[:10]]
+        # `get` rounds the decoded values to f16; search scores them in f32.
+        assert_matches(col.search(q, 10, exact=True), want, tol=2e-2)
+        assert_matches(col.search(q, 10, candidates=1000), want, tol=2e-2)
+
+
 def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
     # 1,100 documents of 60 tokens: 66,000 tokens, enough for the first
     # segment to train the codebook (65,536 by default).

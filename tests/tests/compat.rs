@@ -5,7 +5,7 @@
 //! Regenerate the current version's fixtures (only when adding a new format
 //! version, never to make this pass; older versions' fixtures are frozen, this
 //! build cannot write them): `TESSERA_WRITE_FIXTURES=1 cargo test -p tessera-e2e --test compat`
-//! (it writes `v2.1/`).
+//! (it writes `v2.1/` and `v3.0/`).
 
 use std::path::{Path, PathBuf};
 use tessera::{CollectionConfig, Database, Document, Error, Screening, TokenType, Tokens, f16};
@@ -441,6 +441,201 @@ fn damaged_v2_1_given_tokens_are_refused_with_file_and_offset() {
         std::fs::write(&seg, b).unwrap();
         match Database::open(tmp.path()) {
             Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset as usize), (seg, want)),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    }
+}
+
+/// v3.0 `db-residual2` / `db-residual4` (segments 3.0, codebooks 1.1): the
+/// centroids fixture's layout (c-0..c-47 flushed: the seal trains the
+/// codebook, with residual tables, and writes its segment as residual; c-5
+/// deleted; c-48 upserted and c-7 deleted in the WAL) in collections
+/// storing residual tokens (residual4 with binary screening).
+fn residual_configs() -> [(&'static str, CollectionConfig); 2] {
+    let base = centroid_config();
+    [
+        ("db-residual2", CollectionConfig { storage: TokenType::Residual2, ..base.clone() }),
+        ("db-residual4", CollectionConfig { storage: TokenType::Residual4, screening: Screening::Binary, ..base }),
+    ]
+}
+
+fn write_residual_fixture(dir: &Path, config: CollectionConfig) {
+    let db = Database::open(dir).unwrap();
+    let c = db.create_collection("golden", config).unwrap();
+    c.upsert(&(0..48).map(centroid_doc).collect::<Vec<_>>()).unwrap();
+    c.flush().unwrap();
+    c.delete(&["c-5"]).unwrap();
+    c.flush().unwrap();
+    c.upsert(&[centroid_doc(48)]).unwrap();
+    c.delete(&["c-7"]).unwrap();
+    drop(db);
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+}
+
+fn le(b: &[u8], at: usize, n: usize) -> usize {
+    (0..n).map(|i| (b[at + i] as usize) << (8 * i)).sum()
+}
+
+/// Section `i` of a sectioned file whose table is at `table`.
+fn section(b: &[u8], table: usize, i: usize) -> &[u8] {
+    let (at, len) = (le(b, table + 32 * i, 8), le(b, table + 32 * i + 8, 8));
+    &b[at..at + len]
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The values a residual fixture stores, by document id, read from its
+/// files by hand (SPEC.md: "Segment", "Codebook file", "Residual tokens"):
+/// each token `centroid[code][k] + weights[k][bucket_k]`.
+fn residual_values(cdir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let cb = std::fs::read(file_with_prefix(cdir, "cbk-")).unwrap();
+    let (dim, k, bits) = (le(&cb, 12, 4), le(&cb, 16, 8), cb[68] as usize);
+    let (centroids, weights) = (f32s(section(&cb, 128, 0)), f32s(section(&cb, 128, 4)));
+    assert_eq!((centroids.len(), weights.len()), (k * dim, dim << bits));
+    let seg = std::fs::read(file_with_prefix(cdir, "seg-")).unwrap();
+    assert_eq!(le(&seg, 52, 4) as u32, crc32fast_hash(section(&cb, 128, 0)), "the header names the codebook");
+    let (n_docs, row) = (le(&seg, 16, 8), 2 + (dim * bits).div_ceil(8));
+    let (tokens, doc_off, id_off, ids) =
+        (section(&seg, 64, 0), section(&seg, 64, 1), section(&seg, 64, 2), section(&seg, 64, 3));
+    let mut out = std::collections::BTreeMap::new();
+    for d in 0..n_docs {
+        let id = std::str::from_utf8(&ids[le(id_off, 8 * d, 8)..le(id_off, 8 * d + 8, 8)]).unwrap();
+        let mut v = Vec::new();
+        for r in tokens[le(doc_off, 8 * d, 8) * row..le(doc_off, 8 * d + 8, 8) * row].chunks(row) {
+            let code = le(r, 0, 2);
+            for j in 0..dim {
+                let bucket = (r[2 + j * bits / 8] >> (j * bits % 8)) as usize & ((1 << bits) - 1);
+                v.push(centroids[code * dim + j] + weights[(j << bits) + bucket]);
+            }
+        }
+        out.insert(id.to_string(), v);
+    }
+    out
+}
+
+#[test]
+fn v3_residual_databases_open_with_their_exact_contents() {
+    for (name, config) in residual_configs() {
+        let out = fixtures().join("v3.0").join(name);
+        if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
+            let _ = std::fs::remove_dir_all(&out);
+            write_residual_fixture(&out, config.clone());
+        }
+        let (tmp, cdir) = copy_of("v3.0", name);
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(&cdir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = names();
+        let seg = std::fs::read(file_with_prefix(&cdir, "seg-")).unwrap();
+        let half = |at: usize| le(&seg, at, 2);
+        assert_eq!((half(8), half(10), half(48)), (3, 0, config.storage as usize), "{name}");
+        let cb = std::fs::read(file_with_prefix(&cdir, "cbk-")).unwrap();
+        assert_eq!((le(&cb, 10, 2), cb[68] as u32), (1, config.storage.residual_bits()), "{name}");
+        let stored = residual_values(&cdir);
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.collection("golden").unwrap();
+        assert_eq!(*c.config(), config);
+        assert_eq!(c.len(), 47);
+        for i in 0..49 {
+            let got = c.get(&format!("c-{i}")).unwrap();
+            if i == 5 || i == 7 {
+                assert!(got.is_none(), "{name}: c-{i} was deleted");
+                continue;
+            }
+            let Tokens::F16 { data, .. } = centroid_doc(i).tokens else { unreachable!() };
+            let want: Vec<f16> = match stored.get(&format!("c-{i}")) {
+                Some(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
+                None => data.clone(), // c-48: in the WAL, f16
+            };
+            assert_eq!(got.unwrap().tokens, want, "{name}: c-{i}");
+        }
+        // Exact search scores the stored values as a naive f64 MaxSim does;
+        // every document a candidate gives the exact result.
+        for q in [[1.0f32, 0.0, 0.0, 0.0], [0.2, -0.5, 0.7, 0.1]] {
+            let query = Tokens::F32 { data: q.to_vec(), dim: 4 };
+            let exact = c.search_with(&query, &tessera::SearchParams::exact(47)).unwrap();
+            assert_eq!(exact.len(), 47);
+            for h in &exact {
+                let v = match stored.get(&h.id) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let Tokens::F16 { data, .. } = centroid_doc(48).tokens else { unreachable!() };
+                        data.iter().map(|x| x.to_f32()).collect()
+                    }
+                };
+                let best = v
+                    .chunks(4)
+                    .map(|t| t.iter().zip(&q).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
+                    .fold(f64::NEG_INFINITY, f64::max);
+                assert!((h.score as f64 - best).abs() < 1e-4, "{name} {}: {} vs {best}", h.id, h.score);
+            }
+            let mut all = tessera::SearchParams::new(47).with_candidates(1000);
+            if config.screening == Screening::Binary {
+                all = all.with_rerank(1000);
+            }
+            assert_eq!(c.search_with(&query, &all).unwrap(), exact, "{name}");
+        }
+        assert_eq!(names(), before, "{name}: opening and searching rewrite nothing");
+    }
+}
+
+/// Residual segments damaged where only the cross-file checks can tell (the
+/// checksums made right): a code past the codebook's centroids, a header
+/// naming another codebook; and a codebook whose tables are damaged or
+/// whose bits no longer fit its sections.
+#[test]
+fn damaged_v3_residual_files_are_refused_with_file_and_offset() {
+    let fix_header = |b: &mut [u8], crc_at: usize, len: usize| {
+        b[crc_at..crc_at + 4].fill(0);
+        let crc = crc32fast_hash(&b[..len]);
+        b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    };
+    type Damage = fn(&mut Vec<u8>) -> usize;
+    let code_past_k: Damage = |b| {
+        let at = le(b, 64, 8); // TOKENS: the first row's code
+        b[at..at + 2].copy_from_slice(&16u16.to_le_bytes());
+        let crc = crc32fast_hash(section(b, 64, 0));
+        b[64 + 16..64 + 20].copy_from_slice(&crc.to_le_bytes());
+        at
+    };
+    let other_codebook: Damage = |b| {
+        b[52] ^= 1;
+        52
+    };
+    for (what, damage) in [("a code past k", code_past_k), ("another codebook", other_codebook)] {
+        let (tmp, cdir) = copy_of("v3.0", "db-residual2");
+        let seg = file_with_prefix(&cdir, "seg-");
+        let mut b = std::fs::read(&seg).unwrap();
+        let want = damage(&mut b);
+        fix_header(&mut b, 44, 512);
+        std::fs::write(&seg, b).unwrap();
+        match Database::open(tmp.path()) {
+            Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset as usize), (seg, want), "{what}"),
+            other => panic!("{what}: expected Corrupted, got {other:?}"),
+        }
+    }
+    // The codebook: a flipped weight (its checksum), or 4 bits where its sections hold 2.
+    for bits_too in [false, true] {
+        let (tmp, cdir) = copy_of("v3.0", "db-residual2");
+        let cbk = file_with_prefix(&cdir, "cbk-");
+        let mut b = std::fs::read(&cbk).unwrap();
+        if bits_too {
+            b[68] = 4;
+            fix_header(&mut b, 60, 384);
+        } else {
+            let at = le(&b, 128 + 32 * 4, 8);
+            b[at + 1] ^= 0x20;
+        }
+        std::fs::write(&cbk, b).unwrap();
+        match Database::open(tmp.path()) {
+            Err(Error::Corrupted { file, .. }) => assert_eq!(file, cbk, "bits changed: {bits_too}"),
             other => panic!("expected Corrupted, got {other:?}"),
         }
     }

@@ -160,6 +160,9 @@ fn segment_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
                     name(tessera_format::TokenType::from_id(h.token_type).map(|t| t.name()), h.token_type),
                     name(tessera_format::Screening::from_id(h.screening).map(|s| s.name()), h.screening)
                 )?;
+                if h.major >= 3 {
+                    writeln!(out, "  rows coded with codebook {:08x}", h.codebook)?;
+                }
             } else {
                 writeln!(out, "  token type f16  screening none  (version 1)")?;
             }
@@ -307,7 +310,10 @@ fn wal_report(bytes: &[u8], quarantine: bool, out: &mut dyn Write) -> Result<Ver
 fn codebook_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
     let parsed = with_aligned(bytes, tessera_index::centroids::CodebookLayout::parse);
     if let Ok(l) = &parsed {
-        writeln!(out, "  codebook: centroids {}  dim {}", l.info.k, l.info.dim)?;
+        writeln!(out, "  codebook {:08x}: centroids {}  dim {}  version 1.{}", l.crc, l.info.k, l.info.dim, l.minor)?;
+        if l.bits > 0 {
+            writeln!(out, "  residual tables: {} bits per dimension", l.bits)?;
+        }
     }
     Ok(verdict_of(&parsed))
 }
@@ -561,6 +567,14 @@ fn inspect_pass(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
             t.add(&p, &v);
         }
     }
+    for s in m["segments"].as_array().into_iter().flatten() {
+        if let (Some(seg), Some(cbk)) = (s["id"].as_u64(), s["codebook"].as_u64()) {
+            let seg = dir.join(file_name_of("seg", seg));
+            if let Some(v) = residual_report(&seg, &dir.join(file_name_of("cbk", cbk)), out)? {
+                t.add(&seg, &v);
+            }
+        }
+    }
     for n in names.iter().filter(|n| !named.contains(n)) {
         let p = dir.join(n);
         if kind_of(&p, &[]) == Some(Kind::Quarantine) {
@@ -575,6 +589,41 @@ fn inspect_pass(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A residual segment against the codebook its manifest entry names (what
+/// the engine checks when it opens the collection): the header names that
+/// codebook, which has residual tables of the rows' bits and a centroid for
+/// every row's code. `None` for a segment that is not residual or a file
+/// that does not parse (already reported).
+fn residual_report(seg: &Path, cbk: &Path, out: &mut dyn Write) -> Result<Option<Verdict>> {
+    let (Ok(sb), Ok(cb)) = (read(seg), read(cbk)) else { return Ok(None) };
+    let Ok(Some((identity, t, codes))) = with_aligned(&sb, |b| {
+        let l = segment::SegmentLayout::parse(b)?;
+        let rb = l.token_type.row_bytes(l.dim);
+        let codes: Vec<u16> = l.token_rows(b).chunks_exact(rb).map(|r| u16::from_le_bytes([r[0], r[1]])).collect();
+        Ok::<_, FormatError>(l.codebook.map(|id| (id, l.token_type, codes)))
+    }) else {
+        return Ok(None);
+    };
+    let Ok((crc, bits, k)) =
+        with_aligned(&cb, |b| tessera_index::centroids::CodebookLayout::parse(b).map(|l| (l.crc, l.bits, l.info.k)))
+    else {
+        return Ok(None);
+    };
+    let v = if crc != identity {
+        Verdict::Corrupt(format!("rows are coded with codebook {identity:08x}; the manifest names {crc:08x}"))
+    } else if bits != t.residual_bits() {
+        Verdict::Corrupt(format!("its codebook has {bits}-bit residual tables; the rows are {}", t.name()))
+    } else if let Some(i) = codes.iter().position(|&c| c as usize >= k) {
+        Verdict::Corrupt(format!("token {i}'s centroid code {} is not in its codebook of {k}", codes[i]))
+    } else {
+        Verdict::Ok
+    };
+    writeln!(out, "{}: {} rows against {}", seg.display(), t.name(), cbk.display())?;
+    writeln!(out, "  codebook identity, residual bits and {} centroid codes checked", codes.len())?;
+    print_verdict(&v, out)?;
+    Ok(Some(v))
 }
 
 /// `tessera inspect`: prints every report and a summary; an error (exit code

@@ -64,8 +64,10 @@ enum Cmd {
         /// or screened with --screening binary).
         #[arg(long, value_parser = named::<tessera::IndexKind>())]
         index: Option<tessera::IndexKind>,
-        /// How a new collection stores token values: f16 (the default) or int8 (per-token
-        /// scale, about half the bytes).
+        /// How a new collection stores token values: f16 (the default), int8 (per-token
+        /// scale, about half the bytes), or residual2 / residual4 (with --index centroids:
+        /// a centroid code and a 2- or 4-bit residual per dimension, 34 / 66 bytes a token
+        /// at dim 128).
         #[arg(long, value_parser = named::<tessera::TokenType>())]
         storage: Option<tessera::TokenType>,
         /// Codes a new collection stores beside its tokens to screen candidates before the

@@ -226,6 +226,14 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     assert_eq!((q["storage"].as_str(), q["screening"].as_str()), (Some("int8"), Some("binary")));
     assert_eq!(q["bytes_per_token"].as_u64(), Some(dim as u64 + 4 + 8));
     assert_eq!((plain["storage"].as_str(), plain["bytes_per_token"].as_u64()), (Some("f16"), Some(2 * dim as u64)));
+    // Residual storage takes a centroids index: asked without one, it is refused, naming it.
+    let o = ingest("r", &["--storage", "residual2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("residual2") && err.contains("centroids"), "{err}");
+    assert!(ingest("r", &["--storage", "residual2", "--index", "centroids"]).status.success());
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
+    let r = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "r").unwrap().clone();
+    assert_eq!((r["storage"].as_str(), r["bytes_per_token"].as_u64()), (Some("residual2"), Some(2 + dim as u64 / 4)));
     // An explicit setting that disagrees with the existing collection is refused, not ignored.
     for (flag, value) in [("--storage", "f16"), ("--screening", "none"), ("--index", "pooled")] {
         let o = ingest("q", &[flag, value]);

@@ -786,6 +786,35 @@ fn inspect_verifies_text_indexes_and_centroid_collections_as_open_does() {
     }
 }
 
+/// A residual collection (the v3.0 fixture): inspect checks each residual
+/// segment's rows against its codebook — a code past the codebook's
+/// centroids (every checksum made right) is reported corrupt, naming it.
+#[test]
+fn inspect_checks_residual_rows_against_their_codebook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../storage-format/fixtures/v3.0/db-residual4");
+    copy_dir(&fixture, &db);
+    let out = ok(&["inspect", "--db", &s(&db)]);
+    assert!(out.contains("residual4 rows against") && out.contains("centroid codes checked"), "{out}");
+    assert!(out.contains("residual tables: 4 bits") && !out.contains("CORRUPT"), "{out}");
+    let seg = file_starting(&db.join("collections/golden"), "seg-");
+    let mut b = std::fs::read(&seg).unwrap();
+    let at = u64::from_le_bytes(b[64..72].try_into().unwrap()) as usize;
+    let len = u64::from_le_bytes(b[72..80].try_into().unwrap()) as usize;
+    b[at..at + 2].copy_from_slice(&999u16.to_le_bytes());
+    let crc = tessera_format::crc32(&b[at..at + len]);
+    b[80..84].copy_from_slice(&crc.to_le_bytes());
+    b[44..48].fill(0);
+    let crc = tessera_format::crc32(&b[..512]);
+    b[44..48].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, b).unwrap();
+    let o = tessera(&["inspect", "--db", &s(&db)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("centroid code 999 is not in its codebook of 16"), "{out}");
+}
+
 /// Regression: `tessera inspect` beside a busy writer called a healthy
 /// database corrupt when a seal or merge replaced the manifest and removed
 /// the files the one it read named. It inspects again until the manifest

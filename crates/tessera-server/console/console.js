@@ -179,7 +179,7 @@ function createForm() {
       field("dim", h("input", { name: "dim", type: "number", min: 1, max: 4096, required: true })),
       field("index", sel("index", ["pooled", "muvera", "centroids", "none"])),
       field("text", sel("text", ["english", "plain", "cjk", "none"])),
-      field("storage", sel("storage", ["f16", "int8"])),
+      field("storage", sel("storage", ["f16", "int8", "residual2", "residual4"])),
       field("screening", sel("screening", ["none", "binary"])),
       h("button", { type: "submit" }, "Create")));
   form.addEventListener("submit", (ev) => {

@@ -406,6 +406,17 @@ fn storage_screening_and_rerank_over_grpc() {
     let bad =
         pb::CreateCollectionRequest { name: "x".into(), dim: DIM as u32, storage: "f8".into(), ..Default::default() };
     assert_eq!(code(rt.block_on(c.create_collection(bad))).0, Code::InvalidArgument);
+    let residual = |index: &str| pb::CreateCollectionRequest {
+        name: "r".into(),
+        dim: DIM as u32,
+        storage: "residual2".into(),
+        index: index.into(),
+        ..Default::default()
+    };
+    let (status, message) = code(rt.block_on(c.create_collection(residual(""))));
+    assert!(status == Code::InvalidArgument && message.contains("centroids"), "{message}");
+    let info = rt.block_on(c.create_collection(residual("centroids"))).unwrap().into_inner();
+    assert_eq!((info.storage.as_str(), info.bytes_per_token), ("residual2", 2 + DIM as u32 / 4));
     let mut rng = Rng::new(3);
     let documents = (0..40)
         .map(|i| {

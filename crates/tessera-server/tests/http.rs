@@ -845,6 +845,16 @@ fn storage_screening_and_rerank_over_http() {
         let r = post(a, "/v1/collections", &json!({"name": "x", "dim": DIM, field: value}));
         assert!(r.status == 400 && r.body.contains(&format!("unknown {field}")), "{}", r.body);
     }
+    // Residual storage: with a centroids index only.
+    let r = post(a, "/v1/collections", &json!({"name": "x", "dim": DIM, "storage": "residual4"}));
+    assert!(r.status == 400 && r.body.contains("centroids"), "{}", r.body);
+    let spec = json!({"name": "r", "dim": DIM, "storage": "residual4", "index": "centroids"});
+    let r = post(a, "/v1/collections", &spec);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.json()["storage"].as_str(), r.json()["bytes_per_token"].as_u64()),
+        (Some("residual4"), Some(2 + DIM as u64 / 2))
+    );
     let mut rng = Rng::new(5);
     let docs = corpus(&mut rng, 90);
     for coll in ["q", "plain"] {
