@@ -39,6 +39,7 @@ pub(crate) struct Settings<'a> {
     pub(crate) durability: Option<&'a str>,
     pub(crate) storage: Option<&'a str>,
     pub(crate) screening: Option<&'a str>,
+    pub(crate) keep: Option<&'a str>,
 }
 
 impl Settings<'_> {
@@ -58,6 +59,9 @@ impl Settings<'_> {
         }
         if let Some(s) = self.screening {
             c.screening = named(py, s)?;
+        }
+        if let Some(k) = self.keep {
+            c.keep = named(py, k)?;
         }
         Ok(c)
     }
@@ -130,6 +134,9 @@ impl Database {
     /// (default), "int8" (per-token scale, about half the bytes), or
     /// "residual2" / "residual4" (index "centroids" only: a centroid code
     /// and 2- or 4-bit residuals per dimension, 34 / 66 bytes a token at dim 128);
+    /// keep (residual storage): "none" (default), "int8" or "f16" — a
+    /// full-precision copy kept cold beside the residual rows, which exact
+    /// scores (the final candidates, exact search, rerank, get) read;
     /// screening: "none" (default) or "binary" (sign codes that screen
     /// candidates before the exact rerank); model: a model folder
     /// (docs/ENCODER.md) that encodes the collection's texts — documents
@@ -139,7 +146,7 @@ impl Database {
     /// max_batch_bytes, pool_factor; hnsw_m, hnsw_ef_construction for pooled/muvera;
     /// centroids_k, default_nprobe, min_train_tokens, train_iterations,
     /// drift for centroids), those left out at their defaults.
-    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None, settings=None))]
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, keep=None, model=None, settings=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create_collection(
         &self,
@@ -151,11 +158,12 @@ impl Database {
         durability: Option<&str>,
         storage: Option<&str>,
         screening: Option<&str>,
+        keep: Option<&str>,
         model: Option<std::path::PathBuf>,
         settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Collection> {
         let tunables = settings_of(py, settings, "create_collection")?;
-        let settings = Settings { index, text, durability, storage, screening };
+        let settings = Settings { index, text, durability, storage, screening, keep };
         // The model is loaded and checked before anything is created.
         let encoder = model.as_deref().map(|m| engine(py, || tessera::load_model(m))).transpose().or_py(py)?;
         let dim = tessera::collection_dim(dim, encoder.as_deref()).or_py(py)?;
@@ -181,7 +189,7 @@ impl Database {
     /// Opens `name`, or creates it as `create_collection` would. The settings
     /// given must match an existing collection's (AlreadyExistsError if not);
     /// settings left out are not compared.
-    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, model=None, settings=None))]
+    #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, keep=None, model=None, settings=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn open_or_create_collection(
         &self,
@@ -193,11 +201,12 @@ impl Database {
         durability: Option<&str>,
         storage: Option<&str>,
         screening: Option<&str>,
+        keep: Option<&str>,
         model: Option<std::path::PathBuf>,
         settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Collection> {
         let tunables = settings_of(py, settings, "open_or_create_collection")?;
-        let named = Settings { index, text, durability, storage, screening };
+        let named = Settings { index, text, durability, storage, screening, keep };
         let db = open_db(py, &self.shared)?;
         match db.collection(name) {
             Ok(c) => {
@@ -219,9 +228,8 @@ impl Database {
                 }
                 Ok(Collection { shared: self.shared.clone(), inner: c })
             }
-            Err(tessera::Error::UnknownCollection(_)) => {
-                self.create_collection(py, name, dim, index, text, durability, storage, screening, model, settings)
-            }
+            Err(tessera::Error::UnknownCollection(_)) => self
+                .create_collection(py, name, dim, index, text, durability, storage, screening, keep, model, settings),
             Err(e) => Err(engine_error(py, e)),
         }
     }

@@ -264,6 +264,7 @@ class Database:
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        keep: Optional[str] = None,
         model: Optional[Union[str, "os.PathLike[str]"]] = None,
         settings: Optional[Dict[str, Union[int, float]]] = None,
     ) -> Collection: ...
@@ -278,6 +279,7 @@ class Database:
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        keep: Optional[str] = None,
         model: Optional[Union[str, "os.PathLike[str]"]] = None,
         settings: Optional[Dict[str, Union[int, float]]] = None,
     ) -> Collection: ...

@@ -352,6 +352,7 @@ class Client:
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        keep: Optional[str] = None,
         model: Optional[str] = None,
         settings: Optional[Dict[str, Any]] = None,
     ) -> "RemoteCollection":
@@ -368,6 +369,7 @@ class Client:
             ("durability", durability),
             ("storage", storage),
             ("screening", screening),
+            ("keep", keep),
             ("model", model),
         )
         for k, v in settings:
@@ -391,6 +393,7 @@ class Client:
         durability: Optional[str] = None,
         storage: Optional[str] = None,
         screening: Optional[str] = None,
+        keep: Optional[str] = None,
         settings: Optional[Dict[str, Any]] = None,
     ) -> "RemoteCollection":
         """As :meth:`tessera.Database.open_or_create_collection`: settings
@@ -408,12 +411,21 @@ class Client:
                     durability=durability,
                     storage=storage,
                     screening=screening,
+                    keep=keep,
                     settings=tunables,
                 )
             except errors.AlreadyExistsError:
                 c = self.collection(name)  # created meanwhile: compare as below
         info = c.stats()
-        named = (("dim", dim), ("index", index), ("text", text), ("durability", durability), ("storage", storage), ("screening", screening))
+        named = (
+            ("dim", dim),
+            ("index", index),
+            ("text", text),
+            ("durability", durability),
+            ("storage", storage),
+            ("screening", screening),
+            ("keep", keep),
+        )
         differs = [what for what, want in named if want is not None and info[what] != want]
         differs += [what for what, want in tunables.items() if info["settings"].get(what) != want]
         if differs:

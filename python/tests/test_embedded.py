@@ -443,6 +443,33 @@ def test_residual_collections_score_their_stored_values(db, rng, storage, bits):
         assert_matches(col.search(q, 10, candidates=1000), want, tol=2e-2)
 
 
+@pytest.mark.parametrize("storage", ["residual2", "residual4"])
+def test_a_kept_f16_copy_gives_the_exact_values_given(db, rng, storage):
+    """keep="f16": the residual rows screen, the copy is what exact search,
+    `get` and the final candidates read — the f16 values given (numpy)."""
+    with pytest.raises(tessera.InvalidInputError, match="keep f16 applies to residual storage"):
+        db.create_collection("bad", DIM, keep="f16")
+    docs = corpus(rng, 300, DIM)
+    col = db.create_collection(
+        "k", DIM, index="centroids", storage=storage, keep="f16", settings={"centroids_k": 32, "min_train_tokens": 256}
+    )
+    fill(col, dict(list(docs.items())[:200]))
+    col.flush()
+    fill(col, dict(list(docs.items())[200:]))
+    st = col.stats()
+    assert st["keep"] == "f16" and st["kept_bytes_per_token"] >= 2 * DIM, st
+    f16 = {i: t.astype(np.float16).astype(np.float32) for i, t in docs.items()}
+    for d in col.get(list(docs), tokens=True):
+        np.testing.assert_array_equal(np.asarray(d.tokens, dtype=np.float32), f16[d.id])
+    for _ in range(3):
+        q = rng.standard_normal((4, DIM)).astype(np.float32)
+        want = [(i, -s) for s, i in sorted((-maxsim_f32(q, t), i) for i, t in f16.items())[:10]]
+        assert_matches(col.search(q, 10, exact=True), want)
+        assert_matches(col.search(q, 10, candidates=1000, rerank=1000), want)
+        for h in col.search(q, 5, rerank=20):
+            assert abs(h.score - maxsim_f32(q, f16[h.id])) < 1e-3
+
+
 def test_centroids_index_trains_once_and_searches_with_nprobe(db, rng):
     # 1,100 documents of 60 tokens: 66,000 tokens, enough for the first
     # segment to train the codebook (65,536 by default).

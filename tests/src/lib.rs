@@ -33,10 +33,56 @@ pub fn doc_for(id: &str, version: u64) -> Document {
     Document::new(id, Tokens::F16 { data: tokens_for(id, version), dim: DIM }).with_text(format!("{id} v{version}"))
 }
 
-/// The token settings the end-to-end tests run each collection kind with:
-/// (storage, screening).
-pub const KINDS: [(tessera::TokenType, tessera::Screening); 2] =
-    [(tessera::TokenType::F16, tessera::Screening::None), (tessera::TokenType::Int8, tessera::Screening::Binary)];
+/// A collection kind the end-to-end tests run: how it stores tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kind {
+    pub storage: tessera::TokenType,
+    pub screening: tessera::Screening,
+    pub keep: tessera::Keep,
+}
+
+/// The kinds the end-to-end tests run: f16; int8 with binary screening
+/// codes; residual2 with a kept f16 copy (a centroids index of 16
+/// centroids, trained as soon as a segment holds 256 tokens).
+pub const KINDS: [Kind; 3] = [
+    Kind { storage: tessera::TokenType::F16, screening: tessera::Screening::None, keep: tessera::Keep::None },
+    Kind { storage: tessera::TokenType::Int8, screening: tessera::Screening::Binary, keep: tessera::Keep::None },
+    Kind { storage: tessera::TokenType::Residual2, screening: tessera::Screening::None, keep: tessera::Keep::F16 },
+];
+
+impl Kind {
+    /// The type of the values exact scores and `get` read: a residual
+    /// collection's kept copy's (the memtable and pre-codebook segments are
+    /// f16, which an f16 copy equals).
+    pub fn values(&self) -> tessera::TokenType {
+        self.keep.token_type().unwrap_or(self.storage)
+    }
+
+    /// A collection of this kind (dim [`DIM`]).
+    pub fn config(&self) -> tessera::CollectionConfig {
+        let mut c = tessera::CollectionConfig::new(DIM);
+        (c.storage, c.screening, c.keep) = (self.storage, self.screening, self.keep);
+        if self.storage.is_residual() {
+            let centroids = tessera::CentroidParams { k: 16, min_train_tokens: 256, ..Default::default() };
+            c.index = Some(tessera::IndexConfig::Centroids { centroids });
+        }
+        c
+    }
+
+    /// Its names (storage, screening, keep), as a child process is told them.
+    pub fn names(&self) -> [&'static str; 3] {
+        [self.storage.name(), self.screening.name(), self.keep.name()]
+    }
+
+    /// The kind [`names`](Self::names) gave.
+    pub fn parse(names: &[String]) -> Self {
+        Kind {
+            storage: names[0].parse().expect("storage"),
+            screening: names[1].parse().expect("screening"),
+            keep: names[2].parse().expect("keep"),
+        }
+    }
+}
 
 /// The values a collection storing `storage` holds for `tokens`, as f32:
 /// f16 as given; int8 by an independent naive per-token quantisation

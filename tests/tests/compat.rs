@@ -450,12 +450,17 @@ fn damaged_v2_1_given_tokens_are_refused_with_file_and_offset() {
 /// centroids fixture's layout (c-0..c-47 flushed: the seal trains the
 /// codebook, with residual tables, and writes its segment as residual; c-5
 /// deleted; c-48 upserted and c-7 deleted in the WAL) in collections
-/// storing residual tokens (residual4 with binary screening).
-fn residual_configs() -> [(&'static str, CollectionConfig); 2] {
+/// storing residual tokens (residual4 with binary screening; residual2
+/// with a kept f16 copy, `keep-N.tkeep`).
+fn residual_configs() -> [(&'static str, CollectionConfig); 3] {
     let base = centroid_config();
     [
         ("db-residual2", CollectionConfig { storage: TokenType::Residual2, ..base.clone() }),
-        ("db-residual4", CollectionConfig { storage: TokenType::Residual4, screening: Screening::Binary, ..base }),
+        (
+            "db-residual4",
+            CollectionConfig { storage: TokenType::Residual4, screening: Screening::Binary, ..base.clone() },
+        ),
+        ("db-residual2-keep", CollectionConfig { storage: TokenType::Residual2, keep: tessera::Keep::F16, ..base }),
     ]
 }
 
@@ -551,8 +556,9 @@ fn v3_residual_databases_open_with_their_exact_contents() {
             }
             let Tokens::F16 { data, .. } = centroid_doc(i).tokens else { unreachable!() };
             let want: Vec<f16> = match stored.get(&format!("c-{i}")) {
-                Some(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
-                None => data.clone(), // c-48: in the WAL, f16
+                // A kept copy holds the values given, which `get` reads.
+                Some(v) if config.keep == tessera::Keep::None => v.iter().map(|&x| f16::from_f32(x)).collect(),
+                _ => data.clone(), // c-48: in the WAL, f16
             };
             assert_eq!(got.unwrap().tokens, want, "{name}: c-{i}");
         }
@@ -564,9 +570,10 @@ fn v3_residual_databases_open_with_their_exact_contents() {
             assert_eq!(exact.len(), 47);
             for h in &exact {
                 let v = match stored.get(&h.id) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let Tokens::F16 { data, .. } = centroid_doc(48).tokens else { unreachable!() };
+                    Some(v) if config.keep == tessera::Keep::None => v.clone(),
+                    _ => {
+                        let i: usize = h.id["c-".len()..].parse().unwrap();
+                        let Tokens::F16 { data, .. } = centroid_doc(i).tokens else { unreachable!() };
                         data.iter().map(|x| x.to_f32()).collect()
                     }
                 };
@@ -577,7 +584,7 @@ fn v3_residual_databases_open_with_their_exact_contents() {
                 assert!((h.score as f64 - best).abs() < 1e-4, "{name} {}: {} vs {best}", h.id, h.score);
             }
             let mut all = tessera::SearchParams::new(47).with_candidates(1000);
-            if config.screening == Screening::Binary {
+            if config.screens() {
                 all = all.with_rerank(1000);
             }
             assert_eq!(c.search_with(&query, &all).unwrap(), exact, "{name}");
@@ -621,6 +628,21 @@ fn damaged_v3_residual_files_are_refused_with_file_and_offset() {
             other => panic!("{what}: expected Corrupted, got {other:?}"),
         }
     }
+    // The kept copy: opened without reading its rows; a flipped byte of a
+    // document's rows is refused when they are read, at their offset.
+    let (tmp, cdir) = copy_of("v3.0", "db-residual2-keep");
+    let keep = file_with_prefix(&cdir, "keep-");
+    let mut b = std::fs::read(&keep).unwrap();
+    let at = le(&b, 128, 8); // TOKENS: the first document's rows
+    b[at + 5] ^= 0x08;
+    std::fs::write(&keep, b).unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("golden").unwrap();
+    match c.get("c-0") {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset as usize), (keep, at)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    assert!(c.get("c-1").unwrap().is_some(), "the other documents read");
     // The codebook: a flipped weight (its checksum), or 4 bits where its sections hold 2.
     for bits_too in [false, true] {
         let (tmp, cdir) = copy_of("v3.0", "db-residual2");

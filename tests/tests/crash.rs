@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tessera::{Database, Tokens};
-use tessera_e2e::{DIM, KINDS, hash, stored_f16, stored_values, tokens_for};
+use tessera_e2e::{DIM, KINDS, Kind, hash, stored_f16, stored_values, tokens_for};
 use tessera_kernels::reference::maxsim_f64;
 
 /// What the parent knows: id → version of the last acknowledged upsert
@@ -56,7 +56,7 @@ fn run_child(
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(seed.to_string())
-        .args([kind.0.name(), kind.1.name()])
+        .args(kind.names())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -98,8 +98,6 @@ fn run_child(
     }
     (pending, acked)
 }
-
-type Kind = (tessera::TokenType, tessera::Screening);
 
 fn check(dir: &std::path::Path, model: &Model, pending: &Option<Intent>, storage: tessera::TokenType) {
     let stored = |id: &str, v: u64| stored_f16(&tokens_for(id, v), storage);
@@ -190,7 +188,7 @@ fn kill_loop(kind: Kind, seed0: u64, rounds: u64) {
         let delay = Duration::from_millis(30 + hash(&seed.to_string()) % 400);
         let (pending, acked) = run_child(dir.path(), seed, delay, kind, &mut model);
         total_acked += acked;
-        check(dir.path(), &model, &pending, kind.0);
+        check(dir.path(), &model, &pending, kind.values());
         // The in-flight operation is now settled one way or the other: adopt what the database holds.
         if let Some(Intent::Upsert(_, ids) | Intent::Delete(ids)) = &pending {
             let db = Database::open(dir.path()).unwrap();
@@ -202,7 +200,7 @@ fn kill_loop(kind: Kind, seed0: u64, rounds: u64) {
                     }
                     Some(d) => {
                         if let Some(Intent::Upsert(v, _)) = &pending
-                            && d.tokens == stored_f16(&tokens_for(id, *v), kind.0)
+                            && d.tokens == stored_f16(&tokens_for(id, *v), kind.values())
                         {
                             model.insert(id.clone(), *v);
                         }
@@ -212,9 +210,8 @@ fn kill_loop(kind: Kind, seed0: u64, rounds: u64) {
         }
     }
     println!(
-        "{} {}: {rounds} kills, {total_acked} acknowledged operations checked, {} live documents at the end",
-        kind.0.name(),
-        kind.1.name(),
+        "{}: {rounds} kills, {total_acked} acknowledged operations checked, {} live documents at the end",
+        kind.names().join(" "),
         model.len()
     );
     assert!(total_acked > rounds as usize, "the child must get work done between kills");

@@ -329,13 +329,17 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
             .map(|s| {
                 // Stored tokens per token given (1: nothing pooled).
                 let pooled_ratio = if s.given_tokens == 0 { 1.0 } else { s.tokens as f64 / s.given_tokens as f64 };
+                // Every byte of the collection per live token (WAL, manifest, deletions, copies).
+                let disk_bytes_per_token = if s.tokens == 0 { 0.0 } else { s.bytes_on_disk as f64 / s.tokens as f64 };
                 serde_json::json!({
                     "name": s.name, "dim": s.dim, "documents": s.documents, "tokens": s.tokens,
                     "given_tokens": s.given_tokens, "pooled_ratio": pooled_ratio,
                     "segments": s.segments, "memtable_documents": s.memtable_documents,
                     "deleted_in_segments": s.deleted_in_segments, "bytes_on_disk": s.bytes_on_disk,
-                    "storage": s.storage, "screening": s.screening, "bytes_per_token": s.bytes_per_token,
-                    "segment_bytes_per_token": s.segment_bytes_per_token, "index": s.index,
+                    "storage": s.storage, "screening": s.screening, "keep": s.keep,
+                    "bytes_per_token": s.bytes_per_token, "disk_bytes_per_token": disk_bytes_per_token,
+                    "segment_bytes_per_token": s.segment_bytes_per_token, "kept_bytes_per_token": s.kept_bytes_per_token,
+                    "index": s.index,
                     "index_bytes_per_token": s.index_bytes_per_token, "centroids": s.centroids,
                     "ranking": s.ranking,
                 })
@@ -357,7 +361,7 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9} {:>18}",
+        "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>9} {:>9} {:>9} {:>18}",
         "collection",
         "dim",
         "documents",
@@ -372,7 +376,7 @@ pub fn info(db: &Database, out: &mut dyn Write, json: bool) -> Result<()> {
     for s in &stats {
         writeln!(
             out,
-            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>7} {:>9} {:>9} {:>18}",
+            "{:<24} {:>5} {:>10} {:>12} {:>8} {:>14} {:>9} {:>9} {:>9} {:>18}",
             s.name,
             s.dim,
             s.documents,

@@ -37,6 +37,7 @@ pub struct IngestOptions {
     pub index: Option<Option<IndexConfig>>,
     pub storage: Option<TokenType>,
     pub screening: Option<Screening>,
+    pub keep: Option<tessera::Keep>,
     /// Tunable settings, given ones compared like the above.
     pub settings: tessera::Settings,
     pub on_error: OnError,
@@ -56,6 +57,7 @@ impl Default for IngestOptions {
             index: None,
             storage: None,
             screening: None,
+            keep: None,
             settings: tessera::Settings::default(),
             on_error: OnError::Abort,
             resume: false,
@@ -307,6 +309,7 @@ impl IngestOptions {
             index: self.index.clone().unwrap_or(d.index.clone()),
             storage: self.storage.unwrap_or(d.storage),
             screening: self.screening.unwrap_or(d.screening),
+            keep: self.keep.unwrap_or(d.keep),
             ..d
         };
         self.settings.apply(&c, true)
@@ -324,6 +327,7 @@ fn check_settings(c: &tessera::Collection, opts: &IngestOptions) -> Result<()> {
             .map(|i| ("--index", i.name(), IndexKind::of(have.index.as_ref()).name())),
         opts.storage.filter(|s| *s != have.storage).map(|s| ("--storage", s.name(), have.storage.name())),
         opts.screening.filter(|s| *s != have.screening).map(|s| ("--screening", s.name(), have.screening.name())),
+        opts.keep.filter(|k| *k != have.keep).map(|k| ("--keep", k.name(), have.keep.name())),
     ];
     if let Some((flag, want, have)) = mismatch.into_iter().flatten().next() {
         return Err(format!(

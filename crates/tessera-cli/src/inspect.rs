@@ -59,6 +59,8 @@ enum Kind {
     Hnsw,
     Codebook,
     CentroidIndex,
+    /// `keep-*.tkeep`: a residual segment's kept copy.
+    Kept,
     Manifest,
 }
 
@@ -71,6 +73,7 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
         ("hnsw-", ".tidx", Kind::Hnsw),
         ("cbk-", ".tcbk", Kind::Codebook),
         ("ivf-", ".tivf", Kind::CentroidIndex),
+        ("keep-", ".tkeep", Kind::Kept),
     ];
     if name == "MANIFEST" {
         return Some(Kind::Manifest);
@@ -88,6 +91,7 @@ fn kind_of(path: &Path, bytes: &[u8]) -> Option<Kind> {
         m if m == tessera_index::hnsw::MAGIC => Some(Kind::Hnsw),
         m if m == tessera_index::centroids::codebook::MAGIC => Some(Kind::Codebook),
         m if m == tessera_index::centroids::ivf::MAGIC => Some(Kind::CentroidIndex),
+        m if m == tessera_format::keep::MAGIC => Some(Kind::Kept),
         m if m == MANIFEST_MAGIC => Some(Kind::Manifest),
         _ => None,
     }
@@ -245,8 +249,14 @@ fn manifest_report(bytes: &[u8], out: &mut dyn Write) -> Result<(Verdict, Option
             "    segment {}  documents {}  tokens {}  deletes {}  index {}  text {}",
             s["id"], s["n_docs"], s["n_tokens"], s["deletes"], s["index"], s["text"]
         )?;
-        for (key, kind) in [("id", "seg"), ("deletes", "del"), ("index", index), ("text", "text"), ("codebook", "cbk")]
-        {
+        for (key, kind) in [
+            ("id", "seg"),
+            ("deletes", "del"),
+            ("index", index),
+            ("text", "text"),
+            ("codebook", "cbk"),
+            ("keep", "keep"),
+        ] {
             named.extend(s[key].as_u64().map(|id| (kind, id)));
         }
     }
@@ -456,6 +466,7 @@ fn inspect_file(path: &Path, out: &mut dyn Write) -> Result<(Verdict, Option<Nam
             writeln!(out, "  a centroid index: checked against its segment when the collection is opened")?;
             (Verdict::Ok, None)
         }
+        Some(Kind::Kept) => (kept_report(&bytes, out)?, None),
         Some(Kind::Manifest) => manifest_report(&bytes, out)?,
         None => (Verdict::Corrupt("not a Tessera file (unknown name and magic)".into()), None),
     };
@@ -489,6 +500,7 @@ fn file_name_of(kind: &str, id: u64) -> String {
         "hnsw" => format!("hnsw-{id:016}.tidx"),
         "ivf" => format!("ivf-{id:016}.tivf"),
         "cbk" => format!("cbk-{id:016}.tcbk"),
+        "keep" => format!("keep-{id:016}.tkeep"),
         "text" => format!("text-{id:016}"),
         _ => format!("wal-{id:016}.log"),
     }
@@ -568,11 +580,16 @@ fn inspect_pass(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
         }
     }
     for s in m["segments"].as_array().into_iter().flatten() {
-        if let (Some(seg), Some(cbk)) = (s["id"].as_u64(), s["codebook"].as_u64()) {
-            let seg = dir.join(file_name_of("seg", seg));
-            if let Some(v) = residual_report(&seg, &dir.join(file_name_of("cbk", cbk)), out)? {
-                t.add(&seg, &v);
-            }
+        let Some(seg) = s["id"].as_u64().map(|id| dir.join(file_name_of("seg", id))) else { continue };
+        if let Some(cbk) = s["codebook"].as_u64()
+            && let Some(v) = residual_report(&seg, &dir.join(file_name_of("cbk", cbk)), out)?
+        {
+            t.add(&seg, &v);
+        }
+        if let Some(keep) = s["keep"].as_u64().map(|id| dir.join(file_name_of("keep", id)))
+            && let Some(v) = kept_rows_report(&seg, &keep, out)?
+        {
+            t.add(&keep, &v);
         }
     }
     for n in names.iter().filter(|n| !named.contains(n)) {
@@ -589,6 +606,21 @@ fn inspect_pass(dir: &Path, t: &mut Tally, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A kept copy on its own: header, table and the documents' checksums'
+/// checksum (its rows are checked against its segment's documents with the
+/// collection, [`residual_report`]).
+fn kept_report(bytes: &[u8], out: &mut dyn Write) -> Result<Verdict> {
+    let parsed = with_aligned(bytes, tessera_format::keep::KeepLayout::parse);
+    if let Ok(l) = &parsed {
+        writeln!(
+            out,
+            "  kept copy: {} rows  dim {}  documents {}  tokens {}",
+            l.token_type, l.dim, l.n_docs, l.n_tokens
+        )?;
+    }
+    Ok(verdict_of(&parsed))
 }
 
 /// A residual segment against the codebook its manifest entry names (what
@@ -622,6 +654,31 @@ fn residual_report(seg: &Path, cbk: &Path, out: &mut dyn Write) -> Result<Option
     };
     writeln!(out, "{}: {} rows against {}", seg.display(), t.name(), cbk.display())?;
     writeln!(out, "  codebook identity, residual bits and {} centroid codes checked", codes.len())?;
+    print_verdict(&v, out)?;
+    Ok(Some(v))
+}
+
+/// A kept copy's rows, every document, against its segment's documents
+/// (which a search verifies as it reads them). `None` when either file does
+/// not parse (already reported).
+fn kept_rows_report(seg: &Path, keep: &Path, out: &mut dyn Write) -> Result<Option<Verdict>> {
+    let (Ok(sb), Ok(kb)) = (read(seg), read(keep)) else { return Ok(None) };
+    let Ok(offsets) = with_aligned(&sb, |b| segment::SegmentLayout::parse(b).map(|l| l.doc_offsets(b).to_vec())) else {
+        return Ok(None);
+    };
+    let Ok(v) = with_aligned(&kb, |b| {
+        let l = tessera_format::keep::KeepLayout::parse(b)?;
+        if !tessera_format::keep::offsets_match(&l, &offsets) {
+            return Ok(Verdict::Corrupt("the copy does not follow its segment's documents".into()));
+        }
+        Ok::<_, FormatError>(
+            l.verify_all(b, &offsets).map_or_else(|e| Verdict::Corrupt(e.to_string()), |_| Verdict::Ok),
+        )
+    }) else {
+        return Ok(None);
+    };
+    writeln!(out, "{}: kept rows of {}", keep.display(), seg.display())?;
+    writeln!(out, "  every document's rows against its checksum")?;
     print_verdict(&v, out)?;
     Ok(Some(v))
 }

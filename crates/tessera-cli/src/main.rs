@@ -74,6 +74,11 @@ enum Cmd {
         /// exact rerank: none (the default) or binary (one sign bit per dimension).
         #[arg(long, value_parser = named::<tessera::Screening>())]
         screening: Option<tessera::Screening>,
+        /// Residual storage: a full-precision copy of the tokens kept cold beside the
+        /// residual rows, which exact scores read (the final candidates of a search, exact
+        /// search, rerank, get): none (the default), int8 or f16.
+        #[arg(long, value_parser = named::<tessera::Keep>())]
+        keep: Option<tessera::Keep>,
         /// What to do with a bad record: abort (nothing of its batch is written) or skip it.
         #[arg(long, value_enum, default_value = "abort")]
         on_error: tessera_cli::ingest::OnError,
@@ -475,6 +480,7 @@ fn run(cli: Cli) -> Result<()> {
             index,
             storage,
             screening,
+            keep,
             on_error,
             resume,
             batch_docs,
@@ -488,6 +494,7 @@ fn run(cli: Cli) -> Result<()> {
                 index,
                 storage,
                 screening,
+                keep,
                 on_error,
                 resume,
                 batch_docs,

@@ -234,6 +234,16 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
     let r = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "r").unwrap().clone();
     assert_eq!((r["storage"].as_str(), r["bytes_per_token"].as_u64()), (Some("residual2"), Some(2 + dim as u64 / 4)));
+    assert_eq!(r["keep"].as_str(), Some("none"));
+    let o = ingest("r", &["--keep", "f16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--keep f16 applies only when"), "{err}");
+    assert!(ingest("rk", &["--storage", "residual4", "--index", "centroids", "--keep", "f16"]).status.success());
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
+    let rk = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "rk").unwrap().clone();
+    assert_eq!(rk["keep"].as_str(), Some("f16"));
+    let per_token = rk["bytes_on_disk"].as_f64().unwrap() / rk["tokens"].as_f64().unwrap();
+    assert!((rk["disk_bytes_per_token"].as_f64().unwrap() - per_token).abs() < 1e-9, "{rk}");
     // An explicit setting that disagrees with the existing collection is refused, not ignored.
     for (flag, value) in [("--storage", "f16"), ("--screening", "none"), ("--index", "pooled")] {
         let o = ingest("q", &[flag, value]);

@@ -813,6 +813,18 @@ fn inspect_checks_residual_rows_against_their_codebook() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("centroid code 999 is not in its codebook of 16"), "{out}");
+    // A kept copy: every document's rows checked (a search checks those it reads).
+    let db = tmp.path().join("kept");
+    copy_dir(&fixture.with_file_name("db-residual2-keep"), &db);
+    let out = ok(&["inspect", "--db", &s(&db)]);
+    assert!(out.contains("kept copy: f16 rows") && out.contains("every document's rows against its checksum"), "{out}");
+    let keep = file_starting(&db.join("collections/golden"), "keep-");
+    let b = std::fs::read(&keep).unwrap();
+    flip(&keep, u64::from_le_bytes(b[128..136].try_into().unwrap()) as usize + 7);
+    let o = tessera(&["inspect", "--db", &s(&db)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("CORRUPT"), "{out}");
 }
 
 /// Regression: `tessera inspect` beside a busy writer called a healthy

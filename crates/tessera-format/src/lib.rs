@@ -9,7 +9,8 @@
 //! | [`envelope`] | the 32-byte header of small whole-file blobs (manifest, deletion vectors) |
 //! | [`sections`] | section tables (offset, length, CRC, kind) of sectioned files, verified alike |
 //! | [`segment`] | immutable segment files: header, section table, token matrix, tables |
-//! | [`tokens`] | the token types (f16, int8) and screening codes a segment stores, and their sizes |
+//! | [`tokens`] | the token types (f16, int8, residual2/4) and screening codes a segment stores, and their sizes |
+//! | [`keep`] | the kept copy beside a residual segment: its rows in f16 or int8, verified per document as read |
 //! | [`wal`] | write-ahead-log file header, frames and batch records |
 //! | [`deletes`] | per-segment deletion bitmaps |
 //! | [`names`] | settings named by a word (`named!`): one list of names gives parsing, printing and serde |
@@ -21,6 +22,7 @@ compile_error!("Tessera's files are little-endian and read in place; big-endian 
 pub mod deletes;
 pub mod envelope;
 pub mod inspect;
+pub mod keep;
 pub mod names;
 pub mod sections;
 pub mod segment;

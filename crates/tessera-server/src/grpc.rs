@@ -349,6 +349,8 @@ fn info(c: CollectionInfo) -> pb::CollectionInfo {
         documents: s.documents as u64,
         tokens: s.tokens as u64,
         given_tokens: s.given_tokens as u64,
+        keep: s.keep.into(),
+        kept_bytes_per_token: s.kept_bytes_per_token,
         segments: s.segments as u64,
         memtable_documents: s.memtable_documents as u64,
         deleted_in_segments: s.deleted_in_segments as u64,
@@ -540,6 +542,7 @@ impl pb::tessera_server::Tessera for Grpc {
                 durability: setting(&r.durability)?,
                 storage: setting(&r.storage)?,
                 screening: setting(&r.screening)?,
+                keep: setting(&r.keep)?,
                 settings: r.settings.map(settings_of),
                 if_not_exists: r.if_not_exists,
             };

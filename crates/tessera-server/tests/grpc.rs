@@ -417,6 +417,9 @@ fn storage_screening_and_rerank_over_grpc() {
     assert!(status == Code::InvalidArgument && message.contains("centroids"), "{message}");
     let info = rt.block_on(c.create_collection(residual("centroids"))).unwrap().into_inner();
     assert_eq!((info.storage.as_str(), info.bytes_per_token), ("residual2", 2 + DIM as u32 / 4));
+    let kept = pb::CreateCollectionRequest { name: "rk".into(), keep: "int8".into(), ..residual("centroids") };
+    let info = rt.block_on(c.create_collection(kept)).unwrap().into_inner();
+    assert_eq!((info.keep.as_str(), info.kept_bytes_per_token), ("int8", 0.0));
     let mut rng = Rng::new(3);
     let documents = (0..40)
         .map(|i| {

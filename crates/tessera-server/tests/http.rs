@@ -855,6 +855,11 @@ fn storage_screening_and_rerank_over_http() {
         (r.json()["storage"].as_str(), r.json()["bytes_per_token"].as_u64()),
         (Some("residual4"), Some(2 + DIM as u64 / 2))
     );
+    let spec = json!({"name": "rk", "dim": DIM, "storage": "residual4", "index": "centroids", "keep": "f16"});
+    let r = post(a, "/v1/collections", &spec);
+    assert_eq!((r.status, r.json()["keep"].as_str()), (201, Some("f16")), "{}", r.body);
+    let r = post(a, "/v1/collections", &json!({"name": "x", "dim": DIM, "keep": "f16"}));
+    assert!(r.status == 400 && r.body.contains("keep f16 applies to residual storage"), "{}", r.body);
     let mut rng = Rng::new(5);
     let docs = corpus(&mut rng, 90);
     for coll in ["q", "plain"] {

@@ -47,7 +47,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tessera_format::segment::StoredRows;
+use tessera_format::segment::{SegmentDoc, StoredRows};
 use tessera_index::centroids::{
     self as cx, CentroidParams, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, Quantizer, ResidualTables,
 };
@@ -139,16 +139,22 @@ impl Codebook {
 /// residual collection: each token gets its centroid by routing (as the
 /// centroid index codes tokens) and its residual's buckets. Rows already
 /// coded with this codebook are copied as they are, so a token is coded
-/// again only when its codebook changes. Screening codes are kept as given
-/// (the signs of the values first stored).
+/// again only when its codebook changes — from its kept copy when it has
+/// one (then nothing is lost to coding twice), else from its decoded
+/// values. Screening codes are kept as given (the signs of the values first
+/// stored). With `keep`, each document's kept copy is made too: copied from
+/// its source's, or from the f16 rows it had before it was first coded.
 pub(crate) struct Coder<'a> {
     cb: &'a Codebook,
     screening: Screening,
+    keep: Option<TokenType>,
 }
 
 /// A document's rows as a [`Coder`] coded them.
 pub(crate) struct Coded {
     pub tokens: EncodedTokens,
+    /// Its kept copy's rows (with `keep`).
+    pub kept: Option<EncodedTokens>,
     /// Each token's centroid.
     pub codes: Vec<u16>,
     /// Sum of the tokens' cosines to their centroid, over `count` nonzero tokens.
@@ -162,20 +168,32 @@ pub(crate) struct Coded {
 pub(crate) struct RowsFrom<'a> {
     pub repr: Repr<'a>,
     pub codebook: Option<u32>,
+    /// How the source's kept rows are read, when it has a copy.
+    pub kept: Option<Repr<'a>>,
 }
 
 impl<'a> RowsFrom<'a> {
     /// The memtable's (and pre-codebook segments') f16 rows.
     pub fn plain(t: TokenType) -> Self {
-        Self { repr: Repr::plain(t), codebook: None }
+        Self { repr: Repr::plain(t), codebook: None, kept: None }
     }
 }
 
+/// One document to write into a segment: the segment writer's view of it,
+/// how its rows are read, and its kept rows (verified) if its source has them.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub doc: SegmentDoc<'a>,
+    pub from: RowsFrom<'a>,
+    pub kept: Option<StoredRows<'a>>,
+}
+
 impl<'a> Coder<'a> {
-    /// A coder with `cb`, which must have residual tables.
-    pub fn new(cb: &'a Codebook, screening: Screening) -> Self {
+    /// A coder with `cb`, which must have residual tables; `keep`: the kept
+    /// copy's token type, if the collection keeps one.
+    pub fn new(cb: &'a Codebook, screening: Screening, keep: Option<TokenType>) -> Self {
         assert!(cb.residual.is_some(), "residual rows are coded with a codebook with tables");
-        Self { cb, screening }
+        Self { cb, screening, keep }
     }
 
     pub fn codebook(&self) -> &'a Codebook {
@@ -186,13 +204,22 @@ impl<'a> Coder<'a> {
         self.cb.repr().token_type
     }
 
-    /// Codes one document's rows, read as `from` says.
-    pub fn code(&self, from: RowsFrom<'_>, doc: StoredRows<'_>) -> Coded {
+    pub fn keep(&self) -> Option<TokenType> {
+        self.keep
+    }
+
+    /// Codes one document.
+    pub fn code(&self, s: &Source<'_>) -> Coded {
         let dim = self.cb.info.dim;
         let repr = self.cb.repr();
-        let values = tessera_kernels::decode_stored(from.repr, doc, dim);
+        let doc = s.doc.tokens;
+        // The most precise values the source has: its kept copy's, else its rows'.
+        let values = match (s.kept, s.from.kept) {
+            (Some(k), Some(r)) => tessera_kernels::decode_stored(r, k, dim),
+            _ => tessera_kernels::decode_stored(s.from.repr, doc, dim),
+        };
         let (tokens, codes, dots) =
-            if from.codebook == Some(self.cb.identity) && from.repr.token_type == repr.token_type {
+            if s.from.codebook == Some(self.cb.identity) && s.from.repr.token_type == repr.token_type {
                 // Coded with this codebook already: the rows as they are.
                 let rb = repr.row_bytes(dim);
                 let codes: Vec<u16> = doc.rows.chunks_exact(rb).map(|r| u16::from_le_bytes([r[0], r[1]])).collect();
@@ -214,8 +241,12 @@ impl<'a> Coder<'a> {
                 }
                 (tokens, codes, dots)
             };
+        let kept = self.keep.map(|t| match s.kept {
+            Some(k) => EncodedTokens { rows: k.rows.to_vec(), scales: k.scales.to_vec(), codes: Vec::new() },
+            None => EncodedTokens::encode_coded(Repr::plain(t), Screening::None, &values, &[], dim),
+        });
         let (cos_sum, count) = cx::cosine_sum(&values, dim, &dots);
-        Coded { tokens, codes, cos_sum, count }
+        Coded { tokens, kept, codes, cos_sum, count }
     }
 }
 

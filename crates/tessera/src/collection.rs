@@ -26,7 +26,7 @@ pub use stats::{BuildTimes, CollectionStats, SegmentSize};
 
 use merge_policy::{merge_due, merge_pick};
 
-use crate::centroids::{self, Codebook, Coder, RowsFrom};
+use crate::centroids::{self, Codebook, Coder, RowsFrom, Source};
 use crate::config::{CollectionConfig, IndexConfig};
 use crate::doc::{
     Document, MemDoc, StoredDocument, UpsertOptions, WalDoc, check_id, check_pool_factor, parse_payload, prepare_batch,
@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry};
 use crate::memtable::MemTable;
-use crate::segment::{CoarseIndex, Segment, SegmentView, VectorIndex};
+use crate::segment::{CoarseIndex, Kept, Segment, SegmentView, VectorIndex};
 pub(crate) use crate::snapshot::Snapshot;
 use crate::snapshot::{Loc, locate_in};
 use crate::wal::{self, Replayed, Wal};
@@ -647,7 +647,7 @@ impl Collection {
     /// The stored document with this id.
     pub fn get(&self, id: &str) -> Result<Option<StoredDocument>> {
         check_id(id)?;
-        Ok(self.get_in(&self.snapshot(), id, true))
+        self.get_in(&self.snapshot(), id, true)
     }
 
     /// Several documents from one snapshot (so a batch written meanwhile is
@@ -657,10 +657,13 @@ impl Collection {
             check_id(id.as_ref())?;
         }
         let snap = self.snapshot();
-        Ok(ids.iter().map(|id| self.get_in(&snap, id.as_ref(), tokens)).collect())
+        ids.iter().map(|id| self.get_in(&snap, id.as_ref(), tokens)).collect()
     }
 
-    pub(crate) fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Option<StoredDocument> {
+    /// Document `id` as `snap` holds it: its tokens as exact scores read them
+    /// (a residual collection's kept copy, verified, when it keeps one; else
+    /// the stored values), left empty without `tokens`.
+    pub(crate) fn get_in(&self, snap: &Snapshot, id: &str, tokens: bool) -> Result<Option<StoredDocument>> {
         let dim = self.config().dim;
         let values = |r: tessera_kernels::Repr<'_>, rows: StoredRows<'_>| -> Vec<half::f16> {
             if !tokens {
@@ -672,7 +675,7 @@ impl Collection {
             tessera_kernels::decode_stored(r, rows, dim).into_iter().map(half::f16::from_f32).collect()
         };
         if let Some(d) = snap.mem.get(id) {
-            return Some(StoredDocument {
+            return Ok(Some(StoredDocument {
                 id: d.id.clone(),
                 tokens: values(tessera_kernels::Repr::plain(self.config().staged_storage()), d.tokens.view()),
                 n_tokens: d.n_tokens,
@@ -680,23 +683,27 @@ impl Collection {
                 dim,
                 text: d.text.clone(),
                 payload: d.payload.as_deref().and_then(parse_payload),
-            });
+            }));
         }
         for sv in snap.segments.iter().rev() {
             if let Some(row) = sv.find_live(id) {
                 let (s, r) = (&sv.seg, row as usize);
-                return Some(StoredDocument {
+                if tokens {
+                    s.check_exact(&[row])?;
+                }
+                let m = s.exact_matrix();
+                return Ok(Some(StoredDocument {
                     id: id.into(),
-                    tokens: values(s.repr(), s.tokens(r)),
+                    tokens: values(m.repr, m.doc(row)),
                     n_tokens: s.n_tokens_of(r),
                     given_tokens: s.given_tokens_of(r),
                     dim,
                     text: s.text(r).map(Into::into),
                     payload: s.payload(r).and_then(parse_payload),
-                });
+                }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Number of live documents.
@@ -827,16 +834,16 @@ impl Collection {
     fn seal(
         &self,
         ctx: &SealCtx,
-        path: &Path,
+        w: Written,
         id: u64,
         sources: &[SegmentView],
-        coded: Option<CodedRows>,
         m: &mut Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
         let config = self.config();
+        let Written { path, coded, mut keep } = w;
         let rows_codebook = coded.as_ref().and(ctx.codebook.as_ref());
-        let mut seg = Segment::open(path, id, &config, rows_codebook)?;
+        let mut seg = self.open_written(&path, id, rows_codebook, keep.as_ref())?;
         let (mut index, mut codebook, mut trained) = (None, None, None);
         let t = Instant::now();
         match &config.index {
@@ -865,22 +872,24 @@ impl Collection {
                     // segment is written again, coded with it: from a
                     // merge's sources (f16 rows are then coded once, not
                     // twice), or from the f16 segment just sealed.
-                    let new_id = m.alloc_file_id();
-                    let coder = Coder::new(&cb, config.screening);
-                    let (new_path, coded) = if sources.is_empty() {
-                        let docs = (0..seg.n_docs()).map(|r| (seg.doc(r), rows_from(&seg)));
-                        write_segment(&self.dir, new_id, &config, Some(&coder), docs, created)?
+                    let (new_id, keep_id) = (m.alloc_file_id(), m.alloc_file_id());
+                    let coder = Coder::new(&cb, config.screening, config.keep.token_type());
+                    let coding = Some((&coder, keep_id));
+                    let w = if sources.is_empty() {
+                        let docs = (0..seg.n_docs()).map(|r| source_of(&seg, r));
+                        write_segment(&self.dir, new_id, &config, coding, docs, created)?
                     } else {
-                        let docs = sources.iter().flat_map(|sv| {
-                            let from = rows_from(&sv.seg);
-                            sv.live.iter().map(move |&r| (sv.seg.doc(r as usize), from))
-                        });
-                        write_segment(&self.dir, new_id, &config, Some(&coder), docs, created)?
+                        let docs =
+                            sources.iter().flat_map(|sv| sv.live.iter().map(|&r| source_of(&sv.seg, r as usize)));
+                        write_segment(&self.dir, new_id, &config, coding, docs, created)?
                     };
-                    seg = Segment::open(&new_path, new_id, &config, Some(&cb))?;
-                    created.retain(|p| p != path);
-                    fsutil::remove_if_exists(path)?;
-                    let again = centroids::build(&target, &seg, Some(&cb), &[], coded, m, created)?;
+                    seg = self.open_written(&w.path, new_id, Some(&cb), w.keep.as_ref())?;
+                    for old in std::iter::once(&path).chain(keep.as_ref().map(|k| &k.1)) {
+                        created.retain(|p| p != old);
+                        fsutil::remove_if_exists(old)?;
+                    }
+                    keep = w.keep;
+                    let again = centroids::build(&target, &seg, Some(&cb), &[], w.coded, m, created)?;
                     built.index = again.index;
                 }
                 if let Some((ci, fid)) = built.index {
@@ -918,8 +927,26 @@ impl Collection {
             text,
             text_crc,
             codebook,
+            keep: keep.map(|k| k.0),
         });
         Ok((seg, trained))
+    }
+
+    /// Opens a segment just written, with the codebook its residual rows are
+    /// coded with and its kept copy.
+    fn open_written(
+        &self,
+        path: &Path,
+        id: u64,
+        codebook: Option<&Arc<Codebook>>,
+        keep: Option<&(u64, PathBuf)>,
+    ) -> Result<Segment> {
+        let config = self.config();
+        let mut seg = Segment::open(path, id, &config, codebook)?;
+        if let (Some((_, kp)), Some(t)) = (keep, config.keep.token_type()) {
+            seg.kept = Some(Kept::open(kp, &seg, t)?);
+        }
+        Ok(seg)
     }
 
     /// Records the seconds since `start` in the build times.
@@ -992,66 +1019,105 @@ const CODE_DOCS: usize = 512;
 /// the tokens' mean cosine to their centroid.
 pub(crate) type CodedRows = (Vec<u16>, f32);
 
-/// Writes a segment file under a temporary name, fsyncs it and renames it
-/// into place (the caller syncs the directory before referencing it). Each
-/// document's rows are read as its [`RowsFrom`] says: with a `coder`
-/// (residual storage once a codebook exists) they are coded with its
-/// codebook (whose codes are returned), otherwise written as they are (they
-/// are of the collection's staged storage).
-fn write_segment<'a>(
-    dir: &Path,
-    id: u64,
-    config: &CollectionConfig,
-    coder: Option<&Coder<'_>>,
-    docs: impl Iterator<Item = (SegmentDoc<'a>, RowsFrom<'a>)>,
-    created: &mut Vec<PathBuf>,
-) -> Result<(PathBuf, Option<CodedRows>)> {
-    use rayon::prelude::*;
-    let path = dir.join(manifest::segment_file(id));
+/// A segment file written (and its kept copy, when it has one).
+pub(crate) struct Written {
+    pub path: PathBuf,
+    /// Residual rows: how they were coded.
+    pub coded: Option<CodedRows>,
+    /// Its kept copy: file id and path.
+    pub keep: Option<(u64, PathBuf)>,
+}
+
+/// A file being written under a temporary name: created (new), buffered.
+fn create_tmp(path: &Path, created: &mut Vec<PathBuf>) -> Result<(PathBuf, BufWriter<std::fs::File>)> {
     let tmp = path.with_extension("tmp");
     created.push(tmp.clone());
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(Error::io(&tmp))?;
-    let io = Error::io(&tmp);
-    let token_type = coder.map_or(config.staged_storage(), Coder::token_type);
-    let (mut codes, mut cos_sum, mut count) = (Vec::new(), 0f64, 0usize);
-    let res = (|| {
-        let out = BufWriter::with_capacity(1 << 20, file);
-        let mut sw = SegmentWriter::new(out, config.dim, token_type, config.screening)?;
-        let Some(coder) = coder else {
-            for (d, from) in docs {
-                assert_eq!(from.repr.token_type, token_type, "rows written as they are are of the staged storage");
-                sw.add(d)?;
-            }
-            return sw.finish().map(|(bw, _)| bw);
-        };
-        sw.coded_with(coder.codebook().identity);
-        let mut docs = docs.peekable();
-        while docs.peek().is_some() {
-            let batch: Vec<_> = docs.by_ref().take(CODE_DOCS).collect();
-            let coded: Vec<_> = batch.par_iter().map(|(d, from)| coder.code(*from, d.tokens)).collect();
-            for ((d, _), c) in batch.iter().zip(coded) {
-                sw.add(SegmentDoc { tokens: c.tokens.view(), ..*d })?;
-                codes.extend_from_slice(&c.codes);
-                (cos_sum, count) = (cos_sum + c.cos_sum, count + c.count);
-            }
+    Ok((tmp, BufWriter::with_capacity(1 << 20, file)))
+}
+
+/// Syncs a finished temporary file and renames it into place.
+fn finish_tmp(tmp: &Path, path: &Path, w: BufWriter<std::fs::File>, created: &mut Vec<PathBuf>) -> Result<()> {
+    let file = w.into_inner().map_err(|e| e.into_error()).map_err(Error::io(tmp))?;
+    file.sync_all().map_err(Error::io(tmp))?;
+    created.push(path.to_path_buf());
+    std::fs::rename(tmp, path).map_err(Error::io(path))
+}
+
+/// Writes a segment file under a temporary name, fsyncs it and renames it
+/// into place (the caller syncs the directory before referencing it). Each
+/// document's rows are read as its [`Source`] says: with a `coder`
+/// (residual storage once a codebook exists) they are coded with its
+/// codebook (whose codes are returned) and, when it keeps a copy, the copy
+/// is written as `keep-<keep_id>`; otherwise they are written as they are
+/// (they are of the collection's staged storage).
+fn write_segment<'a>(
+    dir: &Path,
+    id: u64,
+    config: &CollectionConfig,
+    coder: Option<(&Coder<'_>, u64)>,
+    docs: impl Iterator<Item = Source<'a>>,
+    created: &mut Vec<PathBuf>,
+) -> Result<Written> {
+    use rayon::prelude::*;
+    let path = dir.join(manifest::segment_file(id));
+    let (tmp, out) = create_tmp(&path, created)?;
+    let token_type = coder.map_or(config.staged_storage(), |(c, _)| c.token_type());
+    let mut sw = SegmentWriter::new(out, config.dim, token_type, config.screening).map_err(Error::io(&tmp))?;
+    let Some((coder, keep_id)) = coder else {
+        for s in docs {
+            assert_eq!(s.from.repr.token_type, token_type, "rows written as they are are of the staged storage");
+            sw.add(s.doc).map_err(Error::io(&tmp))?;
         }
-        sw.finish().map(|(bw, _)| bw)
-    })()
-    .and_then(|bw| {
-        let file = bw.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()
-    });
-    res.map_err(io)?;
-    created.push(path.clone());
-    std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-    let coded = coder.map(|_| (codes, if count == 0 { 0.0 } else { (cos_sum / count as f64) as f32 }));
-    Ok((path, coded))
+        let (w, _) = sw.finish().map_err(Error::io(&tmp))?;
+        finish_tmp(&tmp, &path, w, created)?;
+        return Ok(Written { path, coded: None, keep: None });
+    };
+    sw.coded_with(coder.codebook().identity);
+    let keep_path = coder.keep().map(|_| dir.join(manifest::keep_file(keep_id)));
+    let mut kw = match (&keep_path, coder.keep()) {
+        (Some(p), Some(t)) => {
+            let (ktmp, out) = create_tmp(p, created)?;
+            let w = tessera_format::keep::KeepWriter::new(out, config.dim, t).map_err(Error::io(&ktmp))?;
+            Some((ktmp, w))
+        }
+        _ => None,
+    };
+    let (mut codes, mut cos_sum, mut count) = (Vec::new(), 0f64, 0usize);
+    let mut docs = docs.peekable();
+    while docs.peek().is_some() {
+        let batch: Vec<Source<'_>> = docs.by_ref().take(CODE_DOCS).collect();
+        let coded: Vec<_> = batch.par_iter().map(|s| coder.code(s)).collect();
+        for (s, c) in batch.iter().zip(coded) {
+            sw.add(SegmentDoc { tokens: c.tokens.view(), ..s.doc }).map_err(Error::io(&tmp))?;
+            if let (Some((ktmp, w)), Some(k)) = (&mut kw, &c.kept) {
+                w.add(k.view()).map_err(Error::io(&*ktmp))?;
+            }
+            codes.extend_from_slice(&c.codes);
+            (cos_sum, count) = (cos_sum + c.cos_sum, count + c.count);
+        }
+    }
+    let (w, _) = sw.finish().map_err(Error::io(&tmp))?;
+    finish_tmp(&tmp, &path, w, created)?;
+    if let (Some((ktmp, w)), Some(p)) = (kw, &keep_path) {
+        let (w, _) = w.finish().map_err(Error::io(&ktmp))?;
+        finish_tmp(&ktmp, p, w, created)?;
+    }
+    let coded = (codes, if count == 0 { 0.0 } else { (cos_sum / count as f64) as f32 });
+    Ok(Written { path, coded: Some(coded), keep: keep_path.map(|p| (keep_id, p)) })
 }
 
 /// How a segment's rows are read, for writing them into another.
 fn rows_from(seg: &Segment) -> RowsFrom<'_> {
-    RowsFrom { repr: seg.repr(), codebook: seg.codebook().map(|cb| cb.identity) }
+    let kept = seg.exact_matrix().repr;
+    RowsFrom { repr: seg.repr(), codebook: seg.codebook().map(|cb| cb.identity), kept: seg.kept.as_ref().map(|_| kept) }
+}
+
+/// Row `r` of `seg` as a source of another segment (its kept rows must have
+/// been verified: [`Segment::check_exact`]).
+fn source_of(seg: &Segment, r: usize) -> Source<'_> {
+    Source { doc: seg.doc(r), from: rows_from(seg), kept: seg.kept_doc(r) }
 }
 
 /// One coarse vector per document of `seg` (row-major, `n_docs × enc.dim()`), in parallel.
@@ -1075,6 +1141,14 @@ fn open_segment_view(
     codebook: Option<Arc<Codebook>>,
 ) -> Result<SegmentView> {
     let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config, codebook.as_ref())?;
+    if let Some(fid) = e.keep {
+        let t = config.keep.token_type().ok_or_else(|| Error::Corrupted {
+            file: dir.join(manifest::FILE),
+            offset: 0,
+            reason: format!("segment {} names a kept copy; the collection keeps none", e.id),
+        })?;
+        seg.kept = Some(Kept::open(&dir.join(manifest::keep_file(fid)), &seg, t)?);
+    }
     if let (Some(fid), Some(tc)) = (e.text, &config.text) {
         let tdir = dir.join(manifest::text_dir(fid));
         if let Some(want) = e.text_crc {
@@ -1161,6 +1235,7 @@ pub(crate) fn referenced_files(m: &Manifest) -> Vec<String> {
         v.extend(e.index.map(index_file));
         v.extend(e.text.map(manifest::text_dir));
         v.extend(e.codebook.map(manifest::codebook_file));
+        v.extend(e.keep.map(manifest::keep_file));
     }
     v.sort();
     v.dedup();
@@ -1216,7 +1291,7 @@ fn remove_unreferenced(dir: &Path, m: &Manifest) -> Result<()> {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name.ends_with(".tmp")
-            || ["seg-", "wal-", "del-", "hnsw-", "ivf-", "cbk-", "text-"].iter().any(|p| name.starts_with(p));
+            || ["seg-", "wal-", "del-", "hnsw-", "ivf-", "cbk-", "keep-", "text-"].iter().any(|p| name.starts_with(p));
         if ours && !keep.contains(&name) {
             fsutil::remove_if_exists(&entry.path())?;
         }

@@ -31,6 +31,33 @@ pub enum Durability {
 
 tessera_format::named!(Durability, "durability", [Durability::Sync => "sync", Durability::Buffered => "buffered"]);
 
+/// A residual collection's full-precision copy of its tokens, kept cold
+/// beside each residual segment (`keep-N.tkeep`): the residual rows serve
+/// the candidate and screening stages, the copy the exact scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// No copy: exact scores are of the residual values.
+    #[default]
+    None,
+    /// int8 rows (per-token scale), as `storage: int8` stores them.
+    Int8,
+    /// f16 rows, as given.
+    F16,
+}
+
+tessera_format::named!(Keep, "keep", [Keep::None => "none", Keep::Int8 => "int8", Keep::F16 => "f16"]);
+
+impl Keep {
+    /// The token type of the copy's rows.
+    pub fn token_type(self) -> Option<TokenType> {
+        match self {
+            Keep::None => None,
+            Keep::Int8 => Some(TokenType::Int8),
+            Keep::F16 => Some(TokenType::F16),
+        }
+    }
+}
+
 /// The candidate stage of two-stage search, built when a segment is sealed.
 ///
 /// Stored in the manifest as `{"encoder": …, "hnsw": …}` (a vector index, as
@@ -192,6 +219,16 @@ pub struct CollectionConfig {
     /// it means): stored as given.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub pool_factor: u32,
+    /// Residual storage: a full-precision copy of every residual segment's
+    /// tokens, read only to score the final candidates exactly (and by exact
+    /// search, `rerank` of ids and `get`): `none` (the default, and what a
+    /// manifest without it means), `int8` or `f16`.
+    #[serde(default, skip_serializing_if = "is_none")]
+    pub keep: Keep,
+}
+
+fn is_none(k: &Keep) -> bool {
+    *k == Keep::None
 }
 
 fn one() -> u32 {
@@ -215,6 +252,7 @@ impl Default for CollectionConfig {
             storage: TokenType::F16,
             screening: Screening::None,
             pool_factor: 1,
+            keep: Keep::None,
         }
     }
 }
@@ -236,9 +274,17 @@ impl CollectionConfig {
             (self.durability != other.durability, "durability"),
             (self.storage != other.storage, "storage"),
             (self.screening != other.screening, "screening"),
+            (self.keep != other.keep, "keep"),
         ]
         .into_iter()
         .find_map(|(d, what)| d.then_some(what))
+    }
+
+    /// Whether two-stage search screens its candidates before the exact
+    /// stage (`rerank` applies): by codes (`screening`), or by the residual
+    /// rows before the kept copy (`keep`).
+    pub fn screens(&self) -> bool {
+        self.screening != Screening::None || self.keep != Keep::None
     }
 
     /// Bytes one token costs in this collection's segments (tokens, scales, codes).
@@ -299,6 +345,18 @@ impl CollectionConfig {
             }
             Some(IndexConfig::Centroids { centroids }) => centroids.validate().or_else(bad)?,
             None => {}
+        }
+        if self.keep != Keep::None && !self.storage.is_residual() {
+            return bad(format!(
+                "keep {} applies to residual storage (residual2, residual4), not {}",
+                self.keep, self.storage
+            ));
+        }
+        if self.keep != Keep::None && self.screening != Screening::None {
+            return bad(format!(
+                "keep {}: the residual rows screen candidates for the kept copy; screening {} would add nothing",
+                self.keep, self.screening
+            ));
         }
         if self.storage.is_residual() && !matches!(self.index, Some(IndexConfig::Centroids { .. })) {
             return bad(format!(

@@ -70,8 +70,8 @@ pub mod wire;
 pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, remove_stale_stages, restore};
 pub use collection::{BuildTimes, Collection, CollectionStats, SegmentSize};
 pub use config::{
-    CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Language, MAX_DIM,
-    MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
+    CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Keep, Language,
+    MAX_DIM, MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
 };
 pub use database::{DEFAULT_SEAL_IDLE, Database, valid_name};
 pub use doc::{Document, StoredDocument, Tokens, UpsertOptions};

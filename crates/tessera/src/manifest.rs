@@ -42,6 +42,10 @@ pub(crate) struct SegmentEntry {
     /// index (`index`, an `ivf-N.tivf` file) was coded with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codebook: Option<u64>,
+    /// Residual collections with `keep`: file id of the segment's kept copy
+    /// (`keep-N.tkeep`); absent for its f16 segments (sealed before the codebook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +161,11 @@ pub(crate) fn ivf_file(id: u64) -> String {
 /// A centroid collection's codebook.
 pub(crate) fn codebook_file(id: u64) -> String {
     format!("cbk-{id:016}.tcbk")
+}
+
+/// A residual segment's kept copy.
+pub(crate) fn keep_file(id: u64) -> String {
+    format!("keep-{id:016}.tkeep")
 }
 
 pub(crate) fn text_dir(id: u64) -> String {

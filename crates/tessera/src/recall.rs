@@ -161,7 +161,7 @@ impl Collection {
         let config = self.config();
         let kind = crate::IndexKind::of(config.index.as_ref());
         for p in &settings {
-            crate::search::check_params(kind, config.screening, p)?;
+            crate::search::check_params(kind, config.screens(), p)?;
         }
         let queries = self.sample_queries(req.sample.min(documents), req.seed, req.query_tokens)?;
         let mut exact_lat = Vec::with_capacity(queries.len());

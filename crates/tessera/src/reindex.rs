@@ -199,7 +199,7 @@ impl Copy<'_> {
         let mut docs = Vec::with_capacity(ids.len());
         let mut gone = Vec::new();
         for id in ids {
-            match self.old.get_in(snap, id, false) {
+            match self.old.get_in(snap, id, false)? {
                 Some(d) => {
                     let Some(text) = d.text.filter(|t| !t.trim().is_empty()) else {
                         return Err(Error::InvalidArgument(format!(

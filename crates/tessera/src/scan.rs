@@ -51,7 +51,11 @@ impl Collection {
         let snap = self.snapshot();
         let ids = page_ids(&snap, filter, after, limit);
         let next = if ids.len() > limit { ids.get(limit.wrapping_sub(1)).map(|s| s.to_string()) } else { None };
-        let documents = ids.iter().take(limit).filter_map(|id| self.get_in(&snap, id, tokens)).collect();
+        let documents = ids
+            .iter()
+            .take(limit)
+            .filter_map(|id| self.get_in(&snap, id, tokens).transpose())
+            .collect::<Result<_>>()?;
         Ok(ScanPage { documents, next })
     }
 

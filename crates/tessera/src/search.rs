@@ -268,6 +268,9 @@ pub(crate) struct Searcher<'a> {
     snap: &'a Snapshot,
     stage: Stage<'a>,
     screening: Screening,
+    /// A residual collection with a kept copy: its residual rows screen the
+    /// candidates, the copy scores the rest exactly.
+    kept: bool,
     index_kind: IndexKind,
     /// How the memtable's rows are read (the collection's staged storage).
     mem_repr: Repr<'static>,
@@ -303,6 +306,7 @@ impl<'a> Searcher<'a> {
             snap,
             stage,
             screening: config.screening,
+            kept: config.keep != crate::config::Keep::None,
             index_kind: IndexKind::of(config.index.as_ref()),
             mem_repr: Repr::plain(config.staged_storage()),
             q,
@@ -446,7 +450,8 @@ impl<'a> Searcher<'a> {
     }
 
     /// The screening stage: of the given rows, the global best `n` by the
-    /// Hamming MaxSim of their codes (segments without codes keep theirs).
+    /// Hamming MaxSim of their codes, or — with a kept copy — by the MaxSim
+    /// of their residual rows (segments without codes or copy keep theirs).
     fn screen(&self, sets: Vec<RowSet>, n: usize) -> Vec<RowSet> {
         let cq = CodeQuery::new(self.q.tokens(), self.q.dim());
         let screened: Vec<Option<Vec<(f32, u32)>>> = sets
@@ -454,9 +459,15 @@ impl<'a> Searcher<'a> {
             .enumerate()
             .map(|(si, set)| {
                 let sv = &self.snap.segments[si];
-                let m = sv.seg.matrix();
-                (m.screening == Screening::Binary)
-                    .then(|| m.screen_top_k(&cq, set.rows(&sv.live), n).into_iter().map(|h| (h.score, h.key)).collect())
+                let (m, rows) = (sv.seg.matrix(), set.rows(&sv.live));
+                let hits = if sv.seg.kept.is_some() {
+                    m.top_k(&self.q, rows, n)
+                } else if m.screening == Screening::Binary {
+                    m.screen_top_k(&cq, rows, n)
+                } else {
+                    return None;
+                };
+                Some(hits.into_iter().map(|h| (h.score, h.key)).collect())
             })
             .collect();
         let mut all: Vec<(f32, usize, u32)> =
@@ -480,8 +491,8 @@ impl<'a> Searcher<'a> {
     /// filter, should the stages find fewer than `k` of the matching
     /// documents (a very selective filter), those are scored exactly instead.
     pub fn search(&self, p: &SearchParams) -> Result<Vec<Ranked>> {
-        check_params(self.index_kind, self.screening, p)?;
-        let hits = search_group(std::slice::from_ref(self), p).pop().unwrap_or_default();
+        check_params(self.index_kind, self.screens(), p)?;
+        let hits = search_group(std::slice::from_ref(self), p)?.pop().unwrap_or_default();
         check_deadline(p.deadline)?;
         Ok(hits)
     }
@@ -489,7 +500,7 @@ impl<'a> Searcher<'a> {
     /// The rows the exact stage scores: the coarse candidates (`n` of them),
     /// screened down to the rerank count on a screened collection.
     fn candidate_sets(&self, p: &SearchParams, n: usize) -> Vec<RowSet> {
-        let screened = self.screening != Screening::None;
+        let screened = self.screens();
         let indexed = !matches!(self.stage, Stage::None);
         let mut sets = if indexed { self.coarse(n, p) } else { self.all() };
         let rerank = p.rerank.unwrap_or_else(|| default_rerank(p.k)).max(p.k);
@@ -500,8 +511,14 @@ impl<'a> Searcher<'a> {
         sets
     }
 
+    /// Whether a screening stage keeps the best `rerank` of the candidates:
+    /// their codes, or a residual collection's rows before its kept copy.
+    fn screens(&self) -> bool {
+        self.screening != Screening::None || self.kept
+    }
+
     /// Exact MaxSim of the live documents among `ids`, and the ids that are not live.
-    pub fn rerank_ids<S: AsRef<str>>(&self, ids: &[S]) -> (Vec<Ranked>, Vec<String>) {
+    pub fn rerank_ids<S: AsRef<str>>(&self, ids: &[S]) -> Result<(Vec<Ranked>, Vec<String>)> {
         let mut seen = std::collections::HashSet::new();
         let mut sets = vec![RowSet::Rows(Vec::new()); self.snap.segments.len()];
         let (mut mem_ids, mut missing) = (Vec::new(), Vec::new());
@@ -520,9 +537,9 @@ impl<'a> Searcher<'a> {
         let hits = if n == 0 {
             Vec::new()
         } else {
-            rank_group(std::slice::from_ref(self), &[&sets], n, MemSel::Only(&mem_ids), None).pop().unwrap_or_default()
+            rank_group(std::slice::from_ref(self), &[&sets], n, MemSel::Only(&mem_ids), None)?.pop().unwrap_or_default()
         };
-        (hits, missing)
+        Ok((hits, missing))
     }
 
     /// The coarse stage alone: the `n` best live documents (passing the
@@ -567,8 +584,8 @@ impl<'a> Searcher<'a> {
 }
 
 /// Refuses parameters that are out of range or do not apply to a collection
-/// with this index and screening.
-pub(crate) fn check_params(index: IndexKind, screening: Screening, p: &SearchParams) -> Result<()> {
+/// with this index and (`screens`) a screening stage.
+pub(crate) fn check_params(index: IndexKind, screens: bool, p: &SearchParams) -> Result<()> {
     p.validate()?;
     if p.nprobe.is_some() && (p.exact || index != IndexKind::Centroids) {
         return Err(Error::InvalidArgument(format!(
@@ -584,9 +601,9 @@ pub(crate) fn check_params(index: IndexKind, screening: Screening, p: &SearchPar
             index
         )));
     }
-    if p.rerank.is_some() && screening == Screening::None {
+    if p.rerank.is_some() && !screens {
         return Err(Error::InvalidArgument(
-            "rerank applies to collections with screening codes (screening: binary); this one has none".into(),
+            "rerank applies to collections with screening codes (screening: binary) or a residual collection's kept copy (keep); this one has neither".into(),
         ));
     }
     Ok(())
@@ -595,28 +612,28 @@ pub(crate) fn check_params(index: IndexKind, screening: Screening, p: &SearchPar
 /// Searches of a group of queries (at most [`KERNEL_BATCH`]) with the same
 /// parameters (checked) and filter, over one snapshot: the exact stage scores
 /// the documents they share in one pass of the multi-query kernel.
-fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Vec<Vec<Ranked>> {
-    let Some(s0) = group.first() else { return Vec::new() };
-    if p.exact || (matches!(s0.stage, Stage::None) && s0.screening == Screening::None) {
+fn search_group(group: &[Searcher<'_>], p: &SearchParams) -> Result<Vec<Vec<Ranked>>> {
+    let Some(s0) = group.first() else { return Ok(Vec::new()) };
+    if p.exact || (matches!(s0.stage, Stage::None) && !s0.screens()) {
         let all = s0.all();
         return rank_group(group, &vec![&all[..]; group.len()], p.k, MemSel::All, p.deadline);
     }
     let n = p.effective_candidates(s0.index_kind, s0.snap.len());
     let sets: Vec<Vec<RowSet>> = group.par_iter().map(|s| s.candidate_sets(p, n)).collect();
     let refs: Vec<&[RowSet]> = sets.iter().map(Vec::as_slice).collect();
-    let mut hits = rank_group(group, &refs, p.k, MemSel::All, p.deadline);
+    let mut hits = rank_group(group, &refs, p.k, MemSel::All, p.deadline)?;
     if hits.iter().any(|h| h.len() < p.k) && !expired(p.deadline) {
         let available = s0.available();
         let all = s0.all();
         for (s, h) in group.iter().zip(&mut hits) {
             if h.len() < p.k.min(available) {
-                *h = rank_group(std::slice::from_ref(s), &[&all], p.k, MemSel::All, p.deadline)
+                *h = rank_group(std::slice::from_ref(s), &[&all], p.k, MemSel::All, p.deadline)?
                     .pop()
                     .unwrap_or_default();
             }
         }
     }
-    hits
+    Ok(hits)
 }
 
 /// Exact MaxSim, for each query of `group`, of its rows of each segment
@@ -631,21 +648,24 @@ fn rank_group<'a>(
     k: usize,
     mem: MemSel<'_>,
     deadline: Option<Instant>,
-) -> Vec<Vec<Ranked>> {
-    let Some(s0) = group.first() else { return Vec::new() };
+) -> Result<Vec<Vec<Ranked>>> {
+    let Some(s0) = group.first() else { return Ok(Vec::new()) };
     let snap = s0.snap;
     let nq = group.len();
     let batch = (nq > 1).then(|| QueryBatch::new(&group.iter().map(|s| &s.q).collect::<Vec<_>>()));
     let mut tops: Vec<TopK<Cand<'a>>> = (0..nq).map(|_| TopK::new(k)).collect();
     // Candidate rows are read from disk in one round, before any is scored
-    // (whole-segment scans keep the kernel's sequential read-ahead).
+    // (whole-segment scans keep the kernel's sequential read-ahead); kept
+    // rows are verified as they are read, before they are scored.
     for (si, sv) in snap.segments.iter().enumerate() {
         let mut last: Option<*const u32> = None;
         for set in sets.iter().map(|s| &s[si]) {
-            if let RowSet::Rows(rows) = set
-                && last.replace(rows.as_ptr()) != Some(rows.as_ptr())
-            {
-                sv.seg.will_need(rows);
+            let rows = set.rows(&sv.live);
+            if last.replace(rows.as_ptr()) != Some(rows.as_ptr()) {
+                if matches!(set, RowSet::Rows(_)) {
+                    sv.seg.will_need(rows);
+                }
+                sv.seg.check_exact(rows)?;
             }
         }
     }
@@ -653,7 +673,7 @@ fn rank_group<'a>(
         if expired(deadline) {
             break;
         }
-        let m = sv.seg.matrix();
+        let m = sv.seg.exact_matrix();
         let rows = |qi: usize| sets[qi][si].rows(&sv.live);
         let cand = |r: u32| Cand { id: sv.seg.id_of(r as usize), at: Loc::Seg(si, r) };
         let push = |top: &mut TopK<Cand<'a>>, hits: Vec<Hit<u32>>| {
@@ -750,14 +770,15 @@ fn rank_group<'a>(
             }
         }
     }
-    tops.into_iter()
+    Ok(tops
+        .into_iter()
         .map(|t| {
             t.into_sorted_vec()
                 .into_iter()
                 .map(|h| Ranked { id: h.key.id.to_string(), score: h.score, at: h.key.at })
                 .collect()
         })
-        .collect()
+        .collect())
 }
 
 impl Collection {
@@ -808,7 +829,7 @@ impl Collection {
         queries: &[Tokens],
         params: &SearchParams,
     ) -> Result<Vec<Result<Vec<Ranked>>>> {
-        check_params(IndexKind::of(self.config().index.as_ref()), self.config().screening, params)?;
+        check_params(IndexKind::of(self.config().index.as_ref()), self.config().screens(), params)?;
         check_batch_size(queries.len(), queries.iter().map(Tokens::n_tokens).sum())?;
         let allowed = params.filter.as_ref().map(|f| Arc::new(allowed_rows(snap, f)));
         let prepared: Vec<Result<Searcher<'_>>> = queries
@@ -836,7 +857,7 @@ impl Collection {
             }
             groups.push(g);
         }
-        let hits: Vec<Vec<Vec<Ranked>>> = groups.par_iter().map(|g| search_group(g, params)).collect();
+        let hits: Vec<Vec<Vec<Ranked>>> = groups.par_iter().map(|g| search_group(g, params)).collect::<Result<_>>()?;
         check_deadline(params.deadline)?;
         for (i, h) in at.into_iter().zip(hits.into_iter().flatten()) {
             out[i] = Some(Ok(h));
@@ -871,7 +892,7 @@ impl Collection {
         for id in ids {
             crate::doc::check_id(id.as_ref())?;
         }
-        Ok(Searcher::new(self, snap, query, None)?.rerank_ids(ids))
+        Searcher::new(self, snap, query, None)?.rerank_ids(ids)
     }
 
     /// The coarse stage alone: the `n` best live documents (passing `f`) by

@@ -7,7 +7,9 @@ use memmap2::Mmap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tessera_format::deletes::DeletionVector;
+use tessera_format::keep::KeepLayout;
 use tessera_format::segment::{SegmentDoc, SegmentLayout};
 use tessera_index::HnswLayout;
 use tessera_kernels::{Repr, StoredRows, TokenMatrix};
@@ -18,6 +20,8 @@ pub(crate) struct Segment {
     layout: SegmentLayout,
     /// Residual rows: the codebook they are coded with.
     codebook: Option<Arc<Codebook>>,
+    /// Residual rows with `keep`: their full-precision copy.
+    pub kept: Option<Kept>,
     /// The candidate index over the segment's documents (row i = node i).
     pub index: Option<CoarseIndex>,
     /// The BM25 index over the segment's texts (keyed by row).
@@ -75,6 +79,60 @@ impl VectorIndex {
     }
 }
 
+/// A residual segment's kept copy (`keep-N.tkeep`): memory-mapped, never
+/// warmed (the kernel is told reads are random), each document verified
+/// against its checksum the first time it is read.
+pub(crate) struct Kept {
+    path: std::path::PathBuf,
+    mmap: Mmap,
+    layout: KeepLayout,
+    /// One bit per document: verified already.
+    verified: Vec<AtomicU64>,
+}
+
+impl Kept {
+    /// Opens the copy at `path` of `seg`'s rows, of `token_type`: its header,
+    /// table and checksums' checksum, and that it follows the segment's documents.
+    pub fn open(path: &Path, seg: &Segment, token_type: tessera_kernels::TokenType) -> Result<Self> {
+        let mmap = map(path)?;
+        let _ = mmap.advise(memmap2::Advice::Random);
+        let layout = KeepLayout::parse(&mmap).map_err(Error::format(path))?;
+        let bad = |offset: u64, reason: String| Error::Corrupted { file: path.into(), offset, reason };
+        if layout.token_type != token_type || layout.dim != seg.layout.dim {
+            let (t, d) = (layout.token_type.name(), layout.dim);
+            return Err(bad(
+                48,
+                format!("copy of {t} rows of dim {d}; the collection keeps {token_type} of dim {}", seg.layout.dim),
+            ));
+        }
+        if !tessera_format::keep::offsets_match(&layout, seg.layout.doc_offsets(&seg.mmap)) {
+            let (n, t) = (layout.n_docs, layout.n_tokens);
+            return Err(bad(
+                52,
+                format!("copy of {n} documents and {t} tokens does not follow its segment's documents"),
+            ));
+        }
+        let verified = (0..layout.n_docs.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(Self { path: path.into(), mmap, layout, verified })
+    }
+
+    /// Verifies the documents of `rows` not verified yet.
+    pub fn check(&self, offsets: &[u64], rows: &[u32]) -> Result<()> {
+        for &r in rows {
+            let (w, bit) = (&self.verified[r as usize / 64], 1u64 << (r % 64));
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                self.layout.verify_doc(&self.mmap, offsets, r as usize).map_err(Error::format(&self.path))?;
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+}
+
 pub(crate) fn map(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(Error::io(path))?;
     // SAFETY: segment, index and codebook files are immutable once written and renamed
@@ -117,7 +175,7 @@ impl Segment {
             None => None,
             Some(identity) => Some(Self::check_codes(path, &mmap, &layout, identity, codebook)?),
         };
-        Ok(Self { id, mmap, layout, codebook, index: None, text: None })
+        Ok(Self { id, mmap, layout, codebook, kept: None, index: None, text: None })
     }
 
     /// The codebook of residual rows (the header names it by `identity`):
@@ -209,6 +267,36 @@ impl Segment {
         }
     }
 
+    /// The token data exact scores read: the kept copy's when there is one
+    /// (its rows must be [`check_exact`](Self::check_exact)ed first), else [`matrix`](Self::matrix).
+    pub fn exact_matrix(&self) -> TokenMatrix<'_> {
+        let Some(k) = &self.kept else { return self.matrix() };
+        let b = &k.mmap[..];
+        TokenMatrix {
+            repr: Repr::plain(k.layout.token_type),
+            screening: tessera_kernels::Screening::None,
+            dim: self.layout.dim,
+            rows: k.layout.rows(b),
+            scales: k.layout.scales(b),
+            codes: &[],
+            offsets: self.layout.doc_offsets(&self.mmap),
+        }
+    }
+
+    /// Verifies the kept rows of `rows` before they are scored exactly (nothing without a copy).
+    pub fn check_exact(&self, rows: &[u32]) -> Result<()> {
+        match &self.kept {
+            Some(k) => k.check(self.layout.doc_offsets(&self.mmap), rows),
+            None => Ok(()),
+        }
+    }
+
+    /// A row's kept rows (`None` without a copy), as [`check_exact`](Self::check_exact) verifies them.
+    pub fn kept_doc(&self, row: usize) -> Option<StoredRows<'_>> {
+        let k = self.kept.as_ref()?;
+        Some(k.layout.doc_rows(&k.mmap, self.layout.doc_offsets(&self.mmap), row))
+    }
+
     pub fn id_of(&self, row: usize) -> &str {
         self.layout.id(&self.mmap, row)
     }
@@ -237,13 +325,18 @@ impl Segment {
     /// only their bytes, not the fault's read-around window (which can be
     /// megabytes) around each. Nearby rows are requested as one range.
     /// Advisory: nothing changes when the pages are resident, or on failure.
+    /// With a kept copy, the copy's rows (what an exact score reads).
     pub fn will_need(&self, rows: &[u32]) {
         const GAP: usize = 16 << 10;
-        let base = self.mmap.as_ptr() as usize;
+        let (mmap, m) = match &self.kept {
+            Some(k) => (&k.mmap, self.exact_matrix()),
+            None => (&self.mmap, self.matrix()),
+        };
+        let base = mmap.as_ptr() as usize;
         let mut ranges: Vec<(usize, usize)> = rows
             .iter()
             .map(|&r| {
-                let t = self.tokens(r as usize).rows;
+                let t = m.doc(r).rows;
                 let start = t.as_ptr() as usize - base;
                 (start, start + t.len())
             })
@@ -255,7 +348,7 @@ impl Segment {
                 Some((_, end)) if a <= end.saturating_add(GAP) => *end = (*end).max(b),
                 _ => {
                     if let Some((s, e)) = run.filter(|(s, e)| e > s) {
-                        let _ = self.mmap.advise_range(memmap2::Advice::WillNeed, s, e - s);
+                        let _ = mmap.advise_range(memmap2::Advice::WillNeed, s, e - s);
                     }
                     run = Some((a, b));
                 }

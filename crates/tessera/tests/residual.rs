@@ -5,14 +5,19 @@
 //! cutoffs), and searches score those values as a naive f64 MaxSim does —
 //! through a seal before the codebook (f16), the seal that trains it, WAL
 //! replay, merges that copy rows or code them again, a retraining that
-//! leaves segments on their codebook until merged, and reopening.
+//! leaves segments on their codebook until merged, and reopening. With a
+//! kept copy (`keep`), exact scores and `get` read the copy (f16 as given,
+//! or int8 by a naive per-token quantisation), a search's screened
+//! candidates are scored from it, and a token coded again is coded from it.
 
 mod common;
 
 use common::{Rng, files_named};
 use std::collections::BTreeMap;
 use std::path::Path;
-use tessera::{CentroidParams, CollectionConfig, Database, Document, IndexConfig, Screening, SearchParams, Tokens};
+use tessera::{
+    CentroidParams, CollectionConfig, Database, Document, IndexConfig, Keep, Screening, SearchParams, Tokens,
+};
 use tessera::{TokenType, f16};
 use tessera_format::segment::SegmentLayout;
 use tessera_index::centroids::CodebookLayout;
@@ -48,22 +53,42 @@ struct Book {
 
 /// What the test knows of a document: the values it was last coded from
 /// (the f16 values given, or when its codebook changed, the values it had
-/// before), the codebook it is coded with, and the values stored.
+/// before — its kept copy's when there is one), the codebook it is coded
+/// with, the values stored, and its kept copy's values.
 #[derive(Clone)]
 struct Known {
     source: Vec<f32>,
     codebook: Option<u32>,
     stored: Vec<f32>,
+    kept: Vec<f32>,
 }
 
-/// The model: by live document id.
+impl Known {
+    /// What exact scores and `get` read: the kept copy of residual rows, else the stored values.
+    fn exact(&self, keep: Keep) -> &[f32] {
+        if keep != Keep::None && self.codebook.is_some() { &self.kept } else { &self.stored }
+    }
+}
+
+/// The model: by live document id, and the collection's kept copy.
 #[derive(Default)]
-struct Model(BTreeMap<String, Known>);
+struct Model(BTreeMap<String, Known>, Keep);
+
+/// Naive per-token int8 (scale = max |x| / 127, code = round(x / scale)), dequantised.
+fn int8_values(v: &[f32]) -> Vec<f32> {
+    v.chunks(DIM)
+        .flat_map(|t| {
+            let scale = t.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+            t.iter().map(move |&x| if scale == 0.0 { 0.0 } else { (x / scale).round().clamp(-127.0, 127.0) * scale })
+        })
+        .collect()
+}
 
 impl Model {
     fn add(&mut self, id: String, given: &[f32]) {
         let v: Vec<f32> = given.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        self.0.insert(id, Known { source: v.clone(), codebook: None, stored: v });
+        let kept = if self.1 == Keep::Int8 { int8_values(&v) } else { v.clone() };
+        self.0.insert(id, Known { source: v.clone(), codebook: None, stored: v, kept });
     }
 
     fn remove(&mut self, id: &str) {
@@ -103,7 +128,11 @@ impl Model {
                 let Some(known) = self.0.get_mut(&id).filter(|_| seen.insert(id.clone())) else { continue };
                 let rows = l.doc_rows(b, d).rows;
                 if l.codebook != known.codebook {
-                    known.source = known.stored.clone();
+                    // First coded from the f16 rows; coded again from the
+                    // kept copy, or without one from the values it had.
+                    if known.codebook.is_some() {
+                        known.source = if self.1 == Keep::None { known.stored.clone() } else { known.kept.clone() };
+                    }
                     known.codebook = l.codebook;
                 }
                 known.stored = match l.codebook {
@@ -140,21 +169,29 @@ fn decode_checked(book: &Book, t: TokenType, rows: &[u8], source: &[f32], id: &s
 /// gives them. Returns the segments' token types, newest first.
 fn check(c: &tessera::Collection, dir: &Path, model: &mut Model, when: &str) -> Vec<TokenType> {
     let types = model.read(dir);
+    let keep = model.1;
+    let kept_files = files_named(&dir.join("collections/c"), "keep-").len();
+    let residual_segments = types.iter().filter(|t| t.is_residual()).count();
+    assert_eq!(
+        kept_files,
+        if keep == Keep::None { 0 } else { residual_segments },
+        "{when}: a copy per residual segment"
+    );
     for (id, k) in &model.0 {
         let got = c.get(id).unwrap().unwrap();
-        let want: Vec<f16> = k.stored.iter().map(|&v| f16::from_f32(v)).collect();
-        assert_eq!(got.tokens, want, "{when}: get({id}) gives the stored values");
+        let want: Vec<f16> = k.exact(keep).iter().map(|&v| f16::from_f32(v)).collect();
+        assert_eq!(got.tokens, want, "{when}: get({id}) gives the values exact scores read");
     }
     assert_eq!(c.len(), model.0.len(), "{when}");
     let mut rng = Rng(99);
     for qi in 0..4 {
         let Tokens::F32 { data: q, .. } = rng.tokens(2 + qi, DIM) else { unreachable!() };
         let mut want: Vec<(f64, &str)> =
-            model.0.iter().map(|(id, k)| (maxsim_f64(&q, &k.stored, DIM), id.as_str())).collect();
+            model.0.iter().map(|(id, k)| (maxsim_f64(&q, k.exact(keep), DIM), id.as_str())).collect();
         want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         let query = Tokens::F32 { data: q.clone(), dim: DIM };
         let mut all = SearchParams::new(10).with_candidates(100_000);
-        if c.config().screening != Screening::None {
+        if c.config().screens() {
             all = all.with_rerank(100_000);
         }
         for p in [SearchParams::exact(10), all] {
@@ -163,6 +200,16 @@ fn check(c: &tessera::Collection, dir: &Path, model: &mut Model, when: &str) -> 
             for (h, w) in hits.iter().zip(&want) {
                 assert_eq!(h.id, w.1, "{when}: {p:?}");
                 assert!((h.score as f64 - w.0).abs() < 1e-4 * (1.0 + w.0.abs()), "{when}: {} vs {}", h.score, w.0);
+            }
+        }
+        // Screened to a few: each is scored exactly (from the copy), best first.
+        if keep != Keep::None {
+            let few = c.search_with(&query, &SearchParams::new(5).with_candidates(40).with_rerank(12)).unwrap();
+            assert_eq!(few.len(), 5);
+            assert!(few.windows(2).all(|w| w[0].score >= w[1].score), "{when}");
+            for h in &few {
+                let w = maxsim_f64(&q, model.0[&h.id].exact(keep), DIM);
+                assert!((h.score as f64 - w).abs() < 1e-4 * (1.0 + w.abs()), "{when}: {} {} vs {w}", h.id, h.score);
             }
         }
     }
@@ -182,13 +229,19 @@ fn batch(rng: &mut Rng, name: &str, n: usize, centres: &[Vec<f32>], model: &mut 
 
 #[test]
 fn residual_collections_store_and_score_their_coded_tokens() {
-    for (storage, screening) in [(TokenType::Residual2, Screening::None), (TokenType::Residual4, Screening::Binary)] {
+    let kinds = [
+        (TokenType::Residual2, Screening::None, Keep::None),
+        (TokenType::Residual4, Screening::Binary, Keep::None),
+        (TokenType::Residual2, Screening::None, Keep::F16),
+        (TokenType::Residual4, Screening::None, Keep::Int8),
+    ];
+    for (storage, screening, keep) in kinds {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng(5);
-        let mut model = Model::default();
+        let mut model = Model(BTreeMap::new(), keep);
         {
             let db = Database::open(dir.path()).unwrap();
-            let c = db.create_collection("c", config(storage, screening)).unwrap();
+            let c = db.create_collection("c", CollectionConfig { keep, ..config(storage, screening) }).unwrap();
             // Below min_train_tokens: sealed as f16, no codebook.
             c.upsert(&batch(&mut rng, "a", 10, &[], &mut model)).unwrap();
             c.flush().unwrap();
@@ -222,11 +275,20 @@ fn residual_collections_store_and_score_their_coded_tokens() {
 
 #[test]
 fn a_retrained_codebook_leaves_residual_segments_on_theirs_until_merged() {
+    for keep in [Keep::None, Keep::F16] {
+        retrained(keep);
+    }
+}
+
+/// Coded again from the kept copy when there is one: the model checks each
+/// bucket against the values it was coded from.
+fn retrained(keep: Keep) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let c = db.create_collection("c", config(TokenType::Residual4, Screening::None)).unwrap();
+    let c =
+        db.create_collection("c", CollectionConfig { keep, ..config(TokenType::Residual4, Screening::None) }).unwrap();
     let mut rng = Rng(3);
-    let mut model = Model::default();
+    let mut model = Model(BTreeMap::new(), keep);
     let near: Vec<Vec<f32>> = (0..8).map(|_| (0..DIM).map(|_| rng.f()).collect()).collect();
     let far: Vec<Vec<f32>> =
         (0..8).map(|_| (0..DIM).map(|d| rng.f() + if d == 0 { 6.0 } else { 0.0 }).collect()).collect();
@@ -265,7 +327,7 @@ fn a_retrained_codebook_leaves_residual_segments_on_theirs_until_merged() {
 }
 
 #[test]
-fn residual_storage_needs_a_centroids_index() {
+fn residual_storage_needs_a_centroids_index_and_keep_a_residual_collection() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     for index in [None, Some(IndexConfig::pooled())] {
@@ -273,4 +335,52 @@ fn residual_storage_needs_a_centroids_index() {
         let e = db.create_collection("c", cfg).unwrap_err().to_string();
         assert!(e.contains("residual2") && e.contains("centroids"), "{e}");
     }
+    let cfg = CollectionConfig { keep: Keep::F16, ..config(TokenType::Int8, Screening::None) };
+    let e = db.create_collection("c", cfg).unwrap_err().to_string();
+    assert!(e.contains("keep f16 applies to residual storage"), "{e}");
+    let cfg = CollectionConfig { keep: Keep::Int8, ..config(TokenType::Residual2, Screening::Binary) };
+    let e = db.create_collection("c", cfg).unwrap_err().to_string();
+    assert!(e.contains("keep int8") && e.contains("screening binary"), "{e}");
+    // rerank applies to a kept copy's screening (and not without one).
+    let c = db
+        .create_collection("k", CollectionConfig { keep: Keep::F16, ..config(TokenType::Residual2, Screening::None) });
+    let q = Tokens::F32 { data: vec![0.5; DIM], dim: DIM };
+    assert!(c.unwrap().search_with(&q, &SearchParams::new(3).with_rerank(8)).is_ok());
+    let c = db.create_collection("n", config(TokenType::Residual2, Screening::None)).unwrap();
+    let e = c.search_with(&q, &SearchParams::new(3).with_rerank(8)).unwrap_err().to_string();
+    assert!(e.contains("rerank applies"), "{e}");
+}
+
+/// A kept copy is opened without reading its rows; a damaged document is
+/// refused, naming the file and the offset of its rows, when a search, a
+/// `get` or a merge reads it — the others still read.
+#[test]
+fn a_damaged_kept_copy_is_refused_when_its_rows_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model(BTreeMap::new(), Keep::F16);
+    let mut rng = Rng(8);
+    {
+        let db = Database::open(dir.path()).unwrap();
+        let cfg = CollectionConfig { keep: Keep::F16, ..config(TokenType::Residual2, Screening::None) };
+        let c = db.create_collection("c", cfg).unwrap();
+        c.upsert(&batch(&mut rng, "a", 80, &[], &mut model)).unwrap();
+        c.flush().unwrap();
+    }
+    let keep = files_named(&dir.path().join("collections/c"), "keep-").pop().unwrap();
+    let mut b = std::fs::read(&keep).unwrap();
+    let at = u64::from_le_bytes(b[128..136].try_into().unwrap()) as usize; // TOKENS: document row 0
+    b[at + 3] ^= 0x40;
+    std::fs::write(&keep, b).unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("c").unwrap();
+    let is_damage = |e: tessera::Error| matches!(&e, tessera::Error::Corrupted { file, offset, .. } if *file == keep && *offset == at as u64);
+    let first = c.scan(None, None, 1, false).unwrap().documents[0].id.clone();
+    assert!(is_damage(c.get(&first).unwrap_err()), "get of the damaged document");
+    let other = c.scan(None, Some(&first), 1, false).unwrap().documents[0].id.clone();
+    assert!(c.get(&other).unwrap().is_some(), "another document still reads");
+    let q = Tokens::F32 { data: vec![0.5; DIM], dim: DIM };
+    assert!(is_damage(c.search_with(&q, &SearchParams::exact(5)).unwrap_err()), "exact search reads every copy");
+    c.upsert(&batch(&mut rng, "b", 80, &[], &mut model)).unwrap();
+    c.flush().unwrap();
+    assert!(is_damage(c.compact().unwrap_err()), "a merge reads the copy");
 }

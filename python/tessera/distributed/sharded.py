@@ -82,7 +82,7 @@ class ShardedCollection:
         ``SPREAD`` on fewer nodes). A write returns once ``write_quorum``
         replicas of each shard it touches acknowledged (default: all).
         ``options`` are those of ``Database.create_collection`` (index, text,
-        durability, storage, screening). Reopening checks that the name, dim,
+        durability, storage, screening, keep). Reopening checks that the name, dim,
         shard and replica counts are those ``root`` was made with, and
         brings replicas that missed writes up to date before returning.
         ``write_timeout``: seconds a write waits for the replicas' answers

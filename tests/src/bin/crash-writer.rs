@@ -13,17 +13,16 @@
 
 use std::io::Write;
 use tessera::{CollectionConfig, Database};
-use tessera_e2e::{DIM, doc_for, hash};
+use tessera_e2e::{DIM, Kind, doc_for, hash};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (dir, seed): (&str, u64) = (&args[1], args[2].parse().expect("seed"));
     let db = Database::open(dir).expect("open");
-    let mut config = CollectionConfig::new(DIM);
-    if let (Some(t), Some(s)) = (args.get(3), args.get(4)) {
-        config.storage = t.parse().expect("storage");
-        config.screening = s.parse().expect("screening");
-    }
+    let mut config = match args.get(3..6) {
+        Some(names) => Kind::parse(names).config(),
+        None => CollectionConfig::new(DIM),
+    };
     config.memtable_bytes = 24 << 10; // flush often
     config.max_segments = 3; // merge often
     let c = db.open_or_create_collection("crash", config).expect("collection");

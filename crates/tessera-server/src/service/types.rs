@@ -159,12 +159,15 @@ pub struct CollectionSpec {
     /// `sync` (default) or `buffered`.
     #[serde(default, deserialize_with = "or_default")]
     pub durability: Durability,
-    /// `f16` (default) or `int8`.
+    /// `f16` (default), `int8`, `residual2` or `residual4`.
     #[serde(default, deserialize_with = "or_default")]
     pub storage: TokenType,
     /// `none` (default) or `binary`.
     #[serde(default, deserialize_with = "or_default")]
     pub screening: Screening,
+    /// Residual storage's kept copy: `none` (default), `int8` or `f16`.
+    #[serde(default, deserialize_with = "or_default")]
+    pub keep: tessera::Keep,
     /// Tunable settings (memtable_bytes, max_segments, min_train_tokens, …):
     /// those left out keep their defaults.
     #[serde(default)]
@@ -187,7 +190,7 @@ impl CollectionSpec {
         let mut c = CollectionConfig::new(dim);
         c.index = self.index.config();
         c.text = self.text.config();
-        (c.durability, c.storage, c.screening) = (self.durability, self.storage, self.screening);
+        (c.durability, c.storage, c.screening, c.keep) = (self.durability, self.storage, self.screening, self.keep);
         self.settings.unwrap_or_default().apply(&c, true)
     }
 }

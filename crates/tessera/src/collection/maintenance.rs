@@ -311,7 +311,7 @@ impl Collection {
             Ok(None)
         } else {
             let from = RowsFrom::plain(self.config().staged_storage());
-            let docs = s.mem.docs().map(|d| (d.segment_doc(), from));
+            let docs = s.mem.docs().map(|d| Source { doc: d.segment_doc(), from, kept: None });
             self.build_segment(&s.ctx, docs, &[], &mut scratch, &mut created).map(Some)
         };
         // Counted before the commit, which records the build times.
@@ -336,17 +336,17 @@ impl Collection {
     fn build_segment<'a>(
         &self,
         ctx: &SealCtx,
-        docs: impl Iterator<Item = (SegmentDoc<'a>, RowsFrom<'a>)>,
+        docs: impl Iterator<Item = Source<'a>>,
         sources: &[SegmentView],
         scratch: &mut Manifest,
         created: &mut Vec<PathBuf>,
     ) -> Result<Built> {
-        let id = scratch.alloc_file_id();
+        let (id, keep_id) = (scratch.alloc_file_id(), scratch.alloc_file_id());
         let config = self.config();
         let coder = ctx.codebook.as_deref().filter(|_| config.storage.is_residual());
-        let coder = coder.map(|cb| Coder::new(cb, config.screening));
-        let (path, coded) = write_segment(&self.dir, id, &config, coder.as_ref(), docs, created)?;
-        let built = self.seal(ctx, &path, id, sources, coded, scratch, created)?;
+        let coder = coder.map(|cb| Coder::new(cb, config.screening, config.keep.token_type()));
+        let w = write_segment(&self.dir, id, &config, coder.as_ref().map(|c| (c, keep_id)), docs, created)?;
+        let built = self.seal(ctx, w, id, sources, scratch, created)?;
         fsutil::sync_dir(&self.dir)?;
         Ok(built)
     }
@@ -478,11 +478,10 @@ impl Collection {
         let built = match live {
             0 => Ok(None),
             _ => {
-                let docs = p.views.iter().flat_map(|sv| {
-                    let from = rows_from(&sv.seg);
-                    sv.live.iter().map(move |&r| (sv.seg.doc(r as usize), from))
-                });
-                self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some)
+                // Kept rows are read (and so verified) by the merge.
+                let checked = p.views.iter().try_for_each(|sv| sv.seg.check_exact(&sv.live));
+                let docs = p.views.iter().flat_map(|sv| sv.live.iter().map(|&r| source_of(&sv.seg, r as usize)));
+                checked.and_then(|_| self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some))
             }
         };
         self.add_time(|b, x| (b.merges, b.merge_s) = (b.merges + 1, b.merge_s + x), t);

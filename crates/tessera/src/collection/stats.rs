@@ -20,9 +20,16 @@ pub struct CollectionStats {
     pub memtable_documents: usize,
     pub deleted_in_segments: usize,
     pub bytes_on_disk: u64,
-    /// How token values are stored (`f16` or `int8`) and the screening codes beside them.
+    /// How token values are stored (`f16`, `int8`, `residual2`, `residual4`)
+    /// and the screening codes beside them.
     pub storage: &'static str,
     pub screening: &'static str,
+    /// A residual collection's kept copy (`none`, `int8`, `f16`): what exact
+    /// scores read. `none`: exact search, `rerank` of ids and `get` read the
+    /// residual values.
+    pub keep: &'static str,
+    /// The kept copies' bytes per token in segments (0 without them).
+    pub kept_bytes_per_token: f64,
     /// Bytes one token costs in a segment: its row, scale and code.
     pub bytes_per_token: usize,
     /// Segment and coarse-index bytes per token in segments, tables and ids included
@@ -95,6 +102,8 @@ impl Collection {
             .map(|m| m.len())
             .sum();
         let seg_bytes: u64 = snap.segments.iter().map(|s| s.seg.file_len()).sum::<u64>() + index_bytes(&snap);
+        let kept_bytes: u64 = snap.segments.iter().filter_map(|s| s.seg.kept.as_ref()).map(|k| k.file_len()).sum();
+        let seg_tokens: usize = snap.segments.iter().map(|s| s.seg.n_tokens()).sum();
         let manifest_bytes = std::fs::metadata(self.dir.join(manifest::FILE)).map_or(0, |m| m.len());
         CollectionStats {
             name: self.name.clone(),
@@ -105,16 +114,18 @@ impl Collection {
             segments: snap.segments.len(),
             memtable_documents: snap.mem.len(),
             deleted_in_segments: snap.segments.iter().map(|s| s.seg.n_docs() - s.live.len()).sum(),
-            bytes_on_disk: seg_bytes + del_bytes + snap.wal_bytes + manifest_bytes,
+            bytes_on_disk: seg_bytes + kept_bytes + del_bytes + snap.wal_bytes + manifest_bytes,
             storage: self.config().storage.name(),
             screening: self.config().screening.name(),
+            keep: self.config().keep.name(),
+            kept_bytes_per_token: if seg_tokens == 0 { 0.0 } else { kept_bytes as f64 / seg_tokens as f64 },
             bytes_per_token: self.config().bytes_per_token(),
-            segment_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
+            segment_bytes_per_token: match seg_tokens {
                 0 => 0.0,
                 n => seg_bytes as f64 / n as f64,
             },
             index: crate::IndexKind::of(self.config().index.as_ref()).name(),
-            index_bytes_per_token: match snap.segments.iter().map(|s| s.seg.n_tokens()).sum::<usize>() {
+            index_bytes_per_token: match seg_tokens {
                 0 => 0.0,
                 n => index_bytes(&snap) as f64 / n as f64,
             },
