@@ -54,6 +54,11 @@ def _ssl_context(scheme: str, ca_file: Optional[str], cert_file: Optional[str], 
     return ctx
 
 
+def _given(**named: Any) -> Dict[str, Any]:
+    """The keyword arguments given (not None): the settings a call names."""
+    return {k: v for k, v in named.items() if v is not None}
+
+
 def _settings(call: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     """The settings given (None left out), an unknown name refused as the embedded engine refuses it."""
     for k, v in settings.items():
@@ -362,19 +367,18 @@ class Client:
         body: Dict[str, Any] = {"name": name}
         if settings is not None:
             body["settings"] = _settings("create_collection", settings)
-        settings = (
-            ("dim", dim),
-            ("index", index),
-            ("text", text),
-            ("durability", durability),
-            ("storage", storage),
-            ("screening", screening),
-            ("keep", keep),
-            ("model", model),
+        body.update(
+            _given(
+                dim=dim,
+                index=index,
+                text=text,
+                durability=durability,
+                storage=storage,
+                screening=screening,
+                keep=keep,
+                model=model,
+            )
         )
-        for k, v in settings:
-            if v is not None:
-                body[k] = v
         info = self._call("POST", "/v1/collections", body)
         return RemoteCollection(self, info["name"], info["dim"])
 
@@ -417,16 +421,10 @@ class Client:
             except errors.AlreadyExistsError:
                 c = self.collection(name)  # created meanwhile: compare as below
         info = c.stats()
-        named = (
-            ("dim", dim),
-            ("index", index),
-            ("text", text),
-            ("durability", durability),
-            ("storage", storage),
-            ("screening", screening),
-            ("keep", keep),
+        named = _given(
+            dim=dim, index=index, text=text, durability=durability, storage=storage, screening=screening, keep=keep
         )
-        differs = [what for what, want in named if want is not None and info[what] != want]
+        differs = [what for what, want in named.items() if info[what] != want]
         differs += [what for what, want in tunables.items() if info["settings"].get(what) != want]
         if differs:
             raise errors.AlreadyExistsError(

@@ -42,14 +42,21 @@ fn copy_dir(from: &Path, to: &Path) {
 /// index, text), `db-int8-binary` (int8 tokens, binary screening codes,
 /// pooled index, text).
 fn write_fixture(dir: &Path, config: CollectionConfig) {
+    write_layout(dir, config, golden_doc, 5, [1, 2]);
+}
+
+/// The fixtures' layout of `doc(0 .. n)`: flushed into one segment, doc
+/// `deleted[0]` deleted (a deletion vector), then doc `n` upserted and doc
+/// `deleted[1]` deleted in the WAL only.
+fn write_layout(dir: &Path, config: CollectionConfig, doc: fn(usize) -> Document, n: usize, deleted: [usize; 2]) {
     let db = Database::open(dir).unwrap();
     let c = db.create_collection("golden", config).unwrap();
-    c.upsert(&(0..5).map(golden_doc).collect::<Vec<_>>()).unwrap();
+    c.upsert(&(0..n).map(doc).collect::<Vec<_>>()).unwrap();
     c.flush().unwrap();
-    c.delete(&["doc-1"]).unwrap();
+    c.delete(&[doc(deleted[0]).id]).unwrap();
     c.flush().unwrap();
-    c.upsert(&[golden_doc(5)]).unwrap();
-    c.delete(&["doc-2"]).unwrap();
+    c.upsert(&[doc(n)]).unwrap();
+    c.delete(&[doc(deleted[1]).id]).unwrap();
     drop(db);
     std::fs::remove_file(dir.join("LOCK")).unwrap();
 }
@@ -464,19 +471,6 @@ fn residual_configs() -> [(&'static str, CollectionConfig); 3] {
     ]
 }
 
-fn write_residual_fixture(dir: &Path, config: CollectionConfig) {
-    let db = Database::open(dir).unwrap();
-    let c = db.create_collection("golden", config).unwrap();
-    c.upsert(&(0..48).map(centroid_doc).collect::<Vec<_>>()).unwrap();
-    c.flush().unwrap();
-    c.delete(&["c-5"]).unwrap();
-    c.flush().unwrap();
-    c.upsert(&[centroid_doc(48)]).unwrap();
-    c.delete(&["c-7"]).unwrap();
-    drop(db);
-    std::fs::remove_file(dir.join("LOCK")).unwrap();
-}
-
 fn le(b: &[u8], at: usize, n: usize) -> usize {
     (0..n).map(|i| (b[at + i] as usize) << (8 * i)).sum()
 }
@@ -526,7 +520,7 @@ fn v3_residual_databases_open_with_their_exact_contents() {
         let out = fixtures().join("v3.0").join(name);
         if std::env::var_os("TESSERA_WRITE_FIXTURES").is_some() {
             let _ = std::fs::remove_dir_all(&out);
-            write_residual_fixture(&out, config.clone());
+            write_layout(&out, config.clone(), centroid_doc, 48, [5, 7]);
         }
         let (tmp, cdir) = copy_of("v3.0", name);
         let names = || {
