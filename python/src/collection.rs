@@ -628,7 +628,7 @@ impl Collection {
 
     /// Changes the collection's tunable settings given as keywords
     /// (memtable_bytes, max_segments, max_batch_bytes, pool_factor,
-    /// default_nprobe, min_train_tokens, drift; the others are fixed at creation), checked
+    /// default_nprobe, min_train_tokens, drift, expected_tokens; the others are fixed at creation), checked
     /// and stored with the collection; returns every setting as it now is.
     #[pyo3(signature = (**settings))]
     fn update_settings<'py>(

@@ -145,7 +145,7 @@ impl Database {
     /// settings: a dict of tunable settings (memtable_bytes, max_segments,
     /// max_batch_bytes, pool_factor; hnsw_m, hnsw_ef_construction for pooled/muvera;
     /// centroids_k, default_nprobe, min_train_tokens, train_iterations,
-    /// drift for centroids), those left out at their defaults.
+    /// drift, expected_tokens for centroids), those left out at their defaults.
     #[pyo3(signature = (name, dim=None, *, index=None, text=None, durability=None, storage=None, screening=None, keep=None, model=None, settings=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create_collection(

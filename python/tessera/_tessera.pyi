@@ -219,6 +219,7 @@ class Collection:
         default_nprobe: Optional[int] = None,
         min_train_tokens: Optional[int] = None,
         drift: Optional[float] = None,
+        expected_tokens: Optional[int] = None,
     ) -> Dict[str, Union[int, float]]:
         """Changes the tunable settings given (the others are fixed at
         creation and refused); returns every setting as it now is."""

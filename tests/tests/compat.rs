@@ -637,6 +637,16 @@ fn damaged_v3_residual_files_are_refused_with_file_and_offset() {
         other => panic!("expected Corrupted, got {other:?}"),
     }
     assert!(c.get("c-1").unwrap().is_some(), "the other documents read");
+    // A residual collection whose current codebook has no tables of its bits
+    // (another collection's, of 4 bits) is refused when opened, naming the codebook.
+    let (tmp, cdir) = copy_of("v3.0", "db-residual2");
+    let cbk = file_with_prefix(&cdir, "cbk-");
+    let (_other, odir) = copy_of("v3.0", "db-residual4");
+    std::fs::copy(file_with_prefix(&odir, "cbk-"), &cbk).unwrap();
+    match Database::open(tmp.path()).and_then(|db| db.collection("golden")) {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset), (cbk, 68)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
     // The codebook: a flipped weight (its checksum), or 4 bits where its sections hold 2.
     for bits_too in [false, true] {
         let (tmp, cdir) = copy_of("v3.0", "db-residual2");

@@ -97,6 +97,11 @@ pub struct SettingsArgs {
     /// centroids fell by more than this (> 0; default 0.05).
     #[arg(long)]
     pub drift: Option<f32>,
+    /// centroids with an automatic k: the tokens the collection is expected to hold; its
+    /// codebook is sized for them, so growing to them retrains nothing (default 0: none
+    /// said; `tessera ingest` creating a collection says how many its input holds).
+    #[arg(long)]
+    pub expected_tokens: Option<u64>,
 }
 
 impl SettingsArgs {
@@ -113,6 +118,7 @@ impl SettingsArgs {
             min_train_tokens: self.min_train_tokens,
             train_iterations: self.train_iterations,
             drift: self.drift,
+            expected_tokens: self.expected_tokens,
         }
     }
 }

@@ -142,7 +142,7 @@ pub fn search(db: &Database, o: &SearchBench, json: bool, out: &mut dyn Write) -
         if o.rerank.is_empty() { vec![None] } else { o.rerank.iter().copied().map(Some).collect() };
     let nprobes: Vec<Option<usize>> =
         if o.nprobe.is_empty() { vec![None] } else { o.nprobe.iter().copied().map(Some).collect() };
-    let screened = c.config().screening != tessera::Screening::None;
+    let screened = c.config().screens();
     for &n in &o.candidates {
         for &r in &reranks {
             for &np in &nprobes {

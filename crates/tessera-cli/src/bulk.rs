@@ -71,6 +71,10 @@ pub trait RecordSource: Send {
     fn dim(&self) -> Option<usize>;
     /// Number of records, when known in advance.
     fn total(&self) -> Option<usize>;
+    /// Number of tokens of all records, when known in advance.
+    fn total_tokens(&self) -> Option<u64> {
+        None
+    }
     /// The next record; `Ok(None)` after the last.
     fn next_record(&mut self) -> std::result::Result<Option<Record>, ReadError>;
     /// Skips `n` records without parsing them (resuming an interrupted ingest).
@@ -384,6 +388,10 @@ impl RecordSource for BulkReader {
 
     fn total(&self) -> Option<usize> {
         Some(self.n_docs())
+    }
+
+    fn total_tokens(&self) -> Option<u64> {
+        self.offsets.last().copied()
     }
 
     fn next_record(&mut self) -> std::result::Result<Option<Record>, ReadError> {

@@ -402,7 +402,16 @@ pub fn ingest(
             c
         }
         None => {
-            let c = db.open_or_create_collection(collection, opts.config(dim)?)?;
+            let mut config = opts.config(dim)?;
+            // A codebook sized for the input from the start: growing to it
+            // retrains nothing (which would code residual rows again).
+            if let (Some(IndexConfig::Centroids { centroids: p }), Some(n)) = (&mut config.index, src.total_tokens())
+                && p.k == 0
+                && opts.settings.expected_tokens.is_none()
+            {
+                p.expected_tokens = n.div_ceil(config.pool_factor.into());
+            }
+            let c = db.open_or_create_collection(collection, config)?;
             // A collection made from texts is bound to their model.
             if let Some(dir) = &opts.model
                 && let Err(e) = c.bind_model(dir)

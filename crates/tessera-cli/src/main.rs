@@ -170,7 +170,7 @@ enum Cmd {
         batch: Option<usize>,
     },
     /// Show a collection's tunable settings as JSON, or change those given (memtable-bytes,
-    /// max-segments, max-batch-bytes, pool-factor, default-nprobe, min-train-tokens, drift; the others
+    /// max-segments, max-batch-bytes, pool-factor, default-nprobe, min-train-tokens, drift, expected-tokens; the others
     /// are fixed at creation). Not beside a server: use its `POST .../settings` then.
     Settings {
         /// Database folder.

@@ -231,6 +231,11 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("residual2") && err.contains("centroids"), "{err}");
     assert!(ingest("r", &["--storage", "residual2", "--index", "centroids"]).status.success());
+    // A collection made from a bulk folder is told how many tokens it will hold.
+    let settings: serde_json::Value =
+        serde_json::from_str(&ok(&["settings", "--db", db_s, "--collection", "r"])).unwrap();
+    let given: usize = c.docs.iter().map(|d| d.tokens.n_tokens()).sum();
+    assert_eq!(settings["expected_tokens"].as_u64(), Some(given as u64), "{settings}");
     let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--db", db_s, "--json"])).unwrap();
     let r = info["collections"].as_array().unwrap().iter().find(|c| c["name"] == "r").unwrap().clone();
     assert_eq!((r["storage"].as_str(), r["bytes_per_token"].as_u64()), (Some("residual2"), Some(2 + dim as u64 / 4)));

@@ -358,6 +358,15 @@ fn auto_k_grows_with_the_square_root_of_the_tokens() {
     assert_eq!(p.k_for(600_000, 11_357_340), 16384);
     assert_eq!((cx::auto_nprobe(256), cx::auto_nprobe(4096), cx::auto_nprobe(16384)), (8, 32, 64));
     assert_eq!(cx::CentroidParams { nprobe: 5, ..p }.nprobe_for(16384), 5);
+    // Outgrown when the collection wants twice the centroids (and a sample could train them).
+    assert!(!p.outgrown(4096, 600_000, 567_867) && p.outgrown(2048, 600_000, 567_867));
+    assert!(!p.outgrown(2048, 20_000, 567_867), "a sample of 20k tokens trains at most 1,250");
+    assert!(!cx::CentroidParams { k: 2048, ..p }.outgrown(2048, 600_000, 11_357_340), "a fixed k never grows");
+    // Expected tokens size the first codebook for them: growing to them retrains nothing.
+    let e = cx::CentroidParams { expected_tokens: 567_867, ..p };
+    assert_eq!((p.k_for(257_857, 257_857), e.k_for(257_857, 257_857)), (2048, 4096));
+    assert!(p.outgrown(2048, 567_867, 567_867) && !e.outgrown(4096, 567_867, 567_867));
+    assert!(e.outgrown(4096, 2_000_000, 2_400_000), "past them, a collection grows its codebook again");
 }
 
 #[test]

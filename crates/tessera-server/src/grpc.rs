@@ -319,6 +319,7 @@ fn settings_of(p: pb::CollectionSettings) -> tessera::Settings {
         min_train_tokens: p.min_train_tokens,
         train_iterations: p.train_iterations,
         drift: p.drift,
+        expected_tokens: p.expected_tokens,
     }
 }
 
@@ -335,6 +336,7 @@ fn pb_settings(s: tessera::Settings) -> pb::CollectionSettings {
         min_train_tokens: s.min_train_tokens,
         train_iterations: s.train_iterations,
         drift: s.drift,
+        expected_tokens: s.expected_tokens,
     }
 }
 

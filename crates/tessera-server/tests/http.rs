@@ -1514,7 +1514,7 @@ fn collection_settings_at_creation_and_changed_later() {
     let info = r.json();
     let want = json!({"memtable_bytes": 1 << 20, "max_segments": 16, "max_batch_bytes": 256 << 20, "pool_factor": 1,
                       "centroids_k": 64, "default_nprobe": 0, "min_train_tokens": 100_000,
-                      "train_iterations": 8, "drift": 0.05});
+                      "train_iterations": 8, "drift": 0.05, "expected_tokens": 0});
     assert_eq!(info["settings"], want);
     // The engine stored what the info says.
     let r = call("POST", "/v1/collections/c/settings", json!({"min_train_tokens": 256, "max_segments": 4}));

@@ -104,7 +104,11 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
 pub fn restore(from: &Path, db: &Path) -> Result<BackupReport> {
     let start = Instant::now();
     // Verifies the backup, and refuses a folder that is not a database.
-    drop(Database::open_read_only(from)?);
+    let opened = Database::open_read_only(from)?;
+    for name in opened.list_collections() {
+        opened.collection(&name)?.verify_kept()?;
+    }
+    drop(opened);
     refuse_inside(db, from, "the restored database")?;
     if held_by_a_writer(from)? {
         return Err(Error::InvalidArgument(format!(
@@ -193,6 +197,7 @@ fn report(path: &Path, taken: Vec<(String, Taken, usize)>, start: Instant) -> Re
     let mut collections = Vec::with_capacity(taken.len());
     for (name, t, tries) in taken {
         let c = opened.collection(&name)?;
+        c.verify_kept()?;
         collections.push(CollectionBackup {
             seq: c.last_seq(),
             documents: c.len(),

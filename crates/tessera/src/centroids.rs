@@ -7,7 +7,8 @@
 //! The codebook policy:
 //! - the first segment of at least `min_train_tokens` tokens trains the
 //!   codebook (`k` centroids: the configured number, or `auto_k` of the
-//!   collection's tokens, at most one per 16 tokens of that segment);
+//!   collection's tokens — or of its `expected_tokens` when more —, at most
+//!   one per 16 tokens of that segment);
 //!   smaller segments sealed before it get no centroid index and are scored
 //!   exactly, as the memtable is;
 //! - every later segment is coded with the current codebook, which a
@@ -15,8 +16,8 @@
 //! - a merge retrains the codebook from its output when the output's tokens
 //!   are served worse than the codebook's training sample by more than
 //!   `drift` (mean cosine to their centroid), or — with an automatic `k` —
-//!   when the collection has grown to where `auto_k` is twice the codebook's
-//!   `k` (a 4× growth in tokens).
+//!   when the collection (or what it is expected to hold) has grown to where
+//!   `auto_k` is twice the codebook's `k` (a 4× growth in tokens).
 //!   Older segments are then coded again with the new codebook by the
 //!   maintenance task ([`recode`]: their tokens are not rewritten, only their
 //!   centroid index), oldest first, unless it serves their tokens worse than
@@ -429,8 +430,7 @@ fn write_index(
 /// codebook would be trained from (the output's and the other segments').
 fn needs_retraining(p: &CentroidParams, cb: &Codebook, sampled: usize, collection: usize, similarity: f32) -> bool {
     let drifted = cb.info.mean_similarity - similarity > p.drift;
-    let outgrown = p.k == 0 && cx::auto_k(collection) >= 2 * cb.info.k && p.k_for(sampled, collection) > cb.info.k;
-    drifted || outgrown
+    drifted || p.outgrown(cb.info.k, sampled, collection)
 }
 
 /// Trains a codebook on a sample of the tokens of `seg` and of the
@@ -450,7 +450,7 @@ fn train(t: &Target<'_>, seg: &Segment, m: &mut Manifest, created: &mut Vec<Path
         let end = start + s.n_tokens();
         let take = rows[at..].partition_point(|&r| r < end);
         let local: Vec<usize> = rows[at..at + take].iter().map(|&r| r - start).collect();
-        sample.extend(sample_tokens(s, &local, config.dim));
+        sample.extend(sample_tokens(s, &local, config.dim)?);
         (start, at) = (end, at + take);
     }
     let trained = cx::train(&sample, config.dim, k, params.iterations as usize, params.seed);
@@ -488,14 +488,17 @@ fn residual_tables(t: &cx::Trained, sample: &[f32], dim: usize, bits: u32) -> (V
     residual::train_tables(&residuals, dim, bits)
 }
 
-/// The f32 values of the token rows `rows` (ascending) of a segment.
-fn sample_tokens(seg: &Segment, rows: &[usize], dim: usize) -> Vec<f32> {
-    let mtx = seg.matrix();
+/// The f32 values of the token rows `rows` (ascending) of a segment, as
+/// exact scores read them (a residual segment's kept copy, verified, when
+/// it has one: a codebook learns the values given, not coded ones).
+fn sample_tokens(seg: &Segment, rows: &[usize], dim: usize) -> Result<Vec<f32>> {
+    let mtx = seg.exact_matrix();
     let mut out = Vec::with_capacity(rows.len() * dim);
     let mut at = 0;
     for d in 0..mtx.n_docs() {
         let (a, b) = (mtx.offsets[d] as usize, mtx.offsets[d + 1] as usize);
         if at < rows.len() && rows[at] < b {
+            seg.check_exact(&[d as u32])?;
             let values = mtx.decode(d as u32);
             while at < rows.len() && rows[at] < b {
                 let t = rows[at] - a;
@@ -504,7 +507,7 @@ fn sample_tokens(seg: &Segment, rows: &[usize], dim: usize) -> Vec<f32> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Codes every token of `seg` with its nearest centroid, in parallel; and

@@ -258,12 +258,23 @@ impl Collection {
                 codebooks.insert(*id, Arc::new(cb));
             }
         }
+        let codebook = manifest.codebook.and_then(|id| codebooks.get(&id).cloned());
+        // Residual storage codes every later seal with the current codebook: it must have their tables.
+        if let Some(cb) = &codebook
+            && config.storage.is_residual()
+            && cb.residual.as_ref().map(|t| t.bits) != Some(config.storage.residual_bits())
+        {
+            return Err(Error::Corrupted {
+                file: dir.join(manifest::codebook_file(cb.id)),
+                offset: 68,
+                reason: format!("the current codebook has no residual tables for {} storage", config.storage),
+            });
+        }
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for e in &manifest.segments {
             let cb = e.codebook.and_then(|id| codebooks.get(&id).cloned());
             segments.push(open_segment_view(dir, e, &config, enc_dim, cb)?);
         }
-        let codebook = manifest.codebook.and_then(|id| codebooks.get(&id).cloned());
         // WALs of a memtable that was being sealed (whole: each was synced
         // before the next began), then the current one.
         let mut logs = Vec::with_capacity(1 + manifest.older_wals.len());
@@ -706,6 +717,16 @@ impl Collection {
         Ok(None)
     }
 
+    /// Verifies every document of every kept copy, which opening does not
+    /// read (a search verifies those it reads): what a backup or a restore checks.
+    pub fn verify_kept(&self) -> Result<()> {
+        for sv in &self.snapshot().segments {
+            let rows: Vec<u32> = (0..sv.seg.n_docs() as u32).collect();
+            sv.seg.check_exact(&rows)?;
+        }
+        Ok(())
+    }
+
     /// Number of live documents.
     pub fn len(&self) -> usize {
         self.snapshot().len()
@@ -1141,6 +1162,13 @@ fn open_segment_view(
     codebook: Option<Arc<Codebook>>,
 ) -> Result<SegmentView> {
     let mut seg = Segment::open(&dir.join(manifest::segment_file(e.id)), e.id, config, codebook.as_ref())?;
+    if seg.is_residual() && e.keep.is_none() && config.keep != crate::config::Keep::None {
+        return Err(Error::Corrupted {
+            file: dir.join(manifest::FILE),
+            offset: 0,
+            reason: format!("residual segment {} names no kept copy; the collection keeps {}", e.id, config.keep),
+        });
+    }
     if let Some(fid) = e.keep {
         let t = config.keep.token_type().ok_or_else(|| Error::Corrupted {
             file: dir.join(manifest::FILE),

@@ -428,11 +428,17 @@ pub struct Settings {
     /// Updatable: applies from the next merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<f32>,
+    /// `centroids` index with an automatic `centroids_k`: the tokens the
+    /// collection is expected to hold (0, the default: none said); its
+    /// codebook is sized for at least them, so growing to them retrains
+    /// nothing. Updatable: applies from the next training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_tokens: Option<u64>,
 }
 
 impl Settings {
     /// The settings that [`Collection::update_settings`](crate::Collection::update_settings) may change.
-    pub const UPDATABLE: [&'static str; 7] = [
+    pub const UPDATABLE: [&'static str; 8] = [
         "memtable_bytes",
         "max_segments",
         "max_batch_bytes",
@@ -440,6 +446,7 @@ impl Settings {
         "default_nprobe",
         "min_train_tokens",
         "drift",
+        "expected_tokens",
     ];
 
     /// These settings with only those that may change after creation kept.
@@ -452,6 +459,7 @@ impl Settings {
             default_nprobe: self.default_nprobe,
             min_train_tokens: self.min_train_tokens,
             drift: self.drift,
+            expected_tokens: self.expected_tokens,
             ..Settings::default()
         }
     }
@@ -475,6 +483,7 @@ impl Settings {
                 s.min_train_tokens = Some(p.min_train_tokens);
                 s.train_iterations = Some(p.iterations.into());
                 s.drift = Some(p.drift);
+                s.expected_tokens = Some(p.expected_tokens);
             }
             None => {}
         }
@@ -482,7 +491,7 @@ impl Settings {
     }
 
     /// Every setting by name, with its value (as f64: each is exact there).
-    fn fields(&self) -> [(&'static str, Option<f64>); 11] {
+    fn fields(&self) -> [(&'static str, Option<f64>); 12] {
         let f = |v: Option<u64>| v.map(|x| x as f64);
         [
             ("memtable_bytes", f(self.memtable_bytes)),
@@ -496,11 +505,12 @@ impl Settings {
             ("min_train_tokens", f(self.min_train_tokens)),
             ("train_iterations", f(self.train_iterations)),
             ("drift", self.drift.map(f64::from)),
+            ("expected_tokens", f(self.expected_tokens)),
         ]
     }
 
     /// Every setting's name.
-    pub fn names() -> [&'static str; 11] {
+    pub fn names() -> [&'static str; 12] {
         Self::default().fields().map(|(name, _)| name)
     }
 
@@ -533,7 +543,9 @@ impl Settings {
         let kind = IndexKind::of(config.index.as_ref());
         let of_kind: &[&str] = match kind {
             IndexKind::Pooled | IndexKind::Muvera => &["hnsw_m", "hnsw_ef_construction"],
-            IndexKind::Centroids => &["centroids_k", "default_nprobe", "min_train_tokens", "train_iterations", "drift"],
+            IndexKind::Centroids => {
+                &["centroids_k", "default_nprobe", "min_train_tokens", "train_iterations", "drift", "expected_tokens"]
+            }
             IndexKind::None => &[],
         };
         let general = ["memtable_bytes", "max_segments", "max_batch_bytes", "pool_factor"];
@@ -588,6 +600,9 @@ impl Settings {
                 }
                 if let Some(v) = self.drift {
                     p.drift = v;
+                }
+                if let Some(v) = self.expected_tokens {
+                    p.expected_tokens = v;
                 }
                 p.validate().map_err(|e| {
                     // Named as the settings are, not as the manifest stores them.

@@ -275,7 +275,7 @@ fn residual_collections_store_and_score_their_coded_tokens() {
 
 #[test]
 fn a_retrained_codebook_leaves_residual_segments_on_theirs_until_merged() {
-    for keep in [Keep::None, Keep::F16] {
+    for keep in [Keep::None, Keep::F16, Keep::Int8] {
         retrained(keep);
     }
 }
@@ -349,6 +349,50 @@ fn residual_storage_needs_a_centroids_index_and_keep_a_residual_collection() {
     let c = db.create_collection("n", config(TokenType::Residual2, Screening::None)).unwrap();
     let e = c.search_with(&q, &SearchParams::new(3).with_rerank(8)).unwrap_err().to_string();
     assert!(e.contains("rerank applies"), "{e}");
+}
+
+/// Kept copies are files of the collection like the others: a backup holds
+/// them and a restored database reads them; one no manifest names (a seal
+/// that crashed) is removed on open; a backup or a restore of a damaged copy
+/// is refused (opening does not read the rows, so they verify them).
+#[test]
+fn kept_copies_are_backed_up_and_leftovers_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model(BTreeMap::new(), Keep::Int8);
+    let mut rng = Rng(9);
+    let cdir = dir.path().join("db/collections/c");
+    {
+        let db = Database::open(dir.path().join("db")).unwrap();
+        let cfg = CollectionConfig { keep: Keep::Int8, ..config(TokenType::Residual4, Screening::None) };
+        let c = db.create_collection("c", cfg).unwrap();
+        c.upsert(&batch(&mut rng, "a", 80, &[], &mut model)).unwrap();
+        c.flush().unwrap();
+        let r = tessera::backup(&dir.path().join("db"), &dir.path().join("bk")).unwrap();
+        assert_eq!(r.collections[0].documents, 80);
+    }
+    tessera::restore(&dir.path().join("bk"), &dir.path().join("restored")).unwrap();
+    let restored = Database::open(dir.path().join("restored")).unwrap();
+    let c = restored.collection("c").unwrap();
+    for (id, k) in &model.0 {
+        let want: Vec<f16> = k.kept.iter().map(|&v| f16::from_f32(v)).collect();
+        assert_eq!(c.get(id).unwrap().unwrap().tokens, want, "{id}: the restored copy");
+    }
+    drop((c, restored));
+    for leftover in ["keep-0000000000000999.tkeep", "keep-0000000000000998.tmp"] {
+        std::fs::write(cdir.join(leftover), b"half written").unwrap();
+    }
+    drop(Database::open(dir.path().join("db")).unwrap());
+    assert_eq!(files_named(&cdir, "keep-").len(), 1, "leftovers removed, the copy kept");
+    let keep = files_named(&cdir, "keep-").pop().unwrap();
+    let mut b = std::fs::read(&keep).unwrap();
+    let at = u64::from_le_bytes(b[128..136].try_into().unwrap()) as usize;
+    b[at + 20] ^= 1;
+    std::fs::write(&keep, b).unwrap();
+    let refused = |e: tessera::Error| matches!(&e, tessera::Error::Corrupted { file, .. } if file.file_name() == keep.file_name());
+    assert!(refused(tessera::backup(&dir.path().join("db"), &dir.path().join("bk2")).unwrap_err()), "backup");
+    let bk = dir.path().join("bk/collections/c");
+    std::fs::copy(&keep, bk.join(keep.file_name().unwrap())).unwrap();
+    assert!(refused(tessera::restore(&dir.path().join("bk"), &dir.path().join("r2")).unwrap_err()), "restore");
 }
 
 /// A kept copy is opened without reading its rows; a damaged document is

@@ -60,11 +60,17 @@ pub struct CentroidParams {
     /// automatic `k` — when the collection has grown to where [`auto_k`] is
     /// twice the codebook's.
     pub drift: f32,
+    /// With an automatic `k`: the tokens the collection is expected to hold
+    /// (0: none said). A codebook is sized for at least this many, so growing
+    /// to them retrains nothing — which matters most to residual storage,
+    /// whose rows a retraining codes again (`tessera ingest` says how many
+    /// tokens its input holds).
+    pub expected_tokens: u64,
 }
 
 impl Default for CentroidParams {
     fn default() -> Self {
-        Self { k: 0, nprobe: 0, min_train_tokens: 1 << 16, iterations: 8, seed: 42, drift: 0.05 }
+        Self { k: 0, nprobe: 0, min_train_tokens: 1 << 16, iterations: 8, seed: 42, drift: 0.05, expected_tokens: 0 }
     }
 }
 
@@ -105,8 +111,22 @@ impl CentroidParams {
     /// [`auto_k`] of the collection, never more than the segment allows at
     /// the minimum sample per centroid.
     pub fn k_for(&self, sample: usize, collection: usize) -> usize {
-        let want = if self.k == 0 { auto_k(collection.max(sample)) } else { self.k as usize };
+        let want = if self.k == 0 { auto_k(self.sized_for(collection.max(sample))) } else { self.k as usize };
         want.min(sample / SAMPLE_PER_CENTROID.0).max(1)
+    }
+
+    /// With an automatic `k`, whether a codebook of `k` centroids is
+    /// outgrown by a collection of `collection` tokens: the collection (or
+    /// what it is expected to hold) wants twice as many, and a codebook
+    /// trained now from `sampled` tokens would have more.
+    pub fn outgrown(&self, k: usize, sampled: usize, collection: usize) -> bool {
+        self.k == 0 && auto_k(self.sized_for(collection)) >= 2 * k && self.k_for(sampled, collection) > k
+    }
+
+    /// The tokens an automatic `k` is sized for in a collection of `tokens`:
+    /// those, or the [`expected_tokens`](Self::expected_tokens) when more.
+    pub fn sized_for(&self, tokens: usize) -> usize {
+        tokens.max(usize::try_from(self.expected_tokens).unwrap_or(usize::MAX))
     }
 
     /// Centroids probed per query token of a codebook of `k`: the configured `nprobe` or [`auto_nprobe`].
