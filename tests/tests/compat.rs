@@ -637,6 +637,18 @@ fn damaged_v3_residual_files_are_refused_with_file_and_offset() {
         other => panic!("expected Corrupted, got {other:?}"),
     }
     assert!(c.get("c-1").unwrap().is_some(), "the other documents read");
+    drop((c, db));
+    // A copy naming another segment's rows (its header checksum made right) is refused on open.
+    let (tmp, cdir) = copy_of("v3.0", "db-residual2-keep");
+    let keep = file_with_prefix(&cdir, "keep-");
+    let mut b = std::fs::read(&keep).unwrap();
+    b[56] ^= 1;
+    fix_header(&mut b, 44, 384);
+    std::fs::write(&keep, b).unwrap();
+    match Database::open(tmp.path()).and_then(|db| db.collection("golden")) {
+        Err(Error::Corrupted { file, offset, .. }) => assert_eq!((file, offset), (keep, 56)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
     // A residual collection whose current codebook has no tables of its bits
     // (another collection's, of 4 bits) is refused when opened, naming the codebook.
     let (tmp, cdir) = copy_of("v3.0", "db-residual2");

@@ -663,11 +663,16 @@ fn residual_report(seg: &Path, cbk: &Path, out: &mut dyn Write) -> Result<Option
 /// not parse (already reported).
 fn kept_rows_report(seg: &Path, keep: &Path, out: &mut dyn Write) -> Result<Option<Verdict>> {
     let (Ok(sb), Ok(kb)) = (read(seg), read(keep)) else { return Ok(None) };
-    let Ok(offsets) = with_aligned(&sb, |b| segment::SegmentLayout::parse(b).map(|l| l.doc_offsets(b).to_vec())) else {
+    let parsed =
+        with_aligned(&sb, |b| segment::SegmentLayout::parse(b).map(|l| (l.doc_offsets(b).to_vec(), l.tokens_crc)));
+    let Ok((offsets, tokens_crc)) = parsed else {
         return Ok(None);
     };
     let Ok(v) = with_aligned(&kb, |b| {
         let l = tessera_format::keep::KeepLayout::parse(b)?;
+        if l.segment_crc != tokens_crc {
+            return Ok(Verdict::Corrupt("the copy names another segment's rows".into()));
+        }
         if !tessera_format::keep::offsets_match(&l, &offsets) {
             return Ok(Verdict::Corrupt("the copy does not follow its segment's documents".into()));
         }

@@ -21,7 +21,9 @@
 //!     50    2 reserved               (zero)
 //!     52    4 offsets CRC            (CRC-32 of the segment's DOC_OFFSETS bytes: the
 //!                                     document boundaries the rows follow)
-//!     56   72 reserved               (zero)
+//!     56    4 segment CRC            (CRC-32 of the segment's TOKENS: which segment
+//!                                     these are the rows of)
+//!     60   68 reserved               (zero)
 //!    128  256 section table (8 × 32 bytes, as in every sectioned file)
 //! ```
 //! Sections (kind, content):
@@ -65,7 +67,9 @@ struct Header {
     token_type: u16,
     reserved0: u16,
     offsets_crc: u32,
-    reserved: [u64; 9],
+    segment_crc: u32,
+    reserved0b: u32,
+    reserved: [u64; 8],
     sections: [SectionEntry; MAX_SECTIONS],
 }
 
@@ -130,8 +134,10 @@ impl<W: Write + Seek> KeepWriter<W> {
         Ok(())
     }
 
-    /// Writes SCALES, DOC_CRCS and the header; returns the writer (not synced) and the file length.
-    pub fn finish(mut self) -> io::Result<(W, u64)> {
+    /// Writes SCALES, DOC_CRCS and the header naming the segment whose rows
+    /// these are (`segment_crc`: the CRC-32 of its TOKENS); returns the
+    /// writer (not synced) and the file length.
+    pub fn finish(mut self, segment_crc: u32) -> io::Result<(W, u64)> {
         assert!(!self.doc_crcs.is_empty(), "a kept copy holds at least one document");
         let mut entries = [SectionEntry::zeroed(); MAX_SECTIONS];
         entries[0] = SectionEntry {
@@ -164,7 +170,9 @@ impl<W: Write + Seek> KeepWriter<W> {
             token_type: self.token_type.id(),
             reserved0: 0,
             offsets_crc: crc32(bytemuck::cast_slice(&self.offsets)),
-            reserved: [0; 9],
+            segment_crc,
+            reserved0b: 0,
+            reserved: [0; 8],
             sections: entries,
         };
         h.header_crc = header_crc(h);
@@ -184,6 +192,8 @@ pub struct KeepLayout {
     pub token_type: TokenType,
     /// CRC-32 of the DOC_OFFSETS of the segment it copies.
     pub offsets_crc: u32,
+    /// CRC-32 of the TOKENS of the segment it copies.
+    pub segment_crc: u32,
     tokens: Range<usize>,
     scales: Range<usize>,
     doc_crcs: Range<usize>,
@@ -240,6 +250,7 @@ impl KeepLayout {
             n_tokens,
             token_type,
             offsets_crc: h.offsets_crc,
+            segment_crc: h.segment_crc,
             tokens,
             scales,
             doc_crcs,
@@ -321,7 +332,7 @@ mod tests {
         let mut w = KeepWriter::new(Cursor::new(Vec::new()), 3, TokenType::Int8).unwrap();
         w.add(StoredRows { rows: &[1, 2, 3, 4, 5, 6], scales: &[0.5, 0.25], codes: &[] }).unwrap();
         w.add(StoredRows { rows: &[7, 8, 9], scales: &[2.0], codes: &[] }).unwrap();
-        (w.finish().unwrap().0.into_inner(), vec![0, 2, 3])
+        (w.finish(0x5E6_C4C).unwrap().0.into_inner(), vec![0, 2, 3])
     }
 
     #[test]
@@ -330,7 +341,7 @@ mod tests {
         let store = aligned(&raw);
         let b = &bytemuck::cast_slice::<u64, u8>(&store)[..raw.len()];
         let l = KeepLayout::parse(b).unwrap();
-        assert_eq!((l.dim, l.n_docs, l.n_tokens, l.token_type), (3, 2, 3, TokenType::Int8));
+        assert_eq!((l.dim, l.n_docs, l.n_tokens, l.token_type, l.segment_crc), (3, 2, 3, TokenType::Int8, 0x5E6_C4C));
         assert!(offsets_match(&l, &offsets) && !offsets_match(&l, &[0, 1, 3]));
         let d = l.doc_rows(b, &offsets, 1);
         assert_eq!((d.rows, d.scales), (&[7u8, 8, 9][..], &[2.0f32][..]));

@@ -213,6 +213,12 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.flags.len()
     }
 
+    /// CRC-32 of the TOKENS written so far (all of them once the last
+    /// document is added): what a kept copy records to name its segment.
+    pub fn tokens_crc(&self) -> u32 {
+        self.tokens_crc.clone().finalize()
+    }
+
     /// Names the codebook residual tokens are coded with (by its identity);
     /// a residual segment must have one.
     pub fn coded_with(&mut self, identity: u32) {
@@ -340,6 +346,8 @@ pub struct SegmentLayout {
     pub screening: Screening,
     /// Residual tokens: the identity of the codebook they are coded with.
     pub codebook: Option<u32>,
+    /// CRC-32 of the TOKENS section (verified): the rows' identity.
+    pub tokens_crc: u32,
     sections: [Range<usize>; SECTION_COUNT],
 }
 
@@ -395,8 +403,19 @@ impl SegmentLayout {
         let codebook = token_type.is_residual().then_some(h.codebook);
         let entries = &h.sections[..h.section_count as usize];
         let sections = sections::verify::<SECTION_COUNT>(bytes, entries, 64, HEADER_LEN)?;
-        let layout =
-            Self { major: h.major, minor: h.minor, dim, n_docs, n_tokens, token_type, screening, codebook, sections };
+        let tokens_crc = h.sections[0].crc;
+        let layout = Self {
+            major: h.major,
+            minor: h.minor,
+            dim,
+            n_docs,
+            n_tokens,
+            token_type,
+            screening,
+            codebook,
+            tokens_crc,
+            sections,
+        };
         layout.check_sizes()?;
         layout.check_tables(bytes)?;
         layout.check_scales_and_codes(bytes)?;

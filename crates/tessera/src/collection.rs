@@ -1119,10 +1119,11 @@ fn write_segment<'a>(
             (cos_sum, count) = (cos_sum + c.cos_sum, count + c.count);
         }
     }
+    let segment_crc = sw.tokens_crc();
     let (w, _) = sw.finish().map_err(Error::io(&tmp))?;
     finish_tmp(&tmp, &path, w, created)?;
     if let (Some((ktmp, w)), Some(p)) = (kw, &keep_path) {
-        let (w, _) = w.finish().map_err(Error::io(&ktmp))?;
+        let (w, _) = w.finish(segment_crc).map_err(Error::io(&ktmp))?;
         finish_tmp(&ktmp, p, w, created)?;
     }
     let coded = (codes, if count == 0 { 0.0 } else { (cos_sum / count as f64) as f32 });

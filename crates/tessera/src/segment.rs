@@ -105,6 +105,10 @@ impl Kept {
                 format!("copy of {t} rows of dim {d}; the collection keeps {token_type} of dim {}", seg.layout.dim),
             ));
         }
+        if layout.segment_crc != seg.layout.tokens_crc {
+            let (have, want) = (layout.segment_crc, seg.layout.tokens_crc);
+            return Err(bad(56, format!("copy of segment rows {have:08x}; its segment's are {want:08x}")));
+        }
         if !tessera_format::keep::offsets_match(&layout, seg.layout.doc_offsets(&seg.mmap)) {
             let (n, t) = (layout.n_docs, layout.n_tokens);
             return Err(bad(
