@@ -40,6 +40,7 @@ fn run(ops: Vec<Op>, kind: Kind) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let storage = kind.values();
     let mut config = kind.config();
+    let config_screens = config.screens();
     config.memtable_bytes = 4 << 10; // automatic flushes
     config.max_segments = 2; // automatic merges
     let mut db = Some(Database::open(dir.path()).unwrap());
@@ -86,6 +87,20 @@ fn run(ops: Vec<Op>, kind: Kind) -> Result<(), TestCaseError> {
                     let v = model.get(&h.id).expect("hit is a live document");
                     let own = maxsim_f64(&q, &stored(&h.id, *v), DIM);
                     prop_assert!((h.score as f64 - own).abs() < 1e-3);
+                }
+                // Screened to fewer than the documents (codes, or residual rows
+                // before a kept copy): still live documents at their true
+                // MaxSim, best first (which ones depends on the screening).
+                if config_screens {
+                    let p = tessera::SearchParams::new(*k).with_rerank((*k).max(2));
+                    let few = c.search_with(&Tokens::F32 { data: q.clone(), dim: DIM }, &p).unwrap();
+                    prop_assert_eq!(few.len(), got.len());
+                    prop_assert!(few.windows(2).all(|w| w[0].score >= w[1].score));
+                    for h in &few {
+                        let v = model.get(&h.id).expect("hit is a live document");
+                        let own = maxsim_f64(&q, &stored(&h.id, *v), DIM);
+                        prop_assert!((h.score as f64 - own).abs() < 1e-3, "{} {} vs {own}", h.id, h.score);
+                    }
                 }
             }
         }
