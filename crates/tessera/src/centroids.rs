@@ -169,19 +169,18 @@ pub(crate) struct Coded {
 pub(crate) struct RowsFrom<'a> {
     pub repr: Repr<'a>,
     pub codebook: Option<u32>,
-    /// How the source's kept rows are read, when it has a copy.
-    pub kept: Option<Repr<'a>>,
 }
 
 impl<'a> RowsFrom<'a> {
     /// The memtable's (and pre-codebook segments') f16 rows.
     pub fn plain(t: TokenType) -> Self {
-        Self { repr: Repr::plain(t), codebook: None, kept: None }
+        Self { repr: Repr::plain(t), codebook: None }
     }
 }
 
 /// One document to write into a segment: the segment writer's view of it,
-/// how its rows are read, and its kept rows (verified) if its source has them.
+/// how its rows are read, and its kept rows (verified) if its source has
+/// them — of the collection's `keep` type, which the [`Coder`] knows.
 #[derive(Clone, Copy)]
 pub(crate) struct Source<'a> {
     pub doc: SegmentDoc<'a>,
@@ -215,8 +214,8 @@ impl<'a> Coder<'a> {
         let repr = self.cb.repr();
         let doc = s.doc.tokens;
         // The most precise values the source has: its kept copy's, else its rows'.
-        let values = match (s.kept, s.from.kept) {
-            (Some(k), Some(r)) => tessera_kernels::decode_stored(r, k, dim),
+        let values = match (s.kept, self.keep) {
+            (Some(k), Some(t)) => tessera_kernels::decode_stored(Repr::plain(t), k, dim),
             _ => tessera_kernels::decode_stored(s.from.repr, doc, dim),
         };
         let (tokens, codes, dots) =

@@ -28,7 +28,7 @@ mod stats;
 pub use stats::{BuildTimes, CollectionStats, SegmentSize};
 
 use merge_policy::{merge_due, merge_pick};
-use seal::{source_of, write_segment};
+use seal::{sources_of, write_segment};
 
 use crate::centroids::{self, Codebook, Coder, RowsFrom, Source};
 use crate::config::{CollectionConfig, IndexConfig};

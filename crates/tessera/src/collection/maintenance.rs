@@ -480,7 +480,7 @@ impl Collection {
             _ => {
                 // Kept rows are read (and so verified) by the merge.
                 let checked = p.views.iter().try_for_each(|sv| sv.seg.check_exact(&sv.live));
-                let docs = p.views.iter().flat_map(|sv| sv.live.iter().map(|&r| source_of(&sv.seg, r as usize)));
+                let docs = p.views.iter().flat_map(|sv| sources_of(&sv.seg, sv.live.iter().copied()));
                 checked.and_then(|_| self.build_segment(&p.ctx, docs, &p.views, &mut scratch, &mut created).map(Some))
             }
         };

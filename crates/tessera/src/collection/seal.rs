@@ -58,11 +58,10 @@ impl Collection {
                     let coder = Coder::new(&cb, config.screening, config.keep.token_type());
                     let coding = Some((&coder, keep_id));
                     let w = if sources.is_empty() {
-                        let docs = (0..seg.n_docs()).map(|r| source_of(&seg, r));
+                        let docs = sources_of(&seg, 0..seg.n_docs() as u32);
                         write_segment(&self.dir, new_id, &config, coding, docs, created)?
                     } else {
-                        let docs =
-                            sources.iter().flat_map(|sv| sv.live.iter().map(|&r| source_of(&sv.seg, r as usize)));
+                        let docs = sources.iter().flat_map(|sv| sources_of(&sv.seg, sv.live.iter().copied()));
                         write_segment(&self.dir, new_id, &config, coding, docs, created)?
                     };
                     seg = self.open_written(&w.path, new_id, Some(&cb), w.keep.as_ref())?;
@@ -229,16 +228,14 @@ pub(super) fn write_segment<'a>(
     Ok(Written { path, coded: Some(coded), keep: keep_path.map(|p| (keep_id, p)) })
 }
 
-/// How a segment's rows are read, for writing them into another.
-fn rows_from(seg: &Segment) -> RowsFrom<'_> {
-    let kept = seg.exact_matrix().repr;
-    RowsFrom { repr: seg.repr(), codebook: seg.codebook().map(|cb| cb.identity), kept: seg.kept.as_ref().map(|_| kept) }
-}
-
-/// Row `r` of `seg` as a source of another segment (its kept rows must have
-/// been verified: [`Segment::check_exact`]).
-pub(super) fn source_of(seg: &Segment, r: usize) -> Source<'_> {
-    Source { doc: seg.doc(r), from: rows_from(seg), kept: seg.kept_doc(r) }
+/// Rows `rows` of `seg` as sources of another segment (their kept rows must
+/// have been verified: [`Segment::check_exact`]).
+pub(super) fn sources_of<'a>(
+    seg: &'a Segment,
+    rows: impl IntoIterator<Item = u32> + 'a,
+) -> impl Iterator<Item = Source<'a>> + 'a {
+    let from = RowsFrom { repr: seg.repr(), codebook: seg.codebook().map(|cb| cb.identity) };
+    rows.into_iter().map(move |r| Source { doc: seg.doc(r as usize), from, kept: seg.kept_doc(r as usize) })
 }
 
 /// One coarse vector per document of `seg` (row-major, `n_docs × enc.dim()`), in parallel.
