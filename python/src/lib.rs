@@ -48,6 +48,16 @@ fn restore<'py>(py: Python<'py>, source: std::path::PathBuf, db: std::path::Path
     report_to_python(py, &report)
 }
 
+/// Sets how many threads this process's background seals and merges run on
+/// (default: half the cores, leaving the rest to searches); a process that
+/// only loads data can give them every core. Only before the process's
+/// first background seal: refused after (unless it is the number they run
+/// on), and for 0.
+#[pyfunction]
+fn set_build_threads(py: Python<'_>, n: usize) -> PyResult<()> {
+    tessera::set_build_threads(n).or_py(py)
+}
+
 /// The extension module `tessera._tessera` (re-exported by `tessera`).
 #[pymodule]
 fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -58,6 +68,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reranked>()?;
     m.add_class::<encoder::Encoder>()?;
     m.add_function(wrap_pyfunction!(restore, m)?)?;
+    m.add_function(wrap_pyfunction!(set_build_threads, m)?)?;
     m.add("MAX_K", tessera::MAX_K)?;
     // The search options' names (`search(**options)`), as the engine reads them.
     m.add("SEARCH_OPTIONS", tessera::SearchOptions::fields().to_vec())?;

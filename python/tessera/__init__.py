@@ -26,6 +26,7 @@ from ._tessera import (
     Reranked,
     __version__,
     restore,
+    set_build_threads,
 )
 from .client import Client, RemoteCollection
 from .errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "ingest",
     "to_tokens",
     "restore",
+    "set_build_threads",
     "MAX_K",
     "DEFAULT_CANDIDATES",
     "SEARCH_OPTIONS",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -90,3 +92,32 @@ def test_a_search_does_not_hold_the_gil(db, rng):
     t.join()
     assert ticks[0] > 20, ticks
     assert isinstance(tessera.__version__, str)
+
+
+def test_build_threads_are_the_processs_to_set_before_its_first_seal(tmp_path):
+    """`set_build_threads` in a fresh interpreter (the build pool is process-wide)."""
+    code = r"""
+import sys
+import numpy as np
+import tessera
+
+try:
+    tessera.set_build_threads(0)
+    sys.exit("0 threads was taken")
+except tessera.InvalidInputError:
+    pass
+tessera.set_build_threads(3)
+db = tessera.Database(sys.argv[1])
+col = db.create_collection("c", 4, index="none", settings={"memtable_bytes": 4096})
+for i in range(64):
+    col.upsert([f"d{i}"], [np.ones((16, 4), np.float32)])
+col.flush()
+try:
+    tessera.set_build_threads(2)
+    sys.exit("2 threads was taken after a background seal")
+except tessera.InvalidInputError as e:
+    assert "already runs on 3 threads" in str(e), e
+tessera.set_build_threads(3)
+assert len(col) == 64
+"""
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "db")], check=True)

@@ -88,6 +88,11 @@ enum Cmd {
         /// Documents per write batch (each is one WAL append + fsync).
         #[arg(long, default_value_t = 512)]
         batch_docs: usize,
+        /// Threads that seal and merge segments in the background while the ingest writes
+        /// (building candidate indexes, coding tokens). Default: every core — an ingest leaves
+        /// none to searches, as a server does (it builds on half)
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        build_threads: Option<u16>,
         /// A model directory (sentence-transformers / PyLate layout, docs/ENCODER.md): JSONL
         /// records without "tokens" have their "text" encoded as documents, and a collection
         /// this creates is bound to it (a bound collection's own model is the default).
@@ -484,9 +489,12 @@ fn run(cli: Cli) -> Result<()> {
             on_error,
             resume,
             batch_docs,
+            build_threads,
             model,
             settings,
         } => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            tessera::set_build_threads(build_threads.map_or(cores, usize::from))?;
             let index = index.map(tessera::IndexKind::config);
             let settings = settings.settings();
             let db = Database::open(&db)?;

@@ -230,7 +230,10 @@ fn storage_and_screening_are_set_at_creation_and_checked_after() {
     let o = ingest("r", &["--storage", "residual2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("residual2") && err.contains("centroids"), "{err}");
-    assert!(ingest("r", &["--storage", "residual2", "--index", "centroids"]).status.success());
+    // Background builds on one thread (the default is every core); none is refused.
+    let o = ingest("r", &["--storage", "residual2", "--index", "centroids", "--build-threads", "0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--build-threads"));
+    assert!(ingest("r", &["--storage", "residual2", "--index", "centroids", "--build-threads", "1"]).status.success());
     // A collection made from a bulk folder is told how many tokens it will hold.
     let settings: serde_json::Value =
         serde_json::from_str(&ok(&["settings", "--db", db_s, "--collection", "r"])).unwrap();

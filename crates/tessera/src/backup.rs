@@ -27,7 +27,7 @@ use std::time::Instant;
 
 /// How many times a collection is taken again when its writer keeps replacing
 /// the manifest or appending to the WAL mid-copy.
-pub(crate) const MAX_TRIES: usize = 100;
+const MAX_TRIES: usize = 100;
 
 /// What a backup or restore wrote.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -63,6 +63,14 @@ struct Taken {
     files: usize,
     linked: usize,
     bytes: u64,
+}
+
+impl Database {
+    /// Writes a consistent copy of this database to `out` while writes go on:
+    /// see [`backup`](crate::backup()).
+    pub fn backup(&self, out: &Path) -> Result<BackupReport> {
+        backup(self.path(), out)
+    }
 }
 
 /// Writes a consistent copy of the database in `db` to `out`, which must not
@@ -311,7 +319,7 @@ fn backup_collection(src: &Path, dst: &Path) -> Result<Option<(Taken, usize)>> {
             Err(e) => return Err(Error::io(&mpath)(e)),
         };
         let m = Manifest::decode(&mpath, &before)?;
-        let files = crate::collection::referenced_files(&m);
+        let files = m.referenced_files();
         let wal_name = manifest::wal_file(m.wal);
         let mut gone = false;
         for f in files.iter().filter(|f| **f != wal_name) {
@@ -353,7 +361,7 @@ fn backup_collection(src: &Path, dst: &Path) -> Result<Option<(Taken, usize)>> {
         }
         return Ok(Some((taken, tries)));
     }
-    Err(Error::Changing(src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+    Err(Error::Changing(src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), MAX_TRIES))
 }
 
 /// Where the last whole frame of a WAL ends; `None` if it looks damaged.

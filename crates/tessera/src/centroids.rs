@@ -39,102 +39,22 @@
 //! - [`recode`] leaves residual segments alone (their rows need their own
 //!   codebook): they move to a newer codebook when they are merged.
 
+use crate::codebook::{CentroidIndex, Codebook};
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manifest::{self, Manifest};
 use crate::segment::{Segment, SegmentView};
-use memmap2::Mmap;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tessera_format::segment::{SegmentDoc, StoredRows};
-use tessera_index::centroids::{
-    self as cx, CentroidParams, CodebookInfo, CodebookLayout, IvfLayout, IvfSource, Probe, Quantizer, ResidualTables,
-};
-use tessera_kernels::residual::{self, Codec};
-use tessera_kernels::{CentroidPanels, EncodedTokens, Repr, Screening, TokenType};
+use tessera_index::centroids::{self as cx, CentroidParams, CodebookInfo, IvfSource, Quantizer, ResidualTables};
+use tessera_kernels::residual;
+use tessera_kernels::{EncodedTokens, Repr, Screening, TokenType};
 
 /// Documents per parallel assignment task.
 const ASSIGN_DOCS: usize = 16;
-
-/// A loaded codebook.
-pub(crate) struct Codebook {
-    /// File id (`cbk-N.tcbk`).
-    pub id: u64,
-    /// Every centroid, packed for scoring query tokens against them all.
-    pub panels: CentroidPanels,
-    /// The grouped codebook, for coding stored tokens.
-    pub quantizer: Quantizer,
-    /// CRC-32 of its centroids: what a segment's index records.
-    pub identity: u32,
-    pub info: CodebookInfo,
-    pub file_len: u64,
-    /// Residual collections: what residual rows coded with it are read with.
-    pub residual: Option<Tables>,
-}
-
-/// A codebook's centroids and residual tables, owned: what a [`Codec`] views.
-pub(crate) struct Tables {
-    pub bits: u32,
-    centroids: Vec<f32>,
-    cutoffs: Vec<f32>,
-    weights: Vec<f32>,
-    by_bucket: Vec<f32>,
-}
-
-impl Tables {
-    pub fn codec(&self, dim: usize) -> Codec<'_> {
-        Codec {
-            bits: self.bits,
-            dim,
-            centroids: &self.centroids,
-            cutoffs: &self.cutoffs,
-            weights: &self.weights,
-            weights_by_bucket: &self.by_bucket,
-        }
-    }
-}
-
-impl Codebook {
-    /// Reads and verifies a codebook file of a collection of `dim`-dimensional tokens.
-    pub fn open(path: &Path, id: u64, dim: usize) -> Result<Self> {
-        let bytes = crate::segment::map(path)?;
-        let layout = CodebookLayout::parse(&bytes).map_err(Error::format(path))?;
-        if layout.info.dim != dim {
-            return Err(Error::Corrupted {
-                file: path.into(),
-                offset: 12,
-                reason: format!("codebook has dim {}, the collection {dim}", layout.info.dim),
-            });
-        }
-        let residual = layout.residual_tables(&bytes).map(|t| Tables {
-            bits: t.bits,
-            centroids: layout.centroids(&bytes).to_vec(),
-            cutoffs: t.cutoffs.to_vec(),
-            weights: t.weights.to_vec(),
-            by_bucket: residual::by_bucket(t.weights, dim, t.bits),
-        });
-        Ok(Self {
-            id,
-            panels: CentroidPanels::new(layout.centroids(&bytes), dim),
-            quantizer: layout.quantizer(&bytes),
-            identity: layout.crc,
-            info: layout.info,
-            file_len: bytes.len() as u64,
-            residual,
-        })
-    }
-
-    /// How residual rows coded with this codebook are read.
-    ///
-    /// # Panics
-    /// If it has no residual tables (a residual segment's codebook is
-    /// checked to have them when the segment opens).
-    pub fn repr(&self) -> Repr<'_> {
-        Repr::residual(self.residual.as_ref().expect("a residual codebook has tables").codec(self.info.dim))
-    }
-}
 
 /// Codes tokens as residual rows with a codebook, for a seal or merge of a
 /// residual collection: each token gets its centroid by routing (as the
@@ -250,48 +170,6 @@ impl<'a> Coder<'a> {
     }
 }
 
-/// A segment's memory-mapped, verified centroid index and the codebook its codes refer to.
-pub(crate) struct CentroidIndex {
-    mmap: Mmap,
-    layout: IvfLayout,
-    pub codebook: Arc<Codebook>,
-}
-
-impl CentroidIndex {
-    pub fn open(path: &Path, seg: &Segment, codebook: Arc<Codebook>) -> Result<Self> {
-        let mmap = crate::segment::map(path)?;
-        let layout = IvfLayout::parse(&mmap, seg.matrix().offsets).map_err(Error::format(path))?;
-        if layout.codebook != codebook.identity || layout.k != codebook.info.k {
-            return Err(Error::Corrupted {
-                file: path.into(),
-                offset: 56,
-                reason: format!(
-                    "centroid index was coded with codebook {:08x} ({} centroids); its manifest entry names {:08x} ({})",
-                    layout.codebook, layout.k, codebook.identity, codebook.info.k
-                ),
-            });
-        }
-        Ok(Self { mmap, layout, codebook })
-    }
-
-    /// The best `n` accepted rows by approximate (centroid) score, best first.
-    pub fn candidates(&self, probe: &Probe, n: usize, accept: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
-        self.layout.candidates(&self.mmap, probe, n, accept)
-    }
-
-    pub fn codes(&self) -> &[u16] {
-        self.layout.codes(&self.mmap)
-    }
-
-    pub fn mean_similarity(&self) -> f32 {
-        self.layout.mean_similarity
-    }
-
-    pub fn file_len(&self) -> u64 {
-        self.mmap.len() as u64
-    }
-}
-
 /// What sealing a segment of a centroid collection produced.
 pub(crate) struct Built {
     /// The segment's index and its file id (none: the segment is scored exactly).
@@ -371,7 +249,7 @@ pub(crate) fn build(
     }
     let cb = trained.as_ref().unwrap_or(&codebook);
     let fid = write_index(dir, config, seg, cb, &codes, similarity, m, created)?;
-    let index = CentroidIndex::open(&dir.join(manifest::ivf_file(fid)), seg, cb.clone())?;
+    let index = CentroidIndex::open(&dir.join(manifest::ivf_file(fid)), seg.matrix().offsets, cb.clone())?;
     Ok(Built { index: Some((index, fid)), trained, train_s, recode: None })
 }
 

@@ -332,7 +332,7 @@ impl CollectionConfig {
         if self.max_segments < 1 {
             return bad("max_segments must be at least 1".into());
         }
-        crate::doc::check_pool_factor(self.pool_factor)?;
+        check_pool_factor(self.pool_factor)?;
         if !(1024..=tessera_format::wal::MAX_FRAME).contains(&self.max_batch_bytes) {
             return bad(format!("max_batch_bytes must be in 1024..={}", tessera_format::wal::MAX_FRAME));
         }
@@ -619,4 +619,13 @@ impl Settings {
         }
         Ok(c)
     }
+}
+
+/// A pool factor must be in `1..=MAX_POOL_FACTOR`.
+pub(crate) fn check_pool_factor(f: u32) -> crate::Result<()> {
+    let most = crate::pool::MAX_POOL_FACTOR;
+    if !(1..=most).contains(&f) {
+        return Err(crate::Error::InvalidArgument(format!("pool_factor must be in 1..={most}, got {f}")));
+    }
+    Ok(())
 }

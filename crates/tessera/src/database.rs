@@ -155,12 +155,6 @@ impl Database {
         &self.dir
     }
 
-    /// Writes a consistent copy of this database to `out` while writes go on:
-    /// see [`backup`](crate::backup()).
-    pub fn backup(&self, out: &Path) -> Result<crate::BackupReport> {
-        crate::backup(&self.dir, out)
-    }
-
     pub(crate) fn cdir(&self) -> PathBuf {
         self.dir.join("collections")
     }

@@ -105,15 +105,6 @@ pub struct UpsertOptions {
     pub pool_factor: Option<u32>,
 }
 
-/// A pool factor must be in `1..=MAX_POOL_FACTOR`.
-pub(crate) fn check_pool_factor(f: u32) -> Result<()> {
-    let most = crate::pool::MAX_POOL_FACTOR;
-    if !(1..=most).contains(&f) {
-        return Err(Error::InvalidArgument(format!("pool_factor must be in 1..={most}, got {f}")));
-    }
-    Ok(())
-}
-
 /// A document to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {

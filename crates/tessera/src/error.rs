@@ -54,8 +54,9 @@ pub enum Error {
     DeadlineExceeded,
     #[error("{0} exists: a backup or restore writes only to a new (or empty) folder")]
     DestinationExists(PathBuf),
-    #[error("collection {0:?} kept changing during the backup ({tries} tries): try again", tries = crate::backup::MAX_TRIES)]
-    Changing(String),
+    /// A collection kept changing while a backup copied it: its name and how many times it was taken.
+    #[error("collection {0:?} kept changing during the backup ({1} tries): try again")]
+    Changing(String, usize),
     #[error(
         "collection {0:?} was replaced by a reindex (a new version with the new model's tokens): get it from the database again"
     )]
@@ -125,7 +126,9 @@ impl Error {
             }
             E::Corrupted { .. } | E::UnsupportedVersion { .. } => ErrorKind::Corruption,
             E::Io { .. } | E::Text(_) => ErrorKind::Io,
-            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(_) | E::Replaced(_) => ErrorKind::Unavailable,
+            E::Poisoned(_) | E::Locked(..) | E::ReadOnly(_) | E::Changing(..) | E::Replaced(_) => {
+                ErrorKind::Unavailable
+            }
             E::DeadlineExceeded => ErrorKind::Timeout,
         }
     }

@@ -2,6 +2,7 @@
 //! directories, and atomic replacement (write temp, fsync, rename, fsync dir).
 
 use crate::error::{Error, Result};
+use memmap2::Mmap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -37,4 +38,12 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
         _ => Ok(()),
     }
+}
+
+/// Maps an immutable file (a segment, index, codebook or kept copy) read-only.
+pub(crate) fn map(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    // SAFETY: segment, index and codebook files are immutable once written and renamed
+    // into place; Tessera never modifies or truncates one while it is mapped.
+    unsafe { Mmap::map(&file) }.map_err(Error::io(path))
 }

@@ -23,8 +23,8 @@ use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::rank::{Component, Rank, Ranking, Signal, Signals};
-use crate::search::{MAX_K, SearchHit, SearchParams, check_deadline};
-use crate::snapshot::{Ranked, Snapshot, materialize};
+use crate::search::{MAX_K, SearchParams, check_deadline};
+use crate::snapshot::{Ranked, SearchHit, Snapshot, materialize};
 use std::collections::HashMap;
 
 /// A candidate source.

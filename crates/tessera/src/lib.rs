@@ -8,8 +8,9 @@
 //! | module | owns |
 //! |---|---|
 //! | `database` | the folder of collections, its lock, create/drop |
-//! | `collection` | writer, snapshots, flush, compaction, recovery; `collection/maintenance` (seals and merges off the write path), `collection/merge_policy` (when and what merges) and `collection/stats` |
-//! | `centroids` | the token-centroid index: codebooks, training, coding a sealed segment |
+//! | `collection` | writer, snapshots, flush, compaction, recovery; `collection/recovery` (opening, WAL replay), `collection/maintenance` (seals and merges off the write path), `collection/seal` (writing a segment and its indexes), `collection/merge_policy` (when and what merges), `collection/model` (the bound model) and `collection/stats` |
+//! | `centroids` | the token-centroid index's lifecycle: training codebooks, coding a sealed segment, re-coding |
+//! | `codebook` | a codebook file and a segment's centroid index file, loaded and verified |
 //! | `search` | the search pipeline over a snapshot (one `Searcher`: coarse, screening, exact), rerank of given ids |
 //! | `snapshot` | what a read sees, where a document lives in it, ranked results |
 //! | `filter` | the payload filter language |
@@ -21,6 +22,9 @@
 //! | `model` | collections bound to a model (tessera-encoder): text upserts and text queries |
 //! | `rank` | the final order of a hybrid query (MaxSim, or a linear fusion of signals) and a collection's default `Ranking` |
 //! | `backup` | online backup and restore of a whole database |
+//! | `reindex` | re-encoding a collection with another model, built beside the old version, then swapped |
+//! | `scan` | listing and counting documents without a query (filter, id order, pages) |
+//! | `idle` | sealing the memtable of a collection that has gone quiet |
 //! | `kernels` | which MaxSim kernels the process uses, and the `TESSERA_KERNEL` check |
 //! | `fsutil` | the file-system steps crash safety rests on (fsync, atomic replace) |
 //! | `request` | a search's options as every interface names them (`SearchOptions`), read once into a `SearchPlan` |
@@ -40,6 +44,7 @@
 
 mod backup;
 mod centroids;
+mod codebook;
 mod collection;
 mod config;
 mod database;
@@ -68,7 +73,7 @@ mod wal;
 pub mod wire;
 
 pub use backup::{BackupReport, CollectionBackup, backup, refuse_inside, remove_stale_stages, restore};
-pub use collection::{BuildTimes, Collection, CollectionStats, SegmentSize};
+pub use collection::{Collection, CollectionStats, SegmentSize, set_build_threads};
 pub use config::{
     CentroidParams, CollectionConfig, Durability, EncoderConfig, HnswParams, IndexConfig, IndexKind, Keep, Language,
     MAX_DIM, MAX_ID_BYTES, MAX_SEGMENTS, MEMTABLE_BYTES, Screening, Settings, TextConfig, TextKind, TokenType,
@@ -80,6 +85,7 @@ pub use filter::{Filter, MAX_FILTER_VALUES};
 pub use half::f16;
 pub use hybrid::{Fusion, FusionKind, HybridHit, HybridQuery, Source, SourceRank, fuse};
 pub use kernels::{KernelInfo, check_kernel_env, kernel_info};
+pub use manifest::BuildTimes;
 pub use mine::{MineParams, Mined, Sampling, SplitMix64};
 pub use model::{
     Encoder, ModelBinding, ModelIdentity, TextKindOf, TokensFilled, collection_dim, encode_missing, encode_texts,
@@ -95,6 +101,7 @@ pub use request::{PlanDefaults, SearchOptions, SearchPlan, SearchResults};
 pub use scan::{MAX_SCAN_LIMIT, ScanPage};
 pub use search::{
     CANDIDATES_PER_K, CENTROID_CANDIDATES_PER_K, DEFAULT_CANDIDATES, DEFAULT_RERANK, MAX_BATCH, MAX_BATCH_TOKENS,
-    MAX_K, MAX_NPROBE, RERANK_PER_K, Reranked, SearchHit, SearchParams, default_candidates, default_rerank,
+    MAX_K, MAX_NPROBE, RERANK_PER_K, Reranked, SearchParams, default_candidates, default_rerank,
 };
+pub use snapshot::SearchHit;
 pub use tessera_format::names::{Named, UnknownName};

@@ -2,8 +2,7 @@
 //! file continues them, and the collection's configuration. It is a JSON body
 //! in an envelope (`TESSMAN\0`), replaced atomically as a whole.
 
-use crate::collection::BuildTimes;
-use crate::config::CollectionConfig;
+use crate::config::{CollectionConfig, IndexConfig};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::rank::Ranking;
@@ -135,6 +134,29 @@ impl Manifest {
         let major = if self.older_wals.is_empty() { MAJOR } else { MAJOR_OLDER_WALS };
         fsutil::atomic_write(&dir.join(FILE), &envelope::encode(MAGIC, major, MINOR, &body))
     }
+
+    /// Every file and folder this manifest names (WALs, segments and what
+    /// belongs to them, codebooks), sorted, each once.
+    pub fn referenced_files(&self) -> Vec<String> {
+        let mut v = vec![wal_file(self.wal)];
+        v.extend(self.older_wals.iter().map(|&id| wal_file(id)));
+        let index_file = match self.config.index {
+            Some(IndexConfig::Centroids { .. }) => ivf_file,
+            _ => index_file,
+        };
+        v.extend(self.codebook.map(codebook_file));
+        for e in &self.segments {
+            v.push(segment_file(e.id));
+            v.extend(e.deletes.map(deletes_file));
+            v.extend(e.index.map(index_file));
+            v.extend(e.text.map(text_dir));
+            v.extend(e.codebook.map(codebook_file));
+            v.extend(e.keep.map(keep_file));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 pub(crate) fn segment_file(id: u64) -> String {
@@ -170,4 +192,22 @@ pub(crate) fn keep_file(id: u64) -> String {
 
 pub(crate) fn text_dir(id: u64) -> String {
     format!("text-{id:016}")
+}
+
+/// Seconds spent sealing segments since the collection was created, by part
+/// (kept in the manifest; a flush or merge that failed counts too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BuildTimes {
+    /// Segments written by flushes, and the seconds those flushes took in all.
+    pub flushes: u64,
+    pub flush_s: f64,
+    /// Merges (automatic and `compact`), and the seconds they took in all
+    /// (their own writing and indexing included).
+    pub merges: u64,
+    pub merge_s: f64,
+    /// Of the above: building candidate indexes (HNSW, or coding tokens with
+    /// centroids), training codebooks, and building full-text indexes.
+    pub index_s: f64,
+    pub codebook_s: f64,
+    pub text_s: f64,
 }

@@ -24,7 +24,8 @@ use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::hybrid::HybridQuery;
 use crate::rank::Rank;
-use crate::search::{MAX_K, SearchHit, SearchParams};
+use crate::search::{MAX_K, SearchParams};
+use crate::snapshot::SearchHit;
 use std::collections::{HashMap, HashSet};
 
 /// SplitMix64: small, fast, deterministic across platforms.

@@ -16,7 +16,7 @@ use crate::doc::Tokens;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::segment::CoarseIndex;
-use crate::snapshot::{Loc, Ranked, Snapshot, allowed_rows, materialize};
+use crate::snapshot::{Loc, Ranked, SearchHit, Snapshot, allowed_rows, materialize};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -193,16 +193,6 @@ pub fn default_candidates(index: IndexKind, k: usize, docs: usize) -> usize {
 /// vectors) to 0.98 (centroids) at 70–80 % of the unscreened latency.
 pub fn default_rerank(k: usize) -> usize {
     DEFAULT_RERANK.max(RERANK_PER_K.saturating_mul(k))
-}
-
-/// One search result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    pub id: String,
-    /// MaxSim score: Σ over query tokens of the max dot product over the document's tokens.
-    pub score: f32,
-    pub text: Option<String>,
-    pub payload: Option<serde_json::Value>,
 }
 
 /// A candidate in the global merge; ordered by id so ties break the same way

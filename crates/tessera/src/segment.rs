@@ -1,10 +1,10 @@
 //! An open, verified, memory-mapped segment, and its per-snapshot view with
 //! a deletion vector.
 
-use crate::centroids::{CentroidIndex, Codebook};
+use crate::codebook::{CentroidIndex, Codebook};
 use crate::error::{Error, Result};
+use crate::fsutil::map;
 use memmap2::Mmap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,13 +135,6 @@ impl Kept {
     pub fn file_len(&self) -> u64 {
         self.mmap.len() as u64
     }
-}
-
-pub(crate) fn map(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).map_err(Error::io(path))?;
-    // SAFETY: segment, index and codebook files are immutable once written and renamed
-    // into place; Tessera never modifies or truncates one while it is mapped.
-    unsafe { Mmap::map(&file) }.map_err(Error::io(path))
 }
 
 impl Segment {

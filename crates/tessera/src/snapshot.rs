@@ -5,10 +5,19 @@
 use crate::doc::parse_payload;
 use crate::filter::Filter;
 use crate::memtable::MemTable;
-use crate::search::SearchHit;
 use crate::segment::SegmentView;
 use rayon::prelude::*;
 use std::sync::Arc;
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub id: String,
+    /// MaxSim score: Σ over query tokens of the max dot product over the document's tokens.
+    pub score: f32,
+    pub text: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
 
 /// The segments with their deletions and the memtable, as of one moment.
 #[derive(Clone)]

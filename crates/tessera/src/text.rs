@@ -6,8 +6,8 @@
 use crate::collection::{Collection, Snapshot};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::{MAX_K, SearchHit};
-use crate::snapshot::{Loc, Ranked, allowed_rows, materialize};
+use crate::search::MAX_K;
+use crate::snapshot::{Loc, Ranked, SearchHit, allowed_rows, materialize};
 use tessera_kernels::TopK;
 use tessera_text::Stats;
 

@@ -2,7 +2,7 @@
 //! token, build times ([`Collection::stats`]).
 
 use super::{Collection, Snapshot, quarantine_files};
-use crate::manifest;
+use crate::manifest::{self, BuildTimes};
 use crate::segment::CoarseIndex;
 
 /// Sizes of a collection, as `info` reports them.
@@ -70,24 +70,6 @@ pub struct SegmentSize {
     pub tokens: usize,
     /// The segment file's bytes (deleted rows included, until a merge drops them).
     pub bytes: u64,
-}
-
-/// Seconds spent sealing segments since the collection was created, by part
-/// (kept in the manifest; a flush or merge that failed counts too).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BuildTimes {
-    /// Segments written by flushes, and the seconds those flushes took in all.
-    pub flushes: u64,
-    pub flush_s: f64,
-    /// Merges (automatic and `compact`), and the seconds they took in all
-    /// (their own writing and indexing included).
-    pub merges: u64,
-    pub merge_s: f64,
-    /// Of the above: building candidate indexes (HNSW, or coding tokens with
-    /// centroids), training codebooks, and building full-text indexes.
-    pub index_s: f64,
-    pub codebook_s: f64,
-    pub text_s: f64,
 }
 
 impl Collection {
