@@ -89,8 +89,8 @@ enum Cmd {
         #[arg(long, default_value_t = 512)]
         batch_docs: usize,
         /// Threads that seal and merge segments in the background while the ingest writes
-        /// (building candidate indexes, coding tokens). Default: every core — an ingest leaves
-        /// none to searches, as a server does (it builds on half)
+        /// (building candidate indexes, coding tokens). Default: every core, as an ingest serves
+        /// no searches (unlike a server, which builds on half of them)
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         build_threads: Option<u16>,
         /// A model directory (sentence-transformers / PyLate layout, docs/ENCODER.md): JSONL

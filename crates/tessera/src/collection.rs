@@ -173,43 +173,40 @@ fn recode_pick(w: &Writer) -> Option<(SegmentView, Arc<Codebook>)> {
     w.segments.iter().find(stale).map(|sv| (sv.clone(), cb.clone()))
 }
 
-/// The pool background seals and merges run on, and its size once set.
+/// The pool background seals and merges run on, made on first use.
 static BUILD_POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-static BUILD_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn make_build_pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("tessera-build-{i}"))
+        .build()
+        .expect("the build pool starts")
+}
 
 /// The pool background seals and merges run on: half the cores (at least
 /// one), so index builds never take every core from searches, unless
-/// [`set_build_threads`] said otherwise first.
+/// [`set_build_threads`] made it first.
 fn build_pool() -> &'static rayon::ThreadPool {
-    BUILD_POOL.get_or_init(|| {
-        let half = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-        let n = match BUILD_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => half,
-            n => n,
-        };
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("tessera-build-{i}"))
-            .build()
-            .expect("the build pool starts")
-    })
+    BUILD_POOL.get_or_init(|| make_build_pool(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))))
 }
 
-/// Sets how many threads this process's background seals and merges run on
-/// (by default half the cores, at least one, leaving the rest to searches):
-/// a process that only loads data gives them every core. Only before the
-/// process's first background seal or merge; refused after, and for 0.
+/// Makes the pool this process's background seals and merges run on, of `n`
+/// threads (by default half the cores, at least one, leaving the rest to
+/// searches): a process that only loads data gives them every core. The
+/// pool is made when the first seal or merge is queued (a write that fills
+/// the memtable, or a merge due when a collection opens); after that, only
+/// the number it runs on is taken. 0 is refused.
 pub fn set_build_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::InvalidArgument("build threads must be at least 1".into()));
     }
-    BUILD_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
-    match BUILD_POOL.get() {
-        Some(pool) if pool.current_num_threads() != n => Err(Error::InvalidArgument(format!(
-            "the build pool already runs on {} threads (set them before the first seal)",
-            pool.current_num_threads()
+    let pool = BUILD_POOL.get_or_init(|| make_build_pool(n));
+    match pool.current_num_threads() {
+        m if m == n => Ok(()),
+        m => Err(Error::InvalidArgument(format!(
+            "the build pool already runs on {m} threads (set them before the first seal)"
         ))),
-        _ => Ok(()),
     }
 }
 

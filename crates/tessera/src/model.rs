@@ -8,7 +8,7 @@
 //! (`SearchOptions::query_text`, encoded as a query). The model is loaded on
 //! first use, once per process and folder, and checked against the bound
 //! identity: a model folder whose files changed since is refused until the
-//! caller binds it again (`Collection::bind_model`), because the stored
+//! caller binds it again ([`Collection::bind_model`](crate::Collection::bind_model)), because the stored
 //! tokens were made by the old one.
 
 use std::collections::HashMap;
@@ -39,7 +39,8 @@ pub(crate) fn model_error(e: tessera_encoder::Error) -> Error {
 /// memory-mapped, and replacing a model folder's files under a running
 /// process is not supported; a process started later computes the checksum
 /// afresh, so a changed model is then refused by the collections bound to
-/// the old one. `Collection::bind_model` loads the folder afresh.
+/// the old one. [`Collection::bind_model`](crate::Collection::bind_model)
+/// loads the folder afresh.
 pub fn load_model(dir: &Path) -> Result<Arc<Encoder>> {
     let key = canonical(dir)?;
     // Held while loading: two first uses of a model load it once.

@@ -18,7 +18,7 @@ fn build_threads_are_set_before_the_first_background_seal() {
         c.upsert(&[Document::new(format!("d{i}"), tokens)]).unwrap();
     }
     c.flush().unwrap();
-    assert!(c.stats().segments > 0, "the memtable was sealed");
+    assert!(c.stats().segments > 0, "the documents were sealed");
     let refused = set_build_threads(2).unwrap_err().to_string();
     assert!(refused.contains("already runs on 3 threads"), "{refused}");
     set_build_threads(3).unwrap();

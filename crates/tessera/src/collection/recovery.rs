@@ -224,8 +224,6 @@ pub(super) fn open_segment_view(
     Ok(SegmentView::new(Arc::new(seg), dv))
 }
 
-/// Bytes of the snapshot's candidate indexes: each segment's index file, and
-/// each codebook in use once.
 /// Says what a torn WAL tail found on open held: an error in the log (the
 /// last batch of an append that crashed was never acknowledged, but a flipped
 /// bit in an acknowledged one looks the same), with where its bytes are kept.
