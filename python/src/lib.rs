@@ -54,7 +54,9 @@ fn restore<'py>(py: Python<'py>, source: std::path::PathBuf, db: std::path::Path
 /// first background seal: refused after (unless it is the number they run
 /// on), and for 0.
 #[pyfunction]
-fn set_build_threads(py: Python<'_>, n: usize) -> PyResult<()> {
+fn set_build_threads(py: Python<'_>, n: i64) -> PyResult<()> {
+    // A negative count is refused as bad input, as every count is (not an OverflowError).
+    let n = usize::try_from(n).map_err(|_| invalid(py, format!("build threads must be at least 1, got {n}")))?;
     tessera::set_build_threads(n).or_py(py)
 }
 

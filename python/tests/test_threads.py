@@ -101,11 +101,12 @@ import sys
 import numpy as np
 import tessera
 
-try:
-    tessera.set_build_threads(0)
-    sys.exit("0 threads was taken")
-except tessera.InvalidInputError:
-    pass
+for bad in (0, -1):
+    try:
+        tessera.set_build_threads(bad)
+        sys.exit(f"{bad} threads was taken")
+    except tessera.InvalidInputError:
+        pass
 tessera.set_build_threads(3)
 db = tessera.Database(sys.argv[1])
 col = db.create_collection("c", 4, index="none", settings={"memtable_bytes": 4096})
